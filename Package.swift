@@ -1,0 +1,41 @@
+// swift-tools-version: 6.1
+// swift-vector-quantize — vector quantization (VQ-VAE codebooks, residual VQ, FSQ, LFQ) in Swift,
+// with exact partial freezing. No `unsafeFlags`: the package stays usable as a dependency.
+import PackageDescription
+
+let package = Package(
+    name: "swift-vector-quantize",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "VQTensor", targets: ["VQTensor"]),
+        .library(name: "VQNN", targets: ["VQNN"]),
+        .library(name: "VectorQuantize", targets: ["VectorQuantize"]),
+        .executable(name: "vq", targets: ["vq"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C micro-kernels only (GEMM tile, distance tile), chosen at run time by CPU features.
+        .target(name: "CVQKernels"),
+        .target(
+            name: "VQTensor",
+            dependencies: ["CVQKernels", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "VQNN", dependencies: ["VQTensor"]),
+        .target(name: "VectorQuantize", dependencies: ["VQNN"]),
+        .executableTarget(
+            name: "vq",
+            dependencies: [
+                "VectorQuantize",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .target(name: "VQTestSupport", dependencies: ["VQTensor"], path: "Tests/VQTestSupport"),
+        .testTarget(name: "VQTensorTests", dependencies: ["VQTensor", "VQTestSupport"]),
+        .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTestSupport"]),
+        .testTarget(
+            name: "VectorQuantizeTests", dependencies: ["VectorQuantize", "VQTestSupport"],
+            resources: [.copy("Fixtures")]),
+    ],
+    swiftLanguageModes: [.v6]
+)

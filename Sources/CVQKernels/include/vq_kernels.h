@@ -1,0 +1,36 @@
+// C micro-kernels for VQTensor. Only the innermost tiles live here; packing, blocking, tiling and
+// threading are written in Swift. Each kernel has an AVX-512, an AVX2+FMA and a portable version,
+// chosen at run time (no compiler flags needed, so the package stays usable as a dependency).
+#ifndef VQ_KERNELS_H
+#define VQ_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Instruction-set levels: 0 = portable C, 1 = AVX2 + FMA, 2 = AVX-512F.
+int vq_cpu_level(void);
+
+/// Rows (MR) and columns (NR) of the GEMM micro-tile for a level.
+int vq_gemm_mr(int level);
+int vq_gemm_nr(int level);
+
+/// C[MR×NR] (row stride ldc) = (accumulate ? C : 0) + A·B over kc, where `a` is packed as kc groups of
+/// MR floats (column k of the A panel) and `b` as kc groups of NR floats (row k of the B panel).
+void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                 int accumulate);
+
+/// Running nearest-code update for `rows` query rows against a tile of `cols` codes.
+/// `dots` holds x·c (row stride `ld`). Euclidean (cosine == 0): score =
+/// sqrt(max((xx[r] + cc[j]) + dots*(-2), 1e-8)), smaller is closer; cosine: score = -dot.
+/// Strictly smaller scores replace `best`, so exact ties keep the lowest code index.
+void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
+                      const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

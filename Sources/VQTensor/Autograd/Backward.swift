@@ -1,0 +1,163 @@
+// Reverse-mode differentiation: a topological walk from the output, and one exhaustive switch that
+// turns the gradient of an operation's output into gradients of its inputs.
+
+extension Tensor {
+    /// Back-propagates from this tensor, accumulating into the ``grad`` of every leaf it depends on.
+    ///
+    /// - Parameter gradient: the gradient of the objective with respect to `self`; omit it for a
+    ///   one-element tensor (then it is 1).
+    public func backward(_ gradient: Tensor? = nil) {
+        guard let root = node else { return }
+        let seed: Tensor
+        if let gradient {
+            precondition(gradient.shape == shape, "backward: gradient \(gradient.shape) for a tensor of shape \(shape)")
+            seed = gradient.detached()
+        } else {
+            precondition(count == 1, "backward: a tensor of shape \(shape) needs an explicit gradient")
+            seed = Tensor(repeating: 1, shape: shape)
+        }
+        withoutGradient {
+            // Topological order by iterative depth-first search.
+            var order: [GradNode] = []
+            var visited = Set<ObjectIdentifier>()
+            var stack: [(GradNode, Bool)] = [(root, false)]
+            while let (n, expanded) = stack.popLast() {
+                if expanded { order.append(n); continue }
+                if !visited.insert(ObjectIdentifier(n)).inserted { continue }
+                stack.append((n, true))
+                for case let i? in n.inputs where !visited.contains(ObjectIdentifier(i)) { stack.append((i, false)) }
+            }
+            var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed]
+            for n in order.reversed() {
+                guard let g = grads.removeValue(forKey: ObjectIdentifier(n)) else { continue }
+                if n.isLeaf {
+                    var g = g
+                    for hook in n.hooks {
+                        g = hook(g).detached()
+                        precondition(g.shape == n.shape, "gradient hook returned shape \(g.shape) for a leaf of shape \(n.shape)")
+                    }
+                    n.grad = n.grad.map { $0 + g } ?? g
+                    continue
+                }
+                let inputGrads = Backward.inputGradients(n.op, gradient: g, inputShapes: n.inputs.map { $0?.shape })
+                for (input, ig) in zip(n.inputs, inputGrads) {
+                    guard let input, let ig else { continue }
+                    let key = ObjectIdentifier(input)
+                    grads[key] = grads[key].map { $0 + ig } ?? ig
+                }
+            }
+        }
+    }
+
+    /// Sums a broadcast gradient back to `target` (the adjoint of broadcasting).
+    func summed(to target: [Int]) -> Tensor {
+        if shape == target { return self }
+        let extra = rank - target.count
+        var axes = Array(0..<extra)
+        for (i, t) in target.enumerated() where t == 1 && shape[extra + i] != 1 { axes.append(extra + i) }
+        return sum(axes: axes, keepDims: true).reshaped(target)
+    }
+}
+
+enum Backward {
+    /// Gradients of `op`'s inputs given the gradient `g` of its output (nil = no gradient).
+    static func inputGradients(_ op: Op, gradient g: Tensor, inputShapes: [[Int]?]) -> [Tensor?] {
+        switch op {
+        case .leaf:
+            return []
+        case .add(let l, let r):
+            return [g.summed(to: l), g.summed(to: r)]  // d(a+b) = da + db
+        case .sub(let l, let r):
+            return [g.summed(to: l), (-g).summed(to: r)]
+        case .mul(let a, let b):
+            return [(g * b).summed(to: a.shape), (g * a).summed(to: b.shape)]  // d(ab) = b da + a db
+        case .div(let a, let b):
+            // d(a/b) = da / b − a db / b²
+            return [(g / b).summed(to: a.shape), (-(g * a) / (b * b)).summed(to: b.shape)]
+        case .maximum(let a, let b), .minimum(let a, let b):
+            let isMax: Bool = { if case .maximum = op { return true } else { return false } }()
+            let wa = Elementwise.zip(a, b, "maximum") { x, y in x == y ? 0.5 : ((isMax ? x > y : x < y) ? 1 : 0) }
+            return [(g * wa).summed(to: a.shape), (g * (1 - wa)).summed(to: b.shape)]
+        case .select(let c, let l, let r):
+            return [(g * c).summed(to: l), (g * (1 - c)).summed(to: r)]
+        case .unary(let u, let x, let y):
+            return [g * unaryDerivative(u, x: x, y: y)]
+        case .sum(_, let kept):
+            return [g.reshaped(kept).expanded(to: inputShapes[0]!)]
+        case .mean(_, let kept, let n):
+            return [(g.reshaped(kept) / Float(n)).expanded(to: inputShapes[0]!)]
+        case .extremum(let input, let positions):
+            var out = [Float](repeating: 0, count: Shape.count(input))
+            for (j, p) in positions.enumerated() { out[p] += g.scalars[j] }
+            return [Tensor(out, shape: input)]
+        case .logSumExp(let x, let y):
+            // d lse / dx = exp(x − lse)
+            return [g.reshaped(y.shape) * Elementwise.zip(x, y, "logSumExp") { expf_($0 - $1) }]
+        case .softmax(let y, let axis):
+            // dx = y ⊙ (g − Σ g⊙y)
+            return [y * (g - (g * y).sum(axis: axis, keepDims: true))]
+        case .logSoftmax(let y, let axis):
+            // dx = g − softmax · Σ g
+            return [g - y.exp() * g.sum(axis: axis, keepDims: true)]
+        case .reshape(let input):
+            return [g.reshaped(input)]
+        case .permute(let p):
+            var inverse = [Int](repeating: 0, count: p.count)
+            for (i, a) in p.enumerated() { inverse[a] = i }
+            return [g.permuted(inverse)]
+        case .expand(let input):
+            return [g.summed(to: input)]
+        case .concat(let axis, let sizes):
+            return g.split(sizes: sizes, axis: axis).map { $0 }
+        case .slice(let input, let axis, let start):
+            var out = Tensor.zeros(input)
+            let (outer, n, inner) = Shape.split(input, at: axis)
+            let m = g.shape[axis]
+            out.scalars.withUnsafeMutableBufferPointer { o in
+                g.scalars.withUnsafeBufferPointer { s in
+                    for ob in 0..<outer where m > 0 {
+                        (o.baseAddress! + (ob * n + start) * inner).update(from: s.baseAddress! + ob * m * inner, count: m * inner)
+                    }
+                }
+            }
+            return [out]
+        case .gather(let input, let axis, let index):
+            return [Tensor.zeros(input).scatterAdd(axis: axis, index: index, source: g)]
+        case .indexSelect(let input, let axis, let index):
+            return [Tensor.zeros(input).indexAdd(axis: axis, index, g)]
+        case .scatterAdd(let axis, let index):
+            return [g, g.gather(axis: axis, index: index)]
+        case .indexAdd(let axis, let index):
+            return [g, g.indexSelect(axis: axis, index)]
+        case .matmul(let a, let b):
+            // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC (summed over broadcast batch axes)
+            let ga = Tensor.matmulRaw(g, b, transposeA: false, transposeB: true).summed(to: a.shape)
+            let gb = Tensor.matmulRaw(a, g, transposeA: true, transposeB: false).summed(to: b.shape)
+            return [ga, gb]
+        }
+    }
+
+    static func unaryDerivative(_ u: UnaryOp, x: Tensor, y: Tensor) -> Tensor {
+        switch u {
+        case .neg: return Tensor(repeating: -1, shape: x.shape)
+        case .sqrt: return Elementwise.map(y) { 0.5 / $0 }  // d√x = 1 / (2√x)
+        case .exp: return y
+        case .log: return Elementwise.map(x) { 1 / $0 }
+        case .tanh: return Elementwise.map(y) { 1 - $0 * $0 }
+        case .sigmoid: return Elementwise.map(y) { $0 * (1 - $0) }
+        case .relu: return Elementwise.map(x) { $0 > 0 ? 1 : 0 }
+        case .gelu:
+            // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+            return Elementwise.map(x) { v in
+                0.5 * (1 + erff_(v * 0.70710678118654752)) + v * 0.3989422804014327 * expf_(-0.5 * v * v)
+            }
+        case .silu:
+            return Elementwise.map(x) { v in let s = sigmoidScalar(v); return s * (1 + v * (1 - s)) }
+        case .abs: return x.sign()
+        case .clamp(let lo, let hi): return Elementwise.map(x) { $0 >= lo && $0 <= hi ? 1 : 0 }
+        case .pow(let p): return p == 2 ? Elementwise.map(x) { 2 * $0 } : Elementwise.map(x) { p * powf_($0, p - 1) }
+        case .sin: return Elementwise.map(x) { cosf_($0) }
+        case .cos: return Elementwise.map(x) { -sinf_($0) }
+        }
+    }
+}

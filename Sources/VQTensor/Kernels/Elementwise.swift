@@ -1,0 +1,110 @@
+/// Broadcasting element-wise loops. Fast paths for equal shapes and scalar operands; the general
+/// path walks the output with per-operand strides (0 on broadcast axes).
+enum Elementwise {
+    @inline(__always)
+    static func map(_ x: Tensor, _ f: (Float) -> Float) -> Tensor {
+        Tensor.uninitialized(x.shape) { out in
+            x.scalars.withUnsafeBufferPointer { a in
+                for i in 0..<a.count { out[i] = f(a[i]) }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func zip(_ a: Tensor, _ b: Tensor, _ op: StaticString, _ f: (Float, Float) -> Float) -> Tensor {
+        if a.shape == b.shape {
+            return Tensor.uninitialized(a.shape) { out in
+                a.scalars.withUnsafeBufferPointer { pa in
+                    b.scalars.withUnsafeBufferPointer { pb in
+                        for i in 0..<out.count { out[i] = f(pa[i], pb[i]) }
+                    }
+                }
+            }
+        }
+        guard let shape = Shape.broadcast(a.shape, b.shape) else {
+            preconditionFailure("\(op): shapes \(a.shape) and \(b.shape) do not broadcast")
+        }
+        if b.count == 1 {
+            let s = b.scalars[0]
+            let r = Tensor.uninitialized(a.shape) { out in
+                a.scalars.withUnsafeBufferPointer { pa in for i in 0..<out.count { out[i] = f(pa[i], s) } }
+            }
+            return r.shape == shape ? r : r.reshapedRaw(shape)
+        }
+        if a.count == 1 {
+            let s = a.scalars[0]
+            let r = Tensor.uninitialized(b.shape) { out in
+                b.scalars.withUnsafeBufferPointer { pb in for i in 0..<out.count { out[i] = f(s, pb[i]) } }
+            }
+            return r.shape == shape ? r : r.reshapedRaw(shape)
+        }
+        let sa = Shape.broadcastStrides(a.shape, to: shape)
+        let sb = Shape.broadcastStrides(b.shape, to: shape)
+        return Tensor.uninitialized(shape) { out in
+            a.scalars.withUnsafeBufferPointer { pa in
+                b.scalars.withUnsafeBufferPointer { pb in
+                    walk(shape, sa, sb) { o, ia, ib, n, da, db in
+                        var ia = ia, ib = ib
+                        for j in 0..<n {
+                            out[o + j] = f(pa[ia], pb[ib])
+                            ia += da
+                            ib += db
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Visits the output in rows of its last axis: `body(outOffset, aOffset, bOffset, n, aStep, bStep)`.
+    @inline(__always)
+    static func walk(
+        _ shape: [Int], _ sa: [Int], _ sb: [Int], _ body: (Int, Int, Int, Int, Int, Int) -> Void
+    ) {
+        let r = shape.count
+        if r == 0 {
+            body(0, 0, 0, 1, 0, 0)
+            return
+        }
+        let n = shape[r - 1]
+        let rows = n == 0 ? 0 : Shape.count(shape) / n
+        var idx = [Int](repeating: 0, count: r)
+        var ia = 0, ib = 0
+        for row in 0..<rows {
+            body(row * n, ia, ib, n, sa[r - 1], sb[r - 1])
+            var d = r - 2
+            while d >= 0 {
+                idx[d] += 1
+                ia += sa[d]
+                ib += sb[d]
+                if idx[d] < shape[d] { break }
+                ia -= sa[d] * shape[d]
+                ib -= sb[d] * shape[d]
+                idx[d] = 0
+                d -= 1
+            }
+        }
+    }
+
+    /// Materialises `x` broadcast to `shape`.
+    static func broadcast(_ x: Tensor, to shape: [Int]) -> Tensor {
+        if x.shape == shape { return x.detached() }
+        let sx = Shape.broadcastStrides(x.shape, to: shape)
+        return Tensor.uninitialized(shape) { out in
+            x.scalars.withUnsafeBufferPointer { px in
+                walk(shape, sx, sx) { o, ia, _, n, da, _ in
+                    var ia = ia
+                    for j in 0..<n {
+                        out[o + j] = px[ia]
+                        ia += da
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension Tensor {
+    /// The same scalars with another shape, without recording a gradient.
+    func reshapedRaw(_ newShape: [Int]) -> Tensor { Tensor(shape: newShape, node: nil, scalars: scalars) }
+}

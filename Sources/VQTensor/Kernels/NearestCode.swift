@@ -1,0 +1,187 @@
+import CVQKernels
+
+/// How nearest-code search scores a code.
+public enum CodeMetric: Sendable {
+    /// Smallest Euclidean distance, scored exactly as vector-quantize-pytorch does:
+    /// `sqrt(max((‖x‖² + ‖c‖²) − 2 x·c, 1e-8))`.
+    case euclidean
+    /// Largest dot product (cosine similarity for l2-normalised inputs).
+    case dot
+}
+
+/// Fused nearest-code search: dot-product tiles from the GEMM micro-kernel feed a running
+/// arg-min, so the N×K distance matrix is never materialised.
+///
+/// Codes are packed once into NR-wide panels; query rows are processed in blocks of MR rows by
+/// independent tasks. Each row visits codes in increasing order and keeps strictly better scores,
+/// so exact ties resolve to the lowest index (as `argmax` of the reference's negated distance), and the
+/// result is bit-identical for any thread count. Dot products use the same depth blocking as
+/// ``Tensor/matmul(_:)``, so they equal the GEMM's bit for bit.
+enum NearestCodeKernel {
+    /// Calls `visit(rowStart, rows, codeStart, cols, dots, ld, xx, cc)` for every MR×NR tile, in
+    /// increasing code order per row block. `xx`/`cc` point at the squared norms of those rows/codes.
+    static func tiles(
+        x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int,
+        rowsPerTask: Int,
+        _ visit: (_ task: Int, _ rowStart: Int, _ rows: Int, _ codeStart: Int, _ cols: Int,
+                  _ dots: UnsafePointer<Float>, _ ld: Int, _ xx: UnsafePointer<Float>, _ cc: UnsafePointer<Float>) -> Void
+    ) {
+        let mr = GEMM.mr, nr = GEMM.nr, kc = GEMM.kc, level = GEMM.level
+        let panels = (k + nr - 1) / nr
+        let packed = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(1, panels * nr * d))
+        let cc = UnsafeMutablePointer<Float>.allocate(capacity: panels * nr + 1)
+        defer { packed.deallocate(); cc.deallocate() }
+        nonisolated(unsafe) let (px, pcodes, ppacked, pcc) = (x, codes, packed, cc)
+        Threads.forRanges(panels, minChunk: 4) { range in
+            for jp in range {
+                let cols = Swift.min(nr, k - jp * nr)
+                let dst = ppacked + jp * d * nr
+                for p in 0..<d {
+                    let dd = dst + p * nr
+                    for j in 0..<cols { dd[j] = pcodes[(jp * nr + j) * d + p] }
+                    for j in cols..<nr { dd[j] = 0 }
+                }
+                for j in 0..<nr { pcc[jp * nr + j] = j < cols ? sumOfSquares(pcodes + (jp * nr + j) * d, d) : 0 }
+            }
+        }
+        let tasks = (n + rowsPerTask - 1) / rowsPerTask
+        Threads.forEach(tasks) { task in
+            let r0 = task * rowsPerTask
+            let rowsT = Swift.min(rowsPerTask, n - r0)
+            let groups = (rowsT + mr - 1) / mr
+            let aPack = UnsafeMutablePointer<Float>.allocate(capacity: groups * mr * d + mr * nr + groups * mr)
+            defer { aPack.deallocate() }
+            let tile = aPack + groups * mr * d
+            let xx = tile + mr * nr
+            for g in 0..<groups {
+                let rows = Swift.min(mr, rowsT - g * mr)
+                let dst = aPack + g * d * mr
+                for p in 0..<d {
+                    let dd = dst + p * mr
+                    for i in 0..<rows { dd[i] = px[(r0 + g * mr + i) * d + p] }
+                    for i in rows..<mr { dd[i] = 0 }
+                }
+                for i in 0..<mr { xx[g * mr + i] = i < rows ? sumOfSquares(px + (r0 + g * mr + i) * d, d) : 0 }
+            }
+            // Code blocks sized to stay in cache while every row group of the task passes over them.
+            let blockPanels = Swift.max(1, (256 * 1024 / 4) / Swift.max(1, d * nr))
+            var b0 = 0
+            while b0 < panels {
+                let b1 = Swift.min(panels, b0 + blockPanels)
+                for g in 0..<groups {
+                    let rows = Swift.min(mr, rowsT - g * mr)
+                    let ap = aPack + g * d * mr
+                    for jp in b0..<b1 {
+                        let bp = ppacked + jp * d * nr
+                        var p0 = 0
+                        repeat {
+                            let kb = Swift.min(kc, d - p0)
+                            vq_gemm_ukr(level, Int64(kb), ap + p0 * mr, bp + p0 * nr, tile, Int64(nr), p0 == 0 ? 0 : 1)
+                            p0 += kb
+                        } while p0 < d
+                        visit(task, r0 + g * mr, rows, jp * nr, Swift.min(nr, k - jp * nr), tile, nr,
+                              xx + g * mr, pcc + jp * nr)
+                    }
+                }
+                b0 = b1
+            }
+        }
+    }
+
+    @inline(__always)
+    static func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s: Float = 0
+        for i in 0..<n { s += p[i] * p[i] }
+        return s
+    }
+}
+
+extension Tensor {
+    /// The nearest code for each row of `self` `[N, D]` among `codes` `[K, D]`, and its score
+    /// (the Euclidean distance, or the dot product for ``CodeMetric/dot``).
+    ///
+    /// ```swift
+    /// let (index, distance) = x.nearestCodes(codebook)        // index: [N]
+    /// ```
+    /// Ties resolve to the lowest index. No N×K buffer is allocated.
+    ///
+    /// - Complexity: O(N · K · D) time, O(N + K·D) extra memory.
+    public func nearestCodes(_ codes: Tensor, metric: CodeMetric = .euclidean) -> (indices: IndexTensor, scores: Tensor) {
+        precondition(rank == 2 && codes.rank == 2 && shape[1] == codes.shape[1],
+                     "nearestCodes: x \(shape) and codes \(codes.shape) must be [N, D] and [K, D]")
+        let n = shape[0], k = codes.shape[0], d = shape[1]
+        precondition(k > 0 || n == 0, "nearestCodes: empty codebook \(codes.shape)")
+        var best = [Float](repeating: .infinity, count: n)
+        var bestIndex = [Int64](repeating: 0, count: n)
+        let cosine: Int32 = metric == .dot ? 1 : 0
+        best.withUnsafeMutableBufferPointer { pbest in
+            bestIndex.withUnsafeMutableBufferPointer { pidx in
+                nonisolated(unsafe) let (ob, oi) = (pbest.baseAddress!, pidx.baseAddress!)
+                scalars.withUnsafeBufferPointer { px in
+                    codes.scalars.withUnsafeBufferPointer { pc in
+                        guard n > 0 else { return }
+                        NearestCodeKernel.tiles(
+                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, rowsPerTask: GEMM.mr * 8
+                        ) { _, r0, rows, c0, cols, dots, ld, xx, cc in
+                            vq_argmin_update(dots, Int64(ld), Int64(rows), Int64(cols), xx, cc, cosine,
+                                             Int64(c0), ob + r0, oi + r0)
+                        }
+                    }
+                }
+            }
+        }
+        // Rows whose every score was NaN (non-finite input) never improve on +∞: report index 0, NaN score.
+        let scores = metric == .dot ? best.map { $0 == .infinity ? .nan : -$0 } : best.map { $0 == .infinity ? .nan : $0 }
+        return (IndexTensor(bestIndex.map { Int($0) }, shape: [n]), Tensor(scores, shape: [n]))
+    }
+
+    /// The `k` best codes per row (best first), with their scores; ties keep the lower index first.
+    ///
+    /// - Complexity: O(N · K · (D + k)) time, no N×K buffer.
+    public func topKCodes(_ codes: Tensor, k kBest: Int, metric: CodeMetric = .euclidean) -> (indices: IndexTensor, scores: Tensor) {
+        precondition(rank == 2 && codes.rank == 2 && shape[1] == codes.shape[1],
+                     "topKCodes: x \(shape) and codes \(codes.shape) must be [N, D] and [K, D]")
+        let n = shape[0], kc = codes.shape[0], d = shape[1]
+        precondition(kBest >= 1 && kBest <= kc, "topKCodes: k = \(kBest) for \(kc) codes")
+        var best = [Float](repeating: .infinity, count: n * kBest)
+        var bestIndex = [Int](repeating: -1, count: n * kBest)
+        let isDot = metric == .dot
+        best.withUnsafeMutableBufferPointer { pbest in
+            bestIndex.withUnsafeMutableBufferPointer { pidx in
+                nonisolated(unsafe) let (ob, oi) = (pbest.baseAddress!, pidx.baseAddress!)
+                scalars.withUnsafeBufferPointer { px in
+                    codes.scalars.withUnsafeBufferPointer { pc in
+                        guard n > 0 else { return }
+                        NearestCodeKernel.tiles(
+                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: kc, d: d, rowsPerTask: GEMM.mr * 8
+                        ) { _, r0, rows, c0, cols, dots, ld, xx, cc in
+                            for r in 0..<rows {
+                                let bs = ob + (r0 + r) * kBest, bi = oi + (r0 + r) * kBest
+                                for j in 0..<cols {
+                                    let s: Float
+                                    if isDot {
+                                        s = -dots[r * ld + j]
+                                    } else {
+                                        let t = (xx[r] + cc[j]) + dots[r * ld + j] * -2
+                                        s = Swift.max(t, 1e-8).squareRoot()
+                                    }
+                                    guard s < bs[kBest - 1] else { continue }
+                                    var p = kBest - 1
+                                    while p > 0 && s < bs[p - 1] {
+                                        bs[p] = bs[p - 1]
+                                        bi[p] = bi[p - 1]
+                                        p -= 1
+                                    }
+                                    bs[p] = s
+                                    bi[p] = c0 + j
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let scores = isDot ? best.map { -$0 } : best
+        return (IndexTensor(bestIndex.map { Swift.max($0, 0) }, shape: [n, kBest]), Tensor(scores, shape: [n, kBest]))
+    }
+}

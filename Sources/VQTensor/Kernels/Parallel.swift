@@ -1,0 +1,84 @@
+import Dispatch
+import Synchronization
+
+/// The number of threads the kernels use. Defaults to the number of active cores.
+///
+/// Work is split so that every output element is computed by exactly one thread in a fixed order,
+/// so results are bit-identical for any thread count.
+public enum Threads {
+    private static let storage = Atomic<Int>(0)
+
+    /// The current thread count (≥ 1).
+    public static var count: Int {
+        get {
+            let v = storage.load(ordering: .relaxed)
+            return v > 0 ? v : defaultCount
+        }
+        set {
+            precondition(newValue >= 1, "Threads.count must be ≥ 1, got \(newValue)")
+            storage.store(newValue, ordering: .relaxed)
+        }
+    }
+
+    /// Active processors at start-up.
+    public static let defaultCount: Int = max(1, activeProcessorCount())
+
+    /// Runs `body` with the thread count temporarily set to `n`.
+    public static func with<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {
+        let old = storage.load(ordering: .relaxed)
+        count = n
+        defer { storage.store(old, ordering: .relaxed) }
+        return try body()
+    }
+
+    /// Calls `body(task)` for `task` in `0..<tasks`, spread over up to `count` threads.
+    /// Each task must write only its own outputs.
+    static func forEach(_ tasks: Int, _ body: (Int) -> Void) {
+        let threads = min(count, tasks)
+        if threads <= 1 {
+            for t in 0..<tasks { body(t) }
+            return
+        }
+        // Hand tasks out dynamically: uneven tasks balance, and results do not depend on who ran what.
+        let next = Atomic<Int>(0)
+        withoutActuallyEscaping(body) { body in
+            nonisolated(unsafe) let work = body
+            DispatchQueue.concurrentPerform(iterations: threads) { _ in
+                while true {
+                    let t = next.add(1, ordering: .relaxed).oldValue
+
+                    if t >= tasks { break }
+                    work(t)
+                }
+            }
+        }
+    }
+
+    /// Splits `0..<n` into contiguous chunks of at least `minChunk` items and runs them in parallel.
+    /// Chunk boundaries do not depend on the thread count only when `body` computes independent outputs.
+    static func forRanges(_ n: Int, minChunk: Int, _ body: (Range<Int>) -> Void) {
+        guard n > 0 else { return }
+        let threads = count
+        let chunks = max(1, min(threads, n / max(minChunk, 1)))
+        if chunks == 1 {
+            body(0..<n)
+            return
+        }
+        let per = (n + chunks - 1) / chunks
+        forEach(chunks) { c in
+            let lo = c * per
+            let hi = min(n, lo + per)
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+}
+
+private func activeProcessorCount() -> Int {
+    Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

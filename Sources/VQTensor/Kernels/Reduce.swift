@@ -1,0 +1,103 @@
+/// Reductions along one axis of a row-major buffer viewed as `[outer, n, inner]`.
+/// Each output element is reduced by one thread in a fixed order, so results do not depend on the
+/// thread count. Sums over contiguous runs use 8 interleaved accumulators (as vectorised BLAS-like
+/// code does) combined pairwise.
+enum Reduce {
+    enum Kind { case sum, max, min }
+
+    static func along(_ x: Tensor, axis: Int, _ kind: Kind) -> Tensor {
+        let (outer, n, inner) = Shape.split(x.shape, at: axis)
+        var outShape = x.shape
+        if !outShape.isEmpty { outShape[axis] = 1 }
+        if kind != .sum { precondition(n > 0, "\(kind): reduction over an empty axis of shape \(x.shape)") }
+        return Tensor.uninitialized(outShape) { out in
+            x.scalars.withUnsafeBufferPointer { px in
+                let base = px.baseAddress!
+                nonisolated(unsafe) let o = out.baseAddress!
+                nonisolated(unsafe) let p = base
+                Threads.forRanges(outer, minChunk: max(1, 65536 / max(1, n * inner))) { range in
+                    for ob in range {
+                        let src = p + ob * n * inner
+                        let dst = o + ob * inner
+                        if inner == 1 {
+                            switch kind {
+                            case .sum: dst[0] = contiguousSum(src, n)
+                            case .max:
+                                var m = src[0]
+                                for k in 1..<max(n, 1) where src[k] > m || src[k].isNaN { m = src[k]; if m.isNaN { break } }
+                                dst[0] = m
+                            case .min:
+                                var m = src[0]
+                                for k in 1..<max(n, 1) where src[k] < m || src[k].isNaN { m = src[k]; if m.isNaN { break } }
+                                dst[0] = m
+                            }
+                        } else {
+                            switch kind {
+                            case .sum:
+                                for i in 0..<inner { dst[i] = 0 }
+                                for k in 0..<n {
+                                    let row = src + k * inner
+                                    for i in 0..<inner { dst[i] += row[i] }
+                                }
+                            case .max, .min:
+                                for i in 0..<inner { dst[i] = src[i] }
+                                for k in 1..<max(n, 1) {
+                                    let row = src + k * inner
+                                    for i in 0..<inner {
+                                        let v = row[i]
+                                        if dst[i].isNaN { continue }
+                                        if v.isNaN || (kind == .max ? v > dst[i] : v < dst[i]) { dst[i] = v }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sum of `n` contiguous floats with 8 interleaved accumulators combined pairwise.
+    @inline(__always)
+    static func contiguousSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        var a0: Float = 0, a1: Float = 0, a2: Float = 0, a3: Float = 0
+        var a4: Float = 0, a5: Float = 0, a6: Float = 0, a7: Float = 0
+        var k = 0
+        while k + 8 <= n {
+            a0 += p[k]; a1 += p[k + 1]; a2 += p[k + 2]; a3 += p[k + 3]
+            a4 += p[k + 4]; a5 += p[k + 5]; a6 += p[k + 6]; a7 += p[k + 7]
+            k += 8
+        }
+        var tail: Float = 0
+        while k < n { tail += p[k]; k += 1 }
+        return (((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))) + tail
+    }
+
+    /// Index of the max (`largest`) or min along an axis; first occurrence on ties, NaN wins.
+    static func argExtremum(_ x: Tensor, axis: Int, largest: Bool) -> (IndexTensor, [Int]) {
+        let (outer, n, inner) = Shape.split(x.shape, at: axis)
+        precondition(n > 0, "arg\(largest ? "max" : "min"): empty axis in shape \(x.shape)")
+        var idx = [Int](repeating: 0, count: outer * inner)
+        var flat = [Int](repeating: 0, count: outer * inner)
+        x.scalars.withUnsafeBufferPointer { p in
+            for ob in 0..<outer {
+                for i in 0..<inner {
+                    let base = ob * n * inner + i
+                    var best = p[base], bi = 0
+                    if !best.isNaN {
+                        for k in 1..<n {
+                            let v = p[base + k * inner]
+                            if v.isNaN { bi = k; break }
+                            if largest ? v > best : v < best { best = v; bi = k }
+                        }
+                    }
+                    idx[ob * inner + i] = bi
+                    flat[ob * inner + i] = base + bi * inner
+                }
+            }
+        }
+        var shape = x.shape
+        if !shape.isEmpty { shape.remove(at: axis) }
+        return (IndexTensor(idx, shape: shape), flat)
+    }
+}

@@ -1,0 +1,79 @@
+// Matrix products, normalisation and distances.
+
+extension Tensor {
+    /// Matrix product with NumPy/PyTorch semantics: `[..., M, K] · [..., K, N] → [..., M, N]` with
+    /// broadcast batch axes; a 1-D operand is a row (left) or column (right) vector.
+    ///
+    /// - Complexity: O(batch · M · N · K), on the packed GEMM kernels.
+    public func matmul(_ other: Tensor) -> Tensor {
+        precondition(rank >= 1 && other.rank >= 1, "matmul: shapes \(shape) and \(other.shape)")
+        if rank == 1 { return unsqueezed(axis: 0).matmul(other).squeezed(axis: -2) }
+        if other.rank == 1 { return matmul(other.unsqueezed(axis: 1)).squeezed(axis: -1) }
+        let out = Tensor.matmulRaw(detached(), other.detached(), transposeA: false, transposeB: false)
+        return Tensor.record(out, .matmul(detached(), other.detached()), [self, other])
+    }
+
+    /// `a · b` with either operand read transposed in its last two axes (no copy), batch axes
+    /// broadcast. No gradient is recorded.
+    static func matmulRaw(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> Tensor {
+        let (ar, ac) = (a.shape[a.rank - 2], a.shape[a.rank - 1])
+        let (br, bc) = (b.shape[b.rank - 2], b.shape[b.rank - 1])
+        let (m, k) = transposeA ? (ac, ar) : (ar, ac)
+        let (k2, n) = transposeB ? (bc, br) : (br, bc)
+        precondition(k == k2, "matmul: inner extents differ: \(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : "")")
+        let batchA = Array(a.shape.dropLast(2)), batchB = Array(b.shape.dropLast(2))
+        guard let batch = Shape.broadcast(batchA, batchB) else {
+            preconditionFailure("matmul: batch shapes \(batchA) and \(batchB) do not broadcast (\(a.shape) · \(b.shape))")
+        }
+        let nb = Shape.count(batch)
+        let sa = Shape.broadcastStrides(batchA, to: batch), sb = Shape.broadcastStrides(batchB, to: batch)
+        // Fold a 2-D right operand's shared batch into M when A is not transposed: one big GEMM.
+        let fold = batchB.isEmpty && !transposeA
+        let (ars, acs) = transposeA ? (1, ac) : (ac, 1)
+        let (brs, bcs) = transposeB ? (1, bc) : (bc, 1)
+        return Tensor.uninitialized(batch + [m, n]) { out in
+            a.scalars.withUnsafeBufferPointer { pa in
+                b.scalars.withUnsafeBufferPointer { pb in
+                    if fold {
+                        GEMM.gemm(m: nb * m, n: n, k: k, a: pa.baseAddress!, ars: ars, acs: acs,
+                                  b: pb.baseAddress!, brs: brs, bcs: bcs, c: out.baseAddress!, ldc: n, accumulate: false)
+                        return
+                    }
+                    var offA = [Int](repeating: 0, count: nb), offB = [Int](repeating: 0, count: nb)
+                    if !batch.isEmpty {
+                        var i = 0
+                        Elementwise.walk(batch, sa, sb) { _, ia, ib, cnt, da, db in
+                            for j in 0..<cnt {
+                                offA[i] = (ia + j * da) * ar * ac
+                                offB[i] = (ib + j * db) * br * bc
+                                i += 1
+                            }
+                        }
+                    }
+                    for t in 0..<nb {
+                        GEMM.gemm(m: m, n: n, k: k, a: pa.baseAddress! + offA[t], ars: ars, acs: acs,
+                                  b: pb.baseAddress! + offB[t], brs: brs, bcs: bcs,
+                                  c: out.baseAddress! + t * m * n, ldc: n, accumulate: false)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `x / max(‖x‖₂, eps)` along `axis` (as `torch.nn.functional.normalize`).
+    public func l2Normalized(axis: Int = -1, eps: Float = 1e-12) -> Tensor {
+        let norm = squared().sum(axis: axis, keepDims: true).sqrt()
+        return self / norm.maximum(eps)
+    }
+
+    /// Squared Euclidean distances between the rows of `self` `[N, D]` and `other` `[K, D]`:
+    /// `‖x‖² − 2 x·c + ‖c‖²`, shape `[N, K]`. Materialises the N×K matrix; for nearest-code
+    /// search use ``nearestCodes(_:metric:)``, which does not.
+    public func pairwiseSquaredDistance(_ other: Tensor) -> Tensor {
+        precondition(rank == 2 && other.rank == 2 && shape[1] == other.shape[1],
+                     "pairwiseSquaredDistance: shapes \(shape) and \(other.shape)")
+        let xx = squared().sum(axis: 1, keepDims: true)
+        let cc = other.squared().sum(axis: 1).unsqueezed(axis: 0)
+        return (xx + cc) - 2 * matmul(other.transposed())
+    }
+}

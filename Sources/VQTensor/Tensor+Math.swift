@@ -1,0 +1,59 @@
+// Element-wise unary math. Differentiable functions go through `unary(_:)`, which saves the input
+// and output for the backward rule; `sign` and `round` are piecewise constant (no gradient).
+
+extension Tensor {
+    func unary(_ op: UnaryOp) -> Tensor {
+        let y: Tensor
+        switch op {
+        case .neg: y = Elementwise.map(self) { -$0 }
+        case .sqrt: y = Elementwise.map(self) { $0.squareRoot() }
+        case .exp: y = Elementwise.map(self) { expf_($0) }
+        case .log: y = Elementwise.map(self) { logf_($0) }
+        case .tanh: y = Elementwise.map(self) { tanhf_($0) }
+        case .sigmoid: y = Elementwise.map(self) { sigmoidScalar($0) }
+        case .relu: y = Elementwise.map(self) { $0 > 0 ? $0 : 0 }
+        case .gelu: y = Elementwise.map(self) { 0.5 * $0 * (1 + erff_($0 * 0.70710678118654752)) }
+        case .silu: y = Elementwise.map(self) { $0 * sigmoidScalar($0) }
+        case .abs: y = Elementwise.map(self) { Swift.abs($0) }
+        case .clamp(let lo, let hi): y = Elementwise.map(self) { Swift.min(Swift.max($0, lo), hi) }
+        case .pow(let p):
+            y = p == 2 ? Elementwise.map(self) { $0 * $0 } : Elementwise.map(self) { powf_($0, p) }
+        case .sin: y = Elementwise.map(self) { sinf_($0) }
+        case .cos: y = Elementwise.map(self) { cosf_($0) }
+        }
+        guard node != nil, GradMode.isEnabled else { return y }
+        return Tensor.record(y, .unary(op, x: detached(), y: y), [self])
+    }
+
+    public func sqrt() -> Tensor { unary(.sqrt) }
+    public func exp() -> Tensor { unary(.exp) }
+    public func log() -> Tensor { unary(.log) }
+    public func tanh() -> Tensor { unary(.tanh) }
+    public func sigmoid() -> Tensor { unary(.sigmoid) }
+    public func relu() -> Tensor { unary(.relu) }
+    /// GELU with the exact error function (PyTorch's default `approximate='none'`).
+    public func gelu() -> Tensor { unary(.gelu) }
+    /// SiLU / swish: `x · σ(x)`.
+    public func silu() -> Tensor { unary(.silu) }
+    public func abs() -> Tensor { unary(.abs) }
+    public func sin() -> Tensor { unary(.sin) }
+    public func cos() -> Tensor { unary(.cos) }
+    /// `x^p` for a constant exponent.
+    public func pow(_ p: Float) -> Tensor { unary(.pow(p)) }
+    /// `x²`.
+    public func squared() -> Tensor { unary(.pow(2)) }
+    /// Clamps into `[min, max]`; the gradient passes where `min ≤ x ≤ max` (as in PyTorch).
+    public func clamped(min lo: Float = -.infinity, max hi: Float = .infinity) -> Tensor {
+        precondition(!(lo > hi), "clamped: min \(lo) > max \(hi)")
+        return unary(.clamp(min: lo, max: hi))
+    }
+    /// -1, 0 or 1 (NaN stays NaN). Not differentiable.
+    public func sign() -> Tensor { Elementwise.map(self) { $0 > 0 ? 1 : ($0 < 0 ? -1 : ($0 == 0 ? 0 : $0)) } }
+    /// Rounds half to even, as `torch.round`. Not differentiable.
+    public func rounded() -> Tensor { Elementwise.map(self) { $0.rounded(.toNearestOrEven) } }
+    public func floor() -> Tensor { Elementwise.map(self) { $0.rounded(.down) } }
+}
+
+@inline(__always) func sigmoidScalar(_ x: Float) -> Float {
+    x >= 0 ? 1 / (1 + expf_(-x)) : { let e = expf_(x); return e / (1 + e) }()
+}

@@ -1,0 +1,107 @@
+import Testing
+import VQTensor
+import VQTestSupport
+
+@Suite("Kernels: GEMM and nearest-code search")
+struct KernelTests {
+    @Test("matmul matches a double-precision triple loop", arguments: [
+        (1, 1, 1), (3, 5, 7), (13, 33, 17), (50, 70, 300), (97, 129, 65), (12, 32, 256), (1, 100, 3),
+    ])
+    func matmulMatchesNaive(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        let a = TestSupport.random([m, k], seed: 1), b = TestSupport.random([k, n], seed: 2)
+        let c = a.matmul(b)
+        #expect(c.shape == [m, n])
+        #expect(TestSupport.maxAbsDiff(c, TestSupport.naiveMatmul(a, b)) < 1e-4 * Float(k).squareRoot())
+    }
+
+    @Test("matmul broadcasts batch axes and reads 1-D operands as vectors")
+    func batchedMatmul() {
+        let a = TestSupport.random([2, 3, 4, 5], seed: 3), b = TestSupport.random([3, 5, 6], seed: 4)
+        let c = a.matmul(b)
+        #expect(c.shape == [2, 3, 4, 6])
+        for i in 0..<2 {
+            for j in 0..<3 {
+                let ai = a.slice(axis: 0, i..<(i + 1)).slice(axis: 1, j..<(j + 1)).reshaped([4, 5])
+                let bj = b.slice(axis: 0, j..<(j + 1)).reshaped([5, 6])
+                let ci = c.slice(axis: 0, i..<(i + 1)).slice(axis: 1, j..<(j + 1)).reshaped([4, 6])
+                #expect(TestSupport.maxAbsDiff(ci, TestSupport.naiveMatmul(ai, bj)) < 1e-5)
+            }
+        }
+        let v = Tensor([1, 2, 3, 4, 5])
+        #expect(a.slice(axis: 0, 0..<1).reshaped([3, 4, 5]).matmul(v).shape == [3, 4])
+        #expect(v.matmul(b).shape == [3, 6])
+    }
+
+    @Test("matmul is bit-identical on 1 and 2 threads")
+    func matmulThreadIdentity() {
+        let a = TestSupport.random([257, 300], seed: 5), b = TestSupport.random([300, 129], seed: 6)
+        let one = Threads.with(1) { a.matmul(b) }
+        let two = Threads.with(2) { a.matmul(b) }
+        let three = Threads.with(3) { a.matmul(b) }
+        #expect(one == two)
+        #expect(one == three)
+    }
+
+    @Test("nearest code equals the argmin of the materialised distance", arguments: [
+        (1, 1, 1), (5, 3, 2), (37, 70, 9), (100, 33, 64), (40, 100, 100),
+    ])
+    func nearestMatchesBruteForce(shape: (Int, Int, Int)) {
+        let (n, k, d) = shape
+        let x = TestSupport.random([n, d], seed: 7), c = TestSupport.random([k, d], seed: 8)
+        let (idx, dist) = x.nearestCodes(c)
+        // Brute force in Double: exact enough to agree except on near-ties, which random data avoids.
+        for r in 0..<n {
+            var best = Double.infinity, bi = -1
+            for j in 0..<k {
+                var s = 0.0
+                for p in 0..<d { let t = Double(x[r, p]) - Double(c[j, p]); s += t * t }
+                if s < best { best = s; bi = j }
+            }
+            #expect(idx.scalars[r] == bi)
+            #expect(abs(Double(dist.scalars[r]) - best.squareRoot()) < 1e-3 * max(1, best.squareRoot()))
+        }
+        let (idxDot, _) = x.nearestCodes(c, metric: .dot)
+        #expect(idxDot == x.matmul(c.transposed()).argmax(axis: 1))
+    }
+
+    @Test("exact ties resolve to the lowest code index")
+    func tiesResolveLow() {
+        let c = Tensor(rows: [[1, 0], [0, 1], [1, 0], [0, 1]])
+        let x = Tensor(rows: [[1, 0], [0, 1], [0.5, 0.5]])
+        let (idx, _) = x.nearestCodes(c)
+        #expect(idx.scalars == [0, 1, 0])
+        #expect(x.nearestCodes(c, metric: .dot).indices.scalars == [0, 1, 0])
+    }
+
+    @Test("nearest-code search is bit-identical on 1 and 2 threads")
+    func nearestThreadIdentity() {
+        let x = TestSupport.random([1000, 40], seed: 9), c = TestSupport.random([300, 40], seed: 10)
+        let a = Threads.with(1) { x.nearestCodes(c) }, b = Threads.with(2) { x.nearestCodes(c) }
+        #expect(a.indices == b.indices)
+        #expect(a.scores == b.scores)
+    }
+
+    @Test("top-k codes are the k smallest distances, best first")
+    func topK() {
+        let x = TestSupport.random([20, 8], seed: 11), c = TestSupport.random([50, 8], seed: 12)
+        let (idx, scores) = x.topKCodes(c, k: 3)
+        let dist = x.pairwiseSquaredDistance(c)
+        for r in 0..<20 {
+            let row = (0..<50).map { dist[r, $0] }
+            let order = row.indices.sorted { row[$0] < row[$1] }
+            #expect(Array(idx.scalars[(r * 3)..<(r * 3 + 3)]) == Array(order.prefix(3)))
+            #expect(scores[r, 0] <= scores[r, 1] && scores[r, 1] <= scores[r, 2])
+        }
+        #expect(idx.scalars.enumerated().filter { $0.offset % 3 == 0 }.map(\.element) == x.nearestCodes(c).indices.scalars)
+    }
+
+    @Test("a row with NaN gets index 0 and a NaN score; other rows are unaffected")
+    func nanRows() {
+        let c = Tensor(rows: [[0, 0], [5, 5]])
+        let x = Tensor(rows: [[.nan, 1], [5, 4]])
+        let (idx, s) = x.nearestCodes(c)
+        #expect(idx.scalars == [0, 1])
+        #expect(s.scalars[0].isNaN)
+    }
+}

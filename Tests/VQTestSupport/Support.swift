@@ -1,0 +1,71 @@
+import VQTensor
+
+/// Helpers shared by the test targets: tolerant comparisons, finite-difference gradient checks and
+/// naive reference implementations.
+public enum TestSupport {
+    /// Largest absolute element-wise difference (∞ when shapes differ).
+    public static func maxAbsDiff(_ a: Tensor, _ b: Tensor) -> Float {
+        guard a.shape == b.shape else { return .infinity }
+        var m: Float = 0
+        for (x, y) in zip(a.scalars, b.scalars) {
+            if x.isNaN != y.isNaN { return .infinity }
+            if x.isNaN { continue }
+            m = max(m, abs(x - y))
+        }
+        return m
+    }
+
+    /// Whether `|a − b| ≤ atol + rtol·|b|` element-wise with equal shapes.
+    public static func isClose(_ a: Tensor, _ b: Tensor, atol: Float = 1e-5, rtol: Float = 1e-5) -> Bool {
+        guard a.shape == b.shape else { return false }
+        return zip(a.scalars, b.scalars).allSatisfy { x, y in abs(x - y) <= atol + rtol * abs(y) }
+    }
+
+    /// Central finite differences of a scalar function of several inputs, compared with the autograd
+    /// gradient. Returns the worst violation ratio (≤ 1 passes) so a failing test shows by how much.
+    public static func gradientCheck(
+        _ inputs: [Tensor], eps: Float = 1e-2, atol: Float = 2e-3, rtol: Float = 2e-2,
+        _ f: ([Tensor]) -> Tensor
+    ) -> Float {
+        let leaves = inputs.map { $0.requiringGradient() }
+        let y = f(leaves)
+        precondition(y.count == 1, "gradientCheck: f must return one element, got \(y.shape)")
+        y.backward()
+        var worst: Float = 0
+        for (li, leaf) in leaves.enumerated() {
+            let analytic = leaf.grad ?? Tensor.zeros(leaf.shape)
+            for i in 0..<leaf.count {
+                var plus = inputs, minus = inputs
+                var sp = plus[li].scalars, sm = minus[li].scalars
+                sp[i] += eps
+                sm[i] -= eps
+                plus[li] = Tensor(sp, shape: leaf.shape)
+                minus[li] = Tensor(sm, shape: leaf.shape)
+                let numeric = (withoutGradient { f(plus) }.item - withoutGradient { f(minus) }.item) / (2 * eps)
+                let a = analytic.scalars[i]
+                worst = max(worst, abs(a - numeric) / (atol + rtol * abs(numeric)))
+            }
+        }
+        return worst
+    }
+
+    /// Triple-loop matrix product in Double, rounded to Float: `[M, K]·[K, N]`.
+    public static func naiveMatmul(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let m = a.shape[0], k = a.shape[1], n = b.shape[1]
+        var out = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = 0.0
+                for p in 0..<k { s += Double(a.scalars[i * k + p]) * Double(b.scalars[p * n + j]) }
+                out[i * n + j] = Float(s)
+            }
+        }
+        return Tensor(out, shape: [m, n])
+    }
+
+    /// Random tensor from a seed (normal).
+    public static func random(_ shape: [Int], seed: UInt64, std: Float = 1) -> Tensor {
+        var rng = SeededGenerator(seed: seed)
+        return Tensor.randomNormal(shape, std: std, using: &rng)
+    }
+}
