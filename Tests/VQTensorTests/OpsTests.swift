@@ -1,0 +1,162 @@
+import Testing
+import VQTensor
+import VQTestSupport
+
+@Suite("Tensor values: creation, arithmetic, broadcasting, reductions, shapes, indexing")
+struct OpsTests {
+    @Test("creation helpers")
+    func creation() {
+        #expect(Tensor.arange(0, 5).scalars == [0, 1, 2, 3, 4])
+        #expect(Tensor.arange(1, 2, step: 0.25).scalars == [1, 1.25, 1.5, 1.75])
+        #expect(Tensor.zeros([2, 3]).shape == [2, 3])
+        #expect(Tensor.full([2], 7).scalars == [7, 7])
+        #expect(Tensor(rows: [[1, 2], [3, 4]])[1, 0] == 3)
+        #expect(Tensor(5).shape == [])
+    }
+
+    @Test("seeded generator is reproducible and documented-stream stable")
+    func random() {
+        var g1 = SeededGenerator(seed: 7), g2 = SeededGenerator(seed: 7), g3 = SeededGenerator(seed: 8)
+        let a = Tensor.randomNormal([1000], using: &g1), b = Tensor.randomNormal([1000], using: &g2)
+        #expect(a == b)
+        #expect(a != Tensor.randomNormal([1000], using: &g3))
+        let mean = a.mean().item, variance = (a - mean).squared().mean().item
+        #expect(abs(mean) < 0.1 && abs(variance - 1) < 0.15)
+        var g4 = SeededGenerator(seed: 1)
+        let u = Tensor.randomUniform([1000], low: -2, high: 3, using: &g4)
+        #expect(u.min().item >= -2 && u.max().item < 3)
+        var g5 = SeededGenerator(seed: 3)
+        #expect(g5.permutation(10).sorted() == Array(0..<10))
+    }
+
+    @Test("broadcasting: trailing axes, leading ones, scalars, and both sides expanding")
+    func broadcasting() {
+        let a = Tensor([1, 2, 3], shape: [3, 1]), b = Tensor([10, 20], shape: [1, 2])
+        #expect((a + b).shape == [3, 2])
+        #expect((a + b).scalars == [11, 21, 12, 22, 13, 23])
+        let m = Tensor.arange(0, 6).reshaped([2, 3])
+        #expect((m * Tensor([1, 0, -1])).scalars == [0, 0, -2, 3, 0, -5])
+        #expect((m - 1).scalars == [-1, 0, 1, 2, 3, 4])
+        #expect((2 / Tensor([1, 4])).scalars == [2, 0.5])
+        #expect((Tensor.ones([2, 1, 3]) + Tensor.ones([4, 1])).shape == [2, 4, 3])
+        #expect((Tensor(3) * Tensor(4)).shape == [])
+        #expect((Tensor.zeros([0, 3]) + Tensor([1, 2, 3])).shape == [0, 3])
+    }
+
+    @Test("comparisons and select")
+    func comparisons() {
+        let x = Tensor([-1, 0, 2])
+        #expect((x .> 0).scalars == [0, 0, 1])
+        #expect((x .<= 0).scalars == [1, 1, 0])
+        #expect((x .== Tensor([-1, 1, 2])).scalars == [1, 0, 1])
+        #expect(Tensor.select(x .> 0, x, Tensor(9)).scalars == [9, 9, 2])
+        #expect(Tensor([1, .nan, .infinity]).isFiniteMask.scalars == [1, 0, 0])
+    }
+
+    @Test("unary math values")
+    func unaryValues() {
+        let x = Tensor([-2, -0.5, 0, 0.5, 2])
+        #expect(x.relu().scalars == [0, 0, 0, 0.5, 2])
+        #expect(x.abs().scalars == [2, 0.5, 0, 0.5, 2])
+        #expect(x.sign().scalars == [-1, -1, 0, 1, 1])
+        #expect(Tensor([0.5, 1.5, 2.5, -0.5]).rounded().scalars == [0, 2, 2, -0])
+        #expect(x.clamped(min: -1, max: 1).scalars == [-1, -0.5, 0, 0.5, 1])
+        #expect(TestSupport.isClose(x.sigmoid(), Tensor([0.11920292, 0.37754067, 0.5, 0.62245933, 0.88079708])))
+        // GELU(1) = Φ(1) = 0.8413447; SiLU(1) = σ(1) = 0.7310586
+        #expect(abs(Tensor([1]).gelu().item - 0.8413447) < 1e-6)
+        #expect(abs(Tensor([1]).silu().item - 0.7310586) < 1e-6)
+        #expect(TestSupport.isClose(Tensor([1, 4]).sqrt(), Tensor([1, 2])))
+        #expect(TestSupport.isClose(Tensor([0, 1]).exp().log(), Tensor([0, 1])))
+    }
+
+    @Test("reductions with and without keepDims")
+    func reductions() {
+        let m = Tensor.arange(0, 24).reshaped([2, 3, 4])
+        #expect(m.sum().item == 276)
+        #expect(m.sum(axis: 1).shape == [2, 4])
+        #expect(m.sum(axis: 1).scalars == [12, 15, 18, 21, 48, 51, 54, 57])
+        #expect(m.sum(axes: [0, 2], keepDims: true).shape == [1, 3, 1])
+        #expect(m.sum(axes: [0, 2]).scalars == [60, 92, 124])
+        #expect(m.mean(axis: -1).scalars == [1.5, 5.5, 9.5, 13.5, 17.5, 21.5])
+        #expect(m.max(axis: 2).scalars == [3, 7, 11, 15, 19, 23])
+        #expect(m.min(axis: 0, keepDims: true).shape == [1, 3, 4])
+        #expect(m.max().item == 23)
+        let t = Tensor(rows: [[1, 5, 5], [7, 2, 7]])
+        #expect(t.argmax(axis: 1).scalars == [1, 0])  // first on ties
+        #expect(t.argmin(axis: 0).scalars == [0, 1, 0])
+        #expect(Tensor([1, .nan, 3]).max().item.isNaN)
+    }
+
+    @Test("softmax, log-softmax and log-sum-exp are stable and consistent")
+    func softmax() {
+        let x = Tensor(rows: [[1000, 1001, 1002], [-5, 0, 5]])
+        let s = x.softmax(axis: 1)
+        #expect(TestSupport.isClose(s.sum(axis: 1), Tensor([1, 1])))
+        #expect(TestSupport.isClose(s.slice(axis: 0, 0..<1).reshaped([3]), Tensor([0.09003057, 0.24472847, 0.66524096])))
+        #expect(TestSupport.isClose(x.logSoftmax(axis: 1).exp(), s))
+        #expect(TestSupport.isClose(x.logSumExp(axis: 1), Tensor([1002.40761, 5.00676])))
+        #expect(Tensor([-Float.infinity, -.infinity]).logSumExp(axis: 0).item == -.infinity)
+    }
+
+    @Test("shape ops")
+    func shapes() {
+        let m = Tensor.arange(0, 6).reshaped([2, 3])
+        #expect(m.transposed().scalars == [0, 3, 1, 4, 2, 5])
+        #expect(m.reshaped([-1]).shape == [6])
+        #expect(m.reshaped(3, -1).shape == [3, 2])
+        #expect(m.unsqueezed(axis: 0).shape == [1, 2, 3])
+        #expect(m.unsqueezed(axis: -1).shape == [2, 3, 1])
+        #expect(Tensor.zeros([1, 2, 1]).squeezed().shape == [2])
+        #expect(m.expanded(to: [2, 2, 3]).scalars == m.scalars + m.scalars)
+        #expect(Tensor.concat([m, m * 10], axis: 1).scalars == [0, 1, 2, 0, 10, 20, 3, 4, 5, 30, 40, 50])
+        #expect(Tensor.stack([m, m], axis: 0).shape == [2, 2, 3])
+        #expect(m.slice(axis: 1, 1..<3).scalars == [1, 2, 4, 5])
+        #expect(m.split(sizes: [1, 2], axis: 1).map(\.shape) == [[2, 1], [2, 2]])
+        #expect(m.split(parts: 2, axis: 0)[1].scalars == [3, 4, 5])
+        let p = Tensor.arange(0, 24).reshaped([2, 3, 4]).permuted(2, 0, 1)
+        #expect(p.shape == [4, 2, 3])
+        #expect(p[1, 1, 2] == Tensor.arange(0, 24).reshaped([2, 3, 4])[1, 2, 1])
+        #expect(m.flattened().shape == [6])
+    }
+
+    @Test("gather, index-select, scatter-add, index-add, one-hot")
+    func indexing() {
+        let m = Tensor(rows: [[1, 2, 3], [4, 5, 6]])
+        #expect(m.gather(axis: 1, index: IndexTensor([2, 0, 1, 1], shape: [2, 2])).scalars == [3, 1, 5, 5])
+        #expect(m.indexSelect(axis: 0, IndexTensor([1, 1, 0])).scalars == [4, 5, 6, 4, 5, 6, 1, 2, 3])
+        #expect(m.indexSelect(axis: 0, IndexTensor([1, 0, 1, 1], shape: [2, 2])).shape == [2, 2, 3])
+        #expect(m.indexSelect(axis: 1, IndexTensor([2])).scalars == [3, 6])
+        let s = Tensor.zeros([3]).scatterAdd(axis: 0, index: IndexTensor([0, 2, 0]), source: Tensor([1, 2, 3]))
+        #expect(s.scalars == [4, 0, 2])
+        let ia = Tensor.zeros([3, 2]).indexAdd(axis: 0, IndexTensor([2, 2, 0]), Tensor(rows: [[1, 1], [2, 2], [3, 3]]))
+        #expect(ia.scalars == [3, 3, 0, 0, 3, 3])
+        #expect(Tensor.oneHot(IndexTensor([1, -1, 0]), classes: 2).scalars == [0, 1, 0, 0, 1, 0])
+    }
+
+    @Test("l2 normalisation and pairwise distances")
+    func linalg() {
+        let x = Tensor(rows: [[3, 4], [0, 0]])
+        #expect(TestSupport.isClose(x.l2Normalized(), Tensor(rows: [[0.6, 0.8], [0, 0]])))
+        let d = Tensor(rows: [[0, 0], [1, 1]]).pairwiseSquaredDistance(Tensor(rows: [[1, 0], [2, 2], [0, 0]]))
+        #expect(TestSupport.isClose(d, Tensor(rows: [[1, 8, 0], [1, 2, 2]])))
+    }
+
+    @Test("copy-on-write: a copy does not see later writes")
+    func copyOnWrite() {
+        var a = Tensor([1, 2, 3])
+        let b = a
+        a.withUnsafeMutableScalars { $0[0] = 9 }
+        #expect(b.scalars == [1, 2, 3])
+        #expect(a.scalars == [9, 2, 3])
+    }
+
+    @Test("torch lerp is bit-exact on both branches")
+    func lerp() {
+        // w < 0.5: fma(w, b − a, a); w ≥ 0.5: fma(w − 1, b − a, b)
+        #expect(torchLerp(1, 3, 0.25) == 1.5)
+        #expect(torchLerp(1, 3, 0.75) == 2.5)
+        let a: Float = 0.1, b: Float = 0.7, w: Float = 0.2
+        #expect(torchLerp(a, b, w) == a.addingProduct(w, b - a))  // one rounding
+        #expect(torchLerp(a, b, 1 - w) == b.addingProduct(-w, b - a))
+    }
+}
