@@ -22,7 +22,7 @@ let package = Package(
         .target(
             name: "VQTensor",
             dependencies: ["CVQKernels", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "VQNN", dependencies: ["VQTensor"]),
+        .target(name: "VQNN", dependencies: ["VQTensor", .product(name: "Logging", package: "swift-log")]),
         .target(name: "VectorQuantize", dependencies: ["VQNN"]),
         .executableTarget(
             name: "vq",

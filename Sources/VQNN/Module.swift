@@ -1,1 +1,211 @@
 import VQTensor
+
+/// Errors of module state handling (checkpoints, key-level freezing).
+public enum ModuleError: Error, CustomStringConvertible, Equatable {
+    /// Keys that name no parameter or module.
+    case unknownKeys([String])
+    /// A state dictionary that does not fit the module: every missing, unexpected and mismatched key.
+    case stateMismatch(missing: [String], unexpected: [String], mismatched: [ShapeMismatch])
+
+    public struct ShapeMismatch: Equatable, Sendable, CustomStringConvertible {
+        public let key: String
+        public let expected: [Int]
+        public let found: [Int]
+        public init(key: String, expected: [Int], found: [Int]) {
+            self.key = key
+            self.expected = expected
+            self.found = found
+        }
+        public var description: String { "\(key): expected \(expected), found \(found)" }
+    }
+
+    public var description: String {
+        switch self {
+        case .unknownKeys(let keys): return "unknown keys: \(keys.joined(separator: ", "))"
+        case .stateMismatch(let missing, let unexpected, let mismatched):
+            var parts: [String] = []
+            if !missing.isEmpty { parts.append("missing keys: \(missing.joined(separator: ", "))") }
+            if !unexpected.isEmpty { parts.append("unexpected keys: \(unexpected.joined(separator: ", "))") }
+            if !mismatched.isEmpty { parts.append("shape mismatches: \(mismatched.map(\.description).joined(separator: "; "))") }
+            return "state does not fit the module — " + parts.joined(separator: " — ")
+        }
+    }
+}
+
+/// The base class of layers and quantizers: parameters, buffers and sub-modules are discovered from
+/// stored properties by reflection, under dotted keys that match PyTorch's `state_dict()` names.
+///
+/// A stored property of type ``Parameter``, ``Module``, an optional of either, or an array of either
+/// is found automatically. Its key is the property name in snake_case (`projectIn` → `project_in`),
+/// array elements are numbered (`layers.0`), and ``keyOverrides`` renames where PyTorch differs
+/// (`codebook` → `_codebook`, `embedAverage` → `embed_avg`).
+///
+/// ```swift
+/// final class MLP: Module {
+///     let fc1 = Linear(8, 16), fc2 = Linear(16, 8)
+/// }
+/// MLP().stateDict().keys   // fc1.weight, fc1.bias, fc2.weight, fc2.bias
+/// ```
+open class Module: @unchecked Sendable {
+    /// Training mode (`true`) or evaluation mode; set recursively by ``train(_:)``.
+    public private(set) var isTraining = true
+
+    public init() {}
+
+    /// Property names whose PyTorch key is not their snake_case form.
+    open var keyOverrides: [String: String] { [:] }
+
+    /// Children and parameters in declaration order, with their keys.
+    open func namedMembers() -> [(String, Any)] {
+        var out: [(String, Any)] = []
+        var mirror: Mirror? = Mirror(reflecting: self)
+        var chain: [Mirror] = []
+        while let m = mirror, m.subjectType != Module.self {
+            chain.append(m)
+            mirror = m.superclassMirror
+        }
+        for m in chain.reversed() {
+            for child in m.children {
+                guard let label = child.label else { continue }
+                let key = keyOverrides[label] ?? Module.snakeCase(label)
+                out.append((key, child.value))
+            }
+        }
+        return out
+    }
+
+    /// Immediate sub-modules with their keys.
+    public func children() -> [(String, Module)] {
+        var out: [(String, Module)] = []
+        for (key, value) in namedMembers() { Module.collect(value, key) { k, v in if let m = v as? Module { out.append((k, m)) } } }
+        return out
+    }
+
+    /// Every parameter and buffer under its dotted key, depth first. A parameter shared by several
+    /// modules appears under each key (as in PyTorch).
+    public func namedParameters() -> [(String, Parameter)] {
+        var out: [(String, Parameter)] = []
+        for (key, value) in namedMembers() {
+            Module.collect(value, key) { k, v in
+                if let p = v as? Parameter { out.append((k, p)) }
+                if let m = v as? Module { out += m.namedParameters().map { ("\(k).\($0.0)", $0.1) } }
+            }
+        }
+        return out
+    }
+
+    /// Distinct trainable parameters (shared ones once), in key order.
+    public func trainableParameters() -> [Parameter] {
+        var seen = Set<ObjectIdentifier>()
+        return namedParameters().map(\.1).filter { $0.kind == .trainable && seen.insert(ObjectIdentifier($0)).inserted }
+    }
+
+    private static func collect(_ value: Any, _ key: String, _ body: (String, Any) -> Void) {
+        switch value {
+        case let p as Parameter: body(key, p)
+        case let m as Module: body(key, m)
+        case let ms as [Module]: for (i, m) in ms.enumerated() { body("\(key).\(i)", m) }
+        case let ps as [Parameter]: for (i, p) in ps.enumerated() { body("\(key).\(i)", p) }
+        default:
+            let mirror = Mirror(reflecting: value)
+            if mirror.displayStyle == .optional, let inner = mirror.children.first?.value { collect(inner, key, body) }
+        }
+    }
+
+    static func snakeCase(_ name: String) -> String {
+        var out = ""
+        for ch in name {
+            if ch.isUppercase {
+                if !out.isEmpty { out.append("_") }
+                out.append(contentsOf: ch.lowercased())
+            } else {
+                out.append(ch)
+            }
+        }
+        return out
+    }
+
+    // MARK: Modes
+
+    /// Sets training (`true`) or evaluation mode on this module and every sub-module.
+    public func train(_ on: Bool = true) {
+        isTraining = on
+        for (_, c) in children() { c.train(on) }
+    }
+    /// Evaluation mode (`train(false)`).
+    public func eval() { train(false) }
+
+    /// Clears the gradients of all trainable parameters.
+    public func zeroGradients() {
+        for p in trainableParameters() { p.grad = nil }
+    }
+
+    // MARK: State
+
+    /// Every parameter and buffer by key (aliases included), as PyTorch's `state_dict()`.
+    open func stateDict() -> [String: Tensor] {
+        Dictionary(namedParameters().map { ($0.0, $0.1.value) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// Loads values by key. With `strict`, any missing, unexpected or mis-shaped key throws a
+    /// ``ModuleError/stateMismatch(missing:unexpected:mismatched:)`` listing all of them, and
+    /// nothing is written. Without it, matching keys are loaded and the rest ignored; shape
+    /// mismatches always throw.
+    open func load(stateDict: [String: Tensor], strict: Bool = true) throws {
+        let params = namedParameters()
+        let known = Set(params.map(\.0))
+        let missing = params.map(\.0).filter { stateDict[$0] == nil }.sorted()
+        let unexpected = stateDict.keys.filter { !known.contains($0) }.sorted()
+        let mismatched = params.compactMap { key, p -> ModuleError.ShapeMismatch? in
+            guard let t = stateDict[key], t.shape != p.shape else { return nil }
+            return .init(key: key, expected: p.shape, found: t.shape)
+        }.sorted { $0.key < $1.key }
+        if !mismatched.isEmpty || (strict && (!missing.isEmpty || !unexpected.isEmpty)) {
+            throw ModuleError.stateMismatch(missing: strict ? missing : [], unexpected: strict ? unexpected : [],
+                                            mismatched: mismatched)
+        }
+        for (key, p) in params { if let t = stateDict[key] { p.value = t } }
+    }
+
+    // MARK: Key-level freezing
+
+    /// Parameters selected by keys: a key names a parameter (`project_in.weight`) or a module prefix
+    /// (`project_in` selects all its parameters). `nil` selects every parameter.
+    private func select(_ keys: [String]?, recursive: Bool) -> (params: [Parameter], unknown: [String]) {
+        let all = namedParameters().filter { recursive || !$0.0.contains(".") }
+        guard let keys else { return (all.map(\.1), []) }
+        var out: [Parameter] = []
+        var unknown: [String] = []
+        for k in keys {
+            let hit = all.filter { $0.0 == k || $0.0.hasPrefix(k + ".") }
+            if hit.isEmpty { unknown.append(k) }
+            out += hit.map(\.1)
+        }
+        return (out, unknown)
+    }
+
+    /// Freezes parameters by key (all when `keys` is `nil`); throws ``ModuleError/unknownKeys(_:)``
+    /// and changes nothing when a key matches nothing.
+    public func freeze(recursive: Bool = true, keys: [String]? = nil, strict: Bool) throws {
+        let (ps, unknown) = select(keys, recursive: recursive)
+        if strict && !unknown.isEmpty { throw ModuleError.unknownKeys(unknown) }
+        for p in ps { p.isFrozen = true }
+    }
+
+    /// Freezes parameters by key, ignoring keys that match nothing.
+    public func freeze(recursive: Bool = true, keys: [String]? = nil) {
+        try! freeze(recursive: recursive, keys: keys, strict: false)
+    }
+
+    /// Unfreezes trainable parameters by key; buffers stay frozen. Strict form throws on unknown keys.
+    public func unfreeze(recursive: Bool = true, keys: [String]? = nil, strict: Bool) throws {
+        let (ps, unknown) = select(keys, recursive: recursive)
+        if strict && !unknown.isEmpty { throw ModuleError.unknownKeys(unknown) }
+        for p in ps where p.kind == .trainable { p.isFrozen = false }
+    }
+
+    /// Unfreezes trainable parameters by key, ignoring keys that match nothing.
+    public func unfreeze(recursive: Bool = true, keys: [String]? = nil) {
+        try! unfreeze(recursive: recursive, keys: keys, strict: false)
+    }
+}
