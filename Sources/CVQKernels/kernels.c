@@ -44,6 +44,11 @@ static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64
     __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    if (acc)  /* the C tile is read at the end: start fetching its 12 cache lines now */
+        for (int i = 0; i < 6; i++) {
+            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+        }
     for (int64_t k = 0; k < kc; k++) {
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         __m256 av;
@@ -71,6 +76,11 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
 #define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
     DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7) DECL(8) DECL(9) DECL(10) DECL(11)
 #undef DECL
+    if (acc)
+        for (int i = 0; i < 12; i++) {
+            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
+        }
     for (int64_t k = 0; k < kc; k++) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
         __m512 av;
@@ -102,28 +112,93 @@ void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c
     ukr_generic(kc, a, b, c, ldc, accumulate);
 }
 
-void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
-                      const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
+static void argmin_generic(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
+                           const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
     for (int64_t r = 0; r < rows; r++) {
         const float *d = dots + r * ld;
         float b = best[r];
         int64_t bi = best_index[r];
-        if (cosine) {
-            for (int64_t j = 0; j < cols; j++) {
-                float s = -d[j];
-                if (s < b) { b = s; bi = code_base + j; }
-            }
-        } else {
-            const float x2 = xx[r];
-            for (int64_t j = 0; j < cols; j++) {
+        const float x2 = xx[r];
+        for (int64_t j = 0; j < cols; j++) {
+            float s;
+            if (cosine) {
+                s = -d[j];
+            } else {
                 float t = (x2 + cc[j]) + d[j] * -2.0f;
                 t = (t > 1e-8f || t != t) ? t : 1e-8f; /* clamp(min=1e-8), NaN stays NaN */
-                float s = sqrtf(t);
-                if (s < b) { b = s; bi = code_base + j; }
+                s = sqrtf(t);
             }
+            if (s < b) { b = s; bi = code_base + j; }
         }
         best[r] = b;
         best_index[r] = bi;
     }
 }
 
+#if VQ_X86
+/* Same arithmetic as argmin_generic, 8 codes at a time; lanes that beat the running best are
+   resolved in code order, so the result is bit-identical to the scalar version. */
+__attribute__((target("avx2,fma")))
+static void argmin_avx2(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
+                        const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
+    const __m256 eps = _mm256_set1_ps(1e-8f), m2 = _mm256_set1_ps(-2.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    float tmp[8];
+    for (int64_t r = 0; r < rows; r++) {
+        const float *d = dots + r * ld;
+        float b = best[r];
+        int64_t bi = best_index[r];
+        const __m256 x2 = _mm256_set1_ps(xx[r]);
+        int64_t j = 0;
+        for (; j + 8 <= cols; j += 8) {
+            __m256 dv = _mm256_loadu_ps(d + j), s;
+            if (cosine) {
+                s = _mm256_xor_ps(dv, sign);
+            } else {
+                __m256 t = _mm256_add_ps(_mm256_add_ps(x2, _mm256_loadu_ps(cc + j)), _mm256_mul_ps(dv, m2));
+                s = _mm256_sqrt_ps(_mm256_max_ps(eps, t)); /* max_ps(eps, NaN) = NaN */
+            }
+            if (_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(b), _CMP_LT_OQ))) {
+                _mm256_storeu_ps(tmp, s);
+                for (int k = 0; k < 8; k++)
+                    if (tmp[k] < b) { b = tmp[k]; bi = code_base + j + k; }
+            }
+        }
+        best[r] = b;
+        best_index[r] = bi;
+        if (j < cols)
+            argmin_generic(dots + r * ld + j, ld, 1, cols - j, xx + r, cc + j, cosine, code_base + j, best + r,
+                           best_index + r);
+    }
+}
+#endif
+
+void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
+                      const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
+#if VQ_X86
+    static int level = -1;
+    if (level < 0) level = vq_cpu_level();
+    if (level >= 1) { argmin_avx2(dots, ld, rows, cols, xx, cc, cosine, code_base, best, best_index); return; }
+#endif
+    argmin_generic(dots, ld, rows, cols, xx, cc, cosine, code_base, best, best_index);
+}
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <stdint.h>
+#endif
+
+/* Ask for transparent huge pages on the 2 MiB-aligned interior of a large, not yet touched buffer
+   (as numpy does): one fault per 2 MiB instead of per 4 KiB when the buffer is first written. */
+void vq_advise_hugepages(void *p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)1 << 21;
+    if (bytes < (int64_t)(4 * huge)) return;
+    uintptr_t start = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    uintptr_t end = ((uintptr_t)p + (uintptr_t)bytes) & ~(huge - 1);
+    if (end > start) madvise((void *)start, end - start, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}

@@ -1,3 +1,5 @@
+import CVQKernels
+
 /// A dense, row-major tensor of `Float` with value semantics and reverse-mode autograd.
 ///
 /// `Tensor` stores its elements in a copy-on-write buffer, so copies are cheap until one of them is
@@ -132,6 +134,7 @@ extension Tensor {
     ) -> Tensor {
         let n = Shape.count(shape)
         let s = [Float](unsafeUninitializedCapacity: n) { buf, count in
+            if n >= 1 << 21, let base = buf.baseAddress { vq_advise_hugepages(base, Int64(n * 4)) }
             body(buf)
             count = n
         }

@@ -29,6 +29,10 @@ void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c
 void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
                       const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
 
+/// Advises the kernel to back a large, untouched buffer with transparent huge pages (Linux; no-op
+/// elsewhere and for buffers under 8 MiB).
+void vq_advise_hugepages(void *p, int64_t bytes);
+
 #ifdef __cplusplus
 }
 #endif

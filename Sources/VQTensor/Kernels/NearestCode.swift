@@ -28,8 +28,8 @@ enum NearestCodeKernel {
     ) {
         let mr = GEMM.mr, nr = GEMM.nr, kc = GEMM.kc, level = GEMM.level
         let panels = (k + nr - 1) / nr
-        let packed = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(1, panels * nr * d))
-        let cc = UnsafeMutablePointer<Float>.allocate(capacity: panels * nr + 1)
+        let packed = alignedFloats(Swift.max(1, panels * nr * d))
+        let cc = alignedFloats(panels * nr + 1)
         defer { packed.deallocate(); cc.deallocate() }
         nonisolated(unsafe) let (px, pcodes, ppacked, pcc) = (x, codes, packed, cc)
         Threads.forRanges(panels, minChunk: 4) { range in
@@ -49,7 +49,7 @@ enum NearestCodeKernel {
             let r0 = task * rowsPerTask
             let rowsT = Swift.min(rowsPerTask, n - r0)
             let groups = (rowsT + mr - 1) / mr
-            let aPack = UnsafeMutablePointer<Float>.allocate(capacity: groups * mr * d + mr * nr + groups * mr)
+            let aPack = alignedFloats(groups * mr * d + mr * nr + groups * mr)
             defer { aPack.deallocate() }
             let tile = aPack + groups * mr * d
             let xx = tile + mr * nr

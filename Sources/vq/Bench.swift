@@ -1,0 +1,105 @@
+import ArgumentParser
+import Foundation
+import VQTensor
+
+/// `vq bench`: times the library's workloads in this process and prints one JSON object per line,
+/// with the workload names that the reference-side scripts use, so any script can pair both sides.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time the library's workloads; one JSON line per workload.")
+
+    @Flag(help: "Print JSON lines (the default output is a table).") var json = false
+    @Option(help: "Thread count (default: active cores).") var threads: Int?
+    @Option(help: "Comma-separated workload names (default: all).") var only: String?
+    @Option(help: "Time budget per workload in seconds.") var budget: Double = 3
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        if let only {
+            let unknown = only.split(separator: ",").map(String.init).filter { name in !Workloads.all.contains { $0.name == name } }
+            if !unknown.isEmpty {
+                throw ValidationError("unknown workloads: \(unknown.joined(separator: ", ")); known: \(Workloads.all.map(\.name).joined(separator: ", "))")
+            }
+        }
+    }
+
+    func run() throws {
+        if let threads { Threads.count = threads }
+        let names = only.map { Set($0.split(separator: ",").map(String.init)) }
+        for w in Workloads.all where names?.contains(w.name) ?? true {
+            let state = w.setup()
+            let times = Timing.measure(budget: budget) { w.run(state) }
+            let median = times.sorted()[times.count / 2]
+            let record: [String: Any] = [
+                "workload": w.name, "threads": Threads.count, "median_s": median,
+                "min_s": times.min()!, "repeats": times.count,
+                "vectors_per_s": Double(w.vectors) / median, "peak_rss_mb": Timing.peakRSSMegabytes(),
+            ].merging(w.flops > 0 ? ["gflops": w.flops / median / 1e9] : [:]) { a, _ in a }
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                let extra = w.flops > 0 ? String(format: "  %.1f GFLOP/s", w.flops / median / 1e9) : ""
+                print(String(format: "%-28@ %10.4f s  %12.0f vectors/s%@", w.name as NSString, median, Double(w.vectors) / median, extra as NSString))
+            }
+        }
+    }
+}
+
+/// One benchmark workload: a setup that builds its inputs and a body that is timed.
+struct Workload: @unchecked Sendable {
+    let name: String
+    let vectors: Int
+    let flops: Double
+    let setup: () -> Any
+    let run: (Any) -> Void
+}
+
+enum Timing {
+    /// One warm-up call, then at least 3 and at most 50 timed calls within the budget.
+    static func measure(budget: Double, _ body: () -> Void) -> [Double] {
+        body()
+        var out: [Double] = []
+        let start = DispatchTime.now().uptimeNanoseconds
+        while out.count < 3 || (out.count < 50 && Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < budget) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            out.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        return out
+    }
+
+    /// Peak resident set size of this process so far (VmHWM), in MB.
+    static func peakRSSMegabytes() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+            return kb / 1024
+        }
+        return 0
+    }
+}
+
+func seeded(_ shape: [Int], _ seed: UInt64) -> Tensor {
+    var rng = SeededGenerator(seed: seed)
+    return Tensor.randomNormal(shape, using: &rng)
+}
+
+enum Workloads {
+    static let all: [Workload] = kernels
+
+    static let kernels: [Workload] = [
+        Workload(name: "gemm_1024", vectors: 1024, flops: 2 * 1024 * 1024 * 1024,
+                 setup: { (seeded([1024, 1024], 1), seeded([1024, 1024], 2)) },
+                 run: { let (a, b) = $0 as! (Tensor, Tensor); _ = a.matmul(b) }),
+        Workload(name: "gemm_8192x64x1024", vectors: 8192, flops: 2 * 8192 * 64 * 1024,
+                 setup: { (seeded([8192, 64], 1), seeded([64, 1024], 2)) },
+                 run: { let (a, b) = $0 as! (Tensor, Tensor); _ = a.matmul(b) }),
+        Workload(name: "nearest_8192x64_1024", vectors: 8192, flops: 2 * 8192 * 64 * 1024,
+                 setup: { (seeded([8192, 64], 3), seeded([1024, 64], 4)) },
+                 run: { let (x, c) = $0 as! (Tensor, Tensor); _ = x.nearestCodes(c) }),
+        Workload(name: "nearest_16384x256_8192", vectors: 16384, flops: 2 * 16384 * 256 * 8192,
+                 setup: { (seeded([16384, 256], 3), seeded([8192, 256], 4)) },
+                 run: { let (x, c) = $0 as! (Tensor, Tensor); _ = x.nearestCodes(c) }),
+    ]
+}
