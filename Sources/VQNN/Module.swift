@@ -154,7 +154,7 @@ open class Module: @unchecked Sendable {
     open func load(stateDict: [String: Tensor], strict: Bool = true) throws {
         let params = namedParameters()
         let known = Set(params.map(\.0))
-        let missing = params.map(\.0).filter { stateDict[$0] == nil }.sorted()
+        let missing = params.filter { stateDict[$0.0] == nil && !$0.1.isOptionalInState }.map(\.0).sorted()
         let unexpected = stateDict.keys.filter { !known.contains($0) }.sorted()
         let mismatched = params.compactMap { key, p -> ModuleError.ShapeMismatch? in
             guard let t = stateDict[key], t.shape != p.shape else { return nil }
@@ -165,6 +165,16 @@ open class Module: @unchecked Sendable {
                                             mismatched: mismatched)
         }
         for (key, p) in params { if let t = stateDict[key] { p.value = t } }
+        notifyLoaded()
+    }
+
+    /// Called on every module of a tree after ``load(stateDict:strict:)`` wrote new values, so that
+    /// derived state (caches, masks mirrored elsewhere) can be rebuilt.
+    open func didLoadState() {}
+
+    private func notifyLoaded() {
+        didLoadState()
+        for (_, c) in children() { c.notifyLoaded() }
     }
 
     // MARK: Key-level freezing

@@ -18,6 +18,9 @@ public final class Parameter: @unchecked Sendable {
     private var _value: Tensor
     /// Whole-parameter freeze: optimizers skip it entirely.
     public var isFrozen: Bool
+    /// Whether a state dictionary may omit this tensor (it then keeps its value): for this library's
+    /// own extra state, so that PyTorch state dicts load.
+    public var isOptionalInState = false
     private var rowMask: [Bool]?
 
     public init(_ value: Tensor, kind: Kind = .trainable, frozen: Bool = false) {

@@ -88,12 +88,9 @@ enum NearestCodeKernel {
         }
     }
 
+    /// Squared norms in the order of `squared().sum(axis: -1)`, so fused and materialised distances agree.
     @inline(__always)
-    static func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
-        var s: Float = 0
-        for i in 0..<n { s += p[i] * p[i] }
-        return s
-    }
+    static func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float { Reduce.contiguousSumOfSquares(p, n) }
 }
 
 extension Tensor {

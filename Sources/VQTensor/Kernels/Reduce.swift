@@ -101,3 +101,32 @@ enum Reduce {
         return (IndexTensor(idx, shape: shape), flat)
     }
 }
+
+extension Tensor {
+    /// The library's summation of `n` contiguous floats (the order `sum()` uses).
+    public static func sumContiguous(_ p: UnsafePointer<Float>, _ n: Int) -> Float { Reduce.contiguousSum(p, n) }
+
+    /// `Σ p[i]²` in the same order as `squared().sum()` over a contiguous run.
+    public static func sumOfSquaresContiguous(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        Reduce.contiguousSumOfSquares(p, n)
+    }
+}
+
+extension Reduce {
+    /// Σ p[k]² with the accumulation pattern of `contiguousSum` (each square rounded first), so that it
+    /// equals `squared().sum()` bit for bit.
+    @inline(__always)
+    static func contiguousSumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        var a0: Float = 0, a1: Float = 0, a2: Float = 0, a3: Float = 0
+        var a4: Float = 0, a5: Float = 0, a6: Float = 0, a7: Float = 0
+        var k = 0
+        while k + 8 <= n {
+            a0 += p[k] * p[k]; a1 += p[k + 1] * p[k + 1]; a2 += p[k + 2] * p[k + 2]; a3 += p[k + 3] * p[k + 3]
+            a4 += p[k + 4] * p[k + 4]; a5 += p[k + 5] * p[k + 5]; a6 += p[k + 6] * p[k + 6]; a7 += p[k + 7] * p[k + 7]
+            k += 8
+        }
+        var tail: Float = 0
+        while k < n { tail += p[k] * p[k]; k += 1 }
+        return (((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))) + tail
+    }
+}

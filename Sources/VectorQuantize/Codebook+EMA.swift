@@ -1,0 +1,140 @@
+import VQNN
+import VQTensor
+
+/// The EMA codebook update, with the reference's arithmetic for every code that is not frozen and
+/// no write at all to a frozen one.
+///
+/// Per step, for code `c` of codebook `h` with lerp weight `w = float(1 − decay) · weight_c`
+/// (torch's CPU `lerp`, bit-exact): `cluster_size ← lerp(cluster_size, count, w)`,
+/// `embed_avg ← lerp(embed_avg, sum, w)`; then `embed = embed_avg / s` with the Laplace-smoothed
+/// `s_c = (n_c + ε) / (Σn + C·ε) · Σn` — written only for the codes that changed and are not frozen
+/// (the reference rewrites every row, so its "frozen" rows drift by ~1e-6 relative per step).
+extension Codebook {
+    /// Counts `[h, c]` and sums `[h, c, d]` of the rows of `flatten [h, n, d]` assigned by `indices [h, n]`,
+    /// over rows where `valid` (flattened `[h · n]`) is true. Additions run in row order.
+    func batchStatistics(_ flatten: Tensor, _ indices: IndexTensor, valid: [Bool]) -> (counts: Tensor, sums: Tensor) {
+        let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
+        var counts = [Float](repeating: 0, count: h * c)
+        var sums = [Float](repeating: 0, count: h * c * d)
+        flatten.withUnsafeScalars { x in
+            for hh in 0..<h {
+                for r in 0..<n where valid[hh * n + r] {
+                    let k = indices.scalars[hh * n + r]
+                    counts[hh * c + k] += 1
+                    let dst = (hh * c + k) * d, src = (hh * n + r) * d
+                    for j in 0..<d { sums[dst + j] += x[src + j] }
+                }
+            }
+        }
+        return (Tensor(counts, shape: [h, c]), Tensor(sums, shape: [h, c, d]))
+    }
+
+    /// Per-code lerp weights for one step, `[h · c]`; 0 means the code is frozen for this step.
+    func lerpWeights(_ weight: EMAUpdateWeight?, counts: Tensor, sums: Tensor) -> [Float] {
+        let base = 1 - configuration.decay
+        var w: [Float]
+        switch weight {
+        case nil: w = Array(repeating: Float(base), count: codeCount)
+        case .scalar(let s): w = Array(repeating: Float(base * s), count: codeCount)
+        case .perCode(let t): w = perCodeWeights(t).map { Float(base) * $0 }
+        case .function(let f): w = perCodeWeights(f(sums, counts)).map { Float(base) * $0 }
+        }
+        let frozen = frozenMask
+        for i in w.indices where frozen[i] { w[i] = 0 }
+        return w
+    }
+
+    private func perCodeWeights(_ t: Tensor) -> [Float] {
+        if t.shape == [codebookSize] {
+            precondition(numCodebooks == 1,
+                         "ema_update_weight of shape \(t.shape) needs [num_codebooks, codebook_size] = [\(numCodebooks), \(codebookSize)] with separate codebooks")
+            return t.scalars
+        }
+        precondition(t.shape == [numCodebooks, codebookSize],
+                     "ema_update_weight of shape \(t.shape): expected [\(codebookSize)] or [\(numCodebooks), \(codebookSize)]")
+        return t.scalars
+    }
+
+    /// Adds a batch's statistics to the pending accumulators (`accum_ema_update`).
+    func accumulate(counts: Tensor, sums: Tensor) {
+        pendingClusterSize = pendingClusterSize.map { $0 + counts } ?? counts
+        pendingEmbedSum = pendingEmbedSum.map { $0 + sums } ?? sums
+    }
+
+    /// One EMA step of `cluster_size` and `embed_avg` toward a batch's statistics (plus any pending
+    /// accumulated statistics). Codes whose weight is 0 are not written.
+    func emaStep(counts: Tensor, sums: Tensor, weights: [Float]) {
+        var counts = counts, sums = sums
+        if let p = pendingClusterSize { counts = counts + p }
+        if let p = pendingEmbedSum { sums = sums + p }
+        pendingClusterSize = nil
+        pendingEmbedSum = nil
+        let d = dim
+        var cs = clusterSize.value.scalars
+        var avg = embedAverage.value.scalars
+        for i in 0..<codeCount where weights[i] != 0 {
+            let w = weights[i]
+            cs[i] = torchLerp(cs[i], counts.scalars[i], w)
+            for j in (i * d)..<(i * d + d) { avg[j] = torchLerp(avg[j], sums.scalars[j], w) }
+            touched[i] = true
+        }
+        clusterSize.value = Tensor(cs, shape: clusterSize.shape)
+        embedAverage.value = Tensor(avg, shape: embedAverage.shape)
+    }
+
+    /// Recomputes `embed = embed_avg / s` (Laplace-smoothed counts; l2-normalised for cosine) for the
+    /// codes whose statistics changed since the last recompute and that are not frozen (the
+    /// reference's `update_ema()`; call it yourself with `manualEMAUpdate`).
+    public func updateEMA() {
+        let (h, c, d) = (numCodebooks, codebookSize, dim)
+        let frozen = frozenMask
+        let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
+        let cs = clusterSize.value.scalars, avg = embedAverage.value.scalars
+        var e = embed.value.scalars
+        for hh in 0..<h {
+            let rows = (0..<c).filter { touched[hh * c + $0] && !frozen[hh * c + $0] }
+            if rows.isEmpty { continue }
+            let total = cs.withUnsafeBufferPointer { Tensor.sumContiguous($0.baseAddress! + hh * c, c) }
+            for k in rows {
+                let s = (cs[hh * c + k] + eps) / (total + ceps) * total
+                let base = (hh * c + k) * d
+                for j in 0..<d { e[base + j] = avg[base + j] / s }
+                if configuration.useCosineSimilarity { l2NormalizeRow(&e, base, d) }
+            }
+        }
+        touched = Array(repeating: false, count: codeCount)
+        embed.value = Tensor(e, shape: embed.shape)
+    }
+
+    /// The reference's per-batch update: EMA of the statistics (or accumulation), the recompute of
+    /// `embed`, then dead-code expiry. `stepWeights` are the per-code lerp weights (0 = frozen).
+    func updateCodebook(
+        flatten: Tensor, indices: IndexTensor, valid: [Bool], weight: EMAUpdateWeight?, accumulate accumulateOnly: Bool,
+        emaUpdate: Bool?
+    ) {
+        let emaOn = emaUpdate ?? configuration.emaUpdate
+        let deadCodes = configuration.thresholdEMADeadCode > 0
+        if !emaOn && !deadCodes { return }
+        guard valid.contains(true) else {
+            logger.debug("codebook update skipped: the batch has no unmasked, finite vector")
+            return
+        }
+        let (counts, sums) = batchStatistics(flatten, indices, valid: valid)
+        if accumulateOnly {
+            accumulate(counts: counts, sums: sums)
+            return
+        }
+        let w = lerpWeights(weight, counts: counts, sums: sums)
+        emaStep(counts: counts, sums: sums, weights: w)
+        if emaOn && !configuration.manualEMAUpdate { updateEMA() }
+        expireCodes(flatten, valid: valid, frozenForStep: w.map { $0 == 0 })
+    }
+}
+
+/// `x / max(‖x‖, 1e-6)` of one row in place (`F.normalize`, eps 1e-6).
+func l2NormalizeRow(_ a: inout [Float], _ base: Int, _ d: Int) {
+    var ss: Float = 0
+    a.withUnsafeBufferPointer { ss = Tensor.sumOfSquaresContiguous($0.baseAddress! + base, d) }
+    let norm = Swift.max(ss.squareRoot(), 1e-6)
+    for j in 0..<d { a[base + j] = a[base + j] / norm }
+}

@@ -1,0 +1,123 @@
+import VQNN
+import VQTensor
+
+/// Options of one codebook forward pass (the reference's `Codebook.forward` keywords).
+public struct CodebookForwardOptions: @unchecked Sendable {
+    public var sampleCodebookTemperature: Float? = nil
+    public var freezeCodebook = false
+    public var emaUpdateWeight: EMAUpdateWeight? = nil
+    public var accumulateEMAUpdate = false
+    public var emaUpdate: Bool? = nil
+    public var topK: Int? = nil
+    public var updateUsage = true
+    /// Return the full score matrix `[h, n, c]` (needed by cross-entropy and diversity losses).
+    public var needsDistances = false
+    public init() {}
+}
+
+/// The result of a codebook forward pass.
+public struct CodebookOutput {
+    /// `[h, n, d]` (`[h, n, k, d]` with top-k): rows of the codebook as it was before the update.
+    public var quantized: Tensor
+    /// `[h, n]` (`[h, n, k]` with top-k).
+    public var indices: IndexTensor
+    /// `[h, n, c]` scores (negated Euclidean distance or dot product), when requested.
+    public var distances: Tensor?
+}
+
+extension Codebook {
+    /// Quantizes `flatten [h, n, d]` (already l2-normalised for cosine codebooks) and, in training, updates
+    /// the codebook. `valid` (`[h · n]`) marks the rows that may update it (mask and finite values).
+    public func forward(_ flatten: Tensor, valid: [Bool], options: CodebookForwardOptions) -> CodebookOutput {
+        let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
+        precondition(h == numCodebooks && d == dim, "Codebook.forward: input \(flatten.shape) for codebooks [\(numCodebooks), \(c), \(dim)]")
+        if !isInitialized { kmeansInitialize(flatten.detached(), valid: valid) }
+        let codes = configuration.learnable ? embed.value : embed.value.detached()
+        let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
+        let temperature = options.sampleCodebookTemperature ?? configuration.sampleCodebookTemperature
+        let stochastic = isTraining && configuration.stochasticSampleCodes && temperature > 0
+        let gumbelST = configuration.straightThrough && isTraining && temperature > 0
+        let materialize = options.needsDistances || stochastic || gumbelST
+
+        var distances: Tensor? = nil
+        var indices: IndexTensor
+        if materialize {
+            let dist = scores(flatten, codes)
+            distances = dist
+            var logits = dist.detached()
+            if stochastic {
+                let u = Tensor.randomUniform(logits.shape, using: &rng)
+                logits = logits / temperature + gumbelNoise(u)
+            }
+            if let k = options.topK {
+                indices = topK(logits, k)
+            } else {
+                indices = logits.argmax(axis: -1)
+            }
+        } else {
+            var idx: [Int] = []
+            idx.reserveCapacity(h * n * (options.topK ?? 1))
+            for hh in 0..<h {
+                let xh = flatten.slice(axis: 0, hh..<(hh + 1)).reshaped([n, d]).detached()
+                let ch = codes.slice(axis: 0, hh..<(hh + 1)).reshaped([c, d]).detached()
+                if let k = options.topK {
+                    idx += xh.topKCodes(ch, k: k, metric: metric).indices.scalars
+                } else {
+                    idx += xh.nearestCodes(ch, metric: metric).indices.scalars
+                }
+            }
+            indices = IndexTensor(idx, shape: options.topK.map { [h, n, $0] } ?? [h, n])
+        }
+
+        // Quantized rows: an exact copy of the selected codes (a gather, differentiable in the codes).
+        var parts: [Tensor] = []
+        let perHead = indices.count / h
+        for hh in 0..<h {
+            let idx = IndexTensor(Array(indices.scalars[(hh * perHead)..<((hh + 1) * perHead)]),
+                                  shape: Array(indices.shape.dropFirst()))
+            parts.append(codes.slice(axis: 0, hh..<(hh + 1)).reshaped([c, d]).indexSelect(axis: 0, idx))
+        }
+        var quantized = Tensor.stack(parts, axis: 0)
+        if gumbelST, options.topK == nil, let dist = distances {
+            // Straight-through Gumbel: the value stays the hard code, the gradient follows softmax(dist/τ).
+            let soft = (dist / temperature).softmax(axis: -1)
+            quantized = quantized + (soft - soft.detached()).matmul(codes)
+        }
+
+        if isTraining && options.updateUsage && !options.freezeCodebook && options.topK == nil {
+            withoutGradient {
+                updateCodebook(flatten: flatten.detached(), indices: indices, valid: valid,
+                               weight: options.emaUpdateWeight, accumulate: options.accumulateEMAUpdate,
+                               emaUpdate: options.emaUpdate)
+            }
+        }
+        return CodebookOutput(quantized: quantized, indices: indices, distances: distances)
+    }
+
+    /// The reference's scores `[h, n, c]`: `-sqrt(max((‖x‖² + ‖e‖²) + (x·e)·(−2), 1e-8))` (Euclidean) or
+    /// `x·e` (cosine), differentiable in `x` and (when learnable) the codes.
+    func scores(_ x: Tensor, _ codes: Tensor) -> Tensor {
+        let dots = x.matmul(codes.transposed())
+        if configuration.useCosineSimilarity { return dots }
+        let x2 = x.squared().sum(axis: -1, keepDims: true)
+        let e2 = codes.squared().sum(axis: -1).unsqueezed(axis: 1)
+        return -((x2 + e2) + dots * -2).clamped(min: 1e-8).sqrt()
+    }
+
+    private func gumbelNoise(_ u: Tensor) -> Tensor {
+        // −log(−log(u)) with the reference's log clamp at 1e-20
+        -((-(u.clamped(min: 1e-20).log())).clamped(min: 1e-20).log())
+    }
+
+    private func topK(_ logits: Tensor, _ k: Int) -> IndexTensor {
+        let c = logits.shape[logits.rank - 1]
+        let rows = logits.count / c
+        var out: [Int] = []
+        out.reserveCapacity(rows * k)
+        for r in 0..<rows {
+            let row = Array(logits.scalars[(r * c)..<(r * c + c)])
+            out += row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
+        }
+        return IndexTensor(out, shape: Array(logits.shape.dropLast()) + [k])
+    }
+}

@@ -1,0 +1,132 @@
+import Logging
+import VQNN
+import VQTensor
+
+/// Draws `count` row indices out of `population` rows (for k-means initial means and dead-code
+/// replacement). The default draws without replacement when `count ≤ population` (a random
+/// permutation prefix) and otherwise takes every row once, then the rest with replacement.
+public typealias IndexSampler = @Sendable (_ population: Int, _ count: Int, _ rng: inout SeededGenerator) -> [Int]
+
+/// Per-code weights of one EMA step, with the meaning of the reference's `ema_update_weight`:
+/// the lerp weight of code `c` becomes `(1 − decay) · w_c`; a weight of exactly 0 freezes the code for
+/// that step (bit-identical state, and no dead-code replacement).
+public enum EMAUpdateWeight: @unchecked Sendable {
+    /// One weight for every code (the reference's python float: the product is taken in double).
+    case scalar(Double)
+    /// `[codebook_size]` (single codebook) or `[num_codebooks, codebook_size]`.
+    case perCode(Tensor)
+    /// A function of this batch's statistics `(embed_sum [h, c, d], cluster_size [h, c])` returning a
+    /// per-code tensor as ``perCode(_:)``.
+    case function((_ embedSum: Tensor, _ clusterSize: Tensor) -> Tensor)
+}
+
+/// A codebook of `numCodebooks × codebookSize` codes of dimension `dim`, learned by exponential moving
+/// averages (van den Oord et al., *Neural Discrete Representation Learning*, 2017, appendix; Razavi et
+/// al., *VQ-VAE-2*, 2019) or by gradient (``Configuration/learnable``).
+///
+/// State, with the reference's keys: `embed [h, c, d]`, `embed_avg [h, c, d]`, `cluster_size [h, c]`,
+/// `initted []`, plus `frozen_codes [h, c]` (this library's per-code freeze mask, optional when loading
+/// a PyTorch state dict).
+///
+/// A frozen code keeps `embed`, `embed_avg` and `cluster_size` **bit-identical** through EMA steps, the
+/// smoothed recompute, dead-code expiry, k-means initialisation, optimizer steps and checkpoints.
+public final class Codebook: Module, @unchecked Sendable {
+    public struct Configuration: Sendable, Equatable {
+        public var dim: Int
+        public var codebookSize: Int
+        public var numCodebooks = 1
+        public var kmeansInit = false
+        public var kmeansIters = 10
+        public var decay: Double = 0.8
+        public var eps: Double = 1e-5
+        public var thresholdEMADeadCode: Double = 0
+        public var resetClusterSize: Double? = nil
+        public var learnable = false
+        public var emaUpdate = true
+        public var manualEMAUpdate = false
+        public var useCosineSimilarity = false
+        public var sampleCodebookTemperature: Float = 1
+        public var stochasticSampleCodes = false
+        public var straightThrough = false
+
+        public init(dim: Int, codebookSize: Int) {
+            self.dim = dim
+            self.codebookSize = codebookSize
+        }
+    }
+
+    public let configuration: Configuration
+    /// The codes, `[h, c, d]` (key `embed`); trainable when the codebook is learnable.
+    public let embed: Parameter
+    /// EMA of the per-code sums of assigned vectors (key `embed_avg`).
+    public let embedAverage: Parameter
+    /// EMA of the per-code counts (key `cluster_size`).
+    public let clusterSize: Parameter
+    /// 1 once initialised (0 before k-means initialisation), key `initted`.
+    public let initted: Parameter
+    /// This library's persistent freeze mask, `[h, c]` of 0/1 (key `frozen_codes`).
+    public let frozenCodes: Parameter
+
+    /// Accumulated statistics of `accumulateEMA` calls not yet applied (the reference keeps them in
+    /// the buffers' `.grad`): counts `[h, c]` and sums `[h, c, d]`.
+    public internal(set) var pendingClusterSize: Tensor?
+    public internal(set) var pendingEmbedSum: Tensor?
+    /// Codes whose `embed_avg`/`cluster_size` changed since the last recompute of `embed`.
+    var touched: [Bool]
+
+    /// The random source for k-means sampling, dead-code replacement and stochastic sampling.
+    public var rng: SeededGenerator
+    /// How sample rows are drawn (replaceable, e.g. to replay another implementation's draws).
+    public var sampler: IndexSampler = Codebook.defaultSampler
+    let logger = Logger(label: "VectorQuantize.Codebook")
+
+    public override var keyOverrides: [String: String] { ["embedAverage": "embed_avg"] }
+
+    public init(_ configuration: Configuration, seed: UInt64 = 0) {
+        let c = configuration
+        precondition(c.dim > 0 && c.codebookSize > 0 && c.numCodebooks > 0,
+                     "Codebook: dim \(c.dim), codebookSize \(c.codebookSize), numCodebooks \(c.numCodebooks) must be positive")
+        precondition(c.decay >= 0 && c.decay <= 1, "Codebook: decay \(c.decay) outside [0, 1]")
+        self.configuration = c
+        var rng = SeededGenerator(seed: seed)
+        let shape = [c.numCodebooks, c.codebookSize, c.dim]
+        var e: Tensor
+        if c.kmeansInit {
+            e = Tensor.zeros(shape)
+        } else {
+            // kaiming_uniform_ of a [h, c, d] tensor: U(±sqrt(6 / (c·d)))
+            let bound = (6 / Float(c.codebookSize * c.dim)).squareRoot()
+            e = Tensor.randomUniform(shape, low: -bound, high: bound, using: &rng)
+            if c.useCosineSimilarity { e = e.l2Normalized(axis: -1, eps: 1e-6) }
+        }
+        embed = Parameter(e, kind: c.learnable ? .trainable : .buffer)
+        embedAverage = Parameter(e, kind: .buffer)
+        clusterSize = Parameter(Tensor.ones([c.numCodebooks, c.codebookSize]), kind: .buffer)
+        initted = Parameter(Tensor(c.kmeansInit ? 0 : 1), kind: .buffer)
+        frozenCodes = Parameter(Tensor.zeros([c.numCodebooks, c.codebookSize]), kind: .buffer)
+        frozenCodes.isOptionalInState = true
+        touched = Array(repeating: false, count: c.numCodebooks * c.codebookSize)
+        self.rng = rng
+        super.init()
+    }
+
+    public var numCodebooks: Int { configuration.numCodebooks }
+    public var codebookSize: Int { configuration.codebookSize }
+    public var dim: Int { configuration.dim }
+    public var isInitialized: Bool { initted.value.item != 0 }
+    var codeCount: Int { numCodebooks * codebookSize }
+
+    /// The default ``IndexSampler``.
+    public static let defaultSampler: IndexSampler = { population, count, rng in
+        precondition(population > 0, "sampler: no rows to sample from")
+        if count <= population { return Array(rng.permutation(population).prefix(count)) }
+        return rng.permutation(population) + (0..<(count - population)).map { _ in rng.nextInt(below: population) }
+    }
+
+    public override func didLoadState() {
+        touched = Array(repeating: false, count: codeCount)
+        pendingClusterSize = nil
+        pendingEmbedSum = nil
+        syncFrozenRows()
+    }
+}

@@ -1,0 +1,83 @@
+import VQNN
+import VQTensor
+
+/// Lloyd's k-means (Lloyd, *Least squares quantization in PCM*, 1982) as the reference's `kmeans()`,
+/// with frozen centroids as FAISS's `frozen_centroids`: frozen means take part in the assignment but
+/// never move.
+public enum KMeans {
+    /// Runs `iterations` Lloyd steps from `initial` means.
+    ///
+    /// - Parameters:
+    ///   - samples: `[n, d]` vectors.
+    ///   - initial: `[k, d]` starting means.
+    ///   - frozen: `k` flags; frozen means never move.
+    ///   - metric: Euclidean (nearest) or dot product (cosine; updated means are l2-normalised).
+    /// - Returns: the means and the counts of the last assignment (as the reference's `bins`).
+    /// - Complexity: O(iterations · n · k · d), no n×k buffer.
+    public static func fit(
+        samples: Tensor, initial: Tensor, frozen: [Bool]? = nil, iterations: Int, metric: CodeMetric = .euclidean
+    ) -> (means: Tensor, counts: Tensor) {
+        precondition(samples.rank == 2 && initial.rank == 2 && samples.shape[1] == initial.shape[1],
+                     "KMeans.fit: samples \(samples.shape) and means \(initial.shape)")
+        let (k, d) = (initial.shape[0], initial.shape[1])
+        let frozen = frozen ?? Array(repeating: false, count: k)
+        var means = initial
+        var counts = Tensor.zeros([k])
+        for _ in 0..<iterations {
+            let (assign, _) = samples.nearestCodes(means, metric: metric)
+            counts = Tensor.zeros([k]).indexAdd(axis: 0, assign, Tensor.ones([samples.shape[0]]))
+            var newMeans = Tensor.zeros([k, d]).indexAdd(axis: 0, assign, samples) / counts.maximum(1).unsqueezed(axis: 1)
+            if metric == .dot { newMeans = newMeans.l2Normalized(axis: -1, eps: 1e-6) }
+            var m = means.scalars
+            for c in 0..<k where counts.scalars[c] != 0 && !frozen[c] {
+                for j in 0..<d { m[c * d + j] = newMeans.scalars[c * d + j] }
+            }
+            means = Tensor(m, shape: [k, d])
+        }
+        return (means, counts)
+    }
+}
+
+extension Codebook {
+    /// Initialises the codes by k-means on a batch `flatten [h, n, d]` (rows where `valid`): frozen codes
+    /// stay; the others start from sampled rows, are fitted around the frozen ones, and get
+    /// `embed_avg = mean · count`, `cluster_size = count` before the recompute of `embed`.
+    /// A codebook with no usable row stays uninitialised until a batch has one.
+    func kmeansInitialize(_ flatten: Tensor, valid: [Bool]) {
+        let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
+        let frozen = frozenMask
+        var e = embed.value.scalars, avg = embedAverage.value.scalars, cs = clusterSize.value.scalars
+        for hh in 0..<h {
+            let rows = (0..<n).filter { valid[hh * n + $0] }
+            guard !rows.isEmpty else {
+                logger.warning("k-means init postponed: no unmasked, finite vector in this batch")
+                return
+            }
+            if rows.count < c {
+                logger.warning("k-means init received \(rows.count) vectors for a codebook of \(c): duplicates are sampled")
+            }
+            let samples = flatten.slice(axis: 0, hh..<(hh + 1)).reshaped([n, d]).indexSelect(axis: 0, IndexTensor(rows))
+            let free = (0..<c).filter { !frozen[hh * c + $0] }
+            let picks = sampler(rows.count, free.count, &rng)
+            var initial = Array(e[(hh * c * d)..<((hh + 1) * c * d)])
+            for (k, code) in free.enumerated() {
+                for j in 0..<d { initial[code * d + j] = samples.scalars[picks[k] * d + j] }
+            }
+            let (means, counts) = KMeans.fit(
+                samples: samples, initial: Tensor(initial, shape: [c, d]),
+                frozen: (0..<c).map { frozen[hh * c + $0] }, iterations: configuration.kmeansIters,
+                metric: configuration.useCosineSimilarity ? .dot : .euclidean)
+            for code in free {
+                let bins = counts.scalars[code]
+                for j in 0..<d { avg[(hh * c + code) * d + j] = means.scalars[code * d + j] * bins }
+                cs[hh * c + code] = bins
+                touched[hh * c + code] = true
+            }
+        }
+        embedAverage.value = Tensor(avg, shape: embedAverage.shape)
+        clusterSize.value = Tensor(cs, shape: clusterSize.shape)
+        embed.value = Tensor(e, shape: embed.shape)
+        updateEMA()
+        initted.value = Tensor(1)
+    }
+}

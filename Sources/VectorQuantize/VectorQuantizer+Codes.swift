@@ -1,0 +1,84 @@
+import VQNN
+import VQTensor
+
+/// Looking codes up by index, and setting codes from outside.
+extension VectorQuantizer {
+    /// The codes: `[c, d]`, or `[heads, c, d]` with separate codebooks per head.
+    public var codes: Tensor {
+        let e = codebook.embed.value.detached()
+        return configuration.separateCodebookPerHead ? e : e.reshaped([codebookSize, configuration.resolvedCodebookDim])
+    }
+
+    /// Replaces codes, keeping `embed_avg` consistent (`embed_avg = code · s`, with `s` the current
+    /// Laplace-smoothed count) so that the next EMA step does not snap them back (the reference's setter
+    /// writes only `embed`). Frozen codes are not written. Throws on a shape mismatch.
+    public func setCodes(_ newCodes: Tensor) throws {
+        let expected = codes.shape
+        guard newCodes.shape == expected else { throw CodebookError.shapeMismatch(expected: expected, found: newCodes.shape) }
+        codebook.setCodes(newCodes.reshaped([codebook.numCodebooks, codebookSize, configuration.resolvedCodebookDim]))
+    }
+
+    /// Codebook rows for output-layout indices (`[b, …]`, or `[b, …, heads]` with separate codebooks):
+    /// `indices.shape + [d]` (heads merged into `heads · d` with separate codebooks), channel-first when the
+    /// quantizer is (the reference's `get_codes_from_indices`).
+    public func getCodes(from indices: IndexTensor) -> Tensor {
+        let d = configuration.resolvedCodebookDim
+        var out: Tensor
+        if configuration.separateCodebookPerHead && heads > 1 {
+            precondition(indices.shape.last == heads, "getCodes: indices \(indices.shape) must end with heads = \(heads)")
+            let tokens = indices.count / heads
+            var parts: [Tensor] = []
+            for hh in 0..<heads {
+                let idx = IndexTensor((0..<tokens).map { indices.scalars[$0 * heads + hh] })
+                parts.append(codes.slice(axis: 0, hh..<(hh + 1)).reshaped([codebookSize, d]).indexSelect(axis: 0, idx))
+            }
+            out = Tensor.stack(parts, axis: 1).reshaped(Array(indices.shape.dropLast()) + [heads * d])
+        } else {
+            out = codes.indexSelect(axis: 0, indices)
+        }
+        if !configuration.channelLast || configuration.acceptImageFmap {
+            var p = Array(0..<out.rank)
+            p.insert(p.removeLast(), at: 1)
+            out = out.permuted(p)
+        }
+        return out
+    }
+
+    /// `project_out(getCodes(from:))`.
+    public func getOutput(from indices: IndexTensor) -> Tensor {
+        let codes = getCodes(from: indices)
+        return projectOut.map { $0(codes) } ?? codes
+    }
+
+    /// Replaces expired codes with vectors of `x` (the reference's `expire_codes_`).
+    public func expireCodes(_ x: Tensor) {
+        let (b, n) = (x.shape[0], x.shape[1])
+        codebook.expireCodes(splitHeads(x.detached(), b: b, n: n))
+    }
+}
+
+extension Codebook {
+    /// Writes codes `[h, c, d]` and `embed_avg = code · s_c` for every code that is not frozen.
+    public func setCodes(_ codes: Tensor) {
+        precondition(codes.shape == embed.shape, "setCodes: \(codes.shape) for a codebook of shape \(embed.shape)")
+        let (h, c, d) = (numCodebooks, codebookSize, dim)
+        let frozen = frozenMask
+        let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
+        let cs = clusterSize.value.scalars
+        var e = embed.value.scalars, avg = embedAverage.value.scalars
+        for hh in 0..<h {
+            let total = cs.withUnsafeBufferPointer { Tensor.sumContiguous($0.baseAddress! + hh * c, c) }
+            for k in 0..<c where !frozen[hh * c + k] {
+                let s = (cs[hh * c + k] + eps) / (total + ceps) * total
+                for j in 0..<d {
+                    let i = (hh * c + k) * d + j
+                    e[i] = codes.scalars[i]
+                    avg[i] = codes.scalars[i] * s
+                }
+                touched[hh * c + k] = false
+            }
+        }
+        embed.value = Tensor(e, shape: embed.shape)
+        embedAverage.value = Tensor(avg, shape: embedAverage.shape)
+    }
+}

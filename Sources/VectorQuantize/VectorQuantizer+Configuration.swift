@@ -1,0 +1,170 @@
+import Foundation
+import VQTensor
+
+/// Errors in a quantizer's configuration (from code or from a `{"module", "kwargs"}` JSON).
+public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
+    case unknownKeyword(module: String, keyword: String)
+    case badValue(module: String, keyword: String, reason: String)
+    case invalid(module: String, reason: String)
+    case unknownModule(String)
+
+    public var description: String {
+        switch self {
+        case .unknownKeyword(let m, let k): return "\(m): unknown keyword '\(k)'"
+        case .badValue(let m, let k, let r): return "\(m): keyword '\(k)': \(r)"
+        case .invalid(let m, let r): return "\(m): \(r)"
+        case .unknownModule(let m): return "unknown module '\(m)'"
+        }
+    }
+}
+
+/// The constructor arguments of ``VectorQuantizer``, with the reference's defaults. Each property
+/// names its `VectorQuantize(...)` keyword.
+public struct VectorQuantizerConfiguration: Sendable, Equatable {
+    public var dim: Int                                   // dim
+    public var codebookSize: Int                          // codebook_size
+    public var codebookDim: Int? = nil                    // codebook_dim
+    public var heads = 1                                  // heads
+    public var separateCodebookPerHead = false            // separate_codebook_per_head
+    public var decay: Double = 0.8                        // decay
+    public var eps: Double = 1e-5                         // eps
+    public var freezeCodebook = false                     // freeze_codebook
+    public var kmeansInit = false                         // kmeans_init
+    public var kmeansIters = 10                           // kmeans_iters
+    public var useCosineSimilarity = false                // use_cosine_sim
+    public var layernormAfterProjectIn = false            // layernorm_after_project_in
+    public var thresholdEMADeadCode: Double = 0           // threshold_ema_dead_code
+    public var channelLast = true                         // channel_last
+    public var acceptImageFmap = false                    // accept_image_fmap
+    public var commitmentWeight: Float = 1                // commitment_weight
+    public var commitmentUseCrossEntropyLoss = false      // commitment_use_cross_entropy_loss
+    public var orthogonalRegWeight: Float = 0             // orthogonal_reg_weight
+    public var orthogonalRegActiveCodesOnly = false       // orthogonal_reg_active_codes_only
+    public var orthogonalRegMaxCodes: Int? = nil          // orthogonal_reg_max_codes
+    public var codebookDiversityLossWeight: Float = 0     // codebook_diversity_loss_weight
+    public var codebookDiversityTemperature: Float = 100  // codebook_diversity_temperature
+    public var stochasticSampleCodes = false              // stochastic_sample_codes
+    public var sampleCodebookTemperature: Float = 1       // sample_codebook_temp
+    public var straightThrough = false                    // straight_through
+    public var rotationTrick: Bool? = nil                 // rotation_trick (default: dim > 1)
+    public var learnableCodebook = false                  // learnable_codebook
+    public var emaUpdate = true                           // ema_update
+    public var manualEMAUpdate = false                    // manual_ema_update
+    public var returnZerosForMaskedPadding = true         // return_zeros_for_masked_padding
+    public var seed: UInt64 = 0                           // (this library) initialisation and sampling seed
+
+    public init(dim: Int, codebookSize: Int) {
+        self.dim = dim
+        self.codebookSize = codebookSize
+    }
+
+    public var resolvedCodebookDim: Int { codebookDim ?? dim }
+    public var usesRotationTrick: Bool { rotationTrick ?? (dim > 1) }
+    public var numCodebooks: Int { separateCodebookPerHead ? heads : 1 }
+    public var requiresProjection: Bool { resolvedCodebookDim * heads != dim }
+
+    /// Checks the combinations the reference rejects.
+    public func validate() throws {
+        func bad(_ r: String) -> ConfigurationError { .invalid(module: "VectorQuantize", reason: r) }
+        if dim <= 0 || codebookSize <= 0 || heads <= 0 || resolvedCodebookDim <= 0 {
+            throw bad("dim \(dim), codebook_size \(codebookSize), heads \(heads), codebook_dim \(resolvedCodebookDim) must be positive")
+        }
+        if !(0...1).contains(decay) { throw bad("decay \(decay) outside [0, 1]") }
+        if useCosineSimilarity && learnableCodebook { throw bad("cosine sim distance codebook not compatible with learnable codebook") }
+        if [straightThrough, usesRotationTrick].filter({ $0 }).count > 1 { throw bad("at most one of straight_through and rotation_trick") }
+        if straightThrough && learnableCodebook { throw bad("gumbel straight through not allowed when learning the codebook") }
+        if emaUpdate && learnableCodebook { throw bad("learnable codebook not compatible with EMA update (pass ema_update=False)") }
+        if orthogonalRegActiveCodesOnly && heads > 1 && separateCodebookPerHead {
+            throw bad("orthogonal regularization for only active codes not compatible with separate codebooks per head")
+        }
+    }
+
+    /// Builds a configuration from the reference's keyword arguments (JSON values). Unknown keywords
+    /// and values of the wrong type throw, naming the keyword.
+    public init(referenceKwargs kw: [String: Any]) throws {
+        let m = "VectorQuantize"
+        func int(_ k: String) throws -> Int? {
+            guard let v = kw[k], !(v is NSNull) else { return nil }
+            if let i = v as? Int { return i }
+            if let d = v as? Double, d.rounded() == d { return Int(d) }
+            throw ConfigurationError.badValue(module: m, keyword: k, reason: "expected an integer, got \(v)")
+        }
+        func dbl(_ k: String) throws -> Double? {
+            guard let v = kw[k], !(v is NSNull) else { return nil }
+            if let d = v as? Double { return d }
+            if let i = v as? Int { return Double(i) }
+            throw ConfigurationError.badValue(module: m, keyword: k, reason: "expected a number, got \(v)")
+        }
+        func bool(_ k: String) throws -> Bool? {
+            guard let v = kw[k], !(v is NSNull) else { return nil }
+            if let b = v as? Bool { return b }
+            throw ConfigurationError.badValue(module: m, keyword: k, reason: "expected a boolean, got \(v)")
+        }
+        guard let dim = try int("dim"), let size = try int("codebook_size") else {
+            throw ConfigurationError.invalid(module: m, reason: "dim and codebook_size are required")
+        }
+        self.init(dim: dim, codebookSize: size)
+        for key in kw.keys where !Self.keywords.contains(key) { throw ConfigurationError.unknownKeyword(module: m, keyword: key) }
+        codebookDim = try int("codebook_dim")
+        heads = try int("heads") ?? heads
+        separateCodebookPerHead = try bool("separate_codebook_per_head") ?? separateCodebookPerHead
+        decay = try dbl("decay") ?? decay
+        eps = try dbl("eps") ?? eps
+        freezeCodebook = try bool("freeze_codebook") ?? freezeCodebook
+        kmeansInit = try bool("kmeans_init") ?? kmeansInit
+        kmeansIters = try int("kmeans_iters") ?? kmeansIters
+        useCosineSimilarity = try bool("use_cosine_sim") ?? useCosineSimilarity
+        layernormAfterProjectIn = try bool("layernorm_after_project_in") ?? layernormAfterProjectIn
+        thresholdEMADeadCode = try dbl("threshold_ema_dead_code") ?? thresholdEMADeadCode
+        channelLast = try bool("channel_last") ?? channelLast
+        acceptImageFmap = try bool("accept_image_fmap") ?? acceptImageFmap
+        commitmentWeight = Float(try dbl("commitment_weight") ?? Double(commitmentWeight))
+        commitmentUseCrossEntropyLoss = try bool("commitment_use_cross_entropy_loss") ?? commitmentUseCrossEntropyLoss
+        orthogonalRegWeight = Float(try dbl("orthogonal_reg_weight") ?? Double(orthogonalRegWeight))
+        orthogonalRegActiveCodesOnly = try bool("orthogonal_reg_active_codes_only") ?? orthogonalRegActiveCodesOnly
+        orthogonalRegMaxCodes = try int("orthogonal_reg_max_codes")
+        codebookDiversityLossWeight = Float(try dbl("codebook_diversity_loss_weight") ?? Double(codebookDiversityLossWeight))
+        codebookDiversityTemperature = Float(try dbl("codebook_diversity_temperature") ?? Double(codebookDiversityTemperature))
+        stochasticSampleCodes = try bool("stochastic_sample_codes") ?? stochasticSampleCodes
+        sampleCodebookTemperature = Float(try dbl("sample_codebook_temp") ?? Double(sampleCodebookTemperature))
+        straightThrough = try bool("straight_through") ?? straightThrough
+        rotationTrick = try bool("rotation_trick")
+        learnableCodebook = try bool("learnable_codebook") ?? learnableCodebook
+        emaUpdate = try bool("ema_update") ?? emaUpdate
+        manualEMAUpdate = try bool("manual_ema_update") ?? manualEMAUpdate
+        returnZerosForMaskedPadding = try bool("return_zeros_for_masked_padding") ?? returnZerosForMaskedPadding
+        if let s = try int("seed") { seed = UInt64(truncatingIfNeeded: s) }
+        try validate()
+    }
+
+    static let keywords: Set<String> = [
+        "dim", "codebook_size", "codebook_dim", "heads", "separate_codebook_per_head", "decay", "eps",
+        "freeze_codebook", "kmeans_init", "kmeans_iters", "use_cosine_sim", "layernorm_after_project_in",
+        "threshold_ema_dead_code", "channel_last", "accept_image_fmap", "commitment_weight",
+        "commitment_use_cross_entropy_loss", "orthogonal_reg_weight", "orthogonal_reg_active_codes_only",
+        "orthogonal_reg_max_codes", "codebook_diversity_loss_weight", "codebook_diversity_temperature",
+        "stochastic_sample_codes", "sample_codebook_temp", "straight_through", "rotation_trick",
+        "learnable_codebook", "ema_update", "manual_ema_update", "return_zeros_for_masked_padding", "seed",
+    ]
+
+    /// The reference's keyword arguments for this configuration (for a `{"module", "kwargs"}` JSON).
+    public var referenceKwargs: [String: Any] {
+        var kw: [String: Any] = ["dim": dim, "codebook_size": codebookSize]
+        if let codebookDim { kw["codebook_dim"] = codebookDim }
+        if heads != 1 { kw["heads"] = heads }
+        if separateCodebookPerHead { kw["separate_codebook_per_head"] = true }
+        if decay != 0.8 { kw["decay"] = decay }
+        if eps != 1e-5 { kw["eps"] = eps }
+        if kmeansInit { kw["kmeans_init"] = true; kw["kmeans_iters"] = kmeansIters }
+        if useCosineSimilarity { kw["use_cosine_sim"] = true }
+        if layernormAfterProjectIn { kw["layernorm_after_project_in"] = true }
+        if thresholdEMADeadCode != 0 { kw["threshold_ema_dead_code"] = thresholdEMADeadCode }
+        if !channelLast { kw["channel_last"] = false }
+        if acceptImageFmap { kw["accept_image_fmap"] = true }
+        if commitmentWeight != 1 { kw["commitment_weight"] = Double(commitmentWeight) }
+        if learnableCodebook { kw["learnable_codebook"] = true }
+        if !emaUpdate { kw["ema_update"] = false }
+        if let rotationTrick { kw["rotation_trick"] = rotationTrick }
+        return kw
+    }
+}

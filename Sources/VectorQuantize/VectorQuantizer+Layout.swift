@@ -1,0 +1,117 @@
+import VQNN
+import VQTensor
+
+/// Moving between the user's layout `[b, n, heads · d]` and the codebook's flat layout `[H, N, d]`:
+/// one codebook: `[1, b·n, d]`; separate codebooks per head: `[heads, b·n, d]`; a shared codebook for
+/// several heads: `[1, b·heads·n, d]` (rows ordered b, head, n — as the reference's `1 (b h) n d`).
+extension VectorQuantizer {
+    func splitHeads(_ x: Tensor, b: Int, n: Int) -> Tensor {
+        let h = heads, d = configuration.resolvedCodebookDim
+        var flat: Tensor
+        if h == 1 {
+            flat = x.reshaped([1, b * n, d])
+        } else if configuration.separateCodebookPerHead {
+            flat = x.reshaped([b, n, h, d]).permuted(2, 0, 1, 3).reshaped([h, b * n, d])
+        } else {
+            flat = x.reshaped([b, n, h, d]).permuted(0, 2, 1, 3).reshaped([1, b * h * n, d])
+        }
+        if configuration.useCosineSimilarity { flat = flat.l2Normalized(axis: -1, eps: 1e-6) }
+        return flat
+    }
+
+    /// The inverse of ``splitHeads(_:b:n:)`` for `[H, N, d]` → `[b, n, heads · d]`.
+    func mergeHeads(_ q: Tensor, b: Int, n: Int) -> Tensor {
+        let h = heads, d = q.shape[q.rank - 1]
+        if h == 1 { return q.reshaped([b, n, d]) }
+        if configuration.separateCodebookPerHead {
+            return q.reshaped([h, b, n, d]).permuted(1, 2, 0, 3).reshaped([b, n, h * d])
+        }
+        return q.reshaped([b, h, n, d]).permuted(0, 2, 1, 3).reshaped([b, n, h * d])
+    }
+
+    /// The flat position of token `(bi, ni)` of head `hh`.
+    func flatRow(_ bi: Int, _ ni: Int, _ hh: Int, b: Int, n: Int) -> (codebook: Int, row: Int) {
+        if heads == 1 { return (0, bi * n + ni) }
+        if configuration.separateCodebookPerHead { return (hh, bi * n + ni) }
+        return (0, (bi * heads + hh) * n + ni)
+    }
+
+    /// Rows that may update the codebook, `[H · N]`: unmasked and finite.
+    func validRows(_ flat: Tensor, mask: [Bool]?, b: Int, n: Int) -> [Bool] {
+        let (hN, rowsPer, d) = (flat.shape[0], flat.shape[1], flat.shape[2])
+        var valid = [Bool](repeating: true, count: hN * rowsPer)
+        if let mask {
+            for bi in 0..<b {
+                for ni in 0..<n where !mask[bi * n + ni] {
+                    for hh in 0..<heads {
+                        let (cb, r) = flatRow(bi, ni, hh, b: b, n: n)
+                        valid[cb * rowsPer + r] = false
+                    }
+                }
+            }
+        }
+        var nonFinite = 0
+        flat.withUnsafeScalars { p in
+            for i in valid.indices where valid[i] {
+                for j in 0..<d where !p[i * d + j].isFinite {
+                    valid[i] = false
+                    nonFinite += 1
+                    break
+                }
+            }
+        }
+        if nonFinite > 0 {
+            codebook.logger.warning("\(nonFinite) input vectors with NaN or ±∞ are left out of the codebook update")
+        }
+        return valid
+    }
+
+    /// Flat indices `[H, N]` (or `[1, N, k]`) to the output layout.
+    func outputIndices(_ idx: IndexTensor, b: Int, n: Int, topK: Int?) -> IndexTensor {
+        if let k = topK { return idx.reshaped([b, n, k]) }
+        if heads == 1 { return idx.reshaped([b, n]) }
+        var out = [Int](repeating: 0, count: b * n * heads)
+        let rowsPer = idx.shape[1]
+        for bi in 0..<b {
+            for ni in 0..<n {
+                for hh in 0..<heads {
+                    let (cb, r) = flatRow(bi, ni, hh, b: b, n: n)
+                    out[(bi * n + ni) * heads + hh] = idx.scalars[cb * rowsPer + r]
+                }
+            }
+        }
+        return IndexTensor(out, shape: [b, n, heads])
+    }
+
+    /// Output-layout indices (`[b, n]` or `[b, n, heads]`) to the flat layout `[H, N]`.
+    func flatTargets(_ targets: IndexTensor, b: Int, n: Int) -> IndexTensor {
+        let numCb = configuration.numCodebooks
+        let rowsPer = heads == 1 || configuration.separateCodebookPerHead ? b * n : b * heads * n
+        precondition(targets.count == b * n * heads, "VectorQuantizer: target indices \(targets.shape) for [\(b), \(n), \(heads)] tokens")
+        var out = [Int](repeating: -1, count: numCb * rowsPer)
+        for bi in 0..<b {
+            for ni in 0..<n {
+                for hh in 0..<heads {
+                    let (cb, r) = flatRow(bi, ni, hh, b: b, n: n)
+                    out[cb * rowsPer + r] = targets.scalars[(bi * n + ni) * heads + hh]
+                }
+            }
+        }
+        return IndexTensor(out, shape: [numCb, rowsPer])
+    }
+
+    /// Sets masked tokens of flat indices to -1.
+    func maskIndices(_ idx: IndexTensor, mask: [Bool], b: Int, n: Int) -> IndexTensor {
+        var s = idx.scalars
+        let rowsPer = idx.shape[1]
+        for bi in 0..<b {
+            for ni in 0..<n where !mask[bi * n + ni] {
+                for hh in 0..<heads {
+                    let (cb, r) = flatRow(bi, ni, hh, b: b, n: n)
+                    s[cb * rowsPer + r] = -1
+                }
+            }
+        }
+        return IndexTensor(s, shape: idx.shape)
+    }
+}

@@ -1,0 +1,238 @@
+import VQNN
+import VQTensor
+
+/// Options of one ``VectorQuantizer`` forward pass (the reference's `forward` keywords).
+public struct VectorQuantizerOptions: @unchecked Sendable {
+    /// Target indices: return the cross-entropy of the scores against them (the reference's `indices=`).
+    public var targetIndices: IndexTensor? = nil
+    /// `[b · n]` row-major, `true` = real token (the reference's `mask=`).
+    public var mask: [Bool]? = nil
+    /// Per-sequence lengths (`lens=`), converted to a mask.
+    public var lens: [Int]? = nil
+    public var topK: Int? = nil
+    public var sampleCodebookTemperature: Float? = nil
+    public var freezeCodebook: Bool? = nil
+    public var emaUpdateWeight: EMAUpdateWeight? = nil
+    public var accumulateEMAUpdate = false
+    public var emaUpdate: Bool? = nil
+    public init() {}
+}
+
+/// The unweighted loss terms (0 when unused), as the reference's `LossBreakdown`.
+public struct LossBreakdown {
+    public var commitment = Tensor(0)
+    public var codebookDiversity = Tensor(0)
+    public var orthogonalRegularization = Tensor(0)
+    public var inplaceOptimize = Tensor(0)
+}
+
+/// The result of ``VectorQuantizer/callAsFunction(_:options:)``.
+public struct VectorQuantizerOutput {
+    /// Quantized vectors in the input's layout (differentiable in the input through the straight-through
+    /// estimator or the rotation trick).
+    public var quantized: Tensor
+    /// Code indices: `[b, n]`, `[b, n, heads]`, `[b, n, k]` (top-k), `[b, h, w]` (image maps), `[b]`
+    /// (single tokens); -1 where masked. Empty for the cross-entropy (`targetIndices`) path.
+    public var indices: IndexTensor
+    /// The weighted total loss (a scalar; per token for top-k in evaluation), or the cross-entropy for
+    /// the `targetIndices` path.
+    public var loss: Tensor
+    public var breakdown: LossBreakdown
+}
+
+/// Vector quantization with an EMA (or learnable) codebook, the Swift counterpart of
+/// vector-quantize-pytorch's `VectorQuantize`, with exact partial freezing.
+///
+/// ```swift
+/// var config = VectorQuantizerConfiguration(dim: 64, codebookSize: 512)
+/// config.decay = 0.9
+/// let vq = try VectorQuantizer(config)
+/// let out = vq(x)                          // x: [batch, seq, 64]
+/// out.quantized; out.indices; out.loss
+/// vq.codebook.freeze(codes: 0..<256)       // these codes never change again
+/// ```
+public final class VectorQuantizer: Module, @unchecked Sendable {
+    public let configuration: VectorQuantizerConfiguration
+    public let projectIn: Layer?
+    public let projectOut: Linear?
+    /// The codebook (key `_codebook`).
+    public let codebook: Codebook
+    var rng: SeededGenerator
+
+    public override var keyOverrides: [String: String] { ["codebook": "_codebook"] }
+
+    public init(_ configuration: VectorQuantizerConfiguration) throws {
+        try configuration.validate()
+        let c = configuration
+        self.configuration = c
+        var rng = SeededGenerator(seed: c.seed ^ 0x5EED_F00D)
+        let cid = c.resolvedCodebookDim * c.heads
+        if c.requiresProjection {
+            let lin = Linear(c.dim, cid, rng: &rng)
+            projectIn = c.layernormAfterProjectIn ? Sequential(lin, LayerNorm(cid)) : lin
+            projectOut = Linear(cid, c.dim, rng: &rng)
+        } else {
+            projectIn = nil
+            projectOut = nil
+        }
+        var cb = Codebook.Configuration(dim: c.resolvedCodebookDim, codebookSize: c.codebookSize)
+        cb.numCodebooks = c.numCodebooks
+        cb.kmeansInit = c.kmeansInit
+        cb.kmeansIters = c.kmeansIters
+        cb.decay = c.decay
+        cb.eps = c.eps
+        cb.thresholdEMADeadCode = c.thresholdEMADeadCode
+        cb.learnable = c.learnableCodebook || c.orthogonalRegWeight > 0
+        cb.emaUpdate = c.emaUpdate
+        cb.manualEMAUpdate = c.manualEMAUpdate
+        cb.useCosineSimilarity = c.useCosineSimilarity
+        cb.sampleCodebookTemperature = c.sampleCodebookTemperature
+        cb.stochasticSampleCodes = c.stochasticSampleCodes
+        cb.straightThrough = c.straightThrough
+        codebook = Codebook(cb, seed: c.seed)
+        self.rng = rng
+        super.init()
+    }
+
+    public var heads: Int { configuration.heads }
+    public var codebookSize: Int { configuration.codebookSize }
+
+    /// Quantizes `x` (`[b, n, dim]`, `[b, dim]`, `[b, dim, n]` with `channelLast = false`, or
+    /// `[b, dim, h, w]` with `acceptImageFmap`). In training mode the codebook is updated (unless frozen).
+    public func callAsFunction(_ input: Tensor, options: VectorQuantizerOptions = .init()) -> VectorQuantizerOutput {
+        let c = configuration
+        var opts = options
+        let inputRequiresGrad = input.requiresGradient
+        let onlyOne = input.rank == 2
+        precondition(opts.mask == nil || opts.lens == nil, "VectorQuantizer: pass mask or lens, not both")
+        if let topK = opts.topK {
+            precondition(c.heads == 1 && topK > 0 && !(c.commitmentUseCrossEntropyLoss && isTraining),
+                         "VectorQuantizer: top-k needs a single head and no cross-entropy commitment in training")
+            opts.topK = Swift.min(topK, c.codebookSize)
+        }
+        let freeze = opts.freezeCodebook ?? c.freezeCodebook
+
+        // Rearrange to [b, n, d].
+        var x = input
+        if onlyOne {
+            precondition(opts.mask == nil && opts.lens == nil, "VectorQuantizer: no mask for single tokens [b, d]")
+            x = x.unsqueezed(axis: 1)
+        }
+        var imageSize: (Int, Int)? = nil
+        if c.acceptImageFmap {
+            precondition(x.rank == 4 && opts.mask == nil, "VectorQuantizer: image maps are [b, c, h, w] without a mask, got \(x.shape)")
+            imageSize = (x.shape[2], x.shape[3])
+            x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2)
+        }
+        let needTranspose = !c.channelLast && !c.acceptImageFmap && !onlyOne
+        if needTranspose { x = x.transposed(1, 2) }
+        precondition(x.rank == 3 && x.shape[2] == c.dim, "VectorQuantizer(dim \(c.dim)): input shape \(input.shape)")
+        let (b, n) = (x.shape[0], x.shape[1])
+        var mask = opts.mask
+        if let lens = opts.lens {
+            precondition(lens.count == b, "VectorQuantizer: \(lens.count) lens for batch \(b)")
+            mask = (0..<(b * n)).map { $0 % n < lens[$0 / n] }
+        }
+        if let mask { precondition(mask.count == b * n, "VectorQuantizer: mask of \(mask.count) for [\(b), \(n)] tokens") }
+        let origInput = x
+
+        // Project, split heads, normalise: flat [H, N, d].
+        x = projectIn.map { $0(x) } ?? x
+        let flat = splitHeads(x, b: b, n: n)
+        let flatN = flat.shape[1]
+        let valid = validRows(flat, mask: mask, b: b, n: n)
+
+        var cbo = CodebookForwardOptions()
+        cbo.sampleCodebookTemperature = opts.sampleCodebookTemperature
+        cbo.freezeCodebook = freeze
+        cbo.emaUpdateWeight = opts.emaUpdateWeight
+        cbo.accumulateEMAUpdate = opts.accumulateEMAUpdate
+        cbo.emaUpdate = (opts.emaUpdate ?? c.emaUpdate) && opts.topK == nil
+        cbo.topK = opts.topK
+        cbo.needsDistances = (isTraining && (c.commitmentUseCrossEntropyLoss || c.codebookDiversityLossWeight > 0))
+            || opts.targetIndices != nil
+        let out = codebook.forward(flat, valid: valid, options: cbo)
+        var quantize = out.quantized
+
+        var xq = flat
+        if let k = opts.topK { xq = flat.unsqueezed(axis: 2).expanded(to: [flat.shape[0], flatN, k, flat.shape[2]]) }
+        var commitQuantize = quantize
+        if isTraining {
+            if !c.learnableCodebook || freeze { commitQuantize = quantize.detached() }
+            if inputRequiresGrad {
+                quantize = c.usesRotationTrick ? GradientEstimator.rotate(xq, to: quantize)
+                    : GradientEstimator.straightThrough(xq, quantize)
+            }
+        }
+
+        if let targets = opts.targetIndices {
+            let ce = crossEntropy(out.distances!, flatTargets(targets, b: b, n: n))
+            return VectorQuantizerOutput(quantized: mergeHeads(quantize, b: b, n: n), indices: IndexTensor([], shape: [0]),
+                                         loss: ce, breakdown: LossBreakdown())
+        }
+
+        // Losses.
+        var breakdown = LossBreakdown()
+        var loss = Tensor(0)
+        var indicesFlat = out.indices
+        if let mask, c.commitmentUseCrossEntropyLoss, isTraining {
+            indicesFlat = maskIndices(indicesFlat, mask: mask, b: b, n: n)
+        }
+        if let k = opts.topK, !isTraining {
+            var per = (quantize - xq).squared().mean(axis: -1)  // [1, N, k]
+            if let mask { per = per * Tensor(mask.map { $0 ? 1 : 0 }, shape: [1, flatN, 1]) }
+            loss = (c.commitmentWeight > 0 ? per * c.commitmentWeight : per).reshaped([b, n, k])
+            breakdown.commitment = per.reshaped([b, n, k])
+        }
+        if isTraining {
+            if c.codebookDiversityLossWeight > 0 {
+                breakdown.codebookDiversity = diversityLoss(out.distances!, seqLength: n)
+                loss = loss + breakdown.codebookDiversity * c.codebookDiversityLossWeight
+            }
+            if c.commitmentWeight > 0 {
+                if c.commitmentUseCrossEntropyLoss {
+                    breakdown.commitment = crossEntropy(out.distances!, indicesFlat)
+                } else if let k = opts.topK {
+                    var per = (commitQuantize - xq).squared().mean(axis: -1)
+                    if let mask { per = per * Tensor(mask.map { $0 ? 1 : 0 }, shape: [1, flatN, 1]) }
+                    breakdown.commitment = per.reshaped([b, n, k])
+                } else if let mask {
+                    breakdown.commitment = maskedCommitment(commitQuantize, flat: flat, origInput: origInput, mask: mask, b: b, n: n)
+                } else {
+                    breakdown.commitment = (commitQuantize - flat).squared().mean()
+                }
+                loss = loss + breakdown.commitment * c.commitmentWeight
+            }
+            if c.orthogonalRegWeight > 0 {
+                breakdown.orthogonalRegularization = orthogonalLoss(indices: out.indices)
+                loss = loss + breakdown.orthogonalRegularization * c.orthogonalRegWeight
+            }
+        }
+
+        // Merge heads, project out, mask, restore the input's layout.
+        var q = opts.topK == nil ? mergeHeads(quantize, b: b, n: n) : quantize.reshaped([b, n, opts.topK!, -1])
+        if let projectOut { q = projectOut(q) }
+        var indices = outputIndices(out.indices, b: b, n: n, topK: opts.topK)
+        if let mask {
+            let keep = Tensor(mask.map { $0 ? 1 : 0 }, shape: opts.topK == nil ? [b, n, 1] : [b, n, 1, 1])
+            var fill = c.returnZerosForMaskedPadding ? Tensor.zeros(origInput.shape) : origInput
+            if let k = opts.topK { fill = fill.unsqueezed(axis: 2).expanded(to: [b, n, k, c.dim]) }
+            q = Tensor.select(keep, q, fill)
+            let per = indices.count / (b * n)
+            indices = IndexTensor(indices.scalars.enumerated().map { mask[$0.offset / per] ? $0.element : -1 }, shape: indices.shape)
+        }
+        if needTranspose { q = q.transposed(1, 2) }
+        if let (hgt, wid) = imageSize {
+            q = q.transposed(1, 2).reshaped([b, -1, hgt, wid])
+            indices = indices.reshaped([b, hgt, wid] + Array(indices.shape.dropFirst(2)))
+        }
+        if onlyOne {
+            q = q.squeezed(axis: 1)
+            indices = indices.reshaped([b] + Array(indices.shape.dropFirst(2)))
+        }
+        return VectorQuantizerOutput(quantized: q, indices: indices, loss: loss, breakdown: breakdown)
+    }
+
+    /// Recomputes the codes from the EMA statistics (for `manualEMAUpdate`).
+    public func updateEMA() { codebook.updateEMA() }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import VQTensor
+
+/// One reference case: the JSON description and its tensors (see `Fixtures/README.md`).
+struct ReferenceFixture: @unchecked Sendable {
+    let name: String
+    let json: [String: Any]
+    let tensors: [String: StoredTensor]
+
+    var module: String { json["module"] as? String ?? "?" }
+    var ctorKwargs: [String: Any] { json["ctor_kwargs"] as? [String: Any] ?? [:] }
+    var forwardKwargs: [String: Any] { json["forward_kwargs"] as? [String: Any] ?? [:] }
+    var mode: String { json["mode"] as? String ?? "train" }
+    var steps: Int? { json["steps"] as? Int }
+    var xRequiresGrad: Bool { json["x_requires_grad"] as? Bool ?? false }
+
+    func float(_ key: String) -> Tensor? { tensors[key]?.asFloat }
+    func ints(_ key: String) -> IndexTensor? { tensors[key]?.asIndices }
+
+    /// Forward keywords of step `s` (per-step keywords merged over the common ones).
+    func forwardKwargs(step s: Int) -> [String: Any] {
+        var kw = forwardKwargs
+        if let per = json["forward_kwargs_per_step"] as? [[String: Any]], s < per.count {
+            for (k, v) in per[s] { kw[k] = v }
+        }
+        return kw
+    }
+
+    /// Tolerance for a float tensor: 2e-6 per training step (2e-5 for cases of 20 steps or more), raised
+    /// by the case's `tolerance_hints`.
+    func tolerance(_ key: String) -> Float {
+        let steps = self.steps ?? 1
+        var atol: Float = steps >= 20 ? 2e-5 : 2e-6 * Float(steps)
+        if let hints = json["tolerance_hints"] as? [String: Any], let h = hints[key] as? Double { atol = max(atol, Float(h)) }
+        return atol
+    }
+
+    /// Rows of a tensor that were filled with random samples in the reference (not reproducible).
+    func rngDependentRows(_ key: String) -> [Bool]? {
+        guard let map = json["rng_dependent_rows"] as? [String: String], let maskKey = map[key],
+              let m = ints(maskKey) else { return nil }
+        return m.scalars.map { $0 != 0 }
+    }
+
+    /// Every case in a folder (`<name>.json` + `<name>.safetensors`), sorted by name.
+    static func loadAll(from folder: URL) throws -> [ReferenceFixture] {
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+            .filter { $0.hasSuffix(".json") && $0 != "index.json" }.sorted()
+        return try files.map { f in
+            let name = String(f.dropLast(5))
+            let json = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent(f))) as? [String: Any] ?? [:]
+            let st = try SafeTensorsFile.read(contentsOf: folder.appendingPathComponent(name + ".safetensors"))
+            return ReferenceFixture(name: name, json: json, tensors: st.tensors)
+        }
+    }
+
+    /// The package's copy of the reference cases, and the folder in `VQ_REFERENCE_FIXTURES` when set.
+    static func folders() -> [URL] {
+        var out: [URL] = []
+        if let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil) { out.append(url) }
+        if let extra = ProcessInfo.processInfo.environment["VQ_REFERENCE_FIXTURES"], !extra.isEmpty {
+            out.append(URL(fileURLWithPath: extra))
+        }
+        return out
+    }
+}
+
+/// Compares produced tensors with a case's expected ones and keeps the tally the runner prints.
+struct FixtureComparison {
+    let fixture: ReferenceFixture
+    var compared = 0
+    var skipped: [String] = []
+    var failures: [String] = []
+
+    init(_ fixture: ReferenceFixture) { self.fixture = fixture }
+
+    /// Integers exactly; floats within tolerance. `frozenRows` (per row of the tensor, leading axes before
+    /// the last one for embed-like tensors) are compared bit-exactly to `frozenReference` instead.
+    mutating func compare(_ key: String, _ actual: StoredTensor?, frozenRows: [Bool]? = nil, frozenReference: Tensor? = nil) {
+        guard let expected = fixture.tensors[key] else { return }
+        guard let actual else {
+            failures.append("\(key): not produced")
+            return
+        }
+        compared += 1
+        guard actual.shape == expected.shape || (actual.shape.reduce(1, *) == expected.shape.reduce(1, *) && expected.shape.isEmpty) else {
+            failures.append("\(key): shape \(actual.shape), expected \(expected.shape)")
+            return
+        }
+        switch (expected, actual) {
+        case (.integer(let e), _):
+            guard let a = actual.asIndices, a.scalars == e.scalars else {
+                let a = actual.asIndices?.scalars ?? []
+                let bad = zip(a, e.scalars).enumerated().filter { $0.element.0 != $0.element.1 }.prefix(3)
+                failures.append("\(key): integers differ at \(bad.map { "\($0.offset): \($0.element.0) vs \($0.element.1)" })")
+                return
+            }
+        case (.float(let e), _):
+            let a = actual.asFloat
+            let atol = fixture.tolerance(key)
+            let rowsN = frozenRows?.count ?? fixture.rngDependentRows(key)?.count ?? 1
+            let rowLen = max(1, e.count / max(rowsN, 1))
+            let skipRows = fixture.rngDependentRows(key)
+            var worst: Float = 0, worstAt = -1
+            for i in 0..<e.count {
+                let r = i / rowLen
+                if let frozenRows, r < frozenRows.count, frozenRows[r], let ref = frozenReference {
+                    if a.scalars[i].bitPattern != ref.scalars[i].bitPattern {
+                        failures.append("\(key): frozen row \(r) changed (\(ref.scalars[i]) → \(a.scalars[i]))")
+                        return
+                    }
+                    continue
+                }
+                if let skipRows, r < skipRows.count, skipRows[r] { continue }
+                let diff = abs(a.scalars[i] - e.scalars[i])
+                if !(diff <= atol) && !(a.scalars[i].isNaN && e.scalars[i].isNaN) {
+                    if !(diff <= worst) { worst = diff; worstAt = i }
+                }
+            }
+            if worstAt >= 0 {
+                failures.append("\(key): max |Δ| \(worst) > \(atol) at \(worstAt) (got \(a.scalars[worstAt]), expected \(e.scalars[worstAt]))")
+            }
+        }
+    }
+
+    mutating func skip(_ key: String, _ reason: String) {
+        if fixture.tensors[key] != nil { skipped.append("\(key) (\(reason))") }
+    }
+
+    var line: String {
+        failures.isEmpty ? "case \(fixture.name): compared \(compared) tensors, skipped \(skipped.count)"
+            : "case \(fixture.name): FAILED \(failures.joined(separator: "; "))"
+    }
+}
