@@ -82,3 +82,42 @@ extension Codebook {
         embedAverage.value = Tensor(avg, shape: embedAverage.shape)
     }
 }
+
+extension VectorQuantizer {
+    /// A copy of this quantizer with a larger codebook: the existing codes, their EMA statistics,
+    /// freeze mask and the projections are kept; the new codes start as a fresh codebook would
+    /// (uniform init, `cluster_size = 1`). With `freezeExisting` the old codes are frozen, so that
+    /// training on new data can only use them, never move them (staged training).
+    ///
+    /// - Throws: ``ConfigurationError`` when `newSize` is not larger than the current size.
+    public func expanded(toCodebookSize newSize: Int, freezeExisting: Bool = true, seed: UInt64 = 1) throws -> VectorQuantizer {
+        guard newSize > codebookSize else {
+            throw ConfigurationError.invalid(module: "VectorQuantize", reason: "expand to \(newSize) codes: not larger than \(codebookSize)")
+        }
+        var config = configuration
+        config.codebookSize = newSize
+        config.seed = seed
+        config.kmeansInit = false  // the new codes get a uniform init; the old ones are already trained
+        let grown = try VectorQuantizer(config)
+        var state = stateDict()
+        let (h, old, d) = (codebook.numCodebooks, codebookSize, configuration.resolvedCodebookDim)
+        let fresh = grown.stateDict()
+        func grow(_ key: String, rowLength: Int) {
+            guard let o = state[key], let f = fresh[key] else { return }
+            var s = f.scalars
+            for hh in 0..<h {
+                for i in 0..<(old * rowLength) { s[hh * newSize * rowLength + i] = o.scalars[hh * old * rowLength + i] }
+            }
+            state[key] = Tensor(s, shape: f.shape)
+        }
+        grow("_codebook.embed", rowLength: d)
+        grow("_codebook.embed_avg", rowLength: d)
+        grow("_codebook.cluster_size", rowLength: 1)
+        grow("_codebook.frozen_codes", rowLength: 1)
+        state["_codebook.initted"] = Tensor(1)
+        try grown.load(stateDict: state)
+        if freezeExisting { grown.codebook.freeze(codes: 0..<old) }
+        grown.train(isTraining)
+        return grown
+    }
+}
