@@ -61,7 +61,13 @@ public final class VectorQuantizer: Module, @unchecked Sendable {
 
     public override var keyOverrides: [String: String] { ["codebook": "_codebook"] }
 
-    public init(_ configuration: VectorQuantizerConfiguration) throws {
+    public convenience init(_ configuration: VectorQuantizerConfiguration) throws {
+        try self.init(configuration, sharing: nil)
+    }
+
+    /// A quantizer that uses `shared`'s codebook object instead of its own (ResidualVQ's
+    /// `shared_codebook`): a code frozen there is frozen for every layer that uses it.
+    init(_ configuration: VectorQuantizerConfiguration, sharing shared: Codebook?) throws {
         try configuration.validate()
         let c = configuration
         self.configuration = c
@@ -89,7 +95,7 @@ public final class VectorQuantizer: Module, @unchecked Sendable {
         cb.sampleCodebookTemperature = c.sampleCodebookTemperature
         cb.stochasticSampleCodes = c.stochasticSampleCodes
         cb.straightThrough = c.straightThrough
-        codebook = Codebook(cb, seed: c.seed)
+        codebook = shared ?? Codebook(cb, seed: c.seed)
         self.rng = rng
         super.init()
     }

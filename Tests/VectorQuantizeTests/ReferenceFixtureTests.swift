@@ -7,9 +7,9 @@ import Testing
 /// test notices when they start to pass.
 @Suite("Reference parity (vector-quantize-pytorch 1.32.0 fixtures)")
 struct ReferenceFixtureTests {
-    static let implemented: Set<String> = ["VectorQuantize"]
+    static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ"]
     static let pending: Set<String> = [
-        "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ", "LFQ", "ResidualLFQ",
+        "FSQ", "ResidualFSQ", "GroupedResidualFSQ", "LFQ", "ResidualLFQ",
         "SimVQ", "RandomProjectionQuantizer",
     ]
 
@@ -39,7 +39,7 @@ struct ReferenceFixtureTests {
             return
         }
         do {
-            let result = try VectorQuantizerFixtureDriver.run(f)
+            let result = try f.module == "VectorQuantize" ? VectorQuantizerFixtureDriver.run(f) : ResidualFixtureDriver.run(f)
             print(result.line)
             #expect(result.failures.isEmpty, "\(result.line)")
             #expect(result.compared > 0)

@@ -1,0 +1,79 @@
+import VQNN
+import VQTensor
+
+/// Grouped residual VQ (Yang et al., *HiFi-Codec*, 2023): the features are split into `groups` equal
+/// chunks, each quantized by its own ``ResidualVQ`` (keys `rvqs.<g>.…`). A whole group, a layer of a
+/// group or codes of one layer can be frozen independently.
+public final class GroupedResidualVQ: Module, @unchecked Sendable {
+    public let dim: Int
+    public let groups: Int
+    public let rvqs: [ResidualVQ]
+
+    /// - Parameter configuration: the configuration of one group's ``ResidualVQ`` (its `dim` is `dim / groups`).
+    public init(dim: Int, groups: Int, configuration: ResidualVQConfiguration) throws {
+        guard groups > 0, dim % groups == 0 else {
+            throw ConfigurationError.invalid(module: "GroupedResidualVQ", reason: "dim \(dim) is not divisible into \(groups) groups")
+        }
+        self.dim = dim
+        self.groups = groups
+        var rvqs: [ResidualVQ] = []
+        for g in 0..<groups {
+            var c = configuration
+            c.dim = dim / groups
+            c.layer.seed = configuration.layer.seed &+ UInt64(g) &* 0x51ED
+            rvqs.append(try ResidualVQ(c))
+        }
+        self.rvqs = rvqs
+        super.init()
+    }
+
+    /// Builds from the reference's keywords (`dim`, `groups`, and every `ResidualVQ` keyword).
+    public convenience init(referenceKwargs kw: [String: Any]) throws {
+        guard let dim = kw["dim"] as? Int else { throw ConfigurationError.invalid(module: "GroupedResidualVQ", reason: "dim is required") }
+        let groups = kw["groups"] as? Int ?? 1
+        var inner = kw
+        inner["groups"] = nil
+        inner["dim"] = dim / max(groups, 1)
+        try self.init(dim: dim, groups: groups, configuration: try ResidualVQConfiguration(referenceKwargs: inner, module: "GroupedResidualVQ"))
+    }
+
+    /// Options per call; `perGroup` overrides them for single groups (e.g. to freeze one group).
+    public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init(), perGroup: [Int: ResidualVQOptions] = [:])
+        -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, crossEntropy: Tensor?)
+    {
+        precondition(x.shape.last == dim, "GroupedResidualVQ(dim \(dim)): input shape \(x.shape)")
+        let chunks = x.split(parts: groups, axis: -1)
+        var seedGen = SeededGenerator(seed: options.quantizeDropoutSeed ?? rvqs[0].rng.next())
+        let sharedSeed = seedGen.next()
+        var outs: [ResidualVQOutput] = []
+        for (g, rvq) in rvqs.enumerated() {
+            var o = perGroup[g] ?? options
+            if o.quantizeDropoutSeed == nil { o.quantizeDropoutSeed = sharedSeed }
+            if let t = options.targetIndices {
+                o.targetIndices = IndexTensor(Array(t.scalars[(g * t.count / groups)..<((g + 1) * t.count / groups)]),
+                                              shape: Array(t.shape.dropFirst()))
+            }
+            outs.append(rvq(chunks[g], options: o))
+        }
+        let indices = IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape)
+        let ces = outs.compactMap(\.crossEntropy)
+        let ce: Tensor? = ces.isEmpty ? nil : ces.dropFirst().reduce(ces[0], +)
+        return (Tensor.concat(outs.map(\.quantized), axis: -1), indices, Tensor.stack(outs.map(\.losses), axis: 0), ce)
+    }
+
+    /// `[groups, q, b, …, d / groups]` codes for indices `[groups, b, …, q]`.
+    public func getCodes(from indices: IndexTensor) -> Tensor {
+        let per = indices.count / groups
+        return Tensor.stack((0..<groups).map { g in
+            rvqs[g].getCodes(from: IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst())))
+        }, axis: 0)
+    }
+
+    /// The groups' outputs concatenated along the features.
+    public func getOutput(from indices: IndexTensor) -> Tensor {
+        let per = indices.count / groups
+        return Tensor.concat((0..<groups).map { g in
+            rvqs[g].getOutput(from: IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst())))
+        }, axis: -1)
+    }
+}

@@ -1,0 +1,250 @@
+import VQNN
+import VQTensor
+
+/// The constructor arguments of ``ResidualVQ`` (the reference's `ResidualVQ(...)` keywords); the
+/// per-layer ``VectorQuantizerConfiguration`` carries every keyword passed on to the layers.
+public struct ResidualVQConfiguration: Sendable, Equatable {
+    public var dim: Int
+    public var codebookSizes: [Int]                      // codebook_size (int or list) × num_quantizers
+    public var codebookDim: Int? = nil                   // codebook_dim
+    public var sharedCodebook = false                    // shared_codebook
+    public var quantizeDropout = false                   // quantize_dropout
+    public var quantizeDropoutCutoffIndex = 0            // quantize_dropout_cutoff_index
+    public var quantizeDropoutMultipleOf = 1             // quantize_dropout_multiple_of
+    public var quantGradFrac: Float = 0                  // quant_grad_frac
+    public var acceptImageFmap = false                   // accept_image_fmap
+    /// The template of every layer (`dim` and `codebook_size` are set per layer).
+    public var layer: VectorQuantizerConfiguration
+
+    public init(dim: Int, numQuantizers: Int, codebookSize: Int) {
+        self.dim = dim
+        codebookSizes = Array(repeating: codebookSize, count: numQuantizers)
+        layer = VectorQuantizerConfiguration(dim: dim, codebookSize: codebookSize)
+    }
+
+    public var numQuantizers: Int { codebookSizes.count }
+    public var resolvedCodebookDim: Int { codebookDim ?? dim }
+
+    static let ownKeywords: Set<String> = [
+        "dim", "num_quantizers", "codebook_size", "codebook_dim", "shared_codebook", "quantize_dropout",
+        "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "quant_grad_frac", "accept_image_fmap", "heads",
+    ]
+
+    /// Builds a configuration from the reference's keywords; the rest go to the layers.
+    public init(referenceKwargs kw: [String: Any], module: String = "ResidualVQ") throws {
+        guard let dim = kw["dim"] as? Int else { throw ConfigurationError.invalid(module: module, reason: "dim is required") }
+        var sizes: [Int]
+        let q = kw["num_quantizers"] as? Int
+        if let list = kw["codebook_size"] as? [Int] {
+            sizes = list
+            if let q, q != list.count { throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(list.count) sizes for \(q) quantizers") }
+        } else if let c = kw["codebook_size"] as? Int, let q {
+            sizes = Array(repeating: c, count: q)
+        } else {
+            throw ConfigurationError.invalid(module: module, reason: "codebook_size and num_quantizers are required")
+        }
+        if let h = kw["heads"] as? Int, h != 1 { throw ConfigurationError.badValue(module: module, keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes") }
+        self.init(dim: dim, numQuantizers: sizes.count, codebookSize: sizes[0])
+        codebookSizes = sizes
+        codebookDim = kw["codebook_dim"] as? Int
+        sharedCodebook = kw["shared_codebook"] as? Bool ?? false
+        quantizeDropout = kw["quantize_dropout"] as? Bool ?? false
+        quantizeDropoutCutoffIndex = kw["quantize_dropout_cutoff_index"] as? Int ?? 0
+        quantizeDropoutMultipleOf = kw["quantize_dropout_multiple_of"] as? Int ?? 1
+        quantGradFrac = Float(kw["quant_grad_frac"] as? Double ?? 0)
+        acceptImageFmap = kw["accept_image_fmap"] as? Bool ?? false
+        var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
+        layerKw["dim"] = codebookDim ?? dim
+        layerKw["codebook_size"] = sizes[0]
+        do {
+            layer = try VectorQuantizerConfiguration(referenceKwargs: layerKw)
+        } catch ConfigurationError.unknownKeyword(_, let k) {
+            throw ConfigurationError.unknownKeyword(module: module, keyword: k)
+        }
+        if sharedCodebook && Set(sizes).count > 1 {
+            throw ConfigurationError.invalid(module: module, reason: "a shared codebook needs one codebook size")
+        }
+    }
+}
+
+/// How `ema_update_weight` is given to a stack of quantizers: the same for every layer, one per layer
+/// (`nil` = the default weight), or a function of the layer index (a `nil` result = default).
+public enum LayerEMAWeights: @unchecked Sendable {
+    case all(EMAUpdateWeight)
+    case perLayer([EMAUpdateWeight?])
+    case function((_ layer: Int) -> EMAUpdateWeight?)
+
+    func weight(_ layer: Int) -> EMAUpdateWeight? {
+        switch self {
+        case .all(let w): return w
+        case .perLayer(let ws): return layer < ws.count ? ws[layer] : nil
+        case .function(let f): return f(layer)
+        }
+    }
+}
+
+/// Options of one residual forward pass.
+public struct ResidualVQOptions: @unchecked Sendable {
+    public var mask: [Bool]? = nil
+    /// Per-layer target indices `[b, n, q]`: return the summed cross-entropy (the reference's `indices=`).
+    public var targetIndices: IndexTensor? = nil
+    public var sampleCodebookTemperature: Float? = nil
+    /// Freeze every layer for this call (in addition to each layer's own freeze mask).
+    public var freezeCodebook = false
+    /// Freeze only these layers for this call.
+    public var frozenLayers: Set<Int> = []
+    public var emaUpdateWeights: LayerEMAWeights? = nil
+    /// Seed of the quantize-dropout draw (the reference's `rand_quantize_dropout_fixed_seed`).
+    public var quantizeDropoutSeed: UInt64? = nil
+    public init() {}
+}
+
+/// The result of a residual forward pass.
+public struct ResidualVQOutput {
+    public var quantized: Tensor
+    /// `[b, n, q]`; -1 for layers dropped by quantize dropout or masked tokens.
+    public var indices: IndexTensor
+    /// Per-layer losses `[q]` (0 for dropped layers).
+    public var losses: Tensor
+    /// Cross-entropy against `targetIndices`, when given.
+    public var crossEntropy: Tensor?
+}
+
+/// Residual vector quantization (Zeghidour et al., *SoundStream*, 2021, Algorithm 1): each layer
+/// quantizes what the previous layers left over. Every layer is a ``VectorQuantizer`` with its own
+/// codebook (or one shared codebook), so one layer, or some codes of one layer, can be frozen while
+/// every other layer keeps learning.
+///
+/// ```swift
+/// let rvq = try ResidualVQ(ResidualVQConfiguration(dim: 64, numQuantizers: 4, codebookSize: 256))
+/// rvq.layers[0].codebook.freezeAllCodes()   // layer 0 is fixed, layers 1–3 keep learning
+/// let out = rvq(x)                          // out.indices: [b, n, 4]
+/// ```
+public final class ResidualVQ: Module, @unchecked Sendable {
+    public let configuration: ResidualVQConfiguration
+    public let projectIn: Linear?
+    public let projectOut: Linear?
+    public let layers: [VectorQuantizer]
+    var rng: SeededGenerator
+
+    public init(_ configuration: ResidualVQConfiguration) throws {
+        let c = configuration
+        self.configuration = c
+        var rng = SeededGenerator(seed: c.layer.seed ^ 0xE51D_0A1)
+        let cd = c.resolvedCodebookDim
+        if cd != c.dim {
+            projectIn = Linear(c.dim, cd, rng: &rng)
+            projectOut = Linear(cd, c.dim, rng: &rng)
+        } else {
+            projectIn = nil
+            projectOut = nil
+        }
+        var layers: [VectorQuantizer] = []
+        for (i, size) in c.codebookSizes.enumerated() {
+            var lc = c.layer
+            lc.dim = cd
+            lc.codebookDim = cd
+            lc.codebookSize = size
+            lc.acceptImageFmap = c.acceptImageFmap
+            lc.seed = c.layer.seed &+ UInt64(i) &* 0x9E37
+            if c.sharedCodebook { lc.manualEMAUpdate = true }
+            layers.append(try VectorQuantizer(lc, sharing: c.sharedCodebook ? layers.first?.codebook : nil))
+        }
+        self.layers = layers
+        self.rng = rng
+        super.init()
+    }
+
+    public var numQuantizers: Int { layers.count }
+
+    /// Quantizes `x [b, n, dim]` layer by layer on the residual.
+    public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init()) -> ResidualVQOutput {
+        let c = configuration
+        precondition(x.shape.last == c.dim && x.rank >= 2, "ResidualVQ(dim \(c.dim)): input shape \(x.shape)")
+        let origInput = x
+        let projected = projectIn.map { $0(x) } ?? x
+        var residual = projected
+        var quantizedOut = Tensor.zeros(projected.shape)
+        let tokenShape = Array(x.shape.dropLast())
+        let tokens = Shape.count(tokenShape)
+        let q = numQuantizers
+        var indices = [Int](repeating: -1, count: tokens * q)
+        var losses = [Tensor](repeating: Tensor(0), count: q)
+        var ce: Tensor? = nil
+
+        let dropout = isTraining && c.quantizeDropout && q > 1 && options.targetIndices == nil
+        var lastLayer = q - 1
+        if dropout {
+            var g = SeededGenerator(seed: options.quantizeDropoutSeed ?? rng.next())
+            lastLayer = c.quantizeDropoutCutoffIndex + g.nextInt(below: q - c.quantizeDropoutCutoffIndex)
+            if c.quantizeDropoutMultipleOf != 1 {
+                let m = c.quantizeDropoutMultipleOf
+                lastLayer = Swift.min(q - 1, ((lastLayer + 1 + m - 1) / m) * m - 1)
+            }
+        }
+        var residualsForShared: [Tensor] = []
+        for (i, vq) in layers.enumerated() where i <= lastLayer {
+            var o = VectorQuantizerOptions()
+            o.mask = options.mask
+            o.sampleCodebookTemperature = options.sampleCodebookTemperature
+            o.freezeCodebook = options.freezeCodebook || options.frozenLayers.contains(i)
+            o.emaUpdateWeight = options.emaUpdateWeights?.weight(i)
+            if let t = options.targetIndices {
+                o.targetIndices = IndexTensor((0..<tokens).map { t.scalars[$0 * q + i] }, shape: tokenShape)
+            }
+            residualsForShared.append(residual.detached())
+            let out = vq(residual, options: o)
+            if options.targetIndices != nil {
+                ce = ce.map { $0 + out.loss } ?? out.loss
+                // The reference returns before updating the residual for the cross-entropy path.
+                let qz = out.quantized
+                residual = residual - fracGradient(qz, c.quantGradFrac)
+                quantizedOut = quantizedOut + qz
+                continue
+            }
+            residual = residual - fracGradient(out.quantized, c.quantGradFrac)
+            quantizedOut = quantizedOut + out.quantized
+            for t in 0..<tokens { indices[t * q + i] = out.indices.scalars[t] }
+            losses[i] = out.loss
+        }
+        if isTraining && c.sharedCodebook, let shared = layers.first {
+            if c.layer.emaUpdate { shared.codebook.updateEMA() }
+            let all = Tensor.concat(residualsForShared.map { $0.reshaped([-1, $0.shape.last!]) }, axis: 0)
+            shared.expireCodes(all.unsqueezed(axis: 0))
+        }
+        var out = projectOut.map { $0(quantizedOut) } ?? quantizedOut
+        if let mask = options.mask {
+            let keep = Tensor(mask.map { $0 ? 1 : 0 }, shape: tokenShape + [1])
+            out = Tensor.select(keep, out, configuration.layer.returnZerosForMaskedPadding ? Tensor.zeros(out.shape) : origInput)
+        }
+        return ResidualVQOutput(quantized: out, indices: IndexTensor(indices, shape: tokenShape + [q]),
+                                losses: Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0), crossEntropy: ce)
+    }
+
+    func fracGradient(_ t: Tensor, _ frac: Float) -> Tensor {
+        frac <= 0 ? t.detached() : frac * t + (1 - frac) * t.detached()
+    }
+
+    /// Per-layer codes for indices `[b, …, q]` (fewer than `q` columns are padded with -1): `[q, b, …, d]`,
+    /// zero where an index is -1 (the reference's `get_codes_from_indices`).
+    public func getCodes(from indices: IndexTensor) -> Tensor {
+        let q = numQuantizers, given = indices.shape.last!
+        precondition(given <= q, "ResidualVQ.getCodes: \(given) index columns for \(q) quantizers")
+        let tokenShape = Array(indices.shape.dropLast())
+        let tokens = Shape.count(tokenShape)
+        var parts: [Tensor] = []
+        for (i, vq) in layers.enumerated() {
+            let col = (0..<tokens).map { i < given ? indices.scalars[$0 * given + i] : -1 }
+            let codes = vq.codes.indexSelect(axis: 0, IndexTensor(col.map { Swift.max($0, 0) }, shape: tokenShape))
+            let keep = Tensor(col.map { $0 == -1 ? 0 : 1 }, shape: tokenShape + [1])
+            parts.append(codes * keep)
+        }
+        return Tensor.stack(parts, axis: 0)
+    }
+
+    /// `project_out(Σ_layers getCodes(from:))`.
+    public func getOutput(from indices: IndexTensor) -> Tensor {
+        let summed = getCodes(from: indices).sum(axis: 0)
+        return projectOut.map { $0(summed) } ?? summed
+    }
+}
