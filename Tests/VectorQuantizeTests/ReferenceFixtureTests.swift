@@ -7,9 +7,9 @@ import Testing
 /// test notices when they start to pass.
 @Suite("Reference parity (vector-quantize-pytorch 1.32.0 fixtures)")
 struct ReferenceFixtureTests {
-    static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ"]
+    static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ"]
     static let pending: Set<String> = [
-        "FSQ", "ResidualFSQ", "GroupedResidualFSQ", "LFQ", "ResidualLFQ",
+        "LFQ", "ResidualLFQ",
         "SimVQ", "RandomProjectionQuantizer",
     ]
 
@@ -39,7 +39,12 @@ struct ReferenceFixtureTests {
             return
         }
         do {
-            let result = try f.module == "VectorQuantize" ? VectorQuantizerFixtureDriver.run(f) : ResidualFixtureDriver.run(f)
+            let result: FixtureComparison
+            switch f.module {
+            case "VectorQuantize": result = try VectorQuantizerFixtureDriver.run(f)
+            case "ResidualVQ", "GroupedResidualVQ": result = try ResidualFixtureDriver.run(f)
+            default: result = try ScalarFixtureDriver.run(f)
+            }
             print(result.line)
             #expect(result.failures.isEmpty, "\(result.line)")
             #expect(result.compared > 0)

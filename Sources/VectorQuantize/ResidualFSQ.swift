@@ -1,0 +1,171 @@
+import VQNN
+import VQTensor
+
+/// Residual FSQ (Mentzer et al., 2023, §4; the reference's `ResidualFSQ`): layer `i` quantizes the
+/// residual scaled by `L^i` with a symmetry-preserving FSQ, so each layer refines the previous one by a
+/// factor of the level count. The input is soft-clamped to each layer's range first.
+public final class ResidualFSQ: Module, @unchecked Sendable {
+    public let levels: [Int]
+    public let dim: Int
+    public let projectIn: Linear?
+    public let projectOut: Linear?
+    public let layers: [FSQ]
+    /// `[q, d]`: layer `i` works at scale `L^-i`.
+    public let scales: Tensor
+    let softClamp: Tensor?
+    public let quantizeDropout: Bool
+    public let quantizeDropoutCutoffIndex: Int
+    public let quantizeDropoutMultipleOf: Int
+    var rng: SeededGenerator
+
+    static let ownKeywords: Set<String> = ["levels", "num_quantizers", "dim", "is_channel_first", "quantize_dropout",
+                                           "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of",
+                                           "soft_clamp_input_value", "bound_hard_clamp", "seed"]
+
+    public init(referenceKwargs kw: [String: Any], module: String = "ResidualFSQ") throws {
+        guard let levels = kw["levels"] as? [Int], let q = kw["num_quantizers"] as? Int, q > 0 else {
+            throw ConfigurationError.invalid(module: module, reason: "levels and num_quantizers are required")
+        }
+        if kw["is_channel_first"] as? Bool == true || kw["soft_clamp_input_value"] != nil {
+            throw ConfigurationError.invalid(module: module, reason: "is_channel_first and soft_clamp_input_value are not supported yet")
+        }
+        self.levels = levels
+        let cd = levels.count
+        dim = kw["dim"] as? Int ?? cd
+        let seed = UInt64(truncatingIfNeeded: kw["seed"] as? Int ?? 0)
+        var rng = SeededGenerator(seed: seed ^ 0x4F5C)
+        if dim != cd {
+            projectIn = Linear(dim, cd, rng: &rng)
+            projectOut = Linear(cd, dim, rng: &rng)
+        } else {
+            projectIn = nil
+            projectOut = nil
+        }
+        let hardClamp = kw["bound_hard_clamp"] as? Bool ?? true
+        var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
+        layerKw["levels"] = levels
+        layerKw["dim"] = cd
+        layerKw["preserve_symmetry"] = true
+        layerKw["bound_hard_clamp"] = hardClamp
+        let layerConfig = try FSQ.Configuration(referenceKwargs: layerKw, module: module)
+        layers = (0..<q).map { _ in FSQ(layerConfig) }
+        scales = Tensor((0..<q).flatMap { i in levels.map { powFloat(Float($0), -Float(i)) } }, shape: [q, cd])
+        softClamp = hardClamp ? Tensor(levels.map { 1 + 1 / Float($0 - 1) }) : nil
+        quantizeDropout = (kw["quantize_dropout"] as? Bool ?? false) && q > 1
+        quantizeDropoutCutoffIndex = kw["quantize_dropout_cutoff_index"] as? Int ?? 0
+        quantizeDropoutMultipleOf = kw["quantize_dropout_multiple_of"] as? Int ?? 1
+        self.rng = rng
+        super.init()
+    }
+
+    public var numQuantizers: Int { layers.count }
+
+    /// `[q, C, d]`: every layer's implicit codebook (unscaled).
+    public var codebooks: Tensor { Tensor.stack(layers.map(\.implicitCodebook), axis: 0) }
+
+    /// Quantizes `x [b, n, dim]`: the projected output, indices `[b, n, q]` (-1 for dropped layers), and
+    /// each layer's input `[q, b, n, d]`.
+    public func callAsFunction(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil)
+        -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor)
+    {
+        precondition(x.rank == 3 && x.shape[2] == dim, "ResidualFSQ(dim \(dim)): input shape \(x.shape)")
+        var z = projectIn.map { $0(x) } ?? x
+        if let softClamp { z = (z / softClamp).tanh() * softClamp }
+        let (b, n, q) = (x.shape[0], x.shape[1], numQuantizers)
+        var residual = z
+        var out = Tensor.zeros(z.shape)
+        var indices = [Int](repeating: -1, count: b * n * q)
+        var inputs: [Tensor] = []
+        var last = q - 1
+        if isTraining && quantizeDropout {
+            var g = SeededGenerator(seed: quantizeDropoutSeed ?? rng.next())
+            last = quantizeDropoutCutoffIndex + g.nextInt(below: q - quantizeDropoutCutoffIndex)
+            if quantizeDropoutMultipleOf != 1 {
+                let m = quantizeDropoutMultipleOf
+                last = Swift.min(q - 1, ((last + 1 + m - 1) / m) * m - 1)
+            }
+        }
+        for (i, layer) in layers.enumerated() {
+            let scale = scales.slice(axis: 0, i..<(i + 1)).reshaped([-1])
+            let input = residual / scale
+            inputs.append(input.detached())
+            if i > last { continue }
+            let (qz, idx, _) = layer(input)
+            let scaled = qz * scale
+            residual = residual - scaled.detached()
+            out = out + scaled
+            for t in 0..<(b * n) { indices[t * q + i] = idx.scalars[t] }
+        }
+        let quantized = projectOut.map { $0(out) } ?? out
+        return (quantized, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(inputs, axis: 0))
+    }
+
+    /// Scaled per-layer codes `[q, b, n, d]` for indices `[b, n, q]` (zero where -1).
+    public func getCodes(from indices: IndexTensor) -> Tensor {
+        let q = numQuantizers
+        let tokenShape = Array(indices.shape.dropLast())
+        let tokens = Shape.count(tokenShape), given = indices.shape.last!
+        return Tensor.stack((0..<q).map { i in
+            let col = (0..<tokens).map { i < given ? indices.scalars[$0 * given + i] : -1 }
+            let codes = layers[i].rawCodes(IndexTensor(col.map { Swift.max($0, 0) }, shape: tokenShape))
+            let keep = Tensor(col.map { $0 == -1 ? 0 : 1 }, shape: tokenShape + [1])
+            return codes * keep * scales.slice(axis: 0, i..<(i + 1)).reshaped([-1])
+        }, axis: 0)
+    }
+
+    public func getOutput(from indices: IndexTensor) -> Tensor {
+        let summed = getCodes(from: indices).sum(axis: 0)
+        return projectOut.map { $0(summed) } ?? summed
+    }
+}
+
+/// Grouped residual FSQ: the features split into `groups`, each with its own ``ResidualFSQ`` (`rvqs.<g>`).
+public final class GroupedResidualFSQ: Module, @unchecked Sendable {
+    public let dim: Int
+    public let groups: Int
+    public let rvqs: [ResidualFSQ]
+
+    public init(referenceKwargs kw: [String: Any]) throws {
+        guard let dim = kw["dim"] as? Int else { throw ConfigurationError.invalid(module: "GroupedResidualFSQ", reason: "dim is required") }
+        let groups = kw["groups"] as? Int ?? 1
+        guard groups > 0, dim % groups == 0 else {
+            throw ConfigurationError.invalid(module: "GroupedResidualFSQ", reason: "dim \(dim) is not divisible into \(groups) groups")
+        }
+        self.dim = dim
+        self.groups = groups
+        var inner = kw
+        inner["groups"] = nil
+        inner["accept_image_fmap"] = nil
+        inner["dim"] = dim / groups
+        rvqs = try (0..<groups).map { _ in try ResidualFSQ(referenceKwargs: inner, module: "GroupedResidualFSQ") }
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor) {
+        let outs = zip(rvqs, x.split(parts: groups, axis: -1)).map { $0($1) }
+        return (Tensor.concat(outs.map(\.quantized), axis: -1),
+                IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
+                Tensor.stack(outs.map(\.layerInputs), axis: 0))
+    }
+
+    public func getCodes(from indices: IndexTensor) -> Tensor {
+        let per = indices.count / groups
+        return Tensor.stack((0..<groups).map { g in
+            rvqs[g].getCodes(from: IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst())))
+        }, axis: 0)
+    }
+
+    public func getOutput(from indices: IndexTensor) -> Tensor {
+        let per = indices.count / groups
+        return Tensor.concat((0..<groups).map { g in
+            rvqs[g].getOutput(from: IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst())))
+        }, axis: -1)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+func powFloat(_ x: Float, _ y: Float) -> Float { powf(x, y) }

@@ -1,0 +1,66 @@
+import Foundation
+import VQNN
+import VQTensor
+@testable import VectorQuantize
+
+/// Runs the scalar-quantizer cases: FSQ, ResidualFSQ, GroupedResidualFSQ (and LFQ, ResidualLFQ).
+enum ScalarFixtureDriver {
+    static func checkForwardKeywords(_ f: ReferenceFixture, _ known: Set<String>) throws {
+        for k in f.forwardKwargs.keys where !known.contains(k) { throw FixtureError.unsupported("unknown forward keyword '\(k)'") }
+    }
+
+    static func prepare(_ m: Module, _ f: ReferenceFixture) throws {
+        try m.load(stateDict: VectorQuantizerFixtureDriver.stateDict(f, prefix: "before."))
+        if f.mode == "eval" { m.eval() } else { m.train() }
+    }
+
+    static func run(_ f: ReferenceFixture) throws -> FixtureComparison {
+        var cmp = FixtureComparison(f)
+        let x = f.float("input.x")!
+        switch f.module {
+        case "FSQ":
+            try checkForwardKeywords(f, [])
+            let fsq = FSQ(try FSQ.Configuration(referenceKwargs: f.ctorKwargs))
+            try prepare(fsq, f)
+            let out = fsq(x)
+            cmp.compare("out.codes", .float(out.quantized.detached()))
+            cmp.compare("out.indices", .integer(out.indices))
+            cmp.compare("aux.zhat", .float(out.codes.detached()))
+            cmp.compare("aux.implicit_codebook", .float(fsq.implicitCodebook))
+            cmp.compare("aux.codes_from_indices", .float(fsq.indicesToCodes(out.indices).detached()))
+            ResidualFixtureDriver.compareState(&cmp, fsq)
+        case "ResidualFSQ":
+            try checkForwardKeywords(f, ["return_all_codes"])
+            let r = try ResidualFSQ(referenceKwargs: f.ctorKwargs)
+            try prepare(r, f)
+            let out = r(x)
+            compareResidualFSQ(&cmp, out, codes: r.getCodes(from: out.indices), output: r.getOutput(from: out.indices),
+                               codebooks: r.codebooks, scales: r.scales)
+            ResidualFixtureDriver.compareState(&cmp, r)
+        case "GroupedResidualFSQ":
+            try checkForwardKeywords(f, ["return_all_codes"])
+            let g = try GroupedResidualFSQ(referenceKwargs: f.ctorKwargs)
+            try prepare(g, f)
+            let out = g(x)
+            compareResidualFSQ(&cmp, out, codes: g.getCodes(from: out.indices), output: g.getOutput(from: out.indices),
+                               codebooks: Tensor.stack(g.rvqs.map(\.codebooks), axis: 0),
+                               scales: Tensor.stack(g.rvqs.map(\.scales), axis: 0))
+            ResidualFixtureDriver.compareState(&cmp, g)
+        default:
+            throw FixtureError.unsupported("module \(f.module)")
+        }
+        return cmp
+    }
+
+    static func compareResidualFSQ(_ cmp: inout FixtureComparison, _ out: (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor),
+                                   codes: Tensor, output: Tensor, codebooks: Tensor, scales: Tensor) {
+        cmp.compare("out.quantized", .float(out.quantized.detached()))
+        cmp.compare("out.indices", .integer(out.indices))
+        cmp.compare("out.all_codes", .float(codes.detached()))
+        cmp.compare("aux.codes_from_indices", .float(codes.detached()))
+        cmp.compare("aux.output_from_indices", .float(output.detached()))
+        cmp.compare("aux.codebooks", .float(codebooks))
+        cmp.compare("aux.scales", .float(scales))
+        cmp.compare("aux.quantizer_inputs", .float(out.layerInputs))
+    }
+}
