@@ -7,9 +7,9 @@ import Testing
 /// test notices when they start to pass.
 @Suite("Reference parity (vector-quantize-pytorch 1.32.0 fixtures)")
 struct ReferenceFixtureTests {
-    static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ"]
+    static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ",
+                                             "LFQ", "ResidualLFQ"]
     static let pending: Set<String> = [
-        "LFQ", "ResidualLFQ",
         "SimVQ", "RandomProjectionQuantizer",
     ]
 

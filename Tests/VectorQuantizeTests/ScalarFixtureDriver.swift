@@ -46,6 +46,36 @@ enum ScalarFixtureDriver {
                                codebooks: Tensor.stack(g.rvqs.map(\.codebooks), axis: 0),
                                scales: Tensor.stack(g.rvqs.map(\.scales), axis: 0))
             ResidualFixtureDriver.compareState(&cmp, g)
+        case "LFQ":
+            try checkForwardKeywords(f, ["inv_temperature", "return_loss_breakdown", "mask"])
+            let lfq = LFQ(try LFQ.Configuration(referenceKwargs: f.ctorKwargs))
+            try prepare(lfq, f)
+            let invT = Float(f.forwardKwargs["inv_temperature"] as? Double ?? 100)
+            let mask = (f.forwardKwargs["mask"] as? String).flatMap { f.ints(String($0.dropFirst(7))) }?.scalars.map { $0 != 0 }
+            let out = lfq(x, inverseTemperature: invT, mask: mask)
+            cmp.compare("out.quantized", .float(out.quantized.detached()))
+            cmp.compare("out.indices", .integer(out.indices))
+            cmp.compare("out.entropy_aux_loss", .float(out.auxLoss.detached()))
+            cmp.compare("out.per_sample_entropy", .float(out.losses.perSampleEntropy.detached()))
+            cmp.compare("out.batch_entropy", .float(out.losses.batchEntropy.detached()))
+            cmp.compare("out.commitment", .float(out.losses.commitment.detached()))
+            cmp.compare("aux.codebook", .float(lfq.codebook))
+            ResidualFixtureDriver.compareState(&cmp, lfq)
+        case "ResidualLFQ":
+            try checkForwardKeywords(f, ["return_all_codes"])
+            let r = try ResidualLFQ(referenceKwargs: f.ctorKwargs)
+            try prepare(r, f)
+            let out = r(x)
+            let codes = r.getCodes(from: out.indices)
+            cmp.compare("out.quantized", .float(out.quantized.detached()))
+            cmp.compare("out.indices", .integer(out.indices))
+            cmp.compare("out.losses", .float(out.losses.detached()))
+            cmp.compare("out.all_codes", .float(codes))
+            cmp.compare("aux.codes_from_indices", .float(codes))
+            cmp.compare("aux.output_from_indices", .float(r.getOutput(from: out.indices).detached()))
+            cmp.compare("aux.codebooks", .float(r.codebooks))
+            cmp.compare("aux.quantizer_inputs", .float(out.layerInputs))
+            ResidualFixtureDriver.compareState(&cmp, r)
         default:
             throw FixtureError.unsupported("module \(f.module)")
         }

@@ -1,0 +1,200 @@
+import VQNN
+import VQTensor
+
+/// Lookup-free quantization (Yu et al., *Language Model Beats Diffusion — Tokenizer is Key to Visual
+/// Generation* (MAGVIT-v2), 2023): each of `log2(codebook_size)` channels is quantized to its sign
+/// (times `codebook_scale`); the index is the bit pattern. Training adds the entropy loss (per-sample
+/// entropy minus `diversity_gamma` × codebook entropy) and an optional commitment loss. `spherical`
+/// l2-normalises inputs and codes (Zhao et al., 2024, BSQ).
+public final class LFQ: Module, @unchecked Sendable {
+    public struct Configuration: Sendable, Equatable {
+        public var dim: Int? = nil
+        public var codebookSize: Int? = nil
+        public var entropyLossWeight: Float = 0.1
+        public var commitmentLossWeight: Float = 0
+        public var diversityGamma: Float = 1
+        public var numCodebooks = 1
+        public var keepNumCodebooksDim: Bool? = nil
+        public var codebookScale: Float = 1
+        public var fracPerSampleEntropy: Float = 1
+        public var hasProjections: Bool? = nil
+        public var projectionHasBias = true
+        public var softClampInputValue: Float? = nil
+        public var channelFirst: Bool? = nil
+        public var spherical = false
+        public var seed: UInt64 = 0
+        public init() {}
+
+        static let keywords: Set<String> = [
+            "dim", "codebook_size", "entropy_loss_weight", "commitment_loss_weight", "diversity_gamma", "num_codebooks",
+            "keep_num_codebooks_dim", "codebook_scale", "frac_per_sample_entropy", "has_projections", "projection_has_bias",
+            "soft_clamp_input_value", "channel_first", "spherical", "force_quantization_f32", "seed",
+        ]
+
+        public init(referenceKwargs kw: [String: Any], module: String = "LFQ") throws {
+            for k in kw.keys where !Self.keywords.contains(k) { throw ConfigurationError.unknownKeyword(module: module, keyword: k) }
+            func f(_ k: String) -> Float? { (kw[k] as? Double).map(Float.init) ?? (kw[k] as? Int).map(Float.init) }
+            dim = kw["dim"] as? Int
+            codebookSize = kw["codebook_size"] as? Int
+            entropyLossWeight = f("entropy_loss_weight") ?? entropyLossWeight
+            commitmentLossWeight = f("commitment_loss_weight") ?? commitmentLossWeight
+            diversityGamma = f("diversity_gamma") ?? diversityGamma
+            numCodebooks = kw["num_codebooks"] as? Int ?? 1
+            keepNumCodebooksDim = kw["keep_num_codebooks_dim"] as? Bool
+            codebookScale = f("codebook_scale") ?? codebookScale
+            fracPerSampleEntropy = f("frac_per_sample_entropy") ?? 1
+            hasProjections = kw["has_projections"] as? Bool
+            projectionHasBias = kw["projection_has_bias"] as? Bool ?? true
+            softClampInputValue = f("soft_clamp_input_value")
+            channelFirst = kw["channel_first"] as? Bool
+            spherical = kw["spherical"] as? Bool ?? false
+            if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
+            guard dim != nil || codebookSize != nil else { throw ConfigurationError.invalid(module: module, reason: "dim or codebook_size is required") }
+            if let c = codebookSize, c <= 0 || c & (c - 1) != 0 {
+                throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(c) is not a power of 2")
+            }
+            if !(fracPerSampleEntropy > 0 && fracPerSampleEntropy <= 1) {
+                throw ConfigurationError.badValue(module: module, keyword: "frac_per_sample_entropy", reason: "must be in (0, 1]")
+            }
+        }
+    }
+
+    /// The loss terms (unweighted), as the reference's `LossBreakdown`.
+    public struct Losses {
+        public var perSampleEntropy = Tensor(0)
+        public var batchEntropy = Tensor(0)
+        public var commitment = Tensor(0)
+    }
+
+    public let configuration: Configuration
+    public let projectIn: Linear?
+    public let projectOut: Linear?
+    /// `2^(d−1) … 1`, the bit weights of an index (key `mask`, as the reference's buffer).
+    public let mask: Parameter
+    public let codebookSize: Int
+    public let codebookDim: Int
+    public let dim: Int
+    var rng: SeededGenerator
+
+    public init(_ configuration: Configuration) {
+        let c = configuration
+        self.configuration = c
+        codebookSize = c.codebookSize ?? (1 << c.dim!)
+        codebookDim = codebookSize.trailingZeroBitCount
+        let dims = codebookDim * c.numCodebooks
+        dim = c.dim ?? dims
+        var rng = SeededGenerator(seed: c.seed ^ 0x1F0)
+        if c.hasProjections ?? (dim != dims) {
+            projectIn = Linear(dim, dims, bias: c.projectionHasBias, rng: &rng)
+            projectOut = Linear(dims, dim, bias: c.projectionHasBias, rng: &rng)
+        } else {
+            projectIn = nil
+            projectOut = nil
+        }
+        let cdim = codebookDim
+        mask = Parameter(Tensor((0..<cdim).map { Float(1 << (cdim - 1 - $0)) }), kind: .buffer)
+        self.rng = rng
+        super.init()
+    }
+
+    var keepCodebooksDim: Bool { configuration.keepNumCodebooksDim ?? (configuration.numCodebooks > 1) }
+    var scale: Float { configuration.codebookScale }
+
+    private func maybeL2Norm(_ t: Tensor) -> Tensor {
+        configuration.spherical ? t.l2Normalized(axis: -1) * scale : t
+    }
+
+    /// Codes for bit patterns `[..., d]` of 0/1.
+    func bitsToCodes(_ bits: Tensor) -> Tensor { bits * scale * 2 - scale }
+
+    func bits(_ indices: IndexTensor) -> Tensor {
+        let d = codebookDim
+        return Tensor(indices.scalars.flatMap { idx in (0..<d).map { idx & (1 << (d - 1 - $0)) != 0 ? Float(1) : 0 } },
+                      shape: indices.shape + [d])
+    }
+
+    /// All codes `[codebookSize, d]` (scaled, not normalised).
+    public var codebook: Tensor { bitsToCodes(bits(IndexTensor(Array(0..<codebookSize)))) }
+
+    /// Codes for indices (codebooks merged), optionally projected out; channel-first as the forward.
+    public func indicesToCodes(_ indices: IndexTensor, projectOut project: Bool = true) -> Tensor {
+        let isImage = indices.rank >= 3 + (keepCodebooksDim ? 1 : 0)
+        let idx = keepCodebooksDim ? indices : indices.reshaped(indices.shape + [1])
+        var codes = maybeL2Norm(bitsToCodes(bits(idx))).flattened(from: -2)
+        if project, let projectOut { codes = projectOut(codes) }
+        if configuration.channelFirst ?? isImage { codes = moveLastToFirstFeature(codes) }
+        return codes
+    }
+
+    /// Quantizes `x [b, n, dim]` (or channel-first / image). Returns the output, indices, the weighted
+    /// auxiliary loss (0 in evaluation) and its unweighted terms.
+    public func callAsFunction(_ input: Tensor, inverseTemperature: Float = 100, mask tokenMask: [Bool]? = nil)
+        -> (quantized: Tensor, indices: IndexTensor, auxLoss: Tensor, losses: Losses)
+    {
+        let c = configuration
+        var x = input
+        let transpose = c.channelFirst ?? (input.rank >= 4)
+        var spatial: [Int] = []
+        if transpose {
+            spatial = Array(input.shape.dropFirst(2))
+            x = moveFirstFeatureToLast(x).reshaped([input.shape[0], -1, input.shape[1]])
+        }
+        precondition(x.rank == 3 && x.shape[2] == dim, "LFQ(dim \(dim)): input shape \(input.shape)")
+        let (b, n) = (x.shape[0], x.shape[1])
+        x = projectIn.map { $0(x) } ?? x
+        if let v = c.softClampInputValue { x = (x / v).tanh() * v }
+        x = maybeL2Norm(x.reshaped([b, n, c.numCodebooks, codebookDim]))
+        let original = x
+        let signs = Elementwise_map(x) { $0 > 0 ? 1 : 0 }
+        var quantized = bitsToCodes(signs)
+        let bitWeights = mask.value
+        let idxF = (signs * bitWeights).sum(axis: -1)
+        var indices = IndexTensor(idxF.scalars.map { Int($0) }, shape: idxF.shape)
+        quantized = maybeL2Norm(quantized)
+        x = isTraining ? x + (quantized - x).detached() : quantized
+
+        var losses = Losses()
+        var aux = Tensor(0)
+        if isTraining {
+            let codes = maybeL2Norm(codebook)
+            var rows = original.reshaped([b * n, c.numCodebooks, codebookDim])
+            if let tokenMask {
+                precondition(tokenMask.count == b * n, "LFQ: mask of \(tokenMask.count) for \(b * n) tokens")
+                rows = rows.indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
+            }
+            if c.fracPerSampleEntropy < 1 {
+                let keep = Int(Float(rows.shape[0]) * c.fracPerSampleEntropy)
+                rows = rows.indexSelect(axis: 0, IndexTensor(Array(rng.permutation(rows.shape[0]).prefix(keep)).sorted()))
+            }
+            let distance = rows.matmul(codes.transposed()) * -2
+            let prob = (-distance * inverseTemperature).softmax(axis: -1)
+            losses.perSampleEntropy = Self.entropy(prob).mean()
+            let avg = prob.mean(axis: 0)
+            losses.batchEntropy = Self.entropy(avg).mean()
+            let entropyAux = losses.perSampleEntropy - c.diversityGamma * losses.batchEntropy
+            if c.commitmentLossWeight > 0 {
+                var diff = (original - quantized.detached()).squared()
+                if let tokenMask {
+                    diff = diff.reshaped([b * n, -1]).indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
+                }
+                losses.commitment = diff.mean()
+            }
+            aux = entropyAux * c.entropyLossWeight + losses.commitment * c.commitmentLossWeight
+        }
+        x = x.reshaped([b, n, -1])
+        var out = projectOut.map { $0(x) } ?? x
+        if transpose {
+            out = moveLastToFirstFeature(out.reshaped([b] + spatial + [out.shape[2]]))
+            indices = indices.reshaped([b] + spatial + [c.numCodebooks])
+        }
+        if !keepCodebooksDim { indices = indices.reshaped(Array(indices.shape.dropLast())) }
+        return (out, indices, aux, losses)
+    }
+
+    /// `Σ −p · log(max(p, 1e-5))` over the last axis.
+    static func entropy(_ p: Tensor) -> Tensor { (-p * p.clamped(min: 1e-5).log()).sum(axis: -1) }
+}
+
+func Elementwise_map(_ x: Tensor, _ f: @escaping (Float) -> Float) -> Tensor {
+    Tensor(x.scalars.map(f), shape: x.shape)
+}

@@ -1,0 +1,108 @@
+import VQNN
+import VQTensor
+
+/// Residual LFQ: layer `i` is an ``LFQ`` with `codebook_scale = 2^-i` on the residual of the previous
+/// layers (the reference's `ResidualLFQ`; keys `layers.<i>.mask`).
+public final class ResidualLFQ: Module, @unchecked Sendable {
+    public let dim: Int
+    public let projectIn: Linear?
+    public let projectOut: Linear?
+    public let layers: [LFQ]
+    public let quantizeDropout: Bool
+    public let quantizeDropoutCutoffIndex: Int
+    public let quantizeDropoutMultipleOf: Int
+    var rng: SeededGenerator
+
+    static let ownKeywords: Set<String> = ["dim", "num_quantizers", "codebook_size", "soft_clamp_input_value", "quantize_dropout",
+                                           "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "seed"]
+
+    public init(referenceKwargs kw: [String: Any], module: String = "ResidualLFQ") throws {
+        guard let dim = kw["dim"] as? Int, let q = kw["num_quantizers"] as? Int, let size = kw["codebook_size"] as? Int, q > 0 else {
+            throw ConfigurationError.invalid(module: module, reason: "dim, num_quantizers and codebook_size are required")
+        }
+        guard size > 0, size & (size - 1) == 0 else {
+            throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(size) is not a power of 2")
+        }
+        self.dim = dim
+        let cd = size.trailingZeroBitCount
+        var rng = SeededGenerator(seed: UInt64(truncatingIfNeeded: kw["seed"] as? Int ?? 0) ^ 0x21F0)
+        if cd != dim {
+            projectIn = Linear(dim, cd, rng: &rng)
+            projectOut = Linear(cd, dim, rng: &rng)
+        } else {
+            projectIn = nil
+            projectOut = nil
+        }
+        var clamp = (kw["soft_clamp_input_value"] as? Double).map(Float.init)
+        var layers: [LFQ] = []
+        for i in 0..<q {
+            var lk = kw.filter { !Self.ownKeywords.contains($0.key) }
+            lk["dim"] = cd
+            var lc = try LFQ.Configuration(referenceKwargs: lk, module: module)
+            lc.codebookScale = Float(1) / Float(1 << i)
+            lc.softClampInputValue = clamp
+            layers.append(LFQ(lc))
+            clamp = clamp.map { $0 * 0.5 }
+        }
+        self.layers = layers
+        quantizeDropout = (kw["quantize_dropout"] as? Bool ?? false) && q > 1
+        quantizeDropoutCutoffIndex = kw["quantize_dropout_cutoff_index"] as? Int ?? 0
+        quantizeDropoutMultipleOf = kw["quantize_dropout_multiple_of"] as? Int ?? 1
+        self.rng = rng
+        super.init()
+    }
+
+    public var numQuantizers: Int { layers.count }
+    /// `[q, C, d]`: every layer's (scaled) codes.
+    public var codebooks: Tensor { Tensor.stack(layers.map(\.codebook), axis: 0) }
+
+    public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil)
+        -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, layerInputs: Tensor)
+    {
+        precondition(x.rank == 3 && x.shape[2] == dim, "ResidualLFQ(dim \(dim)): input shape \(x.shape)")
+        let z = projectIn.map { $0(x) } ?? x
+        let (b, n, q) = (x.shape[0], x.shape[1], numQuantizers)
+        var residual = z
+        var out = Tensor.zeros(z.shape)
+        var indices = [Int](repeating: -1, count: b * n * q)
+        var losses = [Tensor](repeating: Tensor(0), count: q)
+        var inputs: [Tensor] = []
+        var last = q - 1
+        if isTraining && quantizeDropout {
+            var g = SeededGenerator(seed: quantizeDropoutSeed ?? rng.next())
+            last = quantizeDropoutCutoffIndex + g.nextInt(below: q - quantizeDropoutCutoffIndex)
+            if quantizeDropoutMultipleOf != 1 {
+                let m = quantizeDropoutMultipleOf
+                last = Swift.min(q - 1, ((last + 1 + m - 1) / m) * m - 1)
+            }
+        }
+        for (i, layer) in layers.enumerated() {
+            inputs.append(residual.detached())
+            if i > last { continue }
+            let r = layer(residual, mask: mask)
+            residual = residual - r.quantized.detached()
+            out = out + r.quantized
+            for t in 0..<(b * n) { indices[t * q + i] = r.indices.scalars[t] }
+            losses[i] = r.auxLoss
+        }
+        return (projectOut.map { $0(out) } ?? out, IndexTensor(indices, shape: [b, n, q]),
+                Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0), Tensor.stack(inputs, axis: 0))
+    }
+
+    /// Per-layer codes `[q, b, n, d]` (zero where -1).
+    public func getCodes(from indices: IndexTensor) -> Tensor {
+        let q = numQuantizers, given = indices.shape.last!
+        let tokenShape = Array(indices.shape.dropLast())
+        let tokens = Shape.count(tokenShape)
+        return Tensor.stack((0..<q).map { i in
+            let col = (0..<tokens).map { i < given ? indices.scalars[$0 * given + i] : -1 }
+            let codes = layers[i].codebook.indexSelect(axis: 0, IndexTensor(col.map { Swift.max($0, 0) }, shape: tokenShape))
+            return codes * Tensor(col.map { $0 == -1 ? 0 : 1 }, shape: tokenShape + [1])
+        }, axis: 0)
+    }
+
+    public func getOutput(from indices: IndexTensor) -> Tensor {
+        let summed = getCodes(from: indices).sum(axis: 0)
+        return projectOut.map { $0(summed) } ?? summed
+    }
+}
