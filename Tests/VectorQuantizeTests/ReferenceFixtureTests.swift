@@ -8,10 +8,8 @@ import Testing
 @Suite("Reference parity (vector-quantize-pytorch 1.32.0 fixtures)")
 struct ReferenceFixtureTests {
     static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ",
-                                             "LFQ", "ResidualLFQ"]
-    static let pending: Set<String> = [
-        "SimVQ", "RandomProjectionQuantizer",
-    ]
+                                             "LFQ", "ResidualLFQ", "SimVQ", "RandomProjectionQuantizer"]
+    static let pending: Set<String> = []
 
     static let fixtures: [ReferenceFixture] = {
         ReferenceFixture.folders().flatMap { (try? ReferenceFixture.loadAll(from: $0)) ?? [] }
@@ -43,6 +41,7 @@ struct ReferenceFixtureTests {
             switch f.module {
             case "VectorQuantize": result = try VectorQuantizerFixtureDriver.run(f)
             case "ResidualVQ", "GroupedResidualVQ": result = try ResidualFixtureDriver.run(f)
+            case "SimVQ", "RandomProjectionQuantizer": result = try ImplicitFixtureDriver.run(f)
             default: result = try ScalarFixtureDriver.run(f)
             }
             print(result.line)

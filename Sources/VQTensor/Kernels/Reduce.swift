@@ -57,19 +57,33 @@ enum Reduce {
         }
     }
 
-    /// Sum of `n` contiguous floats with 8 interleaved accumulators combined pairwise.
+    /// Sum of `n` contiguous floats: blocks of up to 256 with 8 interleaved accumulators, combined by
+    /// pairwise (cascade) summation, so the error grows like log n rather than n.
     @inline(__always)
-    static func contiguousSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+    static func contiguousSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float { cascade(p, n, Identity.self) }
+
+    /// The element map of a cascade sum (a type, so that the recursion is specialised, not a closure call).
+    protocol ElementMap { static func f(_ x: Float) -> Float }
+    enum Identity: ElementMap { @inline(__always) static func f(_ x: Float) -> Float { x } }
+    enum Square: ElementMap { @inline(__always) static func f(_ x: Float) -> Float { x * x } }
+
+    @inline(never)
+    static func cascade<M: ElementMap>(_ p: UnsafePointer<Float>, _ n: Int, _: M.Type) -> Float {
+        if n > 256 {
+            let half = ((n / 2) + 7) & ~7
+            return cascade(p, half, M.self) + cascade(p + half, n - half, M.self)
+        }
+        let f = M.f
         var a0: Float = 0, a1: Float = 0, a2: Float = 0, a3: Float = 0
         var a4: Float = 0, a5: Float = 0, a6: Float = 0, a7: Float = 0
         var k = 0
         while k + 8 <= n {
-            a0 += p[k]; a1 += p[k + 1]; a2 += p[k + 2]; a3 += p[k + 3]
-            a4 += p[k + 4]; a5 += p[k + 5]; a6 += p[k + 6]; a7 += p[k + 7]
+            a0 += f(p[k]); a1 += f(p[k + 1]); a2 += f(p[k + 2]); a3 += f(p[k + 3])
+            a4 += f(p[k + 4]); a5 += f(p[k + 5]); a6 += f(p[k + 6]); a7 += f(p[k + 7])
             k += 8
         }
         var tail: Float = 0
-        while k < n { tail += p[k]; k += 1 }
+        while k < n { tail += f(p[k]); k += 1 }
         return (((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))) + tail
     }
 
@@ -113,20 +127,8 @@ extension Tensor {
 }
 
 extension Reduce {
-    /// Σ p[k]² with the accumulation pattern of `contiguousSum` (each square rounded first), so that it
-    /// equals `squared().sum()` bit for bit.
+    /// Σ p[k]² in the order of `contiguousSum` (each square rounded first), so that it equals
+    /// `squared().sum()` bit for bit.
     @inline(__always)
-    static func contiguousSumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
-        var a0: Float = 0, a1: Float = 0, a2: Float = 0, a3: Float = 0
-        var a4: Float = 0, a5: Float = 0, a6: Float = 0, a7: Float = 0
-        var k = 0
-        while k + 8 <= n {
-            a0 += p[k] * p[k]; a1 += p[k + 1] * p[k + 1]; a2 += p[k + 2] * p[k + 2]; a3 += p[k + 3] * p[k + 3]
-            a4 += p[k + 4] * p[k + 4]; a5 += p[k + 5] * p[k + 5]; a6 += p[k + 6] * p[k + 6]; a7 += p[k + 7] * p[k + 7]
-            k += 8
-        }
-        var tail: Float = 0
-        while k < n { tail += p[k] * p[k]; k += 1 }
-        return (((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))) + tail
-    }
+    static func contiguousSumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float { cascade(p, n, Square.self) }
 }
