@@ -17,3 +17,16 @@ func readmePartialFreezing() throws {
     #expect(vq.codes.slice(axis: 0, 0..<256) == before.slice(axis: 0, 0..<256))
     #expect(vq.codes.slice(axis: 0, 256..<512) != before.slice(axis: 0, 256..<512))
 }
+
+@Test("README: a residual stack with its first layer frozen")
+func readmeResidual() throws {
+    var rng = SeededGenerator(seed: 2)
+    let rvq = try ResidualVQ(ResidualVQConfiguration(dim: 32, numQuantizers: 4, codebookSize: 256))
+    rvq.layers[0].codebook.freezeAllCodes()            // layer 0 never changes again; layers 1–3 learn
+    let x = Tensor.randomNormal([8, 64, 32], using: &rng)
+    let before = rvq.layers.map(\.codes)
+    let out = rvq(x)                                    // out.indices: [8, 64, 4], out.losses: [4]
+    #expect(out.indices.shape == [8, 64, 4] && out.losses.shape == [4])
+    #expect(rvq.layers[0].codes == before[0])
+    #expect((1..<4).allSatisfy { rvq.layers[$0].codes != before[$0] })
+}

@@ -1,0 +1,158 @@
+import Testing
+import VQNN
+import VQTensor
+import VQTestSupport
+@testable import VectorQuantize
+
+/// Freezing across stacks of quantizers, and invariants from the reference's own tests.
+@Suite("Residual, grouped and scalar quantizers")
+struct StackTests {
+    struct Stack: CustomTestStringConvertible, Sendable {
+        let seed: UInt64
+        var layers = 3, shared = false, cosine = false, deadCodes = false, perLayerWeights = false
+        var testDescription: String {
+            "seed \(seed): \(layers) layers\(shared ? " shared" : "")\(cosine ? " cosine" : "")\(deadCodes ? " dead-codes" : "")\(perLayerWeights ? " per-layer weights" : "")"
+        }
+        static func random(_ seed: UInt64) -> Stack {
+            var g = SeededGenerator(seed: seed)
+            var s = Stack(seed: seed)
+            s.layers = 2 + g.nextInt(below: 3)
+            s.shared = g.nextInt(below: 3) == 0
+            s.cosine = g.nextInt(below: 2) == 0
+            s.deadCodes = g.nextInt(below: 2) == 0
+            s.perLayerWeights = g.nextInt(below: 2) == 0
+            return s
+        }
+    }
+
+    static let stacks: [Stack] = (1...16).map { Stack.random($0) }
+
+    @Test("a frozen layer and frozen codes of another layer stay bit-identical; the rest learns", arguments: stacks)
+    func frozenLayers(_ s: Stack) throws {
+        var c = ResidualVQConfiguration(dim: 8, numQuantizers: s.layers, codebookSize: 16)
+        c.sharedCodebook = s.shared
+        c.layer.useCosineSimilarity = s.cosine
+        c.layer.thresholdEMADeadCode = s.deadCodes ? 1.5 : 0
+        c.layer.seed = s.seed
+        let rvq = try ResidualVQ(c)
+        var g = SeededGenerator(seed: s.seed &* 7)
+        let frozenLayer = g.nextInt(below: s.layers)
+        let partial = (frozenLayer + 1) % s.layers
+        let frozenCodes = Array(g.permutation(16).prefix(6)).sorted()
+        rvq.layers[partial].codebook.freeze(codes: frozenCodes)
+        var options = ResidualVQOptions()
+        if s.shared {
+            // One codebook serves every layer: freezing codes there freezes them for all layers.
+        } else {
+            options.frozenLayers = [frozenLayer]
+        }
+        if s.perLayerWeights {
+            options.emaUpdateWeights = .function { layer in layer == frozenLayer && !s.shared ? .scalar(0) : nil }
+        }
+        let before = rvq.layers.map { ($0.codebook.embed.value, $0.codebook.embedAverage.value, $0.codebook.clusterSize.value) }
+        rvq.train()
+        for step in 0..<6 {
+            _ = rvq(TestSupport.random([2, 16, 8], seed: s.seed * 100 + UInt64(step), std: 1.5) + Float(step) * 0.2, options: options)
+        }
+        for (i, layer) in rvq.layers.enumerated() {
+            let cb = layer.codebook
+            let (e0, a0, n0) = before[i]
+            func rowSame(_ code: Int) -> Bool {
+                let r = (code * 8)..<(code * 8 + 8)
+                return cb.embed.value.scalars[r].map(\.bitPattern) == e0.scalars[r].map(\.bitPattern)
+                    && cb.embedAverage.value.scalars[r].map(\.bitPattern) == a0.scalars[r].map(\.bitPattern)
+                    && cb.clusterSize.value.scalars[code].bitPattern == n0.scalars[code].bitPattern
+            }
+            if i == frozenLayer && !s.shared {
+                #expect((0..<16).allSatisfy(rowSame), "\(s.testDescription): frozen layer \(i) changed")
+            } else {
+                let codes = s.shared || i == partial ? frozenCodes : []
+                for code in codes { #expect(rowSame(code), "\(s.testDescription): frozen code \(code) of layer \(i) changed") }
+                #expect((0..<16).contains { !codes.contains($0) && !rowSame($0) }, "\(s.testDescription): layer \(i) learned nothing")
+            }
+        }
+    }
+
+    @Test("freezing one group of a grouped residual VQ leaves it bit-identical")
+    func groupFreeze() throws {
+        let g = try GroupedResidualVQ(dim: 8, groups: 2, configuration: ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 8))
+        let before = g.stateDict()
+        var frozen = ResidualVQOptions()
+        frozen.freezeCodebook = true
+        g.train()
+        _ = g(TestSupport.random([2, 10, 8], seed: 3), perGroup: [1: frozen])
+        let after = g.stateDict()
+        for (k, v) in before where k.hasPrefix("rvqs.1.") { #expect(after[k] == v, "\(k) changed") }
+        #expect(before.filter { $0.key.hasPrefix("rvqs.0.") && $0.key.hasSuffix("embed") }.contains { after[$0.key] != $0.value })
+    }
+
+    @Test("eval output equals the lookup of the returned indices")
+    func evalLookup() throws {
+        var c = ResidualVQConfiguration(dim: 16, numQuantizers: 3, codebookSize: 32)
+        c.codebookDim = 8
+        let rvq = try ResidualVQ(c)
+        rvq.eval()
+        let x = TestSupport.random([2, 20, 16], seed: 4)
+        let out = rvq(x)
+        #expect(TestSupport.maxAbsDiff(out.quantized, rvq.getOutput(from: out.indices)) < 1e-5)
+        let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16))
+        vq.eval()
+        let o = vq(TestSupport.random([2, 5, 8], seed: 5))
+        #expect(o.quantized == vq.getOutput(from: o.indices))
+    }
+
+    @Test("masked tokens do not change the unmasked prefix")
+    func maskedPrefix() throws {
+        let rvq = try ResidualVQ(ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16))
+        rvq.eval()
+        let x = TestSupport.random([1, 12, 8], seed: 6)
+        var o = ResidualVQOptions()
+        o.mask = (0..<12).map { $0 < 7 }
+        let masked = rvq(x, options: o)
+        let prefix = rvq(x.slice(axis: 1, 0..<7))
+        #expect(masked.quantized.slice(axis: 1, 0..<7) == prefix.quantized)
+        #expect(Array(masked.indices.scalars.prefix(14)) == prefix.indices.scalars)
+        #expect(masked.indices.scalars.suffix(10).allSatisfy { $0 == -1 })
+        #expect(masked.quantized.slice(axis: 1, 7..<12) == Tensor.zeros([1, 5, 8]))
+    }
+
+    @Test("FSQ indices round-trip through codes", arguments: [[8, 5, 5, 5], [7, 5, 3], [2, 2, 4]])
+    func fsqRoundTrip(_ levels: [Int]) throws {
+        var c = FSQ.Configuration(levels: levels)
+        c.preserveSymmetry = levels.contains(2)
+        let fsq = FSQ(c)
+        let all = IndexTensor(Array(0..<fsq.codebookSize))
+        #expect(fsq.codesToIndices(fsq.rawCodes(all)) == all)
+        let (_, idx, codes) = fsq(TestSupport.random([2, 30, levels.count], seed: 7, std: 2))
+        #expect(fsq.codesToIndices(codes.reshaped([2, 30, levels.count])) == idx)
+    }
+
+    @Test("quantize dropout returns -1 for dropped layers and is reproducible for a seed")
+    func dropout() throws {
+        var c = ResidualVQConfiguration(dim: 8, numQuantizers: 4, codebookSize: 16)
+        c.quantizeDropout = true
+        c.quantizeDropoutCutoffIndex = 1
+        let rvq = try ResidualVQ(c)
+        rvq.train()
+        var sawDrop = false
+        for seed in UInt64(0)..<12 {
+            var o = ResidualVQOptions()
+            o.quantizeDropoutSeed = seed
+            let out = rvq(TestSupport.random([1, 6, 8], seed: 8), options: o)
+            let q = 4
+            let used = (0..<q).filter { l in out.indices.scalars[l] != -1 }
+            #expect(used.first == 0 && used == Array(0..<used.count), "layers used must be a prefix: \(used)")
+            #expect(used.count >= 2)  // cutoff index 1: at least layers 0 and 1
+            for l in used.count..<q {
+                #expect((0..<6).allSatisfy { out.indices.scalars[$0 * q + l] == -1 })
+                #expect(out.losses.scalars[l] == 0)
+            }
+            sawDrop = sawDrop || used.count < q
+            let again = rvq(TestSupport.random([1, 6, 8], seed: 8), options: o)
+            #expect((0..<q).map { again.indices.scalars[$0] == -1 } == (0..<q).map { out.indices.scalars[$0] == -1 })
+        }
+        #expect(sawDrop)
+        rvq.eval()
+        #expect(!rvq(TestSupport.random([1, 6, 8], seed: 9)).indices.scalars.contains(-1))
+    }
+}
