@@ -13,6 +13,9 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
     public var quantizeDropoutMultipleOf = 1             // quantize_dropout_multiple_of
     public var quantGradFrac: Float = 0                  // quant_grad_frac
     public var acceptImageFmap = false                   // accept_image_fmap
+    public var beamSize: Int? = nil                      // beam_size
+    public var evalBeamSize: Int? = nil                  // eval_beam_size (default: beam_size)
+    public var beamScoreQuantizerWeights: [Float]? = nil // beam_score_quantizer_weights
     /// The template of every layer (`dim` and `codebook_size` are set per layer).
     public var layer: VectorQuantizerConfiguration
 
@@ -28,6 +31,7 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
     static let ownKeywords: Set<String> = [
         "dim", "num_quantizers", "codebook_size", "codebook_dim", "shared_codebook", "quantize_dropout",
         "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "quant_grad_frac", "accept_image_fmap", "heads",
+        "beam_size", "eval_beam_size", "beam_score_quantizer_weights",
     ]
 
     /// Builds a configuration from the reference's keywords; the rest go to the layers.
@@ -53,6 +57,15 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         quantizeDropoutMultipleOf = kw["quantize_dropout_multiple_of"] as? Int ?? 1
         quantGradFrac = Float(kw["quant_grad_frac"] as? Double ?? 0)
         acceptImageFmap = kw["accept_image_fmap"] as? Bool ?? false
+        beamSize = kw["beam_size"] as? Int
+        evalBeamSize = kw["eval_beam_size"] as? Int
+        beamScoreQuantizerWeights = (kw["beam_score_quantizer_weights"] as? [Double])?.map(Float.init)
+        if evalBeamSize != nil && beamSize == nil {
+            throw ConfigurationError.invalid(module: module, reason: "eval_beam_size needs beam_size")
+        }
+        if let w = beamScoreQuantizerWeights, w.count != sizes.count {
+            throw ConfigurationError.badValue(module: module, keyword: "beam_score_quantizer_weights", reason: "\(w.count) weights for \(sizes.count) quantizers")
+        }
         var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
         layerKw["dim"] = codebookDim ?? dim
         layerKw["codebook_size"] = sizes[0]
@@ -96,6 +109,8 @@ public struct ResidualVQOptions: @unchecked Sendable {
     public var emaUpdateWeights: LayerEMAWeights? = nil
     /// Seed of the quantize-dropout draw (the reference's `rand_quantize_dropout_fixed_seed`).
     public var quantizeDropoutSeed: UInt64? = nil
+    /// Beam width for this call (default: the configuration's beam size for the mode).
+    public var beamSize: Int? = nil
     public init() {}
 }
 
@@ -172,6 +187,10 @@ public final class ResidualVQ: Module, @unchecked Sendable {
         var losses = [Tensor](repeating: Tensor(0), count: q)
         var ce: Tensor? = nil
 
+        let beam = options.beamSize ?? (isTraining ? c.beamSize : (c.evalBeamSize ?? c.beamSize))
+        if let beam, beam > 1, options.targetIndices == nil {
+            return beamSearch(projected, origInput: origInput, beam: beam, options: options)
+        }
         let dropout = isTraining && c.quantizeDropout && q > 1 && options.targetIndices == nil
         var lastLayer = q - 1
         if dropout {

@@ -156,3 +156,43 @@ struct StackTests {
         #expect(!rvq(TestSupport.random([1, 6, 8], seed: 9)).indices.scalars.contains(-1))
     }
 }
+
+@Suite("ResidualVQ beam search")
+struct BeamSearchTests {
+    @Test("an exhaustive beam finds the path with the least summed layer loss; the output is its lookup")
+    func exhaustive() throws {
+        var c = ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 4)
+        c.beamSize = 16
+        let rvq = try ResidualVQ(c)
+        rvq.eval()
+        let x = TestSupport.random([1, 6, 4], seed: 11)
+        let out = rvq(x)
+        #expect(TestSupport.maxAbsDiff(out.quantized, rvq.getOutput(from: out.indices)) < 1e-5)
+        let e1 = rvq.layers[0].codes, e2 = rvq.layers[1].codes
+        func mse(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Float(a.count) }
+        for t in 0..<6 {
+            let xt = Array(x.scalars[(t * 4)..<(t * 4 + 4)])
+            func cost(_ a: Int, _ b: Int) -> Float {
+                let c1 = Array(e1.scalars[(a * 4)..<(a * 4 + 4)]), c2 = Array(e2.scalars[(b * 4)..<(b * 4 + 4)])
+                return mse(c1, xt) + mse(c2, zip(xt, c1).map { $0 - $1 })
+            }
+            let best = (0..<4).flatMap { a in (0..<4).map { cost(a, $0) } }.min()!
+            let chosen = cost(out.indices.scalars[t * 2], out.indices.scalars[t * 2 + 1])
+            #expect(abs(chosen - best) < 1e-6, "token \(t): chose \(chosen), best \(best)")
+        }
+    }
+
+    @Test("beam search in training updates every layer's codebook and respects frozen layers")
+    func training() throws {
+        var c = ResidualVQConfiguration(dim: 4, numQuantizers: 3, codebookSize: 8)
+        c.beamSize = 3
+        let rvq = try ResidualVQ(c)
+        rvq.layers[1].codebook.freezeAllCodes()
+        let before = rvq.layers.map(\.codes)
+        rvq.train()
+        let out = rvq(TestSupport.random([2, 5, 4], seed: 12))
+        #expect(out.indices.shape == [2, 5, 3] && out.losses.shape == [3])
+        #expect(rvq.layers[1].codes == before[1])
+        #expect(rvq.layers[0].codes != before[0] && rvq.layers[2].codes != before[2])
+    }
+}
