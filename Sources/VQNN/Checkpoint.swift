@@ -1,0 +1,34 @@
+import Foundation
+import VQTensor
+
+/// A checkpoint that does not fit the module it is loaded into.
+public struct CheckpointError: Error, CustomStringConvertible {
+    public let path: String
+    public let reason: ModuleError
+    public var description: String { "\(path): \(reason)" }
+}
+
+extension Module {
+    /// Saves every parameter and buffer under its PyTorch key as F32 safetensors, atomically
+    /// (temporary file, fsync, rename): a crash mid-save leaves the previous file intact.
+    public func save(to url: URL, metadata: [String: String] = [:]) throws {
+        var file = SafeTensorsFile(metadata: metadata)
+        for (key, t) in stateDict() { file.tensors[key] = .float(t) }
+        try file.write(to: url)
+    }
+
+    /// Loads a safetensors checkpoint (ours, or a PyTorch `state_dict()` saved with
+    /// `safetensors.torch.save_file`; integer and boolean buffers are converted). With `strict`, any
+    /// missing, unexpected or mis-shaped key throws a ``CheckpointError`` listing all of them, and the
+    /// module is not changed.
+    public func load(from url: URL, strict: Bool = true) throws {
+        let file = try SafeTensorsFile.read(contentsOf: url)
+        var state: [String: Tensor] = [:]
+        for (k, v) in file.tensors { state[k] = v.asFloat }
+        do {
+            try load(stateDict: state, strict: strict)
+        } catch let e as ModuleError {
+            throw CheckpointError(path: url.path, reason: e)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import VQNN
+import VQTensor
+
+/// `{"module": "<reference class name>", "kwargs": {<constructor arguments in the reference's names>}}`:
+/// enough to rebuild a quantizer, from our checkpoints or from PyTorch's.
+///
+/// ```json
+/// {"module": "ResidualVQ", "kwargs": {"dim": 64, "num_quantizers": 4, "codebook_size": 256}}
+/// ```
+public struct ModuleConfig: @unchecked Sendable {
+    public var module: String
+    public var kwargs: [String: Any]
+
+    public init(module: String, kwargs: [String: Any]) {
+        self.module = module
+        self.kwargs = kwargs
+    }
+
+    public static let modules = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ",
+                                 "GroupedResidualFSQ", "LFQ", "ResidualLFQ", "SimVQ", "RandomProjectionQuantizer"]
+
+    /// Parses the JSON; errors name the path.
+    public static func read(contentsOf url: URL) throws -> ModuleConfig {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw TensorFileError.unreadable(path: url.path, reason: error.localizedDescription)
+        }
+        return try parse(data, path: url.path)
+    }
+
+    public static func parse(_ data: Data, path: String = "<memory>") throws -> ModuleConfig {
+        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw TensorFileError.malformed(path: path, reason: "not a JSON object")
+        }
+        guard let module = obj["module"] as? String else { throw TensorFileError.malformed(path: path, reason: "no \"module\" string") }
+        guard let kwargs = (obj["kwargs"] ?? [String: Any]()) as? [String: Any] else {
+            throw TensorFileError.malformed(path: path, reason: "\"kwargs\" is not an object")
+        }
+        return ModuleConfig(module: module, kwargs: kwargs)
+    }
+
+    public func serialized() throws -> Data {
+        try JSONSerialization.data(withJSONObject: ["module": module, "kwargs": kwargs], options: [.prettyPrinted, .sortedKeys])
+    }
+
+    public func write(to url: URL) throws { try AtomicFile.write(try serialized(), to: url) }
+
+    /// Builds the module the configuration names.
+    public func build() throws -> Module {
+        switch module {
+        case "VectorQuantize": return try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: kwargs))
+        case "ResidualVQ": return try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kwargs))
+        case "GroupedResidualVQ": return try GroupedResidualVQ(referenceKwargs: kwargs)
+        case "FSQ": return FSQ(try FSQ.Configuration(referenceKwargs: kwargs))
+        case "ResidualFSQ": return try ResidualFSQ(referenceKwargs: kwargs)
+        case "GroupedResidualFSQ": return try GroupedResidualFSQ(referenceKwargs: kwargs)
+        case "LFQ": return LFQ(try LFQ.Configuration(referenceKwargs: kwargs))
+        case "ResidualLFQ": return try ResidualLFQ(referenceKwargs: kwargs)
+        case "SimVQ": return try SimVQ(referenceKwargs: kwargs)
+        case "RandomProjectionQuantizer": return try RandomProjectionQuantizer(referenceKwargs: kwargs)
+        default: throw ConfigurationError.unknownModule(module)
+        }
+    }
+
+    /// The sidecar path of a checkpoint: `model.safetensors` → `model.json`.
+    public static func sidecar(of checkpoint: URL) -> URL { checkpoint.deletingPathExtension().appendingPathExtension("json") }
+}
+
+/// Saving and loading a quantizer together with its configuration.
+public enum QuantizerCheckpoint {
+    /// Writes `checkpoint` (safetensors; the config also in its metadata as `config_json`) and the sidecar
+    /// JSON, both atomically.
+    public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws {
+        let json = String(decoding: try config.serialized(), as: UTF8.self)
+        try module.save(to: checkpoint, metadata: ["config_json": json])
+        try config.write(to: ModuleConfig.sidecar(of: checkpoint))
+    }
+
+    /// Rebuilds a module from a checkpoint: the config comes from `config`, else the sidecar JSON, else the
+    /// checkpoint's metadata. PyTorch state dicts load too (our extra keys are optional).
+    public static func load(_ checkpoint: URL, config: URL? = nil) throws -> (Module, ModuleConfig) {
+        let cfg: ModuleConfig
+        if let config {
+            cfg = try ModuleConfig.read(contentsOf: config)
+        } else if FileManager.default.fileExists(atPath: ModuleConfig.sidecar(of: checkpoint).path) {
+            cfg = try ModuleConfig.read(contentsOf: ModuleConfig.sidecar(of: checkpoint))
+        } else {
+            let file = try SafeTensorsFile.read(contentsOf: checkpoint)
+            guard let json = file.metadata["config_json"] else {
+                throw TensorFileError.malformed(path: checkpoint.path, reason: "no config: pass --config or put \(ModuleConfig.sidecar(of: checkpoint).lastPathComponent) beside it")
+            }
+            cfg = try ModuleConfig.parse(Data(json.utf8), path: checkpoint.path + " (metadata)")
+        }
+        let module = try cfg.build()
+        try module.load(from: checkpoint)
+        module.eval()
+        return (module, cfg)
+    }
+}

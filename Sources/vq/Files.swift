@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import VQTensor
+import VectorQuantize
+
+/// One line for the user: what went wrong, naming the file or option.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Reading and writing the data files the commands take: `.npy`, `.fvecs`/`.bvecs`/`.ivecs`, and
+/// `.safetensors` with `FILE:tensor_name`.
+enum DataFiles {
+    /// Splits `path:name` for safetensors inputs.
+    static func split(_ spec: String) -> (URL, String?) {
+        if let r = spec.range(of: ".safetensors:", options: .backwards) {
+            return (URL(fileURLWithPath: String(spec[..<spec.index(r.upperBound, offsetBy: -1)])), String(spec[r.upperBound...]))
+        }
+        return (URL(fileURLWithPath: spec), nil)
+    }
+
+    static func read(_ spec: String) throws -> StoredTensor {
+        let (url, name) = split(spec)
+        guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError("\(url.path): no such file") }
+        switch url.pathExtension.lowercased() {
+        case "npy": return try NumPyFile.read(contentsOf: url)
+        case "fvecs", "bvecs", "ivecs": return try VecsFile.read(contentsOf: url)
+        case "safetensors":
+            let file = try SafeTensorsFile.read(contentsOf: url)
+            if let name {
+                guard let t = file.tensors[name] else {
+                    throw CLIError("\(url.path): no tensor '\(name)' (has: \(file.tensors.keys.sorted().joined(separator: ", ")))")
+                }
+                return t
+            }
+            guard file.tensors.count == 1, let only = file.tensors.first else {
+                throw CLIError("\(url.path) holds \(file.tensors.count) tensors: name one as \(url.lastPathComponent):NAME (\(file.tensors.keys.sorted().joined(separator: ", ")))")
+            }
+            return only.value
+        default:
+            throw CLIError("\(url.path): unsupported extension (use .npy, .fvecs, .bvecs, .ivecs or .safetensors)")
+        }
+    }
+
+    /// Vectors `[n, d]` or `[b, n, d]` as floats.
+    static func vectors(_ spec: String, dim: Int? = nil) throws -> Tensor {
+        let t = try read(spec).asFloat
+        guard t.rank == 2 || t.rank == 3 else { throw CLIError("\(spec): expected vectors [n, d] or [b, n, d], found shape \(t.shape)") }
+        if let dim, t.shape.last != dim { throw CLIError("\(spec): vectors of dimension \(t.shape.last ?? 0), the model expects \(dim)") }
+        guard t.allFinite else { throw CLIError("\(spec): contains NaN or infinite values") }
+        return t
+    }
+
+    static func write(_ t: StoredTensor, to path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        switch url.pathExtension.lowercased() {
+        case "npy": try NumPyFile.write(t, to: url)
+        case "fvecs", "bvecs", "ivecs": try VecsFile.write(t, to: url)
+        case "safetensors":
+            try SafeTensorsFile(tensors: ["data": t]).write(to: url)
+        default: throw CLIError("\(path): unsupported output extension (use .npy, .fvecs/.ivecs or .safetensors)")
+        }
+    }
+}
+
+/// Parses code lists like `0-255,300` (ranges inclusive).
+func parseCodeSpec(_ spec: String) throws -> [Int] {
+    var out: [Int] = []
+    for part in spec.split(separator: ",") {
+        let p = part.trimmingCharacters(in: .whitespaces)
+        if let dash = p.firstIndex(of: "-"), dash != p.startIndex {
+            guard let a = Int(p[..<dash]), let b = Int(p[p.index(after: dash)...]), a <= b else {
+                throw ValidationError("bad code range '\(p)' in '\(spec)' (use e.g. 0-255,300)")
+            }
+            out += Array(a...b)
+        } else {
+            guard let v = Int(p) else { throw ValidationError("bad code '\(p)' in '\(spec)' (use e.g. 0-255,300)") }
+            out.append(v)
+        }
+    }
+    return out
+}
+
+/// Loads a quantizer checkpoint with its config (sidecar JSON, --config, or metadata).
+func loadQuantizer(_ checkpoint: String, config: String?) throws -> (any Quantizer, ModuleConfig) {
+    let url = URL(fileURLWithPath: checkpoint)
+    guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError("\(checkpoint): no such checkpoint") }
+    let (module, cfg) = try QuantizerCheckpoint.load(url, config: config.map { URL(fileURLWithPath: $0) })
+    guard let q = module as? any Quantizer else { throw CLIError("\(checkpoint): \(cfg.module) is not a quantizer") }
+    return (q, cfg)
+}

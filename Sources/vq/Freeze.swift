@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import VQNN
+import VQTensor
+import VectorQuantize
+
+/// The codebooks a layer/head selection names in a checkpoint's quantizer.
+func selectCodebooks(_ q: any Quantizer, layer: Int?, head: Int?) throws -> [(Codebook, Int?)] {
+    var books: [Codebook]
+    switch q {
+    case let v as VectorQuantizer:
+        if let layer, layer != 0 { throw ValidationError("--layer \(layer): a VectorQuantize has one layer") }
+        books = [v.codebook]
+    case let r as ResidualVQ:
+        if let layer {
+            guard r.layers.indices.contains(layer) else { throw ValidationError("--layer \(layer) out of range 0..<\(r.layers.count)") }
+            books = [r.layers[layer].codebook]
+        } else {
+            books = r.layers.map(\.codebook)
+        }
+    case let g as GroupedResidualVQ:
+        let all = g.rvqs.flatMap { $0.layers.map(\.codebook) }
+        if let layer {
+            guard all.indices.contains(layer) else { throw ValidationError("--layer \(layer) out of range 0..<\(all.count) (group-major)") }
+            books = [all[layer]]
+        } else {
+            books = all
+        }
+    default:
+        throw ValidationError("this quantizer has no learned codebook to freeze")
+    }
+    var seen = Set<ObjectIdentifier>()
+    books = books.filter { seen.insert(ObjectIdentifier($0)).inserted }  // shared codebooks once
+    if let head {
+        for b in books where head >= b.numCodebooks {
+            throw ValidationError("--head \(head) out of range 0..<\(b.numCodebooks)")
+        }
+    }
+    return books.map { ($0, head) }
+}
+
+struct Freeze: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Freeze codes of a checkpoint (they never change in later training).")
+
+    @Argument(help: "Checkpoint (.safetensors); its sidecar .json is kept beside the output.") var checkpoint: String
+    @Option(help: "Codes, e.g. 0-255,300.") var codes: String
+    @Option(help: "Layer of a residual stack (default: all layers).") var layer: Int?
+    @Option(help: "Head of a multi-codebook quantizer (default: all).") var head: Int?
+    @Option(help: "Config JSON (default: sidecar or metadata).") var config: String?
+    @Option(help: "Write here instead of replacing the checkpoint.") var output: String?
+
+    func validate() throws { _ = try parseCodeSpec(codes) }
+
+    func run() throws { try editFreeze(checkpoint, codes: codes, layer: layer, head: head, config: config, output: output, freeze: true) }
+}
+
+struct Unfreeze: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Unfreeze codes of a checkpoint.")
+
+    @Argument(help: "Checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "Codes, e.g. 0-255,300.") var codes: String
+    @Option(help: "Layer of a residual stack (default: all layers).") var layer: Int?
+    @Option(help: "Head (default: all).") var head: Int?
+    @Option(help: "Config JSON (default: sidecar or metadata).") var config: String?
+    @Option(help: "Write here instead of replacing the checkpoint.") var output: String?
+
+    func validate() throws { _ = try parseCodeSpec(codes) }
+
+    func run() throws { try editFreeze(checkpoint, codes: codes, layer: layer, head: head, config: config, output: output, freeze: false) }
+}
+
+func editFreeze(_ checkpoint: String, codes: String, layer: Int?, head: Int?, config: String?, output: String?, freeze: Bool) throws {
+    let (q, cfg) = try loadQuantizer(checkpoint, config: config)
+    let list = try parseCodeSpec(codes)
+    for (book, h) in try selectCodebooks(q, layer: layer, head: head) {
+        do {
+            if freeze { try book.freeze(codes: list, head: h, strict: true) } else { try book.unfreeze(codes: list, head: h, strict: true) }
+        } catch let e as CodebookError {
+            throw ValidationError("--codes: \(e)")
+        }
+    }
+    let out = URL(fileURLWithPath: output ?? checkpoint)
+    try QuantizerCheckpoint.save(q, config: cfg, to: out)
+    print("\(freeze ? "froze" : "unfroze") \(list.count) codes\(layer.map { " of layer \($0)" } ?? "") → \(out.path)")
+}
