@@ -51,7 +51,7 @@ public enum NumPyFile {
             guard !o, p <= Int(Int32.max) else { throw bad("shape \(shape) is too large") }
             count = p
         }
-        let order = descr.first!
+        guard let order = descr.first else { throw bad("empty descr") }
         if order == ">" { throw bad("big-endian data (\(descr)) is not supported; convert with arr.astype('<\(descr.dropFirst())')") }
         let kind = order == "<" || order == "|" || order == "=" ? String(descr.dropFirst()) : descr
         let dtype: SafeTensorsFile.DType

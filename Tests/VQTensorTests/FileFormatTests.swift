@@ -1,0 +1,139 @@
+import Foundation
+import Testing
+import VQTensor
+import VQTestSupport
+
+@Suite("File formats: safetensors, .npy, .fvecs — strict and crash-proof")
+struct FileFormatTests {
+    func tmp(_ name: String) -> URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("vq-tests-\(UInt32.random(in: 0...UInt32.max))-\(name)")
+    }
+
+    @Test("safetensors round-trip with metadata, floats and integers")
+    func safetensorsRoundTrip() throws {
+        let url = tmp("a.safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        let f = SafeTensorsFile(tensors: ["w": .float(TestSupport.random([3, 4], seed: 1)), "i": .integer(IndexTensor([1, -2, 3])),
+                                          "s": .float(Tensor(2.5))], metadata: ["k": "v"])
+        try f.write(to: url)
+        let g = try SafeTensorsFile.read(contentsOf: url)
+        #expect(g.tensors == f.tensors)
+        #expect(g.metadata == ["k": "v"])
+    }
+
+    @Test("safetensors: every kind of damage is a typed error naming the file")
+    func safetensorsErrors() throws {
+        let good = try SafeTensorsFile(tensors: ["a": .float(Tensor([1, 2, 3, 4]))]).serialized()
+        func header(_ json: String, body: Int = 16) -> Data {
+            var d = Data()
+            var n = UInt64(json.utf8.count).littleEndian
+            withUnsafeBytes(of: &n) { d.append(contentsOf: $0) }
+            d.append(contentsOf: Array(json.utf8))
+            d.append(Data(count: body))
+            return d
+        }
+        let cases: [(String, Data)] = [
+            ("short", Data([1, 2, 3])),
+            ("huge header", Data([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0]) + Data(count: 8)),
+            ("not json", header("{nope")),
+            ("not an object", header("[1, 2]")),
+            ("bad dtype", header(#"{"a": {"dtype": "Q9", "shape": [4], "data_offsets": [0, 16]}}"#)),
+            ("out of bounds", header(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 160]}}"#)),
+            ("size mismatch", header(#"{"a": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}}"#)),
+            ("negative shape", header(#"{"a": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}"#)),
+            ("overlap", header(#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#)),
+            ("bad bool", header(#"{"a": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}"#, body: 0) + Data([1, 7])),
+            ("truncated", good.prefix(good.count - 3)),
+        ]
+        for (what, data) in cases {
+            #expect(throws: TensorFileError.self, "\(what)") { try SafeTensorsFile.parse(data, path: "x.safetensors") }
+            do { _ = try SafeTensorsFile.parse(data, path: "x.safetensors") } catch let e as TensorFileError {
+                #expect(e.description.hasPrefix("x.safetensors"), "\(what): \(e)")
+            }
+        }
+    }
+
+    @Test(".npy round-trip; Fortran order and big-endian are rejected with a clear error")
+    func npy() throws {
+        let url = tmp("a.npy")
+        defer { try? FileManager.default.removeItem(at: url) }
+        let t = TestSupport.random([2, 3, 4], seed: 2)
+        try NumPyFile.write(.float(t), to: url)
+        #expect(try NumPyFile.read(contentsOf: url) == .float(t))
+        try NumPyFile.write(.integer(IndexTensor([5, -1], shape: [2])), to: url)
+        #expect(try NumPyFile.read(contentsOf: url) == .integer(IndexTensor([5, -1])))
+        func npy(_ header: String, _ body: [UInt8]) -> Data {
+            var h = header
+            while (10 + h.utf8.count + 1) % 64 != 0 { h += " " }
+            h += "\n"
+            return Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.utf8.count), 0] + Array(h.utf8) + body)
+        }
+        let f8 = npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", Array(repeating: 0, count: 16))
+        #expect(try NumPyFile.parse(f8) == .float(Tensor([0, 0])))
+        let fortran = npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", Array(repeating: 0, count: 16))
+        #expect(throws: TensorFileError.self) { try NumPyFile.parse(fortran, path: "f.npy") }
+        let bigEndian = npy("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", Array(repeating: 0, count: 8))
+        do { _ = try NumPyFile.parse(bigEndian, path: "b.npy"); Issue.record("big-endian accepted") } catch let e as TensorFileError {
+            #expect(e.description.contains("big-endian"))
+        }
+        // Found by the fuzzer: an empty descr once trapped on a force-unwrap.
+        let empty = npy("{'descr': '', 'fortran_order': False, 'shape': (1, 3), }", Array(repeating: 0, count: 12))
+        #expect(throws: TensorFileError.self) { try NumPyFile.parse(empty) }
+        let short = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", Array(repeating: 0, count: 8))
+        #expect(throws: TensorFileError.self) { try NumPyFile.parse(short) }
+    }
+
+    @Test(".fvecs, .ivecs and .bvecs round-trip; ragged files are rejected")
+    func vecs() throws {
+        let t = TestSupport.random([5, 3], seed: 3)
+        let data = try VecsFile.serialized(.float(t), kind: .fvecs)
+        #expect(try VecsFile.parse(data, kind: .fvecs) == .float(t))
+        let i = IndexTensor([1, 2, 300, -4], shape: [2, 2])
+        #expect(try VecsFile.parse(try VecsFile.serialized(.integer(i), kind: .ivecs), kind: .ivecs) == .integer(i))
+        let b = IndexTensor([1, 2, 255, 0], shape: [2, 2])
+        #expect(try VecsFile.parse(try VecsFile.serialized(.integer(b), kind: .bvecs), kind: .bvecs) == .integer(b))
+        #expect(throws: TensorFileError.self) { try VecsFile.parse(data.dropLast(), kind: .fvecs) }
+    }
+
+    @Test("an atomic write never leaves a half-written file; a failed write keeps the old one")
+    func atomic() throws {
+        let url = tmp("keep.safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try SafeTensorsFile(tensors: ["a": .float(Tensor([1]))]).write(to: url)
+        let before = try Data(contentsOf: url)
+        let missingDir = url.deletingLastPathComponent().appendingPathComponent("no-such-dir-\(UInt32.random(in: 0...UInt32.max))/x.safetensors")
+        #expect(throws: TensorFileError.self) { try SafeTensorsFile(tensors: [:]).write(to: missingDir) }
+        #expect(try Data(contentsOf: url) == before)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: url.deletingLastPathComponent().path).filter { $0.contains("keep.safetensors.tmp") }
+        #expect(leftovers.isEmpty)
+    }
+
+    /// Deterministic mutation fuzzing of the readers: flips, truncations and splices of valid files
+    /// must give a value or a typed error — never a trap. (The libFuzzer target in `Fuzz/` runs far more.)
+    @Test("mutated files never crash the readers")
+    func mutations() throws {
+        let st = try SafeTensorsFile(tensors: ["a": .float(TestSupport.random([3, 5], seed: 4)), "b": .integer(IndexTensor([1, 2]))],
+                                     metadata: ["m": "x"]).serialized()
+        let np = NumPyFile.serialized(.float(TestSupport.random([4, 3], seed: 5)))
+        var rng = SeededGenerator(seed: 99)
+        var parsed = 0, rejected = 0
+        for i in 0..<20_000 {
+            var d = [UInt8](i % 2 == 0 ? st : np)
+            switch rng.nextInt(below: 4) {
+            case 0: for _ in 0...rng.nextInt(below: 4) { d[rng.nextInt(below: d.count)] ^= UInt8(1 << rng.nextInt(below: 8)) }
+            case 1: d = Array(d.prefix(rng.nextInt(below: d.count)))
+            case 2: d[rng.nextInt(below: d.count)] = UInt8(rng.nextInt(below: 256))
+            default:
+                let at = rng.nextInt(below: d.count)
+                d.insert(contentsOf: (0..<rng.nextInt(below: 9)).map { _ in UInt8(rng.nextInt(below: 256)) }, at: at)
+            }
+            do {
+                if i % 2 == 0 { _ = try SafeTensorsFile.parse(Data(d)) } else { _ = try NumPyFile.parse(Data(d)) }
+                parsed += 1
+            } catch is TensorFileError {
+                rejected += 1
+            }
+        }
+        #expect(parsed + rejected == 20_000 && rejected > 1000)
+    }
+}
