@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+import VQNN
+import VQTensor
+import VQTestSupport
+@testable import VectorQuantize
+
+@Suite("Checkpoints of every quantizer")
+struct CheckpointTests {
+    nonisolated(unsafe) static let configs: [(String, [String: Any])] = [
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]),
+        ("ResidualVQ", ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]),
+        ("GroupedResidualVQ", ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16]),
+        ("FSQ", ["levels": [8, 5, 5], "dim": 8]),
+        ("ResidualFSQ", ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]),
+        ("GroupedResidualFSQ", ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]),
+        ("LFQ", ["dim": 8, "codebook_size": 64]),
+        ("ResidualLFQ", ["dim": 8, "codebook_size": 64, "num_quantizers": 2]),
+        ("SimVQ", ["dim": 8, "codebook_size": 16]),
+        ("RandomProjectionQuantizer", ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2]),
+    ]
+
+    @Test("save → load gives the same state and the same codes", arguments: configs.indices)
+    func roundTrip(_ i: Int) throws {
+        let (name, kwargs) = Self.configs[i]
+        let config = ModuleConfig(module: name, kwargs: kwargs)
+        let module = try config.build() as! any Quantizer
+        module.train()
+        if let vq = module as? VectorQuantizer { vq.codebook.freeze(codes: [1, 3], head: 1) }
+        if let rvq = module as? ResidualVQ { _ = rvq(TestSupport.random([2, 10, 8], seed: 1)); rvq.layers[1].codebook.freeze(codes: [0]) }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-ckpt-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("model.safetensors")
+        try QuantizerCheckpoint.save(module, config: config, to: url)
+        let (loaded, cfg) = try QuantizerCheckpoint.load(url)
+        #expect(cfg.module == name)
+        #expect(loaded.stateDict() == module.stateDict())
+        let x = TestSupport.random([20, 8], seed: 2)
+        #expect((loaded as! any Quantizer).encode(x) == module.encode(x))
+        if let vq = loaded as? VectorQuantizer { #expect(vq.codebook.frozenCodeIndices(head: 1) == [1, 3]) }
+        if let rvq = loaded as? ResidualVQ { #expect(rvq.layers[1].codebook.frozenCodeIndices() == [0]) }
+        // The config also travels in the checkpoint's metadata.
+        try FileManager.default.removeItem(at: ModuleConfig.sidecar(of: url))
+        #expect(try QuantizerCheckpoint.load(url).1.module == name)
+    }
+
+    @Test("loading into a different configuration lists every bad key and changes nothing")
+    func mismatch() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-ckpt-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("a.safetensors")
+        try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16)).save(to: url)
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 32)
+        c.codebookDim = 4
+        let other = try VectorQuantizer(c)
+        let before = other.stateDict()
+        do {
+            try other.load(from: url)
+            Issue.record("a mismatched checkpoint loaded")
+        } catch let e as CheckpointError {
+            #expect(e.description.contains(url.path))
+            guard case .stateMismatch(let missing, _, let mismatched) = e.reason else { Issue.record("\(e)"); return }
+            #expect(missing.contains("project_in.weight"))
+            #expect(mismatched.map(\.key).contains("_codebook.embed"))
+        }
+        #expect(other.stateDict() == before)
+        #expect(throws: ConfigurationError.unknownModule("Nope")) { try ModuleConfig(module: "Nope", kwargs: [:]).build() }
+    }
+}
