@@ -29,7 +29,8 @@ let package = Package(
             dependencies: [
                 "VectorQuantize",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]),
+            ],
+            resources: [.copy("Resources/digits")]),
         .target(name: "VQTestSupport", dependencies: ["VQTensor"], path: "Tests/VQTestSupport"),
         .testTarget(name: "VQTensorTests", dependencies: ["VQTensor", "VQTestSupport"]),
         .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTestSupport"]),
