@@ -37,6 +37,7 @@ let package = Package(
         .testTarget(
             name: "VectorQuantizeTests", dependencies: ["VectorQuantize", "VQTestSupport"],
             resources: [.copy("Fixtures")]),
+        .testTarget(name: "vqTests", dependencies: ["vq", "VQTensor", "VQTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -7,5 +7,5 @@ struct VQ: ParsableCommand {
         commandName: "vq",
         abstract: "Learn vector-quantization codebooks, encode and decode vectors, freeze codes exactly.",
         version: "0.1.0",
-        subcommands: [Demo.self, Encode.self, Decode.self, Freeze.self, Unfreeze.self, Quickstart.self, Bench.self])
+        subcommands: [Demo.self, Train.self, Encode.self, Decode.self, Inspect.self, Freeze.self, Unfreeze.self, Quickstart.self, Bench.self])
 }

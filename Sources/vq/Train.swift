@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import VQNN
+import VQTensor
+import VectorQuantize
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Learn a codebook from vectors (EMA), optionally continuing, growing or freezing an existing one.")
+
+    @Option(help: "Vectors: .npy, .fvecs, .bvecs or FILE.safetensors:NAME ([n, d] or [b, n, d]).") var input: String
+    @Option(help: "Codebook size (per layer).") var codebookSize: Int?
+    @Option(help: "Output checkpoint (.safetensors); its config goes beside it as .json.") var output: String
+    @Option(help: "Heads (separate codebooks per head).") var heads = 1
+    @Flag(help: "Cosine-similarity codebook.") var cosine = false
+    @Option(help: "EMA decay.") var decay: Double = 0.8
+    @Flag(help: "Initialise codes by k-means on the first batch.") var kmeansInit = false
+    @Option(help: "Replace codes whose EMA count falls below this (0 = off).") var deadCodeThreshold: Double = 0
+    @Option(help: "Vectors per step.") var batchSize = 1024
+    @Option(help: "Training steps (default: one epoch).") var steps: Int?
+    @Option(help: "Epochs (instead of --steps).") var epochs: Int?
+    @Option(help: "Residual VQ with this many layers.") var residual: Int?
+    @Option(help: "FSQ levels, e.g. 8,5,5,5 (nothing to learn: writes the quantizer).") var fsqLevels: String?
+    @Option(help: "Continue from this checkpoint (its config is used).") var initFrom: String?
+    @Option(help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old.") var expandTo: Int?
+    @Flag(help: "With --expand-to: leave the old codes trainable.") var noFreezeOld = false
+    @Option(help: "Freeze these codes before training, e.g. 0-255,300.") var freeze: String?
+    @Option(help: "Layer for --freeze (residual stacks; default all).") var layer: Int?
+    @Option(help: "Head for --freeze (default all).") var head: Int?
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(help: "Thread count (default: active cores).") var threads: Int?
+    @Option(help: "Write an HTML report (loss curve, code usage).") var report: String?
+
+    func validate() throws {
+        if initFrom == nil && fsqLevels == nil && codebookSize == nil { throw ValidationError("--codebook-size is required (or --init / --fsq-levels)") }
+        if let k = codebookSize, k < 1 { throw ValidationError("--codebook-size must be ≥ 1") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be ≥ 1") }
+        if steps != nil && epochs != nil { throw ValidationError("pass --steps or --epochs, not both") }
+        if let s = steps, s < 1 { throw ValidationError("--steps must be ≥ 1") }
+        if let e = epochs, e < 1 { throw ValidationError("--epochs must be ≥ 1") }
+        if let r = residual, r < 1 { throw ValidationError("--residual must be ≥ 1") }
+        if heads < 1 { throw ValidationError("--heads must be ≥ 1") }
+        if !(0...1).contains(decay) { throw ValidationError("--decay must be in [0, 1]") }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
+        if let f = freeze { _ = try parseCodeSpec(f) }
+        if let levels = fsqLevels, levels.split(separator: ",").contains(where: { Int($0) == nil || Int($0)! < 2 }) {
+            throw ValidationError("--fsq-levels: comma-separated integers ≥ 2, e.g. 8,5,5,5")
+        }
+        if expandTo != nil && residual != nil { throw ValidationError("--expand-to works on a single codebook, not with --residual") }
+    }
+
+    func run() throws {
+        if let threads { Threads.count = threads }
+        var x = try DataFiles.vectors(input)
+        if x.rank == 3 { x = x.reshaped([-1, x.shape[2]]) }
+        let (n, d) = (x.shape[0], x.shape[1])
+        var (module, config) = try makeModule(dim: d)
+        if let expandTo {
+            guard let vq = module as? VectorQuantizer else { throw CLIError("--expand-to: \(config.module) has no single codebook to grow") }
+            guard expandTo > vq.codebookSize else { throw ValidationError("--expand-to \(expandTo) must exceed the current \(vq.codebookSize) codes") }
+            module = try vq.expanded(toCodebookSize: expandTo, freezeExisting: !noFreezeOld, seed: seed &+ 1)
+            config.kwargs["codebook_size"] = expandTo
+        }
+        if let freeze {
+            let codes = try parseCodeSpec(freeze)
+            for (book, h) in try selectCodebooks(module, layer: layer, head: head) {
+                do { try book.freeze(codes: codes, head: h, strict: true) } catch let e as CodebookError { throw ValidationError("--freeze: \(e)") }
+            }
+        }
+        guard module.inputDim == d else { throw CLIError("\(input): vectors of dimension \(d), the model expects \(module.inputDim)") }
+        let totalSteps = steps ?? (epochs ?? 1) * max(1, (n + batchSize - 1) / batchSize)
+        var losses: [Float] = []
+        if !(module is FSQ) {
+            var rng = SeededGenerator(seed: seed)
+            var order = rng.permutation(n)
+            var cursor = 0
+            var progress = Progress("train", total: totalSteps)
+            let sizes = codebookSizes(module)
+            var counts = [Int](repeating: 0, count: sizes.max() ?? 1)
+            module.train()
+            for step in 1...totalSteps {
+                var rows: [Int] = []
+                while rows.count < min(batchSize, n) {
+                    if cursor == n { order = rng.permutation(n); cursor = 0 }
+                    rows.append(order[cursor])
+                    cursor += 1
+                }
+                let batch = x.indexSelect(axis: 0, IndexTensor(rows)).unsqueezed(axis: 0)
+                let (loss, indices) = withoutGradient { trainStep(module, batch) }
+                losses.append(loss)
+                for i in indices where i >= 0 && i < counts.count { counts[i] += 1 }
+                if step % 10 == 0 || step == totalSteps {
+                    progress.update(step, loss: loss, usage: counts.filter { $0 > 0 }.count, codes: counts.count, perplexity: perplexity(counts))
+                    counts = [Int](repeating: 0, count: counts.count)
+                }
+            }
+        }
+        module.eval()
+        let url = URL(fileURLWithPath: output)
+        try QuantizerCheckpoint.save(module, config: config, to: url)
+        let recon = try module.decode(module.encode(x))
+        let mse = recon.shape == x.shape ? Loss.mse(recon, x).item : .nan
+        print(String(format: "wrote %@ (+ %@): %@, %d vectors × %d, %d steps, reconstruction MSE %.6f", url.path,
+                     ModuleConfig.sidecar(of: url).lastPathComponent, config.module, n, d, losses.count, mse))
+        if let report {
+            let counts = usageCounts(module, x)
+            var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq train</title></head><body style=\"font-family:system-ui\">"
+            html += "<h1>vq train: \(config.module)</h1><p>\(n) vectors × \(d), \(losses.count) steps, reconstruction MSE \(mse)</p>"
+            if !losses.isEmpty { html += "<h2>Loss</h2>" + Report.lineChart(["stage 1": losses]) }
+            let frozen = (try? selectCodebooks(module, layer: 0, head: nil).first?.0.frozenCodeIndices().count) ?? 0
+            html += "<h2>Code usage</h2>" + Report.histogram(counts, frozenBelow: frozen, title: "codes") + "</body></html>\n"
+            try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))
+            print("report: \(report)")
+        }
+    }
+
+    /// A new quantizer from the options, or the `--init` checkpoint.
+    func makeModule(dim: Int) throws -> (any Quantizer, ModuleConfig) {
+        if let initFrom { return try loadQuantizer(initFrom, config: nil) }
+        var kw: [String: Any] = ["dim": dim]
+        if let levels = fsqLevels {
+            kw["levels"] = levels.split(separator: ",").map { Int($0)! }
+            let cfg = ModuleConfig(module: "FSQ", kwargs: kw)
+            return (try cfg.build() as! any Quantizer, cfg)
+        }
+        kw["codebook_size"] = codebookSize!
+        kw["decay"] = decay
+        if cosine { kw["use_cosine_sim"] = true }
+        if kmeansInit { kw["kmeans_init"] = true }
+        if deadCodeThreshold > 0 { kw["threshold_ema_dead_code"] = deadCodeThreshold }
+        if heads > 1 {
+            guard dim % heads == 0 else { throw ValidationError("--heads \(heads) does not divide the dimension \(dim)") }
+            kw["heads"] = heads
+            kw["separate_codebook_per_head"] = true
+            kw["codebook_dim"] = dim / heads
+        }
+        kw["seed"] = Int(truncatingIfNeeded: seed)
+        let cfg: ModuleConfig
+        if let residual {
+            kw["num_quantizers"] = residual
+            cfg = ModuleConfig(module: "ResidualVQ", kwargs: kw)
+        } else {
+            cfg = ModuleConfig(module: "VectorQuantize", kwargs: kw)
+        }
+        return (try cfg.build() as! any Quantizer, cfg)
+    }
+
+    /// One EMA step on `[1, b, d]`; the commitment loss and the first layer's indices.
+    func trainStep(_ m: any Quantizer, _ batch: Tensor) -> (Float, [Int]) {
+        switch m {
+        case let vq as VectorQuantizer:
+            let o = vq(batch)
+            return (o.loss.item, o.indices.scalars)
+        case let r as ResidualVQ:
+            let o = r(batch)
+            let q = r.numQuantizers
+            return (o.losses.sum().item, (0..<(o.indices.count / q)).map { o.indices.scalars[$0 * q] })
+        default:
+            return (0, m.encode(batch).scalars)
+        }
+    }
+
+    func usageCounts(_ m: any Quantizer, _ x: Tensor) -> [Int] {
+        let idx = m.encode(x)
+        let per = idx.rank == 2 ? idx.shape[1] : 1
+        var counts = [Int](repeating: 0, count: codebookSizes(m).max() ?? 1)
+        for (i, v) in idx.scalars.enumerated() where i % per == 0 && v >= 0 && v < counts.count { counts[v] += 1 }
+        return counts
+    }
+}

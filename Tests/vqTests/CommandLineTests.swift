@@ -1,0 +1,123 @@
+import Foundation
+import Testing
+import VQTensor
+import VQTestSupport
+
+/// End-to-end tests of the built `vq` binary.
+@Suite("vq command line", .serialized)
+struct CommandLineTests {
+    /// The `vq` executable next to the test bundle.
+    static var binary: URL {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<3 where !FileManager.default.fileExists(atPath: dir.appendingPathComponent("vq").path) {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir.appendingPathComponent("vq")
+    }
+
+    struct Result { let status: Int32; let stdout: String; let stderr: String }
+
+    func vq(_ args: String...) throws -> Result { try vq(args) }
+
+    func vq(_ args: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = Self.binary
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    let dir: URL = {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("vq-cli-\(UInt32.random(in: 0...UInt32.max))")
+        try! FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }()
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    func writeVectors() throws -> String {
+        let x = TestSupport.random([600, 8], seed: 1) + TestSupport.random([600, 1], seed: 2) * 3
+        try NumPyFile.write(.float(x), to: URL(fileURLWithPath: path("x.npy")))
+        return path("x.npy")
+    }
+
+    @Test("train → inspect → encode → decode, then freeze and unfreeze")
+    func pipeline() throws {
+        let x = try writeVectors()
+        let ckpt = path("m.safetensors")
+        var r = try vq("train", "--input", x, "--codebook-size", "16", "--output", ckpt, "--steps", "20", "--batch-size", "128", "--seed", "3")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: path("m.json")))
+        r = try vq("inspect", ckpt, "--input", x)
+        #expect(r.status == 0 && r.stdout.contains("16 codes × 8") && r.stdout.contains("perplexity"))
+        r = try vq("encode", "--checkpoint", ckpt, "--input", x, "--output", path("i.npy"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let idx = try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("i.npy"))).asIndices!
+        #expect(idx.shape == [600] && idx.scalars.allSatisfy { (0..<16).contains($0) })
+        r = try vq("decode", "--checkpoint", ckpt, "--input", path("i.npy"), "--output", path("v.npy"))
+        #expect(r.status == 0)
+        #expect(try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("v.npy"))).shape == [600, 8])
+        r = try vq("freeze", ckpt, "--codes", "0-3,7")
+        #expect(r.status == 0)
+        r = try vq("inspect", ckpt)
+        #expect(r.stdout.contains("frozen 5 (0-3,7)"))
+        // Frozen codes survive more training bit for bit.
+        let before = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: ckpt)).float("_codebook.embed")
+        r = try vq("train", "--input", x, "--init-from", ckpt, "--output", path("m2.safetensors"), "--steps", "10")
+        #expect(r.status == 0, "\(r.stderr)")
+        let after = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("m2.safetensors"))).float("_codebook.embed")
+        for c in [0, 1, 2, 3, 7] { #expect(after.slice(axis: 1, c..<(c + 1)) == before.slice(axis: 1, c..<(c + 1))) }
+        #expect(after != before)
+        r = try vq("unfreeze", ckpt, "--codes", "0-3")
+        #expect(try vq("inspect", ckpt).stdout.contains("frozen 1 (7)"))
+        // Grow the codebook; the old codes are frozen.
+        r = try vq("train", "--input", x, "--init-from", ckpt, "--expand-to", "24", "--output", path("m3.safetensors"), "--steps", "5")
+        #expect(r.status == 0)
+        #expect(try vq("inspect", path("m3.safetensors")).stdout.contains("24 codes × 8, frozen 16 (0-15)"))
+    }
+
+    @Test("residual and FSQ training write loadable quantizers")
+    func otherQuantizers() throws {
+        let x = try writeVectors()
+        var r = try vq("train", "--input", x, "--codebook-size", "8", "--residual", "3", "--output", path("r.safetensors"), "--steps", "5")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try vq("encode", "--checkpoint", path("r.safetensors"), "--input", x, "--output", path("ri.npy"))
+        #expect(try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("ri.npy"))).shape == [600, 3])
+        r = try vq("freeze", path("r.safetensors"), "--codes", "1", "--layer", "2")
+        #expect(try vq("inspect", path("r.safetensors")).stdout.contains("codebook 2: 8 codes × 8, frozen 1 (1)"))
+        r = try vq("train", "--input", x, "--fsq-levels", "5,5,5", "--output", path("f.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try vq("encode", "--checkpoint", path("f.safetensors"), "--input", x, "--output", path("fi.npy")).status == 0)
+    }
+
+    @Test("bad input: one clear line, non-zero exit, nothing written")
+    func badInput() throws {
+        let x = try writeVectors()
+        _ = try vq("train", "--input", x, "--codebook-size", "8", "--output", path("ok.safetensors"), "--steps", "2")
+        try NumPyFile.write(.float(Tensor.zeros([5, 3])), to: URL(fileURLWithPath: path("wrongdim.npy")))
+        try NumPyFile.write(.float(Tensor([0.5, 1.5])), to: URL(fileURLWithPath: path("fractional.npy")))
+        try Data("not a tensor file".utf8).write(to: URL(fileURLWithPath: path("garbage.npy")))
+        let cases: [([String], String)] = [
+            (["encode", "--checkpoint", path("missing.safetensors"), "--input", x, "--output", path("o.npy")], "missing.safetensors"),
+            (["encode", "--checkpoint", path("ok.safetensors"), "--input", path("nope.npy"), "--output", path("o.npy")], "nope.npy"),
+            (["encode", "--checkpoint", path("ok.safetensors"), "--input", path("wrongdim.npy"), "--output", path("o.npy")], "dimension 3"),
+            (["encode", "--checkpoint", path("ok.safetensors"), "--input", path("garbage.npy"), "--output", path("o.npy")], "garbage.npy"),
+            (["decode", "--checkpoint", path("ok.safetensors"), "--input", path("fractional.npy"), "--output", path("o.npy")], "integers"),
+            (["train", "--input", x, "--output", path("t.safetensors"), "--codebook-size", "4", "--codebook-sise", "4"], "codebook-sise"),
+            (["train", "--input", x, "--output", path("t.safetensors")], "--codebook-size"),
+            (["freeze", path("ok.safetensors"), "--codes", "99"], "99"),
+            (["freeze", path("ok.safetensors"), "--codes", "5-x"], "5-x"),
+        ]
+        for (args, mention) in cases {
+            let r = try vq(args)
+            #expect(r.status != 0, "\(args): succeeded")
+            #expect(r.stderr.contains(mention), "\(args): \(r.stderr)")
+            #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("Stack dump"), "\(args): \(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: path("o.npy")))
+    }
+}
