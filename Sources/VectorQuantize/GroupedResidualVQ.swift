@@ -9,7 +9,10 @@ public final class GroupedResidualVQ: Module, @unchecked Sendable {
     public let groups: Int
     public let rvqs: [ResidualVQ]
 
-    /// - Parameter configuration: the configuration of one group's ``ResidualVQ`` (its `dim` is `dim / groups`).
+    /// - Parameters:
+    ///   - dim: the feature dimension, split evenly into the groups.
+    ///   - groups: the number of groups.
+    ///   - configuration: the configuration of one group's ``ResidualVQ`` (its `dim` is `dim / groups`).
     public init(dim: Int, groups: Int, configuration: ResidualVQConfiguration) throws {
         guard groups > 0, dim % groups == 0 else {
             throw ConfigurationError.invalid(module: "GroupedResidualVQ", reason: "dim \(dim) is not divisible into \(groups) groups")

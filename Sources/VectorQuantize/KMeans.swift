@@ -11,6 +11,7 @@ public enum KMeans {
     ///   - samples: `[n, d]` vectors.
     ///   - initial: `[k, d]` starting means.
     ///   - frozen: `k` flags; frozen means never move.
+    ///   - iterations: the number of Lloyd steps.
     ///   - metric: Euclidean (nearest) or dot product (cosine; updated means are l2-normalised).
     /// - Returns: the means and the counts of the last assignment (as the reference's `bins`).
     /// - Complexity: O(iterations · n · k · d), no n×k buffer.

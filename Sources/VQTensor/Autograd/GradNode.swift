@@ -1,7 +1,7 @@
 /// A node of the autograd graph: the operation that produced a tensor and the nodes of its inputs.
 ///
 /// Leaves (tensors created with ``Tensor/requiringGradient()``) accumulate their gradient in
-/// ``grad`` and run their hooks first. Nodes are classes so that copies of a tensor share one node.
+/// ``Tensor/grad`` and run their hooks first. Nodes are classes so that copies of a tensor share one node.
 public final class GradNode: @unchecked Sendable {
     let op: Op
     let inputs: [GradNode?]
