@@ -125,8 +125,7 @@ static void argmin_generic(const float *dots, int64_t ld, int64_t rows, int64_t 
                 s = -d[j];
             } else {
                 float t = (x2 + cc[j]) + d[j] * -2.0f;
-                t = (t > 1e-8f || t != t) ? t : 1e-8f; /* clamp(min=1e-8), NaN stays NaN */
-                s = sqrtf(t);
+                s = (t > 1e-8f || t != t) ? t : 1e-8f; /* clamp(min=1e-8), NaN stays NaN */
             }
             if (s < b) { b = s; bi = code_base + j; }
         }
@@ -156,7 +155,7 @@ static void argmin_avx2(const float *dots, int64_t ld, int64_t rows, int64_t col
                 s = _mm256_xor_ps(dv, sign);
             } else {
                 __m256 t = _mm256_add_ps(_mm256_add_ps(x2, _mm256_loadu_ps(cc + j)), _mm256_mul_ps(dv, m2));
-                s = _mm256_sqrt_ps(_mm256_max_ps(eps, t)); /* max_ps(eps, NaN) = NaN */
+                s = _mm256_max_ps(eps, t); /* max_ps(eps, NaN) = NaN */
             }
             if (_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(b), _CMP_LT_OQ))) {
                 _mm256_storeu_ps(tmp, s);
@@ -201,4 +200,142 @@ void vq_advise_hugepages(void *p, int64_t bytes) {
     (void)p;
     (void)bytes;
 #endif
+}
+
+/* torch's CPU lerp, element-wise with one weight: |w| < 0.5 ? fma(w, b - a, a) : fma(w - 1, b - a, b). */
+static void lerp_generic(float *a, const float *b, float w, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float d = b[i] - a[i];
+        a[i] = fabsf(w) < 0.5f ? fmaf(w, d, a[i]) : fmaf(w - 1.0f, d, b[i]);
+    }
+}
+
+#if VQ_X86
+__attribute__((target("avx2,fma")))
+static void lerp_fma(float *a, const float *b, float w, int64_t n) {
+    if (fabsf(w) < 0.5f) {
+        for (int64_t i = 0; i < n; i++) a[i] = __builtin_fmaf(w, b[i] - a[i], a[i]);
+    } else {
+        const float w1 = w - 1.0f;
+        for (int64_t i = 0; i < n; i++) a[i] = __builtin_fmaf(w1, b[i] - a[i], b[i]);
+    }
+}
+#endif
+
+void vq_lerp(float *a, const float *b, float w, int64_t n) {
+#if VQ_X86
+    static int level = -1;
+    if (level < 0) level = vq_cpu_level();
+    if (level >= 1) { lerp_fma(a, b, w, n); return; }
+#endif
+    lerp_generic(a, b, w, n);
+}
+
+/* tanh in single precision (Cephes tanhf, Moshier): |x| < 0.625: x + x·x²·P(x²); otherwise
+   sign(x)·(1 − 2 / (e^{2|x|} + 1)) with a Cephes-style expf. The scalar and AVX2 versions perform the
+   same operations (FMA where the formula has one), so a value does not depend on its position. Max
+   error about 2 ULP; tanh(±∞) = ±1, NaN stays NaN. */
+#define VQ_EXP_HI 88.3762626647949f
+#define VQ_EXP_LO -88.3762626647949f
+#define VQ_LOG2E 1.44269504088896341f
+#define VQ_C1 0.693359375f
+#define VQ_C2 -2.12194440e-4f
+
+static inline float exp_scalar(float x, float (*fma_fn)(float, float, float)) {
+    x = x > VQ_EXP_HI ? VQ_EXP_HI : (x < VQ_EXP_LO ? VQ_EXP_LO : x);
+    float fx = fma_fn(x, VQ_LOG2E, 0.5f);
+    fx = floorf(fx);
+    x = fma_fn(fx, -VQ_C1, x);
+    x = fma_fn(fx, -VQ_C2, x);
+    float z = x * x;
+    float y = 1.9875691500E-4f;
+    y = fma_fn(y, x, 1.3981999507E-3f);
+    y = fma_fn(y, x, 8.3334519073E-3f);
+    y = fma_fn(y, x, 4.1665795894E-2f);
+    y = fma_fn(y, x, 1.6666665459E-1f);
+    y = fma_fn(y, x, 5.0000001201E-1f);
+    y = fma_fn(y, z, x);
+    y = y + 1.0f;
+    int n = (int)fx;
+    union { float f; int32_t i; } u = { .i = (n + 127) << 23 };
+    return y * u.f;
+}
+
+static inline float tanh_scalar(float x, float (*fma_fn)(float, float, float)) {
+    if (x != x) return x;
+    float a = fabsf(x);
+    if (a < 0.625f) {
+        float z = x * x;
+        float p = -5.70498872745E-3f;
+        p = fma_fn(p, z, 2.06390887954E-2f);
+        p = fma_fn(p, z, -5.37397155531E-2f);
+        p = fma_fn(p, z, 1.33314422036E-1f);
+        p = fma_fn(p, z, -3.33332819422E-1f);
+        return fma_fn(p * z, x, x);
+    }
+    if (a > 9.0f) return x > 0 ? 1.0f : -1.0f;
+    float e = exp_scalar(a + a, fma_fn);
+    float r = 1.0f - 2.0f / (e + 1.0f);
+    return x > 0 ? r : -r;
+}
+
+static float fma_libm(float a, float b, float c) { return fmaf(a, b, c); }
+
+#if VQ_X86
+__attribute__((target("avx2,fma"))) static float fma_hw(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+
+__attribute__((target("avx2,fma")))
+static inline __m256 exp_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(VQ_EXP_LO)), _mm256_set1_ps(VQ_EXP_HI));
+    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(VQ_LOG2E), _mm256_set1_ps(0.5f));
+    fx = _mm256_floor_ps(fx);
+    x = _mm256_fmadd_ps(fx, _mm256_set1_ps(-VQ_C1), x);
+    x = _mm256_fmadd_ps(fx, _mm256_set1_ps(-VQ_C2), x);
+    __m256 z = _mm256_mul_ps(x, x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, z, x);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    __m256i n = _mm256_cvttps_epi32(fx);
+    __m256 pow2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(y, pow2);
+}
+
+__attribute__((target("avx2,fma")))
+static void tanh_avx2(const float *in, float *out, int64_t n) {
+    int64_t i = 0;
+    const __m256 signmask = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(in + i);
+        __m256 a = _mm256_andnot_ps(signmask, x);
+        __m256 z = _mm256_mul_ps(x, x);
+        __m256 p = _mm256_set1_ps(-5.70498872745E-3f);
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954E-2f));
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531E-2f));
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036E-1f));
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422E-1f));
+        __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
+        __m256 e = exp_avx2(_mm256_add_ps(a, a));
+        __m256 r = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)));
+        r = _mm256_blendv_ps(r, one, _mm256_cmp_ps(a, _mm256_set1_ps(9.0f), _CMP_GT_OQ));
+        r = _mm256_or_ps(r, _mm256_and_ps(x, signmask));                 /* sign of x */
+        __m256 res = _mm256_blendv_ps(r, small, _mm256_cmp_ps(a, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
+        res = _mm256_blendv_ps(res, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); /* NaN stays NaN */
+        _mm256_storeu_ps(out + i, res);
+    }
+    for (; i < n; i++) out[i] = tanh_scalar(in[i], fma_hw);
+}
+#endif
+
+void vq_tanh(const float *in, float *out, int64_t n) {
+#if VQ_X86
+    static int level = -1;
+    if (level < 0) level = vq_cpu_level();
+    if (level >= 1) { tanh_avx2(in, out, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);
 }

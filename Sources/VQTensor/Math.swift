@@ -1,3 +1,4 @@
+import CVQKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -26,3 +27,9 @@ import Darwin
 @inlinable public func fmaFloat(_ x: Float, _ y: Float, _ z: Float) -> Float { z.addingProduct(x, y) }
 @inline(__always) func sinf_(_ x: Float) -> Float { sinf(x) }
 @inline(__always) func cosf_(_ x: Float) -> Float { cosf(x) }
+
+/// ``torchLerp(_:_:_:)`` over `n` elements in place: `a[i] = lerp(a[i], b[i], w)`, with hardware FMA when
+/// the processor has it (bit-identical to the scalar form).
+public func torchLerp(_ a: UnsafeMutablePointer<Float>, toward b: UnsafePointer<Float>, weight w: Float, count n: Int) {
+    vq_lerp(a, b, w, Int64(n))
+}

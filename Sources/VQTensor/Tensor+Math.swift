@@ -1,3 +1,4 @@
+import CVQKernels
 // Element-wise unary math. Differentiable functions go through `unary(_:)`, which saves the input
 // and output for the backward rule; `sign` and `round` are piecewise constant (no gradient).
 
@@ -9,7 +10,7 @@ extension Tensor {
         case .sqrt: y = Elementwise.map(self) { $0.squareRoot() }
         case .exp: y = Elementwise.map(self) { expf_($0) }
         case .log: y = Elementwise.map(self) { logf_($0) }
-        case .tanh: y = Elementwise.map(self) { tanhf_($0) }
+        case .tanh: y = Tensor.tanhValues(self)
         case .sigmoid: y = Elementwise.map(self) { sigmoidScalar($0) }
         case .relu: y = Elementwise.map(self) { $0 > 0 ? $0 : 0 }
         case .gelu: y = Elementwise.map(self) { 0.5 * $0 * (1 + erff_($0 * 0.70710678118654752)) }
@@ -57,3 +58,16 @@ extension Tensor {
 @inline(__always) func sigmoidScalar(_ x: Float) -> Float {
     x >= 0 ? 1 / (1 + expf_(-x)) : { let e = expf_(x); return e / (1 + e) }()
 }
+
+extension Tensor {
+    /// Element-wise tanh with the library's vectorised kernel (Cephes-style, ≤ ~2 ULP; the same value for
+    /// an element wherever it sits in the buffer).
+    static func tanhValues(_ x: Tensor) -> Tensor {
+        Tensor.uninitialized(x.shape) { out in
+            x.scalars.withUnsafeBufferPointer { vq_tanh($0.baseAddress!, out.baseAddress!, Int64(out.count)) }
+        }
+    }
+}
+
+/// The library's tanh over a buffer (in place allowed).
+public func tanhInPlace(_ p: UnsafeMutablePointer<Float>, count: Int) { vq_tanh(p, p, Int64(count)) }

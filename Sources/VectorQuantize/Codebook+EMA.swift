@@ -72,11 +72,15 @@ extension Codebook {
         let d = dim
         var cs = clusterSize.value.scalars
         var avg = embedAverage.value.scalars
-        for i in 0..<codeCount where weights[i] != 0 {
-            let w = weights[i]
-            cs[i] = torchLerp(cs[i], counts.scalars[i], w)
-            for j in (i * d)..<(i * d + d) { avg[j] = torchLerp(avg[j], sums.scalars[j], w) }
-            touched[i] = true
+        avg.withUnsafeMutableBufferPointer { pa in
+            sums.withUnsafeScalars { ps in
+                for i in 0..<codeCount where weights[i] != 0 {
+                    let w = weights[i]
+                    cs[i] = torchLerp(cs[i], counts.scalars[i], w)
+                    torchLerp(pa.baseAddress! + i * d, toward: ps.baseAddress! + i * d, weight: w, count: d)
+                    touched[i] = true
+                }
+            }
         }
         clusterSize.value = Tensor(cs, shape: clusterSize.shape)
         embedAverage.value = Tensor(avg, shape: embedAverage.shape)

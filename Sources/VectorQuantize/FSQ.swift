@@ -102,6 +102,72 @@ public final class FSQ: Module, @unchecked Sendable {
         return rounded / perLevel { Float($0 / 2) }
     }
 
+    /// ``quantize(_:)`` and ``codesToIndices(_:)`` fused into one pass for inputs without gradients: the
+    /// same operations in the same order per element, so the results are bit-identical.
+    func quantizeWithoutGradient(_ z: Tensor) -> (codes: Tensor, indices: IndexTensor) {
+        let d = codebookDim, rows = z.count / d
+        let sym = configuration.preserveSymmetry, hard = configuration.boundHardClamp
+        let halfL = levels.map { Float($0 - 1) * Float(1 + 1e-3 as Double) / 2 }
+        let offset: [Float] = levels.map { $0 % 2 == 0 ? 0.5 : 0 }
+        let shift = zip(offset, halfL).map { hard ? $0 / $1 : atanhFloat($0 / $1) }
+        let hw = levels.map { Float($0 / 2) }
+        let lm1 = levels.map { Float($0 - 1) }, scale = levels.map { 2 / Float($0 - 1) }
+        let basisF = basis.map(Float.init)
+        // Per-channel constants, packed: halfL, offset, shift, hw, lm1, scale, basis.
+        var k = [Float](repeating: 0, count: 7 * d)
+        for j in 0..<d {
+            (k[j], k[d + j], k[2 * d + j], k[3 * d + j]) = (halfL[j], offset[j], shift[j], hw[j])
+            (k[4 * d + j], k[5 * d + j], k[6 * d + j]) = (lm1[j], scale[j], basisF[j])
+        }
+        var codes = [Float](repeating: 0, count: z.count)
+        var indices = [Int](repeating: 0, count: rows)
+        z.withUnsafeScalars { pz in
+            codes.withUnsafeMutableBufferPointer { pc in
+                indices.withUnsafeMutableBufferPointer { pi in
+                    k.withUnsafeBufferPointer { pk in
+                        nonisolated(unsafe) let (zs, cs, ix, kk) = (pz.baseAddress!, pc.baseAddress!, pi.baseAddress!, pk.baseAddress!)
+                        Threads.forRanges(rows, minChunk: 4096) { range in
+                            let (hl, off, sh, h, l1, sc, bs) = (kk, kk + d, kk + 2 * d, kk + 3 * d, kk + 4 * d, kk + 5 * d, kk + 6 * d)
+                            // The bounded input of the whole chunk first (vectorised tanh), then the grid.
+                            for r in range {
+                                for j in 0..<d { cs[r * d + j] = sym ? zs[r * d + j] : zs[r * d + j] + sh[j] }
+                            }
+                            let chunk = cs + range.lowerBound * d, count = range.count * d
+                            if hard {
+                                for i in 0..<count { chunk[i] = Swift.min(Swift.max(chunk[i], -1), 1) }
+                            } else {
+                                tanhInPlace(chunk, count: count)
+                            }
+                            for r in range {
+                                var acc: Float = 0
+                                let cr = cs + r * d
+                                for j in 0..<d {
+                                    let t = cr[j]
+                                    let q: Float, shifted: Float
+                                    if sym {
+                                        let bracket = (l1[j] * (t + 1)) / 2 + 0.5
+                                        let floored = bracket + (bracket.rounded(.down) - bracket)
+                                        q = sc[j] * floored - 1
+                                        shifted = (q + 1) / sc[j]
+                                    } else {
+                                        let bounded = t * hl[j] - off[j]
+                                        let rounded = bounded + (bounded.rounded(.toNearestOrEven) - bounded)
+                                        q = rounded / h[j]
+                                        shifted = q * h[j] + h[j]
+                                    }
+                                    cr[j] = q
+                                    acc += shifted * bs[j]
+                                }
+                                ix[r] = Int(acc.rounded(.toNearestOrEven))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (Tensor(codes, shape: z.shape), IndexTensor(indices, shape: Array(z.shape.dropLast())))
+    }
+
     private func scaleAndShift(_ zhat: Tensor) -> Tensor {
         if configuration.preserveSymmetry { return (zhat + 1) / perLevel { 2 / Float($0 - 1) } }
         let hw = perLevel { Float($0 / 2) }
@@ -161,8 +227,13 @@ public final class FSQ: Module, @unchecked Sendable {
         let (b, n) = (z.shape[0], z.shape[1])
         z = projectIn.map { $0(z) } ?? z
         z = z.reshaped([b, n, configuration.numCodebooks, codebookDim])
-        var codes = quantize(z)
-        var indices = codesToIndices(codes)
+        var codes: Tensor, indices: IndexTensor
+        if z.requiresGradient && GradMode.isEnabled {
+            codes = quantize(z)
+            indices = codesToIndices(codes)
+        } else {
+            (codes, indices) = quantizeWithoutGradient(z)
+        }
         if isTraining && configuration.noiseDropout > 0 {
             let shape = codes.shape
             let mask = Tensor((0..<codes.count).map { _ in rng.nextUniform() < configuration.noiseDropout ? 1 : 0 }, shape: shape)

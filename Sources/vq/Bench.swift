@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VQTensor
+import VectorQuantize
 
 /// `vq bench`: times the library's workloads in this process and prints one JSON object per line,
 /// with the workload names that the reference-side scripts use, so any script can pair both sides.
@@ -86,7 +87,50 @@ func seeded(_ shape: [Int], _ seed: UInt64) -> Tensor {
 }
 
 enum Workloads {
-    static let all: [Workload] = kernels
+    static let all: [Workload] = reference + kernels
+
+    /// The workloads of the reference's `bench_peer.py`, with the same shapes and work.
+    static let reference: [Workload] = [
+        Workload(name: "a_vq_train_1024", vectors: 8192, flops: 0,
+                 setup: { (vq(dim: 64, codes: 1024, train: true), seeded([32, 256, 64], 11)) },
+                 run: { let (m, x) = $0 as! (VectorQuantizer, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "b_vq_train_8192", vectors: 16384, flops: 0,
+                 setup: { (vq(dim: 256, codes: 8192, train: true), seeded([64, 256, 256], 12)) },
+                 run: { let (m, x) = $0 as! (VectorQuantizer, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "c_vq_eval_1024", vectors: 8192, flops: 0,
+                 setup: { (vq(dim: 64, codes: 1024, train: false), seeded([32, 256, 64], 11)) },
+                 run: { let (m, x) = $0 as! (VectorQuantizer, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "c_vq_eval_8192", vectors: 16384, flops: 0,
+                 setup: { (vq(dim: 256, codes: 8192, train: false), seeded([64, 256, 256], 12)) },
+                 run: { let (m, x) = $0 as! (VectorQuantizer, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "d_rvq8_eval", vectors: 8192, flops: 0,
+                 setup: {
+                     let r = try! ResidualVQ(ResidualVQConfiguration(dim: 128, numQuantizers: 8, codebookSize: 1024))
+                     let x = seeded([32, 256, 128], 13)
+                     r.train()
+                     withoutGradient { for _ in 0..<3 { _ = r(x) } }  // data-like codebooks, as the reference's setup
+                     r.eval()
+                     return (r, x)
+                 },
+                 run: { let (m, x) = $0 as! (ResidualVQ, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "e_fsq_8555", vectors: 65536, flops: 0,
+                 setup: { () -> Any in let f = FSQ(FSQ.Configuration(levels: [8, 5, 5, 5])); f.eval(); return (f, seeded([64, 1024, 4], 14)) },
+                 run: { let (m, x) = $0 as! (FSQ, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "f_kmeans_lib", vectors: 8192, flops: 0,
+                 setup: { seeded([8192, 64], 15) },
+                 run: { x in
+                     let samples = x as! Tensor
+                     var rng = SeededGenerator(seed: 1)
+                     let initial = samples.indexSelect(axis: 0, IndexTensor(Array(rng.permutation(8192).prefix(1024))))
+                     _ = KMeans.fit(samples: samples, initial: initial, iterations: 10)
+                 }),
+    ]
+
+    static func vq(dim: Int, codes: Int, train: Bool) -> VectorQuantizer {
+        let m = try! VectorQuantizer(VectorQuantizerConfiguration(dim: dim, codebookSize: codes))
+        m.train(train)
+        return m
+    }
 
     static let kernels: [Workload] = [
         Workload(name: "gemm_1024", vectors: 1024, flops: 2 * 1024 * 1024 * 1024,

@@ -160,3 +160,27 @@ struct OpsTests {
         #expect(torchLerp(a, b, 1 - w) == b.addingProduct(-w, b - a))
     }
 }
+
+@Suite("Vectorised math kernels")
+struct MathKernelTests {
+    @Test("tanh is within 3 ULP of the exact value, and position-independent (vector lanes = scalar tail)")
+    func tanh() {
+        var xs: [Float] = (0..<20_000).map { Float($0 - 10_000) / 1000 }  // [-10, 10)
+        xs += [0, -0, 1e-30, -1e-30, 0.625, -0.625, 0.62499994, 9, 9.000001, 88, -88, .infinity, -.infinity]
+        let t = Tensor(xs)
+        let y = t.tanh()
+        for (x, v) in zip(xs, y.scalars) {
+            let exact = Float(Foundation_tanh(Double(x)))
+            let ulp = max(exact.ulp, Float.leastNormalMagnitude)
+            #expect(abs(v - exact) <= 3 * ulp, "tanh(\(x)) = \(v), exact \(exact)")
+        }
+        // Each element alone goes through the scalar path: the same bits.
+        for i in stride(from: 0, to: xs.count, by: 97) {
+            #expect(Tensor([xs[i]]).tanh().scalars[0].bitPattern == y.scalars[i].bitPattern)
+        }
+        #expect(Tensor([.nan]).tanh().scalars[0].isNaN)
+    }
+}
+
+import Foundation
+func Foundation_tanh(_ x: Double) -> Double { Foundation.tanh(x) }

@@ -24,10 +24,18 @@ void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c
 
 /// Running nearest-code update for `rows` query rows against a tile of `cols` codes.
 /// `dots` holds x·c (row stride `ld`). Euclidean (cosine == 0): score =
-/// sqrt(max((xx[r] + cc[j]) + dots*(-2), 1e-8)), smaller is closer; cosine: score = -dot.
+/// max((xx[r] + cc[j]) + dots*(-2), 1e-8) (the squared distance; its square root is monotone), smaller
+/// is closer; cosine: score = -dot.
 /// Strictly smaller scores replace `best`, so exact ties keep the lowest code index.
 void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
                       const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
+
+/// torch's CPU `lerp_` of `a` toward `b` with weight `w`, bit-exactly:
+/// `|w| < 0.5 ? fma(w, b - a, a) : fma(w - 1, b - a, b)` (hardware FMA when available, else `fmaf`).
+void vq_lerp(float *a, const float *b, float w, int64_t n);
+
+/// Element-wise tanh (Cephes-style, ≤ ~2 ULP), identical results in vector and scalar positions.
+void vq_tanh(const float *in, float *out, int64_t n);
 
 /// Advises the kernel to back a large, untouched buffer with transparent huge pages (Linux; no-op
 /// elsewhere and for buffers under 8 MiB).

@@ -68,11 +68,12 @@ enum NearestCodeKernel {
             var b0 = 0
             while b0 < panels {
                 let b1 = Swift.min(panels, b0 + blockPanels)
-                for g in 0..<groups {
-                    let rows = Swift.min(mr, rowsT - g * mr)
-                    let ap = aPack + g * d * mr
-                    for jp in b0..<b1 {
-                        let bp = ppacked + jp * d * nr
+                // Each NR-wide code panel stays in L1 while every row group of the task passes over it.
+                for jp in b0..<b1 {
+                    let bp = ppacked + jp * d * nr
+                    for g in 0..<groups {
+                        let rows = Swift.min(mr, rowsT - g * mr)
+                        let ap = aPack + g * d * mr
                         var p0 = 0
                         repeat {
                             let kb = Swift.min(kc, d - p0)
@@ -91,6 +92,14 @@ enum NearestCodeKernel {
     /// Squared norms in the order of `squared().sum(axis: -1)`, so fused and materialised distances agree.
     @inline(__always)
     static func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float { Reduce.contiguousSumOfSquares(p, n) }
+}
+
+/// Rows per task: large enough that each pass over the codebook serves many rows, small enough that
+/// every thread gets several tasks.
+func rowsPerTask(_ n: Int) -> Int {
+    let mr = GEMM.mr
+    let target = Swift.max(mr, Swift.min(mr * 32, (n / Swift.max(1, Threads.count * 4) + mr - 1) / mr * mr))
+    return target
 }
 
 extension Tensor {
@@ -118,7 +127,7 @@ extension Tensor {
                     codes.scalars.withUnsafeBufferPointer { pc in
                         guard n > 0 else { return }
                         NearestCodeKernel.tiles(
-                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, rowsPerTask: GEMM.mr * 8
+                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, rowsPerTask: rowsPerTask(n)
                         ) { _, r0, rows, c0, cols, dots, ld, xx, cc in
                             vq_argmin_update(dots, Int64(ld), Int64(rows), Int64(cols), xx, cc, cosine,
                                              Int64(c0), ob + r0, oi + r0)
@@ -128,7 +137,7 @@ extension Tensor {
             }
         }
         // Rows whose every score was NaN (non-finite input) never improve on +∞: report index 0, NaN score.
-        let scores = metric == .dot ? best.map { $0 == .infinity ? .nan : -$0 } : best.map { $0 == .infinity ? .nan : $0 }
+        let scores = metric == .dot ? best.map { $0 == .infinity ? .nan : -$0 } : best.map { $0 == .infinity ? .nan : $0.squareRoot() }
         return (IndexTensor(bestIndex.map { Int($0) }, shape: [n]), Tensor(scores, shape: [n]))
     }
 
@@ -150,7 +159,7 @@ extension Tensor {
                     codes.scalars.withUnsafeBufferPointer { pc in
                         guard n > 0 else { return }
                         NearestCodeKernel.tiles(
-                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: kc, d: d, rowsPerTask: GEMM.mr * 8
+                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: kc, d: d, rowsPerTask: rowsPerTask(n)
                         ) { _, r0, rows, c0, cols, dots, ld, xx, cc in
                             for r in 0..<rows {
                                 let bs = ob + (r0 + r) * kBest, bi = oi + (r0 + r) * kBest

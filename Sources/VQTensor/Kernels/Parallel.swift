@@ -33,7 +33,7 @@ public enum Threads {
 
     /// Calls `body(task)` for `task` in `0..<tasks`, spread over up to `count` threads.
     /// Each task must write only its own outputs.
-    static func forEach(_ tasks: Int, _ body: (Int) -> Void) {
+    public static func forEach(_ tasks: Int, _ body: (Int) -> Void) {
         let threads = min(count, tasks)
         if threads <= 1 {
             for t in 0..<tasks { body(t) }
@@ -56,7 +56,7 @@ public enum Threads {
 
     /// Splits `0..<n` into contiguous chunks of at least `minChunk` items and runs them in parallel.
     /// Chunk boundaries do not depend on the thread count only when `body` computes independent outputs.
-    static func forRanges(_ n: Int, minChunk: Int, _ body: (Range<Int>) -> Void) {
+    public static func forRanges(_ n: Int, minChunk: Int, _ body: (Range<Int>) -> Void) {
         guard n > 0 else { return }
         let threads = count
         let chunks = max(1, min(threads, n / max(minChunk, 1)))
