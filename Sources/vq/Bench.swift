@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VQNN
 import VQTensor
 import VectorQuantize
 
@@ -17,7 +18,9 @@ struct Bench: ParsableCommand {
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
         if let only {
-            let unknown = only.split(separator: ",").map(String.init).filter { name in !Workloads.all.contains { $0.name == name } }
+            let unknown = only.split(separator: ",").map(String.init).filter { name in
+                !Workloads.all.contains { $0.name == name } && Workloads.scaling(name) == nil
+            }
             if !unknown.isEmpty {
                 throw ValidationError("unknown workloads: \(unknown.joined(separator: ", ")); known: \(Workloads.all.map(\.name).joined(separator: ", "))")
             }
@@ -27,7 +30,8 @@ struct Bench: ParsableCommand {
     func run() throws {
         if let threads { Threads.count = threads }
         let names = only.map { Set($0.split(separator: ",").map(String.init)) }
-        for w in Workloads.all where names?.contains(w.name) ?? true {
+        let dynamic = names.map { $0.sorted().compactMap(Workloads.scaling) } ?? []
+        for w in Workloads.all.filter({ names?.contains($0.name) ?? true }) + dynamic {
             let state = w.setup()
             let times = Timing.measure(budget: budget) { w.run(state) }
             let median = times.sorted()[times.count / 2]
@@ -81,6 +85,8 @@ enum Timing {
     }
 }
 
+nonisolated(unsafe) var benchRNG = SeededGenerator(seed: 17)
+
 func seeded(_ shape: [Int], _ seed: UInt64) -> Tensor {
     var rng = SeededGenerator(seed: seed)
     return Tensor.randomNormal(shape, using: &rng)
@@ -116,6 +122,21 @@ enum Workloads {
         Workload(name: "e_fsq_8555", vectors: 65536, flops: 0,
                  setup: { () -> Any in let f = FSQ(FSQ.Configuration(levels: [8, 5, 5, 5])); f.eval(); return (f, seeded([64, 1024, 4], 14)) },
                  run: { let (m, x) = $0 as! (FSQ, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "g_vqvae_step", vectors: 64, flops: 0,
+                 setup: { () -> Any in
+                     let m = try! DigitVQVAE(codebookSize: 32, seed: 0)
+                     m.train()
+                     let opt = Adam(parameters: m.encoder.trainableParameters() + m.decoder.trainableParameters(), learningRate: 2e-3)
+                     return (m, opt, Tensor.randomUniform([64, 64], using: &benchRNG))
+                 },
+                 run: {
+                     let (m, opt, x) = $0 as! (DigitVQVAE, Adam, Tensor)
+                     let out = m(x)
+                     let loss = Loss.mse(out.recon, x) + out.vqLoss
+                     opt.zeroGradients()
+                     loss.backward()
+                     opt.step()
+                 }),
         Workload(name: "f_kmeans_lib", vectors: 8192, flops: 0,
                  setup: { seeded([8192, 64], 15) },
                  run: { x in
@@ -125,6 +146,17 @@ enum Workloads {
                      _ = KMeans.fit(samples: samples, initial: initial, iterations: 10)
                  }),
     ]
+
+    /// `scale:N:K:D`: one VQ training step (forward + EMA) on N vectors of dimension D with K codes, for
+    /// the scaling table.
+    static func scaling(_ name: String) -> Workload? {
+        let parts = name.split(separator: ":")
+        guard parts.count == 4, parts[0] == "scale", let n = Int(parts[1]), let k = Int(parts[2]), let d = Int(parts[3]),
+              n > 0, k > 0, d > 0 else { return nil }
+        return Workload(name: name, vectors: n, flops: 2 * Double(n) * Double(k) * Double(d),
+                        setup: { (vq(dim: d, codes: k, train: true), seeded([1, n, d], 16)) },
+                        run: { let (m, x) = $0 as! (VectorQuantizer, Tensor); _ = withoutGradient { m(x) } })
+    }
 
     static func vq(dim: Int, codes: Int, train: Bool) -> VectorQuantizer {
         let m = try! VectorQuantizer(VectorQuantizerConfiguration(dim: dim, codebookSize: codes))
