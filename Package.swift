@@ -12,6 +12,9 @@ let package = Package(
         .library(name: "VectorQuantize", targets: ["VectorQuantize"]),
         .executable(name: "vq", targets: ["vq"]),
     ],
+    traits: [
+        .trait(name: "MPI", description: "Data-parallel training over Open MPI (needs Debian's libopenmpi-dev)."),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -25,10 +28,17 @@ let package = Package(
             dependencies: ["CVQKernels", .product(name: "Logging", package: "swift-log")]),
         .target(name: "VQNN", dependencies: ["VQTensor", .product(name: "Logging", package: "swift-log")]),
         .target(name: "VectorQuantize", dependencies: ["VQNN"]),
+        // Open MPI, only with the MPI trait: a system library, a C shim for the handle macros, and the
+        // Collective implementation.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        .target(
+            name: "VQDistributed",
+            dependencies: ["VQNN", .target(name: "CMPIShim", condition: .when(traits: ["MPI"]))]),
         .executableTarget(
             name: "vq",
             dependencies: [
-                "VectorQuantize",
+                "VectorQuantize", "VQDistributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("Resources/digits")]),

@@ -11,22 +11,23 @@ import VQTensor
 /// (the reference rewrites every row, so its "frozen" rows drift by ~1e-6 relative per step).
 extension Codebook {
     /// Counts `[h, c]` and sums `[h, c, d]` of the rows of `flatten [h, n, d]` assigned by `indices [h, n]`,
-    /// over rows where `valid` (flattened `[h · n]`) is true. Additions run in row order.
+    /// over rows where `valid` (flattened `[h · n]`) is true. Sums accumulate in double precision and are
+    /// rounded once, so they hardly depend on the order of the rows (or on how a batch is sharded).
     func batchStatistics(_ flatten: Tensor, _ indices: IndexTensor, valid: [Bool]) -> (counts: Tensor, sums: Tensor) {
         let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
         var counts = [Float](repeating: 0, count: h * c)
-        var sums = [Float](repeating: 0, count: h * c * d)
+        var sums = [Double](repeating: 0, count: h * c * d)
         flatten.withUnsafeScalars { x in
             for hh in 0..<h {
                 for r in 0..<n where valid[hh * n + r] {
                     let k = indices.scalars[hh * n + r]
                     counts[hh * c + k] += 1
                     let dst = (hh * c + k) * d, src = (hh * n + r) * d
-                    for j in 0..<d { sums[dst + j] += x[src + j] }
+                    for j in 0..<d { sums[dst + j] += Double(x[src + j]) }
                 }
             }
         }
-        return (Tensor(counts, shape: [h, c]), Tensor(sums, shape: [h, c, d]))
+        return (Tensor(counts, shape: [h, c]), Tensor(sums.map { Float($0) }, shape: [h, c, d]))
     }
 
     /// Per-code lerp weights for one step, `[h · c]`; 0 means the code is frozen for this step.
@@ -119,11 +120,18 @@ extension Codebook {
         let emaOn = emaUpdate ?? configuration.emaUpdate
         let deadCodes = configuration.thresholdEMADeadCode > 0
         if !emaOn && !deadCodes { return }
-        guard valid.contains(true) else {
+        var (counts, sums) = batchStatistics(flatten, indices, valid: valid)
+        if collective.isDistributed {
+            var c = counts.scalars, s = sums.scalars
+            collective.allReduceSum(&c)
+            collective.allReduceSum(&s)
+            counts = Tensor(c, shape: counts.shape)
+            sums = Tensor(s, shape: sums.shape)
+        }
+        guard counts.scalars.contains(where: { $0 > 0 }) else {
             logger.debug("codebook update skipped: the batch has no unmasked, finite vector")
             return
         }
-        let (counts, sums) = batchStatistics(flatten, indices, valid: valid)
         if accumulateOnly {
             accumulate(counts: counts, sums: sums)
             return
@@ -131,7 +139,39 @@ extension Codebook {
         let w = lerpWeights(weight, counts: counts, sums: sums)
         emaStep(counts: counts, sums: sums, weights: w)
         if emaOn && !configuration.manualEMAUpdate { updateEMA() }
-        expireCodes(flatten, valid: valid, frozenForStep: w.map { $0 == 0 })
+        let frozenForStep = w.map { $0 == 0 }
+        if collective.isDistributed {
+            // Dead codes are replaced from the union of the ranks' batches, identically on every rank
+            // (every rank sees the same counts, so all of them take this branch together).
+            guard configuration.thresholdEMADeadCode > 0, isTraining, expiredCodes(frozenForStep: frozenForStep).contains(true) else { return }
+            let (all, allValid) = gatherBatch(flatten, valid: valid)
+            expireCodes(all, valid: allValid, frozenForStep: frozenForStep)
+        } else {
+            expireCodes(flatten, valid: valid, frozenForStep: frozenForStep)
+        }
+    }
+}
+
+extension Codebook {
+    /// The ranks' batches `[h, n_r, d]` concatenated along the rows in rank order (each codebook's rows
+    /// kept together), with their validity. The identity on one process.
+    func gatherBatch(_ flatten: Tensor, valid: [Bool]) -> (Tensor, [Bool]) {
+        guard collective.isDistributed else { return (flatten, valid) }
+        let (h, n, d) = (flatten.shape[0], flatten.shape[1], flatten.shape[2])
+        let rows = collective.allGather(flatten.scalars)
+        let flags = collective.allGather(valid.map { $0 ? 1 : 0 })
+        var out: [Float] = [], ok: [Bool] = []
+        var total = 0
+        for hh in 0..<h {
+            for (r, part) in rows.enumerated() {
+                let nr = part.count / (h * d)
+                if hh == 0 { total += nr }
+                out += part[(hh * nr * d)..<((hh + 1) * nr * d)]
+                ok += flags[r][(hh * nr)..<((hh + 1) * nr)].map { $0 != 0 }
+            }
+        }
+        _ = n
+        return (Tensor(out, shape: [h, total, d]), ok)
     }
 }
 

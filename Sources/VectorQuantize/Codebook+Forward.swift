@@ -31,7 +31,11 @@ extension Codebook {
     public func forward(_ flatten: Tensor, valid: [Bool], options: CodebookForwardOptions) -> CodebookOutput {
         let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
         precondition(h == numCodebooks && d == dim, "Codebook.forward: input \(flatten.shape) for codebooks [\(numCodebooks), \(c), \(dim)]")
-        if !isInitialized { kmeansInitialize(flatten.detached(), valid: valid) }
+        if !isInitialized {
+            // k-means sees the union of the ranks' batches, so every rank initialises identically.
+            let (all, allValid) = gatherBatch(flatten.detached(), valid: valid)
+            kmeansInitialize(all, valid: allValid)
+        }
         let codes = configuration.learnable ? embed.value : embed.value.detached()
         let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
         let temperature = options.sampleCodebookTemperature ?? configuration.sampleCodebookTemperature

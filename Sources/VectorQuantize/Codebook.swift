@@ -78,6 +78,10 @@ public final class Codebook: Module, @unchecked Sendable {
     public var rng: SeededGenerator
     /// How sample rows are drawn (replaceable, e.g. to replay another implementation's draws).
     public var sampler: IndexSampler = Codebook.defaultSampler
+    /// The processes training this codebook together. Batch statistics are summed over them before the
+    /// EMA step; k-means and dead-code replacement see the union of their batches, so every rank ends with
+    /// the same codebook — the one a single process trained on the concatenated batches gets.
+    public var collective: any Collective = SingleProcess()
     let logger = Logger(label: "VectorQuantize.Codebook")
 
     public override var keyOverrides: [String: String] { ["embedAverage": "embed_avg"] }

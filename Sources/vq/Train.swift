@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VQDistributed
 import VQNN
 import VQTensor
 import VectorQuantize
@@ -30,6 +31,11 @@ struct Train: ParsableCommand {
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Thread count (default: active cores).") var threads: Int?
     @Option(help: "Write an HTML report (loss curve, code usage).") var report: String?
+    @Flag(help: "Data-parallel training under mpirun: each step's batch is split across the ranks; rank 0 writes.")
+    var distributed = false
+    @Option(help: "With --distributed: seconds before a stalled collective aborts every rank.") var collectiveTimeout: Double = 120
+    @Flag(help: ArgumentHelp("With --distributed: every rank writes OUTPUT.rankN.safetensors (for tests).", visibility: .hidden))
+    var rankOutputs = false
 
     func validate() throws {
         if initFrom == nil && fsqLevels == nil && codebookSize == nil { throw ValidationError("--codebook-size is required (or --init / --fsq-levels)") }
@@ -51,6 +57,11 @@ struct Train: ParsableCommand {
 
     func run() throws {
         if let threads { Threads.count = threads }
+        var collective: any Collective = SingleProcess()
+        if distributed {
+            do { collective = try Distributed.world(timeout: collectiveTimeout) } catch let e as DistributedError { throw CLIError(e.description) }
+        }
+        let (rank, world) = (collective.rank, collective.worldSize)
         var x = try DataFiles.vectors(input)
         if x.rank == 3 { x = x.reshaped([-1, x.shape[2]]) }
         let (n, d) = (x.shape[0], x.shape[1])
@@ -68,13 +79,17 @@ struct Train: ParsableCommand {
             }
         }
         guard module.inputDim == d else { throw CLIError("\(input): vectors of dimension \(d), the model expects \(module.inputDim)") }
+        for (book, _) in (try? selectCodebooks(module, layer: nil, head: nil)) ?? [] { book.collective = collective }
+        if world > 1 && batchSize % world != 0 {
+            throw ValidationError("--batch-size \(batchSize) must be a multiple of the \(world) ranks")
+        }
         let totalSteps = steps ?? (epochs ?? 1) * max(1, (n + batchSize - 1) / batchSize)
         var losses: [Float] = []
         if !(module is FSQ) {
             var rng = SeededGenerator(seed: seed)
             var order = rng.permutation(n)
             var cursor = 0
-            var progress = Progress("train", total: totalSteps)
+            var progress = Progress(world > 1 ? "train (\(world) ranks)" : "train", total: totalSteps)
             let sizes = codebookSizes(module)
             var counts = [Int](repeating: 0, count: sizes.max() ?? 1)
             module.train()
@@ -85,18 +100,31 @@ struct Train: ParsableCommand {
                     rows.append(order[cursor])
                     cursor += 1
                 }
-                let batch = x.indexSelect(axis: 0, IndexTensor(rows)).unsqueezed(axis: 0)
-                let (loss, indices) = withoutGradient { trainStep(module, batch) }
+                // Every rank draws the same global batch and keeps its contiguous share of it.
+                let share = rows.count / world
+                let mine = world > 1 ? Array(rows[(rank * share)..<((rank + 1) * share)]) : rows
+                let batch = x.indexSelect(axis: 0, IndexTensor(mine)).unsqueezed(axis: 0)
+                var (loss, indices) = withoutGradient { trainStep(module, batch) }
+                if world > 1 {
+                    var l = [loss]
+                    collective.allReduceSum(&l)
+                    loss = l[0] / Float(world)  // the loss is averaged over ranks
+                }
                 losses.append(loss)
                 for i in indices where i >= 0 && i < counts.count { counts[i] += 1 }
-                if step % 10 == 0 || step == totalSteps {
+                if rank == 0 && (step % 10 == 0 || step == totalSteps) {
                     progress.update(step, loss: loss, usage: counts.filter { $0 > 0 }.count, codes: counts.count, perplexity: perplexity(counts))
                     counts = [Int](repeating: 0, count: counts.count)
                 }
             }
         }
         module.eval()
-        let url = URL(fileURLWithPath: output)
+        var url = URL(fileURLWithPath: output)
+        if rankOutputs && world > 1 {
+            url = url.deletingPathExtension().appendingPathExtension("rank\(rank).safetensors")
+        } else if rank != 0 {
+            return  // rank 0 writes the checkpoint
+        }
         try QuantizerCheckpoint.save(module, config: config, to: url)
         let recon = try module.decode(module.encode(x))
         let mse = recon.shape == x.shape ? Loss.mse(recon, x).item : .nan
