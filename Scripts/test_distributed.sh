@@ -47,5 +47,23 @@ print(f"ranks bit-identical; max |Δ| vs single process {worst:.2e}")
 PY
   then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $flags"; fi
 done
+# Failure drills: a rank that dies, and a rank that hangs, must end the job with an error quickly, and the
+# checkpoint already on disk must stay valid.
+mpi="mpirun --allow-run-as-root --oversubscribe -np 2 --mca btl self,vader,tcp --mca btl_tcp_if_include lo"
+$vq train --input "$tmp/x.npy" --codebook-size 16 --steps 3 --output "$tmp/keep.safetensors" >/dev/null
+cp "$tmp/keep.safetensors" "$tmp/before.safetensors"
+for drill in exit hang; do
+  start=$(date +%s)
+  if timeout 60 $mpi $vq train --distributed --collective-timeout 5 --input "$tmp/x.npy" --codebook-size 16 --batch-size 512 \
+       --steps 20 --output "$tmp/keep.safetensors" --failure-drill "1:4:$drill" >"$tmp/drill.log" 2>&1; then
+    failed=$((failed + 1)); echo "FAILED: the $drill drill exited 0"
+  elif [ $(( $(date +%s) - start )) -ge 55 ]; then
+    failed=$((failed + 1)); echo "FAILED: the $drill drill did not end within the timeout"
+  elif ! cmp -s "$tmp/keep.safetensors" "$tmp/before.safetensors" || ! $vq inspect "$tmp/keep.safetensors" >/dev/null; then
+    failed=$((failed + 1)); echo "FAILED: the $drill drill damaged the checkpoint on disk"
+  else
+    passed=$((passed + 1)); echo "$drill drill: the job ended with an error in $(( $(date +%s) - start )) s, checkpoint intact"
+  fi
+done
 echo "distributed: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

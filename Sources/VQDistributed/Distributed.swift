@@ -31,6 +31,14 @@ public enum Distributed {
         #endif
     }
 
+    /// Ends MPI on a successful run (a no-op without MPI). A process that exits without it — a crash — makes
+    /// `mpirun` terminate the other ranks at once.
+    public static func finalize(_ c: any Collective) {
+        #if MPI && canImport(CMPIShim)
+        (c as? MPICollective)?.finalize()
+        #endif
+    }
+
     /// The world communicator of `mpirun` (a single process when started without it). A collective that
     /// does not complete within `timeout` seconds — a peer died or hangs — aborts every rank with a
     /// message naming the operation.
@@ -59,8 +67,10 @@ public final class MPICollective: Collective, @unchecked Sendable {
         rank = Int(vqmpi_rank())
         worldSize = Int(vqmpi_size())
         self.timeout = timeout
-        atexit { vqmpi_finalize() }
     }
+
+    /// Ends MPI after a successful run. A rank that exits without it (a crash) makes `mpirun` stop the job.
+    public func finalize() { vqmpi_finalize() }
 
     /// Runs `body`; if it has not returned after the timeout, every rank is aborted with a clear message.
     private func guarded<R>(_ what: String, _ body: () -> R) -> R {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VQDistributed
 import VQNN
 import VQTensor
 import VectorQuantize
@@ -19,7 +20,7 @@ struct Bench: ParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
         if let only {
             let unknown = only.split(separator: ",").map(String.init).filter { name in
-                !Workloads.all.contains { $0.name == name } && Workloads.scaling(name) == nil
+                !Workloads.all.contains { $0.name == name } && Workloads.scaling(name) == nil && Workloads.allReduce(name) == nil
             }
             if !unknown.isEmpty {
                 throw ValidationError("unknown workloads: \(unknown.joined(separator: ", ")); known: \(Workloads.all.map(\.name).joined(separator: ", "))")
@@ -30,7 +31,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         if let threads { Threads.count = threads }
         let names = only.map { Set($0.split(separator: ",").map(String.init)) }
-        let dynamic = names.map { $0.sorted().compactMap(Workloads.scaling) } ?? []
+        let dynamic = names.map { $0.sorted().compactMap { Workloads.scaling($0) ?? Workloads.allReduce($0) } } ?? []
         for w in Workloads.all.filter({ names?.contains($0.name) ?? true }) + dynamic {
             let state = w.setup()
             let times = Timing.measure(budget: budget) { w.run(state) }
@@ -156,6 +157,19 @@ enum Workloads {
         return Workload(name: name, vectors: n, flops: 2 * Double(n) * Double(k) * Double(d),
                         setup: { (vq(dim: d, codes: k, train: true), seeded([1, n, d], 16)) },
                         run: { let (m, x) = $0 as! (VectorQuantizer, Tensor); _ = withoutGradient { m(x) } })
+    }
+
+    /// `allreduce:FLOATS`: one ordered all-reduce of that many floats over the `mpirun` world (build with
+    /// `--traits MPI`; a single process without it).
+    static func allReduce(_ name: String) -> Workload? {
+        let parts = name.split(separator: ":")
+        guard parts.count == 2, parts[0] == "allreduce", let n = Int(parts[1]), n > 0 else { return nil }
+        return Workload(name: name, vectors: n, flops: 0,
+                        setup: { ((try? Distributed.world()) ?? SingleProcess(), [Float](repeating: 1, count: n)) },
+                        run: { state in
+                            var (c, buffer) = state as! (any Collective, [Float])
+                            c.allReduceSum(&buffer)
+                        })
     }
 
     static func vq(dim: Int, codes: Int, train: Bool) -> VectorQuantizer {

@@ -36,6 +36,8 @@ struct Train: ParsableCommand {
     @Option(help: "With --distributed: seconds before a stalled collective aborts every rank.") var collectiveTimeout: Double = 120
     @Flag(help: ArgumentHelp("With --distributed: every rank writes OUTPUT.rankN.safetensors (for tests).", visibility: .hidden))
     var rankOutputs = false
+    @Option(help: ArgumentHelp("Failure drill: RANK:STEP:exit|hang makes that rank fail at that step (for tests).", visibility: .hidden))
+    var failureDrill: String?
 
     func validate() throws {
         if initFrom == nil && fsqLevels == nil && codebookSize == nil { throw ValidationError("--codebook-size is required (or --init / --fsq-levels)") }
@@ -100,6 +102,10 @@ struct Train: ParsableCommand {
                     rows.append(order[cursor])
                     cursor += 1
                 }
+                if let drill = failureDrill?.split(separator: ":"), drill.count == 3, Int(drill[0]) == rank, Int(drill[1]) == step {
+                    if drill[2] == "exit" { FileHandle.standardError.write(Data("vq: rank \(rank): failure drill, exiting\n".utf8)); Foundation.exit(7) }
+                    while true { sleep(1000) }  // hang
+                }
                 // Every rank draws the same global batch and keeps its contiguous share of it.
                 let share = rows.count / world
                 let mine = world > 1 ? Array(rows[(rank * share)..<((rank + 1) * share)]) : rows
@@ -123,8 +129,10 @@ struct Train: ParsableCommand {
         if rankOutputs && world > 1 {
             url = url.deletingPathExtension().appendingPathExtension("rank\(rank).safetensors")
         } else if rank != 0 {
+            Distributed.finalize(collective)
             return  // rank 0 writes the checkpoint
         }
+        defer { Distributed.finalize(collective) }
         try QuantizerCheckpoint.save(module, config: config, to: url)
         let recon = try module.decode(module.encode(x))
         let mse = recon.shape == x.shape ? Loss.mse(recon, x).item : .nan
