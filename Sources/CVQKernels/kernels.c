@@ -49,6 +49,7 @@ static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64
             _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
             _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
         }
+    #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         __m256 av;
@@ -81,6 +82,7 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
             _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
             _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
         }
+    #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
         __m512 av;
