@@ -22,7 +22,7 @@ struct Train: ParsableCommand {
     @Option(help: "Epochs (instead of --steps).") var epochs: Int?
     @Option(help: "Residual VQ with this many layers.") var residual: Int?
     @Option(help: "FSQ levels, e.g. 8,5,5,5 (nothing to learn: writes the quantizer).") var fsqLevels: String?
-    @Option(help: "Continue from this checkpoint (its config is used).") var initFrom: String?
+    @Option(name: .customLong("init"), help: "Continue from this checkpoint (its config is used).") var initFrom: String?
     @Option(help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old.") var expandTo: Int?
     @Flag(help: "With --expand-to: leave the old codes trainable.") var noFreezeOld = false
     @Option(help: "Freeze these codes before training, e.g. 0-255,300.") var freeze: String?

@@ -21,6 +21,20 @@ struct FileFormatTests {
         #expect(g.metadata == ["k": "v"])
     }
 
+    @Test("safetensors writes and reads every element type")
+    func dtypes() throws {
+        let f = SafeTensorsFile(tensors: [
+            "f16": .float(Tensor([0.5, -2, 65504])), "bf16": .float(Tensor([1, -3.5, 256])), "f64": .float(Tensor([0.1])),
+            "i32": .integer(IndexTensor([-7, 2_000_000])), "i16": .integer(IndexTensor([-300])), "i8": .integer(IndexTensor([-5])),
+            "u8": .integer(IndexTensor([0, 255])), "b": .integer(IndexTensor([1, 0])),
+        ])
+        let types: [String: SafeTensorsFile.DType] = ["f16": .F16, "bf16": .BF16, "f64": .F64, "i32": .I32, "i16": .I16, "i8": .I8, "u8": .U8, "b": .BOOL]
+        let back = try SafeTensorsFile.parse(try f.serialized(dtypes: types))
+        #expect(back.tensors == f.tensors.mapValues { $0 }.merging(["f64": .float(Tensor([Float(Double(Float(0.1)))]))]) { _, b in b })
+        #expect(throws: TensorFileError.self) { try SafeTensorsFile(tensors: ["u": .integer(IndexTensor([256]))]).serialized(dtypes: ["u": .U8]) }
+        #expect(throws: TensorFileError.self) { try SafeTensorsFile(tensors: ["x": .float(Tensor([0.5]))]).serialized(dtypes: ["x": .I32]) }
+    }
+
     @Test("safetensors: every kind of damage is a typed error naming the file")
     func safetensorsErrors() throws {
         let good = try SafeTensorsFile(tensors: ["a": .float(Tensor([1, 2, 3, 4]))]).serialized()

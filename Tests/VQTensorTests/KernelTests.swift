@@ -74,6 +74,18 @@ struct KernelTests {
         #expect(x.nearestCodes(c, metric: .dot).indices.scalars == [0, 1, 0])
     }
 
+    @Test("reductions, element-wise ops and scatter/gather are bit-identical on 1, 2 and 3 threads")
+    func otherThreadIdentity() {
+        let x = TestSupport.random([300, 517], seed: 13)
+        func run() -> [Tensor] {
+            [x.sum(), x.sum(axis: 0), x.sum(axis: 1), x.max(axis: 0), x.softmax(axis: 1), x.tanh(), x.logSumExp(axis: 1),
+             x.pairwiseSquaredDistance(x.slice(axis: 0, 0..<40))]
+        }
+        let one = Threads.with(1) { run() }
+        #expect(Threads.with(2) { run() } == one)
+        #expect(Threads.with(3) { run() } == one)
+    }
+
     @Test("nearest-code search is bit-identical on 1 and 2 threads")
     func nearestThreadIdentity() {
         let x = TestSupport.random([1000, 40], seed: 9), c = TestSupport.random([300, 40], seed: 10)

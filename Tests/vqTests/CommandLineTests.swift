@@ -67,7 +67,7 @@ struct CommandLineTests {
         #expect(r.stdout.contains("frozen 5 (0-3,7)"))
         // Frozen codes survive more training bit for bit.
         let before = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: ckpt)).float("_codebook.embed")
-        r = try vq("train", "--input", x, "--init-from", ckpt, "--output", path("m2.safetensors"), "--steps", "10")
+        r = try vq("train", "--input", x, "--init", ckpt, "--output", path("m2.safetensors"), "--steps", "10")
         #expect(r.status == 0, "\(r.stderr)")
         let after = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("m2.safetensors"))).float("_codebook.embed")
         for c in [0, 1, 2, 3, 7] { #expect(after.slice(axis: 1, c..<(c + 1)) == before.slice(axis: 1, c..<(c + 1))) }
@@ -75,7 +75,7 @@ struct CommandLineTests {
         r = try vq("unfreeze", ckpt, "--codes", "0-3")
         #expect(try vq("inspect", ckpt).stdout.contains("frozen 1 (7)"))
         // Grow the codebook; the old codes are frozen.
-        r = try vq("train", "--input", x, "--init-from", ckpt, "--expand-to", "24", "--output", path("m3.safetensors"), "--steps", "5")
+        r = try vq("train", "--input", x, "--init", ckpt, "--expand-to", "24", "--output", path("m3.safetensors"), "--steps", "5")
         #expect(r.status == 0)
         #expect(try vq("inspect", path("m3.safetensors")).stdout.contains("24 codes × 8, frozen 16 (0-15)"))
     }
@@ -92,6 +92,19 @@ struct CommandLineTests {
         r = try vq("train", "--input", x, "--fsq-levels", "5,5,5", "--output", path("f.safetensors"))
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try vq("encode", "--checkpoint", path("f.safetensors"), "--input", x, "--output", path("fi.npy")).status == 0)
+    }
+
+    @Test("the demo is deterministic for a seed and writes its report")
+    func demo() throws {
+        let a = try vq("demo", "--steps", "40", "--output", path("d1"), "--seed", "4")
+        let b = try vq("demo", "--steps", "40", "--output", path("d2"), "--seed", "4")
+        #expect(a.status == 0 && b.status == 0, "\(a.stderr)")
+        let table = { (s: String) in s.split(separator: "\n").filter { $0.hasPrefix("after stage") || $0.hasPrefix("check") } }
+        #expect(table(a.stdout).count == 4)
+        #expect(table(a.stdout) == table(b.stdout))
+        #expect(a.stdout.contains("bit-identical to the end of stage 1 ✓"))
+        let html = try String(contentsOfFile: path("d1/report.html"), encoding: .utf8)
+        #expect(html.components(separatedBy: "<svg").count - 1 == 7)  // loss, 2 histograms, 4 grids
     }
 
     @Test("bad input: one clear line, non-zero exit, nothing written")

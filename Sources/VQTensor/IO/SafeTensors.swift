@@ -145,9 +145,10 @@ public struct SafeTensorsFile: Sendable {
         return out
     }
 
-    enum DType: String {
+    /// The element types of the format.
+    public enum DType: String, Sendable {
         case F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL
-        var size: Int {
+        public var size: Int {
             switch self {
             case .F64, .I64: return 8
             case .F32, .I32: return 4
@@ -181,24 +182,55 @@ public struct SafeTensorsFile: Sendable {
         return t.asFloat
     }
 
-    /// The serialised bytes: F32 for float tensors, I64 for integer tensors, keys sorted, data 8-aligned.
-    public func serialized() throws -> Data {
+    /// The serialised bytes: F32 for float tensors and I64 for integer tensors unless `dtypes` names another
+    /// element type for a tensor (F16, BF16 and F64 round floats to nearest; integer types require integral
+    /// values in range). Keys are sorted; the data is 8-byte aligned.
+    public func serialized(dtypes: [String: DType] = [:]) throws -> Data {
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var body = Data()
+        func append<T>(_ v: T) { var v = v; withUnsafeBytes(of: &v) { body.append(contentsOf: $0) } }
         for name in tensors.keys.sorted() {
             let t = tensors[name]!
+            let dtype: DType
+            if let d = dtypes[name] { dtype = d } else if case .float = t { dtype = .F32 } else { dtype = .I64 }
             let start = body.count
-            switch t {
-            case .float(let f):
-                f.scalars.withUnsafeBufferPointer { p in
-                    for v in p { var le = v.bitPattern.littleEndian; withUnsafeBytes(of: &le) { body.append(contentsOf: $0) } }
+            switch dtype {
+            case .F32: for v in t.asFloat.scalars { append(v.bitPattern.littleEndian) }
+            case .F64: for v in t.asFloat.scalars { append(Double(v).bitPattern.littleEndian) }
+            case .F16: for v in t.asFloat.scalars { append(Float16(v).bitPattern.littleEndian) }
+            case .BF16:
+                for v in t.asFloat.scalars {
+                    let bits = v.bitPattern
+                    let rounded = v.isNaN ? (bits >> 16) | 0x40 : (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+                    append(UInt16(truncatingIfNeeded: rounded).littleEndian)
                 }
-                header[name] = ["dtype": "F32", "shape": f.shape, "data_offsets": [start, body.count]]
-            case .integer(let i):
-                for v in i.scalars { var le = Int64(v).littleEndian; withUnsafeBytes(of: &le) { body.append(contentsOf: $0) } }
-                header[name] = ["dtype": "I64", "shape": i.shape, "data_offsets": [start, body.count]]
+            case .I64, .I32, .I16, .I8, .U8, .BOOL:
+                guard let ints = t.asIndices else {
+                    throw TensorFileError.badTensor(path: "<memory>", name: name, reason: "non-integral values cannot be stored as \(dtype.rawValue)")
+                }
+                let range: ClosedRange<Int> = switch dtype {
+                case .I32: Int(Int32.min)...Int(Int32.max)
+                case .I16: Int(Int16.min)...Int(Int16.max)
+                case .I8: Int(Int8.min)...Int(Int8.max)
+                case .U8: 0...255
+                case .BOOL: 0...1
+                default: Int.min...Int.max
+                }
+                if let bad = ints.scalars.first(where: { !range.contains($0) }) {
+                    throw TensorFileError.badTensor(path: "<memory>", name: name, reason: "value \(bad) does not fit \(dtype.rawValue)")
+                }
+                for v in ints.scalars {
+                    switch dtype {
+                    case .I64: append(Int64(v).littleEndian)
+                    case .I32: append(Int32(v).littleEndian)
+                    case .I16: append(Int16(v).littleEndian)
+                    case .I8: append(Int8(v))
+                    default: append(UInt8(v))
+                    }
+                }
             }
+            header[name] = ["dtype": dtype.rawValue, "shape": t.shape, "data_offsets": [start, body.count]]
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while (8 + json.count) % 8 != 0 { json.append(0x20) }
@@ -212,8 +244,8 @@ public struct SafeTensorsFile: Sendable {
 
     /// Writes atomically: a temporary file in the same folder, flushed, then renamed over `url`, so a
     /// crash never leaves a half-written file where the old one was.
-    public func write(to url: URL) throws {
-        try AtomicFile.write(try serialized(), to: url)
+    public func write(to url: URL, dtypes: [String: DType] = [:]) throws {
+        try AtomicFile.write(try serialized(dtypes: dtypes), to: url)
     }
 }
 
