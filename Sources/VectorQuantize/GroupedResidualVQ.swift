@@ -52,10 +52,7 @@ public final class GroupedResidualVQ: Module, @unchecked Sendable {
         for (g, rvq) in rvqs.enumerated() {
             var o = perGroup[g] ?? options
             if o.quantizeDropoutSeed == nil { o.quantizeDropoutSeed = sharedSeed }
-            if let t = options.targetIndices {
-                o.targetIndices = IndexTensor(Array(t.scalars[(g * t.count / groups)..<((g + 1) * t.count / groups)]),
-                                              shape: Array(t.shape.dropFirst()))
-            }
+            if let t = options.targetIndices { o.targetIndices = ResidualStack.group(t, g, of: groups) }
             outs.append(rvq(chunks[g], options: o))
         }
         let indices = IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape)
@@ -66,17 +63,11 @@ public final class GroupedResidualVQ: Module, @unchecked Sendable {
 
     /// `[groups, q, b, …, d / groups]` codes for indices `[groups, b, …, q]`.
     public func getCodes(from indices: IndexTensor) -> Tensor {
-        let per = indices.count / groups
-        return Tensor.stack((0..<groups).map { g in
-            rvqs[g].getCodes(from: IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst())))
-        }, axis: 0)
+        Tensor.stack((0..<groups).map { rvqs[$0].getCodes(from: ResidualStack.group(indices, $0, of: groups)) }, axis: 0)
     }
 
     /// The groups' outputs concatenated along the features.
     public func getOutput(from indices: IndexTensor) -> Tensor {
-        let per = indices.count / groups
-        return Tensor.concat((0..<groups).map { g in
-            rvqs[g].getOutput(from: IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst())))
-        }, axis: -1)
+        Tensor.concat((0..<groups).map { rvqs[$0].getOutput(from: ResidualStack.group(indices, $0, of: groups)) }, axis: -1)
     }
 }

@@ -76,15 +76,9 @@ public final class ResidualFSQ: Module, @unchecked Sendable {
         var out = Tensor.zeros(z.shape)
         var indices = [Int](repeating: -1, count: b * n * q)
         var inputs: [Tensor] = []
-        var last = q - 1
-        if isTraining && quantizeDropout {
-            var g = SeededGenerator(seed: quantizeDropoutSeed ?? rng.next())
-            last = quantizeDropoutCutoffIndex + g.nextInt(below: q - quantizeDropoutCutoffIndex)
-            if quantizeDropoutMultipleOf != 1 {
-                let m = quantizeDropoutMultipleOf
-                last = Swift.min(q - 1, ((last + 1 + m - 1) / m) * m - 1)
-            }
-        }
+        let dropout = isTraining && quantizeDropout
+        let last = ResidualStack.lastLayer(layers: q, dropout: dropout, cutoff: quantizeDropoutCutoffIndex,
+                                           multipleOf: quantizeDropoutMultipleOf, seed: dropout ? quantizeDropoutSeed ?? rng.next() : 0)
         for (i, layer) in layers.enumerated() {
             let scale = scales.slice(axis: 0, i..<(i + 1)).reshaped([-1])
             let input = residual / scale
@@ -102,14 +96,9 @@ public final class ResidualFSQ: Module, @unchecked Sendable {
 
     /// Scaled per-layer codes `[q, b, n, d]` for indices `[b, n, q]` (zero where -1).
     public func getCodes(from indices: IndexTensor) -> Tensor {
-        let q = numQuantizers
-        let tokenShape = Array(indices.shape.dropLast())
-        let tokens = Shape.count(tokenShape), given = indices.shape.last!
-        return Tensor.stack((0..<q).map { i in
-            let col = (0..<tokens).map { i < given ? indices.scalars[$0 * given + i] : -1 }
-            let codes = layers[i].rawCodes(IndexTensor(col.map { Swift.max($0, 0) }, shape: tokenShape))
-            let keep = Tensor(col.map { $0 == -1 ? 0 : 1 }, shape: tokenShape + [1])
-            return codes * keep * scales.slice(axis: 0, i..<(i + 1)).reshaped([-1])
+        Tensor.stack(layers.enumerated().map { i, layer in
+            let (idx, keep) = ResidualStack.column(indices, layer: i)
+            return layer.rawCodes(idx) * keep * scales.slice(axis: 0, i..<(i + 1)).reshaped([-1])
         }, axis: 0)
     }
 
@@ -149,17 +138,11 @@ public final class GroupedResidualFSQ: Module, @unchecked Sendable {
     }
 
     public func getCodes(from indices: IndexTensor) -> Tensor {
-        let per = indices.count / groups
-        return Tensor.stack((0..<groups).map { g in
-            rvqs[g].getCodes(from: IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst())))
-        }, axis: 0)
+        Tensor.stack((0..<groups).map { rvqs[$0].getCodes(from: ResidualStack.group(indices, $0, of: groups)) }, axis: 0)
     }
 
     public func getOutput(from indices: IndexTensor) -> Tensor {
-        let per = indices.count / groups
-        return Tensor.concat((0..<groups).map { g in
-            rvqs[g].getOutput(from: IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst())))
-        }, axis: -1)
+        Tensor.concat((0..<groups).map { rvqs[$0].getOutput(from: ResidualStack.group(indices, $0, of: groups)) }, axis: -1)
     }
 }
 

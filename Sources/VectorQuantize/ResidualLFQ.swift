@@ -67,15 +67,9 @@ public final class ResidualLFQ: Module, @unchecked Sendable {
         var indices = [Int](repeating: -1, count: b * n * q)
         var losses = [Tensor](repeating: Tensor(0), count: q)
         var inputs: [Tensor] = []
-        var last = q - 1
-        if isTraining && quantizeDropout {
-            var g = SeededGenerator(seed: quantizeDropoutSeed ?? rng.next())
-            last = quantizeDropoutCutoffIndex + g.nextInt(below: q - quantizeDropoutCutoffIndex)
-            if quantizeDropoutMultipleOf != 1 {
-                let m = quantizeDropoutMultipleOf
-                last = Swift.min(q - 1, ((last + 1 + m - 1) / m) * m - 1)
-            }
-        }
+        let dropout = isTraining && quantizeDropout
+        let last = ResidualStack.lastLayer(layers: q, dropout: dropout, cutoff: quantizeDropoutCutoffIndex,
+                                           multipleOf: quantizeDropoutMultipleOf, seed: dropout ? quantizeDropoutSeed ?? rng.next() : 0)
         for (i, layer) in layers.enumerated() {
             inputs.append(residual.detached())
             if i > last { continue }
@@ -91,13 +85,9 @@ public final class ResidualLFQ: Module, @unchecked Sendable {
 
     /// Per-layer codes `[q, b, n, d]` (zero where -1).
     public func getCodes(from indices: IndexTensor) -> Tensor {
-        let q = numQuantizers, given = indices.shape.last!
-        let tokenShape = Array(indices.shape.dropLast())
-        let tokens = Shape.count(tokenShape)
-        return Tensor.stack((0..<q).map { i in
-            let col = (0..<tokens).map { i < given ? indices.scalars[$0 * given + i] : -1 }
-            let codes = layers[i].codebook.indexSelect(axis: 0, IndexTensor(col.map { Swift.max($0, 0) }, shape: tokenShape))
-            return codes * Tensor(col.map { $0 == -1 ? 0 : 1 }, shape: tokenShape + [1])
+        Tensor.stack(layers.enumerated().map { i, layer in
+            let (idx, keep) = ResidualStack.column(indices, layer: i)
+            return layer.codebook.indexSelect(axis: 0, idx) * keep
         }, axis: 0)
     }
 

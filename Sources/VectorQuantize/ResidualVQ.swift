@@ -192,15 +192,9 @@ public final class ResidualVQ: Module, @unchecked Sendable {
             return beamSearch(projected, origInput: origInput, beam: beam, options: options)
         }
         let dropout = isTraining && c.quantizeDropout && q > 1 && options.targetIndices == nil
-        var lastLayer = q - 1
-        if dropout {
-            var g = SeededGenerator(seed: options.quantizeDropoutSeed ?? rng.next())
-            lastLayer = c.quantizeDropoutCutoffIndex + g.nextInt(below: q - c.quantizeDropoutCutoffIndex)
-            if c.quantizeDropoutMultipleOf != 1 {
-                let m = c.quantizeDropoutMultipleOf
-                lastLayer = Swift.min(q - 1, ((lastLayer + 1 + m - 1) / m) * m - 1)
-            }
-        }
+        let lastLayer = ResidualStack.lastLayer(layers: q, dropout: dropout, cutoff: c.quantizeDropoutCutoffIndex,
+                                                multipleOf: c.quantizeDropoutMultipleOf,
+                                                seed: dropout ? options.quantizeDropoutSeed ?? rng.next() : 0)
         var residualsForShared: [Tensor] = []
         for (i, vq) in layers.enumerated() where i <= lastLayer {
             var o = VectorQuantizerOptions()
@@ -247,18 +241,12 @@ public final class ResidualVQ: Module, @unchecked Sendable {
     /// Per-layer codes for indices `[b, …, q]` (fewer than `q` columns are padded with -1): `[q, b, …, d]`,
     /// zero where an index is -1 (the reference's `get_codes_from_indices`).
     public func getCodes(from indices: IndexTensor) -> Tensor {
-        let q = numQuantizers, given = indices.shape.last!
-        precondition(given <= q, "ResidualVQ.getCodes: \(given) index columns for \(q) quantizers")
-        let tokenShape = Array(indices.shape.dropLast())
-        let tokens = Shape.count(tokenShape)
-        var parts: [Tensor] = []
-        for (i, vq) in layers.enumerated() {
-            let col = (0..<tokens).map { i < given ? indices.scalars[$0 * given + i] : -1 }
-            let codes = vq.codes.indexSelect(axis: 0, IndexTensor(col.map { Swift.max($0, 0) }, shape: tokenShape))
-            let keep = Tensor(col.map { $0 == -1 ? 0 : 1 }, shape: tokenShape + [1])
-            parts.append(codes * keep)
-        }
-        return Tensor.stack(parts, axis: 0)
+        precondition(indices.shape.last! <= numQuantizers,
+                     "ResidualVQ.getCodes: \(indices.shape.last!) index columns for \(numQuantizers) quantizers")
+        return Tensor.stack(layers.enumerated().map { i, vq in
+            let (idx, keep) = ResidualStack.column(indices, layer: i)
+            return vq.codes.indexSelect(axis: 0, idx) * keep
+        }, axis: 0)
     }
 
     /// `project_out(Σ_layers getCodes(from:))`.

@@ -1,0 +1,30 @@
+import VQTensor
+
+/// Pieces shared by the residual and grouped quantizers (VQ, FSQ, LFQ).
+enum ResidualStack {
+    /// The last layer used this step under quantize dropout (SoundStream §3.3; EnCodec's structured
+    /// variant with `multipleOf`): a seeded draw in `cutoff..<layers`, rounded up to a multiple; all
+    /// layers when dropout is off.
+    static func lastLayer(layers: Int, dropout: Bool, cutoff: Int, multipleOf: Int, seed: UInt64) -> Int {
+        guard dropout, layers > 1 else { return layers - 1 }
+        var g = SeededGenerator(seed: seed)
+        var last = cutoff + g.nextInt(below: layers - cutoff)
+        if multipleOf != 1 { last = Swift.min(layers - 1, ((last + 1 + multipleOf - 1) / multipleOf) * multipleOf - 1) }
+        return last
+    }
+
+    /// Column `layer` of `[…, given]` indices (-1 past the given columns): the indices with -1 replaced by
+    /// 0, and a `[…, 1]` mask that is 0 where the index was -1 (dropped layers decode to zero).
+    static func column(_ indices: IndexTensor, layer: Int) -> (indices: IndexTensor, keep: Tensor) {
+        let tokenShape = Array(indices.shape.dropLast())
+        let given = indices.shape.last!, tokens = Shape.count(tokenShape)
+        let col = (0..<tokens).map { layer < given ? indices.scalars[$0 * given + layer] : -1 }
+        return (IndexTensor(col.map { Swift.max($0, 0) }, shape: tokenShape), Tensor(col.map { $0 == -1 ? 0 : 1 }, shape: tokenShape + [1]))
+    }
+
+    /// Group `g` of `[groups, …]` indices.
+    static func group(_ indices: IndexTensor, _ g: Int, of groups: Int) -> IndexTensor {
+        let per = indices.count / groups
+        return IndexTensor(Array(indices.scalars[(g * per)..<((g + 1) * per)]), shape: Array(indices.shape.dropFirst()))
+    }
+}
