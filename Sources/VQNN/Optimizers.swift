@@ -89,16 +89,22 @@ public final class SGD: Optimizer, @unchecked Sendable {
         if mu != 0 { state.ensure(slot, count: value.count) }
         let first = !started[slot]
         started[slot] = true
-        for r in ranges {
-            for i in r {
-                var g = grad[i]
-                if wd != 0 { g = g + wd * value[i] }
-                if mu != 0 {
-                    let b = first ? g : mu * state.buffers[slot]![i] + damp * g
-                    state.buffers[slot]![i] = b
-                    g = nesterov ? g + mu * b : b
+        var buffer = state.buffers[slot] ?? []
+        state.buffers[slot] = nil  // unique while updated in place below
+        defer { if mu != 0 { state.buffers[slot] = buffer } }
+        let nesterov = self.nesterov
+        buffer.withUnsafeMutableBufferPointer { buf in
+            for r in ranges {
+                for i in r {
+                    var g = grad[i]
+                    if wd != 0 { g = g + wd * value[i] }
+                    if mu != 0 {
+                        let b = first ? g : mu * buf[i] + damp * g
+                        buf[i] = b
+                        g = nesterov ? g + mu * b : b
+                    }
+                    value[i] = value[i] - lr * g
                 }
-                value[i] = value[i] - lr * g
             }
         }
     }
@@ -157,20 +163,27 @@ public class Adam: Optimizer, @unchecked Sendable {
         let stepSize = Float(Double(learningRate) / bc1)
         let bc2Sqrt = Float(bc2.squareRoot())
         let w1 = Float(1 - Double(beta1)), w2 = Float(1 - Double(beta2))
-        let (b2, wd, eps) = (beta2, weightDecay, eps)
+        let (b2, wd, eps, decoupled) = (beta2, weightDecay, eps, self.decoupled)
         let decay = Float(1 - Double(learningRate) * Double(weightDecay))  // PyTorch: 1 - lr·λ in double
-        for r in ranges {
-            for i in r {
-                var g = grad[i]
-                if wd != 0 {
-                    if decoupled { value[i] = value[i] * decay } else { g = g + wd * value[i] }
+        var mBuf = m.buffers[slot]!, vBuf = v.buffers[slot]!
+        (m.buffers[slot], v.buffers[slot]) = (nil, nil)  // unique while updated in place below
+        defer { (m.buffers[slot], v.buffers[slot]) = (mBuf, vBuf) }
+        mBuf.withUnsafeMutableBufferPointer { mp in
+            vBuf.withUnsafeMutableBufferPointer { vp in
+                for r in ranges {
+                    for i in r {
+                        var g = grad[i]
+                        if wd != 0 {
+                            if decoupled { value[i] = value[i] * decay } else { g = g + wd * value[i] }
+                        }
+                        let mi = torchLerp(mp[i], g, w1)
+                        let vi = vp[i] * b2 + w2 * g * g
+                        mp[i] = mi
+                        vp[i] = vi
+                        let denom = vi.squareRoot() / bc2Sqrt + eps
+                        value[i] = value[i] - stepSize * (mi / denom)
+                    }
                 }
-                let mi = torchLerp(m.buffers[slot]![i], g, w1)
-                let vi = v.buffers[slot]![i] * b2 + w2 * g * g
-                m.buffers[slot]![i] = mi
-                v.buffers[slot]![i] = vi
-                let denom = vi.squareRoot() / bc2Sqrt + eps
-                value[i] = value[i] - stepSize * (mi / denom)
             }
         }
     }

@@ -43,7 +43,7 @@ enum GEMM {
                 let first = p0 == 0 && !accumulate
                 // Pack B[p0..<p0+kb, jc..<jc+nb] into NR-wide panels, zero-padded.
                 let (jc0, pp0) = (jc, p0)
-                Threads.forRanges(panels, minChunk: 8) { range in
+                Threads.forRanges(panels, minChunk: Swift.max(8, 2048 / Swift.max(kb, 1))) { range in
                     for jp in range {
                         let dst = pbPack + jp * kb * nr
                         let cols = Swift.min(nr, nb - jp * nr)
@@ -60,10 +60,15 @@ enum GEMM {
                     }
                 }
                 let mBlocks = (m + mc - 1) / mc
-                let threads = Threads.count
+                // Small products run on the calling thread: dispatch would cost more than it saves.
+                let threads = Double(m) * Double(nb) * Double(kb) < 1.5e6 ? 1 : Threads.count
                 let groups = threads > 1 ? Swift.max(1, Swift.min(panels, (2 * threads + mBlocks - 1) / mBlocks)) : 1
                 let perGroup = (panels + groups - 1) / groups
-                Threads.forEach(mBlocks * groups) { task in
+                let tasks = mBlocks * groups
+                let run = { (body: (Int) -> Void) in
+                    if threads == 1 { for t in 0..<tasks { body(t) } } else { Threads.forEach(tasks, body) }
+                }
+                run { task in
                     let ib = task / groups, g = task % groups
                     let i0 = ib * mc
                     let mb = Swift.min(mc, m - i0)
