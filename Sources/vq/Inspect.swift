@@ -38,10 +38,24 @@ struct Inspect: ParsableCommand {
             let top = counts.enumerated().sorted { $0.element > $1.element }.prefix(5).map { "\($0.offset)×\($0.element)" }
             print(String(format: "%@: used %d/%d, dead %d, perplexity %.1f, most used %@", columns > 1 ? "column \(col)" : "usage",
                          used, size, size - used, perplexity(counts), top.joined(separator: " ")))
+            print("  usage histogram (codes by times used): " + histogram(counts))
         }
         if let recon = try? q.decode(idx), recon.shape == x.shape {
             print(String(format: "reconstruction MSE on %d vectors: %.6f", x.shape[0], Loss.mse(recon, x).item))
         }
+    }
+
+    /// Codes per usage bucket: 0, 1–9, 10–99, …, with a bar of `#` scaled to the largest bucket.
+    func histogram(_ counts: [Int]) -> String {
+        var buckets: [(String, Int)] = [("0", counts.filter { $0 == 0 }.count)]
+        var lo = 1
+        while lo <= (counts.max() ?? 0) {
+            let hi = lo * 10 - 1
+            buckets.append(("\(lo)-\(hi)", counts.filter { $0 >= lo && $0 <= hi }.count))
+            lo *= 10
+        }
+        let peak = max(1, buckets.map(\.1).max() ?? 1)
+        return buckets.map { "\($0.0): \($0.1) \(String(repeating: "#", count: ($0.1 * 20 + peak - 1) / peak))" }.joined(separator: "  ")
     }
 
     func ranges(_ s: [Int]) -> String {

@@ -54,6 +54,7 @@ struct CommandLineTests {
         #expect(FileManager.default.fileExists(atPath: path("m.json")))
         r = try vq("inspect", ckpt, "--input", x)
         #expect(r.status == 0 && r.stdout.contains("16 codes × 8") && r.stdout.contains("perplexity"))
+        #expect(r.stdout.contains("usage histogram") && r.stdout.contains("reconstruction MSE"))
         r = try vq("encode", "--checkpoint", ckpt, "--input", x, "--output", path("i.npy"))
         #expect(r.status == 0, "\(r.stderr)")
         let idx = try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("i.npy"))).asIndices!
