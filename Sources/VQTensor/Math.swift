@@ -8,8 +8,8 @@ import Darwin
 #endif
 
 // Scalar math from the C library, in one place so that the kernels do not import Foundation.
-@inline(__always) func Foundation_log(_ x: Double) -> Double { log(x) }
-@inline(__always) func Foundation_cos(_ x: Double) -> Double { cos(x) }
+@inline(__always) func logDouble(_ x: Double) -> Double { log(x) }
+@inline(__always) func cosDouble(_ x: Double) -> Double { cos(x) }
 @inline(__always) func expf_(_ x: Float) -> Float { expf(x) }
 @inline(__always) func logf_(_ x: Float) -> Float { logf(x) }
 @inline(__always) func tanhf_(_ x: Float) -> Float { tanhf(x) }

@@ -48,7 +48,7 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     public mutating func nextNormal() -> Float {
         let u1 = 1 - Double(next() >> 11) * 0x1p-53  // (0, 1]
         let u2 = Double(next() >> 11) * 0x1p-53
-        return Float((-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2))
+        return Float((-2 * logDouble(u1)).squareRoot() * cosDouble(2 * Double.pi * u2))
     }
 
     /// A uniform integer in `0..<n`.
@@ -67,8 +67,6 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     }
 }
 
-@inline(__always) func _log(_ x: Double) -> Double { Foundation_log(x) }
-@inline(__always) func _cos(_ x: Double) -> Double { Foundation_cos(x) }
 
 extension Tensor {
     /// Samples from N(mean, std²).

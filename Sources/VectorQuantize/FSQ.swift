@@ -94,7 +94,7 @@ public final class FSQ: Module, @unchecked Sendable {
         }
         let halfL = perLevel { Float($0 - 1) * Float(1 + 1e-3 as Double) / 2 }
         let offset = perLevel { $0 % 2 == 0 ? 0.5 : 0 }
-        let ratio = Elementwise_div(offset, halfL)
+        let ratio = withoutGradient { offset / halfL }
         let shift = hard ? ratio : Tensor(ratio.scalars.map { atanhFloat($0) })
         let inner = z + shift
         let bounded = (hard ? inner.clamped(min: -1, max: 1) : inner.tanh()) * halfL - offset
@@ -265,7 +265,6 @@ func moveLastToFirstFeature(_ t: Tensor) -> Tensor {
     return t.permuted(p)
 }
 
-func Elementwise_div(_ a: Tensor, _ b: Tensor) -> Tensor { withoutGradient { a / b } }
 
 #if canImport(Glibc)
 import Glibc

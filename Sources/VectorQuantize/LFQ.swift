@@ -145,7 +145,7 @@ public final class LFQ: Module, @unchecked Sendable {
         if let v = c.softClampInputValue { x = (x / v).tanh() * v }
         x = maybeL2Norm(x.reshaped([b, n, c.numCodebooks, codebookDim]))
         let original = x
-        let signs = Elementwise_map(x) { $0 > 0 ? 1 : 0 }
+        let signs = (x .> 0).detached()
         var quantized = bitsToCodes(signs)
         let bitWeights = mask.value
         let idxF = (signs * bitWeights).sum(axis: -1)
@@ -193,8 +193,4 @@ public final class LFQ: Module, @unchecked Sendable {
 
     /// `Σ −p · log(max(p, 1e-5))` over the last axis.
     static func entropy(_ p: Tensor) -> Tensor { (-p * p.clamped(min: 1e-5).log()).sum(axis: -1) }
-}
-
-func Elementwise_map(_ x: Tensor, _ f: @escaping (Float) -> Float) -> Tensor {
-    Tensor(x.scalars.map(f), shape: x.shape)
 }
