@@ -47,26 +47,38 @@ extension VectorQuantizer: Quantizer {
     public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { getOutput(from: indices) } }
 }
 
-extension ResidualVQ: Quantizer {
-    public var inputDim: Int { configuration.dim }
+/// Quantizers whose forward takes `[b, n, dim]`: encode and decode add and strip the batch axis of
+/// `[n, dim]` input (at `indexBatchAxis` in the indices: 0, or 1 for grouped quantizers).
+protocol SequenceQuantizer: Quantizer {
+    var indexBatchAxis: Int { get }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor
+    func sequenceOutput(_ indices: IndexTensor) -> Tensor
+}
+
+extension SequenceQuantizer {
+    var indexBatchAxis: Int { 0 }
+
     public func encode(_ x: Tensor) -> IndexTensor {
         eval()
-        return withoutGradient { withBatch(x) { self($0).indices } }
+        return withoutGradient { withBatch(x, axis: indexBatchAxis) { sequenceIndices($0) } }
     }
+
     public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient { decodingWithBatch(indices, rank: 3) { getOutput(from: $0) } }
+        withoutGradient { decodingWithBatch(indices, rank: 3 + indexBatchAxis, axis: indexBatchAxis) { sequenceOutput($0) } }
     }
 }
 
-extension GroupedResidualVQ: Quantizer {
+extension ResidualVQ: SequenceQuantizer {
+    public var inputDim: Int { configuration.dim }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
+    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
+}
+
+extension GroupedResidualVQ: SequenceQuantizer {
     public var inputDim: Int { dim }
-    public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { withBatch(x, axis: 1) { self($0).indices } }
-    }
-    public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient { decodingWithBatch(indices, rank: 4, axis: 1) { getOutput(from: $0) } }
-    }
+    var indexBatchAxis: Int { 1 }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
+    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension FSQ: Quantizer {
@@ -78,26 +90,17 @@ extension FSQ: Quantizer {
     public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { indicesToCodes(indices) } }
 }
 
-extension ResidualFSQ: Quantizer {
+extension ResidualFSQ: SequenceQuantizer {
     public var inputDim: Int { dim }
-    public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { withBatch(x) { self($0).indices } }
-    }
-    public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient { decodingWithBatch(indices, rank: 3) { getOutput(from: $0) } }
-    }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
+    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
-extension GroupedResidualFSQ: Quantizer {
+extension GroupedResidualFSQ: SequenceQuantizer {
     public var inputDim: Int { dim }
-    public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { withBatch(x, axis: 1) { self($0).indices } }
-    }
-    public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient { decodingWithBatch(indices, rank: 4, axis: 1) { getOutput(from: $0) } }
-    }
+    var indexBatchAxis: Int { 1 }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
+    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension LFQ: Quantizer {
@@ -109,15 +112,10 @@ extension LFQ: Quantizer {
     public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { indicesToCodes(indices) } }
 }
 
-extension ResidualLFQ: Quantizer {
+extension ResidualLFQ: SequenceQuantizer {
     public var inputDim: Int { dim }
-    public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { withBatch(x) { self($0).indices } }
-    }
-    public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient { decodingWithBatch(indices, rank: 3) { getOutput(from: $0) } }
-    }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
+    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension SimVQ: Quantizer {

@@ -39,9 +39,8 @@ func selectCodebooks(_ q: any Quantizer, layer: Int?, head: Int?) throws -> [(Co
     return books.map { ($0, head) }
 }
 
-struct Freeze: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Freeze codes of a checkpoint (they never change in later training).")
-
+/// The arguments `vq freeze` and `vq unfreeze` share.
+struct CodeSelection: ParsableArguments {
     @Argument(help: "Checkpoint (.safetensors); its sidecar .json is kept beside the output.") var checkpoint: String
     @Option(help: "Codes, e.g. 0-255,300.") var codes: String
     @Option(help: "Layer of a residual stack (default: all layers).") var layer: Int?
@@ -50,28 +49,24 @@ struct Freeze: ParsableCommand {
     @Option(help: "Write here instead of replacing the checkpoint.") var output: String?
 
     func validate() throws { _ = try parseCodeSpec(codes) }
+}
 
-    func run() throws { try editFreeze(checkpoint, codes: codes, layer: layer, head: head, config: config, output: output, freeze: true) }
+struct Freeze: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Freeze codes of a checkpoint (they never change in later training).")
+    @OptionGroup var selection: CodeSelection
+    func run() throws { try editFreeze(selection, freeze: true) }
 }
 
 struct Unfreeze: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Unfreeze codes of a checkpoint.")
-
-    @Argument(help: "Checkpoint (.safetensors).") var checkpoint: String
-    @Option(help: "Codes, e.g. 0-255,300.") var codes: String
-    @Option(help: "Layer of a residual stack (default: all layers).") var layer: Int?
-    @Option(help: "Head (default: all).") var head: Int?
-    @Option(help: "Config JSON (default: sidecar or metadata).") var config: String?
-    @Option(help: "Write here instead of replacing the checkpoint.") var output: String?
-
-    func validate() throws { _ = try parseCodeSpec(codes) }
-
-    func run() throws { try editFreeze(checkpoint, codes: codes, layer: layer, head: head, config: config, output: output, freeze: false) }
+    @OptionGroup var selection: CodeSelection
+    func run() throws { try editFreeze(selection, freeze: false) }
 }
 
-func editFreeze(_ checkpoint: String, codes: String, layer: Int?, head: Int?, config: String?, output: String?, freeze: Bool) throws {
-    let (q, cfg) = try loadQuantizer(checkpoint, config: config)
-    let list = try parseCodeSpec(codes)
+func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
+    let (checkpoint, layer, head, output) = (sel.checkpoint, sel.layer, sel.head, sel.output)
+    let (q, cfg) = try loadQuantizer(checkpoint, config: sel.config)
+    let list = try parseCodeSpec(sel.codes)
     for (book, h) in try selectCodebooks(q, layer: layer, head: head) {
         do {
             if freeze { try book.freeze(codes: list, head: h, strict: true) } else { try book.unfreeze(codes: list, head: h, strict: true) }

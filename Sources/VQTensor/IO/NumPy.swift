@@ -9,13 +9,7 @@ public enum NumPyFile {
     public static let maxHeader = 1 << 20
 
     public static func read(contentsOf url: URL) throws -> StoredTensor {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url, options: .alwaysMapped)
-        } catch {
-            throw TensorFileError.unreadable(path: url.path, reason: error.localizedDescription)
-        }
-        return try parse(data, path: url.path)
+        try parse(try TensorFileError.mappedContents(of: url), path: url.path)
     }
 
     public static func parse(_ data: Data, path: String = "<memory>") throws -> StoredTensor {
@@ -152,13 +146,7 @@ public enum VecsFile {
         guard let kind = kind(of: url) else {
             throw TensorFileError.malformed(path: url.path, reason: "extension must be .fvecs, .bvecs or .ivecs")
         }
-        let data: Data
-        do {
-            data = try Data(contentsOf: url, options: .alwaysMapped)
-        } catch {
-            throw TensorFileError.unreadable(path: url.path, reason: error.localizedDescription)
-        }
-        return try parse(data, kind: kind, path: url.path)
+        return try parse(try TensorFileError.mappedContents(of: url), kind: kind, path: url.path)
     }
 
     public static func parse(_ data: Data, kind: Kind, path: String = "<memory>") throws -> StoredTensor {

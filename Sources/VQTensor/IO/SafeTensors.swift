@@ -19,6 +19,17 @@ public enum TensorFileError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+extension TensorFileError {
+    /// The bytes of a file, memory-mapped; a read failure becomes ``unreadable(path:reason:)``.
+    static func mappedContents(of url: URL) throws -> Data {
+        do {
+            return try Data(contentsOf: url, options: .alwaysMapped)
+        } catch {
+            throw TensorFileError.unreadable(path: url.path, reason: error.localizedDescription)
+        }
+    }
+}
+
 /// A tensor read from a file: floating-point data as ``Tensor``, integer and boolean data as
 /// ``IndexTensor``.
 public enum StoredTensor: Sendable, Equatable {
@@ -70,13 +81,7 @@ public struct SafeTensorsFile: Sendable {
 
     /// Reads a file (memory-mapped when possible).
     public static func read(contentsOf url: URL) throws -> SafeTensorsFile {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url, options: .alwaysMapped)
-        } catch {
-            throw TensorFileError.unreadable(path: url.path, reason: error.localizedDescription)
-        }
-        return try parse(data, path: url.path)
+        try parse(try TensorFileError.mappedContents(of: url), path: url.path)
     }
 
     /// Parses the bytes of a safetensors file; `path` names it in errors.
