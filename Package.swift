@@ -42,7 +42,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("Resources/digits")]),
-        .target(name: "VQTestSupport", dependencies: ["VQTensor"], path: "Tests/VQTestSupport"),
+        .target(name: "VQTestSupport", dependencies: ["VQTensor", "VQNN"], path: "Tests/VQTestSupport"),
         .testTarget(name: "VQTensorTests", dependencies: ["VQTensor", "VQTestSupport"]),
         .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTestSupport"]),
         .testTarget(
