@@ -1,19 +1,29 @@
 #include "vq_kernels.h"
 #include <math.h>
 #include <string.h>
+#include <stdlib.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define VQ_X86 1
 #include <immintrin.h>
 #endif
 
-int vq_cpu_level(void) {
+static int detected_level(void) {
 #if VQ_X86 && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
     return 0;
+}
+
+/* The detected level, lowered by the environment variable VQ_KERNEL_LEVEL (0, 1 or 2) when set, so
+   that the portable and AVX2 paths can be tested on any machine. */
+int vq_cpu_level(void) {
+    int level = detected_level();
+    const char *env = getenv("VQ_KERNEL_LEVEL");
+    if (env && env[0] >= '0' && env[0] <= '2' && env[1] == 0 && env[0] - '0' < level) level = env[0] - '0';
+    return level;
 }
 
 int vq_gemm_mr(int level) { return level == 2 ? 12 : (level == 1 ? 6 : 4); }
