@@ -94,3 +94,60 @@ struct RobustnessTests {
         }
     }
 }
+
+@Suite("Stochastic code sampling")
+struct SamplingTests {
+    @Test("stochastic sampling is reproducible for a seed, follows the temperature, and is off in evaluation")
+    func stochastic() throws {
+        func make() throws -> VectorQuantizer {
+            var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 16)
+            c.stochasticSampleCodes = true
+            c.sampleCodebookTemperature = 1
+            c.seed = 11
+            return try VectorQuantizer(c)
+        }
+        let x = TestSupport.random([2, 50, 4], seed: 12)
+        var frozen = VectorQuantizerOptions()
+        frozen.freezeCodebook = true
+        let a = try make(), b = try make()
+        a.train(); b.train()
+        let ia = a(x, options: frozen).indices, ib = b(x, options: frozen).indices
+        #expect(ia == ib)  // same seed, same draws
+        a.eval()
+        let greedy = a(x).indices
+        #expect(ia != greedy)  // temperature 1 samples away from the nearest code sometimes
+        a.train()
+        var cold = frozen
+        cold.sampleCodebookTemperature = 1e-6
+        #expect(a(x, options: cold).indices == greedy)  // a vanishing temperature is the arg-max
+        cold.sampleCodebookTemperature = 0
+        #expect(a(x, options: cold).indices == greedy)
+    }
+
+    @Test("with straight_through, the value is the hard code and the input gets the identity gradient (as the reference)")
+    func gumbelStraightThrough() throws {
+        var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)
+        c.straightThrough = true
+        c.rotationTrick = false
+        c.commitmentWeight = 0
+        let vq = try VectorQuantizer(c)
+        vq.train()
+        let x = TestSupport.random([1, 10, 4], seed: 13).requiringGradient()
+        var o = VectorQuantizerOptions()
+        o.freezeCodebook = true
+        let out = vq(x, options: o)
+        // The value stays the hard code (up to the rounding of x + (q − x), as in the reference).
+        #expect(TestSupport.maxAbsDiff(out.quantized.detached(), vq.getCodes(from: out.indices)) < 1e-6)
+        let g = TestSupport.random([1, 10, 4], seed: 14)
+        (out.quantized * g).sum().backward()
+        // As in the reference, `x + sg(q − x)` is applied after the codebook, so the Gumbel soft assignment
+        // does not reach the input: the gradient equals the plain straight-through estimator's.
+        c.straightThrough = false
+        let plain = try VectorQuantizer(c)
+        plain.train()
+        let x2 = x.detached().requiringGradient()
+        (plain(x2, options: o).quantized * g).sum().backward()
+        #expect(x2.grad! == g)  // d(x + sg(q − x))/dx = identity
+        #expect(x.grad! == g)
+    }
+}
