@@ -80,6 +80,7 @@ extension Tensor {
         precondition(!tensors.isEmpty, "concat: no tensors")
         let first = tensors[0]
         let a = Shape.axis(axis, rank: first.rank, "concat")
+        if tensors.count == 1 { return first }  // nothing to join: no copy
         for t in tensors {
             var s1 = t.shape, s0 = first.shape
             precondition(s1.count == s0.count, "concat: shapes \(tensors.map(\.shape)) along axis \(axis)")
@@ -120,6 +121,7 @@ extension Tensor {
         precondition(
             range.lowerBound >= 0 && range.upperBound <= shape[a],
             "slice: range \(range) out of bounds for axis \(axis) of shape \(shape)")
+        if range.count == shape[a] { return self }  // the whole axis: no copy
         var outShape = shape
         outShape[a] = range.count
         let (outer, n, inner) = Shape.split(shape, at: a)

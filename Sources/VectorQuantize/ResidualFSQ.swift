@@ -51,9 +51,7 @@ public final class ResidualFSQ: Module, @unchecked Sendable {
         layers = (0..<q).map { _ in FSQ(layerConfig) }
         scales = Tensor((0..<q).flatMap { i in levels.map { powFloat(Float($0), -Float(i)) } }, shape: [q, cd])
         softClamp = hardClamp ? Tensor(levels.map { 1 + 1 / Float($0 - 1) }) : nil
-        quantizeDropout = (kw["quantize_dropout"] as? Bool ?? false) && q > 1
-        quantizeDropoutCutoffIndex = kw["quantize_dropout_cutoff_index"] as? Int ?? 0
-        quantizeDropoutMultipleOf = kw["quantize_dropout_multiple_of"] as? Int ?? 1
+        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = ResidualStack.dropoutSettings(kw, layers: q)
         self.rng = rng
         super.init()
     }

@@ -45,9 +45,7 @@ public final class ResidualLFQ: Module, @unchecked Sendable {
             clamp = clamp.map { $0 * 0.5 }
         }
         self.layers = layers
-        quantizeDropout = (kw["quantize_dropout"] as? Bool ?? false) && q > 1
-        quantizeDropoutCutoffIndex = kw["quantize_dropout_cutoff_index"] as? Int ?? 0
-        quantizeDropoutMultipleOf = kw["quantize_dropout_multiple_of"] as? Int ?? 1
+        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = ResidualStack.dropoutSettings(kw, layers: q)
         self.rng = rng
         super.init()
     }

@@ -13,6 +13,13 @@ enum ResidualStack {
         return last
     }
 
+    /// The reference's quantize-dropout keywords: (`quantize_dropout` and more than one layer,
+    /// `quantize_dropout_cutoff_index`, `quantize_dropout_multiple_of`).
+    static func dropoutSettings(_ kw: [String: Any], layers: Int) -> (enabled: Bool, cutoff: Int, multipleOf: Int) {
+        ((kw["quantize_dropout"] as? Bool ?? false) && layers > 1, kw["quantize_dropout_cutoff_index"] as? Int ?? 0,
+         kw["quantize_dropout_multiple_of"] as? Int ?? 1)
+    }
+
     /// Column `layer` of `[…, given]` indices (-1 past the given columns): the indices with -1 replaced by
     /// 0, and a `[…, 1]` mask that is 0 where the index was -1 (dropped layers decode to zero).
     static func column(_ indices: IndexTensor, layer: Int) -> (indices: IndexTensor, keep: Tensor) {
