@@ -23,30 +23,32 @@ let package = Package(
     targets: [
         // C micro-kernels only (GEMM tile, distance tile), chosen at run time by CPU features.
         .target(name: "CVQKernels"),
-        .target(
-            name: "VQTensor",
-            dependencies: ["CVQKernels", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "VQTensor", dependencies: ["CVQKernels"]),
         .target(name: "VQNN", dependencies: ["VQTensor", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "VectorQuantize", dependencies: ["VQNN"]),
-        // Open MPI, only with the MPI trait: a system library, a C shim for the handle macros, and the
-        // Collective implementation.
-        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
-        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        .target(
+            name: "VectorQuantize",
+            dependencies: ["VQNN", "VQTensor", .product(name: "Logging", package: "swift-log")]),
+        // Open MPI, only with the MPI trait: a C shim for the handle macros (stubs without the trait, so the
+        // default build needs no Open MPI headers) and the Collective implementation.
+        .target(
+            name: "CMPIShim",
+            cSettings: [.define("VQ_WITH_MPI", .when(traits: ["MPI"]))],
+            linkerSettings: [.linkedLibrary("mpi", .when(traits: ["MPI"]))]),
         .target(
             name: "VQDistributed",
             dependencies: ["VQNN", .target(name: "CMPIShim", condition: .when(traits: ["MPI"]))]),
         .executableTarget(
             name: "vq",
             dependencies: [
-                "VectorQuantize", "VQDistributed",
+                "VectorQuantize", "VQDistributed", "VQNN", "VQTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("Resources/digits")]),
         .target(name: "VQTestSupport", dependencies: ["VQTensor", "VQNN"], path: "Tests/VQTestSupport"),
         .testTarget(name: "VQTensorTests", dependencies: ["VQTensor", "VQTestSupport"]),
-        .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTestSupport"]),
+        .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTensor", "VQTestSupport"]),
         .testTarget(
-            name: "VectorQuantizeTests", dependencies: ["VectorQuantize", "VQTestSupport"],
+            name: "VectorQuantizeTests", dependencies: ["VectorQuantize", "VQNN", "VQTensor", "VQTestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(name: "vqTests", dependencies: ["vq", "VQTensor", "VQTestSupport"]),
     ],

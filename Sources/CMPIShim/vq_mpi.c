@@ -1,6 +1,23 @@
+// A small C layer over Open MPI: MPI_COMM_WORLD, MPI_FLOAT and MPI_SUM are macros Swift cannot import.
+// Only a build with the `MPI` package trait (which defines VQ_WITH_MPI and links libmpi) includes <mpi.h>;
+// the default build compiles stubs, so a machine without Open MPI builds the whole package.
 #include "vq_mpi.h"
-#include <mpi.h>
 #include <stdlib.h>
+
+#if defined(VQ_WITH_MPI)
+#  if __has_include(<mpi.h>)
+#    include <mpi.h>
+#  elif __has_include(<mpi/mpi.h>)
+     // Debian and Ubuntu: /usr/include/<triple>/mpi links to Open MPI's include folder.
+#    include <mpi/mpi.h>
+#  elif __has_include("/usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h")
+#    include "/usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h"
+#  elif __has_include("/usr/lib/aarch64-linux-gnu/openmpi/include/mpi.h")
+#    include "/usr/lib/aarch64-linux-gnu/openmpi/include/mpi.h"
+#  else
+#    error "the MPI trait needs Open MPI's headers (Debian: apt-get install libopenmpi-dev)"
+#  endif
+
 
 int vqmpi_init(void) {
     int flag = 0;
@@ -16,19 +33,24 @@ int vqmpi_size(void) { int s = 1; MPI_Comm_size(MPI_COMM_WORLD, &s); return s; }
 int vqmpi_allreduce_sum_ordered(float *buffer, int64_t count) {
     int rank = vqmpi_rank(), size = vqmpi_size();
     if (size == 1 || count == 0) return 0;
-    if (rank == 0) {
-        float *tmp = malloc(sizeof(float) * (size_t)count);
-        if (!tmp) return -1;
-        for (int r = 1; r < size; r++) {
-            int rc = MPI_Recv(tmp, (int)count, MPI_FLOAT, r, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    // Binomial tree towards rank 0 in a fixed pairing: at distance s, rank r (r % 2s == 0) adds what rank
+    // r + s holds. ceil(log2 W) rounds; the association is fixed by W alone, and the broadcast gives every
+    // rank the root's bits.
+    float *tmp = NULL;
+    for (int s = 1; s < size; s <<= 1) {
+        if (rank % (2 * s) == s) {
+            int rc = MPI_Send(buffer, (int)count, MPI_FLOAT, rank - s, 7, MPI_COMM_WORLD);
+            if (rc != MPI_SUCCESS) { free(tmp); return rc; }
+            break;
+        }
+        if (rank % (2 * s) == 0 && rank + s < size) {
+            if (!tmp && !(tmp = malloc(sizeof(float) * (size_t)count))) return -1;
+            int rc = MPI_Recv(tmp, (int)count, MPI_FLOAT, rank + s, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
             if (rc != MPI_SUCCESS) { free(tmp); return rc; }
             for (int64_t i = 0; i < count; i++) buffer[i] += tmp[i];
         }
-        free(tmp);
-    } else {
-        int rc = MPI_Send(buffer, (int)count, MPI_FLOAT, 0, 7, MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS) return rc;
     }
+    free(tmp);
     return MPI_Bcast(buffer, (int)count, MPI_FLOAT, 0, MPI_COMM_WORLD);
 }
 
@@ -64,3 +86,19 @@ void vqmpi_finalize(void) {
     MPI_Finalized(&flag);
     if (!flag) MPI_Finalize();
 }
+
+#else  // No MPI in this build: every entry point fails, so nothing can pretend to be distributed.
+
+int vqmpi_init(void) { return -1; }
+int vqmpi_rank(void) { return 0; }
+int vqmpi_size(void) { return 1; }
+int vqmpi_allreduce_sum_ordered(float *buffer, int64_t count) { (void)buffer; (void)count; return -1; }
+int vqmpi_bcast_float(float *buffer, int64_t count, int root) { (void)buffer; (void)count; (void)root; return -1; }
+int vqmpi_allgather_count(int64_t count, int64_t *counts) { (void)count; (void)counts; return -1; }
+int vqmpi_allgatherv_float(const float *send, int64_t count, float *out, const int64_t *counts) {
+    (void)send; (void)count; (void)out; (void)counts; return -1;
+}
+void vqmpi_abort(int code) { exit(code); }
+void vqmpi_finalize(void) {}
+
+#endif

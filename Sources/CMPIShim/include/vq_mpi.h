@@ -7,7 +7,7 @@
 int vqmpi_init(void);
 int vqmpi_rank(void);
 int vqmpi_size(void);
-/// Element-wise sum over ranks in rank order (received by rank 0 one rank at a time), then broadcast:
+/// Element-wise sum over ranks along a fixed binomial tree to rank 0 (ceil(log2 W) rounds), then broadcast:
 /// every rank gets identical bits.
 int vqmpi_allreduce_sum_ordered(float *buffer, int64_t count);
 int vqmpi_bcast_float(float *buffer, int64_t count, int root);
