@@ -135,6 +135,25 @@ open class Module: @unchecked Sendable {
     /// Evaluation mode (`train(false)`).
     public func eval() { train(false) }
 
+    /// Runs `body` with this module and every sub-module in training (`true`) or evaluation mode, then
+    /// restores each module's own mode (also when `body` throws), so a training loop can encode a batch
+    /// for logging without silently switching itself to evaluation.
+    ///
+    /// ```swift
+    /// let codes = vq.withMode(training: false) { vq(x).indices }   // vq.isTraining is unchanged
+    /// ```
+    public func withMode<R>(training: Bool, _ body: () throws -> R) rethrows -> R {
+        var saved: [(Module, Bool)] = []
+        func visit(_ m: Module) {
+            saved.append((m, m.isTraining))
+            for (_, c) in m.children() { visit(c) }
+        }
+        visit(self)
+        train(training)
+        defer { for (m, mode) in saved { m.isTraining = mode } }
+        return try body()
+    }
+
     /// Clears the gradients of all trainable parameters.
     public func zeroGradients() {
         for p in trainableParameters() { p.grad = nil }

@@ -22,6 +22,7 @@ public final class Parameter: @unchecked Sendable {
     /// own extra state, so that PyTorch state dicts load.
     public var isOptionalInState = false
     private var rowMask: [Bool]?
+    private var derivedMask: (() -> [Bool]?)?
 
     public init(_ value: Tensor, kind: Kind = .trainable, frozen: Bool = false) {
         self.kind = kind
@@ -72,24 +73,44 @@ public final class Parameter: @unchecked Sendable {
         _value.registerGradientHook(hook)
     }
 
-    // MARK: Row freezing
+    // MARK: Row and element freezing
 
     /// A row is a slice along the last axis (rank ≥ 2), or one element (rank ≤ 1).
     public var rowLength: Int { shape.count >= 2 ? shape[shape.count - 1] : 1 }
     public var rowCount: Int { rowLength == 0 ? 0 : _value.count / rowLength }
 
-    /// The frozen rows, ascending.
+    /// Whether the frozen elements are derived from an owner's state (``deriveFrozenElements(from:)``)
+    /// instead of set on the parameter.
+    public var hasDerivedFreezeMask: Bool { derivedMask != nil }
+
+    /// The frozen rows, ascending (for a derived mask: the rows whose every element is frozen).
     public var frozenRows: [Int] {
-        guard let rowMask else { return [] }
-        return rowMask.indices.filter { rowMask[$0] }
+        guard let m = frozenRowMask else { return [] }
+        return m.indices.filter { m[$0] }
     }
 
-    public func isRowFrozen(_ row: Int) -> Bool { isFrozen || (rowMask?[row] ?? false) }
+    public func isRowFrozen(_ row: Int) -> Bool { isFrozen || (frozenRowMask?[row] ?? false) }
 
-    /// The per-row freeze mask (`true` = frozen), `nil` when no row is frozen.
-    public var frozenRowMask: [Bool]? { rowMask }
+    /// The per-row freeze mask (`true` = frozen), `nil` when no row is frozen. For a derived mask, a row
+    /// counts as frozen when every element of it is.
+    public var frozenRowMask: [Bool]? {
+        guard let derivedMask else { return rowMask }
+        guard let e = derivedMask() else { return nil }
+        let len = rowLength
+        let rows = (0..<rowCount).map { r in e[(r * len)..<(r * len + len)].allSatisfy { $0 } }
+        return rows.contains(true) ? rows : nil
+    }
+
+    /// The per-element freeze mask (`true` = frozen, row-major over ``shape``), `nil` when nothing is
+    /// frozen element-wise. The whole-parameter ``isFrozen`` is not included.
+    public var frozenElementMask: [Bool]? {
+        if let derivedMask { return derivedMask() }
+        guard let rowMask else { return nil }
+        return rowMask.flatMap { Array(repeating: $0, count: rowLength) }
+    }
 
     public func freezeRows(_ rows: some Sequence<Int>) {
+        precondition(derivedMask == nil, Self.derivedMessage)
         var m = rowMask ?? [Bool](repeating: false, count: rowCount)
         for r in rows {
             precondition(r >= 0 && r < rowCount, "freezeRows: row \(r) out of range 0..<\(rowCount) for shape \(shape)")
@@ -99,6 +120,7 @@ public final class Parameter: @unchecked Sendable {
     }
 
     public func unfreezeRows(_ rows: some Sequence<Int>) {
+        precondition(derivedMask == nil, Self.derivedMessage)
         guard var m = rowMask else { return }
         for r in rows {
             precondition(r >= 0 && r < rowCount, "unfreezeRows: row \(r) out of range 0..<\(rowCount) for shape \(shape)")
@@ -109,6 +131,7 @@ public final class Parameter: @unchecked Sendable {
 
     /// Replaces the whole row mask (`nil` or all-false unfreezes every row).
     public func setFrozenRowMask(_ mask: [Bool]?) {
+        precondition(derivedMask == nil, Self.derivedMessage)
         if let mask {
             precondition(mask.count == rowCount, "setFrozenRowMask: \(mask.count) entries for \(rowCount) rows (shape \(shape))")
             rowMask = mask.contains(true) ? mask : nil
@@ -117,18 +140,40 @@ public final class Parameter: @unchecked Sendable {
         }
     }
 
-    /// Element ranges that may be written: everything outside frozen rows, merged into maximal runs.
-    /// Empty when the parameter is frozen as a whole.
+    /// Makes the frozen elements a function of the owner's state: `provider` returns an element mask
+    /// (row-major over ``shape``, `true` = frozen) or `nil`, and is read whenever an optimizer asks which
+    /// elements it may write. There is then one source of truth (the owner's mask, e.g. a codebook's
+    /// `frozen_codes`), and the row-mask setters of this parameter trap instead of creating a second one.
+    public func deriveFrozenElements(from provider: @escaping () -> [Bool]?) {
+        rowMask = nil
+        derivedMask = provider
+    }
+
+    private static let derivedMessage =
+        "this parameter's freeze mask is derived from its owner (e.g. a codebook's frozen codes): freeze through the owner"
+
+    /// Element ranges that may be written: everything outside frozen rows and elements, merged into
+    /// maximal runs. Empty when the parameter is frozen as a whole.
     public var writableRanges: [Range<Int>] {
         if isFrozen { return [] }
+        if derivedMask != nil {
+            guard let e = frozenElementMask else { return _value.count > 0 ? [0..<_value.count] : [] }
+            precondition(e.count == _value.count, "derived freeze mask of \(e.count) elements for shape \(shape)")
+            return Self.runs(of: e, unit: 1)
+        }
         guard let rowMask else { return _value.count > 0 ? [0..<_value.count] : [] }
+        return Self.runs(of: rowMask, unit: rowLength)
+    }
+
+    /// Maximal runs of `false` entries of `mask`, each entry standing for `unit` elements.
+    private static func runs(of mask: [Bool], unit: Int) -> [Range<Int>] {
         var out: [Range<Int>] = []
         var start: Int? = nil
-        for r in 0...rowMask.count {
-            let live = r < rowMask.count && !rowMask[r]
+        for r in 0...mask.count {
+            let live = r < mask.count && !mask[r]
             if live, start == nil { start = r }
             if !live, let s = start {
-                out.append((s * rowLength)..<(r * rowLength))
+                out.append((s * unit)..<(r * unit))
                 start = nil
             }
         }

@@ -45,7 +45,7 @@ extension Codebook {
         return w
     }
 
-    private func perCodeWeights(_ t: Tensor) -> [Float] {
+    func perCodeWeights(_ t: Tensor) -> [Float] {
         if t.shape == [codebookSize] {
             precondition(numCodebooks == 1,
                          "ema_update_weight of shape \(t.shape) needs [num_codebooks, codebook_size] = [\(numCodebooks), \(codebookSize)] with separate codebooks")
@@ -54,6 +54,23 @@ extension Codebook {
         precondition(t.shape == [numCodebooks, codebookSize],
                      "ema_update_weight of shape \(t.shape): expected [\(codebookSize)] or [\(numCodebooks), \(codebookSize)]")
         return t.scalars
+    }
+
+    /// Starts (`true`) or ends (`false`) collecting the codes held by the layers of one stacked call, for a
+    /// shared codebook whose dead-code expiry runs once after every layer.
+    func trackHeldCodes(_ on: Bool) {
+        heldInCall = on ? [Bool](repeating: false, count: codeCount) : nil
+    }
+
+    /// Adds codes held for this step (`nil`: every code) to ``heldInCall`` when a stack collects them.
+    func recordHeld(_ held: [Bool]?) {
+        guard var h = heldInCall else { return }
+        if let held {
+            for i in h.indices where held[i] { h[i] = true }
+        } else {
+            h = [Bool](repeating: true, count: codeCount)
+        }
+        heldInCall = h
     }
 
     /// Adds a batch's statistics to the pending accumulators (`accum_ema_update`).
@@ -119,6 +136,15 @@ extension Codebook {
     ) {
         let emaOn = emaUpdate ?? configuration.emaUpdate
         let deadCodes = configuration.thresholdEMADeadCode > 0
+        if heldInCall != nil {
+            // A stack that defers expiry (shared codebook) must know the held codes even when this layer
+            // returns early; a weight that does not depend on the batch is known now.
+            switch weight {
+            case .scalar(let s) where s == 0: recordHeld(nil)
+            case .perCode(let t): recordHeld(perCodeWeights(t).map { $0 == 0 })
+            default: break
+            }
+        }
         if !emaOn && !deadCodes { return }
         var (counts, sums) = batchStatistics(flatten, indices, valid: valid)
         if collective.isDistributed {
@@ -137,6 +163,7 @@ extension Codebook {
             return
         }
         let w = lerpWeights(weight, counts: counts, sums: sums)
+        recordHeld(w.map { $0 == 0 })
         emaStep(counts: counts, sums: sums, weights: w)
         if emaOn && !configuration.manualEMAUpdate { updateEMA() }
         let frozenForStep = w.map { $0 == 0 }

@@ -36,7 +36,10 @@ extension Codebook {
             let (all, allValid) = gatherBatch(flatten.detached(), valid: valid)
             kmeansInitialize(all, valid: allValid)
         }
-        let codes = configuration.learnable ? embed.value : embed.value.detached()
+        // A call with `freezeCodebook` writes nothing: no EMA step, no expiry, and — for a learnable
+        // codebook — no gradient from any loss (cross-entropy commitment, diversity, straight-through Gumbel).
+        let codes = configuration.learnable && !options.freezeCodebook ? embed.value : embed.value.detached()
+        if options.freezeCodebook && isTraining && options.topK == nil { recordHeld(nil) }
         let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
         let temperature = options.sampleCodebookTemperature ?? configuration.sampleCodebookTemperature
         let stochastic = isTraining && configuration.stochasticSampleCodes && temperature > 0

@@ -18,7 +18,11 @@ public enum CodebookError: Error, Equatable, CustomStringConvertible {
 
 extension Codebook {
     /// The persistent freeze mask, flattened `[h · c]` (`true` = frozen).
-    public var frozenMask: [Bool] { frozenCodes.value.scalars.map { $0 != 0 } }
+    public var frozenMask: [Bool] {
+        precondition(frozenCodes.shape == [numCodebooks, codebookSize],
+                     "frozen_codes has shape \(frozenCodes.shape), expected [\(numCodebooks), \(codebookSize)]")
+        return frozenCodes.value.scalars.map { $0 != 0 }
+    }
 
     /// Frozen code indices of codebook `head` (ascending).
     public func frozenCodeIndices(head: Int = 0) -> [Int] {
@@ -53,7 +57,6 @@ extension Codebook {
     /// Freezes (or unfreezes) every code of every codebook.
     public func freezeAllCodes(_ frozen: Bool = true) {
         frozenCodes.value = Tensor(repeating: frozen ? 1 : 0, shape: [numCodebooks, codebookSize])
-        syncFrozenRows()
     }
 
     private func setFrozen(_ codes: [Int], head: Int?, to value: Bool, strict: Bool) throws {
@@ -71,11 +74,13 @@ extension Codebook {
             for c in codes where c >= 0 && c < codebookSize { m[h * codebookSize + c] = value ? 1 : 0 }
         }
         frozenCodes.value = Tensor(m, shape: [numCodebooks, codebookSize])
-        syncFrozenRows()
     }
 
-    /// Mirrors the freeze mask into the row mask of `embed`, which every optimizer honours.
-    func syncFrozenRows() {
-        embed.setFrozenRowMask(frozenMask)
+    /// The elements of `embed` that no optimizer may write, derived from ``frozenCodes`` each time it
+    /// is asked (the one source of truth: setting `frozenCodes.value` directly is honoured too).
+    func embedFrozenElements() -> [Bool]? {
+        let m = frozenMask
+        guard m.contains(true) else { return nil }
+        return m.flatMap { Array(repeating: $0, count: dim) }
     }
 }

@@ -73,6 +73,9 @@ public final class Codebook: Module, @unchecked Sendable {
     public internal(set) var pendingEmbedSum: Tensor?
     /// Codes whose `embed_avg`/`cluster_size` changed since the last recompute of `embed`.
     var touched: [Bool]
+    /// While a residual stack with a shared codebook runs one call: the codes some layer held (weight 0,
+    /// or the layer frozen for the call), which the stack's deferred dead-code expiry must not replace.
+    var heldInCall: [Bool]?
 
     /// The random source for k-means sampling, dead-code replacement and stochastic sampling.
     public var rng: SeededGenerator
@@ -112,6 +115,7 @@ public final class Codebook: Module, @unchecked Sendable {
         touched = Array(repeating: false, count: c.numCodebooks * c.codebookSize)
         self.rng = rng
         super.init()
+        embed.deriveFrozenElements { [weak self] in self?.embedFrozenElements() }
     }
 
     public var numCodebooks: Int { configuration.numCodebooks }
@@ -131,6 +135,5 @@ public final class Codebook: Module, @unchecked Sendable {
         touched = Array(repeating: false, count: codeCount)
         pendingClusterSize = nil
         pendingEmbedSum = nil
-        syncFrozenRows()
     }
 }

@@ -41,8 +41,7 @@ public struct DecodeError: Error, CustomStringConvertible {
 extension VectorQuantizer: Quantizer {
     public var inputDim: Int { configuration.dim }
     public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { self(x).indices }
+        withMode(training: false) { withoutGradient { self(x).indices } }
     }
     public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { getOutput(from: indices) } }
 }
@@ -59,8 +58,7 @@ extension SequenceQuantizer {
     var indexBatchAxis: Int { 0 }
 
     public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { withBatch(x, axis: indexBatchAxis) { sequenceIndices($0) } }
+        withMode(training: false) { withoutGradient { withBatch(x, axis: indexBatchAxis) { sequenceIndices($0) } } }
     }
 
     public func decode(_ indices: IndexTensor) throws -> Tensor {
@@ -84,8 +82,7 @@ extension GroupedResidualVQ: SequenceQuantizer {
 extension FSQ: Quantizer {
     public var inputDim: Int { dim }
     public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { withBatch(x) { self($0).indices } }
+        withMode(training: false) { withoutGradient { withBatch(x) { self($0).indices } } }
     }
     public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { indicesToCodes(indices) } }
 }
@@ -106,8 +103,7 @@ extension GroupedResidualFSQ: SequenceQuantizer {
 extension LFQ: Quantizer {
     public var inputDim: Int { dim }
     public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { withBatch(x) { self($0).indices } }
+        withMode(training: false) { withoutGradient { withBatch(x) { self($0).indices } } }
     }
     public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { indicesToCodes(indices) } }
 }
@@ -121,8 +117,7 @@ extension ResidualLFQ: SequenceQuantizer {
 extension SimVQ: Quantizer {
     public var inputDim: Int { dim }
     public func encode(_ x: Tensor) -> IndexTensor {
-        eval()
-        return withoutGradient { self(x).indices }
+        withMode(training: false) { withoutGradient { self(x).indices } }
     }
     public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { indicesToCodes(indices) } }
 }

@@ -96,9 +96,16 @@ extension ResidualVQ {
         if isTraining {
             withoutGradient {
                 for (i, vq) in layers.enumerated() {
-                    vq.updateIndices(layerInputs[i], IndexTensor((0..<t).map { finalIndices.scalars[$0 * q + i] }, shape: tokenShape), mask: mask)
+                    let step = layerStep(i, options)
+                    if step.frozen {
+                        vq.codebook.recordHeld(nil)
+                        continue
+                    }
+                    vq.updateIndices(layerInputs[i], IndexTensor((0..<t).map { finalIndices.scalars[$0 * q + i] }, shape: tokenShape),
+                                     mask: mask, emaUpdateWeight: step.weight)
                 }
             }
+            finishSharedCodebook(layerInputs: layerInputs, mask: mask)
         }
         var out = projectOut.map { $0(accumulated.reshaped(tokenShape + [d])) } ?? accumulated.reshaped(tokenShape + [d])
         if let mask {

@@ -188,6 +188,8 @@ public final class ResidualVQ: Module, @unchecked Sendable {
         var ce: Tensor? = nil
 
         let beam = options.beamSize ?? (isTraining ? c.beamSize : (c.evalBeamSize ?? c.beamSize))
+        if isTraining && c.sharedCodebook { layers[0].codebook.trackHeldCodes(true) }
+        defer { layers[0].codebook.trackHeldCodes(false) }
         if let beam, beam > 1, options.targetIndices == nil {
             return beamSearch(projected, origInput: origInput, beam: beam, options: options)
         }
@@ -200,8 +202,7 @@ public final class ResidualVQ: Module, @unchecked Sendable {
             var o = VectorQuantizerOptions()
             o.mask = options.mask
             o.sampleCodebookTemperature = options.sampleCodebookTemperature
-            o.freezeCodebook = options.freezeCodebook || options.frozenLayers.contains(i)
-            o.emaUpdateWeight = options.emaUpdateWeights?.weight(i)
+            (o.freezeCodebook, o.emaUpdateWeight) = layerStep(i, options)
             if let t = options.targetIndices {
                 o.targetIndices = IndexTensor((0..<tokens).map { t.scalars[$0 * q + i] }, shape: tokenShape)
             }
@@ -220,11 +221,7 @@ public final class ResidualVQ: Module, @unchecked Sendable {
             for t in 0..<tokens { indices[t * q + i] = out.indices.scalars[t] }
             losses[i] = out.loss
         }
-        if isTraining && c.sharedCodebook, let shared = layers.first {
-            if c.layer.emaUpdate { shared.codebook.updateEMA() }
-            let all = Tensor.concat(residualsForShared.map { $0.reshaped([-1, $0.shape.last!]) }, axis: 0)
-            shared.expireCodes(all.unsqueezed(axis: 0))
-        }
+        finishSharedCodebook(layerInputs: residualsForShared, mask: options.mask)
         var out = projectOut.map { $0(quantizedOut) } ?? quantizedOut
         if let mask = options.mask {
             let keep = Tensor(mask.map { $0 ? 1 : 0 }, shape: tokenShape + [1])
@@ -232,6 +229,31 @@ public final class ResidualVQ: Module, @unchecked Sendable {
         }
         return ResidualVQOutput(quantized: out, indices: IndexTensor(indices, shape: tokenShape + [q]),
                                 losses: Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0), crossEntropy: ce)
+    }
+
+    /// What one call lets layer `i` write: whether it is frozen for the call (the call's `freezeCodebook`,
+    /// `frozenLayers`, or the layer's own configured `freezeCodebook`, which the reference overrides) and
+    /// its EMA update weight. Every path of the stack (plain, beam search, shared codebook) asks here.
+    func layerStep(_ i: Int, _ options: ResidualVQOptions) -> (frozen: Bool, weight: EMAUpdateWeight?) {
+        (options.freezeCodebook || options.frozenLayers.contains(i) || layers[i].configuration.freezeCodebook,
+         options.emaUpdateWeights?.weight(i))
+    }
+
+    /// The end of a training call with a shared codebook: one recompute of the codes from the layers'
+    /// statistics, then dead-code expiry from every layer's input (unmasked rows only), never replacing a
+    /// code that is frozen or that any layer of this call held (weight 0, or the layer frozen for the call).
+    func finishSharedCodebook(layerInputs: [Tensor], mask: [Bool]?) {
+        guard isTraining, configuration.sharedCodebook, let shared = layers.first?.codebook, !layerInputs.isEmpty else { return }
+        let held = shared.heldInCall
+        if configuration.layer.emaUpdate { shared.updateEMA() }
+        let all = Tensor.concat(layerInputs.map { $0.reshaped([-1, $0.shape.last!]) }, axis: 0)
+        let d = all.shape[1], rows = all.shape[0]
+        let valid: [Bool] = all.withUnsafeScalars { p in
+            (0..<rows).map { r in
+                (mask?[r % (rows / layerInputs.count)] ?? true) && (0..<d).allSatisfy { p[r * d + $0].isFinite }
+            }
+        }
+        shared.expireCodes(all.unsqueezed(axis: 0), valid: valid, frozenForStep: held)
     }
 
     func fracGradient(_ t: Tensor, _ frac: Float) -> Tensor {

@@ -47,8 +47,9 @@ extension VectorQuantizer {
 
     /// Orthogonal regularisation of the codes (Shin et al., 2021, eq. 2): `Σ cos² / (h·n²) − 1/n`, over
     /// the active codes only or a random subset when configured.
-    func orthogonalLoss(indices: IndexTensor) -> Tensor {
-        var codes = codebook.embed.value  // [h, c, d], differentiable when trainable
+    func orthogonalLoss(indices: IndexTensor, frozen: Bool) -> Tensor {
+        // [h, c, d], differentiable when trainable and not frozen for this call
+        var codes = frozen ? codebook.embed.value.detached() : codebook.embed.value
         if configuration.orthogonalRegActiveCodesOnly {
             let unique = Array(Set(indices.scalars.filter { $0 >= 0 })).sorted()
             codes = codes.indexSelect(axis: 1, IndexTensor(unique))

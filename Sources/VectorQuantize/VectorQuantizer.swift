@@ -210,7 +210,7 @@ public final class VectorQuantizer: Module, @unchecked Sendable {
                 loss = loss + breakdown.commitment * c.commitmentWeight
             }
             if c.orthogonalRegWeight > 0 {
-                breakdown.orthogonalRegularization = orthogonalLoss(indices: out.indices)
+                breakdown.orthogonalRegularization = orthogonalLoss(indices: out.indices, frozen: freeze)
                 loss = loss + breakdown.orthogonalRegularization * c.orthogonalRegWeight
             }
         }
