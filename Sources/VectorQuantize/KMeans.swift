@@ -45,20 +45,53 @@ extension Codebook {
     /// `embed_avg = mean · count`, `cluster_size = count` before the recompute of `embed`.
     /// A codebook with no usable row stays uninitialised until a batch has one.
     func kmeansInitialize(_ flatten: Tensor, valid: [Bool]) {
-        let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
+        let fitted = kmeansFit(flatten, valid: valid, fitting: frozenMask.map { !$0 }, iterations: configuration.kmeansIters, countScale: nil)
+        if fitted { initted.value = Tensor(1) }
+    }
+
+    /// Fits some codes to data by k-means while every other code stays where it is and takes part in the
+    /// assignment (FAISS's `frozen_centroids`): the codes to fit start from distinct sampled rows and get
+    /// `embed_avg = mean · count`, `cluster_size = count` (counts rescaled to `countsPerBatch` rows when
+    /// given, so they match the EMA statistics of training batches of that size). Frozen codes are never
+    /// fitted, even when listed. Used to give the new codes of a grown codebook the new data
+    /// (``VectorQuantizer/expanded(toCodebookSize:freezeExisting:seed:fittingNewCodesTo:countsPerBatch:)``).
+    ///
+    /// - Parameters:
+    ///   - codes: the code indices to fit, in every codebook (head).
+    ///   - flatten: `[h, n, d]` vectors in codebook space (l2-normalised for a cosine codebook).
+    ///   - iterations: Lloyd steps (default: the configuration's `kmeansIters`).
+    ///   - countsPerBatch: the batch size the counts are expressed in (default: the rows given).
+    /// - Complexity: O(iterations · n · c · d) per codebook.
+    public func fitCodes(_ codes: some Sequence<Int>, to flatten: Tensor, iterations: Int? = nil, countsPerBatch: Int? = nil) {
+        precondition(flatten.rank == 3 && flatten.shape[0] == numCodebooks && flatten.shape[2] == dim,
+                     "fitCodes: data \(flatten.shape) for codebooks [\(numCodebooks), \(codebookSize), \(dim)]")
+        let wanted = Set(codes)
         let frozen = frozenMask
+        let fitting = (0..<codeCount).map { wanted.contains($0 % codebookSize) && !frozen[$0] }
+        let valid: [Bool] = flatten.withUnsafeScalars { p in
+            (0..<(flatten.shape[0] * flatten.shape[1])).map { r in (0..<dim).allSatisfy { p[r * dim + $0].isFinite } }
+        }
+        _ = kmeansFit(flatten, valid: valid, fitting: fitting, iterations: iterations ?? configuration.kmeansIters,
+                      countScale: countsPerBatch)
+    }
+
+    /// k-means of the codes where `fitting` (flattened `[h · c]`), the others fixed; `false` when a
+    /// codebook had no usable row (nothing is written then).
+    private func kmeansFit(_ flatten: Tensor, valid: [Bool], fitting: [Bool], iterations: Int, countScale: Int?) -> Bool {
+        let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
         var e = embed.value.scalars, avg = embedAverage.value.scalars, cs = clusterSize.value.scalars
         for hh in 0..<h {
             let rows = (0..<n).filter { valid[hh * n + $0] }
             guard !rows.isEmpty else {
-                logger.warning("k-means init postponed: no unmasked, finite vector in this batch")
-                return
+                logger.warning("k-means postponed: no unmasked, finite vector in this batch")
+                return false
             }
-            if rows.count < c {
-                logger.warning("k-means init received \(rows.count) vectors for a codebook of \(c): duplicates are sampled")
+            let free = (0..<c).filter { fitting[hh * c + $0] }
+            if free.isEmpty { continue }
+            if rows.count < free.count {
+                logger.warning("k-means received \(rows.count) vectors for \(free.count) codes: duplicates are sampled")
             }
             let samples = flatten.slice(axis: 0, hh..<(hh + 1)).reshaped([n, d]).indexSelect(axis: 0, IndexTensor(rows))
-            let free = (0..<c).filter { !frozen[hh * c + $0] }
             let picks = sampler(rows.count, free.count, &rng)
             var initial = Array(e[(hh * c * d)..<((hh + 1) * c * d)])
             for (k, code) in free.enumerated() {
@@ -66,19 +99,26 @@ extension Codebook {
             }
             let (means, counts) = KMeans.fit(
                 samples: samples, initial: Tensor(initial, shape: [c, d]),
-                frozen: (0..<c).map { frozen[hh * c + $0] }, iterations: configuration.kmeansIters,
+                frozen: (0..<c).map { !fitting[hh * c + $0] }, iterations: iterations,
                 metric: configuration.useCosineSimilarity ? .dot : .euclidean)
+            let scale = countScale.map { Float($0) / Float(rows.count) } ?? 1
             for code in free {
-                let bins = counts.scalars[code]
+                let bins = counts.scalars[code] * scale
                 for j in 0..<d { avg[(hh * c + code) * d + j] = means.scalars[code * d + j] * bins }
                 cs[hh * c + code] = bins
                 touched[hh * c + code] = true
+                if bins == 0 && countScale != nil {
+                    // Fitting new codes: an empty cluster keeps its sampled row as the code instead of the
+                    // zero row the recompute would give (k-means initialisation keeps the reference's zero).
+                    for j in 0..<d { e[(hh * c + code) * d + j] = means.scalars[code * d + j] }
+                    touched[hh * c + code] = false
+                }
             }
         }
         embedAverage.value = Tensor(avg, shape: embedAverage.shape)
         clusterSize.value = Tensor(cs, shape: clusterSize.shape)
         embed.value = Tensor(e, shape: embed.shape)
         updateEMA()
-        initted.value = Tensor(1)
+        return true
     }
 }

@@ -84,13 +84,46 @@ extension Codebook {
 }
 
 extension VectorQuantizer {
-    /// A copy of this quantizer with a larger codebook: the existing codes, their EMA statistics,
-    /// freeze mask and the projections are kept; the new codes start as a fresh codebook would
-    /// (uniform init, `cluster_size = 1`). With `freezeExisting` the old codes are frozen, so that
-    /// training on new data can only use them, never move them (staged training).
+    /// A copy of this quantizer with a larger codebook, for staged training: the existing codes, their EMA
+    /// statistics, freeze mask and the projections are kept, and with `freezeExisting` the old codes are
+    /// frozen, so training on new data can use them but never move them.
     ///
-    /// - Throws: ``ConfigurationError`` when `newSize` is not larger than the current size.
-    public func expanded(toCodebookSize newSize: Int, freezeExisting: Bool = true, seed: UInt64 = 1) throws -> VectorQuantizer {
+    /// Without data the new codes start as a fresh codebook would (uniform init, `cluster_size = 1`) — far
+    /// from new data, they may never be chosen. Given `data`, the new codes are fitted to it by k-means
+    /// with the old codes as fixed centroids (new data that the old codes already represent stays with
+    /// them), with counts expressed per `countsPerBatch` rows so that EMA training continues smoothly.
+    ///
+    /// ```swift
+    /// let grown = try vq.expanded(toCodebookSize: 96, fittingNewCodesTo: newData, countsPerBatch: 256)
+    /// grown.codebook.frozenCodeIndices()   // 0..<64, bit-identical through any training that follows
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - newSize: the new codebook size (larger than the current one).
+    ///   - freezeExisting: freeze the old codes (default).
+    ///   - seed: the seed of the new codes' initialisation and of the grown quantizer.
+    ///   - data: vectors `[n, dim]` or `[b, n, dim]` in the quantizer's input space (rows with NaN or ±∞
+    ///     are left out).
+    ///   - countsPerBatch: the training batch size the new codes' counts are scaled to (default: `n`).
+    /// - Throws: ``ConfigurationError`` when `newSize` is not larger than the current size or `data` has the
+    ///   wrong dimension.
+    /// - Complexity: O(kmeansIters · n · newSize · d) with data.
+    public func expanded(toCodebookSize newSize: Int, freezeExisting: Bool = true, seed: UInt64 = 1,
+                         fittingNewCodesTo data: Tensor? = nil, countsPerBatch: Int? = nil) throws -> VectorQuantizer {
+        let grown = try expandedCopy(toCodebookSize: newSize, freezeExisting: freezeExisting, seed: seed)
+        if let data {
+            guard (data.rank == 2 || data.rank == 3) && data.shape.last == configuration.dim else {
+                throw ConfigurationError.invalid(module: "VectorQuantize", reason: "data \(data.shape) for a quantizer of dim \(configuration.dim)")
+            }
+            let x = data.rank == 2 ? data.unsqueezed(axis: 0) : data
+            let (b, n) = (x.shape[0], x.shape[1])
+            let flat = withoutGradient { grown.splitHeads(grown.projectIn.map { $0(x) } ?? x, b: b, n: n) }
+            grown.codebook.fitCodes(codebookSize..<newSize, to: flat, countsPerBatch: countsPerBatch)
+        }
+        return grown
+    }
+
+    private func expandedCopy(toCodebookSize newSize: Int, freezeExisting: Bool, seed: UInt64) throws -> VectorQuantizer {
         guard newSize > codebookSize else {
             throw ConfigurationError.invalid(module: "VectorQuantize", reason: "expand to \(newSize) codes: not larger than \(codebookSize)")
         }

@@ -12,11 +12,13 @@ struct Train: ParsableCommand {
     @Option(help: "Vectors: .npy, .fvecs, .bvecs or FILE.safetensors:NAME ([n, d] or [b, n, d]).") var input: String
     @Option(help: "Codebook size (per layer).") var codebookSize: Int?
     @Option(help: "Output checkpoint (.safetensors); its config goes beside it as .json.") var output: String
-    @Option(help: "Heads (separate codebooks per head).") var heads = 1
+    @Option(help: "Heads (separate codebooks per head; default 1).") var heads: Int?
     @Flag(help: "Cosine-similarity codebook.") var cosine = false
-    @Option(help: "EMA decay.") var decay: Double = 0.8
+    @Option(help: "EMA decay (default 0.8; with --init: the checkpoint's, or this).") var decay: Double?
     @Flag(help: "Initialise codes by k-means on the first batch.") var kmeansInit = false
-    @Option(help: "Replace codes whose EMA count falls below this (0 = off).") var deadCodeThreshold: Double = 0
+    @Option(help: "Replace codes whose EMA count falls below this (0 = off, the default; with --init: the checkpoint's, or this).")
+    var deadCodeThreshold: Double?
+    @Option(help: "Commitment loss weight (default 1; with --init: the checkpoint's, or this).") var commitmentWeight: Double?
     @Option(help: "Vectors per step.") var batchSize = 1024
     @Option(help: "Training steps (default: one epoch).") var steps: Int?
     @Option(help: "Epochs (instead of --steps).") var epochs: Int?
@@ -47,8 +49,18 @@ struct Train: ParsableCommand {
         if let s = steps, s < 1 { throw ValidationError("--steps must be ≥ 1") }
         if let e = epochs, e < 1 { throw ValidationError("--epochs must be ≥ 1") }
         if let r = residual, r < 1 { throw ValidationError("--residual must be ≥ 1") }
-        if heads < 1 { throw ValidationError("--heads must be ≥ 1") }
-        if !(0...1).contains(decay) { throw ValidationError("--decay must be in [0, 1]") }
+        if let heads, heads < 1 { throw ValidationError("--heads must be ≥ 1") }
+        if let decay, !(0...1).contains(decay) { throw ValidationError("--decay must be in [0, 1]") }
+        if let t = deadCodeThreshold, !(t.isFinite && t >= 0) { throw ValidationError("--dead-code-threshold must be a finite number ≥ 0") }
+        if let w = commitmentWeight, !(w.isFinite && w >= 0) { throw ValidationError("--commitment-weight must be a finite number ≥ 0") }
+        if initFrom != nil {
+            // The checkpoint fixes the structure; only training hyper-parameters may change between stages.
+            let structural = [("--fsq-levels", fsqLevels != nil), ("--residual", residual != nil), ("--heads", heads != nil),
+                              ("--cosine", cosine), ("--kmeans-init", kmeansInit)]
+            if let (name, _) = structural.first(where: { $0.1 }) {
+                throw ValidationError("\(name) contradicts --init: the checkpoint fixes the structure (only --decay, --dead-code-threshold, --commitment-weight and --expand-to change it)")
+            }
+        }
         if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
         if let f = freeze { _ = try parseCodeSpec(f) }
         if let levels = fsqLevels, levels.split(separator: ",").contains(where: { Int($0) == nil || Int($0)! < 2 }) {
@@ -71,7 +83,14 @@ struct Train: ParsableCommand {
         if let expandTo {
             guard let vq = module as? VectorQuantizer else { throw CLIError("--expand-to: \(config.module) has no single codebook to grow") }
             guard expandTo > vq.codebookSize else { throw ValidationError("--expand-to \(expandTo) must exceed the current \(vq.codebookSize) codes") }
-            module = try vq.expanded(toCodebookSize: expandTo, freezeExisting: !noFreezeOld, seed: seed &+ 1)
+            // The new codes are fitted to the new data (k-means around the old codes, which stay fixed), so
+            // they start where the data is instead of at a uniform init that the data may never reach.
+            let newCodes = expandTo - vq.codebookSize
+            var sampler = SeededGenerator(seed: seed &+ 2)
+            let limit = max(batchSize, 256 * newCodes)
+            let sample = n <= limit ? x : x.indexSelect(axis: 0, IndexTensor(Array(sampler.permutation(n).prefix(limit)).sorted()))
+            module = try vq.expanded(toCodebookSize: expandTo, freezeExisting: !noFreezeOld, seed: seed &+ 1,
+                                     fittingNewCodesTo: sample, countsPerBatch: min(batchSize, n))
             config.kwargs["codebook_size"] = expandTo
         }
         if let freeze {
@@ -152,7 +171,7 @@ struct Train: ParsableCommand {
 
     /// A new quantizer from the options, or the `--init` checkpoint.
     func makeModule(dim: Int) throws -> (any Quantizer, ModuleConfig) {
-        if let initFrom { return try loadQuantizer(initFrom, config: nil) }
+        if let initFrom { return try continuedModule(initFrom) }
         var kw: [String: Any] = ["dim": dim]
         if let levels = fsqLevels {
             kw["levels"] = levels.split(separator: ",").map { Int($0)! }
@@ -160,10 +179,12 @@ struct Train: ParsableCommand {
             return (try cfg.build() as! any Quantizer, cfg)
         }
         kw["codebook_size"] = codebookSize!
-        kw["decay"] = decay
+        kw["decay"] = decay ?? 0.8
         if cosine { kw["use_cosine_sim"] = true }
         if kmeansInit { kw["kmeans_init"] = true }
-        if deadCodeThreshold > 0 { kw["threshold_ema_dead_code"] = deadCodeThreshold }
+        if let t = deadCodeThreshold, t > 0 { kw["threshold_ema_dead_code"] = t }
+        if let w = commitmentWeight { kw["commitment_weight"] = w }
+        let heads = self.heads ?? 1
         if heads > 1 {
             guard dim % heads == 0 else { throw ValidationError("--heads \(heads) does not divide the dimension \(dim)") }
             kw["heads"] = heads
@@ -179,6 +200,31 @@ struct Train: ParsableCommand {
             cfg = ModuleConfig(module: "VectorQuantize", kwargs: kw)
         }
         return (try cfg.build() as! any Quantizer, cfg)
+    }
+
+    /// The `--init` checkpoint, rebuilt with the hyper-parameters given on the command line (decay, dead-code
+    /// threshold, commitment weight: applied and saved); a `--codebook-size` that differs needs `--expand-to`.
+    func continuedModule(_ path: String) throws -> (any Quantizer, ModuleConfig) {
+        var (module, config) = try loadQuantizer(path, config: nil)
+        let codebookModules: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ"]
+        var overrides: [(String, String, Any)] = []
+        if let decay { overrides.append(("--decay", "decay", decay)) }
+        if let t = deadCodeThreshold { overrides.append(("--dead-code-threshold", "threshold_ema_dead_code", t)) }
+        if let w = commitmentWeight { overrides.append(("--commitment-weight", "commitment_weight", w)) }
+        if let (option, _, _) = overrides.first, !codebookModules.contains(config.module) {
+            throw ValidationError("\(option): \(path) holds a \(config.module), which has no EMA codebook to train")
+        }
+        if let k = codebookSize, let sizes = Optional(codebookSizes(module)), sizes.max() != k {
+            throw ValidationError("--codebook-size \(k) differs from \(path)'s \(sizes.max() ?? 0) codes: use --expand-to to grow it")
+        }
+        guard !overrides.isEmpty else { return (module, config) }
+        for (_, key, value) in overrides { config.kwargs[key] = value }
+        let rebuilt: Module
+        do { rebuilt = try config.build() } catch let e as ConfigurationError { throw ValidationError("\(path): \(e)") }
+        try rebuilt.load(stateDict: module.stateDict())
+        guard let q = rebuilt as? any Quantizer else { throw CLIError("\(path): \(config.module) is not a quantizer") }
+        module = q
+        return (module, config)
     }
 
     /// One EMA step on `[1, b, d]`; the commitment loss and the first layer's indices.

@@ -6,37 +6,10 @@ import VQTestSupport
 /// End-to-end tests of the built `vq` binary.
 @Suite("vq command line", .serialized)
 struct CommandLineTests {
-    /// The `vq` executable next to the test bundle.
-    static var binary: URL {
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<3 where !FileManager.default.fileExists(atPath: dir.appendingPathComponent("vq").path) {
-            dir = dir.deletingLastPathComponent()
-        }
-        return dir.appendingPathComponent("vq")
-    }
-
-    struct Result { let status: Int32; let stdout: String; let stderr: String }
-
-    func vq(_ args: String...) throws -> Result { try vq(args) }
-
-    func vq(_ args: [String]) throws -> Result {
-        let p = Process()
-        p.executableURL = Self.binary
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    let dir: URL = {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("vq-cli-\(UInt32.random(in: 0...UInt32.max))")
-        try! FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        return d
-    }()
+    typealias Result = VQProcess.Result
+    func vq(_ args: String...) throws -> Result { try VQProcess.run(args) }
+    func vq(_ args: [String]) throws -> Result { try VQProcess.run(args) }
+    let dir = VQProcess.temporaryDirectory()
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
     func writeVectors() throws -> String {

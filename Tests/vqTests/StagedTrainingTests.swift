@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+import VQTensor
+import VQTestSupport
+
+/// Staged training through the command line: growing a codebook for new data, and continuing a checkpoint
+/// with new hyper-parameters.
+@Suite("vq train: staged training", .serialized)
+struct StagedTrainingTests {
+    let dir = VQProcess.temporaryDirectory()
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    func run(_ args: String...) throws -> VQProcess.Result { try VQProcess.run(args) }
+
+    func tensor(_ file: String, _ key: String) throws -> Tensor {
+        try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path(file))).tensors[key]!.asFloat
+    }
+
+    /// `a`: 3,000 × 16 standard normal; `b`: 3,000 × 16 from N(4, 0.5²) — far from every stage-1 code.
+    func writeData() throws {
+        try NumPyFile.write(.float(TestSupport.random([3000, 16], seed: 1)), to: URL(fileURLWithPath: path("a.npy")))
+        try NumPyFile.write(.float(TestSupport.random([3000, 16], seed: 2, std: 0.5) + 4), to: URL(fileURLWithPath: path("b.npy")))
+    }
+
+    /// Codes used by `b` under `checkpoint`, and the reconstruction MSE of `b`.
+    func usageAndError(_ checkpoint: String) throws -> (codes: Set<Int>, mse: Float) {
+        var r = try run("encode", "--checkpoint", path(checkpoint), "--input", path("b.npy"), "--output", path("i.npy"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("decode", "--checkpoint", path(checkpoint), "--input", path("i.npy"), "--output", path("r.npy"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let idx = try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("i.npy"))).asIndices!
+        let recon = try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("r.npy"))).asFloat
+        let b = try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("b.npy"))).asFloat
+        return (Set(idx.scalars), (recon - b).squared().mean().item)
+    }
+
+    @Test("--expand-to fits the new codes to the new data; the old codes stay bit-identical")
+    func expandLearnsNewData() throws {
+        try writeData()
+        var r = try run("train", "--input", path("a.npy"), "--codebook-size", "64", "--steps", "40", "--batch-size", "256",
+                        "--seed", "1", "--output", path("s1.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("train", "--input", path("b.npy"), "--init", path("s1.safetensors"), "--expand-to", "96", "--steps", "40",
+                    "--batch-size", "256", "--seed", "3", "--output", path("s3.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("train", "--input", path("b.npy"), "--codebook-size", "32", "--kmeans-init", "--steps", "40", "--batch-size", "256",
+                    "--seed", "3", "--output", path("b32.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+
+        let old = try tensor("s1.safetensors", "_codebook.embed"), grown = try tensor("s3.safetensors", "_codebook.embed")
+        #expect(grown.shape == [1, 96, 16])
+        #expect(Array(grown.scalars[0..<(64 * 16)]).map(\.bitPattern) == old.scalars.map(\.bitPattern), "old codes moved")
+        #expect(Array(try tensor("s3.safetensors", "_codebook.frozen_codes").scalars[0..<64]).allSatisfy { $0 == 1 })
+
+        let staged = try usageAndError("s3.safetensors"), alone = try usageAndError("b32.safetensors")
+        let newUsed = staged.codes.filter { $0 >= 64 }.count
+        #expect(newUsed >= 28, "only \(newUsed) of the 32 new codes are used")
+        #expect(staged.mse <= 1.5 * alone.mse, "MSE on b \(staged.mse) vs \(alone.mse) for 32 codes trained on b alone")
+    }
+
+    @Test("--init applies and saves new training hyper-parameters; structural options are refused")
+    func initKeepsFlags() throws {
+        try writeData()
+        var r = try run("train", "--input", path("a.npy"), "--codebook-size", "16", "--steps", "5", "--batch-size", "256",
+                        "--output", path("m.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("train", "--input", path("b.npy"), "--init", path("m.safetensors"), "--decay", "0.5", "--dead-code-threshold", "2",
+                    "--commitment-weight", "0.25", "--steps", "5", "--batch-size", "256", "--output", path("m2.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path("m2.json")))) as! [String: Any]
+        let kw = config["kwargs"] as! [String: Any]
+        #expect(kw["decay"] as? Double == 0.5)
+        #expect(kw["threshold_ema_dead_code"] as? Double == 2)
+        #expect(kw["commitment_weight"] as? Double == 0.25)
+        // The dead-code threshold took effect: data far from every code revives them (all 16 used on b).
+        r = try run("inspect", path("m2.safetensors"), "--input", path("b.npy"))
+        #expect(r.status == 0 && r.stdout.contains("used 16/16"), "\(r.stdout)")
+
+        for bad in [["--cosine"], ["--kmeans-init"], ["--heads", "2"], ["--residual", "2"], ["--fsq-levels", "5,5"], ["--codebook-size", "32"]] {
+            r = try VQProcess.run(["train", "--input", path("b.npy"), "--init", path("m.safetensors"), "--steps", "1",
+                                   "--output", path("bad.safetensors")] + bad)
+            #expect(r.status != 0, "\(bad) was accepted")
+            #expect(r.stderr.contains(bad[0]), "\(bad): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: path("bad.safetensors")))
+        }
+    }
+}

@@ -1,0 +1,35 @@
+import Foundation
+
+/// Runs the built `vq` binary (next to the test bundle) and captures its output.
+enum VQProcess {
+    struct Result { let status: Int32; let stdout: String; let stderr: String }
+
+    /// The `vq` executable next to the test bundle.
+    static var binary: URL {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<3 where !FileManager.default.fileExists(atPath: dir.appendingPathComponent("vq").path) {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir.appendingPathComponent("vq")
+    }
+
+    static func run(_ args: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// A fresh temporary folder.
+    static func temporaryDirectory() -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("vq-cli-\(UInt32.random(in: 0...UInt32.max))")
+        try! FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+}
