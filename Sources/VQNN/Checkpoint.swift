@@ -22,13 +22,17 @@ extension Module {
     /// missing, unexpected or mis-shaped key throws a ``CheckpointError`` listing all of them, and the
     /// module is not changed.
     public func load(from url: URL, strict: Bool = true) throws {
-        let file = try SafeTensorsFile.read(contentsOf: url)
+        try load(file: try SafeTensorsFile.read(contentsOf: url), path: url.path, strict: strict)
+    }
+
+    /// Loads an already-read safetensors file; errors name `path`.
+    public func load(file: SafeTensorsFile, path: String, strict: Bool = true) throws {
         var state: [String: Tensor] = [:]
         for (k, v) in file.tensors { state[k] = v.asFloat }
         do {
             try load(stateDict: state, strict: strict)
         } catch let e as ModuleError {
-            throw CheckpointError(path: url.path, reason: e)
+            throw CheckpointError(path: path, reason: e)
         }
     }
 }

@@ -37,6 +37,9 @@ public final class FSQ: Module, @unchecked Sendable {
             boundHardClamp = kw["bound_hard_clamp"] as? Bool ?? false
             if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
             if levels.contains(where: { $0 < 2 }) { throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "every level must be ≥ 2") }
+            if SizeLimit.product(levels) == nil {
+                throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "the codebook size Π levels of \(levels) exceeds \(SizeLimit.maxElements) codes")
+            }
             if levels.contains(2) && !preserveSymmetry {
                 throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "levels of 2 need preserve_symmetry")
             }
@@ -62,7 +65,10 @@ public final class FSQ: Module, @unchecked Sendable {
         var b = [1]
         for l in c.levels.dropLast() { b.append(b.last! * l) }
         basis = b
-        codebookSize = c.levels.reduce(1, *)
+        guard let size = SizeLimit.product(c.levels) else {
+            preconditionFailure("FSQ: the codebook size Π levels of \(c.levels) exceeds \(SizeLimit.maxElements) codes")
+        }
+        codebookSize = size
         let effective = c.levels.count * c.numCodebooks
         dim = c.dim ?? effective
         var rng = SeededGenerator(seed: c.seed ^ 0xF5C)

@@ -50,6 +50,12 @@ public final class LFQ: Module, @unchecked Sendable {
             spherical = kw["spherical"] as? Bool ?? false
             if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
             guard dim != nil || codebookSize != nil else { throw ConfigurationError.invalid(module: module, reason: "dim or codebook_size is required") }
+            if codebookSize == nil, let d = dim, d > 30 {
+                throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "\(d) bits would make 2^\(d) codes (at most 2^30)")
+            }
+            if let c = codebookSize, c > 1 << 30 {
+                throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(c) exceeds 2^30 codes")
+            }
             if let c = codebookSize, c <= 0 || c & (c - 1) != 0 {
                 throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(c) is not a power of 2")
             }

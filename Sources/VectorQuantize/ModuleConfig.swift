@@ -1,6 +1,9 @@
 import Foundation
+import Logging
 import VQNN
 import VQTensor
+
+private let logger = Logger(label: "VectorQuantize.Checkpoint")
 
 /// `{"module": "<reference class name>", "kwargs": {<constructor arguments in the reference's names>}}`:
 /// enough to rebuild a quantizer, from our checkpoints or from PyTorch's.
@@ -77,24 +80,50 @@ public enum QuantizerCheckpoint {
         try config.write(to: ModuleConfig.sidecar(of: checkpoint))
     }
 
-    /// Rebuilds a module from a checkpoint: the config comes from `config`, else the sidecar JSON, else the
-    /// checkpoint's metadata. PyTorch state dicts load too (our extra keys are optional).
+    /// Rebuilds a module from a checkpoint. The configuration is `config` when given; otherwise the one
+    /// stored in the checkpoint's own metadata, which is authoritative — the checkpoint and its metadata are
+    /// one file, written by one atomic rename, so they always agree even after a kill between the writes
+    /// of a checkpoint and its sidecar (a sidecar that disagrees is ignored with a warning). A checkpoint
+    /// without metadata (a PyTorch state dict) uses its sidecar JSON. The sizes the configuration declares
+    /// are checked against the tensors in the file before anything is allocated.
     public static func load(_ checkpoint: URL, config: URL? = nil) throws -> (Module, ModuleConfig) {
+        let file = try SafeTensorsFile.read(contentsOf: checkpoint)
+        let sidecar = ModuleConfig.sidecar(of: checkpoint)
         let cfg: ModuleConfig
         if let config {
             cfg = try ModuleConfig.read(contentsOf: config)
-        } else if FileManager.default.fileExists(atPath: ModuleConfig.sidecar(of: checkpoint).path) {
-            cfg = try ModuleConfig.read(contentsOf: ModuleConfig.sidecar(of: checkpoint))
-        } else {
-            let file = try SafeTensorsFile.read(contentsOf: checkpoint)
-            guard let json = file.metadata["config_json"] else {
-                throw TensorFileError.malformed(path: checkpoint.path, reason: "no config: pass --config or put \(ModuleConfig.sidecar(of: checkpoint).lastPathComponent) beside it")
-            }
+        } else if let json = file.metadata["config_json"] {
             cfg = try ModuleConfig.parse(Data(json.utf8), path: checkpoint.path + " (metadata)")
+            if FileManager.default.fileExists(atPath: sidecar.path),
+               (try? ModuleConfig.read(contentsOf: sidecar).serialized()) != (try? cfg.serialized()) {
+                logger.warning("\(sidecar.path) does not match the configuration inside \(checkpoint.lastPathComponent) (an interrupted write?): the checkpoint's own is used")
+            }
+        } else if FileManager.default.fileExists(atPath: sidecar.path) {
+            cfg = try ModuleConfig.read(contentsOf: sidecar)
+        } else {
+            throw TensorFileError.malformed(path: checkpoint.path, reason: "no config: pass --config or put \(sidecar.lastPathComponent) beside it")
         }
+        try cfg.checkSizes(against: file, path: checkpoint.path)
         let module = try cfg.build()
-        try module.load(from: checkpoint)
+        try module.load(file: file, path: checkpoint.path)
         module.eval()
         return (module, cfg)
+    }
+}
+
+extension ModuleConfig {
+    /// Rejects a configuration whose declared codebook is larger than anything the checkpoint holds (every
+    /// learned codebook is stored, so a `codebook_size` of 1e12 beside a 64-code file is an error, not a
+    /// 1e12-code allocation).
+    func checkSizes(against file: SafeTensorsFile, path: String) throws {
+        let stored: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "SimVQ", "RandomProjectionQuantizer"]
+        guard stored.contains(module) else { return }
+        let declared = (kwargs["codebook_size"] as? [Int])?.max() ?? (kwargs["codebook_size"] as? Int)
+        guard let declared else { return }
+        let largest = file.tensors.values.map { $0.shape.reduce(1, *) }.max() ?? 0
+        if declared > largest {
+            throw ConfigurationError.badValue(module: module, keyword: "codebook_size",
+                                              reason: "\(declared) codes declared, but the largest tensor in \(path) holds \(largest) values")
+        }
     }
 }

@@ -8,10 +8,59 @@ import VQTensor
 public protocol Quantizer: Module {
     /// The feature dimension of the vectors.
     var inputDim: Int { get }
-    /// Code indices of `x`.
+    /// The number of codes behind each index column, in the order of the index's trailing axes (one per
+    /// layer of a stack, group-major for grouped stacks; one entry when every column has the same size).
+    var codebookSizes: [Int] { get }
+    /// The axis of the vectors in an index tensor of `[n, dim]` input: 0, or 1 for grouped quantizers
+    /// (`[groups, n, q]`).
+    var indexBatchAxis: Int { get }
+    /// Whether -1 is a valid index (a layer dropped by quantize dropout, decoded as zero).
+    var allowsDroppedIndices: Bool { get }
+    /// Code indices of `x`, computed in evaluation mode (the module's own mode is restored afterwards).
     func encode(_ x: Tensor) -> IndexTensor
     /// Vectors for indices (the inverse of ``encode(_:)`` up to quantization error).
     func decode(_ indices: IndexTensor) throws -> Tensor
+}
+
+extension Quantizer {
+    public var indexBatchAxis: Int { 0 }
+    public var allowsDroppedIndices: Bool { false }
+
+    /// The index shape of one vector: the shape ``encode(_:)`` gives for a `[1, dim]` input (an
+    /// uninitialised k-means codebook would be initialised by it: ``validate(indices:)`` checks first).
+    public var indexShapeOfOneVector: [Int] { encode(Tensor.zeros([1, inputDim])).shape }
+
+    /// Checks indices from outside before ``decode(_:)``: the shape must be what ``encode(_:)`` gives for
+    /// `[n, dim]` or `[b, n, dim]` input, and every value within its column's codebook (or -1 where
+    /// ``allowsDroppedIndices``). Throws a ``DecodeError`` that names the offending shape or value.
+    public func validate(indices: IndexTensor) throws {
+        if namedParameters().contains(where: { $0.0.hasSuffix("initted") && $0.1.value.count == 1 && $0.1.value.item == 0 }) {
+            throw DecodeError(description: "\(type(of: self)): the codebook is not initialised yet (k-means runs on the first batch)")
+        }
+        let one = indexShapeOfOneVector
+        let a = indexBatchAxis
+        let trailing = Array(one[(a + 1)...]), leading = Array(one[..<a])
+        let okShape = indices.rank >= one.count && indices.rank <= one.count + 1
+            && Array(indices.shape.prefix(a)) == leading && Array(indices.shape.suffix(trailing.count)) == trailing
+        guard okShape else {
+            let n = "n"
+            let expected = (leading.map(String.init) + [n] + trailing.map(String.init)).joined(separator: ", ")
+            throw DecodeError(description: "indices of shape \(indices.shape) do not fit \(type(of: self)): expected [\(expected)] (or with a batch axis before n)")
+        }
+        let columns = Swift.max(1, trailing.reduce(1, *))
+        let perGroup = columns
+        let sizes = codebookSizes
+        let groups = Swift.max(1, leading.reduce(1, *))
+        let perGroupCount = indices.count / groups
+        for (i, v) in indices.scalars.enumerated() {
+            let column = i % perGroup, group = i / Swift.max(1, perGroupCount)
+            let position = group * columns + column
+            let size = sizes.count == groups * columns ? sizes[position] : (sizes.count == columns ? sizes[column] : sizes.max() ?? 0)
+            if v >= 0 && v < size { continue }
+            if v == -1 && allowsDroppedIndices { continue }
+            throw DecodeError(description: "index \(v) at position \(i) is out of range 0..<\(size)\(allowsDroppedIndices ? " (or -1 for a dropped layer)" : "")")
+        }
+    }
 }
 
 /// Runs `body` on a `[b, n, d]` view of `[n, d]` or `[b, n, d]` input, and strips the added batch axis
@@ -40,6 +89,7 @@ public struct DecodeError: Error, CustomStringConvertible {
 
 extension VectorQuantizer: Quantizer {
     public var inputDim: Int { configuration.dim }
+    public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
         withMode(training: false) { withoutGradient { self(x).indices } }
     }
@@ -49,14 +99,11 @@ extension VectorQuantizer: Quantizer {
 /// Quantizers whose forward takes `[b, n, dim]`: encode and decode add and strip the batch axis of
 /// `[n, dim]` input (at `indexBatchAxis` in the indices: 0, or 1 for grouped quantizers).
 protocol SequenceQuantizer: Quantizer {
-    var indexBatchAxis: Int { get }
     func sequenceIndices(_ x: Tensor) -> IndexTensor
     func sequenceOutput(_ indices: IndexTensor) -> Tensor
 }
 
 extension SequenceQuantizer {
-    var indexBatchAxis: Int { 0 }
-
     public func encode(_ x: Tensor) -> IndexTensor {
         withMode(training: false) { withoutGradient { withBatch(x, axis: indexBatchAxis) { sequenceIndices($0) } } }
     }
@@ -68,19 +115,24 @@ extension SequenceQuantizer {
 
 extension ResidualVQ: SequenceQuantizer {
     public var inputDim: Int { configuration.dim }
+    public var codebookSizes: [Int] { layers.map(\.codebookSize) }
+    public var allowsDroppedIndices: Bool { true }
     func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
     func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension GroupedResidualVQ: SequenceQuantizer {
     public var inputDim: Int { dim }
-    var indexBatchAxis: Int { 1 }
+    public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
+    public var allowsDroppedIndices: Bool { true }
+    public var indexBatchAxis: Int { 1 }
     func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
     func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension FSQ: Quantizer {
     public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
         withMode(training: false) { withoutGradient { withBatch(x) { self($0).indices } } }
     }
@@ -89,19 +141,24 @@ extension FSQ: Quantizer {
 
 extension ResidualFSQ: SequenceQuantizer {
     public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { layers.map(\.codebookSize) }
+    public var allowsDroppedIndices: Bool { true }
     func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
     func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension GroupedResidualFSQ: SequenceQuantizer {
     public var inputDim: Int { dim }
-    var indexBatchAxis: Int { 1 }
+    public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
+    public var allowsDroppedIndices: Bool { true }
+    public var indexBatchAxis: Int { 1 }
     func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
     func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension LFQ: Quantizer {
     public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
         withMode(training: false) { withoutGradient { withBatch(x) { self($0).indices } } }
     }
@@ -110,12 +167,15 @@ extension LFQ: Quantizer {
 
 extension ResidualLFQ: SequenceQuantizer {
     public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { layers.map(\.codebookSize) }
+    public var allowsDroppedIndices: Bool { true }
     func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
     func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension SimVQ: Quantizer {
     public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
         withMode(training: false) { withoutGradient { self(x).indices } }
     }
@@ -124,6 +184,7 @@ extension SimVQ: Quantizer {
 
 extension RandomProjectionQuantizer: Quantizer {
     public var inputDim: Int { randomProjections.shape[1] }
+    public var codebookSizes: [Int] { [vq.codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor { withBatch(x) { self($0) } }
     public func decode(_ indices: IndexTensor) throws -> Tensor {
         throw DecodeError(description: "RandomProjectionQuantizer: a random projection cannot be decoded back to vectors")

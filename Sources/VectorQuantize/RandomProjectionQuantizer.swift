@@ -36,6 +36,10 @@ public final class RandomProjectionQuantizer: Module, @unchecked Sendable {
         guard let dim = kw["dim"] as? Int, let size = kw["codebook_size"] as? Int, let e = kw["codebook_dim"] as? Int else {
             throw ConfigurationError.invalid(module: "RandomProjectionQuantizer", reason: "dim, codebook_size and codebook_dim are required")
         }
+        let heads = kw["num_codebooks"] as? Int ?? 1
+        if SizeLimit.product([heads, dim, e]) == nil || SizeLimit.product([heads, size, e]) == nil {
+            throw ConfigurationError.invalid(module: "RandomProjectionQuantizer", reason: "num_codebooks \(heads) × dim \(dim) × codebook_dim \(e) (or × codebook_size \(size)) exceeds \(SizeLimit.maxElements) values (or is not positive)")
+        }
         var rest = kw
         for k in ["dim", "codebook_size", "codebook_dim", "num_codebooks", "norm", "seed"] { rest[k] = nil }
         rest["dim"] = e * (kw["num_codebooks"] as? Int ?? 1)

@@ -41,6 +41,9 @@ public final class SimVQ: Module, @unchecked Sendable {
         guard let dim = kw["dim"] as? Int, let size = kw["codebook_size"] as? Int else {
             throw ConfigurationError.invalid(module: "SimVQ", reason: "dim and codebook_size are required")
         }
+        if SizeLimit.product([size, kw["frozen_codebook_dim"] as? Int ?? dim]) == nil || SizeLimit.product([dim, dim]) == nil {
+            throw ConfigurationError.invalid(module: "SimVQ", reason: "codebook_size \(size) × dim \(dim) exceeds \(SizeLimit.maxElements) values (or is not positive)")
+        }
         func f(_ k: String, _ d: Float) -> Float { (kw[k] as? Double).map(Float.init) ?? (kw[k] as? Int).map(Float.init) ?? d }
         self.init(dim: dim, codebookSize: size, frozenCodebookDim: kw["frozen_codebook_dim"] as? Int,
                   channelFirst: kw["channel_first"] as? Bool ?? false, rotationTrick: kw["rotation_trick"] as? Bool ?? true,

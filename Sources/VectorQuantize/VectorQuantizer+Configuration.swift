@@ -70,6 +70,9 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
             throw bad("dim \(dim), codebook_size \(codebookSize), heads \(heads), codebook_dim \(resolvedCodebookDim) must be positive")
         }
         if !(0...1).contains(decay) { throw bad("decay \(decay) outside [0, 1]") }
+        if SizeLimit.product([numCodebooks, codebookSize, resolvedCodebookDim]) == nil || SizeLimit.product([dim, resolvedCodebookDim, heads]) == nil {
+            throw bad("codebook_size \(codebookSize) × codebook_dim \(resolvedCodebookDim) × \(numCodebooks) codebooks (or the projection) exceeds \(SizeLimit.maxElements) values per tensor")
+        }
         if useCosineSimilarity && learnableCodebook { throw bad("cosine sim distance codebook not compatible with learnable codebook") }
         if [straightThrough, usesRotationTrick].filter({ $0 }).count > 1 { throw bad("at most one of straight_through and rotation_trick") }
         if straightThrough && learnableCodebook { throw bad("gumbel straight through not allowed when learning the codebook") }
@@ -86,7 +89,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         func int(_ k: String) throws -> Int? {
             guard let v = kw[k], !(v is NSNull) else { return nil }
             if let i = v as? Int { return i }
-            if let d = v as? Double, d.rounded() == d { return Int(d) }
+            if let d = v as? Double, d.rounded() == d, let i = Int(exactly: d) { return i }
             throw ConfigurationError.badValue(module: m, keyword: k, reason: "expected an integer, got \(v)")
         }
         func dbl(_ k: String) throws -> Double? {

@@ -12,9 +12,9 @@ struct Bench: ParsableCommand {
         abstract: "Time the library's workloads; one JSON line per workload.")
 
     @Flag(help: "Print JSON lines (the default output is a table).") var json = false
-    @Option(help: "Thread count (default: active cores).") var threads: Int?
+    @Option(parsing: .unconditional, help: "Thread count (default: active cores).") var threads: Int?
     @Option(help: "Comma-separated workload names (default: all).") var only: String?
-    @Option(help: "Time budget per workload in seconds.") var budget: Double = 3
+    @Option(parsing: .unconditional, help: "Time budget per workload in seconds.") var budget: Double = 3
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }

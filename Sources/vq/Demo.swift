@@ -66,10 +66,10 @@ struct Demo: ParsableCommand {
         abstract: "Staged training on handwritten digits: learn 0–4, then 5–9 with the first codes frozen, against a baseline.")
 
     @Option(help: "Folder for report.html.") var output = "."
-    @Option(help: "Training steps per stage.") var steps = 600
-    @Option(help: "Batch size.") var batchSize = 64
-    @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Option(help: "Thread count (default: active cores).") var threads: Int?
+    @Option(parsing: .unconditional, help: "Training steps per stage.") var steps = 600
+    @Option(parsing: .unconditional, help: "Batch size.") var batchSize = 64
+    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Thread count (default: active cores).") var threads: Int?
     @Option(help: "What stage 2 trains besides the codebook: none (the network stays as stage 1 left it), encoder, or all.")
     var stage2Trains: Stage2 = .encoder
 

@@ -14,10 +14,23 @@ struct Encode: ParsableCommand {
 
     func run() throws {
         let (q, _) = try loadQuantizer(checkpoint, config: config)
-        let x = try DataFiles.vectors(input, dim: q.inputDim)
-        let indices = q.encode(x)
-        try DataFiles.write(.integer(indices), to: output)
-        print("encoded \(x.shape) → indices \(indices.shape) in \(output)")
+        let input = try VectorStream(self.input, dim: q.inputDim)
+        let layout = IndexLayout(q)
+        let shape = layout.shape(vectorAxes: input.leading)
+        let writer = try TensorFileWriter(path: output, shape: shape, isFloat: false)
+        let (n, tail) = (input.rows, layout.tail)
+        // Chunk by chunk: the input is read, encoded and written piece by piece (a group's indices go to
+        // their own block of the output).
+        try input.forEachChunk { range, x in
+            let idx = q.encode(x).scalars
+            let per = range.count * tail
+            for g in 0..<layout.groups {
+                let piece = IndexTensor(Array(idx[(g * per)..<((g + 1) * per)]), shape: [per])
+                try writer.write(.integer(piece), atElement: g * n * tail + range.lowerBound * tail)
+            }
+        }
+        try writer.commit()
+        print("encoded \(input.leading + [input.dim]) → indices \(shape) in \(output)")
     }
 }
 
@@ -30,33 +43,45 @@ struct Decode: ParsableCommand {
     @Option(help: "Vectors (.npy, .fvecs or .safetensors).") var output: String
 
     func run() throws {
-        let (q, cfg) = try loadQuantizer(checkpoint, config: config)
-        guard let indices = try DataFiles.read(input).asIndices else { throw CLIError("\(input): indices must be integers") }
-        let sizes = codebookSizes(q)
-        let limit = sizes.max() ?? Int.max
-        if let bad = indices.scalars.first(where: { $0 < -1 || $0 >= limit }) {
-            throw CLIError("\(input): index \(bad) out of range for \(cfg.module) with codebook size \(sizes.max() ?? 0)")
+        let (q, _) = try loadQuantizer(checkpoint, config: config)
+        let (url, name) = DataFiles.split(input)
+        guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError("\(url.path): no such file") }
+        let reader = try TensorFileReader(path: url.path, name: name)
+        let layout = IndexLayout(q)
+        var shape = reader.shape
+        if VecsFile.kind(of: url) != nil && layout.trailing.isEmpty && layout.leading.isEmpty && shape.count == 2 && shape[1] == 1 {
+            shape = [shape[0]]  // one index per vector, stored as .ivecs/.bvecs vectors of dimension 1
         }
-        let vectors: Tensor
-        do { vectors = try q.decode(indices) } catch let e as DecodeError { throw CLIError(e.description) }
-        try DataFiles.write(.float(vectors), to: output)
-        print("decoded indices \(indices.shape) → \(vectors.shape) in \(output)")
-    }
-}
-
-/// Codebook sizes of a quantizer's layers (for range checks and reports).
-func codebookSizes(_ q: any Quantizer) -> [Int] {
-    switch q {
-    case let v as VectorQuantizer: return [v.codebookSize]
-    case let r as ResidualVQ: return r.layers.map(\.codebookSize)
-    case let g as GroupedResidualVQ: return g.rvqs.flatMap { $0.layers.map(\.codebookSize) }
-    case let f as FSQ: return [f.codebookSize]
-    case let r as ResidualFSQ: return r.layers.map(\.codebookSize)
-    case let g as GroupedResidualFSQ: return g.rvqs.flatMap { $0.layers.map(\.codebookSize) }
-    case let l as LFQ: return [l.codebookSize]
-    case let r as ResidualLFQ: return r.layers.map(\.codebookSize)
-    case let s as SimVQ: return [s.codebookSize]
-    case let p as RandomProjectionQuantizer: return [p.vq.codebookSize]
-    default: return []
+        // [lead…, vectors…, trail…] with one or two vector axes.
+        let vectorRank = shape.count - layout.leading.count - layout.trailing.count
+        guard (1...2).contains(vectorRank), Array(shape.prefix(layout.leading.count)) == layout.leading,
+              Array(shape.suffix(layout.trailing.count)) == layout.trailing else {
+            let expected = (layout.leading.map(String.init) + ["n"] + layout.trailing.map(String.init)).joined(separator: ", ")
+            throw CLIError("\(input): indices of shape \(shape) do not fit \(type(of: q)): expected [\(expected)] (or with a batch axis before n)")
+        }
+        let vectorAxes = Array(shape[layout.leading.count..<(layout.leading.count + vectorRank)])
+        let n = vectorAxes.reduce(1, *), tail = layout.tail, dim = q.inputDim
+        let writer = try TensorFileWriter(path: output, shape: vectorAxes + [dim], isFloat: true)
+        let chunk = Swift.max(1, Swift.min(65_536, (8 << 20) / Swift.max(dim, tail)))
+        var r0 = 0
+        while r0 < n {
+            let r1 = Swift.min(n, r0 + chunk)
+            var scalars: [Int] = []
+            for g in 0..<layout.groups {
+                let piece = try reader.elements(((g * n + r0) * tail)..<((g * n + r1) * tail))
+                guard let ints = piece.asIndices else { throw CLIError("\(input): indices must be integers (found fractions or values beyond ±2^31)") }
+                scalars += ints.scalars
+            }
+            let indices = IndexTensor(scalars, shape: layout.shape(vectorAxes: [r1 - r0]))
+            do {
+                try q.validate(indices: indices)
+                try writer.write(.float(try q.decode(indices)), atElement: r0 * dim)
+            } catch let e as DecodeError {
+                throw CLIError("\(input): \(e.description)")
+            }
+            r0 = r1
+        }
+        try writer.commit()
+        print("decoded indices \(shape) → \(vectorAxes + [dim]) in \(output)")
     }
 }

@@ -52,34 +52,54 @@ enum DataFiles {
         return t
     }
 
-    static func write(_ t: StoredTensor, to path: String) throws {
+    /// Checks before any work that an output can be written: a known extension and an existing folder.
+    static func checkOutput(_ path: String, option: String) throws {
         let url = URL(fileURLWithPath: path)
-        switch url.pathExtension.lowercased() {
-        case "npy": try NumPyFile.write(t, to: url)
-        case "fvecs", "bvecs", "ivecs": try VecsFile.write(t, to: url)
-        case "safetensors":
-            try SafeTensorsFile(tensors: ["data": t]).write(to: url)
-        default: throw CLIError("\(path): unsupported output extension (use .npy, .fvecs/.ivecs or .safetensors)")
+        var isDir: ObjCBool = false
+        let dir = url.deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw ValidationError("\(option) \(path): no such folder \(dir)")
+        }
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue {
+            throw ValidationError("\(option) \(path) is a folder")
         }
     }
 }
 
-/// Parses code lists like `0-255,300` (ranges inclusive).
-func parseCodeSpec(_ spec: String) throws -> [Int] {
-    var out: [Int] = []
-    for part in spec.split(separator: ",") {
-        let p = part.trimmingCharacters(in: .whitespaces)
-        if let dash = p.firstIndex(of: "-"), dash != p.startIndex {
-            guard let a = Int(p[..<dash]), let b = Int(p[p.index(after: dash)...]), a <= b else {
-                throw ValidationError("bad code range '\(p)' in '\(spec)' (use e.g. 0-255,300)")
+/// A code list like `0-255,300` (ranges inclusive), kept as ranges: nothing is expanded until every
+/// code is known to be below the codebook size, so `0-9223372036854775807` is an error, not an allocation.
+struct CodeSpec {
+    let ranges: [ClosedRange<Int>]
+    let option: String
+
+    init(_ spec: String, option: String = "--codes") throws {
+        self.option = option
+        func bad(_ why: String) -> ValidationError { ValidationError("\(option) '\(spec)': \(why) (use e.g. 0-255,300)") }
+        guard !spec.trimmingCharacters(in: .whitespaces).isEmpty else { throw bad("no codes") }
+        var ranges: [ClosedRange<Int>] = []
+        for part in spec.split(separator: ",", omittingEmptySubsequences: false) {
+            let p = part.trimmingCharacters(in: .whitespaces)
+            guard !p.isEmpty else { throw bad("an empty entry") }
+            if let dash = p.firstIndex(of: "-"), dash != p.startIndex {
+                guard let a = Int(p[..<dash]), let b = Int(p[p.index(after: dash)...]), a >= 0, a <= b else { throw bad("bad range '\(p)'") }
+                ranges.append(a...b)
+            } else {
+                guard let v = Int(p), v >= 0 else { throw bad("bad code '\(p)'") }
+                ranges.append(v...v)
             }
-            out += Array(a...b)
-        } else {
-            guard let v = Int(p) else { throw ValidationError("bad code '\(p)' in '\(spec)' (use e.g. 0-255,300)") }
-            out.append(v)
         }
+        self.ranges = ranges
     }
-    return out
+
+    /// The distinct codes, ascending, after checking each is below `size`.
+    func codes(below size: Int) throws -> [Int] {
+        if let r = ranges.first(where: { $0.upperBound >= size }) {
+            throw ValidationError("\(option): code \(r.upperBound) is out of range 0..<\(size)")
+        }
+        var seen = [Bool](repeating: false, count: size)
+        for r in ranges { for c in r { seen[c] = true } }
+        return seen.indices.filter { seen[$0] }
+    }
 }
 
 /// Loads a quantizer checkpoint with its config (sidecar JSON, --config, or metadata).

@@ -43,12 +43,17 @@ func selectCodebooks(_ q: any Quantizer, layer: Int?, head: Int?) throws -> [(Co
 struct CodeSelection: ParsableArguments {
     @Argument(help: "Checkpoint (.safetensors); its sidecar .json is kept beside the output.") var checkpoint: String
     @Option(help: "Codes, e.g. 0-255,300.") var codes: String
-    @Option(help: "Layer of a residual stack (default: all layers).") var layer: Int?
-    @Option(help: "Head of a multi-codebook quantizer (default: all).") var head: Int?
+    @Option(parsing: .unconditional, help: "Layer of a residual stack (default: all layers).") var layer: Int?
+    @Option(parsing: .unconditional, help: "Head of a multi-codebook quantizer (default: all).") var head: Int?
     @Option(help: "Config JSON (default: sidecar or metadata).") var config: String?
     @Option(help: "Write here instead of replacing the checkpoint.") var output: String?
 
-    func validate() throws { _ = try parseCodeSpec(codes) }
+    func validate() throws {
+        _ = try CodeSpec(codes)
+        if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
+        if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
+        if let output { try DataFiles.checkOutput(output, option: "--output") }
+    }
 }
 
 struct Freeze: ParsableCommand {
@@ -66,8 +71,11 @@ struct Unfreeze: ParsableCommand {
 func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
     let (checkpoint, layer, head, output) = (sel.checkpoint, sel.layer, sel.head, sel.output)
     let (q, cfg) = try loadQuantizer(checkpoint, config: sel.config)
-    let list = try parseCodeSpec(sel.codes)
+    let spec = try CodeSpec(sel.codes)
+    var count = 0
     for (book, h) in try selectCodebooks(q, layer: layer, head: head) {
+        let list = try spec.codes(below: book.codebookSize)
+        count = list.count
         do {
             if freeze { try book.freeze(codes: list, head: h, strict: true) } else { try book.unfreeze(codes: list, head: h, strict: true) }
         } catch let e as CodebookError {
@@ -76,5 +84,5 @@ func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
     }
     let out = URL(fileURLWithPath: output ?? checkpoint)
     try QuantizerCheckpoint.save(q, config: cfg, to: out)
-    print("\(freeze ? "froze" : "unfroze") \(list.count) codes\(layer.map { " of layer \($0)" } ?? "") → \(out.path)")
+    print("\(freeze ? "froze" : "unfroze") \(count) codes\(layer.map { " of layer \($0)" } ?? "") → \(out.path)")
 }

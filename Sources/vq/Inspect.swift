@@ -24,24 +24,38 @@ struct Inspect: ParsableCommand {
                 print("codebook \(i)\(book.numCodebooks > 1 ? " head \(h)" : ""): \(book.codebookSize) codes × \(book.dim), frozen \(frozen.count)\(frozen.isEmpty ? "" : " (\(ranges(frozen)))")")
             }
         }
-        if books.isEmpty { print("implicit codebook of \(codebookSizes(q).max() ?? 0) codes (nothing learned to freeze)") }
+        if books.isEmpty { print("implicit codebook of \(q.codebookSizes.max() ?? 0) codes (nothing learned to freeze)") }
         guard let input else { return }
-        var x = try DataFiles.vectors(input, dim: q.inputDim)
-        if x.rank == 3 { x = x.reshaped([-1, x.shape[2]]) }
-        let idx = q.encode(x)
-        let size = codebookSizes(q).max() ?? 1
-        let columns = idx.rank >= 2 ? idx.shape[idx.rank - 1] : 1
-        for col in 0..<columns {
-            var counts = [Int](repeating: 0, count: size)
-            for (i, v) in idx.scalars.enumerated() where i % columns == col && v >= 0 && v < size { counts[v] += 1 }
-            let used = counts.filter { $0 > 0 }.count
-            let top = counts.enumerated().sorted { $0.element > $1.element }.prefix(5).map { "\($0.offset)×\($0.element)" }
-            print(String(format: "%@: used %d/%d, dead %d, perplexity %.1f, most used %@", columns > 1 ? "column \(col)" : "usage",
-                         used, size, size - used, perplexity(counts), top.joined(separator: " ")))
-            print("  usage histogram (codes by times used): " + histogram(counts))
+        // Streamed: usage counts and the squared error accumulate chunk by chunk.
+        let stream = try VectorStream(input, dim: q.inputDim)
+        guard stream.rows > 0 else {
+            print("\(input): no vectors to measure usage or error on")
+            return
         }
-        if let recon = try? q.decode(idx), recon.shape == x.shape {
-            print(String(format: "reconstruction MSE on %d vectors: %.6f", x.shape[0], Loss.mse(recon, x).item))
+        let size = q.codebookSizes.max() ?? 1
+        var counts: [[Int]] = []
+        var squaredError = 0.0
+        var decodable = true
+        try stream.forEachChunk { _, x in
+            let idx = q.encode(x)
+            let columns = idx.rank >= 2 ? idx.shape[idx.rank - 1] : 1
+            if counts.isEmpty { counts = Array(repeating: [Int](repeating: 0, count: size), count: columns) }
+            for (i, v) in idx.scalars.enumerated() where v >= 0 && v < size { counts[i % columns][v] += 1 }
+            if decodable, let recon = try? q.decode(idx), recon.shape == x.shape {
+                squaredError += Double((recon - x).squared().sum().item)
+            } else {
+                decodable = false
+            }
+        }
+        for (col, c) in counts.enumerated() {
+            let used = c.filter { $0 > 0 }.count
+            let top = c.enumerated().sorted { $0.element > $1.element }.prefix(5).map { "\($0.offset)×\($0.element)" }
+            print(String(format: "%@: used %d/%d, dead %d, perplexity %.1f, most used %@", counts.count > 1 ? "column \(col)" : "usage",
+                         used, size, size - used, perplexity(c), top.joined(separator: " ")))
+            print("  usage histogram (codes by times used): " + histogram(c))
+        }
+        if decodable {
+            print(String(format: "reconstruction MSE on %d vectors: %.6f", stream.rows, squaredError / Double(stream.rows * stream.dim)))
         }
     }
 

@@ -7,11 +7,11 @@ struct Quickstart: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fit a codebook to clustered synthetic data with nearest-code search and print the error.")
 
-    @Option(help: "Number of vectors.") var vectors = 20_000
-    @Option(help: "Vector dimension.") var dim = 32
-    @Option(help: "Number of codes.") var codes = 64
-    @Option(help: "Lloyd iterations.") var iterations = 8
-    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Number of vectors.") var vectors = 20_000
+    @Option(parsing: .unconditional, help: "Vector dimension.") var dim = 32
+    @Option(parsing: .unconditional, help: "Number of codes.") var codes = 64
+    @Option(parsing: .unconditional, help: "Lloyd iterations.") var iterations = 8
+    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
 
     func validate() throws {
         guard vectors > 0, dim > 0, codes > 0, iterations >= 0 else {

@@ -10,32 +10,32 @@ struct Train: ParsableCommand {
         abstract: "Learn a codebook from vectors (EMA), optionally continuing, growing or freezing an existing one.")
 
     @Option(help: "Vectors: .npy, .fvecs, .bvecs or FILE.safetensors:NAME ([n, d] or [b, n, d]).") var input: String
-    @Option(help: "Codebook size (per layer).") var codebookSize: Int?
+    @Option(parsing: .unconditional, help: "Codebook size (per layer).") var codebookSize: Int?
     @Option(help: "Output checkpoint (.safetensors); its config goes beside it as .json.") var output: String
-    @Option(help: "Heads (separate codebooks per head; default 1).") var heads: Int?
+    @Option(parsing: .unconditional, help: "Heads (separate codebooks per head; default 1).") var heads: Int?
     @Flag(help: "Cosine-similarity codebook.") var cosine = false
-    @Option(help: "EMA decay (default 0.8; with --init: the checkpoint's, or this).") var decay: Double?
+    @Option(parsing: .unconditional, help: "EMA decay (default 0.8; with --init: the checkpoint's, or this).") var decay: Double?
     @Flag(help: "Initialise codes by k-means on the first batch.") var kmeansInit = false
-    @Option(help: "Replace codes whose EMA count falls below this (0 = off, the default; with --init: the checkpoint's, or this).")
+    @Option(parsing: .unconditional, help: "Replace codes whose EMA count falls below this (0 = off, the default; with --init: the checkpoint's, or this).")
     var deadCodeThreshold: Double?
-    @Option(help: "Commitment loss weight (default 1; with --init: the checkpoint's, or this).") var commitmentWeight: Double?
-    @Option(help: "Vectors per step.") var batchSize = 1024
-    @Option(help: "Training steps (default: one epoch).") var steps: Int?
-    @Option(help: "Epochs (instead of --steps).") var epochs: Int?
-    @Option(help: "Residual VQ with this many layers.") var residual: Int?
+    @Option(parsing: .unconditional, help: "Commitment loss weight (default 1; with --init: the checkpoint's, or this).") var commitmentWeight: Double?
+    @Option(parsing: .unconditional, help: "Vectors per step.") var batchSize = 1024
+    @Option(parsing: .unconditional, help: "Training steps (default: one epoch).") var steps: Int?
+    @Option(parsing: .unconditional, help: "Epochs (instead of --steps).") var epochs: Int?
+    @Option(parsing: .unconditional, help: "Residual VQ with this many layers.") var residual: Int?
     @Option(help: "FSQ levels, e.g. 8,5,5,5 (nothing to learn: writes the quantizer).") var fsqLevels: String?
     @Option(name: .customLong("init"), help: "Continue from this checkpoint (its config is used).") var initFrom: String?
-    @Option(help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old.") var expandTo: Int?
+    @Option(parsing: .unconditional, help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old.") var expandTo: Int?
     @Flag(help: "With --expand-to: leave the old codes trainable.") var noFreezeOld = false
     @Option(help: "Freeze these codes before training, e.g. 0-255,300.") var freeze: String?
-    @Option(help: "Layer for --freeze (residual stacks; default all).") var layer: Int?
-    @Option(help: "Head for --freeze (default all).") var head: Int?
-    @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Option(help: "Thread count (default: active cores).") var threads: Int?
+    @Option(parsing: .unconditional, help: "Layer for --freeze (residual stacks; default all).") var layer: Int?
+    @Option(parsing: .unconditional, help: "Head for --freeze (default all).") var head: Int?
+    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Thread count (default: active cores).") var threads: Int?
     @Option(help: "Write an HTML report (loss curve, code usage).") var report: String?
     @Flag(help: "Data-parallel training under mpirun: each step's batch is split across the ranks; rank 0 writes.")
     var distributed = false
-    @Option(help: "With --distributed: seconds before a stalled collective aborts every rank.") var collectiveTimeout: Double = 120
+    @Option(parsing: .unconditional, help: "With --distributed: seconds before a stalled collective aborts every rank.") var collectiveTimeout: Double = 120
     @Flag(help: ArgumentHelp("With --distributed: every rank writes OUTPUT.rankN.safetensors (for tests).", visibility: .hidden))
     var rankOutputs = false
     @Option(help: ArgumentHelp("Failure drill: RANK:STEP:exit|hang makes that rank fail at that step (for tests).", visibility: .hidden))
@@ -62,10 +62,22 @@ struct Train: ParsableCommand {
             }
         }
         if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
-        if let f = freeze { _ = try parseCodeSpec(f) }
-        if let levels = fsqLevels, levels.split(separator: ",").contains(where: { Int($0) == nil || Int($0)! < 2 }) {
-            throw ValidationError("--fsq-levels: comma-separated integers ≥ 2, e.g. 8,5,5,5")
+        if let f = freeze { _ = try CodeSpec(f, option: "--freeze") }
+        if let levels = fsqLevels {
+            let parts = levels.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 2 }) else {
+                throw ValidationError("--fsq-levels '\(levels)': comma-separated integers ≥ 2, e.g. 8,5,5,5")
+            }
+            guard SizeLimit.product(parts.map { $0! }) != nil else {
+                throw ValidationError("--fsq-levels '\(levels)': the codebook size (their product) exceeds \(SizeLimit.maxElements) codes")
+            }
         }
+        if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
+        if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
+        if let e = expandTo, e < 1 { throw ValidationError("--expand-to must be ≥ 1") }
+        if !(collectiveTimeout.isFinite && collectiveTimeout > 0) { throw ValidationError("--collective-timeout must be a positive number of seconds") }
+        try DataFiles.checkOutput(output, option: "--output")
+        if let report { try DataFiles.checkOutput(report, option: "--report") }
         if expandTo != nil && residual != nil { throw ValidationError("--expand-to works on a single codebook, not with --residual") }
     }
 
@@ -77,8 +89,16 @@ struct Train: ParsableCommand {
         }
         let (rank, world) = (collective.rank, collective.worldSize)
         var x = try DataFiles.vectors(input)
-        if x.rank == 3 { x = x.reshaped([-1, x.shape[2]]) }
+        if x.rank == 3 { x = x.reshaped([x.shape[0] * x.shape[1], x.shape[2]]) }
         let (n, d) = (x.shape[0], x.shape[1])
+        guard n > 0 && d > 0 else { throw CLIError("\(input): no vectors to train on (shape \(x.shape))") }
+        if let k = expandTo ?? codebookSize {
+            // Codes are [k, d] floats in embed and embed_avg: refuse what cannot fit in memory before allocating.
+            let bytes = Double(k) * Double(d) * Double(residual ?? 1) * 8
+            if bytes > Double(ProcessInfo.processInfo.physicalMemory) / 2 {
+                throw ValidationError("--\(expandTo != nil ? "expand-to" : "codebook-size") \(k): \(k) codes of dimension \(d) need \(Int(bytes / 1e9)) GB, more than half of this machine's memory")
+            }
+        }
         var (module, config) = try makeModule(dim: d)
         if let expandTo {
             guard let vq = module as? VectorQuantizer else { throw CLIError("--expand-to: \(config.module) has no single codebook to grow") }
@@ -94,8 +114,9 @@ struct Train: ParsableCommand {
             config.kwargs["codebook_size"] = expandTo
         }
         if let freeze {
-            let codes = try parseCodeSpec(freeze)
+            let spec = try CodeSpec(freeze, option: "--freeze")
             for (book, h) in try selectCodebooks(module, layer: layer, head: head) {
+                let codes = try spec.codes(below: book.codebookSize)
                 do { try book.freeze(codes: codes, head: h, strict: true) } catch let e as CodebookError { throw ValidationError("--freeze: \(e)") }
             }
         }
@@ -104,14 +125,17 @@ struct Train: ParsableCommand {
         if world > 1 && batchSize % world != 0 {
             throw ValidationError("--batch-size \(batchSize) must be a multiple of the \(world) ranks")
         }
-        let totalSteps = steps ?? (epochs ?? 1) * max(1, (n + batchSize - 1) / batchSize)
+        let perEpoch = max(1, n / batchSize + (n % batchSize == 0 ? 0 : 1))
+        let (epochSteps, overflow) = (epochs ?? 1).multipliedReportingOverflow(by: perEpoch)
+        if steps == nil && overflow { throw ValidationError("--epochs \(epochs ?? 1): too many steps") }
+        let totalSteps = steps ?? epochSteps
         var losses: [Float] = []
         if !(module is FSQ) {
             var rng = SeededGenerator(seed: seed)
             var order = rng.permutation(n)
             var cursor = 0
             var progress = Progress(world > 1 ? "train (\(world) ranks)" : "train", total: totalSteps)
-            let sizes = codebookSizes(module)
+            let sizes = module.codebookSizes
             var counts = [Int](repeating: 0, count: sizes.max() ?? 1)
             module.train()
             for step in 1...totalSteps {
@@ -214,7 +238,7 @@ struct Train: ParsableCommand {
         if let (option, _, _) = overrides.first, !codebookModules.contains(config.module) {
             throw ValidationError("\(option): \(path) holds a \(config.module), which has no EMA codebook to train")
         }
-        if let k = codebookSize, let sizes = Optional(codebookSizes(module)), sizes.max() != k {
+        if let k = codebookSize, let sizes = Optional(module.codebookSizes), sizes.max() != k {
             throw ValidationError("--codebook-size \(k) differs from \(path)'s \(sizes.max() ?? 0) codes: use --expand-to to grow it")
         }
         guard !overrides.isEmpty else { return (module, config) }
@@ -245,7 +269,7 @@ struct Train: ParsableCommand {
     func usageCounts(_ m: any Quantizer, _ x: Tensor) -> [Int] {
         let idx = m.encode(x)
         let per = idx.rank == 2 ? idx.shape[1] : 1
-        var counts = [Int](repeating: 0, count: codebookSizes(m).max() ?? 1)
+        var counts = [Int](repeating: 0, count: m.codebookSizes.max() ?? 1)
         for (i, v) in idx.scalars.enumerated() where i % per == 0 && v >= 0 && v < counts.count { counts[v] += 1 }
         return counts
     }

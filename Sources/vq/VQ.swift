@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The `vq` command-line tool: one root command, one type per subcommand.
 @main
@@ -8,4 +9,30 @@ struct VQ: ParsableCommand {
         abstract: "Learn vector-quantization codebooks, encode and decode vectors, freeze codes exactly.",
         version: "0.1.0",
         subcommands: [Demo.self, Train.self, Encode.self, Decode.self, Inspect.self, Freeze.self, Unfreeze.self, Quickstart.self, Bench.self])
+
+    /// Parses and runs a subcommand. Any error is one line on standard error (`vq: error: …`, no usage
+    /// text) and a non-zero exit; `--help` and `--version` print as usual.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            FileHandle.standardError.write(Data("vq: error: \(oneLine(message(for: error)))\n".utf8))
+            Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
+        }
+    }
+
+    /// Collapses a message to one line (no usage text, no line breaks from file excerpts).
+    static func oneLine(_ message: String) -> String {
+        var text = message
+        if let usage = text.range(of: "\nUsage:") { text = String(text[..<usage.lowerBound]) }
+        if text.hasPrefix("Error: ") { text.removeFirst(7) }
+        return text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }.joined(separator: " ")
+    }
 }

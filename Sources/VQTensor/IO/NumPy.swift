@@ -13,61 +13,81 @@ public enum NumPyFile {
     }
 
     public static func parse(_ data: Data, path: String = "<memory>") throws -> StoredTensor {
-        func bad(_ r: String) -> TensorFileError { .malformed(path: path, reason: r) }
-        let bytes = [UInt8](data.prefix(12))
-        guard bytes.count >= 10, bytes[0] == 0x93, Array(bytes[1...5]) == Array("NUMPY".utf8) else { throw bad("no .npy magic") }
-        let major = bytes[6]
-        let headerLength: Int
-        let start: Int
-        switch major {
-        case 1:
-            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
-            start = 10
-        case 2, 3:
-            guard bytes.count >= 12 else { throw bad("truncated header length") }
-            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
-            start = 12
-        default:
-            throw bad("unsupported .npy version \(major)")
-        }
-        guard headerLength <= maxHeader, start + headerLength <= data.count else {
-            throw bad("header length \(headerLength) exceeds the file (\(data.count) bytes)")
-        }
-        let headerData = data.subdata(in: (data.startIndex + start)..<(data.startIndex + start + headerLength))
-        guard let header = String(data: headerData, encoding: major == 3 ? .utf8 : .isoLatin1) else { throw bad("header is not text") }
-        guard let descr = field(header, "descr").flatMap(quoted) else { throw bad("header has no descr: \(header.prefix(80))") }
-        guard let fortran = field(header, "fortran_order") else { throw bad("header has no fortran_order") }
-        if fortran.hasPrefix("True") { throw bad("Fortran-order arrays are not supported; save with np.ascontiguousarray") }
-        guard let shapeText = field(header, "shape"), let shape = parseShape(shapeText) else { throw bad("header has no valid shape") }
-        var count = 1
-        for s in shape {
-            let (p, o) = count.multipliedReportingOverflow(by: s)
-            guard !o, p <= Int(Int32.max) else { throw bad("shape \(shape) is too large") }
-            count = p
-        }
-        guard let order = descr.first else { throw bad("empty descr") }
-        if order == ">" { throw bad("big-endian data (\(descr)) is not supported; convert with arr.astype('<\(descr.dropFirst())')") }
-        let kind = order == "<" || order == "|" || order == "=" ? String(descr.dropFirst()) : descr
-        let dtype: SafeTensorsFile.DType
-        switch kind {
-        case "f4": dtype = .F32
-        case "f8": dtype = .F64
-        case "f2": dtype = .F16
-        case "i8": dtype = .I64
-        case "i4": dtype = .I32
-        case "i2": dtype = .I16
-        case "i1": dtype = .I8
-        case "u1": dtype = .U8
-        case "b1": dtype = .BOOL
-        default: throw bad("unsupported dtype \(descr)")
-        }
-        let body = start + headerLength
-        guard data.count - body >= count * dtype.size else {
-            throw bad("\(data.count - body) data bytes for \(descr) \(shape) (needs \(count * dtype.size))")
-        }
+        let h = try Header(prefix: data.prefix(12 + maxHeader), fileSize: data.count, path: path)
         return try data.withUnsafeBytes { raw in
-            try SafeTensorsFile.decode(UnsafeRawBufferPointer(rebasing: raw[body..<(body + count * dtype.size)]), dtype: dtype,
-                                       shape: shape, count: count, path: path, name: "array")
+            try SafeTensorsFile.decode(UnsafeRawBufferPointer(rebasing: raw[h.dataStart..<(h.dataStart + h.count * h.dtype.size)]),
+                                       dtype: h.dtype, shape: h.shape, count: h.count, path: path, name: "array")
+        }
+    }
+
+    /// A validated `.npy` header: element type, shape and where the data starts; the file is long enough.
+    public struct Header: Sendable {
+        public let dtype: SafeTensorsFile.DType
+        public let shape: [Int]
+        public let count: Int
+        public let dataStart: Int
+
+        /// - Parameters:
+        ///   - prefix: the file's first bytes (at least the whole header when the file has one).
+        ///   - fileSize: the file's size in bytes.
+        public init(prefix data: Data, fileSize: Int, path: String) throws {
+            func bad(_ r: String) -> TensorFileError { .malformed(path: path, reason: r) }
+            let bytes = [UInt8](data.prefix(12))
+            guard bytes.count >= 10, bytes[0] == 0x93, Array(bytes[1...5]) == Array("NUMPY".utf8) else { throw bad("no .npy magic") }
+            let major = bytes[6]
+            let headerLength: Int
+            let start: Int
+            switch major {
+            case 1:
+                headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+                start = 10
+            case 2, 3:
+                guard bytes.count >= 12 else { throw bad("truncated header length") }
+                headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+                start = 12
+            default:
+                throw bad("unsupported .npy version \(major)")
+            }
+            guard headerLength <= maxHeader, start + headerLength <= data.count, start + headerLength <= fileSize else {
+                throw bad("header length \(headerLength) exceeds the file (\(fileSize) bytes)")
+            }
+            let headerData = data.subdata(in: (data.startIndex + start)..<(data.startIndex + start + headerLength))
+            guard let header = String(data: headerData, encoding: major == 3 ? .utf8 : .isoLatin1) else { throw bad("header is not text") }
+            let excerpt = String(header.prefix(80)).replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
+            guard let descr = NumPyFile.field(header, "descr").flatMap(NumPyFile.quoted) else { throw bad("header has no descr: \(excerpt)") }
+            guard let fortran = NumPyFile.field(header, "fortran_order") else { throw bad("header has no fortran_order") }
+            if fortran.hasPrefix("True") { throw bad("Fortran-order arrays are not supported; save with np.ascontiguousarray") }
+            guard let shapeText = NumPyFile.field(header, "shape"), let shape = NumPyFile.parseShape(shapeText) else { throw bad("header has no valid shape") }
+            var count = 1
+            for s in shape {
+                let (p, o) = count.multipliedReportingOverflow(by: s)
+                guard !o, p <= Int(Int32.max) else { throw bad("shape \(shape) is too large") }
+                count = p
+            }
+            guard let order = descr.first else { throw bad("empty descr") }
+            if order == ">" { throw bad("big-endian data (\(descr)) is not supported; convert with arr.astype('<\(descr.dropFirst())')") }
+            let kind = order == "<" || order == "|" || order == "=" ? String(descr.dropFirst()) : descr
+            let dtype: SafeTensorsFile.DType
+            switch kind {
+            case "f4": dtype = .F32
+            case "f8": dtype = .F64
+            case "f2": dtype = .F16
+            case "i8": dtype = .I64
+            case "i4": dtype = .I32
+            case "i2": dtype = .I16
+            case "i1": dtype = .I8
+            case "u1": dtype = .U8
+            case "b1": dtype = .BOOL
+            default: throw bad("unsupported dtype \(descr)")
+            }
+            let body = start + headerLength
+            guard fileSize - body >= count * dtype.size else {
+                throw bad("\(fileSize - body) data bytes for \(descr) \(shape) (needs \(count * dtype.size))")
+            }
+            self.dtype = dtype
+            self.shape = shape
+            self.count = count
+            self.dataStart = body
         }
     }
 
@@ -101,14 +121,8 @@ public enum NumPyFile {
 
     /// The bytes of a version-1 `.npy` file: `<f4` for float tensors, `<i8` for integer tensors.
     public static func serialized(_ t: StoredTensor) -> Data {
-        let shapeText: String
-        switch t.shape.count {
-        case 0: shapeText = "()"
-        case 1: shapeText = "(\(t.shape[0]),)"
-        default: shapeText = "(" + t.shape.map(String.init).joined(separator: ", ") + ")"
-        }
-        let descr: String
         var body = Data()
+        let descr: String
         switch t {
         case .float(let f):
             descr = "<f4"
@@ -117,6 +131,19 @@ public enum NumPyFile {
             descr = "<i8"
             for v in i.scalars { var le = Int64(v).littleEndian; withUnsafeBytes(of: &le) { body.append(contentsOf: $0) } }
         }
+        var out = header(shape: t.shape, descr: descr)
+        out.append(body)
+        return out
+    }
+
+    /// The magic, version and 64-byte-aligned header of a version-1 (or, for a header over 64 KiB, 2) file.
+    static func header(shape: [Int], descr: String) -> Data {
+        let shapeText: String
+        switch shape.count {
+        case 0: shapeText = "()"
+        case 1: shapeText = "(\(shape[0]),)"
+        default: shapeText = "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        }
         var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
         while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
         header += "\n"
@@ -124,7 +151,6 @@ public enum NumPyFile {
         let n = UInt16(header.utf8.count)
         out.append(contentsOf: [UInt8(n & 0xFF), UInt8(n >> 8)])
         out.append(contentsOf: Array(header.utf8))
-        out.append(body)
         return out
     }
 

@@ -49,12 +49,12 @@ public enum StoredTensor: Sendable, Equatable {
         case .integer(let t): return t.asFloat
         }
     }
-    /// The values as integers (floats truncated toward zero), `nil` for non-integral floats.
+    /// The values as integers, `nil` for floats that are not integers within ±2³¹.
     public var asIndices: IndexTensor? {
         switch self {
         case .integer(let t): return t
         case .float(let t):
-            guard t.scalars.allSatisfy({ $0.isFinite && $0.rounded(.towardZero) == $0 }) else { return nil }
+            guard t.scalars.allSatisfy({ $0.isFinite && $0.rounded(.towardZero) == $0 && abs($0) < 2_147_483_648 }) else { return nil }
             return IndexTensor(t.scalars.map { Int($0) }, shape: t.shape)
         }
     }
@@ -86,68 +86,113 @@ public struct SafeTensorsFile: Sendable {
 
     /// Parses the bytes of a safetensors file; `path` names it in errors.
     public static func parse(_ data: Data, path: String = "<memory>") throws -> SafeTensorsFile {
-        func bad(_ r: String) -> TensorFileError { .malformed(path: path, reason: r) }
-        guard data.count >= 8 else { throw bad("\(data.count) bytes, shorter than the 8-byte header length") }
+        guard data.count >= 8 else { throw TensorFileError.malformed(path: path, reason: "\(data.count) bytes, shorter than the 8-byte header length") }
         let n = data.withUnsafeBytes { raw -> UInt64 in
             var v: UInt64 = 0
             for i in 0..<8 { v |= UInt64(raw[i]) << (8 * UInt64(i)) }
             return v
         }
-        guard n <= UInt64(maxHeader), n <= UInt64(data.count - 8) else {
-            throw bad("header length \(n) exceeds the file (\(data.count) bytes) or the \(maxHeader)-byte cap")
-        }
-        let headerBytes = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + 8 + Int(n)))
-        guard String(data: headerBytes, encoding: .utf8) != nil else { throw bad("header is not UTF-8") }
-        let json: Any
-        do {
-            json = try JSONSerialization.jsonObject(with: headerBytes)
-        } catch {
-            throw bad("header is not JSON: \(error.localizedDescription)")
-        }
-        guard let header = json as? [String: Any] else { throw bad("header is not a JSON object") }
-        let body = data.startIndex + 8 + Int(n)
-        let bodyCount = data.count - 8 - Int(n)
-        var out = SafeTensorsFile()
-        if let meta = header["__metadata__"] {
-            guard let m = meta as? [String: Any] else { throw bad("__metadata__ is not an object") }
-            for (k, v) in m {
-                guard let s = v as? String else { throw bad("__metadata__ value of '\(k)' is not a string") }
-                out.metadata[k] = s
-            }
-        }
-        var spans: [(Int, Int, String)] = []
-        for (name, entry) in header where name != "__metadata__" {
-            func badT(_ r: String) -> TensorFileError { .badTensor(path: path, name: name, reason: r) }
-            guard let e = entry as? [String: Any], let dtypeName = e["dtype"] as? String,
-                  let shapeAny = e["shape"] as? [Any], let offsAny = e["data_offsets"] as? [Any], offsAny.count == 2
-            else { throw badT("entry needs dtype, shape and two data_offsets") }
-            guard let dtype = DType(rawValue: dtypeName) else { throw badT("unsupported dtype \(dtypeName)") }
-            var shape: [Int] = []
-            var count = 1
-            for s in shapeAny {
-                guard let v = (s as? NSNumber)?.intValue, v >= 0, v <= Int(Int32.max) else { throw badT("bad shape \(shapeAny)") }
-                let (p, o) = count.multipliedReportingOverflow(by: v)
-                guard !o, p <= Int(Int32.max) else { throw badT("shape \(shapeAny) is too large") }
-                count = p
-                shape.append(v)
-            }
-            guard let b = (offsAny[0] as? NSNumber)?.intValue, let en = (offsAny[1] as? NSNumber)?.intValue,
-                  b >= 0, en >= b, en <= bodyCount
-            else { throw badT("data_offsets \(offsAny) out of bounds for \(bodyCount) data bytes") }
-            guard en - b == count * dtype.size else {
-                throw badT("\(en - b) bytes for \(dtype.rawValue) \(shape) (needs \(count * dtype.size))")
-            }
-            spans.append((b, en, name))
+        let headerEnd = data.startIndex + 8 + Int(Swift.min(n, UInt64(data.count - 8)))
+        let header = try Header(length: n, bytes: data.subdata(in: (data.startIndex + 8)..<headerEnd), fileSize: data.count, path: path)
+        var out = SafeTensorsFile(metadata: header.metadata)
+        for (name, e) in header.entries {
             out.tensors[name] = try data.withUnsafeBytes { raw in
-                try decode(UnsafeRawBufferPointer(rebasing: raw[(body - data.startIndex + b)..<(body - data.startIndex + en)]),
-                           dtype: dtype, shape: shape, count: count, path: path, name: name)
+                try decode(UnsafeRawBufferPointer(rebasing: raw[(header.dataStart + e.begin)..<(header.dataStart + e.end)]),
+                           dtype: e.dtype, shape: e.shape, count: e.count, path: path, name: name)
             }
-        }
-        spans.sort { $0.0 < $1.0 }
-        for i in spans.indices.dropFirst() where spans[i].0 < spans[i - 1].1 {
-            throw TensorFileError.badTensor(path: path, name: spans[i].2, reason: "data overlaps tensor '\(spans[i - 1].2)'")
         }
         return out
+    }
+
+    /// A validated header: every tensor's dtype, shape and byte range, and the metadata. Nothing is trusted
+    /// before it is checked: the length against the file size and a cap, UTF-8 and JSON, dtypes, integer
+    /// shapes and offsets (exact integers — no fractions, no wrap-around), in bounds, consistent with dtype
+    /// × shape, non-overlapping.
+    public struct Header: Sendable {
+        public struct Entry: Sendable {
+            public let dtype: DType
+            public let shape: [Int]
+            public let count: Int
+            /// Byte range relative to ``Header/dataStart``.
+            public let begin: Int, end: Int
+        }
+        public let entries: [String: Entry]
+        public let metadata: [String: String]
+        /// The file offset of the data section.
+        public let dataStart: Int
+
+        /// - Parameters:
+        ///   - length: the header length from the file's first 8 bytes.
+        ///   - bytes: the header's bytes (the `length` bytes after the first 8, or fewer when the file is short).
+        ///   - fileSize: the file's size in bytes.
+        public init(length n: UInt64, bytes headerBytes: Data, fileSize: Int, path: String) throws {
+            func bad(_ r: String) -> TensorFileError { .malformed(path: path, reason: r) }
+            guard n <= UInt64(maxHeader), fileSize >= 8, n <= UInt64(fileSize - 8), headerBytes.count == Int(n) else {
+                throw bad("header length \(n) exceeds the file (\(fileSize) bytes) or the \(maxHeader)-byte cap")
+            }
+            guard String(data: headerBytes, encoding: .utf8) != nil else { throw bad("header is not UTF-8") }
+            let json: Any
+            do {
+                json = try JSONSerialization.jsonObject(with: headerBytes)
+            } catch {
+                throw bad("header is not JSON: \(error.localizedDescription)")
+            }
+            guard let header = json as? [String: Any] else { throw bad("header is not a JSON object") }
+            dataStart = 8 + Int(n)
+            let bodyCount = fileSize - 8 - Int(n)
+            var metadata: [String: String] = [:]
+            if let meta = header["__metadata__"] {
+                guard let m = meta as? [String: Any] else { throw bad("__metadata__ is not an object") }
+                for (k, v) in m {
+                    guard let s = v as? String else { throw bad("__metadata__ value of '\(k)' is not a string") }
+                    metadata[k] = s
+                }
+            }
+            self.metadata = metadata
+            var entries: [String: Entry] = [:]
+            var spans: [(Int, Int, String)] = []
+            for (name, entry) in header where name != "__metadata__" {
+                func badT(_ r: String) -> TensorFileError { .badTensor(path: path, name: name, reason: r) }
+                guard let e = entry as? [String: Any], let dtypeName = e["dtype"] as? String,
+                      let shapeAny = e["shape"] as? [Any], let offsAny = e["data_offsets"] as? [Any], offsAny.count == 2
+                else { throw badT("entry needs dtype, shape and two data_offsets") }
+                guard let dtype = DType(rawValue: dtypeName) else { throw badT("unsupported dtype \(dtypeName)") }
+                var shape: [Int] = []
+                var count = 1
+                for s in shapeAny {
+                    guard let v = exactInteger(s), v >= 0, v <= Int(Int32.max) else { throw badT("bad shape \(shapeAny)") }
+                    let (p, o) = count.multipliedReportingOverflow(by: v)
+                    guard !o, p <= Int(Int32.max) else { throw badT("shape \(shapeAny) is too large") }
+                    count = p
+                    shape.append(v)
+                }
+                guard let b = exactInteger(offsAny[0]), let en = exactInteger(offsAny[1]), b >= 0, en >= b, en <= bodyCount
+                else { throw badT("data_offsets \(offsAny) out of bounds for \(bodyCount) data bytes") }
+                guard en - b == count * dtype.size else {
+                    throw badT("\(en - b) bytes for \(dtype.rawValue) \(shape) (needs \(count * dtype.size))")
+                }
+                spans.append((b, en, name))
+                entries[name] = Entry(dtype: dtype, shape: shape, count: count, begin: b, end: en)
+            }
+            spans.sort { $0.0 < $1.0 }
+            for i in spans.indices.dropFirst() where spans[i].0 < spans[i - 1].1 {
+                throw TensorFileError.badTensor(path: path, name: spans[i].2, reason: "data overlaps tensor '\(spans[i - 1].2)'")
+            }
+            self.entries = entries
+        }
+    }
+
+    /// A JSON number that is exactly an integer in `Int`'s range (no fraction, exponent or wrap-around);
+    /// `nil` otherwise.
+    static func exactInteger(_ value: Any) -> Int? {
+        // JSONSerialization gives integer literals an integer type code; fractions, exponents, numbers
+        // beyond 64 bits (double or decimal) and booleans ("c") are refused.
+        guard let n = value as? NSNumber, !(n is NSDecimalNumber),
+              let code = String(validatingCString: n.objCType), ["q", "Q", "i", "l", "s", "I", "L", "S"].contains(code)
+        else { return nil }
+        let text = n.stringValue
+        guard !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-") }) else { return nil }
+        return Int(text)
     }
 
     /// The element types of the format.
@@ -255,27 +300,126 @@ public struct SafeTensorsFile: Sendable {
 }
 
 /// Atomic file replacement: write a temporary sibling, fsync it, rename it over the target.
+///
+/// - Through a symbolic link, the file the link points to is replaced (the link stays a link).
+/// - A replaced file keeps its permission bits; a new file gets `0644` less the umask.
+/// - Temporary files are named `.NAME.tmp-PID-RANDOM`; one left behind by a process that was killed
+///   (its PID no longer runs) is removed by the next write to the same target.
 public enum AtomicFile {
     public static func write(_ data: Data, to url: URL) throws {
-        let dir = url.deletingLastPathComponent()
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(UInt32.random(in: 0...UInt32.max))")
-        guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-            throw TensorFileError.unwritable(path: url.path, reason: "cannot create a temporary file in \(dir.path)")
-        }
+        let staged = try StagedFile(replacing: url)
         do {
-            let h = try FileHandle(forWritingTo: tmp)
-            try h.write(contentsOf: data)
-            try h.synchronize()
-            try h.close()
-            if rename(tmp.path, url.path) != 0 {
-                throw TensorFileError.unwritable(path: url.path, reason: String(cString: strerror(errno)))
-            }
-        } catch let e as TensorFileError {
-            try? FileManager.default.removeItem(at: tmp)
-            throw e
+            try staged.write(data, at: 0)
+            try staged.commit()
         } catch {
-            try? FileManager.default.removeItem(at: tmp)
-            throw TensorFileError.unwritable(path: url.path, reason: error.localizedDescription)
+            staged.abandon()
+            throw error
+        }
+    }
+}
+
+/// The temporary file behind an atomic write (see ``AtomicFile``): written at any offset, then
+/// ``commit()`` (fsync, rename, fsync of the folder) or ``abandon()`` (removed).
+public final class StagedFile {
+    public let target: URL
+    let requested: URL
+    let tmp: URL
+    let fd: Int32
+    let mode: mode_t
+    private var done = false
+
+    public init(replacing url: URL) throws {
+        requested = url
+        target = StagedFile.resolvedTarget(url)
+        let dir = target.deletingLastPathComponent()
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
+            throw TensorFileError.unwritable(path: url.path, reason: "no such folder \(dir.path)")
+        }
+        StagedFile.removeStaleTemporaries(of: target)
+        tmp = dir.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        var st = stat()
+        if stat(target.path, &st) == 0 {
+            mode = st.st_mode & 0o7777
+        } else {
+            let mask = umask(0)
+            umask(mask)
+            mode = 0o644 & ~mask
+        }
+        fd = open(tmp.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw TensorFileError.unwritable(path: url.path, reason: "cannot create a temporary file in \(dir.path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    deinit { if !done { abandon() } }
+
+    /// Writes `data` at byte `offset`.
+    public func write(_ data: Data, at offset: Int) throws {
+        var written = 0
+        try data.withUnsafeBytes { raw in
+            while written < raw.count {
+                let n = pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(offset + written))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw TensorFileError.unwritable(path: requested.path, reason: String(cString: strerror(errno))) }
+                written += n
+            }
+        }
+    }
+
+    /// Makes the file appear under its name: permission bits, fsync, rename, fsync of the folder.
+    public func commit() throws {
+        precondition(!done, "StagedFile: committed or abandoned twice")
+        fchmod(fd, mode)
+        guard fsync(fd) == 0 else {
+            let reason = String(cString: strerror(errno))
+            abandon()
+            throw TensorFileError.unwritable(path: requested.path, reason: reason)
+        }
+        close(fd)
+        done = true
+        if rename(tmp.path, target.path) != 0 {
+            let reason = String(cString: strerror(errno))
+            unlink(tmp.path)
+            throw TensorFileError.unwritable(path: requested.path, reason: reason)
+        }
+        let dfd = open(target.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            fsync(dfd)
+            close(dfd)
+        }
+    }
+
+    /// Removes the temporary file; the target is untouched.
+    public func abandon() {
+        guard !done else { return }
+        done = true
+        close(fd)
+        unlink(tmp.path)
+    }
+
+    /// The file a path finally names: symbolic links followed (relative links against their folder).
+    static func resolvedTarget(_ url: URL) -> URL {
+        var current = url.standardizedFileURL
+        for _ in 0..<40 {
+            guard let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: current.path) else { return current }
+            current = dest.hasPrefix("/") ? URL(fileURLWithPath: dest)
+                : current.deletingLastPathComponent().appendingPathComponent(dest).standardizedFileURL
+        }
+        return current
+    }
+
+    /// Removes `.NAME.tmp-PID-*` siblings of `target` whose process no longer runs.
+    static func removeStaleTemporaries(of target: URL) {
+        let dir = target.deletingLastPathComponent()
+        let prefix = ".\(target.lastPathComponent).tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let rest = name.dropFirst(prefix.count)
+            guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]) else { continue }
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                unlink(dir.appendingPathComponent(name).path)
+            }
         }
     }
 }

@@ -1,0 +1,66 @@
+import Foundation
+import VQTensor
+import VectorQuantize
+
+/// The vectors of an input file, read in chunks of rows so that memory does not grow with the file:
+/// `[n, d]` or `[b, n, d]` floats (`.npy`, `.fvecs`, `.bvecs`, `FILE.safetensors:NAME`).
+struct VectorStream {
+    let spec: String
+    let reader: TensorFileReader
+    /// The axes before the vector axis (`[n]` or `[b, n]`), and their product.
+    let leading: [Int]
+    let rows: Int
+    let dim: Int
+
+    init(_ spec: String, dim expected: Int?) throws {
+        self.spec = spec
+        let (url, name) = DataFiles.split(spec)
+        guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError("\(url.path): no such file") }
+        reader = try TensorFileReader(path: url.path, name: name)
+        let shape = reader.shape
+        guard shape.count == 2 || shape.count == 3 else { throw CLIError("\(spec): expected vectors [n, d] or [b, n, d], found shape \(shape)") }
+        guard reader.isFloat || url.pathExtension.lowercased() == "bvecs" else {
+            throw CLIError("\(spec): holds integers (\(reader.dtype.rawValue)); vectors must be floating point")
+        }
+        dim = shape[shape.count - 1]
+        leading = Array(shape.dropLast())
+        rows = leading.reduce(1, *)
+        if let expected, dim != expected { throw CLIError("\(spec): vectors of dimension \(dim), the model expects \(expected)") }
+        if rows > 0 && dim == 0 { throw CLIError("\(spec): vectors of dimension 0") }
+    }
+
+    /// Rows per chunk: about 8 M values (32 MB of Float32), at least one row.
+    var chunkRows: Int { Swift.max(1, Swift.min(65_536, (8 << 20) / Swift.max(dim, 1))) }
+
+    /// Calls `body` with consecutive row ranges and their vectors `[count, d]`; a NaN or ±∞ is an error
+    /// naming the row.
+    func forEachChunk(_ body: (Range<Int>, Tensor) throws -> Void) throws {
+        var r0 = 0
+        while r0 < rows {
+            let r1 = Swift.min(rows, r0 + chunkRows)
+            let x = try reader.elements((r0 * dim)..<(r1 * dim)).asFloat.reshaped([r1 - r0, dim])
+            if !x.allFinite {
+                let bad = x.scalars.firstIndex { !$0.isFinite }! / dim
+                throw CLIError("\(spec): vector \(r0 + bad) contains NaN or infinite values")
+            }
+            try body(r0..<r1, x)
+            r0 = r1
+        }
+    }
+}
+
+/// Where the code indices of `rows` vectors go in a quantizer's index tensor: `leading` axes (groups),
+/// the vectors' axes, then `trailing` axes (heads or layers).
+struct IndexLayout {
+    let leading: [Int], trailing: [Int]
+    var groups: Int { leading.reduce(1, *) }
+    var tail: Int { trailing.reduce(1, *) }
+
+    init(_ q: any Quantizer) {
+        let one = q.indexShapeOfOneVector, a = q.indexBatchAxis
+        leading = Array(one[..<a])
+        trailing = Array(one[(a + 1)...])
+    }
+
+    func shape(vectorAxes: [Int]) -> [Int] { leading + vectorAxes + trailing }
+}
