@@ -27,6 +27,15 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         s = (splitmix(), splitmix(), splitmix(), splitmix())
     }
 
+    /// The generator's whole state (four words), to save and later restore with ``init(state:)``.
+    public var state: [UInt64] { [s.0, s.1, s.2, s.3] }
+
+    /// A generator that continues exactly where the one whose ``state`` this is stopped.
+    public init(state: [UInt64]) {
+        precondition(state.count == 4 && state.contains { $0 != 0 }, "SeededGenerator(state:): four words, not all zero, got \(state)")
+        s = (state[0], state[1], state[2], state[3])
+    }
+
     @inline(__always) static func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
     public mutating func next() -> UInt64 {

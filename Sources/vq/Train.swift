@@ -33,6 +33,9 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
     @Option(parsing: .unconditional, help: "Thread count (default: active cores).") var threads: Int?
     @Option(help: "Write an HTML report (loss curve, code usage).") var report: String?
+    @Option(parsing: .unconditional, help: "Write a resumable state every N steps (to --state).") var checkpointEvery: Int?
+    @Option(help: "Resumable state file (default: OUTPUT with .state.safetensors).") var state: String?
+    @Option(help: "Continue a run from its state file (same --input, --batch-size, --steps/--epochs, --seed).") var resume: String?
     @Flag(help: "Data-parallel training under mpirun: each step's batch is split across the ranks; rank 0 writes.")
     var distributed = false
     @Option(parsing: .unconditional, help: "With --distributed: seconds before a stalled collective aborts every rank.") var collectiveTimeout: Double = 120
@@ -78,6 +81,11 @@ struct Train: ParsableCommand {
         if !(collectiveTimeout.isFinite && collectiveTimeout > 0) { throw ValidationError("--collective-timeout must be a positive number of seconds") }
         try DataFiles.checkOutput(output, option: "--output")
         if let report { try DataFiles.checkOutput(report, option: "--report") }
+        if let c = checkpointEvery, c < 1 { throw ValidationError("--checkpoint-every must be ≥ 1") }
+        if let state { try DataFiles.checkOutput(state, option: "--state") }
+        if resume != nil && (initFrom != nil || expandTo != nil || freeze != nil) {
+            throw ValidationError("--resume continues a run as it was: --init, --expand-to and --freeze belong to its first start")
+        }
         if expandTo != nil && residual != nil { throw ValidationError("--expand-to works on a single codebook, not with --residual") }
     }
 
@@ -99,8 +107,17 @@ struct Train: ParsableCommand {
                 throw ValidationError("--\(expandTo != nil ? "expand-to" : "codebook-size") \(k): \(k) codes of dimension \(d) need \(Int(bytes / 1e9)) GB, more than half of this machine's memory")
             }
         }
-        var (module, config) = try makeModule(dim: d)
-        if let expandTo {
+        // A resumed run takes the model and the data position from its state file.
+        let stateURL = URL(fileURLWithPath: state ?? URL(fileURLWithPath: output).deletingPathExtension().appendingPathExtension("state.safetensors").path)
+        var resumed: TrainingState? = nil
+        var (module, config): (any Quantizer, ModuleConfig)
+        if let resume {
+            let r = try TrainingState.read(URL(fileURLWithPath: resume))
+            (module, config, resumed) = (r.0, r.1, r.2)
+        } else {
+            (module, config) = try makeModule(dim: d)
+        }
+        if resumed == nil, let expandTo {
             guard let vq = module as? VectorQuantizer else { throw CLIError("--expand-to: \(config.module) has no single codebook to grow") }
             guard expandTo > vq.codebookSize else { throw ValidationError("--expand-to \(expandTo) must exceed the current \(vq.codebookSize) codes") }
             // The new codes are fitted to the new data (k-means around the old codes, which stay fixed), so
@@ -113,7 +130,7 @@ struct Train: ParsableCommand {
                                      fittingNewCodesTo: sample, countsPerBatch: min(batchSize, n))
             config.kwargs["codebook_size"] = expandTo
         }
-        if let freeze {
+        if resumed == nil, let freeze {
             let spec = try CodeSpec(freeze, option: "--freeze")
             for (book, h) in try selectCodebooks(module, layer: layer, head: head) {
                 let codes = try spec.codes(below: book.codebookSize)
@@ -129,16 +146,26 @@ struct Train: ParsableCommand {
         let (epochSteps, overflow) = (epochs ?? 1).multipliedReportingOverflow(by: perEpoch)
         if steps == nil && overflow { throw ValidationError("--epochs \(epochs ?? 1): too many steps") }
         let totalSteps = steps ?? epochSteps
+        let size = (try? FileManager.default.attributesOfItem(atPath: DataFiles.split(input).0.path)[.size] as? Int) ?? 0
+        let signature = "input=\(input);bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world)"
         var losses: [Float] = []
         if !(module is FSQ) {
             var rng = SeededGenerator(seed: seed)
             var order = rng.permutation(n)
             var cursor = 0
+            var first = 1
+            if let resumed {
+                guard resumed.signature == signature else {
+                    throw CLIError("--resume \(resume!): written by another run (\(resumed.signature)); resume with the same --input, --batch-size, --steps/--epochs and --seed")
+                }
+                guard resumed.order.count == n else { throw CLIError("--resume \(resume!): the data position does not fit \(input)") }
+                (rng, order, cursor, losses, first) = (resumed.dataRNG, resumed.order, resumed.cursor, resumed.losses, resumed.step + 1)
+            }
             var progress = Progress(world > 1 ? "train (\(world) ranks)" : "train", total: totalSteps)
             let sizes = module.codebookSizes
             var counts = [Int](repeating: 0, count: sizes.max() ?? 1)
             module.train()
-            for step in 1...totalSteps {
+            for step in stride(from: first, through: totalSteps, by: 1) {
                 var rows: [Int] = []
                 while rows.count < min(batchSize, n) {
                     if cursor == n { order = rng.permutation(n); cursor = 0 }
@@ -165,6 +192,10 @@ struct Train: ParsableCommand {
                     progress.update(step, loss: loss, usage: counts.filter { $0 > 0 }.count, codes: counts.count, perplexity: perplexity(counts))
                     counts = [Int](repeating: 0, count: counts.count)
                 }
+                if let every = checkpointEvery, step % every == 0, step < totalSteps, rank == 0 {
+                    let snapshot = TrainingState(step: step, cursor: cursor, order: order, dataRNG: rng, losses: losses, signature: signature)
+                    try snapshot.write(module: module, config: config, to: stateURL)
+                }
             }
         }
         module.eval()
@@ -177,6 +208,10 @@ struct Train: ParsableCommand {
         }
         defer { Distributed.finalize(collective) }
         try QuantizerCheckpoint.save(module, config: config, to: url)
+        if checkpointEvery != nil || resume != nil {
+            // The run is complete: its recovery state is no longer needed.
+            for stale in [stateURL] + (resume.map { [URL(fileURLWithPath: $0)] } ?? []) { try? FileManager.default.removeItem(at: stale) }
+        }
         let recon = try module.decode(module.encode(x))
         let mse = recon.shape == x.shape ? Loss.mse(recon, x).item : .nan
         print(String(format: "wrote %@ (+ %@): %@, %d vectors × %d, %d steps, reconstruction MSE %.6f", url.path,

@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+import VQTensor
+
+/// Atomic writes keep what a user set up around a file: a symbolic link stays a link, the permission
+/// bits stay, and temporaries left by killed writers are removed.
+@Suite("Atomic file replacement")
+struct AtomicFileTests {
+    let dir: URL = {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("vq-atomic-\(UInt32.random(in: 0...UInt32.max))")
+        try! FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }()
+
+    @Test("writing through a symbolic link replaces its target and keeps the link")
+    func symlink() throws {
+        let real = dir.appendingPathComponent("real.bin"), link = dir.appendingPathComponent("link.bin")
+        try AtomicFile.write(Data([1]), to: real)
+        try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: "real.bin")
+        try AtomicFile.write(Data([2, 3]), to: link)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link.path) == "real.bin")
+        #expect(FileManager.default.contents(atPath: real.path) == Data([2, 3]))
+    }
+
+    @Test("a replaced file keeps its permission bits")
+    func mode() throws {
+        let f = dir.appendingPathComponent("m.bin")
+        try AtomicFile.write(Data([1]), to: f)
+        chmod(f.path, 0o600)
+        try AtomicFile.write(Data([2]), to: f)
+        var st = stat()
+        stat(f.path, &st)
+        #expect(st.st_mode & 0o777 == 0o600)
+    }
+
+    @Test("temporaries of writers that died are removed by the next write; a live writer's are not")
+    func staleTemporaries() throws {
+        let f = dir.appendingPathComponent("t.bin")
+        // PID 2^22 + 1 is above Linux's pid_max default range in containers; check it is not running.
+        var dead: Int32 = 4_194_301
+        while kill(dead, 0) == 0 { dead -= 1 }
+        let stale = dir.appendingPathComponent(".t.bin.tmp-\(dead)-123")
+        let live = dir.appendingPathComponent(".t.bin.tmp-1-456")  // PID 1 always runs
+        try Data([0]).write(to: stale)
+        try Data([0]).write(to: live)
+        try AtomicFile.write(Data([9]), to: f)
+        #expect(!FileManager.default.fileExists(atPath: stale.path))
+        #expect(FileManager.default.fileExists(atPath: live.path))
+    }
+
+    @Test("a writer dropped without commit leaves the previous file and no temporary")
+    func abandoned() throws {
+        let f = dir.appendingPathComponent("w.npy")
+        try NumPyFile.write(.float(Tensor([1, 2])), to: f)
+        do {
+            let w = try TensorFileWriter(path: f.path, shape: [2], isFloat: true)
+            try w.write(.float(Tensor([5])), atElement: 0)
+        }
+        #expect(try NumPyFile.read(contentsOf: f) == .float(Tensor([1, 2])))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }.isEmpty)
+    }
+
+    @Test("streamed reads and writes round-trip every format")
+    func streaming() throws {
+        let t = Tensor((0..<24).map { Float($0) * 0.5 }, shape: [6, 4])
+        for ext in ["npy", "fvecs", "safetensors"] {
+            let f = dir.appendingPathComponent("s.\(ext)")
+            let w = try TensorFileWriter(path: f.path, shape: [6, 4], isFloat: true)
+            try w.write(.float(t.slice(axis: 0, 3..<6)), atElement: 12)   // out of order on purpose
+            try w.write(.float(t.slice(axis: 0, 0..<3)), atElement: 0)
+            try w.commit()
+            let r = try TensorFileReader(path: f.path)
+            #expect(r.shape == [6, 4], "\(ext)")
+            #expect(try r.elements(4..<20).asFloat.scalars == Array(t.scalars[4..<20]), "\(ext)")
+            #expect(try r.elements(8..<16).asFloat.scalars == Array(t.scalars[8..<16]), "\(ext)")
+        }
+        let i = dir.appendingPathComponent("i.ivecs")
+        let w = try TensorFileWriter(path: i.path, shape: [3], isFloat: false)
+        try w.write(.integer(IndexTensor([7, 300, 1])), atElement: 0)
+        try w.commit()
+        #expect(try VecsFile.read(contentsOf: i) == .integer(IndexTensor([7, 300, 1], shape: [3, 1])))
+        #expect(throws: TensorFileError.self) { try TensorFileWriter(path: dir.appendingPathComponent("x.ivecs").path, shape: [2, 2], isFloat: true) }
+        let b = try TensorFileWriter(path: dir.appendingPathComponent("x.bvecs").path, shape: [2], isFloat: false)
+        #expect(throws: TensorFileError.self) { try b.write(.integer(IndexTensor([1, 256])), atElement: 0) }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+import VQTensor
+import VQTestSupport
+
+/// Kills at random moments: a resumed run must end bit-identical to an uninterrupted one, and a
+/// checkpoint must always load with the configuration it was written with.
+@Suite("vq: kills, resumption and atomic checkpoints", .serialized)
+struct DurabilityTests {
+    let dir = VQProcess.temporaryDirectory()
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    /// Starts `vq args`, sends SIGKILL after `seconds`, waits for it.
+    func runKilled(_ args: [String], after seconds: Double) throws {
+        let p = Process()
+        p.executableURL = VQProcess.binary
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        usleep(useconds_t(seconds * 1e6))
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    func step(ofState file: String) -> Int? {
+        (try? SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: file)))?.metadata["step"].flatMap { Int($0) }
+    }
+
+    @Test("a run killed at random steps and resumed ends bit-identical to an uninterrupted run")
+    func resumeAfterKill() throws {
+        try NumPyFile.write(.float(TestSupport.random([2000, 16], seed: 5)), to: URL(fileURLWithPath: path("x.npy")))
+        let common = ["train", "--input", path("x.npy"), "--codebook-size", "32", "--kmeans-init", "--dead-code-threshold", "2",
+                      "--steps", "2500", "--batch-size", "128", "--seed", "9"]
+        var r = try VQProcess.run(common + ["--output", path("full.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+        let full = try Data(contentsOf: URL(fileURLWithPath: path("full.safetensors")))
+        var g = SeededGenerator(seed: 77)
+        var resumedFrom: [Int] = []
+        for attempt in 0..<4 {
+            let out = path("r\(attempt).safetensors"), state = path("r\(attempt).state.safetensors")
+            // Kill somewhere in the run, once more during the resumed run, then let it finish.
+            try runKilled(common + ["--output", out, "--checkpoint-every", "1"], after: 0.25 + Double(g.nextInt(below: 600)) / 1000)
+            if let s = step(ofState: state) { resumedFrom.append(s) }
+            if FileManager.default.fileExists(atPath: state) {
+                try runKilled(common + ["--output", out, "--checkpoint-every", "1", "--resume", state], after: 0.2 + Double(g.nextInt(below: 300)) / 1000)
+            }
+            if FileManager.default.fileExists(atPath: state) {
+                r = try VQProcess.run(common + ["--output", out, "--checkpoint-every", "1", "--resume", state])
+                #expect(r.status == 0, "\(r.stderr)")
+            }
+            #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == full, "attempt \(attempt): the resumed checkpoint differs")
+            #expect(!FileManager.default.fileExists(atPath: state), "the state of a finished run is removed")
+        }
+        #expect(!resumedFrom.isEmpty, "no kill landed inside a run (the test must exercise resumption)")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }
+        #expect(leftovers.count <= 1, "temporary files of killed writers pile up: \(leftovers)")
+    }
+
+    @Test("resuming with other options is refused")
+    func resumeMismatch() throws {
+        try NumPyFile.write(.float(TestSupport.random([400, 8], seed: 6)), to: URL(fileURLWithPath: path("y.npy")))
+        let common = ["train", "--input", path("y.npy"), "--codebook-size", "8", "--batch-size", "50", "--seed", "1", "--output", path("m.safetensors")]
+        try runKilled(common + ["--steps", "100000", "--checkpoint-every", "1"], after: 0.5)
+        let state = path("m.state.safetensors")
+        #expect(FileManager.default.fileExists(atPath: state))
+        let r = try VQProcess.run(common + ["--steps", "99999", "--resume", state])
+        #expect(r.status != 0 && r.stderr.contains("--resume"), "\(r.stderr)")
+    }
+
+    @Test("a checkpoint loads with its own configuration after a kill between the checkpoint and its sidecar")
+    func checkpointPair() throws {
+        try NumPyFile.write(.float(TestSupport.random([300, 8], seed: 7)), to: URL(fileURLWithPath: path("z.npy")))
+        var r = try VQProcess.run(["train", "--input", path("z.npy"), "--codebook-size", "8", "--steps", "3", "--output", path("a.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try VQProcess.run(["train", "--input", path("z.npy"), "--codebook-size", "16", "--steps", "3", "--output", path("b.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+        // The state of a kill after the checkpoint's rename and before the sidecar's: new checkpoint, old sidecar.
+        try FileManager.default.removeItem(atPath: path("b.json"))
+        try FileManager.default.copyItem(atPath: path("a.json"), toPath: path("b.json"))
+        r = try VQProcess.run(["inspect", path("b.safetensors")])
+        #expect(r.status == 0 && r.stdout.contains("16 codes"), "\(r.stdout) \(r.stderr)")
+        #expect(r.stderr.contains("does not match"), "the disagreeing sidecar is reported")
+        r = try VQProcess.run(["encode", "--checkpoint", path("b.safetensors"), "--input", path("z.npy"), "--output", path("i.npy")])
+        #expect(r.status == 0, "\(r.stderr)")
+
+        // Real kills while `vq freeze` rewrites the pair: whatever instant, the checkpoint loads.
+        var g = SeededGenerator(seed: 3)
+        for k in 0..<12 {
+            try runKilled(["freeze", path("b.safetensors"), "--codes", "\(k % 16)"], after: Double(g.nextInt(below: 40)) / 1000)
+            r = try VQProcess.run(["inspect", path("b.safetensors")])
+            #expect(r.status == 0 && r.stdout.contains("16 codes"), "after kill \(k): \(r.stderr)")
+        }
+        r = try VQProcess.run(["freeze", path("b.safetensors"), "--codes", "0"])
+        #expect(r.status == 0)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }
+        #expect(leftovers.isEmpty, "a completed write removes the temporaries of killed writers: \(leftovers)")
+    }
+}
