@@ -54,7 +54,7 @@ public enum Distributed {
 #if MPI && canImport(CMPIShim)
 /// ``Collective`` over Open MPI's `MPI_COMM_WORLD`. Reductions go to rank 0 in rank order and are then
 /// broadcast, so every rank holds identical bits.
-public final class MPICollective: Collective, @unchecked Sendable {
+public final class MPICollective: Collective {
     public let rank: Int
     public let worldSize: Int
     let timeout: Double

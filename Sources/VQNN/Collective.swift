@@ -30,7 +30,7 @@ extension Collective {
 }
 
 /// One process: every collective is the identity.
-public final class SingleProcess: Collective, @unchecked Sendable {
+public final class SingleProcess: Collective {
     public init() {}
     public var rank: Int { 0 }
     public var worldSize: Int { 1 }

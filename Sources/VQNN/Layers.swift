@@ -1,7 +1,7 @@
 import VQTensor
 
 /// A module with a single tensor input and output.
-open class Layer: Module, @unchecked Sendable {
+open class Layer: Module {
     open func callAsFunction(_ x: Tensor) -> Tensor {
         preconditionFailure("\(type(of: self)) does not implement callAsFunction(_:)")
     }
@@ -9,7 +9,7 @@ open class Layer: Module, @unchecked Sendable {
 
 /// `y = x · Wᵀ + b`, with PyTorch's `nn.Linear` layout (`weight [out, in]`, `bias [out]`) and
 /// initialisation (kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in) for weight and bias).
-public final class Linear: Layer, @unchecked Sendable {
+public final class Linear: Layer {
     public let weight: Parameter
     public let bias: Parameter?
 
@@ -39,7 +39,7 @@ public final class Linear: Layer, @unchecked Sendable {
 
 /// Layer normalisation over the last axis (Ba et al., 2016), as `nn.LayerNorm(dim)`:
 /// `(x − mean) / sqrt(var + eps) · weight + bias` with the biased variance.
-public final class LayerNorm: Layer, @unchecked Sendable {
+public final class LayerNorm: Layer {
     public let weight: Parameter?
     public let bias: Parameter?
     public let eps: Float
@@ -65,7 +65,7 @@ public final class LayerNorm: Layer, @unchecked Sendable {
 }
 
 /// Layers applied in order; keys are the positions (`0.weight`, `2.bias`), as `nn.Sequential`.
-public final class Sequential: Layer, @unchecked Sendable {
+public final class Sequential: Layer {
     public let layers: [Layer]
 
     public init(_ layers: [Layer]) { self.layers = layers }
@@ -77,7 +77,7 @@ public final class Sequential: Layer, @unchecked Sendable {
 }
 
 /// Element-wise activation layers (no parameters).
-public final class Activation: Layer, @unchecked Sendable {
+public final class Activation: Layer {
     public enum Kind: Sendable { case relu, gelu, silu, tanh, sigmoid, identity }
     public let kind: Kind
     public init(_ kind: Kind) { self.kind = kind }

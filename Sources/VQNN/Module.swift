@@ -46,7 +46,7 @@ public enum ModuleError: Error, CustomStringConvertible, Equatable {
 /// }
 /// MLP().stateDict().keys   // fc1.weight, fc1.bias, fc2.weight, fc2.bias
 /// ```
-open class Module: @unchecked Sendable {
+open class Module {
     /// Training mode (`true`) or evaluation mode; set recursively by ``train(_:)``.
     public private(set) var isTraining = true
 

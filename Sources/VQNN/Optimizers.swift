@@ -9,7 +9,7 @@ import VQTensor
 /// A parameter whose gradient holds NaN or ±∞ in a writable element is left unchanged for that step
 /// (and counted in ``skippedUpdates``) when ``skipsNonFiniteGradients`` is on (the default), so one bad
 /// batch cannot poison the weights or the optimizer state.
-open class Optimizer: @unchecked Sendable {
+open class Optimizer {
     public let parameters: [Parameter]
     public var learningRate: Float
     public var skipsNonFiniteGradients = true
@@ -63,7 +63,7 @@ open class Optimizer: @unchecked Sendable {
 /// Stochastic gradient descent with PyTorch's `torch.optim.SGD` update:
 /// `g ← g + λθ`; with momentum `b ← μb + (1 − τ)g` (`b ← g` on the first step), then `g ← g + μb`
 /// (Nesterov) or `g ← b`; `θ ← θ − ηg`.
-public final class SGD: Optimizer, @unchecked Sendable {
+public final class SGD: Optimizer {
     public var momentum: Float
     public var dampening: Float
     public var weightDecay: Float
@@ -120,7 +120,7 @@ public final class SGD: Optimizer, @unchecked Sendable {
 ///
 /// `m ← lerp(m, g, 1 − β₁)`, `v ← β₂v + (1 − β₂)g²`, `θ ← θ − (η / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)`,
 /// the bias corrections computed in double precision as PyTorch does.
-public class Adam: Optimizer, @unchecked Sendable {
+public class Adam: Optimizer {
     public var beta1: Float
     public var beta2: Float
     public var eps: Float
@@ -199,7 +199,7 @@ public class Adam: Optimizer, @unchecked Sendable {
 }
 
 /// AdamW: Adam with decoupled weight decay (default λ = 0.01, as `torch.optim.AdamW`).
-public final class AdamW: Adam, @unchecked Sendable {
+public final class AdamW: Adam {
     public override init(parameters: [Parameter], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
                 eps: Float = 1e-8, weightDecay: Float = 0.01) {
         super.init(decoupled: parameters, learningRate: learningRate, beta1: beta1, beta2: beta2, eps: eps,

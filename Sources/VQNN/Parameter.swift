@@ -11,7 +11,7 @@ import VQTensor
 /// let w = Parameter(Tensor.zeros([4, 3]))
 /// w.freezeRows([0, 2])          // rows 0 and 2 keep their values through every optimizer step
 /// ```
-public final class Parameter: @unchecked Sendable {
+public final class Parameter {
     public enum Kind: Sendable { case trainable, buffer }
 
     public let kind: Kind

@@ -12,7 +12,7 @@ import CVQKernels
 /// y.backward()
 /// x.grad!.scalars                    // dy/dx = 2x + 5 = [7, 9, 11, 13]
 /// ```
-public struct Tensor: @unchecked Sendable {
+public struct Tensor: Sendable {
     /// The extent of each axis, outermost first. A scalar has shape `[]`.
     public internal(set) var shape: [Int]
     /// The elements in row-major order.

@@ -2,7 +2,7 @@ import VQNN
 import VQTensor
 
 /// Options of one codebook forward pass (the reference's `Codebook.forward` keywords).
-public struct CodebookForwardOptions: @unchecked Sendable {
+public struct CodebookForwardOptions: Sendable {
     public var sampleCodebookTemperature: Float? = nil
     public var freezeCodebook = false
     public var emaUpdateWeight: EMAUpdateWeight? = nil

@@ -10,14 +10,14 @@ public typealias IndexSampler = @Sendable (_ population: Int, _ count: Int, _ rn
 /// Per-code weights of one EMA step, with the meaning of the reference's `ema_update_weight`:
 /// the lerp weight of code `c` becomes `(1 − decay) · w_c`; a weight of exactly 0 freezes the code for
 /// that step (bit-identical state, and no dead-code replacement).
-public enum EMAUpdateWeight: @unchecked Sendable {
+public enum EMAUpdateWeight: Sendable {
     /// One weight for every code (the reference's python float: the product is taken in double).
     case scalar(Double)
     /// `[codebook_size]` (single codebook) or `[num_codebooks, codebook_size]`.
     case perCode(Tensor)
     /// A function of this batch's statistics `(embed_sum [h, c, d], cluster_size [h, c])` returning a
     /// per-code tensor as ``perCode(_:)``.
-    case function((_ embedSum: Tensor, _ clusterSize: Tensor) -> Tensor)
+    case function(@Sendable (_ embedSum: Tensor, _ clusterSize: Tensor) -> Tensor)
 }
 
 /// A codebook of `numCodebooks × codebookSize` codes of dimension `dim`, learned by exponential moving
@@ -30,7 +30,7 @@ public enum EMAUpdateWeight: @unchecked Sendable {
 ///
 /// A frozen code keeps `embed`, `embed_avg` and `cluster_size` **bit-identical** through EMA steps, the
 /// smoothed recompute, dead-code expiry, k-means initialisation, optimizer steps and checkpoints.
-public final class Codebook: Module, @unchecked Sendable {
+public final class Codebook: Module {
     public struct Configuration: Sendable, Equatable {
         public var dim: Int
         public var codebookSize: Int

@@ -5,7 +5,7 @@ import VQTensor
 /// each of `levels.count` channels is bounded and rounded to one of `levels[i]` values; the implicit
 /// codebook has `Π levels` codes and nothing to learn or freeze. The symmetry-preserving variant is from
 /// Chen et al., 2024 (§3.2).
-public final class FSQ: Module, @unchecked Sendable {
+public final class FSQ: Module {
     public struct Configuration: Sendable, Equatable {
         public var levels: [Int]
         public var dim: Int? = nil

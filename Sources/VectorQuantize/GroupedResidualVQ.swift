@@ -4,7 +4,7 @@ import VQTensor
 /// Grouped residual VQ (Yang et al., *HiFi-Codec*, 2023): the features are split into `groups` equal
 /// chunks, each quantized by its own ``ResidualVQ`` (keys `rvqs.<g>.…`). A whole group, a layer of a
 /// group or codes of one layer can be frozen independently.
-public final class GroupedResidualVQ: Module, @unchecked Sendable {
+public final class GroupedResidualVQ: Module {
     public let dim: Int
     public let groups: Int
     public let rvqs: [ResidualVQ]

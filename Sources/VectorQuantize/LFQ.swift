@@ -6,7 +6,7 @@ import VQTensor
 /// (times `codebook_scale`); the index is the bit pattern. Training adds the entropy loss (per-sample
 /// entropy minus `diversity_gamma` × codebook entropy) and an optional commitment loss. `spherical`
 /// l2-normalises inputs and codes (Zhao et al., 2024, BSQ).
-public final class LFQ: Module, @unchecked Sendable {
+public final class LFQ: Module {
     public struct Configuration: Sendable, Equatable {
         public var dim: Int? = nil
         public var codebookSize: Int? = nil

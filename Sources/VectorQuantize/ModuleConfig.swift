@@ -11,7 +11,7 @@ private let logger = Logger(label: "VectorQuantize.Checkpoint")
 /// ```json
 /// {"module": "ResidualVQ", "kwargs": {"dim": 64, "num_quantizers": 4, "codebook_size": 256}}
 /// ```
-public struct ModuleConfig: @unchecked Sendable {
+public struct ModuleConfig {
     public var module: String
     public var kwargs: [String: Any]
 

@@ -5,7 +5,7 @@ import VQTensor
 /// Quantizer for Speech Recognition*, 2022): layer-normalised inputs go through a frozen random
 /// projection into a frozen cosine codebook per head. The projection is a buffer (key `rand_projs`),
 /// frozen by the same mechanism as every frozen tensor; the quantizer always runs in evaluation mode.
-public final class RandomProjectionQuantizer: Module, @unchecked Sendable {
+public final class RandomProjectionQuantizer: Module {
     public let numCodebooks: Int
     /// `[h, dim, e]`, Xavier-normal (key `rand_projs`).
     public let randomProjections: Parameter

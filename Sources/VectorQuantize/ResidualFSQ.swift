@@ -4,7 +4,7 @@ import VQTensor
 /// Residual FSQ (Mentzer et al., 2023, §4; the reference's `ResidualFSQ`): layer `i` quantizes the
 /// residual scaled by `L^i` with a symmetry-preserving FSQ, so each layer refines the previous one by a
 /// factor of the level count. The input is soft-clamped to each layer's range first.
-public final class ResidualFSQ: Module, @unchecked Sendable {
+public final class ResidualFSQ: Module {
     public let levels: [Int]
     public let dim: Int
     public let projectIn: Linear?
@@ -107,7 +107,7 @@ public final class ResidualFSQ: Module, @unchecked Sendable {
 }
 
 /// Grouped residual FSQ: the features split into `groups`, each with its own ``ResidualFSQ`` (`rvqs.<g>`).
-public final class GroupedResidualFSQ: Module, @unchecked Sendable {
+public final class GroupedResidualFSQ: Module {
     public let dim: Int
     public let groups: Int
     public let rvqs: [ResidualFSQ]

@@ -3,7 +3,7 @@ import VQTensor
 
 /// Residual LFQ: layer `i` is an ``LFQ`` with `codebook_scale = 2^-i` on the residual of the previous
 /// layers (the reference's `ResidualLFQ`; keys `layers.<i>.mask`).
-public final class ResidualLFQ: Module, @unchecked Sendable {
+public final class ResidualLFQ: Module {
     public let dim: Int
     public let projectIn: Linear?
     public let projectOut: Linear?

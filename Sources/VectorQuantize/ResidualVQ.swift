@@ -82,10 +82,10 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
 
 /// How `ema_update_weight` is given to a stack of quantizers: the same for every layer, one per layer
 /// (`nil` = the default weight), or a function of the layer index (a `nil` result = default).
-public enum LayerEMAWeights: @unchecked Sendable {
+public enum LayerEMAWeights: Sendable {
     case all(EMAUpdateWeight)
     case perLayer([EMAUpdateWeight?])
-    case function((_ layer: Int) -> EMAUpdateWeight?)
+    case function(@Sendable (_ layer: Int) -> EMAUpdateWeight?)
 
     func weight(_ layer: Int) -> EMAUpdateWeight? {
         switch self {
@@ -97,7 +97,7 @@ public enum LayerEMAWeights: @unchecked Sendable {
 }
 
 /// Options of one residual forward pass.
-public struct ResidualVQOptions: @unchecked Sendable {
+public struct ResidualVQOptions: Sendable {
     public var mask: [Bool]? = nil
     /// Per-layer target indices `[b, n, q]`: return the summed cross-entropy (the reference's `indices=`).
     public var targetIndices: IndexTensor? = nil
@@ -135,7 +135,7 @@ public struct ResidualVQOutput {
 /// rvq.layers[0].codebook.freezeAllCodes()   // layer 0 is fixed, layers 1–3 keep learning
 /// let out = rvq(x)                          // out.indices: [b, n, 4]
 /// ```
-public final class ResidualVQ: Module, @unchecked Sendable {
+public final class ResidualVQ: Module {
     public let configuration: ResidualVQConfiguration
     public let projectIn: Linear?
     public let projectOut: Linear?

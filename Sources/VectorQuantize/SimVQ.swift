@@ -5,7 +5,7 @@ import VQTensor
 /// Layer*, 2024): a frozen random codebook `[c, d₀]` seen through a learned linear map
 /// (`code_transform`); only the map learns. The frozen codebook is a buffer — frozen by the same
 /// mechanism as every other frozen tensor, so no optimizer can move it.
-public final class SimVQ: Module, @unchecked Sendable {
+public final class SimVQ: Module {
     public let dim: Int
     public let codebookSize: Int
     /// `[c, d₀]`, N(0, 1/d₀), key `frozen_codebook`.

@@ -2,7 +2,7 @@ import VQNN
 import VQTensor
 
 /// Options of one ``VectorQuantizer`` forward pass (the reference's `forward` keywords).
-public struct VectorQuantizerOptions: @unchecked Sendable {
+public struct VectorQuantizerOptions: Sendable {
     /// Target indices: return the cross-entropy of the scores against them (the reference's `indices=`).
     public var targetIndices: IndexTensor? = nil
     /// `[b · n]` row-major, `true` = real token (the reference's `mask=`).
@@ -51,7 +51,7 @@ public struct VectorQuantizerOutput {
 /// out.quantized; out.indices; out.loss
 /// vq.codebook.freeze(codes: 0..<256)       // these codes never change again
 /// ```
-public final class VectorQuantizer: Module, @unchecked Sendable {
+public final class VectorQuantizer: Module {
     public let configuration: VectorQuantizerConfiguration
     public let projectIn: Layer?
     public let projectOut: Linear?

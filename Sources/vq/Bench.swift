@@ -53,12 +53,12 @@ struct Bench: ParsableCommand {
 }
 
 /// One benchmark workload: a setup that builds its inputs and a body that is timed.
-struct Workload: @unchecked Sendable {
+struct Workload: Sendable {
     let name: String
     let vectors: Int
     let flops: Double
-    let setup: () -> Any
-    let run: (Any) -> Void
+    let setup: @Sendable () -> Any
+    let run: @Sendable (Any) -> Void
 }
 
 enum Timing {

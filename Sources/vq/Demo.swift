@@ -5,7 +5,7 @@ import VQTensor
 import VectorQuantize
 
 /// A small VQ-VAE: an MLP encoder to `tokens` latent vectors, a ``VectorQuantizer``, an MLP decoder.
-final class DigitVQVAE: Module, @unchecked Sendable {
+final class DigitVQVAE: Module {
     let encoder: Sequential
     let decoder: Sequential
     var vq: VectorQuantizer

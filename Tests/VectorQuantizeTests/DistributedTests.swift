@@ -26,7 +26,8 @@ struct DistributedTests {
         for b in batches() { _ = single(b) }
 
         let world = LoopbackWorld(size: 2)
-        let ranks = try (0..<2).map { r -> VectorQuantizer in
+        // Each rank's thread touches only its own model (modules are not Sendable).
+        nonisolated(unsafe) let ranks = try (0..<2).map { r -> VectorQuantizer in
             let m = try VectorQuantizer(config())
             m.codebook.freeze(codes: [2, 5])
             m.codebook.collective = world.collective(rank: r)
@@ -56,7 +57,7 @@ struct DistributedTests {
         opt.step()
 
         let world = LoopbackWorld(size: 2)
-        let models = try (0..<2).map { _ in try VectorQuantizer(c) }
+        nonisolated(unsafe) let models = try (0..<2).map { _ in try VectorQuantizer(c) }  // one per rank thread
         runRanks(2) { r in
             let m = models[r]
             m(x.slice(axis: 1, (r * 20)..<(r * 20 + 20))).loss.backward()

@@ -1,15 +1,29 @@
+import Synchronization
 /// A node of the autograd graph: the operation that produced a tensor and the nodes of its inputs.
 ///
 /// Leaves (tensors created with ``Tensor/requiringGradient()``) accumulate their gradient in
 /// ``Tensor/grad`` and run their hooks first. Nodes are classes so that copies of a tensor share one node.
-public final class GradNode: @unchecked Sendable {
+///
+/// A node is `Sendable`: its only mutable state, a leaf's gradient and hooks, is behind a lock.
+public final class GradNode: Sendable {
     let op: Op
     let inputs: [GradNode?]
     let shape: [Int]
+    private struct LeafState {
+        var grad: Tensor?
+        var hooks: [@Sendable (Tensor) -> Tensor] = []
+    }
+    private let leafState = Mutex(LeafState())
     /// The accumulated gradient of a leaf.
-    var grad: Tensor?
+    var grad: Tensor? {
+        get { leafState.withLock { $0.grad } }
+        set { leafState.withLock { $0.grad = newValue } }
+    }
     /// Hooks of a leaf, in registration order; each sees and may replace the incoming gradient.
-    var hooks: [@Sendable (Tensor) -> Tensor] = []
+    var hooks: [@Sendable (Tensor) -> Tensor] {
+        get { leafState.withLock { $0.hooks } }
+        set { leafState.withLock { $0.hooks = newValue } }
+    }
 
     init(op: Op, inputs: [GradNode?], shape: [Int]) {
         self.op = op

@@ -1,6 +1,6 @@
 /// The differentiable operations. Each case saves exactly what its backward rule needs
 /// (saved tensors are detached). `Backward.swift` differentiates them in one exhaustive switch.
-enum Op {
+enum Op: Sendable {
     case leaf
 
     // Broadcasting binary arithmetic: input shapes, and operands where the rule needs them.

@@ -8,9 +8,14 @@ import Synchronization
 public enum Threads {
     private static let storage = Atomic<Int>(0)
 
-    /// The current thread count (≥ 1).
+    /// A thread count for the current task only (``with(_:_:)``); takes precedence over the process-wide one.
+    @TaskLocal static var scoped: Int? = nil
+
+    /// The current thread count (≥ 1): the task's own (``with(_:_:)``), else the process-wide setting,
+    /// else the active cores.
     public static var count: Int {
         get {
+            if let s = scoped { return s }
             let v = storage.load(ordering: .relaxed)
             return v > 0 ? v : defaultCount
         }
@@ -23,12 +28,11 @@ public enum Threads {
     /// Active processors at start-up.
     public static let defaultCount: Int = max(1, activeProcessorCount())
 
-    /// Runs `body` with the thread count temporarily set to `n`.
+    /// Runs `body` with `n` threads. The setting is task-local: concurrent tasks (tests running in
+    /// parallel) each see their own, and nesting restores the outer value.
     public static func with<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {
-        let old = storage.load(ordering: .relaxed)
-        count = n
-        defer { storage.store(old, ordering: .relaxed) }
-        return try body()
+        precondition(n >= 1, "Threads.with: thread count must be ≥ 1, got \(n)")
+        return try $scoped.withValue(n) { try body() }
     }
 
     /// Calls `body(task)` for `task` in `0..<tasks`, spread over up to `count` threads.
