@@ -44,6 +44,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("Resources/digits")]),
+        // The fuzz target of every outside input (Fuzz/run.sh builds it for libFuzzer); as a package
+        // product it is a replay tool that runs the target on files.
+        .executableTarget(name: "vq-fuzz", dependencies: ["VectorQuantize", "VQTensor"], path: "Fuzz/CLI"),
         .target(name: "VQTestSupport", dependencies: ["VQTensor", "VQNN"], path: "Tests/VQTestSupport"),
         .testTarget(name: "VQTensorTests", dependencies: ["VQTensor", "VQTestSupport"]),
         .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTensor", "VQTestSupport"]),

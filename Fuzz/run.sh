@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target for the safetensors / .npy / .fvecs readers and runs it.
+# Builds the libFuzzer binary of the `vq-fuzz` target (Fuzz/CLI/FuzzTarget.swift: the file readers, the
+# streamed reader, index files through validate/decode, configuration JSON through load) and runs it.
 #   Fuzz/run.sh [RUNS]            # default 1000000 inputs; extra arguments go to libFuzzer
-# Needs only the Swift toolchain (swiftc -sanitize=fuzzer,address and its clang).
+# Needs only the Swift toolchain (-sanitize=fuzzer,address). SwiftPM compiles the objects; the binary is
+# linked here without SwiftPM's `main=vq_fuzz_main` alias, so libFuzzer's own main drives the target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-1000000}
 shift || true
-out=.build-fuzz
-mkdir -p "$out/corpus" "$out/module"
-cat > "$out/module/module.modulemap" <<MAP
-module CVQKernels { header "$PWD/Sources/CVQKernels/include/vq_kernels.h" export * }
-MAP
-clang -O1 -fPIC -c Sources/CVQKernels/kernels.c -I Sources/CVQKernels/include -o "$out/kernels.o"
-swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name VQTensor \
-  -Xcc -fmodule-map-file="$out/module/module.modulemap" -I Sources/CVQKernels/include \
-  $(find Sources/VQTensor -name '*.swift') Fuzz/FuzzReaders.swift "$out/kernels.o" -o "$out/fuzz-readers"
-# Seed corpus: valid files of each kind (made by the library itself through the test fixtures).
-for f in Tests/VectorQuantizeTests/Fixtures/fsq_8555.safetensors; do printf '\x00' | cat - "$f" > "$out/corpus/seed-st"; done
-python3 - "$out/corpus" <<'PY'
+scratch=.build-fuzz
+swift build -c release --product vq-fuzz --scratch-path "$scratch" -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING \
+  >/dev/null 2>&1 || true   # the objects are what we need; SwiftPM's own link of this product fails by design
+bin=$(swift build -c release --scratch-path "$scratch" --show-bin-path)
+swiftc -L "$bin" -o "$bin/vq-fuzz-libfuzzer" -module-name vq_fuzz -emit-executable -Xlinker --gc-sections \
+  @"$bin/vq-fuzz.product/Objects.LinkFileList" -sanitize=fuzzer,address 2>&1 | grep -v "Cannot export local symbol" || true
+corpus="$scratch/corpus"
+mkdir -p "$corpus"
+# Seed corpus: one valid input per path (first byte = path selector, see fuzzOne).
+python3 - "$corpus" Tests/VectorQuantizeTests/Fixtures/fsq_8555.safetensors <<'PY'
 import struct, sys
-d = sys.argv[1]
-hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"
-hdr += " " * ((64 - (10 + len(hdr) + 1) % 64) % 64) + "\n"
-open(d + "/seed-npy", "wb").write(b"\x01" + b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() + bytes(24))
-open(d + "/seed-fvecs", "wb").write(b"\x02" + (struct.pack("<i", 2) + bytes(8)) * 3)
+d, st = sys.argv[1], open(sys.argv[2], "rb").read()
+def npy(descr, shape, body):
+    hdr = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    hdr += " " * ((64 - (10 + len(hdr) + 1) % 64) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() + body
+seeds = {
+    "safetensors": bytes([0]) + st,
+    "npy": bytes([1]) + npy("<f4", "(2, 3)", bytes(24)),
+    "fvecs": bytes([2]) + (struct.pack("<i", 2) + bytes(8)) * 3,
+    "stream-npy": bytes([3]) + npy("<f4", "(4, 4)", bytes(64)),
+    "stream-st": bytes([9]) + st,
+    "indices-vq": bytes([4]) + npy("<i8", "(3,)", struct.pack("<3q", 0, 7, 3)),
+    "indices-rvq": bytes([10]) + npy("<i8", "(2, 2)", struct.pack("<4q", 0, 7, -1, 3)),
+    "indices-grvq": bytes([16]) + npy("<i8", "(2, 1, 2)", struct.pack("<4q", 0, 3, 1, 2)),
+    "config-vq": bytes([5]) + b'{"module": "VectorQuantize", "kwargs": {"dim": 4, "codebook_size": 8}}',
+    "config-fsq": bytes([11]) + b'{"module": "FSQ", "kwargs": {"levels": [8, 5], "dim": 4}}',
+}
+for name, data in seeds.items():
+    open(d + "/seed-" + name, "wb").write(data)
 PY
-"$out/fuzz-readers" -artifact_prefix="$out/" -runs="$runs" -max_len=4096 -rss_limit_mb=2048 -timeout=10 "$@" "$out/corpus"
+# Leaks are not failures here (Foundation's Data(contentsOf:) is reported on some error paths).
+ASAN_OPTIONS=detect_leaks=0 "$bin/vq-fuzz-libfuzzer" -artifact_prefix="$scratch/" -runs="$runs" -max_len=4096 \
+  -rss_limit_mb=4096 -timeout=10 "$@" "$corpus"

@@ -37,6 +37,7 @@ open class Optimizer {
             g.withUnsafeScalars { gp in
                 p.withUnsafeMutableScalars { v in update(slot: slot, value: v, grad: gp, ranges: ranges) }
             }
+            p.applyUpdateConstraint()
         }
     }
 

@@ -23,6 +23,7 @@ public final class Parameter {
     public var isOptionalInState = false
     private var rowMask: [Bool]?
     private var derivedMask: (() -> [Bool]?)?
+    private var updateConstraint: ((UnsafeMutableBufferPointer<Float>) -> Void)?
 
     public init(_ value: Tensor, kind: Kind = .trainable, frozen: Bool = false) {
         self.kind = kind
@@ -147,6 +148,19 @@ public final class Parameter {
     public func deriveFrozenElements(from provider: @escaping () -> [Bool]?) {
         rowMask = nil
         derivedMask = provider
+    }
+
+    /// Registers a constraint that every optimizer applies to the values right after its update (and
+    /// that owners apply after their own writes): e.g. a codebook re-projecting its codes onto a frozen
+    /// subspace, so that no optimizer can move what is frozen there.
+    public func setUpdateConstraint(_ constraint: @escaping (UnsafeMutableBufferPointer<Float>) -> Void) {
+        updateConstraint = constraint
+    }
+
+    /// Applies the registered constraint (``setUpdateConstraint(_:)``), if any.
+    public func applyUpdateConstraint() {
+        guard let updateConstraint else { return }
+        withUnsafeMutableScalars { updateConstraint($0) }
     }
 
     private static let derivedMessage =

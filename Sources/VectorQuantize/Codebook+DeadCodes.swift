@@ -26,6 +26,7 @@ extension Codebook {
         let samplesAll = configuration.useCosineSimilarity ? flatten.l2Normalized(axis: -1, eps: 1e-6) : flatten
         let reset = Float(configuration.resetClusterSize ?? configuration.thresholdEMADeadCode)
         var e = embed.value.scalars, avg = embedAverage.value.scalars, cs = clusterSize.value.scalars
+        let hold = partialHold()
         for hh in 0..<h {
             let rows = (0..<n).filter { valid?[hh * n + $0] ?? samplesAll.scalars[((hh * n + $0) * d)..<((hh * n + $0) * d + d)].allSatisfy(\.isFinite) }
             if rows.isEmpty { continue }
@@ -38,10 +39,16 @@ extension Codebook {
             let picks = sampler(rows.count, dead.count, &rng)
             for (k, code) in dead.enumerated() {
                 let src = (hh * n + rows[picks[k]]) * d, dst = (hh * c + code) * d
+                let oldE = Array(e[dst..<(dst + d)]), oldAvg = Array(avg[dst..<(dst + d)])
                 for j in 0..<d {
                     let v = samplesAll.scalars[src + j]
                     e[dst + j] = v
                     avg[dst + j] = v * reset
+                }
+                if !hold.isEmpty && hold.applies(toRow: hh * c + code) {
+                    // A replaced code keeps its frozen components and subspace coordinates; the sample gives the rest.
+                    e.withUnsafeMutableBufferPointer { p in oldE.withUnsafeBufferPointer { hold.hold(row: hh * c + code, p.baseAddress! + dst, old: $0.baseAddress!, project: true) } }
+                    avg.withUnsafeMutableBufferPointer { p in oldAvg.withUnsafeBufferPointer { hold.hold(row: hh * c + code, p.baseAddress! + dst, old: $0.baseAddress!, project: false) } }
                 }
                 cs[hh * c + code] = reset
                 touched[hh * c + code] = false

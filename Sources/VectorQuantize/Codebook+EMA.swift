@@ -90,12 +90,18 @@ extension Codebook {
         let d = dim
         var cs = clusterSize.value.scalars
         var avg = embedAverage.value.scalars
+        let hold = partialHold()
+        var old = [Float](repeating: 0, count: d)
         avg.withUnsafeMutableBufferPointer { pa in
             sums.withUnsafeScalars { ps in
                 for i in 0..<codeCount where weights[i] != 0 {
                     let w = weights[i]
                     cs[i] = torchLerp(cs[i], counts.scalars[i], w)
-                    torchLerp(pa.baseAddress! + i * d, toward: ps.baseAddress! + i * d, weight: w, count: d)
+                    let row = pa.baseAddress! + i * d
+                    let held = !hold.isEmpty && hold.applies(toRow: i)
+                    if held { for j in 0..<d { old[j] = row[j] } }
+                    torchLerp(row, toward: ps.baseAddress! + i * d, weight: w, count: d)
+                    if held { old.withUnsafeBufferPointer { hold.hold(row: i, row, old: $0.baseAddress!, project: false) } }
                     touched[i] = true
                 }
             }
@@ -113,6 +119,8 @@ extension Codebook {
         let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
         let cs = clusterSize.value.scalars, avg = embedAverage.value.scalars
         var e = embed.value.scalars
+        let hold = partialHold()
+        var old = [Float](repeating: 0, count: d)
         for hh in 0..<h {
             let rows = (0..<c).filter { touched[hh * c + $0] && !frozen[hh * c + $0] }
             if rows.isEmpty { continue }
@@ -120,8 +128,15 @@ extension Codebook {
             for k in rows {
                 let s = (cs[hh * c + k] + eps) / (total + ceps) * total
                 let base = (hh * c + k) * d
+                let held = !hold.isEmpty && hold.applies(toRow: hh * c + k)
+                if held { for j in 0..<d { old[j] = e[base + j] } }
                 for j in 0..<d { e[base + j] = avg[base + j] / s }
                 if configuration.useCosineSimilarity { l2NormalizeRow(&e, base, d) }
+                if held {
+                    e.withUnsafeMutableBufferPointer { pe in
+                        old.withUnsafeBufferPointer { hold.hold(row: hh * c + k, pe.baseAddress! + base, old: $0.baseAddress!, project: true) }
+                    }
+                }
             }
         }
         touched = Array(repeating: false, count: codeCount)

@@ -6,12 +6,16 @@ public enum CodebookError: Error, Equatable, CustomStringConvertible {
     case codeOutOfRange(code: Int, codebookSize: Int)
     case headOutOfRange(head: Int, numCodebooks: Int)
     case shapeMismatch(expected: [Int], found: [Int])
+    case dimensionOutOfRange(dimension: Int, dim: Int)
+    case notOrthonormal(deviation: Float)
 
     public var description: String {
         switch self {
         case .codeOutOfRange(let c, let n): return "code \(c) out of range 0..<\(n)"
         case .headOutOfRange(let h, let n): return "head \(h) out of range 0..<\(n)"
         case .shapeMismatch(let e, let f): return "expected shape \(e), found \(f)"
+        case .dimensionOutOfRange(let j, let d): return "dimension \(j) out of range 0..<\(d)"
+        case .notOrthonormal(let dev): return "the basis rows are not orthonormal (largest deviation of B·Bᵀ from I: \(dev))"
         }
     }
 }
@@ -80,7 +84,13 @@ extension Codebook {
     /// is asked (the one source of truth: setting `frozenCodes.value` directly is honoured too).
     func embedFrozenElements() -> [Bool]? {
         let m = frozenMask
-        guard m.contains(true) else { return nil }
-        return m.flatMap { Array(repeating: $0, count: dim) }
+        let comps = frozenComponents.value.scalars
+        let anyComponent = comps.contains { $0 != 0 }
+        guard m.contains(true) || anyComponent else { return nil }
+        var out = [Bool](repeating: false, count: codeCount * dim)
+        for r in 0..<codeCount {
+            for j in 0..<dim { out[r * dim + j] = m[r] || comps[r * dim + j] != 0 }
+        }
+        return out
     }
 }

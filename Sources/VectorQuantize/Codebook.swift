@@ -66,6 +66,19 @@ public final class Codebook: Module {
     public let initted: Parameter
     /// This library's persistent freeze mask, `[h, c]` of 0/1 (key `frozen_codes`).
     public let frozenCodes: Parameter
+    /// Frozen components of single codes, `[h, c, d]` of 0/1 (key `frozen_components`): the same
+    /// components of every code for a frozen coordinate subspace, or a block of codes × dimensions.
+    public let frozenComponents: Parameter
+    /// The orthogonal projector `Bᵀ·B` onto each head's frozen subspace, `[h, d, d]` (zero when none; key
+    /// `frozen_subspace_projector`).
+    public let frozenSubspaceProjector: Parameter
+    /// Each code's frozen subspace part `Bᵀ·B·e` at freezing time, `[h, c, d]` (key `frozen_subspace_values`).
+    public let frozenSubspaceValues: Parameter
+    /// The step at which a ``FreezePolicy`` froze each code, `[h, c]` (-1: not frozen by a policy; key
+    /// `policy_frozen_at`).
+    public let policyFrozenAt: Parameter
+    /// Training steps seen (updates of the statistics), for freezing policies (key `steps`).
+    public let steps: Parameter
 
     /// Accumulated statistics of `accumulateEMA` calls not yet applied (the reference keeps them in
     /// the buffers' `.grad`): counts `[h, c]` and sums `[h, c, d]`.
@@ -112,10 +125,17 @@ public final class Codebook: Module {
         initted = Parameter(Tensor(c.kmeansInit ? 0 : 1), kind: .buffer)
         frozenCodes = Parameter(Tensor.zeros([c.numCodebooks, c.codebookSize]), kind: .buffer)
         frozenCodes.isOptionalInState = true
+        frozenComponents = Parameter(Tensor.zeros(shape), kind: .buffer)
+        frozenSubspaceProjector = Parameter(Tensor.zeros([c.numCodebooks, c.dim, c.dim]), kind: .buffer)
+        frozenSubspaceValues = Parameter(Tensor.zeros(shape), kind: .buffer)
+        policyFrozenAt = Parameter(Tensor(repeating: -1, shape: [c.numCodebooks, c.codebookSize]), kind: .buffer)
+        steps = Parameter(Tensor(0), kind: .buffer)
+        for p in [frozenComponents, frozenSubspaceProjector, frozenSubspaceValues, policyFrozenAt, steps] { p.isOptionalInState = true }
         touched = Array(repeating: false, count: c.numCodebooks * c.codebookSize)
         self.rng = rng
         super.init()
         embed.deriveFrozenElements { [weak self] in self?.embedFrozenElements() }
+        embed.setUpdateConstraint { [weak self] values in self?.projectFrozenSubspace(values) }
     }
 
     public var numCodebooks: Int { configuration.numCodebooks }

@@ -15,8 +15,10 @@ public enum KMeans {
     ///   - metric: Euclidean (nearest) or dot product (cosine; updated means are l2-normalised).
     /// - Returns: the means and the counts of the last assignment (as the reference's `bins`).
     /// - Complexity: O(iterations · n · k · d), no n×k buffer.
+    ///   - constrain: applied to the means after every update (partial freezes of a codebook).
     public static func fit(
-        samples: Tensor, initial: Tensor, frozen: [Bool]? = nil, iterations: Int, metric: CodeMetric = .euclidean
+        samples: Tensor, initial: Tensor, frozen: [Bool]? = nil, iterations: Int, metric: CodeMetric = .euclidean,
+        constrain: ((inout [Float]) -> Void)? = nil
     ) -> (means: Tensor, counts: Tensor) {
         precondition(samples.rank == 2 && initial.rank == 2 && samples.shape[1] == initial.shape[1],
                      "KMeans.fit: samples \(samples.shape) and means \(initial.shape)")
@@ -33,6 +35,7 @@ public enum KMeans {
             for c in 0..<k where counts.scalars[c] != 0 && !frozen[c] {
                 for j in 0..<d { m[c * d + j] = newMeans.scalars[c * d + j] }
             }
+            constrain?(&m)
             means = Tensor(m, shape: [k, d])
         }
         return (means, counts)
@@ -97,14 +100,38 @@ extension Codebook {
             for (k, code) in free.enumerated() {
                 for j in 0..<d { initial[code * d + j] = samples.scalars[picks[k] * d + j] }
             }
+            // Partially frozen codes fit only their free part: after every Lloyd step their frozen
+            // components and subspace coordinates are restored from the codebook.
+            let hold = partialHold()
+            let held = free.filter { !hold.isEmpty && hold.applies(toRow: hh * c + $0) }
+            let current = Array(e[(hh * c * d)..<((hh + 1) * c * d)])
+            let constrain: ((inout [Float]) -> Void)? = held.isEmpty ? nil : { m in
+                m.withUnsafeMutableBufferPointer { p in
+                    current.withUnsafeBufferPointer { o in
+                        for code in held { hold.hold(row: hh * c + code, p.baseAddress! + code * d, old: o.baseAddress! + code * d, project: true) }
+                    }
+                }
+            }
+            if !held.isEmpty {
+                initial.withUnsafeMutableBufferPointer { p in
+                    current.withUnsafeBufferPointer { o in
+                        for code in held { hold.hold(row: hh * c + code, p.baseAddress! + code * d, old: o.baseAddress! + code * d, project: true) }
+                    }
+                }
+            }
             let (means, counts) = KMeans.fit(
                 samples: samples, initial: Tensor(initial, shape: [c, d]),
                 frozen: (0..<c).map { !fitting[hh * c + $0] }, iterations: iterations,
-                metric: configuration.useCosineSimilarity ? .dot : .euclidean)
+                metric: configuration.useCosineSimilarity ? .dot : .euclidean, constrain: constrain)
             let scale = countScale.map { Float($0) / Float(rows.count) } ?? 1
             for code in free {
                 let bins = counts.scalars[code] * scale
-                for j in 0..<d { avg[(hh * c + code) * d + j] = means.scalars[code * d + j] * bins }
+                let base = (hh * c + code) * d
+                let oldAvg = Array(avg[base..<(base + d)])
+                for j in 0..<d { avg[base + j] = means.scalars[code * d + j] * bins }
+                if held.contains(code) {
+                    avg.withUnsafeMutableBufferPointer { p in oldAvg.withUnsafeBufferPointer { hold.hold(row: hh * c + code, p.baseAddress! + base, old: $0.baseAddress!, project: false) } }
+                }
                 cs[hh * c + code] = bins
                 touched[hh * c + code] = true
                 if bins == 0 && countScale != nil {

@@ -58,7 +58,8 @@ extension VectorQuantizer {
 }
 
 extension Codebook {
-    /// Writes codes `[h, c, d]` and `embed_avg = code · s_c` for every code that is not frozen.
+    /// Writes codes `[h, c, d]` and `embed_avg = code · s_c` for every code that is not frozen (frozen
+    /// components and subspace coordinates of partially frozen codes are kept).
     public func setCodes(_ codes: Tensor) {
         precondition(codes.shape == embed.shape, "setCodes: \(codes.shape) for a codebook of shape \(embed.shape)")
         let (h, c, d) = (numCodebooks, codebookSize, dim)
@@ -66,14 +67,21 @@ extension Codebook {
         let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
         let cs = clusterSize.value.scalars
         var e = embed.value.scalars, avg = embedAverage.value.scalars
+        let hold = partialHold()
         for hh in 0..<h {
             let total = cs.withUnsafeBufferPointer { Tensor.sumContiguous($0.baseAddress! + hh * c, c) }
             for k in 0..<c where !frozen[hh * c + k] {
                 let s = (cs[hh * c + k] + eps) / (total + ceps) * total
+                let base = (hh * c + k) * d
+                let oldE = Array(e[base..<(base + d)]), oldAvg = Array(avg[base..<(base + d)])
                 for j in 0..<d {
-                    let i = (hh * c + k) * d + j
+                    let i = base + j
                     e[i] = codes.scalars[i]
                     avg[i] = codes.scalars[i] * s
+                }
+                if !hold.isEmpty && hold.applies(toRow: hh * c + k) {
+                    e.withUnsafeMutableBufferPointer { p in oldE.withUnsafeBufferPointer { hold.hold(row: hh * c + k, p.baseAddress! + base, old: $0.baseAddress!, project: true) } }
+                    avg.withUnsafeMutableBufferPointer { p in oldAvg.withUnsafeBufferPointer { hold.hold(row: hh * c + k, p.baseAddress! + base, old: $0.baseAddress!, project: false) } }
                 }
                 touched[hh * c + k] = false
             }
@@ -147,8 +155,14 @@ extension VectorQuantizer {
         grow("_codebook.embed_avg", rowLength: d)
         grow("_codebook.cluster_size", rowLength: 1)
         grow("_codebook.frozen_codes", rowLength: 1)
+        grow("_codebook.frozen_components", rowLength: d)
+        grow("_codebook.frozen_subspace_values", rowLength: d)
+        grow("_codebook.policy_frozen_at", rowLength: 1)
         state["_codebook.initted"] = Tensor(1)
         try grown.load(stateDict: state)
+        // New codes of a head with a frozen subspace keep their initial coordinates there (they learn in
+        // the complement), like every code of that head.
+        grown.codebook.recordSubspaceValues(codes: old..<newSize)
         if freezeExisting { grown.codebook.freeze(codes: 0..<old) }
         grown.train(isTraining)
         return grown

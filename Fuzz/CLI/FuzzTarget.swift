@@ -1,0 +1,98 @@
+// The fuzz target of every path by which outside bytes reach the library and the `vq` tool: the three
+// file readers, the streamed reader, index files on their way to `decode` (shape and range checks), and
+// configuration JSON (a sidecar or `--config`) on its way to a built quantizer. Any byte string must be
+// accepted or rejected with a typed error — never trap, hang or allocate without bound.
+//
+// Built two ways from this one file (see Fuzz/run.sh):
+// - `swift build` (the package): the `vq-fuzz` replay tool, which runs the target on files given as
+//   arguments (a crash input from libFuzzer, or a corpus) — so the target always compiles;
+// - with `-sanitize=fuzzer,address -DFUZZING`: the libFuzzer binary.
+import Foundation
+import VQTensor
+import VectorQuantize
+
+/// Fixed small quantizers and their checkpoint, made once.
+enum Fixtures {
+    static let dir: URL = {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("vq-fuzz-\(getpid())")
+        try? FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }()
+    static let checkpoint: URL = {
+        let url = dir.appendingPathComponent("vq.safetensors")
+        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 8])
+        try! QuantizerCheckpoint.save(try! config.build(), config: config, to: url)
+        return url
+    }()
+    nonisolated(unsafe) static let quantizers: [any Quantizer] = {
+        var fsq = FSQ.Configuration(levels: [5, 3])
+        fsq.dim = 4
+        var rvq = ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 8)
+        rvq.layer.seed = 1
+        return [try! VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8)), try! ResidualVQ(rvq),
+                try! GroupedResidualVQ(dim: 4, groups: 2, configuration: ResidualVQConfiguration(dim: 2, numQuantizers: 2, codebookSize: 4)),
+                FSQ(fsq)]
+    }()
+}
+
+/// Runs one input. The first byte picks the path; the rest is the file's content.
+func fuzzOne(_ bytes: Data) {
+    guard let selector = bytes.first else { return }
+    let body = Data(bytes.dropFirst())
+    switch selector % 6 {
+    case 0: _ = try? SafeTensorsFile.parse(body)
+    case 1: _ = try? NumPyFile.parse(body)
+    case 2: _ = try? VecsFile.parse(body, kind: [.fvecs, .ivecs, .bvecs][Int(selector / 6) % 3])
+    case 3:
+        // A file read in pieces, as `vq encode/decode/inspect` read their inputs.
+        let ext = ["npy", "safetensors", "fvecs", "ivecs", "bvecs"][Int(selector / 6) % 5]
+        let url = Fixtures.dir.appendingPathComponent("stream.\(ext)")
+        guard (try? body.write(to: url)) != nil, let r = try? TensorFileReader(path: url.path) else { return }
+        let step = Swift.max(1, r.shape.last ?? 1)
+        var start = 0
+        while start < r.count {
+            let end = Swift.min(r.count, start + 64 * step)
+            guard (try? r.elements(start..<end)) != nil else { return }
+            start = end
+        }
+    case 4:
+        // An index file on its way to decode: read, shape- and range-checked, decoded.
+        let url = Fixtures.dir.appendingPathComponent("indices.npy")
+        guard (try? body.write(to: url)) != nil, let r = try? TensorFileReader(path: url.path), r.count <= 1 << 16,
+              let t = try? r.elements(0..<r.count), let flat = t.asIndices else { return }
+        let q = Fixtures.quantizers[Int(selector / 6) % Fixtures.quantizers.count]
+        let indices = flat.reshaped(r.shape)
+        guard (try? q.validate(indices: indices)) != nil else { return }
+        _ = try? q.decode(indices)
+    default:
+        // Configuration JSON for a checkpoint, as a sidecar or `--config`: parsed, checked against the
+        // checkpoint's tensors, built and loaded — or rejected.
+        let url = Fixtures.dir.appendingPathComponent("config.json")
+        guard (try? body.write(to: url)) != nil else { return }
+        _ = try? QuantizerCheckpoint.load(Fixtures.checkpoint, config: url)
+    }
+}
+
+#if FUZZING
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    fuzzOne(Data(bytes: data, count: size))
+    return 0
+}
+#else
+@main
+enum Replay {
+    static func main() {
+        let files = CommandLine.arguments.dropFirst()
+        if files.isEmpty {
+            print("usage: vq-fuzz FILE…   (runs the fuzz target on each file; Fuzz/run.sh builds the libFuzzer binary)")
+            return
+        }
+        for f in files {
+            guard let data = FileManager.default.contents(atPath: f) else { print("\(f): unreadable"); continue }
+            fuzzOne(data)
+            print("\(f): ok")
+        }
+    }
+}
+#endif
