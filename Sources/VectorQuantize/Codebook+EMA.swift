@@ -177,7 +177,15 @@ extension Codebook {
             accumulate(counts: counts, sums: sums)
             return
         }
-        let w = lerpWeights(weight, counts: counts, sums: sums)
+        var w = lerpWeights(weight, counts: counts, sums: sums)
+        if freezePolicy != nil {
+            // The policy sees the step before it happens; what it freezes is frozen for this step already.
+            let policyWeights = consultPolicy(counts: counts, sums: sums, baseWeights: w)
+            let frozen = frozenMask
+            for i in w.indices {
+                if frozen[i] { w[i] = 0 } else if let p = policyWeights { w[i] *= p[i] }
+            }
+        }
         recordHeld(w.map { $0 == 0 })
         emaStep(counts: counts, sums: sums, weights: w)
         if emaOn && !configuration.manualEMAUpdate { updateEMA() }

@@ -86,6 +86,8 @@ public final class Codebook: Module {
     public internal(set) var pendingEmbedSum: Tensor?
     /// Codes whose `embed_avg`/`cluster_size` changed since the last recompute of `embed`.
     var touched: [Bool]
+    /// The policy consulted at every EMA update (``setFreezePolicy(_:)``).
+    public internal(set) var freezePolicy: (any FreezePolicy)?
     /// While a residual stack with a shared codebook runs one call: the codes some layer held (weight 0,
     /// or the layer frozen for the call), which the stack's deferred dead-code expiry must not replace.
     var heldInCall: [Bool]?

@@ -37,6 +37,9 @@ public final class FSQ: Module {
             boundHardClamp = kw["bound_hard_clamp"] as? Bool ?? false
             if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
             if levels.contains(where: { $0 < 2 }) { throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "every level must be ≥ 2") }
+            if let d = dim, SizeLimit.product([d, levels.count, numCodebooks]) == nil {
+                throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(levels.count * numCodebooks) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")
+            }
             if SizeLimit.product(levels) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "the codebook size Π levels of \(levels) exceeds \(SizeLimit.maxElements) codes")
             }

@@ -50,6 +50,10 @@ public final class LFQ: Module {
             spherical = kw["spherical"] as? Bool ?? false
             if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
             guard dim != nil || codebookSize != nil else { throw ConfigurationError.invalid(module: module, reason: "dim or codebook_size is required") }
+            let bits = codebookSize.map { $0 > 0 ? $0.trailingZeroBitCount : 0 } ?? Swift.min(dim ?? 1, 30)
+            if let d = dim, SizeLimit.product([d, Swift.max(bits, 1), numCodebooks]) == nil {
+                throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(bits * numCodebooks) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")
+            }
             if codebookSize == nil, let d = dim, d > 30 {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "\(d) bits would make 2^\(d) codes (at most 2^30)")
             }

@@ -49,8 +49,30 @@ public struct ModuleConfig {
 
     public func write(to url: URL) throws { try AtomicFile.write(try serialized(), to: url) }
 
+    /// The largest value each size keyword may take in a configuration from outside (a file), so that no
+    /// combination of them can ask for an absurd allocation before a module's own checks run.
+    static let sizeCaps: [String: Int] = [
+        "dim": 1 << 16, "codebook_dim": 1 << 16, "frozen_codebook_dim": 1 << 16, "heads": 1 << 12, "num_codebooks": 1 << 12,
+        "num_quantizers": 1 << 12, "groups": 1 << 12, "codebook_size": 1 << 30, "levels": 1 << 20, "kmeans_iters": 1 << 16,
+    ]
+
+    /// Checks the size keywords against ``sizeCaps`` (integers, or lists of integers).
+    func checkSizeCaps() throws {
+        for (key, cap) in Self.sizeCaps {
+            guard let v = kwargs[key] else { continue }
+            let values = (v as? [Any]) ?? [v]
+            for item in values {
+                guard let n = item as? NSNumber, let i = Int(exactly: n.doubleValue) else { continue }
+                if i < 0 || i > cap {
+                    throw ConfigurationError.badValue(module: module, keyword: key, reason: "\(i) is outside 0…\(cap)")
+                }
+            }
+        }
+    }
+
     /// Builds the module the configuration names.
     public func build() throws -> Module {
+        try checkSizeCaps()
         switch module {
         case "VectorQuantize": return try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: kwargs))
         case "ResidualVQ": return try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kwargs))
