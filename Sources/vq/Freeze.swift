@@ -42,14 +42,17 @@ func selectCodebooks(_ q: any Quantizer, layer: Int?, head: Int?) throws -> [(Co
 /// The arguments `vq freeze` and `vq unfreeze` share.
 struct CodeSelection: ParsableArguments {
     @Argument(help: "Checkpoint (.safetensors); its sidecar .json is kept beside the output.") var checkpoint: String
-    @Option(help: "Codes, e.g. 0-255,300.") var codes: String
+    @Option(help: "Codes, e.g. 0-255,300 (with --dims: the codes whose components are frozen; default all).") var codes: String?
+    @Option(help: "Components (dimensions), e.g. 0-15: freeze these components of every code (or of --codes).") var dims: String?
     @Option(parsing: .unconditional, help: "Layer of a residual stack (default: all layers).") var layer: Int?
     @Option(parsing: .unconditional, help: "Head of a multi-codebook quantizer (default: all).") var head: Int?
     @Option(help: "Config JSON (default: sidecar or metadata).") var config: String?
     @Option(help: "Write here instead of replacing the checkpoint.") var output: String?
 
     func validate() throws {
-        _ = try CodeSpec(codes)
+        guard codes != nil || dims != nil else { throw ValidationError("give --codes, --dims, or both") }
+        if let codes { _ = try CodeSpec(codes) }
+        if let dims { _ = try CodeSpec(dims, option: "--dims") }
         if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
         if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
         if let output { try DataFiles.checkOutput(output, option: "--output") }
@@ -71,18 +74,26 @@ struct Unfreeze: ParsableCommand {
 func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
     let (checkpoint, layer, head, output) = (sel.checkpoint, sel.layer, sel.head, sel.output)
     let (q, cfg) = try loadQuantizer(checkpoint, config: sel.config)
-    let spec = try CodeSpec(sel.codes)
-    var count = 0
+    let codeSpec = try sel.codes.map { try CodeSpec($0) }
+    let dimSpec = try sel.dims.map { try CodeSpec($0, option: "--dims") }
+    var count = 0, dimCount = 0
     for (book, h) in try selectCodebooks(q, layer: layer, head: head) {
-        let list = try spec.codes(below: book.codebookSize)
-        count = list.count
+        let list = try codeSpec?.codes(below: book.codebookSize)
+        count = list?.count ?? book.codebookSize
         do {
-            if freeze { try book.freeze(codes: list, head: h, strict: true) } else { try book.unfreeze(codes: list, head: h, strict: true) }
+            if let dimSpec {
+                let dims = try dimSpec.codes(below: book.dim)
+                dimCount = dims.count
+                if freeze { try book.freeze(dimensions: dims, codes: list, head: h, strict: true) } else { try book.unfreeze(dimensions: dims, codes: list, head: h, strict: true) }
+            } else if let list {
+                if freeze { try book.freeze(codes: list, head: h, strict: true) } else { try book.unfreeze(codes: list, head: h, strict: true) }
+            }
         } catch let e as CodebookError {
-            throw ValidationError("--codes: \(e)")
+            throw ValidationError("\(dimSpec != nil ? "--dims" : "--codes"): \(e)")
         }
     }
     let out = URL(fileURLWithPath: output ?? checkpoint)
     try QuantizerCheckpoint.save(q, config: cfg, to: out)
-    print("\(freeze ? "froze" : "unfroze") \(count) codes\(layer.map { " of layer \($0)" } ?? "") → \(out.path)")
+    let what = dimSpec != nil ? "\(dimCount) components of \(count) codes" : "\(count) codes"
+    print("\(freeze ? "froze" : "unfroze") \(what)\(layer.map { " of layer \($0)" } ?? "") → \(out.path)")
 }

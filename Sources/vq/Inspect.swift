@@ -22,6 +22,18 @@ struct Inspect: ParsableCommand {
             for h in 0..<book.numCodebooks {
                 let frozen = book.frozenCodeIndices(head: h)
                 print("codebook \(i)\(book.numCodebooks > 1 ? " head \(h)" : ""): \(book.codebookSize) codes × \(book.dim), frozen \(frozen.count)\(frozen.isEmpty ? "" : " (\(ranges(frozen)))")")
+                let dims = book.frozenDimensions(head: h)
+                if !dims.isEmpty { print("  frozen components: dimensions \(ranges(dims)) of every code") }
+                let perCode = book.frozenComponents.value.scalars[(h * book.codebookSize * book.dim)..<((h + 1) * book.codebookSize * book.dim)]
+                    .filter { $0 != 0 }.count - dims.count * book.codebookSize
+                if perCode > 0 { print("  frozen components of single codes: \(perCode)") }
+                let rank = book.frozenSubspaceRank(head: h)
+                if rank > 0 { print("  frozen subspace: rank \(rank) of \(book.dim) (each code keeps its coordinates there)") }
+                let byPolicy = book.policyFrozenCodes(head: h)
+                if !byPolicy.isEmpty {
+                    let steps = byPolicy.map(\.step)
+                    print("  frozen by a policy: \(byPolicy.count) codes (\(ranges(byPolicy.map(\.code)))) at updates \(steps.min()!)–\(steps.max()!)")
+                }
             }
         }
         if books.isEmpty { print("implicit codebook of \(q.codebookSizes.max() ?? 0) codes (nothing learned to freeze)") }

@@ -28,6 +28,11 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old.") var expandTo: Int?
     @Flag(help: "With --expand-to: leave the old codes trainable.") var noFreezeOld = false
     @Option(help: "Freeze these codes before training, e.g. 0-255,300.") var freeze: String?
+    @Option(help: "Freeze these components of every code before training, e.g. 0-15.") var freezeDims: String?
+    @Option(help: "Freeze each code's coordinates in the subspace spanned by the rows of this [k, d] basis (orthonormal, .npy).")
+    var freezeSubspace: String?
+    @Option(help: "Freeze codes that moved less than TOL (relative) in PATIENCE consecutive updates where they were used: TOL[,PATIENCE] (default patience 5).")
+    var freezeConverged: String?
     @Option(parsing: .unconditional, help: "Layer for --freeze (residual stacks; default all).") var layer: Int?
     @Option(parsing: .unconditional, help: "Head for --freeze (default all).") var head: Int?
     @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
@@ -77,6 +82,14 @@ struct Train: ParsableCommand {
         }
         if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
         if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
+        if let d = freezeDims { _ = try CodeSpec(d, option: "--freeze-dims") }
+        if freezeConverged != nil { _ = try convergedPolicy() }
+        if resume != nil && (freezeDims != nil || freezeSubspace != nil || freezeConverged != nil) {
+            throw ValidationError("--resume continues a run as it was: --freeze-dims, --freeze-subspace and --freeze-converged belong to its first start")
+        }
+        if checkpointEvery != nil && freezeConverged != nil {
+            throw ValidationError("--checkpoint-every cannot yet save the state of --freeze-converged (its per-code counters); run without one of them")
+        }
         if let e = expandTo, e < 1 { throw ValidationError("--expand-to must be ≥ 1") }
         if !(collectiveTimeout.isFinite && collectiveTimeout > 0) { throw ValidationError("--collective-timeout must be a positive number of seconds") }
         try DataFiles.checkOutput(output, option: "--output")
@@ -138,6 +151,7 @@ struct Train: ParsableCommand {
             }
         }
         guard module.inputDim == d else { throw CLIError("\(input): vectors of dimension \(d), the model expects \(module.inputDim)") }
+        if resumed == nil { try applyPartialFreezes(module) }
         for (book, _) in (try? selectCodebooks(module, layer: nil, head: nil)) ?? [] { book.collective = collective }
         if world > 1 && batchSize % world != 0 {
             throw ValidationError("--batch-size \(batchSize) must be a multiple of the \(world) ranks")
@@ -259,6 +273,40 @@ struct Train: ParsableCommand {
             cfg = ModuleConfig(module: "VectorQuantize", kwargs: kw)
         }
         return (try cfg.build() as! any Quantizer, cfg)
+    }
+
+    /// `--freeze-converged TOL[,PATIENCE]` as a policy.
+    func convergedPolicy() throws -> ConvergedPolicy {
+        let parts = (freezeConverged ?? "").split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard (1...2).contains(parts.count), let tol = Float(parts[0]), tol.isFinite, tol >= 0 else {
+            throw ValidationError("--freeze-converged '\(freezeConverged ?? "")': TOL[,PATIENCE], e.g. 0.001,5")
+        }
+        let patience = parts.count == 2 ? Int(parts[1]) : 5
+        guard let patience, patience >= 1 else { throw ValidationError("--freeze-converged '\(freezeConverged ?? "")': PATIENCE must be an integer ≥ 1") }
+        return .converged(tolerance: tol, patience: patience)
+    }
+
+    /// Applies --freeze-dims, --freeze-subspace and --freeze-converged to the selected codebooks.
+    func applyPartialFreezes(_ module: any Quantizer) throws {
+        guard freezeDims != nil || freezeSubspace != nil || freezeConverged != nil else { return }
+        let books = try selectCodebooks(module, layer: layer, head: head)
+        if let freezeDims {
+            let spec = try CodeSpec(freezeDims, option: "--freeze-dims")
+            for (book, h) in books {
+                let dims = try spec.codes(below: book.dim)
+                do { try book.freeze(dimensions: dims, head: h, strict: true) } catch let e as CodebookError { throw ValidationError("--freeze-dims: \(e)") }
+            }
+        }
+        if let freezeSubspace {
+            let basis = try DataFiles.read(freezeSubspace).asFloat
+            for (book, h) in books {
+                do { try book.freeze(subspace: basis, head: h) } catch let e as CodebookError { throw CLIError("--freeze-subspace \(freezeSubspace): \(e)") }
+            }
+        }
+        if freezeConverged != nil {
+            let policy = try convergedPolicy()
+            for (book, _) in books { book.setFreezePolicy(policy) }
+        }
     }
 
     /// The `--init` checkpoint, rebuilt with the hyper-parameters given on the command line (decay, dead-code

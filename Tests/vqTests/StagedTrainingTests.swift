@@ -84,4 +84,59 @@ struct StagedTrainingTests {
             #expect(!FileManager.default.fileExists(atPath: path("bad.safetensors")))
         }
     }
+
+    @Test("--freeze-dims, --freeze-subspace, --freeze-converged and vq freeze --dims: applied, held, saved and shown")
+    func partialFreezes() throws {
+        try writeData()
+        var r = try run("train", "--input", path("a.npy"), "--codebook-size", "16", "--steps", "10", "--batch-size", "256",
+                        "--freeze-dims", "0-3", "--output", path("d.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let before = try tensor("d.safetensors", "_codebook.embed")
+        r = try run("train", "--input", path("b.npy"), "--init", path("d.safetensors"), "--steps", "10", "--batch-size", "256",
+                    "--output", path("d2.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let after = try tensor("d2.safetensors", "_codebook.embed")
+        var heldSame = true, freeMoved = false
+        for code in 0..<16 {
+            for j in 0..<16 {
+                let i = code * 16 + j
+                if j < 4 { heldSame = heldSame && before.scalars[i].bitPattern == after.scalars[i].bitPattern } else if before.scalars[i] != after.scalars[i] { freeMoved = true }
+            }
+        }
+        #expect(heldSame && freeMoved)
+        r = try run("inspect", path("d2.safetensors"))
+        #expect(r.stdout.contains("frozen components: dimensions 0-3 of every code"), "\(r.stdout)")
+
+        // A rank-2 subspace along the first two axes.
+        var basis = [Float](repeating: 0, count: 32)
+        basis[0] = 1
+        basis[17] = 1
+        try NumPyFile.write(.float(Tensor(basis, shape: [2, 16])), to: URL(fileURLWithPath: path("basis.npy")))
+        r = try run("train", "--input", path("a.npy"), "--codebook-size", "16", "--steps", "10", "--batch-size", "256",
+                    "--freeze-subspace", path("basis.npy"), "--output", path("s.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("inspect", path("s.safetensors"))
+        #expect(r.stdout.contains("frozen subspace: rank 2 of 16"), "\(r.stdout)")
+        try NumPyFile.write(.float(Tensor([1, 1] + [Float](repeating: 0, count: 14), shape: [1, 16])), to: URL(fileURLWithPath: path("bad.npy")))
+        r = try run("train", "--input", path("a.npy"), "--codebook-size", "16", "--steps", "1", "--freeze-subspace", path("bad.npy"),
+                    "--output", path("x.safetensors"))
+        #expect(r.status != 0 && r.stderr.contains("orthonormal"), "\(r.stderr)")
+
+        // Converged codes on a repeated batch (batch = the whole input).
+        r = try run("train", "--input", path("b.npy"), "--codebook-size", "8", "--kmeans-init", "--steps", "30", "--batch-size", "3000",
+                    "--freeze-converged", "0.01,3", "--output", path("c.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("inspect", path("c.safetensors"))
+        #expect(r.stdout.contains("frozen by a policy"), "\(r.stdout)")
+        r = try run("train", "--input", path("b.npy"), "--codebook-size", "8", "--freeze-converged", "abc", "--output", path("x.safetensors"))
+        #expect(r.status != 0 && r.stderr.contains("--freeze-converged"))
+
+        // vq freeze --dims --codes: a block of codes × dimensions.
+        r = try run("freeze", path("c.safetensors"), "--dims", "0-1", "--codes", "2-3")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("inspect", path("c.safetensors"))
+        #expect(r.stdout.contains("frozen components of single codes: 4"), "\(r.stdout)")
+        r = try run("freeze", path("c.safetensors"), "--dims", "0-99")
+        #expect(r.status != 0 && r.stderr.contains("--dims"), "\(r.stderr)")
+    }
 }
