@@ -73,10 +73,13 @@ struct Demo: ParsableCommand {
     @Option(help: "What stage 2 trains besides the codebook: none (the network stays as stage 1 left it), encoder, or all.")
     var stage2Trains: Stage2 = .encoder
 
+    @Option(parsing: .unconditional, help: "The converged-code policy of the policy run: TOL,PATIENCE.") var policy = "0.005,20"
+
     enum Stage2: String, ExpressibleByArgument, CaseIterable { case none, encoder, all }
 
     func validate() throws {
         guard steps > 0, batchSize > 0 else { throw ValidationError("--steps and --batch-size must be positive") }
+        _ = try convergedPolicy()
         if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
     }
 
@@ -87,65 +90,89 @@ struct Demo: ParsableCommand {
         print("digits: \(a.train.shape[0] + b.train.shape[0]) training and \(a.test.shape[0] + b.test.shape[0]) held-out images (UCI, CC BY 4.0)")
         let stage1Codes = 32, stage2Codes = 64
 
-        // Stage 1: digits 0–4.
+        // Stage 1: digits 0–4, once plainly and once with a policy that freezes codes as they converge.
         let model = try DigitVQVAE(codebookSize: stage1Codes, seed: seed)
         var curves: [String: [Float]] = [:]
-        curves["stage 1"] = train(model, on: a.train, steps: steps, label: "stage 1 (0–4)", seed: seed &+ 1)
+        curves["stage 1"] = train(model, on: a.train, steps: steps, label: "stage 1 (0–4)", seed: seed &+ 1).losses
         let afterStage1 = (evaluate(model, a.test), evaluate(model, b.test))
         let codesAfterStage1 = model.vq.codes
+        let policyModel = try DigitVQVAE(codebookSize: stage1Codes, seed: seed)
+        let policy = try convergedPolicy()
+        policyModel.vq.codebook.setFreezePolicy(policy)
+        _ = train(policyModel, on: a.train, steps: steps, label: "stage 1 (0–4, converged policy)", seed: seed &+ 1)
+        let policyFrozen = policyModel.vq.codebook.policyFrozenCodes()
+        let policyStage1 = evaluate(policyModel, a.test).mse
 
-        // Stage 2, twice from the same stage-1 state: frozen old codes vs. the baseline.
-        var runs: [(name: String, model: DigitVQVAE)] = []
-        for freeze in [true, false] {
+        // Stage 2 (digits 5–9, 64 codes) from the stage-1 state, four ways.
+        let basis = Analysis.principalSubspace(of: codesAfterStage1, rank: Self.subspaceRank)
+        var runs: [DemoRun] = []
+        for variant in DemoRun.Variant.allCases {
+            let source = variant == .policy ? policyModel : model
             let m = try DigitVQVAE(codebookSize: stage1Codes, seed: seed)
-            try m.load(stateDict: model.stateDict())
-            m.vq = try model.vq.expanded(toCodebookSize: stage2Codes, freezeExisting: freeze, seed: seed &+ 7)
-            let name = freeze ? "frozen" : "baseline"
+            try m.load(stateDict: source.stateDict())
+            m.vq = try source.vq.expanded(toCodebookSize: stage2Codes, freezeExisting: variant == .codes, seed: seed &+ 7)
+            if variant == .subspace { try m.vq.codebook.freeze(subspace: basis) }
+            if variant == .policy { m.vq.codebook.setFreezePolicy(policy) }
             switch stage2Trains {
             case .none: m.freeze(keys: ["encoder", "decoder"])
             case .encoder: m.freeze(keys: ["decoder"])
             case .all: break
             }
-            curves["stage 2 \(name)"] = train(m, on: b.train, steps: steps, label: "stage 2 (5–9, \(name))", seed: seed &+ 2)
-            runs.append((name, m))
+            let t = train(m, on: b.train, steps: steps, label: "stage 2 (5–9, \(variant.rawValue))", seed: seed &+ 2, monitor: a.test)
+            curves["stage 2 \(variant.rawValue)"] = t.losses
+            let old = m.vq.codes.slice(axis: 0, 0..<stage1Codes)
+            let reference = variant == .policy ? policyModel.vq.codes : codesAfterStage1
+            let changed = (0..<stage1Codes).filter { c in old.slice(axis: 0, c..<(c + 1)) != reference.slice(axis: 0, c..<(c + 1)) }.count
+            runs.append(DemoRun(variant: variant, model: m, losses: t.losses, forgetting: t.monitored, mseA: evaluate(m, a.test).mse,
+                                mseB: evaluate(m, b.test).mse, used: usage(m, data.images).used, changed: changed))
         }
 
-        // The table.
+        // The table (also in the report).
+        let rows = DemoTable(stage1: (afterStage1.0.mse, afterStage1.1.mse, usage(model, data.images).used), stage1Codes: stage1Codes,
+                             stage2Codes: stage2Codes, runs: runs)
         print("")
-        print("                         recon MSE 0–4   recon MSE 5–9   codes used (0–9)   stage-1 codes changed")
-        print(String(format: "after stage 1            %13.4f   %13.4f   %9d/%-3d", afterStage1.0.mse, afterStage1.1.mse,
-                     usage(model, data.images).used, stage1Codes))
-        var frozenIdentical = false
-        for (name, m) in runs {
-            let (ea, eb) = (evaluate(m, a.test), evaluate(m, b.test))
-            let old = m.vq.codes.slice(axis: 0, 0..<stage1Codes)
-            let changed = (0..<stage1Codes).filter { c in
-                old.slice(axis: 0, c..<(c + 1)) != codesAfterStage1.slice(axis: 0, c..<(c + 1))
-            }.count
-            if name == "frozen" { frozenIdentical = old == codesAfterStage1 }
-            print(String(format: "after stage 2 (%@)%@ %13.4f   %13.4f   %9d/%-3d   %d of %d", name,
-                         String(repeating: " ", count: max(0, 9 - name.count)), ea.mse, eb.mse, usage(m, data.images).used, stage2Codes,
-                         changed, stage1Codes))
-        }
+        for line in rows.lines { print(line) }
+        let frozenIdentical = runs.first { $0.variant == .codes }.map { $0.model.vq.codes.slice(axis: 0, 0..<stage1Codes) == codesAfterStage1 } ?? false
         print(frozenIdentical ? "check: every frozen stage-1 code is bit-identical to the end of stage 1 ✓"
               : "check FAILED: a frozen stage-1 code changed")
+        print("policy: \(policyFrozen.count) of \(stage1Codes) codes froze during stage 1 (held-out 0–4 error \(String(format: "%.4f", policyStage1)) with the policy, \(String(format: "%.4f", afterStage1.0.mse)) without)")
 
         let report = URL(fileURLWithPath: output).appendingPathComponent("report.html")
         try FileManager.default.createDirectory(at: report.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Report.write(to: report, curves: curves, frozen: runs[0].model, baseline: runs[1].model, stage1Codes: stage1Codes,
-                         images: data.images, testA: a.test, testB: b.test)
+        try Report.write(to: report, curves: curves, runs: runs, table: rows, stage1Codes: stage1Codes, images: data.images,
+                         testA: a.test, testB: b.test,
+                         subspace: (Self.subspaceRank, basis.shape[1]),
+                         policy: (policy.tolerance, policy.patience, policyFrozen, policyStage1, afterStage1.0.mse, steps))
         print("report: \(report.path)")
         if !frozenIdentical { throw ExitCode.failure }
     }
 
-    /// Adam on the encoder and decoder; EMA on the codebook. Returns the loss per step.
-    func train(_ m: DigitVQVAE, on x: Tensor, steps: Int, label: String, seed: UInt64) -> [Float] {
+    /// `--policy TOL,PATIENCE`: a code that moved less than TOL (relative) in PATIENCE consecutive updates in
+    /// which it was used is frozen.
+    func convergedPolicy() throws -> ConvergedPolicy {
+        let parts = policy.split(separator: ",").map { String($0) }
+        guard parts.count == 2, let tol = Float(parts[0]), tol.isFinite, tol >= 0, let patience = Int(parts[1]), patience >= 1 else {
+            throw ValidationError("--policy '\(policy)': TOL,PATIENCE, e.g. 0.005,20")
+        }
+        return .converged(tolerance: tol, patience: patience)
+    }
+    /// The rank of the principal subspace of the stage-1 codes that the subspace run freezes (of 8).
+    static let subspaceRank = 4
+
+    /// Adam on the encoder and decoder; EMA on the codebook. Returns the loss per step and, with `monitor`,
+    /// the held-out error on it about every twentieth of the run (the forgetting curve).
+    func train(_ m: DigitVQVAE, on x: Tensor, steps: Int, label: String, seed: UInt64, monitor: Tensor? = nil)
+        -> (losses: [Float], monitored: [(step: Int, mse: Float)])
+    {
         m.train()
         // Parameters frozen by key are skipped by the optimizer (the same mechanism that freezes code rows).
         let opt = Adam(parameters: m.encoder.trainableParameters() + m.decoder.trainableParameters(), learningRate: 2e-3)
         var rng = SeededGenerator(seed: seed)
         var progress = Progress(label, total: steps)
         var losses: [Float] = []
+        var monitored: [(step: Int, mse: Float)] = []
+        let every = max(1, steps / 20)
+        if let monitor { monitored.append((0, m.withMode(training: false) { evaluate(m, monitor).mse })) }
         let n = x.shape[0]
         var counts = [Int](repeating: 0, count: m.vq.codebookSize)
         for step in 1...steps {
@@ -157,24 +184,25 @@ struct Demo: ParsableCommand {
             opt.step()
             losses.append(loss.item)
             for i in out.indices.scalars where i >= 0 { counts[i] += 1 }
+            if let monitor, step % every == 0 || step == steps {
+                monitored.append((step, m.withMode(training: false) { evaluate(m, monitor).mse }))
+            }
             if step % 20 == 0 || step == steps {
                 progress.update(step, loss: loss.item, usage: counts.filter { $0 > 0 }.count, codes: counts.count,
                                 perplexity: perplexity(counts))
                 counts = [Int](repeating: 0, count: counts.count)
             }
         }
-        return losses
+        return (losses, monitored)
     }
 
     func evaluate(_ m: DigitVQVAE, _ x: Tensor) -> (mse: Float, recon: Tensor) {
-        m.eval()
-        let r = withoutGradient { m(x).recon }
+        let r = m.withMode(training: false) { withoutGradient { m(x).recon } }
         return (Loss.mse(r, x).item, r)
     }
 
     func usage(_ m: DigitVQVAE, _ x: Tensor) -> (used: Int, counts: [Int]) {
-        m.eval()
-        let idx = withoutGradient { m(x).indices }
+        let idx = m.withMode(training: false) { withoutGradient { m(x).indices } }
         var counts = [Int](repeating: 0, count: m.vq.codebookSize)
         for i in idx.scalars where i >= 0 { counts[i] += 1 }
         return (counts.filter { $0 > 0 }.count, counts)

@@ -74,11 +74,13 @@ struct CommandLineTests {
         let b = try vq("demo", "--steps", "40", "--output", path("d2"), "--seed", "4")
         #expect(a.status == 0 && b.status == 0, "\(a.stderr)")
         let table = { (s: String) in s.split(separator: "\n").filter { $0.hasPrefix("after stage") || $0.hasPrefix("check") } }
-        #expect(table(a.stdout).count == 4)
+        #expect(table(a.stdout).count == 6)  // stage 1, four stage-2 runs, the check
         #expect(table(a.stdout) == table(b.stdout))
         #expect(a.stdout.contains("bit-identical to the end of stage 1 ✓"))
         let html = try String(contentsOfFile: path("d1/report.html"), encoding: .utf8)
-        #expect(html.components(separatedBy: "<svg").count - 1 == 7)  // loss, 2 histograms, 4 grids
+        // forgetting curves, policy freezes, loss, 2 histograms, 4 grids; and the summary table
+        #expect(html.components(separatedBy: "<svg").count - 1 == 9)
+        #expect(html.contains("<table") && html.contains("after stage 2 (subspace frozen)") && html.contains("Forgetting"))
     }
 
     @Test("bad input: one clear line, non-zero exit, nothing written")
