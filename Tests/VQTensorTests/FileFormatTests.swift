@@ -58,6 +58,13 @@ struct FileFormatTests {
             ("overlap", header(#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#)),
             ("bad bool", header(#"{"a": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}"#, body: 0) + Data([1, 7])),
             ("truncated", good.prefix(good.count - 3)),
+            // Offsets and shapes must be exact integers: no wrap-around past 2^64, no truncated fractions.
+            ("offset beyond 2^64", header(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [18446744073709551616, 18446744073709551632]}}"#)),
+            ("offset 2^64 + 16", header(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 18446744073709551632]}}"#)),
+            ("fractional offset", header(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16.7]}}"#)),
+            ("fractional shape", header(#"{"a": {"dtype": "F32", "shape": [4.5], "data_offsets": [0, 16]}}"#)),
+            ("exponent", header(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1.6e1]}}"#)),
+            ("boolean offset", header(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [false, 16]}}"#)),
         ]
         for (what, data) in cases {
             #expect(throws: TensorFileError.self, "\(what)") { try SafeTensorsFile.parse(data, path: "x.safetensors") }

@@ -144,6 +144,17 @@ struct SubspaceFreezingTests {
             }
         }
         #expect(freeMoved, "\(s): nothing free moved (the held check would be vacuous)")
+        // The optimizer never wrote the state of a frozen component (momentum / moments stay at zero).
+        let state: [Float]? = (optimizer as? SGD)?.momentumBuffer(of: cb.embed) ?? (optimizer as? Adam)?.moments(of: cb.embed).map { $0.m + $0.v }
+        if let state {
+            let n = cb.embed.value.count
+            for offset in stride(from: 0, to: state.count, by: n) {
+                for r in 0..<cb.numCodebooks * size {
+                    for j in 0..<d where heldComponent(r, j) { #expect(state[offset + r * d + j] == 0, "\(s): optimizer state of a frozen component") }
+                }
+            }
+            #expect(state.contains { $0 != 0 }, "\(s): the optimizer did work")
+        }
         // Checkpoints keep the partial freezes.
         let copy = try VectorQuantizer(config)
         try copy.load(stateDict: vq.stateDict())
