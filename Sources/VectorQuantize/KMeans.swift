@@ -13,9 +13,9 @@ public enum KMeans {
     ///   - frozen: `k` flags; frozen means never move.
     ///   - iterations: the number of Lloyd steps.
     ///   - metric: Euclidean (nearest) or dot product (cosine; updated means are l2-normalised).
+    ///   - constrain: applied to the means after every update (partial freezes of a codebook).
     /// - Returns: the means and the counts of the last assignment (as the reference's `bins`).
     /// - Complexity: O(iterations · n · k · d), no n×k buffer.
-    ///   - constrain: applied to the means after every update (partial freezes of a codebook).
     public static func fit(
         samples: Tensor, initial: Tensor, frozen: [Bool]? = nil, iterations: Int, metric: CodeMetric = .euclidean,
         constrain: ((inout [Float]) -> Void)? = nil

@@ -18,7 +18,7 @@ public protocol Quantizer: Module {
     var allowsDroppedIndices: Bool { get }
     /// Code indices of `x`, computed in evaluation mode (the module's own mode is restored afterwards).
     func encode(_ x: Tensor) -> IndexTensor
-    /// Vectors for indices (the inverse of ``encode(_:)`` up to quantization error).
+    /// Vectors for indices (the inverse of `encode(_:)` up to quantization error).
     func decode(_ indices: IndexTensor) throws -> Tensor
 }
 
@@ -26,11 +26,11 @@ extension Quantizer {
     public var indexBatchAxis: Int { 0 }
     public var allowsDroppedIndices: Bool { false }
 
-    /// The index shape of one vector: the shape ``encode(_:)`` gives for a `[1, dim]` input (an
+    /// The index shape of one vector: the shape `encode(_:)` gives for a `[1, dim]` input (an
     /// uninitialised k-means codebook would be initialised by it: ``validate(indices:)`` checks first).
     public var indexShapeOfOneVector: [Int] { encode(Tensor.zeros([1, inputDim])).shape }
 
-    /// Checks indices from outside before ``decode(_:)``: the shape must be what ``encode(_:)`` gives for
+    /// Checks indices from outside before `decode(_:)`: the shape must be what `encode(_:)` gives for
     /// `[n, dim]` or `[b, n, dim]` input, and every value within its column's codebook (or -1 where
     /// ``allowsDroppedIndices``). Throws a ``DecodeError`` that names the offending shape or value.
     public func validate(indices: IndexTensor) throws {
