@@ -28,8 +28,9 @@ public enum NumPyFile {
         public let dataStart: Int
 
         /// - Parameters:
-        ///   - prefix: the file's first bytes (at least the whole header when the file has one).
+        ///   - data: the file's first bytes (at least the whole header when the file has one).
         ///   - fileSize: the file's size in bytes.
+        ///   - path: the file's name in errors.
         public init(prefix data: Data, fileSize: Int, path: String) throws {
             func bad(_ r: String) -> TensorFileError { .malformed(path: path, reason: r) }
             let bytes = [UInt8](data.prefix(12))

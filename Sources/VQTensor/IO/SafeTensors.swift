@@ -122,9 +122,10 @@ public struct SafeTensorsFile: Sendable {
         public let dataStart: Int
 
         /// - Parameters:
-        ///   - length: the header length from the file's first 8 bytes.
-        ///   - bytes: the header's bytes (the `length` bytes after the first 8, or fewer when the file is short).
+        ///   - n: the header length from the file's first 8 bytes.
+        ///   - headerBytes: the header's bytes (the `n` bytes after the first 8, or fewer when the file is short).
         ///   - fileSize: the file's size in bytes.
+        ///   - path: the file's name in errors.
         public init(length n: UInt64, bytes headerBytes: Data, fileSize: Int, path: String) throws {
             func bad(_ r: String) -> TensorFileError { .malformed(path: path, reason: r) }
             guard n <= UInt64(maxHeader), fileSize >= 8, n <= UInt64(fileSize - 8), headerBytes.count == Int(n) else {
