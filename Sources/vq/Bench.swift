@@ -138,6 +138,72 @@ enum Workloads {
                      loss.backward()
                      opt.step()
                  }),
+        Workload(name: "h_rpq_readme", vectors: 1024, flops: 0,
+                 setup: { () -> Any in
+                     let q = try! RandomProjectionQuantizer(dim: 512, codebookSize: 1024, codebookDim: 256, numCodebooks: 16)
+                     q.train()
+                     return (q, seeded([1, 1024, 512], 17))
+                 },
+                 run: { let (m, x) = $0 as! (RandomProjectionQuantizer, Tensor); _ = m(x) }),
+        Workload(name: "i_rvq8_train", vectors: 8192, flops: 0,
+                 setup: { () -> Any in
+                     let r = try! ResidualVQ(ResidualVQConfiguration(dim: 128, numQuantizers: 8, codebookSize: 1024))
+                     r.train()
+                     return (r, seeded([32, 256, 128], 18))
+                 },
+                 run: { let (m, x) = $0 as! (ResidualVQ, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "j_vq_heads8_cosine_train", vectors: 8192, flops: 0,
+                 setup: { () -> Any in
+                     var c = VectorQuantizerConfiguration(dim: 256, codebookSize: 1024)
+                     c.heads = 8
+                     c.separateCodebookPerHead = true
+                     c.useCosineSimilarity = true
+                     let m = try! VectorQuantizer(c)
+                     m.train()
+                     return (m, seeded([8, 1024, 256], 19))
+                 },
+                 run: { let (m, x) = $0 as! (VectorQuantizer, Tensor); _ = withoutGradient { m(x) } }),
+        Workload(name: "k_fsq_grad", vectors: 8192, flops: 0,
+                 setup: { () -> Any in
+                     var c = FSQ.Configuration(levels: [8, 5, 5, 5])
+                     c.dim = 256
+                     let f = FSQ(c)
+                     f.train()
+                     return (f, seeded([8, 1024, 256], 20))
+                 },
+                 run: {
+                     let (m, x) = $0 as! (FSQ, Tensor)
+                     let leaf = x.requiringGradient()
+                     m(leaf).quantized.sum().backward()
+                 }),
+        Workload(name: "l_lfq_grad", vectors: 4096, flops: 0,
+                 setup: { () -> Any in
+                     var c = LFQ.Configuration()
+                     c.dim = 16
+                     c.codebookSize = 65536
+                     c.entropyLossWeight = 0.1
+                     let l = LFQ(c)
+                     l.train()
+                     return (l, seeded([4, 1024, 16], 21))
+                 },
+                 run: {
+                     let (m, x) = $0 as! (LFQ, Tensor)
+                     let out = m(x.requiringGradient())
+                     (out.auxLoss + out.quantized.sum()).backward()
+                 }),
+        Workload(name: "m_simvq_train_step", vectors: 8192, flops: 0,
+                 setup: { () -> Any in
+                     let s = try! SimVQ(dim: 256, codebookSize: 1024)
+                     s.train()
+                     return (s, SGD(parameters: s.trainableParameters(), learningRate: 0.01), seeded([8, 1024, 256], 22))
+                 },
+                 run: {
+                     let (m, opt, x) = $0 as! (SimVQ, SGD, Tensor)
+                     let out = m(x.requiringGradient())
+                     (out.loss + out.quantized.sum()).backward()
+                     opt.step()
+                     opt.zeroGradients()
+                 }),
         Workload(name: "f_kmeans_lib", vectors: 8192, flops: 0,
                  setup: { seeded([8192, 64], 15) },
                  run: { x in
