@@ -166,7 +166,6 @@ public final class LFQ: Module {
         var losses = Losses()
         var aux = Tensor(0)
         if isTraining {
-            let codes = maybeL2Norm(codebook)
             var rows = original.reshaped([b * n, c.numCodebooks, codebookDim])
             if let tokenMask {
                 precondition(tokenMask.count == b * n, "LFQ: mask of \(tokenMask.count) for \(b * n) tokens")
@@ -176,11 +175,18 @@ public final class LFQ: Module {
                 let keep = Int(Float(rows.shape[0]) * c.fracPerSampleEntropy)
                 rows = rows.indexSelect(axis: 0, IndexTensor(Array(rng.permutation(rows.shape[0]).prefix(keep)).sorted()))
             }
-            let distance = rows.matmul(codes.transposed()) * -2
-            let prob = (-distance * inverseTemperature).softmax(axis: -1)
-            losses.perSampleEntropy = Self.entropy(prob).mean()
-            let avg = prob.mean(axis: 0)
-            losses.batchEntropy = Self.entropy(avg).mean()
+            if rows.shape[0] * c.numCodebooks * codebookSize <= Self.denseEntropyLimit {
+                // The reference's arithmetic: a softmax over all 2^K codes of `-2·x·c` (float32).
+                let distance = rows.matmul(maybeL2Norm(codebook).transposed()) * -2
+                let prob = (-distance * inverseTemperature).softmax(axis: -1)
+                losses.perSampleEntropy = Self.entropy(prob).mean()
+                losses.batchEntropy = Self.entropy(prob.mean(axis: 0)).mean()
+            } else {
+                // The same entropies factorised over the bits, in double precision: no [n, 2^K] matrix
+                // (see FactorizedEntropy), so 65,536 codes need megabytes, not gigabytes.
+                let bitScale = c.spherical ? scale / Float(codebookDim).squareRoot() : scale
+                (losses.perSampleEntropy, losses.batchEntropy) = FactorizedEntropy.losses(rows, slope: 4 * inverseTemperature * bitScale)
+            }
             let entropyAux = losses.perSampleEntropy - c.diversityGamma * losses.batchEntropy
             if c.commitmentLossWeight > 0 {
                 var diff = (original - quantized.detached()).squared()
@@ -200,6 +206,10 @@ public final class LFQ: Module {
         if !keepCodebooksDim { indices = indices.reshaped(Array(indices.shape.dropLast())) }
         return (out, indices, aux, losses)
     }
+
+    /// Above this many probabilities (`rows · codebooks · 2^K`, 64 MB of float32) the entropy loss is
+    /// computed factorised over the bits instead of through the full probability matrix.
+    static let denseEntropyLimit = 1 << 24
 
     /// `Σ −p · log(max(p, 1e-5))` over the last axis.
     static func entropy(_ p: Tensor) -> Tensor { (-p * p.clamped(min: 1e-5).log()).sum(axis: -1) }

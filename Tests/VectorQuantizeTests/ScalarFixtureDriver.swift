@@ -52,7 +52,20 @@ enum ScalarFixtureDriver {
             try prepare(lfq, f)
             let invT = Float(f.forwardKwargs["inv_temperature"] as? Double ?? 100)
             let mask = (f.forwardKwargs["mask"] as? String).flatMap { f.ints(String($0.dropFirst(7))) }?.scalars.map { $0 != 0 }
-            let out = lfq(x, inverseTemperature: invT, mask: mask)
+            let leaf = f.float("grad.loss.x") != nil ? x.requiringGradient() : x
+            let out = lfq(leaf, inverseTemperature: invT, mask: mask)
+            if f.float("grad.loss.x") != nil {
+                // The gradient of the entropy aux loss alone, then of loss + Σ quantized · G.
+                out.auxLoss.backward()
+                cmp.compare("grad.loss.x", leaf.grad.map { .float($0) })
+                let leaf2 = x.requiringGradient()
+                let again = lfq(leaf2, inverseTemperature: invT, mask: mask)
+                let objective = again.auxLoss + (again.quantized * f.float("input.grad_output")!).sum()
+                objective.backward()
+                // Σ quantized · G over every element: float32 sums in another order differ by ~1e-6 relative.
+                cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
+                cmp.compare("grad.objective.x", leaf2.grad.map { .float($0) })
+            }
             cmp.compare("out.quantized", .float(out.quantized.detached()))
             cmp.compare("out.indices", .integer(out.indices))
             cmp.compare("out.entropy_aux_loss", .float(out.auxLoss.detached()))

@@ -129,6 +129,8 @@ enum Backward {
             return [g, g.gather(axis: axis, index: index)]
         case .indexAdd(let axis, let index):
             return [g, g.indexSelect(axis: axis, index)]
+        case .custom(let backward):
+            return [backward(g)]
         case .matmul(let a, let b):
             // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC (summed over broadcast batch axes)
             let ga = Tensor.matmulRaw(g, b, transposeA: false, transposeB: true).summed(to: a.shape)

@@ -91,6 +91,23 @@ extension Tensor {
         return Tensor(shape: shape, node: leaf.node, scalars: scalars)
     }
 
+    /// A differentiable function computed outside the graph: `value` is its result for `input`, and
+    /// `backward` turns the gradient of the result into the gradient of `input` (same shape as `input`).
+    /// For fused kernels whose intermediate values would not fit in memory (e.g. LFQ's entropy over 2¹⁶
+    /// codes, recomputed in the backward instead of saved).
+    ///
+    /// ```swift
+    /// let y = Tensor.custom(x.squared().detached(), input: x) { g in g * 2 * x.detached() }   // y = x², dy/dx = 2x
+    /// ```
+    public static func custom(_ value: Tensor, input: Tensor, backward: @escaping @Sendable (Tensor) -> Tensor) -> Tensor {
+        let shape = input.shape
+        return record(value.detached(), .custom({ g in
+            let r = backward(g)
+            precondition(r.shape == shape, "Tensor.custom: backward returned \(r.shape) for an input of shape \(shape)")
+            return r
+        }), [input])
+    }
+
     /// Records `op` for a result computed from `inputs` (a no-op when none requires gradients or the
     /// graph is off).
     static func record(_ result: Tensor, _ op: @autoclosure () -> Op, _ inputs: [Tensor]) -> Tensor {

@@ -40,6 +40,10 @@ enum Op: Sendable {
 
     // Linear algebra: batched matmul of the saved operands (after broadcasting of batch axes).
     case matmul(Tensor, Tensor)
+
+    /// A function whose backward its author gives (``Tensor/custom(_:input:backward:)``): the gradient of
+    /// the one input from the gradient of the output.
+    case custom(@Sendable (Tensor) -> Tensor)
 }
 
 /// Element-wise functions whose derivative depends only on the input `x` and output `y`.
