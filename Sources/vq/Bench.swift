@@ -33,6 +33,7 @@ struct Bench: ParsableCommand {
         let names = only.map { Set($0.split(separator: ",").map(String.init)) }
         let dynamic = names.map { $0.sorted().compactMap { Workloads.scaling($0) ?? Workloads.allReduce($0) } } ?? []
         for w in Workloads.all.filter({ names?.contains($0.name) ?? true }) + dynamic {
+            Timing.resetPeakRSS()  // each workload's own peak, not the largest so far in this process
             let state = w.setup()
             let times = Timing.measure(budget: budget) { w.run(state) }
             let median = times.sorted()[times.count / 2]
@@ -75,7 +76,15 @@ enum Timing {
         return out
     }
 
-    /// Peak resident set size of this process so far (VmHWM), in MB.
+    /// Resets the peak resident set size (Linux: `5` to `/proc/self/clear_refs`) to the current one.
+    static func resetPeakRSS() {
+        let fd = open("/proc/self/clear_refs", O_WRONLY)
+        guard fd >= 0 else { return }
+        _ = "5".withCString { write(fd, $0, 1) }
+        close(fd)
+    }
+
+    /// Peak resident set size of this process since the last reset (VmHWM), in MB.
     static func peakRSSMegabytes() -> Double {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
         for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {

@@ -194,6 +194,23 @@ struct SubspaceFreezingTests {
         #expect(TestSupport.maxAbsDiff(vq.codebook.embed.value, start) > 0.1, "the complement must learn")
     }
 
+    @Test("components frozen in one layer of one group of a grouped residual stack")
+    func groupedLayer() throws {
+        var c = ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 8)
+        c.layer.thresholdEMADeadCode = 2
+        let g = try GroupedResidualVQ(dim: 8, groups: 2, configuration: c)
+        let target = g.rvqs[1].layers[0].codebook
+        target.freeze(dimensions: [0, 2])
+        let before = target.embed.value.scalars, otherBefore = g.rvqs[0].layers[0].codebook.embed.value
+        for s in 0..<5 { _ = g(TestSupport.random([2, 20, 8], seed: 300 + UInt64(s), std: 2)) }
+        let after = target.embed.value.scalars
+        for code in 0..<8 {
+            for j in [0, 2] { #expect(after[code * 4 + j].bitPattern == before[code * 4 + j].bitPattern) }
+        }
+        #expect((0..<8).contains { after[$0 * 4 + 1] != before[$0 * 4 + 1] }, "free components of the same layer learn")
+        #expect(g.rvqs[0].layers[0].codebook.embed.value != otherBefore, "the other group learns")
+    }
+
     @Test("bad subspaces and components are refused")
     func refused() throws {
         let cb = Codebook(Codebook.Configuration(dim: 4, codebookSize: 8))
