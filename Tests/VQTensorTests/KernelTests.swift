@@ -15,6 +15,27 @@ struct KernelTests {
         #expect(TestSupport.maxAbsDiff(c, TestSupport.naiveMatmul(a, b)) < 1e-4 * Float(k).squareRoot())
     }
 
+    /// The skinny paths: few output columns (dot products), a tiny depth (row updates), few output rows
+    /// (streamed outer products) — with transposed operands, as the backward of a projection uses them.
+    @Test("skinny products match a double-precision triple loop and are bit-identical on 1 and 2 threads", arguments: [
+        (8192, 4, 256), (300, 1, 17), (4, 256, 8192), (3, 100, 40), (8192, 256, 4), (50, 17, 1), (2, 2, 1000),
+    ])
+    func skinnyMatmul(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        let a = TestSupport.random([m, k], seed: 7), b = TestSupport.random([k, n], seed: 8)
+        let at = TestSupport.random([k, m], seed: 9), bt = TestSupport.random([n, k], seed: 10)
+        for (lhs, rhs) in [(a, b), (at.transposed(), b), (a, bt.transposed()), (at.transposed(), bt.transposed())] {
+            let c1 = Threads.with(1) { lhs.matmul(rhs) }, c2 = Threads.with(2) { lhs.matmul(rhs) }
+            #expect(c1.scalars.map(\.bitPattern) == c2.scalars.map(\.bitPattern))
+            #expect(TestSupport.maxAbsDiff(c1, TestSupport.naiveMatmul(lhs, rhs)) < 1e-4 * Float(k).squareRoot())
+        }
+        // The backward of y = x·Wᵀ with 4 output channels (FSQ's projection) reaches every path.
+        let x = a.requiringGradient(), w = TestSupport.random([n, k], seed: 11).requiringGradient()
+        x.matmul(w.transposed()).sum().backward()
+        let ones = Tensor(repeating: 1, shape: [m, n])
+        #expect(TestSupport.maxAbsDiff(x.grad!, TestSupport.naiveMatmul(ones, w.detached())) < 1e-4 * Float(n).squareRoot())
+    }
+
     @Test("matmul broadcasts batch axes and reads 1-D operands as vectors")
     func batchedMatmul() {
         let a = TestSupport.random([2, 3, 4, 5], seed: 3), b = TestSupport.random([3, 5, 6], seed: 4)

@@ -29,6 +29,20 @@ enum GEMM {
             if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
             return
         }
+        // Skinny products (a projection to or from a few channels, e.g. FSQ's 4): the NR-wide micro-tiles
+        // would compute mostly padding, so each output is one vectorised dot product instead.
+        if k >= 16 && n <= 8 {
+            skinny(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, crs: ldc, ccs: 1, accumulate: accumulate)
+            return
+        }
+        if k <= 8 && n >= 16 {
+            tinyDepth(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate)
+            return
+        }
+        if k >= 16 && m <= 8 && n >= 16 {
+            fewRows(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate)
+            return
+        }
         let mr = Self.mr, nr = Self.nr, kc = Self.kc, mc = Self.mc
         let bPack = alignedFloats(kc * (Swift.min(n, nc) + nr))
         defer { bPack.deallocate() }
@@ -117,6 +131,163 @@ enum GEMM {
             }
             jc += nb
         }
+    }
+}
+
+extension GEMM {
+    /// C = A·B (or C += A·B) for `n ≤ 8` columns: the B columns are packed contiguously, every output
+    /// element is one dot product over `k` in a fixed order (eight-lane partial sums, then the lanes, then
+    /// the tail), computed by one thread — bit-identical for any thread count.
+    static func skinny(
+        m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, ars: Int, acs: Int,
+        b: UnsafePointer<Float>, brs: Int, bcs: Int,
+        c: UnsafeMutablePointer<Float>, crs: Int, ccs: Int, accumulate: Bool
+    ) {
+        let bCols = alignedFloats(n * k)
+        defer { bCols.deallocate() }
+        for j in 0..<n {
+            for p in 0..<k { bCols[j * k + p] = b[p * brs + j * bcs] }
+        }
+        nonisolated(unsafe) let (pa, pc, pb) = (a, c, UnsafePointer(bCols))
+        let threads = Double(m) * Double(n) * Double(k) < 1.5e6 ? 1 : Threads.count
+        let body = { (rows: Range<Int>) in
+            let rowBuffer = acs == 1 ? nil : alignedFloats(k)
+            defer { rowBuffer?.deallocate() }
+            for i in rows {
+                let row: UnsafePointer<Float>
+                if let rowBuffer {
+                    for p in 0..<k { rowBuffer[p] = pa[i * ars + p * acs] }
+                    row = UnsafePointer(rowBuffer)
+                } else {
+                    row = pa + i * ars
+                }
+                for j in 0..<n {
+                    let v = dot(row, pb + j * k, k)
+                    let out = pc + i * crs + j * ccs
+                    out.pointee = accumulate ? out.pointee + v : v
+                }
+            }
+        }
+        if threads == 1 { body(0..<m) } else { Threads.forRanges(m, minChunk: 64, body) }
+    }
+
+    /// C = A·B (or C += A·B) for a depth `k ≤ 8`: each row of C is `Σ_p A[i, p] · B[p, :]`, accumulated in
+    /// the order of `p` (eight lanes at a time over the columns), one row per thread.
+    static func tinyDepth(
+        m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, ars: Int, acs: Int,
+        b: UnsafePointer<Float>, brs: Int, bcs: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+    ) {
+        let bRows = alignedFloats(k * n)
+        defer { bRows.deallocate() }
+        for p in 0..<k {
+            for j in 0..<n { bRows[p * n + j] = b[p * brs + j * bcs] }
+        }
+        nonisolated(unsafe) let (pa, pc, pb) = (a, c, UnsafePointer(bRows))
+        let threads = Double(m) * Double(n) * Double(k) < 1.5e6 ? 1 : Threads.count
+        let body = { (rows: Range<Int>) in
+            var coef = [Float](repeating: 0, count: k)
+            for i in rows {
+                for p in 0..<k { coef[p] = pa[i * ars + p * acs] }
+                let out = pc + i * ldc
+                let rout = UnsafeMutableRawPointer(out), rb = UnsafeRawPointer(pb)
+                var j = 0
+                while j + 8 <= n {
+                    var acc = accumulate ? rout.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) : SIMD8<Float>()
+                    for p in 0..<k { acc += SIMD8(repeating: coef[p]) * rb.loadUnaligned(fromByteOffset: (p * n + j) * 4, as: SIMD8<Float>.self) }
+                    rout.storeBytes(of: acc, toByteOffset: j * 4, as: SIMD8<Float>.self)
+                    j += 8
+                }
+                while j < n {
+                    var acc: Float = accumulate ? out[j] : 0
+                    for p in 0..<k { acc += coef[p] * pb[p * n + j] }
+                    out[j] = acc
+                    j += 1
+                }
+            }
+        }
+        if threads == 1 { body(0..<m) } else { Threads.forRanges(m, minChunk: 64, body) }
+    }
+
+    /// C = A·B (or C += A·B) for `m ≤ 8` rows and a long depth (a weight gradient `Xᵀ·dY` of a projection
+    /// to a few channels): B is streamed row by row and each row of C accumulates `A[i, p] · B[p, :]` in
+    /// the order of `p`; threads split the columns.
+    static func fewRows(
+        m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, ars: Int, acs: Int,
+        b: UnsafePointer<Float>, brs: Int, bcs: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+    ) {
+        nonisolated(unsafe) let (pa, pb, pc) = (a, b, c)
+        let threads = Double(m) * Double(n) * Double(k) < 1.5e6 ? 1 : Threads.count
+        let body = { (cols: Range<Int>) in
+            let w = cols.count
+            let acc = alignedFloats(m * w)
+            defer { acc.deallocate() }
+            for i in 0..<m {
+                for j in 0..<w { acc[i * w + j] = accumulate ? pc[i * ldc + cols.lowerBound + j] : 0 }
+            }
+            let row = bcs == 1 ? nil : alignedFloats(w)
+            defer { row?.deallocate() }
+            let racc = UnsafeMutableRawPointer(acc)
+            for p in 0..<k {
+                let src: UnsafePointer<Float>
+                if let row {
+                    for j in 0..<w { row[j] = pb[p * brs + (cols.lowerBound + j) * bcs] }
+                    src = UnsafePointer(row)
+                } else {
+                    src = pb + p * brs + cols.lowerBound
+                }
+                let rsrc = UnsafeRawPointer(src)
+                for i in 0..<m {
+                    let coef = pa[i * ars + p * acs]
+                    let splat = SIMD8<Float>(repeating: coef)
+                    var j = 0
+                    while j + 8 <= w {
+                        let off = (i * w + j) * 4
+                        let v = racc.loadUnaligned(fromByteOffset: off, as: SIMD8<Float>.self)
+                            + splat * rsrc.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                        racc.storeBytes(of: v, toByteOffset: off, as: SIMD8<Float>.self)
+                        j += 8
+                    }
+                    while j < w {
+                        acc[i * w + j] += coef * src[j]
+                        j += 1
+                    }
+                }
+            }
+            for i in 0..<m {
+                for j in 0..<w { pc[i * ldc + cols.lowerBound + j] = acc[i * w + j] }
+            }
+        }
+        // Column chunks of at least 64 (a multiple of 8): fixed by n, so the result does not depend on threads.
+        if threads == 1 { body(0..<n) } else { Threads.forRanges(n, minChunk: 64, body) }
+    }
+
+    /// `Σ a[p]·b[p]` in a fixed order: two eight-lane accumulators over blocks of 16, one over a block of 8,
+    /// the lanes summed, then the tail.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ k: Int) -> Float {
+        var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
+        let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+        var p = 0
+        while p + 16 <= k {
+            acc0 += ra.loadUnaligned(fromByteOffset: p * 4, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: p * 4, as: SIMD8<Float>.self)
+            acc1 += ra.loadUnaligned(fromByteOffset: p * 4 + 32, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: p * 4 + 32, as: SIMD8<Float>.self)
+            p += 16
+        }
+        if p + 8 <= k {
+            acc0 += ra.loadUnaligned(fromByteOffset: p * 4, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: p * 4, as: SIMD8<Float>.self)
+            p += 8
+        }
+        var s = (acc0 + acc1).sum()
+        while p < k {
+            s += a[p] * b[p]
+            p += 1
+        }
+        return s
     }
 }
 
