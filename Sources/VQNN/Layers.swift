@@ -32,7 +32,8 @@ public final class Linear: Layer {
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         precondition(x.shape.last == inFeatures, "Linear(\(inFeatures) → \(outFeatures)): input shape \(x.shape)")
-        let y = x.matmul(weight.value.transposed())
+        if x.rank == 1 { return callAsFunction(x.unsqueezed(axis: 0)).squeezed(axis: 0) }
+        let y = x.matmul(transposed: weight.value)
         return bias.map { y + $0.value } ?? y
     }
 }

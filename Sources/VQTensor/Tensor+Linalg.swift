@@ -13,6 +13,17 @@ extension Tensor {
         return Tensor.record(out, .matmul(detached(), other.detached()), [self, other])
     }
 
+    /// `self · otherᵀ` for a 2-D `other` `[N, K]` and `self` `[..., M, K]` → `[..., M, N]`, reading `other`
+    /// transposed in place (a linear layer's `x · Wᵀ` without copying `W`). Differentiable in both.
+    ///
+    /// - Complexity: O(batch · M · N · K), no copy of `other`.
+    public func matmul(transposed other: Tensor) -> Tensor {
+        precondition(rank >= 2 && other.rank == 2 && shape[rank - 1] == other.shape[1],
+                     "matmul(transposed:): shapes \(shape) and \(other.shape)ᵀ")
+        let out = Tensor.matmulRaw(detached(), other.detached(), transposeA: false, transposeB: true)
+        return Tensor.record(out, .matmulTransposedB(detached(), other.detached()), [self, other])
+    }
+
     /// `a · b` with either operand read transposed in its last two axes (no copy), batch axes
     /// broadcast. No gradient is recorded.
     static func matmulRaw(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> Tensor {

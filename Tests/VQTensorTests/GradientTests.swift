@@ -91,6 +91,15 @@ struct GradientTests {
         #expect(TestSupport.gradientCheck([x, y]) { ($0[0].matmul($0[1]).squared()).mean() } <= 1)
     }
 
+    @Test("x·Wᵀ read in place: gradients in x and W (2-D and batched x), and the same values as x·W.transposed()")
+    func matmulTransposed() {
+        let w = TestSupport.random([5, 4], seed: 28)
+        for x in [TestSupport.random([3, 4], seed: 29), TestSupport.random([2, 3, 4], seed: 30)] {
+            #expect(TestSupport.gradientCheck([x, w]) { ($0[0].matmul(transposed: $0[1]).squared() * 0.5).sum() } <= 1)
+            #expect(x.matmul(transposed: w) == x.matmul(w.transposed()))
+        }
+    }
+
     @Test("y = Σ x² + 5x has dy/dx = 2x + 5")
     func documentedExample() {
         let x = Tensor([1, 2, 3, 4], shape: [2, 2]).requiringGradient()

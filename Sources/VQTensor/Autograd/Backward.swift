@@ -129,6 +129,13 @@ enum Backward {
             return [g, g.gather(axis: axis, index: index)]
         case .indexAdd(let axis, let index):
             return [g, g.indexSelect(axis: axis, index)]
+        case .matmulTransposedB(let a, let b):
+            // C = A·Bᵀ (B [N, K]): dA = dC·B; dB = dCᵀ·A over every batch row, as one product of the
+            // flattened [rows, N]ᵀ·[rows, K] (no per-batch partial products).
+            let ga = Tensor.matmulRaw(g, b, transposeA: false, transposeB: false)
+            let (n, k) = (b.shape[0], b.shape[1])
+            let gb = Tensor.matmulRaw(g.reshaped([-1, n]), a.reshaped([-1, k]), transposeA: true, transposeB: false)
+            return [ga, gb]
         case .custom(let backward):
             return [backward(g)]
         case .matmul(let a, let b):

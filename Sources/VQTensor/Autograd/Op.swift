@@ -40,6 +40,8 @@ enum Op: Sendable {
 
     // Linear algebra: batched matmul of the saved operands (after broadcasting of batch axes).
     case matmul(Tensor, Tensor)
+    /// `A·Bᵀ` with a 2-D `B` read transposed in place.
+    case matmulTransposedB(Tensor, Tensor)
 
     /// A function whose backward its author gives (``Tensor/custom(_:input:backward:)``): the gradient of
     /// the one input from the gradient of the output.
