@@ -20,31 +20,28 @@ with open(sys.argv[1], "wb") as f:
     f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode())
     f.write(b"".join(struct.pack("<%df" % d, *r) for r in rows))
 PY
+# compare.py SINGLE RANK0 RANK1 …: the ranks' checkpoints are bit-identical and within 1e-6 of one process's.
+cat >"$tmp/compare.py" <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return {k: struct.unpack("<%df" % ((v["data_offsets"][1] - v["data_offsets"][0]) // 4), b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+            for k, v in h.items() if k != "__metadata__"}
+single, ranks = load(sys.argv[1]), [load(p) for p in sys.argv[2:]]
+assert all(r == ranks[0] for r in ranks), "ranks differ"
+worst = max(abs(a - b) for k in single if k.endswith("embed") for a, b in zip(ranks[0][k], single[k]))
+assert worst <= 1e-6, f"{len(ranks)} ranks vs single process: max |Δ| {worst}"
+print(f"{len(ranks)} ranks bit-identical; max |Δ| vs single process {worst:.2e}")
+PY
 passed=0; failed=0
 for flags in "--codebook-size 32 --kmeans-init --dead-code-threshold 2" "--codebook-size 16 --heads 2 --decay 0.9" "--codebook-size 16 --residual 2"; do
   common="--input $tmp/x.npy $flags --batch-size 512 --steps 12 --seed 5"
   mpirun --allow-run-as-root --oversubscribe -np 2 --mca btl self,vader,tcp --mca btl_tcp_if_include lo \
     $vq train --distributed --rank-outputs $common --output "$tmp/dist.safetensors" >/dev/null
   $vq train $common --output "$tmp/single.safetensors" >/dev/null
-  if python3 - "$tmp" <<'PY'
-import json, struct, sys
-def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__": continue
-        s, e = v["data_offsets"]
-        out[k] = struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e])
-    return out
-t = sys.argv[1]
-r0, r1, single = load(t + "/dist.rank0.safetensors"), load(t + "/dist.rank1.safetensors"), load(t + "/single.safetensors")
-assert r0 == r1, "ranks differ"
-worst = max(abs(a - b) for k in single if k.endswith("embed") for a, b in zip(r0[k], single[k]))
-assert worst <= 1e-6, f"distributed vs single process: max |Δ| {worst}"
-print(f"ranks bit-identical; max |Δ| vs single process {worst:.2e}")
-PY
+  if python3 "$tmp/compare.py" "$tmp/single.safetensors" "$tmp/dist.rank0.safetensors" "$tmp/dist.rank1.safetensors"
   then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $flags"; fi
 done
 # Four ranks on the same data (the binomial-tree all-reduce over more than one level): bit-identical
@@ -53,22 +50,7 @@ common="--input $tmp/x.npy --codebook-size 32 --kmeans-init --dead-code-threshol
 mpirun --allow-run-as-root --oversubscribe -np 4 --mca btl self,vader,tcp --mca btl_tcp_if_include lo \
   $vq train --distributed --rank-outputs $common --output "$tmp/d4.safetensors" >/dev/null
 $vq train $common --output "$tmp/single.safetensors" >/dev/null
-if python3 - "$tmp" <<'PY'
-import json, struct, sys
-def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    return {k: struct.unpack("<%df" % ((v["data_offsets"][1] - v["data_offsets"][0]) // 4), b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
-            for k, v in h.items() if k != "__metadata__"}
-t = sys.argv[1]
-ranks = [load(t + "/d4.rank%d.safetensors" % r) for r in range(4)]
-single = load(t + "/single.safetensors")
-assert all(r == ranks[0] for r in ranks), "ranks differ"
-worst = max(abs(a - b) for k in single if k.endswith("embed") for a, b in zip(ranks[0][k], single[k]))
-assert worst <= 1e-6, f"4 ranks vs single process: max |Δ| {worst}"
-print(f"4 ranks bit-identical; max |Δ| vs single process {worst:.2e}")
-PY
+if python3 "$tmp/compare.py" "$tmp/single.safetensors" "$tmp"/d4.rank{0,1,2,3}.safetensors
 then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: 4 ranks"; fi
 
 # Resumption under mpirun: every rank of a job is killed (SIGKILL) mid-run; the job resumed from rank 0's

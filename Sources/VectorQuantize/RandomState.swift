@@ -1,32 +1,23 @@
 import VQNN
 import VQTensor
 
-// The quantizers' random generators, saved and restored by resumable training (`Module.randomStates()`).
-
-extension Codebook: RandomStateOwner {
-    public var randomState: SeededGenerator { get { rng } set { rng = newValue } }
+/// The quantizers' random generators, saved and restored by resumable training (`Module.randomStates()`):
+/// each keeps its generator in `rng`.
+protocol SeededModule: RandomStateOwner {
+    var rng: SeededGenerator { get set }
 }
 
-extension VectorQuantizer: RandomStateOwner {
-    public var randomState: SeededGenerator { get { rng } set { rng = newValue } }
+extension SeededModule {
+    public var randomState: SeededGenerator {
+        get { rng }
+        set { rng = newValue }
+    }
 }
 
-extension ResidualVQ: RandomStateOwner {
-    public var randomState: SeededGenerator { get { rng } set { rng = newValue } }
-}
-
-extension FSQ: RandomStateOwner {
-    public var randomState: SeededGenerator { get { rng } set { rng = newValue } }
-}
-
-extension ResidualFSQ: RandomStateOwner {
-    public var randomState: SeededGenerator { get { rng } set { rng = newValue } }
-}
-
-extension LFQ: RandomStateOwner {
-    public var randomState: SeededGenerator { get { rng } set { rng = newValue } }
-}
-
-extension ResidualLFQ: RandomStateOwner {
-    public var randomState: SeededGenerator { get { rng } set { rng = newValue } }
-}
+extension Codebook: SeededModule {}
+extension VectorQuantizer: SeededModule {}
+extension ResidualVQ: SeededModule {}
+extension FSQ: SeededModule {}
+extension ResidualFSQ: SeededModule {}
+extension LFQ: SeededModule {}
+extension ResidualLFQ: SeededModule {}

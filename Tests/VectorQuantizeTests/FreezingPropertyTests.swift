@@ -68,14 +68,7 @@ struct FreezingPropertyTests {
             cb.freeze(codes: codes, head: h)
             frozen.append(codes.sorted())
         }
-        let optimizer: Optimizer? = s.learnable.map { name in
-            let ps = vq.trainableParameters()
-            switch name {
-            case "sgd-momentum": return SGD(parameters: ps, learningRate: 0.1, momentum: 0.9, weightDecay: 0.01)
-            case "adam": return Adam(parameters: ps, learningRate: 0.05)
-            default: return AdamW(parameters: ps, learningRate: 0.05, weightDecay: 0.1)
-            }
-        }
+        let optimizer: Optimizer? = s.learnable.map { TestOptimizers.make($0, vq.trainableParameters()) }
         let before = (cb.embed.value, cb.embedAverage.value, cb.clusterSize.value)
         vq.train()
         for step in 0..<10 {

@@ -37,7 +37,7 @@ struct StackFreezingPropertyTests {
             c.threshold = [0, 0, 1.5, 1e6][g.nextInt(below: 4)]
             c.kmeans = g.nextInt(below: 5) == 0
             if g.nextInt(below: 4) == 0 {
-                c.optimizer = ["sgd-momentum", "adam", "adamw"][g.nextInt(below: 3)]
+                c.optimizer = TestOptimizers.names[g.nextInt(below: 3)]
             } else {
                 c.cosine = g.nextInt(below: 4) == 0
                 if g.nextInt(below: 3) == 0 { c.beam = 2 + g.nextInt(below: 2) }
@@ -109,14 +109,7 @@ struct StackFreezingPropertyTests {
                 persistent[ObjectIdentifier(cb)] = codes
             }
         }
-        let optimizer: Optimizer? = c.optimizer.map { name in
-            let ps = model.trainableParameters()
-            switch name {
-            case "sgd-momentum": return SGD(parameters: ps, learningRate: 0.1, momentum: 0.9, weightDecay: 0.01)
-            case "adam": return Adam(parameters: ps, learningRate: 0.05)
-            default: return AdamW(parameters: ps, learningRate: 0.05, weightDecay: 0.1)
-            }
-        }
+        let optimizer: Optimizer? = c.optimizer.map { TestOptimizers.make($0, model.trainableParameters()) }
         var heldChecked = 0, moved = 0, freeExisted = false
         for step in 0..<3 {
             let x = TestSupport.random([2, 12, c.dim], seed: c.seed &* 1000 &+ UInt64(step), std: 1 + Float(step) * 0.5) + Float(step) * 0.3
@@ -170,7 +163,7 @@ struct StackFreezingPropertyTests {
             // Snapshot, run, step, compare.
             let codebooks = Dictionary(stacks.flatMap { $0.layers.map { (ObjectIdentifier($0.codebook), $0.codebook) } }, uniquingKeysWith: { a, _ in a })
             let before = codebooks.mapValues { CodebookBits($0) }
-            let stateBefore = codebooks.mapValues { optimizerState(optimizer, $0.embed) }
+            let stateBefore = codebooks.mapValues { TestOptimizers.state(optimizer, $0.embed) }
             var loss = Tensor(0)
             if let grouped {
                 let out = grouped(x, options: perGroup[0]!, perGroup: perGroup)
@@ -191,7 +184,7 @@ struct StackFreezingPropertyTests {
                 heldChecked += h.count
                 if h.count < size { freeExisted = true }
                 moved += changed.subtracting(h).count
-                if let sb = stateBefore[id]!, let sa = optimizerState(optimizer, cb.embed) {
+                if let sb = stateBefore[id]!, let sa = TestOptimizers.state(optimizer, cb.embed) {
                     // Momentum, or Adam's two moments back to back: the held code's rows in each.
                     for offset in stride(from: 0, to: sb.count, by: cb.embed.value.count) {
                         for code in h {
@@ -212,12 +205,5 @@ struct StackFreezingPropertyTests {
             #expect(copy.stateDict() == model.stateDict())
         }
         return (heldChecked, moved)
-    }
-
-    /// An optimizer's per-element state of `p` (momentum, or Adam's first and second moments back to back).
-    func optimizerState(_ optimizer: Optimizer?, _ p: Parameter) -> [Float]? {
-        if let sgd = optimizer as? SGD { return sgd.momentumBuffer(of: p) }
-        if let adam = optimizer as? Adam, let m = adam.moments(of: p) { return m.m + m.v }
-        return nil
     }
 }

@@ -25,7 +25,7 @@ struct SubspaceFreezingTests {
             c.threshold = [0, 0, 1.5, 1e6][g.nextInt(below: 4)]
             c.kmeans = g.nextInt(below: 4) == 0
             if g.nextInt(below: 3) == 0 {
-                c.optimizer = ["sgd-momentum", "adam", "adamw"][g.nextInt(below: 3)]
+                c.optimizer = TestOptimizers.names[g.nextInt(below: 3)]
             } else {
                 c.cosine = g.nextInt(below: 4) == 0
             }
@@ -100,14 +100,7 @@ struct SubspaceFreezingTests {
         if s.subspace { try cb.freeze(subspace: basis) } else { try cb.freeze(dimensions: dims, codes: block, strict: true) }
         let heldComponent: (Int, Int) -> Bool = { row, j in !s.subspace && dims.contains(j) && (block?.contains(row % size) ?? true) }
         let coordinatesBefore = (0..<cb.numCodebooks).map { Self.coordinates(cb, basis, head: $0) }
-        let optimizer: Optimizer? = s.optimizer.map { name in
-            let ps = vq.trainableParameters()
-            switch name {
-            case "sgd-momentum": return SGD(parameters: ps, learningRate: 0.1, momentum: 0.9, weightDecay: 0.01)
-            case "adam": return Adam(parameters: ps, learningRate: 0.05)
-            default: return AdamW(parameters: ps, learningRate: 0.05, weightDecay: 0.1)
-            }
-        }
+        let optimizer: Optimizer? = s.optimizer.map { TestOptimizers.make($0, vq.trainableParameters()) }
         let embed0 = cb.embed.value.scalars, avg0 = cb.embedAverage.value.scalars
         for step in 0..<4 {
             let x = TestSupport.random([2, 16, config.dim], seed: s.seed &* 100 &+ UInt64(step), std: 1 + Float(step) * 0.4) + Float(step) * 0.2
@@ -145,7 +138,7 @@ struct SubspaceFreezingTests {
         }
         #expect(freeMoved, "\(s): nothing free moved (the held check would be vacuous)")
         // The optimizer never wrote the state of a frozen component (momentum / moments stay at zero).
-        let state: [Float]? = (optimizer as? SGD)?.momentumBuffer(of: cb.embed) ?? (optimizer as? Adam)?.moments(of: cb.embed).map { $0.m + $0.v }
+        let state = TestOptimizers.state(optimizer, cb.embed)
         if let state {
             let n = cb.embed.value.count
             for offset in stride(from: 0, to: state.count, by: n) {
