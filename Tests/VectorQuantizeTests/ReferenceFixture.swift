@@ -71,6 +71,14 @@ struct FixtureComparison {
     var compared = 0
     var skipped: [String] = []
     var failures: [String] = []
+    /// Keys compared or skipped with a reason.
+    var seen = Set<String>()
+
+    /// Output tensors of the case (everything but `input.*` and `before.*`) that were neither compared nor
+    /// skipped with a reason: a case passes only when this is empty.
+    var uncompared: [String] {
+        fixture.tensors.keys.filter { !$0.hasPrefix("input.") && !$0.hasPrefix("before.") && !seen.contains($0) }.sorted()
+    }
 
     init(_ fixture: ReferenceFixture) { self.fixture = fixture }
 
@@ -80,6 +88,7 @@ struct FixtureComparison {
     /// depends on the order of the additions).
     mutating func compare(_ key: String, _ actual: StoredTensor?, frozenRows: [Bool]? = nil, frozenReference: Tensor? = nil, atol atolOverride: Float? = nil) {
         guard let expected = fixture.tensors[key] else { return }
+        seen.insert(key)
         guard let actual else {
             failures.append("\(key): not produced")
             return
@@ -126,11 +135,15 @@ struct FixtureComparison {
     }
 
     mutating func skip(_ key: String, _ reason: String) {
-        if fixture.tensors[key] != nil { skipped.append("\(key) (\(reason))") }
+        if fixture.tensors[key] != nil {
+            skipped.append("\(key) (\(reason))")
+            seen.insert(key)
+        }
     }
 
     var line: String {
-        failures.isEmpty ? "case \(fixture.name): compared \(compared) tensors, skipped \(skipped.count)"
+        failures.isEmpty && uncompared.isEmpty ? "case \(fixture.name): compared \(compared) tensors, skipped \(skipped.count)"
+            : failures.isEmpty ? "case \(fixture.name): FAILED not compared: \(uncompared.joined(separator: ", "))"
             : "case \(fixture.name): FAILED \(failures.joined(separator: "; "))"
     }
 }

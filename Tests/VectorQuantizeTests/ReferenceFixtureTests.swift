@@ -46,6 +46,7 @@ struct ReferenceFixtureTests {
             }
             print(result.line)
             #expect(result.failures.isEmpty, "\(result.line)")
+            #expect(result.uncompared.isEmpty, "case \(name): output tensors neither compared nor skipped with a reason: \(result.uncompared)")
             #expect(result.compared > 0)
         } catch {
             print("case \(name): FAILED \(error)")

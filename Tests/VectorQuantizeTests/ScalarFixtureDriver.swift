@@ -66,6 +66,7 @@ enum ScalarFixtureDriver {
                 cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
                 cmp.compare("grad.objective.x", leaf2.grad.map { .float($0) })
             }
+            cmp.compare("aux.quantizer_input", .float(withoutGradient { lfq.projectIn.map { $0(x) } ?? x }))
             cmp.compare("out.quantized", .float(out.quantized.detached()))
             cmp.compare("out.indices", .integer(out.indices))
             cmp.compare("out.entropy_aux_loss", .float(out.auxLoss.detached()))

@@ -177,10 +177,32 @@ enum VectorQuantizerFixtureDriver {
         if f.tensors["after_manual_update_ema._codebook.embed"] != nil {
             vq.updateEMA()
             let s = vq.stateDict()
-            for key in ["_codebook.embed", "_codebook.embed_avg", "_codebook.cluster_size"] {
+            for key in ["_codebook.embed", "_codebook.embed_avg", "_codebook.cluster_size", "_codebook.initted"] {
                 cmp.compare("after_manual_update_ema.\(key)", s[key].map { .float($0) })
             }
         }
+        if f.tensors["after_no_replace._codebook.embed"] != nil {
+            // The same step without dead-code replacement: a threshold of 0 from the same before-state.
+            var noReplace = config
+            noReplace.thresholdEMADeadCode = 0
+            let plain = try VectorQuantizer(noReplace)
+            try plain.load(stateDict: stateDict(f, prefix: "before."), strict: true)
+            plain.train()
+            _ = plain(xAll, options: try options(f, f.forwardKwargs(step: 0)))
+            let s = plain.stateDict()
+            for key in ["_codebook.embed", "_codebook.embed_avg", "_codebook.cluster_size", "_codebook.initted"] {
+                let isCode = key != "_codebook.initted"
+                cmp.compare("after_no_replace.\(key)", s[key].map { .float($0) }, frozenRows: isCode ? frozenCodes : nil,
+                            frozenReference: f.float("before.\(key)"))
+            }
+            // The reference's expired codes: cluster_size below the threshold after the step (frozen codes too;
+            // ours never replaces those — a documented difference).
+            let threshold = Float(config.thresholdEMADeadCode)
+            cmp.compare("aux.expired_mask", .integer(IndexTensor(plain.codebook.clusterSize.value.scalars.map { $0 < threshold ? 1 : 0 },
+                                                                 shape: plain.codebook.clusterSize.shape)))
+        }
+        cmp.skip("aux.frozen_mask", "the case's declaration of its frozen codes, used above to check those rows bit-exactly")
+        cmp.skip("aux.kmeans_initial_sample_indices", "input (replayed draws)")
         for key in f.tensors.keys.sorted() where key.hasPrefix("after_init.") {
             cmp.skip(key, "state between k-means and the EMA step is internal; after.* covers it")
         }
