@@ -9,7 +9,29 @@ import Testing
 struct ReferenceFixtureTests {
     static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ",
                                              "LFQ", "ResidualLFQ", "SimVQ", "RandomProjectionQuantizer"]
-    static let pending: Set<String> = []
+    /// Quantizers of the reference not implemented yet (issue #14): their cases run as known issues.
+    static let pending: Set<String> = ["LatentQuantize", "ResidualSimVQ", "FSP", "GroupedResidualLFQ", "HierarchicalVQ",
+                                       "EvoLFQ", "BinaryMapper"]
+    /// Cases of implemented quantizers that use an option not implemented yet (issue #14), as known issues.
+    static let pendingCases: [String: String] = [
+        "fsq_orth_rot_5555_train_grad": "FSQ orthogonal_rotation",
+        "lfq_cosine_proj_d16_cs256_train_grad": "LFQ cosine_sim_project_in",
+        "lfq_orth_rot_d8_train_grad": "LFQ orthogonal_rotation",
+        "lfq_softplus_off3_d8_train_grad": "LFQ experimental_softplus_entropy_loss / entropy_loss_offset",
+        "lfq_sta_tanh_d8_train_grad": "LFQ straight_through_activation",
+        "rfsq_cf_855_q2_eval": "ResidualFSQ is_channel_first",
+        "rfsq_softclamp1p5_855_q2_eval": "ResidualFSQ soft_clamp_input_value",
+        "rvq_diveq_q2_train_grad": "ResidualVQ diveq",
+        "rvq_inc_q2_train_grad": "ResidualVQ implicit_neural_codebook",
+        "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",
+        "simvq_mlp_train_step": "SimVQ codebook_transform",
+        "vq_3d_fmap_eval": "VectorQuantize accept_3d_fmap",
+        "vq_3d_fmap_train": "VectorQuantize accept_3d_fmap",
+        "vq_affine_train_3steps": "VectorQuantize affine_param",
+        "vq_directional_reparam_grad": "VectorQuantize directional_reparam",
+        "vq_inplace_adam_train_3steps": "VectorQuantize in_place_codebook_optimizer",
+        "vq_inplace_sgd_train_3steps": "VectorQuantize in_place_codebook_optimizer",
+    ]
 
     static let fixtures: [ReferenceFixture] = {
         ReferenceFixture.folders().flatMap { (try? ReferenceFixture.loadAll(from: $0)) ?? [] }
@@ -17,7 +39,7 @@ struct ReferenceFixtureTests {
 
     @Test("fixtures are present")
     func present() {
-        #expect(Self.fixtures.count >= 60)
+        #expect(Self.fixtures.count >= 99)
         #expect(Self.fixtures.contains { $0.name == "vq_euclid_train_step" })
     }
 
@@ -31,19 +53,22 @@ struct ReferenceFixtureTests {
             print("case \(name): FAILED module \(f.module) is not implemented")
             return
         }
+        if let option = Self.pendingCases[name] {
+            // Run it anyway: the known issue is recorded while it fails, and the test notices when it passes.
+            withKnownIssue("\(option) is not implemented yet") {
+                let result = try Self.run(f)
+                #expect(result.failures.isEmpty && result.uncompared.isEmpty, "\(result.line)")
+            }
+            print("case \(name): FAILED (pending: \(option))")
+            return
+        }
         guard Self.implemented.contains(f.module) else {
             print("case \(name): FAILED unknown module \(f.module)")
             Issue.record("case \(name): unknown module \(f.module)")
             return
         }
         do {
-            let result: FixtureComparison
-            switch f.module {
-            case "VectorQuantize": result = try VectorQuantizerFixtureDriver.run(f)
-            case "ResidualVQ", "GroupedResidualVQ": result = try ResidualFixtureDriver.run(f)
-            case "SimVQ", "RandomProjectionQuantizer": result = try ImplicitFixtureDriver.run(f)
-            default: result = try ScalarFixtureDriver.run(f)
-            }
+            let result = try Self.run(f)
             print(result.line)
             #expect(result.failures.isEmpty, "\(result.line)")
             #expect(result.uncompared.isEmpty, "case \(name): output tensors neither compared nor skipped with a reason: \(result.uncompared)")
@@ -51,6 +76,15 @@ struct ReferenceFixtureTests {
         } catch {
             print("case \(name): FAILED \(error)")
             Issue.record("case \(name): FAILED \(error)")
+        }
+    }
+
+    static func run(_ f: ReferenceFixture) throws -> FixtureComparison {
+        switch f.module {
+        case "VectorQuantize": return try VectorQuantizerFixtureDriver.run(f)
+        case "ResidualVQ", "GroupedResidualVQ": return try ResidualFixtureDriver.run(f)
+        case "SimVQ", "RandomProjectionQuantizer": return try ImplicitFixtureDriver.run(f)
+        default: return try ScalarFixtureDriver.run(f)
         }
     }
 }

@@ -22,7 +22,22 @@ enum ScalarFixtureDriver {
             try checkForwardKeywords(f, [])
             let fsq = FSQ(try FSQ.Configuration(referenceKwargs: f.ctorKwargs))
             try prepare(fsq, f)
-            let out = fsq(x)
+            let leaf = f.float("input.grad_output") != nil ? x.requiringGradient() : x
+            let out = fsq(leaf)
+            if let g = f.float("input.grad_output") {
+                // FSQ has no loss: objective = Σ codes ⊙ G, through the rounding's straight-through estimator.
+                let objective = (out.quantized * g).sum()
+                objective.backward()
+                cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
+                cmp.compare("grad.objective.x", leaf.grad.map { .float($0) })
+                // Weight gradients sum over every row: float32 sums of ~30 in another order, ~1e-6 relative.
+                for (key, grad) in [("grad.objective.project_in.weight", fsq.projectIn?.weight.grad),
+                                    ("grad.objective.project_out.weight", fsq.projectOut?.weight.grad)] {
+                    let scale = grad.map { $0.scalars.map(abs).max() ?? 0 } ?? 0
+                    cmp.compare(key, grad.map { .float($0) }, atol: 2e-6 * max(1, scale))
+                }
+                cmp.compare("aux.quantizer_input", .float(withoutGradient { fsq.projectIn.map { $0(x) } ?? x }))
+            }
             cmp.compare("out.codes", .float(out.quantized.detached()))
             cmp.compare("out.indices", .integer(out.indices))
             cmp.compare("aux.zhat", .float(out.codes.detached()))
