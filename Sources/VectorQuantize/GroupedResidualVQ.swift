@@ -32,8 +32,9 @@ public final class GroupedResidualVQ: Module {
 
     /// Builds from the reference's keywords (`dim`, `groups`, and every `ResidualVQ` keyword).
     public convenience init(referenceKwargs kw: [String: Any]) throws {
-        guard let dim = kw["dim"] as? Int else { throw ConfigurationError.invalid(module: "GroupedResidualVQ", reason: "dim is required") }
-        let groups = kw["groups"] as? Int ?? 1
+        let k = Keywords(kw, module: "GroupedResidualVQ")
+        let dim = try k.required("dim")
+        let groups = try k.int("groups") ?? 1
         var inner = kw
         inner["groups"] = nil
         inner["dim"] = dim / max(groups, 1)

@@ -23,16 +23,17 @@ public final class ResidualFSQ: Module {
                                            "soft_clamp_input_value", "bound_hard_clamp", "seed"]
 
     public init(referenceKwargs kw: [String: Any], module: String = "ResidualFSQ") throws {
-        guard let levels = kw["levels"] as? [Int], let q = kw["num_quantizers"] as? Int, q > 0 else {
+        let k = Keywords(kw, module: module)
+        guard let levels = try k.ints("levels"), let q = try k.int("num_quantizers"), q > 0 else {
             throw ConfigurationError.invalid(module: module, reason: "levels and num_quantizers are required")
         }
-        if kw["is_channel_first"] as? Bool == true || kw["soft_clamp_input_value"] != nil {
+        if try k.bool("is_channel_first") == true || kw["soft_clamp_input_value"] != nil {
             throw ConfigurationError.invalid(module: module, reason: "is_channel_first and soft_clamp_input_value are not supported yet")
         }
         self.levels = levels
         let cd = levels.count
-        dim = kw["dim"] as? Int ?? cd
-        let seed = UInt64(truncatingIfNeeded: kw["seed"] as? Int ?? 0)
+        dim = try k.int("dim") ?? cd
+        let seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
         var rng = SeededGenerator(seed: seed ^ 0x4F5C)
         if dim != cd {
             projectIn = Linear(dim, cd, rng: &rng)
@@ -41,7 +42,7 @@ public final class ResidualFSQ: Module {
             projectIn = nil
             projectOut = nil
         }
-        let hardClamp = kw["bound_hard_clamp"] as? Bool ?? true
+        let hardClamp = try k.bool("bound_hard_clamp") ?? true
         var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
         layerKw["levels"] = levels
         layerKw["dim"] = cd
@@ -51,7 +52,7 @@ public final class ResidualFSQ: Module {
         layers = (0..<q).map { _ in FSQ(layerConfig) }
         scales = Tensor((0..<q).flatMap { i in levels.map { powFloat(Float($0), -Float(i)) } }, shape: [q, cd])
         softClamp = hardClamp ? Tensor(levels.map { 1 + 1 / Float($0 - 1) }) : nil
-        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = ResidualStack.dropoutSettings(kw, layers: q)
+        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
         self.rng = rng
         super.init()
     }
@@ -113,8 +114,9 @@ public final class GroupedResidualFSQ: Module {
     public let rvqs: [ResidualFSQ]
 
     public init(referenceKwargs kw: [String: Any]) throws {
-        guard let dim = kw["dim"] as? Int else { throw ConfigurationError.invalid(module: "GroupedResidualFSQ", reason: "dim is required") }
-        let groups = kw["groups"] as? Int ?? 1
+        let k = Keywords(kw, module: "GroupedResidualFSQ")
+        let dim = try k.required("dim")
+        let groups = try k.int("groups") ?? 1
         guard groups > 0, dim % groups == 0 else {
             throw ConfigurationError.invalid(module: "GroupedResidualFSQ", reason: "dim \(dim) is not divisible into \(groups) groups")
         }

@@ -17,7 +17,8 @@ public final class ResidualLFQ: Module {
                                            "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "seed"]
 
     public init(referenceKwargs kw: [String: Any], module: String = "ResidualLFQ") throws {
-        guard let dim = kw["dim"] as? Int, let q = kw["num_quantizers"] as? Int, let size = kw["codebook_size"] as? Int, q > 0 else {
+        let k = Keywords(kw, module: module)
+        guard let dim = try k.int("dim"), let q = try k.int("num_quantizers"), let size = try k.int("codebook_size"), q > 0 else {
             throw ConfigurationError.invalid(module: module, reason: "dim, num_quantizers and codebook_size are required")
         }
         guard size > 0, size & (size - 1) == 0 else {
@@ -25,7 +26,7 @@ public final class ResidualLFQ: Module {
         }
         self.dim = dim
         let cd = size.trailingZeroBitCount
-        var rng = SeededGenerator(seed: UInt64(truncatingIfNeeded: kw["seed"] as? Int ?? 0) ^ 0x21F0)
+        var rng = SeededGenerator(seed: UInt64(truncatingIfNeeded: try k.int("seed") ?? 0) ^ 0x21F0)
         if cd != dim {
             projectIn = Linear(dim, cd, rng: &rng)
             projectOut = Linear(cd, dim, rng: &rng)
@@ -33,7 +34,7 @@ public final class ResidualLFQ: Module {
             projectIn = nil
             projectOut = nil
         }
-        var clamp = (kw["soft_clamp_input_value"] as? Double).map(Float.init)
+        var clamp = try k.double("soft_clamp_input_value").map(Float.init)
         var layers: [LFQ] = []
         for i in 0..<q {
             var lk = kw.filter { !Self.ownKeywords.contains($0.key) }
@@ -45,7 +46,7 @@ public final class ResidualLFQ: Module {
             clamp = clamp.map { $0 * 0.5 }
         }
         self.layers = layers
-        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = ResidualStack.dropoutSettings(kw, layers: q)
+        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
         self.rng = rng
         super.init()
     }

@@ -15,9 +15,9 @@ enum ResidualStack {
 
     /// The reference's quantize-dropout keywords: (`quantize_dropout` and more than one layer,
     /// `quantize_dropout_cutoff_index`, `quantize_dropout_multiple_of`).
-    static func dropoutSettings(_ kw: [String: Any], layers: Int) -> (enabled: Bool, cutoff: Int, multipleOf: Int) {
-        ((kw["quantize_dropout"] as? Bool ?? false) && layers > 1, kw["quantize_dropout_cutoff_index"] as? Int ?? 0,
-         kw["quantize_dropout_multiple_of"] as? Int ?? 1)
+    static func dropoutSettings(_ kw: Keywords, layers: Int) throws -> (enabled: Bool, cutoff: Int, multipleOf: Int) {
+        ((try kw.bool("quantize_dropout") ?? false) && layers > 1, try kw.int("quantize_dropout_cutoff_index") ?? 0,
+         try kw.int("quantize_dropout_multiple_of") ?? 1)
     }
 
     /// Column `layer` of `[…, given]` indices (-1 past the given columns): the indices with -1 replaced by

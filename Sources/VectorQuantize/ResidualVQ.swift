@@ -36,30 +36,31 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
 
     /// Builds a configuration from the reference's keywords; the rest go to the layers.
     public init(referenceKwargs kw: [String: Any], module: String = "ResidualVQ") throws {
-        guard let dim = kw["dim"] as? Int else { throw ConfigurationError.invalid(module: module, reason: "dim is required") }
+        let k = Keywords(kw, module: module)
+        let dim = try k.required("dim")
         var sizes: [Int]
-        let q = kw["num_quantizers"] as? Int
-        if let list = kw["codebook_size"] as? [Int] {
+        let q = try k.int("num_quantizers")
+        if kw["codebook_size"] is [Any], let list = try k.ints("codebook_size") {
             sizes = list
             if let q, q != list.count { throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(list.count) sizes for \(q) quantizers") }
-        } else if let c = kw["codebook_size"] as? Int, let q {
+        } else if let c = try k.int("codebook_size"), let q {
             sizes = Array(repeating: c, count: q)
         } else {
             throw ConfigurationError.invalid(module: module, reason: "codebook_size and num_quantizers are required")
         }
-        if let h = kw["heads"] as? Int, h != 1 { throw ConfigurationError.badValue(module: module, keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes") }
+        if let h = try k.int("heads"), h != 1 { throw ConfigurationError.badValue(module: module, keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes") }
         self.init(dim: dim, numQuantizers: sizes.count, codebookSize: sizes[0])
         codebookSizes = sizes
-        codebookDim = kw["codebook_dim"] as? Int
-        sharedCodebook = kw["shared_codebook"] as? Bool ?? false
-        quantizeDropout = kw["quantize_dropout"] as? Bool ?? false
-        quantizeDropoutCutoffIndex = kw["quantize_dropout_cutoff_index"] as? Int ?? 0
-        quantizeDropoutMultipleOf = kw["quantize_dropout_multiple_of"] as? Int ?? 1
-        quantGradFrac = Float(kw["quant_grad_frac"] as? Double ?? 0)
-        acceptImageFmap = kw["accept_image_fmap"] as? Bool ?? false
-        beamSize = kw["beam_size"] as? Int
-        evalBeamSize = kw["eval_beam_size"] as? Int
-        beamScoreQuantizerWeights = (kw["beam_score_quantizer_weights"] as? [Double])?.map(Float.init)
+        codebookDim = try k.int("codebook_dim")
+        sharedCodebook = try k.bool("shared_codebook") ?? false
+        quantizeDropout = try k.bool("quantize_dropout") ?? false
+        quantizeDropoutCutoffIndex = try k.int("quantize_dropout_cutoff_index") ?? 0
+        quantizeDropoutMultipleOf = try k.int("quantize_dropout_multiple_of") ?? 1
+        quantGradFrac = Float(try k.double("quant_grad_frac") ?? 0)
+        acceptImageFmap = try k.bool("accept_image_fmap") ?? false
+        beamSize = try k.int("beam_size")
+        evalBeamSize = try k.int("eval_beam_size")
+        beamScoreQuantizerWeights = try k.doubles("beam_score_quantizer_weights")?.map(Float.init)
         if evalBeamSize != nil && beamSize == nil {
             throw ConfigurationError.invalid(module: module, reason: "eval_beam_size needs beam_size")
         }
@@ -144,6 +145,11 @@ public final class ResidualVQ: Module {
 
     public init(_ configuration: ResidualVQConfiguration) throws {
         let c = configuration
+        guard c.layer.heads == 1 else {
+            // The reference refuses it too: each layer quantizes the whole residual with one code.
+            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes (layer heads \(c.layer.heads))")
+        }
+        guard !c.codebookSizes.isEmpty else { throw ConfigurationError.invalid(module: "ResidualVQ", reason: "num_quantizers must be ≥ 1") }
         self.configuration = c
         var rng = SeededGenerator(seed: c.layer.seed ^ 0xE51D_0A1)
         let cd = c.resolvedCodebookDim

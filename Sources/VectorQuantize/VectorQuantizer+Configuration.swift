@@ -86,23 +86,10 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     /// and values of the wrong type throw, naming the keyword.
     public init(referenceKwargs kw: [String: Any]) throws {
         let m = "VectorQuantize"
-        func int(_ k: String) throws -> Int? {
-            guard let v = kw[k], !(v is NSNull) else { return nil }
-            if let i = v as? Int { return i }
-            if let d = v as? Double, d.rounded() == d, let i = Int(exactly: d) { return i }
-            throw ConfigurationError.badValue(module: m, keyword: k, reason: "expected an integer, got \(v)")
-        }
-        func dbl(_ k: String) throws -> Double? {
-            guard let v = kw[k], !(v is NSNull) else { return nil }
-            if let d = v as? Double { return d }
-            if let i = v as? Int { return Double(i) }
-            throw ConfigurationError.badValue(module: m, keyword: k, reason: "expected a number, got \(v)")
-        }
-        func bool(_ k: String) throws -> Bool? {
-            guard let v = kw[k], !(v is NSNull) else { return nil }
-            if let b = v as? Bool { return b }
-            throw ConfigurationError.badValue(module: m, keyword: k, reason: "expected a boolean, got \(v)")
-        }
+        let keywords = Keywords(kw, module: m)
+        func int(_ k: String) throws -> Int? { try keywords.int(k) }
+        func dbl(_ k: String) throws -> Double? { try keywords.double(k) }
+        func bool(_ k: String) throws -> Bool? { try keywords.bool(k) }
         guard let dim = try int("dim"), let size = try int("codebook_size") else {
             throw ConfigurationError.invalid(module: m, reason: "dim and codebook_size are required")
         }

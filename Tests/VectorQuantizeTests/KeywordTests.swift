@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+@testable import VectorQuantize
+
+/// Configuration keywords from files are read with one set of rules: wrong types are errors naming the
+/// keyword, never silent defaults.
+@Suite("Configuration keywords")
+struct KeywordTests {
+    func build(_ json: String) throws -> Any { try ModuleConfig.parse(Data(json.utf8)).build() }
+
+    @Test("wrong types are errors that name the keyword")
+    func wrongTypes() throws {
+        let cases: [(String, String)] = [
+            (#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": 2, "codebook_size": 16, "quantize_dropout": 1}}"#, "quantize_dropout"),
+            (#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": 2, "codebook_size": 16, "shared_codebook": "yes"}}"#, "shared_codebook"),
+            (#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": true, "codebook_size": 16}}"#, "num_quantizers"),
+            (#"{"module": "ResidualFSQ", "kwargs": {"levels": [8, 5], "num_quantizers": 2, "quantize_dropout": 1}}"#, "quantize_dropout"),
+            (#"{"module": "ResidualFSQ", "kwargs": {"levels": [8, 5.5], "num_quantizers": 2}}"#, "levels"),
+            (#"{"module": "ResidualLFQ", "kwargs": {"dim": 8, "num_quantizers": 2, "codebook_size": 256, "quantize_dropout_cutoff_index": 0.5}}"#, "quantize_dropout_cutoff_index"),
+            (#"{"module": "GroupedResidualVQ", "kwargs": {"dim": 8, "groups": "2", "num_quantizers": 2, "codebook_size": 16}}"#, "groups"),
+            (#"{"module": "VectorQuantize", "kwargs": {"dim": 8, "codebook_size": 16, "decay": true}}"#, "decay"),
+        ]
+        for (json, keyword) in cases {
+            do {
+                _ = try build(json)
+                Issue.record("accepted: \(json)")
+            } catch let e as ConfigurationError {
+                #expect(e.description.contains(keyword), "\(e) does not name \(keyword)")
+            }
+        }
+    }
+
+    @Test("numbers are read as numbers: quant_grad_frac 1 is 1.0, 2.0 is the integer 2")
+    func numbers() throws {
+        let r = try build(#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": 2.0, "codebook_size": 16, "quant_grad_frac": 1, "quantize_dropout": true}}"#) as! ResidualVQ
+        #expect(r.configuration.quantGradFrac == 1 && r.numQuantizers == 2 && r.configuration.quantizeDropout)
+        let f = try build(#"{"module": "ResidualFSQ", "kwargs": {"levels": [8, 5], "num_quantizers": 2, "quantize_dropout": true}}"#) as! ResidualFSQ
+        #expect(f.quantizeDropout)
+    }
+
+    @Test("a residual layer with several heads is refused, typed or by keyword")
+    func headsInResidual() {
+        var c = ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16)
+        c.layer.heads = 2
+        #expect(throws: ConfigurationError.self) { try ResidualVQ(c) }
+        #expect(throws: ConfigurationError.self) { try build(#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": 2, "codebook_size": 16, "heads": 2}}"#) }
+    }
+}
