@@ -36,7 +36,7 @@ extension VectorQuantizer {
         } else {
             out = codes.indexSelect(axis: 0, indices)
         }
-        if !configuration.channelLast || configuration.acceptImageFmap {
+        if !configuration.channelLast || configuration.acceptImageFmap || configuration.accept3dFmap {
             var p = Array(0..<out.rank)
             p.insert(p.removeLast(), at: 1)
             out = out.permuted(p)

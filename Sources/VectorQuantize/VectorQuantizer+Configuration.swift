@@ -36,6 +36,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     public var thresholdEMADeadCode: Double = 0           // threshold_ema_dead_code
     public var channelLast = true                         // channel_last
     public var acceptImageFmap = false                    // accept_image_fmap
+    public var accept3dFmap = false                       // accept_3d_fmap (video [b, c, t, h, w])
     public var commitmentWeight: Float = 1                // commitment_weight
     public var commitmentUseCrossEntropyLoss = false      // commitment_use_cross_entropy_loss
     public var orthogonalRegWeight: Float = 0             // orthogonal_reg_weight
@@ -73,6 +74,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         if SizeLimit.product([numCodebooks, codebookSize, resolvedCodebookDim]) == nil || SizeLimit.product([dim, resolvedCodebookDim, heads]) == nil {
             throw bad("codebook_size \(codebookSize) × codebook_dim \(resolvedCodebookDim) × \(numCodebooks) codebooks (or the projection) exceeds \(SizeLimit.maxElements) values per tensor")
         }
+        if acceptImageFmap && accept3dFmap { throw bad("accept_image_fmap and accept_3d_fmap exclude each other") }
         if useCosineSimilarity && learnableCodebook { throw bad("cosine sim distance codebook not compatible with learnable codebook") }
         if [straightThrough, usesRotationTrick].filter({ $0 }).count > 1 { throw bad("at most one of straight_through and rotation_trick") }
         if straightThrough && learnableCodebook { throw bad("gumbel straight through not allowed when learning the codebook") }
@@ -108,6 +110,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         thresholdEMADeadCode = try dbl("threshold_ema_dead_code") ?? thresholdEMADeadCode
         channelLast = try bool("channel_last") ?? channelLast
         acceptImageFmap = try bool("accept_image_fmap") ?? acceptImageFmap
+        accept3dFmap = try bool("accept_3d_fmap") ?? accept3dFmap
         commitmentWeight = Float(try dbl("commitment_weight") ?? Double(commitmentWeight))
         commitmentUseCrossEntropyLoss = try bool("commitment_use_cross_entropy_loss") ?? commitmentUseCrossEntropyLoss
         orthogonalRegWeight = Float(try dbl("orthogonal_reg_weight") ?? Double(orthogonalRegWeight))
@@ -130,7 +133,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     static let keywords: Set<String> = [
         "dim", "codebook_size", "codebook_dim", "heads", "separate_codebook_per_head", "decay", "eps",
         "freeze_codebook", "kmeans_init", "kmeans_iters", "use_cosine_sim", "layernorm_after_project_in",
-        "threshold_ema_dead_code", "channel_last", "accept_image_fmap", "commitment_weight",
+        "threshold_ema_dead_code", "channel_last", "accept_image_fmap", "accept_3d_fmap", "commitment_weight",
         "commitment_use_cross_entropy_loss", "orthogonal_reg_weight", "orthogonal_reg_active_codes_only",
         "orthogonal_reg_max_codes", "codebook_diversity_loss_weight", "codebook_diversity_temperature",
         "stochastic_sample_codes", "sample_codebook_temp", "straight_through", "rotation_trick",
@@ -151,6 +154,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         if thresholdEMADeadCode != 0 { kw["threshold_ema_dead_code"] = thresholdEMADeadCode }
         if !channelLast { kw["channel_last"] = false }
         if acceptImageFmap { kw["accept_image_fmap"] = true }
+        if accept3dFmap { kw["accept_3d_fmap"] = true }
         if commitmentWeight != 1 { kw["commitment_weight"] = Double(commitmentWeight) }
         if learnableCodebook { kw["learnable_codebook"] = true }
         if !emaUpdate { kw["ema_update"] = false }

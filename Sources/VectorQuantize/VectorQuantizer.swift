@@ -104,7 +104,7 @@ public final class VectorQuantizer: Module {
     public var codebookSize: Int { configuration.codebookSize }
 
     /// Quantizes `x` (`[b, n, dim]`, `[b, dim]`, `[b, dim, n]` with `channelLast = false`, or
-    /// `[b, dim, h, w]` with `acceptImageFmap`). In training mode the codebook is updated (unless frozen).
+    /// `[b, dim, h, w]` with `acceptImageFmap`, `[b, dim, t, h, w]` with `accept3dFmap`). In training mode the codebook is updated (unless frozen).
     public func callAsFunction(_ input: Tensor, options: VectorQuantizerOptions = .init()) -> VectorQuantizerOutput {
         let c = configuration
         var opts = options
@@ -124,13 +124,16 @@ public final class VectorQuantizer: Module {
             precondition(opts.mask == nil && opts.lens == nil, "VectorQuantizer: no mask for single tokens [b, d]")
             x = x.unsqueezed(axis: 1)
         }
-        var imageSize: (Int, Int)? = nil
-        if c.acceptImageFmap {
-            precondition(x.rank == 4 && opts.mask == nil, "VectorQuantizer: image maps are [b, c, h, w] without a mask, got \(x.shape)")
-            imageSize = (x.shape[2], x.shape[3])
+        // Feature maps: image [b, c, h, w] or video [b, c, t, h, w] → [b, (t h w), c].
+        var spatial: [Int]? = nil
+        if c.acceptImageFmap || c.accept3dFmap {
+            let rank = c.accept3dFmap ? 5 : 4
+            precondition(x.rank == rank && opts.mask == nil,
+                         "VectorQuantizer: \(rank == 5 ? "video maps are [b, c, t, h, w]" : "image maps are [b, c, h, w]") without a mask, got \(x.shape)")
+            spatial = Array(x.shape.dropFirst(2))
             x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2)
         }
-        let needTranspose = !c.channelLast && !c.acceptImageFmap && !onlyOne
+        let needTranspose = !c.channelLast && spatial == nil && !onlyOne
         if needTranspose { x = x.transposed(1, 2) }
         precondition(x.rank == 3 && x.shape[2] == c.dim, "VectorQuantizer(dim \(c.dim)): input shape \(input.shape)")
         let (b, n) = (x.shape[0], x.shape[1])
@@ -228,9 +231,9 @@ public final class VectorQuantizer: Module {
             indices = IndexTensor(indices.scalars.enumerated().map { mask[$0.offset / per] ? $0.element : -1 }, shape: indices.shape)
         }
         if needTranspose { q = q.transposed(1, 2) }
-        if let (hgt, wid) = imageSize {
-            q = q.transposed(1, 2).reshaped([b, -1, hgt, wid])
-            indices = indices.reshaped([b, hgt, wid] + Array(indices.shape.dropFirst(2)))
+        if let spatial {
+            q = q.transposed(1, 2).reshaped([b, -1] + spatial)
+            indices = indices.reshaped([b] + spatial + Array(indices.shape.dropFirst(2)))
         }
         if onlyOne {
             q = q.squeezed(axis: 1)

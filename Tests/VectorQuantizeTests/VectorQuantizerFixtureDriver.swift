@@ -257,7 +257,7 @@ enum VectorQuantizerFixtureDriver {
         withoutGradient {
             var x = x.detached()
             if x.rank == 2 { x = x.unsqueezed(axis: 1) }
-            if vq.configuration.acceptImageFmap { x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2) }
+            if vq.configuration.acceptImageFmap || vq.configuration.accept3dFmap { x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2) }
             else if !vq.configuration.channelLast { x = x.transposed(1, 2) }
             let proj = vq.projectIn.map { $0(x) } ?? x
             let flat = vq.splitHeads(proj, b: x.shape[0], n: x.shape[1])
