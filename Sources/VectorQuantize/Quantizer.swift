@@ -143,7 +143,7 @@ extension ResidualFSQ: SequenceQuantizer {
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
     public var allowsDroppedIndices: Bool { true }
-    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { channelLast(x).indices }
     func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 

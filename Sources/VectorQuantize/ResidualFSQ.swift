@@ -13,6 +13,8 @@ public final class ResidualFSQ: Module {
     /// `[q, d]`: layer `i` works at scale `L^-i`.
     public let scales: Tensor
     let softClamp: Tensor?
+    /// `is_channel_first`: inputs `[b, dim, n…]`, outputs likewise, indices `[b, q, n…]` (as the reference).
+    public let channelFirst: Bool
     public let quantizeDropout: Bool
     public let quantizeDropoutCutoffIndex: Int
     public let quantizeDropoutMultipleOf: Int
@@ -27,9 +29,8 @@ public final class ResidualFSQ: Module {
         guard let levels = try k.ints("levels"), let q = try k.int("num_quantizers"), q > 0 else {
             throw ConfigurationError.invalid(module: module, reason: "levels and num_quantizers are required")
         }
-        if try k.bool("is_channel_first") == true || kw["soft_clamp_input_value"] != nil {
-            throw ConfigurationError.invalid(module: module, reason: "is_channel_first and soft_clamp_input_value are not supported yet")
-        }
+        channelFirst = try k.bool("is_channel_first") ?? false
+        let softValue = try k.double("soft_clamp_input_value")
         self.levels = levels
         let cd = levels.count
         dim = try k.int("dim") ?? cd
@@ -43,6 +44,10 @@ public final class ResidualFSQ: Module {
             projectOut = nil
         }
         let hardClamp = try k.bool("bound_hard_clamp") ?? true
+        if hardClamp && softValue != nil {
+            // The reference asserts this too: the hard clamp brings its own per-level soft clamp.
+            throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")
+        }
         var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
         layerKw["levels"] = levels
         layerKw["dim"] = cd
@@ -51,7 +56,7 @@ public final class ResidualFSQ: Module {
         let layerConfig = try FSQ.Configuration(referenceKwargs: layerKw, module: module)
         layers = (0..<q).map { _ in FSQ(layerConfig) }
         scales = Tensor((0..<q).flatMap { i in levels.map { powFloat(Float($0), -Float(i)) } }, shape: [q, cd])
-        softClamp = hardClamp ? Tensor(levels.map { 1 + 1 / Float($0 - 1) }) : nil
+        softClamp = hardClamp ? Tensor(levels.map { 1 + 1 / Float($0 - 1) }) : softValue.map { Tensor(repeating: Float($0), shape: [cd]) }
         (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
         self.rng = rng
         super.init()
@@ -62,11 +67,23 @@ public final class ResidualFSQ: Module {
     /// `[q, C, d]`: every layer's implicit codebook (unscaled).
     public var codebooks: Tensor { Tensor.stack(layers.map(\.implicitCodebook), axis: 0) }
 
-    /// Quantizes `x [b, n, dim]`: the projected output, indices `[b, n, q]` (-1 for dropped layers), and
-    /// each layer's input `[q, b, n, d]`.
+    /// Quantizes `x [b, n, dim]` (`[b, dim, n]` with ``channelFirst``): the projected output in the input's
+    /// layout, indices `[b, n, q]` (`[b, q, n]` with ``channelFirst``, as the reference moves them too; -1 for
+    /// dropped layers), and each layer's input `[q, b, n, d]`.
     public func callAsFunction(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil)
         -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor)
     {
+        guard channelFirst else { return channelLast(x, quantizeDropoutSeed: quantizeDropoutSeed) }
+        precondition(x.rank == 3, "ResidualFSQ(channel first): input \(x.shape) must be [b, dim, n]")
+        let out = channelLast(x.transposed(1, 2), quantizeDropoutSeed: quantizeDropoutSeed)
+        let (b, n, q) = (out.indices.shape[0], out.indices.shape[1], out.indices.shape[2])
+        var moved = [Int](repeating: 0, count: b * n * q)
+        for bi in 0..<b { for t in 0..<n { for i in 0..<q { moved[(bi * q + i) * n + t] = out.indices.scalars[(bi * n + t) * q + i] } } }
+        return (out.quantized.transposed(1, 2), IndexTensor(moved, shape: [b, q, n]), out.layerInputs)
+    }
+
+    /// The channel-last forward: `x [b, n, dim]`, indices `[b, n, q]`.
+    func channelLast(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil) -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor) {
         precondition(x.rank == 3 && x.shape[2] == dim, "ResidualFSQ(dim \(dim)): input shape \(x.shape)")
         var z = projectIn.map { $0(x) } ?? x
         if let softClamp { z = (z / softClamp).tanh() * softClamp }
@@ -93,9 +110,16 @@ public final class ResidualFSQ: Module {
         return (quantized, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(inputs, axis: 0))
     }
 
-    /// Scaled per-layer codes `[q, b, n, d]` for indices `[b, n, q]` (zero where -1).
+    /// Scaled per-layer codes `[q, b, n, d]` for indices `[b, n, q]` (zero where -1). With ``channelFirst``
+    /// the forward's `[b, q, n]` indices are read too (the reference fails on them).
     public func getCodes(from indices: IndexTensor) -> Tensor {
-        Tensor.stack(layers.enumerated().map { i, layer in
+        if channelFirst && indices.rank == 3 && indices.shape[1] == numQuantizers && indices.shape[2] != numQuantizers {
+            let (b, q, n) = (indices.shape[0], indices.shape[1], indices.shape[2])
+            var back = [Int](repeating: 0, count: b * n * q)
+            for bi in 0..<b { for i in 0..<q { for t in 0..<n { back[(bi * n + t) * q + i] = indices.scalars[(bi * q + i) * n + t] } } }
+            return getCodes(from: IndexTensor(back, shape: [b, n, q]))
+        }
+        return Tensor.stack(layers.enumerated().map { i, layer in
             let (idx, keep) = ResidualStack.column(indices, layer: i)
             return layer.rawCodes(idx) * keep * scales.slice(axis: 0, i..<(i + 1)).reshaped([-1])
         }, axis: 0)

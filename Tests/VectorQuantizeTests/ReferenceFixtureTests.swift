@@ -19,8 +19,6 @@ struct ReferenceFixtureTests {
         "lfq_orth_rot_d8_train_grad": "LFQ orthogonal_rotation",
         "lfq_softplus_off3_d8_train_grad": "LFQ experimental_softplus_entropy_loss / entropy_loss_offset",
         "lfq_sta_tanh_d8_train_grad": "LFQ straight_through_activation",
-        "rfsq_cf_855_q2_eval": "ResidualFSQ is_channel_first",
-        "rfsq_softclamp1p5_855_q2_eval": "ResidualFSQ soft_clamp_input_value",
         "rvq_diveq_q2_train_grad": "ResidualVQ diveq",
         "rvq_inc_q2_train_grad": "ResidualVQ implicit_neural_codebook",
         "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",
