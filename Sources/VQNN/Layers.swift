@@ -38,6 +38,24 @@ public final class Linear: Layer {
     }
 }
 
+/// `normalize(x) · normalize_columns(W) · scale`: a linear map of cosine similarities (the reference's
+/// `CosineSimLinear`, LFQ's `cosine_sim_project_in`), with its layout: `weight [in, out]`, standard-normal
+/// initialisation, no bias. `F.normalize` with eps 1e-12 on the rows of `x` and the columns of `W`.
+public final class CosineSimLinear: Layer {
+    public let weight: Parameter
+    public let scale: Float
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, scale: Float = 1, rng: inout SeededGenerator) {
+        weight = Parameter(Tensor.randomNormal([inFeatures, outFeatures], using: &rng))
+        self.scale = scale
+    }
+
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.shape.last == weight.shape[0], "CosineSimLinear(\(weight.shape[0]) → \(weight.shape[1])): input shape \(x.shape)")
+        return x.l2Normalized(axis: -1).matmul(weight.value.l2Normalized(axis: 0)) * scale
+    }
+}
+
 /// Layer normalisation over the last axis (Ba et al., 2016), as `nn.LayerNorm(dim)`:
 /// `(x − mean) / sqrt(var + eps) · weight + bias` with the biased variance.
 public final class LayerNorm: Layer {

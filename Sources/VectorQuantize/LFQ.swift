@@ -23,12 +23,28 @@ public final class LFQ: Module {
         public var channelFirst: Bool? = nil
         public var spherical = false
         public var seed: UInt64 = 0
+        /// `straight_through_activation`: applied to the quantizer input before the straight-through
+        /// estimator in training (`act(x) + (q − act(x)).detach()`).
+        public var straightThroughActivation: StraightThroughActivation = .identity
+        /// `experimental_softplus_entropy_loss`: the entropy aux loss becomes `softplus(loss + entropy_loss_offset)`.
+        public var experimentalSoftplusEntropyLoss = false
+        public var entropyLossOffset: Float = 5
+        /// `cosine_sim_project_in` (+ `cosine_sim_project_in_scale`, default `codebook_scale`).
+        public var cosineSimProjectIn = false
+        public var cosineSimProjectInScale: Float? = nil
         public init() {}
+
+        /// The activations the reference's `straight_through_activation` takes (a module; named here).
+        public enum StraightThroughActivation: String, Sendable, Equatable {
+            case identity, tanh, sigmoid
+        }
 
         static let keywords: Set<String> = [
             "dim", "codebook_size", "entropy_loss_weight", "commitment_loss_weight", "diversity_gamma", "num_codebooks",
             "keep_num_codebooks_dim", "codebook_scale", "frac_per_sample_entropy", "has_projections", "projection_has_bias",
             "soft_clamp_input_value", "channel_first", "spherical", "force_quantization_f32", "seed",
+            "straight_through_activation", "experimental_softplus_entropy_loss", "entropy_loss_offset",
+            "cosine_sim_project_in", "cosine_sim_project_in_scale",
         ]
 
         public init(referenceKwargs kw: [String: Any], module: String = "LFQ") throws {
@@ -48,6 +64,19 @@ public final class LFQ: Module {
             softClampInputValue = f("soft_clamp_input_value")
             channelFirst = kw["channel_first"] as? Bool
             spherical = kw["spherical"] as? Bool ?? false
+            let k = Keywords(kw, module: module)
+            experimentalSoftplusEntropyLoss = try k.bool("experimental_softplus_entropy_loss") ?? false
+            entropyLossOffset = Float(try k.double("entropy_loss_offset") ?? 5)
+            cosineSimProjectIn = try k.bool("cosine_sim_project_in") ?? false
+            cosineSimProjectInScale = try k.double("cosine_sim_project_in_scale").map(Float.init)
+            if let a = kw["straight_through_activation"] {
+                // A module in the reference; its name here ("tanh", or the module's repr "nn.Tanh()").
+                let name = "\(a)".lowercased().replacingOccurrences(of: "nn.", with: "").replacingOccurrences(of: "()", with: "")
+                guard let act = StraightThroughActivation(rawValue: name) else {
+                    throw ConfigurationError.badValue(module: module, keyword: "straight_through_activation", reason: "\(a): one of identity, tanh, sigmoid")
+                }
+                straightThroughActivation = act
+            }
             if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
             guard dim != nil || codebookSize != nil else { throw ConfigurationError.invalid(module: module, reason: "dim or codebook_size is required") }
             let bits = codebookSize.map { $0 > 0 ? $0.trailingZeroBitCount : 0 } ?? Swift.min(dim ?? 1, 30)
@@ -77,7 +106,8 @@ public final class LFQ: Module {
     }
 
     public let configuration: Configuration
-    public let projectIn: Linear?
+    /// `Linear`, or `CosineSimLinear` with `cosine_sim_project_in`.
+    public let projectIn: Layer?
     public let projectOut: Linear?
     /// `2^(d−1) … 1`, the bit weights of an index (key `mask`, as the reference's buffer).
     public let mask: Parameter
@@ -95,7 +125,9 @@ public final class LFQ: Module {
         dim = c.dim ?? dims
         var rng = SeededGenerator(seed: c.seed ^ 0x1F0)
         if c.hasProjections ?? (dim != dims) {
-            projectIn = Linear(dim, dims, bias: c.projectionHasBias, rng: &rng)
+            projectIn = c.cosineSimProjectIn
+                ? CosineSimLinear(dim, dims, scale: c.cosineSimProjectInScale ?? c.codebookScale, rng: &rng)
+                : Linear(dim, dims, bias: c.projectionHasBias, rng: &rng)
             projectOut = Linear(dims, dim, bias: c.projectionHasBias, rng: &rng)
         } else {
             projectIn = nil
@@ -161,7 +193,16 @@ public final class LFQ: Module {
         let idxF = (signs * bitWeights).sum(axis: -1)
         var indices = IndexTensor(idxF.scalars.map { Int($0) }, shape: idxF.shape)
         quantized = maybeL2Norm(quantized)
-        x = isTraining ? x + (quantized - x).detached() : quantized
+        if isTraining {
+            switch c.straightThroughActivation {
+            case .identity: break
+            case .tanh: x = x.tanh()
+            case .sigmoid: x = x.sigmoid()
+            }
+            x = x + (quantized - x).detached()
+        } else {
+            x = quantized
+        }
 
         var losses = Losses()
         var aux = Tensor(0)
@@ -187,7 +228,12 @@ public final class LFQ: Module {
                 let bitScale = c.spherical ? scale / Float(codebookDim).squareRoot() : scale
                 (losses.perSampleEntropy, losses.batchEntropy) = FactorizedEntropy.losses(rows, slope: 4 * inverseTemperature * bitScale)
             }
-            let entropyAux = losses.perSampleEntropy - c.diversityGamma * losses.batchEntropy
+            var entropyAux = losses.perSampleEntropy - c.diversityGamma * losses.batchEntropy
+            if c.experimentalSoftplusEntropyLoss {
+                // softplus(z) = max(z, 0) + log(1 + e^−|z|), stable for any z
+                let z = entropyAux + c.entropyLossOffset
+                entropyAux = z.relu() + ((-z.abs()).exp() + 1).log()
+            }
             if c.commitmentLossWeight > 0 {
                 var diff = (original - quantized.detached()).squared()
                 if let tokenMask {

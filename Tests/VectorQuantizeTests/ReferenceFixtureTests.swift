@@ -15,10 +15,7 @@ struct ReferenceFixtureTests {
     /// Cases of implemented quantizers that use an option not implemented yet (issue #14), as known issues.
     static let pendingCases: [String: String] = [
         "fsq_orth_rot_5555_train_grad": "FSQ orthogonal_rotation",
-        "lfq_cosine_proj_d16_cs256_train_grad": "LFQ cosine_sim_project_in",
         "lfq_orth_rot_d8_train_grad": "LFQ orthogonal_rotation",
-        "lfq_softplus_off3_d8_train_grad": "LFQ experimental_softplus_entropy_loss / entropy_loss_offset",
-        "lfq_sta_tanh_d8_train_grad": "LFQ straight_through_activation",
         "rvq_diveq_q2_train_grad": "ResidualVQ diveq",
         "rvq_inc_q2_train_grad": "ResidualVQ implicit_neural_codebook",
         "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",

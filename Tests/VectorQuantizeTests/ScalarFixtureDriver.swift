@@ -73,6 +73,17 @@ enum ScalarFixtureDriver {
                 // The gradient of the entropy aux loss alone, then of loss + Σ quantized · G.
                 out.auxLoss.backward()
                 cmp.compare("grad.loss.x", leaf.grad.map { .float($0) })
+                // Parameter gradients by key (a weight gradient sums over every row: relative tolerance).
+                let params = Dictionary(lfq.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+                func compareParameterGrads(_ prefix: String) {
+                    for key in f.tensors.keys where key.hasPrefix(prefix) && key != prefix + "x" {
+                        let grad = params[String(key.dropFirst(prefix.count))]?.grad
+                        let scale = grad.map { $0.scalars.map(abs).max() ?? 0 } ?? 0
+                        cmp.compare(key, grad.map { .float($0) }, atol: 2e-6 * max(1, scale))
+                    }
+                }
+                compareParameterGrads("grad.loss.")
+                lfq.zeroGradients()
                 let leaf2 = x.requiringGradient()
                 let again = lfq(leaf2, inverseTemperature: invT, mask: mask)
                 let objective = again.auxLoss + (again.quantized * f.float("input.grad_output")!).sum()
@@ -80,6 +91,7 @@ enum ScalarFixtureDriver {
                 // Σ quantized · G over every element: float32 sums in another order differ by ~1e-6 relative.
                 cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
                 cmp.compare("grad.objective.x", leaf2.grad.map { .float($0) })
+                compareParameterGrads("grad.objective.")
             }
             cmp.compare("aux.quantizer_input", .float(withoutGradient { lfq.projectIn.map { $0(x) } ?? x }))
             cmp.compare("out.quantized", .float(out.quantized.detached()))
