@@ -96,3 +96,22 @@ extension Tensor {
         return Tensor(s, shape: shape)
     }
 }
+
+extension Tensor {
+    /// A random `[n, n]` orthogonal matrix (as `torch.nn.init.orthogonal_`: the Q of a QR decomposition of a
+    /// standard normal matrix, signs fixed so R has a positive diagonal), by Gram–Schmidt in double precision.
+    public static func randomOrthogonal(_ n: Int, using rng: inout SeededGenerator) -> Tensor {
+        precondition(n >= 1, "randomOrthogonal: n = \(n)")
+        var rows: [[Double]] = []
+        while rows.count < n {
+            var v = (0..<n).map { _ in Double(rng.nextNormal()) }
+            for r in rows {
+                let dot = zip(v, r).reduce(0) { $0 + $1.0 * $1.1 }
+                for j in 0..<n { v[j] -= dot * r[j] }
+            }
+            let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            if norm > 1e-6 { rows.append(v.map { $0 / norm }) }
+        }
+        return Tensor(rows.flatMap { $0.map(Float.init) }, shape: [n, n])
+    }
+}

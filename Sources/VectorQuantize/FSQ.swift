@@ -17,11 +17,14 @@ public final class FSQ: Module {
         public var noiseDropout: Float = 0
         public var boundHardClamp = false
         public var seed: UInt64 = 0
+        /// `orthogonal_rotation`: codes are quantized in a random orthogonal basis (`orthogonal_rot`, a buffer)
+        /// and rotated back (Huh et al., *Straightening Out the Straight-Through Estimator*, 2023).
+        public var orthogonalRotation = false
         public init(levels: [Int]) { self.levels = levels }
 
         static let keywords: Set<String> = ["levels", "dim", "num_codebooks", "keep_num_codebooks_dim", "channel_first",
                                             "projection_has_bias", "preserve_symmetry", "noise_dropout", "bound_hard_clamp",
-                                            "return_indices", "force_quantization_f32", "seed"]
+                                            "return_indices", "force_quantization_f32", "seed", "orthogonal_rotation"]
 
         public init(referenceKwargs kw: [String: Any], module: String = "FSQ") throws {
             for k in kw.keys where !Self.keywords.contains(k) { throw ConfigurationError.unknownKeyword(module: module, keyword: k) }
@@ -35,6 +38,7 @@ public final class FSQ: Module {
             preserveSymmetry = kw["preserve_symmetry"] as? Bool ?? false
             noiseDropout = Float(kw["noise_dropout"] as? Double ?? 0)
             boundHardClamp = kw["bound_hard_clamp"] as? Bool ?? false
+            orthogonalRotation = try Keywords(kw, module: module).bool("orthogonal_rotation") ?? false
             if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
             if levels.contains(where: { $0 < 2 }) { throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "every level must be ≥ 2") }
             if let d = dim, SizeLimit.product([d, levels.count, numCodebooks]) == nil {
@@ -59,6 +63,8 @@ public final class FSQ: Module {
     public let basis: [Int]
     public let codebookSize: Int
     public let dim: Int
+    /// `[d, d]` (key `orthogonal_rot`) with `orthogonalRotation`.
+    public let orthogonalRot: Parameter?
     var rng: SeededGenerator
 
     public init(_ configuration: Configuration) {
@@ -82,11 +88,18 @@ public final class FSQ: Module {
             projectIn = nil
             projectOut = nil
         }
+        orthogonalRot = c.orthogonalRotation ? Parameter(Tensor.randomOrthogonal(c.levels.count, using: &rng), kind: .buffer) : nil
         self.rng = rng
         super.init()
     }
 
     public var codebookDim: Int { levels.count }
+
+    /// What the rounding sees: `project_in(z)` per codebook `[b, n, c, d]`, rotated with `orthogonalRotation`.
+    func quantizerInput(_ z: Tensor, b: Int, n: Int) -> Tensor {
+        let split = (projectIn.map { $0(z) } ?? z).reshaped([b, n, configuration.numCodebooks, codebookDim])
+        return orthogonalRot.map { split.matmul($0.value) } ?? split
+    }
     var keepCodebooksDim: Bool { configuration.keepNumCodebooksDim ?? (configuration.numCodebooks > 1) }
     private func perLevel(_ f: (Int) -> Float) -> Tensor { Tensor(levels.map(f)) }
 
@@ -216,6 +229,7 @@ public final class FSQ: Module {
     public func indicesToCodes(_ indices: IndexTensor) -> Tensor {
         let isImage = indices.rank >= 3 + (keepCodebooksDim ? 1 : 0)
         var codes = rawCodes(indices)
+        if let orthogonalRot { codes = codes.matmul(transposed: orthogonalRot.value) }
         if keepCodebooksDim { codes = codes.flattened(from: -2) }
         if let projectOut { codes = projectOut(codes) }
         if isImage || configuration.channelFirst { codes = moveLastToFirstFeature(codes) }
@@ -223,7 +237,8 @@ public final class FSQ: Module {
     }
 
     /// Quantizes `z` (`[b, n, dim]`, or channel-first / image `[b, dim, …]`). Returns the projected output,
-    /// the indices (`[b, n]`, or `[b, n, c]` with several codebooks) and the unprojected codes `[b, n, c·d]`.
+    /// the indices (`[b, n]`, or `[b, n, c]` with several codebooks) and the codes on the grid `[b, n, c·d]`
+    /// (before the rotation back of `orthogonalRotation` and the projection out).
     public func callAsFunction(_ input: Tensor) -> (quantized: Tensor, indices: IndexTensor, codes: Tensor) {
         var z = input
         let moveChannel = input.rank >= 4 || configuration.channelFirst
@@ -234,8 +249,7 @@ public final class FSQ: Module {
         }
         precondition(z.rank == 3 && z.shape[2] == dim, "FSQ(dim \(dim)): input shape \(input.shape)")
         let (b, n) = (z.shape[0], z.shape[1])
-        z = projectIn.map { $0(z) } ?? z
-        z = z.reshaped([b, n, configuration.numCodebooks, codebookDim])
+        z = quantizerInput(z, b: b, n: n)
         var codes: Tensor, indices: IndexTensor
         if z.requiresGradient && GradMode.isEnabled {
             codes = quantize(z)
@@ -249,6 +263,8 @@ public final class FSQ: Module {
             let offset = Tensor.randomUniform(shape, low: -0.5, high: 0.5, using: &rng)
             codes = Tensor.select(mask, codes + offset, codes).clamped(min: -1, max: 1)
         }
+        let grid = codes.reshaped([b, n, -1])
+        if let orthogonalRot { codes = codes.matmul(transposed: orthogonalRot.value) }
         codes = codes.reshaped([b, n, -1])
         var out = projectOut.map { $0(codes) } ?? codes
         if moveChannel {
@@ -256,7 +272,7 @@ public final class FSQ: Module {
             indices = indices.reshaped([b] + spatial + [configuration.numCodebooks])
         }
         if !keepCodebooksDim { indices = indices.reshaped(Array(indices.shape.dropLast())) }
-        return (out, indices, codes)
+        return (out, indices, grid)
     }
 }
 

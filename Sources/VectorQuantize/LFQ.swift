@@ -32,6 +32,8 @@ public final class LFQ: Module {
         /// `cosine_sim_project_in` (+ `cosine_sim_project_in_scale`, default `codebook_scale`).
         public var cosineSimProjectIn = false
         public var cosineSimProjectInScale: Float? = nil
+        /// `orthogonal_rotation`: bits are taken in a random orthogonal basis (`orthogonal_rot`, a buffer).
+        public var orthogonalRotation = false
         public init() {}
 
         /// The activations the reference's `straight_through_activation` takes (a module; named here).
@@ -44,7 +46,7 @@ public final class LFQ: Module {
             "keep_num_codebooks_dim", "codebook_scale", "frac_per_sample_entropy", "has_projections", "projection_has_bias",
             "soft_clamp_input_value", "channel_first", "spherical", "force_quantization_f32", "seed",
             "straight_through_activation", "experimental_softplus_entropy_loss", "entropy_loss_offset",
-            "cosine_sim_project_in", "cosine_sim_project_in_scale",
+            "cosine_sim_project_in", "cosine_sim_project_in_scale", "orthogonal_rotation",
         ]
 
         public init(referenceKwargs kw: [String: Any], module: String = "LFQ") throws {
@@ -68,6 +70,7 @@ public final class LFQ: Module {
             experimentalSoftplusEntropyLoss = try k.bool("experimental_softplus_entropy_loss") ?? false
             entropyLossOffset = Float(try k.double("entropy_loss_offset") ?? 5)
             cosineSimProjectIn = try k.bool("cosine_sim_project_in") ?? false
+            orthogonalRotation = try k.bool("orthogonal_rotation") ?? false
             cosineSimProjectInScale = try k.double("cosine_sim_project_in_scale").map(Float.init)
             if let a = kw["straight_through_activation"] {
                 // A module in the reference; its name here ("tanh", or the module's repr "nn.Tanh()").
@@ -111,6 +114,8 @@ public final class LFQ: Module {
     public let projectOut: Linear?
     /// `2^(d−1) … 1`, the bit weights of an index (key `mask`, as the reference's buffer).
     public let mask: Parameter
+    /// `[K, K]` (key `orthogonal_rot`) with `orthogonalRotation`.
+    public let orthogonalRot: Parameter?
     public let codebookSize: Int
     public let codebookDim: Int
     public let dim: Int
@@ -135,6 +140,7 @@ public final class LFQ: Module {
         }
         let cdim = codebookDim
         mask = Parameter(Tensor((0..<cdim).map { Float(1 << (cdim - 1 - $0)) }), kind: .buffer)
+        orthogonalRot = c.orthogonalRotation ? Parameter(Tensor.randomOrthogonal(cdim, using: &rng), kind: .buffer) : nil
         self.rng = rng
         super.init()
     }
@@ -144,6 +150,14 @@ public final class LFQ: Module {
 
     private func maybeL2Norm(_ t: Tensor) -> Tensor {
         configuration.spherical ? t.l2Normalized(axis: -1) * scale : t
+    }
+
+    /// What the sign is taken of: the projected (and soft-clamped) input per codebook `[b, n, c, K]`,
+    /// rotated with `orthogonalRotation`, l2-normalised when spherical.
+    func quantizerInput(_ projected: Tensor, b: Int, n: Int) -> Tensor {
+        var x = projected.reshaped([b, n, configuration.numCodebooks, codebookDim])
+        if let orthogonalRot { x = x.matmul(orthogonalRot.value) }
+        return maybeL2Norm(x)
     }
 
     /// Codes for bit patterns `[..., d]` of 0/1.
@@ -162,7 +176,9 @@ public final class LFQ: Module {
     public func indicesToCodes(_ indices: IndexTensor, projectOut project: Bool = true) -> Tensor {
         let isImage = indices.rank >= 3 + (keepCodebooksDim ? 1 : 0)
         let idx = keepCodebooksDim ? indices : indices.reshaped(indices.shape + [1])
-        var codes = maybeL2Norm(bitsToCodes(bits(idx))).flattened(from: -2)
+        var codes = maybeL2Norm(bitsToCodes(bits(idx)))
+        if let orthogonalRot { codes = codes.matmul(transposed: orthogonalRot.value) }
+        codes = codes.flattened(from: -2)
         if project, let projectOut { codes = projectOut(codes) }
         if configuration.channelFirst ?? isImage { codes = moveLastToFirstFeature(codes) }
         return codes
@@ -185,7 +201,7 @@ public final class LFQ: Module {
         let (b, n) = (x.shape[0], x.shape[1])
         x = projectIn.map { $0(x) } ?? x
         if let v = c.softClampInputValue { x = (x / v).tanh() * v }
-        x = maybeL2Norm(x.reshaped([b, n, c.numCodebooks, codebookDim]))
+        x = quantizerInput(x, b: b, n: n)
         let original = x
         let signs = (x .> 0).detached()
         var quantized = bitsToCodes(signs)
@@ -243,6 +259,7 @@ public final class LFQ: Module {
             }
             aux = entropyAux * c.entropyLossWeight + losses.commitment * c.commitmentLossWeight
         }
+        if let orthogonalRot { x = x.matmul(transposed: orthogonalRot.value) }
         x = x.reshaped([b, n, -1])
         var out = projectOut.map { $0(x) } ?? x
         if transpose {

@@ -14,8 +14,6 @@ struct ReferenceFixtureTests {
                                        "EvoLFQ", "BinaryMapper"]
     /// Cases of implemented quantizers that use an option not implemented yet (issue #14), as known issues.
     static let pendingCases: [String: String] = [
-        "fsq_orth_rot_5555_train_grad": "FSQ orthogonal_rotation",
-        "lfq_orth_rot_d8_train_grad": "LFQ orthogonal_rotation",
         "rvq_diveq_q2_train_grad": "ResidualVQ diveq",
         "rvq_inc_q2_train_grad": "ResidualVQ implicit_neural_codebook",
         "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",

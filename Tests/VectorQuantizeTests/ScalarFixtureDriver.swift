@@ -36,7 +36,9 @@ enum ScalarFixtureDriver {
                     let scale = grad.map { $0.scalars.map(abs).max() ?? 0 } ?? 0
                     cmp.compare(key, grad.map { .float($0) }, atol: 2e-6 * max(1, scale))
                 }
-                cmp.compare("aux.quantizer_input", .float(withoutGradient { fsq.projectIn.map { $0(x) } ?? x }))
+                cmp.compare("aux.quantizer_input", .float(withoutGradient {
+                    fsq.quantizerInput(x, b: x.shape[0], n: x.shape[1]).reshaped([x.shape[0], x.shape[1], -1])
+                }))
             }
             cmp.compare("out.codes", .float(out.quantized.detached()))
             cmp.compare("out.indices", .integer(out.indices))
@@ -93,7 +95,11 @@ enum ScalarFixtureDriver {
                 cmp.compare("grad.objective.x", leaf2.grad.map { .float($0) })
                 compareParameterGrads("grad.objective.")
             }
-            cmp.compare("aux.quantizer_input", .float(withoutGradient { lfq.projectIn.map { $0(x) } ?? x }))
+            cmp.compare("aux.quantizer_input", .float(withoutGradient {
+                var z = lfq.projectIn.map { $0(x) } ?? x
+                if let v = lfq.configuration.softClampInputValue { z = (z / v).tanh() * v }
+                return lfq.quantizerInput(z, b: x.shape[0], n: x.shape[1]).reshaped([x.shape[0], x.shape[1], -1])
+            }))
             cmp.compare("out.quantized", .float(out.quantized.detached()))
             cmp.compare("out.indices", .integer(out.indices))
             cmp.compare("out.entropy_aux_loss", .float(out.auxLoss.detached()))
