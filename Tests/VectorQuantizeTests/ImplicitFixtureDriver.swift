@@ -26,25 +26,29 @@ enum ImplicitFixtureDriver {
             cmp.compare("out.loss", .float(out.loss.detached()))
             cmp.compare("aux.codes_at_indices", .float(sim.indicesToCodes(out.indices).detached()))
             if f.xRequiresGrad {
-                let w = sim.codeTransform.weight
-                func grads(_ y: Tensor) -> (Tensor?, Tensor?) {
+                let params = Dictionary(sim.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+                func grads(_ y: Tensor) -> Tensor? {
                     x.grad = nil
-                    w.grad = nil
+                    sim.zeroGradients()
                     y.backward()
-                    return (x.grad, w.grad)
+                    return x.grad
                 }
-                let (gx, gw) = grads(out.loss)
-                cmp.compare("grad.loss.x", gx.map { .float($0) })
-                cmp.compare("grad.loss.code_transform.weight", gw.map { .float($0) })
+                /// Every parameter gradient the case recorded, by key.
+                func compareParameterGrads(_ prefix: String) {
+                    for key in f.tensors.keys where key.hasPrefix(prefix) && key != prefix + "x" {
+                        cmp.compare(key, params[String(key.dropFirst(prefix.count))]?.grad.map { .float($0) })
+                    }
+                }
+                cmp.compare("grad.loss.x", grads(out.loss).map { .float($0) })
+                compareParameterGrads("grad.loss.")
                 if let g = f.float("input.grad_output") {
                     let objective = out.loss + (out.quantized * g).sum()
                     cmp.compare("out.objective", .float(objective.detached()))
-                    let (ox, ow) = grads(objective)
-                    cmp.compare("grad.objective.x", ox.map { .float($0) })
-                    cmp.compare("grad.objective.code_transform.weight", ow.map { .float($0) })
+                    cmp.compare("grad.objective.x", grads(objective).map { .float($0) })
+                    compareParameterGrads("grad.objective.")
                     if let opt = f.json["optimizer"] as? [String: Any], let lr = opt["lr"] as? Double {
-                        // The recorded step: SGD on code_transform.weight with the objective's gradient.
-                        SGD(parameters: [w], learningRate: Float(lr)).step()
+                        // The recorded step: SGD on the transform's parameters with the objective's gradient.
+                        SGD(parameters: sim.trainableParameters(), learningRate: Float(lr)).step()
                     }
                 }
             }

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import VQNN
+import VQTensor
 @testable import VectorQuantize
 
 /// Configuration keywords from files are read with one set of rules: wrong types are errors naming the
@@ -44,5 +46,25 @@ struct KeywordTests {
         c.layer.heads = 2
         #expect(throws: ConfigurationError.self) { try ResidualVQ(c) }
         #expect(throws: ConfigurationError.self) { try build(#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": 2, "codebook_size": 16, "heads": 2}}"#) }
+    }
+}
+
+@Suite("Module text of configuration arguments")
+struct LayerSpecTests {
+    @Test("an MLP's text builds layers with PyTorch's keys; bad text is an error, not a crash")
+    func parse() throws {
+        var rng = SeededGenerator(seed: 1)
+        let mlp = try LayerSpec.parse("nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16, bias = False))", rng: &rng)
+        #expect(Set(mlp.stateDict().keys) == ["0.weight", "0.bias", "2.weight"])
+        #expect(mlp(Tensor.zeros([3, 16])).shape == [3, 16])
+        for bad in ["nn.Conv2d(3, 4)", "nn.Linear(16)", "nn.Linear(16, 0)", "nn.Sequential(nn.ReLU()", "nn.Linear(2, 2, bias = maybe)",
+                    String(repeating: "nn.Sequential(", count: 40) + String(repeating: ")", count: 40), "", "nn.ReLU() extra"] {
+            #expect(throws: LayerSpecError.self, "\(bad)") { try LayerSpec.parse(bad, rng: &rng) }
+        }
+        let sim = try ModuleConfig.parse(Data(#"{"module": "SimVQ", "kwargs": {"dim": 8, "codebook_size": 4, "codebook_transform": "nn.Linear(8, 8)"}}"#.utf8)).build()
+        #expect(sim.stateDict().keys.contains("code_transform.bias"))
+        #expect(throws: ConfigurationError.self) {
+            try ModuleConfig.parse(Data(#"{"module": "SimVQ", "kwargs": {"dim": 8, "codebook_size": 4, "codebook_transform": "nn.Conv1d(8, 8)"}}"#.utf8)).build()
+        }
     }
 }

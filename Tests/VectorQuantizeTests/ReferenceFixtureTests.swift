@@ -17,7 +17,6 @@ struct ReferenceFixtureTests {
         "rvq_diveq_q2_train_grad": "ResidualVQ diveq",
         "rvq_inc_q2_train_grad": "ResidualVQ implicit_neural_codebook",
         "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",
-        "simvq_mlp_train_step": "SimVQ codebook_transform",
         "vq_affine_train_3steps": "VectorQuantize affine_param",
         "vq_directional_reparam_grad": "VectorQuantize directional_reparam",
         "vq_inplace_adam_train_3steps": "VectorQuantize in_place_codebook_optimizer",
