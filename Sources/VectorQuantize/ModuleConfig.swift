@@ -21,7 +21,7 @@ public struct ModuleConfig {
     }
 
     public static let modules = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ",
-                                 "GroupedResidualFSQ", "LFQ", "ResidualLFQ", "SimVQ", "RandomProjectionQuantizer"]
+                                 "GroupedResidualFSQ", "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "RandomProjectionQuantizer"]
 
     /// Parses the JSON; errors name the path.
     public static func read(contentsOf url: URL) throws -> ModuleConfig {
@@ -82,6 +82,7 @@ public struct ModuleConfig {
         case "GroupedResidualFSQ": return try GroupedResidualFSQ(referenceKwargs: kwargs)
         case "LFQ": return LFQ(try LFQ.Configuration(referenceKwargs: kwargs))
         case "ResidualLFQ": return try ResidualLFQ(referenceKwargs: kwargs)
+        case "GroupedResidualLFQ": return try GroupedResidualLFQ(referenceKwargs: kwargs)
         case "SimVQ": return try SimVQ(referenceKwargs: kwargs)
         case "RandomProjectionQuantizer": return try RandomProjectionQuantizer(referenceKwargs: kwargs)
         default: throw ConfigurationError.unknownModule(module)

@@ -173,6 +173,15 @@ extension ResidualLFQ: SequenceQuantizer {
     func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
+extension GroupedResidualLFQ: SequenceQuantizer {
+    public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
+    public var allowsDroppedIndices: Bool { true }
+    public var indexBatchAxis: Int { 1 }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
+    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
+}
+
 extension SimVQ: Quantizer {
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }

@@ -1,0 +1,62 @@
+import VQNN
+import VQTensor
+
+/// Grouped residual LFQ (the reference's `GroupedResidualLFQ`): the features split into `groups` equal
+/// chunks, each quantized by its own ``ResidualLFQ`` (keys `rvqs.<g>.…`); outputs concatenated, indices
+/// `[groups, b, n, q]`, per-layer entropy losses `[groups, q]`.
+///
+/// ```swift
+/// let g = try GroupedResidualLFQ(referenceKwargs: ["dim": 16, "groups": 2, "codebook_size": 64, "num_quantizers": 2])
+/// let out = g(x)                                 // out.indices: [2, b, n, 2]
+/// ```
+public final class GroupedResidualLFQ: Module {
+    public let dim: Int
+    public let groups: Int
+    public let rvqs: [ResidualLFQ]
+
+    /// - Parameter kw: `dim`, `groups`, and every `ResidualLFQ` keyword (its `dim` is `dim / groups`).
+    public init(referenceKwargs kw: [String: Any]) throws {
+        let k = Keywords(kw, module: "GroupedResidualLFQ")
+        let dim = try k.required("dim")
+        let groups = try k.int("groups") ?? 1
+        guard groups > 0, dim % groups == 0 else {
+            throw ConfigurationError.invalid(module: "GroupedResidualLFQ", reason: "dim \(dim) is not divisible into \(groups) groups")
+        }
+        self.dim = dim
+        self.groups = groups
+        var inner = kw
+        inner["groups"] = nil
+        inner["dim"] = dim / groups
+        rvqs = try (0..<groups).map { g in
+            var kw = inner
+            kw["seed"] = (try k.int("seed") ?? 0) &+ g
+            return try ResidualLFQ(referenceKwargs: kw, module: "GroupedResidualLFQ")
+        }
+        super.init()
+    }
+
+    /// Quantizes `x [b, n, dim]` group by group (one quantize-dropout draw shared by the groups).
+    public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil)
+        -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, layerInputs: Tensor)
+    {
+        precondition(x.shape.last == dim, "GroupedResidualLFQ(dim \(dim)): input shape \(x.shape)")
+        let seed = quantizeDropoutSeed ?? rvqs[0].rng.next()
+        let outs = zip(rvqs, x.split(parts: groups, axis: -1)).map { $0($1, mask: mask, quantizeDropoutSeed: seed) }
+        return (Tensor.concat(outs.map(\.quantized), axis: -1),
+                IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
+                Tensor.stack(outs.map(\.losses), axis: 0), Tensor.stack(outs.map(\.layerInputs), axis: 0))
+    }
+
+    /// `[groups, q, C, bits]`: every group's scaled codebooks.
+    public var codebooks: Tensor { Tensor.stack(rvqs.map(\.codebooks), axis: 0) }
+
+    /// `[groups, q, b, n, bits]` codes for indices `[groups, b, n, q]`.
+    public func getCodes(from indices: IndexTensor) -> Tensor {
+        Tensor.stack((0..<groups).map { rvqs[$0].getCodes(from: ResidualStack.group(indices, $0, of: groups)) }, axis: 0)
+    }
+
+    /// The groups' outputs concatenated along the features.
+    public func getOutput(from indices: IndexTensor) -> Tensor {
+        Tensor.concat((0..<groups).map { rvqs[$0].getOutput(from: ResidualStack.group(indices, $0, of: groups)) }, axis: -1)
+    }
+}
