@@ -21,7 +21,7 @@ public struct ModuleConfig {
     }
 
     public static let modules = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ",
-                                 "GroupedResidualFSQ", "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "RandomProjectionQuantizer"]
+                                 "GroupedResidualFSQ", "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer"]
 
     /// Parses the JSON; errors name the path.
     public static func read(contentsOf url: URL) throws -> ModuleConfig {
@@ -84,6 +84,7 @@ public struct ModuleConfig {
         case "ResidualLFQ": return try ResidualLFQ(referenceKwargs: kwargs)
         case "GroupedResidualLFQ": return try GroupedResidualLFQ(referenceKwargs: kwargs)
         case "SimVQ": return try SimVQ(referenceKwargs: kwargs)
+        case "ResidualSimVQ": return try ResidualSimVQ(referenceKwargs: kwargs)
         case "RandomProjectionQuantizer": return try RandomProjectionQuantizer(referenceKwargs: kwargs)
         default: throw ConfigurationError.unknownModule(module)
         }
@@ -139,7 +140,7 @@ extension ModuleConfig {
     /// learned codebook is stored, so a `codebook_size` of 1e12 beside a 64-code file is an error, not a
     /// 1e12-code allocation).
     func checkSizes(against file: SafeTensorsFile, path: String) throws {
-        let stored: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "SimVQ", "RandomProjectionQuantizer"]
+        let stored: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer"]
         guard stored.contains(module) else { return }
         let declared = (kwargs["codebook_size"] as? [Int])?.max() ?? (kwargs["codebook_size"] as? Int)
         guard let declared else { return }

@@ -182,6 +182,14 @@ extension GroupedResidualLFQ: SequenceQuantizer {
     func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
+extension ResidualSimVQ: SequenceQuantizer {
+    public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { layers.map(\.codebookSize) }
+    public var allowsDroppedIndices: Bool { true }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
+    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
+}
+
 extension SimVQ: Quantizer {
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }

@@ -21,3 +21,4 @@ extension FSQ: SeededModule {}
 extension ResidualFSQ: SeededModule {}
 extension LFQ: SeededModule {}
 extension ResidualLFQ: SeededModule {}
+extension ResidualSimVQ: SeededModule {}

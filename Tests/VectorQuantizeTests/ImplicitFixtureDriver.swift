@@ -9,7 +9,9 @@ enum ImplicitFixtureDriver {
         var cmp = FixtureComparison(f)
         let xIn = f.float("input.x")!
         let before = VectorQuantizerFixtureDriver.stateDict(f, prefix: "before.")
-        for k in f.forwardKwargs.keys { throw FixtureError.unsupported("unknown forward keyword '\(k)'") }
+        for k in f.forwardKwargs.keys where !(f.module == "ResidualSimVQ" && k == "return_all_codes") {
+            throw FixtureError.unsupported("unknown forward keyword '\(k)'")
+        }
         switch f.module {
         case "SimVQ":
             let sim = try SimVQ(referenceKwargs: f.ctorKwargs)
@@ -55,6 +57,45 @@ enum ImplicitFixtureDriver {
             // Recorded after the optimizer step (when there is one).
             cmp.compare("aux.codes_from_indices", .float(sim.indicesToCodes(out.indices).detached()))
             ResidualFixtureDriver.compareState(&cmp, sim)
+        case "ResidualSimVQ":
+            for k in f.forwardKwargs.keys where k != "return_all_codes" { throw FixtureError.unsupported("unknown forward keyword '\(k)'") }
+            let rsv = try ResidualSimVQ(referenceKwargs: f.ctorKwargs)
+            try rsv.load(stateDict: before)
+            if f.mode == "eval" { rsv.eval() } else { rsv.train() }
+            cmp.compare("aux.codebooks", .float(rsv.codebooks.detached()))
+            let x = f.xRequiresGrad ? xIn.requiringGradient() : xIn
+            let out = rsv(x)
+            cmp.compare("out.quantized", .float(out.quantized.detached()))
+            cmp.compare("out.indices", .integer(out.indices))
+            cmp.compare("out.losses", .float(out.losses.detached()))
+            cmp.compare("out.all_codes", .float(rsv.getCodes(from: out.indices).detached()))
+            cmp.compare("aux.output_from_indices", .float(rsv.getOutput(from: out.indices).detached()))
+            if f.xRequiresGrad {
+                let params = Dictionary(rsv.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+                func grads(_ y: Tensor) -> Tensor? {
+                    x.grad = nil
+                    rsv.zeroGradients()
+                    y.backward()
+                    return x.grad
+                }
+                func compareParameterGrads(_ prefix: String) {
+                    for key in f.tensors.keys where key.hasPrefix(prefix) && key != prefix + "x" {
+                        cmp.compare(key, params[String(key.dropFirst(prefix.count))]?.grad.map { .float($0) })
+                    }
+                }
+                cmp.compare("grad.loss.x", grads(out.losses.sum()).map { .float($0) })
+                compareParameterGrads("grad.loss.")
+                if let g = f.float("input.grad_output") {
+                    let objective = out.losses.sum() + (out.quantized * g).sum()
+                    cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
+                    cmp.compare("grad.objective.x", grads(objective).map { .float($0) })
+                    compareParameterGrads("grad.objective.")
+                    if let opt = f.json["optimizer"] as? [String: Any], let lr = opt["lr"] as? Double {
+                        SGD(parameters: rsv.trainableParameters(), learningRate: Float(lr)).step()
+                    }
+                }
+            }
+            ResidualFixtureDriver.compareState(&cmp, rsv)
         case "RandomProjectionQuantizer":
             let rpq = try RandomProjectionQuantizer(referenceKwargs: f.ctorKwargs)
             try rpq.load(stateDict: before)

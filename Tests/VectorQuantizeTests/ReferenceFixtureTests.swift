@@ -8,9 +8,9 @@ import Testing
 @Suite("Reference parity (vector-quantize-pytorch 1.32.0 fixtures)")
 struct ReferenceFixtureTests {
     static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ",
-                                             "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "RandomProjectionQuantizer"]
+                                             "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer"]
     /// Quantizers of the reference not implemented yet (issue #14): their cases run as known issues.
-    static let pending: Set<String> = ["LatentQuantize", "ResidualSimVQ", "FSP", "HierarchicalVQ",
+    static let pending: Set<String> = ["LatentQuantize", "FSP", "HierarchicalVQ",
                                        "EvoLFQ", "BinaryMapper"]
     /// Cases of implemented quantizers that use an option not implemented yet (issue #14), as known issues.
     static let pendingCases: [String: String] = [
@@ -73,7 +73,7 @@ struct ReferenceFixtureTests {
         switch f.module {
         case "VectorQuantize": return try VectorQuantizerFixtureDriver.run(f)
         case "ResidualVQ", "GroupedResidualVQ": return try ResidualFixtureDriver.run(f)
-        case "SimVQ", "RandomProjectionQuantizer": return try ImplicitFixtureDriver.run(f)
+        case "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer": return try ImplicitFixtureDriver.run(f)
         default: return try ScalarFixtureDriver.run(f)
         }
     }

@@ -1,0 +1,80 @@
+import VQNN
+import VQTensor
+
+/// Residual SimVQ (the reference's `ResidualSimVQ`): a stack of ``SimVQ`` layers (keys `layers.<i>.…`),
+/// each quantizing what the previous ones left over (Zeghidour et al., *SoundStream*, 2021, Algorithm 1),
+/// every layer with its own frozen random codebook seen through its own learned map. A layer can be frozen
+/// by key (`rsv.freeze(keys: ["layers.0"])`): its map then never changes.
+///
+/// ```swift
+/// let rsv = try ResidualSimVQ(referenceKwargs: ["dim": 16, "num_quantizers": 2, "codebook_size": 32])
+/// let out = rsv(x)                                   // out.indices: [b, n, 2], out.losses: [2]
+/// ```
+public final class ResidualSimVQ: Module {
+    public let layers: [SimVQ]
+    public let quantizeDropout: Bool
+    public let quantizeDropoutCutoffIndex: Int
+    public let quantizeDropoutMultipleOf: Int
+    var rng: SeededGenerator
+
+    static let ownKeywords: Set<String> = ["num_quantizers", "heads", "quantize_dropout", "quantize_dropout_cutoff_index",
+                                           "quantize_dropout_multiple_of"]
+
+    /// - Parameter kw: `dim`, `num_quantizers`, `codebook_size`, the quantize-dropout keywords, and every
+    ///   `SimVQ` keyword (given to each layer).
+    public init(referenceKwargs kw: [String: Any]) throws {
+        let k = Keywords(kw, module: "ResidualSimVQ")
+        let q = try k.required("num_quantizers")
+        guard q > 0 else { throw ConfigurationError.badValue(module: "ResidualSimVQ", keyword: "num_quantizers", reason: "must be ≥ 1") }
+        if let h = try k.int("heads"), h != 1 {
+            throw ConfigurationError.badValue(module: "ResidualSimVQ", keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes")
+        }
+        let seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
+        var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
+        layers = try (0..<q).map { i in
+            layerKw["seed"] = Int(truncatingIfNeeded: seed &+ UInt64(i) &* 0x9E37)
+            return try SimVQ(referenceKwargs: layerKw)
+        }
+        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
+        rng = SeededGenerator(seed: seed ^ 0x5139)
+        super.init()
+    }
+
+    public var numQuantizers: Int { layers.count }
+    public var dim: Int { layers[0].dim }
+
+    /// `[q, c, dim]`: every layer's implicit codebook.
+    public var codebooks: Tensor { Tensor.stack(layers.map(\.codebook), axis: 0) }
+
+    /// Quantizes `x [b, n, dim]` layer by layer: the summed (rotated) outputs, indices `[b, n, q]` (-1 for
+    /// layers dropped by quantize dropout) and the per-layer losses `[q]`.
+    public func callAsFunction(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil) -> (quantized: Tensor, indices: IndexTensor, losses: Tensor) {
+        precondition(x.rank == 3 && x.shape[2] == dim, "ResidualSimVQ(dim \(dim)): input shape \(x.shape)")
+        let (b, n, q) = (x.shape[0], x.shape[1], numQuantizers)
+        let dropout = isTraining && quantizeDropout
+        let last = ResidualStack.lastLayer(layers: q, dropout: dropout, cutoff: quantizeDropoutCutoffIndex,
+                                           multipleOf: quantizeDropoutMultipleOf, seed: dropout ? quantizeDropoutSeed ?? rng.next() : 0)
+        var residual = x, out = Tensor.zeros(x.shape)
+        var indices = [Int](repeating: -1, count: b * n * q)
+        var losses = [Tensor](repeating: Tensor(0), count: q)
+        for (i, layer) in layers.enumerated() where i <= last {
+            let r = layer(residual)
+            residual = residual - r.quantized.detached()
+            out = out + r.quantized
+            for t in 0..<(b * n) { indices[t * q + i] = r.indices.scalars[t] }
+            losses[i] = r.loss
+        }
+        return (out, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0))
+    }
+
+    /// Per-layer codes `[q, b, n, dim]` for indices `[b, n, q]` (zero where -1).
+    public func getCodes(from indices: IndexTensor) -> Tensor {
+        Tensor.stack(layers.enumerated().map { i, layer in
+            let (idx, keep) = ResidualStack.column(indices, layer: i)
+            return layer.indicesToCodes(idx) * keep
+        }, axis: 0)
+    }
+
+    /// `Σ_layers getCodes(from:)`.
+    public func getOutput(from indices: IndexTensor) -> Tensor { getCodes(from: indices).sum(axis: 0) }
+}
