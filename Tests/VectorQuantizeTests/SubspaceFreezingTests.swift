@@ -36,20 +36,10 @@ struct SubspaceFreezingTests {
         }
     }
 
-    /// A random `[k, d]` basis with orthonormal rows (Gram–Schmidt in double precision).
+    /// A random `[k, d]` basis with orthonormal rows: the first k rows of a random orthogonal matrix.
     static func basis(k: Int, d: Int, seed: UInt64) -> Tensor {
         var g = SeededGenerator(seed: seed)
-        var rows: [[Double]] = []
-        while rows.count < k {
-            var v = (0..<d).map { _ in Double(g.nextNormal()) }
-            for r in rows {
-                let dot = zip(v, r).reduce(0) { $0 + $1.0 * $1.1 }
-                for j in 0..<d { v[j] -= dot * r[j] }
-            }
-            let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
-            if norm > 1e-6 { rows.append(v.map { $0 / norm }) }
-        }
-        return Tensor(rows.flatMap { $0.map(Float.init) }, shape: [k, d])
+        return Tensor.randomOrthogonal(d, using: &g).slice(axis: 0, 0..<k)
     }
 
     /// `B·e` for every code of `head`: `[c, k]` in double precision.
