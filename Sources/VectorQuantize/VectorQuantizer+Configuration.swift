@@ -53,6 +53,30 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     public var manualEMAUpdate = false                    // manual_ema_update
     public var returnZerosForMaskedPadding = true         // return_zeros_for_masked_padding
     public var seed: UInt64 = 0                           // (this library) initialisation and sampling seed
+    /// `in_place_codebook_optimizer` (with a learnable codebook): an optimizer of the codes stepped inside
+    /// every training forward on `mse(quantize, x.detach())`, before the codes are looked up again.
+    public var inPlaceCodebookOptimizer: InPlaceOptimizer? = nil
+
+    /// The optimizers `in_place_codebook_optimizer` takes, as the reference's `partial(torch.optim.X, lr=…)`.
+    public enum InPlaceOptimizer: Sendable, Equatable {
+        case sgd(learningRate: Float)
+        case adam(learningRate: Float)
+
+        /// Parses `partial(torch.optim.SGD, lr=2.0)` / `partial(torch.optim.Adam, lr=0.01)` (or `SGD` / `Adam`
+        /// with the default learning rate 1e-3).
+        init?(text: String) {
+            let t = text.replacingOccurrences(of: " ", with: "")
+            let lr: Float
+            if let r = t.range(of: "lr=") {
+                let num = t[r.upperBound...].prefix { "0123456789.eE-+".contains($0) }
+                guard let v = Float(num), v.isFinite, v > 0 else { return nil }
+                lr = v
+            } else {
+                lr = 1e-3
+            }
+            if t.contains("SGD") { self = .sgd(learningRate: lr) } else if t.contains("Adam") { self = .adam(learningRate: lr) } else { return nil }
+        }
+    }
 
     public init(dim: Int, codebookSize: Int) {
         self.dim = dim
@@ -123,6 +147,12 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         straightThrough = try bool("straight_through") ?? straightThrough
         rotationTrick = try bool("rotation_trick")
         learnableCodebook = try bool("learnable_codebook") ?? learnableCodebook
+        if let spec = kw["in_place_codebook_optimizer"], !(spec is NSNull) {
+            guard let text = spec as? String, let opt = InPlaceOptimizer(text: text) else {
+                throw ConfigurationError.badValue(module: m, keyword: "in_place_codebook_optimizer", reason: "expected partial(torch.optim.SGD|Adam, lr=…), got \(spec)")
+            }
+            inPlaceCodebookOptimizer = opt
+        }
         emaUpdate = try bool("ema_update") ?? emaUpdate
         manualEMAUpdate = try bool("manual_ema_update") ?? manualEMAUpdate
         returnZerosForMaskedPadding = try bool("return_zeros_for_masked_padding") ?? returnZerosForMaskedPadding
@@ -138,6 +168,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         "orthogonal_reg_max_codes", "codebook_diversity_loss_weight", "codebook_diversity_temperature",
         "stochastic_sample_codes", "sample_codebook_temp", "straight_through", "rotation_trick",
         "learnable_codebook", "ema_update", "manual_ema_update", "return_zeros_for_masked_padding", "seed",
+        "in_place_codebook_optimizer",
     ]
 
     /// The reference's keyword arguments for this configuration (for a `{"module", "kwargs"}` JSON).

@@ -58,6 +58,13 @@ public final class VectorQuantizer: Module {
     /// The codebook (key `_codebook`).
     public let codebook: Codebook
     var rng: SeededGenerator
+    /// The in-place optimizer of the codes (`in_place_codebook_optimizer`), over `_codebook.embed`; it honours
+    /// frozen codes like every optimizer.
+    public private(set) var inPlaceOptimizer: Optimizer?
+    /// The gradient of the codes in the last in-place step (for inspection and tests).
+    public private(set) var lastInPlaceGradient: Tensor?
+    /// The indices of the first lookup of the last training forward with an in-place optimizer.
+    public private(set) var lastFirstPassIndices: IndexTensor?
 
     public override var keyOverrides: [String: String] { ["codebook": "_codebook"] }
 
@@ -98,6 +105,13 @@ public final class VectorQuantizer: Module {
         codebook = shared ?? Codebook(cb, seed: c.seed)
         self.rng = rng
         super.init()
+        if let spec = c.inPlaceCodebookOptimizer {
+            precondition(codebook.embed.kind == .trainable, "VectorQuantizer: in_place_codebook_optimizer needs a learnable codebook")
+            switch spec {
+            case .sgd(let lr): inPlaceOptimizer = SGD(parameters: [codebook.embed], learningRate: lr)
+            case .adam(let lr): inPlaceOptimizer = Adam(parameters: [codebook.embed], learningRate: lr)
+            }
+        }
     }
 
     public var heads: Int { configuration.heads }
@@ -160,7 +174,24 @@ public final class VectorQuantizer: Module {
         cbo.topK = opts.topK
         cbo.needsDistances = (isTraining && (c.commitmentUseCrossEntropyLoss || c.codebookDiversityLossWeight > 0))
             || opts.targetIndices != nil
-        let out = codebook.forward(flat, valid: valid, options: cbo)
+        var out = codebook.forward(flat, valid: valid, options: cbo)
+        var inplaceLoss: Tensor? = nil
+        if isTraining, let opt = inPlaceOptimizer, !freeze, opts.topK == nil {
+            // The reference's in-place step: mse(quantize, x.detach()) moves the codes (only them), then the
+            // codes are looked up again and the output comes from that second lookup.
+            lastFirstPassIndices = out.indices
+            let loss = Loss.mse(out.quantized, flat.detached())
+            inplaceLoss = loss.detached()
+            let saved = codebook.embed.grad
+            codebook.embed.grad = nil
+            loss.backward()
+            lastInPlaceGradient = codebook.embed.grad
+            opt.step()
+            codebook.embed.grad = saved
+            var second = cbo
+            second.updateUsage = false
+            out = codebook.forward(flat, valid: valid, options: second)
+        }
         var quantize = out.quantized
 
         var xq = flat
@@ -182,6 +213,7 @@ public final class VectorQuantizer: Module {
 
         // Losses.
         var breakdown = LossBreakdown()
+        if let inplaceLoss { breakdown.inplaceOptimize = inplaceLoss }
         var loss = Tensor(0)
         var indicesFlat = out.indices
         if let mask, c.commitmentUseCrossEntropyLoss, isTraining {

@@ -243,3 +243,24 @@ struct PerCallFreezeTests {
         }
     }
 }
+
+@Suite("The in-place codebook optimizer and freezing")
+struct InPlaceOptimizerFreezeTests {
+    @Test("in_place_codebook_optimizer never moves a frozen code (or a code frozen in part), and moves the others", arguments: ["sgd", "adam"])
+    func inPlace(_ name: String) throws {
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        c.learnableCodebook = true
+        c.emaUpdate = false
+        c.inPlaceCodebookOptimizer = name == "sgd" ? .sgd(learningRate: 2) : .adam(learningRate: 0.05)
+        let vq = try VectorQuantizer(c)
+        vq.codebook.freeze(codes: 0..<6)
+        vq.codebook.freeze(dimensions: [0, 1], codes: [6, 7])
+        let before = vq.codebook.embed.value.scalars
+        for s in 0..<4 { _ = vq(TestSupport.random([2, 32, 8], seed: 900 + UInt64(s), std: 2)) }
+        let after = vq.codebook.embed.value.scalars
+        #expect(Array(after[0..<48]).map(\.bitPattern) == Array(before[0..<48]).map(\.bitPattern))
+        for code in 6..<8 { for j in 0..<2 { #expect(after[code * 8 + j].bitPattern == before[code * 8 + j].bitPattern) } }
+        #expect(Array(after[64...]) != Array(before[64...]), "free codes learn")
+        #expect(vq.lastInPlaceGradient != nil)
+    }
+}

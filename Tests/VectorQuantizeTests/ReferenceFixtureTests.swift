@@ -19,8 +19,6 @@ struct ReferenceFixtureTests {
         "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",
         "vq_affine_train_3steps": "VectorQuantize affine_param",
         "vq_directional_reparam_grad": "VectorQuantize directional_reparam",
-        "vq_inplace_adam_train_3steps": "VectorQuantize in_place_codebook_optimizer",
-        "vq_inplace_sgd_train_3steps": "VectorQuantize in_place_codebook_optimizer",
     ]
 
     static let fixtures: [ReferenceFixture] = {

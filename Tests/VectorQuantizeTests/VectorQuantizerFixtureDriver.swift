@@ -79,6 +79,7 @@ enum VectorQuantizerFixtureDriver {
         let xAll = f.float("input.x")!
         let steps = f.steps
         var quantized: [Tensor] = [], indices: [IndexTensor] = [], losses: [Tensor] = []
+        var breakdowns: [LossBreakdown] = [], inplaceGrads: [Tensor] = [], firstPass: [IndexTensor] = []
         var trace: [String: [Tensor]] = [:]
         func snapshot() {
             trace["trace.embed", default: []].append(vq.codebook.embed.value)
@@ -107,6 +108,9 @@ enum VectorQuantizerFixtureDriver {
             quantized.append(out.quantized)
             indices.append(out.indices)
             losses.append(out.loss)
+            breakdowns.append(out.breakdown)
+            if let g = vq.lastInPlaceGradient { inplaceGrads.append(g) }
+            if let i = vq.lastFirstPassIndices { firstPass.append(i.reshaped(out.indices.shape)) }
             snapshot()
             last = out
             xLast = x
@@ -117,10 +121,20 @@ enum VectorQuantizerFixtureDriver {
         cmp.compare("out.indices", .integer(steps == nil ? indices[0]
             : IndexTensor(indices.flatMap(\.scalars), shape: [indices.count] + indices[0].shape)))
         cmp.compare("out.loss", .float(stack(losses).detached()))
-        cmp.compare("out.loss_breakdown.commitment", .float(out.breakdown.commitment.detached()))
-        cmp.compare("out.loss_breakdown.codebook_diversity", .float(out.breakdown.codebookDiversity.detached()))
-        cmp.compare("out.loss_breakdown.orthogonal_reg", .float(out.breakdown.orthogonalRegularization.detached()))
-        cmp.compare("out.loss_breakdown.inplace_optimize", .float(out.breakdown.inplaceOptimize.detached()))
+        let terms: [(String, (LossBreakdown) -> Tensor)] = [("commitment", \.commitment), ("codebook_diversity", \.codebookDiversity),
+                                                          ("orthogonal_reg", \.orthogonalRegularization), ("inplace_optimize", \.inplaceOptimize)]
+        for (name, term) in terms {
+            cmp.compare("out.loss_breakdown.\(name)", .float(stack(breakdowns.map { term($0).detached() })))
+        }
+        if !inplaceGrads.isEmpty { cmp.compare("grad.inplace_optimize.embed", .float(stack(inplaceGrads))) }
+        if !firstPass.isEmpty {
+            cmp.compare("aux.first_pass_indices", .integer(steps == nil ? firstPass[0]
+                : IndexTensor(firstPass.flatMap(\.scalars), shape: [firstPass.count] + firstPass[0].shape)))
+        }
+        if let adam = vq.inPlaceOptimizer as? Adam, let moments = adam.moments(of: vq.codebook.embed) {
+            cmp.compare("aux.optimizer_state.exp_avg", .float(Tensor(moments.m, shape: vq.codebook.embed.shape)))
+            cmp.compare("aux.optimizer_state.exp_avg_sq", .float(Tensor(moments.v, shape: vq.codebook.embed.shape)))
+        }
         if let negDist { cmp.compare("aux.neg_dist", .float(negDist)) } else { cmp.skip("aux.neg_dist", "codebook not initialised before the step") }
 
         // Frozen rows (weight 0): compared bit-exactly with their state before the step.
