@@ -35,6 +35,9 @@ seeds = {
     "indices-grvq": bytes([16]) + npy("<i8", "(2, 1, 2)", struct.pack("<4q", 0, 3, 1, 2)),
     "config-vq": bytes([5]) + b'{"module": "VectorQuantize", "kwargs": {"dim": 4, "codebook_size": 8}}',
     "config-fsq": bytes([11]) + b'{"module": "FSQ", "kwargs": {"levels": [8, 5], "dim": 4}}',
+    "config-simvq-mlp": bytes([17]) + b'{"module": "SimVQ", "kwargs": {"dim": 4, "codebook_size": 8, "codebook_transform": "nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))"}}',
+    "config-vq-inplace": bytes([23]) + b'{"module": "VectorQuantize", "kwargs": {"dim": 4, "codebook_size": 8, "learnable_codebook": true, "ema_update": false, "in_place_codebook_optimizer": "partial(torch.optim.Adam, lr=0.01)"}}',
+    "config-rvq-kw": bytes([29]) + b'{"module": "ResidualVQ", "kwargs": {"dim": 4, "num_quantizers": 2.0, "codebook_size": 8, "quantize_dropout": true}}',
 }
 for name, data in seeds.items():
     open(d + "/seed-" + name, "wb").write(data)

@@ -40,6 +40,9 @@ public final class FSQ: Module {
             boundHardClamp = kw["bound_hard_clamp"] as? Bool ?? false
             orthogonalRotation = try Keywords(kw, module: module).bool("orthogonal_rotation") ?? false
             if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
+            if levels.isEmpty || numCodebooks < 1 {
+                throw ConfigurationError.badValue(module: module, keyword: levels.isEmpty ? "levels" : "num_codebooks", reason: levels.isEmpty ? "an empty list" : "must be ≥ 1")
+            }
             if levels.contains(where: { $0 < 2 }) { throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "every level must be ≥ 2") }
             if let d = dim, SizeLimit.product([d, levels.count, numCodebooks]) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(levels.count * numCodebooks) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")

@@ -40,6 +40,9 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         let dim = try k.required("dim")
         var sizes: [Int]
         let q = try k.int("num_quantizers")
+        if let q, q < 1 || q > 1 << 12 {
+            throw ConfigurationError.badValue(module: module, keyword: "num_quantizers", reason: "\(q) is outside 1…4096")
+        }
         if kw["codebook_size"] is [Any], let list = try k.ints("codebook_size") {
             sizes = list
             if let q, q != list.count { throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(list.count) sizes for \(q) quantizers") }
@@ -48,6 +51,7 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         } else {
             throw ConfigurationError.invalid(module: module, reason: "codebook_size and num_quantizers are required")
         }
+        guard !sizes.isEmpty else { throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "an empty list") }
         if let h = try k.int("heads"), h != 1 { throw ConfigurationError.badValue(module: module, keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes") }
         self.init(dim: dim, numQuantizers: sizes.count, codebookSize: sizes[0])
         codebookSizes = sizes

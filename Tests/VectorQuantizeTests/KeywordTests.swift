@@ -21,6 +21,10 @@ struct KeywordTests {
             (#"{"module": "ResidualLFQ", "kwargs": {"dim": 8, "num_quantizers": 2, "codebook_size": 256, "quantize_dropout_cutoff_index": 0.5}}"#, "quantize_dropout_cutoff_index"),
             (#"{"module": "GroupedResidualVQ", "kwargs": {"dim": 8, "groups": "2", "num_quantizers": 2, "codebook_size": 16}}"#, "groups"),
             (#"{"module": "VectorQuantize", "kwargs": {"dim": 8, "codebook_size": 16, "decay": true}}"#, "decay"),
+            // Found by the fuzzer: no layers at all was an index-out-of-range trap.
+            (#"{"module": "ResidualVQ", "kwargs": {"dim": 4, "num_quantizers": 0.0, "codebook_size": 8}}"#, "num_quantizers"),
+            (#"{"module": "ResidualVQ", "kwargs": {"dim": 4, "num_quantizers": -2, "codebook_size": 8}}"#, "num_quantizers"),
+            (#"{"module": "ResidualVQ", "kwargs": {"dim": 4, "codebook_size": []}}"#, "codebook_size"),
         ]
         for (json, keyword) in cases {
             do {
