@@ -28,26 +28,19 @@ enum ImplicitFixtureDriver {
             cmp.compare("out.loss", .float(out.loss.detached()))
             cmp.compare("aux.codes_at_indices", .float(sim.indicesToCodes(out.indices).detached()))
             if f.xRequiresGrad {
-                let params = Dictionary(sim.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
                 func grads(_ y: Tensor) -> Tensor? {
                     x.grad = nil
                     sim.zeroGradients()
                     y.backward()
                     return x.grad
                 }
-                /// Every parameter gradient the case recorded, by key.
-                func compareParameterGrads(_ prefix: String) {
-                    for key in f.tensors.keys where key.hasPrefix(prefix) && key != prefix + "x" {
-                        cmp.compare(key, params[String(key.dropFirst(prefix.count))]?.grad.map { .float($0) })
-                    }
-                }
                 cmp.compare("grad.loss.x", grads(out.loss).map { .float($0) })
-                compareParameterGrads("grad.loss.")
+                cmp.compareParameterGradients("grad.loss.", of: sim)
                 if let g = f.float("input.grad_output") {
                     let objective = out.loss + (out.quantized * g).sum()
                     cmp.compare("out.objective", .float(objective.detached()))
                     cmp.compare("grad.objective.x", grads(objective).map { .float($0) })
-                    compareParameterGrads("grad.objective.")
+                    cmp.compareParameterGradients("grad.objective.", of: sim)
                     if let opt = f.json["optimizer"] as? [String: Any], let lr = opt["lr"] as? Double {
                         // The recorded step: SGD on the transform's parameters with the objective's gradient.
                         SGD(parameters: sim.trainableParameters(), learningRate: Float(lr)).step()
@@ -71,25 +64,19 @@ enum ImplicitFixtureDriver {
             cmp.compare("out.all_codes", .float(rsv.getCodes(from: out.indices).detached()))
             cmp.compare("aux.output_from_indices", .float(rsv.getOutput(from: out.indices).detached()))
             if f.xRequiresGrad {
-                let params = Dictionary(rsv.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
                 func grads(_ y: Tensor) -> Tensor? {
                     x.grad = nil
                     rsv.zeroGradients()
                     y.backward()
                     return x.grad
                 }
-                func compareParameterGrads(_ prefix: String) {
-                    for key in f.tensors.keys where key.hasPrefix(prefix) && key != prefix + "x" {
-                        cmp.compare(key, params[String(key.dropFirst(prefix.count))]?.grad.map { .float($0) })
-                    }
-                }
                 cmp.compare("grad.loss.x", grads(out.losses.sum()).map { .float($0) })
-                compareParameterGrads("grad.loss.")
+                cmp.compareParameterGradients("grad.loss.", of: rsv)
                 if let g = f.float("input.grad_output") {
                     let objective = out.losses.sum() + (out.quantized * g).sum()
                     cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
                     cmp.compare("grad.objective.x", grads(objective).map { .float($0) })
-                    compareParameterGrads("grad.objective.")
+                    cmp.compareParameterGradients("grad.objective.", of: rsv)
                     if let opt = f.json["optimizer"] as? [String: Any], let lr = opt["lr"] as? Double {
                         SGD(parameters: rsv.trainableParameters(), learningRate: Float(lr)).step()
                     }

@@ -1,4 +1,5 @@
 import Foundation
+import VQNN
 import VQTensor
 
 /// One reference case: the JSON description and its tensors (see `Fixtures/README.md`).
@@ -131,6 +132,18 @@ struct FixtureComparison {
             if worstAt >= 0 {
                 failures.append("\(key): max |Δ| \(worst) > \(atol) at \(worstAt) (got \(a.scalars[worstAt]), expected \(e.scalars[worstAt]))")
             }
+        }
+    }
+
+    /// Every parameter gradient the case recorded under `prefix` (`grad.loss.`, `grad.objective.`), looked up
+    /// by the parameter's key in `module`. With `relative`, the tolerance scales with the gradient's size (a
+    /// weight gradient sums over every row, so float32 sums in another order differ by ~1e-6 relative).
+    mutating func compareParameterGradients(_ prefix: String, of module: Module, relative: Bool = false) {
+        let params = Dictionary(module.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+        for key in fixture.tensors.keys.sorted() where key.hasPrefix(prefix) && key != prefix + "x" {
+            let grad = params[String(key.dropFirst(prefix.count))]?.grad
+            let atol: Float? = relative ? 2e-6 * max(1, grad.map { $0.scalars.map(abs).max() ?? 0 } ?? 0) : nil
+            compare(key, grad.map { .float($0) }, atol: atol)
         }
     }
 

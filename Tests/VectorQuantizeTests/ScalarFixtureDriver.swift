@@ -30,12 +30,7 @@ enum ScalarFixtureDriver {
                 objective.backward()
                 cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
                 cmp.compare("grad.objective.x", leaf.grad.map { .float($0) })
-                // Weight gradients sum over every row: float32 sums of ~30 in another order, ~1e-6 relative.
-                for (key, grad) in [("grad.objective.project_in.weight", fsq.projectIn?.weight.grad),
-                                    ("grad.objective.project_out.weight", fsq.projectOut?.weight.grad)] {
-                    let scale = grad.map { $0.scalars.map(abs).max() ?? 0 } ?? 0
-                    cmp.compare(key, grad.map { .float($0) }, atol: 2e-6 * max(1, scale))
-                }
+                cmp.compareParameterGradients("grad.objective.", of: fsq, relative: true)
                 cmp.compare("aux.quantizer_input", .float(withoutGradient {
                     fsq.quantizerInput(x, b: x.shape[0], n: x.shape[1]).reshaped([x.shape[0], x.shape[1], -1])
                 }))
@@ -75,16 +70,7 @@ enum ScalarFixtureDriver {
                 // The gradient of the entropy aux loss alone, then of loss + Σ quantized · G.
                 out.auxLoss.backward()
                 cmp.compare("grad.loss.x", leaf.grad.map { .float($0) })
-                // Parameter gradients by key (a weight gradient sums over every row: relative tolerance).
-                let params = Dictionary(lfq.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
-                func compareParameterGrads(_ prefix: String) {
-                    for key in f.tensors.keys where key.hasPrefix(prefix) && key != prefix + "x" {
-                        let grad = params[String(key.dropFirst(prefix.count))]?.grad
-                        let scale = grad.map { $0.scalars.map(abs).max() ?? 0 } ?? 0
-                        cmp.compare(key, grad.map { .float($0) }, atol: 2e-6 * max(1, scale))
-                    }
-                }
-                compareParameterGrads("grad.loss.")
+                cmp.compareParameterGradients("grad.loss.", of: lfq, relative: true)
                 lfq.zeroGradients()
                 let leaf2 = x.requiringGradient()
                 let again = lfq(leaf2, inverseTemperature: invT, mask: mask)
@@ -93,7 +79,7 @@ enum ScalarFixtureDriver {
                 // Σ quantized · G over every element: float32 sums in another order differ by ~1e-6 relative.
                 cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
                 cmp.compare("grad.objective.x", leaf2.grad.map { .float($0) })
-                compareParameterGrads("grad.objective.")
+                cmp.compareParameterGradients("grad.objective.", of: lfq, relative: true)
             }
             cmp.compare("aux.quantizer_input", .float(withoutGradient {
                 var z = lfq.projectIn.map { $0(x) } ?? x
