@@ -21,6 +21,10 @@ extension Tensor {
             y = p == 2 ? Elementwise.map(self) { $0 * $0 } : Elementwise.map(self) { powf_($0, p) }
         case .sin: y = Elementwise.map(self) { sinf_($0) }
         case .cos: y = Elementwise.map(self) { cosf_($0) }
+        case .logSigmoid: y = Elementwise.map(self) { Swift.min($0, 0) - log1pf_(expf_(-Swift.abs($0))) }
+        case .softplus: y = Elementwise.map(self) { $0 > 20 ? $0 : log1pf_(expf_($0)) }
+        case .erf: y = Elementwise.map(self) { erff_($0) }
+        case .atan: y = Elementwise.map(self) { atanf_($0) }
         }
         guard node != nil, GradMode.isEnabled else { return y }
         return Tensor.record(y, .unary(op, x: detached(), y: y), [self])
@@ -39,6 +43,14 @@ extension Tensor {
     public func abs() -> Tensor { unary(.abs) }
     public func sin() -> Tensor { unary(.sin) }
     public func cos() -> Tensor { unary(.cos) }
+    /// `log σ(x) = min(x, 0) − log1p(e^{−|x|})`, stable for large |x| (as `F.logsigmoid`).
+    public func logSigmoid() -> Tensor { unary(.logSigmoid) }
+    /// `log(1 + eˣ)`, linear above 20 (as `F.softplus` with its default threshold).
+    public func softplus() -> Tensor { unary(.softplus) }
+    /// The error function `erf(x) = 2/√π ∫₀ˣ e^{−t²} dt`.
+    public func erf() -> Tensor { unary(.erf) }
+    /// `arctan(x)`.
+    public func atan() -> Tensor { unary(.atan) }
     /// `x^p` for a constant exponent.
     public func pow(_ p: Float) -> Tensor { unary(.pow(p)) }
     /// `x²`.

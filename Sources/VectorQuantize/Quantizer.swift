@@ -207,3 +207,44 @@ extension RandomProjectionQuantizer: Quantizer {
         throw DecodeError(description: "RandomProjectionQuantizer: a random projection cannot be decoded back to vectors")
     }
 }
+
+extension BinaryMapper: Quantizer {
+    public var inputDim: Int { bits }
+    public var codebookSizes: [Int] { [codebookSize] }
+    /// Deterministic bits (`p > 0.5`) of logits `[n, bits]` or `[b, n, bits]`.
+    public func encode(_ x: Tensor) -> IndexTensor {
+        withoutGradient { self(x, straightThrough: false, computeAuxLoss: false, deterministic: true).indices }
+    }
+    /// The one-hot rows of the indices, `[..., 2^bits]` (what the forward returns).
+    public func decode(_ indices: IndexTensor) throws -> Tensor { Tensor.oneHot(indices, classes: codebookSize) }
+}
+
+extension LatentQuantize: Quantizer {
+    public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { [codebookSize] }
+    /// Indices of channel-last `[n, dim]` or `[b, n, dim]` vectors (the module itself is channel-first).
+    public func encode(_ x: Tensor) -> IndexTensor {
+        withMode(training: false) { withoutGradient { withBatch(x) { self($0.transposed(1, 2)).indices } } }
+    }
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        withoutGradient {
+            let batched = indices.rank == (configuration.keepsCodebooksAxis ? 3 : 2)
+            let codes = indicesToCodes(batched ? indices : indices.reshaped([1] + indices.shape)).transposed(1, 2)
+            return batched ? codes : codes.squeezed(axis: 0)
+        }
+    }
+}
+
+extension FSP: Quantizer {
+    public var inputDim: Int { dim }
+    public var codebookSizes: [Int] { [codebookSize] }
+    public func encode(_ x: Tensor) -> IndexTensor {
+        withMode(training: false) { withoutGradient { self(configuration.channelFirst ? moveLastToFirstFeature(x) : x).indices } }
+    }
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        withoutGradient {
+            let codes = indicesToCodes(indices)
+            return configuration.channelFirst ? moveFirstFeatureToLast(codes) : codes
+        }
+    }
+}

@@ -138,10 +138,13 @@ struct FixtureComparison {
     /// Every parameter gradient the case recorded under `prefix` (`grad.loss.`, `grad.objective.`), looked up
     /// by the parameter's key in `module`. With `relative`, the tolerance scales with the gradient's size (a
     /// weight gradient sums over every row, so float32 sums in another order differ by ~1e-6 relative).
-    mutating func compareParameterGradients(_ prefix: String, of module: Module, relative: Bool = false) {
+    /// With `zeroWhenAbsent`, a parameter that received no gradient counts as a zero gradient (the case
+    /// records zeros for parameters the loss does not reach: its JSON's `grad.unused_zero`).
+    mutating func compareParameterGradients(_ prefix: String, of module: Module, relative: Bool = false, zeroWhenAbsent: Bool = false) {
         let params = Dictionary(module.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
         for key in fixture.tensors.keys.sorted() where key.hasPrefix(prefix) && key != prefix + "x" {
-            let grad = params[String(key.dropFirst(prefix.count))]?.grad
+            let p = params[String(key.dropFirst(prefix.count))]
+            let grad = p?.grad ?? (zeroWhenAbsent ? p.map { Tensor.zeros($0.shape) } : nil)
             let atol: Float? = relative ? 2e-6 * max(1, grad.map { $0.scalars.map(abs).max() ?? 0 } ?? 0) : nil
             compare(key, grad.map { .float($0) }, atol: atol)
         }

@@ -8,10 +8,10 @@ import Testing
 @Suite("Reference parity (vector-quantize-pytorch 1.32.0 fixtures)")
 struct ReferenceFixtureTests {
     static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ",
-                                             "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer"]
+                                             "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer",
+                                             "BinaryMapper", "LatentQuantize", "FSP"]
     /// Quantizers of the reference not implemented yet (issue #14): their cases run as known issues.
-    static let pending: Set<String> = ["LatentQuantize", "FSP", "HierarchicalVQ",
-                                       "EvoLFQ", "BinaryMapper"]
+    static let pending: Set<String> = ["HierarchicalVQ", "EvoLFQ"]
     /// Cases of implemented quantizers that use an option not implemented yet (issue #14), as known issues.
     static let pendingCases: [String: String] = [
         "rvq_diveq_q2_train_grad": "ResidualVQ diveq",
@@ -72,6 +72,7 @@ struct ReferenceFixtureTests {
         case "VectorQuantize": return try VectorQuantizerFixtureDriver.run(f)
         case "ResidualVQ", "GroupedResidualVQ": return try ResidualFixtureDriver.run(f)
         case "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer": return try ImplicitFixtureDriver.run(f)
+        case "BinaryMapper", "LatentQuantize", "FSP", "EvoLFQ", "HierarchicalVQ": return try NewQuantizerFixtureDriver.run(f)
         default: return try ScalarFixtureDriver.run(f)
         }
     }

@@ -167,6 +167,10 @@ enum Backward {
         case .pow(let p): return p == 2 ? Elementwise.map(x) { 2 * $0 } : Elementwise.map(x) { p * powf_($0, p - 1) }
         case .sin: return Elementwise.map(x) { cosf_($0) }
         case .cos: return Elementwise.map(x) { -sinf_($0) }
+        case .logSigmoid: return Elementwise.map(x) { sigmoidScalar(-$0) }  // d log σ(x) = 1 − σ(x) = σ(−x)
+        case .softplus: return Elementwise.map(x) { $0 > 20 ? 1 : sigmoidScalar($0) }
+        case .erf: return Elementwise.map(x) { 1.1283791670955126 * expf_(-$0 * $0) }  // 2/√π · e^{−x²}
+        case .atan: return Elementwise.map(x) { 1 / (1 + $0 * $0) }
         }
     }
 }

@@ -54,4 +54,5 @@ public enum UnaryOp: Sendable {
     case clamp(min: Float, max: Float)
     case pow(Float)
     case sin, cos
+    case logSigmoid, softplus, erf, atan
 }
