@@ -22,7 +22,7 @@ public struct ModuleConfig {
 
     public static let modules = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ",
                                  "GroupedResidualFSQ", "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer",
-                                 "LatentQuantize", "FSP", "BinaryMapper"]
+                                 "LatentQuantize", "FSP", "BinaryMapper", "EvoLFQ"]
 
     /// Parses the JSON; errors name the path.
     public static func read(contentsOf url: URL) throws -> ModuleConfig {
@@ -54,7 +54,7 @@ public struct ModuleConfig {
     /// combination of them can ask for an absurd allocation before a module's own checks run.
     static let sizeCaps: [String: Int] = [
         "dim": 1 << 16, "codebook_dim": 1 << 16, "frozen_codebook_dim": 1 << 16, "heads": 1 << 12, "num_codebooks": 1 << 12,
-        "num_quantizers": 1 << 12, "groups": 1 << 12, "bits": 24, "codebook_size": 1 << 30, "levels": 1 << 20, "kmeans_iters": 1 << 16,
+        "num_quantizers": 1 << 12, "groups": 1 << 12, "bits": 24, "pop_size": 1 << 24, "codebook_size": 1 << 30, "levels": 1 << 20, "kmeans_iters": 1 << 16,
     ]
 
     /// Checks the size keywords against ``sizeCaps`` (integers, or lists of integers).
@@ -90,6 +90,7 @@ public struct ModuleConfig {
         case "LatentQuantize": return try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: kwargs))
         case "FSP": return try FSP(FSP.Configuration(referenceKwargs: kwargs))
         case "BinaryMapper": return try BinaryMapper(BinaryMapper.Configuration(referenceKwargs: kwargs))
+        case "EvoLFQ": return try EvoLFQ(referenceKwargs: kwargs)
         default: throw ConfigurationError.unknownModule(module)
         }
     }

@@ -248,3 +248,15 @@ extension FSP: Quantizer {
         }
     }
 }
+
+extension EvoLFQ: Quantizer {
+    public var codebookSizes: [Int] { [lfq.codebookSize] }
+    /// The LFQ indices of the encoded `[n, in]` or `[b, n, in]` data.
+    public func encode(_ x: Tensor) -> IndexTensor {
+        withMode(training: false) { withoutGradient { self(x).indices } }
+    }
+    /// The decoder's reconstruction of indices.
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        withMode(training: false) { withoutGradient { decoder(lfq.indicesToCodes(indices)) } }
+    }
+}

@@ -107,7 +107,34 @@ enum NewQuantizerFixtureDriver {
 }
 
 enum EvoLFQFixtureDriver {
-    static func run(_ f: ReferenceFixture, _ cmp: inout FixtureComparison) throws { throw FixtureError.unsupported("EvoLFQ") }
+    static func run(_ f: ReferenceFixture, _ cmp: inout FixtureComparison) throws {
+        let m = try EvoLFQ(referenceKwargs: f.ctorKwargs)
+        try ScalarFixtureDriver.prepare(m, f)
+        let x = f.float("input.x")!
+        cmp.compare("aux.latents", .float(withoutGradient { m.encoder(x) }))
+        if f.forwardKwargs["method"] == nil {
+            try ScalarFixtureDriver.checkForwardKeywords(f, [])
+            let out = m(x)
+            cmp.compare("out.reconstructed", .float(out.reconstructed.detached()))
+            cmp.compare("out.indices", .integer(out.indices))
+            cmp.compare("out.entropy_aux_loss", .float(out.auxLoss.detached()))
+        } else {
+            // init_population_from_data(x) then step(population, fitness) with every draw replayed.
+            let target = f.float("input.target")!
+            cmp.compare("aux.encoded_bits", .float(m.encodeBits(x)))
+            let initial = m.initialPopulation(from: x, uniforms: f.float("aux.init_mutation_uniform"))
+            cmp.skip("aux.init_mutation_uniform", "the recorded uniforms, used as the mutation draw")
+            cmp.compare("out.initial_population", .float(initial))
+            cmp.compare("aux.decoded_initial_population", .float(m.decodeBits(initial)))
+            let draws = EvoLFQ.StepDraws(contenders: f.ints("aux.contenders")!, crossover: f.float("aux.crossover_uniform")!,
+                                         mutation: f.float("aux.mutation_uniform")!)
+            for k in ["aux.contenders", "aux.crossover_uniform", "aux.mutation_uniform"] { cmp.skip(k, "a recorded draw, replayed") }
+            let (next, fitness) = m.step(initial, draws: draws) { decoded, _ in -(decoded - target).squared().mean(axis: -1) }
+            cmp.compare("out.fitnesses", .float(fitness))
+            cmp.compare("out.next_population", .float(next))
+        }
+        ResidualFixtureDriver.compareState(&cmp, m)
+    }
 }
 
 enum HierarchicalVQFixtureDriver {

@@ -9,9 +9,9 @@ import Testing
 struct ReferenceFixtureTests {
     static let implemented: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ",
                                              "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer",
-                                             "BinaryMapper", "LatentQuantize", "FSP"]
+                                             "BinaryMapper", "LatentQuantize", "FSP", "EvoLFQ"]
     /// Quantizers of the reference not implemented yet (issue #14): their cases run as known issues.
-    static let pending: Set<String> = ["HierarchicalVQ", "EvoLFQ"]
+    static let pending: Set<String> = ["HierarchicalVQ"]
     /// Cases of implemented quantizers that use an option not implemented yet (issue #14), as known issues.
     static let pendingCases: [String: String] = [
         "rvq_diveq_q2_train_grad": "ResidualVQ diveq",
