@@ -22,7 +22,7 @@ public struct ModuleConfig {
 
     public static let modules = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ",
                                  "GroupedResidualFSQ", "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer",
-                                 "LatentQuantize", "FSP", "BinaryMapper", "EvoLFQ"]
+                                 "LatentQuantize", "FSP", "BinaryMapper", "EvoLFQ", "HierarchicalVQ"]
 
     /// Parses the JSON; errors name the path.
     public static func read(contentsOf url: URL) throws -> ModuleConfig {
@@ -54,7 +54,7 @@ public struct ModuleConfig {
     /// combination of them can ask for an absurd allocation before a module's own checks run.
     static let sizeCaps: [String: Int] = [
         "dim": 1 << 16, "codebook_dim": 1 << 16, "frozen_codebook_dim": 1 << 16, "heads": 1 << 12, "num_codebooks": 1 << 12,
-        "num_quantizers": 1 << 12, "groups": 1 << 12, "bits": 24, "pop_size": 1 << 24, "codebook_size": 1 << 30, "levels": 1 << 20, "kmeans_iters": 1 << 16,
+        "num_quantizers": 1 << 12, "groups": 1 << 12, "bits": 24, "pop_size": 1 << 24, "scales": 1 << 20, "codebook_size": 1 << 30, "levels": 1 << 20, "kmeans_iters": 1 << 16,
     ]
 
     /// Checks the size keywords against ``sizeCaps`` (integers, or lists of integers).
@@ -91,6 +91,7 @@ public struct ModuleConfig {
         case "FSP": return try FSP(FSP.Configuration(referenceKwargs: kwargs))
         case "BinaryMapper": return try BinaryMapper(BinaryMapper.Configuration(referenceKwargs: kwargs))
         case "EvoLFQ": return try EvoLFQ(referenceKwargs: kwargs)
+        case "HierarchicalVQ": return try HierarchicalVQ(referenceKwargs: kwargs)
         default: throw ConfigurationError.unknownModule(module)
         }
     }
@@ -145,7 +146,7 @@ extension ModuleConfig {
     /// learned codebook is stored, so a `codebook_size` of 1e12 beside a 64-code file is an error, not a
     /// 1e12-code allocation).
     func checkSizes(against file: SafeTensorsFile, path: String) throws {
-        let stored: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer"]
+        let stored: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer", "HierarchicalVQ"]
         guard stored.contains(module) else { return }
         let declared = (kwargs["codebook_size"] as? [Int])?.max() ?? (kwargs["codebook_size"] as? Int)
         guard let declared else { return }

@@ -260,3 +260,43 @@ extension EvoLFQ: Quantizer {
         withMode(training: false) { withoutGradient { decoder(lfq.indicesToCodes(indices)) } }
     }
 }
+
+extension HierarchicalVQ: Quantizer {
+    public var inputDim: Int { dim }
+    /// One column per position of every level, coarse to fine (`Σ scales` columns).
+    public var codebookSizes: [Int] { configuration.scales.indices.flatMap { l in Array(repeating: configuration.size(ofLevel: l), count: configuration.scales[l]) } }
+    /// The levels' indices of a sequence `[n, dim]` (or `[b, n, dim]`) side by side, coarse to fine:
+    /// `[Σ scales]` (or `[b, Σ scales]`), the token order of a next-scale model.
+    public func encode(_ x: Tensor) -> IndexTensor {
+        withMode(training: false) {
+            withoutGradient {
+                let batched = x.rank == 3 ? x : x.unsqueezed(axis: 0)
+                let levels = self(configuration.channelFirst ? batched.transposed(1, 2) : batched).indices
+                let b = batched.shape[0], total = configuration.scales.reduce(0, +)
+                var out = [Int]()
+                out.reserveCapacity(b * total)
+                for r in 0..<b { for (l, s) in configuration.scales.enumerated() { out += levels[l].scalars[(r * s)..<((r + 1) * s)] } }
+                return IndexTensor(out, shape: x.rank == 3 ? [b, total] : [total])
+            }
+        }
+    }
+    /// The sequence (at the last level's length) of `[Σ scales]` or `[b, Σ scales]` indices, channel last.
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        let total = configuration.scales.reduce(0, +)
+        guard indices.shape.last == total, indices.rank <= 2 else {
+            throw DecodeError(description: "HierarchicalVQ: indices \(indices.shape) must be [\(total)] or [b, \(total)] (Σ scales)")
+        }
+        let b = indices.rank == 2 ? indices.shape[0] : 1
+        var offset = 0
+        var levels: [IndexTensor] = []
+        for s in configuration.scales {
+            var part = [Int]()
+            for r in 0..<b { part += indices.scalars[(r * total + offset)..<(r * total + offset + s)] }
+            levels.append(IndexTensor(part, shape: [b, s]))
+            offset += s
+        }
+        let out = withoutGradient { getOutput(from: levels) }
+        let channelLast = configuration.channelFirst ? out.transposed(1, 2) : out
+        return indices.rank == 2 ? channelLast : channelLast.squeezed(axis: 0)
+    }
+}

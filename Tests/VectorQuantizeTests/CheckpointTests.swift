@@ -18,7 +18,34 @@ struct CheckpointTests {
         ("ResidualLFQ", ["dim": 8, "codebook_size": 64, "num_quantizers": 2]),
         ("SimVQ", ["dim": 8, "codebook_size": 16]),
         ("RandomProjectionQuantizer", ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2]),
+        ("GroupedResidualLFQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]),
+        ("ResidualSimVQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2]),
+        ("LatentQuantize", ["levels": [5, 5, 8], "dim": 8]),
+        ("FSP", ["levels": [8, 5, 5], "dim": 8]),
+        ("BinaryMapper", ["bits": 8]),
+        ("EvoLFQ", ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6]),
+        ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false]),
     ]
+
+    @Test("every module a configuration can name is in this list")
+    func everyModule() {
+        #expect(Set(ModuleConfig.modules) == Set(Self.configs.map(\.0)))
+    }
+
+    @Test("decode(encode(x)) has x's shape, and encoding is deterministic", arguments: configs.indices)
+    func encodeDecode(_ i: Int) throws {
+        let (name, kwargs) = Self.configs[i]
+        let q = try ModuleConfig(module: name, kwargs: kwargs).build() as! any Quantizer
+        let x = TestSupport.random([20, q.inputDim], seed: 5)
+        let indices = q.encode(x)
+        #expect(indices == q.encode(x), "\(name)")
+        try q.validate(indices: indices)
+        guard name != "RandomProjectionQuantizer" else { return }
+        let y = try q.decode(indices)
+        let expected = name == "BinaryMapper" ? [20, 256] : [20, q.inputDim]
+        #expect(y.shape == expected, "\(name): decode(encode([20, \(q.inputDim)])) is \(y.shape)")
+        #expect(y.allFinite)
+    }
 
     @Test("save → load gives the same state and the same codes", arguments: configs.indices)
     func roundTrip(_ i: Int) throws {

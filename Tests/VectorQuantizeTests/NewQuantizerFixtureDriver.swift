@@ -138,5 +138,20 @@ enum EvoLFQFixtureDriver {
 }
 
 enum HierarchicalVQFixtureDriver {
-    static func run(_ f: ReferenceFixture, _ cmp: inout FixtureComparison) throws { throw FixtureError.unsupported("HierarchicalVQ") }
+    static func run(_ f: ReferenceFixture, _ cmp: inout FixtureComparison) throws {
+        try ScalarFixtureDriver.checkForwardKeywords(f, [])
+        let m = try HierarchicalVQ(referenceKwargs: f.ctorKwargs)
+        try ScalarFixtureDriver.prepare(m, f)
+        let x = f.float("input.x")!
+        let out = m(x)
+        cmp.compare("out.quantized", .float(out.quantized.detached()))
+        cmp.compare("out.loss", .float(out.loss.detached()))
+        for (l, idx) in out.indices.enumerated() {
+            cmp.compare("out.indices.\(l)", .integer(idx))
+            cmp.compare("aux.level_inputs.\(l)", .float(out.levelInputs[l]))
+        }
+        let n = m.configuration.channelFirst ? x.shape[2] : x.shape[1]
+        cmp.compare("aux.output_from_indices", .float(withoutGradient { m.getOutput(from: out.indices, length: n) }))
+        ResidualFixtureDriver.compareState(&cmp, m)
+    }
 }
