@@ -1,0 +1,118 @@
+import Foundation
+import Testing
+import VQNN
+import VQTensor
+import VQTestSupport
+@testable import VectorQuantize
+
+@Suite("LatentQuantize, FSP, BinaryMapper, EvoLFQ, HierarchicalVQ")
+struct NewQuantizerTests {
+    @Test("HierarchicalVQ: frozen codes of a per-level codebook hold bit-identically through training, free codes move")
+    func hierarchicalFreezing() throws {
+        let hvq = try HierarchicalVQ(referenceKwargs: ["dim": 8, "codebook_size": 16, "scales": [2, 6, 12], "kmeans_init": false,
+                                                       "shared_codebook": false, "share_quant_resi": 0])
+        hvq.train()
+        hvq.quantizer(level: 0).codebook.freezeAllCodes()
+        hvq.quantizer(level: 2).codebook.freeze(codes: 0..<8)
+        let level0 = hvq.quantizer(level: 0).codes, level2 = hvq.quantizer(level: 2).codes
+        let opt = Adam(parameters: hvq.trainableParameters(), learningRate: 0.01)
+        for step in 0..<4 {
+            hvq.zeroGradients()
+            let x = TestSupport.random([3, 8, 12], seed: UInt64(step))
+            let out = hvq(x)
+            ((out.quantized - x).squared().mean() + out.loss).backward()
+            opt.step()
+        }
+        #expect(hvq.quantizer(level: 0).codes.scalars.map(\.bitPattern) == level0.scalars.map(\.bitPattern))
+        let now2 = hvq.quantizer(level: 2).codes
+        #expect(now2.slice(axis: 0, 0..<8).scalars.map(\.bitPattern) == level2.slice(axis: 0, 0..<8).scalars.map(\.bitPattern))
+        #expect(now2.slice(axis: 0, 8..<16).scalars != level2.slice(axis: 0, 8..<16).scalars, "the free codes did not move")
+    }
+
+    @Test("HierarchicalVQ: channel-last input and masks; masked positions come back as zeros and do not feed the pools")
+    func hierarchicalMask() throws {
+        let hvq = try HierarchicalVQ(referenceKwargs: ["dim": 4, "codebook_size": 8, "scales": [1, 5], "kmeans_init": false, "channel_first": false])
+        hvq.eval()
+        let x = TestSupport.random([2, 5, 4], seed: 1)
+        let mask = [true, true, true, false, false, true, true, true, true, true]
+        let out = hvq(x, mask: mask)
+        #expect(out.quantized.shape == [2, 5, 4])
+        #expect(out.quantized.slice(axis: 1, 3..<5).slice(axis: 0, 0..<1).scalars.allSatisfy { $0 == 0 })
+        // Changing a masked position changes nothing.
+        var changed = x.scalars
+        for i in 12..<20 { changed[i] = 100 }
+        #expect(hvq(Tensor(changed, shape: x.shape), mask: mask).quantized.scalars == out.quantized.scalars)
+    }
+
+    @Test("LatentQuantize: value tables learn with valuesReceiveGradients; a frozen table holds")
+    func latentValues() throws {
+        var c = LatentQuantize.Configuration(levels: [5, 5, 8], dim: 8)
+        c.valuesReceiveGradients = true
+        let lq = try LatentQuantize(c)
+        lq.train()
+        lq.freeze(keys: ["values_per_latent.1"])
+        let before = lq.valuesPerLatent.map(\.value)
+        let opt = SGD(parameters: lq.trainableParameters(), learningRate: 0.1)
+        for step in 0..<3 {
+            lq.zeroGradients()
+            let x = TestSupport.random([2, 8, 10], seed: UInt64(step))
+            let out = lq(x)
+            (out.loss + (out.quantized - x).squared().mean()).backward()
+            opt.step()
+        }
+        #expect(lq.valuesPerLatent[1].value.scalars.map(\.bitPattern) == before[1].scalars.map(\.bitPattern))
+        #expect(lq.valuesPerLatent[0].value.scalars != before[0].scalars, "a free table did not move")
+        // The reference's output: no gradient reaches the tables.
+        let plain = try LatentQuantize(.init(levels: [5, 5, 8], dim: 8))
+        plain.train()
+        let out = plain(TestSupport.random([2, 8, 10], seed: 1).requiringGradient())
+        (out.quantized.sum() + out.loss).backward()
+        #expect(plain.valuesPerLatent.allSatisfy { $0.grad == nil || $0.grad!.scalars.allSatisfy { $0 == 0 } })
+    }
+
+    @Test("LatentQuantize refuses the reference's broken in-place optimizer and int levels without codebook_dim")
+    func latentRefusals() {
+        for kw: [String: Any] in [["levels": [5, 5], "dim": 4, "in_place_codebook_optimizer": "partial(torch.optim.SGD, lr=0.1)"], ["levels": 5, "dim": 4],
+                                  ["levels": [1, 5], "dim": 4], ["levels": [], "dim": 4]] {
+            #expect(throws: ConfigurationError.self, "\(kw)") { try LatentQuantize.Configuration(referenceKwargs: kw) }
+        }
+    }
+
+    @Test("BinaryMapper: least-significant-first indices, deterministic eval, log-probability of the chosen bits")
+    func binaryMapper() throws {
+        let m = try BinaryMapper(.init(bits: 3))
+        let logits = Tensor([5, -5, 5, -5, 5, 5], shape: [2, 3])
+        let out = m(logits, deterministic: true)
+        #expect(out.indices.scalars == [0b101, 0b110])
+        #expect(out.oneHot.shape == [2, 8])
+        let lp = m.logProbability(logits, indices: out.indices)
+        #expect(lp.scalars.allSatisfy { $0 > -0.03 && $0 < 0 })
+        #expect(throws: ConfigurationError.self) { try BinaryMapper.Configuration(referenceKwargs: ["bits": 30]) }
+    }
+
+    @Test("FSP: every CDF's inverse undoes it on the bin centres")
+    func fspInverse() {
+        for act in FSP.Activation.allCases {
+            let p = Tensor([0.1, 0.3, 0.5, 0.7, 0.9])
+            let z = Tensor(p.scalars.map { act.inverse($0) })
+            #expect(TestSupport.isClose(act(z), p, atol: 2e-6, rtol: 2e-6), "\(act)")
+        }
+        #expect(ScalarMath.erfinv(0) == 0 && ScalarMath.erfinv(1) == .infinity && ScalarMath.erfinv(1.5).isNaN)
+    }
+
+    @Test("EvoLFQ: evolve reports the best individual of the scored population, and it improves")
+    func evolve() throws {
+        let evo = try EvoLFQ(referenceKwargs: ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6, "pop_size": 24, "mutation_rate": 0.1])
+        let target = TestSupport.random([8], seed: 3)
+        func fitness(_ decoded: Tensor, _ bits: Tensor) -> Tensor { -(decoded - target).squared().mean(axis: -1) }
+        let start = evo.randomPopulation(shape: [6])
+        let history = evo.evolve(population: start, generations: 8, fitness: fitness)
+        #expect(history.count == 8)
+        for h in history {
+            // The reported fitness is the fitness of the reported individual.
+            let f = fitness(evo.decodeBits(h.best.unsqueezed(axis: 0)), h.best).item
+            #expect(f == h.bestFitness)
+        }
+        #expect(history.last!.bestFitness >= history.first!.bestFitness)
+    }
+}
