@@ -26,4 +26,17 @@ public enum GradientEstimator {
         let rotated = s - 2 * ((s * w).sum(axis: -1, keepDims: true) * w) + 2 * ((s * u).sum(axis: -1, keepDims: true) * q)
         return (rotated * (normT / normS.maximum(1e-6))).reshaped(source.shape)
     }
+
+    /// The directional reparameterisation (DiVeQ: Vali et al., *DiVeQ: Differentiable Vector Quantization
+    /// Using the Reparameterization Trick*, 2025, Fig. 1): with `e = target − source`,
+    /// `source + unit(e + √variance · noise).detached() · ‖e‖` — close to `target` in value, with gradients to
+    /// `source` and, through `‖e‖`, to `target` (the codes). `unit` divides by `max(‖·‖, 1e-6)`.
+    public static func directional(_ source: Tensor, to target: Tensor, noise: Tensor, variance: Float) -> Tensor {
+        precondition(source.shape == target.shape && noise.shape == target.shape,
+                     "directional(_:to:noise:variance:): shapes \(source.shape), \(target.shape), noise \(noise.shape)")
+        let e = target - source
+        let length = e.squared().sum(axis: -1, keepDims: true).sqrt()
+        let direction = withoutGradient { (e + Float(Double(variance).squareRoot()) * noise).l2Normalized(axis: -1, eps: 1e-6) }
+        return source + direction * length
+    }
 }

@@ -56,6 +56,15 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     /// `in_place_codebook_optimizer` (with a learnable codebook): an optimizer of the codes stepped inside
     /// every training forward on `mse(quantize, x.detach())`, before the codes are looked up again.
     public var inPlaceCodebookOptimizer: InPlaceOptimizer? = nil
+    /// `directional_reparam` (DiVeQ, Vali et al., *DiVeQ: Differentiable Vector Quantization Using the
+    /// Reparameterization Trick*, 2025): the output is `x + unit(e + σ·noise) · ‖e‖` with `e = code − x`, so
+    /// gradients reach the input and, through `‖e‖`, the codes. The keyword path makes it imply a learnable
+    /// codebook without EMA and no rotation trick (the reference's defaults); no commitment loss.
+    public var directionalReparam = false                 // directional_reparam
+    public var directionalReparamVariance: Float = 5e-3   // directional_reparam_variance
+    /// `route_gradients_to_input`: with `false` the training output is the raw code rows (gradients reach
+    /// the codes only).
+    public var routeGradientsToInput = true               // route_gradients_to_input
 
     /// The optimizers `in_place_codebook_optimizer` takes, as the reference's `partial(torch.optim.X, lr=…)`.
     public enum InPlaceOptimizer: Sendable, Equatable {
@@ -84,7 +93,9 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     }
 
     public var resolvedCodebookDim: Int { codebookDim ?? dim }
-    public var usesRotationTrick: Bool { rotationTrick ?? (dim > 1) }
+    public var usesRotationTrick: Bool { rotationTrick ?? (!directionalReparam && dim > 1) }
+    /// The commitment loss is computed (not with the directional reparameterisation).
+    public var hasCommitmentLoss: Bool { commitmentWeight > 0 && !directionalReparam }
     public var numCodebooks: Int { separateCodebookPerHead ? heads : 1 }
     public var requiresProjection: Bool { resolvedCodebookDim * heads != dim }
 
@@ -100,7 +111,12 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         }
         if acceptImageFmap && accept3dFmap { throw bad("accept_image_fmap and accept_3d_fmap exclude each other") }
         if useCosineSimilarity && learnableCodebook { throw bad("cosine sim distance codebook not compatible with learnable codebook") }
-        if [straightThrough, usesRotationTrick].filter({ $0 }).count > 1 { throw bad("at most one of straight_through and rotation_trick") }
+        if [straightThrough, usesRotationTrick, directionalReparam].filter({ $0 }).count > 1 {
+            throw bad("at most one of straight_through, rotation_trick and directional_reparam")
+        }
+        if !(directionalReparamVariance >= 0 && directionalReparamVariance.isFinite) {
+            throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "directional_reparam_variance", reason: "must be a finite number ≥ 0")
+        }
         if straightThrough && learnableCodebook { throw bad("gumbel straight through not allowed when learning the codebook") }
         if emaUpdate && learnableCodebook { throw bad("learnable codebook not compatible with EMA update (pass ema_update=False)") }
         if orthogonalRegActiveCodesOnly && heads > 1 && separateCodebookPerHead {
@@ -146,14 +162,18 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         sampleCodebookTemperature = Float(try dbl("sample_codebook_temp") ?? Double(sampleCodebookTemperature))
         straightThrough = try bool("straight_through") ?? straightThrough
         rotationTrick = try bool("rotation_trick")
-        learnableCodebook = try bool("learnable_codebook") ?? learnableCodebook
+        directionalReparam = try bool("directional_reparam") ?? false
+        directionalReparamVariance = Float(try dbl("directional_reparam_variance") ?? 5e-3)
+        routeGradientsToInput = try bool("route_gradients_to_input") ?? true
+        // The reference's defaults under directional_reparam: a learnable codebook, no EMA.
+        learnableCodebook = try bool("learnable_codebook") ?? directionalReparam
         if let spec = kw["in_place_codebook_optimizer"], !(spec is NSNull) {
             guard let text = spec as? String, let opt = InPlaceOptimizer(text: text) else {
                 throw ConfigurationError.badValue(module: m, keyword: "in_place_codebook_optimizer", reason: "expected partial(torch.optim.SGD|Adam, lr=…), got \(spec)")
             }
             inPlaceCodebookOptimizer = opt
         }
-        emaUpdate = try bool("ema_update") ?? emaUpdate
+        emaUpdate = try bool("ema_update") ?? !directionalReparam
         manualEMAUpdate = try bool("manual_ema_update") ?? manualEMAUpdate
         returnZerosForMaskedPadding = try bool("return_zeros_for_masked_padding") ?? returnZerosForMaskedPadding
         if let s = try int("seed") { seed = UInt64(truncatingIfNeeded: s) }
@@ -168,7 +188,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         "orthogonal_reg_max_codes", "codebook_diversity_loss_weight", "codebook_diversity_temperature",
         "stochastic_sample_codes", "sample_codebook_temp", "straight_through", "rotation_trick",
         "learnable_codebook", "ema_update", "manual_ema_update", "return_zeros_for_masked_padding", "seed",
-        "in_place_codebook_optimizer",
+        "in_place_codebook_optimizer", "directional_reparam", "directional_reparam_variance", "route_gradients_to_input",
     ]
 
     /// The reference's keyword arguments for this configuration (for a `{"module", "kwargs"}` JSON).

@@ -15,6 +15,9 @@ public struct VectorQuantizerOptions: Sendable {
     public var emaUpdateWeight: EMAUpdateWeight? = nil
     public var accumulateEMAUpdate = false
     public var emaUpdate: Bool? = nil
+    /// Standard normal noise for the directional reparameterisation, `[b, n, d]` (default: drawn from the
+    /// module's generator); to replay a recorded draw.
+    public var directionalNoise: Tensor? = nil
     public init() {}
 }
 
@@ -199,9 +202,14 @@ public final class VectorQuantizer: Module {
         var commitQuantize = quantize
         if isTraining {
             if !c.learnableCodebook || freeze { commitQuantize = quantize.detached() }
-            if inputRequiresGrad {
-                quantize = c.usesRotationTrick ? GradientEstimator.rotate(xq, to: quantize)
-                    : GradientEstimator.straightThrough(xq, quantize)
+            if inputRequiresGrad && c.routeGradientsToInput {
+                if c.directionalReparam {
+                    let noise = opts.directionalNoise.map { $0.reshaped(quantize.shape) } ?? Tensor.randomNormal(quantize.shape, using: &rng)
+                    quantize = GradientEstimator.directional(xq, to: quantize, noise: noise, variance: c.directionalReparamVariance)
+                } else {
+                    quantize = c.usesRotationTrick ? GradientEstimator.rotate(xq, to: quantize)
+                        : GradientEstimator.straightThrough(xq, quantize)
+                }
             }
         }
 
@@ -230,7 +238,7 @@ public final class VectorQuantizer: Module {
                 breakdown.codebookDiversity = diversityLoss(out.distances!, seqLength: n)
                 loss = loss + breakdown.codebookDiversity * c.codebookDiversityLossWeight
             }
-            if c.commitmentWeight > 0 {
+            if c.hasCommitmentLoss {
                 if c.commitmentUseCrossEntropyLoss {
                     breakdown.commitment = crossEntropy(out.distances!, indicesFlat)
                 } else if let k = opts.topK {

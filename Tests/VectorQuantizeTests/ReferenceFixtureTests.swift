@@ -18,7 +18,6 @@ struct ReferenceFixtureTests {
         "rvq_inc_q2_train_grad": "ResidualVQ implicit_neural_codebook",
         "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",
         "vq_affine_train_3steps": "VectorQuantize affine_param",
-        "vq_directional_reparam_grad": "VectorQuantize directional_reparam",
     ]
 
     static let fixtures: [ReferenceFixture] = {

@@ -61,6 +61,8 @@ enum VectorQuantizerFixtureDriver {
             default: break
             }
         }
+        // The directional reparameterisation's recorded normal draw.
+        if let noise = f.float("aux.directional_noise") { o.directionalNoise = noise }
         return o
     }
 
@@ -135,6 +137,7 @@ enum VectorQuantizerFixtureDriver {
             cmp.compare("aux.optimizer_state.exp_avg", .float(Tensor(moments.m, shape: vq.codebook.embed.shape)))
             cmp.compare("aux.optimizer_state.exp_avg_sq", .float(Tensor(moments.v, shape: vq.codebook.embed.shape)))
         }
+        cmp.skip("aux.directional_noise", "the recorded normal draw, replayed")
         if let negDist { cmp.compare("aux.neg_dist", .float(negDist)) } else { cmp.skip("aux.neg_dist", "codebook not initialised before the step") }
 
         // Frozen rows (weight 0): compared bit-exactly with their state before the step.
@@ -160,7 +163,9 @@ enum VectorQuantizerFixtureDriver {
                 if embedParam.kind == .trainable { embedParam.grad = nil }
                 if xLast.requiresGradient { xLast.grad = nil }
                 y.backward()
-                return (xLast.requiresGradient ? xLast.grad : nil, embedParam.kind == .trainable ? embedParam.grad : nil)
+                // A gradient the loss does not reach is zero (the reference records zeros).
+                return (xLast.requiresGradient ? xLast.grad ?? Tensor.zeros(xLast.shape) : nil,
+                        embedParam.kind == .trainable ? embedParam.grad ?? Tensor.zeros(embedParam.shape) : nil)
             }
             let (gx, ge) = grads(out.loss)
             // Documented difference: with the cross-entropy commitment and an EMA step, the reference's
@@ -172,7 +177,8 @@ enum VectorQuantizerFixtureDriver {
             cmp.compare("grad.loss.embed", ge.map { .float($0) })
             if let g = f.float("input.grad_output") {
                 let objective = out.loss + (out.quantized * g).sum()
-                cmp.compare("out.objective", .float(objective.detached()))
+                // Σ quantized · G over every element: float32 sums in another order differ by ~1e-6 relative.
+                cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
                 let (ox, oe) = grads(objective)
                 cmp.compare("grad.objective.x", (refLoss.map { $0 + (ox! - gx!) } ?? ox).map { .float($0) })
                 cmp.compare("grad.objective.embed", oe.map { .float($0) })
