@@ -16,6 +16,10 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
     public var beamSize: Int? = nil                      // beam_size
     public var evalBeamSize: Int? = nil                  // eval_beam_size (default: beam_size)
     public var beamScoreQuantizerWeights: [Float]? = nil // beam_score_quantizer_weights
+    /// `diveq`: the layers learn their codes by gradient (no EMA, no commitment loss, raw code rows), the
+    /// residual chain passes full gradients, and the sum of the codes goes through the directional
+    /// reparameterisation (``GradientEstimator/directional(_:to:noise:variance:)``) against the input.
+    public var diveq = false                             // diveq
     /// The template of every layer (`dim` and `codebook_size` are set per layer).
     public var layer: VectorQuantizerConfiguration
 
@@ -31,7 +35,7 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
     static let ownKeywords: Set<String> = [
         "dim", "num_quantizers", "codebook_size", "codebook_dim", "shared_codebook", "quantize_dropout",
         "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "quant_grad_frac", "accept_image_fmap", "heads",
-        "beam_size", "eval_beam_size", "beam_score_quantizer_weights",
+        "beam_size", "eval_beam_size", "beam_score_quantizer_weights", "diveq",
     ]
 
     /// Builds a configuration from the reference's keywords; the rest go to the layers.
@@ -65,6 +69,7 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         beamSize = try k.int("beam_size")
         evalBeamSize = try k.int("eval_beam_size")
         beamScoreQuantizerWeights = try k.doubles("beam_score_quantizer_weights")?.map(Float.init)
+        diveq = try k.bool("diveq") ?? false
         if evalBeamSize != nil && beamSize == nil {
             throw ConfigurationError.invalid(module: module, reason: "eval_beam_size needs beam_size")
         }
@@ -82,7 +87,25 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         if sharedCodebook && Set(sizes).count > 1 {
             throw ConfigurationError.invalid(module: module, reason: "a shared codebook needs one codebook size")
         }
+        if diveq && kw["ema_update"] as? Bool == true {
+            throw ConfigurationError.badValue(module: module, keyword: "diveq", reason: "only one of ema_update and diveq may update the codebook")
+        }
     }
+
+    /// The layers' configuration with what `diveq` implies (one place for the typed and keyword paths).
+    var effectiveLayer: VectorQuantizerConfiguration {
+        var l = layer
+        if diveq {
+            l.emaUpdate = false
+            l.learnableCodebook = true
+            l.routeGradientsToInput = false
+            l.commitmentWeight = 0
+        }
+        return l
+    }
+
+    /// `quant_grad_frac`, forced to 1 by `diveq`.
+    var effectiveQuantGradFrac: Float { diveq ? 1 : quantGradFrac }
 }
 
 /// How `ema_update_weight` is given to a stack of quantizers: the same for every layer, one per layer
@@ -116,6 +139,9 @@ public struct ResidualVQOptions: Sendable {
     public var quantizeDropoutSeed: UInt64? = nil
     /// Beam width for this call (default: the configuration's beam size for the mode).
     public var beamSize: Int? = nil
+    /// With `diveq`: the standard normal draw of the directional reparameterisation (default: drawn from the
+    /// module's generator), to replay a recorded one.
+    public var directionalNoise: Tensor? = nil
     public init() {}
 }
 
@@ -154,6 +180,9 @@ public final class ResidualVQ: Module {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes (layer heads \(c.layer.heads))")
         }
         guard !c.codebookSizes.isEmpty else { throw ConfigurationError.invalid(module: "ResidualVQ", reason: "num_quantizers must be ≥ 1") }
+        if c.diveq && ((c.beamSize ?? 1) > 1 || (c.evalBeamSize ?? 1) > 1) {
+            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "diveq", reason: "diveq with beam search is not supported yet")
+        }
         self.configuration = c
         var rng = SeededGenerator(seed: c.layer.seed ^ 0xE51D_0A1)
         let cd = c.resolvedCodebookDim
@@ -166,7 +195,7 @@ public final class ResidualVQ: Module {
         }
         var layers: [VectorQuantizer] = []
         for (i, size) in c.codebookSizes.enumerated() {
-            var lc = c.layer
+            var lc = c.effectiveLayer
             lc.dim = cd
             lc.codebookDim = cd
             lc.codebookSize = size
@@ -222,16 +251,20 @@ public final class ResidualVQ: Module {
                 ce = ce.map { $0 + out.loss } ?? out.loss
                 // The reference returns before updating the residual for the cross-entropy path.
                 let qz = out.quantized
-                residual = residual - fracGradient(qz, c.quantGradFrac)
+                residual = residual - fracGradient(qz, c.effectiveQuantGradFrac)
                 quantizedOut = quantizedOut + qz
                 continue
             }
-            residual = residual - fracGradient(out.quantized, c.quantGradFrac)
+            residual = residual - fracGradient(out.quantized, c.effectiveQuantGradFrac)
             quantizedOut = quantizedOut + out.quantized
             for t in 0..<tokens { indices[t * q + i] = out.indices.scalars[t] }
             losses[i] = out.loss
         }
         finishSharedCodebook(layerInputs: residualsForShared, mask: options.mask)
+        if c.diveq && isTraining {
+            let noise = options.directionalNoise ?? Tensor.randomNormal(quantizedOut.shape, using: &rng)
+            quantizedOut = GradientEstimator.directional(projected, to: quantizedOut, noise: noise, variance: 5e-3)
+        }
         var out = projectOut.map { $0(quantizedOut) } ?? quantizedOut
         if let mask = options.mask {
             let keep = Tensor(mask.map { $0 ? 1 : 0 }, shape: tokenShape + [1])

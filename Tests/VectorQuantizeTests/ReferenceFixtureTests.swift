@@ -14,7 +14,6 @@ struct ReferenceFixtureTests {
     static let pending: Set<String> = []
     /// Cases of implemented quantizers that use an option not implemented yet (issue #14), as known issues.
     static let pendingCases: [String: String] = [
-        "rvq_diveq_q2_train_grad": "ResidualVQ diveq",
         "rvq_inc_q2_train_grad": "ResidualVQ implicit_neural_codebook",
         "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",
         "vq_affine_train_3steps": "VectorQuantize affine_param",

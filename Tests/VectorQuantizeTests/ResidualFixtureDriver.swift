@@ -35,13 +35,28 @@ enum ResidualFixtureDriver {
         var cmp = FixtureComparison(f)
         let x = f.float("input.x")!
         let before = VectorQuantizerFixtureDriver.stateDict(f, prefix: "before.")
-        let opts = try options(f)
+        var opts = try options(f)
         switch f.module {
         case "ResidualVQ":
             let rvq = try ResidualVQ(ResidualVQConfiguration(referenceKwargs: f.ctorKwargs))
             try rvq.load(stateDict: before)
             if f.mode == "eval" { rvq.eval() } else { rvq.train() }
-            let out = rvq(x, options: opts)
+            if let noise = f.float("aux.directional_noise") {
+                opts.directionalNoise = noise
+                cmp.skip("aux.directional_noise", "the recorded normal draw, replayed")
+            }
+            let leaf = f.xRequiresGrad ? x.requiringGradient() : x
+            let out = rvq(leaf, options: opts)
+            if f.xRequiresGrad, let g = f.float("input.grad_output") {
+                // loss = Σ losses; objective = loss + Σ quantized ⊙ G; zero where a gradient does not reach.
+                let loss = out.losses.sum()
+                cmp.compare("grad.loss.x", NewQuantizerFixtureDriver.gradient(of: loss, at: leaf, rvq).map { .float($0) } ?? .float(Tensor.zeros(x.shape)))
+                cmp.compareParameterGradients("grad.loss.", of: rvq, relative: true, zeroWhenAbsent: true)
+                let objective = loss + (out.quantized * g).sum()
+                cmp.compare("out.objective", .float(objective.detached()), atol: 2e-6 * max(1, abs(objective.item)))
+                cmp.compare("grad.objective.x", NewQuantizerFixtureDriver.gradient(of: objective, at: leaf, rvq).map { .float($0) })
+                cmp.compareParameterGradients("grad.objective.", of: rvq, relative: true, zeroWhenAbsent: true)
+            }
             cmp.compare("out.quantized", .float(out.quantized.detached()))
             cmp.compare("out.indices", .integer(out.indices))
             cmp.compare("out.losses", .float(out.losses.detached()))
