@@ -38,7 +38,8 @@ extension Codebook {
         }
         // A call with `freezeCodebook` writes nothing: no EMA step, no expiry, and — for a learnable
         // codebook — no gradient from any loss (cross-entropy commitment, diversity, straight-through Gumbel).
-        let codes = configuration.learnable && !options.freezeCodebook ? embed.value : embed.value.detached()
+        if configuration.affineParam && !options.freezeCodebook { updateAffine(flatten.detached(), valid: valid) }
+        let codes = affineCodes(configuration.learnable && !options.freezeCodebook ? embed.value : embed.value.detached())
         if options.freezeCodebook && isTraining && options.topK == nil { recordHeld(nil) }
         let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
         let temperature = options.sampleCodebookTemperature ?? configuration.sampleCodebookTemperature
@@ -93,7 +94,7 @@ extension Codebook {
 
         if isTraining && options.updateUsage && !options.freezeCodebook && options.topK == nil {
             withoutGradient {
-                updateCodebook(flatten: flatten.detached(), indices: indices, valid: valid,
+                updateCodebook(flatten: affineInputs(flatten.detached()), indices: indices, valid: valid,
                                weight: options.emaUpdateWeight, accumulate: options.accumulateEMAUpdate,
                                emaUpdate: options.emaUpdate)
             }

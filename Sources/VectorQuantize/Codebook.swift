@@ -48,6 +48,11 @@ public final class Codebook: Module {
         public var sampleCodebookTemperature: Float = 1
         public var stochasticSampleCodes = false
         public var straightThrough = false
+        /// `affine_param` and its options (see `Codebook+Affine.swift`).
+        public var affineParam = false
+        public var syncAffineParam = false
+        public var affineBatchDecay: Double = 0.99
+        public var affineCodebookDecay: Double = 0.9
 
         public init(dim: Int, codebookSize: Int) {
             self.dim = dim
@@ -79,6 +84,14 @@ public final class Codebook: Module {
     public let policyFrozenAt: Parameter
     /// Training steps seen (updates of the statistics), for freezing policies (key `steps`).
     public let steps: Parameter
+    /// `affine_param` running statistics `[h, 1, d]` (nil without it); `batch_mean` / `batch_variance` are NaN
+    /// until the first training call (absent from the reference's state dict until then).
+    public let codebookMeanNeedsInit: Parameter?
+    public let codebookMean: Parameter?
+    public let codebookVarianceNeedsInit: Parameter?
+    public let codebookVariance: Parameter?
+    public let batchMean: Parameter?
+    public let batchVariance: Parameter?
 
     /// Accumulated statistics of `accumulateEMA` calls not yet applied (the reference keeps them in
     /// the buffers' `.grad`): counts `[h, c]` and sums `[h, c, d]`.
@@ -133,6 +146,19 @@ public final class Codebook: Module {
         policyFrozenAt = Parameter(Tensor(repeating: -1, shape: [c.numCodebooks, c.codebookSize]), kind: .buffer)
         steps = Parameter(Tensor(0), kind: .buffer)
         for p in [frozenComponents, frozenSubspaceProjector, frozenSubspaceValues, policyFrozenAt, steps] { p.isOptionalInState = true }
+        if c.affineParam {
+            let stat = [c.numCodebooks, 1, c.dim]
+            codebookMeanNeedsInit = Parameter(Tensor(1), kind: .buffer)
+            codebookMean = Parameter(Tensor.zeros(stat), kind: .buffer)
+            codebookVarianceNeedsInit = Parameter(Tensor(1), kind: .buffer)
+            codebookVariance = Parameter(Tensor.zeros(stat), kind: .buffer)
+            batchMean = Parameter(Tensor(repeating: .nan, shape: stat), kind: .buffer)
+            batchVariance = Parameter(Tensor(repeating: .nan, shape: stat), kind: .buffer)
+            batchMean!.isOptionalInState = true
+            batchVariance!.isOptionalInState = true
+        } else {
+            (codebookMeanNeedsInit, codebookMean, codebookVarianceNeedsInit, codebookVariance, batchMean, batchVariance) = (nil, nil, nil, nil, nil, nil)
+        }
         touched = Array(repeating: false, count: c.numCodebooks * c.codebookSize)
         self.rng = rng
         super.init()

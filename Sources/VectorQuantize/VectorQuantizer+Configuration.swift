@@ -65,6 +65,11 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     /// `route_gradients_to_input`: with `false` the training output is the raw code rows (gradients reach
     /// the codes only).
     public var routeGradientsToInput = true               // route_gradients_to_input
+    /// `affine_param`: codes matched to the batch by running statistics (Euclidean only; see `Codebook+Affine`).
+    public var affineParam = false                        // affine_param
+    public var syncAffineParam = false                    // sync_affine_param
+    public var affineParamBatchDecay: Double = 0.99       // affine_param_batch_decay
+    public var affineParamCodebookDecay: Double = 0.9     // affine_param_codebook_decay
 
     /// The optimizers `in_place_codebook_optimizer` takes, as the reference's `partial(torch.optim.X, lr=…)`.
     public enum InPlaceOptimizer: Sendable, Equatable {
@@ -111,6 +116,10 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         }
         if acceptImageFmap && accept3dFmap { throw bad("accept_image_fmap and accept_3d_fmap exclude each other") }
         if useCosineSimilarity && learnableCodebook { throw bad("cosine sim distance codebook not compatible with learnable codebook") }
+        if affineParam && useCosineSimilarity { throw bad("affine param is only compatible with euclidean codebook") }
+        if !(0...1).contains(affineParamBatchDecay) || !(0...1).contains(affineParamCodebookDecay) {
+            throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "affine_param_batch_decay", reason: "the affine decays must be in [0, 1]")
+        }
         if [straightThrough, usesRotationTrick, directionalReparam].filter({ $0 }).count > 1 {
             throw bad("at most one of straight_through, rotation_trick and directional_reparam")
         }
@@ -165,6 +174,10 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         directionalReparam = try bool("directional_reparam") ?? false
         directionalReparamVariance = Float(try dbl("directional_reparam_variance") ?? 5e-3)
         routeGradientsToInput = try bool("route_gradients_to_input") ?? true
+        affineParam = try bool("affine_param") ?? false
+        syncAffineParam = try bool("sync_affine_param") ?? false
+        affineParamBatchDecay = try dbl("affine_param_batch_decay") ?? 0.99
+        affineParamCodebookDecay = try dbl("affine_param_codebook_decay") ?? 0.9
         // The reference's defaults under directional_reparam: a learnable codebook, no EMA.
         learnableCodebook = try bool("learnable_codebook") ?? directionalReparam
         if let spec = kw["in_place_codebook_optimizer"], !(spec is NSNull) {
@@ -189,6 +202,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         "stochastic_sample_codes", "sample_codebook_temp", "straight_through", "rotation_trick",
         "learnable_codebook", "ema_update", "manual_ema_update", "return_zeros_for_masked_padding", "seed",
         "in_place_codebook_optimizer", "directional_reparam", "directional_reparam_variance", "route_gradients_to_input",
+        "affine_param", "sync_affine_param", "affine_param_batch_decay", "affine_param_codebook_decay",
     ]
 
     /// The reference's keyword arguments for this configuration (for a `{"module", "kwargs"}` JSON).

@@ -105,6 +105,10 @@ public final class VectorQuantizer: Module {
         cb.sampleCodebookTemperature = c.sampleCodebookTemperature
         cb.stochasticSampleCodes = c.stochasticSampleCodes
         cb.straightThrough = c.straightThrough
+        cb.affineParam = c.affineParam
+        cb.syncAffineParam = c.syncAffineParam
+        cb.affineBatchDecay = c.affineParamBatchDecay
+        cb.affineCodebookDecay = c.affineParamCodebookDecay
         codebook = shared ?? Codebook(cb, seed: c.seed)
         self.rng = rng
         super.init()

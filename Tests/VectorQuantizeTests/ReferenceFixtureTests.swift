@@ -16,7 +16,6 @@ struct ReferenceFixtureTests {
     static let pendingCases: [String: String] = [
         "rvq_inc_q2_train_grad": "ResidualVQ implicit_neural_codebook",
         "rvq_inc_q3_eval": "ResidualVQ implicit_neural_codebook",
-        "vq_affine_train_3steps": "VectorQuantize affine_param",
     ]
 
     static let fixtures: [ReferenceFixture] = {

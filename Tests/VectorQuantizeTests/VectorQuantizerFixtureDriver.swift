@@ -92,6 +92,15 @@ enum VectorQuantizerFixtureDriver {
             trace["trace.accum_embed_avg", default: []].append(es ?? Tensor.zeros(vq.codebook.embedAverage.shape))
             trace["trace.accum_present", default: []].append(Tensor(cs == nil ? 0 : 1))
         }
+        var traceAfter: [String: [Tensor]] = [:]
+        func snapshotAffine() {
+            guard config.affineParam else { return }
+            let cb = vq.codebook
+            for (k, p) in [("batch_mean", cb.batchMean), ("batch_variance", cb.batchVariance), ("codebook_mean", cb.codebookMean),
+                           ("codebook_variance", cb.codebookVariance)] {
+                traceAfter["trace_after.\(k)", default: []].append(p!.value)
+            }
+        }
         snapshot()
         // Scores on the before state, to compare with aux.neg_dist.
         var negDist: Tensor? = nil
@@ -114,6 +123,7 @@ enum VectorQuantizerFixtureDriver {
             if let g = vq.lastInPlaceGradient { inplaceGrads.append(g) }
             if let i = vq.lastFirstPassIndices { firstPass.append(i.reshaped(out.indices.shape)) }
             snapshot()
+            snapshotAffine()
             last = out
             xLast = x
         }
@@ -145,11 +155,14 @@ enum VectorQuantizerFixtureDriver {
         let after = vq.stateDict()
         for key in ["_codebook.embed", "_codebook.embed_avg", "_codebook.cluster_size", "_codebook.initted",
                     "project_in.weight", "project_in.bias", "project_out.weight", "project_out.bias",
-                    "project_in.0.weight", "project_in.0.bias", "project_in.1.weight", "project_in.1.bias"] {
+                    "project_in.0.weight", "project_in.0.bias", "project_in.1.weight", "project_in.1.bias",
+                    "_codebook.batch_mean", "_codebook.batch_variance", "_codebook.codebook_mean", "_codebook.codebook_variance",
+                    "_codebook.codebook_mean_needs_init", "_codebook.codebook_variance_needs_init"] {
             let isCode = key.hasPrefix("_codebook.") && key != "_codebook.initted"
             cmp.compare("after.\(key)", after[key].map { .float($0) }, frozenRows: isCode ? frozenCodes : nil,
                         frozenReference: f.float("before.\(key)"))
         }
+        for (key, values) in traceAfter { cmp.compare(key, .float(Tensor.stack(values, axis: 0))) }
         for (key, values) in trace {
             let isCode = !key.hasSuffix("accum_present") && !key.contains("accum")
             cmp.compare(key, .float(Tensor.stack(values, axis: 0)), frozenRows: isCode ? frozenCodes.map { m in Array(repeating: m, count: values.count).flatMap { $0 } } : nil,
