@@ -2,7 +2,7 @@ import VQNN
 import VQTensor
 
 /// Options of one codebook forward pass (the reference's `Codebook.forward` keywords).
-public struct CodebookForwardOptions: Sendable {
+public struct CodebookForwardOptions {
     public var sampleCodebookTemperature: Float? = nil
     public var freezeCodebook = false
     public var emaUpdateWeight: EMAUpdateWeight? = nil
@@ -12,6 +12,9 @@ public struct CodebookForwardOptions: Sendable {
     public var updateUsage = true
     /// Return the full score matrix `[h, n, c]` (needed by cross-entropy and diversity losses).
     public var needsDistances = false
+    /// Per-token codebooks (the reference's `codebook_transform_fn`): codes `[h, c, d]` → `[h, N, c, d]` for the
+    /// `N` rows of the input; the nearest code of each row is searched in its own codebook.
+    public var codebookTransform: ((Tensor) -> Tensor)? = nil
     public init() {}
 }
 
@@ -41,6 +44,17 @@ extension Codebook {
         if configuration.affineParam && !options.freezeCodebook { updateAffine(flatten.detached(), valid: valid) }
         let codes = affineCodes(configuration.learnable && !options.freezeCodebook ? embed.value : embed.value.detached())
         if options.freezeCodebook && isTraining && options.topK == nil { recordHeld(nil) }
+        if let transform = options.codebookTransform {
+            precondition(options.topK == nil && !options.needsDistances, "Codebook: a codebook transform takes no top-k, cross-entropy or diversity loss")
+            let (quantized, indices) = nearestPerToken(flatten.detached(), transform(codes))
+            if isTraining && options.updateUsage && !options.freezeCodebook {
+                withoutGradient {
+                    updateCodebook(flatten: affineInputs(flatten.detached()), indices: indices, valid: valid,
+                                   weight: options.emaUpdateWeight, accumulate: options.accumulateEMAUpdate, emaUpdate: options.emaUpdate)
+                }
+            }
+            return CodebookOutput(quantized: quantized, indices: indices, distances: nil)
+        }
         let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
         let temperature = options.sampleCodebookTemperature ?? configuration.sampleCodebookTemperature
         let stochastic = isTraining && configuration.stochasticSampleCodes && temperature > 0

@@ -20,6 +20,11 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
     /// residual chain passes full gradients, and the sum of the codes goes through the directional
     /// reparameterisation (``GradientEstimator/directional(_:to:noise:variance:)``) against the input.
     public var diveq = false                             // diveq
+    /// `implicit_neural_codebook` (QINCo): layers after the first search per-token codebooks made by an
+    /// ``ImplicitCodebookMLP`` from the codes chosen so far; every layer learns by gradient (no EMA).
+    public var implicitNeuralCodebook = false            // implicit_neural_codebook
+    public var mlpHiddenDim: Int? = nil                  // mlp_kwargs.dim_hidden
+    public var mlpDepth = 4                              // mlp_kwargs.depth
     /// The template of every layer (`dim` and `codebook_size` are set per layer).
     public var layer: VectorQuantizerConfiguration
 
@@ -36,6 +41,7 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         "dim", "num_quantizers", "codebook_size", "codebook_dim", "shared_codebook", "quantize_dropout",
         "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "quant_grad_frac", "accept_image_fmap", "heads",
         "beam_size", "eval_beam_size", "beam_score_quantizer_weights", "diveq",
+        "implicit_neural_codebook", "mlp_kwargs",
     ]
 
     /// Builds a configuration from the reference's keywords; the rest go to the layers.
@@ -70,6 +76,19 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         evalBeamSize = try k.int("eval_beam_size")
         beamScoreQuantizerWeights = try k.doubles("beam_score_quantizer_weights")?.map(Float.init)
         diveq = try k.bool("diveq") ?? false
+        implicitNeuralCodebook = try k.bool("implicit_neural_codebook") ?? false
+        if let mk = kw["mlp_kwargs"] {
+            guard let m = mk as? [String: Any] else { throw ConfigurationError.badValue(module: module, keyword: "mlp_kwargs", reason: "expected an object") }
+            for key in m.keys where !["dim_hidden", "depth"].contains(key) {
+                throw ConfigurationError.badValue(module: module, keyword: "mlp_kwargs", reason: "unknown key '\(key)' (dim_hidden, depth)")
+            }
+            let mkw = Keywords(m, module: module)
+            mlpHiddenDim = try mkw.int("dim_hidden")
+            mlpDepth = try mkw.int("depth") ?? 4
+            guard mlpDepth >= 0 && mlpDepth <= 64, (mlpHiddenDim ?? 1) > 0 && (mlpHiddenDim ?? 1) <= 1 << 16 else {
+                throw ConfigurationError.badValue(module: module, keyword: "mlp_kwargs", reason: "depth must be in 0…64 and dim_hidden in 1…65536")
+            }
+        }
         if evalBeamSize != nil && beamSize == nil {
             throw ConfigurationError.invalid(module: module, reason: "eval_beam_size needs beam_size")
         }
@@ -95,6 +114,10 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
     /// The layers' configuration with what `diveq` implies (one place for the typed and keyword paths).
     var effectiveLayer: VectorQuantizerConfiguration {
         var l = layer
+        if implicitNeuralCodebook {
+            l.learnableCodebook = true
+            l.emaUpdate = false
+        }
         if diveq {
             l.emaUpdate = false
             l.learnableCodebook = true
@@ -171,6 +194,8 @@ public final class ResidualVQ: Module {
     public let projectIn: Linear?
     public let projectOut: Linear?
     public let layers: [VectorQuantizer]
+    /// The code transforms of layers 1… with `implicitNeuralCodebook` (keys `mlps.<i>`), else nil.
+    public let mlps: [ImplicitCodebookMLP]?
     var rng: SeededGenerator
 
     public init(_ configuration: ResidualVQConfiguration) throws {
@@ -180,8 +205,8 @@ public final class ResidualVQ: Module {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes (layer heads \(c.layer.heads))")
         }
         guard !c.codebookSizes.isEmpty else { throw ConfigurationError.invalid(module: "ResidualVQ", reason: "num_quantizers must be ≥ 1") }
-        if c.diveq && ((c.beamSize ?? 1) > 1 || (c.evalBeamSize ?? 1) > 1) {
-            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "diveq", reason: "diveq with beam search is not supported yet")
+        if (c.diveq || c.implicitNeuralCodebook) && ((c.beamSize ?? 1) > 1 || (c.evalBeamSize ?? 1) > 1) {
+            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: c.diveq ? "diveq" : "implicit_neural_codebook", reason: "not supported with beam search yet")
         }
         self.configuration = c
         var rng = SeededGenerator(seed: c.layer.seed ^ 0xE51D_0A1)
@@ -205,6 +230,11 @@ public final class ResidualVQ: Module {
             layers.append(try VectorQuantizer(lc, sharing: c.sharedCodebook ? layers.first?.codebook : nil))
         }
         self.layers = layers
+        mlps = c.implicitNeuralCodebook
+            ? (1..<Swift.max(c.codebookSizes.count, 1)).map { _ in
+                ImplicitCodebookMLP(dim: cd, hiddenDim: c.mlpHiddenDim, depth: c.mlpDepth, l2normOutput: c.layer.useCosineSimilarity, rng: &rng)
+            }
+            : nil
         self.rng = rng
         super.init()
     }
@@ -244,6 +274,11 @@ public final class ResidualVQ: Module {
             (o.freezeCodebook, o.emaUpdateWeight) = layerStep(i, options)
             if let t = options.targetIndices {
                 o.targetIndices = IndexTensor((0..<tokens).map { t.scalars[$0 * q + i] }, shape: tokenShape)
+            }
+            if let mlps, i > 0 {
+                let condition = quantizedOut.reshaped([-1, quantizedOut.shape.last!])
+                let mlp = mlps[i - 1]
+                o.codebookTransform = { codes in mlp(codes, condition: condition) }
             }
             residualsForShared.append(residual.detached())
             let out = vq(residual, options: o)
@@ -308,10 +343,31 @@ public final class ResidualVQ: Module {
     public func getCodes(from indices: IndexTensor) -> Tensor {
         precondition(indices.shape.last! <= numQuantizers,
                      "ResidualVQ.getCodes: \(indices.shape.last!) index columns for \(numQuantizers) quantizers")
-        return Tensor.stack(layers.enumerated().map { i, vq in
+        guard let mlps else {
+            return Tensor.stack(layers.enumerated().map { i, vq in
+                let (idx, keep) = ResidualStack.column(indices, layer: i)
+                return vq.codes.indexSelect(axis: 0, idx) * keep
+            }, axis: 0)
+        }
+        // Implicit codebooks: rebuilt layer by layer, the condition being the running sum of the chosen
+        // codes (dropped layers' dummy code 0 included, as the reference's).
+        var all: [Tensor] = []
+        var condition: Tensor? = nil
+        for (i, vq) in layers.enumerated() {
             let (idx, keep) = ResidualStack.column(indices, layer: i)
-            return vq.codes.indexSelect(axis: 0, idx) * keep
-        }, axis: 0)
+            var chosen: Tensor
+            if i == 0 {
+                chosen = vq.codes.indexSelect(axis: 0, idx)
+            } else {
+                let d = vq.codes.shape.last!
+                let perToken = mlps[i - 1](vq.codes.reshaped([1, -1, d]), condition: condition!.reshaped([-1, d]))
+                let flat = IndexTensor(idx.scalars.flatMap { Array(repeating: $0, count: d) }, shape: [1, idx.count, 1, d])
+                chosen = perToken.gather(axis: 2, index: flat).reshaped(idx.shape + [d])
+            }
+            condition = condition.map { $0 + chosen } ?? chosen
+            all.append(chosen * keep)
+        }
+        return Tensor.stack(all, axis: 0)
     }
 
     /// `project_out(Σ_layers getCodes(from:))`.

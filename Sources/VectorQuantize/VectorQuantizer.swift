@@ -2,7 +2,7 @@ import VQNN
 import VQTensor
 
 /// Options of one ``VectorQuantizer`` forward pass (the reference's `forward` keywords).
-public struct VectorQuantizerOptions: Sendable {
+public struct VectorQuantizerOptions {
     /// Target indices: return the cross-entropy of the scores against them (the reference's `indices=`).
     public var targetIndices: IndexTensor? = nil
     /// `[b · n]` row-major, `true` = real token (the reference's `mask=`).
@@ -18,6 +18,9 @@ public struct VectorQuantizerOptions: Sendable {
     /// Standard normal noise for the directional reparameterisation, `[b, n, d]` (default: drawn from the
     /// module's generator); to replay a recorded draw.
     public var directionalNoise: Tensor? = nil
+    /// Per-token codebooks (`codebook_transform_fn`): codes `[h, c, d]` → `[h, b·n, c, d]`; see
+    /// ``CodebookForwardOptions/codebookTransform``.
+    public var codebookTransform: ((Tensor) -> Tensor)? = nil
     public init() {}
 }
 
@@ -179,6 +182,7 @@ public final class VectorQuantizer: Module {
         cbo.accumulateEMAUpdate = opts.accumulateEMAUpdate
         cbo.emaUpdate = (opts.emaUpdate ?? c.emaUpdate) && opts.topK == nil
         cbo.topK = opts.topK
+        cbo.codebookTransform = opts.codebookTransform
         cbo.needsDistances = (isTraining && (c.commitmentUseCrossEntropyLoss || c.codebookDiversityLossWeight > 0))
             || opts.targetIndices != nil
         var out = codebook.forward(flat, valid: valid, options: cbo)
