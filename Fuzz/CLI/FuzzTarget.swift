@@ -31,7 +31,7 @@ enum Fixtures {
         rvq.layer.seed = 1
         return [try! VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8)), try! ResidualVQ(rvq),
                 try! GroupedResidualVQ(dim: 4, groups: 2, configuration: ResidualVQConfiguration(dim: 2, numQuantizers: 2, codebookSize: 4)),
-                FSQ(fsq)]
+                try! FSQ(fsq)]
     }()
 }
 

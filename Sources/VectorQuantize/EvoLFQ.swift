@@ -94,7 +94,7 @@ public final class EvoLFQ: Module {
         if lfqKwargs["lfq"] != nil { throw ConfigurationError.badValue(module: m, keyword: "lfq", reason: "pass the LFQ's keywords instead of an instance") }
         let seed = try k.int("seed").map { UInt64(truncatingIfNeeded: $0) } ?? 0
         lfqKwargs["seed"] = Int(truncatingIfNeeded: seed)
-        let lfq = LFQ(try LFQ.Configuration(referenceKwargs: lfqKwargs, module: m))
+        let lfq = try LFQ(try LFQ.Configuration(referenceKwargs: lfqKwargs, module: m))
         var rng = SeededGenerator(seed: seed ^ 0xE71)
         func layer(_ key: String) throws -> Layer {
             guard let text = kw[key] as? String else { throw ConfigurationError.invalid(module: m, reason: "\(key) is required (module text, e.g. \"nn.Linear(16, 8)\")") }

@@ -28,18 +28,24 @@ public final class FSQ: Module {
 
         public init(referenceKwargs kw: [String: Any], module: String = "FSQ") throws {
             for k in kw.keys where !Self.keywords.contains(k) { throw ConfigurationError.unknownKeyword(module: module, keyword: k) }
-            guard let levels = kw["levels"] as? [Int] else { throw ConfigurationError.invalid(module: module, reason: "levels is required") }
+            let k = Keywords(kw, module: module)
+            guard let levels = try k.ints("levels") else { throw ConfigurationError.invalid(module: module, reason: "levels is required") }
             self.init(levels: levels)
-            dim = kw["dim"] as? Int
-            numCodebooks = kw["num_codebooks"] as? Int ?? 1
-            keepNumCodebooksDim = kw["keep_num_codebooks_dim"] as? Bool
-            channelFirst = kw["channel_first"] as? Bool ?? false
-            projectionHasBias = kw["projection_has_bias"] as? Bool ?? true
-            preserveSymmetry = kw["preserve_symmetry"] as? Bool ?? false
-            noiseDropout = Float(kw["noise_dropout"] as? Double ?? 0)
-            boundHardClamp = kw["bound_hard_clamp"] as? Bool ?? false
-            orthogonalRotation = try Keywords(kw, module: module).bool("orthogonal_rotation") ?? false
-            if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
+            dim = try k.int("dim")
+            numCodebooks = try k.int("num_codebooks") ?? 1
+            keepNumCodebooksDim = try k.bool("keep_num_codebooks_dim")
+            channelFirst = try k.bool("channel_first") ?? false
+            projectionHasBias = try k.bool("projection_has_bias") ?? true
+            preserveSymmetry = try k.bool("preserve_symmetry") ?? false
+            noiseDropout = Float(try k.double("noise_dropout") ?? 0)
+            boundHardClamp = try k.bool("bound_hard_clamp") ?? false
+            orthogonalRotation = try k.bool("orthogonal_rotation") ?? false
+            if let s = try k.int("seed") { seed = UInt64(truncatingIfNeeded: s) }
+            try validate(module: module)
+        }
+
+        /// The checks of both paths (typed and keyword).
+        public func validate(module: String = "FSQ") throws {
             if levels.isEmpty || numCodebooks < 1 {
                 throw ConfigurationError.badValue(module: module, keyword: levels.isEmpty ? "levels" : "num_codebooks", reason: levels.isEmpty ? "an empty list" : "must be ≥ 1")
             }
@@ -52,6 +58,9 @@ public final class FSQ: Module {
             }
             if levels.contains(2) && !preserveSymmetry {
                 throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "levels of 2 need preserve_symmetry")
+            }
+            if !(noiseDropout >= 0 && noiseDropout <= 1) {
+                throw ConfigurationError.badValue(module: module, keyword: "noise_dropout", reason: "must be in [0, 1]")
             }
             if noiseDropout > 0 && !preserveSymmetry {
                 throw ConfigurationError.badValue(module: module, keyword: "noise_dropout", reason: "needs preserve_symmetry")
@@ -70,7 +79,8 @@ public final class FSQ: Module {
     public let orthogonalRot: Parameter?
     var rng: SeededGenerator
 
-    public init(_ configuration: Configuration) {
+    public init(_ configuration: Configuration) throws {
+        try configuration.validate()
         let c = configuration
         self.configuration = c
         levels = c.levels

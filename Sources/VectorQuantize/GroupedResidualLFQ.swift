@@ -10,30 +10,59 @@ import VQTensor
 /// let out = g(x)                                 // out.indices: [2, b, n, 2]
 /// ```
 public final class GroupedResidualLFQ: Module {
-    public let dim: Int
-    public let groups: Int
+    /// `dim` split into `groups`, each quantized by a ``ResidualLFQ`` of `residual` (its `dim` is
+    /// `dim / groups`; group `g` seeded `seed + g`).
+    public struct Configuration: Sendable, Equatable {
+        public var dim: Int
+        public var groups: Int
+        public var residual: ResidualLFQ.Configuration
+        public init(dim: Int, groups: Int, residual: ResidualLFQ.Configuration) {
+            self.dim = dim
+            self.groups = groups
+            self.residual = residual
+        }
+
+        public init(referenceKwargs kw: [String: Any]) throws {
+            let m = "GroupedResidualLFQ"
+            let k = Keywords(kw, module: m)
+            let dim = try k.required("dim")
+            let groups = try k.int("groups") ?? 1
+            var inner = kw
+            inner["groups"] = nil
+            inner["dim"] = groups > 0 ? dim / groups : dim
+            self.init(dim: dim, groups: groups, residual: try ResidualLFQ.Configuration(referenceKwargs: inner, module: m))
+            try validate()
+        }
+
+        public func validate() throws {
+            guard groups > 0, dim > 0, dim % groups == 0 else {
+                throw ConfigurationError.badValue(module: "GroupedResidualLFQ", keyword: "groups", reason: "dim \(dim) is not divisible into \(groups) groups")
+            }
+            var r = residual
+            r.dim = dim / groups
+            try r.validate(module: "GroupedResidualLFQ")
+        }
+    }
+
+    public let configuration: Configuration
+    public var dim: Int { configuration.dim }
+    public var groups: Int { configuration.groups }
     public let rvqs: [ResidualLFQ]
 
-    /// - Parameter kw: `dim`, `groups`, and every `ResidualLFQ` keyword (its `dim` is `dim / groups`).
-    public init(referenceKwargs kw: [String: Any]) throws {
-        let k = Keywords(kw, module: "GroupedResidualLFQ")
-        let dim = try k.required("dim")
-        let groups = try k.int("groups") ?? 1
-        guard groups > 0, dim % groups == 0 else {
-            throw ConfigurationError.invalid(module: "GroupedResidualLFQ", reason: "dim \(dim) is not divisible into \(groups) groups")
-        }
-        self.dim = dim
-        self.groups = groups
-        var inner = kw
-        inner["groups"] = nil
-        inner["dim"] = dim / groups
-        rvqs = try (0..<groups).map { g in
-            var kw = inner
-            kw["seed"] = (try k.int("seed") ?? 0) &+ g
-            return try ResidualLFQ(referenceKwargs: kw, module: "GroupedResidualLFQ")
+    public init(_ configuration: Configuration) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        rvqs = try (0..<configuration.groups).map { g in
+            var r = configuration.residual
+            r.dim = configuration.dim / configuration.groups
+            r.seed = configuration.residual.seed &+ UInt64(g)
+            return try ResidualLFQ(r, module: "GroupedResidualLFQ")
         }
         super.init()
     }
+
+    /// - Parameter kw: `dim`, `groups`, and every `ResidualLFQ` keyword (its `dim` is `dim / groups`).
+    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
     /// Quantizes `x [b, n, dim]` group by group (one quantize-dropout draw shared by the groups).
     public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil)

@@ -51,22 +51,22 @@ public final class LFQ: Module {
 
         public init(referenceKwargs kw: [String: Any], module: String = "LFQ") throws {
             for k in kw.keys where !Self.keywords.contains(k) { throw ConfigurationError.unknownKeyword(module: module, keyword: k) }
-            func f(_ k: String) -> Float? { (kw[k] as? Double).map(Float.init) ?? (kw[k] as? Int).map(Float.init) }
-            dim = kw["dim"] as? Int
-            codebookSize = kw["codebook_size"] as? Int
-            entropyLossWeight = f("entropy_loss_weight") ?? entropyLossWeight
-            commitmentLossWeight = f("commitment_loss_weight") ?? commitmentLossWeight
-            diversityGamma = f("diversity_gamma") ?? diversityGamma
-            numCodebooks = kw["num_codebooks"] as? Int ?? 1
-            keepNumCodebooksDim = kw["keep_num_codebooks_dim"] as? Bool
-            codebookScale = f("codebook_scale") ?? codebookScale
-            fracPerSampleEntropy = f("frac_per_sample_entropy") ?? 1
-            hasProjections = kw["has_projections"] as? Bool
-            projectionHasBias = kw["projection_has_bias"] as? Bool ?? true
-            softClampInputValue = f("soft_clamp_input_value")
-            channelFirst = kw["channel_first"] as? Bool
-            spherical = kw["spherical"] as? Bool ?? false
             let k = Keywords(kw, module: module)
+            func f(_ key: String) throws -> Float? { try k.double(key).map(Float.init) }
+            dim = try k.int("dim")
+            codebookSize = try k.int("codebook_size")
+            entropyLossWeight = try f("entropy_loss_weight") ?? entropyLossWeight
+            commitmentLossWeight = try f("commitment_loss_weight") ?? commitmentLossWeight
+            diversityGamma = try f("diversity_gamma") ?? diversityGamma
+            numCodebooks = try k.int("num_codebooks") ?? 1
+            keepNumCodebooksDim = try k.bool("keep_num_codebooks_dim")
+            codebookScale = try f("codebook_scale") ?? codebookScale
+            fracPerSampleEntropy = try f("frac_per_sample_entropy") ?? 1
+            hasProjections = try k.bool("has_projections")
+            projectionHasBias = try k.bool("projection_has_bias") ?? true
+            softClampInputValue = try f("soft_clamp_input_value")
+            channelFirst = try k.bool("channel_first")
+            spherical = try k.bool("spherical") ?? false
             experimentalSoftplusEntropyLoss = try k.bool("experimental_softplus_entropy_loss") ?? false
             entropyLossOffset = Float(try k.double("entropy_loss_offset") ?? 5)
             cosineSimProjectIn = try k.bool("cosine_sim_project_in") ?? false
@@ -80,8 +80,14 @@ public final class LFQ: Module {
                 }
                 straightThroughActivation = act
             }
-            if let s = kw["seed"] as? Int { seed = UInt64(truncatingIfNeeded: s) }
+            if let s = try k.int("seed") { seed = UInt64(truncatingIfNeeded: s) }
+            try validate(module: module)
+        }
+
+        /// The checks of both paths (typed and keyword): sizes, a power-of-2 codebook, the entropy fraction.
+        public func validate(module: String = "LFQ") throws {
             guard dim != nil || codebookSize != nil else { throw ConfigurationError.invalid(module: module, reason: "dim or codebook_size is required") }
+            if numCodebooks < 1 { throw ConfigurationError.badValue(module: module, keyword: "num_codebooks", reason: "must be ≥ 1") }
             let bits = codebookSize.map { $0 > 0 ? $0.trailingZeroBitCount : 0 } ?? Swift.min(dim ?? 1, 30)
             if let d = dim, SizeLimit.product([d, Swift.max(bits, 1), numCodebooks]) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(bits * numCodebooks) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")
@@ -121,7 +127,8 @@ public final class LFQ: Module {
     public let dim: Int
     var rng: SeededGenerator
 
-    public init(_ configuration: Configuration) {
+    public init(_ configuration: Configuration) throws {
+        try configuration.validate()
         let c = configuration
         self.configuration = c
         codebookSize = c.codebookSize ?? (1 << c.dim!)

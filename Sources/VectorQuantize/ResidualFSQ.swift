@@ -5,6 +5,90 @@ import VQTensor
 /// residual scaled by `L^i` with a symmetry-preserving FSQ, so each layer refines the previous one by a
 /// factor of the level count. The input is soft-clamped to each layer's range first.
 public final class ResidualFSQ: Module {
+    /// The constructor arguments (the reference's `ResidualFSQ(...)` keywords).
+    ///
+    /// ```swift
+    /// var c = ResidualFSQ.Configuration(levels: [8, 5, 5, 5], numQuantizers: 4)
+    /// c.dim = 64
+    /// let rfsq = try ResidualFSQ(c)
+    /// ```
+    public struct Configuration: Sendable, Equatable {
+        public var levels: [Int]                          // levels
+        public var numQuantizers: Int                     // num_quantizers
+        public var dim: Int? = nil                        // dim (default: levels.count, no projection)
+        public var channelFirst = false                   // is_channel_first
+        public var quantizeDropout = false                // quantize_dropout
+        public var quantizeDropoutCutoffIndex = 0         // quantize_dropout_cutoff_index
+        public var quantizeDropoutMultipleOf = 1          // quantize_dropout_multiple_of
+        public var softClampInputValue: Float? = nil      // soft_clamp_input_value (needs boundHardClamp off)
+        public var boundHardClamp = true                  // bound_hard_clamp
+        /// Every other FSQ option of the layers (their levels, dim, symmetry and clamp are set by the stack).
+        public var layer: FSQ.Configuration
+        public var seed: UInt64 = 0
+
+        public init(levels: [Int], numQuantizers: Int) {
+            self.levels = levels
+            self.numQuantizers = numQuantizers
+            layer = FSQ.Configuration(levels: levels)
+        }
+
+        static let ownKeywords: Set<String> = ["levels", "num_quantizers", "dim", "is_channel_first", "quantize_dropout",
+                                               "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of",
+                                               "soft_clamp_input_value", "bound_hard_clamp", "seed"]
+
+        public init(referenceKwargs kw: [String: Any], module: String = "ResidualFSQ") throws {
+            let k = Keywords(kw, module: module)
+            guard let levels = try k.ints("levels"), let q = try k.int("num_quantizers") else {
+                throw ConfigurationError.invalid(module: module, reason: "levels and num_quantizers are required")
+            }
+            self.init(levels: levels, numQuantizers: q)
+            dim = try k.int("dim")
+            channelFirst = try k.bool("is_channel_first") ?? false
+            softClampInputValue = try k.double("soft_clamp_input_value").map(Float.init)
+            boundHardClamp = try k.bool("bound_hard_clamp") ?? true
+            (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
+            seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
+            var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
+            layerKw["levels"] = levels
+            layerKw["preserve_symmetry"] = true
+            layer = try FSQ.Configuration(referenceKwargs: layerKw, module: module)
+            try validate(module: module)
+        }
+
+        /// The checks of both paths.
+        public func validate(module: String = "ResidualFSQ") throws {
+            guard numQuantizers >= 1 && numQuantizers <= 1 << 12 else {
+                throw ConfigurationError.badValue(module: module, keyword: "num_quantizers", reason: "\(numQuantizers) is outside 1…4096")
+            }
+            if boundHardClamp && softClampInputValue != nil {
+                // The reference asserts this too: the hard clamp brings its own per-level soft clamp.
+                throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")
+            }
+            if let v = softClampInputValue, !(v > 0 && v.isFinite) {
+                throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "must be a positive number")
+            }
+            if quantizeDropoutCutoffIndex < 0 || quantizeDropoutMultipleOf < 1 {
+                throw ConfigurationError.badValue(module: module, keyword: "quantize_dropout_cutoff_index", reason: "cutoff must be ≥ 0 and multiple_of ≥ 1")
+            }
+            try layerConfiguration.validate(module: module)
+            if let d = dim, SizeLimit.product([d, levels.count]) == nil {
+                throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(levels.count) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")
+            }
+        }
+
+        /// One layer's FSQ: the stack's levels, no projection, symmetry preserved, the stack's clamp.
+        var layerConfiguration: FSQ.Configuration {
+            var l = layer
+            l.levels = levels
+            l.dim = levels.count
+            l.numCodebooks = 1
+            l.preserveSymmetry = true
+            l.boundHardClamp = boundHardClamp
+            return l
+        }
+    }
+
+    public let configuration: Configuration
     public let levels: [Int]
     public let dim: Int
     public let projectIn: Linear?
@@ -13,29 +97,22 @@ public final class ResidualFSQ: Module {
     /// `[q, d]`: layer `i` works at scale `L^-i`.
     public let scales: Tensor
     let softClamp: Tensor?
-    /// `is_channel_first`: inputs `[b, dim, n…]`, outputs likewise, indices `[b, q, n…]` (as the reference).
-    public let channelFirst: Bool
-    public let quantizeDropout: Bool
-    public let quantizeDropoutCutoffIndex: Int
-    public let quantizeDropoutMultipleOf: Int
     var rng: SeededGenerator
 
-    static let ownKeywords: Set<String> = ["levels", "num_quantizers", "dim", "is_channel_first", "quantize_dropout",
-                                           "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of",
-                                           "soft_clamp_input_value", "bound_hard_clamp", "seed"]
+    /// `is_channel_first`: inputs `[b, dim, n…]`, outputs likewise, indices `[b, q, n…]` (as the reference).
+    public var channelFirst: Bool { configuration.channelFirst }
+    public var quantizeDropout: Bool { configuration.quantizeDropout && configuration.numQuantizers > 1 }
+    public var quantizeDropoutCutoffIndex: Int { configuration.quantizeDropoutCutoffIndex }
+    public var quantizeDropoutMultipleOf: Int { configuration.quantizeDropoutMultipleOf }
 
-    public init(referenceKwargs kw: [String: Any], module: String = "ResidualFSQ") throws {
-        let k = Keywords(kw, module: module)
-        guard let levels = try k.ints("levels"), let q = try k.int("num_quantizers"), q > 0 else {
-            throw ConfigurationError.invalid(module: module, reason: "levels and num_quantizers are required")
-        }
-        channelFirst = try k.bool("is_channel_first") ?? false
-        let softValue = try k.double("soft_clamp_input_value")
-        self.levels = levels
-        let cd = levels.count
-        dim = try k.int("dim") ?? cd
-        let seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
-        var rng = SeededGenerator(seed: seed ^ 0x4F5C)
+    public init(_ configuration: Configuration, module: String = "ResidualFSQ") throws {
+        try configuration.validate(module: module)
+        let c = configuration
+        self.configuration = c
+        levels = c.levels
+        let cd = c.levels.count
+        dim = c.dim ?? cd
+        var rng = SeededGenerator(seed: c.seed ^ 0x4F5C)
         if dim != cd {
             projectIn = Linear(dim, cd, rng: &rng)
             projectOut = Linear(cd, dim, rng: &rng)
@@ -43,23 +120,16 @@ public final class ResidualFSQ: Module {
             projectIn = nil
             projectOut = nil
         }
-        let hardClamp = try k.bool("bound_hard_clamp") ?? true
-        if hardClamp && softValue != nil {
-            // The reference asserts this too: the hard clamp brings its own per-level soft clamp.
-            throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")
-        }
-        var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
-        layerKw["levels"] = levels
-        layerKw["dim"] = cd
-        layerKw["preserve_symmetry"] = true
-        layerKw["bound_hard_clamp"] = hardClamp
-        let layerConfig = try FSQ.Configuration(referenceKwargs: layerKw, module: module)
-        layers = (0..<q).map { _ in FSQ(layerConfig) }
-        scales = Tensor((0..<q).flatMap { i in levels.map { powFloat(Float($0), -Float(i)) } }, shape: [q, cd])
-        softClamp = hardClamp ? Tensor(levels.map { 1 + 1 / Float($0 - 1) }) : softValue.map { Tensor(repeating: Float($0), shape: [cd]) }
-        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
+        let layerConfig = c.layerConfiguration
+        layers = try (0..<c.numQuantizers).map { _ in try FSQ(layerConfig) }
+        scales = Tensor((0..<c.numQuantizers).flatMap { i in c.levels.map { powFloat(Float($0), -Float(i)) } }, shape: [c.numQuantizers, cd])
+        softClamp = c.boundHardClamp ? Tensor(c.levels.map { 1 + 1 / Float($0 - 1) }) : c.softClampInputValue.map { Tensor(repeating: $0, shape: [cd]) }
         self.rng = rng
         super.init()
+    }
+
+    public convenience init(referenceKwargs kw: [String: Any], module: String = "ResidualFSQ") throws {
+        try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
     }
 
     public var numQuantizers: Int { layers.count }
@@ -74,12 +144,13 @@ public final class ResidualFSQ: Module {
         -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor)
     {
         guard channelFirst else { return channelLast(x, quantizeDropoutSeed: quantizeDropoutSeed) }
-        precondition(x.rank == 3, "ResidualFSQ(channel first): input \(x.shape) must be [b, dim, n]")
-        let out = channelLast(x.transposed(1, 2), quantizeDropoutSeed: quantizeDropoutSeed)
+        precondition(x.rank >= 3 && x.shape[1] == dim, "ResidualFSQ(channel first, dim \(dim)): input \(x.shape) must be [b, \(dim), n…]")
+        let spatial = Array(x.shape.dropFirst(2))
+        let out = channelLast(x.reshaped([x.shape[0], dim, -1]).transposed(1, 2), quantizeDropoutSeed: quantizeDropoutSeed)
         let (b, n, q) = (out.indices.shape[0], out.indices.shape[1], out.indices.shape[2])
         var moved = [Int](repeating: 0, count: b * n * q)
         for bi in 0..<b { for t in 0..<n { for i in 0..<q { moved[(bi * q + i) * n + t] = out.indices.scalars[(bi * n + t) * q + i] } } }
-        return (out.quantized.transposed(1, 2), IndexTensor(moved, shape: [b, q, n]), out.layerInputs)
+        return (out.quantized.transposed(1, 2).reshaped(x.shape), IndexTensor(moved, shape: [b, q] + spatial), out.layerInputs)
     }
 
     /// The channel-last forward: `x [b, n, dim]`, indices `[b, n, q]`.
@@ -111,13 +182,14 @@ public final class ResidualFSQ: Module {
     }
 
     /// Scaled per-layer codes `[q, b, n, d]` for indices `[b, n, q]` (zero where -1). With ``channelFirst``
-    /// the forward's `[b, q, n]` indices are read too (the reference fails on them).
+    /// the forward's `[b, q, n…]` indices are read too (the reference fails on them): codes `[q, b, n…, d]`.
     public func getCodes(from indices: IndexTensor) -> Tensor {
-        if channelFirst && indices.rank == 3 && indices.shape[1] == numQuantizers && indices.shape[2] != numQuantizers {
-            let (b, q, n) = (indices.shape[0], indices.shape[1], indices.shape[2])
+        if channelFirst && indices.rank >= 3 && indices.shape[1] == numQuantizers && indices.shape.last != numQuantizers {
+            let (b, q) = (indices.shape[0], indices.shape[1])
+            let spatial = Array(indices.shape.dropFirst(2)), n = spatial.reduce(1, *)
             var back = [Int](repeating: 0, count: b * n * q)
             for bi in 0..<b { for i in 0..<q { for t in 0..<n { back[(bi * n + t) * q + i] = indices.scalars[(bi * q + i) * n + t] } } }
-            return getCodes(from: IndexTensor(back, shape: [b, n, q]))
+            return getCodes(from: IndexTensor(back, shape: [b] + spatial + [q]))
         }
         return Tensor.stack(layers.enumerated().map { i, layer in
             let (idx, keep) = ResidualStack.column(indices, layer: i)
@@ -133,30 +205,71 @@ public final class ResidualFSQ: Module {
 
 /// Grouped residual FSQ: the features split into `groups`, each with its own ``ResidualFSQ`` (`rvqs.<g>`).
 public final class GroupedResidualFSQ: Module {
-    public let dim: Int
-    public let groups: Int
+    /// `dim` split into `groups`, each quantized by a ``ResidualFSQ`` of `residual` (its `dim` is `dim / groups`).
+    public struct Configuration: Sendable, Equatable {
+        public var dim: Int
+        public var groups: Int
+        /// `accept_image_fmap`: `[b, dim, h, w]` input split along the channels; the groups run channel first.
+        public var acceptImageFmap = false
+        public var residual: ResidualFSQ.Configuration
+        public init(dim: Int, groups: Int, residual: ResidualFSQ.Configuration) {
+            self.dim = dim
+            self.groups = groups
+            self.residual = residual
+        }
+
+        public init(referenceKwargs kw: [String: Any]) throws {
+            let m = "GroupedResidualFSQ"
+            let k = Keywords(kw, module: m)
+            let dim = try k.required("dim")
+            let groups = try k.int("groups") ?? 1
+            let image = try k.bool("accept_image_fmap") ?? false
+            var inner = kw
+            inner["groups"] = nil
+            inner["accept_image_fmap"] = nil
+            inner["dim"] = groups > 0 ? dim / groups : dim
+            self.init(dim: dim, groups: groups, residual: try ResidualFSQ.Configuration(referenceKwargs: inner, module: m))
+            acceptImageFmap = image
+            try validate()
+        }
+
+        /// One group's configuration.
+        var groupConfiguration: ResidualFSQ.Configuration {
+            var r = residual
+            r.dim = dim / Swift.max(groups, 1)
+            if acceptImageFmap { r.channelFirst = true }
+            return r
+        }
+
+        public func validate() throws {
+            guard groups > 0, dim > 0, dim % groups == 0 else {
+                throw ConfigurationError.badValue(module: "GroupedResidualFSQ", keyword: "groups", reason: "dim \(dim) is not divisible into \(groups) groups")
+            }
+            try groupConfiguration.validate(module: "GroupedResidualFSQ")
+        }
+    }
+
+    public let configuration: Configuration
+    public var dim: Int { configuration.dim }
+    public var groups: Int { configuration.groups }
     public let rvqs: [ResidualFSQ]
 
-    public init(referenceKwargs kw: [String: Any]) throws {
-        let k = Keywords(kw, module: "GroupedResidualFSQ")
-        let dim = try k.required("dim")
-        let groups = try k.int("groups") ?? 1
-        guard groups > 0, dim % groups == 0 else {
-            throw ConfigurationError.invalid(module: "GroupedResidualFSQ", reason: "dim \(dim) is not divisible into \(groups) groups")
-        }
-        self.dim = dim
-        self.groups = groups
-        var inner = kw
-        inner["groups"] = nil
-        inner["accept_image_fmap"] = nil
-        inner["dim"] = dim / groups
-        rvqs = try (0..<groups).map { _ in try ResidualFSQ(referenceKwargs: inner, module: "GroupedResidualFSQ") }
+    public init(_ configuration: Configuration) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        let r = configuration.groupConfiguration
+        rvqs = try (0..<configuration.groups).map { _ in try ResidualFSQ(r, module: "GroupedResidualFSQ") }
         super.init()
     }
 
+    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
+
+    /// The feature axis the groups split: 1 for image maps and channel-first groups, else the last.
+    var splitAxis: Int { configuration.groupConfiguration.channelFirst ? 1 : -1 }
+
     public func callAsFunction(_ x: Tensor) -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor) {
-        let outs = zip(rvqs, x.split(parts: groups, axis: -1)).map { $0($1) }
-        return (Tensor.concat(outs.map(\.quantized), axis: -1),
+        let outs = zip(rvqs, x.split(parts: groups, axis: splitAxis)).map { $0($1) }
+        return (Tensor.concat(outs.map(\.quantized), axis: splitAxis),
                 IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
                 Tensor.stack(outs.map(\.layerInputs), axis: 0))
     }

@@ -4,29 +4,98 @@ import VQTensor
 /// Residual LFQ: layer `i` is an ``LFQ`` with `codebook_scale = 2^-i` on the residual of the previous
 /// layers (the reference's `ResidualLFQ`; keys `layers.<i>.mask`).
 public final class ResidualLFQ: Module {
+    /// The constructor arguments (the reference's `ResidualLFQ(...)` keywords).
+    ///
+    /// ```swift
+    /// let rlfq = try ResidualLFQ(.init(dim: 64, numQuantizers: 4, codebookSize: 1024))
+    /// ```
+    public struct Configuration: Sendable, Equatable {
+        public var dim: Int                               // dim
+        public var numQuantizers: Int                     // num_quantizers
+        public var codebookSize: Int                      // codebook_size (a power of 2)
+        /// Layer `i` soft-clamps its input to `value · 2^-i`.
+        public var softClampInputValue: Float? = nil      // soft_clamp_input_value
+        public var quantizeDropout = false                // quantize_dropout
+        public var quantizeDropoutCutoffIndex = 0         // quantize_dropout_cutoff_index
+        public var quantizeDropoutMultipleOf = 1          // quantize_dropout_multiple_of
+        /// Every other LFQ option of the layers (their dim, scale and clamp are set by the stack).
+        public var layer: LFQ.Configuration
+        public var seed: UInt64 = 0
+
+        public init(dim: Int, numQuantizers: Int, codebookSize: Int) {
+            self.dim = dim
+            self.numQuantizers = numQuantizers
+            self.codebookSize = codebookSize
+            layer = LFQ.Configuration()
+        }
+
+        static let ownKeywords: Set<String> = ["dim", "num_quantizers", "codebook_size", "soft_clamp_input_value", "quantize_dropout",
+                                               "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "seed"]
+
+        public init(referenceKwargs kw: [String: Any], module: String = "ResidualLFQ") throws {
+            let k = Keywords(kw, module: module)
+            guard let dim = try k.int("dim"), let q = try k.int("num_quantizers"), let size = try k.int("codebook_size") else {
+                throw ConfigurationError.invalid(module: module, reason: "dim, num_quantizers and codebook_size are required")
+            }
+            self.init(dim: dim, numQuantizers: q, codebookSize: size)
+            softClampInputValue = try k.double("soft_clamp_input_value").map(Float.init)
+            (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
+            seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
+            var lk = kw.filter { !Self.ownKeywords.contains($0.key) }
+            lk["codebook_size"] = size
+            layer = try LFQ.Configuration(referenceKwargs: lk, module: module)
+            try validate(module: module)
+        }
+
+        /// The checks of both paths.
+        public func validate(module: String = "ResidualLFQ") throws {
+            guard numQuantizers >= 1 && numQuantizers <= 1 << 12 else {
+                throw ConfigurationError.badValue(module: module, keyword: "num_quantizers", reason: "\(numQuantizers) is outside 1…4096")
+            }
+            guard codebookSize > 0, codebookSize & (codebookSize - 1) == 0, codebookSize <= 1 << 30 else {
+                throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(codebookSize) is not a power of 2 in 2…2^30")
+            }
+            if let v = softClampInputValue, !(v > 0 && v.isFinite) {
+                throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "must be a positive number")
+            }
+            if quantizeDropoutCutoffIndex < 0 || quantizeDropoutMultipleOf < 1 {
+                throw ConfigurationError.badValue(module: module, keyword: "quantize_dropout_cutoff_index", reason: "cutoff must be ≥ 0 and multiple_of ≥ 1")
+            }
+            if SizeLimit.product([dim, codebookSize.trailingZeroBitCount]) == nil {
+                throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(dim) must be positive and its projection within \(SizeLimit.maxElements) values")
+            }
+            try layerConfiguration(0).validate(module: module)
+        }
+
+        /// Layer `i`'s LFQ: `codebook_scale = 2^-i`, the clamp halved per layer, no projection.
+        func layerConfiguration(_ i: Int) -> LFQ.Configuration {
+            var l = layer
+            l.dim = codebookSize.trailingZeroBitCount
+            l.codebookSize = codebookSize
+            l.codebookScale = Float(1) / Float(1 << Swift.min(i, 62))
+            l.softClampInputValue = softClampInputValue.map { $0 * powFloat(0.5, Float(i)) }
+            return l
+        }
+    }
+
+    public let configuration: Configuration
     public let dim: Int
     public let projectIn: Linear?
     public let projectOut: Linear?
     public let layers: [LFQ]
-    public let quantizeDropout: Bool
-    public let quantizeDropoutCutoffIndex: Int
-    public let quantizeDropoutMultipleOf: Int
     var rng: SeededGenerator
 
-    static let ownKeywords: Set<String> = ["dim", "num_quantizers", "codebook_size", "soft_clamp_input_value", "quantize_dropout",
-                                           "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "seed"]
+    public var quantizeDropout: Bool { configuration.quantizeDropout && configuration.numQuantizers > 1 }
+    public var quantizeDropoutCutoffIndex: Int { configuration.quantizeDropoutCutoffIndex }
+    public var quantizeDropoutMultipleOf: Int { configuration.quantizeDropoutMultipleOf }
 
-    public init(referenceKwargs kw: [String: Any], module: String = "ResidualLFQ") throws {
-        let k = Keywords(kw, module: module)
-        guard let dim = try k.int("dim"), let q = try k.int("num_quantizers"), let size = try k.int("codebook_size"), q > 0 else {
-            throw ConfigurationError.invalid(module: module, reason: "dim, num_quantizers and codebook_size are required")
-        }
-        guard size > 0, size & (size - 1) == 0 else {
-            throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(size) is not a power of 2")
-        }
-        self.dim = dim
-        let cd = size.trailingZeroBitCount
-        var rng = SeededGenerator(seed: UInt64(truncatingIfNeeded: try k.int("seed") ?? 0) ^ 0x21F0)
+    public init(_ configuration: Configuration, module: String = "ResidualLFQ") throws {
+        try configuration.validate(module: module)
+        let c = configuration
+        self.configuration = c
+        dim = c.dim
+        let cd = c.codebookSize.trailingZeroBitCount
+        var rng = SeededGenerator(seed: c.seed ^ 0x21F0)
         if cd != dim {
             projectIn = Linear(dim, cd, rng: &rng)
             projectOut = Linear(cd, dim, rng: &rng)
@@ -34,21 +103,13 @@ public final class ResidualLFQ: Module {
             projectIn = nil
             projectOut = nil
         }
-        var clamp = try k.double("soft_clamp_input_value").map(Float.init)
-        var layers: [LFQ] = []
-        for i in 0..<q {
-            var lk = kw.filter { !Self.ownKeywords.contains($0.key) }
-            lk["dim"] = cd
-            var lc = try LFQ.Configuration(referenceKwargs: lk, module: module)
-            lc.codebookScale = Float(1) / Float(1 << i)
-            lc.softClampInputValue = clamp
-            layers.append(LFQ(lc))
-            clamp = clamp.map { $0 * 0.5 }
-        }
-        self.layers = layers
-        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
+        layers = try (0..<c.numQuantizers).map { try LFQ(c.layerConfiguration($0)) }
         self.rng = rng
         super.init()
+    }
+
+    public convenience init(referenceKwargs kw: [String: Any], module: String = "ResidualLFQ") throws {
+        try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
     }
 
     public var numQuantizers: Int { layers.count }

@@ -130,7 +130,7 @@ enum Workloads {
                  },
                  run: { let (m, x) = $0 as! (ResidualVQ, Tensor); _ = withoutGradient { m(x) } }),
         Workload(name: "e_fsq_8555", vectors: 65536, flops: 0,
-                 setup: { () -> Any in let f = FSQ(FSQ.Configuration(levels: [8, 5, 5, 5])); f.eval(); return (f, seeded([64, 1024, 4], 14)) },
+                 setup: { () -> Any in let f = try! FSQ(FSQ.Configuration(levels: [8, 5, 5, 5])); f.eval(); return (f, seeded([64, 1024, 4], 14)) },
                  run: { let (m, x) = $0 as! (FSQ, Tensor); _ = withoutGradient { m(x) } }),
         Workload(name: "g_vqvae_step", vectors: 64, flops: 0,
                  setup: { () -> Any in
@@ -176,7 +176,7 @@ enum Workloads {
                  setup: { () -> Any in
                      var c = FSQ.Configuration(levels: [8, 5, 5, 5])
                      c.dim = 256
-                     let f = FSQ(c)
+                     let f = try! FSQ(c)
                      f.train()
                      return (f, seeded([8, 1024, 256], 20))
                  },
@@ -191,7 +191,7 @@ enum Workloads {
                      c.dim = 16
                      c.codebookSize = 65536
                      c.entropyLossWeight = 0.1
-                     let l = LFQ(c)
+                     let l = try! LFQ(c)
                      l.train()
                      return (l, seeded([4, 1024, 16], 21))
                  },
@@ -202,7 +202,7 @@ enum Workloads {
                  }),
         Workload(name: "m_simvq_train_step", vectors: 8192, flops: 0,
                  setup: { () -> Any in
-                     let s = try! SimVQ(dim: 256, codebookSize: 1024)
+                     let s = SimVQ(dim: 256, codebookSize: 1024)
                      s.train()
                      return (s, SGD(parameters: s.trainableParameters(), learningRate: 0.01), seeded([8, 1024, 256], 22))
                  },

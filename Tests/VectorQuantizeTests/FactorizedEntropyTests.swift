@@ -55,11 +55,11 @@ struct FactorizedEntropyTests {
     }
 
     @Test("LFQ with 65,536 codes trains through the factorised path")
-    func largeCodebook() {
+    func largeCodebook() throws {
         var c = LFQ.Configuration()
         c.dim = 16
         c.codebookSize = 65536
-        let lfq = LFQ(c)
+        let lfq = try LFQ(c)
         let x = TestSupport.random([1, 300, 16], seed: 5).requiringGradient()
         let out = lfq(x)
         #expect(300 * 65536 > LFQ.denseEntropyLimit)

@@ -193,7 +193,7 @@ struct PerCallFreezeTests {
         var fsq = FSQ.Configuration(levels: [5, 5])
         fsq.dim = 8
         let quantizers: [any Quantizer] = [
-            try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16)), try Self.rvq(), FSQ(fsq),
+            try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16)), try Self.rvq(), try FSQ(fsq),
         ]
         for q in quantizers {
             q.train()

@@ -20,7 +20,7 @@ enum ScalarFixtureDriver {
         switch f.module {
         case "FSQ":
             try checkForwardKeywords(f, [])
-            let fsq = FSQ(try FSQ.Configuration(referenceKwargs: f.ctorKwargs))
+            let fsq = try FSQ(FSQ.Configuration(referenceKwargs: f.ctorKwargs))
             try prepare(fsq, f)
             let leaf = f.float("input.grad_output") != nil ? x.requiringGradient() : x
             let out = fsq(leaf)
@@ -60,7 +60,7 @@ enum ScalarFixtureDriver {
             ResidualFixtureDriver.compareState(&cmp, g)
         case "LFQ":
             try checkForwardKeywords(f, ["inv_temperature", "return_loss_breakdown", "mask"])
-            let lfq = LFQ(try LFQ.Configuration(referenceKwargs: f.ctorKwargs))
+            let lfq = try LFQ(LFQ.Configuration(referenceKwargs: f.ctorKwargs))
             try prepare(lfq, f)
             let invT = Float(f.forwardKwargs["inv_temperature"] as? Double ?? 100)
             let mask = (f.forwardKwargs["mask"] as? String).flatMap { f.ints(String($0.dropFirst(7))) }?.scalars.map { $0 != 0 }

@@ -120,7 +120,7 @@ struct StackTests {
     func fsqRoundTrip(_ levels: [Int]) throws {
         var c = FSQ.Configuration(levels: levels)
         c.preserveSymmetry = levels.contains(2)
-        let fsq = FSQ(c)
+        let fsq = try FSQ(c)
         let all = IndexTensor(Array(0..<fsq.codebookSize))
         #expect(fsq.codesToIndices(fsq.rawCodes(all)) == all)
         let (_, idx, codes) = fsq(TestSupport.random([2, 30, levels.count], seed: 7, std: 2))
