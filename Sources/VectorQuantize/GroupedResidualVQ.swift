@@ -5,9 +5,40 @@ import VQTensor
 /// chunks, each quantized by its own ``ResidualVQ`` (keys `rvqs.<g>.…`). A whole group, a layer of a
 /// group or codes of one layer can be frozen independently.
 public final class GroupedResidualVQ: Module {
-    public let dim: Int
-    public let groups: Int
+    /// `dim` split into `groups`, each quantized by a ``ResidualVQ`` of `residual` (its `dim` is `dim / groups`).
+    public struct Configuration: Sendable, Equatable {
+        public var dim: Int
+        public var groups: Int
+        public var residual: ResidualVQConfiguration
+        public init(dim: Int, groups: Int, residual: ResidualVQConfiguration) {
+            self.dim = dim
+            self.groups = groups
+            self.residual = residual
+        }
+
+        /// The reference's keywords: `dim`, `groups`, and every `ResidualVQ` keyword.
+        public init(referenceKwargs kw: [String: Any]) throws {
+            let k = Keywords(kw, module: "GroupedResidualVQ")
+            let dim = try k.required("dim")
+            let groups = try k.int("groups") ?? 1
+            guard groups > 0, dim > 0, dim % groups == 0 else {
+                throw ConfigurationError.badValue(module: "GroupedResidualVQ", keyword: "groups", reason: "dim \(dim) is not divisible into \(groups) groups")
+            }
+            var inner = kw
+            inner["groups"] = nil
+            inner["dim"] = dim / groups
+            self.init(dim: dim, groups: groups, residual: try ResidualVQConfiguration(referenceKwargs: inner, module: "GroupedResidualVQ"))
+        }
+    }
+
+    public let configuration: Configuration
+    public var dim: Int { configuration.dim }
+    public var groups: Int { configuration.groups }
     public let rvqs: [ResidualVQ]
+
+    public convenience init(_ configuration: Configuration) throws {
+        try self.init(dim: configuration.dim, groups: configuration.groups, configuration: configuration.residual)
+    }
 
     /// - Parameters:
     ///   - dim: the feature dimension, split evenly into the groups.
@@ -17,8 +48,7 @@ public final class GroupedResidualVQ: Module {
         guard groups > 0, dim % groups == 0 else {
             throw ConfigurationError.invalid(module: "GroupedResidualVQ", reason: "dim \(dim) is not divisible into \(groups) groups")
         }
-        self.dim = dim
-        self.groups = groups
+        self.configuration = Configuration(dim: dim, groups: groups, residual: configuration)
         var rvqs: [ResidualVQ] = []
         for g in 0..<groups {
             var c = configuration
@@ -31,15 +61,7 @@ public final class GroupedResidualVQ: Module {
     }
 
     /// Builds from the reference's keywords (`dim`, `groups`, and every `ResidualVQ` keyword).
-    public convenience init(referenceKwargs kw: [String: Any]) throws {
-        let k = Keywords(kw, module: "GroupedResidualVQ")
-        let dim = try k.required("dim")
-        let groups = try k.int("groups") ?? 1
-        var inner = kw
-        inner["groups"] = nil
-        inner["dim"] = dim / max(groups, 1)
-        try self.init(dim: dim, groups: groups, configuration: try ResidualVQConfiguration(referenceKwargs: inner, module: "GroupedResidualVQ"))
-    }
+    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
     /// Options per call; `perGroup` overrides them for single groups (e.g. to freeze one group).
     public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init(), perGroup: [Int: ResidualVQOptions] = [:])

@@ -6,7 +6,67 @@ import VQTensor
 /// projection into a frozen cosine codebook per head. The projection is a buffer (key `rand_projs`),
 /// frozen by the same mechanism as every frozen tensor; the quantizer always runs in evaluation mode.
 public final class RandomProjectionQuantizer: Module {
-    public let numCodebooks: Int
+    /// The constructor arguments (the reference's keywords); `layer` carries every `VectorQuantize` keyword
+    /// passed on (its dim, heads, cosine similarity and separate codebooks are set by the quantizer).
+    public struct Configuration: Sendable, Equatable {
+        public var dim: Int                 // dim
+        public var codebookSize: Int        // codebook_size
+        public var codebookDim: Int         // codebook_dim
+        public var numCodebooks = 1         // num_codebooks
+        public var norm = true              // norm
+        public var layer: VectorQuantizerConfiguration
+        public var seed: UInt64 = 0
+        public init(dim: Int, codebookSize: Int, codebookDim: Int) {
+            self.dim = dim
+            self.codebookSize = codebookSize
+            self.codebookDim = codebookDim
+            layer = VectorQuantizerConfiguration(dim: codebookDim, codebookSize: codebookSize)
+        }
+
+        public init(referenceKwargs kw: [String: Any]) throws {
+            let m = "RandomProjectionQuantizer"
+            let k = Keywords(kw, module: m)
+            guard let dim = try k.int("dim"), let size = try k.int("codebook_size"), let e = try k.int("codebook_dim") else {
+                throw ConfigurationError.invalid(module: m, reason: "dim, codebook_size and codebook_dim are required")
+            }
+            self.init(dim: dim, codebookSize: size, codebookDim: e)
+            numCodebooks = try k.int("num_codebooks") ?? 1
+            norm = try k.bool("norm") ?? true
+            seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
+            try validate()
+            var rest = kw
+            for key in ["dim", "codebook_size", "codebook_dim", "num_codebooks", "norm", "seed"] { rest[key] = nil }
+            rest["dim"] = e * numCodebooks
+            rest["codebook_size"] = size
+            do {
+                layer = try VectorQuantizerConfiguration(referenceKwargs: rest)
+            } catch ConfigurationError.unknownKeyword(_, let key) {
+                throw ConfigurationError.unknownKeyword(module: m, keyword: key)
+            }
+        }
+
+        public func validate() throws {
+            if SizeLimit.product([numCodebooks, dim, codebookDim]) == nil || SizeLimit.product([numCodebooks, codebookSize, codebookDim]) == nil {
+                throw ConfigurationError.invalid(module: "RandomProjectionQuantizer", reason: "num_codebooks \(numCodebooks) × dim \(dim) × codebook_dim \(codebookDim) (or × codebook_size \(codebookSize)) exceeds \(SizeLimit.maxElements) values (or is not positive)")
+            }
+            try layerConfiguration.validate()
+        }
+
+        /// The codebooks' configuration: cosine, one separate codebook per projection.
+        var layerConfiguration: VectorQuantizerConfiguration {
+            var c = layer
+            c.dim = codebookDim * numCodebooks
+            c.codebookSize = codebookSize
+            c.heads = numCodebooks
+            c.useCosineSimilarity = true
+            c.separateCodebookPerHead = true
+            c.seed = seed
+            return c
+        }
+    }
+
+    public let configuration: Configuration
+    public var numCodebooks: Int { configuration.numCodebooks }
     /// `[h, dim, e]`, Xavier-normal (key `rand_projs`).
     public let randomProjections: Parameter
     public let norm: LayerNorm?
@@ -14,51 +74,31 @@ public final class RandomProjectionQuantizer: Module {
 
     public override var keyOverrides: [String: String] { ["randomProjections": "rand_projs"] }
 
-    public init(dim: Int, codebookSize: Int, codebookDim: Int, numCodebooks: Int = 1, norm: Bool = true,
-                layer: (inout VectorQuantizerConfiguration) -> Void = { _ in }, seed: UInt64 = 0) throws {
-        self.numCodebooks = numCodebooks
-        var rng = SeededGenerator(seed: seed ^ 0xB357)
+    public init(_ configuration: Configuration) throws {
+        try configuration.validate()
+        let c = configuration
+        self.configuration = c
+        var rng = SeededGenerator(seed: c.seed ^ 0xB357)
         // xavier_normal_ of [h, dim, e]: fan_in = dim · e, fan_out = h · e, std = sqrt(2 / (fan_in + fan_out))
-        let std = (2 / Float(dim * codebookDim + numCodebooks * codebookDim)).squareRoot()
-        randomProjections = Parameter(Tensor.randomNormal([numCodebooks, dim, codebookDim], std: std, using: &rng), kind: .buffer)
-        self.norm = norm ? LayerNorm(dim, elementwiseAffine: false) : nil
-        var c = VectorQuantizerConfiguration(dim: codebookDim * numCodebooks, codebookSize: codebookSize)
-        c.heads = numCodebooks
-        c.useCosineSimilarity = true
-        c.separateCodebookPerHead = true
-        c.seed = seed
-        layer(&c)
-        vq = try VectorQuantizer(c)
+        let std = (2 / Float(c.dim * c.codebookDim + c.numCodebooks * c.codebookDim)).squareRoot()
+        randomProjections = Parameter(Tensor.randomNormal([c.numCodebooks, c.dim, c.codebookDim], std: std, using: &rng), kind: .buffer)
+        self.norm = c.norm ? LayerNorm(c.dim, elementwiseAffine: false) : nil
+        vq = try VectorQuantizer(c.layerConfiguration)
         super.init()
     }
 
-    public convenience init(referenceKwargs kw: [String: Any]) throws {
-        guard let dim = kw["dim"] as? Int, let size = kw["codebook_size"] as? Int, let e = kw["codebook_dim"] as? Int else {
-            throw ConfigurationError.invalid(module: "RandomProjectionQuantizer", reason: "dim, codebook_size and codebook_dim are required")
-        }
-        let heads = kw["num_codebooks"] as? Int ?? 1
-        if SizeLimit.product([heads, dim, e]) == nil || SizeLimit.product([heads, size, e]) == nil {
-            throw ConfigurationError.invalid(module: "RandomProjectionQuantizer", reason: "num_codebooks \(heads) × dim \(dim) × codebook_dim \(e) (or × codebook_size \(size)) exceeds \(SizeLimit.maxElements) values (or is not positive)")
-        }
-        var rest = kw
-        for k in ["dim", "codebook_size", "codebook_dim", "num_codebooks", "norm", "seed"] { rest[k] = nil }
-        rest["dim"] = e * (kw["num_codebooks"] as? Int ?? 1)
-        rest["codebook_size"] = size
-        let layerConfig: VectorQuantizerConfiguration
-        do {
-            layerConfig = try VectorQuantizerConfiguration(referenceKwargs: rest)
-        } catch ConfigurationError.unknownKeyword(_, let k) {
-            throw ConfigurationError.unknownKeyword(module: "RandomProjectionQuantizer", keyword: k)
-        }
-        try self.init(dim: dim, codebookSize: size, codebookDim: e, numCodebooks: kw["num_codebooks"] as? Int ?? 1,
-                      norm: kw["norm"] as? Bool ?? true, layer: { c in
-                          let (d, h) = (c.dim, c.heads)
-                          c = layerConfig
-                          c.dim = d
-                          c.heads = h
-                          c.useCosineSimilarity = true
-                          c.separateCodebookPerHead = true
-                      }, seed: UInt64(truncatingIfNeeded: kw["seed"] as? Int ?? 0))
+    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
+
+    /// ```swift
+    /// let rpq = try RandomProjectionQuantizer(dim: 512, codebookSize: 1024, codebookDim: 256, numCodebooks: 16)
+    /// let indices = rpq(x)     // x [1, 1024, 512] → [1, 1024, 16]
+    /// ```
+    public convenience init(dim: Int, codebookSize: Int, codebookDim: Int, numCodebooks: Int = 1, norm: Bool = true, seed: UInt64 = 0) throws {
+        var c = Configuration(dim: dim, codebookSize: codebookSize, codebookDim: codebookDim)
+        c.numCodebooks = numCodebooks
+        c.norm = norm
+        c.seed = seed
+        try self.init(c)
     }
 
     /// The normalised input and its projection `[b, n, h·e]`.

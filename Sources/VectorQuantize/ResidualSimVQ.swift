@@ -11,34 +11,70 @@ import VQTensor
 /// let out = rsv(x)                                   // out.indices: [b, n, 2], out.losses: [2]
 /// ```
 public final class ResidualSimVQ: Module {
+    /// The constructor arguments: the stack's own and one ``SimVQ/Configuration`` for every layer (layer `i`
+    /// is seeded `seed + i · 0x9E37`).
+    public struct Configuration: Sendable, Equatable {
+        public var numQuantizers: Int                  // num_quantizers
+        public var quantizeDropout = false             // quantize_dropout
+        public var quantizeDropoutCutoffIndex = 0      // quantize_dropout_cutoff_index
+        public var quantizeDropoutMultipleOf = 1       // quantize_dropout_multiple_of
+        public var layer: SimVQ.Configuration
+        public init(dim: Int, numQuantizers: Int, codebookSize: Int) {
+            self.numQuantizers = numQuantizers
+            layer = SimVQ.Configuration(dim: dim, codebookSize: codebookSize)
+        }
+
+        static let ownKeywords: Set<String> = ["num_quantizers", "heads", "quantize_dropout", "quantize_dropout_cutoff_index",
+                                               "quantize_dropout_multiple_of"]
+
+        /// - Parameter kw: `dim`, `num_quantizers`, `codebook_size`, the quantize-dropout keywords, and every
+        ///   `SimVQ` keyword (given to each layer).
+        public init(referenceKwargs kw: [String: Any]) throws {
+            let m = "ResidualSimVQ"
+            let k = Keywords(kw, module: m)
+            let q = try k.required("num_quantizers")
+            if let h = try k.int("heads"), h != 1 {
+                throw ConfigurationError.badValue(module: m, keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes")
+            }
+            let layer = try SimVQ.Configuration(referenceKwargs: kw.filter { !Self.ownKeywords.contains($0.key) }, module: m)
+            self.init(dim: layer.dim, numQuantizers: q, codebookSize: layer.codebookSize)
+            self.layer = layer
+            (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
+            try validate()
+        }
+
+        public func validate() throws {
+            guard numQuantizers >= 1 && numQuantizers <= 1 << 12 else {
+                throw ConfigurationError.badValue(module: "ResidualSimVQ", keyword: "num_quantizers", reason: "\(numQuantizers) is outside 1…4096")
+            }
+            if quantizeDropoutCutoffIndex < 0 || quantizeDropoutMultipleOf < 1 {
+                throw ConfigurationError.badValue(module: "ResidualSimVQ", keyword: "quantize_dropout_cutoff_index", reason: "cutoff must be ≥ 0 and multiple_of ≥ 1")
+            }
+            try layer.validate(module: "ResidualSimVQ")
+        }
+    }
+
+    public let configuration: Configuration
     public let layers: [SimVQ]
-    public let quantizeDropout: Bool
-    public let quantizeDropoutCutoffIndex: Int
-    public let quantizeDropoutMultipleOf: Int
     var rng: SeededGenerator
+    public var quantizeDropout: Bool { configuration.quantizeDropout && configuration.numQuantizers > 1 }
+    public var quantizeDropoutCutoffIndex: Int { configuration.quantizeDropoutCutoffIndex }
+    public var quantizeDropoutMultipleOf: Int { configuration.quantizeDropoutMultipleOf }
 
-    static let ownKeywords: Set<String> = ["num_quantizers", "heads", "quantize_dropout", "quantize_dropout_cutoff_index",
-                                           "quantize_dropout_multiple_of"]
-
-    /// - Parameter kw: `dim`, `num_quantizers`, `codebook_size`, the quantize-dropout keywords, and every
-    ///   `SimVQ` keyword (given to each layer).
-    public init(referenceKwargs kw: [String: Any]) throws {
-        let k = Keywords(kw, module: "ResidualSimVQ")
-        let q = try k.required("num_quantizers")
-        guard q > 0 else { throw ConfigurationError.badValue(module: "ResidualSimVQ", keyword: "num_quantizers", reason: "must be ≥ 1") }
-        if let h = try k.int("heads"), h != 1 {
-            throw ConfigurationError.badValue(module: "ResidualSimVQ", keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes")
+    public init(_ configuration: Configuration) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        let seed = configuration.layer.seed
+        layers = try (0..<configuration.numQuantizers).map { i in
+            var l = configuration.layer
+            l.seed = seed &+ UInt64(i) &* 0x9E37
+            return try SimVQ(l, module: "ResidualSimVQ")
         }
-        let seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
-        var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
-        layers = try (0..<q).map { i in
-            layerKw["seed"] = Int(truncatingIfNeeded: seed &+ UInt64(i) &* 0x9E37)
-            return try SimVQ(referenceKwargs: layerKw)
-        }
-        (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
         rng = SeededGenerator(seed: seed ^ 0x5139)
         super.init()
     }
+
+    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
     public var numQuantizers: Int { layers.count }
     public var dim: Int { layers[0].dim }

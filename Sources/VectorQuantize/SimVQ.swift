@@ -6,64 +6,113 @@ import VQTensor
 /// (`code_transform`); only the map learns. The frozen codebook is a buffer — frozen by the same
 /// mechanism as every other frozen tensor, so no optimizer can move it.
 public final class SimVQ: Module {
-    public let dim: Int
-    public let codebookSize: Int
+    /// The constructor arguments (the reference's `SimVQ(...)` keywords).
+    ///
+    /// ```swift
+    /// var c = SimVQ.Configuration(dim: 256, codebookSize: 1024)
+    /// c.codebookTransform = "nn.Sequential(nn.Linear(256, 512), nn.SiLU(), nn.Linear(512, 256))"
+    /// let sim = try SimVQ(c)
+    /// ```
+    public struct Configuration: Sendable, Equatable {
+        public var dim: Int                                      // dim
+        public var codebookSize: Int                             // codebook_size
+        public var frozenCodebookDim: Int? = nil                 // frozen_codebook_dim (default: dim)
+        public var channelFirst = false                          // channel_first
+        public var rotationTrick = true                          // rotation_trick
+        public var inputToQuantizeCommitLossWeight: Float = 0.25 // input_to_quantize_commit_loss_weight
+        public var commitmentWeight: Float = 1                   // commitment_weight
+        /// `codebook_transform` as module text (``LayerSpec``), e.g. an MLP; default `Linear(d₀, dim, bias: false)`.
+        public var codebookTransform: String? = nil              // codebook_transform
+        public var seed: UInt64 = 0
+        public init(dim: Int, codebookSize: Int) {
+            self.dim = dim
+            self.codebookSize = codebookSize
+        }
+
+        static let keywords: Set<String> = ["dim", "codebook_size", "channel_first", "rotation_trick",
+                                            "input_to_quantize_commit_loss_weight", "commitment_weight", "frozen_codebook_dim", "seed",
+                                            "codebook_transform"]
+
+        public init(referenceKwargs kw: [String: Any], module: String = "SimVQ") throws {
+            for key in kw.keys where !Self.keywords.contains(key) { throw ConfigurationError.unknownKeyword(module: module, keyword: key) }
+            let k = Keywords(kw, module: module)
+            guard let dim = try k.int("dim"), let size = try k.int("codebook_size") else {
+                throw ConfigurationError.invalid(module: module, reason: "dim and codebook_size are required")
+            }
+            self.init(dim: dim, codebookSize: size)
+            frozenCodebookDim = try k.int("frozen_codebook_dim")
+            channelFirst = try k.bool("channel_first") ?? false
+            rotationTrick = try k.bool("rotation_trick") ?? true
+            inputToQuantizeCommitLossWeight = Float(try k.double("input_to_quantize_commit_loss_weight") ?? 0.25)
+            commitmentWeight = Float(try k.double("commitment_weight") ?? 1)
+            if let spec = kw["codebook_transform"] {
+                guard let text = spec as? String else {
+                    throw ConfigurationError.badValue(module: module, keyword: "codebook_transform", reason: "expected a module's text, e.g. nn.Linear(16, 16, bias = False)")
+                }
+                codebookTransform = text
+            }
+            seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
+            try validate(module: module)
+        }
+
+        /// The checks of both paths.
+        public func validate(module: String = "SimVQ") throws {
+            if SizeLimit.product([codebookSize, frozenCodebookDim ?? dim]) == nil || SizeLimit.product([dim, frozenCodebookDim ?? dim]) == nil {
+                throw ConfigurationError.invalid(module: module, reason: "codebook_size \(codebookSize) × dim \(dim) exceeds \(SizeLimit.maxElements) values (or is not positive)")
+            }
+            guard inputToQuantizeCommitLossWeight.isFinite && commitmentWeight.isFinite else {
+                throw ConfigurationError.badValue(module: module, keyword: "commitment_weight", reason: "loss weights must be finite")
+            }
+        }
+    }
+
+    public let configuration: Configuration
+    public var dim: Int { configuration.dim }
+    public var codebookSize: Int { configuration.codebookSize }
     /// `[c, d₀]`, N(0, 1/d₀), key `frozen_codebook`.
     public let frozenCodebook: Parameter
     /// `Linear(d₀, dim, bias: false)` by default, or any layer (`codebook_transform`, e.g. an MLP);
     /// key `code_transform`.
     public let codeTransform: Layer
-    public let channelFirst: Bool
-    public let rotationTrick: Bool
-    public let inputToQuantizeCommitLossWeight: Float
-    public let commitmentWeight: Float
+    public var channelFirst: Bool { configuration.channelFirst }
+    public var rotationTrick: Bool { configuration.rotationTrick }
+    public var inputToQuantizeCommitLossWeight: Float { configuration.inputToQuantizeCommitLossWeight }
+    public var commitmentWeight: Float { configuration.commitmentWeight }
 
-    static let keywords: Set<String> = ["dim", "codebook_size", "channel_first", "rotation_trick",
-                                        "input_to_quantize_commit_loss_weight", "commitment_weight", "frozen_codebook_dim", "seed",
-                                        "codebook_transform"]
-
-    public init(dim: Int, codebookSize: Int, frozenCodebookDim: Int? = nil, channelFirst: Bool = false, rotationTrick: Bool = true,
-                inputToQuantizeCommitLossWeight: Float = 0.25, commitmentWeight: Float = 1, seed: UInt64 = 0,
-                codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil) rethrows {
-        precondition(dim > 0 && codebookSize > 0, "SimVQ: dim \(dim), codebookSize \(codebookSize)")
-        self.dim = dim
-        self.codebookSize = codebookSize
-        let d0 = frozenCodebookDim ?? dim
-        var rng = SeededGenerator(seed: seed ^ 0x519)
-        frozenCodebook = Parameter(Tensor.randomNormal([codebookSize, d0], std: 1 / Float(d0).squareRoot(), using: &rng), kind: .buffer)
-        codeTransform = try codebookTransform?(&rng) ?? Linear(d0, dim, bias: false, rng: &rng)
-        self.channelFirst = channelFirst
-        self.rotationTrick = rotationTrick
-        self.inputToQuantizeCommitLossWeight = inputToQuantizeCommitLossWeight
-        self.commitmentWeight = commitmentWeight
+    /// A SimVQ whose code transform is any layer `codebookTransform` builds (default: the configuration's).
+    public init(_ configuration: Configuration, module: String = "SimVQ", codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil) throws {
+        try configuration.validate(module: module)
+        self.configuration = configuration
+        let d0 = configuration.frozenCodebookDim ?? configuration.dim
+        var rng = SeededGenerator(seed: configuration.seed ^ 0x519)
+        frozenCodebook = Parameter(Tensor.randomNormal([configuration.codebookSize, d0], std: 1 / Float(d0).squareRoot(), using: &rng), kind: .buffer)
+        if let codebookTransform {
+            codeTransform = try codebookTransform(&rng)
+        } else if let text = configuration.codebookTransform {
+            do { codeTransform = try LayerSpec.parse(text, rng: &rng) } catch let e as LayerSpecError {
+                throw ConfigurationError.badValue(module: module, keyword: "codebook_transform", reason: e.description)
+            }
+        } else {
+            codeTransform = Linear(d0, configuration.dim, bias: false, rng: &rng)
+        }
         super.init()
     }
 
-    public convenience init(referenceKwargs kw: [String: Any]) throws {
-        for k in kw.keys where !Self.keywords.contains(k) { throw ConfigurationError.unknownKeyword(module: "SimVQ", keyword: k) }
-        guard let dim = kw["dim"] as? Int, let size = kw["codebook_size"] as? Int else {
-            throw ConfigurationError.invalid(module: "SimVQ", reason: "dim and codebook_size are required")
-        }
-        if SizeLimit.product([size, kw["frozen_codebook_dim"] as? Int ?? dim]) == nil || SizeLimit.product([dim, dim]) == nil {
-            throw ConfigurationError.invalid(module: "SimVQ", reason: "codebook_size \(size) × dim \(dim) exceeds \(SizeLimit.maxElements) values (or is not positive)")
-        }
-        func f(_ k: String, _ d: Float) -> Float { (kw[k] as? Double).map(Float.init) ?? (kw[k] as? Int).map(Float.init) ?? d }
-        var transform: ((inout SeededGenerator) throws -> Layer)? = nil
-        if let spec = kw["codebook_transform"] {
-            guard let text = spec as? String else {
-                throw ConfigurationError.badValue(module: "SimVQ", keyword: "codebook_transform", reason: "expected a module's text, e.g. nn.Linear(16, 16, bias = False)")
-            }
-            transform = { rng in
-                do { return try LayerSpec.parse(text, rng: &rng) } catch let e as LayerSpecError {
-                    throw ConfigurationError.badValue(module: "SimVQ", keyword: "codebook_transform", reason: e.description)
-                }
-            }
-        }
-        try self.init(dim: dim, codebookSize: size, frozenCodebookDim: kw["frozen_codebook_dim"] as? Int,
-                      channelFirst: kw["channel_first"] as? Bool ?? false, rotationTrick: kw["rotation_trick"] as? Bool ?? true,
-                      inputToQuantizeCommitLossWeight: f("input_to_quantize_commit_loss_weight", 0.25),
-                      commitmentWeight: f("commitment_weight", 1), seed: UInt64(truncatingIfNeeded: kw["seed"] as? Int ?? 0),
-                      codebookTransform: transform)
+    public convenience init(dim: Int, codebookSize: Int, frozenCodebookDim: Int? = nil, channelFirst: Bool = false, rotationTrick: Bool = true,
+                            inputToQuantizeCommitLossWeight: Float = 0.25, commitmentWeight: Float = 1, seed: UInt64 = 0,
+                            codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil) throws {
+        var c = Configuration(dim: dim, codebookSize: codebookSize)
+        c.frozenCodebookDim = frozenCodebookDim
+        c.channelFirst = channelFirst
+        c.rotationTrick = rotationTrick
+        c.inputToQuantizeCommitLossWeight = inputToQuantizeCommitLossWeight
+        c.commitmentWeight = commitmentWeight
+        c.seed = seed
+        try self.init(c, codebookTransform: codebookTransform)
+    }
+
+    public convenience init(referenceKwargs kw: [String: Any], module: String = "SimVQ") throws {
+        try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
     }
 
     /// The implicit codebook `code_transform(frozen_codebook)`, `[c, dim]` (differentiable in the map).

@@ -205,25 +205,34 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         "affine_param", "sync_affine_param", "affine_param_batch_decay", "affine_param_codebook_decay",
     ]
 
-    /// The reference's keyword arguments for this configuration (for a `{"module", "kwargs"}` JSON).
+    /// The reference's keyword arguments for this configuration (for a `{"module", "kwargs"}` JSON): every
+    /// field, so that `VectorQuantizerConfiguration(referenceKwargs: c.referenceKwargs) == c` (tested).
     public var referenceKwargs: [String: Any] {
-        var kw: [String: Any] = ["dim": dim, "codebook_size": codebookSize]
+        var kw: [String: Any] = [
+            "dim": dim, "codebook_size": codebookSize, "heads": heads, "separate_codebook_per_head": separateCodebookPerHead,
+            "decay": decay, "eps": eps, "freeze_codebook": freezeCodebook, "kmeans_init": kmeansInit, "kmeans_iters": kmeansIters,
+            "use_cosine_sim": useCosineSimilarity, "layernorm_after_project_in": layernormAfterProjectIn,
+            "threshold_ema_dead_code": thresholdEMADeadCode, "channel_last": channelLast, "accept_image_fmap": acceptImageFmap,
+            "accept_3d_fmap": accept3dFmap, "commitment_weight": Double(commitmentWeight),
+            "commitment_use_cross_entropy_loss": commitmentUseCrossEntropyLoss, "orthogonal_reg_weight": Double(orthogonalRegWeight),
+            "orthogonal_reg_active_codes_only": orthogonalRegActiveCodesOnly,
+            "codebook_diversity_loss_weight": Double(codebookDiversityLossWeight),
+            "codebook_diversity_temperature": Double(codebookDiversityTemperature), "stochastic_sample_codes": stochasticSampleCodes,
+            "sample_codebook_temp": Double(sampleCodebookTemperature), "straight_through": straightThrough,
+            "learnable_codebook": learnableCodebook, "ema_update": emaUpdate, "manual_ema_update": manualEMAUpdate,
+            "return_zeros_for_masked_padding": returnZerosForMaskedPadding, "seed": Int(truncatingIfNeeded: seed),
+            "directional_reparam": directionalReparam, "directional_reparam_variance": Double(directionalReparamVariance),
+            "route_gradients_to_input": routeGradientsToInput, "affine_param": affineParam, "sync_affine_param": syncAffineParam,
+            "affine_param_batch_decay": affineParamBatchDecay, "affine_param_codebook_decay": affineParamCodebookDecay,
+        ]
         if let codebookDim { kw["codebook_dim"] = codebookDim }
-        if heads != 1 { kw["heads"] = heads }
-        if separateCodebookPerHead { kw["separate_codebook_per_head"] = true }
-        if decay != 0.8 { kw["decay"] = decay }
-        if eps != 1e-5 { kw["eps"] = eps }
-        if kmeansInit { kw["kmeans_init"] = true; kw["kmeans_iters"] = kmeansIters }
-        if useCosineSimilarity { kw["use_cosine_sim"] = true }
-        if layernormAfterProjectIn { kw["layernorm_after_project_in"] = true }
-        if thresholdEMADeadCode != 0 { kw["threshold_ema_dead_code"] = thresholdEMADeadCode }
-        if !channelLast { kw["channel_last"] = false }
-        if acceptImageFmap { kw["accept_image_fmap"] = true }
-        if accept3dFmap { kw["accept_3d_fmap"] = true }
-        if commitmentWeight != 1 { kw["commitment_weight"] = Double(commitmentWeight) }
-        if learnableCodebook { kw["learnable_codebook"] = true }
-        if !emaUpdate { kw["ema_update"] = false }
+        if let orthogonalRegMaxCodes { kw["orthogonal_reg_max_codes"] = orthogonalRegMaxCodes }
         if let rotationTrick { kw["rotation_trick"] = rotationTrick }
+        switch inPlaceCodebookOptimizer {
+        case .sgd(let lr)?: kw["in_place_codebook_optimizer"] = "partial(torch.optim.SGD, lr=\(lr))"
+        case .adam(let lr)?: kw["in_place_codebook_optimizer"] = "partial(torch.optim.Adam, lr=\(lr))"
+        case nil: break
+        }
         return kw
     }
 }

@@ -202,7 +202,7 @@ enum Workloads {
                  }),
         Workload(name: "m_simvq_train_step", vectors: 8192, flops: 0,
                  setup: { () -> Any in
-                     let s = SimVQ(dim: 256, codebookSize: 1024)
+                     let s = try! SimVQ(dim: 256, codebookSize: 1024)
                      s.train()
                      return (s, SGD(parameters: s.trainableParameters(), learningRate: 0.01), seeded([8, 1024, 256], 22))
                  },
