@@ -20,6 +20,9 @@ public protocol Quantizer: Module {
     func encode(_ x: Tensor) -> IndexTensor
     /// Vectors for indices (the inverse of `encode(_:)` up to quantization error).
     func decode(_ indices: IndexTensor) throws -> Tensor
+    /// One forward pass in the module's current mode (training updates codebooks), with every quantizer's
+    /// result in one type: ``QuantizerOutput``.
+    func forward(_ x: Tensor) -> QuantizerOutput
 }
 
 extension Quantizer {

@@ -96,3 +96,30 @@ struct CheckpointTests {
         #expect(throws: ConfigurationError.unknownModule("Nope")) { try ModuleConfig(module: "Nope", kwargs: [:]).build() }
     }
 }
+
+@Suite("One output type")
+struct QuantizerOutputTests {
+    static let stacks: Set<String> = ["ResidualVQ", "GroupedResidualVQ", "ResidualFSQ", "GroupedResidualFSQ", "ResidualLFQ", "GroupedResidualLFQ", "ResidualSimVQ"]
+
+    @Test("forward(_:) of every quantizer in training: scalar finite loss, indices, and every layer's codes for stacks", arguments: CheckpointTests.configs.indices)
+    func forward(_ i: Int) throws {
+        let (name, kwargs) = CheckpointTests.configs[i]
+        let q = try ModuleConfig(module: name, kwargs: kwargs).build() as! any Quantizer
+        q.train()
+        let channelFirst = ["LatentQuantize", "HierarchicalVQ"].contains(name)
+        let x = TestSupport.random(channelFirst ? [2, q.inputDim, 20] : [2, 20, q.inputDim], seed: 8).requiringGradient()
+        let out = q.forward(x)
+        #expect(out.loss.count == 1 && out.loss.allFinite, "\(name): loss \(out.loss.shape)")
+        #expect(out.quantized.allFinite)
+        #expect(out.indices.shape.first == 2, "\(name): indices \(out.indices.shape)")
+        if Self.stacks.contains(name) {
+            let codes = try #require(out.allCodes, "\(name): no per-layer codes")
+            // Each layer's codes are those of its indices: decoding them again gives the same values.
+            #expect(codes.allFinite && codes.shape.dropLast().contains(2))
+        } else {
+            #expect(out.allCodes == nil)
+        }
+        (out.loss + out.quantized.sum()).backward()
+        #expect(q.trainableParameters().allSatisfy { $0.grad?.allFinite ?? true })
+    }
+}
