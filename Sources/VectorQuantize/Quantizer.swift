@@ -23,6 +23,9 @@ public protocol Quantizer: Module {
     /// One forward pass in the module's current mode (training updates codebooks), with every quantizer's
     /// result in one type: ``QuantizerOutput``.
     func forward(_ x: Tensor) -> QuantizerOutput
+    /// The codebooks whose codes are learned and stored (EMA or gradient), in layer order (group-major for
+    /// grouped stacks), each once: what `vq freeze` and `vq inspect` act on. Empty for implicit codebooks.
+    var learnedCodebooks: [Codebook] { get }
 }
 
 extension Quantizer {
@@ -91,6 +94,7 @@ public struct DecodeError: Error, CustomStringConvertible {
 }
 
 extension VectorQuantizer: Quantizer {
+    public var learnedCodebooks: [Codebook] { [codebook] }
     public var inputDim: Int { configuration.dim }
     public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
@@ -117,6 +121,7 @@ extension SequenceQuantizer {
 }
 
 extension ResidualVQ: SequenceQuantizer {
+    public var learnedCodebooks: [Codebook] { uniqueCodebooks(layers.map(\.codebook)) }
     public var inputDim: Int { configuration.dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
     public var allowsDroppedIndices: Bool { true }
@@ -125,6 +130,7 @@ extension ResidualVQ: SequenceQuantizer {
 }
 
 extension GroupedResidualVQ: SequenceQuantizer {
+    public var learnedCodebooks: [Codebook] { uniqueCodebooks(rvqs.flatMap { $0.layers.map(\.codebook) }) }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
     public var allowsDroppedIndices: Bool { true }
@@ -134,6 +140,7 @@ extension GroupedResidualVQ: SequenceQuantizer {
 }
 
 extension FSQ: Quantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
@@ -143,6 +150,7 @@ extension FSQ: Quantizer {
 }
 
 extension ResidualFSQ: SequenceQuantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
     public var allowsDroppedIndices: Bool { true }
@@ -151,6 +159,7 @@ extension ResidualFSQ: SequenceQuantizer {
 }
 
 extension GroupedResidualFSQ: SequenceQuantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
     public var allowsDroppedIndices: Bool { true }
@@ -160,6 +169,7 @@ extension GroupedResidualFSQ: SequenceQuantizer {
 }
 
 extension LFQ: Quantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
@@ -169,6 +179,7 @@ extension LFQ: Quantizer {
 }
 
 extension ResidualLFQ: SequenceQuantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
     public var allowsDroppedIndices: Bool { true }
@@ -177,6 +188,7 @@ extension ResidualLFQ: SequenceQuantizer {
 }
 
 extension GroupedResidualLFQ: SequenceQuantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
     public var allowsDroppedIndices: Bool { true }
@@ -186,6 +198,7 @@ extension GroupedResidualLFQ: SequenceQuantizer {
 }
 
 extension ResidualSimVQ: SequenceQuantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
     public var allowsDroppedIndices: Bool { true }
@@ -194,6 +207,7 @@ extension ResidualSimVQ: SequenceQuantizer {
 }
 
 extension SimVQ: Quantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
@@ -203,6 +217,8 @@ extension SimVQ: Quantizer {
 }
 
 extension RandomProjectionQuantizer: Quantizer {
+    /// The random codebooks are fixed by design: nothing to freeze.
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { randomProjections.shape[1] }
     public var codebookSizes: [Int] { [vq.codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor { withBatch(x) { self($0) } }
@@ -212,6 +228,7 @@ extension RandomProjectionQuantizer: Quantizer {
 }
 
 extension BinaryMapper: Quantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { bits }
     public var codebookSizes: [Int] { [codebookSize] }
     /// Deterministic bits (`p > 0.5`) of logits `[n, bits]` or `[b, n, bits]`.
@@ -223,6 +240,7 @@ extension BinaryMapper: Quantizer {
 }
 
 extension LatentQuantize: Quantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
     /// Indices of channel-last `[n, dim]` or `[b, n, dim]` vectors (the module itself is channel-first).
@@ -239,6 +257,7 @@ extension LatentQuantize: Quantizer {
 }
 
 extension FSP: Quantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor {
@@ -253,6 +272,7 @@ extension FSP: Quantizer {
 }
 
 extension EvoLFQ: Quantizer {
+    public var learnedCodebooks: [Codebook] { [] }
     public var codebookSizes: [Int] { [lfq.codebookSize] }
     /// The LFQ indices of the encoded `[n, in]` or `[b, n, in]` data.
     public func encode(_ x: Tensor) -> IndexTensor {
@@ -265,6 +285,7 @@ extension EvoLFQ: Quantizer {
 }
 
 extension HierarchicalVQ: Quantizer {
+    public var learnedCodebooks: [Codebook] { uniqueCodebooks((0..<numLevels).map { quantizer(level: $0).codebook }) }
     public var inputDim: Int { dim }
     /// One column per position of every level, coarse to fine (`Σ scales` columns).
     public var codebookSizes: [Int] { configuration.scales.indices.flatMap { l in Array(repeating: configuration.size(ofLevel: l), count: configuration.scales[l]) } }
@@ -302,4 +323,10 @@ extension HierarchicalVQ: Quantizer {
         let channelLast = configuration.channelFirst ? out.transposed(1, 2) : out
         return indices.rank == 2 ? channelLast : channelLast.squeezed(axis: 0)
     }
+}
+
+/// Codebooks without repeats (a shared codebook appears once), in order.
+func uniqueCodebooks(_ books: [Codebook]) -> [Codebook] {
+    var seen = Set<ObjectIdentifier>()
+    return books.filter { seen.insert(ObjectIdentifier($0)).inserted }
 }

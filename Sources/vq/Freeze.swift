@@ -6,31 +6,15 @@ import VectorQuantize
 
 /// The codebooks a layer/head selection names in a checkpoint's quantizer.
 func selectCodebooks(_ q: any Quantizer, layer: Int?, head: Int?) throws -> [(Codebook, Int?)] {
-    var books: [Codebook]
-    switch q {
-    case let v as VectorQuantizer:
-        if let layer, layer != 0 { throw ValidationError("--layer \(layer): a VectorQuantize has one layer") }
-        books = [v.codebook]
-    case let r as ResidualVQ:
-        if let layer {
-            guard r.layers.indices.contains(layer) else { throw ValidationError("--layer \(layer) out of range 0..<\(r.layers.count)") }
-            books = [r.layers[layer].codebook]
-        } else {
-            books = r.layers.map(\.codebook)
+    let all = q.learnedCodebooks
+    guard !all.isEmpty else { throw ValidationError("this quantizer has no learned codebook to freeze") }
+    var books = all
+    if let layer {
+        guard all.indices.contains(layer) else {
+            throw ValidationError("--layer \(layer) out of range 0..<\(all.count)\(all.count > 1 ? " (layers, group-major)" : ": one codebook")")
         }
-    case let g as GroupedResidualVQ:
-        let all = g.rvqs.flatMap { $0.layers.map(\.codebook) }
-        if let layer {
-            guard all.indices.contains(layer) else { throw ValidationError("--layer \(layer) out of range 0..<\(all.count) (group-major)") }
-            books = [all[layer]]
-        } else {
-            books = all
-        }
-    default:
-        throw ValidationError("this quantizer has no learned codebook to freeze")
+        books = [all[layer]]
     }
-    var seen = Set<ObjectIdentifier>()
-    books = books.filter { seen.insert(ObjectIdentifier($0)).inserted }  // shared codebooks once
     if let head {
         for b in books where head >= b.numCodebooks {
             throw ValidationError("--head \(head) out of range 0..<\(b.numCodebooks)")

@@ -163,7 +163,7 @@ struct Train: ParsableCommand {
         let size = (try? FileManager.default.attributesOfItem(atPath: DataFiles.split(input).0.path)[.size] as? Int) ?? 0
         let signature = "input=\(input);bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world)"
         var losses: [Float] = []
-        if !(module is FSQ) {
+        if !module.learnedCodebooks.isEmpty {
             var rng = SeededGenerator(seed: seed)
             var order = rng.permutation(n)
             var cursor = 0
@@ -334,19 +334,15 @@ struct Train: ParsableCommand {
         return (module, config)
     }
 
-    /// One EMA step on `[1, b, d]`; the commitment loss and the first layer's indices.
+    /// One training step on `[1, b, d]` through ``Quantizer/forward(_:)``: the loss and the first layer's
+    /// indices (the first group's for grouped stacks).
     func trainStep(_ m: any Quantizer, _ batch: Tensor) -> (Float, [Int]) {
-        switch m {
-        case let vq as VectorQuantizer:
-            let o = vq(batch)
-            return (o.loss.item, o.indices.scalars)
-        case let r as ResidualVQ:
-            let o = r(batch)
-            let q = r.numQuantizers
-            return (o.losses.sum().item, (0..<(o.indices.count / q)).map { o.indices.scalars[$0 * q] })
-        default:
-            return (0, m.encode(batch).scalars)
-        }
+        let o = m.forward(batch)
+        let idx = o.indices
+        guard idx.rank > batch.rank - 1 + m.indexBatchAxis else { return (o.loss.item, idx.scalars) }
+        // Trailing layer axis: every q-th index of the first group.
+        let q = idx.shape.last!, rows = batch.count / batch.shape.last!
+        return (o.loss.item, (0..<rows).map { idx.scalars[$0 * q] })
     }
 
     func usageCounts(_ m: any Quantizer, _ x: Tensor) -> [Int] {
