@@ -42,7 +42,7 @@ extension Codebook {
         // A call with `freezeCodebook` writes nothing: no EMA step, no expiry, and — for a learnable
         // codebook — no gradient from any loss (cross-entropy commitment, diversity, straight-through Gumbel).
         if configuration.affineParam && !options.freezeCodebook { updateAffine(flatten.detached(), valid: valid) }
-        let codes = affineCodes(configuration.learnable && !options.freezeCodebook ? embed.value : embed.value.detached())
+        let codes = lookupCodes(configuration.learnable && !options.freezeCodebook ? embed.value : embed.value.detached())
         if options.freezeCodebook && isTraining && options.topK == nil { recordHeld(nil) }
         if let transform = options.codebookTransform {
             precondition(options.topK == nil && !options.needsDistances, "Codebook: a codebook transform takes no top-k, cross-entropy or diversity loss")
@@ -114,6 +114,11 @@ extension Codebook {
             }
         }
         return CodebookOutput(quantized: quantized, indices: indices, distances: distances)
+    }
+
+    /// The codes as lookups see them: through `vq_bridge`, then the affine map (`[h, c, d]`).
+    func lookupCodes(_ stored: Tensor) -> Tensor {
+        affineCodes(vqBridge.map { $0(stored) } ?? stored)
     }
 
     /// The reference's scores `[h, n, c]`: `-sqrt(max((‖x‖² + ‖e‖²) + (x·e)·(−2), 1e-8))` (Euclidean) or

@@ -92,6 +92,8 @@ public final class Codebook: Module {
     public let codebookVariance: Parameter?
     public let batchMean: Parameter?
     public let batchVariance: Parameter?
+    /// `vq_bridge`: the module the codes pass through before every lookup (key `vq_bridge`), or nil.
+    public let vqBridge: Layer?
 
     /// Accumulated statistics of `accumulateEMA` calls not yet applied (the reference keeps them in
     /// the buffers' `.grad`): counts `[h, c]` and sums `[h, c, d]`.
@@ -117,7 +119,7 @@ public final class Codebook: Module {
 
     public override var keyOverrides: [String: String] { ["embedAverage": "embed_avg"] }
 
-    public init(_ configuration: Configuration, seed: UInt64 = 0) {
+    public init(_ configuration: Configuration, seed: UInt64 = 0, bridge: Layer? = nil) {
         let c = configuration
         precondition(c.dim > 0 && c.codebookSize > 0 && c.numCodebooks > 0,
                      "Codebook: dim \(c.dim), codebookSize \(c.codebookSize), numCodebooks \(c.numCodebooks) must be positive")
@@ -159,6 +161,7 @@ public final class Codebook: Module {
         } else {
             (codebookMeanNeedsInit, codebookMean, codebookVarianceNeedsInit, codebookVariance, batchMean, batchVariance) = (nil, nil, nil, nil, nil, nil)
         }
+        vqBridge = bridge
         touched = Array(repeating: false, count: c.numCodebooks * c.codebookSize)
         self.rng = rng
         super.init()

@@ -117,15 +117,32 @@ extension ResidualVQ {
 }
 
 extension VectorQuantizer {
-    /// Updates the codebook from given inputs `[b, n, dim]` and their indices `[b, n]` (the reference's
-    /// `update_indices`), honouring the freeze mask.
-    public func updateIndices(_ x: Tensor, _ indices: IndexTensor, mask: [Bool]? = nil, emaUpdateWeight: EMAUpdateWeight? = nil) {
-        precondition(heads == 1, "updateIndices: one head only")
-        let (b, n) = (x.shape[0], x.shape[1])
-        let projected = projectIn.map { $0(x.detached()) } ?? x.detached()
+    /// Updates the codebook from given inputs and their indices (the reference's `update_indices`), in any
+    /// input layout the forward takes (`[b, n, dim]`, `[b, dim]`, channel-first, image and video maps) and
+    /// with several heads (indices `[b, n, heads]`, or the maps' `[b, h, w, heads]`), honouring the freeze
+    /// mask. Indices of -1 (masked tokens) update nothing.
+    public func updateIndices(_ input: Tensor, _ indices: IndexTensor, mask: [Bool]? = nil, emaUpdateWeight: EMAUpdateWeight? = nil) {
+        let (x, _, _) = sequenceLayout(input.detached())
+        let (b, n, h) = (x.shape[0], x.shape[1], heads)
+        precondition(indices.count == b * n * h, "updateIndices: indices \(indices.shape) for \(b) × \(n) tokens × \(h) heads (input \(input.shape))")
+        precondition(mask == nil || mask!.count == b * n, "updateIndices: mask of \(mask!.count) for \(b) × \(n) tokens")
+        let projected = projectIn.map { $0(x) } ?? x
         let flat = splitHeads(projected, b: b, n: n).detached()
-        let valid = validRows(flat, mask: mask, b: b, n: n)
-        let idx = IndexTensor(indices.scalars.map { Swift.max($0, 0) }, shape: [1, b * n])
-        codebook.updateCodebook(flatten: flat, indices: idx, valid: valid, weight: emaUpdateWeight, accumulate: false, emaUpdate: nil)
+        var valid = validRows(flat, mask: mask, b: b, n: n)
+        let rowsPer = flat.shape[1]
+        var idx = [Int](repeating: 0, count: flat.shape[0] * rowsPer)
+        for bi in 0..<b {
+            for ni in 0..<n {
+                for hh in 0..<h {
+                    let k = indices.scalars[(bi * n + ni) * h + hh]
+                    let (cb, r) = flatRow(bi, ni, hh, b: b, n: n)
+                    precondition(k >= -1 && k < codebookSize, "updateIndices: index \(k) out of range 0..<\(codebookSize)")
+                    idx[cb * rowsPer + r] = Swift.max(k, 0)
+                    if k == -1 { valid[cb * rowsPer + r] = false }
+                }
+            }
+        }
+        codebook.updateCodebook(flatten: codebook.affineInputs(flat), indices: IndexTensor(idx, shape: [flat.shape[0], rowsPer]), valid: valid,
+                                weight: emaUpdateWeight, accumulate: false, emaUpdate: nil)
     }
 }

@@ -346,7 +346,7 @@ public final class ResidualVQ: Module {
         guard let mlps else {
             return Tensor.stack(layers.enumerated().map { i, vq in
                 let (idx, keep) = ResidualStack.column(indices, layer: i)
-                return vq.codes.indexSelect(axis: 0, idx) * keep
+                return vq.lookupCodes.indexSelect(axis: 0, idx) * keep
             }, axis: 0)
         }
         // Implicit codebooks: rebuilt layer by layer, the condition being the running sum of the chosen

@@ -3,9 +3,18 @@ import VQTensor
 
 /// Looking codes up by index, and setting codes from outside.
 extension VectorQuantizer {
-    /// The codes: `[c, d]`, or `[heads, c, d]` with separate codebooks per head.
+    /// The stored codes: `[c, d]`, or `[heads, c, d]` with separate codebooks per head.
     public var codes: Tensor {
         let e = codebook.embed.value.detached()
+        return configuration.separateCodebookPerHead ? e : e.reshaped([codebookSize, configuration.resolvedCodebookDim])
+    }
+
+    /// The codes as the forward looks them up (through `vq_bridge` and the affine map; the stored codes
+    /// without them), in ``codes``'s shape. Decoding uses these, so `decode(encode(x))` is the forward's
+    /// output (the reference's `get_codes_from_indices` reads the stored codes).
+    public var lookupCodes: Tensor {
+        guard codebook.vqBridge != nil || codebook.affineReady else { return codes }
+        let e = withoutGradient { codebook.lookupCodes(codebook.embed.value) }
         return configuration.separateCodebookPerHead ? e : e.reshaped([codebookSize, configuration.resolvedCodebookDim])
     }
 
@@ -23,6 +32,7 @@ extension VectorQuantizer {
     /// quantizer is (the reference's `get_codes_from_indices`).
     public func getCodes(from indices: IndexTensor) -> Tensor {
         let d = configuration.resolvedCodebookDim
+        let lookup = lookupCodes
         var out: Tensor
         if configuration.separateCodebookPerHead && heads > 1 {
             precondition(indices.shape.last == heads, "getCodes: indices \(indices.shape) must end with heads = \(heads)")
@@ -30,11 +40,11 @@ extension VectorQuantizer {
             var parts: [Tensor] = []
             for hh in 0..<heads {
                 let idx = IndexTensor((0..<tokens).map { indices.scalars[$0 * heads + hh] })
-                parts.append(codes.slice(axis: 0, hh..<(hh + 1)).reshaped([codebookSize, d]).indexSelect(axis: 0, idx))
+                parts.append(lookup.slice(axis: 0, hh..<(hh + 1)).reshaped([codebookSize, d]).indexSelect(axis: 0, idx))
             }
             out = Tensor.stack(parts, axis: 1).reshaped(Array(indices.shape.dropLast()) + [heads * d])
         } else {
-            out = codes.indexSelect(axis: 0, indices)
+            out = lookup.indexSelect(axis: 0, indices)
         }
         if !configuration.channelLast || configuration.acceptImageFmap || configuration.accept3dFmap {
             var p = Array(0..<out.rank)

@@ -70,6 +70,13 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     public var syncAffineParam = false                    // sync_affine_param
     public var affineParamBatchDecay: Double = 0.99       // affine_param_batch_decay
     public var affineParamCodebookDecay: Double = 0.9     // affine_param_codebook_decay
+    /// `sync_update_v` (Huh et al., 2023, eq. 21; needs a learnable codebook): in [0, 1].
+    public var syncUpdateV: Float = 0                     // sync_update_v
+    /// `manual_in_place_optimizer_update`: the in-place optimizer steps only in `updateInPlaceOptimizer()`.
+    public var manualInPlaceOptimizerUpdate = false       // manual_in_place_optimizer_update
+    /// `vq_bridge`: a module (text, ``LayerSpec``) the codes pass through before every lookup (key
+    /// `_codebook.vq_bridge`); implies a learnable codebook without EMA on the keyword path.
+    public var vqBridge: String? = nil                    // vq_bridge
 
     /// The optimizers `in_place_codebook_optimizer` takes, as the reference's `partial(torch.optim.X, lr=…)`.
     public enum InPlaceOptimizer: Sendable, Equatable {
@@ -117,6 +124,9 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         if acceptImageFmap && accept3dFmap { throw bad("accept_image_fmap and accept_3d_fmap exclude each other") }
         if useCosineSimilarity && learnableCodebook { throw bad("cosine sim distance codebook not compatible with learnable codebook") }
         if affineParam && useCosineSimilarity { throw bad("affine param is only compatible with euclidean codebook") }
+        if !(0...1).contains(syncUpdateV) { throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "sync_update_v", reason: "must be in [0, 1]") }
+        if syncUpdateV > 0 && !learnableCodebook { throw bad("sync_update_v needs a learnable codebook") }
+        if vqBridge != nil && (!learnableCodebook || emaUpdate) { throw bad("vq_bridge needs a learnable codebook without EMA update") }
         if !(0...1).contains(affineParamBatchDecay) || !(0...1).contains(affineParamCodebookDecay) {
             throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "affine_param_batch_decay", reason: "the affine decays must be in [0, 1]")
         }
@@ -174,19 +184,25 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         directionalReparam = try bool("directional_reparam") ?? false
         directionalReparamVariance = Float(try dbl("directional_reparam_variance") ?? 5e-3)
         routeGradientsToInput = try bool("route_gradients_to_input") ?? true
+        syncUpdateV = Float(try dbl("sync_update_v") ?? 0)
+        manualInPlaceOptimizerUpdate = try bool("manual_in_place_optimizer_update") ?? false
+        if let bridge = kw["vq_bridge"], !(bridge is NSNull) {
+            guard let text = bridge as? String else { throw ConfigurationError.badValue(module: m, keyword: "vq_bridge", reason: "expected a module's text, e.g. nn.Linear(16, 16)") }
+            vqBridge = text
+        }
         affineParam = try bool("affine_param") ?? false
         syncAffineParam = try bool("sync_affine_param") ?? false
         affineParamBatchDecay = try dbl("affine_param_batch_decay") ?? 0.99
         affineParamCodebookDecay = try dbl("affine_param_codebook_decay") ?? 0.9
         // The reference's defaults under directional_reparam: a learnable codebook, no EMA.
-        learnableCodebook = try bool("learnable_codebook") ?? directionalReparam
+        learnableCodebook = try bool("learnable_codebook") ?? (directionalReparam || vqBridgeGiven(kw))
         if let spec = kw["in_place_codebook_optimizer"], !(spec is NSNull) {
             guard let text = spec as? String, let opt = InPlaceOptimizer(text: text) else {
                 throw ConfigurationError.badValue(module: m, keyword: "in_place_codebook_optimizer", reason: "expected partial(torch.optim.SGD|Adam, lr=…), got \(spec)")
             }
             inPlaceCodebookOptimizer = opt
         }
-        emaUpdate = try bool("ema_update") ?? !directionalReparam
+        emaUpdate = try bool("ema_update") ?? !(directionalReparam || vqBridgeGiven(kw))
         manualEMAUpdate = try bool("manual_ema_update") ?? manualEMAUpdate
         returnZerosForMaskedPadding = try bool("return_zeros_for_masked_padding") ?? returnZerosForMaskedPadding
         if let s = try int("seed") { seed = UInt64(truncatingIfNeeded: s) }
@@ -203,7 +219,10 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         "learnable_codebook", "ema_update", "manual_ema_update", "return_zeros_for_masked_padding", "seed",
         "in_place_codebook_optimizer", "directional_reparam", "directional_reparam_variance", "route_gradients_to_input",
         "affine_param", "sync_affine_param", "affine_param_batch_decay", "affine_param_codebook_decay",
+        "sync_update_v", "manual_in_place_optimizer_update", "vq_bridge",
     ]
+
+    private func vqBridgeGiven(_ kw: [String: Any]) -> Bool { kw["vq_bridge"].map { !($0 is NSNull) } ?? false }
 
     /// The reference's keyword arguments for this configuration (for a `{"module", "kwargs"}` JSON): every
     /// field, so that `VectorQuantizerConfiguration(referenceKwargs: c.referenceKwargs) == c` (tested).
@@ -224,7 +243,9 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
             "directional_reparam": directionalReparam, "directional_reparam_variance": Double(directionalReparamVariance),
             "route_gradients_to_input": routeGradientsToInput, "affine_param": affineParam, "sync_affine_param": syncAffineParam,
             "affine_param_batch_decay": affineParamBatchDecay, "affine_param_codebook_decay": affineParamCodebookDecay,
+            "sync_update_v": Double(syncUpdateV), "manual_in_place_optimizer_update": manualInPlaceOptimizerUpdate,
         ]
+        if let vqBridge { kw["vq_bridge"] = vqBridge }
         if let codebookDim { kw["codebook_dim"] = codebookDim }
         if let orthogonalRegMaxCodes { kw["orthogonal_reg_max_codes"] = orthogonalRegMaxCodes }
         if let rotationTrick { kw["rotation_trick"] = rotationTrick }

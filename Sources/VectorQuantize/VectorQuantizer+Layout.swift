@@ -5,6 +5,25 @@ import VQTensor
 /// one codebook: `[1, b·n, d]`; separate codebooks per head: `[heads, b·n, d]`; a shared codebook for
 /// several heads: `[1, b·heads·n, d]` (rows ordered b, head, n — as the reference's `1 (b h) n d`).
 extension VectorQuantizer {
+    /// `input` as `[b, n, dim]`: single tokens `[b, dim]` get `n = 1`, feature maps `[b, c, h, w]` /
+    /// `[b, c, t, h, w]` are flattened (their spatial shape returned), channel-first `[b, dim, n]` is transposed.
+    func sequenceLayout(_ input: Tensor) -> (x: Tensor, spatial: [Int]?, transposed: Bool) {
+        let c = configuration
+        var x = input
+        if x.rank == 2 { x = x.unsqueezed(axis: 1) }
+        var spatial: [Int]? = nil
+        if c.acceptImageFmap || c.accept3dFmap {
+            let rank = c.accept3dFmap ? 5 : 4
+            precondition(x.rank == rank, "VectorQuantizer: \(rank == 5 ? "video maps are [b, c, t, h, w]" : "image maps are [b, c, h, w]"), got \(input.shape)")
+            spatial = Array(x.shape.dropFirst(2))
+            x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2)
+        }
+        let transpose = !c.channelLast && spatial == nil && input.rank != 2
+        if transpose { x = x.transposed(1, 2) }
+        precondition(x.rank == 3 && x.shape[2] == c.dim, "VectorQuantizer(dim \(c.dim)): input shape \(input.shape)")
+        return (x, spatial, transpose)
+    }
+
     func splitHeads(_ x: Tensor, b: Int, n: Int) -> Tensor {
         let h = heads, d = configuration.resolvedCodebookDim
         var flat: Tensor

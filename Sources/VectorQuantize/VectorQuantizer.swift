@@ -71,6 +71,8 @@ public final class VectorQuantizer: Module {
     public private(set) var lastInPlaceGradient: Tensor?
     /// The indices of the first lookup of the last training forward with an in-place optimizer.
     public private(set) var lastFirstPassIndices: IndexTensor?
+    /// In-place gradients waiting for ``updateInPlaceOptimizer()`` (`manual_in_place_optimizer_update`).
+    public internal(set) var pendingInPlaceGradient: Tensor?
 
     public override var keyOverrides: [String: String] { ["codebook": "_codebook"] }
 
@@ -112,7 +114,14 @@ public final class VectorQuantizer: Module {
         cb.syncAffineParam = c.syncAffineParam
         cb.affineBatchDecay = c.affineParamBatchDecay
         cb.affineCodebookDecay = c.affineParamCodebookDecay
-        codebook = shared ?? Codebook(cb, seed: c.seed)
+        var bridge: Layer? = nil
+        if let text = c.vqBridge {
+            var bridgeRNG = SeededGenerator(seed: c.seed ^ 0xB41D)
+            do { bridge = try LayerSpec.parse(text, rng: &bridgeRNG) } catch let e as LayerSpecError {
+                throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "vq_bridge", reason: e.description)
+            }
+        }
+        codebook = shared ?? Codebook(cb, seed: c.seed, bridge: bridge)
         self.rng = rng
         super.init()
         if let spec = c.inPlaceCodebookOptimizer {
@@ -143,22 +152,13 @@ public final class VectorQuantizer: Module {
         let freeze = opts.freezeCodebook ?? c.freezeCodebook
 
         // Rearrange to [b, n, d].
-        var x = input
-        if onlyOne {
-            precondition(opts.mask == nil && opts.lens == nil, "VectorQuantizer: no mask for single tokens [b, d]")
-            x = x.unsqueezed(axis: 1)
-        }
-        // Feature maps: image [b, c, h, w] or video [b, c, t, h, w] → [b, (t h w), c].
-        var spatial: [Int]? = nil
+        if onlyOne { precondition(opts.mask == nil && opts.lens == nil, "VectorQuantizer: no mask for single tokens [b, d]") }
         if c.acceptImageFmap || c.accept3dFmap {
-            let rank = c.accept3dFmap ? 5 : 4
-            precondition(x.rank == rank && opts.mask == nil,
-                         "VectorQuantizer: \(rank == 5 ? "video maps are [b, c, t, h, w]" : "image maps are [b, c, h, w]") without a mask, got \(x.shape)")
-            spatial = Array(x.shape.dropFirst(2))
-            x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2)
+            precondition(opts.mask == nil, "VectorQuantizer: feature maps take no mask, got input \(input.shape)")
         }
-        let needTranspose = !c.channelLast && spatial == nil && !onlyOne
-        if needTranspose { x = x.transposed(1, 2) }
+        let layout = sequenceLayout(input)
+        var x = layout.x
+        let (spatial, needTranspose) = (layout.spatial, layout.transposed)
         precondition(x.rank == 3 && x.shape[2] == c.dim, "VectorQuantizer(dim \(c.dim)): input shape \(input.shape)")
         let (b, n) = (x.shape[0], x.shape[1])
         var mask = opts.mask
@@ -197,7 +197,12 @@ public final class VectorQuantizer: Module {
             codebook.embed.grad = nil
             loss.backward()
             lastInPlaceGradient = codebook.embed.grad
-            opt.step()
+            if c.manualInPlaceOptimizerUpdate {
+                // Kept until `updateInPlaceOptimizer()` steps (the reference accumulates into `.grad`).
+                if let g = codebook.embed.grad { pendingInPlaceGradient = pendingInPlaceGradient.map { $0 + g } ?? g }
+            } else {
+                opt.step()
+            }
             codebook.embed.grad = saved
             var second = cbo
             second.updateUsage = false
@@ -211,6 +216,14 @@ public final class VectorQuantizer: Module {
         if isTraining {
             if !c.learnableCodebook || freeze { commitQuantize = quantize.detached() }
             if inputRequiresGrad && c.routeGradientsToInput {
+                let rows = quantize
+                defer {
+                    // The synchronous update rule (Huh et al., 2023, eq. 21): the chosen codes also receive
+                    // v · (the output's gradient). The reference adds v·(q − sg(q)) to the *straight-through*
+                    // output, whose value no longer depends on the codes (they get nothing, the input (1+v)·G):
+                    // a documented difference.
+                    if c.syncUpdateV > 0 { quantize = quantize + c.syncUpdateV * (rows - rows.detached()) }
+                }
                 if c.directionalReparam {
                     let noise = opts.directionalNoise.map { $0.reshaped(quantize.shape) } ?? Tensor.randomNormal(quantize.shape, using: &rng)
                     quantize = GradientEstimator.directional(xq, to: quantize, noise: noise, variance: c.directionalReparamVariance)
@@ -292,4 +305,15 @@ public final class VectorQuantizer: Module {
 
     /// Recomputes the codes from the EMA statistics (for `manualEMAUpdate`).
     public func updateEMA() { codebook.updateEMA() }
+
+    /// Steps the in-place optimizer on the gradients its forwards accumulated (`manual_in_place_optimizer_update`;
+    /// the reference's `update_in_place_optimizer`). Frozen codes are not written, as by every optimizer.
+    public func updateInPlaceOptimizer() {
+        guard let opt = inPlaceOptimizer, let g = pendingInPlaceGradient else { return }
+        let saved = codebook.embed.grad
+        codebook.embed.grad = g
+        opt.step()
+        codebook.embed.grad = saved
+        pendingInPlaceGradient = nil
+    }
 }
