@@ -67,8 +67,9 @@ public final class GroupedResidualVQ: Module {
     public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init(), perGroup: [Int: ResidualVQOptions] = [:])
         -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, crossEntropy: Tensor?)
     {
-        precondition(x.shape.last == dim, "GroupedResidualVQ(dim \(dim)): input shape \(x.shape)")
-        let chunks = x.split(parts: groups, axis: -1)
+        let axis = splitAxis
+        precondition(x.rank >= 2 && x.shape[axis < 0 ? x.rank - 1 : axis] == dim, "GroupedResidualVQ(dim \(dim)): input shape \(x.shape)")
+        let chunks = x.split(parts: groups, axis: axis)
         var seedGen = SeededGenerator(seed: options.quantizeDropoutSeed ?? rvqs[0].rng.next())
         let sharedSeed = seedGen.next()
         var outs: [ResidualVQOutput] = []
@@ -81,8 +82,11 @@ public final class GroupedResidualVQ: Module {
         let indices = IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape)
         let ces = outs.compactMap(\.crossEntropy)
         let ce: Tensor? = ces.isEmpty ? nil : ces.dropFirst().reduce(ces[0], +)
-        return (Tensor.concat(outs.map(\.quantized), axis: -1), indices, Tensor.stack(outs.map(\.losses), axis: 0), ce)
+        return (Tensor.concat(outs.map(\.quantized), axis: axis), indices, Tensor.stack(outs.map(\.losses), axis: 0), ce)
     }
+
+    /// The feature axis the groups split: 1 for image maps `[b, dim, h, w]`, else the last.
+    var splitAxis: Int { configuration.residual.acceptImageFmap ? 1 : -1 }
 
     /// `[groups, q, b, …, d / groups]` codes for indices `[groups, b, …, q]`.
     public func getCodes(from indices: IndexTensor) -> Tensor {
@@ -91,6 +95,6 @@ public final class GroupedResidualVQ: Module {
 
     /// The groups' outputs concatenated along the features.
     public func getOutput(from indices: IndexTensor) -> Tensor {
-        Tensor.concat((0..<groups).map { rvqs[$0].getOutput(from: ResidualStack.group(indices, $0, of: groups)) }, axis: -1)
+        Tensor.concat((0..<groups).map { rvqs[$0].getOutput(from: ResidualStack.group(indices, $0, of: groups)) }, axis: splitAxis)
     }
 }

@@ -224,7 +224,7 @@ public final class ResidualVQ: Module {
             lc.dim = cd
             lc.codebookDim = cd
             lc.codebookSize = size
-            lc.acceptImageFmap = c.acceptImageFmap
+            lc.acceptImageFmap = false  // the stack flattens image maps itself
             lc.seed = c.layer.seed &+ UInt64(i) &* 0x9E37
             if c.sharedCodebook { lc.manualEMAUpdate = true }
             layers.append(try VectorQuantizer(lc, sharing: c.sharedCodebook ? layers.first?.codebook : nil))
@@ -241,8 +241,24 @@ public final class ResidualVQ: Module {
 
     public var numQuantizers: Int { layers.count }
 
-    /// Quantizes `x [b, n, dim]` layer by layer on the residual.
+    /// Quantizes `x [b, n, dim]` layer by layer on the residual (`[b, dim, h, w]` with `acceptImageFmap`:
+    /// output in that layout, indices `[b, h, w, q]`).
     public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init()) -> ResidualVQOutput {
+        let c = configuration
+        guard c.acceptImageFmap else { return sequenceForward(x, options: options) }
+        precondition(x.rank == 4 && x.shape[1] == c.dim && options.mask == nil,
+                     "ResidualVQ(dim \(c.dim), image maps): input \(x.shape) must be [b, \(c.dim), h, w], without a mask")
+        let (b, d, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        var o = options
+        o.targetIndices = options.targetIndices.map { $0.reshaped([b, h * w, -1]) }
+        var out = sequenceForward(x.reshaped([b, d, h * w]).transposed(1, 2), options: o)
+        out.quantized = out.quantized.transposed(1, 2).reshaped([b, d, h, w])
+        out.indices = out.indices.reshaped([b, h, w, numQuantizers])
+        return out
+    }
+
+    /// The forward on `[b, n, dim]` (or `[n, dim]`-like token shapes).
+    func sequenceForward(_ x: Tensor, options: ResidualVQOptions) -> ResidualVQOutput {
         let c = configuration
         precondition(x.shape.last == c.dim && x.rank >= 2, "ResidualVQ(dim \(c.dim)): input shape \(x.shape)")
         let origInput = x
@@ -371,8 +387,11 @@ public final class ResidualVQ: Module {
     }
 
     /// `project_out(Σ_layers getCodes(from:))`.
+    /// With `acceptImageFmap`, indices `[b, h, w, q]` give `[b, dim, h, w]`, the forward's layout (the
+    /// reference returns it channel-last).
     public func getOutput(from indices: IndexTensor) -> Tensor {
         let summed = getCodes(from: indices).sum(axis: 0)
-        return projectOut.map { $0(summed) } ?? summed
+        let out = projectOut.map { $0(summed) } ?? summed
+        return configuration.acceptImageFmap && out.rank == 4 ? out.permuted(0, 3, 1, 2) : out
     }
 }

@@ -196,3 +196,33 @@ struct BeamSearchTests {
         #expect(rvq.layers[0].codes != before[0] && rvq.layers[2].codes != before[2])
     }
 }
+
+@Suite("Residual stacks on image maps")
+struct ImageStackTests {
+    @Test("ResidualVQ and GroupedResidualVQ take [b, dim, h, w] of any width; decoding gives the forward's output")
+    func images() throws {
+        var c = ResidualVQConfiguration(dim: 8, numQuantizers: 3, codebookSize: 16)
+        c.acceptImageFmap = true
+        let rvq = try ResidualVQ(c)
+        rvq.eval()
+        let x = TestSupport.random([2, 8, 4, 8], seed: 1)  // width 8 = dim: the old code read the last axis as features
+        let out = rvq(x)
+        #expect(out.quantized.shape == [2, 8, 4, 8])
+        #expect(out.indices.shape == [2, 4, 8, 3])
+        #expect(TestSupport.isClose(rvq.getOutput(from: out.indices), out.quantized, atol: 1e-5, rtol: 1e-5))
+        // The same as quantizing the pixels as a sequence with the same codes.
+        let plain = try ResidualVQ(ResidualVQConfiguration(dim: 8, numQuantizers: 3, codebookSize: 16))
+        try plain.load(stateDict: rvq.stateDict())
+        plain.eval()
+        let seq = plain(x.reshaped([2, 8, 32]).transposed(1, 2))
+        #expect(seq.indices.reshaped([2, 4, 8, 3]) == out.indices)
+        let odd = rvq(TestSupport.random([1, 8, 3, 5], seed: 2))
+        #expect(odd.quantized.shape == [1, 8, 3, 5] && odd.indices.shape == [1, 3, 5, 3])
+
+        let g = try GroupedResidualVQ(referenceKwargs: ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true])
+        g.eval()
+        let go = g(x)
+        #expect(go.quantized.shape == [2, 8, 4, 8] && go.indices.shape == [2, 2, 4, 8, 2])
+        #expect(TestSupport.isClose(g.getOutput(from: go.indices), go.quantized, atol: 1e-5, rtol: 1e-5))
+    }
+}
