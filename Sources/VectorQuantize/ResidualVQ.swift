@@ -149,7 +149,10 @@ public enum LayerEMAWeights: Sendable {
 
 /// Options of one residual forward pass.
 public struct ResidualVQOptions: Sendable {
+    /// `[b · n]` row-major, `true` = real token; or set ``maskTensor`` `[b, n]`.
     public var mask: [Bool]? = nil
+    /// The shape ``maskTensor`` was given with, checked against the input's tokens.
+    public var maskShape: [Int]? = nil
     /// Per-layer target indices `[b, n, q]`: return the summed cross-entropy (the reference's `indices=`).
     public var targetIndices: IndexTensor? = nil
     public var sampleCodebookTemperature: Float? = nil
@@ -261,6 +264,9 @@ public final class ResidualVQ: Module {
     func sequenceForward(_ x: Tensor, options: ResidualVQOptions) -> ResidualVQOutput {
         let c = configuration
         precondition(x.shape.last == c.dim && x.rank >= 2, "ResidualVQ(dim \(c.dim)): input shape \(x.shape)")
+        if let s = options.maskShape, options.mask != nil {
+            precondition(s == Array(x.shape.dropLast()), "ResidualVQ: mask \(s) for tokens \(Array(x.shape.dropLast())) (input \(x.shape))")
+        }
         let origInput = x
         let projected = projectIn.map { $0(x) } ?? x
         var residual = projected

@@ -5,8 +5,10 @@ import VQTensor
 public struct VectorQuantizerOptions {
     /// Target indices: return the cross-entropy of the scores against them (the reference's `indices=`).
     public var targetIndices: IndexTensor? = nil
-    /// `[b · n]` row-major, `true` = real token (the reference's `mask=`).
+    /// `[b · n]` row-major, `true` = real token (the reference's `mask=`); or set ``maskTensor`` `[b, n]`.
     public var mask: [Bool]? = nil
+    /// The shape ``maskTensor`` was given with, checked against the input's tokens.
+    public var maskShape: [Int]? = nil
     /// Per-sequence lengths (`lens=`), converted to a mask.
     public var lens: [Int]? = nil
     public var topK: Int? = nil
@@ -167,6 +169,7 @@ public final class VectorQuantizer: Module {
             mask = (0..<(b * n)).map { $0 % n < lens[$0 / n] }
         }
         if let mask { precondition(mask.count == b * n, "VectorQuantizer: mask of \(mask.count) for [\(b), \(n)] tokens") }
+        if let s = opts.maskShape, opts.mask != nil { precondition(s == [b, n], "VectorQuantizer: mask \(s) for tokens [\(b), \(n)] (input \(input.shape))") }
         let origInput = x
 
         // Project, split heads, normalise: flat [H, N, d].
