@@ -34,7 +34,11 @@ public final class LFQ: Module {
         public var cosineSimProjectInScale: Float? = nil
         /// `orthogonal_rotation`: bits are taken in a random orthogonal basis (`orthogonal_rot`, a buffer).
         public var orthogonalRotation = false
-        public init() {}
+        /// `dim` bits (2^dim codes), or `codebookSize` codes (log2 bits, projected from `dim` when they differ).
+        public init(dim: Int? = nil, codebookSize: Int? = nil) {
+            self.dim = dim
+            self.codebookSize = codebookSize
+        }
 
         /// The activations the reference's `straight_through_activation` takes (a module; named here).
         public enum StraightThroughActivation: String, Sendable, Equatable {

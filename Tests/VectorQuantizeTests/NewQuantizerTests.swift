@@ -116,3 +116,20 @@ struct NewQuantizerTests {
         #expect(history.last!.bestFitness >= history.first!.bestFitness)
     }
 }
+
+@Suite("QuantizerSequential")
+struct QuantizerSequentialTests {
+    @Test("layers around one quantizer, with the reference's keys; gradients reach the layers; one quantizer only")
+    func sequential() throws {
+        var rng = SeededGenerator(seed: 0)
+        let model = try QuantizerSequential(Linear(16, 4, rng: &rng), FSQ(.init(levels: [8, 5, 5, 5])), Linear(4, 16, rng: &rng))
+        #expect(Set(model.stateDict().keys) == ["fns.0.weight", "fns.0.bias", "fns.2.weight", "fns.2.bias"])
+        let x = TestSupport.random([2, 6, 16], seed: 1)
+        let out = model(x)
+        #expect(out.quantized.shape == [2, 6, 16] && out.indices.shape == [2, 6])
+        out.quantized.sum().backward()
+        #expect(model.trainableParameters().allSatisfy { $0.grad != nil })
+        #expect(throws: ConfigurationError.self) { try QuantizerSequential(Linear(4, 4, rng: &rng)) }
+        #expect(throws: ConfigurationError.self) { try QuantizerSequential(FSQ(.init(levels: [5, 5])), FSQ(.init(levels: [5, 5]))) }
+    }
+}

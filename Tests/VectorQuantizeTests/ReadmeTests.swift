@@ -1,4 +1,5 @@
 import Testing
+import VQNN
 import VQTensor
 import VectorQuantize
 
@@ -29,4 +30,37 @@ func readmeResidual() throws {
     #expect(out.indices.shape == [8, 64, 4] && out.losses.shape == [4])
     #expect(rvq.layers[0].codes == before[0])
     #expect((1..<4).allSatisfy { rvq.layers[$0].codes != before[$0] })
+}
+
+/// The README's "every quantizer, in one line": the lines as written, each run once.
+@Test("README: every quantizer in one line")
+func readmeEveryQuantizer() throws {
+    var rng = SeededGenerator(seed: 0)
+    let vq   = try VectorQuantizer(VectorQuantizerConfiguration(dim: 64, codebookSize: 512))           // x [b, n, 64] → indices [b, n]
+    let rvq  = try ResidualVQ(ResidualVQConfiguration(dim: 64, numQuantizers: 8, codebookSize: 1024))  // indices [b, n, 8]
+    let grvq = try GroupedResidualVQ(.init(dim: 64, groups: 2, residual: ResidualVQConfiguration(dim: 32, numQuantizers: 4, codebookSize: 256)))
+    let fsq  = try FSQ(.init(levels: [8, 5, 5, 5]))                                                    // x [b, n, 4], 1000 codes
+    let rfsq = try ResidualFSQ(.init(levels: [8, 5, 5, 5], numQuantizers: 4))                          // indices [b, n, 4]
+    let gfsq = try GroupedResidualFSQ(.init(dim: 8, groups: 2, residual: .init(levels: [8, 5, 5, 5], numQuantizers: 2)))
+    let lfq  = try LFQ(.init(dim: 16, codebookSize: 65536))                                            // entropy loss without a 2^16 softmax
+    let rlfq = try ResidualLFQ(.init(dim: 64, numQuantizers: 4, codebookSize: 1024))
+    let glfq = try GroupedResidualLFQ(.init(dim: 64, groups: 2, residual: .init(dim: 32, numQuantizers: 2, codebookSize: 256)))
+    let sim  = try SimVQ(.init(dim: 64, codebookSize: 1024))                                           // frozen codes through a learned map
+    let rsim = try ResidualSimVQ(.init(dim: 64, numQuantizers: 4, codebookSize: 1024))
+    let rpq  = try RandomProjectionQuantizer(dim: 512, codebookSize: 1024, codebookDim: 256, numCodebooks: 16)  // BEST-RQ targets
+    let lq   = try LatentQuantize(.init(levels: [5, 5, 8], dim: 16))                                   // channel first: x [b, 16, n]
+    let fsp  = try FSP(.init(levels: [8, 5, 5, 5], dim: 64))                                           // finite scalar perturbation
+    let bm   = try BinaryMapper(.init(bits: 8))                                                        // logits [b, n, 8] → one-hot [b, n, 256]
+    let hvq  = try HierarchicalVQ(.init(dim: 64, codebookSize: 1024, scales: [1, 4, 16, 64]))           // x [b, 64, 64], 4 scales
+    let evo  = try EvoLFQ(encoder: Linear(784, 16, rng: &rng), decoder: Linear(16, 784, rng: &rng), lfq: LFQ(.init(dim: 16)))
+
+    let all: [(any Quantizer, [Int])] = [(vq, [2, 8, 64]), (rvq, [2, 8, 64]), (grvq, [2, 8, 64]), (fsq, [2, 8, 4]), (rfsq, [2, 8, 4]),
+                                         (gfsq, [2, 8, 8]), (lfq, [2, 8, 16]), (rlfq, [2, 8, 64]), (glfq, [2, 8, 64]), (sim, [2, 8, 64]),
+                                         (rsim, [2, 8, 64]), (rpq, [1, 8, 512]), (lq, [2, 16, 8]), (fsp, [2, 8, 64]), (bm, [2, 8, 8]),
+                                         (hvq, [2, 64, 64]), (evo, [2, 8, 784])]
+    #expect(all.count == ModuleConfig.modules.count)
+    for (q, shape) in all {
+        let out = q.forward(Tensor.randomNormal(shape, using: &rng))
+        #expect(out.indices.shape.first == shape[0] && out.loss.allFinite, "\(type(of: q))")
+    }
 }
