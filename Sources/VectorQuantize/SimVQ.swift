@@ -34,6 +34,9 @@ public final class SimVQ: Module {
                                             "codebook_transform"]
 
         public init(referenceKwargs kw: [String: Any], module: String = "SimVQ") throws {
+            if kw["init_fn"] != nil {
+                throw ConfigurationError.badValue(module: module, keyword: "init_fn", reason: "a Python callable cannot be read from a configuration: pass initFunction to SimVQ.init (a checkpoint's frozen_codebook already holds its result)")
+            }
             for key in kw.keys where !Self.keywords.contains(key) { throw ConfigurationError.unknownKeyword(module: module, keyword: key) }
             let k = Keywords(kw, module: module)
             guard let dim = try k.int("dim"), let size = try k.int("codebook_size") else {
@@ -80,12 +83,23 @@ public final class SimVQ: Module {
     public var commitmentWeight: Float { configuration.commitmentWeight }
 
     /// A SimVQ whose code transform is any layer `codebookTransform` builds (default: the configuration's).
-    public init(_ configuration: Configuration, module: String = "SimVQ", codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil) throws {
+    /// - Parameter initFunction: the reference's `init_fn`: maps the initial frozen codebook `[c, d₀]`
+    ///   (N(0, 1/d₀)) to the one kept (same shape). A checkpoint's `frozen_codebook` replaces it on load.
+    public init(_ configuration: Configuration, module: String = "SimVQ", codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil,
+                initFunction: ((Tensor) -> Tensor)? = nil) throws {
         try configuration.validate(module: module)
         self.configuration = configuration
         let d0 = configuration.frozenCodebookDim ?? configuration.dim
         var rng = SeededGenerator(seed: configuration.seed ^ 0x519)
-        frozenCodebook = Parameter(Tensor.randomNormal([configuration.codebookSize, d0], std: 1 / Float(d0).squareRoot(), using: &rng), kind: .buffer)
+        var initial = Tensor.randomNormal([configuration.codebookSize, d0], std: 1 / Float(d0).squareRoot(), using: &rng)
+        if let initFunction {
+            let shape = initial.shape
+            initial = withoutGradient { initFunction(initial) }
+            guard initial.shape == shape else {
+                throw ConfigurationError.badValue(module: module, keyword: "init_fn", reason: "returned \(initial.shape) for a codebook of \(shape)")
+            }
+        }
+        frozenCodebook = Parameter(initial, kind: .buffer)
         if let codebookTransform {
             codeTransform = try codebookTransform(&rng)
         } else if let text = configuration.codebookTransform {

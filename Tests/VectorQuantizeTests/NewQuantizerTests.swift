@@ -133,3 +133,12 @@ struct QuantizerSequentialTests {
         #expect(throws: ConfigurationError.self) { try QuantizerSequential(FSQ(.init(levels: [5, 5])), FSQ(.init(levels: [5, 5]))) }
     }
 }
+
+@Test("SimVQ init_fn: the initial frozen codebook passes through it; a wrong shape is refused")
+func simVQInitFunction() throws {
+    let plain = try SimVQ(.init(dim: 8, codebookSize: 16))
+    let doubled = try SimVQ(.init(dim: 8, codebookSize: 16), initFunction: { $0 * 2 })
+    #expect(doubled.frozenCodebook.value == plain.frozenCodebook.value * 2)
+    #expect(throws: ConfigurationError.self) { try SimVQ(.init(dim: 8, codebookSize: 16), initFunction: { $0.slice(axis: 0, 0..<4) }) }
+    #expect(throws: ConfigurationError.self) { try SimVQ(referenceKwargs: ["dim": 8, "codebook_size": 16, "init_fn": "torch.nn.init.uniform_"]) }
+}
