@@ -119,7 +119,7 @@ public enum QuantizerCheckpoint {
     public static func load(_ checkpoint: URL, config: URL? = nil) throws -> (Module, ModuleConfig) {
         let file = try SafeTensorsFile.read(contentsOf: checkpoint)
         let sidecar = ModuleConfig.sidecar(of: checkpoint)
-        let cfg: ModuleConfig
+        var cfg: ModuleConfig
         if let config {
             cfg = try ModuleConfig.read(contentsOf: config)
         } else if let json = file.metadata["config_json"] {
@@ -132,6 +132,10 @@ public enum QuantizerCheckpoint {
             cfg = try ModuleConfig.read(contentsOf: sidecar)
         } else {
             throw TensorFileError.malformed(path: checkpoint.path, reason: "no config: pass --config or put \(sidecar.lastPathComponent) beside it")
+        }
+        if cfg.module == "RandomProjectionQuantizer", cfg.kwargs["reference_layout"] == nil, file.tensors["vq.project_in.weight"] != nil {
+            // A PyTorch checkpoint: its inner quantizer has the reference's projection.
+            cfg.kwargs["reference_layout"] = true
         }
         try cfg.checkSizes(against: file, path: checkpoint.path)
         let module = try cfg.build()

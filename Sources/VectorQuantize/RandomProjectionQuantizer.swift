@@ -14,6 +14,11 @@ public final class RandomProjectionQuantizer: Module {
         public var codebookDim: Int         // codebook_dim
         public var numCodebooks = 1         // num_codebooks
         public var norm = true              // norm
+        /// `reference_layout` (ours): the reference's inner quantizer, whose codes have `h·e` dimensions per
+        /// head behind a random `Linear(h·e, h·h·e)` (its `codebook_dim` defaults to its `dim`) — 268 M extra
+        /// weights for the README's example. Off: each head's `e`-dim projection is quantized directly (the
+        /// paper's design). PyTorch checkpoints that hold `vq.project_in` load in this layout automatically.
+        public var referenceLayout = false
         public var layer: VectorQuantizerConfiguration
         public var seed: UInt64 = 0
         public init(dim: Int, codebookSize: Int, codebookDim: Int) {
@@ -32,10 +37,11 @@ public final class RandomProjectionQuantizer: Module {
             self.init(dim: dim, codebookSize: size, codebookDim: e)
             numCodebooks = try k.int("num_codebooks") ?? 1
             norm = try k.bool("norm") ?? true
+            referenceLayout = try k.bool("reference_layout") ?? false
             seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
             try validate()
             var rest = kw
-            for key in ["dim", "codebook_size", "codebook_dim", "num_codebooks", "norm", "seed"] { rest[key] = nil }
+            for key in ["dim", "codebook_size", "codebook_dim", "num_codebooks", "norm", "seed", "reference_layout"] { rest[key] = nil }
             rest["dim"] = e * numCodebooks
             rest["codebook_size"] = size
             do {
@@ -60,6 +66,7 @@ public final class RandomProjectionQuantizer: Module {
             c.heads = numCodebooks
             c.useCosineSimilarity = true
             c.separateCodebookPerHead = true
+            if !referenceLayout { c.codebookDim = codebookDim }
             c.seed = seed
             return c
         }

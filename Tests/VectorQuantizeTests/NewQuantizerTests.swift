@@ -142,3 +142,22 @@ func simVQInitFunction() throws {
     #expect(throws: ConfigurationError.self) { try SimVQ(.init(dim: 8, codebookSize: 16), initFunction: { $0.slice(axis: 0, 0..<4) }) }
     #expect(throws: ConfigurationError.self) { try SimVQ(referenceKwargs: ["dim": 8, "codebook_size": 16, "init_fn": "torch.nn.init.uniform_"]) }
 }
+
+@Test("RandomProjectionQuantizer: per-head codes of codebook_dim by default; the reference layout on request and for PyTorch checkpoints")
+func randomProjectionLayouts() throws {
+    let compact = try RandomProjectionQuantizer(dim: 16, codebookSize: 32, codebookDim: 8, numCodebooks: 4)
+    #expect(compact.vq.projectIn == nil && compact.vq.codebook.embed.shape == [4, 32, 8])
+    let reference = try RandomProjectionQuantizer(referenceKwargs: ["dim": 16, "codebook_size": 32, "codebook_dim": 8, "num_codebooks": 4, "reference_layout": true])
+    #expect(reference.stateDict()["vq.project_in.weight"]?.shape == [128, 32] && reference.vq.codebook.embed.shape == [4, 32, 32])
+    // A checkpoint written in the reference's layout, with a configuration that does not say so, loads in it.
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-rpq-\(UInt32.random(in: 0...UInt32.max))")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let url = dir.appendingPathComponent("rpq.safetensors")
+    try reference.save(to: url)
+    try ModuleConfig(module: "RandomProjectionQuantizer", kwargs: ["dim": 16, "codebook_size": 32, "codebook_dim": 8, "num_codebooks": 4])
+        .write(to: ModuleConfig.sidecar(of: url))
+    let (loaded, _) = try QuantizerCheckpoint.load(url)
+    let x = TestSupport.random([2, 5, 16], seed: 1)
+    #expect((loaded as! RandomProjectionQuantizer)(x) == reference(x))
+}
