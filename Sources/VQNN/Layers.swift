@@ -33,8 +33,7 @@ public final class Linear: Layer {
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         precondition(x.shape.last == inFeatures, "Linear(\(inFeatures) → \(outFeatures)): input shape \(x.shape)")
         if x.rank == 1 { return callAsFunction(x.unsqueezed(axis: 0)).squeezed(axis: 0) }
-        let y = x.matmul(transposed: weight.value)
-        return bias.map { y + $0.value } ?? y
+        return x.linear(weight: weight.value, bias: bias?.value)
     }
 }
 

@@ -24,6 +24,32 @@ extension Tensor {
         return Tensor.record(out, .matmulTransposedB(detached(), other.detached()), [self, other])
     }
 
+    /// `self · weightᵀ + bias` (a linear layer, `weight [N, K]`, `bias [N]`) in one pass: each output row
+    /// starts from the bias and the product accumulates into it (no broadcast add, no second buffer).
+    /// Differentiable in all three.
+    ///
+    /// - Complexity: O(rows · N · K).
+    public func linear(weight: Tensor, bias: Tensor?) -> Tensor {
+        precondition(rank >= 2 && weight.rank == 2 && shape[rank - 1] == weight.shape[1] && (bias == nil || bias!.shape == [weight.shape[0]]),
+                     "linear: input \(shape), weight \(weight.shape), bias \(bias?.shape ?? [])")
+        guard let bias else { return matmul(transposed: weight) }
+        let (n, k) = (weight.shape[0], weight.shape[1])
+        let rows = count / Swift.max(k, 1)
+        let x = detached(), w = weight.detached(), b = bias.detached()
+        let out = Tensor.uninitialized(Array(shape.dropLast()) + [n]) { o in
+            b.scalars.withUnsafeBufferPointer { pb in
+                for r in 0..<rows { (o.baseAddress! + r * n).update(from: pb.baseAddress!, count: n) }
+            }
+            x.scalars.withUnsafeBufferPointer { px in
+                w.scalars.withUnsafeBufferPointer { pw in
+                    GEMM.gemm(m: rows, n: n, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: k,
+                              c: o.baseAddress!, ldc: n, accumulate: true)
+                }
+            }
+        }
+        return Tensor.record(out, .linear(x, w), [self, weight, bias])
+    }
+
     /// `a · b` with either operand read transposed in its last two axes (no copy), batch axes
     /// broadcast. No gradient is recorded.
     static func matmulRaw(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> Tensor {

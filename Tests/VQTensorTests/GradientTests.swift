@@ -101,6 +101,15 @@ struct GradientTests {
         }
     }
 
+    @Test("linear x·Wᵀ + b in one pass: gradients in x, W and b; the values of matmul plus bias")
+    func linear() {
+        let w = TestSupport.random([5, 4], seed: 31), b = TestSupport.random([5], seed: 32)
+        for x in [TestSupport.random([3, 4], seed: 33), TestSupport.random([2, 3, 4], seed: 34), TestSupport.random([40, 4], seed: 35)] {
+            #expect(TestSupport.gradientCheck([x, w, b]) { ($0[0].linear(weight: $0[1], bias: $0[2]).squared() * 0.5).sum() } <= 1)
+            #expect(TestSupport.isClose(x.linear(weight: w, bias: b), x.matmul(transposed: w) + b, atol: 1e-6, rtol: 1e-6))
+        }
+    }
+
     @Test("y = Σ x² + 5x has dy/dx = 2x + 5")
     func documentedExample() {
         let x = Tensor([1, 2, 3, 4], shape: [2, 2]).requiringGradient()

@@ -136,6 +136,13 @@ enum Backward {
             let (n, k) = (b.shape[0], b.shape[1])
             let gb = Tensor.matmulRaw(g.reshaped([-1, n]), a.reshaped([-1, k]), transposeA: true, transposeB: false)
             return [ga, gb]
+        case .linear(let x, let w):
+            // y = x·Wᵀ + b: dx = dy·W, dW = dyᵀ·x (rows flattened), db = Σ_rows dy.
+            let (n, k) = (w.shape[0], w.shape[1])
+            let gx = Tensor.matmulRaw(g, w, transposeA: false, transposeB: false)
+            let flat = g.reshaped([-1, n])
+            let gw = Tensor.matmulRaw(flat, x.reshaped([-1, k]), transposeA: true, transposeB: false)
+            return [gx, gw, flat.sum(axis: 0)]
         case .custom(let backward):
             return [backward(g)]
         case .matmul(let a, let b):

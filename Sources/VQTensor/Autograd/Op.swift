@@ -42,6 +42,8 @@ enum Op: Sendable {
     case matmul(Tensor, Tensor)
     /// `A·Bᵀ` with a 2-D `B` read transposed in place.
     case matmulTransposedB(Tensor, Tensor)
+    /// `x·Wᵀ + b` (inputs x, W, b): the bias's gradient is the row sum.
+    case linear(Tensor, Tensor)
 
     /// A function whose backward its author gives (``Tensor/custom(_:input:backward:)``): the gradient of
     /// the one input from the gradient of the output.

@@ -144,6 +144,12 @@ extension GEMM {
         b: UnsafePointer<Float>, brs: Int, bcs: Int,
         c: UnsafeMutablePointer<Float>, crs: Int, ccs: Int, accumulate: Bool
     ) {
+        if acs != 1 && ars == 1 && m >= 32 {
+            // A read across its rows (a weight gradient `dYᵀ·X`): stream A's rows instead of gathering a
+            // strided column per output row.
+            skinnyTransposedA(m: m, n: n, k: k, a: a, acs: acs, b: b, brs: brs, bcs: bcs, c: c, crs: crs, ccs: ccs, accumulate: accumulate)
+            return
+        }
         let bCols = alignedFloats(n * k)
         defer { bCols.deallocate() }
         for j in 0..<n {
@@ -166,6 +172,41 @@ extension GEMM {
                     let v = dot(row, pb + j * k, k)
                     let out = pc + i * crs + j * ccs
                     out.pointee = accumulate ? out.pointee + v : v
+                }
+            }
+        }
+        if threads == 1 { body(0..<m) } else { Threads.forRanges(m, minChunk: 64, body) }
+    }
+
+    /// ``skinny(m:n:k:a:ars:acs:b:brs:bcs:c:crs:ccs:accumulate:)`` for an A whose rows are contiguous along
+    /// `i` (`ars == 1`): `C[i, j] = Σ_p A[p·acs + i] · B[p, j]`, accumulated over `p` in order (four-way
+    /// partial sums over `p`, then summed), each thread owning a range of `i` — bit-identical for any thread count.
+    static func skinnyTransposedA(
+        m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, acs: Int,
+        b: UnsafePointer<Float>, brs: Int, bcs: Int,
+        c: UnsafeMutablePointer<Float>, crs: Int, ccs: Int, accumulate: Bool
+    ) {
+        nonisolated(unsafe) let (pa, pb, pc) = (a, b, c)
+        let threads = Double(m) * Double(n) * Double(k) < 1.5e6 ? 1 : Threads.count
+        let body = { (rows: Range<Int>) in
+            let width = rows.count
+            // acc[j][i - rows.lowerBound]: one contiguous strip per output column.
+            let acc = alignedFloats(n * width)
+            defer { acc.deallocate() }
+            acc.update(repeating: 0, count: n * width)
+            for p in 0..<k {
+                let aRow = pa + p * acs + rows.lowerBound
+                for j in 0..<n {
+                    let bv = pb[p * brs + j * bcs]
+                    let strip = acc + j * width
+                    for i in 0..<width { strip[i] += aRow[i] * bv }
+                }
+            }
+            for j in 0..<n {
+                for i in 0..<width {
+                    let out = pc + (rows.lowerBound + i) * crs + j * ccs
+                    out.pointee = accumulate ? out.pointee + acc[j * width + i] : acc[j * width + i]
                 }
             }
         }
