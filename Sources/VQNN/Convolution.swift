@@ -1,41 +1,122 @@
 import VQTensor
 
-/// 1-D convolution over `[b, in, n]` with PyTorch's `nn.Conv1d` layout (`weight [out, in / groups, k]`,
-/// `bias [out]`) and initialisation (U(−1/√(in/groups · k), 1/√(in/groups · k))), zero padding.
+extension Tensor {
+    /// Convolution over 1, 2 or 3 spatial axes (PyTorch's `conv1d/2d/3d`): input `[b, in, s₁, …]`, `weight
+    /// [out, in / groups, k₁, …]`, optional `bias [out]`, zero padding; per-axis `stride`, `padding`,
+    /// `dilation` (one value each, or one per axis). Output `[b, out, o₁, …]` with
+    /// `oᵢ = (sᵢ + 2·paddingᵢ − dilationᵢ·(kᵢ − 1) − 1) / strideᵢ + 1`.
+    ///
+    /// The input is unfolded (im2col: an index gather, so every step is differentiable) and multiplied with
+    /// the weight on the library's GEMM kernels; differentiable in the input, the weight and the bias.
+    ///
+    /// - Complexity: O(b · Πoᵢ · out · in/groups · Πkᵢ); the unfolded input takes `b · Πoᵢ · in · Πkᵢ` floats.
+    public func convolution(weight: Tensor, bias: Tensor? = nil, stride: [Int] = [1], padding: [Int] = [0], dilation: [Int] = [1],
+                            groups: Int = 1) -> Tensor {
+        let d = rank - 2
+        precondition((1...3).contains(d) && weight.rank == rank, "convolution: input \(shape) must be [b, c, s…] with 1–3 spatial axes, weight \(weight.shape) of the same rank")
+        func perAxis(_ v: [Int], _ name: String) -> [Int] {
+            precondition(v.count == 1 || v.count == d, "convolution: \(name) \(v) for \(d) spatial axes")
+            return v.count == 1 ? Array(repeating: v[0], count: d) : v
+        }
+        let (st, pad, dil) = (perAxis(stride, "stride"), perAxis(padding, "padding"), perAxis(dilation, "dilation"))
+        let (outChannels, cg) = (weight.shape[0], weight.shape[1])
+        let kernel = Array(weight.shape.dropFirst(2))
+        let (b, inChannels) = (shape[0], shape[1])
+        precondition(groups > 0 && inChannels == cg * groups && outChannels % groups == 0 && st.allSatisfy { $0 > 0 }
+                     && pad.allSatisfy { $0 >= 0 } && dil.allSatisfy { $0 > 0 } && (bias == nil || bias!.shape == [outChannels]),
+                     "convolution: input \(shape), weight \(weight.shape), bias \(bias?.shape ?? []), groups \(groups), stride \(st), padding \(pad), dilation \(dil)")
+        let spatial = Array(shape.dropFirst(2))
+        let padded = zip(spatial, pad).map { $0 + 2 * $1 }
+        var outShape = [Int](repeating: 0, count: d)
+        for i in 0..<d {
+            let reach: Int = dil[i] * (kernel[i] - 1) + 1
+            outShape[i] = (padded[i] - reach) / st[i] + 1
+        }
+        precondition(outShape.allSatisfy { $0 > 0 }, "convolution: input \(shape) is smaller than the kernel's reach \(kernel) (padding \(pad), dilation \(dil))")
+        // Zero padding, one axis at a time.
+        var xp = self
+        for i in 0..<d where pad[i] > 0 {
+            var zs = xp.shape
+            zs[2 + i] = pad[i]
+            let zeros = Tensor.zeros(zs)
+            xp = Tensor.concat([zeros, xp, zeros], axis: 2 + i)
+        }
+        // Unfold: for output position o and kernel offset q, the padded position o·stride + q·dilation.
+        let outCount = outShape.reduce(1, *), kCount = kernel.reduce(1, *)
+        var strides = [Int](repeating: 1, count: d)
+        for i in Swift.stride(from: d - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * padded[i + 1] }
+        var positions = [Int](repeating: 0, count: outCount * kCount)
+        for o in 0..<outCount {
+            var rem = o, base = 0
+            for i in Swift.stride(from: d - 1, through: 0, by: -1) {
+                base += (rem % outShape[i]) * st[i] * strides[i]
+                rem /= outShape[i]
+            }
+            for q in 0..<kCount {
+                var r = q, off = 0
+                for i in Swift.stride(from: d - 1, through: 0, by: -1) {
+                    off += (r % kernel[i]) * dil[i] * strides[i]
+                    r /= kernel[i]
+                }
+                positions[o * kCount + q] = base + off
+            }
+        }
+        let flat = xp.reshaped([b, inChannels, padded.reduce(1, *)])
+        let index = IndexTensor(positions)
+        let og = outChannels / groups
+        var outs: [Tensor] = []
+        for g in 0..<groups {
+            let xg = groups == 1 ? flat : flat.slice(axis: 1, (g * cg)..<((g + 1) * cg))
+            let cols = xg.indexSelect(axis: 2, index).reshaped([b, cg, outCount, kCount]).permuted([0, 2, 1, 3]).reshaped([b * outCount, cg * kCount])
+            let wg = (groups == 1 ? weight : weight.slice(axis: 0, (g * og)..<((g + 1) * og))).reshaped([og, cg * kCount])
+            outs.append(groups == 1 ? cols.linear(weight: wg, bias: bias) : cols.matmul(transposed: wg))
+        }
+        var y = groups == 1 ? outs[0] : Tensor.concat(outs, axis: 1)
+        if groups > 1, let bias { y = y + bias }
+        return y.reshaped([b, outCount, outChannels]).permuted([0, 2, 1]).reshaped([b, outChannels] + outShape)
+    }
+
+    /// 1-D convolution: ``convolution(weight:bias:stride:padding:dilation:groups:)`` over `[b, in, n]`.
+    public func conv1d(weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) -> Tensor {
+        convolution(weight: weight, bias: bias, stride: [stride], padding: [padding], dilation: [dilation], groups: groups)
+    }
+}
+
+/// Convolution over `spatialAxes` (1, 2 or 3) spatial axes with PyTorch's layout (`weight [out, in / groups,
+/// k…]`, `bias [out]`, keys `weight`, `bias`) and initialisation (U(±1/√(in/groups · Πk))), zero padding.
+/// ``Conv1d``, ``Conv2d`` and ``Conv3d`` are this class.
 ///
 /// ```swift
 /// var rng = SeededGenerator(seed: 0)
-/// let conv = Conv1d(16, 16, kernelSize: 3, padding: 1, rng: &rng)
-/// conv(Tensor.zeros([4, 16, 24])).shape   // [4, 16, 24]
+/// let conv = Conv2d(3, 16, kernelSize: 3, padding: 1, rng: &rng)
+/// conv(Tensor.zeros([4, 3, 28, 28])).shape   // [4, 16, 28, 28]
 /// ```
 ///
-/// - Complexity: O(b · n_out · out · in/groups · k): the input is unfolded (im2col) and multiplied with the
-///   weight on the library's matrix kernel; differentiable in the input, weight and bias.
-public final class Conv1d: Layer {
+/// - Complexity: see ``Tensor/convolution(weight:bias:stride:padding:dilation:groups:)``.
+public class Convolution: Layer {
     public let weight: Parameter
     public let bias: Parameter?
-    public let stride: Int
-    public let padding: Int
-    public let dilation: Int
+    public let stride: [Int]
+    public let padding: [Int]
+    public let dilation: [Int]
     public let groups: Int
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: [Int], stride: [Int] = [1], padding: [Int] = [0], dilation: [Int] = [1],
                 groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
-        precondition(inChannels > 0 && outChannels > 0 && kernelSize > 0 && stride > 0 && padding >= 0 && dilation > 0 && groups > 0
+        precondition(inChannels > 0 && outChannels > 0 && kernelSize.allSatisfy { $0 > 0 } && (1...3).contains(kernelSize.count) && groups > 0
                      && inChannels % groups == 0 && outChannels % groups == 0,
-                     "Conv1d(\(inChannels), \(outChannels), kernel \(kernelSize), stride \(stride), padding \(padding), dilation \(dilation), groups \(groups))")
-        let fanIn = inChannels / groups * kernelSize
+                     "Convolution(\(inChannels), \(outChannels), kernel \(kernelSize), groups \(groups))")
+        let fanIn = inChannels / groups * kernelSize.reduce(1, *)
         let bound = 1 / Float(fanIn).squareRoot()
-        weight = Parameter(Tensor.randomUniform([outChannels, inChannels / groups, kernelSize], low: -bound, high: bound, using: &rng))
+        weight = Parameter(Tensor.randomUniform([outChannels, inChannels / groups] + kernelSize, low: -bound, high: bound, using: &rng))
         self.bias = bias ? Parameter(Tensor.randomUniform([outChannels], low: -bound, high: bound, using: &rng)) : nil
         (self.stride, self.padding, self.dilation, self.groups) = (stride, padding, dilation, groups)
     }
 
-    /// A convolution with given weights (`weight [out, in / groups, k]`, `bias [out]`).
-    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) {
-        precondition(weight.rank == 3 && weight.shape[0] % groups == 0 && stride > 0 && padding >= 0 && dilation > 0 && groups > 0,
-                     "Conv1d: weight \(weight.shape) must be [out, in / groups, k] with out divisible by groups \(groups)")
-        if let bias { precondition(bias.shape == [weight.shape[0]], "Conv1d: bias \(bias.shape) for weight \(weight.shape)") }
+    /// A convolution with given weights (`weight [out, in / groups, k…]`, `bias [out]`).
+    public init(weight: Tensor, bias: Tensor?, stride: [Int] = [1], padding: [Int] = [0], dilation: [Int] = [1], groups: Int = 1) {
+        precondition((3...5).contains(weight.rank) && weight.shape[0] % groups == 0, "Convolution: weight \(weight.shape) must be [out, in / groups, k…]")
+        if let bias { precondition(bias.shape == [weight.shape[0]], "Convolution: bias \(bias.shape) for weight \(weight.shape)") }
         self.weight = Parameter(weight)
         self.bias = bias.map { Parameter($0) }
         (self.stride, self.padding, self.dilation, self.groups) = (stride, padding, dilation, groups)
@@ -43,52 +124,54 @@ public final class Conv1d: Layer {
 
     public var inChannels: Int { weight.shape[1] * groups }
     public var outChannels: Int { weight.shape[0] }
-    public var kernelSize: Int { weight.shape[2] }
-
-    /// The output length for an input of `n`.
-    public func outputLength(_ n: Int) -> Int { (n + 2 * padding - dilation * (kernelSize - 1) - 1) / stride + 1 }
+    public var kernelShape: [Int] { Array(weight.shape.dropFirst(2)) }
+    public var spatialAxes: Int { weight.shape.count - 2 }
 
     /// Freezes the weights (and bias) of these output channels: optimizers never write them.
     public func freezeOutputChannels(_ channels: some Sequence<Int>) {
-        let perChannel = weight.shape[1]  // rows of length k per output channel
+        let rowsPerChannel = weight.value.count / weight.shape[0] / weight.shape[weight.shape.count - 1]  // rows of the last axis
         let list = Array(channels)
-        weight.freezeRows(list.flatMap { c in (c * perChannel)..<((c + 1) * perChannel) })
+        weight.freezeRows(list.flatMap { c in (c * rowsPerChannel)..<((c + 1) * rowsPerChannel) })
         bias?.freezeRows(list)
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {
-        x.conv1d(weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        precondition(x.rank == 2 + spatialAxes && x.shape[1] == inChannels,
+                     "\(type(of: self))(\(inChannels) → \(outChannels)): input \(x.shape) must be [b, \(inChannels), \(spatialAxes) spatial axes]")
+        return x.convolution(weight: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
     }
 }
 
-extension Tensor {
-    /// 1-D convolution of `[b, in, n]` with `weight [out, in / groups, k]` (+ `bias [out]`), zero padding:
-    /// `[b, out, n_out]`, `n_out = (n + 2·padding − dilation·(k − 1) − 1) / stride + 1`. Differentiable in
-    /// all three (the input is unfolded and multiplied on the matrix kernel).
-    public func conv1d(weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) -> Tensor {
-        let (outChannels, cg, k) = (weight.shape[0], weight.shape[1], weight.shape[2])
-        let inChannels = cg * groups
-        precondition(rank == 3 && shape[1] == inChannels, "conv1d: input \(shape) must be [b, \(inChannels), n] for weight \(weight.shape), groups \(groups)")
-        let (b, n) = (shape[0], shape[2])
-        let nOut = (n + 2 * padding - dilation * (k - 1) - 1) / stride + 1
-        precondition(nOut > 0, "conv1d: input length \(n) is shorter than the kernel's reach (\(dilation * (k - 1) + 1) − 2·\(padding))")
-        var xp = self
-        if padding > 0 {
-            let zeros = Tensor.zeros([b, inChannels, padding])
-            xp = Tensor.concat([zeros, self, zeros], axis: 2)
-        }
-        // Unfold: column (o, j) reads input position o·stride + j·dilation.
-        let positions = IndexTensor((0..<(nOut * k)).map { ($0 / k) * stride + ($0 % k) * dilation })
-        let og = outChannels / groups
-        var outs: [Tensor] = []
-        for g in 0..<groups {
-            let xg = groups == 1 ? xp : xp.slice(axis: 1, (g * cg)..<((g + 1) * cg))
-            let cols = xg.indexSelect(axis: 2, positions).reshaped([b, cg, nOut, k]).permuted([0, 2, 1, 3]).reshaped([b * nOut, cg * k])
-            let wg = (groups == 1 ? weight : weight.slice(axis: 0, (g * og)..<((g + 1) * og))).reshaped([og, cg * k])
-            outs.append(cols.matmul(transposed: wg))
-        }
-        var y = (groups == 1 ? outs[0] : Tensor.concat(outs, axis: 1)).reshaped([b, nOut, outChannels])
-        if let bias { y = y + bias }
-        return y.permuted([0, 2, 1])
+/// 1-D convolution over `[b, in, n]` (PyTorch's `nn.Conv1d`).
+public final class Conv1d: Convolution {
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+                groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+        super.init(inChannels, outChannels, kernelSize: [kernelSize], stride: [stride], padding: [padding], dilation: [dilation],
+                   groups: groups, bias: bias, rng: &rng)
+    }
+    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) {
+        precondition(weight.rank == 3, "Conv1d: weight \(weight.shape) must be [out, in / groups, k]")
+        super.init(weight: weight, bias: bias, stride: [stride], padding: [padding], dilation: [dilation], groups: groups)
+    }
+    public var kernelSize: Int { weight.shape[2] }
+    /// The output length for an input of `n`.
+    public func outputLength(_ n: Int) -> Int { (n + 2 * padding[0] - dilation[0] * (kernelSize - 1) - 1) / stride[0] + 1 }
+}
+
+/// 2-D convolution over `[b, in, h, w]` (PyTorch's `nn.Conv2d`).
+public final class Conv2d: Convolution {
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+                groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+        super.init(inChannels, outChannels, kernelSize: [kernelSize, kernelSize], stride: [stride], padding: [padding], dilation: [dilation],
+                   groups: groups, bias: bias, rng: &rng)
+    }
+}
+
+/// 3-D convolution over `[b, in, t, h, w]` (PyTorch's `nn.Conv3d`).
+public final class Conv3d: Convolution {
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+                groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+        super.init(inChannels, outChannels, kernelSize: [kernelSize, kernelSize, kernelSize], stride: [stride], padding: [padding],
+                   dilation: [dilation], groups: groups, bias: bias, rng: &rng)
     }
 }

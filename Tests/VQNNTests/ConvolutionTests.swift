@@ -3,81 +3,109 @@ import VQNN
 import VQTensor
 import VQTestSupport
 
-@Suite("Conv1d")
+@Suite("Convolutions (1-D, 2-D, 3-D)")
 struct ConvolutionTests {
-    /// `y[b, o, t] = bias[o] + Σ_{c in o's group, j} w[o, c, j] · x[b, c, t·stride + j·dilation − padding]`,
-    /// summed in Double with zero outside the input.
-    static func direct(_ x: Tensor, _ conv: Conv1d) -> Tensor {
-        let (b, cin, n) = (x.shape[0], x.shape[1], x.shape[2])
-        let (cout, k, g) = (conv.outChannels, conv.kernelSize, conv.groups)
-        let nOut = conv.outputLength(n), cg = cin / g, og = cout / g
-        let w = conv.weight.value.scalars, bias = conv.bias?.value.scalars, xs = x.scalars
-        var out = [Float](repeating: 0, count: b * cout * nOut)
+    /// `y[b, o, t…] = bias[o] + Σ_{c in o's group, q…} w[o, c, q…] · x[b, c, t·stride + q·dilation − padding]`,
+    /// summed in Double with zero outside the input, for any number of spatial axes.
+    static func direct(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: [Int], padding: [Int], dilation: [Int], groups: Int) -> Tensor {
+        let d = x.rank - 2
+        let (b, cin) = (x.shape[0], x.shape[1])
+        let (cout, cg) = (w.shape[0], w.shape[1])
+        let kernel = Array(w.shape.dropFirst(2)), spatial = Array(x.shape.dropFirst(2))
+        let outShape = (0..<d).map { i -> Int in (spatial[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) / stride[i] + 1 }
+        let og = cout / groups
+        func unflat(_ f: Int, _ dims: [Int]) -> [Int] {
+            var r = f, out = [Int](repeating: 0, count: dims.count)
+            for i in Swift.stride(from: dims.count - 1, through: 0, by: -1) { out[i] = r % dims[i]; r /= dims[i] }
+            return out
+        }
+        func flat(_ idx: [Int], _ dims: [Int]) -> Int { zip(idx, dims).reduce(0) { $0 * $1.1 + $1.0 } }
+        let xs = x.scalars, ws = w.scalars
+        let oCount = outShape.reduce(1, *), kCount = kernel.reduce(1, *), sCount = spatial.reduce(1, *)
+        var out = [Float](repeating: 0, count: b * cout * oCount)
         for bi in 0..<b {
             for o in 0..<cout {
-                for t in 0..<nOut {
-                    var acc = Double(bias?[o] ?? 0)
+                for t in 0..<oCount {
+                    let tp = unflat(t, outShape)
+                    var acc = Double(bias?.scalars[o] ?? 0)
                     for c in 0..<cg {
-                        for j in 0..<k {
-                            let p = t * conv.stride + j * conv.dilation - conv.padding
-                            guard p >= 0 && p < n else { continue }
-                            acc += Double(w[(o * cg + c) * k + j]) * Double(xs[(bi * cin + (o / og) * cg + c) * n + p])
+                        for q in 0..<kCount {
+                            let qp = unflat(q, kernel)
+                            let pos = (0..<d).map { tp[$0] * stride[$0] + qp[$0] * dilation[$0] - padding[$0] }
+                            guard (0..<d).allSatisfy({ pos[$0] >= 0 && pos[$0] < spatial[$0] }) else { continue }
+                            let xi = (bi * cin + (o / og) * cg + c) * sCount + flat(pos, spatial)
+                            acc += Double(ws[(o * cg + c) * kCount + q]) * Double(xs[xi])
                         }
                     }
-                    out[(bi * cout + o) * nOut + t] = Float(acc)
+                    out[(bi * cout + o) * oCount + t] = Float(acc)
                 }
             }
         }
-        return Tensor(out, shape: [b, cout, nOut])
+        return Tensor(out, shape: [b, cout] + outShape)
     }
 
-    static let shapes: [(cin: Int, cout: Int, k: Int, stride: Int, padding: Int, dilation: Int, groups: Int, n: Int)] = [
-        (4, 6, 3, 1, 1, 1, 1, 9), (4, 6, 3, 2, 1, 2, 2, 11), (3, 3, 1, 1, 0, 1, 3, 5), (2, 5, 4, 3, 2, 1, 1, 7),
+    /// (input shape, out channels, kernel, stride, padding, dilation, groups)
+    static let cases: [([Int], Int, [Int], [Int], [Int], [Int], Int)] = [
+        ([2, 4, 9], 6, [3], [1], [1], [1], 1), ([2, 4, 11], 6, [3], [2], [1], [2], 2), ([2, 3, 5], 3, [1], [1], [0], [1], 3),
+        ([1, 2, 7], 5, [4], [3], [2], [1], 1),
+        ([2, 3, 6, 5], 4, [3, 3], [1], [1], [1], 1), ([1, 4, 7, 6], 6, [3, 2], [2, 1], [1, 0], [1, 2], 2),
+        ([1, 2, 4, 5, 3], 3, [3, 3, 3], [1], [1], [1], 1), ([1, 2, 5, 4, 4], 2, [2, 3, 1], [2, 1, 1], [0, 1, 0], [1], 1),
     ]
 
-    @Test("matches the direct sum (stride, padding, dilation, groups) and keeps PyTorch's keys", arguments: shapes.indices)
+    @Test("matches the direct sum (stride, padding, dilation, groups; 1–3 spatial axes)", arguments: cases.indices)
     func values(_ i: Int) {
-        let s = Self.shapes[i]
-        var rng = SeededGenerator(seed: UInt64(i))
-        let conv = Conv1d(s.cin, s.cout, kernelSize: s.k, stride: s.stride, padding: s.padding, dilation: s.dilation, groups: s.groups, rng: &rng)
-        #expect(Set(conv.stateDict().keys) == ["weight", "bias"])
-        #expect(conv.weight.shape == [s.cout, s.cin / s.groups, s.k])
-        let x = TestSupport.random([2, s.cin, s.n], seed: 9)
-        let y = conv(x)
-        #expect(y.shape == [2, s.cout, conv.outputLength(s.n)])
-        #expect(TestSupport.isClose(y, Self.direct(x, conv), atol: 1e-5, rtol: 1e-5))
+        let (shape, cout, k, st, pad, dil, g) = Self.cases[i]
+        let x = TestSupport.random(shape, seed: 9)
+        let w = TestSupport.random([cout, shape[1] / g] + k, seed: 10), b = TestSupport.random([cout], seed: 11)
+        let y = x.convolution(weight: w, bias: b, stride: st, padding: pad, dilation: dil, groups: g)
+        let d = shape.count - 2
+        func full(_ v: [Int]) -> [Int] { v.count == 1 ? Array(repeating: v[0], count: d) : v }
+        let expected = Self.direct(x, w, b, stride: full(st), padding: full(pad), dilation: full(dil), groups: g)
+        #expect(y.shape == expected.shape)
+        #expect(TestSupport.isClose(y, expected, atol: 1e-5, rtol: 1e-5))
     }
 
-    @Test("finite-difference gradients in the input, weight and bias", arguments: shapes.indices)
+    @Test("finite-difference gradients in the input, weight and bias", arguments: cases.indices)
     func gradients(_ i: Int) {
-        let s = Self.shapes[i]
-        var rng = SeededGenerator(seed: UInt64(i))
-        let conv = Conv1d(s.cin, s.cout, kernelSize: s.k, stride: s.stride, padding: s.padding, dilation: s.dilation, groups: s.groups, rng: &rng)
-        let x = TestSupport.random([2, s.cin, s.n], seed: 9)
-        let (w0, b0) = (conv.weight.value, conv.bias!.value)
-        let ratio = TestSupport.gradientCheck([x, w0, b0]) { xs in
-            let y = xs[0].conv1d(weight: xs[1], bias: xs[2], stride: s.stride, padding: s.padding, dilation: s.dilation, groups: s.groups)
+        let (shape, cout, k, st, pad, dil, g) = Self.cases[i]
+        let x = TestSupport.random(shape, seed: 9)
+        let w = TestSupport.random([cout, shape[1] / g] + k, seed: 10), b = TestSupport.random([cout], seed: 11)
+        let ratio = TestSupport.gradientCheck([x, w, b]) { xs in
+            let y = xs[0].convolution(weight: xs[1], bias: xs[2], stride: st, padding: pad, dilation: dil, groups: g)
             return (y * Tensor((0..<y.count).map { Float($0 % 5) - 1.7 }, shape: y.shape)).sum()
         }
         #expect(ratio <= 1, "worst ratio \(ratio)")
     }
 
-    @Test("a frozen weight row (output channel) keeps its values through an optimizer step")
+    @Test("layers keep PyTorch's keys and layouts")
+    func layers() {
+        var rng = SeededGenerator(seed: 1)
+        let c1 = Conv1d(4, 6, kernelSize: 3, padding: 1, rng: &rng)
+        let c2 = Conv2d(3, 8, kernelSize: 3, stride: 2, padding: 1, rng: &rng)
+        let c3 = Conv3d(2, 4, kernelSize: 3, padding: 1, rng: &rng)
+        #expect(Set(c2.stateDict().keys) == ["weight", "bias"])
+        #expect(c1.weight.shape == [6, 4, 3] && c2.weight.shape == [8, 3, 3, 3] && c3.weight.shape == [4, 2, 3, 3, 3])
+        #expect(c1(Tensor.zeros([2, 4, 10])).shape == [2, 6, 10])
+        #expect(c2(Tensor.zeros([2, 3, 28, 28])).shape == [2, 8, 14, 14])
+        #expect(c3(Tensor.zeros([1, 2, 4, 5, 6])).shape == [1, 4, 4, 5, 6])
+    }
+
+    @Test("frozen output channels keep their weights through optimizer steps; the others move")
     func frozenRows() {
         var rng = SeededGenerator(seed: 3)
-        let conv = Conv1d(4, 6, kernelSize: 3, padding: 1, rng: &rng)
+        let conv = Conv2d(4, 6, kernelSize: 3, padding: 1, rng: &rng)
         conv.freezeOutputChannels([1, 4])
-        let before = conv.weight.value
+        let before = conv.weight.value.reshaped([6, 36])
         let opt = Adam(parameters: conv.trainableParameters(), learningRate: 0.1)
         for _ in 0..<3 {
             conv.zeroGradients()
-            conv(TestSupport.random([2, 4, 8], seed: 4)).squared().sum().backward()
+            conv(TestSupport.random([2, 4, 5, 5], seed: 4)).squared().sum().backward()
             opt.step()
         }
-        let after = conv.weight.value.reshaped([6, 12]), old = before.reshaped([6, 12])
+        let after = conv.weight.value.reshaped([6, 36])
         for r in 0..<6 {
-            let same = after.slice(axis: 0, r..<(r + 1)).scalars.map(\.bitPattern) == old.slice(axis: 0, r..<(r + 1)).scalars.map(\.bitPattern)
-            #expect(same == [1, 4].contains(r), "row \(r)")
+            let same = after.slice(axis: 0, r..<(r + 1)).scalars.map(\.bitPattern) == before.slice(axis: 0, r..<(r + 1)).scalars.map(\.bitPattern)
+            #expect(same == [1, 4].contains(r), "channel \(r)")
         }
     }
 }
