@@ -12,16 +12,23 @@ import VQTensor
 /// hvq.quantizer(level: 0).codebook.freezeAllCodes()   // the coarse codes stay, finer levels learn
 /// ```
 ///
-/// One spatial axis (sequences); `accept_image_fmap` / `accept_3d_fmap` are refused for now.
+/// Sequences by default; image maps (`acceptImageFmap`, `[b, dim, h, w]`) and video maps (`accept3dFmap`,
+/// `[b, dim, t, h, w]`) pool, interpolate (bi-/trilinear, separably per axis) and refine with a 2-D / 3-D `φ`.
 ///
-/// - Complexity: per level, the VQ's cost on `scales[l]` positions plus O(b · n · dim² · 3) for `φ`.
+/// - Complexity: per level, the VQ's cost on its positions plus O(b · N · dim² · 3^axes) for `φ`.
 public final class HierarchicalVQ: Module {
     public struct Configuration: Sendable, Equatable {
         public var dim: Int
         /// Codebook size per level (one entry for all levels).
         public var codebookSizes: [Int]
-        /// Positions per level, non-decreasing.
+        /// Positions per level and axis, non-decreasing (a side length applied to every spatial axis).
         public var scales: [Int]
+        /// Per-level shapes when the axes differ (`[[2, 3], [4, 6]]`); overrides `scales`.
+        public var levelShapes: [[Int]]? = nil
+        /// `accept_image_fmap`: `[b, dim, h, w]` maps.
+        public var acceptImageFmap = false
+        /// `accept_3d_fmap`: `[b, dim, t, h, w]` maps.
+        public var accept3dFmap = false
         public var sharedCodebook = true
         public var channelFirst = true
         /// `quant_resi`: φ(q) = lerp(q, conv(q), |quantResidual|); 0 disables φ.
@@ -63,10 +70,20 @@ public final class HierarchicalVQ: Module {
             if let one = try? k.int("codebook_size") { sizes = [one] } else if let list = try k.ints("codebook_size") { sizes = list } else {
                 throw ConfigurationError.invalid(module: m, reason: "codebook_size is required")
             }
-            guard let scales = try k.ints("scales") else {
-                throw ConfigurationError.badValue(module: m, keyword: "scales", reason: "a list of integers is required (one spatial axis)")
+            var scales: [Int] = [], shapes: [[Int]]? = nil
+            if let list = kw["scales"] as? [Any], list.contains(where: { $0 is [Any] }) {
+                shapes = try list.map { item in
+                    guard let inner = item as? [Any] else { return [try Self.scaleInt(item)] }
+                    return try inner.map(Self.scaleInt)
+                }
+                scales = shapes!.map { $0.first ?? 0 }
+            } else if let list = try k.ints("scales") {
+                scales = list
+            } else {
+                throw ConfigurationError.badValue(module: m, keyword: "scales", reason: "a list of sizes (or of per-axis shapes) is required")
             }
             self.init(dim: try k.required("dim"), codebookSize: sizes.first ?? 0, scales: scales)
+            levelShapes = shapes
             codebookSizes = sizes
             sharedCodebook = try k.bool("shared_codebook") ?? true
             channelFirst = try k.bool("channel_first") ?? true
@@ -74,10 +91,8 @@ public final class HierarchicalVQ: Module {
             shareQuantResidual = try k.int("share_quant_resi") ?? 1
             nestedDropout = Float(try k.double("nested_dropout") ?? 0)
             nestedDropoutMinLevels = try k.int("nested_dropout_min_levels") ?? 1
-            if try k.bool("accept_image_fmap") == true || k.bool("accept_3d_fmap") == true {
-                throw ConfigurationError.badValue(module: m, keyword: (try? k.bool("accept_image_fmap")) == true ? "accept_image_fmap" : "accept_3d_fmap",
-                                                  reason: "image and video maps are not supported yet (sequences only)")
-            }
+            acceptImageFmap = try k.bool("accept_image_fmap") ?? false
+            accept3dFmap = try k.bool("accept_3d_fmap") ?? false
             if let s = try k.int("seed") { seed = UInt64(truncatingIfNeeded: s) }
             var lk: [String: Any] = ["dim": dim, "codebook_size": sizes.first ?? 0, "decay": 0.99, "kmeans_init": true, "threshold_ema_dead_code": 2,
                                      "rotation_trick": false, "sample_codebook_temp": 0.1, "orthogonal_reg_max_codes": 128]
@@ -86,12 +101,30 @@ public final class HierarchicalVQ: Module {
             try validate()
         }
 
+        static func scaleInt(_ v: Any) throws -> Int {
+            guard let i = Keywords.integer(v) else { throw ConfigurationError.badValue(module: "HierarchicalVQ", keyword: "scales", reason: "expected integers, got \(v)") }
+            return i
+        }
+
+        /// 1, 2 (image maps) or 3 (video maps).
+        public var spatialAxes: Int { accept3dFmap ? 3 : (acceptImageFmap ? 2 : 1) }
+        /// Every level's shape, `spatialAxes` sizes each.
+        public var shapes: [[Int]] { levelShapes ?? scales.map { Array(repeating: $0, count: spatialAxes) } }
+        /// Positions per level (the product of its shape).
+        public var positions: [Int] { shapes.map { $0.reduce(1, *) } }
+
         public func validate() throws {
             let m = "HierarchicalVQ"
-            guard !scales.isEmpty, scales.allSatisfy({ $0 > 0 }) else { throw ConfigurationError.badValue(module: m, keyword: "scales", reason: "needs positive entries, got \(scales)") }
-            guard zip(scales, scales.dropFirst()).allSatisfy({ $0 <= $1 }) else { throw ConfigurationError.badValue(module: m, keyword: "scales", reason: "must be non-decreasing, got \(scales)") }
-            guard codebookSizes.count == 1 || codebookSizes.count == scales.count else {
-                throw ConfigurationError.badValue(module: m, keyword: "codebook_size", reason: "\(codebookSizes.count) sizes for \(scales.count) levels")
+            if acceptImageFmap && accept3dFmap { throw ConfigurationError.badValue(module: m, keyword: "accept_3d_fmap", reason: "choose at most one of accept_image_fmap and accept_3d_fmap") }
+            let shapes = self.shapes
+            guard !shapes.isEmpty, shapes.allSatisfy({ $0.count == spatialAxes && $0.allSatisfy { $0 > 0 && $0 <= 1 << 16 } }) else {
+                throw ConfigurationError.badValue(module: m, keyword: "scales", reason: "needs positive sizes, \(spatialAxes) per level, got \(shapes)")
+            }
+            guard zip(shapes, shapes.dropFirst()).allSatisfy({ zip($0, $1).allSatisfy { $0 <= $1 } }) else {
+                throw ConfigurationError.badValue(module: m, keyword: "scales", reason: "must be non-decreasing, got \(shapes)")
+            }
+            guard codebookSizes.count == 1 || codebookSizes.count == shapes.count else {
+                throw ConfigurationError.badValue(module: m, keyword: "codebook_size", reason: "\(codebookSizes.count) sizes for \(shapes.count) levels")
             }
             guard codebookSizes.allSatisfy({ $0 > 0 && $0 <= 1 << 30 }) else { throw ConfigurationError.badValue(module: m, keyword: "codebook_size", reason: "sizes must be in 1…2^30") }
             if sharedCodebook && Set(codebookSizes).count > 1 {
@@ -106,12 +139,13 @@ public final class HierarchicalVQ: Module {
         func size(ofLevel l: Int) -> Int { codebookSizes.count == 1 ? codebookSizes[0] : codebookSizes[l] }
     }
 
-    /// The residual refinement after upsampling: `lerp(q, conv(q), ratio)` (the reference's `_Phi`).
+    /// The residual refinement after upsampling: `lerp(q, conv(q), ratio)` (the reference's `_Phi`), with a
+    /// 1-D, 2-D or 3-D convolution of kernel 3.
     public final class Phi: Layer {
-        public let conv: Conv1d
+        public let conv: Convolution
         public let ratio: Float
-        init(dim: Int, ratio: Float, rng: inout SeededGenerator) {
-            conv = Conv1d(dim, dim, kernelSize: 3, padding: 1, rng: &rng)
+        init(dim: Int, spatialAxes: Int, ratio: Float, rng: inout SeededGenerator) {
+            conv = Convolution(dim, dim, kernelSize: Array(repeating: 3, count: spatialAxes), padding: [1], rng: &rng)
             self.ratio = Swift.abs(ratio)
         }
         public override func callAsFunction(_ q: Tensor) -> Tensor {
@@ -125,13 +159,13 @@ public final class HierarchicalVQ: Module {
     /// The result of a forward pass.
     public struct Output {
         public var quantized: Tensor
-        /// Per level `[b, scales[l]]`.
+        /// Per level `[b, s…]` (the level's shape).
         public var indices: [IndexTensor]
         /// The mean of the levels' commitment losses (over the kept levels with nested dropout).
         public var loss: Tensor
         /// The last level kept by nested dropout, when it cut.
         public var cutoff: Int?
-        /// What each level quantized, `[b, scales[l], dim]`.
+        /// What each level quantized, `[b, positions, dim]`.
         public var levelInputs: [Tensor]
     }
 
@@ -161,16 +195,16 @@ public final class HierarchicalVQ: Module {
             vqs = nil
         } else {
             vq = nil
-            vqs = try (0..<c.scales.count).map(quantizer)
+            vqs = try (0..<c.shapes.count).map(quantizer)
         }
-        let levels = c.scales.count
+        let levels = c.shapes.count
         if c.shareQuantResidual == 1 {
-            phiShared = Phi(dim: c.dim, ratio: c.quantResidual, rng: &rng)
+            phiShared = Phi(dim: c.dim, spatialAxes: c.spatialAxes, ratio: c.quantResidual, rng: &rng)
             phiLevels = nil
         } else {
             phiShared = nil
             let k = c.shareQuantResidual <= 0 ? levels : Swift.min(levels, c.shareQuantResidual)
-            phiLevels = (0..<k).map { _ in Phi(dim: c.dim, ratio: c.quantResidual, rng: &rng) }
+            phiLevels = (0..<k).map { _ in Phi(dim: c.dim, spatialAxes: c.spatialAxes, ratio: c.quantResidual, rng: &rng) }
         }
         self.rng = rng
         super.init()
@@ -178,7 +212,7 @@ public final class HierarchicalVQ: Module {
 
     public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
-    public var numLevels: Int { configuration.scales.count }
+    public var numLevels: Int { configuration.shapes.count }
     public var dim: Int { configuration.dim }
 
     /// The quantizer of level `l` (the shared one for every level with a shared codebook).
@@ -219,49 +253,70 @@ public final class HierarchicalVQ: Module {
         return Tensor(w, shape: [n, s])
     }
 
-    private func upsample(_ q: Tensor, to n: Int, level l: Int) -> Tensor {
-        let s = q.shape[2]
-        let full = s == n ? q : q.matmul(transposed: Self.interpolationMatrix(from: s, to: n))
-        return phi(level: l)(full)
+    /// Applies `matrices[i]` (`[out, in]`) along spatial axis `i` of `[b, c, s…]` (skipping `nil`).
+    static func alongAxes(_ t: Tensor, _ matrices: [Tensor?]) -> Tensor {
+        var x = t
+        let last = t.rank - 1
+        for (i, m) in matrices.enumerated() {
+            guard let m else { continue }
+            let axis = 2 + i
+            x = axis == last ? x.matmul(transposed: m) : x.transposed(axis, last).matmul(transposed: m).transposed(axis, last)
+        }
+        return x
     }
 
-    /// Quantizes `x` (`[b, dim, n]` channel-first, or `[b, n, dim]`).
+    /// `F.adaptive_avg_pool{1,2,3}d` of `[b, c, s…]` to `shape` (separably per axis).
+    static func pool(_ t: Tensor, to shape: [Int]) -> Tensor {
+        let full = Array(t.shape.dropFirst(2))
+        return alongAxes(t, (0..<shape.count).map { full[$0] == shape[$0] ? nil : poolingMatrix(from: full[$0], to: shape[$0]) })
+    }
+
+    private func upsample(_ q: Tensor, to full: [Int], level l: Int) -> Tensor {
+        let shape = Array(q.shape.dropFirst(2))
+        let up = Self.alongAxes(q, (0..<full.count).map { shape[$0] == full[$0] ? nil : Self.interpolationMatrix(from: shape[$0], to: full[$0]) })
+        return phi(level: l)(up)
+    }
+
+    /// Quantizes `x` (`[b, dim, s…]` channel-first, or `[b, s…, dim]`; `s…` one axis, or `[h, w]` / `[t, h, w]`
+    /// for image / video maps).
     /// - Parameters:
-    ///   - mask: `[b · n]` row-major, `true` = real position; masked positions are left out of the pooled
+    ///   - mask: `[b · Πs]` row-major, `true` = real position; masked positions are left out of the pooled
     ///     averages and come back as zeros.
     ///   - sampleCodebookTemperature: passed to every level's quantizer.
     public func callAsFunction(_ input: Tensor, mask: [Bool]? = nil, sampleCodebookTemperature: Float? = nil) -> Output {
         let c = configuration
-        let x = c.channelFirst ? input : input.transposed(1, 2)
-        precondition(x.rank == 3 && x.shape[1] == dim,
-                     "HierarchicalVQ(dim \(dim)): input \(input.shape) must be \(c.channelFirst ? "[b, \(dim), n]" : "[b, n, \(dim)]")")
-        let (b, n) = (x.shape[0], x.shape[2])
-        precondition(mask == nil || mask!.count == b * n, "HierarchicalVQ: mask of \(mask!.count) for \(b) × \(n) positions")
-        let maskTensor = mask.map { m in Tensor(m.map { $0 ? 1 : 0 }, shape: [b, 1, n]) }
+        let axes = c.spatialAxes
+        precondition(input.rank == 2 + axes, "HierarchicalVQ(dim \(dim)): input \(input.shape) needs \(axes) spatial axes")
+        let x = c.channelFirst ? input : moveLastToFirstFeature(input)
+        precondition(x.shape[1] == dim,
+                     "HierarchicalVQ(dim \(dim)): input \(input.shape) must be \(c.channelFirst ? "[b, \(dim), s…]" : "[b, s…, \(dim)]")")
+        let b = x.shape[0], full = Array(x.shape.dropFirst(2)), n = full.reduce(1, *)
+        precondition(mask == nil || mask!.count == b * n, "HierarchicalVQ: mask of \(mask!.count) for \(b) × \(full) positions")
+        let maskTensor = mask.map { m in Tensor(m.map { $0 ? 1 : 0 }, shape: [b, 1] + full) }
         var residual = x
         var reconstruction = Tensor.zeros(x.shape)
         var cumulative: [Tensor] = [], indices: [IndexTensor] = [], losses: [Tensor] = [], inputs: [Tensor] = []
-        for (l, s) in c.scales.enumerated() {
-            let pool = Self.poolingMatrix(from: n, to: s)
+        for (l, shape) in c.shapes.enumerated() {
             var down: Tensor, levelMask: [Bool]? = nil
             if let maskTensor {
-                let pooledMask = maskTensor.matmul(transposed: pool)
-                down = (residual * maskTensor).matmul(transposed: pool) / pooledMask.clamped(min: 1e-6)
+                let pooledMask = Self.pool(maskTensor, to: shape)
+                down = Self.pool(residual * maskTensor, to: shape) / pooledMask.clamped(min: 1e-6)
                 levelMask = pooledMask.scalars.map { $0 > 0 }
             } else {
-                down = residual.matmul(transposed: pool)
+                down = Self.pool(residual, to: shape)
             }
-            let levelInput = down.transposed(1, 2)
+            let positions = shape.reduce(1, *)
+            let levelInput = down.reshaped([b, dim, positions]).transposed(1, 2)
             inputs.append(levelInput.detached())
             var options = VectorQuantizerOptions()
             options.mask = levelMask
             options.sampleCodebookTemperature = sampleCodebookTemperature
             let out = quantizer(level: l)(levelInput, options: options)
-            let q = upsample(out.quantized.transposed(1, 2), to: n, level: l)
+            let q = upsample(out.quantized.transposed(1, 2).reshaped([b, dim] + shape), to: full, level: l)
             reconstruction = reconstruction + q
             residual = residual - q
             cumulative.append(reconstruction)
-            indices.append(out.indices)
+            indices.append(out.indices.reshaped([b] + shape))
             losses.append(out.loss)
         }
         var kept = numLevels
@@ -276,25 +331,31 @@ public final class HierarchicalVQ: Module {
         }
         let loss = Tensor.stack(Array(losses.prefix(kept)), axis: 0).mean()
         if let maskTensor { reconstruction = reconstruction * maskTensor }
-        return Output(quantized: c.channelFirst ? reconstruction : reconstruction.transposed(1, 2), indices: indices, loss: loss,
+        return Output(quantized: c.channelFirst ? reconstruction : moveFirstFeatureToLast(reconstruction), indices: indices, loss: loss,
                       cutoff: cutoff, levelInputs: inputs)
     }
 
-    /// The reconstruction from per-level indices (`[b, scales[l]]`; -1 = nothing), at `length` positions
-    /// (default: the last level's), in the module's layout.
-    public func getOutput(from indices: [IndexTensor], length: Int? = nil) -> Tensor {
+    /// The reconstruction from per-level indices (`[b, s…]` of each level's shape; -1 = nothing), at
+    /// `fullShape` (default: the last level's shape), in the module's layout.
+    public func getOutput(from indices: [IndexTensor], fullShape: [Int]? = nil) -> Tensor {
         precondition(indices.count == numLevels, "HierarchicalVQ.getOutput: \(indices.count) index tensors for \(numLevels) levels")
-        let n = length ?? configuration.scales.last!
+        let full = fullShape ?? configuration.shapes.last!
         var total: Tensor? = nil
         for (l, idx) in indices.enumerated() {
-            precondition(idx.rank == 2 && idx.shape[1] == configuration.scales[l], "HierarchicalVQ.getOutput: level \(l) indices \(idx.shape), expected [b, \(configuration.scales[l])]")
-            let valid = Tensor(idx.scalars.map { $0 == -1 ? 0 : 1 }, shape: idx.shape + [1])
-            let q = quantizer(level: l).getOutput(from: IndexTensor(idx.scalars.map { Swift.max($0, 0) }, shape: idx.shape)) * valid
-            let up = upsample(q.transposed(1, 2), to: n, level: l)
+            let shape = configuration.shapes[l]
+            precondition(Array(idx.shape.dropFirst()) == shape, "HierarchicalVQ.getOutput: level \(l) indices \(idx.shape), expected [b] + \(shape)")
+            let b = idx.shape[0]
+            let flat = IndexTensor(idx.scalars.map { Swift.max($0, 0) }, shape: [b, shape.reduce(1, *)])
+            let valid = Tensor(idx.scalars.map { $0 == -1 ? 0 : 1 }, shape: flat.shape + [1])
+            let q = quantizer(level: l).getOutput(from: flat) * valid
+            let up = upsample(q.transposed(1, 2).reshaped([b, dim] + shape), to: full, level: l)
             total = total.map { $0 + up } ?? up
         }
-        return configuration.channelFirst ? total! : total!.transposed(1, 2)
+        return configuration.channelFirst ? total! : moveFirstFeatureToLast(total!)
     }
+
+    /// ``getOutput(from:fullShape:)`` for sequences.
+    public func getOutput(from indices: [IndexTensor], length: Int?) -> Tensor { getOutput(from: indices, fullShape: length.map { [$0] }) }
 }
 
 extension HierarchicalVQ: SeededModule {}

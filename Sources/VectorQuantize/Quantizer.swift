@@ -287,40 +287,38 @@ extension EvoLFQ: Quantizer {
 extension HierarchicalVQ: Quantizer {
     public var learnedCodebooks: [Codebook] { uniqueCodebooks((0..<numLevels).map { quantizer(level: $0).codebook }) }
     public var inputDim: Int { dim }
-    /// One column per position of every level, coarse to fine (`Σ scales` columns).
-    public var codebookSizes: [Int] { configuration.scales.indices.flatMap { l in Array(repeating: configuration.size(ofLevel: l), count: configuration.scales[l]) } }
+    /// One column per position of every level, coarse to fine (`Σ positions` columns).
+    public var codebookSizes: [Int] { configuration.positions.indices.flatMap { l in Array(repeating: configuration.size(ofLevel: l), count: configuration.positions[l]) } }
     /// The levels' indices of a sequence `[n, dim]` (or `[b, n, dim]`) side by side, coarse to fine:
-    /// `[Σ scales]` (or `[b, Σ scales]`), the token order of a next-scale model.
+    /// `[Σ positions]` (or `[b, Σ positions]`), the token order of a next-scale model. Image and video
+    /// quantizers take their channel-last maps `[b, s…, dim]`.
     public func encode(_ x: Tensor) -> IndexTensor {
         withMode(training: false) {
             withoutGradient {
-                let batched = x.rank == 3 ? x : x.unsqueezed(axis: 0)
-                let levels = self(configuration.channelFirst ? batched.transposed(1, 2) : batched).indices
-                let b = batched.shape[0], total = configuration.scales.reduce(0, +)
-                var out = [Int]()
-                out.reserveCapacity(b * total)
-                for r in 0..<b { for (l, s) in configuration.scales.enumerated() { out += levels[l].scalars[(r * s)..<((r + 1) * s)] } }
-                return IndexTensor(out, shape: x.rank == 3 ? [b, total] : [total])
+                let unbatched = configuration.spatialAxes == 1 && x.rank == 2
+                let batched = unbatched ? x.unsqueezed(axis: 0) : x
+                let out = forward(configuration.channelFirst ? moveLastToFirstFeature(batched) : batched)
+                return unbatched ? out.indices.reshaped([out.indices.count]) : out.indices
             }
         }
     }
-    /// The sequence (at the last level's length) of `[Σ scales]` or `[b, Σ scales]` indices, channel last.
+    /// The channel-last sequence or map (at the last level's shape) of `[Σ positions]` or `[b, Σ positions]` indices.
     public func decode(_ indices: IndexTensor) throws -> Tensor {
-        let total = configuration.scales.reduce(0, +)
+        let positions = configuration.positions, total = positions.reduce(0, +)
         guard indices.shape.last == total, indices.rank <= 2 else {
-            throw DecodeError(description: "HierarchicalVQ: indices \(indices.shape) must be [\(total)] or [b, \(total)] (Σ scales)")
+            throw DecodeError(description: "HierarchicalVQ: indices \(indices.shape) must be [\(total)] or [b, \(total)] (Σ positions)")
         }
         let b = indices.rank == 2 ? indices.shape[0] : 1
         var offset = 0
         var levels: [IndexTensor] = []
-        for s in configuration.scales {
+        for (l, s) in positions.enumerated() {
             var part = [Int]()
             for r in 0..<b { part += indices.scalars[(r * total + offset)..<(r * total + offset + s)] }
-            levels.append(IndexTensor(part, shape: [b, s]))
+            levels.append(IndexTensor(part, shape: [b] + configuration.shapes[l]))
             offset += s
         }
         let out = withoutGradient { getOutput(from: levels) }
-        let channelLast = configuration.channelFirst ? out.transposed(1, 2) : out
+        let channelLast = configuration.channelFirst ? moveFirstFeatureToLast(out) : out
         return indices.rank == 2 ? channelLast : channelLast.squeezed(axis: 0)
     }
 }

@@ -182,13 +182,13 @@ extension EvoLFQ {
 }
 
 extension HierarchicalVQ {
-    /// Indices of every level side by side, coarse to fine (`[b, Σ scales]`), as ``encode(_:)``.
+    /// Indices of every level side by side, coarse to fine (`[b, Σ positions]`), as ``encode(_:)``.
     public func forward(_ x: Tensor) -> QuantizerOutput {
         let o = self(x)
-        let b = o.indices[0].shape[0], total = configuration.scales.reduce(0, +)
+        let b = o.indices[0].shape[0], positions = configuration.positions, total = positions.reduce(0, +)
         var flat = [Int]()
         flat.reserveCapacity(b * total)
-        for r in 0..<b { for (l, s) in configuration.scales.enumerated() { flat += o.indices[l].scalars[(r * s)..<((r + 1) * s)] } }
+        for r in 0..<b { for (l, s) in positions.enumerated() { flat += o.indices[l].scalars[(r * s)..<((r + 1) * s)] } }
         return QuantizerOutput(quantized: o.quantized, indices: IndexTensor(flat, shape: [b, total]), loss: o.loss,
                                lossBreakdown: ["kept_levels": Tensor(Float(o.cutoff.map { $0 + 1 } ?? numLevels))])
     }

@@ -161,3 +161,31 @@ func randomProjectionLayouts() throws {
     let x = TestSupport.random([2, 5, 16], seed: 1)
     #expect((loaded as! RandomProjectionQuantizer)(x) == reference(x))
 }
+
+@Test("HierarchicalVQ on image and video maps: per-level shapes, decoding gives the forward's output, frozen codes hold")
+func hierarchicalMaps() throws {
+    for (kw, x) in [(["dim": 4, "codebook_size": 8, "scales": [1, 2, 4], "accept_image_fmap": true, "kmeans_init": false] as [String: Any],
+                     TestSupport.random([2, 4, 4, 4], seed: 1)),
+                    (["dim": 4, "codebook_size": 8, "scales": [[1, 1, 2], [2, 2, 3]], "accept_3d_fmap": true, "kmeans_init": false, "shared_codebook": false],
+                     TestSupport.random([2, 4, 2, 2, 3], seed: 2))] {
+        let hvq = try HierarchicalVQ(referenceKwargs: kw)
+        let shapes = hvq.configuration.shapes
+        hvq.eval()
+        let out = hvq(x)
+        #expect(out.quantized.shape == x.shape)
+        #expect(out.indices.map { Array($0.shape.dropFirst()) } == shapes)
+        #expect(TestSupport.isClose(hvq.getOutput(from: out.indices, fullShape: Array(x.shape.dropFirst(2))), out.quantized, atol: 1e-5, rtol: 1e-5))
+        // Training with level 0's codes frozen: they hold bit-identically, the last level's move.
+        hvq.train()
+        hvq.quantizer(level: 0).codebook.freezeAllCodes()
+        let held = hvq.quantizer(level: 0).codes
+        let last = hvq.quantizer(level: shapes.count - 1)
+        let before = last.codes
+        for s in 0..<3 { _ = hvq(TestSupport.random(x.shape, seed: UInt64(10 + s))) }
+        if last !== hvq.quantizer(level: 0) {
+            #expect(last.codes != before, "the free level did not learn")
+        }
+        #expect(hvq.quantizer(level: 0).codes.scalars.map(\.bitPattern) == held.scalars.map(\.bitPattern))
+    }
+    #expect(throws: ConfigurationError.self) { try HierarchicalVQ(referenceKwargs: ["dim": 4, "codebook_size": 8, "scales": [[1, 2], [2]], "accept_image_fmap": true]) }
+}
