@@ -103,20 +103,27 @@ extension VectorQuantizer: Quantizer {
     public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { getOutput(from: indices) } }
 }
 
-/// Quantizers whose forward takes `[b, n, dim]`: encode and decode add and strip the batch axis of
-/// `[n, dim]` input (at `indexBatchAxis` in the indices: 0, or 1 for grouped quantizers).
+/// Residual and grouped stacks: their forward takes `[b, n, dim]`, their indices end in the layer axis
+/// (`[b, n, q]`, grouped `[groups, b, n, q]`) and may hold -1 for layers dropped by quantize dropout.
+/// One conformance: encode and decode add and strip the batch axis of `[n, dim]` input (at
+/// `indexBatchAxis` in the indices), the indices come from ``Quantizer/forward(_:)``, the vectors from
+/// `getOutput(from:)`.
 protocol SequenceQuantizer: Quantizer {
+    func getOutput(from indices: IndexTensor) -> Tensor
+    /// The indices of `[b, n, dim]` vectors (default: the forward's).
     func sequenceIndices(_ x: Tensor) -> IndexTensor
-    func sequenceOutput(_ indices: IndexTensor) -> Tensor
 }
 
 extension SequenceQuantizer {
+    public var allowsDroppedIndices: Bool { true }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { forward(x).indices }
+
     public func encode(_ x: Tensor) -> IndexTensor {
         withMode(training: false) { withoutGradient { withBatch(x, axis: indexBatchAxis) { sequenceIndices($0) } } }
     }
 
     public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient { decodingWithBatch(indices, rank: 3 + indexBatchAxis, axis: indexBatchAxis) { sequenceOutput($0) } }
+        withoutGradient { decodingWithBatch(indices, rank: 3 + indexBatchAxis, axis: indexBatchAxis) { getOutput(from: $0) } }
     }
 }
 
@@ -124,19 +131,13 @@ extension ResidualVQ: SequenceQuantizer {
     public var learnedCodebooks: [Codebook] { uniqueCodebooks(layers.map(\.codebook)) }
     public var inputDim: Int { configuration.dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
-    public var allowsDroppedIndices: Bool { true }
-    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
-    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension GroupedResidualVQ: SequenceQuantizer {
     public var learnedCodebooks: [Codebook] { uniqueCodebooks(rvqs.flatMap { $0.layers.map(\.codebook) }) }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
-    public var allowsDroppedIndices: Bool { true }
     public var indexBatchAxis: Int { 1 }
-    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
-    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension FSQ: Quantizer {
@@ -153,19 +154,14 @@ extension ResidualFSQ: SequenceQuantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
-    public var allowsDroppedIndices: Bool { true }
     func sequenceIndices(_ x: Tensor) -> IndexTensor { channelLast(x).indices }
-    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension GroupedResidualFSQ: SequenceQuantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
-    public var allowsDroppedIndices: Bool { true }
     public var indexBatchAxis: Int { 1 }
-    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
-    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension LFQ: Quantizer {
@@ -182,28 +178,19 @@ extension ResidualLFQ: SequenceQuantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
-    public var allowsDroppedIndices: Bool { true }
-    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
-    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension GroupedResidualLFQ: SequenceQuantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
-    public var allowsDroppedIndices: Bool { true }
     public var indexBatchAxis: Int { 1 }
-    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
-    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension ResidualSimVQ: SequenceQuantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
-    public var allowsDroppedIndices: Bool { true }
-    func sequenceIndices(_ x: Tensor) -> IndexTensor { self(x).indices }
-    func sequenceOutput(_ indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension SimVQ: Quantizer {

@@ -24,15 +24,18 @@ public struct QuantizerOutput {
     /// losses `[q]` of a stack, `[groups, q]` of a grouped stack).
     public var lossBreakdown: [String: Tensor]
     /// Every layer's codes for stacks (`return_all_codes`): `[q, b, n, d]`, `[groups, q, b, n, d]` for
-    /// grouped stacks; nil for single quantizers.
-    public var allCodes: Tensor?
+    /// grouped stacks; nil for single quantizers. Computed from the indices when read (a forward that only
+    /// wants indices pays nothing for it).
+    public var allCodes: Tensor? { allCodesFromIndices?() }
+    private let allCodesFromIndices: (() -> Tensor?)?
 
-    public init(quantized: Tensor, indices: IndexTensor, loss: Tensor = Tensor(0), lossBreakdown: [String: Tensor] = [:], allCodes: Tensor? = nil) {
+    public init(quantized: Tensor, indices: IndexTensor, loss: Tensor = Tensor(0), lossBreakdown: [String: Tensor] = [:],
+                allCodes: (() -> Tensor?)? = nil) {
         self.quantized = quantized
         self.indices = indices
         self.loss = loss
         self.lossBreakdown = lossBreakdown
-        self.allCodes = allCodes
+        self.allCodesFromIndices = allCodes
     }
 }
 
@@ -50,7 +53,7 @@ extension ResidualVQ {
     public func forward(_ x: Tensor) -> QuantizerOutput {
         let o = self(x)
         return QuantizerOutput(quantized: o.quantized, indices: o.indices, loss: o.losses.sum(), lossBreakdown: ["layers": o.losses],
-                               allCodes: withoutGradient { getCodes(from: o.indices) })
+                               allCodes: { withoutGradient { self.getCodes(from: o.indices) } })
     }
     /// `[q, c, d]`: every layer's codes (the reference's `codebooks`; layers must share a size).
     public var codebooks: Tensor { Tensor.stack(layers.map(\.codes), axis: 0) }
@@ -62,7 +65,7 @@ extension GroupedResidualVQ {
     public func forward(_ x: Tensor) -> QuantizerOutput {
         let o = self(x)
         return QuantizerOutput(quantized: o.quantized, indices: o.indices, loss: o.losses.sum(), lossBreakdown: ["layers": o.losses],
-                               allCodes: withoutGradient { getCodes(from: o.indices) })
+                               allCodes: { withoutGradient { self.getCodes(from: o.indices) } })
     }
     /// `[groups, q, c, d / groups]`.
     public var codebooks: Tensor { Tensor.stack(rvqs.map(\.codebooks), axis: 0) }
@@ -79,7 +82,7 @@ extension FSQ {
 extension ResidualFSQ {
     public func forward(_ x: Tensor) -> QuantizerOutput {
         let o = self(x)
-        return QuantizerOutput(quantized: o.quantized, indices: o.indices, allCodes: getCodes(from: o.indices))
+        return QuantizerOutput(quantized: o.quantized, indices: o.indices, allCodes: { self.getCodes(from: o.indices) })
     }
     public var codebookSize: Int { layers[0].codebookSize }
 }
@@ -87,7 +90,7 @@ extension ResidualFSQ {
 extension GroupedResidualFSQ {
     public func forward(_ x: Tensor) -> QuantizerOutput {
         let o = self(x)
-        return QuantizerOutput(quantized: o.quantized, indices: o.indices, allCodes: getCodes(from: o.indices))
+        return QuantizerOutput(quantized: o.quantized, indices: o.indices, allCodes: { self.getCodes(from: o.indices) })
     }
     /// `[groups, q, C, d]`: every group's implicit codebooks.
     public var codebooks: Tensor { Tensor.stack(rvqs.map(\.codebooks), axis: 0) }
@@ -107,7 +110,7 @@ extension ResidualLFQ {
     public func forward(_ x: Tensor) -> QuantizerOutput {
         let o = self(x)
         return QuantizerOutput(quantized: o.quantized, indices: o.indices, loss: o.losses.sum(), lossBreakdown: ["layers": o.losses],
-                               allCodes: getCodes(from: o.indices))
+                               allCodes: { self.getCodes(from: o.indices) })
     }
     public var codebookSize: Int { layers[0].codebookSize }
 }
@@ -116,7 +119,7 @@ extension GroupedResidualLFQ {
     public func forward(_ x: Tensor) -> QuantizerOutput {
         let o = self(x)
         return QuantizerOutput(quantized: o.quantized, indices: o.indices, loss: o.losses.sum(), lossBreakdown: ["layers": o.losses],
-                               allCodes: getCodes(from: o.indices))
+                               allCodes: { self.getCodes(from: o.indices) })
     }
     public var codebookSize: Int { rvqs[0].codebookSize }
 }
@@ -132,7 +135,7 @@ extension ResidualSimVQ {
     public func forward(_ x: Tensor) -> QuantizerOutput {
         let o = self(x)
         return QuantizerOutput(quantized: o.quantized, indices: o.indices, loss: o.losses.sum(), lossBreakdown: ["layers": o.losses],
-                               allCodes: withoutGradient { getCodes(from: o.indices) })
+                               allCodes: { withoutGradient { self.getCodes(from: o.indices) } })
     }
     public var codebookSize: Int { layers[0].codebookSize }
 }
