@@ -49,7 +49,7 @@ let package = Package(
         .executableTarget(name: "vq-fuzz", dependencies: ["VectorQuantize", "VQTensor"], path: "Fuzz/CLI"),
         .target(name: "VQTestSupport", dependencies: ["VQTensor", "VQNN"], path: "Tests/VQTestSupport"),
         .testTarget(name: "VQTensorTests", dependencies: ["VQTensor", "VQTestSupport"]),
-        .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTensor", "VQTestSupport"]),
+        .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTensor", "VQTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(
             name: "VectorQuantizeTests", dependencies: ["VectorQuantize", "VQNN", "VQTensor", "VQTestSupport"],
             resources: [.copy("Fixtures")]),

@@ -25,6 +25,27 @@ extension Tensor {
         precondition(groups > 0 && inChannels == cg * groups && outChannels % groups == 0 && st.allSatisfy { $0 > 0 }
                      && pad.allSatisfy { $0 >= 0 } && dil.allSatisfy { $0 > 0 } && (bias == nil || bias!.shape == [outChannels]),
                      "convolution: input \(shape), weight \(weight.shape), bias \(bias?.shape ?? []), groups \(groups), stride \(st), padding \(pad), dilation \(dil)")
+        let (unfoldedInput, outShape) = unfolded(kernel: kernel, stride: st, padding: pad, dilation: dil)  // [b, in, O, K]
+        let outCount = outShape.reduce(1, *), kCount = kernel.reduce(1, *)
+        let og = outChannels / groups
+        var outs: [Tensor] = []
+        for g in 0..<groups {
+            let xg = groups == 1 ? unfoldedInput : unfoldedInput.slice(axis: 1, (g * cg)..<((g + 1) * cg))
+            let cols = xg.permuted([0, 2, 1, 3]).reshaped([b * outCount, cg * kCount])
+            let wg = (groups == 1 ? weight : weight.slice(axis: 0, (g * og)..<((g + 1) * og))).reshaped([og, cg * kCount])
+            outs.append(groups == 1 ? cols.linear(weight: wg, bias: bias) : cols.matmul(transposed: wg))
+        }
+        var y = groups == 1 ? outs[0] : Tensor.concat(outs, axis: 1)
+        if groups > 1, let bias { y = y + bias }
+        return y.reshaped([b, outCount, outChannels]).permuted([0, 2, 1]).reshaped([b, outChannels] + outShape)
+    }
+
+    /// The sliding windows of `[b, c, s…]` (im2col): `[b, c, Πo, Πk]` — window `o`, offset `q` reads the
+    /// position `o·stride + q·dilation` of the input padded by `padding` (filled with `padValue`) — and the
+    /// output shape `o…`. An index gather, so differentiable.
+    public func unfolded(kernel: [Int], stride st: [Int], padding pad: [Int], dilation dil: [Int], padValue: Float = 0) -> (Tensor, [Int]) {
+        let d = rank - 2
+        let (b, c) = (shape[0], shape[1])
         let spatial = Array(shape.dropFirst(2))
         let padded = zip(spatial, pad).map { $0 + 2 * $1 }
         var outShape = [Int](repeating: 0, count: d)
@@ -32,16 +53,14 @@ extension Tensor {
             let reach: Int = dil[i] * (kernel[i] - 1) + 1
             outShape[i] = (padded[i] - reach) / st[i] + 1
         }
-        precondition(outShape.allSatisfy { $0 > 0 }, "convolution: input \(shape) is smaller than the kernel's reach \(kernel) (padding \(pad), dilation \(dil))")
-        // Zero padding, one axis at a time.
+        precondition(outShape.allSatisfy { $0 > 0 }, "unfolded: input \(shape) is smaller than the kernel's reach \(kernel) (padding \(pad), dilation \(dil))")
         var xp = self
         for i in 0..<d where pad[i] > 0 {
             var zs = xp.shape
             zs[2 + i] = pad[i]
-            let zeros = Tensor.zeros(zs)
-            xp = Tensor.concat([zeros, xp, zeros], axis: 2 + i)
+            let fill = Tensor(repeating: padValue, shape: zs)
+            xp = Tensor.concat([fill, xp, fill], axis: 2 + i)
         }
-        // Unfold: for output position o and kernel offset q, the padded position o·stride + q·dilation.
         let outCount = outShape.reduce(1, *), kCount = kernel.reduce(1, *)
         var strides = [Int](repeating: 1, count: d)
         for i in Swift.stride(from: d - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * padded[i + 1] }
@@ -61,19 +80,8 @@ extension Tensor {
                 positions[o * kCount + q] = base + off
             }
         }
-        let flat = xp.reshaped([b, inChannels, padded.reduce(1, *)])
-        let index = IndexTensor(positions)
-        let og = outChannels / groups
-        var outs: [Tensor] = []
-        for g in 0..<groups {
-            let xg = groups == 1 ? flat : flat.slice(axis: 1, (g * cg)..<((g + 1) * cg))
-            let cols = xg.indexSelect(axis: 2, index).reshaped([b, cg, outCount, kCount]).permuted([0, 2, 1, 3]).reshaped([b * outCount, cg * kCount])
-            let wg = (groups == 1 ? weight : weight.slice(axis: 0, (g * og)..<((g + 1) * og))).reshaped([og, cg * kCount])
-            outs.append(groups == 1 ? cols.linear(weight: wg, bias: bias) : cols.matmul(transposed: wg))
-        }
-        var y = groups == 1 ? outs[0] : Tensor.concat(outs, axis: 1)
-        if groups > 1, let bias { y = y + bias }
-        return y.reshaped([b, outCount, outChannels]).permuted([0, 2, 1]).reshaped([b, outChannels] + outShape)
+        let cols = xp.reshaped([b, c, padded.reduce(1, *)]).indexSelect(axis: 2, IndexTensor(positions))
+        return (cols.reshaped([b, c, outCount, kCount]), outShape)
     }
 
     /// 1-D convolution: ``convolution(weight:bias:stride:padding:dilation:groups:)`` over `[b, in, n]`.

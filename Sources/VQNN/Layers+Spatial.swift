@@ -1,0 +1,165 @@
+import VQTensor
+
+/// Max pooling over 1–3 spatial axes (PyTorch's `nn.MaxPool1d/2d/3d`, `ceil_mode` off): the largest value of
+/// each window (padding counts as −∞); the gradient goes to the first largest element of a window.
+///
+/// ```swift
+/// let pool = MaxPool(kernelSize: [2, 2])      // nn.MaxPool2d(2)
+/// pool(Tensor.zeros([4, 16, 28, 28])).shape   // [4, 16, 14, 14]
+/// ```
+public final class MaxPool: Layer {
+    public let kernelSize: [Int], stride: [Int], padding: [Int], dilation: [Int]
+    /// - Parameter stride: default: the kernel size.
+    public init(kernelSize: [Int], stride: [Int]? = nil, padding: [Int] = [0], dilation: [Int] = [1]) {
+        precondition((1...3).contains(kernelSize.count) && kernelSize.allSatisfy { $0 > 0 }, "MaxPool: kernel \(kernelSize)")
+        let d = kernelSize.count
+        func full(_ v: [Int]) -> [Int] { v.count == 1 ? Array(repeating: v[0], count: d) : v }
+        (self.kernelSize, self.stride, self.padding, self.dilation) = (kernelSize, full(stride ?? kernelSize), full(padding), full(dilation))
+        precondition(zip(self.padding, kernelSize).allSatisfy { $0 * 2 <= $1 }, "MaxPool: padding \(padding) must be at most half the kernel \(kernelSize)")
+    }
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.rank == 2 + kernelSize.count, "MaxPool(kernel \(kernelSize)): input \(x.shape) must be [b, c, \(kernelSize.count) spatial axes]")
+        let (cols, out) = x.unfolded(kernel: kernelSize, stride: stride, padding: padding, dilation: dilation, padValue: -.infinity)
+        return cols.max(axis: 3).reshaped(Array(x.shape.prefix(2)) + out)
+    }
+}
+
+/// Average pooling over 1–3 spatial axes (PyTorch's `nn.AvgPool1d/2d/3d` with its defaults
+/// `count_include_pad = true`, `ceil_mode` off): zero padding counts in the average.
+public final class AvgPool: Layer {
+    public let kernelSize: [Int], stride: [Int], padding: [Int]
+    /// - Parameter stride: default: the kernel size.
+    public init(kernelSize: [Int], stride: [Int]? = nil, padding: [Int] = [0]) {
+        precondition((1...3).contains(kernelSize.count) && kernelSize.allSatisfy { $0 > 0 }, "AvgPool: kernel \(kernelSize)")
+        let d = kernelSize.count
+        func full(_ v: [Int]) -> [Int] { v.count == 1 ? Array(repeating: v[0], count: d) : v }
+        (self.kernelSize, self.stride, self.padding) = (kernelSize, full(stride ?? kernelSize), full(padding))
+        precondition(zip(self.padding, kernelSize).allSatisfy { $0 * 2 <= $1 }, "AvgPool: padding \(padding) must be at most half the kernel \(kernelSize)")
+    }
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.rank == 2 + kernelSize.count, "AvgPool(kernel \(kernelSize)): input \(x.shape) must be [b, c, \(kernelSize.count) spatial axes]")
+        let (cols, out) = x.unfolded(kernel: kernelSize, stride: stride, padding: padding, dilation: [Int](repeating: 1, count: kernelSize.count))
+        return cols.mean(axis: 3).reshaped(Array(x.shape.prefix(2)) + out)
+    }
+}
+
+/// Nearest-neighbour upsampling by an integer factor on every spatial axis of `[b, c, s…]` (PyTorch's
+/// `nn.Upsample(scale_factor: s, mode: "nearest")`): output position `o` reads input `⌊o / s⌋`.
+public final class Upsample: Layer {
+    public let scaleFactor: Int
+    public init(scaleFactor: Int) {
+        precondition(scaleFactor >= 1, "Upsample: scale factor \(scaleFactor)")
+        self.scaleFactor = scaleFactor
+    }
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.rank >= 3, "Upsample: input \(x.shape) must be [b, c, s…]")
+        var y = x
+        for axis in 2..<x.rank {
+            let n = x.shape[axis]
+            y = y.indexSelect(axis: axis, IndexTensor((0..<(n * scaleFactor)).map { $0 / scaleFactor }))
+        }
+        return y
+    }
+}
+
+extension Tensor {
+    /// Transposed convolution (PyTorch's `conv_transpose1d/2d/3d`; the gradient of a convolution with respect
+    /// to its input): `weight [in, out / groups, k…]`, output `oᵢ = (sᵢ − 1)·strideᵢ − 2·paddingᵢ +
+    /// dilationᵢ·(kᵢ − 1) + outputPaddingᵢ + 1`. Computed as a stride-1 convolution of the zero-stuffed, padded
+    /// input with the flipped, transposed kernel; differentiable in the input, weight and bias.
+    public func convolutionTransposed(weight: Tensor, bias: Tensor? = nil, stride: [Int] = [1], padding: [Int] = [0], outputPadding: [Int] = [0],
+                                      dilation: [Int] = [1], groups: Int = 1) -> Tensor {
+        let d = rank - 2
+        precondition((1...3).contains(d) && weight.rank == rank && shape[1] == weight.shape[0] && weight.shape[0] % groups == 0,
+                     "convolutionTransposed: input \(shape), weight \(weight.shape) ([in, out / groups, k…]), groups \(groups)")
+        func full(_ v: [Int]) -> [Int] { v.count == 1 ? Array(repeating: v[0], count: d) : v }
+        let (st, pad, outPad, dil) = (full(stride), full(padding), full(outputPadding), full(dilation))
+        precondition(zip(outPad, zip(st, dil)).allSatisfy { $0 < Swift.max($1.0, $1.1) }, "convolutionTransposed: output padding \(outPad) must be below the stride or dilation")
+        let kernel = Array(weight.shape.dropFirst(2))
+        var x = self
+        for i in 0..<d {
+            let axis = 2 + i, n = x.shape[axis]
+            if st[i] > 1 {
+                var s = x.shape
+                s[axis] = (n - 1) * st[i] + 1
+                x = Tensor.zeros(s).indexAdd(axis: axis, IndexTensor((0..<n).map { $0 * st[i] }), x)
+            }
+            let left = dil[i] * (kernel[i] - 1) - pad[i], right = left + outPad[i]
+            let len = x.shape[axis]
+            if left < 0 || right < 0 {
+                x = x.slice(axis: axis, Swift.max(0, -left)..<(len - Swift.max(0, -right)))
+            }
+            let (l, r) = (Swift.max(0, left), Swift.max(0, right))
+            if l > 0 || r > 0 {
+                var zl = x.shape, zr = x.shape
+                zl[axis] = l
+                zr[axis] = r
+                x = Tensor.concat([Tensor.zeros(zl), x, Tensor.zeros(zr)], axis: axis)
+            }
+        }
+        // [in, out/g, k…] → per group [out/g, in/g, k…], spatially flipped.
+        let (inC, og) = (weight.shape[0], weight.shape[1])
+        let ig = inC / groups
+        var w = weight
+        for i in 0..<d {
+            let k = kernel[i]
+            w = w.indexSelect(axis: 2 + i, IndexTensor((0..<k).map { k - 1 - $0 }))
+        }
+        let perm = [1, 0] + Array(2..<weight.rank)
+        let wt = groups == 1 ? w.permuted(perm)
+            : Tensor.concat((0..<groups).map { g in w.slice(axis: 0, (g * ig)..<((g + 1) * ig)).permuted(perm) }, axis: 0)
+        precondition(wt.shape[0] == og * groups)
+        return x.convolution(weight: wt, bias: bias, stride: [1], padding: [0], dilation: dil, groups: groups)
+    }
+}
+
+/// Transposed convolution over 1–3 spatial axes with PyTorch's layout (`weight [in, out / groups, k…]`,
+/// `bias [out]`, keys `weight`, `bias`) and initialisation (U(±1/√(out/groups · Πk))): the decoder's
+/// upsampling layer. ``ConvTranspose1d`` and ``ConvTranspose2d`` are this class.
+public class ConvolutionTransposed: Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: [Int], padding: [Int], outputPadding: [Int], dilation: [Int]
+    public let groups: Int
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: [Int], stride: [Int] = [1], padding: [Int] = [0], outputPadding: [Int] = [0],
+                dilation: [Int] = [1], groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+        precondition(inChannels > 0 && outChannels > 0 && groups > 0 && inChannels % groups == 0 && outChannels % groups == 0
+                     && (1...3).contains(kernelSize.count) && kernelSize.allSatisfy { $0 > 0 },
+                     "ConvolutionTransposed(\(inChannels), \(outChannels), kernel \(kernelSize), groups \(groups))")
+        // PyTorch computes the fan-in of the [in, out/g, k…] weight from its second axis.
+        let fanIn = outChannels / groups * kernelSize.reduce(1, *)
+        let bound = 1 / Float(fanIn).squareRoot()
+        weight = Parameter(Tensor.randomUniform([inChannels, outChannels / groups] + kernelSize, low: -bound, high: bound, using: &rng))
+        self.bias = bias ? Parameter(Tensor.randomUniform([outChannels], low: -bound, high: bound, using: &rng)) : nil
+        (self.stride, self.padding, self.outputPadding, self.dilation, self.groups) = (stride, padding, outputPadding, dilation, groups)
+    }
+
+    public var inChannels: Int { weight.shape[0] }
+    public var outChannels: Int { weight.shape[1] * groups }
+
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.rank == weight.shape.count && x.shape[1] == inChannels,
+                     "\(type(of: self))(\(inChannels) → \(outChannels)): input \(x.shape) must be [b, \(inChannels), \(weight.shape.count - 2) spatial axes]")
+        return x.convolutionTransposed(weight: weight.value, bias: bias?.value, stride: stride, padding: padding, outputPadding: outputPadding,
+                                       dilation: dilation, groups: groups)
+    }
+}
+
+/// `nn.ConvTranspose1d`.
+public final class ConvTranspose1d: ConvolutionTransposed {
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, outputPadding: Int = 0,
+                dilation: Int = 1, groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+        super.init(inChannels, outChannels, kernelSize: [kernelSize], stride: [stride], padding: [padding], outputPadding: [outputPadding],
+                   dilation: [dilation], groups: groups, bias: bias, rng: &rng)
+    }
+}
+
+/// `nn.ConvTranspose2d`.
+public final class ConvTranspose2d: ConvolutionTransposed {
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, outputPadding: Int = 0,
+                dilation: Int = 1, groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+        super.init(inChannels, outChannels, kernelSize: [kernelSize, kernelSize], stride: [stride], padding: [padding], outputPadding: [outputPadding],
+                   dilation: [dilation], groups: groups, bias: bias, rng: &rng)
+    }
+}
