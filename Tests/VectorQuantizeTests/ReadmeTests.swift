@@ -64,3 +64,30 @@ func readmeEveryQuantizer() throws {
         #expect(out.indices.shape.first == shape[0] && out.loss.allFinite, "\(type(of: q))")
     }
 }
+
+/// The README's "your own training loop", as written, with its claims checked.
+@Test("README: your own training loop with part of the codebook frozen")
+func readmeOwnLoop() throws {
+    var rng = SeededGenerator(seed: 0)
+    let encoder = Sequential(Conv2d(1, 16, kernelSize: 4, stride: 2, padding: 1, rng: &rng), Activation(.gelu),
+                             Conv2d(16, 8, kernelSize: 3, padding: 1, rng: &rng))
+    var config = VectorQuantizerConfiguration(dim: 8, codebookSize: 64)
+    config.acceptImageFmap = true                          // [b, 8, h, w] feature maps
+    let vq = try VectorQuantizer(config)
+    let decoder = Sequential(ConvTranspose2d(8, 16, kernelSize: 4, stride: 2, padding: 1, rng: &rng), Activation(.gelu),
+                             Conv2d(16, 1, kernelSize: 3, padding: 1, rng: &rng))
+    vq.codebook.freeze(codes: 0..<32)                      // these 32 codes stay exactly as they are
+    let optimizer = Adam(parameters: encoder.trainableParameters() + decoder.trainableParameters(), learningRate: 3e-3)
+    let codesBefore = vq.codes, decoderBefore = decoder.stateDict()
+    for _ in 0..<5 {
+        let images = Tensor.randomNormal([16, 1, 8, 8], using: &rng)   // your data here
+        let out = vq(encoder(images))                      // the EMA moves codes 32..<64 only
+        let loss = Loss.mse(decoder(out.quantized), images) + out.loss
+        encoder.zeroGradients(); decoder.zeroGradients()
+        loss.backward()
+        optimizer.step()
+    }
+    #expect(vq.codes.slice(axis: 0, 0..<32).scalars.map(\.bitPattern) == codesBefore.slice(axis: 0, 0..<32).scalars.map(\.bitPattern))
+    #expect(vq.codes.slice(axis: 0, 32..<64) != codesBefore.slice(axis: 0, 32..<64))
+    #expect(decoder.stateDict() != decoderBefore)
+}
