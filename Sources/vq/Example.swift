@@ -20,7 +20,7 @@ struct AutoencoderExample: ParsableCommand {
         abstract: "Train the reference's convolutional VQ autoencoder on the digits; prints the held-out error last.")
 
     enum Kind: String, ExpressibleByArgument, CaseIterable {
-        case vq, fsq, lfq, simvq, rvq
+        case vq, fsq, lfq, simvq, rvq, fsp, hvq
     }
 
     @Option(help: "The quantizer: \(Kind.allCases.map(\.rawValue).joined(separator: ", ")).") var quantizer: Kind = .vq
@@ -67,6 +67,16 @@ struct AutoencoderExample: ParsableCommand {
             var c = SimVQ.Configuration(dim: 32, codebookSize: 256)
             (c.channelFirst, c.seed) = (true, seed)
             return try SimVQ(c)
+        case .fsp:
+            var c = FSP.Configuration(levels: [8, 6, 5], dim: 32)
+            (c.channelFirst, c.quantizeRate, c.seed) = (true, 0.5, seed)
+            return try FSP(c)
+        case .hvq:
+            var c = HierarchicalVQ.Configuration(dim: 32, codebookSize: 256, scales: [1, 2])
+            c.acceptImageFmap = true
+            c.layer.kmeansInit = false
+            c.seed = seed
+            return try HierarchicalVQ(c)
         }
     }
 
@@ -83,6 +93,11 @@ struct AutoencoderExample: ParsableCommand {
     /// The first layer's code of every position of `[b, 1, 8, 8]` images (evaluation mode).
     static func firstLayerCodes(_ model: QuantizerSequential, _ x: Tensor) -> [Int] {
         let idx = model.withMode(training: false) { withoutGradient { model(x).indices } }
+        if let h = model.quantizer as? HierarchicalVQ {
+            // The finest level's codes (the last positions of each row).
+            let total = h.configuration.positions.reduce(0, +), last = h.configuration.positions.last!
+            return (0..<(idx.count / total)).flatMap { r in idx.scalars[(r * total + total - last)..<((r + 1) * total)] }
+        }
         let layers = model.quantizer is ResidualVQ ? (model.quantizer as! ResidualVQ).numQuantizers : 1
         return stride(from: 0, to: idx.count, by: layers).map { idx.scalars[$0] }
     }
