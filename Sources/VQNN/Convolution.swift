@@ -25,6 +25,9 @@ extension Tensor {
         precondition(groups > 0 && inChannels == cg * groups && outChannels % groups == 0 && st.allSatisfy { $0 > 0 }
                      && pad.allSatisfy { $0 >= 0 } && dil.allSatisfy { $0 > 0 } && (bias == nil || bias!.shape == [outChannels]),
                      "convolution: input \(shape), weight \(weight.shape), bias \(bias?.shape ?? []), groups \(groups), stride \(st), padding \(pad), dilation \(dil)")
+        if groups == 1 {
+            return convolution(plan: ConvolutionPlan(input: shape, kernel: kernel, stride: st, padding: pad, dilation: dil), weight: weight, bias: bias)
+        }
         let (unfoldedInput, outShape) = unfolded(kernel: kernel, stride: st, padding: pad, dilation: dil)  // [b, in, O, K]
         let outCount = outShape.reduce(1, *), kCount = kernel.reduce(1, *)
         let og = outChannels / groups

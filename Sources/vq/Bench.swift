@@ -147,6 +147,20 @@ enum Workloads {
                      loss.backward()
                      opt.step()
                  }),
+        Workload(name: "n_conv_vqvae_step", vectors: 64, flops: 0,
+                 setup: { () -> Any in
+                     let m = try! AutoencoderExample.makeModel(.vq, seed: 0)
+                     m.train()
+                     return (m, Adam(parameters: m.trainableParameters(), learningRate: 3e-3), seeded([64, 1, 28, 28], 23))
+                 },
+                 run: {
+                     let (m, opt, x) = $0 as! (QuantizerSequential, Adam, Tensor)
+                     let out = m(x)
+                     let loss = Loss.mse(out.quantized, x) + out.loss
+                     opt.zeroGradients()
+                     loss.backward()
+                     opt.step()
+                 }),
         Workload(name: "h_rpq_readme", vectors: 1024, flops: 0,
                  setup: { () -> Any in
                      let q = try! RandomProjectionQuantizer(dim: 512, codebookSize: 1024, codebookDim: 256, numCodebooks: 16)

@@ -143,6 +143,8 @@ enum Backward {
             let flat = g.reshaped([-1, n])
             let gw = Tensor.matmulRaw(flat, x.reshaped([-1, k]), transposeA: true, transposeB: false)
             return [gx, gw, flat.sum(axis: 0)]
+        case .convolution(let plan, let cols, let weight, let hasBias):
+            return Tensor.convolutionBackward(g, plan: plan, cols: cols, weight: weight, hasBias: hasBias)
         case .custom(let backward):
             return [backward(g)]
         case .matmul(let a, let b):

@@ -44,6 +44,8 @@ enum Op: Sendable {
     case matmulTransposedB(Tensor, Tensor)
     /// `x·Wᵀ + b` (inputs x, W, b): the bias's gradient is the row sum.
     case linear(Tensor, Tensor)
+    /// A one-group convolution (inputs x, W, and b when `hasBias`), with its unfolded input.
+    case convolution(ConvolutionPlan, cols: Tensor, weight: Tensor, hasBias: Bool)
 
     /// A function whose backward its author gives (``Tensor/custom(_:input:backward:)``): the gradient of
     /// the one input from the gradient of the output.

@@ -1,0 +1,192 @@
+// Convolution as one differentiable operation: an unfold (im2col) written straight into the GEMM's layout,
+// one product per batch element that writes the output in its final `[out, positions]` layout, and a
+// backward that folds the column gradients back (col2im) without any generic gather or scatter.
+
+/// The geometry of a convolution: which input position (or padding, -1) each (output position, kernel
+/// offset) pair reads.
+public struct ConvolutionPlan: Sendable {
+    public let batch: Int, channels: Int
+    public let inputShape: [Int], outputShape: [Int], kernel: [Int]
+    /// `[Πo · Πk]`: the flat input position read by output position `o` and kernel offset `q`, or -1.
+    let positions: [Int]
+    var inputCount: Int { inputShape.reduce(1, *) }
+    var outputCount: Int { outputShape.reduce(1, *) }
+    var kernelCount: Int { kernel.reduce(1, *) }
+
+    public init(input: [Int], kernel: [Int], stride: [Int], padding: [Int], dilation: [Int]) {
+        let d = kernel.count
+        precondition(input.count == 2 + d && stride.count == d && padding.count == d && dilation.count == d,
+                     "ConvolutionPlan: input \(input), kernel \(kernel), stride \(stride), padding \(padding), dilation \(dilation)")
+        (batch, channels) = (input[0], input[1])
+        let spatial = Array(input.dropFirst(2))
+        inputShape = spatial
+        self.kernel = kernel
+        var out = [Int](repeating: 0, count: d)
+        for i in 0..<d {
+            let reach: Int = dilation[i] * (kernel[i] - 1) + 1
+            out[i] = (spatial[i] + 2 * padding[i] - reach) / stride[i] + 1
+        }
+        precondition(out.allSatisfy { $0 > 0 }, "convolution: input \(input) is smaller than the kernel's reach \(kernel) (padding \(padding), dilation \(dilation))")
+        outputShape = out
+        var strides = [Int](repeating: 1, count: d)
+        for i in Swift.stride(from: d - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * spatial[i + 1] }
+        let oCount = out.reduce(1, *), kCount = kernel.reduce(1, *)
+        var pos = [Int](repeating: -1, count: oCount * kCount)
+        var oIdx = [Int](repeating: 0, count: d), qIdx = [Int](repeating: 0, count: d)
+        for o in 0..<oCount {
+            var r = o
+            for i in Swift.stride(from: d - 1, through: 0, by: -1) { oIdx[i] = r % out[i]; r /= out[i] }
+            for q in 0..<kCount {
+                var rq = q
+                for i in Swift.stride(from: d - 1, through: 0, by: -1) { qIdx[i] = rq % kernel[i]; rq /= kernel[i] }
+                var flat = 0, inside = true
+                for i in 0..<d {
+                    let p = oIdx[i] * stride[i] + qIdx[i] * dilation[i] - padding[i]
+                    if p < 0 || p >= spatial[i] { inside = false; break }
+                    flat += p * strides[i]
+                }
+                pos[o * kCount + q] = inside ? flat : -1
+            }
+        }
+        positions = pos
+    }
+
+    /// `[b · Πo, c · Πk]` columns of `x [b, c, s…]` (zero where the window reads padding).
+    func unfold(_ x: Tensor) -> Tensor {
+        let (b, c, n, o, k) = (batch, channels, inputCount, outputCount, kernelCount)
+        return Tensor.uninitialized([b * o, c * k]) { cols in
+            x.withUnsafeScalars { px in
+                positions.withUnsafeBufferPointer { pp in
+                    nonisolated(unsafe) let (xs, dst, pos) = (px.baseAddress!, cols.baseAddress!, pp.baseAddress!)
+                    Threads.forRanges(b * o, minChunk: 64) { rows in
+                        for row in rows {
+                            let (bi, oi) = (row / o, row % o)
+                            let out = dst + row * c * k, window = pos + oi * k
+                            for ci in 0..<c {
+                                let src = xs + (bi * c + ci) * n, line = out + ci * k
+                                for q in 0..<k { let p = window[q]; line[q] = p >= 0 ? src[p] : 0 }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The input gradient `[b, c, s…]` of column gradients `[b · Πo, c · Πk]`: every column value added back
+    /// to the position it read, in the order of `o` then `q` (one thread per (batch, channel) pair).
+    func fold(_ g: Tensor) -> Tensor {
+        let (b, c, n, o, k) = (batch, channels, inputCount, outputCount, kernelCount)
+        var out = Tensor.zeros([b, c] + inputShape)
+        out.withUnsafeMutableScalars { pd in
+            g.withUnsafeScalars { pg in
+                positions.withUnsafeBufferPointer { pp in
+                    nonisolated(unsafe) let (dx, gs, pos) = (pd.baseAddress!, pg.baseAddress!, pp.baseAddress!)
+                    Threads.forRanges(b * c, minChunk: 4) { pairs in
+                        for pair in pairs {
+                            let (bi, ci) = (pair / c, pair % c)
+                            let dst = dx + pair * n
+                            for oi in 0..<o {
+                                let src = gs + (bi * o + oi) * c * k + ci * k, window = pos + oi * k
+                                for q in 0..<k { let p = window[q]; if p >= 0 { dst[p] += src[q] } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
+
+extension Tensor {
+    /// Convolution with one group: `self [b, c, s…]`, `weight [out, c, k…]`, optional `bias [out]` →
+    /// `[b, out, o…]`, as one differentiable operation (see ``ConvolutionPlan``).
+    ///
+    /// - Complexity: O(b · Πo · out · c · Πk) on the GEMM kernels; the columns (`b · Πo · c · Πk` floats)
+    ///   are kept for the backward.
+    public func convolution(plan: ConvolutionPlan, weight: Tensor, bias: Tensor?) -> Tensor {
+        let (b, c, o, k) = (plan.batch, plan.channels, plan.outputCount, plan.kernelCount)
+        let outC = weight.shape[0]
+        precondition(shape == [b, c] + plan.inputShape && weight.shape == [outC, c] + plan.kernel && (bias == nil || bias!.shape == [outC]),
+                     "convolution: input \(shape), weight \(weight.shape), bias \(bias?.shape ?? []) for the plan \([b, c] + plan.inputShape), kernel \(plan.kernel)")
+        let cols = plan.unfold(detached())
+        let w = weight.detached()
+        // One product for the whole batch: rows [b·o, out] = cols · Wᵀ (+ bias), then each batch element's
+        // [o, out] block transposed into the output's [out, o].
+        var rows = [Float](repeating: 0, count: b * o * outC)
+        rows.withUnsafeMutableBufferPointer { pr in
+            if let bias {
+                bias.withUnsafeScalars { pb in
+                    for r in 0..<(b * o) { (pr.baseAddress! + r * outC).update(from: pb.baseAddress!, count: outC) }
+                }
+            }
+            cols.withUnsafeScalars { pc in
+                w.withUnsafeScalars { pw in
+                    GEMM.gemm(m: b * o, n: outC, k: c * k, a: pc.baseAddress!, ars: c * k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: c * k,
+                              c: pr.baseAddress!, ldc: outC, accumulate: bias != nil)
+                }
+            }
+        }
+        let out = Tensor.uninitialized([b, outC] + plan.outputShape) { y in
+            rows.withUnsafeBufferPointer { pr in
+                Self.transposeBlocks(pr.baseAddress!, y.baseAddress!, blocks: b, rows: o, columns: outC)
+            }
+        }
+        var inputs = [self, weight]
+        if let bias { inputs.append(bias) }
+        return Tensor.record(out, .convolution(plan, cols: cols, weight: w, hasBias: bias != nil), inputs)
+    }
+
+    /// The gradients of ``convolution(plan:weight:bias:)``: input (folded columns), weight, bias.
+    static func convolutionBackward(_ g: Tensor, plan: ConvolutionPlan, cols: Tensor, weight w: Tensor, hasBias: Bool) -> [Tensor] {
+        let (b, c, o, k) = (plan.batch, plan.channels, plan.outputCount, plan.kernelCount)
+        let outC = w.shape[0]
+        // g [b, out, o] → rows [b·o, out]; then dW = rowsᵀ · cols and dcols = rows · W, one product each.
+        var gRows = [Float](repeating: 0, count: b * o * outC)
+        g.withUnsafeScalars { pg in
+            gRows.withUnsafeMutableBufferPointer { pr in Self.transposeBlocks(pg.baseAddress!, pr.baseAddress!, blocks: b, rows: outC, columns: o) }
+        }
+        var gw = Tensor.zeros(w.shape)
+        var gcols = Tensor.zeros([b * o, c * k])
+        gRows.withUnsafeBufferPointer { pr in
+            cols.withUnsafeScalars { pc in
+                w.withUnsafeScalars { pw in
+                    gw.withUnsafeMutableScalars { pgw in
+                        GEMM.gemm(m: outC, n: c * k, k: b * o, a: pr.baseAddress!, ars: 1, acs: outC, b: pc.baseAddress!, brs: c * k, bcs: 1,
+                                  c: pgw.baseAddress!, ldc: c * k, accumulate: false)
+                    }
+                    gcols.withUnsafeMutableScalars { pgc in
+                        GEMM.gemm(m: b * o, n: c * k, k: outC, a: pr.baseAddress!, ars: outC, acs: 1, b: pw.baseAddress!, brs: c * k, bcs: 1,
+                                  c: pgc.baseAddress!, ldc: c * k, accumulate: false)
+                    }
+                }
+            }
+        }
+        var grads = [plan.fold(gcols), gw]
+        if hasBias { grads.append(g.reshaped([b, outC, o]).sum(axes: [0, 2])) }
+        return grads
+    }
+
+    /// `dst[blk][j][i] = src[blk][i][j]` for `blocks` matrices of `rows × columns` (threads split the blocks).
+    static func transposeBlocks(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, blocks: Int, rows: Int, columns: Int) {
+        nonisolated(unsafe) let (s, d) = (src, dst)
+        let size = rows * columns
+        Threads.forRanges(blocks, minChunk: Swift.max(1, 16_384 / Swift.max(size, 1))) { range in
+            for blk in range {
+                let a = s + blk * size, t = d + blk * size
+                var i0 = 0
+                while i0 < rows {
+                    let i1 = Swift.min(rows, i0 + 32)
+                    var j0 = 0
+                    while j0 < columns {
+                        let j1 = Swift.min(columns, j0 + 32)
+                        for i in i0..<i1 { for j in j0..<j1 { t[j * rows + i] = a[i * columns + j] } }
+                        j0 = j1
+                    }
+                    i0 = i1
+                }
+            }
+        }
+    }
+}
