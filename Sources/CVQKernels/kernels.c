@@ -351,3 +351,23 @@ void vq_tanh(const float *in, float *out, int64_t n) {
 #endif
     for (int64_t i = 0; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+/* Keep freed memory in the process (glibc): blocks up to `mmap_bytes` come from the heap instead of fresh
+   mappings, and the heap is trimmed only above `trim_bytes`, so a training loop that frees and reallocates
+   the same large tensors every step reuses pages instead of faulting in (and zeroing) new ones. Returns 1
+   when applied. */
+int vq_keep_freed_memory(int64_t mmap_bytes, int64_t trim_bytes) {
+#if defined(__GLIBC__)
+    int a = mallopt(M_MMAP_THRESHOLD, (int)(mmap_bytes > 0x7fffffff ? 0x7fffffff : mmap_bytes));
+    int b = mallopt(M_TRIM_THRESHOLD, (int)(trim_bytes > 0x7fffffff ? 0x7fffffff : trim_bytes));
+    return a && b;
+#else
+    (void)mmap_bytes;
+    (void)trim_bytes;
+    return 0;
+#endif
+}

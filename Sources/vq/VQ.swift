@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VQTensor
 
 /// The `vq` command-line tool: one root command, one type per subcommand.
 @main
@@ -13,6 +14,7 @@ struct VQ: ParsableCommand {
     /// Parses and runs a subcommand. Any error is one line on standard error (`vq: error: …`, no usage
     /// text) and a non-zero exit; `--help` and `--version` print as usual.
     static func main() {
+        Memory.keepFreedMemory()  // training loops reuse warm pages (see Memory.keepFreedMemory)
         do {
             var command = try parseAsRoot()
             try command.run()

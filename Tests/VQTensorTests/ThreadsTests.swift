@@ -34,3 +34,10 @@ struct ThreadsTests {
         #expect(x.grad?.scalars == [2, 4, 6])
     }
 }
+
+@Test("Memory.keepFreedMemory applies on glibc (the vq tool's setting)")
+func keepFreedMemory() {
+    #if os(Linux)
+    #expect(Memory.keepFreedMemory())
+    #endif
+}
