@@ -19,8 +19,7 @@ public final class MaxPool: Layer {
     }
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         precondition(x.rank == 2 + kernelSize.count, "MaxPool(kernel \(kernelSize)): input \(x.shape) must be [b, c, \(kernelSize.count) spatial axes]")
-        let (cols, out) = x.unfolded(kernel: kernelSize, stride: stride, padding: padding, dilation: dilation, padValue: -.infinity)
-        return cols.max(axis: 3).reshaped(Array(x.shape.prefix(2)) + out)
+        return x.maxPool(plan: ConvolutionPlan(input: x.shape, kernel: kernelSize, stride: stride, padding: padding, dilation: dilation))
     }
 }
 
@@ -53,12 +52,7 @@ public final class Upsample: Layer {
     }
     public override func callAsFunction(_ x: Tensor) -> Tensor {
         precondition(x.rank >= 3, "Upsample: input \(x.shape) must be [b, c, s…]")
-        var y = x
-        for axis in 2..<x.rank {
-            let n = x.shape[axis]
-            y = y.indexSelect(axis: axis, IndexTensor((0..<(n * scaleFactor)).map { $0 / scaleFactor }))
-        }
-        return y
+        return x.upsampledNearest(scale: scaleFactor)
     }
 }
 

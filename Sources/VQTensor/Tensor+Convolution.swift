@@ -139,7 +139,8 @@ extension Tensor {
     }
 
     /// The gradients of ``convolution(plan:weight:bias:)``: input (folded columns), weight, bias.
-    static func convolutionBackward(_ g: Tensor, plan: ConvolutionPlan, cols: Tensor, weight w: Tensor, hasBias: Bool) -> [Tensor] {
+    /// `needs[i]`: whether input `i` (x, W, b) takes a gradient; the others are not computed.
+    static func convolutionBackward(_ g: Tensor, plan: ConvolutionPlan, cols: Tensor, weight w: Tensor, hasBias: Bool, needs: [Bool]) -> [Tensor?] {
         let (b, c, o, k) = (plan.batch, plan.channels, plan.outputCount, plan.kernelCount)
         let outC = w.shape[0]
         // g [b, out, o] → rows [b·o, out]; then dW = rowsᵀ · cols and dcols = rows · W, one product each.
@@ -147,24 +148,24 @@ extension Tensor {
         g.withUnsafeScalars { pg in
             gRows.withUnsafeMutableBufferPointer { pr in Self.transposeBlocks(pg.baseAddress!, pr.baseAddress!, blocks: b, rows: outC, columns: o) }
         }
-        var gw = Tensor.zeros(w.shape)
-        var gcols = Tensor.zeros([b * o, c * k])
+        var gw: Tensor? = needs[1] ? Tensor.zeros(w.shape) : nil
+        var gcols: Tensor? = needs[0] ? Tensor.zeros([b * o, c * k]) : nil
         gRows.withUnsafeBufferPointer { pr in
             cols.withUnsafeScalars { pc in
                 w.withUnsafeScalars { pw in
-                    gw.withUnsafeMutableScalars { pgw in
+                    gw?.withUnsafeMutableScalars { pgw in
                         GEMM.gemm(m: outC, n: c * k, k: b * o, a: pr.baseAddress!, ars: 1, acs: outC, b: pc.baseAddress!, brs: c * k, bcs: 1,
                                   c: pgw.baseAddress!, ldc: c * k, accumulate: false)
                     }
-                    gcols.withUnsafeMutableScalars { pgc in
+                    gcols?.withUnsafeMutableScalars { pgc in
                         GEMM.gemm(m: b * o, n: c * k, k: outC, a: pr.baseAddress!, ars: outC, acs: 1, b: pw.baseAddress!, brs: c * k, bcs: 1,
                                   c: pgc.baseAddress!, ldc: c * k, accumulate: false)
                     }
                 }
             }
         }
-        var grads = [plan.fold(gcols), gw]
-        if hasBias { grads.append(g.reshaped([b, outC, o]).sum(axes: [0, 2])) }
+        var grads: [Tensor?] = [gcols.map { plan.fold($0) }, gw]
+        if hasBias { grads.append(needs[2] ? g.reshaped([b, outC, o]).sum(axes: [0, 2]) : nil) }
         return grads
     }
 
@@ -187,6 +188,100 @@ extension Tensor {
                     i0 = i1
                 }
             }
+        }
+    }
+}
+
+extension Tensor {
+    /// Max pooling of `[b, c, s…]` over the windows of `plan` (its `channels` are pooled one by one; padding is
+    /// skipped, as −∞): `[b, c, o…]`. The gradient goes to the first largest element of each window.
+    public func maxPool(plan: ConvolutionPlan) -> Tensor {
+        let (b, c, n, o, k) = (plan.batch, plan.channels, plan.inputCount, plan.outputCount, plan.kernelCount)
+        precondition(shape == [b, c] + plan.inputShape, "maxPool: input \(shape) for the plan \([b, c] + plan.inputShape)")
+        var argmax = [Int](repeating: 0, count: b * c * o)
+        let out = Tensor.uninitialized([b, c] + plan.outputShape) { y in
+            withUnsafeScalars { px in
+                plan.positions.withUnsafeBufferPointer { pp in
+                    argmax.withUnsafeMutableBufferPointer { pa in
+                        nonisolated(unsafe) let (xs, ys, pos, am) = (px.baseAddress!, y.baseAddress!, pp.baseAddress!, pa.baseAddress!)
+                        Threads.forRanges(b * c, minChunk: 4) { pairs in
+                            for pair in pairs {
+                                let src = xs + pair * n
+                                for oi in 0..<o {
+                                    var best = -Float.infinity, at = -1
+                                    let window = pos + oi * k
+                                    for q in 0..<k {
+                                        let p = window[q]
+                                        guard p >= 0 else { continue }
+                                        let v = src[p]
+                                        if at < 0 || v > best || (v.isNaN && !best.isNaN) { best = v; at = p }
+                                    }
+                                    ys[pair * o + oi] = at < 0 ? -.infinity : best
+                                    am[pair * o + oi] = at
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        guard node != nil, GradMode.isEnabled else { return out }
+        let picks = argmax, inputShape = shape
+        return Tensor.custom(out, input: self) { g in
+            var dx = Tensor.zeros(inputShape)
+            dx.withUnsafeMutableScalars { pd in
+                g.withUnsafeScalars { pg in
+                    for pair in 0..<(b * c) {
+                        for oi in 0..<o where picks[pair * o + oi] >= 0 { pd[pair * n + picks[pair * o + oi]] += pg[pair * o + oi] }
+                    }
+                }
+            }
+            return dx
+        }
+    }
+
+    /// Nearest-neighbour upsampling of `[b, c, s…]` by an integer factor on every spatial axis: output position
+    /// `o` reads `⌊o / scale⌋`. The gradient sums each `scale^axes` block.
+    public func upsampledNearest(scale: Int) -> Tensor {
+        precondition(rank >= 3 && scale >= 1, "upsampledNearest: input \(shape), scale \(scale)")
+        if scale == 1 { return self }
+        let spatial = Array(shape.dropFirst(2)), up = spatial.map { $0 * scale }
+        let planes = shape[0] * shape[1], n = spatial.reduce(1, *), m = up.reduce(1, *)
+        // For every output position, the input position it reads.
+        var source = [Int](repeating: 0, count: m)
+        var upStrides = [Int](repeating: 1, count: up.count), inStrides = [Int](repeating: 1, count: up.count)
+        for i in Swift.stride(from: up.count - 2, through: 0, by: -1) {
+            upStrides[i] = upStrides[i + 1] * up[i + 1]
+            inStrides[i] = inStrides[i + 1] * spatial[i + 1]
+        }
+        for p in 0..<m {
+            var r = p, s = 0
+            for i in 0..<up.count { s += ((r / upStrides[i]) / scale) * inStrides[i]; r %= upStrides[i] }
+            source[p] = s
+        }
+        let out = Tensor.uninitialized(Array(shape.prefix(2)) + up) { y in
+            withUnsafeScalars { px in
+                source.withUnsafeBufferPointer { ps in
+                    nonisolated(unsafe) let (xs, ys, src) = (px.baseAddress!, y.baseAddress!, ps.baseAddress!)
+                    Threads.forRanges(planes, minChunk: 8) { range in
+                        for plane in range {
+                            let a = xs + plane * n, z = ys + plane * m
+                            for p in 0..<m { z[p] = a[src[p]] }
+                        }
+                    }
+                }
+            }
+        }
+        guard node != nil, GradMode.isEnabled else { return out }
+        let inputShape = shape, sources = source
+        return Tensor.custom(out, input: self) { g in
+            var dx = Tensor.zeros(inputShape)
+            dx.withUnsafeMutableScalars { pd in
+                g.withUnsafeScalars { pg in
+                    for plane in 0..<planes { for p in 0..<m { pd[plane * n + sources[p]] += pg[plane * m + p] } }
+                }
+            }
+            return dx
         }
     }
 }

@@ -137,14 +137,15 @@ enum Backward {
             let gb = Tensor.matmulRaw(g.reshaped([-1, n]), a.reshaped([-1, k]), transposeA: true, transposeB: false)
             return [ga, gb]
         case .linear(let x, let w):
-            // y = x·Wᵀ + b: dx = dy·W, dW = dyᵀ·x (rows flattened), db = Σ_rows dy.
+            // y = x·Wᵀ + b: dx = dy·W, dW = dyᵀ·x (rows flattened), db = Σ_rows dy; only those needed.
             let (n, k) = (w.shape[0], w.shape[1])
-            let gx = Tensor.matmulRaw(g, w, transposeA: false, transposeB: false)
+            let gx = inputShapes[0] == nil ? nil : Tensor.matmulRaw(g, w, transposeA: false, transposeB: false)
             let flat = g.reshaped([-1, n])
-            let gw = Tensor.matmulRaw(flat, x.reshaped([-1, k]), transposeA: true, transposeB: false)
-            return [gx, gw, flat.sum(axis: 0)]
+            let gw = inputShapes[1] == nil ? nil : Tensor.matmulRaw(flat, x.reshaped([-1, k]), transposeA: true, transposeB: false)
+            return [gx, gw, inputShapes[2] == nil ? nil : flat.sum(axis: 0)]
         case .convolution(let plan, let cols, let weight, let hasBias):
-            return Tensor.convolutionBackward(g, plan: plan, cols: cols, weight: weight, hasBias: hasBias)
+            return Tensor.convolutionBackward(g, plan: plan, cols: cols, weight: weight, hasBias: hasBias,
+                                              needs: inputShapes.map { $0 != nil })
         case .custom(let backward):
             return [backward(g)]
         case .matmul(let a, let b):
