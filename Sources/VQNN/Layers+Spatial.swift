@@ -56,56 +56,6 @@ public final class Upsample: Layer {
     }
 }
 
-extension Tensor {
-    /// Transposed convolution (PyTorch's `conv_transpose1d/2d/3d`; the gradient of a convolution with respect
-    /// to its input): `weight [in, out / groups, k…]`, output `oᵢ = (sᵢ − 1)·strideᵢ − 2·paddingᵢ +
-    /// dilationᵢ·(kᵢ − 1) + outputPaddingᵢ + 1`. Computed as a stride-1 convolution of the zero-stuffed, padded
-    /// input with the flipped, transposed kernel; differentiable in the input, weight and bias.
-    public func convolutionTransposed(weight: Tensor, bias: Tensor? = nil, stride: [Int] = [1], padding: [Int] = [0], outputPadding: [Int] = [0],
-                                      dilation: [Int] = [1], groups: Int = 1) -> Tensor {
-        let d = rank - 2
-        precondition((1...3).contains(d) && weight.rank == rank && shape[1] == weight.shape[0] && weight.shape[0] % groups == 0,
-                     "convolutionTransposed: input \(shape), weight \(weight.shape) ([in, out / groups, k…]), groups \(groups)")
-        func full(_ v: [Int]) -> [Int] { v.count == 1 ? Array(repeating: v[0], count: d) : v }
-        let (st, pad, outPad, dil) = (full(stride), full(padding), full(outputPadding), full(dilation))
-        precondition(zip(outPad, zip(st, dil)).allSatisfy { $0 < Swift.max($1.0, $1.1) }, "convolutionTransposed: output padding \(outPad) must be below the stride or dilation")
-        let kernel = Array(weight.shape.dropFirst(2))
-        var x = self
-        for i in 0..<d {
-            let axis = 2 + i, n = x.shape[axis]
-            if st[i] > 1 {
-                var s = x.shape
-                s[axis] = (n - 1) * st[i] + 1
-                x = Tensor.zeros(s).indexAdd(axis: axis, IndexTensor((0..<n).map { $0 * st[i] }), x)
-            }
-            let left = dil[i] * (kernel[i] - 1) - pad[i], right = left + outPad[i]
-            let len = x.shape[axis]
-            if left < 0 || right < 0 {
-                x = x.slice(axis: axis, Swift.max(0, -left)..<(len - Swift.max(0, -right)))
-            }
-            let (l, r) = (Swift.max(0, left), Swift.max(0, right))
-            if l > 0 || r > 0 {
-                var zl = x.shape, zr = x.shape
-                zl[axis] = l
-                zr[axis] = r
-                x = Tensor.concat([Tensor.zeros(zl), x, Tensor.zeros(zr)], axis: axis)
-            }
-        }
-        // [in, out/g, k…] → per group [out/g, in/g, k…], spatially flipped.
-        let (inC, og) = (weight.shape[0], weight.shape[1])
-        let ig = inC / groups
-        var w = weight
-        for i in 0..<d {
-            let k = kernel[i]
-            w = w.indexSelect(axis: 2 + i, IndexTensor((0..<k).map { k - 1 - $0 }))
-        }
-        let perm = [1, 0] + Array(2..<weight.rank)
-        let wt = groups == 1 ? w.permuted(perm)
-            : Tensor.concat((0..<groups).map { g in w.slice(axis: 0, (g * ig)..<((g + 1) * ig)).permuted(perm) }, axis: 0)
-        precondition(wt.shape[0] == og * groups)
-        return x.convolution(weight: wt, bias: bias, stride: [1], padding: [0], dilation: dil, groups: groups)
-    }
-}
 
 /// Transposed convolution over 1–3 spatial axes with PyTorch's layout (`weight [in, out / groups, k…]`,
 /// `bias [out]`, keys `weight`, `bias`) and initialisation (U(±1/√(out/groups · Πk))): the decoder's

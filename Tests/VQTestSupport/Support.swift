@@ -1,3 +1,4 @@
+import Foundation
 import VQTensor
 
 /// Helpers shared by the test targets: tolerant comparisons, finite-difference gradient checks and
@@ -67,5 +68,42 @@ public enum TestSupport {
     public static func random(_ shape: [Int], seed: UInt64, std: Float = 1) -> Tensor {
         var rng = SeededGenerator(seed: seed)
         return Tensor.randomNormal(shape, std: std, using: &rng)
+    }
+}
+
+/// The Swift code blocks of DocC articles, checked against the test sources that compile them: every line of
+/// a block (imports aside) must appear, in order, in the test file, so the documentation cannot drift from
+/// code that compiles and runs.
+public enum DocSnippets {
+    /// The repository root, from a test file's `#filePath`.
+    public static func root(_ filePath: String = #filePath) -> URL {
+        var url = URL(fileURLWithPath: filePath)
+        while url.pathComponents.count > 1 && !FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
+            url.deleteLastPathComponent()
+        }
+        return url
+    }
+
+    /// The ```swift blocks of a markdown file, as trimmed non-empty lines without imports.
+    public static func blocks(_ markdown: URL) throws -> [[String]] {
+        let text = try String(contentsOf: markdown, encoding: .utf8)
+        var out: [[String]] = [], current: [String]? = nil
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let t = line.trimmingCharacters(in: .whitespaces)
+            if current == nil, t == "```swift" { current = []; continue }
+            if current != nil, t == "```" { out.append(current!); current = nil; continue }
+            if current != nil, !t.isEmpty, !t.hasPrefix("import ") { current!.append(t) }
+        }
+        return out
+    }
+
+    /// The lines of `block` missing (in order) from `source`, or empty.
+    public static func missing(_ block: [String], in source: URL) throws -> [String] {
+        let lines = try String(contentsOf: source, encoding: .utf8).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        var at = 0, missing: [String] = []
+        for l in block {
+            if let i = lines[at...].firstIndex(of: l) { at = i + 1 } else { missing.append(l) }
+        }
+        return missing
     }
 }

@@ -1,7 +1,9 @@
+import Foundation
 import Testing
 import VQNN
 import VQTensor
 import VectorQuantize
+import VQTestSupport
 
 /// The README's partial-freezing example, with its claim checked.
 @Test("README: partial freezing in ten lines")
@@ -90,4 +92,69 @@ func readmeOwnLoop() throws {
     #expect(vq.codes.slice(axis: 0, 0..<32).scalars.map(\.bitPattern) == codesBefore.slice(axis: 0, 0..<32).scalars.map(\.bitPattern))
     #expect(vq.codes.slice(axis: 0, 32..<64) != codesBefore.slice(axis: 0, 32..<64))
     #expect(decoder.stateDict() != decoderBefore)
+}
+
+/// `VQNN.docc/ConvolutionalAutoencoder.md` (the tutorial), as written, with its claims checked; and the
+/// VectorQuantize getting-started article.
+@Test("tutorial: the convolutional autoencoder, with frozen codes")
+func tutorialAutoencoder() throws {
+    var rng = SeededGenerator(seed: 0)
+    let encoder = Sequential(Conv2d(1, 16, kernelSize: 3, padding: 1, rng: &rng), MaxPool(kernelSize: [2, 2]), Activation(.gelu),
+                             Conv2d(16, 32, kernelSize: 3, padding: 1, rng: &rng), MaxPool(kernelSize: [2, 2]))
+    var config = VectorQuantizerConfiguration(dim: 32, codebookSize: 256)
+    config.acceptImageFmap = true
+    config.decay = 0.8
+    let vq = try VectorQuantizer(config)
+    vq.codebook.freeze(codes: 0..<64)
+    let decoder = Sequential(Upsample(scaleFactor: 2), Conv2d(32, 16, kernelSize: 3, padding: 1, rng: &rng), Activation(.gelu),
+                             Upsample(scaleFactor: 2), Conv2d(16, 1, kernelSize: 3, padding: 1, rng: &rng))
+    let held = vq.codes.slice(axis: 0, 0..<64)
+    let optimizer = Adam(parameters: encoder.trainableParameters() + decoder.trainableParameters(), learningRate: 3e-3)
+    for _ in 0..<3 {
+        let images = Tensor.randomUniform([16, 1, 8, 8], using: &rng)   // your images here
+        let out = vq(encoder(images))
+        let loss = Loss.mse(decoder(out.quantized), images) + out.loss
+        encoder.zeroGradients(); decoder.zeroGradients()
+        loss.backward()
+        optimizer.step()
+    }
+    #expect(vq.codes.slice(axis: 0, 0..<64).scalars.map(\.bitPattern) == held.scalars.map(\.bitPattern))
+}
+
+@Test("the tutorial's and the getting-started article's code is tested code")
+func documentationNoDrift() throws {
+    let root = DocSnippets.root()
+    let here = URL(fileURLWithPath: #filePath)
+    for block in try DocSnippets.blocks(root.appendingPathComponent("Sources/VQNN/VQNN.docc/ConvolutionalAutoencoder.md")) {
+        #expect(try DocSnippets.missing(block, in: here).isEmpty, "\(block)")
+    }
+    let gettingStarted = try DocSnippets.blocks(root.appendingPathComponent("Sources/VectorQuantize/VectorQuantize.docc/GettingStarted.md"))
+    for block in gettingStarted {
+        #expect(try DocSnippets.missing(block, in: here).isEmpty, "\(block)")
+    }
+}
+
+@Test("VectorQuantize getting started")
+func vectorQuantizeGettingStarted() throws {
+    var config = VectorQuantizerConfiguration(dim: 64, codebookSize: 512)
+    config.decay = 0.9
+    config.kmeansInit = true
+    let vq = try VectorQuantizer(config)
+
+    var rng = SeededGenerator(seed: 0)
+    let x = Tensor.randomNormal([8, 100, 64], using: &rng)
+    let out = vq(x)              // training mode: EMA update of the codebook
+    let indices = out.indices    // [8, 100]
+    let loss = out.loss          // commitment loss (scalar)
+
+    vq.eval()
+    let codes = vq.getOutput(from: out.indices)   // [8, 100, 64]
+    #expect(indices.shape == [8, 100] && loss.count == 1 && codes.shape == [8, 100, 64])
+
+    let rvq = try ResidualVQ(ResidualVQConfiguration(dim: 64, numQuantizers: 4, codebookSize: 256))
+    let r = rvq(x)               // r.indices: [8, 100, 4], r.losses: [4]
+    #expect(r.indices.shape == [8, 100, 4] && r.losses.shape == [4])
+
+    let fsq = try FSQ(FSQ.Configuration(levels: [8, 5, 5, 5]))
+    #expect(fsq.codebookSize == 1000)
 }
