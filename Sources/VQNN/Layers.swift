@@ -27,6 +27,14 @@ public final class Linear: Layer {
         self.bias = bias.map { Parameter($0) }
     }
 
+    /// The projections into and out of an inner width (`project_in`, `project_out` of the quantizers), drawn
+    /// in that order; both nil when the widths agree.
+    public static func projections(_ outer: Int, _ inner: Int, bias: Bool = true, rng: inout SeededGenerator) -> (in: Linear?, out: Linear?) {
+        guard outer != inner else { return (nil, nil) }
+        let a = Linear(outer, inner, bias: bias, rng: &rng)
+        return (a, Linear(inner, outer, bias: bias, rng: &rng))
+    }
+
     public var inFeatures: Int { weight.shape[1] }
     public var outFeatures: Int { weight.shape[0] }
 

@@ -144,19 +144,11 @@ public final class FSP: Module {
         let c = configuration
         self.configuration = c
         levels = c.levels
-        var b = [1]
-        for l in c.levels.dropLast() { b.append(b.last! &* l) }
-        basis = b
+        basis = mixedRadixBasis(c.levels)
         codebookSize = SizeLimit.product(c.levels)!
         dim = c.dim ?? c.levels.count
         var rng = SeededGenerator(seed: c.seed ^ 0xF5B)
-        if dim != c.levels.count {
-            projectIn = Linear(dim, c.levels.count, bias: c.projectionHasBias, rng: &rng)
-            projectOut = Linear(c.levels.count, dim, bias: c.projectionHasBias, rng: &rng)
-        } else {
-            projectIn = nil
-            projectOut = nil
-        }
+        (projectIn, projectOut) = Linear.projections(dim, c.levels.count, bias: c.projectionHasBias, rng: &rng)
         vectorNorm = VectorNorm(c.vectorNorm)
         self.rng = rng
         super.init()

@@ -84,9 +84,7 @@ public final class FSQ: Module {
         let c = configuration
         self.configuration = c
         levels = c.levels
-        var b = [1]
-        for l in c.levels.dropLast() { b.append(b.last! * l) }
-        basis = b
+        basis = mixedRadixBasis(c.levels)
         guard let size = SizeLimit.product(c.levels) else {
             preconditionFailure("FSQ: the codebook size Π levels of \(c.levels) exceeds \(SizeLimit.maxElements) codes")
         }
@@ -94,13 +92,7 @@ public final class FSQ: Module {
         let effective = c.levels.count * c.numCodebooks
         dim = c.dim ?? effective
         var rng = SeededGenerator(seed: c.seed ^ 0xF5C)
-        if dim != effective {
-            projectIn = Linear(dim, effective, bias: c.projectionHasBias, rng: &rng)
-            projectOut = Linear(effective, dim, bias: c.projectionHasBias, rng: &rng)
-        } else {
-            projectIn = nil
-            projectOut = nil
-        }
+        (projectIn, projectOut) = Linear.projections(dim, effective, bias: c.projectionHasBias, rng: &rng)
         orthogonalRot = c.orthogonalRotation ? Parameter(Tensor.randomOrthogonal(c.levels.count, using: &rng), kind: .buffer) : nil
         self.rng = rng
         super.init()

@@ -115,19 +115,11 @@ public final class LatentQuantize: Module {
         let c = configuration
         self.configuration = c
         levels = c.levels
-        var b = [1]
-        for l in c.levels.dropLast() { b.append(b.last! &* l) }
-        basis = b
+        basis = mixedRadixBasis(c.levels)
         codebookSize = SizeLimit.product(c.levels)!
         let effective = c.levels.count * c.numCodebooks
         var rng = SeededGenerator(seed: c.seed ^ 0x1A7E)
-        if c.dim != effective {
-            projectIn = Linear(c.dim, effective, rng: &rng)
-            projectOut = Linear(effective, c.dim, rng: &rng)
-        } else {
-            projectIn = nil
-            projectOut = nil
-        }
+        (projectIn, projectOut) = Linear.projections(c.dim, effective, rng: &rng)
         valuesPerLatent = c.levels.map { l in
             let v: [Float] = l % 2 == 1 ? Tensor.linspaceValues(-0.5, 0.5, l) : (0..<l).map { Float($0) / Float(l) - 0.5 }
             let p = Parameter(Tensor(v), kind: c.optimizeValues ? .trainable : .buffer)

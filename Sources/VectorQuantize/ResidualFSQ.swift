@@ -57,18 +57,11 @@ public final class ResidualFSQ: Module {
 
         /// The checks of both paths.
         public func validate(module: String = "ResidualFSQ") throws {
-            guard numQuantizers >= 1 && numQuantizers <= 1 << 12 else {
-                throw ConfigurationError.badValue(module: module, keyword: "num_quantizers", reason: "\(numQuantizers) is outside 1…4096")
-            }
+            try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
+                                       softClamp: softClampInputValue, module: module)
             if boundHardClamp && softClampInputValue != nil {
                 // The reference asserts this too: the hard clamp brings its own per-level soft clamp.
                 throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")
-            }
-            if let v = softClampInputValue, !(v > 0 && v.isFinite) {
-                throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "must be a positive number")
-            }
-            if quantizeDropoutCutoffIndex < 0 || quantizeDropoutMultipleOf < 1 {
-                throw ConfigurationError.badValue(module: module, keyword: "quantize_dropout_cutoff_index", reason: "cutoff must be ≥ 0 and multiple_of ≥ 1")
             }
             try layerConfiguration.validate(module: module)
             if let d = dim, SizeLimit.product([d, levels.count]) == nil {
@@ -113,13 +106,7 @@ public final class ResidualFSQ: Module {
         let cd = c.levels.count
         dim = c.dim ?? cd
         var rng = SeededGenerator(seed: c.seed ^ 0x4F5C)
-        if dim != cd {
-            projectIn = Linear(dim, cd, rng: &rng)
-            projectOut = Linear(cd, dim, rng: &rng)
-        } else {
-            projectIn = nil
-            projectOut = nil
-        }
+        (projectIn, projectOut) = Linear.projections(dim, cd, rng: &rng)
         let layerConfig = c.layerConfiguration
         layers = try (0..<c.numQuantizers).map { _ in try FSQ(layerConfig) }
         scales = Tensor((0..<c.numQuantizers).flatMap { i in c.levels.map { powFloat(Float($0), -Float(i)) } }, shape: [c.numQuantizers, cd])

@@ -49,17 +49,10 @@ public final class ResidualLFQ: Module {
 
         /// The checks of both paths.
         public func validate(module: String = "ResidualLFQ") throws {
-            guard numQuantizers >= 1 && numQuantizers <= 1 << 12 else {
-                throw ConfigurationError.badValue(module: module, keyword: "num_quantizers", reason: "\(numQuantizers) is outside 1…4096")
-            }
+            try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
+                                       softClamp: softClampInputValue, module: module)
             guard codebookSize > 0, codebookSize & (codebookSize - 1) == 0, codebookSize <= 1 << 30 else {
                 throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(codebookSize) is not a power of 2 in 2…2^30")
-            }
-            if let v = softClampInputValue, !(v > 0 && v.isFinite) {
-                throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "must be a positive number")
-            }
-            if quantizeDropoutCutoffIndex < 0 || quantizeDropoutMultipleOf < 1 {
-                throw ConfigurationError.badValue(module: module, keyword: "quantize_dropout_cutoff_index", reason: "cutoff must be ≥ 0 and multiple_of ≥ 1")
             }
             if SizeLimit.product([dim, codebookSize.trailingZeroBitCount]) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(dim) must be positive and its projection within \(SizeLimit.maxElements) values")
@@ -96,13 +89,7 @@ public final class ResidualLFQ: Module {
         dim = c.dim
         let cd = c.codebookSize.trailingZeroBitCount
         var rng = SeededGenerator(seed: c.seed ^ 0x21F0)
-        if cd != dim {
-            projectIn = Linear(dim, cd, rng: &rng)
-            projectOut = Linear(cd, dim, rng: &rng)
-        } else {
-            projectIn = nil
-            projectOut = nil
-        }
+        (projectIn, projectOut) = Linear.projections(dim, cd, rng: &rng)
         layers = try (0..<c.numQuantizers).map { try LFQ(c.layerConfiguration($0)) }
         self.rng = rng
         super.init()

@@ -44,12 +44,8 @@ public final class ResidualSimVQ: Module {
         }
 
         public func validate() throws {
-            guard numQuantizers >= 1 && numQuantizers <= 1 << 12 else {
-                throw ConfigurationError.badValue(module: "ResidualSimVQ", keyword: "num_quantizers", reason: "\(numQuantizers) is outside 1…4096")
-            }
-            if quantizeDropoutCutoffIndex < 0 || quantizeDropoutMultipleOf < 1 {
-                throw ConfigurationError.badValue(module: "ResidualSimVQ", keyword: "quantize_dropout_cutoff_index", reason: "cutoff must be ≥ 0 and multiple_of ≥ 1")
-            }
+            try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
+                                       softClamp: nil, module: "ResidualSimVQ")
             try layer.validate(module: "ResidualSimVQ")
         }
     }

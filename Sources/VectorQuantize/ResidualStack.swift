@@ -20,6 +20,19 @@ enum ResidualStack {
          try kw.int("quantize_dropout_multiple_of") ?? 1)
     }
 
+    /// The checks every stack's configuration makes of its layer count and quantize-dropout settings.
+    static func validate(numQuantizers: Int, cutoff: Int, multipleOf: Int, softClamp: Float?, module: String) throws {
+        guard numQuantizers >= 1 && numQuantizers <= 1 << 12 else {
+            throw ConfigurationError.badValue(module: module, keyword: "num_quantizers", reason: "\(numQuantizers) is outside 1…4096")
+        }
+        if let v = softClamp, !(v > 0 && v.isFinite) {
+            throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "must be a positive number")
+        }
+        if cutoff < 0 || multipleOf < 1 {
+            throw ConfigurationError.badValue(module: module, keyword: "quantize_dropout_cutoff_index", reason: "cutoff must be ≥ 0 and multiple_of ≥ 1")
+        }
+    }
+
     /// Column `layer` of `[…, given]` indices (-1 past the given columns): the indices with -1 replaced by
     /// 0, and a `[…, 1]` mask that is 0 where the index was -1 (dropped layers decode to zero).
     static func column(_ indices: IndexTensor, layer: Int) -> (indices: IndexTensor, keep: Tensor) {

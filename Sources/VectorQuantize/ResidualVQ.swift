@@ -214,13 +214,7 @@ public final class ResidualVQ: Module {
         self.configuration = c
         var rng = SeededGenerator(seed: c.layer.seed ^ 0xE51D_0A1)
         let cd = c.resolvedCodebookDim
-        if cd != c.dim {
-            projectIn = Linear(c.dim, cd, rng: &rng)
-            projectOut = Linear(cd, c.dim, rng: &rng)
-        } else {
-            projectIn = nil
-            projectOut = nil
-        }
+        (projectIn, projectOut) = Linear.projections(c.dim, cd, rng: &rng)
         var layers: [VectorQuantizer] = []
         for (i, size) in c.codebookSizes.enumerated() {
             var lc = c.effectiveLayer

@@ -18,3 +18,11 @@ public enum SizeLimit {
         return p
     }
 }
+
+/// The mixed-radix place values of an implicit grid codebook (FSQ, FSP, LatentQuantize): code index
+/// `Σ digitᵢ · basisᵢ` with `basis = [1, L₀, L₀L₁, …]`.
+func mixedRadixBasis(_ levels: [Int]) -> [Int] {
+    var b = [1]
+    for l in levels.dropLast() { b.append(b.last! &* l) }
+    return b
+}

@@ -23,8 +23,14 @@ public enum TokenMask {
     }
 }
 
-extension VectorQuantizerOptions {
-    /// The mask as a `[b, n]` tensor (nonzero = real token); setting it fills ``mask``.
+/// Forward options that carry a token mask (flat flags and the shape they were given with).
+public protocol MaskedOptions {
+    var mask: [Bool]? { get set }
+    var maskShape: [Int]? { get set }
+}
+
+extension MaskedOptions {
+    /// The mask as a `[b, n]` tensor (nonzero = real token); setting it fills `mask` and `maskShape`.
     public var maskTensor: Tensor? {
         get { mask.map { TokenMask.tensor($0, shape: maskShape ?? [1, $0.count]) } }
         set {
@@ -34,16 +40,8 @@ extension VectorQuantizerOptions {
     }
 }
 
-extension ResidualVQOptions {
-    /// The mask as a `[b, n]` tensor (nonzero = real token); setting it fills ``mask``.
-    public var maskTensor: Tensor? {
-        get { mask.map { TokenMask.tensor($0, shape: maskShape ?? [1, $0.count]) } }
-        set {
-            mask = newValue.map { TokenMask.flags($0) }
-            maskShape = newValue?.shape
-        }
-    }
-}
+extension VectorQuantizerOptions: MaskedOptions {}
+extension ResidualVQOptions: MaskedOptions {}
 
 extension LFQ {
     /// ``callAsFunction(_:inverseTemperature:mask:)`` with a `[b, n]` mask tensor.
