@@ -148,22 +148,29 @@ extension Tensor {
         g.withUnsafeScalars { pg in
             gRows.withUnsafeMutableBufferPointer { pr in Self.transposeBlocks(pg.baseAddress!, pr.baseAddress!, blocks: b, rows: outC, columns: o) }
         }
-        var gw: Tensor? = needs[1] ? Tensor.zeros(w.shape) : nil
-        var gcols: Tensor? = needs[0] ? Tensor.zeros([b * o, c * k]) : nil
+        // Plain (non-optional) buffers: mutating through an optional would copy them first.
+        var gwValues = [Float](repeating: 0, count: needs[1] ? w.count : 0)
+        var gcolValues = [Float](repeating: 0, count: needs[0] ? b * o * c * k : 0)
         gRows.withUnsafeBufferPointer { pr in
             cols.withUnsafeScalars { pc in
                 w.withUnsafeScalars { pw in
-                    gw?.withUnsafeMutableScalars { pgw in
-                        GEMM.gemm(m: outC, n: c * k, k: b * o, a: pr.baseAddress!, ars: 1, acs: outC, b: pc.baseAddress!, brs: c * k, bcs: 1,
-                                  c: pgw.baseAddress!, ldc: c * k, accumulate: false)
+                    if needs[1] {
+                        gwValues.withUnsafeMutableBufferPointer { pgw in
+                            GEMM.gemm(m: outC, n: c * k, k: b * o, a: pr.baseAddress!, ars: 1, acs: outC, b: pc.baseAddress!, brs: c * k, bcs: 1,
+                                      c: pgw.baseAddress!, ldc: c * k, accumulate: false)
+                        }
                     }
-                    gcols?.withUnsafeMutableScalars { pgc in
-                        GEMM.gemm(m: b * o, n: c * k, k: outC, a: pr.baseAddress!, ars: outC, acs: 1, b: pw.baseAddress!, brs: c * k, bcs: 1,
-                                  c: pgc.baseAddress!, ldc: c * k, accumulate: false)
+                    if needs[0] {
+                        gcolValues.withUnsafeMutableBufferPointer { pgc in
+                            GEMM.gemm(m: b * o, n: c * k, k: outC, a: pr.baseAddress!, ars: outC, acs: 1, b: pw.baseAddress!, brs: c * k, bcs: 1,
+                                      c: pgc.baseAddress!, ldc: c * k, accumulate: false)
+                        }
                     }
                 }
             }
         }
+        let gw = needs[1] ? Tensor(gwValues, shape: w.shape) : nil
+        let gcols = needs[0] ? Tensor(gcolValues, shape: [b * o, c * k]) : nil
         var grads: [Tensor?] = [gcols.map { plan.fold($0) }, gw]
         if hasBias { grads.append(needs[2] ? g.reshaped([b, outC, o]).sum(axes: [0, 2]) : nil) }
         return grads
