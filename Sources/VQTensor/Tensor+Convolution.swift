@@ -74,7 +74,8 @@ public struct ConvolutionPlan: Sendable {
     }
 
     /// The input gradient `[b, c, s…]` of column gradients `[b · Πo, c · Πk]`: every column value added back
-    /// to the position it read, in the order of `o` then `q` (one thread per (batch, channel) pair).
+    /// to the position it read, in the order of `o`, then `q` (each batch element on one thread: the column
+    /// rows are read contiguously and the element's gradient stays in cache).
     func fold(_ g: Tensor) -> Tensor {
         let (b, c, n, o, k) = (batch, channels, inputCount, outputCount, kernelCount)
         var out = Tensor.zeros([b, c] + inputShape)
@@ -82,13 +83,17 @@ public struct ConvolutionPlan: Sendable {
             g.withUnsafeScalars { pg in
                 positions.withUnsafeBufferPointer { pp in
                     nonisolated(unsafe) let (dx, gs, pos) = (pd.baseAddress!, pg.baseAddress!, pp.baseAddress!)
-                    Threads.forRanges(b * c, minChunk: 4) { pairs in
-                        for pair in pairs {
-                            let (bi, ci) = (pair / c, pair % c)
-                            let dst = dx + pair * n
+                    Threads.forRanges(b, minChunk: 1) { items in
+                        for bi in items {
+                            let plane = dx + bi * c * n
                             for oi in 0..<o {
-                                let src = gs + (bi * o + oi) * c * k + ci * k, window = pos + oi * k
-                                for q in 0..<k { let p = window[q]; if p >= 0 { dst[p] += src[q] } }
+                                let row = gs + (bi * o + oi) * c * k, window = pos + oi * k
+                                for q in 0..<k {
+                                    let p = window[q]
+                                    guard p >= 0 else { continue }
+                                    var dst = plane + p, src = row + q
+                                    for _ in 0..<c { dst.pointee += src.pointee; dst += n; src += k }
+                                }
                             }
                         }
                     }
