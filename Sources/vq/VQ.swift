@@ -14,7 +14,7 @@ struct VQ: ParsableCommand {
     /// Parses and runs a subcommand. Any error is one line on standard error (`vq: error: …`, no usage
     /// text) and a non-zero exit; `--help` and `--version` print as usual.
     static func main() {
-        Memory.keepFreedMemory()  // training loops reuse warm pages (see Memory.keepFreedMemory)
+        if ProcessInfo.processInfo.environment["VQ_SYSTEM_MALLOC"] == nil { Memory.keepFreedMemory() }  // training loops reuse warm pages (see Memory.keepFreedMemory)
         do {
             var command = try parseAsRoot()
             try command.run()
