@@ -187,10 +187,14 @@ public final class FSP: Module {
     }
 
     /// Quantizes `x [b, n, dim]` (or channel-first `[b, dim, …]`).
-    /// - Parameter draws: the uniforms of a training forward with `quantizeRate < 1` (default: drawn from the
-    ///   module's generator).
-    public func callAsFunction(_ input: Tensor, draws: Draws? = nil) -> Output {
-        let eps = Float.ulpOfOne
+    /// - Parameters:
+    ///   - eps: the bins' upper clamp `1 − eps` and the inverse CDF's clamp (the reference's `eps`; default
+    ///     float32's machine epsilon).
+    ///   - draws: the uniforms of a training forward with `quantizeRate < 1` (default: drawn from the
+    ///     module's generator).
+    public func callAsFunction(_ input: Tensor, eps: Float? = nil, draws: Draws? = nil) -> Output {
+        let eps = eps ?? Float.ulpOfOne
+        precondition(eps > 0 && eps < 0.5, "FSP: eps \(eps) must be in (0, 0.5)")
         let x = configuration.channelFirst ? moveFirstFeatureToLast(input) : input
         precondition(x.shape.last == dim, "FSP(dim \(dim)): input \(input.shape)\(configuration.channelFirst ? " (channel first)" : "")")
         let lead = Array(x.shape.dropLast())

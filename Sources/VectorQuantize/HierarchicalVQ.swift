@@ -283,9 +283,16 @@ public final class HierarchicalVQ: Module {
     ///   - mask: `[b · Πs]` row-major, `true` = real position; masked positions are left out of the pooled
     ///     averages and come back as zeros.
     ///   - sampleCodebookTemperature: passed to every level's quantizer.
-    public func callAsFunction(_ input: Tensor, mask: [Bool]? = nil, sampleCodebookTemperature: Float? = nil) -> Output {
+    ///   - lens: per-sequence lengths (sequences only), turned into the mask.
+    public func callAsFunction(_ input: Tensor, mask: [Bool]? = nil, lens: [Int]? = nil, sampleCodebookTemperature: Float? = nil) -> Output {
         let c = configuration
         let axes = c.spatialAxes
+        precondition(mask == nil || lens == nil, "HierarchicalVQ: pass either mask or lens")
+        if let lens {
+            precondition(axes == 1 && lens.count == input.shape[0], "HierarchicalVQ: lens are for sequences, one per batch row (\(lens.count) for input \(input.shape))")
+            let n = c.channelFirst ? input.shape[2] : input.shape[1]
+            return self(input, mask: (0..<(lens.count * n)).map { $0 % n < lens[$0 / n] }, sampleCodebookTemperature: sampleCodebookTemperature)
+        }
         precondition(input.rank == 2 + axes, "HierarchicalVQ(dim \(dim)): input \(input.shape) needs \(axes) spatial axes")
         let x = c.channelFirst ? input : moveLastToFirstFeature(input)
         precondition(x.shape[1] == dim,

@@ -189,3 +189,16 @@ func hierarchicalMaps() throws {
     }
     #expect(throws: ConfigurationError.self) { try HierarchicalVQ(referenceKwargs: ["dim": 4, "codebook_size": 8, "scales": [[1, 2], [2]], "accept_image_fmap": true]) }
 }
+
+@Test("HierarchicalVQ lens equal the mask they describe; FSP takes the reference's eps")
+func lensAndEps() throws {
+    let hvq = try HierarchicalVQ(referenceKwargs: ["dim": 4, "codebook_size": 8, "scales": [1, 5], "kmeans_init": false])
+    hvq.eval()
+    let x = TestSupport.random([2, 4, 5], seed: 3)
+    let byLens = hvq(x, lens: [3, 5]), byMask = hvq(x, mask: [true, true, true, false, false] + Array(repeating: true, count: 5))
+    #expect(byLens.quantized == byMask.quantized)
+    let fsp = try FSP(.init(levels: [8, 5], dim: 4))
+    fsp.eval()
+    let y = TestSupport.random([2, 6, 4], seed: 4)
+    #expect(fsp(y, eps: 1e-3).indices.shape == [2, 6])
+}
