@@ -100,3 +100,32 @@ extension Tensor {
         return Tensor.record(y, .logSoftmax(y: y, axis: a), [self])
     }
 }
+
+extension Tensor {
+    /// `mean((self − other)²)` over every element (same shapes). Without a gradient graph it is one fused
+    /// pass accumulating in double precision in blocks of a fixed size (no temporaries; the same value on
+    /// any thread count); with one it is the differentiable composition.
+    public func meanSquaredDifference(_ other: Tensor) -> Tensor {
+        precondition(shape == other.shape, "meanSquaredDifference: shapes \(shape) and \(other.shape)")
+        if (requiresGradient || other.requiresGradient) && GradMode.isEnabled { return (self - other).squared().mean() }
+        let n = count
+        guard n > 0 else { return Tensor(.nan) }
+        let block = 1 << 16, blocks = (n + block - 1) / block
+        var partial = [Double](repeating: 0, count: blocks)
+        withUnsafeScalars { pa in
+            other.withUnsafeScalars { pb in
+                partial.withUnsafeMutableBufferPointer { pp in
+                    nonisolated(unsafe) let (a, b, out) = (pa.baseAddress!, pb.baseAddress!, pp.baseAddress!)
+                    Threads.forRanges(blocks, minChunk: 4) { range in
+                        for blk in range {
+                            var acc = 0.0
+                            for i in (blk * block)..<Swift.min(n, (blk + 1) * block) { let d = Double(a[i] - b[i]); acc += d * d }
+                            out[blk] = acc
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(Float(partial.reduce(0, +) / Double(n)))
+    }
+}

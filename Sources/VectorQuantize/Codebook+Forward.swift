@@ -91,15 +91,16 @@ extension Codebook {
             indices = IndexTensor(idx, shape: options.topK.map { [h, n, $0] } ?? [h, n])
         }
 
-        // Quantized rows: an exact copy of the selected codes (a gather, differentiable in the codes).
-        var parts: [Tensor] = []
-        let perHead = indices.count / h
-        for hh in 0..<h {
-            let idx = IndexTensor(Array(indices.scalars[(hh * perHead)..<((hh + 1) * perHead)]),
-                                  shape: Array(indices.shape.dropFirst()))
-            parts.append(codes.slice(axis: 0, hh..<(hh + 1)).reshaped([c, d]).indexSelect(axis: 0, idx))
+        // Quantized rows: an exact copy of the selected codes (a gather, differentiable in the codes). Several
+        // codebooks: one gather over the flattened [h·c, d] table (no per-head parts and stack).
+        var quantized: Tensor
+        if h == 1 {
+            quantized = codes.reshaped([c, d]).indexSelect(axis: 0, indices).reshaped(indices.shape + [d])
+        } else {
+            let perHead = indices.count / h
+            let flatIndex = IndexTensor(indices.scalars.enumerated().map { $0.offset / perHead * c + $0.element }, shape: indices.shape)
+            quantized = codes.reshaped([h * c, d]).indexSelect(axis: 0, flatIndex).reshaped(indices.shape + [d])
         }
-        var quantized = Tensor.stack(parts, axis: 0)
         if gumbelST, options.topK == nil, let dist = distances {
             // Straight-through Gumbel: the value stays the hard code, the gradient follows softmax(dist/τ).
             let soft = (dist / temperature).softmax(axis: -1)

@@ -272,7 +272,7 @@ public final class VectorQuantizer: Module {
                 } else if let mask {
                     breakdown.commitment = maskedCommitment(commitQuantize, flat: flat, origInput: origInput, mask: mask, b: b, n: n)
                 } else {
-                    breakdown.commitment = (commitQuantize - flat).squared().mean()
+                    breakdown.commitment = commitQuantize.meanSquaredDifference(flat)
                 }
                 loss = loss + breakdown.commitment * c.commitmentWeight
             }
