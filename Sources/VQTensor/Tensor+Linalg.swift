@@ -99,6 +99,25 @@ extension Tensor {
 
     /// `x / max(‖x‖₂, eps)` along `axis` (as `torch.nn.functional.normalize`).
     public func l2Normalized(axis: Int = -1, eps: Float = 1e-12) -> Tensor {
+        let a = axis < 0 ? axis + rank : axis
+        if a == rank - 1 && rank >= 1 && !(requiresGradient && GradMode.isEnabled) {
+            // Without a graph: one pass per row, no squared or norm temporaries.
+            let d = shape[rank - 1], rows = d == 0 ? 0 : count / d
+            return Tensor.uninitialized(shape) { out in
+                withUnsafeScalars { px in
+                    nonisolated(unsafe) let (x, y) = (px.baseAddress!, out.baseAddress!)
+                    Threads.forRanges(rows, minChunk: 256) { range in
+                        for r in range {
+                            let row = x + r * d
+                            var s: Float = 0
+                            for j in 0..<d { s += row[j] * row[j] }
+                            let norm = Swift.max(s.squareRoot(), eps)
+                            for j in 0..<d { y[r * d + j] = row[j] / norm }
+                        }
+                    }
+                }
+            }
+        }
         let norm = squared().sum(axis: axis, keepDims: true).sqrt()
         return self / norm.maximum(eps)
     }
