@@ -371,3 +371,12 @@ int vq_keep_freed_memory(int64_t mmap_bytes, int64_t trim_bytes) {
     return 0;
 #endif
 }
+
+/* Returns freed heap memory to the system (glibc's malloc_trim); 1 when some was released. */
+int vq_release_freed_memory(void) {
+#if defined(__GLIBC__)
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
+}

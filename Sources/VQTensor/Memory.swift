@@ -12,4 +12,9 @@ public enum Memory {
     public static func keepFreedMemory(largestBlock: Int = 256 << 20, trimAbove: Int = 1 << 30) -> Bool {
         vq_keep_freed_memory(Int64(largestBlock), Int64(trimAbove)) != 0
     }
+
+    /// Returns the memory ``keepFreedMemory(largestBlock:trimAbove:)`` kept to the system now (between phases
+    /// of a program, or before measuring a peak). Returns whether any was released.
+    @discardableResult
+    public static func releaseFreedMemory() -> Bool { vq_release_freed_memory() != 0 }
 }

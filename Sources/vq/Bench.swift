@@ -33,6 +33,7 @@ struct Bench: ParsableCommand {
         let names = only.map { Set($0.split(separator: ",").map(String.init)) }
         let dynamic = names.map { $0.sorted().compactMap { Workloads.scaling($0) ?? Workloads.allReduce($0) } } ?? []
         for w in Workloads.all.filter({ names?.contains($0.name) ?? true }) + dynamic {
+            Memory.releaseFreedMemory()  // memory kept by earlier workloads must not count in this one's peak
             Timing.resetPeakRSS()  // each workload's own peak, not the largest so far in this process
             let state = w.setup()
             let times = Timing.measure(budget: budget) { w.run(state) }

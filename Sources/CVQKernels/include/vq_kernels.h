@@ -41,6 +41,7 @@ void vq_tanh(const float *in, float *out, int64_t n);
 /// elsewhere and for buffers under 8 MiB).
 void vq_advise_hugepages(void *p, int64_t bytes);
 int vq_keep_freed_memory(int64_t mmap_bytes, int64_t trim_bytes);
+int vq_release_freed_memory(void);
 
 #ifdef __cplusplus
 }
