@@ -97,6 +97,25 @@ extension Tensor {
         }
     }
 
+    /// ``l2Normalized(axis:eps:)`` of the last axis in place, for a tensor without a gradient graph (no new
+    /// buffer when this one is not shared).
+    public mutating func l2NormalizeLastAxis(eps: Float = 1e-12) {
+        precondition(!requiresGradient, "l2NormalizeLastAxis: a tensor in a gradient graph must use l2Normalized (shape \(shape))")
+        let d = shape.last ?? 1, rows = d == 0 ? 0 : count / d
+        withUnsafeMutableScalars { p in
+            nonisolated(unsafe) let y = p.baseAddress!
+            Threads.forRanges(rows, minChunk: 256) { range in
+                for r in range {
+                    let row = y + r * d
+                    var s: Float = 0
+                    for j in 0..<d { s += row[j] * row[j] }
+                    let norm = Swift.max(s.squareRoot(), eps)
+                    for j in 0..<d { row[j] = row[j] / norm }
+                }
+            }
+        }
+    }
+
     /// `x / max(‖x‖₂, eps)` along `axis` (as `torch.nn.functional.normalize`).
     public func l2Normalized(axis: Int = -1, eps: Float = 1e-12) -> Tensor {
         let a = axis < 0 ? axis + rank : axis

@@ -34,7 +34,14 @@ extension VectorQuantizer {
         } else {
             flat = x.reshaped([b, n, h, d]).permuted(0, 2, 1, 3).reshaped([1, b * h * n, d])
         }
-        if configuration.useCosineSimilarity { flat = flat.l2Normalized(axis: -1, eps: 1e-6) }
+        if configuration.useCosineSimilarity {
+            if flat.requiresGradient && GradMode.isEnabled {
+                flat = flat.l2Normalized(axis: -1, eps: 1e-6)
+            } else {
+                flat = flat.detached()
+                flat.l2NormalizeLastAxis(eps: 1e-6)
+            }
+        }
         return flat
     }
 
