@@ -159,7 +159,7 @@ public final class VectorQuantizer: Module {
             precondition(opts.mask == nil, "VectorQuantizer: feature maps take no mask, got input \(input.shape)")
         }
         let layout = sequenceLayout(input)
-        var x = layout.x
+        let x = layout.x
         let (spatial, needTranspose) = (layout.spatial, layout.transposed)
         precondition(x.rank == 3 && x.shape[2] == c.dim, "VectorQuantizer(dim \(c.dim)): input shape \(input.shape)")
         let (b, n) = (x.shape[0], x.shape[1])
@@ -172,9 +172,8 @@ public final class VectorQuantizer: Module {
         if let s = opts.maskShape, opts.mask != nil { precondition(s == [b, n], "VectorQuantizer: mask \(s) for tokens [\(b), \(n)] (input \(input.shape))") }
         let origInput = x
 
-        // Project, split heads, normalise: flat [H, N, d].
-        x = projectIn.map { $0(x) } ?? x
-        let flat = splitHeads(x, b: b, n: n)
+        // Project, split heads, normalise: flat [H, N, d] (the projection is a temporary: not kept alive).
+        let flat = splitHeads(projectIn.map { $0(x) } ?? x, b: b, n: n)
         let flatN = flat.shape[1]
         let valid = validRows(flat, mask: mask, b: b, n: n)
 
