@@ -226,3 +226,23 @@ struct ImageStackTests {
         #expect(TestSupport.isClose(g.getOutput(from: go.indices), go.quantized, atol: 1e-5, rtol: 1e-5))
     }
 }
+
+@Suite("FSQ fused evaluation path")
+struct FSQFusedPathTests {
+    @Test("the fused no-gradient pass equals the differentiable one bit for bit (codes and indices)",
+          arguments: [([8, 5, 5, 5], false, false), ([7, 6, 3], false, false), ([8, 5, 5, 5], true, false), ([4, 4, 2], true, false),
+                      ([8, 5, 5], false, true), ([5, 3, 3, 3, 2], true, true)] as [([Int], Bool, Bool)])
+    func fused(_ levels: [Int], _ symmetric: Bool, _ hard: Bool) throws {
+        var c = FSQ.Configuration(levels: levels)
+        c.preserveSymmetry = symmetric
+        c.boundHardClamp = hard
+        let fsq = try FSQ(c)
+        for rows in [1, 63, 65, 5000] {
+            let z = TestSupport.random([rows, levels.count], seed: UInt64(rows), std: 2)
+            let (codes, indices) = fsq.quantizeWithoutGradient(z)
+            let reference = fsq.quantize(z)
+            #expect(codes.scalars.map(\.bitPattern) == reference.scalars.map(\.bitPattern), "\(levels) \(rows) rows")
+            #expect(indices == fsq.codesToIndices(reference), "\(levels) \(rows) rows")
+        }
+    }
+}
