@@ -152,3 +152,35 @@ extension Tensor {
         return (xx + cc) - 2 * matmul(other.transposed())
     }
 }
+
+extension Tensor {
+    /// `concat_h(heads[h]) · weightᵀ + bias` for `heads [h, N, d]` (head-major rows, as split heads are) and
+    /// `weight [out, h·d]`, without building the `[N, h·d]` concatenation: one product per head accumulates
+    /// into the output `[N, out]`. No gradient graph (inputs without one, or gradients off).
+    ///
+    /// - Complexity: O(h · N · d · out), no temporary besides the output.
+    public static func mergedHeadsProjection(_ heads: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        precondition(!((heads.requiresGradient || weight.requiresGradient || (bias?.requiresGradient ?? false)) && GradMode.isEnabled),
+                     "mergedHeadsProjection: no gradient graph (heads \(heads.shape), weight \(weight.shape))")
+        let (h, n, d) = (heads.shape[0], heads.shape[1], heads.shape[2])
+        let out = weight.shape[0]
+        precondition(heads.rank == 3 && weight.rank == 2 && weight.shape[1] == h * d && (bias == nil || bias!.shape == [out]),
+                     "mergedHeadsProjection: heads \(heads.shape), weight \(weight.shape), bias \(bias?.shape ?? [])")
+        var y = [Float](repeating: 0, count: n * out)
+        y.withUnsafeMutableBufferPointer { py in
+            if let bias {
+                bias.withUnsafeScalars { pb in for r in 0..<n { (py.baseAddress! + r * out).update(from: pb.baseAddress!, count: out) } }
+            }
+            heads.withUnsafeScalars { ph in
+                weight.withUnsafeScalars { pw in
+                    for hh in 0..<h {
+                        GEMM.gemm(m: n, n: out, k: d, a: ph.baseAddress! + hh * n * d, ars: d, acs: 1,
+                                  b: pw.baseAddress! + hh * d, brs: 1, bcs: h * d,
+                                  c: py.baseAddress!, ldc: out, accumulate: bias != nil || hh > 0)
+                    }
+                }
+            }
+        }
+        return Tensor(y, shape: [n, out])
+    }
+}

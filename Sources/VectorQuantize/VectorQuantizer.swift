@@ -282,8 +282,14 @@ public final class VectorQuantizer: Module {
         }
 
         // Merge heads, project out, mask, restore the input's layout.
-        var q = opts.topK == nil ? mergeHeads(quantize, b: b, n: n) : quantize.reshaped([b, n, opts.topK!, -1])
-        if let projectOut { q = projectOut(q) }
+        var q: Tensor
+        if opts.topK == nil, heads > 1, c.separateCodebookPerHead, let projectOut, !GradMode.isEnabled {
+            // Without gradients: several codebooks into the output projection, no concatenation of the heads.
+            q = Tensor.mergedHeadsProjection(quantize, weight: projectOut.weight.value, bias: projectOut.bias?.value).reshaped([b, n, c.dim])
+        } else {
+            q = opts.topK == nil ? mergeHeads(quantize, b: b, n: n) : quantize.reshaped([b, n, opts.topK!, -1])
+            if let projectOut { q = projectOut(q) }
+        }
         var indices = outputIndices(out.indices, b: b, n: n, topK: opts.topK)
         if let mask {
             let keep = Tensor(mask.map { $0 ? 1 : 0 }, shape: opts.topK == nil ? [b, n, 1] : [b, n, 1, 1])

@@ -131,3 +131,16 @@ struct TensorMaskTests {
         }
     }
 }
+
+@Test("several codebooks into the output projection without gradients equal the concatenated path")
+func mergedHeadsProjection() throws {
+    var c = VectorQuantizerConfiguration(dim: 16, codebookSize: 32)
+    (c.heads, c.separateCodebookPerHead) = (4, true)
+    let vq = try VectorQuantizer(c)
+    vq.eval()
+    let x = TestSupport.random([2, 7, 16], seed: 3)
+    let graph = vq(x), fast = withoutGradient { vq(x) }
+    #expect(fast.indices == graph.indices)
+    #expect(TestSupport.isClose(fast.quantized, graph.quantized.detached(), atol: 1e-5, rtol: 1e-5))
+    #expect(graph.quantized.requiresGradient)   // the graph path really ran the other code
+}
