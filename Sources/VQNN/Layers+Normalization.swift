@@ -116,3 +116,21 @@ public final class Dropout: Layer, RandomStateOwner {
         return x * (keep / (1 - p))
     }
 }
+
+/// `x + body(x)` (He et al., *Deep Residual Learning for Image Recognition*, 2016): the composition the
+/// decoders of VQ-VAEs are built from. Keys are the body's under `body` (`body.0.weight`, …).
+///
+/// ```swift
+/// var rng = SeededGenerator(seed: 0)
+/// let block = ResidualBlock(Sequential(Conv2d(32, 32, kernelSize: 3, padding: 1, rng: &rng), Activation(.gelu),
+///                                      Conv2d(32, 32, kernelSize: 1, rng: &rng)))
+/// ```
+public final class ResidualBlock: Layer {
+    public let body: Layer
+    public init(_ body: Layer) { self.body = body }
+    public override func callAsFunction(_ x: Tensor) -> Tensor {
+        let y = body(x)
+        precondition(y.shape == x.shape, "ResidualBlock: the body maps \(x.shape) to \(y.shape); a residual needs the same shape")
+        return x + y
+    }
+}

@@ -147,3 +147,15 @@ struct LayerGradientTests {
         #expect(bn.trainableParameters().count == 2)
     }
 }
+
+@Test("ResidualBlock: x + body(x), the body's keys under body, gradients through both paths")
+func residualBlock() {
+    var rng = SeededGenerator(seed: 2)
+    let block = ResidualBlock(Sequential(Conv2d(3, 3, kernelSize: 3, padding: 1, rng: &rng), Activation(.gelu),
+                                         Conv2d(3, 3, kernelSize: 1, rng: &rng)))
+    #expect(Set(block.stateDict().keys) == ["body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias"])
+    let x = TestSupport.random([2, 3, 5, 5], seed: 1)
+    #expect(TestSupport.isClose(block(x), x + block.body(x), atol: 0, rtol: 0))
+    let ratio = TestSupport.gradientCheck([x], eps: 1e-3) { xs in (block(xs[0]) * Tensor((0..<150).map { Float($0 % 7) - 3 }, shape: [2, 3, 5, 5])).sum() }
+    #expect(ratio <= 1, "worst ratio \(ratio)")
+}
