@@ -24,20 +24,13 @@ public final class GroupedResidualLFQ: Module {
 
         public init(referenceKwargs kw: [String: Any]) throws {
             let m = "GroupedResidualLFQ"
-            let k = Keywords(kw, module: m)
-            let dim = try k.required("dim")
-            let groups = try k.int("groups") ?? 1
-            var inner = kw
-            inner["groups"] = nil
-            inner["dim"] = groups > 0 ? dim / groups : dim
+            let (dim, groups, inner) = try ResidualStack.groupedKeywords(kw, module: m)
             self.init(dim: dim, groups: groups, residual: try ResidualLFQ.Configuration(referenceKwargs: inner, module: m))
             try validate()
         }
 
         public func validate() throws {
-            guard groups > 0, dim > 0, dim % groups == 0 else {
-                throw ConfigurationError.badValue(module: "GroupedResidualLFQ", keyword: "groups", reason: "dim \(dim) is not divisible into \(groups) groups")
-            }
+            try ResidualStack.validateGroups(dim: dim, groups: groups, module: "GroupedResidualLFQ")
             var r = residual
             r.dim = dim / groups
             try r.validate(module: "GroupedResidualLFQ")

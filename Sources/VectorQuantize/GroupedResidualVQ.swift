@@ -18,15 +18,7 @@ public final class GroupedResidualVQ: Module {
 
         /// The reference's keywords: `dim`, `groups`, and every `ResidualVQ` keyword.
         public init(referenceKwargs kw: [String: Any]) throws {
-            let k = Keywords(kw, module: "GroupedResidualVQ")
-            let dim = try k.required("dim")
-            let groups = try k.int("groups") ?? 1
-            guard groups > 0, dim > 0, dim % groups == 0 else {
-                throw ConfigurationError.badValue(module: "GroupedResidualVQ", keyword: "groups", reason: "dim \(dim) is not divisible into \(groups) groups")
-            }
-            var inner = kw
-            inner["groups"] = nil
-            inner["dim"] = dim / groups
+            let (dim, groups, inner) = try ResidualStack.groupedKeywords(kw, module: "GroupedResidualVQ")
             self.init(dim: dim, groups: groups, residual: try ResidualVQConfiguration(referenceKwargs: inner, module: "GroupedResidualVQ"))
         }
     }

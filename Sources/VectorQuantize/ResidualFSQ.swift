@@ -207,14 +207,8 @@ public final class GroupedResidualFSQ: Module {
 
         public init(referenceKwargs kw: [String: Any]) throws {
             let m = "GroupedResidualFSQ"
-            let k = Keywords(kw, module: m)
-            let dim = try k.required("dim")
-            let groups = try k.int("groups") ?? 1
-            let image = try k.bool("accept_image_fmap") ?? false
-            var inner = kw
-            inner["groups"] = nil
-            inner["accept_image_fmap"] = nil
-            inner["dim"] = groups > 0 ? dim / groups : dim
+            let image = try Keywords(kw, module: m).bool("accept_image_fmap") ?? false
+            let (dim, groups, inner) = try ResidualStack.groupedKeywords(kw, module: m, dropping: ["accept_image_fmap"])
             self.init(dim: dim, groups: groups, residual: try ResidualFSQ.Configuration(referenceKwargs: inner, module: m))
             acceptImageFmap = image
             try validate()
@@ -229,9 +223,7 @@ public final class GroupedResidualFSQ: Module {
         }
 
         public func validate() throws {
-            guard groups > 0, dim > 0, dim % groups == 0 else {
-                throw ConfigurationError.badValue(module: "GroupedResidualFSQ", keyword: "groups", reason: "dim \(dim) is not divisible into \(groups) groups")
-            }
+            try ResidualStack.validateGroups(dim: dim, groups: groups, module: "GroupedResidualFSQ")
             try groupConfiguration.validate(module: "GroupedResidualFSQ")
         }
     }

@@ -33,6 +33,26 @@ enum ResidualStack {
         }
     }
 
+    /// A grouped stack's keywords: `dim`, `groups` (checked to divide `dim`), and the keywords of one group —
+    /// its `dim` is `dim / groups`; `groups` and `dropping` are removed.
+    static func groupedKeywords(_ kw: [String: Any], module: String, dropping: [String] = []) throws -> (dim: Int, groups: Int, inner: [String: Any]) {
+        let k = Keywords(kw, module: module)
+        let dim = try k.required("dim")
+        let groups = try k.int("groups") ?? 1
+        try validateGroups(dim: dim, groups: groups, module: module)
+        var inner = kw
+        for key in ["groups"] + dropping { inner[key] = nil }
+        inner["dim"] = dim / groups
+        return (dim, groups, inner)
+    }
+
+    /// `groups` must be positive and divide a positive `dim`.
+    static func validateGroups(dim: Int, groups: Int, module: String) throws {
+        guard groups > 0, dim > 0, dim % groups == 0 else {
+            throw ConfigurationError.badValue(module: module, keyword: "groups", reason: "dim \(dim) is not divisible into \(groups) groups")
+        }
+    }
+
     /// Column `layer` of `[…, given]` indices (-1 past the given columns): the indices with -1 replaced by
     /// 0, and a `[…, 1]` mask that is 0 where the index was -1 (dropped layers decode to zero).
     static func column(_ indices: IndexTensor, layer: Int) -> (indices: IndexTensor, keep: Tensor) {

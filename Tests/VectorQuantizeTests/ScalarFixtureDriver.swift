@@ -99,36 +99,32 @@ enum ScalarFixtureDriver {
             let r = try ResidualLFQ(referenceKwargs: f.ctorKwargs)
             try prepare(r, f)
             let out = r(x)
-            let codes = r.getCodes(from: out.indices)
-            cmp.compare("out.quantized", .float(out.quantized.detached()))
-            cmp.compare("out.indices", .integer(out.indices))
-            cmp.compare("out.losses", .float(out.losses.detached()))
-            cmp.compare("out.all_codes", .float(codes))
-            cmp.compare("aux.codes_from_indices", .float(codes))
-            cmp.compare("aux.output_from_indices", .float(r.getOutput(from: out.indices).detached()))
-            cmp.compare("aux.codebooks", .float(r.codebooks))
-            cmp.compare("aux.quantizer_inputs", .float(out.layerInputs))
+            compareResidualLFQ(&cmp, out, codes: r.getCodes(from: out.indices), output: r.getOutput(from: out.indices), codebooks: r.codebooks)
             ResidualFixtureDriver.compareState(&cmp, r)
         case "GroupedResidualLFQ":
             try checkForwardKeywords(f, ["return_all_codes"])
             let g = try GroupedResidualLFQ(referenceKwargs: f.ctorKwargs)
             try prepare(g, f)
             let out = g(x)
-            let codes = g.getCodes(from: out.indices)
-            cmp.compare("out.quantized", .float(out.quantized.detached()))
-            cmp.compare("out.indices", .integer(out.indices))
-            cmp.compare("out.losses", .float(out.losses.detached()))
-            cmp.compare("out.all_codes", .float(codes))
-            cmp.compare("aux.codes_from_indices", .float(codes))
-            cmp.compare("aux.output_from_indices", .float(g.getOutput(from: out.indices).detached()))
-            cmp.compare("aux.codebooks", .float(g.codebooks))
-            cmp.compare("aux.quantizer_inputs", .float(out.layerInputs))
+            compareResidualLFQ(&cmp, out, codes: g.getCodes(from: out.indices), output: g.getOutput(from: out.indices), codebooks: g.codebooks)
             cmp.skip("aux.dropout_seed_draw", "the reference's quantize-dropout seed draw (random; unused without quantize_dropout)")
             ResidualFixtureDriver.compareState(&cmp, g)
         default:
             throw FixtureError.unsupported("module \(f.module)")
         }
         return cmp
+    }
+
+    static func compareResidualLFQ(_ cmp: inout FixtureComparison, _ out: (quantized: Tensor, indices: IndexTensor, losses: Tensor, layerInputs: Tensor),
+                                   codes: Tensor, output: Tensor, codebooks: Tensor) {
+        cmp.compare("out.quantized", .float(out.quantized.detached()))
+        cmp.compare("out.indices", .integer(out.indices))
+        cmp.compare("out.losses", .float(out.losses.detached()))
+        cmp.compare("out.all_codes", .float(codes))
+        cmp.compare("aux.codes_from_indices", .float(codes))
+        cmp.compare("aux.output_from_indices", .float(output.detached()))
+        cmp.compare("aux.codebooks", .float(codebooks))
+        cmp.compare("aux.quantizer_inputs", .float(out.layerInputs))
     }
 
     static func compareResidualFSQ(_ cmp: inout FixtureComparison, _ out: (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor),
