@@ -264,3 +264,87 @@ struct InPlaceOptimizerFreezeTests {
         #expect(vq.lastInPlaceGradient != nil)
     }
 }
+
+/// The write paths this session added — affine statistics, per-token (implicit) codebooks, the manual in-place
+/// optimizer, `updateIndices` with several heads — under a persistent freeze (some codes) and a per-call
+/// freeze (the whole call): held codes bit-identical, free codes moved.
+@Suite("Freezing on the newer write paths")
+struct NewPathFreezeTests {
+    static func bits(_ t: Tensor) -> [UInt32] { t.scalars.map(\.bitPattern) }
+
+    @Test("affine_param: persistent and per-call freezes hold")
+    func affine() throws {
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        c.affineParam = true
+        let vq = try VectorQuantizer(c)
+        vq.codebook.freeze(codes: 0..<8)
+        vq.train()
+        let before = vq.codes
+        for s in 0..<3 { _ = vq(TestSupport.random([2, 20, 8], seed: UInt64(s)) * 3 + 1) }
+        #expect(Self.bits(vq.codes.slice(axis: 0, 0..<8)) == Self.bits(before.slice(axis: 0, 0..<8)))
+        #expect(vq.codes.slice(axis: 0, 8..<16) != before.slice(axis: 0, 8..<16))
+        let state = vq.stateDict()
+        var o = VectorQuantizerOptions()
+        o.freezeCodebook = true
+        _ = vq(TestSupport.random([2, 20, 8], seed: 9), options: o)
+        #expect(vq.stateDict() == state, "a frozen call wrote state (codes or affine statistics)")
+    }
+
+    @Test("implicit neural codebook and manual in-place updates: held codes keep their bits through optimizer steps")
+    func gradientPaths() throws {
+        var c = ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16)
+        c.implicitNeuralCodebook = true
+        let rvq = try ResidualVQ(c)
+        rvq.layers[1].codebook.freeze(codes: 0..<8)
+        rvq.train()
+        let before = rvq.layers[1].codes, layer0 = rvq.layers[0].codes
+        let opt = Adam(parameters: rvq.trainableParameters(), learningRate: 0.05)
+        for s in 0..<3 {
+            rvq.zeroGradients()
+            let x = TestSupport.random([2, 10, 8], seed: UInt64(s)).requiringGradient()
+            var o = ResidualVQOptions()
+            o.frozenLayers = s == 1 ? [0] : []
+            let out = rvq(x, options: o)
+            (out.losses.sum() + out.quantized.squared().mean()).backward()
+            opt.step()
+        }
+        #expect(Self.bits(rvq.layers[1].codes.slice(axis: 0, 0..<8)) == Self.bits(before.slice(axis: 0, 0..<8)))
+        #expect(rvq.layers[1].codes.slice(axis: 0, 8..<16) != before.slice(axis: 0, 8..<16))
+        #expect(rvq.layers[0].codes != layer0)
+
+        let vq = try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: [
+            "dim": 4, "codebook_size": 8, "learnable_codebook": true, "ema_update": false,
+            "in_place_codebook_optimizer": "partial(torch.optim.Adam, lr=0.1)", "manual_in_place_optimizer_update": true]))
+        vq.codebook.freeze(codes: [1, 5])
+        vq.train()
+        let start = vq.codes
+        var frozenCall = VectorQuantizerOptions()
+        frozenCall.freezeCodebook = true
+        _ = vq(TestSupport.random([2, 8, 4], seed: 1), options: frozenCall)
+        #expect(vq.pendingInPlaceGradient == nil, "a frozen call queued an in-place step")
+        _ = vq(TestSupport.random([2, 8, 4], seed: 2))
+        vq.updateInPlaceOptimizer()
+        for k in 0..<8 {
+            let same = Self.bits(vq.codes.slice(axis: 0, k..<(k + 1))) == Self.bits(start.slice(axis: 0, k..<(k + 1)))
+            if [1, 5].contains(k) { #expect(same, "code \(k)") }
+        }
+        #expect(vq.codes != start)
+    }
+
+    @Test("updateIndices with several heads honours a frozen head's codes")
+    func updateIndicesHeads() throws {
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        (c.heads, c.separateCodebookPerHead) = (2, true)
+        let vq = try VectorQuantizer(c)
+        vq.codebook.freeze(codes: 0..<16, head: 1)
+        let before = vq.codes
+        let x = TestSupport.random([2, 6, 8], seed: 4)
+        let idx = withMode(vq, training: false) { vq(x).indices }
+        vq.train()
+        vq.updateIndices(x, idx)
+        #expect(Self.bits(vq.codes.slice(axis: 0, 1..<2)) == Self.bits(before.slice(axis: 0, 1..<2)))
+        #expect(vq.codes.slice(axis: 0, 0..<1) != before.slice(axis: 0, 0..<1))
+    }
+
+    func withMode<R>(_ m: Module, training: Bool, _ body: () -> R) -> R { m.withMode(training: training, body) }
+}
