@@ -30,11 +30,12 @@ int vq_gemm_mr(int level) { return level == 2 ? 12 : (level == 1 ? 6 : 4); }
 int vq_gemm_nr(int level) { return level == 2 ? 32 : (level == 1 ? 16 : 8); }
 
 /* ---------- portable 4x8 ---------- */
-static void ukr_generic(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int acc) {
+static void ukr_generic(int64_t kc, const float *a, const float *b, const int64_t *off, float *c, int64_t ldc,
+                        int acc) {
     float t[4][8];
     memset(t, 0, sizeof t);
     for (int64_t k = 0; k < kc; k++) {
-        const float *ak = a + k * 4, *bk = b + k * 8;
+        const float *ak = a + k * 4, *bk = off ? b + off[k] : b + k * 8;
         for (int i = 0; i < 4; i++) {
             float ai = ak[i];
             for (int j = 0; j < 8; j++) t[i][j] += ai * bk[j];
@@ -46,8 +47,11 @@ static void ukr_generic(int64_t kc, const float *a, const float *b, float *c, in
 
 #if VQ_X86
 /* ---------- AVX2 + FMA 6x16 ---------- */
-__attribute__((target("avx2,fma")))
-static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int acc) {
+/* `off == NULL`: B is packed (row k at b + 16k); else row k is read in place at b + off[k]. Inlined into two
+   entry points, so each loop is compiled for its constant case. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void ukr_avx2_body(int64_t kc, const float *a, const float *b, const int64_t *off, float *c,
+                                 int64_t ldc, int acc) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -61,13 +65,13 @@ static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64
         }
     #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        const float *bk = off ? b + off[k] : b + k * 16;
+        __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
         __m256 av;
 #define ROW(i, x0, x1) av = _mm256_broadcast_ss(a + i); x0 = _mm256_fmadd_ps(av, b0, x0); x1 = _mm256_fmadd_ps(av, b1, x1);
         ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31) ROW(4, c40, c41) ROW(5, c50, c51)
 #undef ROW
         a += 6;
-        b += 16;
     }
 #define STORE(i, x0, x1)                                                                   \
     if (acc) {                                                                             \
@@ -81,9 +85,21 @@ static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64
 #undef STORE
 }
 
+__attribute__((target("avx2,fma")))
+static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int acc) {
+    ukr_avx2_body(kc, a, b, 0, c, ldc, acc);
+}
+
+__attribute__((target("avx2,fma")))
+static void ukr_avx2_offsets(int64_t kc, const float *a, const float *b, const int64_t *off, float *c, int64_t ldc,
+                             int acc) {
+    ukr_avx2_body(kc, a, b, off, c, ldc, acc);
+}
+
 /* ---------- AVX-512F 12x32 ---------- */
-__attribute__((target("avx512f")))
-static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int acc) {
+__attribute__((target("avx512f"), always_inline))
+static inline void ukr_avx512_body(int64_t kc, const float *a, const float *b, const int64_t *off, float *c,
+                                   int64_t ldc, int acc) {
 #define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
     DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7) DECL(8) DECL(9) DECL(10) DECL(11)
 #undef DECL
@@ -94,13 +110,13 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
         }
     #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        const float *bk = off ? b + off[k] : b + k * 32;
+        __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
         __m512 av;
 #define ROW(i) av = _mm512_set1_ps(a[i]); c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0); c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);
         ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7) ROW(8) ROW(9) ROW(10) ROW(11)
 #undef ROW
         a += 12;
-        b += 32;
     }
 #define STORE(i)                                                                           \
     if (acc) {                                                                             \
@@ -113,6 +129,17 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
     STORE(11)
 #undef STORE
 }
+
+__attribute__((target("avx512f")))
+static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int acc) {
+    ukr_avx512_body(kc, a, b, 0, c, ldc, acc);
+}
+
+__attribute__((target("avx512f")))
+static void ukr_avx512_offsets(int64_t kc, const float *a, const float *b, const int64_t *off, float *c,
+                               int64_t ldc, int acc) {
+    ukr_avx512_body(kc, a, b, off, c, ldc, acc);
+}
 #endif
 
 void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
@@ -121,7 +148,16 @@ void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c
     if (level == 2) { ukr_avx512(kc, a, b, c, ldc, accumulate); return; }
     if (level == 1) { ukr_avx2(kc, a, b, c, ldc, accumulate); return; }
 #endif
-    ukr_generic(kc, a, b, c, ldc, accumulate);
+    ukr_generic(kc, a, b, 0, c, ldc, accumulate);
+}
+
+void vq_gemm_ukr_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
+                         int64_t ldc, int accumulate) {
+#if VQ_X86
+    if (level == 2) { ukr_avx512_offsets(kc, a, b, offsets, c, ldc, accumulate); return; }
+    if (level == 1) { ukr_avx2_offsets(kc, a, b, offsets, c, ldc, accumulate); return; }
+#endif
+    ukr_generic(kc, a, b, offsets, c, ldc, accumulate);
 }
 
 static void argmin_generic(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,

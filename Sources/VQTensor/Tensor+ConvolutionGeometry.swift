@@ -26,6 +26,9 @@ extension Tensor {
         precondition(groups > 0 && inChannels == cg * groups && outChannels % groups == 0 && st.allSatisfy { $0 > 0 }
                      && pad.allSatisfy { $0 >= 0 } && dil.allSatisfy { $0 > 0 } && (bias == nil || bias!.shape == [outChannels]),
                      "convolution: input \(shape), weight \(weight.shape), bias \(bias?.shape ?? []), groups \(groups), stride \(st), padding \(pad), dilation \(dil)")
+        if groups == 1 && st.allSatisfy({ $0 == 1 }) {
+            return convolution(shifted: ShiftedConvolutionPlan(input: shape, kernel: kernel, padding: pad, dilation: dil), weight: weight, bias: bias)
+        }
         if groups == 1 {
             return convolution(plan: ConvolutionPlan(input: shape, kernel: kernel, stride: st, padding: pad, dilation: dil), weight: weight, bias: bias)
         }

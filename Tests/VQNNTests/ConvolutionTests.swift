@@ -50,7 +50,42 @@ struct ConvolutionTests {
         ([1, 2, 7], 5, [4], [3], [2], [1], 1),
         ([2, 3, 6, 5], 4, [3, 3], [1], [1], [1], 1), ([1, 4, 7, 6], 6, [3, 2], [2, 1], [1, 0], [1, 2], 2),
         ([1, 2, 4, 5, 3], 3, [3, 3, 3], [1], [1], [1], 1), ([1, 2, 5, 4, 4], 2, [2, 3, 1], [2, 1, 1], [0, 1, 0], [1], 1),
+        // Stride 1 with dilation, uneven and wide padding (the shifted-view path), 1-D and 2-D.
+        ([2, 3, 7, 6], 5, [3, 2], [1], [0, 2], [2, 1], 1), ([1, 3, 8], 2, [2], [1], [3], [3], 1),
     ]
+
+    /// Stride-1 shapes that reach every branch of the shifted-view path: output rows ≤ 4 (one-row kernel), one
+    /// and several 12-row panels, a depth over one 512 block, and more padded positions than one
+    /// weight-gradient chunk (4,096).
+    static let shiftedCases: [([Int], Int, [Int], Int, Int)] = [  // (input, out channels, kernel, padding, dilation)
+        ([3, 60, 9, 10], 14, [3, 3], 1, 1), ([2, 5, 40, 60], 3, [3, 3], 1, 1), ([2, 6, 50, 41], 7, [3, 3], 2, 2),
+        ([1, 4, 300], 25, [5], 2, 1),
+    ]
+
+    @Test("stride-1 convolutions on shifted views equal the unfolded product, gradients too, bit-identical on 1 and 2 threads",
+          arguments: shiftedCases.indices)
+    func shiftedMatchesUnfolded(_ i: Int) {
+        let (shape, cout, k, pad, dil) = Self.shiftedCases[i]
+        let d = shape.count - 2
+        let values = [TestSupport.random(shape, seed: 30), TestSupport.random([cout, shape[1]] + k, seed: 31), TestSupport.random([cout], seed: 32)]
+        func run(_ threads: Int, shifted: Bool) -> [[Float]] {
+            Threads.with(threads) {
+                let (x, w, b) = (values[0].requiringGradient(), values[1].requiringGradient(), values[2].requiringGradient())
+                let plan = ConvolutionPlan(input: shape, kernel: k, stride: [Int](repeating: 1, count: d),
+                                           padding: [Int](repeating: pad, count: d), dilation: [Int](repeating: dil, count: d))
+                let y = shifted ? x.convolution(weight: w, bias: b, padding: [pad], dilation: [dil]) : x.convolution(plan: plan, weight: w, bias: b)
+                (y * Tensor((0..<y.count).map { Float($0 % 7) - 2.9 }, shape: y.shape)).sum().backward()
+                return [y.scalars, x.grad!.scalars, w.grad!.scalars, b.grad!.scalars]
+            }
+        }
+        let (one, two, unfolded) = (run(1, shifted: true), run(2, shifted: true), run(2, shifted: false))
+        #expect(one.map { $0.map(\.bitPattern) } == two.map { $0.map(\.bitPattern) })
+        for (name, (got, want)) in zip(["output", "input gradient", "weight gradient", "bias gradient"], zip(one, unfolded)) {
+            let scale = want.map(abs).max()! + 1
+            let worst = zip(got, want).map { abs($0 - $1) }.max()!
+            #expect(worst <= 2e-5 * scale, "\(name): worst difference \(worst) for values up to \(scale)")
+        }
+    }
 
     @Test("matches the direct sum (stride, padding, dilation, groups; 1–3 spatial axes)", arguments: cases.indices)
     func values(_ i: Int) {

@@ -22,6 +22,23 @@ int vq_gemm_nr(int level);
 void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                  int accumulate);
 
+/// `vq_gemm_ukr` with B read in place: row k of the B tile is the NR floats at `b + offsets[k]` (a product over
+/// shifted views of one buffer, e.g. a stride-1 convolution over a padded input: no im2col, no packing).
+void vq_gemm_ukr_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
+                         int64_t ldc, int accumulate);
+
+/// One output row over shifted rows: `c[j] = (accumulate ? c[j] : 0) + Σ_k a[k]·b[offsets[k] + j]` for
+/// `j < width`, each element accumulated over k in order with fused multiply-adds (the vector and scalar
+/// positions round alike).
+void vq_offset_row(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
+                   int64_t width, int accumulate);
+
+/// `c[i·ldc + j] = Σ_{p<len} a[i·lda + p] · b[offsets[j] + p]` for `i < rows ≤ 6`, `j < cols ≤ 4`: dot products
+/// of rows against shifted views of one buffer (a convolution's weight gradient over its padded input), each
+/// in a fixed order (lane-wise partial sums, then the lanes).
+void vq_shifted_dots(int level, int64_t len, const float *a, int64_t lda, int rows, const float *b,
+                     const int64_t *offsets, int cols, float *c, int64_t ldc);
+
 /// Running nearest-code update for `rows` query rows against a tile of `cols` codes.
 /// `dots` holds x·c (row stride `ld`). Euclidean (cosine == 0): score =
 /// max((xx[r] + cc[j]) + dots*(-2), 1e-8) (the squared distance; its square root is monotone), smaller

@@ -146,6 +146,9 @@ enum Backward {
         case .convolution(let plan, let cols, let weight, let hasBias):
             return Tensor.convolutionBackward(g, plan: plan, cols: cols, weight: weight, hasBias: hasBias,
                                               needs: inputShapes.map { $0 != nil })
+        case .shiftedConvolution(let plan, let padded, let weight, let hasBias):
+            return Tensor.shiftedConvolutionBackward(g, plan: plan, padded: padded, weight: weight, hasBias: hasBias,
+                                                     needs: inputShapes.map { $0 != nil })
         case .custom(let backward):
             return [backward(g)]
         case .matmul(let a, let b):

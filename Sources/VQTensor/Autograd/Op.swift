@@ -46,6 +46,8 @@ enum Op: Sendable {
     case linear(Tensor, Tensor)
     /// A one-group convolution (inputs x, W, and b when `hasBias`), with its unfolded input.
     case convolution(ConvolutionPlan, cols: Tensor, weight: Tensor, hasBias: Bool)
+    /// A stride-1, one-group convolution (inputs x, W, and b when `hasBias`), with its padded channel-major input.
+    case shiftedConvolution(ShiftedConvolutionPlan, padded: Tensor, weight: Tensor, hasBias: Bool)
 
     /// A function whose backward its author gives (``Tensor/custom(_:input:backward:)``): the gradient of
     /// the one input from the gradient of the output.

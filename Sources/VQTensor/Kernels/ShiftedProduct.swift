@@ -1,0 +1,99 @@
+import CVQKernels
+
+/// Products whose right-hand rows are shifted views of one buffer:
+/// `C[i, j] = Σ_k A[i, k] · b[offsets[k] + j]` for `j < columns`.
+///
+/// A stride-1 convolution over a zero-padded, channel-major copy of its input is exactly this product
+/// (row `k = (channel, kernel offset)` of the right-hand side is the padded input shifted by that offset), so
+/// it runs on the GEMM micro-kernels without materialising the unfolded input (im2col) and without packing
+/// the right-hand side: each micro-tile reads its rows in place (`vq_gemm_ukr_offsets`). Its input gradient
+/// is the same product over the padded output gradient with the kernel flipped.
+///
+/// Every element of C is computed by one task, accumulated over `k` in order, so results are bit-identical
+/// for any thread count.
+enum ShiftedProduct {
+    /// Tile handed to `store`: rows `row0..<row0+rows`, columns `column0..<column0+count` of C at
+    /// `tile[i * stride + j]`.
+    typealias Store = (_ row0: Int, _ rows: Int, _ column0: Int, _ count: Int, _ tile: UnsafePointer<Float>, _ stride: Int) -> Void
+
+    /// Depth of one micro-kernel call (the A panel and the touched rows of `b` stay in L1/L2).
+    static let depthBlock = 512
+    /// Columns per task when C has few rows (one-row kernel).
+    static let rowTile = 512
+
+    /// Computes C (`m` rows) tile by tile and hands each finished tile to `store` (called concurrently for
+    /// disjoint tiles). `b` must be readable at `offsets[k] + j` for every `j < columns` rounded up to
+    /// ``padding`` columns.
+    ///
+    /// - Parameters:
+    ///   - a: A, row-major `[m, depth]`.
+    ///   - b: the buffer every right-hand row is a view of.
+    ///   - offsets: `depth` offsets into `b`.
+    /// - Complexity: O(m · depth · columns) on the micro-kernels; O(m · depth) extra memory per thread.
+    static func run(m: Int, depth: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, offsets: UnsafePointer<Int64>,
+                    columns: Int, store: Store) {
+        guard m > 0, columns > 0, depth > 0 else { return }
+        let level = GEMM.level
+        nonisolated(unsafe) let (pa, pb, off) = (a, b, offsets)
+        withoutActuallyEscaping(store) { store in
+            nonisolated(unsafe) let store = store
+            if m <= 4 {
+                // Few output rows: one row at a time, wide tiles (a 12-row micro-tile would be mostly padding).
+                let tiles = (columns + rowTile - 1) / rowTile
+                Threads.forRanges(tiles, minChunk: 2) { range in
+                    let tile = alignedFloats(m * rowTile)
+                    defer { tile.deallocate() }
+                    for t in range {
+                        let j0 = t * rowTile, count = Swift.min(rowTile, columns - j0)
+                        let width = (count + 15) / 16 * 16
+                        for i in 0..<m {
+                            var p0 = 0
+                            while p0 < depth {
+                                let kb = Swift.min(depthBlock, depth - p0)
+                                vq_offset_row(level, Int64(kb), pa + i * depth + p0, pb + j0, off + p0,
+                                              tile + i * rowTile, Int64(width), p0 == 0 ? 0 : 1)
+                                p0 += kb
+                            }
+                        }
+                        store(0, m, j0, count, tile, rowTile)
+                    }
+                }
+                return
+            }
+            let mr = GEMM.mr, nr = GEMM.nr
+            let panels = (m + mr - 1) / mr
+            // A packed once: panel ip holds, for each k, the MR values A[ip·MR + i, k] (zero below m).
+            let aPack = alignedFloats(panels * mr * depth)
+            defer { aPack.deallocate() }
+            for ip in 0..<panels {
+                let rows = Swift.min(mr, m - ip * mr), dst = aPack + ip * mr * depth
+                for k in 0..<depth {
+                    for i in 0..<rows { dst[k * mr + i] = pa[(ip * mr + i) * depth + k] }
+                    for i in rows..<mr { dst[k * mr + i] = 0 }
+                }
+            }
+            nonisolated(unsafe) let packed = aPack
+            let tiles = (columns + nr - 1) / nr
+            Threads.forRanges(tiles, minChunk: 8) { range in
+                let tile = alignedFloats(panels * mr * nr)
+                defer { tile.deallocate() }
+                for t in range {
+                    let j0 = t * nr
+                    for ip in 0..<panels {
+                        var p0 = 0
+                        while p0 < depth {
+                            let kb = Swift.min(depthBlock, depth - p0)
+                            vq_gemm_ukr_offsets(level, Int64(kb), packed + ip * mr * depth + p0 * mr, pb + j0,
+                                                off + p0, tile + ip * mr * nr, Int64(nr), p0 == 0 ? 0 : 1)
+                            p0 += kb
+                        }
+                    }
+                    store(0, m, j0, Swift.min(nr, columns - j0), tile, nr)
+                }
+            }
+        }
+    }
+
+    /// Columns past `columns` that `run` may read (its widest tile), for sizing `b`.
+    static var padding: Int { Swift.max(rowTile, GEMM.nr) }
+}
