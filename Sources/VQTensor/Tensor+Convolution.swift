@@ -1,3 +1,5 @@
+import CVQKernels
+
 // Convolution as one differentiable operation: an unfold (im2col) written straight into the GEMM's layout,
 // one product per batch element that writes the output in its final `[out, positions]` layout, and a
 // backward that folds the column gradients back (col2im) without any generic gather or scatter.
@@ -9,6 +11,9 @@ public struct ConvolutionPlan: Sendable {
     public let inputShape: [Int], outputShape: [Int], kernel: [Int]
     /// `[Πo · Πk]`: the flat input position read by output position `o` and kernel offset `q`, or -1.
     let positions: [Int]
+    /// Whether the windows tile the input without overlap, gaps or padding (stride = kernel, no padding or
+    /// dilation): window `o` then reads a block starting at its origin.
+    let tiles: Bool
     var inputCount: Int { inputShape.reduce(1, *) }
     var outputCount: Int { outputShape.reduce(1, *) }
     var kernelCount: Int { kernel.reduce(1, *) }
@@ -49,6 +54,7 @@ public struct ConvolutionPlan: Sendable {
             }
         }
         positions = pos
+        tiles = zip(stride, kernel).allSatisfy { $0 == $1 } && padding.allSatisfy { $0 == 0 } && dilation.allSatisfy { $0 == 1 }
     }
 
     /// `[b · Πo, c · Πk]` columns of `x [b, c, s…]` (zero where the window reads padding).
@@ -210,7 +216,10 @@ extension Tensor {
     public func maxPool(plan: ConvolutionPlan) -> Tensor {
         let (b, c, n, o, k) = (plan.batch, plan.channels, plan.inputCount, plan.outputCount, plan.kernelCount)
         precondition(shape == [b, c] + plan.inputShape, "maxPool: input \(shape) for the plan \([b, c] + plan.inputShape)")
-        var argmax = [Int](repeating: 0, count: b * c * o)
+        var argmax = [Int32](repeating: 0, count: b * c * o)
+        // Windows that tile a 2-D input are read as blocks (no position table); the same scan order.
+        let blocks = plan.tiles && plan.kernel.count == 2
+        let (kh, kw, width, ow) = blocks ? (plan.kernel[0], plan.kernel[1], plan.inputShape[1], plan.outputShape[1]) : (0, 0, 0, 1)
         let out = Tensor.uninitialized([b, c] + plan.outputShape) { y in
             withUnsafeScalars { px in
                 plan.positions.withUnsafeBufferPointer { pp in
@@ -219,6 +228,10 @@ extension Tensor {
                         Threads.forRanges(b * c, minChunk: 4) { pairs in
                             for pair in pairs {
                                 let src = xs + pair * n
+                                if blocks {
+                                    vq_max_pool_tiles(GEMM.level, src, Int64(width), Int64(o / ow), Int64(ow), Int64(kh), Int64(kw), ys + pair * o, am + pair * o)
+                                    continue
+                                }
                                 for oi in 0..<o {
                                     var best = -Float.infinity, at = -1
                                     let window = pos + oi * k
@@ -229,7 +242,7 @@ extension Tensor {
                                         if at < 0 || v > best || (v.isNaN && !best.isNaN) { best = v; at = p }
                                     }
                                     ys[pair * o + oi] = at < 0 ? -.infinity : best
-                                    am[pair * o + oi] = at
+                                    am[pair * o + oi] = Int32(at)
                                 }
                             }
                         }
@@ -243,8 +256,14 @@ extension Tensor {
             var dx = Tensor.zeros(inputShape)
             dx.withUnsafeMutableScalars { pd in
                 g.withUnsafeScalars { pg in
-                    for pair in 0..<(b * c) {
-                        for oi in 0..<o where picks[pair * o + oi] >= 0 { pd[pair * n + picks[pair * o + oi]] += pg[pair * o + oi] }
+                    picks.withUnsafeBufferPointer { pk in
+                        nonisolated(unsafe) let (dst, gs, am) = (pd.baseAddress!, pg.baseAddress!, pk.baseAddress!)
+                        Threads.forRanges(b * c, minChunk: 4) { pairs in
+                            for pair in pairs {
+                                let plane = dst + pair * n
+                                for oi in 0..<o where am[pair * o + oi] >= 0 { plane[Int(am[pair * o + oi])] += gs[pair * o + oi] }
+                            }
+                        }
                     }
                 }
             }
@@ -290,7 +309,12 @@ extension Tensor {
             var dx = Tensor.zeros(inputShape)
             dx.withUnsafeMutableScalars { pd in
                 g.withUnsafeScalars { pg in
-                    for plane in 0..<planes { for p in 0..<m { pd[plane * n + sources[p]] += pg[plane * m + p] } }
+                    sources.withUnsafeBufferPointer { ps in
+                        nonisolated(unsafe) let (dst, gs, src) = (pd.baseAddress!, pg.baseAddress!, ps.baseAddress!)
+                        Threads.forRanges(planes, minChunk: 8) { range in
+                            for plane in range { for p in 0..<m { dst[plane * n + src[p]] += gs[plane * m + p] } }
+                        }
+                    }
                 }
             }
             return dx

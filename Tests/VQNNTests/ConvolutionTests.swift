@@ -143,4 +143,38 @@ struct ConvolutionTests {
             #expect(same == [1, 4].contains(r), "channel \(r)")
         }
     }
+
+    /// Max pooling over windows that tile the plane (the kernels' block path: 16 windows per vector and a
+    /// masked rest for 2 × 2, scalar otherwise): each window's value is its first largest element in row-major
+    /// order, NaN counting as largest (the first NaN wins), and the gradient goes to that element only.
+    @Test("max pooling: first largest element, NaN wins, gradient to the chosen element", arguments: [([2, 3, 6, 40], 2), ([1, 2, 9, 12], 3), ([1, 1, 4, 6], 2)])
+    func maxPoolTiles(_ shape: [Int], _ k: Int) {
+        var rng = SeededGenerator(seed: 41)
+        let n = shape.reduce(1, *)
+        let values: [Float] = (0..<n).map { _ in Int.random(in: 0..<12, using: &rng) == 0 ? .nan : Float(Int.random(in: 0..<4, using: &rng)) }
+        let x = Tensor(values, shape: shape).requiringGradient()
+        let y = MaxPool(kernelSize: [k, k])(x)
+        let (h, w) = (shape[2], shape[3]), (oh, ow) = (shape[2] / k, shape[3] / k)
+        #expect(y.shape == [shape[0], shape[1], oh, ow])
+        let scale = Tensor((0..<y.count).map { Float($0 % 5) + 1 }, shape: y.shape)
+        (y * scale).sum().backward()
+        var expectedGradient = [Float](repeating: 0, count: n)
+        for plane in 0..<(shape[0] * shape[1]) {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var at = -1
+                    for dy in 0..<k {
+                        for dx in 0..<k {
+                            let p = plane * h * w + (oy * k + dy) * w + ox * k + dx
+                            if at < 0 || (values[p].isNaN && !values[at].isNaN) || values[p] > values[at] { at = p }
+                        }
+                    }
+                    let o = (plane * oh + oy) * ow + ox
+                    #expect(y.scalars[o].bitPattern == values[at].bitPattern, "window \(o)")
+                    expectedGradient[at] += scale.scalars[o]
+                }
+            }
+        }
+        #expect(x.grad!.scalars == expectedGradient)
+    }
 }

@@ -39,6 +39,12 @@ void vq_offset_row(int level, int64_t kc, const float *a, const float *b, const 
 void vq_shifted_dots(int level, int64_t len, const float *a, int64_t lda, int rows, const float *b,
                      const int64_t *offsets, int cols, float *c, int64_t ldc);
 
+/// Max pooling of one `[oh·kh, width]` plane over `kh × kw` windows that tile it (stride = kernel, no padding):
+/// `dst[oy·ow + ox]` = the window's largest value (NaN counts as largest; ties and NaNs: the first in row-major
+/// window order), `arg` = its flat position in the plane.
+void vq_max_pool_tiles(int level, const float *src, int64_t width, int64_t oh, int64_t ow, int64_t kh, int64_t kw,
+                       float *dst, int32_t *arg);
+
 /// Running nearest-code update for `rows` query rows against a tile of `cols` codes.
 /// `dots` holds x·c (row stride `ld`). Euclidean (cosine == 0): score =
 /// max((xx[r] + cc[j]) + dots*(-2), 1e-8) (the squared distance; its square root is monotone), smaller

@@ -1,11 +1,27 @@
 /// Broadcasting element-wise loops. Fast paths for equal shapes and scalar operands; the general
 /// path walks the output with per-operand strides (0 on broadcast axes).
 enum Elementwise {
+    /// Element counts from which a loop is split over the threads (each element is computed alone, so the
+    /// split does not change any result).
+    static let parallelThreshold = 1 << 16
+
+    /// `body(range)` over `0..<count`, split into contiguous ranges over the threads when `count` is large.
+    /// `body` runs concurrently on disjoint ranges: it must only write its own range of outputs.
+    @inline(__always)
+    static func ranges(_ count: Int, _ body: (Range<Int>) -> Void) {
+        if count < parallelThreshold { body(0..<count); return }
+        withoutActuallyEscaping(body) { body in
+            nonisolated(unsafe) let body = body
+            Threads.forRanges(count, minChunk: parallelThreshold / 2) { body($0) }
+        }
+    }
+
     @inline(__always)
     static func map(_ x: Tensor, _ f: (Float) -> Float) -> Tensor {
         Tensor.uninitialized(x.shape) { out in
             x.scalars.withUnsafeBufferPointer { a in
-                for i in 0..<a.count { out[i] = f(a[i]) }
+                nonisolated(unsafe) let (o, f) = (out, f)
+                ranges(a.count) { range in for i in range { o[i] = f(a[i]) } }
             }
         }
     }
