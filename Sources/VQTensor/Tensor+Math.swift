@@ -13,7 +13,7 @@ extension Tensor {
         case .tanh: y = Tensor.tanhValues(self)
         case .sigmoid: y = Elementwise.map(self) { sigmoidScalar($0) }
         case .relu: y = Elementwise.map(self) { $0 > 0 ? $0 : 0 }
-        case .gelu: y = Elementwise.map(self) { 0.5 * $0 * (1 + erff_($0 * 0.70710678118654752)) }
+        case .gelu: y = Tensor.geluValues(self)
         case .silu: y = Elementwise.map(self) { $0 * sigmoidScalar($0) }
         case .abs: y = Elementwise.map(self) { Swift.abs($0) }
         case .clamp(let lo, let hi): y = Elementwise.map(self) { Swift.min(Swift.max($0, lo), hi) }
@@ -36,7 +36,9 @@ extension Tensor {
     public func tanh() -> Tensor { unary(.tanh) }
     public func sigmoid() -> Tensor { unary(.sigmoid) }
     public func relu() -> Tensor { unary(.relu) }
-    /// GELU with the exact error function (PyTorch's default `approximate='none'`).
+    /// GELU with the error function (PyTorch's default `approximate='none'`): `x·Φ(x)`, Φ the standard normal
+    /// CDF (Hendrycks & Gimpel, *Gaussian Error Linear Units*, 2016), computed with Abramowitz & Stegun's
+    /// 7.1.26 error function (Hastings' approximation; absolute error ≤ 1.5e-7 in Φ) on the vector units.
     public func gelu() -> Tensor { unary(.gelu) }
     /// SiLU / swish: `x · σ(x)`.
     public func silu() -> Tensor { unary(.silu) }
@@ -77,6 +79,33 @@ extension Tensor {
     static func tanhValues(_ x: Tensor) -> Tensor {
         Tensor.uninitialized(x.shape) { out in
             x.scalars.withUnsafeBufferPointer { vq_tanh($0.baseAddress!, out.baseAddress!, Int64(out.count)) }
+        }
+    }
+}
+
+extension Tensor {
+    /// Element-wise GELU with the library's kernel (`vq_gelu`), split over the threads for large tensors.
+    static func geluValues(_ x: Tensor) -> Tensor {
+        Tensor.uninitialized(x.shape) { out in
+            x.scalars.withUnsafeBufferPointer { px in
+                nonisolated(unsafe) let (src, dst) = (px.baseAddress!, out.baseAddress!)
+                Elementwise.ranges(out.count) { r in vq_gelu(GEMM.level, src + r.lowerBound, dst + r.lowerBound, Int64(r.count)) }
+            }
+        }
+    }
+
+    /// `g · GELU′(x)` in one pass (`vq_gelu_backward`).
+    static func geluGradient(_ g: Tensor, x: Tensor) -> Tensor {
+        precondition(g.shape == x.shape, "gelu backward: gradient \(g.shape) for input \(x.shape)")
+        return Tensor.uninitialized(x.shape) { out in
+            x.scalars.withUnsafeBufferPointer { px in
+                g.scalars.withUnsafeBufferPointer { pg in
+                    nonisolated(unsafe) let (src, grad, dst) = (px.baseAddress!, pg.baseAddress!, out.baseAddress!)
+                    Elementwise.ranges(out.count) { r in
+                        vq_gelu_backward(GEMM.level, src + r.lowerBound, grad + r.lowerBound, dst + r.lowerBound, Int64(r.count))
+                    }
+                }
+            }
         }
     }
 }

@@ -180,6 +180,31 @@ struct MathKernelTests {
         }
         #expect(Tensor([.nan]).tanh().scalars[0].isNaN)
     }
+
+    /// GELU's Φ comes from Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 in erf, so ≤ 7.5e-8 in Φ); with
+    /// single-precision rounding the bound used here is 3e-7 · max(1, |x|) for the value and 4e-7 · max(1, x²)
+    /// for the derivative Φ(x) + x·φ(x), against double precision.
+    @Test("GELU and its derivative are within the error function's bound, with the limits at ±∞, position-independent, NaN stays NaN")
+    func gelu() {
+        var xs: [Float] = (0..<20_000).map { Float($0 - 10_000) / 1000 }  // [-10, 10)
+        xs += [0, -0, 1e-30, -1e-30, 40, -40, .infinity, -.infinity]
+        let x = Tensor(xs).requiringGradient()
+        let y = x.gelu()
+        y.sum().backward()
+        let dy = x.grad!.scalars
+        for (i, v) in xs.enumerated() {
+            let d = Double(v)
+            let phi = 0.5 * Foundation.erfc(-d / 2.0.squareRoot())
+            let exactValue = d.isInfinite ? max(d, 0) : d * phi
+            let exactGradient = d.isInfinite ? (d > 0 ? 1 : 0) : phi + d * Foundation.exp(-0.5 * d * d) / (2 * Double.pi).squareRoot()
+            #expect(abs(Double(y.scalars[i]) - exactValue) <= 3e-7 * max(1, abs(d)) || y.scalars[i] == Float(exactValue), "gelu(\(v)) = \(y.scalars[i]), exact \(exactValue)")
+            #expect(abs(Double(dy[i]) - exactGradient) <= 4e-7 * max(1, d * d), "gelu′(\(v)) = \(dy[i]), exact \(exactGradient)")
+        }
+        for i in stride(from: 0, to: xs.count, by: 97) {
+            #expect(Tensor([xs[i]]).gelu().scalars[0].bitPattern == y.scalars[i].bitPattern)
+        }
+        #expect(Tensor([.nan]).gelu().scalars[0].isNaN)
+    }
 }
 
 import Foundation

@@ -60,6 +60,13 @@ void vq_lerp(float *a, const float *b, float w, int64_t n);
 /// Element-wise tanh (Cephes-style, ≤ ~2 ULP), identical results in vector and scalar positions.
 void vq_tanh(const float *in, float *out, int64_t n);
 
+/// GELU with the error function, `x·Φ(x)` (erf by Abramowitz & Stegun 7.1.26, absolute error ≤ 1.5e-7 in Φ);
+/// NaN stays NaN.
+void vq_gelu(int level, const float *in, float *out, int64_t n);
+
+/// The gradient through GELU: `out = g · (Φ(x) + x·φ(x))`, the same Φ as `vq_gelu`.
+void vq_gelu_backward(int level, const float *in, const float *g, float *out, int64_t n);
+
 /// Advises the kernel to back a large, untouched buffer with transparent huge pages (Linux; no-op
 /// elsewhere and for buffers under 8 MiB).
 void vq_advise_hugepages(void *p, int64_t bytes);

@@ -80,6 +80,8 @@ enum Backward {
             return [(g * wa).summed(to: a.shape), (g * (1 - wa)).summed(to: b.shape)]
         case .select(let c, let l, let r):
             return [(g * c).summed(to: l), (g * (1 - c)).summed(to: r)]
+        case .unary(.gelu, let x, _) where g.shape == x.shape:
+            return [Tensor.geluGradient(g, x: x)]
         case .unary(let u, let x, let y):
             return [g * unaryDerivative(u, x: x, y: y)]
         case .sum(_, let kept):
@@ -169,10 +171,8 @@ enum Backward {
         case .sigmoid: return Elementwise.map(y) { $0 * (1 - $0) }
         case .relu: return Elementwise.map(x) { $0 > 0 ? 1 : 0 }
         case .gelu:
-            // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-            return Elementwise.map(x) { v in
-                0.5 * (1 + erff_(v * 0.70710678118654752)) + v * 0.3989422804014327 * expf_(-0.5 * v * v)
-            }
+            // d/dx x·Φ(x) = Φ(x) + x·φ(x), with the forward's Φ
+            return Tensor.geluGradient(Tensor(repeating: 1, shape: x.shape), x: x)
         case .silu:
             return Elementwise.map(x) { v in let s = sigmoidScalar(v); return s * (1 + v * (1 - s)) }
         case .abs: return x.sign()
