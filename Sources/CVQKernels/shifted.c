@@ -179,3 +179,40 @@ void vq_shifted_dots(int level, int64_t len, const float *a, int64_t lda, int ro
 #endif
     shifted_dots_generic(len, a, lda, rows, b, offsets, cols, c, ldc);
 }
+
+/* ---------- an 8 × 32 tile over shifted rows (AVX-512): for 8·k-row products, which the 12-row tile would pad ---------- */
+#if VQ_X86
+__attribute__((target("avx512f")))
+static void ukr8_avx512_offsets(int64_t kc, const float *a, const float *b, const int64_t *off, float *c, int64_t ldc,
+                                int acc) {
+    __m512 t[8][2];
+    for (int i = 0; i < 8; i++) t[i][0] = t[i][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        const float *bk = b + off[k];
+        __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
+        for (int i = 0; i < 8; i++) {
+            __m512 av = _mm512_set1_ps(a[i]);
+            t[i][0] = _mm512_fmadd_ps(av, b0, t[i][0]);
+            t[i][1] = _mm512_fmadd_ps(av, b1, t[i][1]);
+        }
+        a += 8;
+    }
+    for (int i = 0; i < 8; i++) {
+        if (acc) {
+            t[i][0] = _mm512_add_ps(_mm512_loadu_ps(c + i * ldc), t[i][0]);
+            t[i][1] = _mm512_add_ps(_mm512_loadu_ps(c + i * ldc + 16), t[i][1]);
+        }
+        _mm512_storeu_ps(c + i * ldc, t[i][0]);
+        _mm512_storeu_ps(c + i * ldc + 16, t[i][1]);
+    }
+}
+#endif
+
+int vq_gemm_ukr8_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
+                         int64_t ldc, int accumulate) {
+#if VQ_X86
+    if (level == 2) { ukr8_avx512_offsets(kc, a, b, offsets, c, ldc, accumulate); return 1; }
+#endif
+    (void)level; (void)kc; (void)a; (void)b; (void)offsets; (void)c; (void)ldc; (void)accumulate;
+    return 0;
+}

@@ -27,6 +27,11 @@ void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c
 void vq_gemm_ukr_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
                          int64_t ldc, int accumulate);
 
+/// `vq_gemm_ukr_offsets` with an 8 × 32 tile (AVX-512 only: returns 0 and does nothing at other levels), for
+/// products with a multiple of 8 rows that the 12-row tile would pad.
+int vq_gemm_ukr8_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
+                         int64_t ldc, int accumulate);
+
 /// One output row over shifted rows: `c[j] = (accumulate ? c[j] : 0) + Σ_k a[k]·b[offsets[k] + j]` for
 /// `j < width`, each element accumulated over k in order with fused multiply-adds (the vector and scalar
 /// positions round alike).

@@ -60,9 +60,11 @@ enum ShiftedProduct {
                 }
                 return
             }
-            let mr = GEMM.mr, nr = GEMM.nr
+            // Row panels of MR, or of 8 on AVX-512 when that pads less (16 rows: 2 × 8 instead of 2 × 12).
+            let nr = GEMM.nr
+            let mr = level == 2 && (m + 7) / 8 * 8 < (m + GEMM.mr - 1) / GEMM.mr * GEMM.mr ? 8 : GEMM.mr
             let panels = (m + mr - 1) / mr
-            // A packed once: panel ip holds, for each k, the MR values A[ip·MR + i, k] (zero below m).
+            // A packed once: panel ip holds, for each k, the mr values A[ip·mr + i, k] (zero below m).
             let aPack = alignedFloats(panels * mr * depth)
             defer { aPack.deallocate() }
             for ip in 0..<panels {
@@ -73,22 +75,31 @@ enum ShiftedProduct {
                 }
             }
             nonisolated(unsafe) let packed = aPack
-            let tiles = (columns + nr - 1) / nr
-            Threads.forRanges(tiles, minChunk: 8) { range in
-                let tile = alignedFloats(panels * mr * nr)
+            // Each task fills `wide` micro-tiles side by side before handing them to `store` (longer runs to copy).
+            let wide = 4, width = wide * nr
+            let tiles = (columns + width - 1) / width
+            Threads.forRanges(tiles, minChunk: 2) { range in
+                let tile = alignedFloats(panels * mr * width)
                 defer { tile.deallocate() }
                 for t in range {
-                    let j0 = t * nr
+                    let j0 = t * width
+                    let micro = Swift.min(wide, (columns - j0 + nr - 1) / nr)
                     for ip in 0..<panels {
-                        var p0 = 0
-                        while p0 < depth {
-                            let kb = Swift.min(depthBlock, depth - p0)
-                            vq_gemm_ukr_offsets(level, Int64(kb), packed + ip * mr * depth + p0 * mr, pb + j0,
-                                                off + p0, tile + ip * mr * nr, Int64(nr), p0 == 0 ? 0 : 1)
-                            p0 += kb
+                        for u in 0..<micro {
+                            var p0 = 0
+                            while p0 < depth {
+                                let kb = Swift.min(depthBlock, depth - p0)
+                                let (ap, bp, op, cp) = (packed + ip * mr * depth + p0 * mr, pb + j0 + u * nr, off + p0, tile + ip * mr * width + u * nr)
+                                if mr == 8 {
+                                    _ = vq_gemm_ukr8_offsets(level, Int64(kb), ap, bp, op, cp, Int64(width), p0 == 0 ? 0 : 1)
+                                } else {
+                                    vq_gemm_ukr_offsets(level, Int64(kb), ap, bp, op, cp, Int64(width), p0 == 0 ? 0 : 1)
+                                }
+                                p0 += kb
+                            }
                         }
                     }
-                    store(0, m, j0, Swift.min(nr, columns - j0), tile, nr)
+                    store(0, m, j0, Swift.min(width, columns - j0), tile, width)
                 }
             }
         }
