@@ -15,10 +15,13 @@ struct ShiftedConvolutionPlan: Sendable {
     let planeSize: Int
     /// `[Πk]`: the padded-grid offset of each kernel offset, increasing; the last is the window's reach.
     let shifts: [Int]
-    /// `[Πpadded]`: the output position anchored at each padded position, or -1.
-    let outputAt: [Int32]
-    /// `[Πpadded]`: the input position at each padded position, or -1 (padding).
-    let inputAt: [Int32]
+    /// A stretch of consecutive padded positions holding consecutive positions of a tensor (one row of its
+    /// last axis): padded positions `start..<start + length` ↔ flat positions `target..<target + length`.
+    struct Run: Sendable { let start: Int, target: Int, length: Int }
+    /// The output positions' anchors, row by row, in increasing `start`.
+    let outputRuns: [Run]
+    /// The input positions inside the padding, row by row, in increasing `start`.
+    let inputRuns: [Run]
 
     var inputCount: Int { inputShape.reduce(1, *) }
     var outputCount: Int { outputShape.reduce(1, *) }
@@ -49,10 +52,15 @@ struct ShiftedConvolutionPlan: Sendable {
         }
         let ones = [Int](repeating: 1, count: d), zeros = [Int](repeating: 0, count: d)
         shifts = (0..<kernel.reduce(1, *)).map { flat($0, extent: kernel, scale: dilation, shift: zeros) }
-        var outputAt = [Int32](repeating: -1, count: planeSize), inputAt = [Int32](repeating: -1, count: planeSize)
-        for t in 0..<outputShape.reduce(1, *) { outputAt[flat(t, extent: outputShape, scale: ones, shift: zeros)] = Int32(t) }
-        for n in 0..<inputShape.reduce(1, *) { inputAt[flat(n, extent: inputShape, scale: ones, shift: padding)] = Int32(n) }
-        (self.outputAt, self.inputAt) = (outputAt, inputAt)
+        /// One run per row of the last axis of `extent`, placed at `shift` in the padded grid.
+        func runs(_ extent: [Int], shift: [Int]) -> [Run] {
+            let length = extent[d - 1]
+            return (0..<(extent.reduce(1, *) / length)).map { row in
+                Run(start: flat(row * length, extent: extent, scale: ones, shift: shift), target: row * length, length: length)
+            }
+        }
+        outputRuns = runs(outputShape, shift: zeros)
+        inputRuns = runs(inputShape, shift: padding)
     }
 
     /// `[c · b · Πpadded + tail]` floats: channel `ci` of batch element `bi` at `ci·columns + bi·planeSize`,
@@ -62,13 +70,13 @@ struct ShiftedConvolutionPlan: Sendable {
         var out = Tensor.zeros([c * cols + reach + ShiftedProduct.padding])
         out.withUnsafeMutableScalars { po in
             x.withUnsafeScalars { px in
-                inputAt.withUnsafeBufferPointer { pi in
-                    nonisolated(unsafe) let (dst, src, at) = (po.baseAddress!, px.baseAddress!, pi.baseAddress!)
+                inputRuns.withUnsafeBufferPointer { pr in
+                    nonisolated(unsafe) let (dst, src, runs) = (po.baseAddress!, px.baseAddress!, pr)
                     Threads.forRanges(b * c, minChunk: 8) { planes in
                         for plane in planes {
                             let (bi, ci) = (plane / c, plane % c)
                             let s = src + plane * n, p = dst + ci * cols + bi * pp
-                            for r in 0..<pp { let i = at[r]; if i >= 0 { p[r] = s[Int(i)] } }
+                            for run in runs { (p + run.start).update(from: s + run.target, count: run.length) }
                         }
                     }
                 }
@@ -85,13 +93,13 @@ struct ShiftedConvolutionPlan: Sendable {
         var out = Tensor.zeros([outChannels * stride + margin + ShiftedProduct.padding])
         out.withUnsafeMutableScalars { po in
             g.withUnsafeScalars { pg in
-                outputAt.withUnsafeBufferPointer { pa in
-                    nonisolated(unsafe) let (dst, src, at) = (po.baseAddress!, pg.baseAddress!, pa.baseAddress!)
+                outputRuns.withUnsafeBufferPointer { pr in
+                    nonisolated(unsafe) let (dst, src, runs) = (po.baseAddress!, pg.baseAddress!, pr)
                     Threads.forRanges(b * outChannels, minChunk: 8) { planes in
                         for plane in planes {
                             let (bi, oc) = (plane / outChannels, plane % outChannels)
                             let s = src + plane * o, p = dst + oc * stride + margin + bi * pp
-                            for r in 0..<pp { let t = at[r]; if t >= 0 { p[r] = s[Int(t)] } }
+                            for run in runs { (p + run.start).update(from: s + run.target, count: run.length) }
                         }
                     }
                 }
@@ -100,24 +108,39 @@ struct ShiftedConvolutionPlan: Sendable {
         return out
     }
 
-    /// Writes a tile of a product (rows = channels, columns = padded positions) into `dst [b, rows, plane…]`
-    /// at the positions `map` gives (-1: not written), adding `bias[row]` when given.
+    /// Writes a tile of a product (rows = channels, columns = padded positions `column0..<column0 + count`)
+    /// into `dst [b, channels, plane]`: the stretches of each batch element's plane that `runs` cover, adding
+    /// `bias[row]` when given.
     static func scatter(tile: UnsafePointer<Float>, stride: Int, row0: Int, rows: Int, column0: Int, count: Int,
-                        map: UnsafePointer<Int32>, planeSize: Int, dst: UnsafeMutablePointer<Float>, channels: Int, plane: Int,
+                        runs: UnsafeBufferPointer<Run>, planeSize: Int, dst: UnsafeMutablePointer<Float>, channels: Int, plane: Int,
                         bias: UnsafePointer<Float>?) {
-        var bi = column0 / planeSize, r = column0 - bi * planeSize
-        for j in 0..<count {
-            let t = map[r]
-            if t >= 0 {
-                let base = dst + (bi * channels + row0) * plane + Int(t)
-                if let bias {
-                    for i in 0..<rows { base[i * plane] = tile[i * stride + j] + bias[row0 + i] }
-                } else {
-                    for i in 0..<rows { base[i * plane] = tile[i * stride + j] }
+        var c = column0
+        let end = column0 + count
+        while c < end {
+            let bi = c / planeSize, planeStart = bi * planeSize
+            let (l0, l1) = (c - planeStart, Swift.min(planeSize, end - planeStart))
+            // The first run that ends after l0 (runs are sorted and disjoint).
+            var lo = 0, hi = runs.count
+            while lo < hi { let mid = (lo + hi) / 2; if runs[mid].start + runs[mid].length <= l0 { lo = mid + 1 } else { hi = mid } }
+            var r = lo
+            while r < runs.count && runs[r].start < l1 {
+                let run = runs[r]
+                let (s, e) = (Swift.max(run.start, l0), Swift.min(run.start + run.length, l1))
+                if s < e {
+                    let src = tile + (planeStart + s - column0), target = run.target + s - run.start, n = e - s
+                    for i in 0..<rows {
+                        let from = src + i * stride, to = dst + (bi * channels + row0 + i) * plane + target
+                        if let bias {
+                            let v = bias[row0 + i]
+                            for j in 0..<n { to[j] = from[j] + v }
+                        } else {
+                            to.update(from: from, count: n)
+                        }
+                    }
                 }
+                r += 1
             }
-            r += 1
-            if r == planeSize { r = 0; bi += 1 }
+            c = planeStart + l1
         }
     }
 }
@@ -138,14 +161,14 @@ extension Tensor {
             padded.withUnsafeScalars { px in
                 w.withUnsafeScalars { pw in
                     offsets.withUnsafeBufferPointer { po in
-                        plan.outputAt.withUnsafeBufferPointer { pm in
-                            nonisolated(unsafe) let (dst, map) = (y.baseAddress!, pm.baseAddress!)
+                        plan.outputRuns.withUnsafeBufferPointer { pm in
+                            nonisolated(unsafe) let (dst, runs) = (y.baseAddress!, pm)
                             Self.withOptionalScalars(bias?.detached()) { biasPointer in
                                 nonisolated(unsafe) let bp = biasPointer
                                 ShiftedProduct.run(m: outC, depth: c * k, a: pw.baseAddress!, b: px.baseAddress!, offsets: po.baseAddress!,
                                                    columns: cols) { row0, rows, column0, count, tile, stride in
                                     ShiftedConvolutionPlan.scatter(tile: tile, stride: stride, row0: row0, rows: rows, column0: column0, count: count,
-                                                                   map: map, planeSize: pp, dst: dst, channels: outC, plane: o, bias: bp)
+                                                                   runs: runs, planeSize: pp, dst: dst, channels: outC, plane: o, bias: bp)
                                 }
                             }
                         }
@@ -185,12 +208,12 @@ extension Tensor {
                 gp.withUnsafeScalars { pg in
                     wt.withUnsafeBufferPointer { pw in
                         offsets.withUnsafeBufferPointer { po in
-                            plan.inputAt.withUnsafeBufferPointer { pm in
-                                nonisolated(unsafe) let (dst, map) = (dx.baseAddress!, pm.baseAddress!)
+                            plan.inputRuns.withUnsafeBufferPointer { pm in
+                                nonisolated(unsafe) let (dst, runs) = (dx.baseAddress!, pm)
                                 ShiftedProduct.run(m: c, depth: outC * k, a: pw.baseAddress!, b: pg.baseAddress!, offsets: po.baseAddress!,
                                                    columns: cols) { row0, rows, column0, count, tile, stride in
                                     ShiftedConvolutionPlan.scatter(tile: tile, stride: stride, row0: row0, rows: rows, column0: column0, count: count,
-                                                                   map: map, planeSize: pp, dst: dst, channels: c, plane: n, bias: nil)
+                                                                   runs: runs, planeSize: pp, dst: dst, channels: c, plane: n, bias: nil)
                                 }
                             }
                         }
