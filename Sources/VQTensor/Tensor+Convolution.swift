@@ -272,47 +272,61 @@ extension Tensor {
     }
 
     /// Nearest-neighbour upsampling of `[b, c, s…]` by an integer factor on every spatial axis: output position
-    /// `o` reads `⌊o / scale⌋`. The gradient sums each `scale^axes` block.
+    /// `o` reads `⌊o / scale⌋`. The gradient sums each `scale^axes` block (in the output's order).
+    ///
+    /// Row by row along the last axis: an output row repeats each element of its source row `scale` times, and
+    /// the output rows that share a source row are copies of the first.
     public func upsampledNearest(scale: Int) -> Tensor {
         precondition(rank >= 3 && scale >= 1, "upsampledNearest: input \(shape), scale \(scale)")
         if scale == 1 { return self }
         let spatial = Array(shape.dropFirst(2)), up = spatial.map { $0 * scale }
         let planes = shape[0] * shape[1], n = spatial.reduce(1, *), m = up.reduce(1, *)
-        // For every output position, the input position it reads.
-        var source = [Int](repeating: 0, count: m)
-        var upStrides = [Int](repeating: 1, count: up.count), inStrides = [Int](repeating: 1, count: up.count)
-        for i in Swift.stride(from: up.count - 2, through: 0, by: -1) {
-            upStrides[i] = upStrides[i + 1] * up[i + 1]
-            inStrides[i] = inStrides[i + 1] * spatial[i + 1]
-        }
-        for p in 0..<m {
-            var r = p, s = 0
-            for i in 0..<up.count { s += ((r / upStrides[i]) / scale) * inStrides[i]; r %= upStrides[i] }
-            source[p] = s
+        let (w, wUp) = (spatial.last!, up.last!)
+        // For every output row (all spatial axes but the last), the input row it reads.
+        let rowsUp = m / wUp, leading = Array(up.dropLast()), leadingIn = Array(spatial.dropLast())
+        var sourceRow = [Int](repeating: 0, count: rowsUp)
+        for r in 0..<rowsUp {
+            var rest = r, row = 0, stride = 1
+            for i in Swift.stride(from: leading.count - 1, through: 0, by: -1) {
+                row += (rest % leading[i]) / scale * stride
+                stride *= leadingIn[i]
+                rest /= leading[i]
+            }
+            sourceRow[r] = row
         }
         let out = Tensor.uninitialized(Array(shape.prefix(2)) + up) { y in
             withUnsafeScalars { px in
-                source.withUnsafeBufferPointer { ps in
-                    nonisolated(unsafe) let (xs, ys, src) = (px.baseAddress!, y.baseAddress!, ps.baseAddress!)
+                sourceRow.withUnsafeBufferPointer { ps in
+                    nonisolated(unsafe) let (xs, ys, rows) = (px.baseAddress!, y.baseAddress!, ps.baseAddress!)
                     Threads.forRanges(planes, minChunk: 8) { range in
                         for plane in range {
                             let a = xs + plane * n, z = ys + plane * m
-                            for p in 0..<m { z[p] = a[src[p]] }
+                            for r in 0..<rowsUp {
+                                let dst = z + r * wUp
+                                if r > 0 && rows[r] == rows[r - 1] { dst.update(from: dst - wUp, count: wUp); continue }
+                                let src = a + rows[r] * w
+                                for x in 0..<w { for j in 0..<scale { dst[x * scale + j] = src[x] } }
+                            }
                         }
                     }
                 }
             }
         }
         guard node != nil, GradMode.isEnabled else { return out }
-        let inputShape = shape, sources = source
+        let inputShape = shape, sources = sourceRow
         return Tensor.custom(out, input: self) { g in
             var dx = Tensor.zeros(inputShape)
             dx.withUnsafeMutableScalars { pd in
                 g.withUnsafeScalars { pg in
                     sources.withUnsafeBufferPointer { ps in
-                        nonisolated(unsafe) let (dst, gs, src) = (pd.baseAddress!, pg.baseAddress!, ps.baseAddress!)
+                        nonisolated(unsafe) let (dst, gs, rows) = (pd.baseAddress!, pg.baseAddress!, ps.baseAddress!)
                         Threads.forRanges(planes, minChunk: 8) { range in
-                            for plane in range { for p in 0..<m { dst[plane * n + src[p]] += gs[plane * m + p] } }
+                            for plane in range {
+                                for r in 0..<rowsUp {
+                                    let d = dst + plane * n + rows[r] * w, src = gs + plane * m + r * wUp
+                                    for x in 0..<w { for j in 0..<scale { d[x] += src[x * scale + j] } }
+                                }
+                            }
                         }
                     }
                 }

@@ -177,4 +177,30 @@ struct ConvolutionTests {
         }
         #expect(x.grad!.scalars == expectedGradient)
     }
+
+    @Test("nearest upsampling reads ⌊o / scale⌋ on every axis and sums each block in the gradient (1-D, 2-D, 3-D)",
+          arguments: [([2, 3, 5], 3), ([2, 2, 3, 4], 2), ([1, 2, 2, 3, 2], 2), ([1, 1, 3, 2], 3)])
+    func upsampling(_ shape: [Int], _ scale: Int) {
+        let x = TestSupport.random(shape, seed: 50).requiringGradient()
+        let y = x.upsampledNearest(scale: scale)
+        let spatial = Array(shape.dropFirst(2)), up = spatial.map { $0 * scale }
+        #expect(y.shape == Array(shape.prefix(2)) + up)
+        let weights = Tensor((0..<y.count).map { Float($0 % 9) - 3.5 }, shape: y.shape)
+        (y * weights).sum().backward()
+        var expectedGradient = [Float](repeating: 0, count: x.count)
+        let (n, m) = (spatial.reduce(1, *), up.reduce(1, *))
+        for plane in 0..<(shape[0] * shape[1]) {
+            for o in 0..<m {
+                var rest = o, source = 0, step = 1
+                for i in stride(from: up.count - 1, through: 0, by: -1) {
+                    source += (rest % up[i]) / scale * step
+                    step *= spatial[i]
+                    rest /= up[i]
+                }
+                #expect(y.scalars[plane * m + o] == x.scalars[plane * n + source])
+                expectedGradient[plane * n + source] += weights.scalars[plane * m + o]
+            }
+        }
+        #expect(x.grad!.scalars == expectedGradient)
+    }
 }
