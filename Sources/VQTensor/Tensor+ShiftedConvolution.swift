@@ -29,6 +29,8 @@ struct ShiftedConvolutionPlan: Sendable {
     /// Columns of the products: every padded position of every batch element.
     var columns: Int { batch * planeSize }
     var reach: Int { shifts.last! }
+    /// The padded positions of each plane that `runs` cover, first to last.
+    static func span(_ runs: [Run]) -> Range<Int> { runs.first!.start..<(runs.last!.start + runs.last!.length) }
 
     init(input: [Int], kernel: [Int], padding: [Int], dilation: [Int]) {
         let d = kernel.count
@@ -166,7 +168,7 @@ extension Tensor {
                             Self.withOptionalScalars(bias?.detached()) { biasPointer in
                                 nonisolated(unsafe) let bp = biasPointer
                                 ShiftedProduct.run(m: outC, depth: c * k, a: pw.baseAddress!, b: px.baseAddress!, offsets: po.baseAddress!,
-                                                   columns: cols) { row0, rows, column0, count, tile, stride in
+                                                   columns: .init(count: b, stride: pp, span: ShiftedConvolutionPlan.span(plan.outputRuns))) { row0, rows, column0, count, tile, stride in
                                     ShiftedConvolutionPlan.scatter(tile: tile, stride: stride, row0: row0, rows: rows, column0: column0, count: count,
                                                                    runs: runs, planeSize: pp, dst: dst, channels: outC, plane: o, bias: bp)
                                 }
@@ -211,7 +213,7 @@ extension Tensor {
                             plan.inputRuns.withUnsafeBufferPointer { pm in
                                 nonisolated(unsafe) let (dst, runs) = (dx.baseAddress!, pm)
                                 ShiftedProduct.run(m: c, depth: outC * k, a: pw.baseAddress!, b: pg.baseAddress!, offsets: po.baseAddress!,
-                                                   columns: cols) { row0, rows, column0, count, tile, stride in
+                                                   columns: .init(count: b, stride: pp, span: ShiftedConvolutionPlan.span(plan.inputRuns))) { row0, rows, column0, count, tile, stride in
                                     ShiftedConvolutionPlan.scatter(tile: tile, stride: stride, row0: row0, rows: rows, column0: column0, count: count,
                                                                    runs: runs, planeSize: pp, dst: dst, channels: c, plane: n, bias: nil)
                                 }

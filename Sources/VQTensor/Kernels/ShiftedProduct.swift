@@ -21,9 +21,15 @@ enum ShiftedProduct {
     /// Columns per task when C has few rows (one-row kernel).
     static let rowTile = 512
 
-    /// Computes C (`m` rows) tile by tile and hands each finished tile to `store` (called concurrently for
-    /// disjoint tiles). `b` must be readable at `offsets[k] + j` for every `j < columns` rounded up to
-    /// ``padding`` columns.
+    /// The columns of C to compute: `span` within each of `count` segments `stride` apart (a convolution's
+    /// anchors within each batch element's padded plane; the rest of a plane is never read).
+    struct Columns {
+        let count: Int, stride: Int, span: Range<Int>
+    }
+
+    /// Computes the `columns` of C (`m` rows) tile by tile and hands each finished tile to `store` (called
+    /// concurrently for disjoint tiles). `b` must be readable at `offsets[k] + j` for every column `j` plus
+    /// ``padding``.
     ///
     /// - Parameters:
     ///   - a: A, row-major `[m, depth]`.
@@ -31,31 +37,38 @@ enum ShiftedProduct {
     ///   - offsets: `depth` offsets into `b`.
     /// - Complexity: O(m · depth · columns) on the micro-kernels; O(m · depth) extra memory per thread.
     static func run(m: Int, depth: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, offsets: UnsafePointer<Int64>,
-                    columns: Int, store: Store) {
-        guard m > 0, columns > 0, depth > 0 else { return }
+                    columns: Columns, store: Store) {
+        let span = columns.span.count
+        guard m > 0, columns.count > 0, span > 0, depth > 0 else { return }
+        /// The first column of tile `t` of width `width` and its column count.
+        func tile(_ t: Int, width: Int) -> (Int, Int) {
+            let perSegment = (span + width - 1) / width
+            let (segment, i) = (t / perSegment, t % perSegment)
+            return (segment * columns.stride + columns.span.lowerBound + i * width, Swift.min(width, span - i * width))
+        }
         let level = GEMM.level
         nonisolated(unsafe) let (pa, pb, off) = (a, b, offsets)
         withoutActuallyEscaping(store) { store in
             nonisolated(unsafe) let store = store
             if m <= 4 {
                 // Few output rows: one row at a time, wide tiles (a 12-row micro-tile would be mostly padding).
-                let tiles = (columns + rowTile - 1) / rowTile
+                let tiles = columns.count * ((span + rowTile - 1) / rowTile)
                 Threads.forRanges(tiles, minChunk: 2) { range in
-                    let tile = alignedFloats(m * rowTile)
-                    defer { tile.deallocate() }
+                    let buffer = alignedFloats(m * rowTile)
+                    defer { buffer.deallocate() }
                     for t in range {
-                        let j0 = t * rowTile, count = Swift.min(rowTile, columns - j0)
+                        let (j0, count) = tile(t, width: rowTile)
                         let width = (count + 15) / 16 * 16
                         for i in 0..<m {
                             var p0 = 0
                             while p0 < depth {
                                 let kb = Swift.min(depthBlock, depth - p0)
                                 vq_offset_row(level, Int64(kb), pa + i * depth + p0, pb + j0, off + p0,
-                                              tile + i * rowTile, Int64(width), p0 == 0 ? 0 : 1)
+                                              buffer + i * rowTile, Int64(width), p0 == 0 ? 0 : 1)
                                 p0 += kb
                             }
                         }
-                        store(0, m, j0, count, tile, rowTile)
+                        store(0, m, j0, count, buffer, rowTile)
                     }
                 }
                 return
@@ -77,19 +90,19 @@ enum ShiftedProduct {
             nonisolated(unsafe) let packed = aPack
             // Each task fills `wide` micro-tiles side by side before handing them to `store` (longer runs to copy).
             let wide = 4, width = wide * nr
-            let tiles = (columns + width - 1) / width
+            let tiles = columns.count * ((span + width - 1) / width)
             Threads.forRanges(tiles, minChunk: 2) { range in
-                let tile = alignedFloats(panels * mr * width)
-                defer { tile.deallocate() }
+                let buffer = alignedFloats(panels * mr * width)
+                defer { buffer.deallocate() }
                 for t in range {
-                    let j0 = t * width
-                    let micro = Swift.min(wide, (columns - j0 + nr - 1) / nr)
+                    let (j0, count) = tile(t, width: width)
+                    let micro = (count + nr - 1) / nr
                     for ip in 0..<panels {
                         for u in 0..<micro {
                             var p0 = 0
                             while p0 < depth {
                                 let kb = Swift.min(depthBlock, depth - p0)
-                                let (ap, bp, op, cp) = (packed + ip * mr * depth + p0 * mr, pb + j0 + u * nr, off + p0, tile + ip * mr * width + u * nr)
+                                let (ap, bp, op, cp) = (packed + ip * mr * depth + p0 * mr, pb + j0 + u * nr, off + p0, buffer + ip * mr * width + u * nr)
                                 if mr == 8 {
                                     _ = vq_gemm_ukr8_offsets(level, Int64(kb), ap, bp, op, cp, Int64(width), p0 == 0 ? 0 : 1)
                                 } else {
@@ -99,7 +112,7 @@ enum ShiftedProduct {
                             }
                         }
                     }
-                    store(0, m, j0, Swift.min(width, columns - j0), tile, width)
+                    store(0, m, j0, count, buffer, width)
                 }
             }
         }
