@@ -20,8 +20,7 @@ enum Elementwise {
     static func map(_ x: Tensor, _ f: (Float) -> Float) -> Tensor {
         Tensor.uninitialized(x.shape) { out in
             x.scalars.withUnsafeBufferPointer { a in
-                nonisolated(unsafe) let (o, f) = (out, f)
-                ranges(a.count) { range in for i in range { o[i] = f(a[i]) } }
+                for i in 0..<a.count { out[i] = f(a[i]) }
             }
         }
     }
