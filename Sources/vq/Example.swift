@@ -8,7 +8,7 @@ import VectorQuantize
 struct Example: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Runnable versions of the reference's examples on the shipped digits.",
-        subcommands: [AutoencoderExample.self])
+        subcommands: [AutoencoderExample.self, LFQMaskedExample.self])
 }
 
 /// The reference's `examples/autoencoder*.py`: a small convolutional autoencoder with a quantizer in the middle
@@ -31,6 +31,11 @@ struct AutoencoderExample: ParsableCommand {
     @Option(help: "Seed of the weights and the batch order.") var seed: UInt64 = 0
 
     func validate() throws {
+        try Self.validate(steps: steps, batchSize: batchSize, lr: lr, output: output)
+    }
+
+    /// The options every example shares: one line naming the option.
+    static func validate(steps: Int, batchSize: Int, lr: Double, output: String?) throws {
         guard steps >= 1 && steps <= 1_000_000 else { throw ValidationError("--steps \(steps) must be in 1…1000000") }
         guard batchSize >= 1 && batchSize <= 4096 else { throw ValidationError("--batch-size \(batchSize) must be in 1…4096") }
         guard lr > 0 && lr.isFinite else { throw ValidationError("--lr \(lr) must be a positive number") }

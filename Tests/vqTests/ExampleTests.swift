@@ -21,11 +21,34 @@ struct ExampleTests {
         #expect(html.contains("Training loss") && html.contains("Code usage") && html.contains("reconstructions") && html.contains("<svg"))
     }
 
+    /// The masked LFQ example trains twice on the same batches, the second time beside masked-out noise tokens:
+    /// masked tokens take no part in any loss term, so both runs reach the same held-out error.
+    @Test("lfq-masked: the masked noise changes nothing the model learns; the report has both runs")
+    func lfqMasked() throws {
+        let out = dir.appendingPathComponent("lfq-masked").path
+        let r = try VQProcess.run(["example", "lfq-masked", "--steps", "6", "--batch-size", "16", "--output", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.last?.hasPrefix("held-out reconstruction L1 (with masking): ") == true, "\(r.stdout)")
+        func l1(_ label: String) -> Double? {
+            lines.first { $0.hasPrefix(label + ": held-out reconstruction L1 ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        let (baseline, masked) = (l1("baseline"), l1("with masking"))
+        #expect(baseline != nil && masked != nil, "\(r.stdout)")
+        if let baseline, let masked {
+            #expect(baseline > 0 && baseline < 1)
+            #expect(abs(baseline - masked) <= 1e-4 * baseline, "baseline \(baseline), with masking \(masked)")
+        }
+        let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
+        #expect(html.contains("baseline") && html.contains("with masking") && html.contains("Code usage") && html.contains("<svg"))
+    }
+
     @Test("bad options are one line and write nothing")
     func refusals() throws {
         let out = dir.appendingPathComponent("bad").path
-        for args in [["--steps", "0"], ["--quantizer", "pq"], ["--lr", "-1"], ["--batch-size", "0"]] {
-            let r = try VQProcess.run(["example", "autoencoder", "--output", out] + args)
+        for args in [["autoencoder", "--steps", "0"], ["autoencoder", "--quantizer", "pq"], ["autoencoder", "--lr", "-1"],
+                     ["autoencoder", "--batch-size", "0"], ["lfq-masked", "--steps", "0"], ["lfq-masked", "--lr", "nan"]] {
+            let r = try VQProcess.run(["example"] + args + ["--output", out])
             #expect(r.status != 0)
             #expect(r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
             #expect(!FileManager.default.fileExists(atPath: out))
