@@ -97,6 +97,12 @@ public enum DocSnippets {
         return out
     }
 
+    /// The trimmed non-empty lines of a Swift file without imports (a DocC tutorial step's code file).
+    public static func lines(_ file: URL) throws -> [String] {
+        try String(contentsOf: file, encoding: .utf8).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("import ") }
+    }
+
     /// The lines of `block` missing (in order) from `source`, or empty.
     public static func missing(_ block: [String], in source: URL) throws -> [String] {
         let lines = try String(contentsOf: source, encoding: .utf8).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }

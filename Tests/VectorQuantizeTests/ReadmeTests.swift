@@ -106,6 +106,7 @@ func tutorialAutoencoder() throws {
     config.decay = 0.8
     let vq = try VectorQuantizer(config)
     vq.codebook.freeze(codes: 0..<64)
+    let codesAtStart = vq.codes
     let decoder = Sequential(Upsample(scaleFactor: 2), Conv2d(32, 16, kernelSize: 3, padding: 1, rng: &rng), Activation(.gelu),
                              Upsample(scaleFactor: 2), Conv2d(16, 1, kernelSize: 3, padding: 1, rng: &rng))
     let held = vq.codes.slice(axis: 0, 0..<64)
@@ -118,7 +119,11 @@ func tutorialAutoencoder() throws {
         loss.backward()
         optimizer.step()
     }
-    #expect(vq.codes.slice(axis: 0, 0..<64).scalars.map(\.bitPattern) == held.scalars.map(\.bitPattern))
+    let frozenHeld = vq.codes.slice(axis: 0, 0..<64).scalars.map(\.bitPattern) == held.scalars.map(\.bitPattern)
+    print("the 64 frozen codes held, bit for bit:", frozenHeld)   // true
+    #expect(frozenHeld)
+    // The free codes moved (the check above is not vacuous).
+    #expect(vq.codes.slice(axis: 0, 64..<256) != Tensor.zeros([192, 32]) && vq.codes.slice(axis: 0, 64..<256) != codesAtStart.slice(axis: 0, 64..<256))
 }
 
 @Test("the tutorial's and the getting-started article's code is tested code")
@@ -127,6 +132,15 @@ func documentationNoDrift() throws {
     let here = URL(fileURLWithPath: #filePath)
     for block in try DocSnippets.blocks(root.appendingPathComponent("Sources/VQNN/VQNN.docc/ConvolutionalAutoencoder.md")) {
         #expect(try DocSnippets.missing(block, in: here).isEmpty, "\(block)")
+    }
+    // The DocC tutorial's code files (each step's whole file).
+    let resources = root.appendingPathComponent("Sources/VQNN/VQNN.docc/Resources")
+    let steps = try FileManager.default.contentsOfDirectory(atPath: resources.path).filter { $0.hasPrefix("autoencoder-") && $0.hasSuffix(".swift") }
+    #expect(steps.count == 5)
+    for file in steps {
+        let lines = try DocSnippets.lines(resources.appendingPathComponent(file))
+        #expect(!lines.isEmpty)
+        #expect(try DocSnippets.missing(lines, in: here).isEmpty, "\(file)")
     }
     let gettingStarted = try DocSnippets.blocks(root.appendingPathComponent("Sources/VectorQuantize/VectorQuantize.docc/GettingStarted.md"))
     for block in gettingStarted {
