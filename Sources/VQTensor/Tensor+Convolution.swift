@@ -253,21 +253,20 @@ extension Tensor {
         guard node != nil, GradMode.isEnabled else { return out }
         let picks = argmax, inputShape = shape
         return Tensor.custom(out, input: self) { g in
-            var dx = Tensor.zeros(inputShape)
-            dx.withUnsafeMutableScalars { pd in
+            Tensor.uninitialized(inputShape) { pd in
                 g.withUnsafeScalars { pg in
                     picks.withUnsafeBufferPointer { pk in
                         nonisolated(unsafe) let (dst, gs, am) = (pd.baseAddress!, pg.baseAddress!, pk.baseAddress!)
                         Threads.forRanges(b * c, minChunk: 4) { pairs in
                             for pair in pairs {
                                 let plane = dst + pair * n
+                                plane.update(repeating: 0, count: n)
                                 for oi in 0..<o where am[pair * o + oi] >= 0 { plane[Int(am[pair * o + oi])] += gs[pair * o + oi] }
                             }
                         }
                     }
                 }
             }
-            return dx
         }
     }
 
@@ -315,13 +314,13 @@ extension Tensor {
         guard node != nil, GradMode.isEnabled else { return out }
         let inputShape = shape, sources = sourceRow
         return Tensor.custom(out, input: self) { g in
-            var dx = Tensor.zeros(inputShape)
-            dx.withUnsafeMutableScalars { pd in
+            Tensor.uninitialized(inputShape) { pd in
                 g.withUnsafeScalars { pg in
                     sources.withUnsafeBufferPointer { ps in
                         nonisolated(unsafe) let (dst, gs, rows) = (pd.baseAddress!, pg.baseAddress!, ps.baseAddress!)
                         Threads.forRanges(planes, minChunk: 8) { range in
                             for plane in range {
+                                (dst + plane * n).update(repeating: 0, count: n)
                                 for r in 0..<rowsUp {
                                     let d = dst + plane * n + rows[r] * w, src = gs + plane * m + r * wUp
                                     for x in 0..<w { for j in 0..<scale { d[x] += src[x * scale + j] } }
@@ -331,7 +330,6 @@ extension Tensor {
                     }
                 }
             }
-            return dx
         }
     }
 }

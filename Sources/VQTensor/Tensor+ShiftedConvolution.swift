@@ -68,46 +68,52 @@ struct ShiftedConvolutionPlan: Sendable {
     /// `[c · b · Πpadded + tail]` floats: channel `ci` of batch element `bi` at `ci·columns + bi·planeSize`,
     /// zero padding, and a zero tail for the reads of the last tiles.
     func paddedChannelMajor(_ x: Tensor) -> Tensor {
-        let (b, c, n, pp, cols) = (batch, channels, inputCount, planeSize, columns)
-        var out = Tensor.zeros([c * cols + reach + ShiftedProduct.padding])
-        out.withUnsafeMutableScalars { po in
-            x.withUnsafeScalars { px in
-                inputRuns.withUnsafeBufferPointer { pr in
-                    nonisolated(unsafe) let (dst, src, runs) = (po.baseAddress!, px.baseAddress!, pr)
-                    Threads.forRanges(b * c, minChunk: 8) { planes in
-                        for plane in planes {
-                            let (bi, ci) = (plane / c, plane % c)
-                            let s = src + plane * n, p = dst + ci * cols + bi * pp
-                            for run in runs { (p + run.start).update(from: s + run.target, count: run.length) }
-                        }
-                    }
-                }
-            }
+        let (c, pp, cols) = (channels, planeSize, columns)
+        let total = c * cols + reach + ShiftedProduct.padding
+        return placing(x, channels: c, runs: inputRuns, sourcePlane: inputCount, total: total, zeros: [(c * cols)..<total]) { bi, ci in
+            ci * cols + bi * pp
         }
-        return out
     }
 
     /// The output gradient `g [b, out, o…]` placed at its anchors in `[out][margin + b · Πpadded]` (zeros
     /// elsewhere) with a front margin of `reach` zeros per channel and a zero tail. Channel stride: `reach + columns`.
     func paddedGradient(_ g: Tensor, outChannels: Int) -> Tensor {
-        let (b, o, pp, cols, margin) = (batch, outputCount, planeSize, columns, reach)
-        let stride = margin + cols
-        var out = Tensor.zeros([outChannels * stride + margin + ShiftedProduct.padding])
-        out.withUnsafeMutableScalars { po in
-            g.withUnsafeScalars { pg in
-                outputRuns.withUnsafeBufferPointer { pr in
-                    nonisolated(unsafe) let (dst, src, runs) = (po.baseAddress!, pg.baseAddress!, pr)
-                    Threads.forRanges(b * outChannels, minChunk: 8) { planes in
+        let (pp, margin) = (planeSize, reach)
+        let stride = margin + columns
+        let total = outChannels * stride + margin + ShiftedProduct.padding
+        let zeros = (0..<outChannels).map { ($0 * stride)..<($0 * stride + margin) } + [(outChannels * stride)..<total]
+        return placing(g, channels: outChannels, runs: outputRuns, sourcePlane: outputCount, total: total, zeros: zeros) { bi, oc in
+            oc * stride + margin + bi * pp
+        }
+    }
+
+    /// A `total`-float buffer holding each plane `(bi, ci)` of `x [b, channels, sourcePlane]` at
+    /// `planeStart(bi, ci)` in the padded layout (its runs copied, the rest of the padded plane zeroed), and
+    /// zeros in `zeros`; every other float is left as is, so planes and `zeros` must cover the buffer.
+    /// Each thread zeroes and fills its own planes (no separate pass over the buffer).
+    private func placing(_ x: Tensor, channels: Int, runs: [Run], sourcePlane: Int, total: Int, zeros: [Range<Int>],
+                         planeStart: @escaping @Sendable (Int, Int) -> Int) -> Tensor {
+        let pp = planeSize
+        return Tensor.uninitialized([total]) { po in
+            for r in zeros { (po.baseAddress! + r.lowerBound).update(repeating: 0, count: r.count) }
+            x.withUnsafeScalars { px in
+                runs.withUnsafeBufferPointer { pr in
+                    nonisolated(unsafe) let (dst, src, runs) = (po.baseAddress!, px.baseAddress!, pr)
+                    Threads.forRanges(batch * channels, minChunk: 8) { planes in
                         for plane in planes {
-                            let (bi, oc) = (plane / outChannels, plane % outChannels)
-                            let s = src + plane * o, p = dst + oc * stride + margin + bi * pp
-                            for run in runs { (p + run.start).update(from: s + run.target, count: run.length) }
+                            let s = src + plane * sourcePlane, p = dst + planeStart(plane / channels, plane % channels)
+                            var at = 0
+                            for run in runs {
+                                (p + at).update(repeating: 0, count: run.start - at)
+                                (p + run.start).update(from: s + run.target, count: run.length)
+                                at = run.start + run.length
+                            }
+                            (p + at).update(repeating: 0, count: pp - at)
                         }
                     }
                 }
             }
         }
-        return out
     }
 
     /// Writes a tile of a product (rows = channels, columns = padded positions `column0..<column0 + count`)
