@@ -59,11 +59,19 @@ enum Elementwise {
             a.scalars.withUnsafeBufferPointer { pa in
                 b.scalars.withUnsafeBufferPointer { pb in
                     walk(shape, sa, sb) { o, ia, ib, n, da, db in
-                        var ia = ia, ib = ib
-                        for j in 0..<n {
-                            out[o + j] = f(pa[ia], pb[ib])
-                            ia += da
-                            ib += db
+                        // Rows with unit or zero steps get loops the compiler can vectorise.
+                        let (d, x, y) = (out.baseAddress! + o, pa.baseAddress! + ia, pb.baseAddress! + ib)
+                        switch (da, db) {
+                        case (1, 1): for j in 0..<n { d[j] = f(x[j], y[j]) }
+                        case (1, 0): let v = y[0]; for j in 0..<n { d[j] = f(x[j], v) }
+                        case (0, 1): let v = x[0]; for j in 0..<n { d[j] = f(v, y[j]) }
+                        default:
+                            var ia = 0, ib = 0
+                            for j in 0..<n {
+                                d[j] = f(x[ia], y[ib])
+                                ia += da
+                                ib += db
+                            }
                         }
                     }
                 }
