@@ -16,18 +16,34 @@ extension Codebook {
     func batchStatistics(_ flatten: Tensor, _ indices: IndexTensor, valid: [Bool]) -> (counts: Tensor, sums: Tensor) {
         let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
         var counts = [Float](repeating: 0, count: h * c)
-        var sums = [Double](repeating: 0, count: h * c * d)
-        flatten.withUnsafeScalars { x in
-            for hh in 0..<h {
-                for r in 0..<n where valid[hh * n + r] {
-                    let k = indices.scalars[hh * n + r]
-                    counts[hh * c + k] += 1
-                    let dst = (hh * c + k) * d, src = (hh * n + r) * d
-                    for j in 0..<d { sums[dst + j] += Double(x[src + j]) }
+        for i in 0..<(h * n) where valid[i] { counts[(i / n) * c + indices.scalars[i]] += 1 }
+        let sums = [Float](unsafeUninitializedCapacity: h * c * d) { out, initialized in
+            flatten.withUnsafeScalars { px in
+                indices.scalars.withUnsafeBufferPointer { pk in
+                    valid.withUnsafeBufferPointer { pv in
+                        nonisolated(unsafe) let (x, k, v, dst) = (px.baseAddress!, pk.baseAddress!, pv.baseAddress!, out.baseAddress!)
+                        // Threads split the feature axis: each sum still accumulates its rows in order.
+                        let chunk = 16
+                        Threads.forRanges((d + chunk - 1) / chunk, minChunk: (n * h) * chunk >= 1 << 16 ? 1 : Int.max) { blocks in
+                            let (j0, j1) = (blocks.lowerBound * chunk, Swift.min(d, blocks.upperBound * chunk))
+                            let width = j1 - j0
+                            let acc = UnsafeMutablePointer<Double>.allocate(capacity: h * c * width)
+                            defer { acc.deallocate() }
+                            acc.initialize(repeating: 0, count: h * c * width)
+                            for hh in 0..<h {
+                                for r in 0..<n where v[hh * n + r] {
+                                    let a = acc + (hh * c + k[hh * n + r]) * width, src = x + (hh * n + r) * d + j0
+                                    for j in 0..<width { a[j] += Double(src[j]) }
+                                }
+                            }
+                            for row in 0..<(h * c) { for j in 0..<width { dst[row * d + j0 + j] = Float(acc[row * width + j]) } }
+                        }
+                    }
                 }
             }
+            initialized = h * c * d
         }
-        return (Tensor(counts, shape: [h, c]), Tensor(sums.map { Float($0) }, shape: [h, c, d]))
+        return (Tensor(counts, shape: [h, c]), Tensor(sums, shape: [h, c, d]))
     }
 
     /// Per-code lerp weights for one step, `[h · c]`; 0 means the code is frozen for this step.
