@@ -218,7 +218,67 @@ static void argmin_avx2(const float *dots, int64_t ld, int64_t rows, int64_t col
                            best_index + r);
     }
 }
+
+/* The 12 × 32 GEMM tile of dot products (one depth block) and the running arg-min of its rows in one call:
+   the scores are formed from the accumulators in registers (no tile store and reload). The same dot
+   products and the same score arithmetic as vq_gemm_ukr + argmin_generic, in code order with strict
+   improvement, so the result is bit-identical to that pair. Padding lanes (j ≥ cols) never win. */
+__attribute__((target("avx512f")))
+static void gemm_argmin_avx512(int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
+                               const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
+    __m512 t[12][2];
+    for (int i = 0; i < 12; i++) t[i][0] = t[i][1] = _mm512_setzero_ps();
+    #pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(b + k * 32), b1 = _mm512_load_ps(b + k * 32 + 16);
+        for (int i = 0; i < 12; i++) {
+            __m512 av = _mm512_set1_ps(a[k * 12 + i]);
+            t[i][0] = _mm512_fmadd_ps(av, b0, t[i][0]);
+            t[i][1] = _mm512_fmadd_ps(av, b1, t[i][1]);
+        }
+    }
+    const __m512 eps = _mm512_set1_ps(1e-8f), m2 = _mm512_set1_ps(-2.0f), inf = _mm512_set1_ps(INFINITY);
+    const __m512i sign = _mm512_set1_epi32((int32_t)0x80000000u);
+    const __mmask16 l0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
+    const __mmask16 l1 = cols >= 32 ? (__mmask16)0xFFFF : (cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1));
+    const __m512 c0 = _mm512_loadu_ps(cc), c1 = _mm512_loadu_ps(cc + 16);
+    float lanes[32];
+    for (int i = 0; i < rows; i++) {
+        __m512 s0, s1;
+        if (cosine) {
+            s0 = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(t[i][0]), sign));
+            s1 = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(t[i][1]), sign));
+        } else {
+            const __m512 x2 = _mm512_set1_ps(xx[i]);
+            s0 = _mm512_max_ps(eps, _mm512_add_ps(_mm512_add_ps(x2, c0), _mm512_mul_ps(t[i][0], m2)));
+            s1 = _mm512_max_ps(eps, _mm512_add_ps(_mm512_add_ps(x2, c1), _mm512_mul_ps(t[i][1], m2)));
+        }
+        /* NaN scores never win: min(s, mn) keeps mn where s is NaN. */
+        __m512 mn = _mm512_mask_min_ps(inf, l0, s0, inf);
+        mn = _mm512_mask_min_ps(mn, l1, s1, mn);
+        float m = _mm512_reduce_min_ps(mn);
+        if (m < best[i]) {
+            __mmask16 h0 = _mm512_mask_cmp_ps_mask(l0, s0, _mm512_set1_ps(m), _CMP_EQ_OQ);
+            __mmask16 h1 = _mm512_mask_cmp_ps_mask(l1, s1, _mm512_set1_ps(m), _CMP_EQ_OQ);
+            int lane = h0 ? __builtin_ctz(h0) : 16 + __builtin_ctz(h1);
+            _mm512_storeu_ps(lanes, s0);
+            _mm512_storeu_ps(lanes + 16, s1);
+            best[i] = lanes[lane];  /* the lane's own value (-0 and +0 compare equal) */
+            best_index[i] = code_base + lane;
+        }
+    }
+}
 #endif
+
+int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
+                   const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
+#if VQ_X86
+    if (level == 2) { gemm_argmin_avx512(kc, a, b, rows, cols, xx, cc, cosine, code_base, best, best_index); return 1; }
+#endif
+    (void)level; (void)kc; (void)a; (void)b; (void)rows; (void)cols; (void)xx; (void)cc; (void)cosine;
+    (void)code_base; (void)best; (void)best_index;
+    return 0;
+}
 
 void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
                       const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {

@@ -79,10 +79,14 @@ extension VectorQuantizer {
         var nonFinite = 0
         flat.withUnsafeScalars { p in
             for i in valid.indices where valid[i] {
-                for j in 0..<d where !p[i * d + j].isFinite {
+                // A float is NaN or ±∞ when its exponent bits are all ones: an integer max over the row, which
+                // vectorises (a per-element test with an early exit does not).
+                var exponent: UInt32 = 0
+                let row = p.baseAddress! + i * d
+                for j in 0..<d { exponent = Swift.max(exponent, row[j].bitPattern & 0x7F80_0000) }
+                if exponent == 0x7F80_0000 {
                     valid[i] = false
                     nonFinite += 1
-                    break
                 }
             }
         }

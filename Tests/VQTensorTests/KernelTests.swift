@@ -86,6 +86,24 @@ struct KernelTests {
         #expect(idxDot == x.matmul(c.transposed()).argmax(axis: 1))
     }
 
+    /// On AVX-512 the search forms scores in the GEMM tile's registers (`vq_gemm_argmin`); top-k keeps the
+    /// tile-then-scan path. Both must agree bit for bit, ties and partial code panels included.
+    @Test("nearest code (fused tile and arg-min) equals top-1 of the tile-then-scan path, bit for bit",
+          arguments: [(13, 33, 8), (50, 70, 64), (25, 96, 3), (30, 40, 300)])
+    func fusedNearestEqualsTopOne(shape: (Int, Int, Int)) {
+        let (n, k, d) = shape
+        // Integer-valued data: many exact ties.
+        var rng = SeededGenerator(seed: 70)
+        let x = Tensor((0..<(n * d)).map { _ in Float(Int.random(in: -2...2, using: &rng)) }, shape: [n, d])
+        let c = Tensor((0..<(k * d)).map { _ in Float(Int.random(in: -2...2, using: &rng)) }, shape: [k, d])
+        for metric in [CodeMetric.euclidean, .dot] {
+            let (idx, s) = x.nearestCodes(c, metric: metric)
+            let (top, ts) = x.topKCodes(c, k: 1, metric: metric)
+            #expect(idx.scalars == top.scalars)
+            #expect(s.scalars.map(\.bitPattern) == ts.scalars.map(\.bitPattern))
+        }
+    }
+
     @Test("exact ties resolve to the lowest code index")
     func tiesResolveLow() {
         let c = Tensor(rows: [[1, 0], [0, 1], [1, 0], [0, 1]])

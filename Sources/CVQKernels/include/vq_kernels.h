@@ -58,6 +58,12 @@ void vq_max_pool_tiles(int level, const float *src, int64_t width, int64_t oh, i
 void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,
                       const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
 
+/// `vq_gemm_ukr` (one depth block, not accumulating) and `vq_argmin_update` of its first `rows` rows and
+/// `cols` columns in one call, the scores formed in registers; bit-identical to that pair. AVX-512 only:
+/// returns 0 and does nothing at other levels. `b` must be 64-byte aligned (a packed panel).
+int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
+                   const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
+
 /// torch's CPU `lerp_` of `a` toward `b` with weight `w`, bit-exactly:
 /// `|w| < 0.5 ? fma(w, b - a, a) : fma(w - 1, b - a, b)` (hardware FMA when available, else `fmaf`).
 void vq_lerp(float *a, const float *b, float w, int64_t n);

@@ -20,9 +20,15 @@ public enum CodeMetric: Sendable {
 enum NearestCodeKernel {
     /// Calls `visit(rowStart, rows, codeStart, cols, dots, ld, xx, cc)` for every MR×NR tile, in
     /// increasing code order per row block. `xx`/`cc` point at the squared norms of those rows/codes.
+    /// The running arg-min a fused kernel may keep instead of visiting tiles (``Tensor/nearestCodes(_:metric:)``).
+    struct Argmin {
+        let cosine: Int32
+        let best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>
+    }
+
     static func tiles(
         x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int,
-        rowsPerTask: Int,
+        rowsPerTask: Int, argmin: Argmin? = nil,
         _ visit: (_ task: Int, _ rowStart: Int, _ rows: Int, _ codeStart: Int, _ cols: Int,
                   _ dots: UnsafePointer<Float>, _ ld: Int, _ xx: UnsafePointer<Float>, _ cc: UnsafePointer<Float>) -> Void
     ) {
@@ -74,6 +80,12 @@ enum NearestCodeKernel {
                     for g in 0..<groups {
                         let rows = Swift.min(mr, rowsT - g * mr)
                         let ap = aPack + g * d * mr
+                        // One depth block: dot products and arg-min in one kernel call where available.
+                        if let argmin, d <= kc, d > 0,
+                           vq_gemm_argmin(level, Int64(d), ap, bp, Int32(rows), Int32(Swift.min(nr, k - jp * nr)), xx + g * mr, pcc + jp * nr,
+                                          argmin.cosine, Int64(jp * nr), argmin.best + r0 + g * mr, argmin.index + r0 + g * mr) != 0 {
+                            continue
+                        }
                         var p0 = 0
                         repeat {
                             let kb = Swift.min(kc, d - p0)
@@ -127,7 +139,8 @@ extension Tensor {
                     codes.scalars.withUnsafeBufferPointer { pc in
                         guard n > 0 else { return }
                         NearestCodeKernel.tiles(
-                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, rowsPerTask: rowsPerTask(n)
+                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, rowsPerTask: rowsPerTask(n),
+                            argmin: .init(cosine: cosine, best: ob, index: oi)
                         ) { _, r0, rows, c0, cols, dots, ld, xx, cc in
                             vq_argmin_update(dots, Int64(ld), Int64(rows), Int64(cols), xx, cc, cosine,
                                              Int64(c0), ob + r0, oi + r0)
