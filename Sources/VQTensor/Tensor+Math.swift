@@ -112,3 +112,13 @@ extension Tensor {
 
 /// The library's tanh over a buffer (in place allowed).
 public func tanhInPlace(_ p: UnsafeMutablePointer<Float>, count: Int) { vq_tanh(p, p, Int64(count)) }
+
+/// FSQ's grid over a buffer of bounded values (in place: the codes), with the library's kernel: per channel
+/// `j`, with `b = t·halfL[j] − offset[j]`, `q = (b + (rint(b) − b)) / halfWidth[j]` (the reference's
+/// straight-through rounding, +0 where `rint` gives −0), and per row of `d` values the index
+/// `rint(Σ_j ((q·halfWidth[j] + halfWidth[j])·basis[j]))`, summed in channel order, or −1 for a row with NaN.
+/// Every product and sum is rounded on its own (no fused multiply-add), on the vector units when available.
+public func fsqGridInPlace(_ t: UnsafeMutablePointer<Float>, rows: Int, d: Int, halfL: UnsafePointer<Float>, offset: UnsafePointer<Float>,
+                           halfWidth: UnsafePointer<Float>, basis: UnsafePointer<Float>, indices: UnsafeMutablePointer<Int64>) {
+    vq_fsq_grid(GEMM.level, t, Int64(rows), Int64(d), halfL, offset, halfWidth, basis, indices)
+}

@@ -146,24 +146,36 @@ public final class FSQ: Module {
             (k[j], k[d + j], k[2 * d + j], k[3 * d + j]) = (halfL[j], offset[j], shift[j], hw[j])
             (k[4 * d + j], k[5 * d + j], k[6 * d + j]) = (lm1[j], scale[j], basisF[j])
         }
-        var codes = [Float](repeating: 0, count: z.count)
-        var indices = [Int](repeating: 0, count: rows)
+        // Both buffers are written in full below (codes: the shifted input, then the grid).
+        var codes = [Float](unsafeUninitializedCapacity: z.count) { _, n in n = z.count }
+        var indices = [Int](unsafeUninitializedCapacity: rows) { _, n in n = rows }
         z.withUnsafeScalars { pz in
             codes.withUnsafeMutableBufferPointer { pc in
                 indices.withUnsafeMutableBufferPointer { pi in
+                    // The kernel writes 64-bit indices (Int is 64-bit on every supported platform).
+                    pi.withMemoryRebound(to: Int64.self) { pi64 in
                     k.withUnsafeBufferPointer { pk in
-                        nonisolated(unsafe) let (zs, cs, ix, kk) = (pz.baseAddress!, pc.baseAddress!, pi.baseAddress!, pk.baseAddress!)
+                        nonisolated(unsafe) let (zs, cs, ix64, kk) = (pz.baseAddress!, pc.baseAddress!, pi64.baseAddress!, pk.baseAddress!)
                         Threads.forRanges(rows, minChunk: 4096) { range in
                             let (hl, off, sh, h, l1, sc, bs) = (kk, kk + d, kk + 2 * d, kk + 3 * d, kk + 4 * d, kk + 5 * d, kk + 6 * d)
                             // The bounded input of the whole chunk first (vectorised tanh), then the grid.
-                            for r in range {
-                                for j in 0..<d { cs[r * d + j] = sym ? zs[r * d + j] : zs[r * d + j] + sh[j] }
+                            if sym {
+                                (cs + range.lowerBound * d).update(from: zs + range.lowerBound * d, count: range.count * d)
+                            } else {
+                                for r in range {
+                                    let (src, dst) = (zs + r * d, cs + r * d)
+                                    for j in 0..<d { dst[j] = src[j] + sh[j] }
+                                }
                             }
                             let chunk = cs + range.lowerBound * d, count = range.count * d
                             if hard {
                                 for i in 0..<count { chunk[i] = Swift.min(Swift.max(chunk[i], -1), 1) }
                             } else {
                                 tanhInPlace(chunk, count: count)
+                            }
+                            if !sym {
+                                fsqGridInPlace(chunk, rows: range.count, d: d, halfL: hl, offset: off, halfWidth: h, basis: bs, indices: ix64 + range.lowerBound)
+                                return
                             }
                             for r in range {
                                 var acc: Float = 0
@@ -185,9 +197,10 @@ public final class FSQ: Module {
                                     cr[j] = q
                                     acc += shifted * bs[j]
                                 }
-                                ix[r] = Int(acc.rounded(.toNearestOrEven))
+                                ix64[r] = acc.isNaN ? -1 : Int64(acc.rounded(.toNearestOrEven))
                             }
                         }
+                    }
                     }
                 }
             }
@@ -205,7 +218,7 @@ public final class FSQ: Module {
     public func codesToIndices(_ zhat: Tensor) -> IndexTensor {
         precondition(zhat.shape.last == codebookDim, "FSQ.codesToIndices: codes \(zhat.shape) for \(codebookDim) levels")
         let s = (scaleAndShift(zhat.detached()) * Tensor(basis.map(Float.init))).sum(axis: -1).rounded()
-        return IndexTensor(s.scalars.map { Int($0) }, shape: s.shape)
+        return IndexTensor(s.scalars.map { $0.isNaN ? -1 : Int($0) }, shape: s.shape)
     }
 
     /// Per-channel level indices of code indices: `[..., d]`.

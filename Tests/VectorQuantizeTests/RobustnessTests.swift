@@ -31,6 +31,26 @@ struct RobustnessTests {
         #expect(out.indices.count == 20)
     }
 
+    /// FSQ has no state to protect, but a NaN row must not trap when its index is formed: its index is −1
+    /// (its codes stay NaN), in evaluation (the grid kernel) and with gradients, symmetric or not, while the
+    /// other rows are quantized as without it.
+    @Test("FSQ: a row with NaN gets index −1, the others are unaffected", arguments: [false, true])
+    func fsqNaN(_ symmetric: Bool) throws {
+        var c = FSQ.Configuration(levels: [8, 5, 5, 5])
+        c.preserveSymmetry = symmetric
+        let fsq = try FSQ(c)
+        var x = TestSupport.random([1, 40, 4], seed: 5)
+        let clean = fsq(x).indices
+        x.withUnsafeMutableScalars { p in p[4 * 7 + 2] = .nan }
+        for withGradient in [false, true] {
+            let out = withGradient ? fsq(x.requiringGradient()) : withoutGradient { fsq(x) }
+            #expect(out.indices.scalars[7] == -1)
+            #expect(out.indices.scalars.enumerated().filter { $0.offset != 7 } .map(\.element)
+                    == clean.scalars.enumerated().filter { $0.offset != 7 }.map(\.element))
+            #expect(clean.scalars.allSatisfy { $0 >= 0 && $0 < 1000 })
+        }
+    }
+
     @Test("a fully masked or empty batch leaves the state untouched")
     func emptyBatches() throws {
         let vq = try quantizer { $0.thresholdEMADeadCode = 2 }

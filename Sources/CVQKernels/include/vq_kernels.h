@@ -64,6 +64,12 @@ void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols,
 int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
                    const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
 
+/// FSQ's grid for `rows` rows of `d` bounded values `t` (in place: the codes): per channel, with
+/// `b = t·halfL − offset`, `q = (b + (rint(b) − b)) / hw`; `indices[r] = rint(Σ_j ((q·hw + hw)·basis))` in channel order, or −1 for a
+/// row with NaN. Every product and sum rounded on its own, as the Swift formulas.
+void vq_fsq_grid(int level, float *t, int64_t rows, int64_t d, const float *halfL, const float *offset,
+                 const float *hw, const float *basis, int64_t *indices);
+
 /// torch's CPU `lerp_` of `a` toward `b` with weight `w`, bit-exactly:
 /// `|w| < 0.5 ? fma(w, b - a, a) : fma(w - 1, b - a, b)` (hardware FMA when available, else `fmaf`).
 void vq_lerp(float *a, const float *b, float w, int64_t n);
