@@ -26,42 +26,52 @@ public enum GradientEstimator {
         let d = source.shape.last ?? 1
         let rows = d == 0 ? 0 : source.count / d
         let s = source.detached(), t = target.detached()
-        let value = Tensor.rowwise(s, t, rows: rows, d: d) { src, tgt, dst, d in
-            rotateRow(src, tgt, vector: src, into: dst, d: d)
+        let value = Tensor.rowwise(s, t, rows: rows, d: d) { src, tgt, dst, d, scratch in
+            rotateRow(src, tgt, vector: src, into: dst, d: d, scratch: scratch)
         }
         guard source.requiresGradient && GradMode.isEnabled else { return value }
         return Tensor.custom(value, input: source) { g in
             // R is applied as its transpose: Rᵀg = g − 2w(w·g) + 2u(q·g), i.e. the same row map with u and q swapped.
-            Tensor.rowwise(s, t, rows: rows, d: d, extra: g) { src, tgt, grad, dst, d in
-                rotateRow(src, tgt, vector: grad, into: dst, d: d, transposed: true)
+            Tensor.rowwise(s, t, rows: rows, d: d, extra: g) { src, tgt, grad, dst, d, scratch in
+                rotateRow(src, tgt, vector: grad, into: dst, d: d, scratch: scratch, transposed: true)
             }
         }
     }
 
     /// One row of the rotation trick applied to `vector` (the source row forward, a gradient row backward):
-    /// `(v − 2(v·w)w + 2(v·u)q) · ‖t‖/‖s‖`, or with `u` and `q` swapped when `transposed`.
+    /// `(v − 2(v·w)w + 2(v·u)q) · ‖t‖/‖s‖`, or with `u` and `q` swapped when `transposed`. `scratch` holds
+    /// `2·d` floats (`u` and `q`, then `w` in place of `u + q`). Sums over eight lanes, then the lanes.
     @inline(__always)
     static func rotateRow(_ s: UnsafePointer<Float>, _ t: UnsafePointer<Float>, vector v: UnsafePointer<Float>,
-                          into out: UnsafeMutablePointer<Float>, d: Int, transposed: Bool = false) {
-        var ss: Float = 0, tt: Float = 0
-        for j in 0..<d { ss += s[j] * s[j]; tt += t[j] * t[j] }
-        let normS = Swift.max(ss.squareRoot(), 1e-6), normT = Swift.max(tt.squareRoot(), 1e-6)
-        // ‖u + q‖ with u = s/‖s‖, q = t/‖t‖; then v·w and v·u (or v·q).
-        var ww: Float = 0
-        for j in 0..<d { let x = s[j] / normS + t[j] / normT; ww += x * x }
-        let normW = Swift.max(ww.squareRoot(), 1e-6)
-        var vw: Float = 0, vu: Float = 0
-        for j in 0..<d {
-            let (u, q) = (s[j] / normS, t[j] / normT)
-            vw += v[j] * ((u + q) / normW)
-            vu += v[j] * (transposed ? q : u)
+                          into out: UnsafeMutablePointer<Float>, d: Int, scratch: UnsafeMutablePointer<Float>, transposed: Bool = false) {
+        let normS = Swift.max(laneDot(s, s, d).squareRoot(), 1e-6)
+        let normTRaw = laneDot(t, t, d).squareRoot(), normT = Swift.max(normTRaw, 1e-6)
+        let (u, q) = (scratch, scratch + d)
+        for j in 0..<d { u[j] = s[j] / normS; q[j] = t[j] / normT }
+        let w = out  // u + q, then w, staged in the output row (overwritten last)
+        for j in 0..<d { w[j] = u[j] + q[j] }
+        let normW = Swift.max(laneDot(w, w, d).squareRoot(), 1e-6)
+        for j in 0..<d { w[j] = w[j] / normW }
+        let vw = laneDot(v, w, d), vu = laneDot(v, transposed ? q : u, d)
+        let scale = normTRaw / normS
+        let other = transposed ? u : q
+        for j in 0..<d { out[j] = (v[j] - 2 * (vw * w[j]) + 2 * (vu * other[j])) * scale }
+    }
+
+    /// `Σ a[j]·b[j]` over eight lanes (then the lanes, then the tail): vectorised, in a fixed order.
+    @inline(__always)
+    static func laneDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var j = 0
+        while j + 8 <= n {
+            let x = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
+            let y = UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
+            acc += x * y
+            j += 8
         }
-        let scale = tt.squareRoot() / normS
-        for j in 0..<d {
-            let (u, q) = (s[j] / normS, t[j] / normT)
-            let w = (u + q) / normW
-            out[j] = (v[j] - 2 * (vw * w) + 2 * (vu * (transposed ? u : q))) * scale
-        }
+        var total = acc.sum()
+        while j < n { total += a[j] * b[j]; j += 1 }
+        return total
     }
 
     /// The directional reparameterisation (DiVeQ: Vali et al., *DiVeQ: Differentiable Vector Quantization
@@ -80,14 +90,15 @@ public enum GradientEstimator {
 
 extension Tensor {
     /// `[rows, d]`-shaped output (the shape of `a`) computed row by row from the rows of `a` and `b` (and of
-    /// `extra`), rows split over the threads.
+    /// `extra`), rows split over the threads; `body` also gets `2·d` floats of scratch.
     static func rowwise(_ a: Tensor, _ b: Tensor, rows: Int, d: Int,
-                        _ body: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
-        rowwise(a, b, rows: rows, d: d, extra: a) { x, y, _, out, d in body(x, y, out, d) }
+                        _ body: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+        rowwise(a, b, rows: rows, d: d, extra: a) { x, y, _, out, d, scratch in body(x, y, out, d, scratch) }
     }
 
     static func rowwise(_ a: Tensor, _ b: Tensor, rows: Int, d: Int, extra: Tensor,
-                        _ body: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
+                        _ body: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int,
+                                 UnsafeMutablePointer<Float>) -> Void) -> Tensor {
         precondition(a.count == rows * d && b.count == rows * d && extra.count == rows * d,
                      "rowwise: \(a.shape), \(b.shape), \(extra.shape) for \(rows) rows of \(d)")
         return Tensor(Array(unsafeUninitializedCapacity: rows * d) { out, n in
@@ -98,7 +109,9 @@ extension Tensor {
                         withoutActuallyEscaping(body) { body in
                             nonisolated(unsafe) let body = body
                             Threads.forRanges(rows, minChunk: 256) { range in
-                                for r in range { body(x! + r * d, y! + r * d, e! + r * d, o! + r * d, d) }
+                                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * Swift.max(d, 1))
+                                defer { scratch.deallocate() }
+                                for r in range { body(x! + r * d, y! + r * d, e! + r * d, o! + r * d, d, scratch) }
                             }
                         }
                     }

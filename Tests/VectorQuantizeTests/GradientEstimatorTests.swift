@@ -40,7 +40,9 @@ struct GradientEstimatorTests {
             let finite = got.allSatisfy { $0.isFinite }
             #expect(finite, "\(name)")
             let worst = zip(got, want).map { abs($0 - $1) / (1 + abs($1)) }.max()!
-            #expect(worst < 1e-5, "\(name): worst relative difference \(worst)")
+            // Both round differently (sums in another order, then cancellation between terms of size ~√d):
+            // agreement to 1e-4 relative; a wrong term would be off by O(1).
+            #expect(worst < 1e-4, "\(name): worst relative difference \(worst)")
         }
         // The value is the target (up to rounding) for non-zero rows: the trick changes gradients, not values.
         let rows = results[0].0.count / d
