@@ -112,14 +112,25 @@ enum Elementwise {
     /// Materialises `x` broadcast to `shape`.
     static func broadcast(_ x: Tensor, to shape: [Int]) -> Tensor {
         if x.shape == shape { return x.detached() }
+        // One value everywhere (the gradient of a sum): a fill, split over the threads when large.
+        if x.count == 1 {
+            let v = x.scalars[0]
+            return Tensor.uninitialized(shape) { out in
+                nonisolated(unsafe) let d = out.baseAddress!
+                ranges(out.count) { r in (d + r.lowerBound).update(repeating: v, count: r.count) }
+            }
+        }
         let sx = Shape.broadcastStrides(x.shape, to: shape)
         return Tensor.uninitialized(shape) { out in
             x.scalars.withUnsafeBufferPointer { px in
                 walk(shape, sx, sx) { o, ia, _, n, da, _ in
-                    var ia = ia
-                    for j in 0..<n {
-                        out[o + j] = px[ia]
-                        ia += da
+                    let (d, src) = (out.baseAddress! + o, px.baseAddress! + ia)
+                    if da == 0 {
+                        d.update(repeating: src[0], count: n)
+                    } else if da == 1 {
+                        d.update(from: src, count: n)
+                    } else {
+                        for j in 0..<n { d[j] = src[j * da] }
                     }
                 }
             }
