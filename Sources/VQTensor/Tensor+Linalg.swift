@@ -37,6 +37,19 @@ extension Tensor {
         let rows = count / Swift.max(k, 1)
         let x = detached(), w = weight.detached(), b = bias.detached()
         let out = Tensor.uninitialized(Array(shape.dropLast()) + [n]) { o in
+            // A projection from a few channels starts each row from the bias inside the kernel (one pass over
+            // the output instead of a fill, a read and a write).
+            if k >= 1 && k <= 8 && n >= 16 {
+                x.scalars.withUnsafeBufferPointer { px in
+                    w.scalars.withUnsafeBufferPointer { pw in
+                        b.scalars.withUnsafeBufferPointer { pb in
+                            GEMM.tinyDepth(m: rows, n: n, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: k,
+                                           c: o.baseAddress!, ldc: n, accumulate: false, bias: pb.baseAddress!)
+                        }
+                    }
+                }
+                return
+            }
             b.scalars.withUnsafeBufferPointer { pb in
                 for r in 0..<rows { (o.baseAddress! + r * n).update(from: pb.baseAddress!, count: n) }
             }

@@ -219,30 +219,36 @@ extension GEMM {
         m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, ars: Int, acs: Int,
         b: UnsafePointer<Float>, brs: Int, bcs: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, bias: UnsafePointer<Float>? = nil
     ) {
-        let bRows = alignedFloats(k * n)
+        precondition(k <= 8, "tinyDepth: depth \(k) > 8")
+        let bRows = alignedFloats(k * n + n)
         defer { bRows.deallocate() }
         for p in 0..<k {
             for j in 0..<n { bRows[p * n + j] = b[p * brs + j * bcs] }
         }
+        // The starting row: the bias (C = bias + A·B), or zeros.
+        let start = bRows + k * n
+        for j in 0..<n { start[j] = bias?[j] ?? 0 }
         nonisolated(unsafe) let (pa, pc, pb) = (a, c, UnsafePointer(bRows))
         let threads = Double(m) * Double(n) * Double(k) < 1.5e6 ? 1 : Threads.count
         let body = { (rows: Range<Int>) in
-            var coef = [Float](repeating: 0, count: k)
+            let rb = UnsafeRawPointer(pb), rs = UnsafeRawPointer(pb + k * n)
             for i in rows {
+                var coef = SIMD8<Float>()
                 for p in 0..<k { coef[p] = pa[i * ars + p * acs] }
                 let out = pc + i * ldc
-                let rout = UnsafeMutableRawPointer(out), rb = UnsafeRawPointer(pb)
+                let rout = UnsafeMutableRawPointer(out)
                 var j = 0
                 while j + 8 <= n {
-                    var acc = accumulate ? rout.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) : SIMD8<Float>()
+                    var acc = accumulate ? rout.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                                         : rs.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
                     for p in 0..<k { acc += SIMD8(repeating: coef[p]) * rb.loadUnaligned(fromByteOffset: (p * n + j) * 4, as: SIMD8<Float>.self) }
                     rout.storeBytes(of: acc, toByteOffset: j * 4, as: SIMD8<Float>.self)
                     j += 8
                 }
                 while j < n {
-                    var acc: Float = accumulate ? out[j] : 0
+                    var acc: Float = accumulate ? out[j] : pb[k * n + j]
                     for p in 0..<k { acc += coef[p] * pb[p * n + j] }
                     out[j] = acc
                     j += 1
