@@ -125,7 +125,7 @@ public enum Loss {
     /// Mean squared error over all elements.
     public static func mse(_ prediction: Tensor, _ target: Tensor) -> Tensor {
         precondition(prediction.shape == target.shape, "mse: prediction \(prediction.shape) vs target \(target.shape)")
-        return (prediction - target).squared().mean()
+        return prediction.meanSquaredDifference(target)
     }
 
     /// Cross-entropy of `logits [N, C]` against class indices `[N]`, averaged over targets that are

@@ -102,14 +102,15 @@ extension Tensor {
 }
 
 extension Tensor {
-    /// `mean((self − other)²)` over every element (same shapes). Without a gradient graph it is one fused
-    /// pass accumulating in double precision in blocks of a fixed size (no temporaries; the same value on
-    /// any thread count); with one it is the differentiable composition.
+    /// `mean((self − other)²)` over every element (same shapes): one pass accumulating in double precision in
+    /// blocks of a fixed size (the same value on any thread count). With a gradient graph, the difference is
+    /// kept and the backward is `2(a − b)/N` for `self` and its negation for `other` (one pass each).
     public func meanSquaredDifference(_ other: Tensor) -> Tensor {
         precondition(shape == other.shape, "meanSquaredDifference: shapes \(shape) and \(other.shape)")
-        if (requiresGradient || other.requiresGradient) && GradMode.isEnabled { return (self - other).squared().mean() }
         let n = count
-        guard n > 0 else { return Tensor(.nan) }
+        let differentiable = (requiresGradient || other.requiresGradient) && GradMode.isEnabled
+        guard n > 0 else { return differentiable ? (self - other).squared().mean() : Tensor(.nan) }
+        let difference = differentiable ? Elementwise.zip(detached(), other.detached(), "meanSquaredDifference") { $0 - $1 } : nil
         let block = 1 << 16, blocks = (n + block - 1) / block
         var partial = [Double](repeating: 0, count: blocks)
         withUnsafeScalars { pa in
@@ -126,6 +127,8 @@ extension Tensor {
                 }
             }
         }
-        return Tensor(Float(partial.reduce(0, +) / Double(n)))
+        let value = Tensor(Float(partial.reduce(0, +) / Double(n)))
+        guard let difference else { return value }
+        return Tensor.record(value, .meanSquaredDifference(difference: difference), [self, other])
     }
 }

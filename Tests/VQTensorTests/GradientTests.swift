@@ -56,6 +56,7 @@ struct GradientTests {
         ("pairwise", { $0.pairwiseSquaredDistance($1) }),
         ("scatterAdd", { $0.scatterAdd(axis: 0, index: IndexTensor([2, 0, 1, 1, 0, 2, 2, 2, 0, 1, 0, 0], shape: [3, 4]), source: $1) }),
         ("indexAdd", { $0.indexAdd(axis: 0, IndexTensor([1, 1, 0]), $1) }),
+        ("meanSquaredDifference", { $0.meanSquaredDifference($1) * 3 }),
     ]
 
     @Test("binary ops, same shape", arguments: binaryCases.indices)

@@ -86,6 +86,11 @@ enum Backward {
             return [g * unaryDerivative(u, x: x, y: y)]
         case .sum(_, let kept):
             return [g.reshaped(kept).expanded(to: inputShapes[0]!)]
+        case .meanSquaredDifference(let diff):
+            // d/da mean((a − b)²) = 2(a − b)/N, d/db = −2(a − b)/N; only the gradients that are needed.
+            let scale = 2 * g.item / Float(Swift.max(diff.count, 1))
+            let ga = inputShapes[0] == nil && inputShapes[1] == nil ? nil : Elementwise.map(diff) { scale * $0 }
+            return [inputShapes[0] == nil ? nil : ga, inputShapes[1] == nil ? nil : ga.map { Elementwise.map($0) { -$0 } }]
         case .mean(_, let kept, let n):
             return [(g.reshaped(kept) / Float(n)).expanded(to: inputShapes[0]!)]
         case .extremum(let input, let positions):

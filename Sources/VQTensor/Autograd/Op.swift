@@ -19,6 +19,8 @@ enum Op: Sendable {
     // Reductions.
     case sum(input: [Int], keptShape: [Int])
     case mean(input: [Int], keptShape: [Int], count: Int)
+    /// `mean((a − b)²)` (inputs a, b), with the saved difference `a − b`.
+    case meanSquaredDifference(difference: Tensor)
     /// max / min along one axis: the flat positions of the chosen elements.
     case extremum(input: [Int], positions: [Int])
     case logSumExp(x: Tensor, y: Tensor)  // y kept-dims
