@@ -30,7 +30,10 @@ struct ShiftedConvolutionPlan: Sendable {
     var columns: Int { batch * planeSize }
     var reach: Int { shifts.last! }
     /// The padded positions of each plane that `runs` cover, first to last.
-    static func span(_ runs: [Run]) -> Range<Int> { runs.first!.start..<(runs.last!.start + runs.last!.length) }
+    static func span(_ runs: [Run]) -> Range<Int> {
+        guard let first = runs.first, let last = runs.last else { return 0..<0 }
+        return first.start..<(last.start + last.length)
+    }
 
     init(input: [Int], kernel: [Int], padding: [Int], dilation: [Int]) {
         let d = kernel.count
@@ -57,6 +60,7 @@ struct ShiftedConvolutionPlan: Sendable {
         /// One run per row of the last axis of `extent`, placed at `shift` in the padded grid.
         func runs(_ extent: [Int], shift: [Int]) -> [Run] {
             let length = extent[d - 1]
+            guard extent.allSatisfy({ $0 > 0 }) else { return [] }  // an empty input: padding only
             return (0..<(extent.reduce(1, *) / length)).map { row in
                 Run(start: flat(row * length, extent: extent, scale: ones, shift: shift), target: row * length, length: length)
             }

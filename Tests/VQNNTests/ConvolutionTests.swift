@@ -52,6 +52,8 @@ struct ConvolutionTests {
         ([1, 2, 4, 5, 3], 3, [3, 3, 3], [1], [1], [1], 1), ([1, 2, 5, 4, 4], 2, [2, 3, 1], [2, 1, 1], [0, 1, 0], [1], 1),
         // Stride 1 with dilation, uneven and wide padding (the shifted-view path), 1-D and 2-D.
         ([2, 3, 7, 6], 5, [3, 2], [1], [0, 2], [2, 1], 1), ([1, 3, 8], 2, [2], [1], [3], [3], 1),
+        // An empty input with padding: the output reads padding only (the bias).
+        ([2, 2, 0], 3, [1], [1], [1], [1], 1),
     ]
 
     /// Stride-1 shapes that reach every branch of the shifted-view path: output rows ≤ 4 (one-row kernel), one
