@@ -7,10 +7,14 @@ extension Tensor {
     /// `dilation` (one value each, or one per axis). Output `[b, out, o₁, …]` with
     /// `oᵢ = (sᵢ + 2·paddingᵢ − dilationᵢ·(kᵢ − 1) − 1) / strideᵢ + 1`.
     ///
-    /// The input is unfolded (im2col: an index gather, so every step is differentiable) and multiplied with
-    /// the weight on the library's GEMM kernels; differentiable in the input, the weight and the bias.
+    /// Stride-1 convolutions with one group (the common 3×3 "same" layers, and transposed convolutions, which
+    /// become stride-1 ones) run without unfolding: the input is copied once into a zero-padded,
+    /// channel-major buffer and the micro-kernels read its shifted views in place
+    /// (``ShiftedConvolutionPlan``). Other strides unfold the input (im2col) into the GEMM's layout
+    /// (``ConvolutionPlan``); grouped ones unfold per group. Differentiable in the input, the weight and the bias.
     ///
-    /// - Complexity: O(b · Πoᵢ · out · in/groups · Πkᵢ); the unfolded input takes `b · Πoᵢ · in · Πkᵢ` floats.
+    /// - Complexity: O(b · Πoᵢ · out · in/groups · Πkᵢ); the stride-1 path keeps about the padded input
+    ///   (`b · in · Π(sᵢ + 2·paddingᵢ)` floats) for the backward, the unfolded paths `b · Πoᵢ · in · Πkᵢ`.
     public func convolution(weight: Tensor, bias: Tensor? = nil, stride: [Int] = [1], padding: [Int] = [0], dilation: [Int] = [1],
                             groups: Int = 1) -> Tensor {
         let d = rank - 2
