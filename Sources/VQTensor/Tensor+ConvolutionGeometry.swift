@@ -10,7 +10,7 @@ extension Tensor {
     /// Stride-1 convolutions with one group (the common 3×3 "same" layers, and transposed convolutions, which
     /// become stride-1 ones) run without unfolding: the input is copied once into a zero-padded,
     /// channel-major buffer and the micro-kernels read its shifted views in place
-    /// (``ShiftedConvolutionPlan``). Other strides unfold the input (im2col) into the GEMM's layout
+    /// (`ShiftedConvolutionPlan`). Other strides unfold the input (im2col) into the GEMM's layout
     /// (``ConvolutionPlan``); grouped ones unfold per group. Differentiable in the input, the weight and the bias.
     ///
     /// - Complexity: O(b · Πoᵢ · out · in/groups · Πkᵢ); the stride-1 path keeps about the padded input
