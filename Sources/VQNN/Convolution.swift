@@ -10,7 +10,7 @@ import VQTensor
 /// conv(Tensor.zeros([4, 3, 28, 28])).shape   // [4, 16, 28, 28]
 /// ```
 ///
-/// - Complexity: see ``Tensor/convolution(weight:bias:stride:padding:dilation:groups:)``.
+/// - Complexity: see `Tensor.convolution(weight:bias:stride:padding:dilation:groups:)` in VQTensor.
 public class Convolution: Layer {
     public let weight: Parameter
     public let bias: Parameter?

@@ -9,7 +9,12 @@ import VQTensor
 /// ```
 public final class MaxPool: Layer {
     public let kernelSize: [Int], stride: [Int], padding: [Int], dilation: [Int]
-    /// - Parameter stride: default: the kernel size.
+    /// A max pooling layer; each value is per spatial axis (one value for every axis, or one per axis).
+    /// - Parameters:
+    ///   - kernelSize: the window, one extent per spatial axis (1–3 axes).
+    ///   - stride: the step between windows; default: the kernel size.
+    ///   - padding: implicit padding on both sides, skipped by the maximum (as −∞).
+    ///   - dilation: the spacing between a window's elements.
     public init(kernelSize: [Int], stride: [Int]? = nil, padding: [Int] = [0], dilation: [Int] = [1]) {
         precondition((1...3).contains(kernelSize.count) && kernelSize.allSatisfy { $0 > 0 }, "MaxPool: kernel \(kernelSize)")
         let d = kernelSize.count
@@ -27,7 +32,11 @@ public final class MaxPool: Layer {
 /// `count_include_pad = true`, `ceil_mode` off): zero padding counts in the average.
 public final class AvgPool: Layer {
     public let kernelSize: [Int], stride: [Int], padding: [Int]
-    /// - Parameter stride: default: the kernel size.
+    /// An average pooling layer; each value is per spatial axis (one value for every axis, or one per axis).
+    /// - Parameters:
+    ///   - kernelSize: the window, one extent per spatial axis (1–3 axes).
+    ///   - stride: the step between windows; default: the kernel size.
+    ///   - padding: implicit zero padding on both sides, counted in the average.
     public init(kernelSize: [Int], stride: [Int]? = nil, padding: [Int] = [0]) {
         precondition((1...3).contains(kernelSize.count) && kernelSize.allSatisfy { $0 > 0 }, "AvgPool: kernel \(kernelSize)")
         let d = kernelSize.count

@@ -102,6 +102,7 @@ public final class BinaryMapper: Module {
 
     /// Maps logits `[..., bits]` to sampled bits.
     /// - Parameters:
+    ///   - logits: `[..., bits]`, one logit per bit.
     ///   - temperature: the bits are drawn with `p = σ(logits / temperature)`.
     ///   - straightThrough: add `G − G.detached()` (G the joint probability of each code); default: training.
     ///   - computeAuxLoss: default: training.

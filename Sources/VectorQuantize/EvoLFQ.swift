@@ -14,11 +14,11 @@ import VQTensor
 /// for _ in 0..<10 { population = evo.step(population) { decoded, _ in -(decoded - target).squared().mean(axis: -1) }.population }
 /// ```
 ///
-/// Differences from the reference: ``evolve(population:generations:fitness:)`` reports the best individual
+/// Differences from the reference: ``evolve(population:generations:signs:fitness:)`` reports the best individual
 /// of the population that was scored (the reference reads it from the *next* population, by the old
 /// population's index); ties in the elite sort keep the lower index (torch's `argsort` is not stable).
 ///
-/// - Complexity: one ``step(_:draws:fitness:)`` decodes the whole population once: O(pop · cost of the decoder).
+/// - Complexity: one ``step(_:draws:signs:fitness:)`` decodes the whole population once: O(pop · cost of the decoder).
 public final class EvoLFQ: Module {
     public struct Genetics: Sendable, Equatable {
         public var populationSize = 64
@@ -42,7 +42,7 @@ public final class EvoLFQ: Module {
         }
     }
 
-    /// The random draws of one ``step(_:draws:fitness:)``, to replay a recorded run: `contenders`
+    /// The random draws of one ``EvoLFQ/step(_:draws:signs:fitness:)``, to replay a recorded run: `contenders`
     /// `[pop − elites, 2, tournament]`, uniforms `[pop − elites, bits…]` for crossover and mutation.
     public struct StepDraws {
         public var contenders: IndexTensor
@@ -76,7 +76,7 @@ public final class EvoLFQ: Module {
 
     static let geneticKeywords: Set<String> = ["encoder", "decoder", "pop_size", "mutation_rate", "tournament_size", "elitism_count", "generations"]
 
-    /// From the reference's keywords: `encoder` / `decoder` as module text (``LayerSpec``), the genetic
+    /// From the reference's keywords: `encoder` / `decoder` as module text (`LayerSpec`, in VQNN), the genetic
     /// options, and every other keyword for the inner `LFQ`.
     public convenience init(referenceKwargs kw: [String: Any]) throws {
         let m = "EvoLFQ"
@@ -162,7 +162,12 @@ public final class EvoLFQ: Module {
     }
 
     /// The encoded bits of `x`, repeated to `size` rows (or cut), then mutated.
-    /// - Parameter uniforms: the mutation's uniforms `[size, bits…]` (default: drawn).
+    /// - Parameters:
+    ///   - x: the vectors to encode.
+    ///   - size: the population size (default: the configured one).
+    ///   - mutationRate: the probability of flipping each bit (default: the configured one).
+    ///   - signs: ±1 instead of 0/1 bits.
+    ///   - uniforms: the mutation's uniforms `[size, bits…]` (default: drawn).
     public func initialPopulation(from x: Tensor, size: Int? = nil, mutationRate: Float? = nil, signs: Bool = false, uniforms: Tensor? = nil) -> Tensor {
         let n = size ?? genetics.populationSize
         let bits = encodeBits(x, signs: signs)
@@ -190,7 +195,11 @@ public final class EvoLFQ: Module {
 
     /// One generation: score the population, keep the `elitismCount` best, fill the rest with mutated
     /// children of tournament winners. Returns the next population and the fitness of the scored one.
-    /// - Parameter fitness: `(decoded [pop, …], bits [pop, …]) → [pop]`, higher is better.
+    /// - Parameters:
+    ///   - population: the bits `[pop, …]` of the individuals.
+    ///   - draws: the step's random draws, to replay a recorded run (default: drawn).
+    ///   - signs: the population holds ±1 instead of 0/1.
+    ///   - fitness: `(decoded [pop, …], bits [pop, …]) → [pop]`, higher is better.
     public func step(_ population: Tensor, draws: StepDraws? = nil, signs: Bool = false,
                      fitness: (Tensor, Tensor) -> Tensor) -> (population: Tensor, fitness: Tensor) {
         let pop = population.shape[0], g = genetics

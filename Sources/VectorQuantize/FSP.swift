@@ -188,6 +188,7 @@ public final class FSP: Module {
 
     /// Quantizes `x [b, n, dim]` (or channel-first `[b, dim, …]`).
     /// - Parameters:
+    ///   - input: `[b, n, dim]`, or channel-first `[b, dim, …]`.
     ///   - eps: the bins' upper clamp `1 − eps` and the inverse CDF's clamp (the reference's `eps`; default
     ///     float32's machine epsilon).
     ///   - draws: the uniforms of a training forward with `quantizeRate < 1` (default: drawn from the

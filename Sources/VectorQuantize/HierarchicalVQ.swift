@@ -280,6 +280,7 @@ public final class HierarchicalVQ: Module {
     /// Quantizes `x` (`[b, dim, s…]` channel-first, or `[b, s…, dim]`; `s…` one axis, or `[h, w]` / `[t, h, w]`
     /// for image / video maps).
     /// - Parameters:
+    ///   - input: the sequences or maps, in either layout above.
     ///   - mask: `[b · Πs]` row-major, `true` = real position; masked positions are left out of the pooled
     ///     averages and come back as zeros.
     ///   - sampleCodebookTemperature: passed to every level's quantizer.

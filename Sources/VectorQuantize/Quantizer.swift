@@ -38,7 +38,7 @@ extension Quantizer {
 
     /// Checks indices from outside before `decode(_:)`: the shape must be what `encode(_:)` gives for
     /// `[n, dim]` or `[b, n, dim]` input, and every value within its column's codebook (or -1 where
-    /// ``allowsDroppedIndices``). Throws a ``DecodeError`` that names the offending shape or value.
+    /// `allowsDroppedIndices`). Throws a ``DecodeError`` that names the offending shape or value.
     public func validate(indices: IndexTensor) throws {
         if namedParameters().contains(where: { $0.0.hasSuffix("initted") && $0.1.value.count == 1 && $0.1.value.item == 0 }) {
             throw DecodeError(description: "\(type(of: self)): the codebook is not initialised yet (k-means runs on the first batch)")

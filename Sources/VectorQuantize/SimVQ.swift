@@ -21,7 +21,7 @@ public final class SimVQ: Module {
         public var rotationTrick = true                          // rotation_trick
         public var inputToQuantizeCommitLossWeight: Float = 0.25 // input_to_quantize_commit_loss_weight
         public var commitmentWeight: Float = 1                   // commitment_weight
-        /// `codebook_transform` as module text (``LayerSpec``), e.g. an MLP; default `Linear(d₀, dim, bias: false)`.
+        /// `codebook_transform` as module text (`LayerSpec`, in VQNN), e.g. an MLP; default `Linear(d₀, dim, bias: false)`.
         public var codebookTransform: String? = nil              // codebook_transform
         public var seed: UInt64 = 0
         public init(dim: Int, codebookSize: Int) {
@@ -83,8 +83,13 @@ public final class SimVQ: Module {
     public var commitmentWeight: Float { configuration.commitmentWeight }
 
     /// A SimVQ whose code transform is any layer `codebookTransform` builds (default: the configuration's).
-    /// - Parameter initFunction: the reference's `init_fn`: maps the initial frozen codebook `[c, d₀]`
-    ///   (N(0, 1/d₀)) to the one kept (same shape). A checkpoint's `frozen_codebook` replaces it on load.
+    /// - Parameters:
+    ///   - configuration: the sizes and options.
+    ///   - module: the name used in error messages.
+    ///   - codebookTransform: builds the code transform from the module's generator (default: the
+    ///     configuration's text, or `Linear(d₀, dim, bias: false)`).
+    ///   - initFunction: the reference's `init_fn`: maps the initial frozen codebook `[c, d₀]`
+    ///     (N(0, 1/d₀)) to the one kept (same shape). A checkpoint's `frozen_codebook` replaces it on load.
     public init(_ configuration: Configuration, module: String = "SimVQ", codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil,
                 initFunction: ((Tensor) -> Tensor)? = nil) throws {
         try configuration.validate(module: module)

@@ -74,7 +74,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     public var syncUpdateV: Float = 0                     // sync_update_v
     /// `manual_in_place_optimizer_update`: the in-place optimizer steps only in `updateInPlaceOptimizer()`.
     public var manualInPlaceOptimizerUpdate = false       // manual_in_place_optimizer_update
-    /// `vq_bridge`: a module (text, ``LayerSpec``) the codes pass through before every lookup (key
+    /// `vq_bridge`: a module (text, `LayerSpec` in VQNN) the codes pass through before every lookup (key
     /// `_codebook.vq_bridge`); implies a learnable codebook without EMA on the keyword path.
     public var vqBridge: String? = nil                    // vq_bridge
 
