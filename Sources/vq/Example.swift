@@ -115,19 +115,12 @@ struct AutoencoderExample: ParsableCommand {
         let codes = model.quantizer.codebookSizes.first ?? 1
         print("autoencoder with \(quantizer.rawValue): \(images.shape[0]) training and \(held.shape[0]) held-out digits (UCI, CC BY 4.0)")
         let optimizer = Adam(parameters: model.trainableParameters(), learningRate: Float(lr))
-        var rng = SeededGenerator(seed: seed ^ 0xDA7A)
-        var order = rng.permutation(images.shape[0]), cursor = 0
+        var batches = EpochBatches(count: images.shape[0], seed: seed ^ 0xDA7A)
         var progress = Progress("train", total: steps)
         var losses: [Float] = []
         model.train()
         for step in 1...steps {
-            var rows: [Int] = []
-            while rows.count < batchSize {
-                if cursor == order.count { order = rng.permutation(images.shape[0]); cursor = 0 }
-                rows.append(order[cursor])
-                cursor += 1
-            }
-            let x = images.indexSelect(axis: 0, IndexTensor(rows))
+            let x = images.indexSelect(axis: 0, IndexTensor(batches.next(batchSize)))
             let out = model(x)
             let loss = Loss.mse(out.quantized, x) + out.loss
             model.zeroGradients()
@@ -146,8 +139,6 @@ struct AutoencoderExample: ParsableCommand {
         var counts = [Int](repeating: 0, count: codes)
         for k in Self.firstLayerCodes(model, held) where k >= 0 && k < codes { counts[k] += 1 }
         if let output {
-            let dir = URL(fileURLWithPath: output)
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             let curve = losses.enumerated().map { (Double($0.offset + 1), Double($0.element)) }
             var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq example autoencoder (\(quantizer.rawValue))</title></head><body>"
             html += "<h1>Convolutional autoencoder with \(quantizer.rawValue), \(steps) steps</h1>"
@@ -159,9 +150,41 @@ struct AutoencoderExample: ParsableCommand {
             html += "<h2>Originals (top) and reconstructions (bottom)</h2>"
                 + Report.grid(held.slice(axis: 0, 0..<n).reshaped([n, 64]), recon.slice(axis: 0, 0..<n).reshaped([n, 64]))
             html += "</body></html>\n"
-            try AtomicFile.write(Data(html.utf8), to: dir.appendingPathComponent("report.html"))
-            print("report: \(dir.appendingPathComponent("report.html").path)")
+            try Self.writeReport(html, to: output)
         }
         print(String(format: "held-out reconstruction MSE: %.5f", mse))
+    }
+
+    /// Writes an example's `DIR/report.html` atomically (creating `DIR`) and prints its path.
+    static func writeReport(_ html: String, to output: String) throws {
+        let dir = URL(fileURLWithPath: output)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("report.html")
+        try AtomicFile.write(Data(html.utf8), to: file)
+        print("report: \(file.path)")
+    }
+}
+
+/// Training batches drawn without replacement: a seeded permutation of the rows, consumed in order and drawn
+/// anew each time it runs out (an epoch), as a shuffled PyTorch `DataLoader`.
+struct EpochBatches {
+    private var rng: SeededGenerator
+    private let count: Int
+    private var order: [Int], cursor = 0
+
+    init(count: Int, seed: UInt64) {
+        (rng, self.count) = (SeededGenerator(seed: seed), count)
+        order = rng.permutation(count)
+    }
+
+    /// The next `size` rows.
+    mutating func next(_ size: Int) -> [Int] {
+        var rows: [Int] = []
+        while rows.count < size {
+            if cursor == order.count { order = rng.permutation(count); cursor = 0 }
+            rows.append(order[cursor])
+            cursor += 1
+        }
+        return rows
     }
 }

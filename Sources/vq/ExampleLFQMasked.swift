@@ -52,8 +52,7 @@ struct LFQMaskedExample: ParsableCommand {
         model.lfq.train()
         let optimizer = AdamW(parameters: model.parameters, learningRate: Float(lr))
         // The batch order does not depend on the noise: both runs see the same images in the same order.
-        var rng = SeededGenerator(seed: seed ^ 0xDA7A), noise = SeededGenerator(seed: seed ^ 0x401CE)
-        var order = rng.permutation(count), cursor = 0
+        var batches = EpochBatches(count: count, seed: seed ^ 0xDA7A), noise = SeededGenerator(seed: seed ^ 0x401CE)
         var progress = Progress(label, total: steps)
         var losses: [Float] = []
         let tokens = masking ? 2 : 1
@@ -61,13 +60,7 @@ struct LFQMaskedExample: ParsableCommand {
         let mask = (0..<(batchSize * tokens)).map { $0 % tokens == 0 }
         let realRows = IndexTensor(mask.indices.filter { mask[$0] })
         for step in 1...steps {
-            var rows: [Int] = []
-            while rows.count < batchSize {
-                if cursor == order.count { order = rng.permutation(count); cursor = 0 }
-                rows.append(order[cursor])
-                cursor += 1
-            }
-            var x = images.indexSelect(axis: 0, IndexTensor(rows)).reshaped([batchSize, 1, inputs])
+            var x = images.indexSelect(axis: 0, IndexTensor(batches.next(batchSize))).reshaped([batchSize, 1, inputs])
             if masking { x = Tensor.concat([x, Tensor.randomNormal([batchSize, 1, inputs], using: &noise)], axis: 1) }
             let (out, indices, aux) = model(x, mask: mask)
             let flatOut = out.reshaped([-1, inputs]).indexSelect(axis: 0, realRows)
@@ -111,8 +104,6 @@ struct LFQMaskedExample: ParsableCommand {
             print(String(format: "%@: held-out reconstruction L1 %.5f", label, l1))
         }
         if let output {
-            let dir = URL(fileURLWithPath: output)
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq example lfq-masked</title></head><body>"
             html += "<h1>Masked LFQ autoencoder, \(steps) steps per run</h1>"
             html += "<p>The reference's <code>examples/autoencoder_lfq_masked.py</code> on the UCI optical handwritten digits (Alpaydin &amp; Kaynak, 1998, CC BY 4.0): "
@@ -128,8 +119,7 @@ struct LFQMaskedExample: ParsableCommand {
             html += "<h2>Originals (top) and reconstructions (bottom), with masking</h2>"
                 + Report.grid(test.slice(axis: 0, 0..<n), results.last!.recon.slice(axis: 0, 0..<n))
             html += "</body></html>\n"
-            try AtomicFile.write(Data(html.utf8), to: dir.appendingPathComponent("report.html"))
-            print("report: \(dir.appendingPathComponent("report.html").path)")
+            try AutoencoderExample.writeReport(html, to: output)
         }
         print(String(format: "held-out reconstruction L1 (with masking): %.5f", results.last!.l1))
     }
