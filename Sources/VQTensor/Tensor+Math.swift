@@ -122,3 +122,7 @@ public func fsqGridInPlace(_ t: UnsafeMutablePointer<Float>, rows: Int, d: Int, 
                            halfWidth: UnsafePointer<Float>, basis: UnsafePointer<Float>, indices: UnsafeMutablePointer<Int64>) {
     vq_fsq_grid(GEMM.level, t, Int64(rows), Int64(d), halfL, offset, halfWidth, basis, indices)
 }
+
+/// `Σ a[j]·b[j]` over `count` floats with the library's dot-product kernel (eight-lane partial sums in a fixed
+/// order, so the value does not depend on the thread that computes it).
+public func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float { GEMM.dot(a, b, count) }

@@ -40,38 +40,22 @@ public enum GradientEstimator {
 
     /// One row of the rotation trick applied to `vector` (the source row forward, a gradient row backward):
     /// `(v − 2(v·w)w + 2(v·u)q) · ‖t‖/‖s‖`, or with `u` and `q` swapped when `transposed`. `scratch` holds
-    /// `2·d` floats (`u` and `q`, then `w` in place of `u + q`). Sums over eight lanes, then the lanes.
+    /// `2·d` floats (`u` and `q`); `w` is staged in the output row. Sums with the library's dot-product kernel.
     @inline(__always)
     static func rotateRow(_ s: UnsafePointer<Float>, _ t: UnsafePointer<Float>, vector v: UnsafePointer<Float>,
                           into out: UnsafeMutablePointer<Float>, d: Int, scratch: UnsafeMutablePointer<Float>, transposed: Bool = false) {
-        let normS = Swift.max(laneDot(s, s, d).squareRoot(), 1e-6)
-        let normTRaw = laneDot(t, t, d).squareRoot(), normT = Swift.max(normTRaw, 1e-6)
+        let normS = Swift.max(dotProduct(s, s, count: d).squareRoot(), 1e-6)
+        let normTRaw = dotProduct(t, t, count: d).squareRoot(), normT = Swift.max(normTRaw, 1e-6)
         let (u, q) = (scratch, scratch + d)
         for j in 0..<d { u[j] = s[j] / normS; q[j] = t[j] / normT }
         let w = out  // u + q, then w, staged in the output row (overwritten last)
         for j in 0..<d { w[j] = u[j] + q[j] }
-        let normW = Swift.max(laneDot(w, w, d).squareRoot(), 1e-6)
+        let normW = Swift.max(dotProduct(w, w, count: d).squareRoot(), 1e-6)
         for j in 0..<d { w[j] = w[j] / normW }
-        let vw = laneDot(v, w, d), vu = laneDot(v, transposed ? q : u, d)
+        let vw = dotProduct(v, w, count: d), vu = dotProduct(v, transposed ? q : u, count: d)
         let scale = normTRaw / normS
         let other = transposed ? u : q
         for j in 0..<d { out[j] = (v[j] - 2 * (vw * w[j]) + 2 * (vu * other[j])) * scale }
-    }
-
-    /// `Σ a[j]·b[j]` over eight lanes (then the lanes, then the tail): vectorised, in a fixed order.
-    @inline(__always)
-    static func laneDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var acc = SIMD8<Float>()
-        var j = 0
-        while j + 8 <= n {
-            let x = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
-            let y = UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
-            acc += x * y
-            j += 8
-        }
-        var total = acc.sum()
-        while j < n { total += a[j] * b[j]; j += 1 }
-        return total
     }
 
     /// The directional reparameterisation (DiVeQ: Vali et al., *DiVeQ: Differentiable Vector Quantization
