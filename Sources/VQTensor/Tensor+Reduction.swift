@@ -110,34 +110,45 @@ extension Tensor {
         let n = count
         let differentiable = (requiresGradient || other.requiresGradient) && GradMode.isEnabled
         guard n > 0 else { return differentiable ? (self - other).squared().mean() : Tensor(.nan) }
-        let difference = differentiable ? Elementwise.zip(detached(), other.detached(), "meanSquaredDifference") { $0 - $1 } : nil
         let block = 1 << 16, blocks = (n + block - 1) / block
         var partial = [Double](repeating: 0, count: blocks)
-        withUnsafeScalars { pa in
-            other.withUnsafeScalars { pb in
-                partial.withUnsafeMutableBufferPointer { pp in
-                    nonisolated(unsafe) let (a, b, out) = (pa.baseAddress!, pb.baseAddress!, pp.baseAddress!)
-                    Threads.forRanges(blocks, minChunk: 4) { range in
-                        for blk in range {
-                            // Four double-precision lanes (independent chains), then the lanes, then the tail.
-                            let (lo, hi) = (blk * block, Swift.min(n, (blk + 1) * block))
-                            var lanes = SIMD4<Double>()
-                            var i = lo
-                            while i + 4 <= hi {
-                                let x = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD4<Float>.self)
-                                let y = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
-                                let d = SIMD4<Double>(x - y)
-                                lanes += d * d
-                                i += 4
+        /// Block sums of squared differences; with `diff`, the same pass also stores the differences.
+        func sumBlocks(_ diff: UnsafeMutablePointer<Float>?) {
+            withUnsafeScalars { pa in
+                other.withUnsafeScalars { pb in
+                    partial.withUnsafeMutableBufferPointer { pp in
+                        nonisolated(unsafe) let (a, b, out, diff) = (pa.baseAddress!, pb.baseAddress!, pp.baseAddress!, diff)
+                        Threads.forRanges(blocks, minChunk: 4) { range in
+                            for blk in range {
+                                // Four double-precision lanes (independent chains), then the lanes, then the tail.
+                                let (lo, hi) = (blk * block, Swift.min(n, (blk + 1) * block))
+                                var lanes = SIMD4<Double>()
+                                var i = lo
+                                while i + 4 <= hi {
+                                    let e = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD4<Float>.self)
+                                        - UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
+                                    if let diff { UnsafeMutableRawPointer(diff + i).storeBytes(of: e, as: SIMD4<Float>.self) }
+                                    let d = SIMD4<Double>(e)
+                                    lanes += d * d
+                                    i += 4
+                                }
+                                var acc = lanes.sum()
+                                while i < hi {
+                                    let e = a[i] - b[i]
+                                    diff?[i] = e
+                                    acc += Double(e) * Double(e)
+                                    i += 1
+                                }
+                                out[blk] = acc
                             }
-                            var acc = lanes.sum()
-                            while i < hi { let d = Double(a[i] - b[i]); acc += d * d; i += 1 }
-                            out[blk] = acc
                         }
                     }
                 }
             }
         }
+        // With a graph, the difference the backward needs comes from the same pass.
+        let difference: Tensor? = differentiable ? Tensor.uninitialized(shape) { sumBlocks($0.baseAddress!) } : nil
+        if difference == nil { sumBlocks(nil) }
         let value = Tensor(Float(partial.reduce(0, +) / Double(n)))
         guard let difference else { return value }
         return Tensor.record(value, .meanSquaredDifference(difference: difference), [self, other])
