@@ -115,16 +115,19 @@ extension Tensor {
     public mutating func l2NormalizeLastAxis(eps: Float = 1e-12) {
         precondition(!requiresGradient, "l2NormalizeLastAxis: a tensor in a gradient graph must use l2Normalized (shape \(shape))")
         let d = shape.last ?? 1, rows = d == 0 ? 0 : count / d
-        withUnsafeMutableScalars { p in
-            nonisolated(unsafe) let y = p.baseAddress!
-            Threads.forRanges(rows, minChunk: 256) { range in
-                for r in range {
-                    let row = y + r * d
-                    var s: Float = 0
-                    for j in 0..<d { s += row[j] * row[j] }
-                    let norm = Swift.max(s.squareRoot(), eps)
-                    for j in 0..<d { row[j] = row[j] / norm }
-                }
+        withUnsafeMutableScalars { p in Self.normalizeRows(UnsafePointer(p.baseAddress!), into: p.baseAddress!, rows: rows, d: d, eps: eps) }
+    }
+
+    /// `dst` row `r` = `src` row `r` / max(‖row‖₂, eps), rows of `d` over the threads; `src` may be `dst`.
+    static func normalizeRows(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, rows: Int, d: Int, eps: Float) {
+        nonisolated(unsafe) let (x, y) = (src, dst)
+        Threads.forRanges(rows, minChunk: 256) { range in
+            for r in range {
+                let row = x + r * d
+                var s: Float = 0
+                for j in 0..<d { s += row[j] * row[j] }
+                let norm = Swift.max(s.squareRoot(), eps)
+                for j in 0..<d { y[r * d + j] = row[j] / norm }
             }
         }
     }
@@ -136,18 +139,7 @@ extension Tensor {
             // Without a graph: one pass per row, no squared or norm temporaries.
             let d = shape[rank - 1], rows = d == 0 ? 0 : count / d
             return Tensor.uninitialized(shape) { out in
-                withUnsafeScalars { px in
-                    nonisolated(unsafe) let (x, y) = (px.baseAddress!, out.baseAddress!)
-                    Threads.forRanges(rows, minChunk: 256) { range in
-                        for r in range {
-                            let row = x + r * d
-                            var s: Float = 0
-                            for j in 0..<d { s += row[j] * row[j] }
-                            let norm = Swift.max(s.squareRoot(), eps)
-                            for j in 0..<d { y[r * d + j] = row[j] / norm }
-                        }
-                    }
-                }
+                withUnsafeScalars { px in Self.normalizeRows(px.baseAddress!, into: out.baseAddress!, rows: rows, d: d, eps: eps) }
             }
         }
         let norm = squared().sum(axis: axis, keepDims: true).sqrt()
