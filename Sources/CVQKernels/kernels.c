@@ -11,23 +11,24 @@
 static int detected_level(void) {
 #if VQ_X86 && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx512f"))
+        return __builtin_cpu_supports("avx512bf16") ? 3 : 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
     return 0;
 }
 
-/* The detected level, lowered by the environment variable VQ_KERNEL_LEVEL (0, 1 or 2) when set, so
-   that the portable and AVX2 paths can be tested on any machine. */
+/* The detected level, lowered by the environment variable VQ_KERNEL_LEVEL (0, 1, 2 or 3) when set, so
+   that the portable, AVX2 and plain AVX-512 paths can be tested on any machine. */
 int vq_cpu_level(void) {
     int level = detected_level();
     const char *env = getenv("VQ_KERNEL_LEVEL");
-    if (env && env[0] >= '0' && env[0] <= '2' && env[1] == 0 && env[0] - '0' < level) level = env[0] - '0';
+    if (env && env[0] >= '0' && env[0] <= '3' && env[1] == 0 && env[0] - '0' < level) level = env[0] - '0';
     return level;
 }
 
-int vq_gemm_mr(int level) { return level == 2 ? 12 : (level == 1 ? 6 : 4); }
-int vq_gemm_nr(int level) { return level == 2 ? 32 : (level == 1 ? 16 : 8); }
+int vq_gemm_mr(int level) { return level >= 2 ? 12 : (level == 1 ? 6 : 4); }
+int vq_gemm_nr(int level) { return level >= 2 ? 32 : (level == 1 ? 16 : 8); }
 
 /* ---------- portable 4x8 ---------- */
 static void ukr_generic(int64_t kc, const float *a, const float *b, const int64_t *off, float *c, int64_t ldc,
@@ -145,7 +146,7 @@ static void ukr_avx512_offsets(int64_t kc, const float *a, const float *b, const
 void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                  int accumulate) {
 #if VQ_X86
-    if (level == 2) { ukr_avx512(kc, a, b, c, ldc, accumulate); return; }
+    if (level >= 2) { ukr_avx512(kc, a, b, c, ldc, accumulate); return; }
     if (level == 1) { ukr_avx2(kc, a, b, c, ldc, accumulate); return; }
 #endif
     ukr_generic(kc, a, b, 0, c, ldc, accumulate);
@@ -154,7 +155,7 @@ void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c
 void vq_gemm_ukr_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
                          int64_t ldc, int accumulate) {
 #if VQ_X86
-    if (level == 2) { ukr_avx512_offsets(kc, a, b, offsets, c, ldc, accumulate); return; }
+    if (level >= 2) { ukr_avx512_offsets(kc, a, b, offsets, c, ldc, accumulate); return; }
     if (level == 1) { ukr_avx2_offsets(kc, a, b, offsets, c, ldc, accumulate); return; }
 #endif
     ukr_generic(kc, a, b, offsets, c, ldc, accumulate);
@@ -273,7 +274,7 @@ static void gemm_argmin_avx512(int64_t kc, const float *a, const float *b, int r
 int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
                    const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
 #if VQ_X86
-    if (level == 2) { gemm_argmin_avx512(kc, a, b, rows, cols, xx, cc, cosine, code_base, best, best_index); return 1; }
+    if (level >= 2) { gemm_argmin_avx512(kc, a, b, rows, cols, xx, cc, cosine, code_base, best, best_index); return 1; }
 #endif
     (void)level; (void)kc; (void)a; (void)b; (void)rows; (void)cols; (void)xx; (void)cc; (void)cosine;
     (void)code_base; (void)best; (void)best_index;

@@ -64,7 +64,7 @@ void vq_max_pool_tiles(int level, const float *src, int64_t width, int64_t oh, i
                        float *dst, int32_t *arg) {
     for (int64_t oy = 0; oy < oh; oy++) {
 #if VQ_X86
-        if (level == 2 && kh == 2 && kw == 2) { pool2x2_avx512(src, width, oy, ow, dst + oy * ow, arg + oy * ow); continue; }
+        if (level >= 2 && kh == 2 && kw == 2) { pool2x2_avx512(src, width, oy, ow, dst + oy * ow, arg + oy * ow); continue; }
 #else
         (void)level;
 #endif

@@ -67,7 +67,7 @@ static void offset_row_avx512(int64_t kc, const float *a, const float *b, const 
 void vq_offset_row(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
                    int64_t width, int accumulate) {
 #if VQ_X86
-    if (level == 2) { offset_row_avx512(kc, a, b, offsets, c, width, accumulate); return; }
+    if (level >= 2) { offset_row_avx512(kc, a, b, offsets, c, width, accumulate); return; }
     if (level == 1) { offset_row_avx2(kc, a, b, offsets, c, width, accumulate); return; }
 #endif
     offset_row_generic(kc, a, b, offsets, c, width, accumulate);
@@ -174,7 +174,7 @@ static void shifted_dots_avx2(int64_t len, const float *a, int64_t lda, int rows
 void vq_shifted_dots(int level, int64_t len, const float *a, int64_t lda, int rows, const float *b,
                      const int64_t *offsets, int cols, float *c, int64_t ldc) {
 #if VQ_X86
-    if (level == 2) { shifted_dots_avx512(len, a, lda, rows, b, offsets, cols, c, ldc); return; }
+    if (level >= 2) { shifted_dots_avx512(len, a, lda, rows, b, offsets, cols, c, ldc); return; }
     if (level == 1) { shifted_dots_avx2(len, a, lda, rows, b, offsets, cols, c, ldc); return; }
 #endif
     shifted_dots_generic(len, a, lda, rows, b, offsets, cols, c, ldc);
@@ -211,7 +211,7 @@ static void ukr8_avx512_offsets(int64_t kc, const float *a, const float *b, cons
 int vq_gemm_ukr8_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
                          int64_t ldc, int accumulate) {
 #if VQ_X86
-    if (level == 2) { ukr8_avx512_offsets(kc, a, b, offsets, c, ldc, accumulate); return 1; }
+    if (level >= 2) { ukr8_avx512_offsets(kc, a, b, offsets, c, ldc, accumulate); return 1; }
 #endif
     (void)level; (void)kc; (void)a; (void)b; (void)offsets; (void)c; (void)ldc; (void)accumulate;
     return 0;

@@ -10,7 +10,8 @@
 extern "C" {
 #endif
 
-/// Instruction-set levels: 0 = portable C, 1 = AVX2 + FMA, 2 = AVX-512F.
+/// Instruction-set levels: 0 = portable C, 1 = AVX2 + FMA, 2 = AVX-512F, 3 = AVX-512F with BF16 dot products
+/// (used only to screen nearest-code candidates; every other kernel treats 3 as 2).
 int vq_cpu_level(void);
 
 /// Rows (MR) and columns (NR) of the GEMM micro-tile for a level.
@@ -63,6 +64,28 @@ void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols,
 /// returns 0 and does nothing at other levels. `b` must be 64-byte aligned (a packed panel).
 int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
                    const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
+
+/// BF16 pairs for the screening tiles: `dst[p·width + i]` holds row i's elements 2p (low half) and 2p + 1 (high
+/// half, 0 past `d`) rounded to nearest even, for rows < `rows`; rows up to `width` are 0.
+void vq_bf16_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, uint32_t *dst);
+
+/// `norm[i] = sqrt(sq[i])` and the screen's bound term of a row or code with squared norm `sq[i]`.
+void vq_screen_terms(const float *sq, int64_t n, int cosine, float *norm, float *term);
+
+/// One 12 × 32 screening tile: BF16 dot products of up to 12 packed rows (`a`, width 12) with 32 packed codes
+/// (`b`, width 32, 64-byte aligned), their scores and error bounds; per row, `bound` becomes the least upper
+/// bound seen and every code whose lower bound is ≤ it is appended to the row's list (`cand`/`low`, `cap`
+/// entries; `count` −1 when it overflows). `native` uses VDPBF16PS (level 3 only), else a portable emulation.
+void vq_screen_tile(int native, int64_t pairs, const uint32_t *a, const uint32_t *b, int rows, int cols,
+                    const float *xx, const float *xn, const float *rowterm, const float *cc, const float *cn,
+                    const float *cterm, int cosine, int64_t code_base, float *bound, int32_t *count, int32_t *cand,
+                    float *low, int cap);
+
+/// The exact float scores of a row's listed codes whose lower bound is ≤ `bound` (in list order, which is code
+/// order), as the float nearest-code tiles at levels ≥ 1 compute them; strictly better scores replace `best`.
+void vq_screen_rescore(int64_t d, const float *x, float x2, const float *codes, const float *cc, int cosine,
+                       const int32_t *cand, const float *low, int32_t n, float bound, float *best,
+                       int64_t *best_index);
 
 /// FSQ's grid for `rows` rows of `d` bounded values `t` (in place: the codes): per channel, with
 /// `b = t·halfL − offset`, `q = (b + (rint(b) − b)) / hw`; `indices[r] = rint(Σ_j ((q·hw + hw)·basis))` in channel order, or −1 for a

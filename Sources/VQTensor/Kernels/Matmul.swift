@@ -13,7 +13,7 @@ enum GEMM {
     /// Depth of a packed block: the B micro-panel (kc × NR) stays in L1.
     static let kc = 256
     /// Rows of a packed A block (L2-resident); measured best on this machine kind (AVX2: 144 rows).
-    static let mc = mr * (level == 2 ? 8 : 24)
+    static let mc = mr * (level >= 2 ? 8 : 24)
     static let nc = 4096
 
     /// C[m×n] (row stride ldc) = A·B, or C += A·B when `accumulate`.

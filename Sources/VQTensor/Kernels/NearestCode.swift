@@ -101,6 +101,16 @@ enum NearestCodeKernel {
         }
     }
 
+    /// The float search: running arg-min over every tile (fused where the level allows).
+    static func plainArgmin(x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, cosine: Int32,
+                            best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>) {
+        nonisolated(unsafe) let (ob, oi) = (best, index)
+        tiles(x: x, n: n, codes: codes, k: k, d: d, rowsPerTask: rowsPerTask(n),
+              argmin: .init(cosine: cosine, best: ob, index: oi)) { _, r0, rows, c0, cols, dots, ld, xx, cc in
+            vq_argmin_update(dots, Int64(ld), Int64(rows), Int64(cols), xx, cc, cosine, Int64(c0), ob + r0, oi + r0)
+        }
+    }
+
     /// Squared norms in the order of `squared().sum(axis: -1)`, so fused and materialised distances agree.
     @inline(__always)
     static func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float { Reduce.contiguousSumOfSquares(p, n) }
@@ -108,8 +118,7 @@ enum NearestCodeKernel {
 
 /// Rows per task: large enough that each pass over the codebook serves many rows, small enough that
 /// every thread gets several tasks.
-func rowsPerTask(_ n: Int) -> Int {
-    let mr = GEMM.mr
+func rowsPerTask(_ n: Int, mr: Int = GEMM.mr) -> Int {
     let target = Swift.max(mr, Swift.min(mr * 32, (n / Swift.max(1, Threads.count * 4) + mr - 1) / mr * mr))
     return target
 }
@@ -125,6 +134,11 @@ extension Tensor {
     ///
     /// - Complexity: O(N · K · D) time, O(N + K·D) extra memory.
     public func nearestCodes(_ codes: Tensor, metric: CodeMetric = .euclidean) -> (indices: IndexTensor, scores: Tensor) {
+        nearestCodes(codes, metric: metric, screening: .automatic)
+    }
+
+    /// ``nearestCodes(_:metric:)`` with the screening chosen (tests compare the paths bit for bit).
+    func nearestCodes(_ codes: Tensor, metric: CodeMetric, screening: NearestCodeKernel.Screening) -> (indices: IndexTensor, scores: Tensor) {
         precondition(rank == 2 && codes.rank == 2 && shape[1] == codes.shape[1],
                      "nearestCodes: x \(shape) and codes \(codes.shape) must be [N, D] and [K, D]")
         let n = shape[0], k = codes.shape[0], d = shape[1]
@@ -132,18 +146,32 @@ extension Tensor {
         var best = [Float](repeating: .infinity, count: n)
         var bestIndex = [Int64](repeating: 0, count: n)
         let cosine: Int32 = metric == .dot ? 1 : 0
+        let screen: Bool?
+        switch screening {
+        case .automatic: screen = NearestCodeKernel.screens(k: k, d: d) ? true : nil
+        case .off: screen = nil
+        case .emulated: screen = false
+        case .native: screen = GEMM.level >= 3 ? true : nil
+        }
         best.withUnsafeMutableBufferPointer { pbest in
             bestIndex.withUnsafeMutableBufferPointer { pidx in
-                nonisolated(unsafe) let (ob, oi) = (pbest.baseAddress!, pidx.baseAddress!)
+                let (ob, oi) = (pbest.baseAddress!, pidx.baseAddress!)
                 scalars.withUnsafeBufferPointer { px in
                     codes.scalars.withUnsafeBufferPointer { pc in
                         guard n > 0 else { return }
-                        NearestCodeKernel.tiles(
-                            x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, rowsPerTask: rowsPerTask(n),
-                            argmin: .init(cosine: cosine, best: ob, index: oi)
-                        ) { _, r0, rows, c0, cols, dots, ld, xx, cc in
-                            vq_argmin_update(dots, Int64(ld), Int64(rows), Int64(cols), xx, cc, cosine,
-                                             Int64(c0), ob + r0, oi + r0)
+                        let (x, c) = (px.baseAddress!, pc.baseAddress!)
+                        // The rows the screen leaves (or all of them) go to the plain search.
+                        if let native = screen, d <= GEMM.kc, GEMM.level >= 1,
+                           let rest = NearestCodeKernel.screenedArgmin(x: x, n: n, codes: c, k: k, d: d, cosine: cosine,
+                                                                       native: native, best: ob, index: oi) {
+                            guard !rest.isEmpty else { return }
+                            var xs = [Float](repeating: 0, count: rest.count * d)
+                            for (i, r) in rest.enumerated() { for p in 0..<d { xs[i * d + p] = x[r * d + p] } }
+                            var b = [Float](repeating: .infinity, count: rest.count), bi = [Int64](repeating: 0, count: rest.count)
+                            NearestCodeKernel.plainArgmin(x: xs, n: rest.count, codes: c, k: k, d: d, cosine: cosine, best: &b, index: &bi)
+                            for (i, r) in rest.enumerated() { ob[r] = b[i]; oi[r] = bi[i] }
+                        } else {
+                            NearestCodeKernel.plainArgmin(x: x, n: n, codes: c, k: k, d: d, cosine: cosine, best: ob, index: oi)
                         }
                     }
                 }

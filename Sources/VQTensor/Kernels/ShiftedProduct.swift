@@ -75,7 +75,7 @@ enum ShiftedProduct {
             }
             // Row panels of MR, or of 8 on AVX-512 when that pads less (16 rows: 2 × 8 instead of 2 × 12).
             let nr = GEMM.nr
-            let mr = level == 2 && (m + 7) / 8 * 8 < (m + GEMM.mr - 1) / GEMM.mr * GEMM.mr ? 8 : GEMM.mr
+            let mr = level >= 2 && (m + 7) / 8 * 8 < (m + GEMM.mr - 1) / GEMM.mr * GEMM.mr ? 8 : GEMM.mr
             let panels = (m + mr - 1) / mr
             // A packed once: panel ip holds, for each k, the mr values A[ip·mr + i, k] (zero below m).
             let aPack = alignedFloats(panels * mr * depth)

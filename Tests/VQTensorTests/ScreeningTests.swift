@@ -1,0 +1,123 @@
+import Testing
+@testable import VQTensor
+import VQTestSupport
+
+/// The BF16-screened nearest-code search must return exactly what the float search returns: the same index and
+/// the same score bits, for every row — near-ties, exact ties, data far from the origin, denormals, huge and
+/// non-finite rows included. Each case runs the portable emulation of the screening tile (any machine with
+/// FMA) and, on AVX-512 BF16 machines, the VDPBF16PS tile.
+@Suite("Kernels: BF16-screened nearest-code search")
+struct ScreeningTests {
+    static let modes: [NearestCodeKernel.Screening] = GEMM.level >= 3 ? [.emulated, .native] : [.emulated]
+
+    static func expectSame(_ x: Tensor, _ c: Tensor, _ comment: Comment) {
+        for metric in [CodeMetric.euclidean, .dot] {
+            let plain = x.nearestCodes(c, metric: metric, screening: .off)
+            for mode in modes {
+                let screened = x.nearestCodes(c, metric: metric, screening: mode)
+                let differ = (0..<x.shape[0]).filter {
+                    screened.indices.scalars[$0] != plain.indices.scalars[$0]
+                        || screened.scores.scalars[$0].bitPattern != plain.scores.scalars[$0].bitPattern
+                }
+                #expect(differ.isEmpty, "\(comment) \(metric) \(mode): rows \(differ.prefix(5)) differ, e.g. \(differ.first.map { "index \(screened.indices.scalars[$0]) vs \(plain.indices.scalars[$0]), score \(screened.scores.scalars[$0]) vs \(plain.scores.scalars[$0])" } ?? "")")
+            }
+        }
+    }
+
+    /// The rows the screen hands to the float search (to show which cases exercise which path).
+    static func leftOver(_ x: Tensor, _ c: Tensor, cosine: Bool = false, native: Bool = false) -> [Int]? {
+        let n = x.shape[0], k = c.shape[0], d = x.shape[1]
+        var best = [Float](repeating: .infinity, count: n), index = [Int64](repeating: 0, count: n)
+        return x.scalars.withUnsafeBufferPointer { px in
+            c.scalars.withUnsafeBufferPointer { pc in
+                NearestCodeKernel.screenedArgmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d,
+                                                 cosine: cosine ? 1 : 0, native: native, best: &best, index: &index)
+            }
+        }
+    }
+
+    @Test("random data: same indices and score bits as the float search, partial tiles and odd depths included",
+          .enabled(if: GEMM.level >= 1), arguments: [(1, 64, 16), (13, 65, 17), (100, 300, 64), (257, 1024, 32), (40, 97, 255), (30, 64, 256)])
+    func randomData(shape: (Int, Int, Int)) {
+        let (n, k, d) = shape
+        let x = TestSupport.random([n, d], seed: 31), c = TestSupport.random([k, d], seed: 32)
+        Self.expectSame(x, c, "\(shape)")
+        // Not vacuous: the screen served every row (none fell back to the float search).
+        #expect(Self.leftOver(x, c) == [])
+        #expect(Self.leftOver(x, c, cosine: true) == [])
+    }
+
+    @Test("near-ties and exact ties: codes 1e-6 apart, duplicated codes, integer data",
+          .enabled(if: GEMM.level >= 1))
+    func ties() {
+        var rng = SeededGenerator(seed: 33)
+        let d = 48, base = TestSupport.random([16, d], seed: 34)
+        // 16 clusters of 8 codes: each a base code plus a 1e-6 perturbation; every fourth an exact duplicate.
+        var codes = [Float]()
+        for j in 0..<128 {
+            let b = j / 8
+            for p in 0..<d {
+                let wiggle = j % 4 == 3 ? 0 : Float.random(in: -1e-6...1e-6, using: &rng)
+                codes.append(base[b, p] + wiggle)
+            }
+        }
+        let c = Tensor(codes, shape: [128, d])
+        let x = Tensor((0..<(200 * d)).map { i in base[i / d % 16, i % d] + Float.random(in: -1e-3...1e-3, using: &rng) },
+                       shape: [200, d])
+        Self.expectSame(x, c, "near-ties")
+        let xi = Tensor((0..<(90 * d)).map { _ in Float(Int.random(in: -2...2, using: &rng)) }, shape: [90, d])
+        let ci = Tensor((0..<(70 * d)).map { _ in Float(Int.random(in: -2...2, using: &rng)) }, shape: [70, d])
+        Self.expectSame(xi, ci, "integers")
+        // A row exactly on a code that appears twice resolves to the first copy, as the float search does.
+        let dup = Tensor(ci.scalars + ci.scalars, shape: [140, d])
+        let (idx, _) = ci.nearestCodes(dup, metric: .euclidean, screening: .emulated)
+        #expect(idx.scalars == Array(0..<70))
+    }
+
+    @Test("data far from the origin overflows the candidate lists and falls back, with the same results",
+          .enabled(if: GEMM.level >= 1))
+    func farFromOrigin() {
+        let d = 32
+        let x = TestSupport.random([60, d], seed: 35, std: 0.01) + 100
+        let c = TestSupport.random([512, d], seed: 36, std: 0.01) + 100
+        Self.expectSame(x, c, "offset")
+        // Every row's bound admits more codes than a list holds: all of them went to the float search.
+        #expect(Self.leftOver(x, c)?.count == 60)
+    }
+
+    @Test("huge, non-finite and denormal values: same results as the float search", .enabled(if: GEMM.level >= 1))
+    func extremes() {
+        let d = 24
+        var xs = TestSupport.random([40, d], seed: 37).scalars
+        xs[0] = .nan
+        xs[d + 3] = .infinity
+        for p in 0..<d { xs[2 * d + p] *= 3e19 }   // ‖x‖² overflows: the row goes to the float search
+        for p in 0..<d { xs[3 * d + p] = Float.leastNonzeroMagnitude * Float(p % 5) }
+        for p in 0..<d { xs[4 * d + p] *= 1e-30 }
+        let x = Tensor(xs, shape: [40, d])
+        var cs = TestSupport.random([80, d], seed: 38).scalars
+        for p in 0..<d { cs[5 * d + p] = Float.leastNormalMagnitude * Float(p % 3) }
+        for p in 0..<d { cs[6 * d + p] = 0 }
+        let c = Tensor(cs, shape: [80, d])
+        Self.expectSame(x, c, "extremes")
+        let rest = Self.leftOver(x, c) ?? []
+        #expect(rest.contains(0) && rest.contains(1) && rest.contains(2))
+        #expect(!rest.contains(3) && !rest.contains(4))
+        // A huge code rules the screen out for the whole search.
+        var big = cs
+        big[7 * d] = 1e20
+        #expect(Self.leftOver(x, Tensor(big, shape: [80, d])) == nil)
+        Self.expectSame(x, Tensor(big, shape: [80, d]), "huge code")
+    }
+
+    @Test("the screened search is bit-identical on 1 and 2 threads", .enabled(if: GEMM.level >= 1))
+    func threads() {
+        let x = TestSupport.random([700, 64], seed: 39), c = TestSupport.random([300, 64], seed: 40)
+        for mode in Self.modes {
+            let one = Threads.with(1) { x.nearestCodes(c, metric: .euclidean, screening: mode) }
+            let two = Threads.with(2) { x.nearestCodes(c, metric: .euclidean, screening: mode) }
+            #expect(one.indices == two.indices)
+            #expect(one.scores == two.scores)
+        }
+    }
+}
