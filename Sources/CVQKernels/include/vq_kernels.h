@@ -65,6 +65,21 @@ void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols,
 int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
                    const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
 
+/// Skinny products on the vector units, bit-identical to the Swift loops in `GEMM` (each product rounded, then
+/// added, in the same order per element). Each returns 0 and does nothing where that loop must run instead.
+/// `c[i, j] = (accumulate ? c[i, j] : start[j]) + Σ_{p<k} a[i, p]·b[p·n + j]` for `i < rows`, `k ≤ 8` (level ≥ 2).
+int vq_tiny_depth_rows(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
+                       const float *b, const float *start, float *c, int64_t ldc, int accumulate);
+/// `acc[i·w + j] += a[i, p]·b[p·brs + j]` for `p < k` in order, `i < m`, `j < w` (level ≥ 2).
+int vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
+                int64_t brs, float *acc);
+/// `acc[j·width + i] += a[p·acs + i]·b[p·brs + j·bcs]` for `p < k` in order, `i < width`, `j < n` (level ≥ 2).
+int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
+                    int64_t brs, int64_t bcs, float *acc);
+/// `c[i·crs + j·ccs] (+)= GEMM.dot(a + i·ars, bcols + j·k, k)` for `i < rows`, `j < n ≤ 8` (level ≥ 1).
+int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
+                   float *c, int64_t crs, int64_t ccs, int accumulate);
+
 /// BF16 pairs for the screening tiles: `dst[p·width + i]` holds row i's elements 2p (low half) and 2p + 1 (high
 /// half, 0 past `d`) rounded to nearest even, for rows < `rows`; rows up to `width` are 0.
 void vq_bf16_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, uint32_t *dst);

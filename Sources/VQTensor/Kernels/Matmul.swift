@@ -160,6 +160,10 @@ extension GEMM {
         let body = { (rows: Range<Int>) in
             let rowBuffer = acs == 1 ? nil : alignedFloats(k)
             defer { rowBuffer?.deallocate() }
+            if rowBuffer == nil, vq_skinny_dots(level, Int64(rows.count), Int64(n), Int64(k), pa + rows.lowerBound * ars, Int64(ars), pb,
+                                                pc + rows.lowerBound * crs, Int64(crs), Int64(ccs), accumulate ? 1 : 0) != 0 {
+                return
+            }
             for i in rows {
                 let row: UnsafePointer<Float>
                 if let rowBuffer {
@@ -195,12 +199,15 @@ extension GEMM {
             let acc = alignedFloats(n * width)
             defer { acc.deallocate() }
             acc.update(repeating: 0, count: n * width)
-            for p in 0..<k {
-                let aRow = pa + p * acs + rows.lowerBound
-                for j in 0..<n {
-                    let bv = pb[p * brs + j * bcs]
-                    let strip = acc + j * width
-                    for i in 0..<width { strip[i] += aRow[i] * bv }
+            // The same loop on the vector units where the level allows.
+            if vq_transposed_a(level, Int64(width), Int64(n), Int64(k), pa + rows.lowerBound, Int64(acs), pb, Int64(brs), Int64(bcs), acc) == 0 {
+                for p in 0..<k {
+                    let aRow = pa + p * acs + rows.lowerBound
+                    for j in 0..<n {
+                        let bv = pb[p * brs + j * bcs]
+                        let strip = acc + j * width
+                        for i in 0..<width { strip[i] += aRow[i] * bv }
+                    }
                 }
             }
             for j in 0..<n {
@@ -233,6 +240,10 @@ extension GEMM {
         nonisolated(unsafe) let (pa, pc, pb) = (a, c, UnsafePointer(bRows))
         let threads = Double(m) * Double(n) * Double(k) < 1.5e6 ? 1 : Threads.count
         let body = { (rows: Range<Int>) in
+            if vq_tiny_depth_rows(level, Int64(rows.count), Int64(n), Int64(k), pa + rows.lowerBound * ars, Int64(ars), Int64(acs),
+                                  pb, pb + k * n, pc + rows.lowerBound * ldc, Int64(ldc), accumulate ? 1 : 0) != 0 {
+                return
+            }
             let rb = UnsafeRawPointer(pb), rs = UnsafeRawPointer(pb + k * n)
             for i in rows {
                 var coef = SIMD8<Float>()
@@ -279,29 +290,32 @@ extension GEMM {
             let row = bcs == 1 ? nil : alignedFloats(w)
             defer { row?.deallocate() }
             let racc = UnsafeMutableRawPointer(acc)
-            for p in 0..<k {
-                let src: UnsafePointer<Float>
-                if let row {
-                    for j in 0..<w { row[j] = pb[p * brs + (cols.lowerBound + j) * bcs] }
-                    src = UnsafePointer(row)
-                } else {
-                    src = pb + p * brs + cols.lowerBound
-                }
-                let rsrc = UnsafeRawPointer(src)
-                for i in 0..<m {
-                    let coef = pa[i * ars + p * acs]
-                    let splat = SIMD8<Float>(repeating: coef)
-                    var j = 0
-                    while j + 8 <= w {
-                        let off = (i * w + j) * 4
-                        let v = racc.loadUnaligned(fromByteOffset: off, as: SIMD8<Float>.self)
-                            + splat * rsrc.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                        racc.storeBytes(of: v, toByteOffset: off, as: SIMD8<Float>.self)
-                        j += 8
+            // The same loop on the vector units where the level allows (B rows read in place).
+            if row != nil || vq_few_rows(level, Int64(m), Int64(w), Int64(k), pa, Int64(ars), Int64(acs), pb + cols.lowerBound, Int64(brs), acc) == 0 {
+                for p in 0..<k {
+                    let src: UnsafePointer<Float>
+                    if let row {
+                        for j in 0..<w { row[j] = pb[p * brs + (cols.lowerBound + j) * bcs] }
+                        src = UnsafePointer(row)
+                    } else {
+                        src = pb + p * brs + cols.lowerBound
                     }
-                    while j < w {
-                        acc[i * w + j] += coef * src[j]
-                        j += 1
+                    let rsrc = UnsafeRawPointer(src)
+                    for i in 0..<m {
+                        let coef = pa[i * ars + p * acs]
+                        let splat = SIMD8<Float>(repeating: coef)
+                        var j = 0
+                        while j + 8 <= w {
+                            let off = (i * w + j) * 4
+                            let v = racc.loadUnaligned(fromByteOffset: off, as: SIMD8<Float>.self)
+                                + splat * rsrc.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                            racc.storeBytes(of: v, toByteOffset: off, as: SIMD8<Float>.self)
+                            j += 8
+                        }
+                        while j < w {
+                            acc[i * w + j] += coef * src[j]
+                            j += 1
+                        }
                     }
                 }
             }

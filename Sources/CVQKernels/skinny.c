@@ -1,0 +1,156 @@
+/* Skinny products — projections to and from a few channels (FSQ's and LFQ's `dim → 4 → dim`) and their
+   gradients — on the vector units. Each keeps the arithmetic of the Swift loop it replaces: every product
+   rounded, then added (no fused multiply-add), in the same order for every element, so results are
+   bit-identical to that loop at every level. Each returns 0 (and does nothing) at level 0, where the Swift
+   loop runs. */
+#include "vq_kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define VQ_X86 1
+#include <immintrin.h>
+
+static inline __mmask16 tail16(int64_t r) { return r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << r) - 1); }
+
+/* c[i, j] = (accumulate ? c[i, j] : start[j]) + a[i, 0]·b[0, j] + … + a[i, k−1]·b[k−1, j], added in order. */
+__attribute__((target("avx512f")))
+static void tiny_depth_avx512(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
+                              const float *b, const float *start, float *c, int64_t ldc, int accumulate) {
+    for (int64_t i = 0; i < rows; i++) {
+        __m512 coef[8];
+        for (int64_t p = 0; p < k; p++) coef[p] = _mm512_set1_ps(a[i * ars + p * acs]);
+        float *out = c + i * ldc;
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 m = tail16(n - j);
+            __m512 acc = _mm512_maskz_loadu_ps(m, accumulate ? out + j : start + j);
+            for (int64_t p = 0; p < k; p++)
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(coef[p], _mm512_maskz_loadu_ps(m, b + p * n + j)));
+            _mm512_mask_storeu_ps(out + j, m, acc);
+        }
+    }
+}
+
+/* acc[i, j] += a[i, p]·b[p, j] for p in order (i < m, j < w). */
+__attribute__((target("avx512f")))
+static void few_rows_avx512(int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs,
+                            const float *b, int64_t brs, float *acc) {
+    for (int64_t p = 0; p < k; p++) {
+        const float *row = b + p * brs;
+        if (p + 8 < k) /* rows of B are strided: fetch the segment eight rows ahead */
+            for (int64_t j = 0; j < w; j += 16) _mm_prefetch((const char *)(row + 8 * brs + j), _MM_HINT_T0);
+        for (int64_t i = 0; i < m; i++) {
+            const __m512 s = _mm512_set1_ps(a[i * ars + p * acs]);
+            float *ai = acc + i * w;
+            int64_t j = 0;
+            for (; j + 16 <= w; j += 16)
+                _mm512_storeu_ps(ai + j, _mm512_add_ps(_mm512_loadu_ps(ai + j), _mm512_mul_ps(s, _mm512_loadu_ps(row + j))));
+            if (j < w) {
+                const __mmask16 t = tail16(w - j);
+                _mm512_mask_storeu_ps(ai + j, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, ai + j),
+                                                               _mm512_mul_ps(s, _mm512_maskz_loadu_ps(t, row + j))));
+            }
+        }
+    }
+}
+
+/* acc[j, i] += a[p, i]·b[p, j] for p in order (row p of A at a + p·acs; i < width, j < n). */
+__attribute__((target("avx512f")))
+static void transposed_a_avx512(int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
+                                int64_t brs, int64_t bcs, float *acc) {
+    for (int64_t p = 0; p < k; p++) {
+        const float *row = a + p * acs;
+        for (int64_t j = 0; j < n; j++) {
+            const __m512 s = _mm512_set1_ps(b[p * brs + j * bcs]);
+            float *strip = acc + j * width;
+            int64_t i = 0;
+            for (; i + 16 <= width; i += 16)
+                _mm512_storeu_ps(strip + i, _mm512_add_ps(_mm512_loadu_ps(strip + i), _mm512_mul_ps(_mm512_loadu_ps(row + i), s)));
+            if (i < width) {
+                const __mmask16 t = tail16(width - i);
+                _mm512_mask_storeu_ps(strip + i, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, strip + i),
+                                                                  _mm512_mul_ps(_mm512_maskz_loadu_ps(t, row + i), s)));
+            }
+        }
+    }
+}
+
+/* GEMM.dot's order: two eight-lane partial sums over blocks of 16, one block of 8 into the first, the two
+   added lane-wise, the lanes summed in order, then the tail in order. */
+__attribute__((target("avx2")))
+static inline float lanes_sum(__m256 v) {
+    float l[8];
+    _mm256_storeu_ps(l, v);
+    float s = -0.0f;
+    for (int q = 0; q < 8; q++) s += l[q];
+    return s;
+}
+
+/* c[i, j] (+)= dot(a row i, column j of B) for j < n ≤ 8, the columns stored contiguously (`bcols + j·k`). */
+__attribute__((target("avx2")))
+static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
+                             float *c, int64_t crs, int64_t ccs, int accumulate) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *row = a + i * ars;
+        __m256 acc0[8], acc1[8];
+        for (int j = 0; j < n; j++) acc0[j] = acc1[j] = _mm256_setzero_ps();
+        int64_t p = 0;
+        for (; p + 16 <= k; p += 16) {
+            const __m256 r0 = _mm256_loadu_ps(row + p), r1 = _mm256_loadu_ps(row + p + 8);
+            for (int j = 0; j < n; j++) {
+                const float *col = bcols + j * k + p;
+                acc0[j] = _mm256_add_ps(acc0[j], _mm256_mul_ps(r0, _mm256_loadu_ps(col)));
+                acc1[j] = _mm256_add_ps(acc1[j], _mm256_mul_ps(r1, _mm256_loadu_ps(col + 8)));
+            }
+        }
+        if (p + 8 <= k) {
+            const __m256 r0 = _mm256_loadu_ps(row + p);
+            for (int j = 0; j < n; j++) acc0[j] = _mm256_add_ps(acc0[j], _mm256_mul_ps(r0, _mm256_loadu_ps(bcols + j * k + p)));
+            p += 8;
+        }
+        for (int j = 0; j < n; j++) {
+            float s = lanes_sum(_mm256_add_ps(acc0[j], acc1[j]));
+            const float *col = bcols + j * k;
+            for (int64_t q = p; q < k; q++) s += row[q] * col[q];
+            float *out = c + i * crs + j * ccs;
+            *out = accumulate ? *out + s : s;
+        }
+    }
+}
+#endif
+
+int vq_tiny_depth_rows(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
+                       const float *b, const float *start, float *c, int64_t ldc, int accumulate) {
+#if VQ_X86
+    if (level >= 2 && k <= 8) { tiny_depth_avx512(rows, n, k, a, ars, acs, b, start, c, ldc, accumulate); return 1; }
+#endif
+    (void)level; (void)rows; (void)n; (void)k; (void)a; (void)ars; (void)acs; (void)b; (void)start; (void)c; (void)ldc;
+    (void)accumulate;
+    return 0;
+}
+
+int vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
+                int64_t brs, float *acc) {
+#if VQ_X86
+    if (level >= 2) { few_rows_avx512(m, w, k, a, ars, acs, b, brs, acc); return 1; }
+#endif
+    (void)level; (void)m; (void)w; (void)k; (void)a; (void)ars; (void)acs; (void)b; (void)brs; (void)acc;
+    return 0;
+}
+
+int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
+                    int64_t brs, int64_t bcs, float *acc) {
+#if VQ_X86
+    if (level >= 2) { transposed_a_avx512(width, n, k, a, acs, b, brs, bcs, acc); return 1; }
+#endif
+    (void)level; (void)width; (void)n; (void)k; (void)a; (void)acs; (void)b; (void)brs; (void)bcs; (void)acc;
+    return 0;
+}
+
+int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
+                   float *c, int64_t crs, int64_t ccs, int accumulate) {
+#if VQ_X86
+    if (level >= 1 && n <= 8) { skinny_dots_avx2(rows, n, k, a, ars, bcols, c, crs, ccs, accumulate); return 1; }
+#endif
+    (void)level; (void)rows; (void)n; (void)k; (void)a; (void)ars; (void)bcols; (void)c; (void)crs; (void)ccs;
+    (void)accumulate;
+    return 0;
+}

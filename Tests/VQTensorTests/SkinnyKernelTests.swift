@@ -1,0 +1,102 @@
+import Testing
+@testable import VQTensor
+import VQTestSupport
+
+/// The skinny products (projections to and from a few channels) run on C vector kernels at levels ≥ 1 and on
+/// Swift loops at level 0; both must compute every element in the documented order — each product rounded,
+/// then added — so these tests rebuild that order in scalar Swift and compare bit for bit.
+@Suite("Kernels: skinny products keep their documented order")
+struct SkinnyKernelTests {
+    static func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
+
+    @Test("tiny depth (k ≤ 8): each row starts from the bias, then adds a[i,p]·b[p,j] for p in order",
+          arguments: [(100, 256, 4), (37, 19, 1), (64, 33, 8), (5, 16, 3)])
+    func tinyDepth(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        let a = TestSupport.random([m, k], seed: 41).scalars, b = TestSupport.random([k, n], seed: 42).scalars
+        let bias = TestSupport.random([n], seed: 43).scalars
+        for accumulate in [false, true] {
+            var c = TestSupport.random([m, n], seed: 44).scalars
+            var expected = c
+            for i in 0..<m {
+                for j in 0..<n {
+                    var s = accumulate ? expected[i * n + j] : bias[j]
+                    for p in 0..<k { s += a[i * k + p] * b[p * n + j] }
+                    expected[i * n + j] = s
+                }
+            }
+            Threads.with(2) {
+                GEMM.tinyDepth(m: m, n: n, k: k, a: a, ars: k, acs: 1, b: b, brs: n, bcs: 1, c: &c, ldc: n,
+                               accumulate: accumulate, bias: bias)
+            }
+            #expect(Self.bits(c) == Self.bits(expected), "accumulate \(accumulate)")
+        }
+    }
+
+    @Test("few rows (m ≤ 8): C[i, j] accumulates a[i,p]·b[p,j] for p in order", arguments: [(4, 256, 2000), (3, 70, 17), (8, 16, 64)])
+    func fewRows(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        // A read transposed (a weight gradient Xᵀ·dY): element (i, p) at a[p·m + i].
+        let a = TestSupport.random([k, m], seed: 45).scalars, b = TestSupport.random([k, n], seed: 46).scalars
+        var c = [Float](repeating: 0, count: m * n), expected = c
+        for i in 0..<m {
+            for j in 0..<n {
+                var s: Float = 0
+                for p in 0..<k { s += a[p * m + i] * b[p * n + j] }
+                expected[i * n + j] = s
+            }
+        }
+        Threads.with(2) {
+            GEMM.fewRows(m: m, n: n, k: k, a: a, ars: 1, acs: m, b: b, brs: n, bcs: 1, c: &c, ldc: n, accumulate: false)
+        }
+        #expect(Self.bits(c) == Self.bits(expected))
+    }
+
+    @Test("few columns: dot products in GEMM.dot's order; A read across rows: sums over p in order",
+          arguments: [(300, 4, 256), (70, 3, 37), (40, 8, 16), (33, 1, 200)])
+    func skinny(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        let a = TestSupport.random([m, k], seed: 47).scalars, b = TestSupport.random([k, n], seed: 48).scalars
+        // GEMM.dot: two eight-lane partial sums over blocks of 16, a block of 8 into the first, lanes in order, tail.
+        func dot(_ i: Int, _ j: Int) -> Float {
+            var l0 = [Float](repeating: 0, count: 8), l1 = l0
+            var p = 0
+            while p + 16 <= k {
+                for q in 0..<8 {
+                    l0[q] += a[i * k + p + q] * b[(p + q) * n + j]
+                    l1[q] += a[i * k + p + 8 + q] * b[(p + 8 + q) * n + j]
+                }
+                p += 16
+            }
+            if p + 8 <= k {
+                for q in 0..<8 { l0[q] += a[i * k + p + q] * b[(p + q) * n + j] }
+                p += 8
+            }
+            var s: Float = -0.0
+            for q in 0..<8 { s += l0[q] + l1[q] }
+            while p < k { s += a[i * k + p] * b[p * n + j]; p += 1 }
+            return s
+        }
+        var c = [Float](repeating: 0, count: m * n)
+        Threads.with(2) {
+            GEMM.skinny(m: m, n: n, k: k, a: a, ars: k, acs: 1, b: b, brs: n, bcs: 1, c: &c, crs: n, ccs: 1, accumulate: false)
+        }
+        #expect(Self.bits(c) == Self.bits((0..<(m * n)).map { dot($0 / n, $0 % n) }))
+        // A stored transposed ([k, m], the input gradient's layout): the transposed-A path, sums in order of p.
+        let at = (0..<(k * m)).map { a[($0 % m) * k + $0 / m] }
+        var ct = [Float](repeating: 0, count: m * n)
+        Threads.with(2) {
+            GEMM.skinny(m: m, n: n, k: k, a: at, ars: 1, acs: m, b: b, brs: n, bcs: 1, c: &ct, crs: n, ccs: 1, accumulate: false)
+        }
+        var expected = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s: Float = 0
+                for p in 0..<k { s += at[p * m + i] * b[p * n + j] }
+                expected[i * n + j] = s
+            }
+        }
+        // Fewer rows gather each row and take GEMM.dot's order.
+        #expect(Self.bits(ct) == Self.bits(m >= 32 ? expected : (0..<(m * n)).map { dot($0 / n, $0 % n) }))
+    }
+}
