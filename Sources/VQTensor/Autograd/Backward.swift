@@ -62,18 +62,22 @@ extension Tensor {
 enum Backward {
     /// Gradients of `op`'s inputs given the gradient `g` of its output (nil = no gradient).
     static func inputGradients(_ op: Op, gradient g: Tensor, inputShapes: [[Int]?]) -> [Tensor?] {
+        func needs(_ i: Int) -> Bool { i < inputShapes.count && inputShapes[i] != nil }
         switch op {
         case .leaf:
             return []
+        // Only the gradients that are needed (`inputShapes[i] == nil`: input i takes none), so a constant
+        // operand (FSQ's per-level scales, a detached shift) costs no pass over the gradient.
         case .add(let l, let r):
-            return [g.summed(to: l), g.summed(to: r)]  // d(a+b) = da + db
+            return [needs(0) ? g.summed(to: l) : nil, needs(1) ? g.summed(to: r) : nil]  // d(a+b) = da + db
         case .sub(let l, let r):
-            return [g.summed(to: l), (-g).summed(to: r)]
+            return [needs(0) ? g.summed(to: l) : nil, needs(1) ? (-g).summed(to: r) : nil]
         case .mul(let a, let b):
-            return [(g * b).summed(to: a.shape), (g * a).summed(to: b.shape)]  // d(ab) = b da + a db
+            // d(ab) = b da + a db
+            return [needs(0) ? (g * b).summed(to: a.shape) : nil, needs(1) ? (g * a).summed(to: b.shape) : nil]
         case .div(let a, let b):
             // d(a/b) = da / b − a db / b²
-            return [(g / b).summed(to: a.shape), (-(g * a) / (b * b)).summed(to: b.shape)]
+            return [needs(0) ? (g / b).summed(to: a.shape) : nil, needs(1) ? (-(g * a) / (b * b)).summed(to: b.shape) : nil]
         case .maximum(let a, let b), .minimum(let a, let b):
             let isMax: Bool = { if case .maximum = op { return true } else { return false } }()
             let wa = Elementwise.zip(a, b, "maximum") { x, y in x == y ? 0.5 : ((isMax ? x > y : x < y) ? 1 : 0) }
