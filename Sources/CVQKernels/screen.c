@@ -30,7 +30,34 @@ static inline float bf16_float(uint32_t h) {
     return f;
 }
 
-void vq_bf16_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, uint32_t *dst) {
+#if VQ_X86
+/* The same layout with the BF16 unit's conversion (VCVTNE2PS2BF16: nearest even; it may flush denormals, which
+   the bound allows for). A row's BF16 values in order are its pairs. */
+__attribute__((target("avx512f,avx512bf16")))
+static void bf16_pack_avx512(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, uint32_t *dst) {
+    const int64_t pairs = (d + 1) / 2;
+    uint32_t row[256];
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xi = x + i * ld;
+        for (int64_t p = 0; p < d; p += 32) {
+            const int64_t r = d - p;
+            const __mmask16 m0 = r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << r) - 1);
+            const __mmask16 m1 = r >= 32 ? (__mmask16)0xFFFF : (r <= 16 ? 0 : (__mmask16)((1u << (r - 16)) - 1));
+            const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, xi + p + 16), _mm512_maskz_loadu_ps(m0, xi + p));
+            _mm512_storeu_si512((void *)(row + p / 2), (__m512i)v);
+        }
+        for (int64_t p = 0; p < pairs; p++) dst[p * width + i] = row[p];
+    }
+    for (int64_t p = 0; p < pairs; p++)
+        for (int64_t i = rows; i < width; i++) dst[p * width + i] = 0;
+}
+#endif
+
+void vq_bf16_pack(int native, const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, uint32_t *dst) {
+#if VQ_X86
+    if (native && d <= 512) { bf16_pack_avx512(x, ld, rows, d, width, dst); return; }
+#endif
+    (void)native;
     const int64_t pairs = (d + 1) / 2;
     for (int64_t p = 0; p < pairs; p++) {
         uint32_t *out = dst + p * width;
@@ -201,46 +228,47 @@ void vq_screen_tile(int native, int64_t pairs, const uint32_t *a, const uint32_t
                          cand, low, cap);
 }
 
-/* The exact float score of `code`, as gemm_argmin_avx512 / vq_gemm_ukr + argmin form it at levels ≥ 1: the dot
-   product is one fused multiply-add chain over the depth (d ≤ the GEMM's depth block). Four chains at a time. */
+/* The exact float scores of the listed codes of `rows` rows (row i at x + i·d, its list at cand + i·cap, low + i·cap,
+   count[i] entries, −1 = left to the plain search), as gemm_argmin_avx512 / vq_gemm_ukr + argmin form them at
+   levels ≥ 1: each dot product one fused multiply-add chain over the depth (d ≤ the GEMM's depth block). The
+   chains of eight (row, code) pairs run interleaved; each row then takes its scores in list order (code order)
+   with strict improvement. */
 #if VQ_X86
 __attribute__((target("avx2,fma")))
 #endif
-void vq_screen_rescore(int64_t d, const float *x, float x2, const float *codes, const float *cc, int cosine,
-                       const int32_t *cand, const float *low, int32_t n, float bound, float *best,
-                       int64_t *best_index) {
-    int32_t kept[256];
-    float b = *best;
-    int64_t bi = *best_index;
-    int32_t start = 0;
-    while (start < n) {
-        int32_t m = 0;
-        for (; start < n && m < 256; start++)
-            if (low[start] <= bound) kept[m++] = cand[start];
-        for (int32_t c = 0; c < m; c += 4) {
-            const int w = m - c < 4 ? m - c : 4;
-            float t[4] = {0, 0, 0, 0};
-            const float *r[4];
-            for (int q = 0; q < 4; q++) r[q] = codes + (int64_t)kept[c + (q < w ? q : 0)] * d;
-            for (int64_t p = 0; p < d; p++) {
-                const float xp = x[p];
-                t[0] = __builtin_fmaf(xp, r[0][p], t[0]);
-                t[1] = __builtin_fmaf(xp, r[1][p], t[1]);
-                t[2] = __builtin_fmaf(xp, r[2][p], t[2]);
-                t[3] = __builtin_fmaf(xp, r[3][p], t[3]);
+void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
+                      int cosine, const int32_t *count, const int32_t *cand, const float *low, int cap,
+                      const float *bound, float *best, int64_t *best_index, int32_t *pair_row, int32_t *pair_code,
+                      float *pair_score) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < rows; i++)
+        for (int32_t t = 0; t < count[i]; t++)
+            if (low[i * cap + t] <= bound[i]) { pair_row[m] = (int32_t)i; pair_code[m] = cand[i * cap + t]; m++; }
+    for (int64_t q0 = 0; q0 < m; q0 += 8) {
+        const int w = m - q0 < 8 ? (int)(m - q0) : 8;
+        const float *xr[8], *cr[8];
+        float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int q = 0; q < 8; q++) {
+            const int64_t e = q0 + (q < w ? q : 0);
+            xr[q] = x + (int64_t)pair_row[e] * d;
+            cr[q] = codes + (int64_t)pair_code[e] * d;
+        }
+        for (int64_t p = 0; p < d; p++)
+            for (int q = 0; q < 8; q++) t[q] = __builtin_fmaf(xr[q][p], cr[q][p], t[q]);
+        for (int q = 0; q < w; q++) {
+            const int64_t e = q0 + q;
+            float sc;
+            if (cosine) {
+                sc = -t[q];
+            } else {
+                const float v = (xx[pair_row[e]] + cc[pair_code[e]]) + t[q] * -2.0f;
+                sc = 1e-8f > v ? 1e-8f : v;
             }
-            for (int q = 0; q < w; q++) {
-                float s;
-                if (cosine) {
-                    s = -t[q];
-                } else {
-                    const float v = (x2 + cc[kept[c + q]]) + t[q] * -2.0f;
-                    s = 1e-8f > v ? 1e-8f : v;
-                }
-                if (s < b) { b = s; bi = kept[c + q]; }
-            }
+            pair_score[e] = sc;
         }
     }
-    *best = b;
-    *best_index = bi;
+    for (int64_t e = 0; e < m; e++) {
+        const int32_t i = pair_row[e];
+        if (pair_score[e] < best[i]) { best[i] = pair_score[e]; best_index[i] = pair_code[e]; }
+    }
 }

@@ -81,8 +81,8 @@ int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a
                    float *c, int64_t crs, int64_t ccs, int accumulate);
 
 /// BF16 pairs for the screening tiles: `dst[p·width + i]` holds row i's elements 2p (low half) and 2p + 1 (high
-/// half, 0 past `d`) rounded to nearest even, for rows < `rows`; rows up to `width` are 0.
-void vq_bf16_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, uint32_t *dst);
+/// half, 0 past `d`) rounded to nearest even, for rows < `rows`; rows up to `width` are 0. `native` (level 3) converts on the BF16 unit.
+void vq_bf16_pack(int native, const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, uint32_t *dst);
 
 /// `norm[i] = sqrt(sq[i])` and the screen's bound term of a row or code with squared norm `sq[i]`.
 void vq_screen_terms(const float *sq, int64_t n, int cosine, float *norm, float *term);
@@ -96,11 +96,13 @@ void vq_screen_tile(int native, int64_t pairs, const uint32_t *a, const uint32_t
                     const float *cterm, int cosine, int64_t code_base, float *bound, int32_t *count, int32_t *cand,
                     float *low, int cap);
 
-/// The exact float scores of a row's listed codes whose lower bound is ≤ `bound` (in list order, which is code
-/// order), as the float nearest-code tiles at levels ≥ 1 compute them; strictly better scores replace `best`.
-void vq_screen_rescore(int64_t d, const float *x, float x2, const float *codes, const float *cc, int cosine,
-                       const int32_t *cand, const float *low, int32_t n, float bound, float *best,
-                       int64_t *best_index);
+/// The exact float scores of the listed codes of `rows` screened rows whose lower bound is ≤ the row's `bound`
+/// (rows with `count` −1 are skipped), as the float nearest-code tiles at levels ≥ 1 compute them; each row takes
+/// strict improvements in code order into `best`/`best_index`. `pair_*` are scratch of `rows · cap` entries.
+void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
+                      int cosine, const int32_t *count, const int32_t *cand, const float *low, int cap,
+                      const float *bound, float *best, int64_t *best_index, int32_t *pair_row, int32_t *pair_code,
+                      float *pair_score);
 
 /// FSQ's grid for `rows` rows of `d` bounded values `t` (in place: the codes): per channel, with
 /// `b = t·halfL − offset`, `q = (b + (rint(b) − b)) / hw`; `indices[r] = rint(Σ_j ((q·hw + hw)·basis))` in channel order, or −1 for a

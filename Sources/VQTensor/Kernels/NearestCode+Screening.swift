@@ -59,7 +59,7 @@ extension NearestCodeKernel {
         nonisolated(unsafe) let (px, pcodes, ppacked, pcc, pcn, pct, pbest, pindex) = (x, codes, packed, cc, cn, cterm, best, index)
         Threads.forRanges(panels, minChunk: 8) { range in
             for jp in range {
-                vq_bf16_pack(pcodes + jp * nr * d, Int64(d), Int64(Swift.min(nr, k - jp * nr)), Int64(d), Int64(nr),
+                vq_bf16_pack(native ? 1 : 0, pcodes + jp * nr * d, Int64(d), Int64(Swift.min(nr, k - jp * nr)), Int64(d), Int64(nr),
                              ppacked + jp * pairs * nr)
             }
         }
@@ -80,7 +80,7 @@ extension NearestCodeKernel {
                 defer { aRaw.deallocate(); rowState.deallocate(); count.deallocate(); cand.deallocate(); low.deallocate() }
                 for g in 0..<groups {
                     let rows = Swift.min(mr, rowsT - g * mr)
-                    vq_bf16_pack(px + (r0 + g * mr) * d, Int64(d), Int64(rows), Int64(d), Int64(mr), aPack + g * pairs * mr)
+                    vq_bf16_pack(native ? 1 : 0, px + (r0 + g * mr) * d, Int64(d), Int64(rows), Int64(d), Int64(mr), aPack + g * pairs * mr)
                 }
                 for i in 0..<slots {
                     xx[i] = i < rowsT ? sumOfSquares(px + (r0 + i) * d, d) : 0
@@ -106,13 +106,16 @@ extension NearestCodeKernel {
                     b0 = b1
                 }
                 for i in 0..<rowsT {
-                    let r = r0 + i
-                    if count[i] < 0 { pplain[r] = 1; continue }
-                    pbest[r] = .infinity
-                    pindex[r] = 0
-                    vq_screen_rescore(Int64(d), px + r * d, xx[i], pcodes, pcc, cosine, cand + i * cap, low + i * cap,
-                                      count[i], bound[i], pbest + r, pindex + r)
+                    pbest[r0 + i] = .infinity
+                    pindex[r0 + i] = 0
+                    if count[i] < 0 { pplain[r0 + i] = 1 }
                 }
+                // Scratch for the (row, code) pairs to rescore: at most every listed entry.
+                let pairRow = UnsafeMutablePointer<Int32>.allocate(capacity: slots * cap * 2)
+                let pairScore = UnsafeMutablePointer<Float>.allocate(capacity: slots * cap)
+                defer { pairRow.deallocate(); pairScore.deallocate() }
+                vq_screen_finish(Int64(d), Int64(rowsT), px + r0 * d, xx, pcodes, pcc, cosine, count, cand, low, Int32(cap),
+                                 bound, pbest + r0, pindex + r0, pairRow, pairRow + slots * cap, pairScore)
             }
         }
         return plain.indices.filter { plain[$0] != 0 }
