@@ -12,7 +12,7 @@ static int detected_level(void) {
 #if VQ_X86 && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
-        return __builtin_cpu_supports("avx512bf16") ? 3 : 2;
+        return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni") ? 3 : 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
     return 0;

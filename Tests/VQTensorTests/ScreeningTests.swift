@@ -2,13 +2,15 @@ import Testing
 @testable import VQTensor
 import VQTestSupport
 
-/// The BF16-screened nearest-code search must return exactly what the float search returns: the same index and
-/// the same score bits, for every row — near-ties, exact ties, data far from the origin, denormals, huge and
-/// non-finite rows included. Each case runs the portable emulation of the screening tile (any machine with
-/// FMA) and, on AVX-512 BF16 machines, the VDPBF16PS tile.
-@Suite("Kernels: BF16-screened nearest-code search")
+/// The screened nearest-code search (BF16 pairs or 8-bit quads) must return exactly what the float search
+/// returns: the same index and the same score bits, for every row — near-ties, exact ties, data far from the
+/// origin, denormals, huge and non-finite rows included. Each case runs the portable emulation of both screening
+/// tiles (any machine with FMA) and, on level-3 machines, the VDPBF16PS and VPDPBUSD tiles.
+@Suite("Kernels: screened nearest-code search")
 struct ScreeningTests {
-    static let modes: [NearestCodeKernel.Screening] = GEMM.level >= 3 ? [.emulated, .native] : [.emulated]
+    static let modes: [NearestCodeKernel.Screening] =
+        [.screen(.bf16, native: false), .screen(.int8, native: false)]
+        + (GEMM.level >= 3 ? [.screen(.bf16, native: true), .screen(.int8, native: true)] : [])
 
     static func expectSame(_ x: Tensor, _ c: Tensor, _ comment: Comment) {
         for metric in [CodeMetric.euclidean, .dot] {
@@ -25,26 +27,29 @@ struct ScreeningTests {
     }
 
     /// The rows the screen hands to the float search (to show which cases exercise which path).
-    static func leftOver(_ x: Tensor, _ c: Tensor, cosine: Bool = false, native: Bool = false) -> [Int]? {
+    static func leftOver(_ x: Tensor, _ c: Tensor, cosine: Bool = false, format: NearestCodeKernel.ScreenFormat = .bf16) -> [Int]? {
         let n = x.shape[0], k = c.shape[0], d = x.shape[1]
         var best = [Float](repeating: .infinity, count: n), index = [Int64](repeating: 0, count: n)
         return x.scalars.withUnsafeBufferPointer { px in
             c.scalars.withUnsafeBufferPointer { pc in
                 NearestCodeKernel.screenedArgmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d,
-                                                 cosine: cosine ? 1 : 0, native: native, best: &best, index: &index)
+                                                 cosine: cosine ? 1 : 0, format: format, native: false,
+                                                 best: &best, index: &index)
             }
         }
     }
 
     @Test("random data: same indices and score bits as the float search, partial tiles and odd depths included",
-          .enabled(if: GEMM.level >= 1), arguments: [(1, 64, 16), (13, 65, 17), (100, 300, 64), (257, 1024, 32), (40, 97, 255), (30, 64, 256)])
+          .enabled(if: GEMM.level >= 1), arguments: [(1, 64, 16), (13, 65, 17), (100, 300, 64), (257, 1024, 32), (40, 97, 255), (30, 64, 256), (3000, 1024, 16)])
     func randomData(shape: (Int, Int, Int)) {
         let (n, k, d) = shape
         let x = TestSupport.random([n, d], seed: 31), c = TestSupport.random([k, d], seed: 32)
         Self.expectSame(x, c, "\(shape)")
         // Not vacuous: the screen served every row (none fell back to the float search).
-        #expect(Self.leftOver(x, c) == [])
-        #expect(Self.leftOver(x, c, cosine: true) == [])
+        for format in [NearestCodeKernel.ScreenFormat.bf16, .int8] {
+            #expect(Self.leftOver(x, c, format: format) == [])
+            #expect(Self.leftOver(x, c, cosine: true, format: format) == [])
+        }
     }
 
     @Test("near-ties and exact ties: codes 1e-6 apart, duplicated codes, integer data",
@@ -65,13 +70,43 @@ struct ScreeningTests {
         let x = Tensor((0..<(200 * d)).map { i in base[i / d % 16, i % d] + Float.random(in: -1e-3...1e-3, using: &rng) },
                        shape: [200, d])
         Self.expectSame(x, c, "near-ties")
+        // Ties at the scale of the 8-bit quantisation step (codes 1e-2 apart, steps ≈ 2e-2): the screens' errors are
+        // as large as the gaps, so too small a bound drops the nearest code.
+        for dd in [16, 48] {
+            let b2 = TestSupport.random([32, dd], seed: 50)
+            let c2 = Tensor((0..<(256 * dd)).map { i in b2[i / dd / 8, i % dd] + Float.random(in: -1e-2...1e-2, using: &rng) },
+                            shape: [256, dd])
+            let x2 = Tensor((0..<(2000 * dd)).map { i in b2[i / dd % 32, i % dd] + Float.random(in: -2e-2...2e-2, using: &rng) },
+                            shape: [2000, dd])
+            Self.expectSame(x2, c2, "step-scale ties d=\(dd)")
+        }
         let xi = Tensor((0..<(90 * d)).map { _ in Float(Int.random(in: -2...2, using: &rng)) }, shape: [90, d])
         let ci = Tensor((0..<(70 * d)).map { _ in Float(Int.random(in: -2...2, using: &rng)) }, shape: [70, d])
         Self.expectSame(xi, ci, "integers")
         // A row exactly on a code that appears twice resolves to the first copy, as the float search does.
         let dup = Tensor(ci.scalars + ci.scalars, shape: [140, d])
-        let (idx, _) = ci.nearestCodes(dup, metric: .euclidean, screening: .emulated)
-        #expect(idx.scalars == Array(0..<70))
+        for mode in Self.modes {
+            #expect(ci.nearestCodes(dup, metric: .euclidean, screening: mode).indices.scalars == Array(0..<70))
+        }
+    }
+
+    /// Coherent rounding: every component of a row sits just below a half step of the 8-bit grid (rounded down),
+    /// and its own copy is a code (distance 0) that the 8-bit screen scores ≈ 3,800 too far, while an integer code
+    /// (distance² 4) is scored ≈ 1,900 too near. The nearest survives only if the bound covers errors this close
+    /// to its worst case (a bound at a fifth of its size fails here).
+    @Test("coherent rounding errors: the true nearest survives the 8-bit screen", .enabled(if: GEMM.level >= 1))
+    func coherentRounding() {
+        var rng = SeededGenerator(seed: 51)
+        let d = 16, n = 50
+        var xs = [Float](), exact = [Float]()
+        for _ in 0..<n {
+            let k = (0..<d).map { $0 == 0 ? Float(127) : Float(Int.random(in: 60...126, using: &rng)) }
+            xs += k.enumerated().map { $0.offset == 0 ? $0.element : $0.element + 0.4999 }
+            exact += k
+        }
+        let x = Tensor(xs, shape: [n, d]), c = Tensor(xs + exact, shape: [2 * n, d])
+        Self.expectSame(x, c, "coherent rounding")
+        #expect(x.nearestCodes(c, metric: .euclidean, screening: .off).indices.scalars == Array(0..<n))
     }
 
     @Test("data far from the origin overflows the candidate lists and falls back, with the same results",
@@ -83,6 +118,7 @@ struct ScreeningTests {
         Self.expectSame(x, c, "offset")
         // Every row's bound admits more codes than a list holds: all of them went to the float search.
         #expect(Self.leftOver(x, c)?.count == 60)
+        #expect(Self.leftOver(x, c, format: .int8)?.count == 60)
     }
 
     @Test("huge, non-finite and denormal values: same results as the float search", .enabled(if: GEMM.level >= 1))
@@ -100,13 +136,26 @@ struct ScreeningTests {
         for p in 0..<d { cs[6 * d + p] = 0 }
         let c = Tensor(cs, shape: [80, d])
         Self.expectSame(x, c, "extremes")
+        // Non-finite and overflowing rows go to the float search; BF16 bounds denormal and tiny rows, 8-bit
+        // scales do not reach them (largest magnitude below 1e-15) and leave them too.
         let rest = Self.leftOver(x, c) ?? []
-        #expect(rest.contains(0) && rest.contains(1) && rest.contains(2))
-        #expect(!rest.contains(3) && !rest.contains(4))
+        #expect(rest == [0, 1, 2])
+        // 8-bit scales cannot reach code 5 (largest magnitude 2e-38) either: the whole search is left to the float
+        // one; without that code, the tiny rows are.
+        #expect(Self.leftOver(x, c, format: .int8) == nil)
+        var cz = cs
+        for p in 0..<d { cz[5 * d + p] = 0 }
+        #expect(Self.leftOver(x, Tensor(cz, shape: [80, d]), format: .int8) == [0, 1, 2, 3, 4])
+        Self.expectSame(x, Tensor(cz, shape: [80, d]), "zero code")
+        // The automatic search falls back from 8-bit quads to BF16 pairs for such a codebook: same results.
+        let auto = x.nearestCodes(c, metric: .euclidean, screening: .automatic)
+        let plain = x.nearestCodes(c, metric: .euclidean, screening: .off)
+        #expect(auto.indices == plain.indices && auto.scores.scalars.map(\.bitPattern) == plain.scores.scalars.map(\.bitPattern))
         // A huge code rules the screen out for the whole search.
         var big = cs
         big[7 * d] = 1e20
         #expect(Self.leftOver(x, Tensor(big, shape: [80, d])) == nil)
+        #expect(Self.leftOver(x, Tensor(big, shape: [80, d]), format: .int8) == nil)
         Self.expectSame(x, Tensor(big, shape: [80, d]), "huge code")
     }
 

@@ -10,8 +10,8 @@
 extern "C" {
 #endif
 
-/// Instruction-set levels: 0 = portable C, 1 = AVX2 + FMA, 2 = AVX-512F, 3 = AVX-512F with BF16 dot products
-/// (used only to screen nearest-code candidates; every other kernel treats 3 as 2).
+/// Instruction-set levels: 0 = portable C, 1 = AVX2 + FMA, 2 = AVX-512F, 3 = AVX-512F with BF16 and VNNI dot
+/// products (used only to screen nearest-code candidates; every other kernel treats 3 as 2).
 int vq_cpu_level(void);
 
 /// Rows (MR) and columns (NR) of the GEMM micro-tile for a level.
@@ -80,21 +80,31 @@ int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float 
 int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                    float *c, int64_t crs, int64_t ccs, int accumulate);
 
-/// BF16 pairs for the screening tiles: `dst[p·width + i]` holds row i's elements 2p (low half) and 2p + 1 (high
-/// half, 0 past `d`) rounded to nearest even, for rows < `rows`; rows up to `width` are 0. `native` (level 3) converts on the BF16 unit.
-void vq_bf16_pack(int native, const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, uint32_t *dst);
+/// Low-precision formats of the nearest-code screen: BF16 pairs (VDPBF16PS) or 8-bit integer quads (VPDPBUSD).
+#define VQ_SCREEN_BF16 0
+#define VQ_SCREEN_I8 1
 
-/// `norm[i] = sqrt(sq[i])` and the screen's bound term of a row or code with squared norm `sq[i]`.
-void vq_screen_terms(const float *sq, int64_t n, int cosine, float *norm, float *term);
+/// Depth steps of a packed row (pairs or quads) and the number of per-row and per-code term planes.
+int64_t vq_screen_steps(int format, int64_t d);
+int vq_screen_row_planes(int format);
+int vq_screen_code_planes(int format);
 
-/// One 12 × 32 screening tile: BF16 dot products of up to 12 packed rows (`a`, width 12) with 32 packed codes
-/// (`b`, width 32, 64-byte aligned), their scores and error bounds; per row, `bound` becomes the least upper
-/// bound seen and every code whose lower bound is ≤ it is appended to the row's list (`cand`/`low`, `cap`
-/// entries; `count` −1 when it overflows). `native` uses VDPBF16PS (level 3 only), else a portable emulation.
-void vq_screen_tile(int native, int64_t pairs, const uint32_t *a, const uint32_t *b, int rows, int cols,
-                    const float *xx, const float *xn, const float *rowterm, const float *cc, const float *cn,
-                    const float *cterm, int cosine, int64_t code_base, float *bound, int32_t *count, int32_t *cand,
-                    float *low, int cap);
+/// Packs `rows` rows of depth `d` for the screening tiles — `side` 0: query rows (`width` 12), 1: codes (`width` 32)
+/// — as `dst[step·width + i]`, zero past the rows, and fills the term planes (`terms + plane·tstride`) from the
+/// squared norms `sq`; `ok[i]` = 0 for a row the screen cannot bound (non-finite or out of range). Returns the
+/// number of such rows. `native` converts BF16 on the BF16 unit.
+int64_t vq_screen_pack(int format, int native, int side, int cosine, const float *x, int64_t ld, int64_t rows,
+                       int64_t d, int64_t width, const float *sq, uint32_t *dst, float *terms, int64_t tstride,
+                       int32_t *ok);
+
+/// One 12 × 32 screening tile: low-precision dot products of up to 12 packed rows (`a`) with 32 packed codes (`b`,
+/// 64-byte aligned), their scores and error bounds; per row, `bound` becomes the least upper bound seen and every
+/// code whose lower bound is ≤ it is appended to the row's list (`cand`/`low`, `cap` entries; `count` −1 when it
+/// overflows, and rows with `count` −1 are skipped). `rt`/`ct` are the rows' and codes' term planes. `native` runs
+/// the instruction (level 3 only), else a portable emulation.
+void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
+                    const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
+                    float *bound, int32_t *count, int32_t *cand, float *low, int cap);
 
 /// The exact float scores of the listed codes of `rows` screened rows whose lower bound is ≤ the row's `bound`
 /// (rows with `count` −1 are skipped), as the float nearest-code tiles at levels ≥ 1 compute them; each row takes

@@ -1,31 +1,45 @@
 import CVQKernels
 
-/// Exact nearest-code search screened with BF16 dot products (kernel level 3, AVX-512 BF16).
+/// Exact nearest-code search screened with low-precision dot products (kernel level 3: AVX-512 BF16 and VNNI).
 ///
-/// A screening pass computes every row's scores from dot products of BF16-rounded factors — twice the products
-/// per instruction of the float tile — together with a bound `B` on how far each can be from the float score
-/// the plain search computes. Per row it keeps the least upper bound `U = min (s̃ + B)` and every code whose
-/// lower bound `s̃ − B` is ≤ `U`: the float nearest code is always among them, since its float score is at most
-/// `U` and at least its own lower bound. Those few codes are rescored with the float tile's own arithmetic
-/// (one fused multiply-add chain per dot product), in code order with strict improvement, so indices and
-/// scores are **bit-identical to the plain search**, ties included — the screen only decides which codes need
-/// the float dot product.
+/// A screening pass computes every row's scores from cheap dot products — 8-bit integer quads (VPDPBUSD, four
+/// times the products per instruction of the float tile) or BF16 pairs (VDPBF16PS, twice) — together with a
+/// bound `B` on how far each can be from the float score the plain search computes. Per row it keeps the least
+/// upper bound `U = min (s̃ + B)` and every code whose lower bound `s̃ − B` is ≤ `U`: the float nearest code is
+/// always among them, since its float score is at most `U` and at least its own lower bound. Those few codes
+/// (about one per row on the benchmarks) are rescored with the float tile's own arithmetic (one fused
+/// multiply-add chain per dot product), in code order with strict improvement, so indices and scores are
+/// **bit-identical to the plain search**, ties included — the screen only decides which codes need the float
+/// dot product.
 ///
-/// The bound, for depth `d ≤ 256` and `S = Σ|xᵢcᵢ| ≤ ‖x‖‖c‖`: rounding a factor to BF16 moves it by at most
-/// 2⁻⁸ of itself, so the BF16 products differ from the exact ones by ≤ (2⁻⁷ + 2⁻¹⁶)·S; each float sum of `d`
-/// terms is within γ_d·S ≤ 2⁻¹⁶·S of its exact value (Higham, *Accuracy and Stability of Numerical
-/// Algorithms*, §3.1). A score `(‖x‖² + ‖c‖²) − 2x·c` doubles the dot product's error, so
-/// `|s̃ − s| ≤ (2⁻⁶ + 2⁻¹³)·‖x‖‖c‖` plus the scores' own roundings (≤ 2⁻²² (‖x‖² + ‖c‖²)) and the denormals the
-/// BF16 unit flushes (≤ 2⁻¹²¹(1 + ‖x‖ + ‖c‖)). The kernel uses `(2⁻⁶ + 2⁻¹²)‖x‖‖c‖ + 2⁻²¹(‖x‖² + ‖c‖²) +
-/// 2⁻¹¹⁰(1 + ‖x‖ + ‖c‖)`, which also covers the rounding of the norms and of the bounds themselves. A cosine
-/// score `−x·c` has the same bound without the squared norms.
+/// The bounds, for depth `d ≤ 256`, `S = Σ|xᵢcᵢ| ≤ ‖x‖‖c‖`, and the float sums within γ_d·S ≤ 2⁻¹⁶·S of their
+/// exact values (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1); a score
+/// `(‖x‖² + ‖c‖²) − 2x·c` doubles a dot product's error and adds its own roundings (≤ 2⁻²² (‖x‖² + ‖c‖²)):
+/// - **8-bit**: a row is scaled by `sₓ = max|xᵢ| / 127` and rounded (`x̂ᵢ ∈ [−127, 127]`, error ≤ 0.5001 sₓ per
+///   component, the code likewise with `s_c`); the integer sums are exact, so
+///   `|x·c − sₓs_c Σx̂ᵢĉᵢ| ≤ 0.5001 (sₓ‖c‖₁ + s_c(‖x‖₁ + 0.5001 d sₓ))`. The kernel doubles that with a 2⁻¹⁰ slack and
+///   adds `2⁻¹⁴‖x‖‖c‖` (the float sums and the rescaling) and `2⁻²¹(‖x‖² + ‖c‖²)`. Rows and codes whose largest
+///   magnitude is not 0 or within [10⁻¹⁵, 10¹⁵] are not scaled.
+/// - **BF16**: rounding a factor moves it by at most 2⁻⁸ of itself, so the products differ by ≤ (2⁻⁷ + 2⁻¹⁶)·S and
+///   `|s̃ − s| ≤ (2⁻⁶ + 2⁻¹³)‖x‖‖c‖` plus the roundings and the denormals the BF16 unit flushes
+///   (≤ 2⁻¹²¹(1 + ‖x‖ + ‖c‖)); the kernel uses `(2⁻⁶ + 2⁻¹²)‖x‖‖c‖ + 2⁻²¹(‖x‖² + ‖c‖²) + 2⁻¹¹⁰(1 + ‖x‖ + ‖c‖)`.
+/// A cosine score `−x·c` has the same bounds without the squared norms.
 ///
-/// Rows the screen cannot serve — a non-finite or huge row, or more than ``capacity`` codes within the bound
-/// (data far from the origin relative to its spread) — are searched by the plain kernel.
+/// The automatic search screens with 8-bit quads, with BF16 pairs when the codes rule the 8-bit scales out, and
+/// hands the plain kernel any row a screen cannot serve: a non-finite or out-of-range row, or more than
+/// ``capacity`` codes within the bound (data far from the origin relative to its spread).
 extension NearestCodeKernel {
-    /// How the search is carried out; `.automatic` screens at level 3 when the search is large enough to gain.
+    /// The low-precision format of a screen.
+    enum ScreenFormat: Sendable {
+        case bf16, int8
+        var code: Int32 { self == .int8 ? Int32(VQ_SCREEN_I8) : Int32(VQ_SCREEN_BF16) }
+    }
+
+    /// How the search is carried out; `.automatic` screens with 8-bit quads at level 3 when the search is large
+    /// enough to gain. `native: false` runs the portable emulation of a screen (tests).
     enum Screening: Sendable {
-        case automatic, off, emulated, native
+        case automatic, off
+        case screen(ScreenFormat, native: Bool)
     }
 
     /// Candidate codes kept per row before it is handed to the plain search.
@@ -37,32 +51,33 @@ extension NearestCodeKernel {
     }
 
     /// The screened arg-min: fills `best`/`index` for every row it serves and returns the rows left to the plain
-    /// search, or `nil` when the codes themselves rule the screen out (a non-finite or huge code).
+    /// search, or `nil` when the codes themselves rule the screen out (a non-finite or out-of-range code).
     static func screenedArgmin(
-        x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, cosine: Int32, native: Bool,
-        best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>
+        x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, cosine: Int32,
+        format: ScreenFormat, native: Bool, best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>
     ) -> [Int]? {
         precondition(d <= GEMM.kc && d > 0 && k > 0, "screenedArgmin: d = \(d), k = \(k)")
-        let mr = 12, nr = 32, pairs = (d + 1) / 2, cap = capacity
-        let huge: Float = 1e36
-        let panels = (k + nr - 1) / nr
-        let cc = alignedFloats(panels * nr * 3)
-        let cn = cc + panels * nr, cterm = cn + panels * nr
-        defer { cc.deallocate() }
-        cc.initialize(repeating: 0, count: panels * nr * 3)
-        for j in 0..<k { cc[j] = sumOfSquares(codes + j * d, d) }
-        guard (0..<k).allSatisfy({ cc[$0] <= huge }) else { return nil }
-        vq_screen_terms(cc, Int64(k), cosine, cn, cterm)
-        let packedRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, panels * pairs * nr) * 4, alignment: 64)
-        let packed = packedRaw.bindMemory(to: UInt32.self, capacity: panels * pairs * nr)
-        defer { packedRaw.deallocate() }
-        nonisolated(unsafe) let (px, pcodes, ppacked, pcc, pcn, pct, pbest, pindex) = (x, codes, packed, cc, cn, cterm, best, index)
+        let mr = 12, nr = 32, cap = capacity, fmt = format.code, nat: Int32 = native ? 1 : 0
+        let steps = Int(vq_screen_steps(fmt, Int64(d)))
+        let rowPlanes = Int(vq_screen_row_planes(fmt)), codePlanes = Int(vq_screen_code_planes(fmt))
+        let panels = (k + nr - 1) / nr, cstride = panels * nr
+        // Code terms: plane 0 the squared norms (as the plain search computes them), the rest from the packing.
+        let ct = alignedFloats(codePlanes * cstride)
+        defer { ct.deallocate() }
+        ct.initialize(repeating: 0, count: codePlanes * cstride)
+        for j in 0..<k { ct[j] = sumOfSquares(codes + j * d, d) }
+        let packedRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, panels * steps * nr) * 4, alignment: 64)
+        let packed = packedRaw.bindMemory(to: UInt32.self, capacity: panels * steps * nr)
+        let codeOK = UnsafeMutablePointer<Int32>.allocate(capacity: cstride)
+        defer { packedRaw.deallocate(); codeOK.deallocate() }
+        nonisolated(unsafe) let (px, pcodes, ppacked, pct, pok, pbest, pindex) = (x, codes, packed, ct, codeOK, best, index)
         Threads.forRanges(panels, minChunk: 8) { range in
             for jp in range {
-                vq_bf16_pack(native ? 1 : 0, pcodes + jp * nr * d, Int64(d), Int64(Swift.min(nr, k - jp * nr)), Int64(d), Int64(nr),
-                             ppacked + jp * pairs * nr)
+                vq_screen_pack(fmt, nat, 1, cosine, pcodes + jp * nr * d, Int64(d), Int64(Swift.min(nr, k - jp * nr)), Int64(d),
+                               Int64(nr), pct + jp * nr, ppacked + jp * steps * nr, pct + jp * nr, Int64(cstride), pok + jp * nr)
             }
         }
+        guard (0..<k).allSatisfy({ codeOK[$0] != 0 }) else { return nil }
         var plain = [UInt8](repeating: 0, count: n)
         let rowsPerTask = rowsPerTask(n, mr: mr)
         plain.withUnsafeMutableBufferPointer { pp in
@@ -70,26 +85,28 @@ extension NearestCodeKernel {
             Threads.forEach((n + rowsPerTask - 1) / rowsPerTask) { task in
                 let r0 = task * rowsPerTask, rowsT = Swift.min(rowsPerTask, n - r0)
                 let groups = (rowsT + mr - 1) / mr, slots = groups * mr
-                let aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, groups * pairs * mr) * 4, alignment: 64)
-                let aPack = aRaw.bindMemory(to: UInt32.self, capacity: groups * pairs * mr)
-                let rowState = alignedFloats(slots * 4)
-                let (xx, xn, rowterm, bound) = (rowState, rowState + slots, rowState + 2 * slots, rowState + 3 * slots)
+                let aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, groups * steps * mr) * 4, alignment: 64)
+                let aPack = aRaw.bindMemory(to: UInt32.self, capacity: groups * steps * mr)
+                let rt = alignedFloats(slots * (rowPlanes + 1))
+                let bound = rt + slots * rowPlanes
                 let count = UnsafeMutablePointer<Int32>.allocate(capacity: slots)
                 let cand = UnsafeMutablePointer<Int32>.allocate(capacity: slots * cap)
                 let low = UnsafeMutablePointer<Float>.allocate(capacity: slots * cap)
-                defer { aRaw.deallocate(); rowState.deallocate(); count.deallocate(); cand.deallocate(); low.deallocate() }
+                defer { aRaw.deallocate(); rt.deallocate(); count.deallocate(); cand.deallocate(); low.deallocate() }
+                rt.initialize(repeating: 0, count: slots * (rowPlanes + 1))
+                for i in 0..<rowsT { rt[i] = sumOfSquares(px + (r0 + i) * d, d) }
                 for g in 0..<groups {
-                    let rows = Swift.min(mr, rowsT - g * mr)
-                    vq_bf16_pack(native ? 1 : 0, px + (r0 + g * mr) * d, Int64(d), Int64(rows), Int64(d), Int64(mr), aPack + g * pairs * mr)
+                    let o = g * mr
+                    vq_screen_pack(fmt, nat, 0, cosine, px + (r0 + o) * d, Int64(d), Int64(Swift.min(mr, rowsT - o)), Int64(d),
+                                   Int64(mr), rt + o, aPack + g * steps * mr, rt + o, Int64(slots), count + o)
                 }
+                // `ok` 1 → an empty list (0); a row the screen cannot bound goes to the plain search (−1).
                 for i in 0..<slots {
-                    xx[i] = i < rowsT ? sumOfSquares(px + (r0 + i) * d, d) : 0
+                    count[i] = i < rowsT && count[i] != 0 ? 0 : -1
                     bound[i] = .infinity
-                    // A non-finite or huge row goes to the plain search (its bounds would not be finite).
-                    count[i] = i < rowsT && !(xx[i] <= huge) ? -1 : 0
                 }
-                vq_screen_terms(xx, Int64(slots), cosine, xn, rowterm)
-                let blockPanels = Swift.max(1, (256 * 1024 / 4) / Swift.max(1, pairs * nr))
+                // Code blocks sized to stay in cache while every row group of the task passes over them.
+                let blockPanels = Swift.max(1, (256 * 1024 / 4) / Swift.max(1, steps * nr))
                 var b0 = 0
                 while b0 < panels {
                     let b1 = Swift.min(panels, b0 + blockPanels)
@@ -97,10 +114,10 @@ extension NearestCodeKernel {
                         let cols = Int32(Swift.min(nr, k - jp * nr))
                         for g in 0..<groups {
                             let o = g * mr
-                            vq_screen_tile(native ? 1 : 0, Int64(pairs), aPack + g * pairs * mr, ppacked + jp * pairs * nr,
-                                           Int32(Swift.min(mr, rowsT - o)), cols, xx + o, xn + o, rowterm + o,
-                                           pcc + jp * nr, pcn + jp * nr, pct + jp * nr, cosine, Int64(jp * nr),
-                                           bound + o, count + o, cand + o * cap, low + o * cap, Int32(cap))
+                            vq_screen_tile(fmt, nat, Int64(steps), aPack + g * steps * mr, ppacked + jp * steps * nr,
+                                           Int32(Swift.min(mr, rowsT - o)), cols, rt + o, Int64(slots), pct + jp * nr,
+                                           Int64(cstride), cosine, Int64(jp * nr), bound + o, count + o, cand + o * cap,
+                                           low + o * cap, Int32(cap))
                         }
                     }
                     b0 = b1
@@ -114,7 +131,7 @@ extension NearestCodeKernel {
                 let pairRow = UnsafeMutablePointer<Int32>.allocate(capacity: slots * cap * 2)
                 let pairScore = UnsafeMutablePointer<Float>.allocate(capacity: slots * cap)
                 defer { pairRow.deallocate(); pairScore.deallocate() }
-                vq_screen_finish(Int64(d), Int64(rowsT), px + r0 * d, xx, pcodes, pcc, cosine, count, cand, low, Int32(cap),
+                vq_screen_finish(Int64(d), Int64(rowsT), px + r0 * d, rt, pcodes, pct, cosine, count, cand, low, Int32(cap),
                                  bound, pbest + r0, pindex + r0, pairRow, pairRow + slots * cap, pairScore)
             }
         }

@@ -146,12 +146,12 @@ extension Tensor {
         var best = [Float](repeating: .infinity, count: n)
         var bestIndex = [Int64](repeating: 0, count: n)
         let cosine: Int32 = metric == .dot ? 1 : 0
-        let screen: Bool?
+        // Screens to try in order: 8-bit quads, then BF16 pairs for codebooks the 8-bit scales cannot reach.
+        let screens: [(format: NearestCodeKernel.ScreenFormat, native: Bool)]
         switch screening {
-        case .automatic: screen = NearestCodeKernel.screens(k: k, d: d) ? true : nil
-        case .off: screen = nil
-        case .emulated: screen = false
-        case .native: screen = GEMM.level >= 3 ? true : nil
+        case .automatic: screens = NearestCodeKernel.screens(k: k, d: d) ? [(.int8, true), (.bf16, true)] : []
+        case .off: screens = []
+        case .screen(let format, let native): screens = native && GEMM.level < 3 ? [] : [(format, native)]
         }
         best.withUnsafeMutableBufferPointer { pbest in
             bestIndex.withUnsafeMutableBufferPointer { pidx in
@@ -160,10 +160,12 @@ extension Tensor {
                     codes.scalars.withUnsafeBufferPointer { pc in
                         guard n > 0 else { return }
                         let (x, c) = (px.baseAddress!, pc.baseAddress!)
+                        let served = d <= GEMM.kc && GEMM.level >= 1 ? screens.lazy.compactMap {
+                            NearestCodeKernel.screenedArgmin(x: x, n: n, codes: c, k: k, d: d, cosine: cosine,
+                                                             format: $0.format, native: $0.native, best: ob, index: oi)
+                        }.first : nil
                         // The rows the screen leaves (or all of them) go to the plain search.
-                        if let native = screen, d <= GEMM.kc, GEMM.level >= 1,
-                           let rest = NearestCodeKernel.screenedArgmin(x: x, n: n, codes: c, k: k, d: d, cosine: cosine,
-                                                                       native: native, best: ob, index: oi) {
+                        if let rest = served {
                             guard !rest.isEmpty else { return }
                             var xs = [Float](repeating: 0, count: rest.count * d)
                             for (i, r) in rest.enumerated() { for p in 0..<d { xs[i * d + p] = x[r * d + p] } }
