@@ -160,10 +160,12 @@ extension Tensor {
                     codes.scalars.withUnsafeBufferPointer { pc in
                         guard n > 0 else { return }
                         let (x, c) = (px.baseAddress!, pc.baseAddress!)
-                        let served = d <= GEMM.kc && GEMM.level >= 1 ? screens.lazy.compactMap {
-                            NearestCodeKernel.screenedArgmin(x: x, n: n, codes: c, k: k, d: d, cosine: cosine,
-                                                             format: $0.format, native: $0.native, best: ob, index: oi)
-                        }.first : nil
+                        var served: [Int]? = nil
+                        for screen in screens where served == nil && d <= GEMM.kc && GEMM.level >= 1 {
+                            served = NearestCodeKernel.screenedArgmin(x: x, n: n, codes: c, k: k, d: d, cosine: cosine,
+                                                                      format: screen.format, native: screen.native,
+                                                                      best: ob, index: oi)
+                        }
                         // The rows the screen leaves (or all of them) go to the plain search.
                         if let rest = served {
                             guard !rest.isEmpty else { return }
