@@ -188,4 +188,36 @@ extension Tensor {
         }
         return Tensor(y, shape: [n, out])
     }
+
+    /// `x · weightᵀ + bias` split into heads: `x [N, K]`, `weight [h·d, K]` → `[h, N, d]`, head `j` of row `r`
+    /// being columns `j·d ..< (j+1)·d` of the projection — what a projection followed by the head split
+    /// (`reshaped([N, h, d]).permuted(1, 0, 2)`) computes, bit for bit, without the `[N, h·d]` buffer or the
+    /// permutation's pass. No gradient graph (inference and EMA training forwards).
+    ///
+    /// - Complexity: O(N · h·d · K), one output buffer.
+    public static func splitHeadsProjection(_ x: Tensor, weight: Tensor, bias: Tensor?, heads h: Int) -> Tensor {
+        precondition(!((x.requiresGradient || weight.requiresGradient || (bias?.requiresGradient ?? false)) && GradMode.isEnabled),
+                     "splitHeadsProjection: no gradient graph (x \(x.shape), weight \(weight.shape))")
+        precondition(x.rank == 2 && weight.rank == 2 && weight.shape[1] == x.shape[1] && h > 0 && weight.shape[0] % h == 0
+                     && (bias == nil || bias!.shape == [weight.shape[0]]),
+                     "splitHeadsProjection: x \(x.shape), weight \(weight.shape), bias \(bias?.shape ?? []), heads \(h)")
+        let (n, k, d) = (x.shape[0], x.shape[1], weight.shape[0] / h)
+        // Each head's product must take the same GEMM path as the whole projection (the skinny paths for ≤ 8
+        // columns or depth sum in another order): small heads or depths project, then split.
+        if d < 16 || k < 16 { return x.linear(weight: weight, bias: bias).reshaped([n, h, d]).permuted(1, 0, 2) }
+        return Tensor.uninitialized([h, n, d]) { py in
+            for hh in 0..<h {
+                let slab = py.baseAddress! + hh * n * d
+                if let bias {
+                    bias.withUnsafeScalars { pb in for r in 0..<n { (slab + r * d).update(from: pb.baseAddress! + hh * d, count: d) } }
+                }
+                x.withUnsafeScalars { px in
+                    weight.withUnsafeScalars { pw in
+                        GEMM.gemm(m: n, n: d, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress! + hh * d * k, brs: 1, bcs: k,
+                                  c: slab, ldc: d, accumulate: bias != nil)
+                    }
+                }
+            }
+        }
+    }
 }

@@ -34,6 +34,13 @@ extension VectorQuantizer {
         } else {
             flat = x.reshaped([b, n, h, d]).permuted(0, 2, 1, 3).reshaped([1, b * h * n, d])
         }
+        return normalizedForCodebook(flat)
+    }
+
+    /// `flat [H, N, d]` as the codebook sees it: l2-normalised rows for cosine codebooks (in place when no
+    /// gradient is recorded).
+    func normalizedForCodebook(_ flat: Tensor) -> Tensor {
+        var flat = flat
         if configuration.useCosineSimilarity {
             if flat.requiresGradient && GradMode.isEnabled {
                 flat = flat.l2Normalized(axis: -1, eps: 1e-6)

@@ -173,7 +173,15 @@ public final class VectorQuantizer: Module {
         let origInput = x
 
         // Project, split heads, normalise: flat [H, N, d] (the projection is a temporary: not kept alive).
-        let flat = splitHeads(projectIn.map { $0(x) } ?? x, b: b, n: n)
+        let flat: Tensor
+        if heads > 1, c.separateCodebookPerHead, !GradMode.isEnabled, let lin = projectIn as? Linear {
+            // Without gradients: the projection writes each head's rows straight into the codebook layout (no
+            // [b·n, heads·d] buffer and no permutation; the same values bit for bit).
+            flat = normalizedForCodebook(Tensor.splitHeadsProjection(x.reshaped([b * n, c.dim]), weight: lin.weight.value,
+                                                                     bias: lin.bias?.value, heads: heads))
+        } else {
+            flat = splitHeads(projectIn.map { $0(x) } ?? x, b: b, n: n)
+        }
         let flatN = flat.shape[1]
         let valid = validRows(flat, mask: mask, b: b, n: n)
 

@@ -144,3 +144,16 @@ func mergedHeadsProjection() throws {
     #expect(TestSupport.isClose(fast.quantized, graph.quantized.detached(), atol: 1e-5, rtol: 1e-5))
     #expect(graph.quantized.requiresGradient)   // the graph path really ran the other code
 }
+
+@Test("the projection into separate heads without gradients equals projecting then splitting, bit for bit",
+      arguments: [(300, 16, 4, 8), (37, 256, 8, 256), (5, 3, 2, 1), (6, 20, 3, 16), (70, 300, 2, 24)])
+func splitHeadsProjection(shape: (Int, Int, Int, Int)) {
+    let (n, k, h, d) = shape
+    let x = TestSupport.random([n, k], seed: 4), w = TestSupport.random([h * d, k], seed: 5), b = TestSupport.random([h * d], seed: 6)
+    for bias in [b, nil] {
+        let split = Tensor.splitHeadsProjection(x, weight: w, bias: bias, heads: h)
+        let reference = x.linear(weight: w, bias: bias).reshaped([n, h, d]).permuted(1, 0, 2)
+        #expect(split.shape == [h, n, d])
+        #expect(split.scalars.map(\.bitPattern) == reference.scalars.map(\.bitPattern))
+    }
+}
