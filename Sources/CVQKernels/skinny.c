@@ -5,11 +5,17 @@
    loop runs. */
 #include "vq_kernels.h"
 
+/* Products and sums stay separate roundings, as in Swift: no contraction into fused multiply-adds. */
+#pragma STDC FP_CONTRACT OFF
+
 #if defined(__x86_64__) || defined(__i386__)
 #define VQ_X86 1
 #include <immintrin.h>
 
-static inline __mmask16 tail16(int64_t r) { return r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << r) - 1); }
+static inline __mmask16 tail16(int64_t r) { return r >= 16 ? (__mmask16)0xFFFF : (r <= 0 ? 0 : (__mmask16)((1u << r) - 1)); }
+
+static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
+                             float *c, int64_t crs, int64_t ccs, int accumulate);
 
 /* c[i, j] = (accumulate ? c[i, j] : start[j]) + a[i, 0]·b[0, j] + … + a[i, k−1]·b[k−1, j], added in order. */
 __attribute__((target("avx512f")))
@@ -26,6 +32,32 @@ static void tiny_depth_avx512(int64_t rows, int64_t n, int64_t k, const float *a
                 acc = _mm512_add_ps(acc, _mm512_mul_ps(coef[p], _mm512_maskz_loadu_ps(m, b + p * n + j)));
             _mm512_mask_storeu_ps(out + j, m, acc);
         }
+    }
+}
+
+/* few_rows_avx512 for m ≤ 4 rows, 64 columns at a time in registers (the same sums, element by element). */
+__attribute__((target("avx512f")))
+static void few_rows4_avx512(int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs,
+                             const float *b, int64_t brs, float *acc) {
+    for (int64_t j = 0; j < w; j += 64) {
+        __mmask16 t[4];
+        for (int v = 0; v < 4; v++) t[v] = tail16(w - j - 16 * v);
+        __m512 c[4][4];
+        for (int i = 0; i < 4; i++)
+            for (int v = 0; v < 4; v++) c[i][v] = i < m ? _mm512_maskz_loadu_ps(t[v], acc + i * w + j + 16 * v) : _mm512_setzero_ps();
+        for (int64_t p = 0; p < k; p++) {
+            const float *row = b + p * brs + j;
+            if (p + 8 < k) _mm_prefetch((const char *)(row + 8 * brs), _MM_HINT_T0);
+            __m512 bv[4];
+            for (int v = 0; v < 4; v++) bv[v] = _mm512_maskz_loadu_ps(t[v], row + 16 * v);
+            for (int i = 0; i < 4; i++) {
+                if (i >= m) break;
+                const __m512 s = _mm512_set1_ps(a[i * ars + p * acs]);
+                for (int v = 0; v < 4; v++) c[i][v] = _mm512_add_ps(c[i][v], _mm512_mul_ps(s, bv[v]));
+            }
+        }
+        for (int i = 0; i < m; i++)
+            for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(acc + i * w + j + 16 * v, t[v], c[i][v]);
     }
 }
 
@@ -49,6 +81,32 @@ static void few_rows_avx512(int64_t m, int64_t w, int64_t k, const float *a, int
                                                                _mm512_mul_ps(s, _mm512_maskz_loadu_ps(t, row + j))));
             }
         }
+    }
+}
+
+/* transposed_a_avx512 for n ≤ 4 columns, 64 values of i at a time in registers (the same sums). */
+__attribute__((target("avx512f")))
+static void transposed_a4_avx512(int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
+                                 int64_t brs, int64_t bcs, float *acc) {
+    for (int64_t i = 0; i < width; i += 64) {
+        __mmask16 t[4];
+        for (int v = 0; v < 4; v++) t[v] = tail16(width - i - 16 * v);
+        __m512 c[4][4];
+        for (int j = 0; j < 4; j++)
+            for (int v = 0; v < 4; v++) c[j][v] = j < n ? _mm512_maskz_loadu_ps(t[v], acc + j * width + i + 16 * v) : _mm512_setzero_ps();
+        for (int64_t p = 0; p < k; p++) {
+            const float *row = a + p * acs + i;
+            if (p + 8 < k) _mm_prefetch((const char *)(row + 8 * acs), _MM_HINT_T0);
+            __m512 av[4];
+            for (int v = 0; v < 4; v++) av[v] = _mm512_maskz_loadu_ps(t[v], row + 16 * v);
+            for (int j = 0; j < 4; j++) {
+                if (j >= n) break;
+                const __m512 s = _mm512_set1_ps(b[p * brs + j * bcs]);
+                for (int v = 0; v < 4; v++) c[j][v] = _mm512_add_ps(c[j][v], _mm512_mul_ps(av[v], s));
+            }
+        }
+        for (int j = 0; j < n; j++)
+            for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(acc + j * width + i + 16 * v, t[v], c[j][v]);
     }
 }
 
@@ -82,6 +140,44 @@ static inline float lanes_sum(__m256 v) {
     float s = -0.0f;
     for (int q = 0; q < 8; q++) s += l[q];
     return s;
+}
+
+/* skinny_dots_avx2 for 4 columns, four rows at a time on 16-lane registers: lane q < 8 is the first eight-lane
+   partial sum's lane q, lane 8 + q the second's (the same sums, element by element). */
+__attribute__((target("avx512f,avx512dq")))
+static void skinny_dots4_avx512(int64_t rows, int64_t k, const float *a, int64_t ars, const float *bcols, float *c,
+                                int64_t crs, int64_t ccs, int accumulate) {
+    int64_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
+        __m512 acc[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+        int64_t p = 0;
+        for (; p + 16 <= k; p += 16) {
+            __m512 col[4], row[4];
+            for (int j = 0; j < 4; j++) col[j] = _mm512_loadu_ps(bcols + j * k + p);
+            for (int r = 0; r < 4; r++) row[r] = _mm512_loadu_ps(a + (i + r) * ars + p);
+            for (int r = 0; r < 4; r++)
+                for (int j = 0; j < 4; j++) acc[r][j] = _mm512_add_ps(acc[r][j], _mm512_mul_ps(row[r], col[j]));
+        }
+        const int block8 = p + 8 <= k;
+        for (int r = 0; r < 4; r++) {
+            const float *ar = a + (i + r) * ars;
+            for (int j = 0; j < 4; j++) {
+                const float *cj = bcols + j * k;
+                __m256 lo = _mm512_castps512_ps256(acc[r][j]), hi = _mm512_extractf32x8_ps(acc[r][j], 1);
+                if (block8) lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(ar + p), _mm256_loadu_ps(cj + p)));
+                float l[8];
+                _mm256_storeu_ps(l, _mm256_add_ps(lo, hi));
+                float s = -0.0f;
+                for (int q = 0; q < 8; q++) s += l[q];
+                for (int64_t q = p + (block8 ? 8 : 0); q < k; q++) s += ar[q] * cj[q];
+                float *out = c + (i + r) * crs + j * ccs;
+                *out = accumulate ? *out + s : s;
+            }
+        }
+    }
+    if (i < rows) skinny_dots_avx2(rows - i, 4, k, a + i * ars, ars, bcols, c + i * crs, crs, ccs, accumulate);
 }
 
 /* c[i, j] (+)= dot(a row i, column j of B) for j < n ≤ 8, the columns stored contiguously (`bcols + j·k`). */
@@ -130,6 +226,7 @@ int vq_tiny_depth_rows(int level, int64_t rows, int64_t n, int64_t k, const floa
 int vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
                 int64_t brs, float *acc) {
 #if VQ_X86
+    if (level >= 2 && m <= 4) { few_rows4_avx512(m, w, k, a, ars, acs, b, brs, acc); return 1; }
     if (level >= 2) { few_rows_avx512(m, w, k, a, ars, acs, b, brs, acc); return 1; }
 #endif
     (void)level; (void)m; (void)w; (void)k; (void)a; (void)ars; (void)acs; (void)b; (void)brs; (void)acc;
@@ -139,6 +236,7 @@ int vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int6
 int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
                     int64_t brs, int64_t bcs, float *acc) {
 #if VQ_X86
+    if (level >= 2 && n <= 4) { transposed_a4_avx512(width, n, k, a, acs, b, brs, bcs, acc); return 1; }
     if (level >= 2) { transposed_a_avx512(width, n, k, a, acs, b, brs, bcs, acc); return 1; }
 #endif
     (void)level; (void)width; (void)n; (void)k; (void)a; (void)acs; (void)b; (void)brs; (void)bcs; (void)acc;
@@ -148,6 +246,7 @@ int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float 
 int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                    float *c, int64_t crs, int64_t ccs, int accumulate) {
 #if VQ_X86
+    if (level >= 2 && n == 4) { skinny_dots4_avx512(rows, k, a, ars, bcols, c, crs, ccs, accumulate); return 1; }
     if (level >= 1 && n <= 8) { skinny_dots_avx2(rows, n, k, a, ars, bcols, c, crs, ccs, accumulate); return 1; }
 #endif
     (void)level; (void)rows; (void)n; (void)k; (void)a; (void)ars; (void)bcols; (void)c; (void)crs; (void)ccs;

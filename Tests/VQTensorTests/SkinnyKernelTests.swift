@@ -53,7 +53,7 @@ struct SkinnyKernelTests {
     }
 
     @Test("few columns: dot products in GEMM.dot's order; A read across rows: sums over p in order",
-          arguments: [(300, 4, 256), (70, 3, 37), (40, 8, 16), (33, 1, 200)])
+          arguments: [(300, 4, 256), (301, 4, 45), (70, 3, 37), (40, 8, 16), (33, 1, 200)])
     func skinny(shape: (Int, Int, Int)) {
         let (m, n, k) = shape
         let a = TestSupport.random([m, k], seed: 47).scalars, b = TestSupport.random([k, n], seed: 48).scalars
