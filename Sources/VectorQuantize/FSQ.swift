@@ -129,6 +129,24 @@ public final class FSQ: Module {
         return rounded / perLevel { Float($0 / 2) }
     }
 
+    /// ``quantize(_:)`` and ``codesToIndices(_:)`` for an input with gradients and the default bound (tanh, no
+    /// symmetry): the values from the fused grid pass, the gradient as one operation — the composed chain's
+    /// `((g / hw) · halfL) · (1 − y²)` with `y = tanh(z + shift)`, in the same order per element, so values and
+    /// gradients are bit-identical to ``quantize(_:)`` (straight-through rounding: Mentzer et al., 2023, §3).
+    func quantizeWithGradient(_ z: Tensor) -> (codes: Tensor, indices: IndexTensor) {
+        precondition(!configuration.preserveSymmetry && !configuration.boundHardClamp, "FSQ.quantizeWithGradient: default bound only")
+        let (values, indices) = quantizeWithoutGradient(z.detached())
+        let halfL = perLevel { Float($0 - 1) * Float(1 + 1e-3 as Double) / 2 }
+        let offset = perLevel { $0 % 2 == 0 ? 0.5 : 0 }
+        let hw = perLevel { Float($0 / 2) }
+        let y = withoutGradient { () -> Tensor in
+            let shift = Tensor((offset / halfL).scalars.map { atanhFloat($0) })
+            return (z.detached() + shift).tanh()
+        }
+        let codes = Tensor.custom(values, input: z) { g in ((g / hw) * halfL) * (1 - y * y) }
+        return (codes, indices)
+    }
+
     /// ``quantize(_:)`` and ``codesToIndices(_:)`` fused into one pass for inputs without gradients: the
     /// same operations in the same order per element, so the results are bit-identical.
     func quantizeWithoutGradient(_ z: Tensor) -> (codes: Tensor, indices: IndexTensor) {
@@ -269,7 +287,9 @@ public final class FSQ: Module {
         let (b, n) = (z.shape[0], z.shape[1])
         z = quantizerInput(z, b: b, n: n)
         var codes: Tensor, indices: IndexTensor
-        if z.requiresGradient && GradMode.isEnabled {
+        if z.requiresGradient && GradMode.isEnabled && !configuration.preserveSymmetry && !configuration.boundHardClamp {
+            (codes, indices) = quantizeWithGradient(z)
+        } else if z.requiresGradient && GradMode.isEnabled {
             codes = quantize(z)
             indices = codesToIndices(codes)
         } else {

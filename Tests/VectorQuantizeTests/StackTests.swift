@@ -245,4 +245,23 @@ struct FSQFusedPathTests {
             #expect(indices == fsq.codesToIndices(reference), "\(levels) \(rows) rows")
         }
     }
+
+    @Test("the one-operation gradient path equals the composed chain bit for bit (codes, indices, input gradient)",
+          arguments: [[8, 5, 5, 5], [7, 6, 3], [4, 4, 3]])
+    func fusedGradient(_ levels: [Int]) throws {
+        let fsq = try FSQ(FSQ.Configuration(levels: levels))
+        for rows in [1, 65, 3000] {
+            let z = TestSupport.random([rows, levels.count], seed: UInt64(rows), std: 2)
+            let weights = TestSupport.random([rows, levels.count], seed: 99)   // an upstream gradient that is not uniform
+            let zf = z.requiringGradient(), zc = z.requiringGradient()
+            let (codes, indices) = fsq.quantizeWithGradient(zf)
+            let composed = fsq.quantize(zc)
+            (codes * weights).sum().backward()
+            (composed * weights).sum().backward()
+            #expect(codes.scalars.map(\.bitPattern) == composed.scalars.map(\.bitPattern), "\(levels) \(rows) rows")
+            #expect(indices == fsq.codesToIndices(composed.detached()))
+            #expect(zf.grad!.scalars.map(\.bitPattern) == zc.grad!.scalars.map(\.bitPattern), "\(levels) \(rows) rows")
+            #expect(zf.grad!.scalars.contains { $0 != 0 })   // the gradient is not vacuous
+        }
+    }
 }
