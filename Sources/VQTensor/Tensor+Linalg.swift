@@ -189,6 +189,59 @@ extension Tensor {
         return Tensor(y, shape: [n, out])
     }
 
+    /// ``mergedHeadsProjection(_:weight:bias:)`` of the codes `indices` selects, bit for bit, without gathering
+    /// them: each head's codebook is projected once (`codes[h] · W_hᵀ`, `[c, out]`) and each output row is the bias
+    /// plus the selected rows of those projections, added head by head in order — the same sums the merged
+    /// projection forms. `codes [h, c, d]`, `indices [h, N]`; no gradient graph.
+    ///
+    /// - Complexity: O(h·c·d·out + N·h·out), against O(N·h·d·out) for the gathered rows.
+    public static func gatheredHeadsProjection(codes: Tensor, indices: IndexTensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        precondition(!((codes.requiresGradient || weight.requiresGradient || (bias?.requiresGradient ?? false)) && GradMode.isEnabled),
+                     "gatheredHeadsProjection: no gradient graph (codes \(codes.shape), weight \(weight.shape))")
+        precondition(codes.rank == 3 && indices.rank == 2 && indices.shape[0] == codes.shape[0] && weight.rank == 2
+                     && weight.shape[1] == codes.shape[0] * codes.shape[2] && (bias == nil || bias!.shape == [weight.shape[0]]),
+                     "gatheredHeadsProjection: codes \(codes.shape), indices \(indices.shape), weight \(weight.shape), bias \(bias?.shape ?? [])")
+        let (h, c, d, n, out) = (codes.shape[0], codes.shape[1], codes.shape[2], indices.shape[1], weight.shape[0])
+        precondition(indices.scalars.allSatisfy { $0 >= 0 && $0 < c }, "gatheredHeadsProjection: an index outside \(c) codes")
+        // Both products must take the GEMM's main tiles over one depth block (the same sums); else gather.
+        guard c > 8, n > 8, d > 8, d <= GEMM.kc, out > 8 else {
+            let flatIndex = IndexTensor(indices.scalars.enumerated().map { $0.offset / n * c + $0.element }, shape: [h * n])
+            return mergedHeadsProjection(codes.reshaped([h * c, d]).indexSelect(axis: 0, flatIndex).reshaped([h, n, d]),
+                                         weight: weight, bias: bias)
+        }
+        let projected = Tensor.uninitialized([h, c, out]) { pp in
+            codes.withUnsafeScalars { pc in
+                weight.withUnsafeScalars { pw in
+                    for hh in 0..<h {
+                        GEMM.gemm(m: c, n: out, k: d, a: pc.baseAddress! + hh * c * d, ars: d, acs: 1,
+                                  b: pw.baseAddress! + hh * d, brs: 1, bcs: h * d, c: pp.baseAddress! + hh * c * out, ldc: out,
+                                  accumulate: false)
+                    }
+                }
+            }
+        }
+        return Tensor.uninitialized([n, out]) { py in
+            projected.withUnsafeScalars { pp in
+                indices.scalars.withUnsafeBufferPointer { pi in
+                    let biasRow = bias?.scalars
+                    nonisolated(unsafe) let (y, p, idx) = (py.baseAddress!, pp.baseAddress!, pi.baseAddress!)
+                    Threads.forRanges(n, minChunk: 64) { rows in
+                        for r in rows {
+                            let yr = y + r * out
+                            // The bias, or the first head's row (as the merged projection's first product stores it).
+                            if let biasRow { biasRow.withUnsafeBufferPointer { yr.update(from: $0.baseAddress!, count: out) } }
+                            for hh in 0..<h {
+                                let src = p + (hh * c + idx[hh * n + r]) * out
+                                if hh == 0 && biasRow == nil { yr.update(from: src, count: out); continue }
+                                for o in 0..<out { yr[o] = yr[o] + src[o] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// `x · weightᵀ + bias` split into heads: `x [N, K]`, `weight [h·d, K]` → `[h, N, d]`, head `j` of row `r`
     /// being columns `j·d ..< (j+1)·d` of the projection — what a projection followed by the head split
     /// (`reshaped([N, h, d]).permuted(1, 0, 2)`) computes, bit for bit, without the `[N, h·d]` buffer or the

@@ -110,39 +110,13 @@ extension Tensor {
         let n = count
         let differentiable = (requiresGradient || other.requiresGradient) && GradMode.isEnabled
         guard n > 0 else { return differentiable ? (self - other).squared().mean() : Tensor(.nan) }
-        let block = 1 << 16, blocks = (n + block - 1) / block
-        var partial = [Double](repeating: 0, count: blocks)
+        var partial = [Double]()
         /// Block sums of squared differences; with `diff`, the same pass also stores the differences.
         func sumBlocks(_ diff: UnsafeMutablePointer<Float>?) {
             withUnsafeScalars { pa in
                 other.withUnsafeScalars { pb in
-                    partial.withUnsafeMutableBufferPointer { pp in
-                        nonisolated(unsafe) let (a, b, out, diff) = (pa.baseAddress!, pb.baseAddress!, pp.baseAddress!, diff)
-                        Threads.forRanges(blocks, minChunk: 4) { range in
-                            for blk in range {
-                                // Four double-precision lanes (independent chains), then the lanes, then the tail.
-                                let (lo, hi) = (blk * block, Swift.min(n, (blk + 1) * block))
-                                var lanes = SIMD4<Double>()
-                                var i = lo
-                                while i + 4 <= hi {
-                                    let e = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD4<Float>.self)
-                                        - UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
-                                    if let diff { UnsafeMutableRawPointer(diff + i).storeBytes(of: e, as: SIMD4<Float>.self) }
-                                    let d = SIMD4<Double>(e)
-                                    lanes += d * d
-                                    i += 4
-                                }
-                                var acc = lanes.sum()
-                                while i < hi {
-                                    let e = a[i] - b[i]
-                                    diff?[i] = e
-                                    acc += Double(e) * Double(e)
-                                    i += 1
-                                }
-                                out[blk] = acc
-                            }
-                        }
-                    }
+                    nonisolated(unsafe) let a = pa.baseAddress!
+                    partial = Tensor.squaredDifferenceBlocks(count: n, rowLength: n, row: { _ in a }, other: pb.baseAddress!, difference: diff)
                 }
             }
         }
@@ -152,5 +126,81 @@ extension Tensor {
         let value = Tensor(Float(partial.reduce(0, +) / Double(n)))
         guard let difference else { return value }
         return Tensor.record(value, .meanSquaredDifference(difference: difference), [self, other])
+    }
+
+    /// `mean((codes[h][indices[h, r]] − other[h, r])²)` over every element — ``meanSquaredDifference(_:)`` of the
+    /// gathered rows, bit for bit, without gathering them (the commitment loss of a codebook forward that needs
+    /// no quantized tensor). `codes [h, c, d]`, `indices [h, N]`, `other [h, N, d]`; no gradient graph.
+    ///
+    /// - Complexity: O(h · N · d), no `[h, N, d]` buffer.
+    public static func meanSquaredDifference(gathering codes: Tensor, indices: IndexTensor, _ other: Tensor) -> Tensor {
+        precondition(codes.rank == 3 && other.rank == 3 && indices.shape == [other.shape[0], other.shape[1]]
+                     && codes.shape[0] == other.shape[0] && codes.shape[2] == other.shape[2],
+                     "meanSquaredDifference(gathering:): codes \(codes.shape), indices \(indices.shape), other \(other.shape)")
+        precondition(!((codes.requiresGradient || other.requiresGradient) && GradMode.isEnabled),
+                     "meanSquaredDifference(gathering:): no gradient graph")
+        let (h, c, n, d) = (codes.shape[0], codes.shape[1], other.shape[1], other.shape[2])
+        precondition(indices.scalars.allSatisfy { $0 >= 0 && $0 < c }, "meanSquaredDifference(gathering:): an index outside \(c) codes")
+        let total = h * n * d
+        guard total > 0 else { return Tensor(.nan) }
+        // Rows of four-aligned length keep the four lanes of the contiguous pass; other lengths gather first.
+        guard d % 4 == 0 else {
+            let flatIndex = IndexTensor(indices.scalars.enumerated().map { $0.offset / n * c + $0.element }, shape: [h * n])
+            return codes.reshaped([h * c, d]).indexSelect(axis: 0, flatIndex).reshaped(other.shape).meanSquaredDifference(other)
+        }
+        let partial = codes.withUnsafeScalars { pc in
+            other.withUnsafeScalars { po in
+                indices.scalars.withUnsafeBufferPointer { pi in
+                    nonisolated(unsafe) let (base, idx) = (pc.baseAddress!, pi.baseAddress!)
+                    return squaredDifferenceBlocks(count: total, rowLength: d, row: { r in base + ((r / n) * c + idx[r]) * d },
+                                                   other: po.baseAddress!, difference: nil)
+                }
+            }
+        }
+        return Tensor(Float(partial.reduce(0, +) / Double(total)))
+    }
+
+    /// Sums of `(a − b)²` over blocks of 2¹⁶ elements in double precision (four lanes, then the lanes, then the
+    /// tail), `a` given by rows of `rowLength` elements (`row(r)`; one row for a contiguous tensor, a multiple
+    /// of four otherwise, so the lanes run on across rows exactly as over one buffer). With `difference`, the
+    /// pass also stores `a − b`.
+    static func squaredDifferenceBlocks(count n: Int, rowLength: Int, row: @escaping (Int) -> UnsafePointer<Float>,
+                                        other b: UnsafePointer<Float>, difference: UnsafeMutablePointer<Float>?) -> [Double] {
+        let block = 1 << 16, blocks = (n + block - 1) / block
+        var partial = [Double](repeating: 0, count: blocks)
+        partial.withUnsafeMutableBufferPointer { pp in
+            nonisolated(unsafe) let (out, diff, row, b) = (pp.baseAddress!, difference, row, b)
+            Threads.forRanges(blocks, minChunk: 4) { range in
+                for blk in range {
+                    let (lo, hi) = (blk * block, Swift.min(n, (blk + 1) * block))
+                    var lanes = SIMD4<Double>()
+                    var i = lo
+                    // `a[i]` for i in the current row, which ends at `rowEnd`.
+                    var a = row(lo / rowLength) - (lo / rowLength) * rowLength
+                    var rowEnd = (lo / rowLength + 1) * rowLength
+                    while i + 4 <= hi {
+                        if i == rowEnd {
+                            a = row(i / rowLength) - i
+                            rowEnd += rowLength
+                        }
+                        let e = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD4<Float>.self)
+                            - UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
+                        if let diff { UnsafeMutableRawPointer(diff + i).storeBytes(of: e, as: SIMD4<Float>.self) }
+                        let d = SIMD4<Double>(e)
+                        lanes += d * d
+                        i += 4
+                    }
+                    var acc = lanes.sum()
+                    while i < hi {
+                        let e = a[i] - b[i]
+                        diff?[i] = e
+                        acc += Double(e) * Double(e)
+                        i += 1
+                    }
+                    out[blk] = acc
+                }
+            }
+        }
+        return partial
     }
 }

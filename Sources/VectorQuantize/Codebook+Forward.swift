@@ -15,6 +15,11 @@ public struct CodebookForwardOptions {
     /// Per-token codebooks (the reference's `codebook_transform_fn`): codes `[h, c, d]` → `[h, N, c, d]` for the
     /// `N` rows of the input; the nearest code of each row is searched in its own codebook.
     public var codebookTransform: ((Tensor) -> Tensor)? = nil
+    /// `false`: leave the quantized rows ungathered — ``CodebookOutput/quantized`` is empty and
+    /// ``CodebookOutput/codes`` holds the codes the indices select from (a caller that only projects or
+    /// compares them saves the `[h, n, d]` buffer). Ignored with top-k, a codebook transform or straight-through
+    /// Gumbel sampling, which need the rows.
+    public var gatherQuantized = true
     public init() {}
 }
 
@@ -26,6 +31,9 @@ public struct CodebookOutput {
     public var indices: IndexTensor
     /// `[h, n, c]` scores (negated Euclidean distance or dot product), when requested.
     public var distances: Tensor?
+    /// The codes `[h, c, d]` the indices select from (as they were before the update), when the quantized rows
+    /// were not gathered (``CodebookForwardOptions/gatherQuantized``).
+    public var codes: Tensor? = nil
 }
 
 extension Codebook {
@@ -94,7 +102,10 @@ extension Codebook {
         // Quantized rows: an exact copy of the selected codes (a gather, differentiable in the codes). Several
         // codebooks: one gather over the flattened [h·c, d] table (no per-head parts and stack).
         var quantized: Tensor
-        if h == 1 {
+        let gathers = options.gatherQuantized || options.topK != nil || gumbelST
+        if !gathers {
+            quantized = Tensor([], shape: [0])
+        } else if h == 1 {
             quantized = codes.reshaped([c, d]).indexSelect(axis: 0, indices).reshaped(indices.shape + [d])
         } else {
             let perHead = indices.count / h
@@ -114,7 +125,7 @@ extension Codebook {
                                emaUpdate: options.emaUpdate)
             }
         }
-        return CodebookOutput(quantized: quantized, indices: indices, distances: distances)
+        return CodebookOutput(quantized: quantized, indices: indices, distances: distances, codes: gathers ? nil : codes.detached())
     }
 
     /// The codes as lookups see them: through `vq_bridge`, then the affine map (`[h, c, d]`).

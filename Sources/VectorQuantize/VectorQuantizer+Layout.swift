@@ -34,12 +34,13 @@ extension VectorQuantizer {
         } else {
             flat = x.reshaped([b, n, h, d]).permuted(0, 2, 1, 3).reshaped([1, b * h * n, d])
         }
-        return normalizedForCodebook(flat)
+        return normalizedForCodebook(consume flat)
     }
 
     /// `flat [H, N, d]` as the codebook sees it: l2-normalised rows for cosine codebooks (in place when no
     /// gradient is recorded).
-    func normalizedForCodebook(_ flat: Tensor) -> Tensor {
+    func normalizedForCodebook(_ flat: consuming Tensor) -> Tensor {
+        // Consumed: a temporary or a last use normalises in place (no second reference forces a copy).
         var flat = flat
         if configuration.useCosineSimilarity {
             if flat.requiresGradient && GradMode.isEnabled {

@@ -195,6 +195,11 @@ public final class VectorQuantizer: Module {
         cbo.codebookTransform = opts.codebookTransform
         cbo.needsDistances = (isTraining && (c.commitmentUseCrossEntropyLoss || c.codebookDiversityLossWeight > 0))
             || opts.targetIndices != nil
+        // Without gradients, several codebooks into the output projection: the codebook returns indices and codes,
+        // the output and the commitment come from them (no [heads, b·n, d] quantized buffer; the same values).
+        cbo.gatherQuantized = !(!GradMode.isEnabled && heads > 1 && c.separateCodebookPerHead && projectOut != nil
+                                && opts.topK == nil && mask == nil && inPlaceOptimizer == nil && opts.targetIndices == nil
+                                && !cbo.needsDistances && !c.commitmentUseCrossEntropyLoss)
         var out = codebook.forward(flat, valid: valid, options: cbo)
         var inplaceLoss: Tensor? = nil
         if isTraining, let opt = inPlaceOptimizer, !freeze, opts.topK == nil {
@@ -278,6 +283,8 @@ public final class VectorQuantizer: Module {
                     breakdown.commitment = per.reshaped([b, n, k])
                 } else if let mask {
                     breakdown.commitment = maskedCommitment(commitQuantize, flat: flat, origInput: origInput, mask: mask, b: b, n: n)
+                } else if let used = out.codes {
+                    breakdown.commitment = Tensor.meanSquaredDifference(gathering: used, indices: out.indices, flat)
                 } else {
                     breakdown.commitment = commitQuantize.meanSquaredDifference(flat)
                 }
@@ -291,7 +298,10 @@ public final class VectorQuantizer: Module {
 
         // Merge heads, project out, mask, restore the input's layout.
         var q: Tensor
-        if opts.topK == nil, heads > 1, c.separateCodebookPerHead, let projectOut, !GradMode.isEnabled {
+        if let used = out.codes, let projectOut {
+            q = Tensor.gatheredHeadsProjection(codes: used, indices: out.indices, weight: projectOut.weight.value,
+                                               bias: projectOut.bias?.value).reshaped([b, n, c.dim])
+        } else if opts.topK == nil, heads > 1, c.separateCodebookPerHead, let projectOut, !GradMode.isEnabled {
             // Without gradients: several codebooks into the output projection, no concatenation of the heads.
             q = Tensor.mergedHeadsProjection(quantize, weight: projectOut.weight.value, bias: projectOut.bias?.value).reshaped([b, n, c.dim])
         } else {

@@ -157,3 +157,44 @@ func splitHeadsProjection(shape: (Int, Int, Int, Int)) {
         #expect(split.scalars.map(\.bitPattern) == reference.scalars.map(\.bitPattern))
     }
 }
+
+@Test("projecting and comparing the selected codes without gathering them equals gathering first, bit for bit",
+      arguments: [(4, 32, 16, 50, 24), (3, 20, 12, 3000, 16), (2, 5, 16, 20, 16), (2, 40, 6, 30, 12)])
+func gatheredHeads(shape: (Int, Int, Int, Int, Int)) {
+    let (h, c, d, n, out) = shape
+    var rng = SeededGenerator(seed: 7)
+    let codes = TestSupport.random([h, c, d], seed: 8), other = TestSupport.random([h, n, d], seed: 9)
+    let w = TestSupport.random([out, h * d], seed: 10), b = TestSupport.random([out], seed: 11)
+    let indices = IndexTensor((0..<(h * n)).map { _ in Int.random(in: 0..<c, using: &rng) }, shape: [h, n])
+    let flatIndex = IndexTensor(indices.scalars.enumerated().map { $0.offset / n * c + $0.element }, shape: [h * n])
+    let gathered = codes.reshaped([h * c, d]).indexSelect(axis: 0, flatIndex).reshaped([h, n, d])
+    for bias in [b, nil] {
+        let fast = Tensor.gatheredHeadsProjection(codes: codes, indices: indices, weight: w, bias: bias)
+        let reference = Tensor.mergedHeadsProjection(gathered, weight: w, bias: bias)
+        #expect(fast.scalars.map(\.bitPattern) == reference.scalars.map(\.bitPattern), "\(shape) bias \(bias != nil)")
+    }
+    let mse = Tensor.meanSquaredDifference(gathering: codes, indices: indices, other)
+    #expect(mse.item.bitPattern == gathered.meanSquaredDifference(other).item.bitPattern, "\(shape)")
+    #expect(mse.item > 0)
+}
+
+@Test("a cosine multi-head training forward without gradients gives the graph path's indices and loss bits")
+func ungatheredTrainingForward() throws {
+    var c = VectorQuantizerConfiguration(dim: 24, codebookSize: 32)
+    (c.heads, c.separateCodebookPerHead, c.useCosineSimilarity, c.codebookDim) = (4, true, true, 16)
+    let fast = try VectorQuantizer(c), graph = try VectorQuantizer(c)
+    let initial = fast.codebook.embed.value
+    fast.train()
+    graph.train()
+    for step in 0..<3 {
+        let x = TestSupport.random([3, 20, 24], seed: UInt64(20 + step))
+        let a = withoutGradient { fast(x) }, g = graph(x)
+        #expect(a.indices == g.indices, "step \(step)")
+        #expect(a.loss.item.bitPattern == g.loss.item.bitPattern, "step \(step)")
+        #expect(TestSupport.isClose(a.quantized, g.quantized.detached(), atol: 1e-5, rtol: 1e-5), "step \(step)")
+    }
+    // The codebooks moved alike (EMA; the graph path normalises its inputs with the differentiable routine,
+    // which may round differently in the last bit), and they did move.
+    #expect(TestSupport.isClose(fast.codebook.embed.value, graph.codebook.embed.value, atol: 1e-6, rtol: 1e-5))
+    #expect(TestSupport.maxAbsDiff(fast.codebook.embed.value, initial) > 1e-3)
+}
