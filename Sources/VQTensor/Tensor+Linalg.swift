@@ -118,14 +118,15 @@ extension Tensor {
         withUnsafeMutableScalars { p in Self.normalizeRows(UnsafePointer(p.baseAddress!), into: p.baseAddress!, rows: rows, d: d, eps: eps) }
     }
 
-    /// `dst` row `r` = `src` row `r` / max(‖row‖₂, eps), rows of `d` over the threads; `src` may be `dst`.
+    /// `dst` row `r` = `src` row `r` / max(‖row‖₂, eps), rows of `d` over the threads; `src` may be `dst`. The
+    /// squared norm is summed in the order of `squared().sum(axis: -1)` (eight partial sums, then pairs), so the
+    /// rows equal the differentiable composition's bit for bit.
     static func normalizeRows(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, rows: Int, d: Int, eps: Float) {
         nonisolated(unsafe) let (x, y) = (src, dst)
         Threads.forRanges(rows, minChunk: 256) { range in
             for r in range {
                 let row = x + r * d
-                var s: Float = 0
-                for j in 0..<d { s += row[j] * row[j] }
+                let s = Reduce.contiguousSumOfSquares(row, d)
                 let norm = Swift.max(s.squareRoot(), eps)
                 for j in 0..<d { y[r * d + j] = row[j] / norm }
             }

@@ -193,8 +193,7 @@ func ungatheredTrainingForward() throws {
         #expect(a.loss.item.bitPattern == g.loss.item.bitPattern, "step \(step)")
         #expect(TestSupport.isClose(a.quantized, g.quantized.detached(), atol: 1e-5, rtol: 1e-5), "step \(step)")
     }
-    // The codebooks moved alike (EMA; the graph path normalises its inputs with the differentiable routine,
-    // which may round differently in the last bit), and they did move.
-    #expect(TestSupport.isClose(fast.codebook.embed.value, graph.codebook.embed.value, atol: 1e-6, rtol: 1e-5))
+    // The codebooks moved identically (EMA; both paths normalise rows in the same order), and they did move.
+    #expect(fast.codebook.embed.value.scalars.map(\.bitPattern) == graph.codebook.embed.value.scalars.map(\.bitPattern))
     #expect(TestSupport.maxAbsDiff(fast.codebook.embed.value, initial) > 1e-3)
 }
