@@ -84,6 +84,9 @@ extension Codebook {
             } else {
                 indices = logits.argmax(axis: -1)
             }
+        } else if options.topK == nil {
+            // Every head's rows searched in place (no per-head copies).
+            indices = flatten.detached().nearestCodesPerHead(codes.detached(), metric: metric)
         } else {
             var idx: [Int] = []
             idx.reserveCapacity(h * n * (options.topK ?? 1))

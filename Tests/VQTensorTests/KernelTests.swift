@@ -104,6 +104,20 @@ struct KernelTests {
         }
     }
 
+    @Test("per-head search equals searching each head's rows in its own codebook", arguments: [(3, 100, 70, 16), (2, 5, 300, 64)])
+    func perHead(shape: (Int, Int, Int, Int)) {
+        let (h, n, k, d) = shape
+        let x = TestSupport.random([h, n, d], seed: 60), c = TestSupport.random([h, k, d], seed: 61)
+        for metric in [CodeMetric.euclidean, .dot] {
+            let all = x.nearestCodesPerHead(c, metric: metric)
+            #expect(all.shape == [h, n])
+            for hh in 0..<h {
+                let one = x.slice(axis: 0, hh..<(hh + 1)).reshaped([n, d]).nearestCodes(c.slice(axis: 0, hh..<(hh + 1)).reshaped([k, d]), metric: metric)
+                #expect(Array(all.scalars[(hh * n)..<((hh + 1) * n)]) == one.indices.scalars, "head \(hh) \(metric)")
+            }
+        }
+    }
+
     @Test("exact ties resolve to the lowest code index")
     func tiesResolveLow() {
         let c = Tensor(rows: [[1, 0], [0, 1], [1, 0], [0, 1]])

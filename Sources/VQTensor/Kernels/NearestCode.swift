@@ -101,6 +101,35 @@ enum NearestCodeKernel {
         }
     }
 
+    /// The arg-min of `n` rows against `k` codes into `best`/`index` (`best` starting at +∞): screened where
+    /// `screening` allows (8-bit quads, then BF16 pairs for codebooks the 8-bit scales cannot reach), the rows
+    /// a screen leaves (or all of them) by the float search.
+    static func argmin(x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, metric: CodeMetric,
+                       screening: Screening, best ob: UnsafeMutablePointer<Float>, index oi: UnsafeMutablePointer<Int64>) {
+        let cosine: Int32 = metric == .dot ? 1 : 0
+        let screens: [(format: ScreenFormat, native: Bool)]
+        switch screening {
+        case .automatic: screens = Self.screens(k: k, d: d) ? [(.int8, true), (.bf16, true)] : []
+        case .off: screens = []
+        case .screen(let format, let native): screens = native && GEMM.level < 3 ? [] : [(format, native)]
+        }
+        var served: [Int]? = nil
+        for screen in screens where served == nil && d <= GEMM.kc && GEMM.level >= 1 {
+            served = screenedArgmin(x: x, n: n, codes: codes, k: k, d: d, cosine: cosine, format: screen.format,
+                                    native: screen.native, best: ob, index: oi)
+        }
+        guard let rest = served else {
+            plainArgmin(x: x, n: n, codes: codes, k: k, d: d, cosine: cosine, best: ob, index: oi)
+            return
+        }
+        guard !rest.isEmpty else { return }
+        var xs = [Float](repeating: 0, count: rest.count * d)
+        for (i, r) in rest.enumerated() { for p in 0..<d { xs[i * d + p] = x[r * d + p] } }
+        var b = [Float](repeating: .infinity, count: rest.count), bi = [Int64](repeating: 0, count: rest.count)
+        plainArgmin(x: xs, n: rest.count, codes: codes, k: k, d: d, cosine: cosine, best: &b, index: &bi)
+        for (i, r) in rest.enumerated() { ob[r] = b[i]; oi[r] = bi[i] }
+    }
+
     /// The float search: running arg-min over every tile (fused where the level allows).
     static func plainArgmin(x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, cosine: Int32,
                             best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>) {
@@ -145,38 +174,13 @@ extension Tensor {
         precondition(k > 0 || n == 0, "nearestCodes: empty codebook \(codes.shape)")
         var best = [Float](repeating: .infinity, count: n)
         var bestIndex = [Int64](repeating: 0, count: n)
-        let cosine: Int32 = metric == .dot ? 1 : 0
-        // Screens to try in order: 8-bit quads, then BF16 pairs for codebooks the 8-bit scales cannot reach.
-        let screens: [(format: NearestCodeKernel.ScreenFormat, native: Bool)]
-        switch screening {
-        case .automatic: screens = NearestCodeKernel.screens(k: k, d: d) ? [(.int8, true), (.bf16, true)] : []
-        case .off: screens = []
-        case .screen(let format, let native): screens = native && GEMM.level < 3 ? [] : [(format, native)]
-        }
         best.withUnsafeMutableBufferPointer { pbest in
             bestIndex.withUnsafeMutableBufferPointer { pidx in
-                let (ob, oi) = (pbest.baseAddress!, pidx.baseAddress!)
                 scalars.withUnsafeBufferPointer { px in
                     codes.scalars.withUnsafeBufferPointer { pc in
                         guard n > 0 else { return }
-                        let (x, c) = (px.baseAddress!, pc.baseAddress!)
-                        var served: [Int]? = nil
-                        for screen in screens where served == nil && d <= GEMM.kc && GEMM.level >= 1 {
-                            served = NearestCodeKernel.screenedArgmin(x: x, n: n, codes: c, k: k, d: d, cosine: cosine,
-                                                                      format: screen.format, native: screen.native,
-                                                                      best: ob, index: oi)
-                        }
-                        // The rows the screen leaves (or all of them) go to the plain search.
-                        if let rest = served {
-                            guard !rest.isEmpty else { return }
-                            var xs = [Float](repeating: 0, count: rest.count * d)
-                            for (i, r) in rest.enumerated() { for p in 0..<d { xs[i * d + p] = x[r * d + p] } }
-                            var b = [Float](repeating: .infinity, count: rest.count), bi = [Int64](repeating: 0, count: rest.count)
-                            NearestCodeKernel.plainArgmin(x: xs, n: rest.count, codes: c, k: k, d: d, cosine: cosine, best: &b, index: &bi)
-                            for (i, r) in rest.enumerated() { ob[r] = b[i]; oi[r] = bi[i] }
-                        } else {
-                            NearestCodeKernel.plainArgmin(x: x, n: n, codes: c, k: k, d: d, cosine: cosine, best: ob, index: oi)
-                        }
+                        NearestCodeKernel.argmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, metric: metric,
+                                                 screening: screening, best: pbest.baseAddress!, index: pidx.baseAddress!)
                     }
                 }
             }
@@ -184,6 +188,35 @@ extension Tensor {
         // Rows whose every score was NaN (non-finite input) never improve on +∞: report index 0, NaN score.
         let scores = metric == .dot ? best.map { $0 == .infinity ? .nan : -$0 } : best.map { $0 == .infinity ? .nan : $0.squareRoot() }
         return (IndexTensor(bestIndex.map { Int($0) }, shape: [n]), Tensor(scores, shape: [n]))
+    }
+
+    /// The nearest code of each row of every head: `self [h, N, D]` against `codes [h, K, D]` (head `j`'s rows
+    /// searched in head `j`'s codebook) → indices `[h, N]`, as ``nearestCodes(_:metric:)`` per head, without
+    /// copying the heads out.
+    ///
+    /// - Complexity: O(h · N · K · D) time, O(N) extra memory per head.
+    public func nearestCodesPerHead(_ codes: Tensor, metric: CodeMetric = .euclidean) -> IndexTensor {
+        precondition(rank == 3 && codes.rank == 3 && shape[0] == codes.shape[0] && shape[2] == codes.shape[2],
+                     "nearestCodesPerHead: x \(shape) and codes \(codes.shape) must be [h, N, D] and [h, K, D]")
+        let (h, n, k, d) = (shape[0], shape[1], codes.shape[1], shape[2])
+        precondition(k > 0 || n == 0, "nearestCodesPerHead: empty codebooks \(codes.shape)")
+        var best = [Float](repeating: .infinity, count: n)
+        var index = [Int64](repeating: 0, count: h * n)
+        scalars.withUnsafeBufferPointer { px in
+            codes.scalars.withUnsafeBufferPointer { pc in
+                best.withUnsafeMutableBufferPointer { pb in
+                    index.withUnsafeMutableBufferPointer { pi in
+                        for hh in 0..<h where n > 0 {
+                            pb.update(repeating: .infinity)
+                            NearestCodeKernel.argmin(x: px.baseAddress! + hh * n * d, n: n, codes: pc.baseAddress! + hh * k * d, k: k,
+                                                     d: d, metric: metric, screening: .automatic, best: pb.baseAddress!,
+                                                     index: pi.baseAddress! + hh * n)
+                        }
+                    }
+                }
+            }
+        }
+        return IndexTensor(index.map { Int($0) }, shape: [h, n])
     }
 
     /// The `k` best codes per row (best first), with their scores; ties keep the lower index first.
