@@ -214,35 +214,16 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
     return bad;
 }
 
-/* Appends a candidate; a full list first drops what the current bound excludes, and a list still full marks
-   the row for the plain search (count −1). */
-static inline void push(int32_t *count, int32_t *cand, float *low, int cap, float bound, int32_t code, float lo) {
-    int32_t n = *count;
-    if (n < 0) return;
-    if (n == cap) {
-        int32_t m = 0;
-        for (int32_t t = 0; t < n; t++)
-            if (low[t] <= bound) { cand[m] = cand[t]; low[m] = low[t]; m++; }
-        n = m;
-        if (n == cap) { *count = -1; return; }
-    }
-    cand[n] = code;
-    low[n] = lo;
-    *count = n + 1;
-}
-
 #define ROW_TERM(k) (rt[(k) * rstride])
 #define CODE_TERM(k) (ct + (k) * cstride)
 
 /* One row of a screened tile, scalar: `dots[j]` are the low-precision dot products of the row with codes
-   j < cols; keeps the running bound and appends the candidates. `rt` points at the row's terms, `ct` at the
-   32 codes' terms. */
+   j < cols; stores their lower bounds at `lows[code_base + j]` and keeps the least upper bound in `minup[0]`.
+   `rt` points at the row's terms, `ct` at the 32 codes' terms. */
 static void screen_row_scalar(int format, const float *dots, int cols, const float *rt, int64_t rstride,
-                              const float *ct, int64_t cstride, int cosine, int64_t code_base, float *bound,
-                              int32_t *count, int32_t *cand, float *low, int cap) {
-    if (*count < 0) return;
-    float lo[32];
-    float u = *bound;
+                              const float *ct, int64_t cstride, int cosine, int64_t code_base, float *lows,
+                              float *minup) {
+    float u = minup[0];
     const float x2 = ROW_TERM(0);
     for (int j = 0; j < cols; j++) {
         float s;
@@ -259,19 +240,17 @@ static void screen_row_scalar(int format, const float *dots, int cols, const flo
         else
             b = fmaf(ROW_TERM(1), CODE_TERM(1)[j], ROW_TERM(2) + CODE_TERM(2)[j]);
         const float up = s + b;
-        lo[j] = s - b;
+        lows[code_base + j] = s - b;
         if (up < u) u = up;
     }
-    *bound = u;
-    for (int j = 0; j < cols; j++)
-        if (lo[j] <= u) push(count, cand, low, cap, u, (int32_t)(code_base + j), lo[j]);
+    minup[0] = u;
 }
 
 /* Portable emulation of the low-precision tiles (BF16: the same rounded factors, exact products, float sums;
    8-bit: exact integer sums), so the screen's bookkeeping is tested on machines without those units. */
 static void screen_tile_emulated(int format, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
                                  const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine,
-                                 int64_t code_base, float *bound, int32_t *count, int32_t *cand, float *low, int cap) {
+                                 int64_t code_base, float *lows, int64_t ldlow, float *minup, const int32_t *count) {
     float t[12][32];
     memset(t, 0, sizeof t);
     for (int i = 0; i < rows; i++) {
@@ -300,17 +279,19 @@ static void screen_tile_emulated(int format, int64_t steps, const uint32_t *a, c
         }
     }
     for (int i = 0; i < rows; i++)
-        screen_row_scalar(format, t[i], cols, rt + i, rstride, ct, cstride, cosine, code_base, bound + i, count + i,
-                          cand + (int64_t)i * cap, low + (int64_t)i * cap, cap);
+        if (count[i] >= 0)
+            screen_row_scalar(format, t[i], cols, rt + i, rstride, ct, cstride, cosine, code_base, lows + i * ldlow,
+                              minup + 16 * i);
 }
 
 #if VQ_X86
-/* One row's epilogue on the vector units: scores and bounds of 32 codes from their dot products `d0`, `d1`; the
-   running bound and the candidates. */
+/* One row's epilogue on the vector units, without branches: scores and bounds of 32 codes from their dot
+   products `d0`, `d1`; the lower bounds stored at `lows + code_base`, the upper ones folded into the row's 16
+   lane-wise minima `minup`. */
 __attribute__((target("avx512f"), always_inline))
 static inline void screen_row_avx512(int format, __m512 d0, __m512 d1, __mmask16 l0, __mmask16 l1, const float *rt,
                                      int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
-                                     float *bound, int32_t *count, int32_t *cand, float *low, int cap) {
+                                     float *lows, float *minup) {
     const __m512 inf = _mm512_set1_ps(INFINITY);
     __m512 s0, s1;
     if (cosine) {
@@ -337,26 +318,9 @@ static inline void screen_row_avx512(int format, __m512 d0, __m512 d1, __mmask16
     }
     const __m512 up = _mm512_min_ps(_mm512_mask_blend_ps(l0, inf, _mm512_add_ps(s0, b0)),
                                     _mm512_mask_blend_ps(l1, inf, _mm512_add_ps(s1, b1)));
-    float u = *bound;
-    if (_mm512_cmp_ps_mask(up, _mm512_set1_ps(u), _CMP_LT_OQ)) {
-        const float m = _mm512_reduce_min_ps(up);
-        if (m < u) u = m;
-        *bound = u;
-    }
-    const __m512 lo0 = _mm512_sub_ps(s0, b0), lo1 = _mm512_sub_ps(s1, b1), uv = _mm512_set1_ps(u);
-    const __mmask16 h0 = _mm512_mask_cmp_ps_mask(l0, lo0, uv, _CMP_LE_OQ);
-    const __mmask16 h1 = _mm512_mask_cmp_ps_mask(l1, lo1, uv, _CMP_LE_OQ);
-    if (h0 | h1) {
-        float lanes[32];
-        _mm512_storeu_ps(lanes, lo0);
-        _mm512_storeu_ps(lanes + 16, lo1);
-        uint32_t hm = (uint32_t)h0 | ((uint32_t)h1 << 16);
-        while (hm) {
-            const int j = __builtin_ctz(hm);
-            hm &= hm - 1;
-            push(count, cand, low, cap, u, (int32_t)(code_base + j), lanes[j]);
-        }
-    }
+    _mm512_storeu_ps(minup, _mm512_min_ps(_mm512_loadu_ps(minup), up));
+    _mm512_mask_storeu_ps(lows + code_base, l0, _mm512_sub_ps(s0, b0));
+    _mm512_mask_storeu_ps(lows + code_base + 16, l1, _mm512_sub_ps(s1, b1));
 }
 
 #define LANE_MASKS                                                                                                 \
@@ -368,7 +332,7 @@ static inline void screen_row_avx512(int format, __m512 d0, __m512 d1, __mmask16
 __attribute__((target("avx512f,avx512bf16")))
 static void screen_tile_bf16(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
                              int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
-                             float *bound, int32_t *count, int32_t *cand, float *low, int cap) {
+                             float *lows, int64_t ldlow, float *minup, const int32_t *count) {
     __m512 t[12][2];
     for (int i = 0; i < 12; i++) t[i][0] = t[i][1] = _mm512_setzero_ps();
     #pragma GCC unroll 4
@@ -385,7 +349,7 @@ static void screen_tile_bf16(int64_t steps, const uint32_t *a, const uint32_t *b
     for (int i = 0; i < rows; i++)
         if (count[i] >= 0)
             screen_row_avx512(VQ_SCREEN_BF16, t[i][0], t[i][1], l0, l1, rt + i, rstride, ct, cstride, cosine, code_base,
-                              bound + i, count + i, cand + (int64_t)i * cap, low + (int64_t)i * cap, cap);
+                              lows + i * ldlow, minup + 16 * i);
 }
 
 /* The 12 × 32 tile with VPDPBUSD (four 8-bit products per lane and step, exact integer sums): four times the
@@ -393,7 +357,7 @@ static void screen_tile_bf16(int64_t steps, const uint32_t *a, const uint32_t *b
 __attribute__((target("avx512f,avx512vnni")))
 static void screen_tile_i8(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
                            int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
-                           float *bound, int32_t *count, int32_t *cand, float *low, int cap) {
+                           float *lows, int64_t ldlow, float *minup, const int32_t *count) {
     __m512i t[12][2];
     for (int i = 0; i < 12; i++) t[i][0] = t[i][1] = _mm512_setzero_si512();
     #pragma GCC unroll 4
@@ -414,28 +378,87 @@ static void screen_tile_i8(int64_t steps, const uint32_t *a, const uint32_t *b, 
         const __m512 sx = _mm512_set1_ps(rt[i + rstride]);
         const __m512 d0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(t[i][0]), cs0), _mm512_mul_ps(sx, sc0));
         const __m512 d1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(t[i][1]), cs1), _mm512_mul_ps(sx, sc1));
-        screen_row_avx512(VQ_SCREEN_I8, d0, d1, l0, l1, rt + i, rstride, ct, cstride, cosine, code_base, bound + i,
-                          count + i, cand + (int64_t)i * cap, low + (int64_t)i * cap, cap);
+        screen_row_avx512(VQ_SCREEN_I8, d0, d1, l0, l1, rt + i, rstride, ct, cstride, cosine, code_base,
+                          lows + i * ldlow, minup + 16 * i);
     }
 }
 #endif
 
 void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
                     const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
-                    float *bound, int32_t *count, int32_t *cand, float *low, int cap) {
+                    float *lows, int64_t ldlow, float *minup, const int32_t *count) {
 #if VQ_X86
     if (native && format == VQ_SCREEN_I8) {
-        screen_tile_i8(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, bound, count, cand, low, cap);
+        screen_tile_i8(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
     }
     if (native) {
-        screen_tile_bf16(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, bound, count, cand, low, cap);
+        screen_tile_bf16(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
     }
 #endif
     (void)native;
-    screen_tile_emulated(format, steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, bound, count, cand,
-                         low, cap);
+    screen_tile_emulated(format, steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup,
+                         count);
+}
+
+/* A row's least upper bound (the minimum of its 16 lane-wise minima) and, in code order, every code whose lower
+   bound is ≤ it; a row with more than `cap` such codes is left to the plain search (count −1). */
+static void collect_scalar(int64_t k, const float *lows, const float *minup, float *bound, int32_t *count, int32_t *cand,
+                           float *low, int cap) {
+    float u = minup[0];
+    for (int q = 1; q < 16; q++) u = minup[q] < u ? minup[q] : u;
+    *bound = u;
+    int32_t n = 0;
+    for (int64_t j = 0; j < k; j++) {
+        if (!(lows[j] <= u)) continue;
+        if (n == cap) { *count = -1; return; }
+        cand[n] = (int32_t)j;
+        low[n] = lows[j];
+        n++;
+    }
+    *count = n;
+}
+
+#if VQ_X86
+__attribute__((target("avx512f")))
+static void collect_avx512(int64_t k, const float *lows, const float *minup, float *bound, int32_t *count, int32_t *cand,
+                           float *low, int cap) {
+    const float u = _mm512_reduce_min_ps(_mm512_loadu_ps(minup));
+    *bound = u;
+    const __m512 uv = _mm512_set1_ps(u);
+    int32_t n = 0;
+    for (int64_t j = 0; j < k; j += 16) {
+        const __mmask16 t = tail16(k - j);
+        const __m512 v = _mm512_maskz_loadu_ps(t, lows + j);
+        const __mmask16 h = _mm512_mask_cmp_ps_mask(t, v, uv, _CMP_LE_OQ);
+        if (!h) continue;
+        const int c = __builtin_popcount((unsigned)h);
+        if (n + c > cap) { *count = -1; return; }
+        _mm512_mask_compressstoreu_ps(low + n, h, v);
+        _mm512_mask_compressstoreu_epi32(cand + n, h, _mm512_add_epi32(_mm512_set1_epi32((int32_t)j),
+                                                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
+        n += c;
+    }
+    *count = n;
+}
+#endif
+
+void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup, float *bound,
+                       int32_t *count, int32_t *cand, float *low, int cap) {
+    for (int i = 0; i < rows; i++) {
+        if (count[i] < 0) continue;
+#if VQ_X86
+        if (native) {
+            collect_avx512(k, lows + i * ldlow, minup + 16 * i, bound + i, count + i, cand + (int64_t)i * cap,
+                           low + (int64_t)i * cap, cap);
+            continue;
+        }
+#endif
+        (void)native;
+        collect_scalar(k, lows + i * ldlow, minup + 16 * i, bound + i, count + i, cand + (int64_t)i * cap,
+                       low + (int64_t)i * cap, cap);
+    }
 }
 
 /* The exact float scores of the listed codes of `rows` rows (row i at x + i·d, its list at cand + i·cap, low + i·cap,

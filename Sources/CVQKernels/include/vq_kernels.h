@@ -98,13 +98,19 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
                        int32_t *ok);
 
 /// One 12 × 32 screening tile: low-precision dot products of up to 12 packed rows (`a`) with 32 packed codes (`b`,
-/// 64-byte aligned), their scores and error bounds; per row, `bound` becomes the least upper bound seen and every
-/// code whose lower bound is ≤ it is appended to the row's list (`cand`/`low`, `cap` entries; `count` −1 when it
-/// overflows, and rows with `count` −1 are skipped). `rt`/`ct` are the rows' and codes' term planes. `native` runs
-/// the instruction (level 3 only), else a portable emulation.
+/// 64-byte aligned), their scores and error bounds, without branches: row i's lower bounds are stored at
+/// `lows[i·ldlow + code_base + j]` and its upper bounds folded into its 16 lane-wise minima `minup[16·i …]`.
+/// Rows with `count` −1 are skipped. `rt`/`ct` are the rows' and codes' term planes. `native` runs the
+/// instruction (level 3 only), else a portable emulation.
 void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
                     const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
-                    float *bound, int32_t *count, int32_t *cand, float *low, int cap);
+                    float *lows, int64_t ldlow, float *minup, const int32_t *count);
+
+/// After a row group's tiles over all `k` codes: each row's least upper bound (`bound`) and, in code order, every
+/// code whose lower bound is ≤ it (`cand`/`low`, `cap` entries per row; `count` −1 when more, and for rows already
+/// at −1).
+void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup, float *bound,
+                       int32_t *count, int32_t *cand, float *low, int cap);
 
 /// The exact float scores of the listed codes of `rows` screened rows whose lower bound is ≤ the row's `bound`
 /// (rows with `count` −1 are skipped), as the float nearest-code tiles at levels ≥ 1 compute them; each row takes

@@ -105,22 +105,22 @@ extension NearestCodeKernel {
                     count[i] = i < rowsT && count[i] != 0 ? 0 : -1
                     bound[i] = .infinity
                 }
-                // Code blocks sized to stay in cache while every row group of the task passes over them.
-                let blockPanels = Swift.max(1, (256 * 1024 / 4) / Swift.max(1, steps * nr))
-                var b0 = 0
-                while b0 < panels {
-                    let b1 = Swift.min(panels, b0 + blockPanels)
-                    for jp in b0..<b1 {
-                        let cols = Int32(Swift.min(nr, k - jp * nr))
-                        for g in 0..<groups {
-                            let o = g * mr
-                            vq_screen_tile(fmt, nat, Int64(steps), aPack + g * steps * mr, ppacked + jp * steps * nr,
-                                           Int32(Swift.min(mr, rowsT - o)), cols, rt + o, Int64(slots), pct + jp * nr,
-                                           Int64(cstride), cosine, Int64(jp * nr), bound + o, count + o, cand + o * cap,
-                                           low + o * cap, Int32(cap))
-                        }
+                // Row groups outside, every code panel inside: each group's lower bounds (12 × k) stay in cache until
+                // one compare-and-compress pass per row keeps the candidates.
+                let lows = alignedFloats(mr * panels * nr + mr * 16)
+                let minup = lows + mr * panels * nr
+                defer { lows.deallocate() }
+                for g in 0..<groups {
+                    let o = g * mr
+                    minup.initialize(repeating: .infinity, count: mr * 16)
+                    for jp in 0..<panels {
+                        vq_screen_tile(fmt, nat, Int64(steps), aPack + g * steps * mr, ppacked + jp * steps * nr,
+                                       Int32(Swift.min(mr, rowsT - o)), Int32(Swift.min(nr, k - jp * nr)), rt + o, Int64(slots),
+                                       pct + jp * nr, Int64(cstride), cosine, Int64(jp * nr), lows, Int64(panels * nr),
+                                       minup, count + o)
                     }
-                    b0 = b1
+                    vq_screen_collect(nat, Int32(Swift.min(mr, rowsT - o)), Int64(k), lows, Int64(panels * nr), minup,
+                                      bound + o, count + o, cand + o * cap, low + o * cap, Int32(cap))
                 }
                 for i in 0..<rowsT {
                     pbest[r0 + i] = .infinity
