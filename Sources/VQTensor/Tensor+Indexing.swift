@@ -23,6 +23,21 @@ extension Tensor {
         return Tensor.record(out, .gather(input: shape, axis: a, index: index), [self])
     }
 
+    /// Rows of per-head tables: `self [h, c, d]` (head `j`'s table is `self[j]`), `indices [h, …]` with values in
+    /// `0..<c` → `[h, …, d]`, row `indices[j, …]` of table `j`. Differentiable in `self` (an index select of the
+    /// flattened `[h·c, d]` table).
+    ///
+    /// - Complexity: O(indices.count · d).
+    public func rowsPerHead(_ indices: IndexTensor) -> Tensor {
+        precondition(rank == 3 && indices.rank >= 1 && indices.shape[0] == shape[0],
+                     "rowsPerHead: tables \(shape) and indices \(indices.shape) must be [h, c, d] and [h, …]")
+        let (h, c, d) = (shape[0], shape[1], shape[2])
+        if h == 1 { return reshaped([c, d]).indexSelect(axis: 0, indices).reshaped(indices.shape + [d]) }
+        let perHead = indices.count / h
+        let flat = IndexTensor(indices.scalars.enumerated().map { $0.offset / perHead * c + $0.element }, shape: indices.shape)
+        return reshaped([h * c, d]).indexSelect(axis: 0, flat).reshaped(indices.shape + [d])
+    }
+
     /// Selects slices along `axis`: the result's shape is `shape[..<axis] + index.shape + shape[(axis+1)...]`.
     /// With `axis: 0` and a `[K, D]` codebook this is an embedding lookup.
     public func indexSelect(axis: Int = 0, _ index: IndexTensor) -> Tensor {

@@ -206,9 +206,7 @@ extension Tensor {
         precondition(indices.scalars.allSatisfy { $0 >= 0 && $0 < c }, "gatheredHeadsProjection: an index outside \(c) codes")
         // Both products must take the GEMM's main tiles over one depth block (the same sums); else gather.
         guard c > 8, n > 8, d > 8, d <= GEMM.kc, out > 8 else {
-            let flatIndex = IndexTensor(indices.scalars.enumerated().map { $0.offset / n * c + $0.element }, shape: [h * n])
-            return mergedHeadsProjection(codes.reshaped([h * c, d]).indexSelect(axis: 0, flatIndex).reshaped([h, n, d]),
-                                         weight: weight, bias: bias)
+            return mergedHeadsProjection(codes.rowsPerHead(indices), weight: weight, bias: bias)
         }
         let projected = Tensor.uninitialized([h, c, out]) { pp in
             codes.withUnsafeScalars { pc in

@@ -145,8 +145,7 @@ extension Tensor {
         guard total > 0 else { return Tensor(.nan) }
         // Rows of four-aligned length keep the four lanes of the contiguous pass; other lengths gather first.
         guard d % 4 == 0 else {
-            let flatIndex = IndexTensor(indices.scalars.enumerated().map { $0.offset / n * c + $0.element }, shape: [h * n])
-            return codes.reshaped([h * c, d]).indexSelect(axis: 0, flatIndex).reshaped(other.shape).meanSquaredDifference(other)
+            return codes.rowsPerHead(indices).meanSquaredDifference(other)
         }
         let partial = codes.withUnsafeScalars { pc in
             other.withUnsafeScalars { po in

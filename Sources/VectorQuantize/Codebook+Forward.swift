@@ -108,12 +108,8 @@ extension Codebook {
         let gathers = options.gatherQuantized || options.topK != nil || gumbelST
         if !gathers {
             quantized = Tensor([], shape: [0])
-        } else if h == 1 {
-            quantized = codes.reshaped([c, d]).indexSelect(axis: 0, indices).reshaped(indices.shape + [d])
         } else {
-            let perHead = indices.count / h
-            let flatIndex = IndexTensor(indices.scalars.enumerated().map { $0.offset / perHead * c + $0.element }, shape: indices.shape)
-            quantized = codes.reshaped([h * c, d]).indexSelect(axis: 0, flatIndex).reshaped(indices.shape + [d])
+            quantized = codes.rowsPerHead(indices)
         }
         if gumbelST, options.topK == nil, let dist = distances {
             // Straight-through Gumbel: the value stays the hard code, the gradient follows softmax(dist/τ).
