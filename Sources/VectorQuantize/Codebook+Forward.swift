@@ -84,22 +84,18 @@ extension Codebook {
             } else {
                 indices = logits.argmax(axis: -1)
             }
-        } else if options.topK == nil {
-            // Every head's rows searched in place (no per-head copies).
-            indices = flatten.detached().nearestCodesPerHead(codes.detached(), metric: metric)
-        } else {
+        } else if let k = options.topK {
             var idx: [Int] = []
-            idx.reserveCapacity(h * n * (options.topK ?? 1))
+            idx.reserveCapacity(h * n * k)
             for hh in 0..<h {
                 let xh = flatten.slice(axis: 0, hh..<(hh + 1)).reshaped([n, d]).detached()
                 let ch = codes.slice(axis: 0, hh..<(hh + 1)).reshaped([c, d]).detached()
-                if let k = options.topK {
-                    idx += xh.topKCodes(ch, k: k, metric: metric).indices.scalars
-                } else {
-                    idx += xh.nearestCodes(ch, metric: metric).indices.scalars
-                }
+                idx += xh.topKCodes(ch, k: k, metric: metric).indices.scalars
             }
-            indices = IndexTensor(idx, shape: options.topK.map { [h, n, $0] } ?? [h, n])
+            indices = IndexTensor(idx, shape: [h, n, k])
+        } else {
+            // Every head's rows searched in place (no per-head copies).
+            indices = flatten.detached().nearestCodesPerHead(codes.detached(), metric: metric)
         }
 
         // Quantized rows: an exact copy of the selected codes (a gather, differentiable in the codes). Several
