@@ -404,29 +404,22 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
 
 /* A row's least upper bound (the minimum of its 16 lane-wise minima) and, in code order, every code whose lower
    bound is ≤ it; a row with more than `cap` such codes is left to the plain search (count −1). */
-static void collect_scalar(int64_t k, const float *lows, const float *minup, float *bound, int32_t *count, int32_t *cand,
-                           float *low, int cap) {
+static void collect_scalar(int64_t k, const float *lows, const float *minup, int32_t *count, int32_t *cand, int cap) {
     float u = minup[0];
     for (int q = 1; q < 16; q++) u = minup[q] < u ? minup[q] : u;
-    *bound = u;
     int32_t n = 0;
     for (int64_t j = 0; j < k; j++) {
         if (!(lows[j] <= u)) continue;
         if (n == cap) { *count = -1; return; }
-        cand[n] = (int32_t)j;
-        low[n] = lows[j];
-        n++;
+        cand[n++] = (int32_t)j;
     }
     *count = n;
 }
 
 #if VQ_X86
 __attribute__((target("avx512f")))
-static void collect_avx512(int64_t k, const float *lows, const float *minup, float *bound, int32_t *count, int32_t *cand,
-                           float *low, int cap) {
-    const float u = _mm512_reduce_min_ps(_mm512_loadu_ps(minup));
-    *bound = u;
-    const __m512 uv = _mm512_set1_ps(u);
+static void collect_avx512(int64_t k, const float *lows, const float *minup, int32_t *count, int32_t *cand, int cap) {
+    const __m512 uv = _mm512_set1_ps(_mm512_reduce_min_ps(_mm512_loadu_ps(minup)));
     int32_t n = 0;
     for (int64_t j = 0; j < k; j += 16) {
         const __mmask16 t = tail16(k - j);
@@ -435,7 +428,6 @@ static void collect_avx512(int64_t k, const float *lows, const float *minup, flo
         if (!h) continue;
         const int c = __builtin_popcount((unsigned)h);
         if (n + c > cap) { *count = -1; return; }
-        _mm512_mask_compressstoreu_ps(low + n, h, v);
         _mm512_mask_compressstoreu_epi32(cand + n, h, _mm512_add_epi32(_mm512_set1_epi32((int32_t)j),
                                                                    _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
         n += c;
@@ -444,20 +436,18 @@ static void collect_avx512(int64_t k, const float *lows, const float *minup, flo
 }
 #endif
 
-void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup, float *bound,
-                       int32_t *count, int32_t *cand, float *low, int cap) {
+void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup,
+                       int32_t *count, int32_t *cand, int cap) {
     for (int i = 0; i < rows; i++) {
         if (count[i] < 0) continue;
 #if VQ_X86
         if (native) {
-            collect_avx512(k, lows + i * ldlow, minup + 16 * i, bound + i, count + i, cand + (int64_t)i * cap,
-                           low + (int64_t)i * cap, cap);
+            collect_avx512(k, lows + i * ldlow, minup + 16 * i, count + i, cand + (int64_t)i * cap, cap);
             continue;
         }
 #endif
         (void)native;
-        collect_scalar(k, lows + i * ldlow, minup + 16 * i, bound + i, count + i, cand + (int64_t)i * cap,
-                       low + (int64_t)i * cap, cap);
+        collect_scalar(k, lows + i * ldlow, minup + 16 * i, count + i, cand + (int64_t)i * cap, cap);
     }
 }
 
@@ -470,13 +460,11 @@ void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64
 __attribute__((target("avx2,fma")))
 #endif
 void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
-                      int cosine, const int32_t *count, const int32_t *cand, const float *low, int cap,
-                      const float *bound, float *best, int64_t *best_index, int32_t *pair_row, int32_t *pair_code,
-                      float *pair_score) {
+                      int cosine, const int32_t *count, const int32_t *cand, int cap, float *best, int64_t *best_index,
+                      int32_t *pair_row, int32_t *pair_code, float *pair_score) {
     int64_t m = 0;
     for (int64_t i = 0; i < rows; i++)
-        for (int32_t t = 0; t < count[i]; t++)
-            if (low[i * cap + t] <= bound[i]) { pair_row[m] = (int32_t)i; pair_code[m] = cand[i * cap + t]; m++; }
+        for (int32_t t = 0; t < count[i]; t++) { pair_row[m] = (int32_t)i; pair_code[m] = cand[i * cap + t]; m++; }
     for (int64_t q0 = 0; q0 < m; q0 += 8) {
         const int w = m - q0 < 8 ? (int)(m - q0) : 8;
         const float *xr[8], *cr[8];

@@ -106,19 +106,17 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
                     const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                     float *lows, int64_t ldlow, float *minup, const int32_t *count);
 
-/// After a row group's tiles over all `k` codes: each row's least upper bound (`bound`) and, in code order, every
-/// code whose lower bound is ≤ it (`cand`/`low`, `cap` entries per row; `count` −1 when more, and for rows already
-/// at −1).
-void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup, float *bound,
-                       int32_t *count, int32_t *cand, float *low, int cap);
+/// After a row group's tiles over all `k` codes: each row's least upper bound, and in code order every code whose
+/// lower bound is ≤ it (`cand`, `cap` entries per row, `count` of them; −1 when more, and for rows already at −1).
+void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup,
+                       int32_t *count, int32_t *cand, int cap);
 
-/// The exact float scores of the listed codes of `rows` screened rows whose lower bound is ≤ the row's `bound`
-/// (rows with `count` −1 are skipped), as the float nearest-code tiles at levels ≥ 1 compute them; each row takes
-/// strict improvements in code order into `best`/`best_index`. `pair_*` are scratch of `rows · cap` entries.
+/// The exact float scores of the listed codes of `rows` screened rows (rows with `count` −1 are skipped), as the
+/// float nearest-code tiles at levels ≥ 1 compute them; each row takes strict improvements in code order into
+/// `best`/`best_index`. `pair_*` are scratch of `rows · cap` entries.
 void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
-                      int cosine, const int32_t *count, const int32_t *cand, const float *low, int cap,
-                      const float *bound, float *best, int64_t *best_index, int32_t *pair_row, int32_t *pair_code,
-                      float *pair_score);
+                      int cosine, const int32_t *count, const int32_t *cand, int cap, float *best, int64_t *best_index,
+                      int32_t *pair_row, int32_t *pair_code, float *pair_score);
 
 /// FSQ's grid for `rows` rows of `d` bounded values `t` (in place: the codes): per channel, with
 /// `b = t·halfL − offset`, `q = (b + (rint(b) − b)) / hw`; `indices[r] = rint(Σ_j ((q·hw + hw)·basis))` in channel order, or −1 for a

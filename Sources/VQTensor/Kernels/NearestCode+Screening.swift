@@ -87,13 +87,11 @@ extension NearestCodeKernel {
                 let groups = (rowsT + mr - 1) / mr, slots = groups * mr
                 let aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, groups * steps * mr) * 4, alignment: 64)
                 let aPack = aRaw.bindMemory(to: UInt32.self, capacity: groups * steps * mr)
-                let rt = alignedFloats(slots * (rowPlanes + 1))
-                let bound = rt + slots * rowPlanes
+                let rt = alignedFloats(slots * rowPlanes)
                 let count = UnsafeMutablePointer<Int32>.allocate(capacity: slots)
                 let cand = UnsafeMutablePointer<Int32>.allocate(capacity: slots * cap)
-                let low = UnsafeMutablePointer<Float>.allocate(capacity: slots * cap)
-                defer { aRaw.deallocate(); rt.deallocate(); count.deallocate(); cand.deallocate(); low.deallocate() }
-                rt.initialize(repeating: 0, count: slots * (rowPlanes + 1))
+                defer { aRaw.deallocate(); rt.deallocate(); count.deallocate(); cand.deallocate() }
+                rt.initialize(repeating: 0, count: slots * rowPlanes)
                 for i in 0..<rowsT { rt[i] = sumOfSquares(px + (r0 + i) * d, d) }
                 for g in 0..<groups {
                     let o = g * mr
@@ -101,10 +99,7 @@ extension NearestCodeKernel {
                                    Int64(mr), rt + o, aPack + g * steps * mr, rt + o, Int64(slots), count + o)
                 }
                 // `ok` 1 → an empty list (0); a row the screen cannot bound goes to the plain search (−1).
-                for i in 0..<slots {
-                    count[i] = i < rowsT && count[i] != 0 ? 0 : -1
-                    bound[i] = .infinity
-                }
+                for i in 0..<slots { count[i] = i < rowsT && count[i] != 0 ? 0 : -1 }
                 // Row groups outside, every code panel inside: each group's lower bounds (12 × k) stay in cache until
                 // one compare-and-compress pass per row keeps the candidates.
                 let lows = alignedFloats(mr * panels * nr + mr * 16)
@@ -120,7 +115,7 @@ extension NearestCodeKernel {
                                        minup, count + o)
                     }
                     vq_screen_collect(nat, Int32(Swift.min(mr, rowsT - o)), Int64(k), lows, Int64(panels * nr), minup,
-                                      bound + o, count + o, cand + o * cap, low + o * cap, Int32(cap))
+                                      count + o, cand + o * cap, Int32(cap))
                 }
                 for i in 0..<rowsT {
                     pbest[r0 + i] = .infinity
@@ -131,8 +126,8 @@ extension NearestCodeKernel {
                 let pairRow = UnsafeMutablePointer<Int32>.allocate(capacity: slots * cap * 2)
                 let pairScore = UnsafeMutablePointer<Float>.allocate(capacity: slots * cap)
                 defer { pairRow.deallocate(); pairScore.deallocate() }
-                vq_screen_finish(Int64(d), Int64(rowsT), px + r0 * d, rt, pcodes, pct, cosine, count, cand, low, Int32(cap),
-                                 bound, pbest + r0, pindex + r0, pairRow, pairRow + slots * cap, pairScore)
+                vq_screen_finish(Int64(d), Int64(rowsT), px + r0 * d, rt, pcodes, pct, cosine, count, cand, Int32(cap),
+                                 pbest + r0, pindex + r0, pairRow, pairRow + slots * cap, pairScore)
             }
         }
         return plain.indices.filter { plain[$0] != 0 }
