@@ -108,6 +108,17 @@ public final class FSQ: Module {
     var keepCodebooksDim: Bool { configuration.keepNumCodebooksDim ?? (configuration.numCodebooks > 1) }
     private func perLevel(_ f: (Int) -> Float) -> Tensor { Tensor(levels.map(f)) }
 
+    /// The bound's per-level constants, shared by the composed, the one-operation and the fused paths:
+    /// `halfL = (L − 1)(1 + 10⁻³)/2`, `offset` (½ for an even L), `shift = atanh(offset / halfL)` (the ratio itself
+    /// with the hard clamp) and the half width `hw = ⌊L/2⌋`.
+    private var boundConstants: (halfL: [Float], offset: [Float], shift: [Float], hw: [Float]) {
+        let halfL = levels.map { Float($0 - 1) * Float(1 + 1e-3 as Double) / 2 }
+        let offset: [Float] = levels.map { $0 % 2 == 0 ? 0.5 : 0 }
+        let hard = configuration.boundHardClamp
+        let shift = zip(offset, halfL).map { hard ? $0 / $1 : atanhFloat($0 / $1) }
+        return (halfL, offset, shift, levels.map { Float($0 / 2) })
+    }
+
     /// Bounds and rounds `z [..., d]` to the grid, with straight-through gradients.
     public func quantize(_ z: Tensor) -> Tensor {
         let hard = configuration.boundHardClamp
@@ -119,14 +130,12 @@ public final class FSQ: Module {
             let floored = bracket + (bracket.floor() - bracket).detached()
             return scale * floored - 1
         }
-        let halfL = perLevel { Float($0 - 1) * Float(1 + 1e-3 as Double) / 2 }
-        let offset = perLevel { $0 % 2 == 0 ? 0.5 : 0 }
-        let ratio = withoutGradient { offset / halfL }
-        let shift = hard ? ratio : Tensor(ratio.scalars.map { atanhFloat($0) })
-        let inner = z + shift
+        let k = boundConstants
+        let (halfL, offset) = (Tensor(k.halfL), Tensor(k.offset))
+        let inner = z + Tensor(k.shift)
         let bounded = (hard ? inner.clamped(min: -1, max: 1) : inner.tanh()) * halfL - offset
         let rounded = bounded + (bounded.rounded() - bounded).detached()
-        return rounded / perLevel { Float($0 / 2) }
+        return rounded / Tensor(k.hw)
     }
 
     /// ``quantize(_:)`` and ``codesToIndices(_:)`` for an input with gradients and the default bound (tanh, no
@@ -136,13 +145,9 @@ public final class FSQ: Module {
     func quantizeWithGradient(_ z: Tensor) -> (codes: Tensor, indices: IndexTensor) {
         precondition(!configuration.preserveSymmetry && !configuration.boundHardClamp, "FSQ.quantizeWithGradient: default bound only")
         let (values, indices) = quantizeWithoutGradient(z.detached())
-        let halfL = perLevel { Float($0 - 1) * Float(1 + 1e-3 as Double) / 2 }
-        let offset = perLevel { $0 % 2 == 0 ? 0.5 : 0 }
-        let hw = perLevel { Float($0 / 2) }
-        let y = withoutGradient { () -> Tensor in
-            let shift = Tensor((offset / halfL).scalars.map { atanhFloat($0) })
-            return (z.detached() + shift).tanh()
-        }
+        let k = boundConstants
+        let (halfL, hw) = (Tensor(k.halfL), Tensor(k.hw))
+        let y = withoutGradient { (z.detached() + Tensor(k.shift)).tanh() }
         let codes = Tensor.custom(values, input: z) { g in ((g / hw) * halfL) * (1 - y * y) }
         return (codes, indices)
     }
@@ -152,10 +157,7 @@ public final class FSQ: Module {
     func quantizeWithoutGradient(_ z: Tensor) -> (codes: Tensor, indices: IndexTensor) {
         let d = codebookDim, rows = z.count / d
         let sym = configuration.preserveSymmetry, hard = configuration.boundHardClamp
-        let halfL = levels.map { Float($0 - 1) * Float(1 + 1e-3 as Double) / 2 }
-        let offset: [Float] = levels.map { $0 % 2 == 0 ? 0.5 : 0 }
-        let shift = zip(offset, halfL).map { hard ? $0 / $1 : atanhFloat($0 / $1) }
-        let hw = levels.map { Float($0 / 2) }
+        let (halfL, offset, shift, hw) = boundConstants
         let lm1 = levels.map { Float($0 - 1) }, scale = levels.map { 2 / Float($0 - 1) }
         let basisF = basis.map(Float.init)
         // Per-channel constants, packed: halfL, offset, shift, hw, lm1, scale, basis.
