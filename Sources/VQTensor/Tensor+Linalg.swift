@@ -37,26 +37,13 @@ extension Tensor {
         let rows = count / Swift.max(k, 1)
         let x = detached(), w = weight.detached(), b = bias.detached()
         let out = Tensor.uninitialized(Array(shape.dropLast()) + [n]) { o in
-            // A projection from a few channels starts each row from the bias inside the kernel (one pass over
-            // the output instead of a fill, a read and a write).
-            if k >= 1 && k <= 8 && n >= 16 {
-                x.scalars.withUnsafeBufferPointer { px in
-                    w.scalars.withUnsafeBufferPointer { pw in
-                        b.scalars.withUnsafeBufferPointer { pb in
-                            GEMM.tinyDepth(m: rows, n: n, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: k,
-                                           c: o.baseAddress!, ldc: n, accumulate: false, bias: pb.baseAddress!)
-                        }
-                    }
-                }
-                return
-            }
-            b.scalars.withUnsafeBufferPointer { pb in
-                for r in 0..<rows { (o.baseAddress! + r * n).update(from: pb.baseAddress!, count: n) }
-            }
+            // Each row starts from the bias inside the kernel (no fill pass, no broadcast add).
             x.scalars.withUnsafeBufferPointer { px in
                 w.scalars.withUnsafeBufferPointer { pw in
-                    GEMM.gemm(m: rows, n: n, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: k,
-                              c: o.baseAddress!, ldc: n, accumulate: true)
+                    b.scalars.withUnsafeBufferPointer { pb in
+                        GEMM.gemm(m: rows, n: n, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: k,
+                                  c: o.baseAddress!, ldc: n, accumulate: false, bias: pb.baseAddress!)
+                    }
                 }
             }
         }
@@ -258,16 +245,14 @@ extension Tensor {
         // columns or depth sum in another order): small heads or depths project, then split.
         if d < 16 || k < 16 { return x.linear(weight: weight, bias: bias).reshaped([n, h, d]).permuted(1, 0, 2) }
         return Tensor.uninitialized([h, n, d]) { py in
-            for hh in 0..<h {
-                let slab = py.baseAddress! + hh * n * d
-                if let bias {
-                    bias.withUnsafeScalars { pb in for r in 0..<n { (slab + r * d).update(from: pb.baseAddress! + hh * d, count: d) } }
-                }
-                x.withUnsafeScalars { px in
-                    weight.withUnsafeScalars { pw in
-                        GEMM.gemm(m: n, n: d, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress! + hh * d * k, brs: 1, bcs: k,
-                                  c: slab, ldc: d, accumulate: bias != nil)
+            // One product over every head (A packed once), head `j`'s columns written to its slab.
+            x.withUnsafeScalars { px in
+                weight.withUnsafeScalars { pw in
+                    let gemm = { (pb: UnsafePointer<Float>?) in
+                        GEMM.gemm(m: n, n: h * d, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: k,
+                                  c: py.baseAddress!, ldc: d, accumulate: false, bias: pb, columnBlocks: (width: d, stride: n * d))
                     }
+                    if let bias { bias.withUnsafeScalars { gemm($0.baseAddress!) } } else { gemm(nil) }
                 }
             }
         }

@@ -16,15 +16,39 @@ enum GEMM {
     static let mc = mr * (level >= 2 ? 8 : 24)
     static let nc = 4096
 
-    /// C[m×n] (row stride ldc) = A·B, or C += A·B when `accumulate`.
+    /// C[m×n] (row stride ldc) = A·B, or C += A·B when `accumulate`, or C = bias + A·B with a `bias` of `n`
+    /// (each element starts from its column's bias and the product accumulates into it — the same values as
+    /// filling C with the bias and accumulating, without a pass over C).
     /// Element (i, p) of A is `a[i*ars + p*acs]`; element (p, j) of B is `b[p*brs + j*bcs]`.
+    /// With `columnBlocks`, C's columns come in blocks of `width`, block `q` starting at `c + q·stride`
+    /// (a projection written straight into a per-head layout); A is packed once for all blocks, and every
+    /// element equals what one product per block computes.
     static func gemm(
         m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, ars: Int, acs: Int,
         b: UnsafePointer<Float>, brs: Int, bcs: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+        bias: UnsafePointer<Float>? = nil, columnBlocks: (width: Int, stride: Int)? = nil
     ) {
+        precondition(!(accumulate && bias != nil), "gemm: a bias starts C; it cannot accumulate (m \(m), n \(n), k \(k))")
         guard m > 0, n > 0 else { return }
+        let mainPath = !((k >= 16 && n <= 8) || (k <= 8 && n >= 16) || (k >= 16 && m <= 8 && n >= 16)) && k > 0
+        if let blocks = columnBlocks, !(mainPath && blocks.width % Self.nr == 0) {
+            // One product per block (the blocks' own paths and edge tiles).
+            precondition(blocks.width > 0 && n % blocks.width == 0, "gemm: column blocks of \(blocks.width) for n \(n)")
+            for q in 0..<(n / blocks.width) {
+                gemm(m: m, n: blocks.width, k: k, a: a, ars: ars, acs: acs, b: b + q * blocks.width * bcs, brs: brs, bcs: bcs,
+                     c: c + q * blocks.stride, ldc: ldc, accumulate: accumulate, bias: bias.map { $0 + q * blocks.width })
+            }
+            return
+        }
+        if let bias, !mainPath, !(k <= 8 && n >= 16 && k > 0) {
+            // The narrow paths accumulate into C: start it from the bias.
+            for i in 0..<m { (c + i * ldc).update(from: bias, count: n) }
+            if k == 0 { return }
+            gemm(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: true)
+            return
+        }
         if k == 0 {
             if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
             return
@@ -36,7 +60,7 @@ enum GEMM {
             return
         }
         if k <= 8 && n >= 16 {
-            tinyDepth(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate)
+            tinyDepth(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate, bias: bias)
             return
         }
         if k >= 16 && m <= 8 && n >= 16 {
@@ -46,7 +70,8 @@ enum GEMM {
         let mr = Self.mr, nr = Self.nr, kc = Self.kc, mc = Self.mc
         let bPack = alignedFloats(kc * (Swift.min(n, nc) + nr))
         defer { bPack.deallocate() }
-        nonisolated(unsafe) let (pa, pb, pc, pbPack) = (a, b, c, bPack)
+        nonisolated(unsafe) let (pa, pb, pc, pbPack, pBias) = (a, b, c, bPack, bias)
+        let blocks = columnBlocks
         var jc = 0
         while jc < n {
             let nb = Swift.min(nc, n - jc)
@@ -94,11 +119,20 @@ enum GEMM {
                     for ip in 0..<rowPanels {
                         let dst = aPack + ip * kb * mr
                         let rows = Swift.min(mr, mb - ip * mr)
-                        for p in 0..<kb {
-                            let d = dst + p * mr
-                            let col = pa + (i0 + ip * mr) * ars + (pp0 + p) * acs
-                            for i in 0..<rows { d[i] = col[i * ars] }
-                            for i in rows..<mr { d[i] = 0 }
+                        if acs == 1 {
+                            // Rows read contiguously (a strided gather per depth step touched a line per element).
+                            for i in 0..<rows {
+                                let src = pa + (i0 + ip * mr + i) * ars + pp0
+                                for p in 0..<kb { dst[p * mr + i] = src[p] }
+                            }
+                            if rows < mr { for p in 0..<kb { for i in rows..<mr { dst[p * mr + i] = 0 } } }
+                        } else {
+                            for p in 0..<kb {
+                                let d = dst + p * mr
+                                let col = pa + (i0 + ip * mr) * ars + (pp0 + p) * acs
+                                for i in 0..<rows { d[i] = col[i * ars] }
+                                for i in rows..<mr { d[i] = 0 }
+                            }
                         }
                     }
                     let jpEnd = Swift.min(panels, (g + 1) * perGroup)
@@ -106,17 +140,23 @@ enum GEMM {
                     while jp < jpEnd {
                         let cols = Swift.min(nr, nb - jp * nr)
                         let bp = pbPack + jp * kb * nr
+                        let col0 = jc0 + jp * nr
+                        let cBase = blocks.map { pc + (col0 / $0.width) * $0.stride + col0 % $0.width } ?? pc + col0
+                        let biasRow = first ? pBias.map { $0 + col0 } : nil
                         for ip in 0..<rowPanels {
                             let rows = Swift.min(mr, mb - ip * mr)
-                            let cptr = pc + (i0 + ip * mr) * ldc + jc0 + jp * nr
+                            let cptr = cBase + (i0 + ip * mr) * ldc
                             let ap = aPack + ip * kb * mr
                             if rows == mr && cols == nr {
-                                vq_gemm_ukr(level, Int64(kb), ap, bp, cptr, Int64(ldc), first ? 0 : 1)
+                                if let biasRow { for i in 0..<rows { (cptr + i * ldc).update(from: biasRow, count: cols) } }
+                                vq_gemm_ukr(level, Int64(kb), ap, bp, cptr, Int64(ldc), first && biasRow == nil ? 0 : 1)
                             } else {
                                 vq_gemm_ukr(level, Int64(kb), ap, bp, tile, Int64(nr), 0)
                                 for i in 0..<rows {
                                     let crow = cptr + i * ldc, trow = tile + i * nr
-                                    if first {
+                                    if let biasRow {
+                                        for j in 0..<cols { crow[j] = biasRow[j] + trow[j] }
+                                    } else if first {
                                         for j in 0..<cols { crow[j] = trow[j] }
                                     } else {
                                         for j in 0..<cols { crow[j] = crow[j] + trow[j] }
