@@ -104,26 +104,30 @@ extension Codebook {
         pendingClusterSize = nil
         pendingEmbedSum = nil
         let d = dim
-        var cs = clusterSize.value.scalars
-        var avg = embedAverage.value.scalars
         let hold = partialHold()
-        var old = [Float](repeating: 0, count: d)
-        avg.withUnsafeMutableBufferPointer { pa in
-            sums.withUnsafeScalars { ps in
-                for i in 0..<codeCount where weights[i] != 0 {
-                    let w = weights[i]
-                    cs[i] = torchLerp(cs[i], counts.scalars[i], w)
-                    let row = pa.baseAddress! + i * d
-                    let held = !hold.isEmpty && hold.applies(toRow: i)
-                    if held { for j in 0..<d { old[j] = row[j] } }
-                    torchLerp(row, toward: ps.baseAddress! + i * d, weight: w, count: d)
-                    if held { old.withUnsafeBufferPointer { hold.hold(row: i, row, old: $0.baseAddress!, project: false) } }
-                    touched[i] = true
+        let count = counts.scalars
+        // In place (the statistics are not copied; a tensor someone else holds is copied first).
+        clusterSize.withUnsafeMutableScalars { pcs in
+            embedAverage.withUnsafeMutableScalars { pa in
+                sums.withUnsafeScalars { ps in
+                    nonisolated(unsafe) let (sizes, averages, batch) = (pcs.baseAddress!, pa.baseAddress!, ps.baseAddress!)
+                    // Rows are independent: threads split them (the same values on any thread count).
+                    Threads.forRanges(codeCount, minChunk: Swift.max(1, (1 << 15) / Swift.max(d, 1))) { rows in
+                        var old = [Float](repeating: 0, count: hold.isEmpty ? 0 : d)
+                        for i in rows where weights[i] != 0 {
+                            let w = weights[i]
+                            sizes[i] = torchLerp(sizes[i], count[i], w)
+                            let row = averages + i * d
+                            let held = !hold.isEmpty && hold.applies(toRow: i)
+                            if held { for j in 0..<d { old[j] = row[j] } }
+                            torchLerp(row, toward: batch + i * d, weight: w, count: d)
+                            if held { old.withUnsafeBufferPointer { hold.hold(row: i, row, old: $0.baseAddress!, project: false) } }
+                        }
+                    }
                 }
             }
         }
-        clusterSize.value = Tensor(cs, shape: clusterSize.shape)
-        embedAverage.value = Tensor(avg, shape: embedAverage.shape)
+        for i in 0..<codeCount where weights[i] != 0 { touched[i] = true }
     }
 
     /// Recomputes `embed = embed_avg / s` (Laplace-smoothed counts; l2-normalised for cosine) for the
@@ -133,30 +137,31 @@ extension Codebook {
         let (h, c, d) = (numCodebooks, codebookSize, dim)
         let frozen = frozenMask
         let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
+        let cosine = configuration.useCosineSimilarity
         let cs = clusterSize.value.scalars, avg = embedAverage.value.scalars
-        var e = embed.value.scalars
+        let rows = (0..<(h * c)).filter { touched[$0] && !frozen[$0] }
+        let totals = cs.withUnsafeBufferPointer { p in (0..<h).map { Tensor.sumContiguous(p.baseAddress! + $0 * c, c) } }
         let hold = partialHold()
-        var old = [Float](repeating: 0, count: d)
-        for hh in 0..<h {
-            let rows = (0..<c).filter { touched[hh * c + $0] && !frozen[hh * c + $0] }
-            if rows.isEmpty { continue }
-            let total = cs.withUnsafeBufferPointer { Tensor.sumContiguous($0.baseAddress! + hh * c, c) }
-            for k in rows {
-                let s = (cs[hh * c + k] + eps) / (total + ceps) * total
-                let base = (hh * c + k) * d
-                let held = !hold.isEmpty && hold.applies(toRow: hh * c + k)
-                if held { for j in 0..<d { old[j] = e[base + j] } }
-                for j in 0..<d { e[base + j] = avg[base + j] / s }
-                if configuration.useCosineSimilarity { l2NormalizeRow(&e, base, d) }
-                if held {
-                    e.withUnsafeMutableBufferPointer { pe in
-                        old.withUnsafeBufferPointer { hold.hold(row: hh * c + k, pe.baseAddress! + base, old: $0.baseAddress!, project: true) }
+        embed.withUnsafeMutableScalars { pe in
+            avg.withUnsafeBufferPointer { pa in
+                nonisolated(unsafe) let (embed, average) = (pe.baseAddress!, pa.baseAddress!)
+                // Rows are independent: threads split them (the same values on any thread count).
+                Threads.forRanges(rows.count, minChunk: Swift.max(1, (1 << 15) / Swift.max(d, 1))) { range in
+                    var old = [Float](repeating: 0, count: hold.isEmpty ? 0 : d)
+                    for r in rows[range] {
+                        let total = totals[r / c]
+                        let s = (cs[r] + eps) / (total + ceps) * total
+                        let row = embed + r * d, source = average + r * d
+                        let held = !hold.isEmpty && hold.applies(toRow: r)
+                        if held { for j in 0..<d { old[j] = row[j] } }
+                        for j in 0..<d { row[j] = source[j] / s }
+                        if cosine { l2NormalizeRow(row, d) }
+                        if held { old.withUnsafeBufferPointer { hold.hold(row: r, row, old: $0.baseAddress!, project: true) } }
                     }
                 }
             }
         }
         touched = Array(repeating: false, count: codeCount)
-        embed.value = Tensor(e, shape: embed.shape)
     }
 
     /// The reference's per-batch update: EMA of the statistics (or accumulation), the recompute of
@@ -241,10 +246,8 @@ extension Codebook {
     }
 }
 
-/// `x / max(‖x‖, 1e-6)` of one row in place (`F.normalize`, eps 1e-6).
-func l2NormalizeRow(_ a: inout [Float], _ base: Int, _ d: Int) {
-    var ss: Float = 0
-    a.withUnsafeBufferPointer { ss = Tensor.sumOfSquaresContiguous($0.baseAddress! + base, d) }
-    let norm = Swift.max(ss.squareRoot(), 1e-6)
-    for j in 0..<d { a[base + j] = a[base + j] / norm }
+/// `x / max(‖x‖, 1e-6)` of one row of `d` in place (`F.normalize`, eps 1e-6).
+func l2NormalizeRow(_ row: UnsafeMutablePointer<Float>, _ d: Int) {
+    let norm = Swift.max(Tensor.sumOfSquaresContiguous(row, d).squareRoot(), 1e-6)
+    for j in 0..<d { row[j] = row[j] / norm }
 }

@@ -199,8 +199,24 @@ extension Codebook {
 
     func partialHold() -> PartialHold {
         let comps = frozenComponents.value.scalars
-        return PartialHold(components: comps, anyComponent: comps.contains { $0 != 0 }, projector: frozenSubspaceProjector.value.scalars,
+        return PartialHold(components: comps, anyComponent: Self.anyNonZero(comps), projector: frozenSubspaceProjector.value.scalars,
                            values: frozenSubspaceValues.value.scalars, subspace: subspaceHeads, c: codebookSize, d: dim)
+    }
+
+    /// Whether any value is not ±0 (a NaN counts), scanned in blocks that vectorise (a per-element test with
+    /// an early exit does not): the component mask is `[h·c, d]` and read on every EMA step.
+    static func anyNonZero(_ values: [Float]) -> Bool {
+        values.withUnsafeBufferPointer { p in
+            var start = 0
+            while start < p.count {
+                let end = Swift.min(p.count, start + 4096)
+                var bits: UInt32 = 0
+                for j in start..<end { bits |= p[j].bitPattern & 0x7FFF_FFFF }
+                if bits != 0 { return true }
+                start = end
+            }
+            return false
+        }
     }
 
     /// The update constraint of `embed`: after an optimizer step, every code that is not frozen whole is

@@ -84,20 +84,23 @@ extension VectorQuantizer {
                 }
             }
         }
-        var nonFinite = 0
+        let unmasked = valid.reduce(0) { $0 + ($1 ? 1 : 0) }
         flat.withUnsafeScalars { p in
-            for i in valid.indices where valid[i] {
-                // A float is NaN or ±∞ when its exponent bits are all ones: an integer max over the row, which
-                // vectorises (a per-element test with an early exit does not).
-                var exponent: UInt32 = 0
-                let row = p.baseAddress! + i * d
-                for j in 0..<d { exponent = Swift.max(exponent, row[j].bitPattern & 0x7F80_0000) }
-                if exponent == 0x7F80_0000 {
-                    valid[i] = false
-                    nonFinite += 1
+            valid.withUnsafeMutableBufferPointer { pv in
+                nonisolated(unsafe) let (x, flags) = (p.baseAddress!, pv.baseAddress!)
+                Threads.forRanges(hN * rowsPer, minChunk: Swift.max(1, (1 << 16) / Swift.max(d, 1))) { rows in
+                    for i in rows where flags[i] {
+                        // A float is NaN or ±∞ when its exponent bits are all ones: an integer max over the row, which
+                        // vectorises (a per-element test with an early exit does not).
+                        var exponent: UInt32 = 0
+                        let row = x + i * d
+                        for j in 0..<d { exponent = Swift.max(exponent, row[j].bitPattern & 0x7F80_0000) }
+                        if exponent == 0x7F80_0000 { flags[i] = false }
+                    }
                 }
             }
         }
+        let nonFinite = unmasked - valid.reduce(0) { $0 + ($1 ? 1 : 0) }
         if nonFinite > 0 {
             codebook.logger.warning("\(nonFinite) input vectors with NaN or ±∞ are left out of the codebook update")
         }
