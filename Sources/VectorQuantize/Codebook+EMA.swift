@@ -22,22 +22,23 @@ extension Codebook {
                 indices.scalars.withUnsafeBufferPointer { pk in
                     valid.withUnsafeBufferPointer { pv in
                         nonisolated(unsafe) let (x, k, v, dst) = (px.baseAddress!, pk.baseAddress!, pv.baseAddress!, out.baseAddress!)
-                        // Threads split the feature axis: each sum still accumulates its rows in order.
-                        let chunk = 16
-                        Threads.forRanges((d + chunk - 1) / chunk, minChunk: (n * h) * chunk >= 1 << 16 ? 1 : Int.max) { blocks in
-                            let (j0, j1) = (blocks.lowerBound * chunk, Swift.min(d, blocks.upperBound * chunk))
-                            let width = j1 - j0
-                            let acc = UnsafeMutablePointer<Double>.allocate(capacity: h * c * width)
+                        // Tasks are (codebook, 64 features): each sum still accumulates its rows in order, and a
+                        // task's accumulators (codes × 64 doubles, 512 KB for 1,024 codes) stay in L2.
+                        let chunk = 64, chunks = (d + chunk - 1) / chunk
+                        let tasks = h * chunks
+                        let body = { (t: Int) in
+                            let (hh, j0) = (t / chunks, (t % chunks) * chunk)
+                            let width = Swift.min(chunk, d - j0)
+                            let acc = UnsafeMutablePointer<Double>.allocate(capacity: c * width)
                             defer { acc.deallocate() }
-                            acc.initialize(repeating: 0, count: h * c * width)
-                            for hh in 0..<h {
-                                for r in 0..<n where v[hh * n + r] {
-                                    let a = acc + (hh * c + k[hh * n + r]) * width, src = x + (hh * n + r) * d + j0
-                                    for j in 0..<width { a[j] += Double(src[j]) }
-                                }
+                            acc.initialize(repeating: 0, count: c * width)
+                            Tensor.scatterAddRows(x + hh * n * d + j0, rowStride: d, codes: k + hh * n, valid: v + hh * n, rows: n, width: width, into: acc)
+                            for code in 0..<c {
+                                let o = dst + (hh * c + code) * d + j0, a = acc + code * width
+                                for j in 0..<width { o[j] = Float(a[j]) }
                             }
-                            for row in 0..<(h * c) { for j in 0..<width { dst[row * d + j0 + j] = Float(acc[row * width + j]) } }
                         }
+                        if h * n * d < 1 << 16 { for t in 0..<tasks { body(t) } } else { Threads.forEach(tasks, body) }
                     }
                 }
             }

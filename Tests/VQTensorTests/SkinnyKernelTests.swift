@@ -99,4 +99,26 @@ struct SkinnyKernelTests {
         // Fewer rows gather each row and take GEMM.dot's order.
         #expect(Self.bits(ct) == Self.bits(m >= 32 ? expected : (0..<(m * n)).map { dot($0 / n, $0 % n) }))
     }
+
+    @Test("EMA scatter-add: each accumulator adds Double(x) of its valid rows in row order", arguments: [(500, 64, 7, 70), (33, 3, 5, 3), (40, 16, 1, 16)])
+    func scatterAddRows(shape: (Int, Int, Int, Int)) {
+        let (n, width, codes, stride) = shape
+        let x = TestSupport.random([n, stride], seed: 49).scalars.enumerated().map { $0.element * Float(1 + $0.offset % 5) * 1e3 }
+        var rng = SeededGenerator(seed: 50)
+        let index = (0..<n).map { _ in Int.random(in: 0..<codes, using: &rng) }
+        let valid = (0..<n).map { $0 % 7 != 3 }
+        var expected = (0..<(codes * width)).map { Double($0) * 0.25 }
+        var acc = expected
+        for r in 0..<n where valid[r] { for j in 0..<width { expected[index[r] * width + j] += Double(x[r * stride + j]) } }
+        x.withUnsafeBufferPointer { px in
+            index.withUnsafeBufferPointer { pi in
+                valid.withUnsafeBufferPointer { pv in
+                    Tensor.scatterAddRows(px.baseAddress!, rowStride: stride, codes: pi.baseAddress!, valid: pv.baseAddress!, rows: n,
+                                          width: width, into: &acc)
+                }
+            }
+        }
+        #expect(acc.map(\.bitPattern) == expected.map(\.bitPattern))
+        #expect(acc != (0..<(codes * width)).map { Double($0) * 0.25 })  // rows were added
+    }
 }

@@ -5,6 +5,7 @@
 #define VQ_KERNELS_H
 
 #include <stdint.h>
+#include <stdbool.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -123,6 +124,11 @@ void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, 
 /// row with NaN. Every product and sum rounded on its own, as the Swift formulas.
 void vq_fsq_grid(int level, float *t, int64_t rows, int64_t d, const float *halfL, const float *offset,
                  const float *hw, const float *basis, int64_t *indices);
+
+/// EMA statistics: `acc[codes[r]·width + j] += (double)x[r·ldx + j]` for `j < width`, over the rows `r < n` in order
+/// where `valid[r]` (one double add per row and element: the same values at every level).
+void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n, int64_t width,
+                         double *acc);
 
 /// torch's CPU `lerp_` of `a` toward `b` with weight `w`, bit-exactly:
 /// `|w| < 0.5 ? fma(w, b - a, a) : fma(w - 1, b - a, b)` (hardware FMA when available, else `fmaf`).

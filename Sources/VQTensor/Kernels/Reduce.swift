@@ -1,3 +1,5 @@
+import CVQKernels
+
 /// Reductions along one axis of a row-major buffer viewed as `[outer, n, inner]`.
 /// Each output element is reduced by one thread in a fixed order, so results do not depend on the
 /// thread count. Sums over contiguous runs use 8 interleaved accumulators (as vectorised BLAS-like
@@ -131,4 +133,17 @@ extension Reduce {
     /// `squared().sum()` bit for bit.
     @inline(__always)
     static func contiguousSumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float { cascade(p, n, Square.self) }
+}
+
+extension Tensor {
+    /// Adds rows into per-code accumulators in double precision: `acc[codes[r]·width + j] += Double(x[r·rowStride + j])`
+    /// for `j < width`, over the rows `r < rows` in order where `valid[r]` — one add per row and element, so
+    /// every level of the kernel gives the same sums (the EMA statistics of a codebook).
+    ///
+    /// - Complexity: O(rows · width).
+    public static func scatterAddRows(_ x: UnsafePointer<Float>, rowStride: Int, codes: UnsafePointer<Int>, valid: UnsafePointer<Bool>,
+                                      rows: Int, width: Int, into acc: UnsafeMutablePointer<Double>) {
+        vq_scatter_add_rows(x, Int64(rowStride), UnsafeRawPointer(codes).assumingMemoryBound(to: Int64.self), valid, Int64(rows),
+                            Int64(width), acc)
+    }
 }
