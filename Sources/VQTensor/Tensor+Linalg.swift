@@ -1,3 +1,4 @@
+import CVQKernels
 // Matrix products, normalisation and distances.
 
 extension Tensor {
@@ -107,17 +108,21 @@ extension Tensor {
 
     /// `dst` row `r` = `src` row `r` / max(‖row‖₂, eps), rows of `d` over the threads; `src` may be `dst`. The
     /// squared norm is summed in the order of `squared().sum(axis: -1)` (eight partial sums, then pairs), so the
-    /// rows equal the differentiable composition's bit for bit.
-    static func normalizeRows(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, rows: Int, d: Int, eps: Float) {
+    /// rows equal the differentiable composition's bit for bit (a C kernel, four rows' sums at a time).
+    static func normalizeRows(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, rows: Int, d: Int, eps: Float,
+                              threaded: Bool = true) {
         nonisolated(unsafe) let (x, y) = (src, dst)
-        Threads.forRanges(rows, minChunk: 256) { range in
-            for r in range {
-                let row = x + r * d
-                let s = Reduce.contiguousSumOfSquares(row, d)
-                let norm = Swift.max(s.squareRoot(), eps)
-                for j in 0..<d { y[r * d + j] = row[j] / norm }
-            }
+        Threads.forRanges(rows, minChunk: threaded ? 256 : Int.max) { range in
+            vq_normalize_rows(GEMM.level, x + range.lowerBound * d, y + range.lowerBound * d, Int64(range.count), Int64(d), eps)
         }
+    }
+
+    /// Divides each of `rows` contiguous rows of `d` by `max(‖row‖₂, eps)` in place, on the calling thread — the
+    /// values of ``l2NormalizeLastAxis(eps:)``, bit for bit (`F.normalize` of the reference).
+    ///
+    /// - Complexity: O(rows · d).
+    public static func l2NormalizeRows(_ p: UnsafeMutablePointer<Float>, rows: Int, d: Int, eps: Float) {
+        normalizeRows(UnsafePointer(p), into: p, rows: rows, d: d, eps: eps, threaded: false)
     }
 
     /// `x / max(‖x‖₂, eps)` along `axis` (as `torch.nn.functional.normalize`).
@@ -232,9 +237,12 @@ extension Tensor {
     /// being columns `j·d ..< (j+1)·d` of the projection — what a projection followed by the head split
     /// (`reshaped([N, h, d]).permuted(1, 0, 2)`) computes, bit for bit, without the `[N, h·d]` buffer or the
     /// permutation's pass. No gradient graph (inference and EMA training forwards).
+    /// With `l2NormalizeEps`, each head's rows come out l2-normalised — ``l2NormalizeLastAxis(eps:)`` of the
+    /// result, bit for bit — normalised by the thread that computed them while they are in its cache.
     ///
     /// - Complexity: O(N · h·d · K), one output buffer.
-    public static func splitHeadsProjection(_ x: Tensor, weight: Tensor, bias: Tensor?, heads h: Int) -> Tensor {
+    public static func splitHeadsProjection(_ x: Tensor, weight: Tensor, bias: Tensor?, heads h: Int,
+                                            l2NormalizeEps: Float? = nil) -> Tensor {
         precondition(!((x.requiresGradient || weight.requiresGradient || (bias?.requiresGradient ?? false)) && GradMode.isEnabled),
                      "splitHeadsProjection: no gradient graph (x \(x.shape), weight \(weight.shape))")
         precondition(x.rank == 2 && weight.rank == 2 && weight.shape[1] == x.shape[1] && h > 0 && weight.shape[0] % h == 0
@@ -243,14 +251,27 @@ extension Tensor {
         let (n, k, d) = (x.shape[0], x.shape[1], weight.shape[0] / h)
         // Each head's product must take the same GEMM path as the whole projection (the skinny paths for ≤ 8
         // columns or depth sum in another order): small heads or depths project, then split.
-        if d < 16 || k < 16 { return x.linear(weight: weight, bias: bias).reshaped([n, h, d]).permuted(1, 0, 2) }
+        if d < 16 || k < 16 {
+            var split = x.linear(weight: weight, bias: bias).reshaped([n, h, d]).permuted(1, 0, 2)
+            if let eps = l2NormalizeEps { split.l2NormalizeLastAxis(eps: eps) }
+            return split
+        }
         return Tensor.uninitialized([h, n, d]) { py in
             // One product over every head (A packed once), head `j`'s columns written to its slab.
             x.withUnsafeScalars { px in
                 weight.withUnsafeScalars { pw in
+                    nonisolated(unsafe) let out = py.baseAddress!
+                    let normalize = l2NormalizeEps.map { eps in
+                        { (rows: Range<Int>) in
+                            for hh in 0..<h {
+                                let slab = out + (hh * n + rows.lowerBound) * d
+                                Self.normalizeRows(UnsafePointer(slab), into: slab, rows: rows.count, d: d, eps: eps, threaded: false)
+                            }
+                        }
+                    }
                     let gemm = { (pb: UnsafePointer<Float>?) in
                         GEMM.gemm(m: n, n: h * d, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: k,
-                                  c: py.baseAddress!, ldc: d, accumulate: false, bias: pb, columnBlocks: (width: d, stride: n * d))
+                                  c: out, ldc: d, accumulate: false, bias: pb, columnBlocks: (width: d, stride: n * d), rowsDone: normalize)
                     }
                     if let bias { bias.withUnsafeScalars { gemm($0.baseAddress!) } } else { gemm(nil) }
                 }

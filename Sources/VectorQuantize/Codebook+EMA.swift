@@ -10,6 +10,9 @@ import VQTensor
 /// `s_c = (n_c + ε) / (Σn + C·ε) · Σn` — written only for the codes that changed and are not frozen
 /// (the reference rewrites every row, so its "frozen" rows drift by ~1e-6 relative per step).
 extension Codebook {
+    /// The reference's `l2norm` epsilon for cosine codebooks and the vectors they see.
+    static let cosineEps: Float = 1e-6
+
     /// Counts `[h, c]` and sums `[h, c, d]` of the rows of `flatten [h, n, d]` assigned by `indices [h, n]`,
     /// over rows where `valid` (flattened `[h · n]`) is true. Sums accumulate in double precision and are
     /// rounded once, so they hardly depend on the order of the rows (or on how a batch is sharded).
@@ -156,7 +159,7 @@ extension Codebook {
                         let held = !hold.isEmpty && hold.applies(toRow: r)
                         if held { for j in 0..<d { old[j] = row[j] } }
                         for j in 0..<d { row[j] = source[j] / s }
-                        if cosine { l2NormalizeRow(row, d) }
+                        if cosine { Tensor.l2NormalizeRows(row, rows: 1, d: d, eps: Self.cosineEps) }
                         if held { old.withUnsafeBufferPointer { hold.hold(row: r, row, old: $0.baseAddress!, project: true) } }
                     }
                 }
@@ -245,10 +248,4 @@ extension Codebook {
         _ = n
         return (Tensor(out, shape: [h, total, d]), ok)
     }
-}
-
-/// `x / max(‖x‖, 1e-6)` of one row of `d` in place (`F.normalize`, eps 1e-6).
-func l2NormalizeRow(_ row: UnsafeMutablePointer<Float>, _ d: Int) {
-    let norm = Swift.max(Tensor.sumOfSquaresContiguous(row, d).squareRoot(), 1e-6)
-    for j in 0..<d { row[j] = row[j] / norm }
 }

@@ -44,10 +44,10 @@ extension VectorQuantizer {
         var flat = flat
         if configuration.useCosineSimilarity {
             if flat.requiresGradient && GradMode.isEnabled {
-                flat = flat.l2Normalized(axis: -1, eps: 1e-6)
+                flat = flat.l2Normalized(axis: -1, eps: Codebook.cosineEps)
             } else {
                 flat = flat.detached()
-                flat.l2NormalizeLastAxis(eps: 1e-6)
+                flat.l2NormalizeLastAxis(eps: Codebook.cosineEps)
             }
         }
         return flat

@@ -176,9 +176,10 @@ public final class VectorQuantizer: Module {
         let flat: Tensor
         if heads > 1, c.separateCodebookPerHead, !GradMode.isEnabled, let lin = projectIn as? Linear {
             // Without gradients: the projection writes each head's rows straight into the codebook layout (no
-            // [b·n, heads·d] buffer and no permutation; the same values bit for bit).
-            flat = normalizedForCodebook(Tensor.splitHeadsProjection(x.reshaped([b * n, c.dim]), weight: lin.weight.value,
-                                                                     bias: lin.bias?.value, heads: heads))
+            // [b·n, heads·d] buffer and no permutation) and normalises them for a cosine codebook while they are in
+            // cache (the same values bit for bit).
+            flat = Tensor.splitHeadsProjection(x.reshaped([b * n, c.dim]), weight: lin.weight.value, bias: lin.bias?.value, heads: heads,
+                                               l2NormalizeEps: c.useCosineSimilarity ? Codebook.cosineEps : nil)
         } else {
             flat = splitHeads(projectIn.map { $0(x) } ?? x, b: b, n: n)
         }

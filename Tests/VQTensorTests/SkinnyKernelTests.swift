@@ -121,4 +121,26 @@ struct SkinnyKernelTests {
         #expect(acc.map(\.bitPattern) == expected.map(\.bitPattern))
         #expect(acc != (0..<(codes * width)).map { Double($0) * 0.25 })  // rows were added
     }
+
+    @Test("row normalisation (C, four rows' sums at a time) equals the differentiable composition bit for bit",
+          arguments: [1, 3, 8, 17, 64, 256, 300, 1000])
+    func normalizeRows(d: Int) {
+        for rows in [1, 4, 7] {
+            var x = TestSupport.random([rows, d], seed: UInt64(51 + d)).scalars
+            if rows == 7 {
+                for j in 0..<d { x[d + j] = 0 }              // a zero row: divided by eps
+                x[2 * d] = .nan                              // a NaN row stays NaN
+                for j in 0..<d { x[3 * d + j] *= 3e19 }      // a finite row whose squares overflow: zeros
+            }
+            let input = Tensor(x, shape: [rows, d])
+            let composed = input.requiringGradient().l2Normalized(axis: -1, eps: 1e-6)   // the graph's ops
+            var inPlace = input
+            inPlace.l2NormalizeLastAxis(eps: 1e-6)
+            var single = x
+            single.withUnsafeMutableBufferPointer { Tensor.l2NormalizeRows($0.baseAddress!, rows: rows, d: d, eps: 1e-6) }
+            #expect(inPlace.scalars.map(\.bitPattern) == composed.scalars.map(\.bitPattern), "rows \(rows)")
+            #expect(single.map(\.bitPattern) == composed.scalars.map(\.bitPattern), "rows \(rows)")
+            #expect(single != x)
+        }
+    }
 }

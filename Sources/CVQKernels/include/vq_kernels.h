@@ -125,6 +125,10 @@ void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, 
 void vq_fsq_grid(int level, float *t, int64_t rows, int64_t d, const float *halfL, const float *offset,
                  const float *hw, const float *basis, int64_t *indices);
 
+/// Rows of `d` divided by `max(sqrt(Σ x²), eps)` (`dst` may be `src`), the sum of squares in the library's cascade
+/// order (eight lanes, then the tail; halves above 256): the same values at every level.
+void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, int64_t d, float eps);
+
 /// EMA statistics: `acc[codes[r]·width + j] += (double)x[r·ldx + j]` for `j < width`, over the rows `r < n` in order
 /// where `valid[r]` (one double add per row and element: the same values at every level).
 void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n, int64_t width,

@@ -23,13 +23,25 @@ enum GEMM {
     /// With `columnBlocks`, C's columns come in blocks of `width`, block `q` starting at `c + q·stride`
     /// (a projection written straight into a per-head layout); A is packed once for all blocks, and every
     /// element equals what one product per block computes.
+    /// `rowsDone` is called once for each range of rows whose every column is final — by the thread that
+    /// computed them while they are in its cache when each task owns whole rows, else once for all rows at
+    /// the end — so that a per-row pass (a normalisation) needs no trip through memory.
     static func gemm(
         m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, ars: Int, acs: Int,
         b: UnsafePointer<Float>, brs: Int, bcs: Int,
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-        bias: UnsafePointer<Float>? = nil, columnBlocks: (width: Int, stride: Int)? = nil
+        bias: UnsafePointer<Float>? = nil, columnBlocks: (width: Int, stride: Int)? = nil,
+        rowsDone: ((Range<Int>) -> Void)? = nil
     ) {
+        if let rowsDone, !(n <= nc && k > 0 && !((k >= 16 && n <= 8) || (k <= 8 && n >= 16) || (k >= 16 && m <= 8 && n >= 16))
+                           && (columnBlocks == nil || columnBlocks!.width % Self.nr == 0)) {
+            // Rows are not owned by one task on these paths: the pass runs once, after the product.
+            gemm(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate,
+                 bias: bias, columnBlocks: columnBlocks)
+            if m > 0 { rowsDone(0..<m) }
+            return
+        }
         precondition(!(accumulate && bias != nil), "gemm: a bias starts C; it cannot accumulate (m \(m), n \(n), k \(k))")
         guard m > 0, n > 0 else { return }
         let mainPath = !((k >= 16 && n <= 8) || (k <= 8 && n >= 16) || (k >= 16 && m <= 8 && n >= 16)) && k > 0
@@ -101,7 +113,8 @@ enum GEMM {
                 let mBlocks = (m + mc - 1) / mc
                 // Small products run on the calling thread: dispatch would cost more than it saves.
                 let threads = Double(m) * Double(nb) * Double(kb) < 1.5e6 ? 1 : Threads.count
-                let groups = threads > 1 ? Swift.max(1, Swift.min(panels, (2 * threads + mBlocks - 1) / mBlocks)) : 1
+                // A task owns whole rows (every panel) when there are row blocks enough, or when a row pass follows.
+                let groups = threads > 1 && rowsDone == nil ? Swift.max(1, Swift.min(panels, (2 * threads + mBlocks - 1) / mBlocks)) : 1
                 let perGroup = (panels + groups - 1) / groups
                 let tasks = mBlocks * groups
                 let run = { (body: (Int) -> Void) in
@@ -166,6 +179,7 @@ enum GEMM {
                         }
                         jp += 1
                     }
+                    if let rowsDone, p0 + kb == k { rowsDone(i0..<(i0 + mb)) }
                 }
                 p0 += kb
             }

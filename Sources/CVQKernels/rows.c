@@ -1,0 +1,110 @@
+// Row-wise kernels: l2 normalisation of contiguous rows.
+#include "vq_kernels.h"
+#include <math.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define VQ_ROWS_X86 1
+#include <immintrin.h>
+#else
+#define VQ_ROWS_X86 0
+#endif
+
+// Every square is rounded, then added (the Swift loops' order): no contraction into fused multiply-adds.
+#pragma STDC FP_CONTRACT OFF
+
+/* The library's sum of squares of n contiguous floats (Reduce.cascade): eight lanes over blocks of eight, the
+   lanes combined ((0+4)+(2+6))+((1+5)+(3+7)), then the tail summed from 0 in order; above 256 elements the two
+   halves (the first ((n/2)+7)&~7 long) separately, then added. */
+static float sumsq_generic(const float *p, int64_t n) {
+    if (n > 256) {
+        int64_t half = ((n / 2) + 7) & ~(int64_t)7;
+        return sumsq_generic(p, half) + sumsq_generic(p + half, n - half);
+    }
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        for (int i = 0; i < 8; i++) {
+            float sq = p[k + i] * p[k + i];
+            a[i] = a[i] + sq;
+        }
+    }
+    float tail = 0;
+    for (; k < n; k++) {
+        float sq = p[k] * p[k];
+        tail = tail + sq;
+    }
+    return (((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))) + tail;
+}
+
+/* Swift.max(sqrt(s), eps): eps only when it compares greater or equal (a NaN norm stays NaN). */
+static inline float clamp_norm(float s, float eps) {
+    float r = sqrtf(s);
+    return eps >= r ? eps : r;
+}
+
+static void normalize_generic(const float *src, float *dst, int64_t rows, int64_t d, float eps) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = src + r * d;
+        float *y = dst + r * d;
+        float norm = clamp_norm(sumsq_generic(x, d), eps);
+        for (int64_t j = 0; j < d; j++) y[j] = x[j] / norm;
+    }
+}
+
+#if VQ_ROWS_X86
+/* The eight lanes as one vector; four rows at a time so that the four dependent add chains overlap. */
+__attribute__((target("avx2")))
+static void sumsq4_avx2(const float *x, int64_t ld, int64_t n, float out[4]) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 v0 = _mm256_loadu_ps(x + k), v1 = _mm256_loadu_ps(x + ld + k);
+        __m256 v2 = _mm256_loadu_ps(x + 2 * ld + k), v3 = _mm256_loadu_ps(x + 3 * ld + k);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(v0, v0));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(v1, v1));
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(v2, v2));
+        a3 = _mm256_add_ps(a3, _mm256_mul_ps(v3, v3));
+    }
+    __m256 acc[4] = {a0, a1, a2, a3};
+    for (int r = 0; r < 4; r++) {
+        float a[8];
+        _mm256_storeu_ps(a, acc[r]);
+        float tail = 0;
+        for (int64_t j = k; j < n; j++) {
+            float sq = x[r * ld + j] * x[r * ld + j];
+            tail = tail + sq;
+        }
+        out[r] = (((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))) + tail;
+    }
+}
+
+__attribute__((target("avx2")))
+static void normalize_avx2(const float *src, float *dst, int64_t rows, int64_t d, float eps) {
+    int64_t r = 0;
+    if (d <= 256) {
+        for (; r + 4 <= rows; r += 4) {
+            float s[4];
+            sumsq4_avx2(src + r * d, d, d, s);
+            for (int i = 0; i < 4; i++) {
+                const float *x = src + (r + i) * d;
+                float *y = dst + (r + i) * d;
+                float norm = clamp_norm(s[i], eps);
+                __m256 nv = _mm256_set1_ps(norm);
+                int64_t j = 0;
+                for (; j + 8 <= d; j += 8) _mm256_storeu_ps(y + j, _mm256_div_ps(_mm256_loadu_ps(x + j), nv));
+                for (; j < d; j++) y[j] = x[j] / norm;
+            }
+        }
+    }
+    normalize_generic(src + r * d, dst + r * d, rows - r, d, eps);
+}
+#endif
+
+void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, int64_t d, float eps) {
+#if VQ_ROWS_X86
+    if (level >= 1) { normalize_avx2(src, dst, rows, d, eps); return; }
+#else
+    (void)level;
+#endif
+    normalize_generic(src, dst, rows, d, eps);
+}
