@@ -146,7 +146,7 @@ func mergedHeadsProjection() throws {
 }
 
 @Test("the projection into separate heads without gradients equals projecting then splitting, bit for bit",
-      arguments: [(300, 16, 4, 8), (37, 256, 8, 256), (5, 3, 2, 1), (6, 20, 3, 16), (70, 300, 2, 24)])
+      arguments: [(300, 16, 4, 8), (37, 256, 8, 256), (5, 3, 2, 1), (6, 20, 3, 16), (70, 300, 2, 24), (1000, 64, 4, 64)])
 func splitHeadsProjection(shape: (Int, Int, Int, Int)) {
     let (n, k, h, d) = shape
     let x = TestSupport.random([n, k], seed: 4), w = TestSupport.random([h * d, k], seed: 5), b = TestSupport.random([h * d], seed: 6)
@@ -155,6 +155,12 @@ func splitHeadsProjection(shape: (Int, Int, Int, Int)) {
         let reference = x.linear(weight: w, bias: bias).reshaped([n, h, d]).permuted(1, 0, 2)
         #expect(split.shape == [h, n, d])
         #expect(split.scalars.map(\.bitPattern) == reference.scalars.map(\.bitPattern))
+        // Normalised by the threads that computed the rows (the GEMM's row epilogue) = normalised afterwards.
+        let normalized = Tensor.splitHeadsProjection(x, weight: w, bias: bias, heads: h, l2NormalizeEps: 1e-6)
+        var after = reference
+        after.l2NormalizeLastAxis(eps: 1e-6)
+        #expect(normalized.scalars.map(\.bitPattern) == after.scalars.map(\.bitPattern))
+        #expect(normalized.scalars != split.scalars)
     }
 }
 
