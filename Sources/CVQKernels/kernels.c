@@ -31,8 +31,8 @@ int vq_gemm_mr(int level) { return level >= 2 ? 12 : (level == 1 ? 6 : 4); }
 int vq_gemm_nr(int level) { return level >= 2 ? 32 : (level == 1 ? 16 : 8); }
 
 /* ---------- portable 4x8 ---------- */
-static void ukr_generic(int64_t kc, const float *a, const float *b, const int64_t *off, float *c, int64_t ldc,
-                        int acc) {
+static void ukr_generic(int64_t kc, const float *a, const float *b, const int64_t *off, const float *src, int64_t lds,
+                        float *c, int64_t ldc, int acc) {
     float t[4][8];
     memset(t, 0, sizeof t);
     for (int64_t k = 0; k < kc; k++) {
@@ -43,7 +43,7 @@ static void ukr_generic(int64_t kc, const float *a, const float *b, const int64_
         }
     }
     for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 8; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + t[i][j] : t[i][j];
+        for (int j = 0; j < 8; j++) c[i * ldc + j] = acc ? src[i * lds + j] + t[i][j] : t[i][j];
 }
 
 #if VQ_X86
@@ -51,8 +51,8 @@ static void ukr_generic(int64_t kc, const float *a, const float *b, const int64_
 /* `off == NULL`: B is packed (row k at b + 16k); else row k is read in place at b + off[k]. Inlined into two
    entry points, so each loop is compiled for its constant case. */
 __attribute__((target("avx2,fma"), always_inline))
-static inline void ukr_avx2_body(int64_t kc, const float *a, const float *b, const int64_t *off, float *c,
-                                 int64_t ldc, int acc) {
+static inline void ukr_avx2_body(int64_t kc, const float *a, const float *b, const int64_t *off, const float *src,
+                                 int64_t lds, float *c, int64_t ldc, int acc) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -61,8 +61,8 @@ static inline void ukr_avx2_body(int64_t kc, const float *a, const float *b, con
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
     if (acc)  /* the C tile is read at the end: start fetching its 12 cache lines now */
         for (int i = 0; i < 6; i++) {
-            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + i * lds), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + i * lds + 15), _MM_HINT_T0);
         }
     #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
@@ -76,8 +76,8 @@ static inline void ukr_avx2_body(int64_t kc, const float *a, const float *b, con
     }
 #define STORE(i, x0, x1)                                                                   \
     if (acc) {                                                                             \
-        x0 = _mm256_add_ps(_mm256_loadu_ps(c + i * ldc), x0);                              \
-        x1 = _mm256_add_ps(_mm256_loadu_ps(c + i * ldc + 8), x1);                          \
+        x0 = _mm256_add_ps(_mm256_loadu_ps(src + i * lds), x0);                            \
+        x1 = _mm256_add_ps(_mm256_loadu_ps(src + i * lds + 8), x1);                        \
     }                                                                                      \
     _mm256_storeu_ps(c + i * ldc, x0);                                                     \
     _mm256_storeu_ps(c + i * ldc + 8, x1);
@@ -87,27 +87,28 @@ static inline void ukr_avx2_body(int64_t kc, const float *a, const float *b, con
 }
 
 __attribute__((target("avx2,fma")))
-static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int acc) {
-    ukr_avx2_body(kc, a, b, 0, c, ldc, acc);
+static void ukr_avx2(int64_t kc, const float *a, const float *b, const float *src, int64_t lds, float *c, int64_t ldc,
+                     int acc) {
+    ukr_avx2_body(kc, a, b, 0, src, lds, c, ldc, acc);
 }
 
 __attribute__((target("avx2,fma")))
 static void ukr_avx2_offsets(int64_t kc, const float *a, const float *b, const int64_t *off, float *c, int64_t ldc,
                              int acc) {
-    ukr_avx2_body(kc, a, b, off, c, ldc, acc);
+    ukr_avx2_body(kc, a, b, off, c, ldc, c, ldc, acc);
 }
 
 /* ---------- AVX-512F 12x32 ---------- */
 __attribute__((target("avx512f"), always_inline))
-static inline void ukr_avx512_body(int64_t kc, const float *a, const float *b, const int64_t *off, float *c,
-                                   int64_t ldc, int acc) {
+static inline void ukr_avx512_body(int64_t kc, const float *a, const float *b, const int64_t *off, const float *src,
+                                   int64_t lds, float *c, int64_t ldc, int acc) {
 #define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
     DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7) DECL(8) DECL(9) DECL(10) DECL(11)
 #undef DECL
     if (acc)
         for (int i = 0; i < 12; i++) {
-            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + i * lds), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + i * lds + 31), _MM_HINT_T0);
         }
     #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
@@ -121,8 +122,8 @@ static inline void ukr_avx512_body(int64_t kc, const float *a, const float *b, c
     }
 #define STORE(i)                                                                           \
     if (acc) {                                                                             \
-        c##i##0 = _mm512_add_ps(_mm512_loadu_ps(c + i * ldc), c##i##0);                    \
-        c##i##1 = _mm512_add_ps(_mm512_loadu_ps(c + i * ldc + 16), c##i##1);               \
+        c##i##0 = _mm512_add_ps(_mm512_loadu_ps(src + i * lds), c##i##0);                  \
+        c##i##1 = _mm512_add_ps(_mm512_loadu_ps(src + i * lds + 16), c##i##1);             \
     }                                                                                      \
     _mm512_storeu_ps(c + i * ldc, c##i##0);                                                \
     _mm512_storeu_ps(c + i * ldc + 16, c##i##1);
@@ -132,24 +133,33 @@ static inline void ukr_avx512_body(int64_t kc, const float *a, const float *b, c
 }
 
 __attribute__((target("avx512f")))
-static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int acc) {
-    ukr_avx512_body(kc, a, b, 0, c, ldc, acc);
+static void ukr_avx512(int64_t kc, const float *a, const float *b, const float *src, int64_t lds, float *c,
+                       int64_t ldc, int acc) {
+    ukr_avx512_body(kc, a, b, 0, src, lds, c, ldc, acc);
 }
 
 __attribute__((target("avx512f")))
 static void ukr_avx512_offsets(int64_t kc, const float *a, const float *b, const int64_t *off, float *c,
                                int64_t ldc, int acc) {
-    ukr_avx512_body(kc, a, b, off, c, ldc, acc);
+    ukr_avx512_body(kc, a, b, off, c, ldc, c, ldc, acc);
 }
 #endif
 
 void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                  int accumulate) {
 #if VQ_X86
-    if (level >= 2) { ukr_avx512(kc, a, b, c, ldc, accumulate); return; }
-    if (level == 1) { ukr_avx2(kc, a, b, c, ldc, accumulate); return; }
+    if (level >= 2) { ukr_avx512(kc, a, b, c, ldc, c, ldc, accumulate); return; }
+    if (level == 1) { ukr_avx2(kc, a, b, c, ldc, c, ldc, accumulate); return; }
 #endif
-    ukr_generic(kc, a, b, 0, c, ldc, accumulate);
+    ukr_generic(kc, a, b, 0, c, ldc, c, ldc, accumulate);
+}
+
+void vq_gemm_ukr_bias(int level, int64_t kc, const float *a, const float *b, const float *bias, float *c, int64_t ldc) {
+#if VQ_X86
+    if (level >= 2) { ukr_avx512(kc, a, b, bias, 0, c, ldc, 1); return; }
+    if (level == 1) { ukr_avx2(kc, a, b, bias, 0, c, ldc, 1); return; }
+#endif
+    ukr_generic(kc, a, b, 0, bias, 0, c, ldc, 1);
 }
 
 void vq_gemm_ukr_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,
@@ -158,7 +168,7 @@ void vq_gemm_ukr_offsets(int level, int64_t kc, const float *a, const float *b, 
     if (level >= 2) { ukr_avx512_offsets(kc, a, b, offsets, c, ldc, accumulate); return; }
     if (level == 1) { ukr_avx2_offsets(kc, a, b, offsets, c, ldc, accumulate); return; }
 #endif
-    ukr_generic(kc, a, b, offsets, c, ldc, accumulate);
+    ukr_generic(kc, a, b, offsets, c, ldc, c, ldc, accumulate);
 }
 
 static void argmin_generic(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,

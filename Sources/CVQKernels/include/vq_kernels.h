@@ -24,6 +24,10 @@ int vq_gemm_nr(int level);
 void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                  int accumulate);
 
+/// `vq_gemm_ukr` starting every row of the tile from `bias` (NR floats): `C = bias + A·B`, the sum of the product
+/// formed first and the bias added once, as accumulating into a tile filled with the bias.
+void vq_gemm_ukr_bias(int level, int64_t kc, const float *a, const float *b, const float *bias, float *c, int64_t ldc);
+
 /// `vq_gemm_ukr` with B read in place: row k of the B tile is the NR floats at `b + offsets[k]` (a product over
 /// shifted views of one buffer, e.g. a stride-1 convolution over a padded input: no im2col, no packing).
 void vq_gemm_ukr_offsets(int level, int64_t kc, const float *a, const float *b, const int64_t *offsets, float *c,

@@ -161,8 +161,11 @@ enum GEMM {
                             let cptr = cBase + (i0 + ip * mr) * ldc
                             let ap = aPack + ip * kb * mr
                             if rows == mr && cols == nr {
-                                if let biasRow { for i in 0..<rows { (cptr + i * ldc).update(from: biasRow, count: cols) } }
-                                vq_gemm_ukr(level, Int64(kb), ap, bp, cptr, Int64(ldc), first && biasRow == nil ? 0 : 1)
+                                if let biasRow {
+                                    vq_gemm_ukr_bias(level, Int64(kb), ap, bp, biasRow, cptr, Int64(ldc))
+                                } else {
+                                    vq_gemm_ukr(level, Int64(kb), ap, bp, cptr, Int64(ldc), first ? 0 : 1)
+                                }
                             } else {
                                 vq_gemm_ukr(level, Int64(kb), ap, bp, tile, Int64(nr), 0)
                                 for i in 0..<rows {
