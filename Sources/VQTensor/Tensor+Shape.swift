@@ -43,6 +43,22 @@ extension Tensor {
             permutation.sorted() == Array(0..<rank), "permuted: \(permutation) is not a permutation for shape \(shape)")
         if permutation == Array(0..<rank) { return self }
         let outShape = permutation.map { shape[$0] }
+        let (core, corePerm) = Permute.reduced(shape: shape, perm: permutation)
+        if count == 0 || corePerm == Array(0..<core.count) {
+            // Only extent-1 axes move: the same elements in the same order.
+            return Tensor.record(reshapedRaw(outShape), .permute(permutation), [self])
+        }
+        let m = core.count
+        if m >= 2 && corePerm == Array(0..<(m - 2)) + [m - 1, m - 2] {
+            // A batch of transposes of the last two (merged) axes.
+            let out = Tensor.uninitialized(outShape) { o in
+                scalars.withUnsafeBufferPointer { p in
+                    Permute.transposeBatch(p.baseAddress!, o.baseAddress!, batch: core[..<(m - 2)].reduce(1, *), rows: core[m - 2],
+                                           cols: core[m - 1])
+                }
+            }
+            return Tensor.record(out, .permute(permutation), [self])
+        }
         let inStrides = Shape.strides(shape)
         let st = permutation.map { inStrides[$0] }
         let out = Tensor.uninitialized(outShape) { o in

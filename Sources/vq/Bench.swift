@@ -228,6 +228,10 @@ enum Workloads {
                      opt.step()
                      opt.zeroGradients()
                  }),
+        // The layout change of an image quantizer ([b, c, h·w] ↔ [b, h·w, c], `accept_image_fmap`), both ways.
+        Workload(name: "p_fmap_layout", vectors: 8 * 4096, flops: 0,
+                 setup: { () -> Any in seeded([8, 256, 4096], 24) },
+                 run: { let x = $0 as! Tensor; _ = x.transposed(1, 2).transposed(1, 2) }),
         Workload(name: "f_kmeans_lib", vectors: 8192, flops: 0,
                  setup: { seeded([8192, 64], 15) },
                  run: { x in

@@ -209,3 +209,37 @@ struct MathKernelTests {
 
 import Foundation
 func Foundation_tanh(_ x: Double) -> Double { Foundation.tanh(x) }
+
+/// Permutations take three paths (extent-1 moves as a reshape, batched blocked transposes, the strided walk):
+/// each must equal the definition `out[i₀, …] = x[i_{p⁻¹(0)}, …]`, element by element.
+@Suite("Permutation copies")
+struct PermutationTests {
+    static func definition(_ x: Tensor, _ perm: [Int]) -> [Float] {
+        let outShape = perm.map { x.shape[$0] }
+        let inStrides = Shape.strides(x.shape)
+        var out = [Float](repeating: 0, count: x.count)
+        var index = [Int](repeating: 0, count: perm.count)
+        for flat in 0..<x.count {
+            var rest = flat
+            for a in stride(from: perm.count - 1, through: 0, by: -1) { index[a] = rest % outShape[a]; rest /= outShape[a] }
+            var source = 0
+            for a in 0..<perm.count { source += index[a] * inStrides[perm[a]] }
+            out[flat] = x.scalars[source]
+        }
+        return out
+    }
+
+    @Test("every path equals the definition", arguments: [
+        ([2, 3, 4], [2, 0, 1]), ([5, 70, 33], [0, 2, 1]), ([70, 33], [1, 0]), ([2, 8, 5, 7], [0, 2, 3, 1]),
+        ([3, 1, 40, 1, 37], [0, 4, 2, 1, 3]), ([1, 6, 1], [2, 0, 1]), ([4, 5, 6, 7], [3, 1, 2, 0]), ([2, 0, 3], [2, 1, 0]),
+        ([2, 300, 129], [0, 2, 1]), ([3, 4, 5, 6], [1, 0, 3, 2]),
+    ])
+    func paths(case c: ([Int], [Int])) {
+        let (shape, perm) = c
+        let x = Tensor((0..<shape.reduce(1, *)).map { Float($0) }, shape: shape)
+        let y = x.permuted(perm)
+        #expect(y.shape == perm.map { shape[$0] })
+        #expect(y.scalars == Self.definition(x, perm))
+        #expect(Threads.with(1) { x.permuted(perm) }.scalars == y.scalars)
+    }
+}
