@@ -104,7 +104,7 @@ func seeded(_ shape: [Int], _ seed: UInt64) -> Tensor {
 }
 
 enum Workloads {
-    static let all: [Workload] = reference + kernels
+    static let all: [Workload] = reference + sweep + kernels
 
     /// The workloads of the reference's `bench_peer.py`, with the same shapes and work.
     static let reference: [Workload] = [
@@ -228,10 +228,6 @@ enum Workloads {
                      opt.step()
                      opt.zeroGradients()
                  }),
-        // The layout change of an image quantizer ([b, c, h·w] ↔ [b, h·w, c], `accept_image_fmap`), both ways.
-        Workload(name: "p_fmap_layout", vectors: 8 * 4096, flops: 0,
-                 setup: { () -> Any in seeded([8, 256, 4096], 24) },
-                 run: { let x = $0 as! Tensor; _ = x.transposed(1, 2).transposed(1, 2) }),
         Workload(name: "f_kmeans_lib", vectors: 8192, flops: 0,
                  setup: { seeded([8192, 64], 15) },
                  run: { x in

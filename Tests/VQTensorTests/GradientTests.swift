@@ -91,6 +91,9 @@ struct GradientTests {
         #expect(TestSupport.gradientCheck([x, w]) { ($0[0].matmul($0[1]) * 0.5).sum() } <= 1)
         let y = TestSupport.random([2, 4, 3], seed: 27)
         #expect(TestSupport.gradientCheck([x, y]) { ($0[0].matmul($0[1]).squared()).mean() } <= 1)
+        // A matrix shared by two batch axes: its gradient is one flattened product.
+        let x4 = TestSupport.random([2, 2, 3, 4], seed: 28)
+        #expect(TestSupport.gradientCheck([x4, w]) { ($0[0].matmul($0[1]).squared() * 0.25).sum() } <= 1)
     }
 
     @Test("x·Wᵀ read in place: gradients in x and W (2-D and batched x), and the same values as x·W.transposed()")

@@ -163,8 +163,14 @@ enum Backward {
         case .custom(let backward):
             return [backward(g)]
         case .matmul(let a, let b):
-            // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC (summed over broadcast batch axes)
+            // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC (summed over broadcast batch axes). A matrix B shared by every
+            // batch of A: dB is one product of the flattened [rows, K]ᵀ·[rows, N] (as torch folds it), not
+            // a [batch, K, N] stack of partial products summed afterwards.
             let ga = Tensor.matmulRaw(g, b, transposeA: false, transposeB: true).summed(to: a.shape)
+            if b.rank == 2 && a.rank > 2 {
+                let (k, n) = (b.shape[0], b.shape[1])
+                return [ga, Tensor.matmulRaw(a.reshaped([-1, k]), g.reshaped([-1, n]), transposeA: true, transposeB: false)]
+            }
             let gb = Tensor.matmulRaw(a, g, transposeA: true, transposeB: false).summed(to: b.shape)
             return [ga, gb]
         }
