@@ -1,5 +1,6 @@
-import CVQKernels
 // Matrix products, normalisation and distances.
+
+import CVQKernels
 
 extension Tensor {
     /// Matrix product with NumPy/PyTorch semantics: `[..., M, K] · [..., K, N] → [..., M, N]` with

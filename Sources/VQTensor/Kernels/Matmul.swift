@@ -16,6 +16,10 @@ enum GEMM {
     static let mc = mr * (level >= 2 ? 8 : 24)
     static let nc = 4096
 
+    /// Whether a product takes one of the narrow paths (few columns, a tiny depth, few rows) rather than the
+    /// packed tiles.
+    static func narrow(m: Int, n: Int, k: Int) -> Bool { (k >= 16 && n <= 8) || (k <= 8 && n >= 16) || (k >= 16 && m <= 8 && n >= 16) }
+
     /// C[m×n] (row stride ldc) = A·B, or C += A·B when `accumulate`, or C = bias + A·B with a `bias` of `n`
     /// (each element starts from its column's bias and the product accumulates into it — the same values as
     /// filling C with the bias and accumulating, without a pass over C).
@@ -34,8 +38,8 @@ enum GEMM {
         bias: UnsafePointer<Float>? = nil, columnBlocks: (width: Int, stride: Int)? = nil,
         rowsDone: ((Range<Int>) -> Void)? = nil
     ) {
-        if let rowsDone, !(n <= nc && k > 0 && !((k >= 16 && n <= 8) || (k <= 8 && n >= 16) || (k >= 16 && m <= 8 && n >= 16))
-                           && (columnBlocks == nil || columnBlocks!.width % Self.nr == 0)) {
+        let packedTiles = k > 0 && !Self.narrow(m: m, n: n, k: k)
+        if let rowsDone, !(n <= nc && packedTiles && (columnBlocks == nil || columnBlocks!.width % Self.nr == 0)) {
             // Rows are not owned by one task on these paths: the pass runs once, after the product.
             gemm(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate,
                  bias: bias, columnBlocks: columnBlocks)
@@ -44,8 +48,7 @@ enum GEMM {
         }
         precondition(!(accumulate && bias != nil), "gemm: a bias starts C; it cannot accumulate (m \(m), n \(n), k \(k))")
         guard m > 0, n > 0 else { return }
-        let mainPath = !((k >= 16 && n <= 8) || (k <= 8 && n >= 16) || (k >= 16 && m <= 8 && n >= 16)) && k > 0
-        if let blocks = columnBlocks, !(mainPath && blocks.width % Self.nr == 0) {
+        if let blocks = columnBlocks, !(packedTiles && blocks.width % Self.nr == 0) {
             // One product per block (the blocks' own paths and edge tiles).
             precondition(blocks.width > 0 && n % blocks.width == 0, "gemm: column blocks of \(blocks.width) for n \(n)")
             for q in 0..<(n / blocks.width) {
@@ -54,7 +57,7 @@ enum GEMM {
             }
             return
         }
-        if let bias, !mainPath, !(k <= 8 && n >= 16 && k > 0) {
+        if let bias, !packedTiles, !(k <= 8 && n >= 16 && k > 0) {
             // The narrow paths accumulate into C: start it from the bias.
             for i in 0..<m { (c + i * ldc).update(from: bias, count: n) }
             if k == 0 { return }
