@@ -1,4 +1,4 @@
-// Row-wise kernels: l2 normalisation of contiguous rows.
+// Row-wise and element-wise kernels: l2 normalisation of contiguous rows, the four arithmetic operations.
 #include "vq_kernels.h"
 #include <math.h>
 
@@ -107,4 +107,42 @@ void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, in
     (void)level;
 #endif
     normalize_generic(src, dst, rows, d, eps);
+}
+
+/* Element-wise a ∘ b for op 0 +, 1 −, 2 ×, 3 ÷; a step of 0 repeats an operand's first element. One IEEE
+   operation per element: the same values at every level and vector width. */
+#define ARITH_LOOP(EXPR)                                                                                   \
+    if (sa == 1 && sb == 1) { for (int64_t i = 0; i < n; i++) { const float x = a[i], y = b[i]; out[i] = EXPR; } } \
+    else if (sa == 1) { const float y = b[0]; for (int64_t i = 0; i < n; i++) { const float x = a[i]; out[i] = EXPR; } } \
+    else { const float x = a[0]; for (int64_t i = 0; i < n; i++) { const float y = b[i]; out[i] = EXPR; } }
+
+static void arith_generic(int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n) {
+    switch (op) {
+    case 0: ARITH_LOOP(x + y) break;
+    case 1: ARITH_LOOP(x - y) break;
+    case 2: ARITH_LOOP(x * y) break;
+    default: ARITH_LOOP(x / y) break;
+    }
+}
+
+#if VQ_ROWS_X86
+__attribute__((target("avx2")))
+static void arith_avx2(int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n) {
+    switch (op) {
+    case 0: ARITH_LOOP(x + y) break;
+    case 1: ARITH_LOOP(x - y) break;
+    case 2: ARITH_LOOP(x * y) break;
+    default: ARITH_LOOP(x / y) break;
+    }
+}
+#endif
+#undef ARITH_LOOP
+
+void vq_arith(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n) {
+#if VQ_ROWS_X86
+    if (level >= 1) { arith_avx2(op, a, sa, b, sb, out, n); return; }
+#else
+    (void)level;
+#endif
+    arith_generic(op, a, sa, b, sb, out, n);
 }

@@ -2,16 +2,16 @@
 
 extension Tensor {
     public static func + (a: Tensor, b: Tensor) -> Tensor {
-        record(Elementwise.zip(a, b, "+") { $0 + $1 }, .add(lhs: a.shape, rhs: b.shape), [a, b])
+        record(Elementwise.arithmetic(a, b, op: 0, "+") { $0 + $1 }, .add(lhs: a.shape, rhs: b.shape), [a, b])
     }
     public static func - (a: Tensor, b: Tensor) -> Tensor {
-        record(Elementwise.zip(a, b, "-") { $0 - $1 }, .sub(lhs: a.shape, rhs: b.shape), [a, b])
+        record(Elementwise.arithmetic(a, b, op: 1, "-") { $0 - $1 }, .sub(lhs: a.shape, rhs: b.shape), [a, b])
     }
     public static func * (a: Tensor, b: Tensor) -> Tensor {
-        record(Elementwise.zip(a, b, "*") { $0 * $1 }, .mul(a.detached(), b.detached()), [a, b])
+        record(Elementwise.arithmetic(a, b, op: 2, "*") { $0 * $1 }, .mul(a.detached(), b.detached()), [a, b])
     }
     public static func / (a: Tensor, b: Tensor) -> Tensor {
-        record(Elementwise.zip(a, b, "/") { $0 / $1 }, .div(a.detached(), b.detached()), [a, b])
+        record(Elementwise.arithmetic(a, b, op: 3, "/") { $0 / $1 }, .div(a.detached(), b.detached()), [a, b])
     }
     public static prefix func - (a: Tensor) -> Tensor { a.unary(.neg) }
 

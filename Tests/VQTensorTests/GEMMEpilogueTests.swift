@@ -6,7 +6,10 @@ import VQTestSupport
 /// element's arithmetic: each must equal the plain product computed the old way, bit for bit.
 @Suite("Kernels: GEMM bias start and column blocks")
 struct GEMMEpilogueTests {
-    static func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
+    /// The first element whose bits differ (nil if none): a whole-array `==` prints a quadratic diff on failure.
+    static func firstDifference(_ a: [Float], _ b: [Float]) -> Int? {
+        a.count != b.count ? -1 : a.indices.first { a[$0].bitPattern != b[$0].bitPattern }
+    }
 
     /// Every path (`m ≤ 8`, `n ≤ 8`, `k ≤ 8`, the packed tiles with row and column edges, depth beyond one block).
     static let shapes = [(300, 256, 64), (37, 100, 300), (5, 64, 40), (200, 6, 50), (90, 48, 5), (13, 33, 17), (1, 1, 1), (64, 64, 0)]
@@ -26,12 +29,12 @@ struct GEMMEpilogueTests {
             Threads.with(threads) {
                 GEMM.gemm(m: m, n: n, k: k, a: a, ars: k, acs: 1, b: b, brs: n, bcs: 1, c: &c, ldc: n, accumulate: false, bias: bias)
             }
-            #expect(Self.bits(c) == Self.bits(filled), "\(threads) threads")
+            #expect(Self.firstDifference(c, filled) == nil, "\(threads) threads")
         }
         // The bias really entered (a product without it differs wherever the bias is not 0).
         var plain = [Float](repeating: 0, count: m * n)
         GEMM.gemm(m: m, n: n, k: k, a: a, ars: k, acs: 1, b: b, brs: n, bcs: 1, c: &plain, ldc: n, accumulate: false)
-        #expect(Self.bits(plain) != Self.bits(filled))
+        #expect(Self.firstDifference(plain, filled) != nil)
     }
 
     @Test("column blocks write each block's columns to its own slab, as one product per block would",
@@ -62,7 +65,7 @@ struct GEMMEpilogueTests {
                                   bias: withBias ? pb.baseAddress! : nil, columnBlocks: (width: width, stride: m * width))
                     }
                 }
-                #expect(Self.bits(c) == Self.bits(expected), "bias \(withBias), \(threads) threads")
+                #expect(Self.firstDifference(c, expected) == nil, "bias \(withBias), \(threads) threads")
             }
         }
     }

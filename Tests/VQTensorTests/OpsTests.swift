@@ -243,3 +243,31 @@ struct PermutationTests {
         #expect(Threads.with(1) { x.permuted(perm) }.scalars == y.scalars)
     }
 }
+
+/// Large operands of one shape, or with a scalar, run the four operations in C over the threads: each element
+/// must be the one IEEE operation Swift computes, special values included, on any thread count.
+@Suite("Arithmetic kernels")
+struct ArithmeticKernelTests {
+    @Test("+ − × ÷ equal Swift's element by element (NaN, ±∞, ±0, subnormals; scalar operands; 1 and 2 threads)")
+    func fourOperations() {
+        var x = TestSupport.random([300, 257], seed: 61).scalars, y = TestSupport.random([300, 257], seed: 62).scalars
+        let specials: [Float] = [.nan, .infinity, -.infinity, 0, -0, .leastNonzeroMagnitude, 1e38, -Float.leastNormalMagnitude / 4]
+        for (i, v) in specials.enumerated() { x[i * 97] = v; y[i * 89 + 3] = v; y[i * 97] = specials[(i + 3) % specials.count] }
+        let a = Tensor(x, shape: [300, 257]), b = Tensor(y, shape: [300, 257]), s = Tensor(Float(-0.75))
+        let ops: [(Tensor, Tensor) -> Tensor] = [{ $0 + $1 }, { $0 - $1 }, { $0 * $1 }, { $0 / $1 }]
+        let swiftOps: [(Float, Float) -> Float] = [{ $0 + $1 }, { $0 - $1 }, { $0 * $1 }, { $0 / $1 }]
+        for (op, f) in zip(ops, swiftOps) {
+            for (l, r) in [(a, b), (a, s), (s, b)] {
+                let expected = zip(l.count == 1 ? Array(repeating: l.scalars[0], count: r.count) : l.scalars,
+                                   r.count == 1 ? Array(repeating: r.scalars[0], count: l.count) : r.scalars).map(f)
+                for threads in [1, 2] {
+                    let got = Threads.with(threads) { op(l, r) }
+                    #expect(got.shape == [300, 257])
+                    // The first differing element (a whole-array comparison's diff is quadratic to print).
+                    let bad = got.scalars.indices.first { got.scalars[$0].bitPattern != expected[$0].bitPattern }
+                    #expect(bad == nil, "element \(bad ?? -1): \(bad.map { got.scalars[$0] } ?? 0) vs \(bad.map { expected[$0] } ?? 0)")
+                }
+            }
+        }
+    }
+}

@@ -133,6 +133,10 @@ void vq_fsq_grid(int level, float *t, int64_t rows, int64_t d, const float *half
 /// order (eight lanes, then the tail; halves above 256): the same values at every level.
 void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, int64_t d, float eps);
 
+/// `out[i] = a[i·sa] ∘ b[i·sb]` (steps 0 or 1; one of them 1) for op 0 +, 1 −, 2 ×, 3 ÷: one IEEE operation
+/// per element, the same values at every level.
+void vq_arith(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n);
+
 /// EMA statistics: `acc[codes[r]·width + j] += (double)x[r·ldx + j]` for `j < width`, over the rows `r < n` in order
 /// where `valid[r]` (one double add per row and element: the same values at every level).
 void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n, int64_t width,

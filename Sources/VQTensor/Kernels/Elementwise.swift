@@ -1,3 +1,5 @@
+import CVQKernels
+
 /// Broadcasting element-wise loops. Fast paths for equal shapes and scalar operands; the general
 /// path walks the output with per-operand strides (0 on broadcast axes).
 enum Elementwise {
@@ -73,6 +75,31 @@ enum Elementwise {
                                 ib += db
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The four arithmetic operations (`op` 0 +, 1 −, 2 ×, 3 ÷; `f` the same operation): large operands of one
+    /// shape, or with a scalar, run in C over the threads (a closure split over threads loses its inlining);
+    /// anything else takes ``zip(_:_:_:_:)``. One IEEE operation per element either way: the same values.
+    static func arithmetic(_ a: Tensor, _ b: Tensor, op: Int32, _ name: StaticString, _ f: (Float, Float) -> Float) -> Tensor {
+        let (sa, sb): (Int64, Int64)
+        if a.shape == b.shape { (sa, sb) = (1, 1) }
+        else if b.count == 1 && b.rank <= a.rank { (sa, sb) = (1, 0) }
+        else if a.count == 1 && a.rank <= b.rank { (sa, sb) = (0, 1) }
+        else { return zip(a, b, name, f) }
+        let shape = sa == 1 ? a.shape : b.shape
+        let n = sa == 1 ? a.count : b.count
+        if n < parallelThreshold { return zip(a, b, name, f) }
+        return Tensor.uninitialized(shape) { out in
+            a.scalars.withUnsafeBufferPointer { pa in
+                b.scalars.withUnsafeBufferPointer { pb in
+                    nonisolated(unsafe) let (x, y, o) = (pa.baseAddress!, pb.baseAddress!, out.baseAddress!)
+                    Threads.forRanges(n, minChunk: parallelThreshold / 2) { r in
+                        let lo = r.lowerBound
+                        vq_arith(GEMM.level, op, x + Int(sa) * lo, sa, y + Int(sb) * lo, sb, o + lo, Int64(r.count))
                     }
                 }
             }
