@@ -116,7 +116,9 @@ void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, in
     else if (sa == 1) { const float y = b[0]; for (int64_t i = 0; i < n; i++) { const float x = a[i]; out[i] = EXPR; } } \
     else { const float x = a[0]; for (int64_t i = 0; i < n; i++) { const float y = b[i]; out[i] = EXPR; } }
 
-static void arith_generic(int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n) {
+/* One body, compiled twice: portable, and inlined into an AVX2 entry point (vector width only). */
+static inline __attribute__((always_inline)) void arith_body(int op, const float *a, int64_t sa, const float *b, int64_t sb,
+                                                             float *out, int64_t n) {
     switch (op) {
     case 0: ARITH_LOOP(x + y) break;
     case 1: ARITH_LOOP(x - y) break;
@@ -125,15 +127,14 @@ static void arith_generic(int op, const float *a, int64_t sa, const float *b, in
     }
 }
 
+static void arith_generic(int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n) {
+    arith_body(op, a, sa, b, sb, out, n);
+}
+
 #if VQ_ROWS_X86
 __attribute__((target("avx2")))
 static void arith_avx2(int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n) {
-    switch (op) {
-    case 0: ARITH_LOOP(x + y) break;
-    case 1: ARITH_LOOP(x - y) break;
-    case 2: ARITH_LOOP(x * y) break;
-    default: ARITH_LOOP(x / y) break;
-    }
+    arith_body(op, a, sa, b, sb, out, n);
 }
 #endif
 #undef ARITH_LOOP
