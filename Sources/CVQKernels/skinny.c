@@ -84,53 +84,6 @@ static void few_rows_avx512(int64_t m, int64_t w, int64_t k, const float *a, int
     }
 }
 
-/* transposed_a_avx512 for n ≤ 4 columns, 64 values of i at a time in registers (the same sums). */
-__attribute__((target("avx512f")))
-static void transposed_a4_avx512(int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
-                                 int64_t brs, int64_t bcs, float *acc) {
-    for (int64_t i = 0; i < width; i += 64) {
-        __mmask16 t[4];
-        for (int v = 0; v < 4; v++) t[v] = tail16(width - i - 16 * v);
-        __m512 c[4][4];
-        for (int j = 0; j < 4; j++)
-            for (int v = 0; v < 4; v++) c[j][v] = j < n ? _mm512_maskz_loadu_ps(t[v], acc + j * width + i + 16 * v) : _mm512_setzero_ps();
-        for (int64_t p = 0; p < k; p++) {
-            const float *row = a + p * acs + i;
-            if (p + 8 < k) _mm_prefetch((const char *)(row + 8 * acs), _MM_HINT_T0);
-            __m512 av[4];
-            for (int v = 0; v < 4; v++) av[v] = _mm512_maskz_loadu_ps(t[v], row + 16 * v);
-            for (int j = 0; j < 4; j++) {
-                if (j >= n) break;
-                const __m512 s = _mm512_set1_ps(b[p * brs + j * bcs]);
-                for (int v = 0; v < 4; v++) c[j][v] = _mm512_add_ps(c[j][v], _mm512_mul_ps(av[v], s));
-            }
-        }
-        for (int j = 0; j < n; j++)
-            for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(acc + j * width + i + 16 * v, t[v], c[j][v]);
-    }
-}
-
-/* acc[j, i] += a[p, i]·b[p, j] for p in order (row p of A at a + p·acs; i < width, j < n). */
-__attribute__((target("avx512f")))
-static void transposed_a_avx512(int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
-                                int64_t brs, int64_t bcs, float *acc) {
-    for (int64_t p = 0; p < k; p++) {
-        const float *row = a + p * acs;
-        for (int64_t j = 0; j < n; j++) {
-            const __m512 s = _mm512_set1_ps(b[p * brs + j * bcs]);
-            float *strip = acc + j * width;
-            int64_t i = 0;
-            for (; i + 16 <= width; i += 16)
-                _mm512_storeu_ps(strip + i, _mm512_add_ps(_mm512_loadu_ps(strip + i), _mm512_mul_ps(_mm512_loadu_ps(row + i), s)));
-            if (i < width) {
-                const __mmask16 t = tail16(width - i);
-                _mm512_mask_storeu_ps(strip + i, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, strip + i),
-                                                                  _mm512_mul_ps(_mm512_maskz_loadu_ps(t, row + i), s)));
-            }
-        }
-    }
-}
-
 /* GEMM.dot's order: two eight-lane partial sums over blocks of 16, one block of 8 into the first, the two
    added lane-wise, the lanes summed in order, then the tail in order. */
 __attribute__((target("avx2")))
@@ -235,12 +188,9 @@ int vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int6
 
 int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
                     int64_t brs, int64_t bcs, float *acc) {
-#if VQ_X86
-    if (level >= 2 && n <= 4) { transposed_a4_avx512(width, n, k, a, acs, b, brs, bcs, acc); return 1; }
-    if (level >= 2) { transposed_a_avx512(width, n, k, a, acs, b, brs, bcs, acc); return 1; }
-#endif
-    (void)level; (void)width; (void)n; (void)k; (void)a; (void)acs; (void)b; (void)brs; (void)bcs; (void)acc;
-    return 0;
+    /* The same sums as few rows with the operands' roles swapped — B's n columns as the rows, A's rows as the
+       streamed vectors (s·b and b·s are the same product): one kernel serves both. */
+    return vq_few_rows(level, n, width, k, b, bcs, brs, a, acs, acc);
 }
 
 int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
