@@ -30,6 +30,38 @@ int vq_cpu_level(void) {
 int vq_gemm_mr(int level) { return level >= 2 ? 12 : (level == 1 ? 6 : 4); }
 int vq_gemm_nr(int level) { return level >= 2 ? 32 : (level == 1 ? 16 : 8); }
 
+void vq_gemm_pack_a(const float *a, int64_t ars, int64_t rows, int64_t kb, int64_t mr, float *dst) {
+    /* Depth outer, rows inner: the panel is written contiguously and each row is read as one stream. */
+    const float *src[16];
+    for (int64_t i = 0; i < mr && i < 16; i++) src[i] = i < rows ? a + i * ars : NULL;
+    if (mr > 16) {  /* no level uses more than 12 rows; keep the portable element loop for any other */
+        for (int64_t p = 0; p < kb; p++)
+            for (int64_t i = 0; i < mr; i++) dst[p * mr + i] = i < rows ? a[i * ars + p] : 0.0f;
+        return;
+    }
+    if (rows == mr) {
+        int64_t p = 0;
+#if VQ_X86
+        if (mr % 4 == 0)  /* 4 × 4 blocks transposed in SSE registers (baseline x86-64) */
+            for (; p + 4 <= kb; p += 4, dst += 4 * mr)
+                for (int64_t i = 0; i < mr; i += 4) {
+                    __m128 r0 = _mm_loadu_ps(src[i] + p), r1 = _mm_loadu_ps(src[i + 1] + p);
+                    __m128 r2 = _mm_loadu_ps(src[i + 2] + p), r3 = _mm_loadu_ps(src[i + 3] + p);
+                    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                    _mm_storeu_ps(dst + i, r0);
+                    _mm_storeu_ps(dst + mr + i, r1);
+                    _mm_storeu_ps(dst + 2 * mr + i, r2);
+                    _mm_storeu_ps(dst + 3 * mr + i, r3);
+                }
+#endif
+        for (; p < kb; p++, dst += mr)
+            for (int64_t i = 0; i < mr; i++) dst[i] = src[i][p];
+    } else {
+        for (int64_t p = 0; p < kb; p++, dst += mr)
+            for (int64_t i = 0; i < mr; i++) dst[i] = i < rows ? src[i][p] : 0.0f;
+    }
+}
+
 /* ---------- portable 4x8 ---------- */
 static void ukr_generic(int64_t kc, const float *a, const float *b, const int64_t *off, const float *src, int64_t lds,
                         float *c, int64_t ldc, int acc) {

@@ -42,13 +42,23 @@ static inline float clamp_norm(float s, float eps) {
     return eps >= r ? eps : r;
 }
 
-static void normalize_generic(const float *src, float *dst, int64_t rows, int64_t d, float eps) {
+/* `finite` (nullable): a row's flag is cleared when an output element is NaN or ±∞ (y·0 is NaN exactly then; the
+   sum of those products is NaN when one is). */
+static void normalize_generic(const float *src, float *dst, int64_t rows, int64_t d, float eps, _Bool *finite) {
     for (int64_t r = 0; r < rows; r++) {
         const float *x = src + r * d;
         float *y = dst + r * d;
-        float norm = clamp_norm(sumsq_generic(x, d), eps);
-        for (int64_t j = 0; j < d; j++) y[j] = x[j] / norm;
+        float norm = clamp_norm(sumsq_generic(x, d), eps), bad = 0;
+        for (int64_t j = 0; j < d; j++) {
+            y[j] = x[j] / norm;
+            bad = bad + y[j] * 0.0f;
+        }
+        if (finite && bad != bad) finite[r] = 0;
     }
+}
+
+static void sumsq_rows_generic(const float *x, int64_t rows, int64_t d, int64_t ld, float *out) {
+    for (int64_t r = 0; r < rows; r++) out[r] = sumsq_generic(x + r * ld, d);
 }
 
 #if VQ_ROWS_X86
@@ -79,7 +89,7 @@ static void sumsq4_avx2(const float *x, int64_t ld, int64_t n, float out[4]) {
 }
 
 __attribute__((target("avx2")))
-static void normalize_avx2(const float *src, float *dst, int64_t rows, int64_t d, float eps) {
+static void normalize_avx2(const float *src, float *dst, int64_t rows, int64_t d, float eps, _Bool *finite) {
     int64_t r = 0;
     if (d <= 256) {
         for (; r + 4 <= rows; r += 4) {
@@ -88,25 +98,51 @@ static void normalize_avx2(const float *src, float *dst, int64_t rows, int64_t d
             for (int i = 0; i < 4; i++) {
                 const float *x = src + (r + i) * d;
                 float *y = dst + (r + i) * d;
-                float norm = clamp_norm(s[i], eps);
-                __m256 nv = _mm256_set1_ps(norm);
+                float norm = clamp_norm(s[i], eps), badTail = 0;
+                __m256 nv = _mm256_set1_ps(norm), bad = _mm256_setzero_ps(), zero = _mm256_setzero_ps();
                 int64_t j = 0;
-                for (; j + 8 <= d; j += 8) _mm256_storeu_ps(y + j, _mm256_div_ps(_mm256_loadu_ps(x + j), nv));
-                for (; j < d; j++) y[j] = x[j] / norm;
+                for (; j + 8 <= d; j += 8) {
+                    __m256 q = _mm256_div_ps(_mm256_loadu_ps(x + j), nv);
+                    _mm256_storeu_ps(y + j, q);
+                    bad = _mm256_add_ps(bad, _mm256_mul_ps(q, zero));
+                }
+                for (; j < d; j++) {
+                    y[j] = x[j] / norm;
+                    badTail = badTail + y[j] * 0.0f;
+                }
+                if (finite && (_mm256_movemask_ps(_mm256_cmp_ps(bad, bad, _CMP_UNORD_Q)) != 0 || badTail != badTail))
+                    finite[r + i] = 0;
             }
         }
     }
-    normalize_generic(src + r * d, dst + r * d, rows - r, d, eps);
+    normalize_generic(src + r * d, dst + r * d, rows - r, d, eps, finite ? finite + r : NULL);
+}
+
+__attribute__((target("avx2")))
+static void sumsq_rows_avx2(const float *x, int64_t rows, int64_t d, int64_t ld, float *out) {
+    int64_t r = 0;
+    if (d <= 256)
+        for (; r + 4 <= rows; r += 4) sumsq4_avx2(x + r * ld, ld, d, out + r);
+    sumsq_rows_generic(x + r * ld, rows - r, d, ld, out + r);
 }
 #endif
 
-void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, int64_t d, float eps) {
+void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, int64_t d, float eps, _Bool *finite) {
 #if VQ_ROWS_X86
-    if (level >= 1) { normalize_avx2(src, dst, rows, d, eps); return; }
+    if (level >= 1) { normalize_avx2(src, dst, rows, d, eps, finite); return; }
 #else
     (void)level;
 #endif
-    normalize_generic(src, dst, rows, d, eps);
+    normalize_generic(src, dst, rows, d, eps, finite);
+}
+
+void vq_sumsq_rows(int level, const float *x, int64_t rows, int64_t d, int64_t ld, float *out) {
+#if VQ_ROWS_X86
+    if (level >= 1) { sumsq_rows_avx2(x, rows, d, ld, out); return; }
+#else
+    (void)level;
+#endif
+    sumsq_rows_generic(x, rows, d, ld, out);
 }
 
 /* Element-wise a ∘ b for op 0 +, 1 −, 2 ×, 3 ÷; a step of 0 repeats an operand's first element. One IEEE

@@ -529,6 +529,15 @@ static void pair_dots_avx2(int64_t d, int64_t m, const float *x, const float *co
    entries, −1 = left to the plain search), as gemm_argmin_avx512 / vq_gemm_ukr + argmin form them at levels ≥ 1:
    each dot product one fused multiply-add chain over the depth (d ≤ the GEMM's depth block). Each row then takes
    its scores in list order (code order) with strict improvement. */
+void vq_prefetch_l2(const void *p, int64_t bytes) {
+#if VQ_X86
+    const char *c = (const char *)p;
+    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T1);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
 void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
                       int cosine, const int32_t *count, const int32_t *cand, int cap, float *best, int64_t *best_index,
                       int32_t *pair_row, int32_t *pair_code, float *pair_score) {

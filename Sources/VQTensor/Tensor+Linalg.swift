@@ -110,11 +110,13 @@ extension Tensor {
     /// `dst` row `r` = `src` row `r` / max(‖row‖₂, eps), rows of `d` over the threads; `src` may be `dst`. The
     /// squared norm is summed in the order of `squared().sum(axis: -1)` (eight partial sums, then pairs), so the
     /// rows equal the differentiable composition's bit for bit (a C kernel, four rows' sums at a time).
+    /// `finite` (one flag per row): cleared for a row whose output holds a NaN or ±∞.
     static func normalizeRows(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, rows: Int, d: Int, eps: Float,
-                              threaded: Bool = true) {
-        nonisolated(unsafe) let (x, y) = (src, dst)
+                              threaded: Bool = true, finite: UnsafeMutablePointer<Bool>? = nil) {
+        nonisolated(unsafe) let (x, y, f) = (src, dst, finite)
         Threads.forRanges(rows, minChunk: threaded ? 256 : Int.max) { range in
-            vq_normalize_rows(GEMM.level, x + range.lowerBound * d, y + range.lowerBound * d, Int64(range.count), Int64(d), eps)
+            vq_normalize_rows(GEMM.level, x + range.lowerBound * d, y + range.lowerBound * d, Int64(range.count), Int64(d), eps,
+                              f.map { $0 + range.lowerBound })
         }
     }
 
@@ -234,6 +236,22 @@ extension Tensor {
         }
     }
 
+    /// Clears `flags[i]` for each of `rows` contiguous rows of `d` that holds a NaN or ±∞ (flags already `false`
+    /// are left as they are and their rows are not read), on the calling thread.
+    ///
+    /// A float is NaN or ±∞ when its exponent bits are all ones: an integer maximum over the row, which vectorises
+    /// (a per-element test with an early exit does not).
+    ///
+    /// - Complexity: O(rows · d).
+    public static func clearNonFiniteRows(_ p: UnsafePointer<Float>, rows: Int, d: Int, flags: UnsafeMutablePointer<Bool>) {
+        for i in 0..<rows where flags[i] {
+            var exponent: UInt32 = 0
+            let row = p + i * d
+            for j in 0..<d { exponent = Swift.max(exponent, row[j].bitPattern & 0x7F80_0000) }
+            if exponent == 0x7F80_0000 { flags[i] = false }
+        }
+    }
+
     /// `x · weightᵀ + bias` split into heads: `x [N, K]`, `weight [h·d, K]` → `[h, N, d]`, head `j` of row `r`
     /// being columns `j·d ..< (j+1)·d` of the projection — what a projection followed by the head split
     /// (`reshaped([N, h, d]).permuted(1, 0, 2)`) computes, bit for bit, without the `[N, h·d]` buffer or the
@@ -241,20 +259,26 @@ extension Tensor {
     /// With `l2NormalizeEps`, each head's rows come out l2-normalised — ``l2NormalizeLastAxis(eps:)`` of the
     /// result, bit for bit — normalised by the thread that computed them while they are in its cache.
     ///
+    /// With `finiteRows` (`h · N` flags, row `j · N + r` for head `j` of row `r`), the flag of every output row
+    /// that holds a NaN or ±∞ is cleared (``clearNonFiniteRows(_:rows:d:flags:)``, while the rows are in cache).
+    ///
     /// - Complexity: O(N · h·d · K), one output buffer.
     public static func splitHeadsProjection(_ x: Tensor, weight: Tensor, bias: Tensor?, heads h: Int,
-                                            l2NormalizeEps: Float? = nil) -> Tensor {
+                                            l2NormalizeEps: Float? = nil, finiteRows: UnsafeMutableBufferPointer<Bool>? = nil) -> Tensor {
         precondition(!((x.requiresGradient || weight.requiresGradient || (bias?.requiresGradient ?? false)) && GradMode.isEnabled),
                      "splitHeadsProjection: no gradient graph (x \(x.shape), weight \(weight.shape))")
         precondition(x.rank == 2 && weight.rank == 2 && weight.shape[1] == x.shape[1] && h > 0 && weight.shape[0] % h == 0
                      && (bias == nil || bias!.shape == [weight.shape[0]]),
                      "splitHeadsProjection: x \(x.shape), weight \(weight.shape), bias \(bias?.shape ?? []), heads \(h)")
         let (n, k, d) = (x.shape[0], x.shape[1], weight.shape[0] / h)
+        precondition(finiteRows == nil || finiteRows!.count == h * n,
+                     "splitHeadsProjection: \(finiteRows?.count ?? 0) row flags for \(h) heads of x \(x.shape)")
         // Each head's product must take the same GEMM path as the whole projection (the skinny paths for ≤ 8
         // columns or depth sum in another order): small heads or depths project, then split.
         if d < 16 || k < 16 {
             var split = x.linear(weight: weight, bias: bias).reshaped([n, h, d]).permuted(1, 0, 2)
             if let eps = l2NormalizeEps { split.l2NormalizeLastAxis(eps: eps) }
+            if let flags = finiteRows { split.withUnsafeScalars { clearNonFiniteRows($0.baseAddress!, rows: h * n, d: d, flags: flags.baseAddress!) } }
             return split
         }
         return Tensor.uninitialized([h, n, d]) { py in
@@ -262,17 +286,24 @@ extension Tensor {
             x.withUnsafeScalars { px in
                 weight.withUnsafeScalars { pw in
                     nonisolated(unsafe) let out = py.baseAddress!
-                    let normalize = l2NormalizeEps.map { eps in
-                        { (rows: Range<Int>) in
-                            for hh in 0..<h {
-                                let slab = out + (hh * n + rows.lowerBound) * d
-                                Self.normalizeRows(UnsafePointer(slab), into: slab, rows: rows.count, d: d, eps: eps, threaded: false)
+                    nonisolated(unsafe) let flags = finiteRows?.baseAddress
+                    let eps = l2NormalizeEps
+                    let rowPass: ((Range<Int>) -> Void)? = eps == nil && flags == nil ? nil : { rows in
+                        for hh in 0..<h {
+                            let slab = out + (hh * n + rows.lowerBound) * d
+                            let rowFlags = flags.map { $0 + hh * n + rows.lowerBound }
+                            if let eps {
+                                // The kernel checks the rows it writes.
+                                Self.normalizeRows(UnsafePointer(slab), into: slab, rows: rows.count, d: d, eps: eps, threaded: false,
+                                                   finite: rowFlags)
+                            } else if let rowFlags {
+                                Self.clearNonFiniteRows(slab, rows: rows.count, d: d, flags: rowFlags)
                             }
                         }
                     }
                     let gemm = { (pb: UnsafePointer<Float>?) in
                         GEMM.gemm(m: n, n: h * d, k: k, a: px.baseAddress!, ars: k, acs: 1, b: pw.baseAddress!, brs: 1, bcs: k,
-                                  c: out, ldc: d, accumulate: false, bias: pb, columnBlocks: (width: d, stride: n * d), rowsDone: normalize)
+                                  c: out, ldc: d, accumulate: false, bias: pb, columnBlocks: (width: d, stride: n * d), rowsDone: rowPass)
                     }
                     if let bias { bias.withUnsafeScalars { gemm($0.baseAddress!) } } else { gemm(nil) }
                 }

@@ -70,9 +70,11 @@ extension VectorQuantizer {
         return (0, (bi * heads + hh) * n + ni)
     }
 
-    /// Rows that may update the codebook, `[H · N]`: unmasked and finite.
-    func validRows(_ flat: Tensor, mask: [Bool]?, b: Int, n: Int) -> [Bool] {
+    /// Rows that may update the codebook, `[H · N]`: unmasked and finite. `finite`: the rows' finiteness when
+    /// it is already known (a projection that checked its rows while writing them); `nil` scans `flat`.
+    func validRows(_ flat: Tensor, mask: [Bool]?, b: Int, n: Int, finite: [Bool]? = nil) -> [Bool] {
         let (hN, rowsPer, d) = (flat.shape[0], flat.shape[1], flat.shape[2])
+        precondition(finite == nil || finite!.count == hN * rowsPer, "validRows: \(finite?.count ?? 0) flags for rows \(flat.shape)")
         var valid = [Bool](repeating: true, count: hN * rowsPer)
         if let mask {
             for bi in 0..<b {
@@ -85,17 +87,14 @@ extension VectorQuantizer {
             }
         }
         let unmasked = valid.reduce(0) { $0 + ($1 ? 1 : 0) }
-        flat.withUnsafeScalars { p in
-            valid.withUnsafeMutableBufferPointer { pv in
-                nonisolated(unsafe) let (x, flags) = (p.baseAddress!, pv.baseAddress!)
-                Threads.forRanges(hN * rowsPer, minChunk: Swift.max(1, (1 << 16) / Swift.max(d, 1))) { rows in
-                    for i in rows where flags[i] {
-                        // A float is NaN or ±∞ when its exponent bits are all ones: an integer max over the row, which
-                        // vectorises (a per-element test with an early exit does not).
-                        var exponent: UInt32 = 0
-                        let row = x + i * d
-                        for j in 0..<d { exponent = Swift.max(exponent, row[j].bitPattern & 0x7F80_0000) }
-                        if exponent == 0x7F80_0000 { flags[i] = false }
+        if let finite {
+            for i in valid.indices where !finite[i] { valid[i] = false }
+        } else {
+            flat.withUnsafeScalars { p in
+                valid.withUnsafeMutableBufferPointer { pv in
+                    nonisolated(unsafe) let (x, flags) = (p.baseAddress!, pv.baseAddress!)
+                    Threads.forRanges(hN * rowsPer, minChunk: Swift.max(1, (1 << 16) / Swift.max(d, 1))) { rows in
+                        Tensor.clearNonFiniteRows(x + rows.lowerBound * d, rows: rows.count, d: d, flags: flags + rows.lowerBound)
                     }
                 }
             }

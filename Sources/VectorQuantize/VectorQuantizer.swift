@@ -174,17 +174,22 @@ public final class VectorQuantizer: Module {
 
         // Project, split heads, normalise: flat [H, N, d] (the projection is a temporary: not kept alive).
         let flat: Tensor
+        var finite: [Bool]? = nil
         if heads > 1, c.separateCodebookPerHead, !GradMode.isEnabled, let lin = projectIn as? Linear {
             // Without gradients: the projection writes each head's rows straight into the codebook layout (no
-            // [b·n, heads·d] buffer and no permutation) and normalises them for a cosine codebook while they are in
-            // cache (the same values bit for bit).
-            flat = Tensor.splitHeadsProjection(x.reshaped([b * n, c.dim]), weight: lin.weight.value, bias: lin.bias?.value, heads: heads,
-                                               l2NormalizeEps: c.useCosineSimilarity ? Codebook.cosineEps : nil)
+            // [b·n, heads·d] buffer and no permutation), normalises them for a cosine codebook and checks that they
+            // are finite while they are in cache (the same values bit for bit).
+            var flags = [Bool](repeating: true, count: heads * b * n)
+            flat = flags.withUnsafeMutableBufferPointer { pf in
+                Tensor.splitHeadsProjection(x.reshaped([b * n, c.dim]), weight: lin.weight.value, bias: lin.bias?.value, heads: heads,
+                                            l2NormalizeEps: c.useCosineSimilarity ? Codebook.cosineEps : nil, finiteRows: pf)
+            }
+            finite = flags
         } else {
             flat = splitHeads(projectIn.map { $0(x) } ?? x, b: b, n: n)
         }
         let flatN = flat.shape[1]
-        let valid = validRows(flat, mask: mask, b: b, n: n)
+        let valid = validRows(flat, mask: mask, b: b, n: n, finite: finite)
 
         var cbo = CodebookForwardOptions()
         cbo.sampleCodebookTemperature = opts.sampleCodebookTemperature

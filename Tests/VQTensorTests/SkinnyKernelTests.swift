@@ -1,4 +1,5 @@
 import Testing
+import CVQKernels
 @testable import VQTensor
 import VQTestSupport
 
@@ -141,6 +142,53 @@ struct SkinnyKernelTests {
             #expect(inPlace.scalars.map(\.bitPattern) == composed.scalars.map(\.bitPattern), "rows \(rows)")
             #expect(single.map(\.bitPattern) == composed.scalars.map(\.bitPattern), "rows \(rows)")
             #expect(single != x)
+            // The kernel's finiteness flags: cleared exactly for the rows whose output holds a NaN or ±∞.
+            var flags = [Bool](repeating: true, count: rows), out = x
+            x.withUnsafeBufferPointer { px in
+                out.withUnsafeMutableBufferPointer { po in
+                    flags.withUnsafeMutableBufferPointer { pf in
+                        Tensor.normalizeRows(px.baseAddress!, into: po.baseAddress!, rows: rows, d: d, eps: 1e-6, finite: pf.baseAddress!)
+                    }
+                }
+            }
+            #expect(out.map(\.bitPattern) == composed.scalars.map(\.bitPattern))
+            let expected = (0..<rows).map { r in composed.scalars[(r * d)..<((r + 1) * d)].allSatisfy(\.isFinite) }
+            #expect(flags == expected, "rows \(rows)")
+            #expect(rows != 7 || flags == [true, true, false, true, true, true, true])
         }
+    }
+
+    @Test("sums of squares of rows (C, four rows at a time) equal the library's cascade, bit for bit",
+          arguments: [1, 5, 8, 31, 64, 256, 257, 300, 1000])
+    func rowSumsOfSquares(d: Int) {
+        for rows in [1, 4, 9] {
+            var x = TestSupport.random([rows, d], seed: UInt64(90 + d)).scalars
+            for j in stride(from: 0, to: x.count, by: 7) { x[j] *= 1e3 }   // magnitudes that make the order matter
+            var out = [Float](repeating: -1, count: rows)
+            x.withUnsafeBufferPointer { px in
+                out.withUnsafeMutableBufferPointer { NearestCodeKernel.sumOfSquares(rows: px.baseAddress!, count: rows, d: d, into: $0.baseAddress!) }
+            }
+            let cascade = (0..<rows).map { r in x.withUnsafeBufferPointer { Tensor.sumOfSquaresContiguous($0.baseAddress! + r * d, d) } }
+            #expect(out.map(\.bitPattern) == cascade.map(\.bitPattern), "rows \(rows)")
+            let sequential = (0..<rows).map { r in x[(r * d)..<((r + 1) * d)].reduce(Float(0)) { $0 + $1 * $1 } }
+            #expect(d < 64 || out != sequential)   // the cascade is not the one-by-one order
+        }
+    }
+
+    @Test("GEMM's A packing: rows × depth into MR-high panels (depth major), zero past the rows",
+          arguments: [(12, 12, 256), (12, 5, 7), (6, 6, 19), (4, 3, 4), (4, 4, 9)])
+    func packA(shape: (Int, Int, Int)) {
+        let (mr, rows, kb) = shape
+        let ars = kb + 3
+        let a = (0..<(rows * ars)).map { Float($0) + 0.5 }
+        var dst = [Float](repeating: .nan, count: mr * kb)
+        a.withUnsafeBufferPointer { pa in
+            dst.withUnsafeMutableBufferPointer { vq_gemm_pack_a(pa.baseAddress!, Int64(ars), Int64(rows), Int64(kb), Int64(mr), $0.baseAddress!) }
+        }
+        let expected = (0..<(mr * kb)).map { e -> Float in
+            let (p, i) = (e / mr, e % mr)
+            return i < rows ? a[i * ars + p] : 0
+        }
+        #expect(dst.map(\.bitPattern) == expected.map(\.bitPattern))
     }
 }

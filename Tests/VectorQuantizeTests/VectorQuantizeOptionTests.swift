@@ -162,6 +162,21 @@ func splitHeadsProjection(shape: (Int, Int, Int, Int)) {
         #expect(normalized.scalars.map(\.bitPattern) == after.scalars.map(\.bitPattern))
         #expect(normalized.scalars != split.scalars)
     }
+    // Finiteness of each head's row, checked while the rows are written (normalised or not): a NaN in one input
+    // row reaches every head of that row; an input whose projection overflows in some heads only.
+    var poisoned = x.scalars
+    poisoned[k * (n / 2)] = .nan
+    poisoned[k * (n - 1)] = 3e38
+    let xp = Tensor(poisoned, shape: [n, k])
+    for eps in [nil, Float(1e-6)] {
+        var flags = [Bool](repeating: true, count: h * n)
+        let out = flags.withUnsafeMutableBufferPointer {
+            Tensor.splitHeadsProjection(xp, weight: w, bias: b, heads: h, l2NormalizeEps: eps, finiteRows: $0)
+        }
+        let expected = (0..<(h * n)).map { r in out.scalars[(r * d)..<((r + 1) * d)].allSatisfy(\.isFinite) }
+        #expect(flags == expected, "eps \(String(describing: eps))")
+        #expect(!flags[n / 2] && flags.contains(true))
+    }
 }
 
 @Test("projecting and comparing the selected codes without gathering them equals gathering first, bit for bit",

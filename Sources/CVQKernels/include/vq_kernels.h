@@ -24,6 +24,10 @@ int vq_gemm_nr(int level);
 void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                  int accumulate);
 
+/// Packs `rows` (≤ `mr`) rows of A, row i at `a + i·ars` (`kb` contiguous floats), into one MR-high panel:
+/// `dst[p·mr + i] = a[i·ars + p]`, rows `rows..<mr` zero (the layout `vq_gemm_ukr` reads). A copy: no arithmetic.
+void vq_gemm_pack_a(const float *a, int64_t ars, int64_t rows, int64_t kb, int64_t mr, float *dst);
+
 /// `vq_gemm_ukr` starting every row of the tile from `bias` (NR floats): `C = bias + A·B`, the sum of the product
 /// formed first and the bias added once, as accumulating into a tile filled with the bias.
 void vq_gemm_ukr_bias(int level, int64_t kc, const float *a, const float *b, const float *bias, float *c, int64_t ldc);
@@ -111,6 +115,10 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
                     const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                     float *lows, int64_t ldlow, float *minup, const int32_t *count);
 
+/// Asks for the cache lines of `bytes` bytes at `p` to be brought into the second-level cache (a hint: no effect on
+/// any value; nothing on machines without a prefetch instruction).
+void vq_prefetch_l2(const void *p, int64_t bytes);
+
 /// After a row group's tiles over all `k` codes: each row's least upper bound, and in code order every code whose
 /// lower bound is ≤ it (`cand`, `cap` entries per row, `count` of them; −1 when more, and for rows already at −1).
 void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup,
@@ -130,8 +138,13 @@ void vq_fsq_grid(int level, float *t, int64_t rows, int64_t d, const float *half
                  const float *hw, const float *basis, int64_t *indices);
 
 /// Rows of `d` divided by `max(sqrt(Σ x²), eps)` (`dst` may be `src`), the sum of squares in the library's cascade
-/// order (eight lanes, then the tail; halves above 256): the same values at every level.
-void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, int64_t d, float eps);
+/// order (eight lanes, then the tail; halves above 256): the same values at every level. `finite` (nullable, one
+/// flag per row): cleared for a row whose output holds a NaN or ±∞, left as it is otherwise.
+void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, int64_t d, float eps, _Bool *finite);
+
+/// `out[r]` = Σ x² of row `r` (`d` floats at `x + r·ld`), in the library's cascade order (as `vq_normalize_rows`
+/// and `Reduce.contiguousSumOfSquares`): the same values at every level.
+void vq_sumsq_rows(int level, const float *x, int64_t rows, int64_t d, int64_t ld, float *out);
 
 /// `out[i] = a[i·sa] ∘ b[i·sb]` (steps 0 or 1; one of them 1) for op 0 +, 1 −, 2 ×, 3 ÷: one IEEE operation
 /// per element, the same values at every level.

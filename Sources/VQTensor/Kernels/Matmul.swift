@@ -137,11 +137,7 @@ enum GEMM {
                         let rows = Swift.min(mr, mb - ip * mr)
                         if acs == 1 {
                             // Rows read contiguously (a strided gather per depth step touched a line per element).
-                            for i in 0..<rows {
-                                let src = pa + (i0 + ip * mr + i) * ars + pp0
-                                for p in 0..<kb { dst[p * mr + i] = src[p] }
-                            }
-                            if rows < mr { for p in 0..<kb { for i in rows..<mr { dst[p * mr + i] = 0 } } }
+                            vq_gemm_pack_a(pa + (i0 + ip * mr) * ars + pp0, Int64(ars), Int64(rows), Int64(kb), Int64(mr), dst)
                         } else {
                             for p in 0..<kb {
                                 let d = dst + p * mr

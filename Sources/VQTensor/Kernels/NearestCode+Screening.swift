@@ -65,7 +65,7 @@ extension NearestCodeKernel {
         let ct = alignedFloats(codePlanes * cstride)
         defer { ct.deallocate() }
         ct.initialize(repeating: 0, count: codePlanes * cstride)
-        for j in 0..<k { ct[j] = sumOfSquares(codes + j * d, d) }
+        sumOfSquares(rows: codes, count: k, d: d, into: ct)
         let packedRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, panels * steps * nr) * 4, alignment: 64)
         let packed = packedRaw.bindMemory(to: UInt32.self, capacity: panels * steps * nr)
         let codeOK = UnsafeMutablePointer<Int32>.allocate(capacity: cstride)
@@ -85,49 +85,54 @@ extension NearestCodeKernel {
             Threads.forEach((n + rowsPerTask - 1) / rowsPerTask) { task in
                 let r0 = task * rowsPerTask, rowsT = Swift.min(rowsPerTask, n - r0)
                 let groups = (rowsT + mr - 1) / mr, slots = groups * mr
-                let aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, groups * steps * mr) * 4, alignment: 64)
-                let aPack = aRaw.bindMemory(to: UInt32.self, capacity: groups * steps * mr)
+                let aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, steps * mr) * 4, alignment: 64)
+                let aPack = aRaw.bindMemory(to: UInt32.self, capacity: steps * mr)
                 let rt = alignedFloats(slots * rowPlanes)
                 let count = UnsafeMutablePointer<Int32>.allocate(capacity: slots)
                 let cand = UnsafeMutablePointer<Int32>.allocate(capacity: slots * cap)
-                defer { aRaw.deallocate(); rt.deallocate(); count.deallocate(); cand.deallocate() }
-                rt.initialize(repeating: 0, count: slots * rowPlanes)
-                for i in 0..<rowsT { rt[i] = sumOfSquares(px + (r0 + i) * d, d) }
-                for g in 0..<groups {
-                    let o = g * mr
-                    vq_screen_pack(fmt, nat, 0, cosine, px + (r0 + o) * d, Int64(d), Int64(Swift.min(mr, rowsT - o)), Int64(d),
-                                   Int64(mr), rt + o, aPack + g * steps * mr, rt + o, Int64(slots), count + o)
-                }
-                // `ok` 1 → an empty list (0); a row the screen cannot bound goes to the plain search (−1).
-                for i in 0..<slots { count[i] = i < rowsT && count[i] != 0 ? 0 : -1 }
-                // Row groups outside, every code panel inside: each group's lower bounds (12 × k) stay in cache until
-                // one compare-and-compress pass per row keeps the candidates.
+                // Scratch for the (row, code) pairs to rescore: at most every listed entry of a group.
+                let pairRow = UnsafeMutablePointer<Int32>.allocate(capacity: mr * cap * 2)
+                let pairScore = UnsafeMutablePointer<Float>.allocate(capacity: mr * cap)
+                // Each group's lower bounds (12 × k) stay in cache until one compare-and-compress pass per row keeps
+                // the candidates.
                 let lows = alignedFloats(mr * panels * nr + mr * 16)
                 let minup = lows + mr * panels * nr
-                defer { lows.deallocate() }
+                defer {
+                    aRaw.deallocate(); rt.deallocate(); count.deallocate(); cand.deallocate()
+                    pairRow.deallocate(); pairScore.deallocate(); lows.deallocate()
+                }
+                rt.initialize(repeating: 0, count: slots * rowPlanes)
+                // One row group at a time, from its float rows to its nearest codes: the rows are read while they are
+                // in cache (the next group's are fetched during this group's tiles), and every code panel is scored.
+                let rowBytes = mr * d * 4, perPanel = (rowBytes / panels + 63) & ~63
                 for g in 0..<groups {
-                    let o = g * mr
+                    let o = g * mr, rowsG = Swift.min(mr, rowsT - o)
+                    let xg = px + (r0 + o) * d
+                    sumOfSquares(rows: xg, count: rowsG, d: d, into: rt + o)
+                    vq_screen_pack(fmt, nat, 0, cosine, xg, Int64(d), Int64(rowsG), Int64(d), Int64(mr), rt + o, aPack, rt + o,
+                                   Int64(slots), count + o)
+                    // `ok` 1 → an empty list (0); a row the screen cannot bound goes to the plain search (−1).
+                    for i in o..<(o + mr) { count[i] = i - o < rowsG && count[i] != 0 ? 0 : -1 }
+                    let next = g + 1 < groups ? xg + mr * d : nil
                     minup.initialize(repeating: .infinity, count: mr * 16)
                     for jp in 0..<panels {
-                        vq_screen_tile(fmt, nat, Int64(steps), aPack + g * steps * mr, ppacked + jp * steps * nr,
-                                       Int32(Swift.min(mr, rowsT - o)), Int32(Swift.min(nr, k - jp * nr)), rt + o, Int64(slots),
+                        if let next, jp * perPanel < rowBytes {
+                            vq_prefetch_l2(UnsafeRawPointer(next) + jp * perPanel, Int64(Swift.min(perPanel, rowBytes - jp * perPanel)))
+                        }
+                        vq_screen_tile(fmt, nat, Int64(steps), aPack, ppacked + jp * steps * nr,
+                                       Int32(rowsG), Int32(Swift.min(nr, k - jp * nr)), rt + o, Int64(slots),
                                        pct + jp * nr, Int64(cstride), cosine, Int64(jp * nr), lows, Int64(panels * nr),
                                        minup, count + o)
                     }
-                    vq_screen_collect(nat, Int32(Swift.min(mr, rowsT - o)), Int64(k), lows, Int64(panels * nr), minup,
-                                      count + o, cand + o * cap, Int32(cap))
+                    vq_screen_collect(nat, Int32(rowsG), Int64(k), lows, Int64(panels * nr), minup, count + o, cand + o * cap, Int32(cap))
+                    for i in 0..<rowsG {
+                        pbest[r0 + o + i] = .infinity
+                        pindex[r0 + o + i] = 0
+                        if count[o + i] < 0 { pplain[r0 + o + i] = 1 }
+                    }
+                    vq_screen_finish(Int64(d), Int64(rowsG), xg, rt + o, pcodes, pct, cosine, count + o, cand + o * cap, Int32(cap),
+                                     pbest + r0 + o, pindex + r0 + o, pairRow, pairRow + mr * cap, pairScore)
                 }
-                for i in 0..<rowsT {
-                    pbest[r0 + i] = .infinity
-                    pindex[r0 + i] = 0
-                    if count[i] < 0 { pplain[r0 + i] = 1 }
-                }
-                // Scratch for the (row, code) pairs to rescore: at most every listed entry.
-                let pairRow = UnsafeMutablePointer<Int32>.allocate(capacity: slots * cap * 2)
-                let pairScore = UnsafeMutablePointer<Float>.allocate(capacity: slots * cap)
-                defer { pairRow.deallocate(); pairScore.deallocate() }
-                vq_screen_finish(Int64(d), Int64(rowsT), px + r0 * d, rt, pcodes, pct, cosine, count, cand, Int32(cap),
-                                 pbest + r0, pindex + r0, pairRow, pairRow + slots * cap, pairScore)
             }
         }
         return plain.indices.filter { plain[$0] != 0 }

@@ -47,7 +47,8 @@ enum NearestCodeKernel {
                     for j in 0..<cols { dd[j] = pcodes[(jp * nr + j) * d + p] }
                     for j in cols..<nr { dd[j] = 0 }
                 }
-                for j in 0..<nr { pcc[jp * nr + j] = j < cols ? sumOfSquares(pcodes + (jp * nr + j) * d, d) : 0 }
+                sumOfSquares(rows: pcodes + jp * nr * d, count: cols, d: d, into: pcc + jp * nr)
+                for j in cols..<nr { pcc[jp * nr + j] = 0 }
             }
         }
         let tasks = (n + rowsPerTask - 1) / rowsPerTask
@@ -62,12 +63,9 @@ enum NearestCodeKernel {
             for g in 0..<groups {
                 let rows = Swift.min(mr, rowsT - g * mr)
                 let dst = aPack + g * d * mr
-                for p in 0..<d {
-                    let dd = dst + p * mr
-                    for i in 0..<rows { dd[i] = px[(r0 + g * mr + i) * d + p] }
-                    for i in rows..<mr { dd[i] = 0 }
-                }
-                for i in 0..<mr { xx[g * mr + i] = i < rows ? sumOfSquares(px + (r0 + g * mr + i) * d, d) : 0 }
+                vq_gemm_pack_a(px + (r0 + g * mr) * d, Int64(d), Int64(rows), Int64(d), Int64(mr), dst)
+                sumOfSquares(rows: px + (r0 + g * mr) * d, count: rows, d: d, into: xx + g * mr)
+                for i in rows..<mr { xx[g * mr + i] = 0 }
             }
             // Code blocks sized to stay in cache while every row group of the task passes over them.
             let blockPanels = Swift.max(1, (256 * 1024 / 4) / Swift.max(1, d * nr))
@@ -143,6 +141,12 @@ enum NearestCodeKernel {
     /// Squared norms in the order of `squared().sum(axis: -1)`, so fused and materialised distances agree.
     @inline(__always)
     static func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Float { Reduce.contiguousSumOfSquares(p, n) }
+
+    /// ``sumOfSquares(_:_:)`` of `count` contiguous rows of `d` (a C kernel, four rows at a time; the same values).
+    @inline(__always)
+    static func sumOfSquares(rows p: UnsafePointer<Float>, count: Int, d: Int, into out: UnsafeMutablePointer<Float>) {
+        vq_sumsq_rows(GEMM.level, p, Int64(count), Int64(d), Int64(d), out)
+    }
 }
 
 /// Rows per task: large enough that each pass over the codebook serves many rows, small enough that
