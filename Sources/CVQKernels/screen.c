@@ -346,8 +346,10 @@ static void screen_tile_bf16(int64_t steps, const uint32_t *a, const uint32_t *b
         }
     }
     LANE_MASKS
-    for (int i = 0; i < rows; i++)
-        if (count[i] >= 0)
+    /* A constant trip count, unrolled: the accumulators stay in registers (a loop to `rows` indexes them). */
+    #pragma GCC unroll 12
+    for (int i = 0; i < 12; i++)
+        if (i < rows && count[i] >= 0)
             screen_row_avx512(VQ_SCREEN_BF16, t[i][0], t[i][1], l0, l1, rt + i, rstride, ct, cstride, cosine, code_base,
                               lows + i * ldlow, minup + 16 * i);
 }
@@ -373,8 +375,10 @@ static void screen_tile_i8(int64_t steps, const uint32_t *a, const uint32_t *b, 
     LANE_MASKS
     const __m512 cs0 = _mm512_loadu_ps(CODE_TERM(5)), cs1 = _mm512_loadu_ps(CODE_TERM(5) + 16);
     const __m512 sc0 = _mm512_loadu_ps(CODE_TERM(1)), sc1 = _mm512_loadu_ps(CODE_TERM(1) + 16);
-    for (int i = 0; i < rows; i++) {
-        if (count[i] < 0) continue;
+    /* A constant trip count, unrolled: the accumulators stay in registers (a loop to `rows` indexes them). */
+    #pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) {
+        if (i >= rows || count[i] < 0) continue;
         const __m512 sx = _mm512_set1_ps(rt[i + rstride]);
         const __m512 d0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(t[i][0]), cs0), _mm512_mul_ps(sx, sc0));
         const __m512 d1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(t[i][1]), cs1), _mm512_mul_ps(sx, sc1));
@@ -421,7 +425,26 @@ __attribute__((target("avx512f")))
 static void collect_avx512(int64_t k, const float *lows, const float *minup, int32_t *count, int32_t *cand, int cap) {
     const __m512 uv = _mm512_set1_ps(_mm512_reduce_min_ps(_mm512_loadu_ps(minup)));
     int32_t n = 0;
-    for (int64_t j = 0; j < k; j += 16) {
+    int64_t j = 0;
+    /* Lists are short (a few codes in a thousand): four chunks' compares are merged, one branch per 64 codes. */
+    for (; j + 64 <= k; j += 64) {
+        const __mmask16 h0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(lows + j), uv, _CMP_LE_OQ);
+        const __mmask16 h1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(lows + j + 16), uv, _CMP_LE_OQ);
+        const __mmask16 h2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(lows + j + 32), uv, _CMP_LE_OQ);
+        const __mmask16 h3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(lows + j + 48), uv, _CMP_LE_OQ);
+        if (!(h0 | h1 | h2 | h3)) continue;
+        const __mmask16 hs[4] = {h0, h1, h2, h3};
+        for (int q = 0; q < 4; q++) {
+            const __mmask16 h = hs[q];
+            if (!h) continue;
+            const int c = __builtin_popcount((unsigned)h);
+            if (n + c > cap) { *count = -1; return; }
+            _mm512_mask_compressstoreu_epi32(cand + n, h, _mm512_add_epi32(_mm512_set1_epi32((int32_t)(j + 16 * q)),
+                                                                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
+            n += c;
+        }
+    }
+    for (; j < k; j += 16) {
         const __mmask16 t = tail16(k - j);
         const __m512 v = _mm512_maskz_loadu_ps(t, lows + j);
         const __mmask16 h = _mm512_mask_cmp_ps_mask(t, v, uv, _CMP_LE_OQ);
