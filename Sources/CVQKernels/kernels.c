@@ -32,9 +32,9 @@ int vq_gemm_nr(int level) { return level >= 2 ? 32 : (level == 1 ? 16 : 8); }
 
 void vq_gemm_pack_a(const float *a, int64_t ars, int64_t rows, int64_t kb, int64_t mr, float *dst) {
     /* Depth outer, rows inner: the panel is written contiguously and each row is read as one stream. */
-    const float *src[16];
-    for (int64_t i = 0; i < mr && i < 16; i++) src[i] = i < rows ? a + i * ars : NULL;
-    if (mr > 16) {  /* no level uses more than 12 rows; keep the portable element loop for any other */
+    const float *src[32];
+    for (int64_t i = 0; i < mr && i < 32; i++) src[i] = i < rows ? a + i * ars : NULL;
+    if (mr > 32) {  /* panels are at most 32 wide (B's, packed by the same function); any other: element by element */
         for (int64_t p = 0; p < kb; p++)
             for (int64_t i = 0; i < mr; i++) dst[p * mr + i] = i < rows ? a[i * ars + p] : 0.0f;
         return;

@@ -24,6 +24,9 @@ public final class Parameter {
     private var rowMask: [Bool]?
     private var derivedMask: (() -> [Bool]?)?
     private var updateConstraint: ((UnsafeMutableBufferPointer<Float>) -> Void)?
+    /// Counts the writes to the value (assignments and in-place writes; as PyTorch's `tensor._version`): a
+    /// summary derived from the value stays valid while the version is unchanged.
+    public private(set) var version = 0
 
     public init(_ value: Tensor, kind: Kind = .trainable, frozen: Bool = false) {
         self.kind = kind
@@ -38,6 +41,7 @@ public final class Parameter {
         set {
             precondition(newValue.shape == _value.shape || kind == .buffer,
                          "Parameter: assigning shape \(newValue.shape) to a parameter of shape \(_value.shape)")
+            version &+= 1
             if kind == .trainable {
                 _value = newValue.detached().attachingNode(of: _value)
             } else {
@@ -51,6 +55,7 @@ public final class Parameter {
 
     /// Writes the elements in place (no gradient recorded), keeping the leaf.
     public func withUnsafeMutableScalars<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        version &+= 1
         var v = _value
         _value = Tensor.zeros([0])  // release the only other reference so the write does not copy
         defer { _value = v }

@@ -85,7 +85,7 @@ extension Codebook {
     func embedFrozenElements() -> [Bool]? {
         let m = frozenMask
         let comps = frozenComponents.value.scalars
-        let anyComponent = comps.contains { $0 != 0 }
+        let anyComponent = partialFreezeFlags().anyComponent
         guard m.contains(true) || anyComponent else { return nil }
         var out = [Bool](repeating: false, count: codeCount * dim)
         for r in 0..<codeCount {

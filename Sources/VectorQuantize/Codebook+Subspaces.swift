@@ -155,9 +155,18 @@ extension Codebook {
     }
 
     /// Heads with a frozen subspace.
-    var subspaceHeads: [Bool] {
+    var subspaceHeads: [Bool] { partialFreezeFlags().heads }
+
+    /// Whether any component is frozen and which codebooks have a frozen subspace — recomputed only when
+    /// ``frozenComponents`` or ``frozenSubspaceProjector`` has been written since the last call.
+    func partialFreezeFlags() -> (anyComponent: Bool, heads: [Bool]) {
+        let (vc, vp) = (frozenComponents.version, frozenSubspaceProjector.version)
+        if let s = partialFreezeSummary, s.components == vc, s.projector == vp { return (s.any, s.heads) }
         let p = frozenSubspaceProjector.value.scalars
-        return (0..<numCodebooks).map { h in p[(h * dim * dim)..<((h + 1) * dim * dim)].contains { $0 != 0 } }
+        let heads = (0..<numCodebooks).map { h in p[(h * dim * dim)..<((h + 1) * dim * dim)].contains { $0 != 0 } }
+        let any = Self.anyNonZero(frozenComponents.value.scalars)
+        partialFreezeSummary = (vc, any, vp, heads)
+        return (any, heads)
     }
 
     // MARK: The one place that holds partial freezes on a write
@@ -198,9 +207,10 @@ extension Codebook {
     }
 
     func partialHold() -> PartialHold {
-        let comps = frozenComponents.value.scalars
-        return PartialHold(components: comps, anyComponent: Self.anyNonZero(comps), projector: frozenSubspaceProjector.value.scalars,
-                           values: frozenSubspaceValues.value.scalars, subspace: subspaceHeads, c: codebookSize, d: dim)
+        let flags = partialFreezeFlags()
+        return PartialHold(components: frozenComponents.value.scalars, anyComponent: flags.anyComponent,
+                           projector: frozenSubspaceProjector.value.scalars, values: frozenSubspaceValues.value.scalars,
+                           subspace: flags.heads, c: codebookSize, d: dim)
     }
 
     /// Whether any value is not ±0 (a NaN counts), scanned in blocks that vectorise (a per-element test with

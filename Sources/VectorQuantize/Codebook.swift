@@ -106,6 +106,10 @@ public final class Codebook: Module {
     /// While a residual stack with a shared codebook runs one call: the codes some layer held (weight 0,
     /// or the layer frozen for the call), which the stack's deferred dead-code expiry must not replace.
     var heldInCall: [Bool]?
+    /// Whether any component is frozen / which codebooks have a frozen subspace, with the versions of
+    /// ``frozenComponents`` / ``frozenSubspaceProjector`` they were computed from (scanned again only when those
+    /// buffers are written: every EMA step asks).
+    var partialFreezeSummary: (components: Int, any: Bool, projector: Int, heads: [Bool])?
 
     /// The random source for k-means sampling, dead-code replacement and stochastic sampling.
     public var rng: SeededGenerator

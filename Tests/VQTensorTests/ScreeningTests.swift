@@ -52,6 +52,46 @@ struct ScreeningTests {
         }
     }
 
+    @Test("several heads screened in one pass: each head's indices as its own float search; rows left over and codes that rule the screen out handled per head",
+          .enabled(if: GEMM.level >= 1))
+    func heads() {
+        let (h, n, k, d) = (3, 500, 256, 32)
+        var xs = TestSupport.random([h, n, d], seed: 60).scalars
+        // Head 1: a few rows the screen cannot bound (a NaN, an overflowing norm): the float search serves them only.
+        xs[(n + 3) * d] = .nan
+        xs[(n + 250) * d + 5] = .infinity
+        for p in 0..<d { xs[(n + 499) * d + p] *= 3e19 }
+        let x = Tensor(xs, shape: [h, n, d])
+        var cs = TestSupport.random([h, k, d], seed: 61).scalars
+        for metric in [CodeMetric.euclidean, .dot] {
+            for spoil in [false, true] {
+                // A code out of the 8-bit range in the last head rules the (automatic) screen out for every head.
+                if spoil { cs[(2 * k + 7) * d] = 1e20 }
+                let c = Tensor(cs, shape: [h, k, d])
+                let all = x.nearestCodesPerHead(c, metric: metric)
+                for hh in 0..<h {
+                    let xh = Tensor(Array(xs[(hh * n * d)..<((hh + 1) * n * d)]), shape: [n, d])
+                    let ch = Tensor(Array(cs[(hh * k * d)..<((hh + 1) * k * d)]), shape: [k, d])
+                    let plain = xh.nearestCodes(ch, metric: metric, screening: .off).indices.scalars
+                    #expect(Array(all.scalars[(hh * n)..<((hh + 1) * n)]) == plain, "head \(hh) \(metric) spoil \(spoil)")
+                }
+            }
+            cs = TestSupport.random([h, k, d], seed: 61).scalars
+        }
+        // Not vacuous: head 1's far rows are the rows the screen leaves (as global row numbers).
+        if GEMM.level >= 3 {
+            let c = TestSupport.random([h, k, d], seed: 61)
+            var best = [Float](repeating: .infinity, count: h * n), index = [Int64](repeating: 0, count: h * n)
+            let left = xs.withUnsafeBufferPointer { px in
+                c.scalars.withUnsafeBufferPointer { pc in
+                    NearestCodeKernel.screenedArgmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, heads: h, cosine: 0,
+                                                     format: .int8, native: true, best: &best, index: &index)
+                }
+            }
+            #expect(left == [n + 3, n + 250, n + 499])
+        }
+    }
+
     @Test("near-ties and exact ties: codes 1e-6 apart, duplicated codes, integer data",
           .enabled(if: GEMM.level >= 1))
     func ties() {

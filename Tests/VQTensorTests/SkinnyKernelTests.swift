@@ -176,7 +176,7 @@ struct SkinnyKernelTests {
     }
 
     @Test("GEMM's A packing: rows × depth into MR-high panels (depth major), zero past the rows",
-          arguments: [(12, 12, 256), (12, 5, 7), (6, 6, 19), (4, 3, 4), (4, 4, 9)])
+          arguments: [(12, 12, 256), (12, 5, 7), (6, 6, 19), (4, 3, 4), (4, 4, 9), (32, 32, 40), (32, 7, 9), (16, 16, 3)])
     func packA(shape: (Int, Int, Int)) {
         let (mr, rows, kb) = shape
         let ars = kb + 3

@@ -194,6 +194,42 @@ struct SubspaceFreezingTests {
         #expect(g.rvqs[0].layers[0].codebook.embed.value != otherBefore, "the other group learns")
     }
 
+    @Test("staged: components and a subspace frozen after training steps (and through the buffer) hold from the next step")
+    func frozenBetweenSteps() throws {
+        var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)
+        c.decay = 0.5
+        let vq = try VectorQuantizer(c)
+        let cb = vq.codebook
+        func step(_ s: Int) { _ = vq(TestSupport.random([2, 32, 4], seed: 700 + UInt64(s), std: 2)) }
+        for s in 0..<3 { step(s) }      // the partial-freeze summary is computed (nothing frozen) and kept
+        cb.freeze(dimensions: [1])
+        var before = cb.embed.value.scalars
+        for s in 3..<6 { step(s) }
+        var after = cb.embed.value.scalars
+        #expect((0..<8).allSatisfy { after[$0 * 4 + 1].bitPattern == before[$0 * 4 + 1].bitPattern })
+        #expect((0..<8).contains { after[$0 * 4] != before[$0 * 4] }, "the free components learn")
+        // Written straight into the buffer (as a checkpoint load does): dimension 3 of code 5 only.
+        var m = [Float](repeating: 0, count: 32)
+        m[5 * 4 + 3] = 1
+        cb.frozenComponents.value = Tensor(m, shape: cb.frozenComponents.shape)
+        before = cb.embed.value.scalars
+        for s in 6..<9 { step(s) }
+        after = cb.embed.value.scalars
+        #expect(after[5 * 4 + 3].bitPattern == before[5 * 4 + 3].bitPattern)
+        #expect((0..<8).contains { after[$0 * 4 + 1] != before[$0 * 4 + 1] }, "dimension 1 is free again")
+        // A subspace frozen after training (components thawed through the buffer: a held component would move the
+        // coordinates): its coordinates hold (to rounding), the codes still move.
+        cb.frozenComponents.value = Tensor.zeros(cb.frozenComponents.shape)
+        let b = Self.basis(k: 1, d: 4, seed: 9)
+        try cb.freeze(subspace: b)
+        let coords = Self.coordinates(cb, b, head: 0)
+        before = cb.embed.value.scalars
+        for s in 9..<12 { step(s) }
+        let held = zip(Self.coordinates(cb, b, head: 0), coords).map { abs($0 - $1) }.max() ?? 0
+        #expect(held < 1e-6)
+        #expect(cb.embed.value.scalars != before)
+    }
+
     @Test("bad subspaces and components are refused")
     func refused() throws {
         let cb = Codebook(Codebook.Configuration(dim: 4, codebookSize: 8))

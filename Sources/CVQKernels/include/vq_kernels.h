@@ -26,6 +26,7 @@ void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c
 
 /// Packs `rows` (≤ `mr`) rows of A, row i at `a + i·ars` (`kb` contiguous floats), into one MR-high panel:
 /// `dst[p·mr + i] = a[i·ars + p]`, rows `rows..<mr` zero (the layout `vq_gemm_ukr` reads). A copy: no arithmetic.
+/// Also packs a transposed B (columns of B contiguous in memory, e.g. a `Linear` weight) into NR-wide panels.
 void vq_gemm_pack_a(const float *a, int64_t ars, int64_t rows, int64_t kb, int64_t mr, float *dst);
 
 /// `vq_gemm_ukr` starting every row of the tile from `bias` (NR floats): `C = bias + A·B`, the sum of the product

@@ -101,6 +101,11 @@ enum GEMM {
                     for jp in range {
                         let dst = pbPack + jp * kb * nr
                         let cols = Swift.min(nr, nb - jp * nr)
+                        if brs == 1 && bcs != 1 {
+                            // Bᵀ stored row-major (a weight): each column of the panel is read contiguously.
+                            vq_gemm_pack_a(pb + pp0 + (jc0 + jp * nr) * bcs, Int64(bcs), Int64(cols), Int64(kb), Int64(nr), dst)
+                            continue
+                        }
                         for p in 0..<kb {
                             let row = pb + (pp0 + p) * brs + (jc0 + jp * nr) * bcs
                             let d = dst + p * nr

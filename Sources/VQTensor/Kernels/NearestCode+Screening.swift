@@ -50,40 +50,50 @@ extension NearestCodeKernel {
         GEMM.level >= 3 && k >= 64 && d >= 16 && d <= GEMM.kc
     }
 
-    /// The screened arg-min: fills `best`/`index` for every row it serves and returns the rows left to the plain
-    /// search, or `nil` when the codes themselves rule the screen out (a non-finite or out-of-range code).
+    /// The screened arg-min of `heads` searches at once — head `h`'s `n` rows at `x + h·n·d` against its `k` codes at
+    /// `codes + h·k·d`, into `best`/`index` at `h·n` — in one parallel pass (no barrier between heads): fills every
+    /// row it serves and returns the rows (`h·n + r`) left to the plain search, or `nil` when the codes themselves
+    /// rule the screen out (a non-finite or out-of-range code in any head).
     static func screenedArgmin(
-        x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, cosine: Int32,
+        x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, heads: Int = 1, cosine: Int32,
         format: ScreenFormat, native: Bool, best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>
     ) -> [Int]? {
-        precondition(d <= GEMM.kc && d > 0 && k > 0, "screenedArgmin: d = \(d), k = \(k)")
+        precondition(d <= GEMM.kc && d > 0 && k > 0 && heads > 0, "screenedArgmin: d = \(d), k = \(k), heads = \(heads)")
         let mr = 12, nr = 32, cap = capacity, fmt = format.code, nat: Int32 = native ? 1 : 0
         let steps = Int(vq_screen_steps(fmt, Int64(d)))
         let rowPlanes = Int(vq_screen_row_planes(fmt)), codePlanes = Int(vq_screen_code_planes(fmt))
         let panels = (k + nr - 1) / nr, cstride = panels * nr
-        // Code terms: plane 0 the squared norms (as the plain search computes them), the rest from the packing.
-        let ct = alignedFloats(codePlanes * cstride)
+        let headTerms = codePlanes * cstride, headPacked = panels * steps * nr
+        // Code terms per head: plane 0 the squared norms (as the plain search computes them), the rest from the packing.
+        let ct = alignedFloats(heads * headTerms)
         defer { ct.deallocate() }
-        ct.initialize(repeating: 0, count: codePlanes * cstride)
-        sumOfSquares(rows: codes, count: k, d: d, into: ct)
-        let packedRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, panels * steps * nr) * 4, alignment: 64)
-        let packed = packedRaw.bindMemory(to: UInt32.self, capacity: panels * steps * nr)
-        let codeOK = UnsafeMutablePointer<Int32>.allocate(capacity: cstride)
+        ct.initialize(repeating: 0, count: heads * headTerms)
+        let packedRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, heads * headPacked) * 4, alignment: 64)
+        let packed = packedRaw.bindMemory(to: UInt32.self, capacity: heads * headPacked)
+        let codeOK = UnsafeMutablePointer<Int32>.allocate(capacity: heads * cstride)
         defer { packedRaw.deallocate(); codeOK.deallocate() }
         nonisolated(unsafe) let (px, pcodes, ppacked, pct, pok, pbest, pindex) = (x, codes, packed, ct, codeOK, best, index)
-        Threads.forRanges(panels, minChunk: 8) { range in
-            for jp in range {
-                vq_screen_pack(fmt, nat, 1, cosine, pcodes + jp * nr * d, Int64(d), Int64(Swift.min(nr, k - jp * nr)), Int64(d),
-                               Int64(nr), pct + jp * nr, ppacked + jp * steps * nr, pct + jp * nr, Int64(cstride), pok + jp * nr)
+        Threads.forRanges(heads * panels, minChunk: 8) { range in
+            for t in range {
+                let (hh, jp) = (t / panels, t % panels), cols = Swift.min(nr, k - jp * nr)
+                let src = pcodes + (hh * k + jp * nr) * d, terms = pct + hh * headTerms + jp * nr
+                sumOfSquares(rows: src, count: cols, d: d, into: terms)
+                vq_screen_pack(fmt, nat, 1, cosine, src, Int64(d), Int64(cols), Int64(d), Int64(nr), terms,
+                               ppacked + hh * headPacked + jp * steps * nr, terms, Int64(cstride), pok + hh * cstride + jp * nr)
             }
         }
-        guard (0..<k).allSatisfy({ codeOK[$0] != 0 }) else { return nil }
-        var plain = [UInt8](repeating: 0, count: n)
-        let rowsPerTask = rowsPerTask(n, mr: mr)
+        guard (0..<heads).allSatisfy({ hh in (0..<k).allSatisfy { codeOK[hh * cstride + $0] != 0 } }) else { return nil }
+        var plain = [UInt8](repeating: 0, count: heads * n)
+        let rowsPerTask = rowsPerTask(n, mr: mr), tasksPerHead = (n + rowsPerTask - 1) / rowsPerTask
         plain.withUnsafeMutableBufferPointer { pp in
             nonisolated(unsafe) let pplain = pp.baseAddress!
-            Threads.forEach((n + rowsPerTask - 1) / rowsPerTask) { task in
-                let r0 = task * rowsPerTask, rowsT = Swift.min(rowsPerTask, n - r0)
+            Threads.forEach(heads * tasksPerHead) { task in
+                let hh = task / tasksPerHead
+                let r0 = (task % tasksPerHead) * rowsPerTask, rowsT = Swift.min(rowsPerTask, n - r0)
+                // This head's rows, codes, packed codes, terms and outputs.
+                let (px, pcodes) = (px + hh * n * d, pcodes + hh * k * d)
+                let (ppacked, pct) = (ppacked + hh * headPacked, pct + hh * headTerms)
+                let (pbest, pindex, pplain) = (pbest + hh * n, pindex + hh * n, pplain + hh * n)
                 let groups = (rowsT + mr - 1) / mr, slots = groups * mr
                 let aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, steps * mr) * 4, alignment: 64)
                 let aPack = aRaw.bindMemory(to: UInt32.self, capacity: steps * mr)

@@ -101,8 +101,9 @@ enum NearestCodeKernel {
 
     /// The arg-min of `n` rows against `k` codes into `best`/`index` (`best` starting at +∞): screened where
     /// `screening` allows (8-bit quads, then BF16 pairs for codebooks the 8-bit scales cannot reach), the rows
-    /// a screen leaves (or all of them) by the float search.
-    static func argmin(x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, metric: CodeMetric,
+    /// a screen leaves (or all of them) by the float search. With `heads` > 1, `heads` independent searches — head
+    /// `h`'s rows at `x + h·n·d`, its codes at `codes + h·k·d`, its results at `h·n` — screened in one pass.
+    static func argmin(x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, heads: Int = 1, metric: CodeMetric,
                        screening: Screening, best ob: UnsafeMutablePointer<Float>, index oi: UnsafeMutablePointer<Int64>) {
         let cosine: Int32 = metric == .dot ? 1 : 0
         let screens: [(format: ScreenFormat, native: Bool)]
@@ -113,19 +114,30 @@ enum NearestCodeKernel {
         }
         var served: [Int]? = nil
         for screen in screens where served == nil && d <= GEMM.kc && GEMM.level >= 1 {
-            served = screenedArgmin(x: x, n: n, codes: codes, k: k, d: d, cosine: cosine, format: screen.format,
+            served = screenedArgmin(x: x, n: n, codes: codes, k: k, d: d, heads: heads, cosine: cosine, format: screen.format,
                                     native: screen.native, best: ob, index: oi)
         }
         guard let rest = served else {
-            plainArgmin(x: x, n: n, codes: codes, k: k, d: d, cosine: cosine, best: ob, index: oi)
+            for hh in 0..<heads {
+                plainArgmin(x: x + hh * n * d, n: n, codes: codes + hh * k * d, k: k, d: d, cosine: cosine, best: ob + hh * n,
+                            index: oi + hh * n)
+            }
             return
         }
-        guard !rest.isEmpty else { return }
-        var xs = [Float](repeating: 0, count: rest.count * d)
-        for (i, r) in rest.enumerated() { for p in 0..<d { xs[i * d + p] = x[r * d + p] } }
-        var b = [Float](repeating: .infinity, count: rest.count), bi = [Int64](repeating: 0, count: rest.count)
-        plainArgmin(x: xs, n: rest.count, codes: codes, k: k, d: d, cosine: cosine, best: &b, index: &bi)
-        for (i, r) in rest.enumerated() { ob[r] = b[i]; oi[r] = bi[i] }
+        // The rows left to the float search, head by head (`rest` is in increasing order).
+        var start = 0
+        while start < rest.count {
+            let hh = rest[start] / n
+            var end = start
+            while end < rest.count && rest[end] / n == hh { end += 1 }
+            let rows = rest[start..<end]
+            var xs = [Float](repeating: 0, count: rows.count * d)
+            for (i, r) in rows.enumerated() { for p in 0..<d { xs[i * d + p] = x[r * d + p] } }
+            var b = [Float](repeating: .infinity, count: rows.count), bi = [Int64](repeating: 0, count: rows.count)
+            plainArgmin(x: xs, n: rows.count, codes: codes + hh * k * d, k: k, d: d, cosine: cosine, best: &b, index: &bi)
+            for (i, r) in rows.enumerated() { ob[r] = b[i]; oi[r] = bi[i] }
+            start = end
+        }
     }
 
     /// The float search: running arg-min over every tile (fused where the level allows).
@@ -204,18 +216,16 @@ extension Tensor {
                      "nearestCodesPerHead: x \(shape) and codes \(codes.shape) must be [h, N, D] and [h, K, D]")
         let (h, n, k, d) = (shape[0], shape[1], codes.shape[1], shape[2])
         precondition(k > 0 || n == 0, "nearestCodesPerHead: empty codebooks \(codes.shape)")
-        var best = [Float](repeating: .infinity, count: n)
+        var best = [Float](repeating: .infinity, count: h * n)
         var index = [Int64](repeating: 0, count: h * n)
         scalars.withUnsafeBufferPointer { px in
             codes.scalars.withUnsafeBufferPointer { pc in
                 best.withUnsafeMutableBufferPointer { pb in
                     index.withUnsafeMutableBufferPointer { pi in
-                        for hh in 0..<h where n > 0 {
-                            pb.update(repeating: .infinity)
-                            NearestCodeKernel.argmin(x: px.baseAddress! + hh * n * d, n: n, codes: pc.baseAddress! + hh * k * d, k: k,
-                                                     d: d, metric: metric, screening: .automatic, best: pb.baseAddress!,
-                                                     index: pi.baseAddress! + hh * n)
-                        }
+                        // Every head in one search (one parallel pass over all heads' rows where screened).
+                        guard n > 0 else { return }
+                        NearestCodeKernel.argmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, heads: h, metric: metric,
+                                                 screening: .automatic, best: pb.baseAddress!, index: pi.baseAddress!)
                     }
                 }
             }
