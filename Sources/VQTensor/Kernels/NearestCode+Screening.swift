@@ -115,6 +115,12 @@ extension NearestCodeKernel {
                 // One row group at a time, from its float rows to its nearest codes: the rows are read while they are
                 // in cache (the next group's are fetched during this group's tiles), and every code panel is scored.
                 let rowBytes = mr * d * 4, perPanel = (rowBytes / panels + 63) & ~63
+                /// Rescores group `g`'s listed codes (its rows' state stays in the task's slots).
+                func finish(_ g: Int) {
+                    let o = g * mr, rowsG = Swift.min(mr, rowsT - o)
+                    vq_screen_finish(Int64(d), Int64(rowsG), px + (r0 + o) * d, rt + o, pcodes, pct, cosine, count + o, cand + o * cap,
+                                     Int32(cap), pbest + r0 + o, pindex + r0 + o, pairRow, pairRow + mr * cap, pairScore)
+                }
                 for g in 0..<groups {
                     let o = g * mr, rowsG = Swift.min(mr, rowsT - o)
                     let xg = px + (r0 + o) * d
@@ -139,10 +145,14 @@ extension NearestCodeKernel {
                         pbest[r0 + o + i] = .infinity
                         pindex[r0 + o + i] = 0
                         if count[o + i] < 0 { pplain[r0 + o + i] = 1 }
+                        // The listed codes' float rows are fetched now and rescored after the next group's tiles.
+                        for t in 0..<Swift.max(0, Int(count[o + i])) {
+                            vq_prefetch_l2(UnsafeRawPointer(pcodes + Int(cand[(o + i) * cap + t]) * d), Int64(d * 4))
+                        }
                     }
-                    vq_screen_finish(Int64(d), Int64(rowsG), xg, rt + o, pcodes, pct, cosine, count + o, cand + o * cap, Int32(cap),
-                                     pbest + r0 + o, pindex + r0 + o, pairRow, pairRow + mr * cap, pairScore)
+                    if g > 0 { finish(g - 1) }
                 }
+                if groups > 0 { finish(groups - 1) }
             }
         }
         return plain.indices.filter { plain[$0] != 0 }
