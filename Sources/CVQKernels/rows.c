@@ -145,6 +145,80 @@ void vq_sumsq_rows(int level, const float *x, int64_t rows, int64_t d, int64_t l
     sumsq_rows_generic(x, rows, d, ld, out);
 }
 
+/* Row squared differences Σ_j (a_j − b_j)² in double: each difference rounded to float, squared exactly in
+   double; eight lanes over blocks of eight (lane i: elements i, i+8, … in order), the lanes combined
+   ((0+4)+(2+6))+((1+5)+(3+7)), then the tail (d mod 8 elements, summed from 0 in order) added. Row r of b is at
+   b + (index ? index[r] : r)·ldb. */
+static double row_sqdiff_generic(const float *a, const float *b, int64_t d) {
+    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t k = 0;
+    for (; k + 8 <= d; k += 8)
+        for (int i = 0; i < 8; i++) {
+            const double e = (double)(a[k + i] - b[k + i]);
+            l[i] = l[i] + e * e;
+        }
+    double tail = 0;
+    for (; k < d; k++) {
+        const double e = (double)(a[k] - b[k]);
+        tail = tail + e * e;
+    }
+    return (((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))) + tail;
+}
+
+static void sqdiff_rows_generic(const float *a, int64_t lda, const float *b, const int64_t *index, int64_t ldb,
+                                int64_t rows, int64_t d, double *out) {
+    for (int64_t r = 0; r < rows; r++) out[r] = row_sqdiff_generic(a + r * lda, b + (index ? index[r] : r) * ldb, d);
+}
+
+#if VQ_ROWS_X86
+/* Two rows at a time (four independent add chains: lanes 0–3 and 4–7 of each row). */
+__attribute__((target("avx2")))
+static void sqdiff_rows_avx2(const float *a, int64_t lda, const float *b, const int64_t *index, int64_t ldb,
+                             int64_t rows, int64_t d, double *out) {
+    int64_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        const float *a0 = a + r * lda, *a1 = a0 + lda;
+        const float *b0 = b + (index ? index[r] : r) * ldb, *b1 = b + (index ? index[r + 1] : r + 1) * ldb;
+        __m256d x0 = _mm256_setzero_pd(), y0 = x0, x1 = x0, y1 = x0;
+        int64_t k = 0;
+        for (; k + 8 <= d; k += 8) {
+            const __m256 e0 = _mm256_sub_ps(_mm256_loadu_ps(a0 + k), _mm256_loadu_ps(b0 + k));
+            const __m256 e1 = _mm256_sub_ps(_mm256_loadu_ps(a1 + k), _mm256_loadu_ps(b1 + k));
+            const __m256d e0l = _mm256_cvtps_pd(_mm256_castps256_ps128(e0)), e0h = _mm256_cvtps_pd(_mm256_extractf128_ps(e0, 1));
+            const __m256d e1l = _mm256_cvtps_pd(_mm256_castps256_ps128(e1)), e1h = _mm256_cvtps_pd(_mm256_extractf128_ps(e1, 1));
+            x0 = _mm256_add_pd(x0, _mm256_mul_pd(e0l, e0l));
+            y0 = _mm256_add_pd(y0, _mm256_mul_pd(e0h, e0h));
+            x1 = _mm256_add_pd(x1, _mm256_mul_pd(e1l, e1l));
+            y1 = _mm256_add_pd(y1, _mm256_mul_pd(e1h, e1h));
+        }
+        double l[2][8];
+        _mm256_storeu_pd(l[0], x0); _mm256_storeu_pd(l[0] + 4, y0);
+        _mm256_storeu_pd(l[1], x1); _mm256_storeu_pd(l[1] + 4, y1);
+        const float *as[2] = {a0, a1}, *bs[2] = {b0, b1};
+        for (int q = 0; q < 2; q++) {
+            double tail = 0;
+            for (int64_t j = k; j < d; j++) {
+                const double e = (double)(as[q][j] - bs[q][j]);
+                tail = tail + e * e;
+            }
+            const double *v = l[q];
+            out[r + q] = (((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))) + tail;
+        }
+    }
+    sqdiff_rows_generic(a + r * lda, lda, index ? b : b + r * ldb, index ? index + r : NULL, ldb, rows - r, d, out + r);
+}
+#endif
+
+void vq_squared_differences_rows(int level, const float *a, int64_t lda, const float *b, const int64_t *index, int64_t ldb,
+                                 int64_t rows, int64_t d, double *out) {
+#if VQ_ROWS_X86
+    if (level >= 1) { sqdiff_rows_avx2(a, lda, b, index, ldb, rows, d, out); return; }
+#else
+    (void)level;
+#endif
+    sqdiff_rows_generic(a, lda, b, index, ldb, rows, d, out);
+}
+
 /* Element-wise a ∘ b for op 0 +, 1 −, 2 ×, 3 ÷; a step of 0 repeats an operand's first element. One IEEE
    operation per element: the same values at every level and vector width. */
 #define ARITH_LOOP(EXPR)                                                                                   \

@@ -128,37 +128,6 @@ extension Tensor {
         return Tensor.record(value, .meanSquaredDifference(difference: difference), [self, other])
     }
 
-    /// `mean((codes[h][indices[h, r]] − other[h, r])²)` over every element — ``meanSquaredDifference(_:)`` of the
-    /// gathered rows, bit for bit, without gathering them (the commitment loss of a codebook forward that needs
-    /// no quantized tensor). `codes [h, c, d]`, `indices [h, N]`, `other [h, N, d]`; no gradient graph.
-    ///
-    /// - Complexity: O(h · N · d), no `[h, N, d]` buffer.
-    public static func meanSquaredDifference(gathering codes: Tensor, indices: IndexTensor, _ other: Tensor) -> Tensor {
-        precondition(codes.rank == 3 && other.rank == 3 && indices.shape == [other.shape[0], other.shape[1]]
-                     && codes.shape[0] == other.shape[0] && codes.shape[2] == other.shape[2],
-                     "meanSquaredDifference(gathering:): codes \(codes.shape), indices \(indices.shape), other \(other.shape)")
-        precondition(!((codes.requiresGradient || other.requiresGradient) && GradMode.isEnabled),
-                     "meanSquaredDifference(gathering:): no gradient graph")
-        let (h, c, n, d) = (codes.shape[0], codes.shape[1], other.shape[1], other.shape[2])
-        precondition(indices.scalars.allSatisfy { $0 >= 0 && $0 < c }, "meanSquaredDifference(gathering:): an index outside \(c) codes")
-        let total = h * n * d
-        guard total > 0 else { return Tensor(.nan) }
-        // Rows of four-aligned length keep the four lanes of the contiguous pass; other lengths gather first.
-        guard d % 4 == 0 else {
-            return codes.rowsPerHead(indices).meanSquaredDifference(other)
-        }
-        let partial = codes.withUnsafeScalars { pc in
-            other.withUnsafeScalars { po in
-                indices.scalars.withUnsafeBufferPointer { pi in
-                    nonisolated(unsafe) let (base, idx) = (pc.baseAddress!, pi.baseAddress!)
-                    return squaredDifferenceBlocks(count: total, rowLength: d, row: { r in base + ((r / n) * c + idx[r]) * d },
-                                                   other: po.baseAddress!, difference: nil)
-                }
-            }
-        }
-        return Tensor(Float(partial.reduce(0, +) / Double(total)))
-    }
-
     /// Sums of `(a − b)²` over blocks of 2¹⁶ elements in double precision (four lanes, then the lanes, then the
     /// tail), `a` given by rows of `rowLength` elements (`row(r)`; one row for a contiguous tensor, a multiple
     /// of four otherwise, so the lanes run on across rows exactly as over one buffer). With `difference`, the

@@ -20,6 +20,10 @@ public struct CodebookForwardOptions {
     /// compares them saves the `[h, n, d]` buffer). Ignored with top-k, a codebook transform or straight-through
     /// Gumbel sampling, which need the rows.
     public var gatherQuantized = true
+    /// Also return each row's squared distance to its code (``CodebookOutput/squaredErrors``), formed by the search
+    /// (the commitment loss without another pass). Honoured by the plain nearest-code search only (no top-k, score
+    /// matrix, sampling or codebook transform).
+    public var squaredErrors = false
     public init() {}
 }
 
@@ -34,6 +38,9 @@ public struct CodebookOutput {
     /// The codes `[h, c, d]` the indices select from (as they were before the update), when the quantized rows
     /// were not gathered (``CodebookForwardOptions/gatherQuantized``).
     public var codes: Tensor? = nil
+    /// `[h · n]`: each row's `Σ (x − code)²` to its code in ``VQTensor/Tensor/meanSquaredRowDifference(_:)``'s row order,
+    /// when requested (``CodebookForwardOptions/squaredErrors``) and the search formed them.
+    public var squaredErrors: [Double]? = nil
 }
 
 extension Codebook {
@@ -71,6 +78,7 @@ extension Codebook {
 
         var distances: Tensor? = nil
         var indices: IndexTensor
+        var squaredErrors: [Double]? = nil
         if materialize {
             let dist = scores(flatten, codes)
             distances = dist
@@ -95,7 +103,11 @@ extension Codebook {
             indices = IndexTensor(idx, shape: [h, n, k])
         } else {
             // Every head's rows searched in place (no per-head copies).
-            indices = flatten.detached().nearestCodesPerHead(codes.detached(), metric: metric)
+            if options.squaredErrors {
+                (indices, squaredErrors) = flatten.detached().nearestCodesAndSquaredErrorsPerHead(codes.detached(), metric: metric)
+            } else {
+                indices = flatten.detached().nearestCodesPerHead(codes.detached(), metric: metric)
+            }
         }
 
         // Quantized rows: an exact copy of the selected codes (a gather, differentiable in the codes). Several
@@ -120,7 +132,8 @@ extension Codebook {
                                emaUpdate: options.emaUpdate)
             }
         }
-        return CodebookOutput(quantized: quantized, indices: indices, distances: distances, codes: gathers ? nil : codes.detached())
+        return CodebookOutput(quantized: quantized, indices: indices, distances: distances, codes: gathers ? nil : codes.detached(),
+                              squaredErrors: squaredErrors)
     }
 
     /// The codes as lookups see them: through `vq_bridge`, then the affine map (`[h, c, d]`).

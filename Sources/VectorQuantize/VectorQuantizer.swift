@@ -206,6 +206,8 @@ public final class VectorQuantizer: Module {
         cbo.gatherQuantized = !(!GradMode.isEnabled && heads > 1 && c.separateCodebookPerHead && projectOut != nil
                                 && opts.topK == nil && mask == nil && inPlaceOptimizer == nil && opts.targetIndices == nil
                                 && !cbo.needsDistances && !c.commitmentUseCrossEntropyLoss)
+        // The commitment from the search's own row sums (no pass over the rows and codes after it).
+        cbo.squaredErrors = !cbo.gatherQuantized && isTraining && c.hasCommitmentLoss
         var out = codebook.forward(flat, valid: valid, options: cbo)
         var inplaceLoss: Tensor? = nil
         if isTraining, let opt = inPlaceOptimizer, !freeze, opts.topK == nil {
@@ -289,10 +291,12 @@ public final class VectorQuantizer: Module {
                     breakdown.commitment = per.reshaped([b, n, k])
                 } else if let mask {
                     breakdown.commitment = maskedCommitment(commitQuantize, flat: flat, origInput: origInput, mask: mask, b: b, n: n)
+                } else if let errors = out.squaredErrors {
+                    breakdown.commitment = Tensor.meanOfRowSums(errors, elements: flat.count)
                 } else if let used = out.codes {
-                    breakdown.commitment = Tensor.meanSquaredDifference(gathering: used, indices: out.indices, flat)
+                    breakdown.commitment = Tensor.meanSquaredRowDifference(gathering: used, indices: out.indices, flat)
                 } else {
-                    breakdown.commitment = commitQuantize.meanSquaredDifference(flat)
+                    breakdown.commitment = commitQuantize.meanSquaredRowDifference(flat)
                 }
                 loss = loss + breakdown.commitment * c.commitmentWeight
             }

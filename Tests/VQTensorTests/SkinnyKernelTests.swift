@@ -191,4 +191,38 @@ struct SkinnyKernelTests {
         }
         #expect(dst.map(\.bitPattern) == expected.map(\.bitPattern))
     }
+
+    @Test("row squared differences: eight double lanes per row, combined in the documented order, then the tail",
+          arguments: [1, 7, 8, 24, 33, 256, 300])
+    func rowSquaredDifferences(d: Int) {
+        let rows = 9
+        var a = TestSupport.random([rows, d], seed: 70).scalars, b = TestSupport.random([5, d], seed: 71).scalars
+        for j in stride(from: 0, to: a.count, by: 5) { a[j] *= 1e4 }       // magnitudes that make the order matter
+        b[3] = 1e-3
+        let index: [Int64] = [4, 0, 2, 2, 1, 3, 0, 4, 1]
+        var out = [Double](repeating: -1, count: rows)
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                index.withUnsafeBufferPointer { pi in
+                    out.withUnsafeMutableBufferPointer {
+                        Tensor.rowSquaredDifferences(pa.baseAddress!, pb.baseAddress!, index: pi.baseAddress!, rows: rows, d: d, into: $0.baseAddress!)
+                    }
+                }
+            }
+        }
+        for r in 0..<rows {
+            var lanes = [Double](repeating: 0, count: 8), tail = 0.0
+            let full = d / 8 * 8
+            for j in 0..<full {
+                let e = Double(a[r * d + j] - b[Int(index[r]) * d + j])
+                lanes[j % 8] = lanes[j % 8] + e * e
+            }
+            for j in full..<d {
+                let e = Double(a[r * d + j] - b[Int(index[r]) * d + j])
+                tail = tail + e * e
+            }
+            let expected = (((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))) + tail
+            #expect(out[r].bitPattern == expected.bitPattern, "row \(r) of d \(d)")
+        }
+    }
 }

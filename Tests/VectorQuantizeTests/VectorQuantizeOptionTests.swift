@@ -180,7 +180,7 @@ func splitHeadsProjection(shape: (Int, Int, Int, Int)) {
 }
 
 @Test("projecting and comparing the selected codes without gathering them equals gathering first, bit for bit",
-      arguments: [(4, 32, 16, 50, 24), (3, 20, 12, 3000, 16), (2, 5, 16, 20, 16), (2, 40, 6, 30, 12)])
+      arguments: [(4, 32, 16, 50, 24), (3, 20, 12, 3000, 16), (2, 5, 16, 20, 16), (2, 40, 6, 30, 12), (3, 128, 32, 600, 16)])
 func gatheredHeads(shape: (Int, Int, Int, Int, Int)) {
     let (h, c, d, n, out) = shape
     var rng = SeededGenerator(seed: 7)
@@ -194,14 +194,22 @@ func gatheredHeads(shape: (Int, Int, Int, Int, Int)) {
         let reference = Tensor.mergedHeadsProjection(gathered, weight: w, bias: bias)
         #expect(fast.scalars.map(\.bitPattern) == reference.scalars.map(\.bitPattern), "\(shape) bias \(bias != nil)")
     }
-    let mse = Tensor.meanSquaredDifference(gathering: codes, indices: indices, other)
-    #expect(mse.item.bitPattern == gathered.meanSquaredDifference(other).item.bitPattern, "\(shape)")
+    let mse = Tensor.meanSquaredRowDifference(gathering: codes, indices: indices, other)
+    #expect(mse.item.bitPattern == gathered.meanSquaredRowDifference(other).item.bitPattern, "\(shape)")
+    #expect(mse.item.bitPattern == other.meanSquaredRowDifference(gathered).item.bitPattern, "\(shape): the order of the operands")
     #expect(mse.item > 0)
+    // The search's own row sums (screened at level 3 when the codebooks are large enough) give the same loss bits.
+    let (nearest, errors) = other.nearestCodesAndSquaredErrorsPerHead(codes)
+    #expect(nearest == other.nearestCodesPerHead(codes))
+    let selected = codes.rowsPerHead(nearest)
+    #expect(Tensor.meanOfRowSums(errors, elements: h * n * d).item.bitPattern == selected.meanSquaredRowDifference(other).item.bitPattern)
 }
 
-@Test("a cosine multi-head training forward without gradients gives the graph path's indices and loss bits")
-func ungatheredTrainingForward() throws {
-    var c = VectorQuantizerConfiguration(dim: 24, codebookSize: 32)
+@Test("a cosine multi-head training forward without gradients gives the graph path's indices and loss bits",
+      arguments: [32, 128])
+func ungatheredTrainingForward(codebookSize: Int) throws {
+    // 128 codes of 16: the screened search (level 3) forms the commitment's row sums.
+    var c = VectorQuantizerConfiguration(dim: 24, codebookSize: codebookSize)
     (c.heads, c.separateCodebookPerHead, c.useCosineSimilarity, c.codebookDim) = (4, true, true, 16)
     let fast = try VectorQuantizer(c), graph = try VectorQuantizer(c)
     let initial = fast.codebook.embed.value

@@ -147,6 +147,12 @@ void vq_normalize_rows(int level, const float *src, float *dst, int64_t rows, in
 /// and `Reduce.contiguousSumOfSquares`): the same values at every level.
 void vq_sumsq_rows(int level, const float *x, int64_t rows, int64_t d, int64_t ld, float *out);
 
+/// `out[r]` = Σ_j (a_j − b_j)² over row r (`d` floats at `a + r·lda` and at `b + (index ? index[r] : r)·ldb`) in
+/// double: each difference rounded to float and squared exactly; eight lanes over blocks of eight, combined
+/// ((0+4)+(2+6))+((1+5)+(3+7)), then the tail (d mod 8, in order) added. The same values at every level.
+void vq_squared_differences_rows(int level, const float *a, int64_t lda, const float *b, const int64_t *index, int64_t ldb,
+                                 int64_t rows, int64_t d, double *out);
+
 /// `out[i] = a[i·sa] ∘ b[i·sb]` (steps 0 or 1; one of them 1) for op 0 +, 1 −, 2 ×, 3 ÷: one IEEE operation
 /// per element, the same values at every level.
 void vq_arith(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n);

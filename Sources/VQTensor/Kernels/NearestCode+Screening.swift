@@ -56,7 +56,8 @@ extension NearestCodeKernel {
     /// rule the screen out (a non-finite or out-of-range code in any head).
     static func screenedArgmin(
         x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, heads: Int = 1, cosine: Int32,
-        format: ScreenFormat, native: Bool, best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>
+        format: ScreenFormat, native: Bool, best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>,
+        squaredErrors: UnsafeMutablePointer<Double>? = nil
     ) -> [Int]? {
         precondition(d <= GEMM.kc && d > 0 && k > 0 && heads > 0, "screenedArgmin: d = \(d), k = \(k), heads = \(heads)")
         let mr = 12, nr = 32, cap = capacity, fmt = format.code, nat: Int32 = native ? 1 : 0
@@ -73,6 +74,7 @@ extension NearestCodeKernel {
         let codeOK = UnsafeMutablePointer<Int32>.allocate(capacity: heads * cstride)
         defer { packedRaw.deallocate(); codeOK.deallocate() }
         nonisolated(unsafe) let (px, pcodes, ppacked, pct, pok, pbest, pindex) = (x, codes, packed, ct, codeOK, best, index)
+        nonisolated(unsafe) let psq = squaredErrors
         Threads.forRanges(heads * panels, minChunk: 8) { range in
             for t in range {
                 let (hh, jp) = (t / panels, t % panels), cols = Swift.min(nr, k - jp * nr)
@@ -93,7 +95,7 @@ extension NearestCodeKernel {
                 // This head's rows, codes, packed codes, terms and outputs.
                 let (px, pcodes) = (px + hh * n * d, pcodes + hh * k * d)
                 let (ppacked, pct) = (ppacked + hh * headPacked, pct + hh * headTerms)
-                let (pbest, pindex, pplain) = (pbest + hh * n, pindex + hh * n, pplain + hh * n)
+                let (pbest, pindex, pplain, psq) = (pbest + hh * n, pindex + hh * n, pplain + hh * n, psq.map { $0 + hh * n })
                 let groups = (rowsT + mr - 1) / mr, slots = groups * mr
                 let aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, steps * mr) * 4, alignment: 64)
                 let aPack = aRaw.bindMemory(to: UInt32.self, capacity: steps * mr)
@@ -120,6 +122,12 @@ extension NearestCodeKernel {
                     let o = g * mr, rowsG = Swift.min(mr, rowsT - o)
                     vq_screen_finish(Int64(d), Int64(rowsG), px + (r0 + o) * d, rt + o, pcodes, pct, cosine, count + o, cand + o * cap,
                                      Int32(cap), pbest + r0 + o, pindex + r0 + o, pairRow, pairRow + mr * cap, pairScore)
+                    // Each row's squared distance to its code, while both are in cache (rows left to the plain search are
+                    // done after it).
+                    if let psq {
+                        vq_squared_differences_rows(GEMM.level, px + (r0 + o) * d, Int64(d), pcodes, pindex + r0 + o, Int64(d),
+                                                    Int64(rowsG), Int64(d), psq + r0 + o)
+                    }
                 }
                 for g in 0..<groups {
                     let o = g * mr, rowsG = Swift.min(mr, rowsT - o)

@@ -103,8 +103,11 @@ enum NearestCodeKernel {
     /// `screening` allows (8-bit quads, then BF16 pairs for codebooks the 8-bit scales cannot reach), the rows
     /// a screen leaves (or all of them) by the float search. With `heads` > 1, `heads` independent searches — head
     /// `h`'s rows at `x + h·n·d`, its codes at `codes + h·k·d`, its results at `h·n` — screened in one pass.
+    /// With `squaredErrors` (`heads · n`), each row's `Σ (x − code)²` to its code (``Tensor/meanSquaredRowDifference(_:)``'s
+    /// row order), formed by the screen while the row and the code are in cache.
     static func argmin(x: UnsafePointer<Float>, n: Int, codes: UnsafePointer<Float>, k: Int, d: Int, heads: Int = 1, metric: CodeMetric,
-                       screening: Screening, best ob: UnsafeMutablePointer<Float>, index oi: UnsafeMutablePointer<Int64>) {
+                       screening: Screening, best ob: UnsafeMutablePointer<Float>, index oi: UnsafeMutablePointer<Int64>,
+                       squaredErrors: UnsafeMutablePointer<Double>? = nil) {
         let cosine: Int32 = metric == .dot ? 1 : 0
         let screens: [(format: ScreenFormat, native: Bool)]
         switch screening {
@@ -115,12 +118,15 @@ enum NearestCodeKernel {
         var served: [Int]? = nil
         for screen in screens where served == nil && d <= GEMM.kc && GEMM.level >= 1 {
             served = screenedArgmin(x: x, n: n, codes: codes, k: k, d: d, heads: heads, cosine: cosine, format: screen.format,
-                                    native: screen.native, best: ob, index: oi)
+                                    native: screen.native, best: ob, index: oi, squaredErrors: squaredErrors)
         }
         guard let rest = served else {
             for hh in 0..<heads {
                 plainArgmin(x: x + hh * n * d, n: n, codes: codes + hh * k * d, k: k, d: d, cosine: cosine, best: ob + hh * n,
                             index: oi + hh * n)
+                if let sq = squaredErrors {
+                    Tensor.rowSquaredDifferences(x + hh * n * d, codes + hh * k * d, index: oi + hh * n, rows: n, d: d, into: sq + hh * n)
+                }
             }
             return
         }
@@ -136,6 +142,9 @@ enum NearestCodeKernel {
             var b = [Float](repeating: .infinity, count: rows.count), bi = [Int64](repeating: 0, count: rows.count)
             plainArgmin(x: xs, n: rows.count, codes: codes + hh * k * d, k: k, d: d, cosine: cosine, best: &b, index: &bi)
             for (i, r) in rows.enumerated() { ob[r] = b[i]; oi[r] = bi[i] }
+            if let sq = squaredErrors {
+                for r in rows { Tensor.rowSquaredDifferences(x + r * d, codes + hh * k * d, index: oi + r, rows: 1, d: d, into: sq + r) }
+            }
             start = end
         }
     }
@@ -212,25 +221,43 @@ extension Tensor {
     ///
     /// - Complexity: O(h · N · K · D) time, O(N) extra memory per head.
     public func nearestCodesPerHead(_ codes: Tensor, metric: CodeMetric = .euclidean) -> IndexTensor {
+        nearestCodesAndSquaredErrorsPerHead(codes, metric: metric, squaredErrors: false).indices
+    }
+
+    /// ``nearestCodesPerHead(_:metric:)`` that also returns each row's `Σ (x − code)²` to its code (`[h · N]`, in
+    /// ``meanSquaredRowDifference(_:)``'s row order — its rows' sums, bit for bit), formed while the row and the code
+    /// are in cache: the commitment loss without another pass over the rows.
+    ///
+    /// - Complexity: O(h · N · K · D) time, O(h · N) memory.
+    public func nearestCodesAndSquaredErrorsPerHead(_ codes: Tensor, metric: CodeMetric = .euclidean) -> (indices: IndexTensor, squaredErrors: [Double]) {
+        let out = nearestCodesAndSquaredErrorsPerHead(codes, metric: metric, squaredErrors: true)
+        return (out.indices, out.squaredErrors!)
+    }
+
+    private func nearestCodesAndSquaredErrorsPerHead(_ codes: Tensor, metric: CodeMetric, squaredErrors: Bool) -> (indices: IndexTensor, squaredErrors: [Double]?) {
         precondition(rank == 3 && codes.rank == 3 && shape[0] == codes.shape[0] && shape[2] == codes.shape[2],
                      "nearestCodesPerHead: x \(shape) and codes \(codes.shape) must be [h, N, D] and [h, K, D]")
         let (h, n, k, d) = (shape[0], shape[1], codes.shape[1], shape[2])
         precondition(k > 0 || n == 0, "nearestCodesPerHead: empty codebooks \(codes.shape)")
         var best = [Float](repeating: .infinity, count: h * n)
         var index = [Int64](repeating: 0, count: h * n)
+        var errors = [Double](repeating: 0, count: squaredErrors ? h * n : 0)
         scalars.withUnsafeBufferPointer { px in
             codes.scalars.withUnsafeBufferPointer { pc in
                 best.withUnsafeMutableBufferPointer { pb in
                     index.withUnsafeMutableBufferPointer { pi in
-                        // Every head in one search (one parallel pass over all heads' rows where screened).
-                        guard n > 0 else { return }
-                        NearestCodeKernel.argmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, heads: h, metric: metric,
-                                                 screening: .automatic, best: pb.baseAddress!, index: pi.baseAddress!)
+                        errors.withUnsafeMutableBufferPointer { pe in
+                            // Every head in one search (one parallel pass over all heads' rows where screened).
+                            guard n > 0 else { return }
+                            NearestCodeKernel.argmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, heads: h, metric: metric,
+                                                     screening: .automatic, best: pb.baseAddress!, index: pi.baseAddress!,
+                                                     squaredErrors: squaredErrors ? pe.baseAddress! : nil)
+                        }
                     }
                 }
             }
         }
-        return IndexTensor(index.map { Int($0) }, shape: [h, n])
+        return (IndexTensor(index.map { Int($0) }, shape: [h, n]), squaredErrors ? errors : nil)
     }
 
     /// The `k` best codes per row (best first), with their scores; ties keep the lower index first.
