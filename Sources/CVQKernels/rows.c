@@ -219,6 +219,44 @@ void vq_squared_differences_rows(int level, const float *a, int64_t lda, const f
     sqdiff_rows_generic(a, lda, b, index, ldb, rows, d, out);
 }
 
+/* y[o] = (((y[o] + src[0][o]) + src[1][o]) + …) over `count` rows of `width`: one IEEE addition per element and row,
+   in row order (registers hold a block of y while every row is added). */
+static void add_rows_generic(float *y, const float *const *src, int64_t count, int64_t width) {
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t o = 0; o < width; o++) y[o] = y[o] + src[r][o];
+}
+
+#if VQ_ROWS_X86
+__attribute__((target("avx2")))
+static void add_rows_avx2(float *y, const float *const *src, int64_t count, int64_t width) {
+    int64_t o = 0;
+    for (; o + 32 <= width; o += 32) {
+        __m256 a0 = _mm256_loadu_ps(y + o), a1 = _mm256_loadu_ps(y + o + 8);
+        __m256 a2 = _mm256_loadu_ps(y + o + 16), a3 = _mm256_loadu_ps(y + o + 24);
+        for (int64_t r = 0; r < count; r++) {
+            const float *s = src[r] + o;
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(s));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(s + 8));
+            a2 = _mm256_add_ps(a2, _mm256_loadu_ps(s + 16));
+            a3 = _mm256_add_ps(a3, _mm256_loadu_ps(s + 24));
+        }
+        _mm256_storeu_ps(y + o, a0); _mm256_storeu_ps(y + o + 8, a1);
+        _mm256_storeu_ps(y + o + 16, a2); _mm256_storeu_ps(y + o + 24, a3);
+    }
+    for (; o < width; o++)
+        for (int64_t r = 0; r < count; r++) y[o] = y[o] + src[r][o];
+}
+#endif
+
+void vq_add_rows(int level, float *y, const float *const *src, int64_t count, int64_t width) {
+#if VQ_ROWS_X86
+    if (level >= 1) { add_rows_avx2(y, src, count, width); return; }
+#else
+    (void)level;
+#endif
+    add_rows_generic(y, src, count, width);
+}
+
 /* Element-wise a ∘ b for op 0 +, 1 −, 2 ×, 3 ÷; a step of 0 repeats an operand's first element. One IEEE
    operation per element: the same values at every level and vector width. */
 #define ARITH_LOOP(EXPR)                                                                                   \

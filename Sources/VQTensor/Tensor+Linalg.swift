@@ -220,14 +220,19 @@ extension Tensor {
                     let biasRow = bias?.scalars
                     nonisolated(unsafe) let (y, p, idx) = (py.baseAddress!, pp.baseAddress!, pi.baseAddress!)
                     Threads.forRanges(n, minChunk: 64) { rows in
+                        let src = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: h)
+                        defer { src.deallocate() }
                         for r in rows {
                             let yr = y + r * out
-                            // The bias, or the first head's row (as the merged projection's first product stores it).
-                            if let biasRow { biasRow.withUnsafeBufferPointer { yr.update(from: $0.baseAddress!, count: out) } }
-                            for hh in 0..<h {
-                                let src = p + (hh * c + idx[hh * n + r]) * out
-                                if hh == 0 && biasRow == nil { yr.update(from: src, count: out); continue }
-                                for o in 0..<out { yr[o] = yr[o] + src[o] }
+                            for hh in 0..<h { src[hh] = UnsafePointer(p + (hh * c + idx[hh * n + r]) * out) }
+                            // The bias, or the first head's row (as the merged projection's first product stores it), then
+                            // the other heads' rows added in order.
+                            if let biasRow {
+                                biasRow.withUnsafeBufferPointer { yr.update(from: $0.baseAddress!, count: out) }
+                                vq_add_rows(GEMM.level, yr, src, Int64(h), Int64(out))
+                            } else {
+                                yr.update(from: src[0]!, count: out)
+                                vq_add_rows(GEMM.level, yr, src + 1, Int64(h - 1), Int64(out))
                             }
                         }
                     }

@@ -225,4 +225,25 @@ struct SkinnyKernelTests {
             #expect(out[r].bitPattern == expected.bitPattern, "row \(r) of d \(d)")
         }
     }
+
+    @Test("rows added to a row in order, one addition per element (C, registers holding blocks of the row)",
+          arguments: [1, 31, 32, 100, 256])
+    func addRows(width: Int) {
+        for count in [0, 1, 3, 8] {
+            var rows = TestSupport.random([Swift.max(count, 1), width], seed: UInt64(80 + width)).scalars
+            for j in stride(from: 0, to: rows.count, by: 3) { rows[j] *= 1e6 }   // magnitudes that make the order matter
+            let start = TestSupport.random([width], seed: 81).scalars
+            var y = start
+            rows.withUnsafeBufferPointer { pr in
+                let src: [UnsafePointer<Float>?] = (0..<count).map { pr.baseAddress! + $0 * width }
+                src.withUnsafeBufferPointer { ps in
+                    y.withUnsafeMutableBufferPointer { vq_add_rows(GEMM.level, $0.baseAddress!, ps.baseAddress!, Int64(count), Int64(width)) }
+                }
+            }
+            var expected = start
+            for r in 0..<count { for o in 0..<width { expected[o] = expected[o] + rows[r * width + o] } }
+            #expect(y.map(\.bitPattern) == expected.map(\.bitPattern), "count \(count)")
+            #expect(count == 0 || y != start)
+        }
+    }
 }

@@ -153,6 +153,10 @@ void vq_sumsq_rows(int level, const float *x, int64_t rows, int64_t d, int64_t l
 void vq_squared_differences_rows(int level, const float *a, int64_t lda, const float *b, const int64_t *index, int64_t ldb,
                                  int64_t rows, int64_t d, double *out);
 
+/// `y[o] = (((y[o] + src[0][o]) + src[1][o]) + …)` for `o < width`: the `count` rows added to `y` in order, one IEEE
+/// addition per element and row (the same values at every level).
+void vq_add_rows(int level, float *y, const float *const *src, int64_t count, int64_t width);
+
 /// `out[i] = a[i·sa] ∘ b[i·sb]` (steps 0 or 1; one of them 1) for op 0 +, 1 −, 2 ×, 3 ÷: one IEEE operation
 /// per element, the same values at every level.
 void vq_arith(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n);
