@@ -444,6 +444,50 @@ static void scatter_add_avx512(const float *x, int64_t ldx, const int64_t *codes
 }
 #endif
 
+/* The same sums over the rows `order` lists (each code's rows in increasing order, e.g. the valid rows sorted by
+   code with a stable sort): consecutive rows add into the same accumulator row, which stays in the first-level cache. */
+static void scatter_add_ordered_generic(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
+                                        int64_t width, double *acc) {
+    for (int64_t t = 0; t < count; t++) {
+        const int64_t r = order[t];
+        double *a = acc + codes[r] * width;
+        const float *s = x + r * ldx;
+        for (int64_t j = 0; j < width; j++) a[j] += (double)s[j];
+    }
+}
+
+#if VQ_X86
+__attribute__((target("avx512f")))
+static void scatter_add_ordered_avx512(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
+                                       int64_t width, double *acc) {
+    for (int64_t t = 0; t < count; t++) {
+        const int64_t r = order[t];
+        double *a = acc + codes[r] * width;
+        const float *s = x + r * ldx;
+        if (t + 8 < count) /* rows arrive in code order, not memory order: fetch ahead */
+            for (int64_t j = 0; j < width; j += 16) _mm_prefetch((const char *)(x + order[t + 8] * ldx + j), _MM_HINT_T0);
+        int64_t j = 0;
+        for (; j + 16 <= width; j += 16) {
+            __m512d lo = _mm512_add_pd(_mm512_loadu_pd(a + j), _mm512_cvtps_pd(_mm256_loadu_ps(s + j)));
+            __m512d hi = _mm512_add_pd(_mm512_loadu_pd(a + j + 8), _mm512_cvtps_pd(_mm256_loadu_ps(s + j + 8)));
+            _mm512_storeu_pd(a + j, lo);
+            _mm512_storeu_pd(a + j + 8, hi);
+        }
+        for (; j < width; j++) a[j] += (double)s[j];
+    }
+}
+#endif
+
+void vq_scatter_add_rows_ordered(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
+                                 int64_t width, double *acc) {
+#if VQ_X86
+    static int level = -1;
+    if (level < 0) level = vq_cpu_level();
+    if (level >= 2) { scatter_add_ordered_avx512(x, ldx, codes, order, count, width, acc); return; }
+#endif
+    scatter_add_ordered_generic(x, ldx, codes, order, count, width, acc);
+}
+
 void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n, int64_t width,
                          double *acc) {
 #if VQ_X86

@@ -25,6 +25,9 @@ extension Codebook {
                 indices.scalars.withUnsafeBufferPointer { pk in
                     valid.withUnsafeBufferPointer { pv in
                         nonisolated(unsafe) let (x, k, v, dst) = (px.baseAddress!, pk.baseAddress!, pv.baseAddress!, out.baseAddress!)
+                        // Each codebook's valid rows sorted by code (each code's rows in order): the rows of one code are
+                        // added one after the other into one accumulator row, which stays in cache.
+                        let order = (0..<h).map { hh in Tensor.rowsByCode(k + hh * n, valid: v + hh * n, n: n, codes: c) }
                         // Tasks are (codebook, 64 features): each sum still accumulates its rows in order, and a
                         // task's accumulators (codes × 64 doubles, 512 KB for 1,024 codes) stay in L2.
                         let chunk = 64, chunks = (d + chunk - 1) / chunk
@@ -35,7 +38,10 @@ extension Codebook {
                             let acc = UnsafeMutablePointer<Double>.allocate(capacity: c * width)
                             defer { acc.deallocate() }
                             acc.initialize(repeating: 0, count: c * width)
-                            Tensor.scatterAddRows(x + hh * n * d + j0, rowStride: d, codes: k + hh * n, valid: v + hh * n, rows: n, width: width, into: acc)
+                            order[hh].withUnsafeBufferPointer { po in
+                                Tensor.scatterAddRows(x + hh * n * d + j0, rowStride: d, codes: k + hh * n, order: po.baseAddress!,
+                                                      count: po.count, width: width, into: acc)
+                            }
                             for code in 0..<c {
                                 let o = dst + (hh * c + code) * d + j0, a = acc + code * width
                                 for j in 0..<width { o[j] = Float(a[j]) }

@@ -121,6 +121,22 @@ struct SkinnyKernelTests {
         }
         #expect(acc.map(\.bitPattern) == expected.map(\.bitPattern))
         #expect(acc != (0..<(codes * width)).map { Double($0) * 0.25 })  // rows were added
+        // Over the valid rows sorted by code (stable): the same sums, bit for bit.
+        let order = index.withUnsafeBufferPointer { pi in
+            valid.withUnsafeBufferPointer { Tensor.rowsByCode(pi.baseAddress!, valid: $0.baseAddress!, n: n, codes: codes) }
+        }
+        #expect(order.count == valid.filter { $0 }.count)
+        #expect(order == (0..<n).filter { valid[$0] }.sorted { (index[$0], $0) < (index[$1], $1) })
+        var sorted = (0..<(codes * width)).map { Double($0) * 0.25 }
+        x.withUnsafeBufferPointer { px in
+            index.withUnsafeBufferPointer { pi in
+                order.withUnsafeBufferPointer { po in
+                    Tensor.scatterAddRows(px.baseAddress!, rowStride: stride, codes: pi.baseAddress!, order: po.baseAddress!, count: po.count,
+                                          width: width, into: &sorted)
+                }
+            }
+        }
+        #expect(sorted.map(\.bitPattern) == expected.map(\.bitPattern))
     }
 
     @Test("row normalisation (C, four rows' sums at a time) equals the differentiable composition bit for bit",

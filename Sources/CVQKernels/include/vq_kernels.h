@@ -166,6 +166,11 @@ void vq_arith(int level, int op, const float *a, int64_t sa, const float *b, int
 void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n, int64_t width,
                          double *acc);
 
+/// `vq_scatter_add_rows` over the rows `order` lists (`count` of them) instead of the valid ones in order: the same
+/// sums when `order` holds each code's valid rows in increasing order (the valid rows sorted by code, stably).
+void vq_scatter_add_rows_ordered(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
+                                 int64_t width, double *acc);
+
 /// torch's CPU `lerp_` of `a` toward `b` with weight `w`, bit-exactly:
 /// `|w| < 0.5 ? fma(w, b - a, a) : fma(w - 1, b - a, b)` (hardware FMA when available, else `fmaf`).
 void vq_lerp(float *a, const float *b, float w, int64_t n);

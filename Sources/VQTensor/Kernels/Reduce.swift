@@ -146,4 +146,32 @@ extension Tensor {
         vq_scatter_add_rows(x, Int64(rowStride), UnsafeRawPointer(codes).assumingMemoryBound(to: Int64.self), valid, Int64(rows),
                             Int64(width), acc)
     }
+
+    /// ``scatterAddRows(_:rowStride:codes:valid:rows:width:into:)`` over the `count` rows `order` lists — the same sums
+    /// when `order` holds each code's valid rows in increasing order (see ``rowsByCode(_:valid:n:codes:)``); consecutive
+    /// rows then add into the same accumulator row, which stays in the first-level cache.
+    ///
+    /// - Complexity: O(count · width).
+    public static func scatterAddRows(_ x: UnsafePointer<Float>, rowStride: Int, codes: UnsafePointer<Int>, order: UnsafePointer<Int>,
+                                      count: Int, width: Int, into acc: UnsafeMutablePointer<Double>) {
+        vq_scatter_add_rows_ordered(x, Int64(rowStride), UnsafeRawPointer(codes).assumingMemoryBound(to: Int64.self),
+                                    UnsafeRawPointer(order).assumingMemoryBound(to: Int64.self), Int64(count), Int64(width), acc)
+    }
+
+    /// The rows `r < n` with `valid[r]`, sorted by `codes[r]` (in `0..<codes`) with each code's rows in increasing order
+    /// (a counting sort: stable).
+    ///
+    /// - Complexity: O(n + codes).
+    public static func rowsByCode(_ index: UnsafePointer<Int>, valid: UnsafePointer<Bool>, n: Int, codes c: Int) -> [Int] {
+        var start = [Int](repeating: 0, count: c + 1)
+        for r in 0..<n where valid[r] { start[index[r] + 1] += 1 }
+        for k in 0..<c { start[k + 1] += start[k] }
+        return [Int](unsafeUninitializedCapacity: start[c]) { out, initialized in
+            for r in 0..<n where valid[r] {
+                out[start[index[r]]] = r
+                start[index[r]] += 1
+            }
+            initialized = start[c]
+        }
+    }
 }
