@@ -38,7 +38,7 @@ public struct CodebookOutput {
     /// The codes `[h, c, d]` the indices select from (as they were before the update), when the quantized rows
     /// were not gathered (``CodebookForwardOptions/gatherQuantized``).
     public var codes: Tensor? = nil
-    /// `[h · n]`: each row's `Σ (x − code)²` to its code in ``VQTensor/Tensor/meanSquaredRowDifference(_:)``'s row order,
+    /// `[h · n]`: each row's `Σ (x − code)²` to its code in the row order of `Tensor.meanSquaredRowDifference(_:)`,
     /// when requested (``CodebookForwardOptions/squaredErrors``) and the search formed them.
     public var squaredErrors: [Double]? = nil
 }
