@@ -561,6 +561,11 @@ void vq_prefetch_l2(const void *p, int64_t bytes) {
 #endif
 }
 
+void vq_screen_prefetch_candidates(const float *codes, int64_t d, int rows, const int32_t *count, const int32_t *cand, int cap) {
+    for (int i = 0; i < rows; i++)
+        for (int32_t t = 0; t < count[i]; t++) vq_prefetch_l2(codes + (int64_t)cand[i * cap + t] * d, d * 4);
+}
+
 void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
                       int cosine, const int32_t *count, const int32_t *cand, int cap, float *best, int64_t *best_index,
                       int32_t *pair_row, int32_t *pair_code, float *pair_score) {

@@ -120,6 +120,9 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
 /// any value; nothing on machines without a prefetch instruction).
 void vq_prefetch_l2(const void *p, int64_t bytes);
 
+/// `vq_prefetch_l2` of the float rows (`d` floats each) of every code listed for `rows` rows (count −1: none).
+void vq_screen_prefetch_candidates(const float *codes, int64_t d, int rows, const int32_t *count, const int32_t *cand, int cap);
+
 /// After a row group's tiles over all `k` codes: each row's least upper bound, and in code order every code whose
 /// lower bound is ≤ it (`cand`, `cap` entries per row, `count` of them; −1 when more, and for rows already at −1).
 void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup,

@@ -140,8 +140,9 @@ extension NearestCodeKernel {
                     let next = g + 1 < groups ? xg + mr * d : nil
                     minup.initialize(repeating: .infinity, count: mr * 16)
                     for jp in 0..<panels {
-                        if let next, jp * perPanel < rowBytes {
-                            vq_prefetch_l2(UnsafeRawPointer(next) + jp * perPanel, Int64(Swift.min(perPanel, rowBytes - jp * perPanel)))
+                        // The next group's rows, a slice every eighth panel (fetched while the tiles run).
+                        if let next, jp % 8 == 0, jp * perPanel < rowBytes {
+                            vq_prefetch_l2(UnsafeRawPointer(next) + jp * perPanel, Int64(Swift.min(8 * perPanel, rowBytes - jp * perPanel)))
                         }
                         vq_screen_tile(fmt, nat, Int64(steps), aPack, ppacked + jp * steps * nr,
                                        Int32(rowsG), Int32(Swift.min(nr, k - jp * nr)), rt + o, Int64(slots),
@@ -153,11 +154,9 @@ extension NearestCodeKernel {
                         pbest[r0 + o + i] = .infinity
                         pindex[r0 + o + i] = 0
                         if count[o + i] < 0 { pplain[r0 + o + i] = 1 }
-                        // The listed codes' float rows are fetched now and rescored after the next group's tiles.
-                        for t in 0..<Swift.max(0, Int(count[o + i])) {
-                            vq_prefetch_l2(UnsafeRawPointer(pcodes + Int(cand[(o + i) * cap + t]) * d), Int64(d * 4))
-                        }
                     }
+                    // The listed codes' float rows are fetched now and rescored after the next group's tiles.
+                    vq_screen_prefetch_candidates(pcodes, Int64(d), Int32(rowsG), count + o, cand + o * cap, Int32(cap))
                     if g > 0 { finish(g - 1) }
                 }
                 if groups > 0 { finish(groups - 1) }
