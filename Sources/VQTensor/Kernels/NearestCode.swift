@@ -219,7 +219,7 @@ extension Tensor {
     /// searched in head `j`'s codebook) → indices `[h, N]`, as ``nearestCodes(_:metric:)`` per head, without
     /// copying the heads out.
     ///
-    /// - Complexity: O(h · N · K · D) time, O(N) extra memory per head.
+    /// - Complexity: O(h · N · K · D) time, O(h · N) extra memory.
     public func nearestCodesPerHead(_ codes: Tensor, metric: CodeMetric = .euclidean) -> IndexTensor {
         nearestCodesAndSquaredErrorsPerHead(codes, metric: metric, squaredErrors: false).indices
     }
