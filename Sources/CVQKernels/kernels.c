@@ -411,42 +411,11 @@ int vq_release_freed_memory(void) {
 #endif
 }
 
-/* EMA statistics: acc[codes[r]·width + j] += (double)x[r·ldx + j] for the rows r in order where valid[r]
-   (each sum in double, one add per row: the same values at every level). */
-static void scatter_add_generic(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n,
-                                int64_t width, double *acc) {
-    for (int64_t r = 0; r < n; r++) {
-        if (!valid[r]) continue;
-        double *a = acc + codes[r] * width;
-        const float *s = x + r * ldx;
-        for (int64_t j = 0; j < width; j++) a[j] += (double)s[j];
-    }
-}
-
-#if VQ_X86
-__attribute__((target("avx512f")))
-static void scatter_add_avx512(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n,
-                               int64_t width, double *acc) {
-    for (int64_t r = 0; r < n; r++) {
-        if (!valid[r]) continue;
-        double *a = acc + codes[r] * width;
-        const float *s = x + r * ldx;
-        if (r + 4 < n) _mm_prefetch((const char *)(x + (r + 4) * ldx), _MM_HINT_T0);
-        int64_t j = 0;
-        for (; j + 16 <= width; j += 16) {
-            __m512d lo = _mm512_add_pd(_mm512_loadu_pd(a + j), _mm512_cvtps_pd(_mm256_loadu_ps(s + j)));
-            __m512d hi = _mm512_add_pd(_mm512_loadu_pd(a + j + 8), _mm512_cvtps_pd(_mm256_loadu_ps(s + j + 8)));
-            _mm512_storeu_pd(a + j, lo);
-            _mm512_storeu_pd(a + j + 8, hi);
-        }
-        for (; j < width; j++) a[j] += (double)s[j];
-    }
-}
-#endif
-
-/* The same sums over the rows `order` lists (each code's rows in increasing order, e.g. the valid rows sorted by
-   code with a stable sort): consecutive rows add into the same accumulator row, which stays in the first-level cache. */
-static void scatter_add_ordered_generic(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
+/* EMA statistics: acc[codes[r]·width + j] += (double)x[r·ldx + j] over the rows r that `order` lists, in its order
+   (each sum in double, one add per row: the same values at every level). Listing each code's rows in increasing
+   order (the valid rows sorted by code, stably) gives the sums of the rows in order, and consecutive rows then add
+   into the same accumulator row, which stays in the first-level cache. */
+static void scatter_add_generic(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
                                         int64_t width, double *acc) {
     for (int64_t t = 0; t < count; t++) {
         const int64_t r = order[t];
@@ -458,7 +427,7 @@ static void scatter_add_ordered_generic(const float *x, int64_t ldx, const int64
 
 #if VQ_X86
 __attribute__((target("avx512f")))
-static void scatter_add_ordered_avx512(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
+static void scatter_add_avx512(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
                                        int64_t width, double *acc) {
     for (int64_t t = 0; t < count; t++) {
         const int64_t r = order[t];
@@ -478,22 +447,13 @@ static void scatter_add_ordered_avx512(const float *x, int64_t ldx, const int64_
 }
 #endif
 
-void vq_scatter_add_rows_ordered(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
+void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
                                  int64_t width, double *acc) {
 #if VQ_X86
     static int level = -1;
     if (level < 0) level = vq_cpu_level();
-    if (level >= 2) { scatter_add_ordered_avx512(x, ldx, codes, order, count, width, acc); return; }
+    if (level >= 2) { scatter_add_avx512(x, ldx, codes, order, count, width, acc); return; }
 #endif
-    scatter_add_ordered_generic(x, ldx, codes, order, count, width, acc);
+    scatter_add_generic(x, ldx, codes, order, count, width, acc);
 }
 
-void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n, int64_t width,
-                         double *acc) {
-#if VQ_X86
-    static int level = -1;
-    if (level < 0) level = vq_cpu_level();
-    if (level >= 2) { scatter_add_avx512(x, ldx, codes, valid, n, width, acc); return; }
-#endif
-    scatter_add_generic(x, ldx, codes, valid, n, width, acc);
-}

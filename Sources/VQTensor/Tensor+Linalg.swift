@@ -283,7 +283,9 @@ extension Tensor {
         if d < 16 || k < 16 {
             var split = x.linear(weight: weight, bias: bias).reshaped([n, h, d]).permuted(1, 0, 2)
             if let eps = l2NormalizeEps { split.l2NormalizeLastAxis(eps: eps) }
-            if let flags = finiteRows { split.withUnsafeScalars { clearNonFiniteRows($0.baseAddress!, rows: h * n, d: d, flags: flags.baseAddress!) } }
+            if let flags = finiteRows, h * n * d > 0 {
+                split.withUnsafeScalars { clearNonFiniteRows($0.baseAddress!, rows: h * n, d: d, flags: flags.baseAddress!) }
+            }
             return split
         }
         return Tensor.uninitialized([h, n, d]) { py in

@@ -38,9 +38,11 @@ extension Codebook {
                             let acc = UnsafeMutablePointer<Double>.allocate(capacity: c * width)
                             defer { acc.deallocate() }
                             acc.initialize(repeating: 0, count: c * width)
-                            order[hh].withUnsafeBufferPointer { po in
-                                Tensor.scatterAddRows(x + hh * n * d + j0, rowStride: d, codes: k + hh * n, order: po.baseAddress!,
-                                                      count: po.count, width: width, into: acc)
+                            if !order[hh].isEmpty {
+                                order[hh].withUnsafeBufferPointer { po in
+                                    Tensor.scatterAddRows(x + hh * n * d + j0, rowStride: d, codes: k + hh * n, order: po.baseAddress!,
+                                                          count: po.count, width: width, into: acc)
+                                }
                             }
                             for code in 0..<c {
                                 let o = dst + (hh * c + code) * d + j0, a = acc + code * width

@@ -65,6 +65,22 @@ struct RobustnessTests {
         let empty = vq(Tensor.zeros([0, 5, 4]))
         #expect(empty.indices.shape == [0, 5])
         #expect(vq.stateDict() == state)
+        // Separate cosine codebooks behind projections, without gradients (the fused projection, search and
+        // commitment path): an empty batch and a fully masked one write nothing either.
+        var c = VectorQuantizerConfiguration(dim: 24, codebookSize: 64)
+        (c.heads, c.separateCodebookPerHead, c.useCosineSimilarity, c.codebookDim) = (2, true, true, 16)
+        let heads = try VectorQuantizer(c)
+        heads.train()
+        let headState = heads.stateDict()
+        let none = withoutGradient { heads(Tensor.zeros([0, 5, 24])) }
+        #expect(none.quantized.shape == [0, 5, 24] && none.indices.count == 0)
+        #expect(heads.stateDict() == headState)
+        var masked = VectorQuantizerOptions()
+        masked.mask = Array(repeating: false, count: 6)
+        let before = heads.stateDict()
+        let m = withoutGradient { heads(TestSupport.random([2, 3, 24], seed: 4), options: masked) }
+        #expect(heads.stateDict() == before)
+        #expect(m.indices.scalars.allSatisfy { $0 == -1 })
     }
 
     @Test("k-means with fewer vectors than codes uses every vector, then duplicates")

@@ -164,14 +164,10 @@ void vq_add_rows(int level, float *y, const float *const *src, int64_t count, in
 /// per element, the same values at every level.
 void vq_arith(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out, int64_t n);
 
-/// EMA statistics: `acc[codes[r]·width + j] += (double)x[r·ldx + j]` for `j < width`, over the rows `r < n` in order
-/// where `valid[r]` (one double add per row and element: the same values at every level).
-void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const bool *valid, int64_t n, int64_t width,
-                         double *acc);
-
-/// `vq_scatter_add_rows` over the rows `order` lists (`count` of them) instead of the valid ones in order: the same
-/// sums when `order` holds each code's valid rows in increasing order (the valid rows sorted by code, stably).
-void vq_scatter_add_rows_ordered(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
+/// EMA statistics: `acc[codes[r]·width + j] += (double)x[r·ldx + j]` for `j < width`, over the `count` rows `order`
+/// lists, in its order (one double add per row and element: the same values at every level). With each code's
+/// valid rows listed in increasing order, every sum adds its rows in order.
+void vq_scatter_add_rows(const float *x, int64_t ldx, const int64_t *codes, const int64_t *order, int64_t count,
                                  int64_t width, double *acc);
 
 /// torch's CPU `lerp_` of `a` toward `b` with weight `w`, bit-exactly:

@@ -143,8 +143,9 @@ extension Tensor {
     /// - Complexity: O(rows · width).
     public static func scatterAddRows(_ x: UnsafePointer<Float>, rowStride: Int, codes: UnsafePointer<Int>, valid: UnsafePointer<Bool>,
                                       rows: Int, width: Int, into acc: UnsafeMutablePointer<Double>) {
-        vq_scatter_add_rows(x, Int64(rowStride), UnsafeRawPointer(codes).assumingMemoryBound(to: Int64.self), valid, Int64(rows),
-                            Int64(width), acc)
+        let order = (0..<rows).filter { valid[$0] }
+        guard !order.isEmpty else { return }
+        order.withUnsafeBufferPointer { scatterAddRows(x, rowStride: rowStride, codes: codes, order: $0.baseAddress!, count: $0.count, width: width, into: acc) }
     }
 
     /// ``scatterAddRows(_:rowStride:codes:valid:rows:width:into:)`` over the `count` rows `order` lists — the same sums
@@ -154,7 +155,7 @@ extension Tensor {
     /// - Complexity: O(count · width).
     public static func scatterAddRows(_ x: UnsafePointer<Float>, rowStride: Int, codes: UnsafePointer<Int>, order: UnsafePointer<Int>,
                                       count: Int, width: Int, into acc: UnsafeMutablePointer<Double>) {
-        vq_scatter_add_rows_ordered(x, Int64(rowStride), UnsafeRawPointer(codes).assumingMemoryBound(to: Int64.self),
+        vq_scatter_add_rows(x, Int64(rowStride), UnsafeRawPointer(codes).assumingMemoryBound(to: Int64.self),
                                     UnsafeRawPointer(order).assumingMemoryBound(to: Int64.self), Int64(count), Int64(width), acc)
     }
 
