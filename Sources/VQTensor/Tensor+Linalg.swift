@@ -15,12 +15,19 @@ extension Tensor {
         return Tensor.record(out, .matmul(detached(), other.detached()), [self, other])
     }
 
-    /// `self · otherᵀ` for a 2-D `other` `[N, K]` and `self` `[..., M, K]` → `[..., M, N]`, reading `other`
-    /// transposed in place (a linear layer's `x · Wᵀ` without copying `W`). Differentiable in both.
+    /// `self · otherᵀ` (the last two axes of `other` swapped) for `self` `[..., M, K]` and `other` `[N, K]` — or
+    /// `[..., N, K]` with the same batch axes as `self` — → `[..., M, N]`, reading `other` transposed in place (a
+    /// linear layer's `x · Wᵀ`, the scores of rows against codes, without copying `W` or the codes). The values of
+    /// `matmul(other.transposed())`, bit for bit. Differentiable in both.
+    ///
+    /// ```swift
+    /// let scores = rows.matmul(transposed: codes)   // [h, n, d] · [h, c, d]ᵀ → [h, n, c]
+    /// ```
     ///
     /// - Complexity: O(batch · M · N · K), no copy of `other`.
     public func matmul(transposed other: Tensor) -> Tensor {
-        precondition(rank >= 2 && other.rank == 2 && shape[rank - 1] == other.shape[1],
+        precondition(rank >= 2 && shape[rank - 1] == other.shape[other.rank - 1]
+                     && (other.rank == 2 || (other.rank == rank && Array(other.shape.dropLast(2)) == Array(shape.dropLast(2)))),
                      "matmul(transposed:): shapes \(shape) and \(other.shape)ᵀ")
         let out = Tensor.matmulRaw(detached(), other.detached(), transposeA: false, transposeB: true)
         return Tensor.record(out, .matmulTransposedB(detached(), other.detached()), [self, other])
@@ -150,7 +157,7 @@ extension Tensor {
                      "pairwiseSquaredDistance: shapes \(shape) and \(other.shape)")
         let xx = squared().sum(axis: 1, keepDims: true)
         let cc = other.squared().sum(axis: 1).unsqueezed(axis: 0)
-        return (xx + cc) - 2 * matmul(other.transposed())
+        return (xx + cc) - 2 * matmul(transposed: other)
     }
 }
 

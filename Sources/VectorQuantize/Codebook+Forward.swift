@@ -144,7 +144,7 @@ extension Codebook {
     /// The reference's scores `[h, n, c]`: `-sqrt(max((‖x‖² + ‖e‖²) + (x·e)·(−2), 1e-8))` (Euclidean) or
     /// `x·e` (cosine), differentiable in `x` and (when learnable) the codes.
     func scores(_ x: Tensor, _ codes: Tensor) -> Tensor {
-        let dots = x.matmul(codes.transposed())
+        let dots = x.matmul(transposed: codes)
         if configuration.useCosineSimilarity { return dots }
         let x2 = x.squared().sum(axis: -1, keepDims: true)
         let e2 = codes.squared().sum(axis: -1).unsqueezed(axis: 1)

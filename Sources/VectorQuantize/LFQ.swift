@@ -245,7 +245,7 @@ public final class LFQ: Module {
             }
             if rows.shape[0] * c.numCodebooks * codebookSize <= Self.denseEntropyLimit {
                 // The reference's arithmetic: a softmax over all 2^K codes of `-2·x·c` (float32).
-                let distance = rows.matmul(maybeL2Norm(codebook).transposed()) * -2
+                let distance = rows.matmul(transposed: maybeL2Norm(codebook)) * -2
                 let prob = (-distance * inverseTemperature).softmax(axis: -1)
                 losses.perSampleEntropy = Self.entropy(prob).mean()
                 losses.batchEntropy = Self.entropy(prob.mean(axis: 0)).mean()

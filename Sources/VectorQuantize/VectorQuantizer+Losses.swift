@@ -61,7 +61,7 @@ extension VectorQuantizer {
         }
         let (h, m) = (codes.shape[0], codes.shape[1])
         let normed = codes.l2Normalized(axis: -1, eps: 1e-6)
-        let cosine = normed.matmul(normed.transposed())
+        let cosine = normed.matmul(transposed: normed)
         return cosine.squared().sum() / Float(h * m * m) - 1 / Float(m)
     }
 }

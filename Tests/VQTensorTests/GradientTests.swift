@@ -103,6 +103,12 @@ struct GradientTests {
             #expect(TestSupport.gradientCheck([x, w]) { ($0[0].matmul(transposed: $0[1]).squared() * 0.5).sum() } <= 1)
             #expect(x.matmul(transposed: w) == x.matmul(w.transposed()))
         }
+        // Batched B (the same batch axes): each batch's rows against its own matrix, read transposed in place.
+        let xb = TestSupport.random([3, 6, 4], seed: 36), wb = TestSupport.random([3, 5, 4], seed: 37)
+        #expect(TestSupport.gradientCheck([xb, wb]) { ($0[0].matmul(transposed: $0[1]).squared() * 0.5).sum() } <= 1)
+        #expect(xb.matmul(transposed: wb).scalars.map(\.bitPattern) == xb.matmul(wb.transposed()).scalars.map(\.bitPattern))
+        // The same tensor on both sides (a Gram matrix): both gradients reach it.
+        #expect(TestSupport.gradientCheck([wb]) { ($0[0].matmul(transposed: $0[0]).squared() * 0.5).sum() } <= 1)
     }
 
     @Test("linear x·Wᵀ + b in one pass: gradients in x, W and b; the values of matmul plus bias")

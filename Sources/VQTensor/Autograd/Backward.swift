@@ -141,9 +141,12 @@ enum Backward {
         case .indexAdd(let axis, let index):
             return [g, g.indexSelect(axis: axis, index)]
         case .matmulTransposedB(let a, let b):
-            // C = A·Bᵀ (B [N, K]): dA = dC·B; dB = dCᵀ·A over every batch row, as one product of the
-            // flattened [rows, N]ᵀ·[rows, K] (no per-batch partial products).
-            let ga = Tensor.matmulRaw(g, b, transposeA: false, transposeB: false)
+            // C = A·Bᵀ: dA = dC·B; dB = dCᵀ·A — for a 2-D B [N, K] over every batch row, as one product of the
+            // flattened [rows, N]ᵀ·[rows, K] (no per-batch partial products); for a batched B, batch by batch.
+            // Only the gradients that are needed (a constant B — a fixed codebook — takes none).
+            let ga = needs(0) ? Tensor.matmulRaw(g, b, transposeA: false, transposeB: false) : nil
+            guard needs(1) else { return [ga, nil] }
+            guard b.rank == 2 else { return [ga, Tensor.matmulRaw(g, a, transposeA: true, transposeB: false)] }
             let (n, k) = (b.shape[0], b.shape[1])
             let gb = Tensor.matmulRaw(g.reshaped([-1, n]), a.reshaped([-1, k]), transposeA: true, transposeB: false)
             return [ga, gb]
