@@ -29,6 +29,10 @@ void vq_gemm_ukr(int level, int64_t kc, const float *a, const float *b, float *c
 /// Also packs a transposed B (columns of B contiguous in memory, e.g. a `Linear` weight) into NR-wide panels.
 void vq_gemm_pack_a(const float *a, int64_t ars, int64_t rows, int64_t kb, int64_t mr, float *dst);
 
+/// Rows `i0..<i1` of the `rows × cols` matrix `src` transposed into `dst` (`cols × rows`):
+/// `dst[j·rows + i] = src[i·cols + j]`. A copy: no arithmetic. Callers split `0..<rows` over threads.
+void vq_transpose_rows(const float *src, int64_t rows, int64_t cols, int64_t i0, int64_t i1, float *dst);
+
 /// `vq_gemm_ukr` starting every row of the tile from `bias` (NR floats): `C = bias + A·B`, the sum of the product
 /// formed first and the bias added once, as accumulating into a tile filled with the bias.
 void vq_gemm_ukr_bias(int level, int64_t kc, const float *a, const float *b, const float *bias, float *c, int64_t ldc);

@@ -1,3 +1,5 @@
+import CVQKernels
+
 /// Permutation copies. A permutation is first reduced to its essential form — axes of extent 1 dropped,
 /// output axes that stay adjacent and in order in the input merged — so that, e.g., `[b, c, h, w] → [b, h, w, c]`
 /// is recognised as a batch of `c × (h·w)` transposes. Those run as blocked transposes (tiles that fit in the
@@ -29,28 +31,21 @@ enum Permute {
         return b
     }
 
-    /// `out[b][j][i] = src[b][i][j]` for `batch` matrices of `rows × cols`, in 32 × 32 tiles over the threads.
+    /// `out[b][j][i] = src[b][i][j]` for `batch` matrices of `rows × cols`: blocks of 16 rows over the threads,
+    /// each transposed in 16 × 16 tiles by `vq_transpose_rows` (4 × 4 blocks in SSE registers on x86-64).
     ///
     /// - Complexity: O(batch · rows · cols).
     static func transposeBatch(_ src: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, batch: Int, rows: Int, cols: Int) {
-        let tile = 32
-        let rowTiles = (rows + tile - 1) / tile
+        let block = 16
+        let rowBlocks = (rows + block - 1) / block
         nonisolated(unsafe) let (x, y) = (src, out)
         let work = batch * rows * cols
-        let tasks = batch * rowTiles
+        let tasks = batch * rowBlocks
         Threads.forRanges(tasks, minChunk: work < Elementwise.parallelThreshold ? Int.max : Swift.max(1, tasks / 64)) { range in
             for t in range {
-                let (b, i0) = (t / rowTiles, (t % rowTiles) * tile)
-                let i1 = Swift.min(rows, i0 + tile)
-                let xs = x + b * rows * cols, ys = y + b * rows * cols
-                var j0 = 0
-                while j0 < cols {
-                    let j1 = Swift.min(cols, j0 + tile)
-                    for j in j0..<j1 {
-                        for i in i0..<i1 { ys[j * rows + i] = xs[i * cols + j] }
-                    }
-                    j0 = j1
-                }
+                let (b, i0) = (t / rowBlocks, (t % rowBlocks) * block)
+                vq_transpose_rows(x + b * rows * cols, Int64(rows), Int64(cols), Int64(i0), Int64(Swift.min(rows, i0 + block)),
+                                  y + b * rows * cols)
             }
         }
     }
