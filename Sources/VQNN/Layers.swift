@@ -43,6 +43,25 @@ public final class Linear: Layer {
         if x.rank == 1 { return callAsFunction(x.unsqueezed(axis: 0)).squeezed(axis: 0) }
         return x.linear(weight: weight.value, bias: bias?.value)
     }
+
+    /// The layer applied along axis 1 of a channel-first `x [b, in, …]` → `[b, out, …]`: `W · x_b + bias` for each
+    /// batch item, the values of moving the channels last, applying the layer and moving them back (to rounding:
+    /// the bias is added after the product), without those two copies of `x` and of the output, nor the two
+    /// transposes of their gradients. Differentiable in `x`, the weight and the bias.
+    ///
+    /// ```swift
+    /// let y = projectIn.channelFirst(image)   // [b, 256, h, w] → [b, 4, h, w]
+    /// ```
+    ///
+    /// - Complexity: O(b · n · in · out) for `n` positions, no copy of `x`.
+    public func channelFirst(_ x: Tensor) -> Tensor {
+        precondition(x.rank >= 2 && x.shape[1] == inFeatures,
+                     "Linear(\(inFeatures) → \(outFeatures)).channelFirst: input \(x.shape) must be [b, \(inFeatures), …]")
+        let b = x.shape[0], positions = x.shape.dropFirst(2)
+        var y = weight.value.matmul(x.reshaped([b, inFeatures, positions.reduce(1, *)]))
+        if let bias { y = y + bias.value.reshaped([outFeatures, 1]) }
+        return y.reshaped([b, outFeatures] + positions)
+    }
 }
 
 /// `normalize(x) · normalize_columns(W) · scale`: a linear map of cosine similarities (the reference's

@@ -203,22 +203,23 @@ public final class LatentQuantize: Module {
     public func callAsFunction(_ x: Tensor) -> (quantized: Tensor, indices: IndexTensor, loss: Tensor) {
         precondition(x.rank >= 2 && x.shape[1] == dim, "LatentQuantize(dim \(dim)): input \(x.shape) must be [b, \(dim), …] (channel first)")
         let b = x.shape[0], spatial = Array(x.shape.dropFirst(2))
-        var z = moveFirstFeatureToLast(x).reshaped([b, -1, dim])
+        // The projections run on the channel-first layout; only the narrow latents are moved channel-last.
+        let flat = x.reshaped([b, dim, -1])
+        let z = moveFirstFeatureToLast(projectIn?.channelFirst(flat) ?? flat)
         let n = z.shape[1]
-        if let projectIn { z = projectIn(z) }
         let c = configuration.numCodebooks
         let codes = quantize(z.reshaped([b, n, c, codebookDim]))
         var indices = codesToIndices(codes)
-        var out = codes.reshaped([b, n, c * codebookDim])
-        if let projectOut { out = projectOut(out) }
-        out = moveLastToFirstFeature(out.reshaped([b] + spatial + [dim]))
+        let latents = moveLastToFirstFeature(codes.reshaped([b, n, c * codebookDim]))
+        let out = (projectOut?.channelFirst(latents) ?? latents).reshaped(x.shape)
         indices = indices.reshaped([b] + spatial + [c])
         if !configuration.keepsCodebooksAxis { indices = indices.reshaped([b] + spatial) }
         var loss = Tensor(0)
         if isTraining {
+            // One pass each, keeping the difference for the backward (mean((a − b)²), accumulated in double).
             let w = configuration
-            let commitment = w.commitmentLossWeight != 0 ? (x.detached() - out).squared().mean() : Tensor(0)
-            let quantization = w.quantizationLossWeight != 0 ? (out.detached() - x).squared().mean() : Tensor(0)
+            let commitment = w.commitmentLossWeight != 0 ? x.detached().meanSquaredDifference(out) : Tensor(0)
+            let quantization = w.quantizationLossWeight != 0 ? out.detached().meanSquaredDifference(x) : Tensor(0)
             loss = w.commitmentLossWeight * commitment + w.quantizationLossWeight * quantization
         }
         return (out, indices, loss)

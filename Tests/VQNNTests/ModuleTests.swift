@@ -100,6 +100,30 @@ struct LayerTests {
         #expect(r.weight.value.abs().max().item > 0.1)
     }
 
+    @Test("Linear.channelFirst equals moving the channels last, the layer, and back (values and gradients)",
+          arguments: [[2, 24, 5, 7], [3, 24, 40], [1, 24, 1]])
+    func linearChannelFirst(shape: [Int]) {
+        var rng = SeededGenerator(seed: 5)
+        let l = Linear(24, 6, rng: &rng)
+        let x = TestSupport.random(shape, seed: 6).requiringGradient()
+        let weights = TestSupport.random([shape[0], 6] + Array(shape.dropFirst(2)), seed: 7)
+        let rank = shape.count
+        let last = Array([0] + Array(2..<rank) + [1]), first = Array([0, rank - 1] + Array(1..<(rank - 1)))
+        let reference = l(x.permuted(last)).permuted(first)
+        let y = l.channelFirst(x)
+        #expect(y.shape == reference.shape)
+        // The same products; the bias is added after the sum instead of first, so a rounding apart at most.
+        #expect(TestSupport.isClose(y, reference, atol: 1e-6, rtol: 1e-6))
+        let grads = { (out: Tensor) -> [Tensor] in
+            l.zeroGradients(); x.grad = nil
+            (out * weights).sum().backward()
+            return [x.grad!, l.weight.grad!, l.bias!.grad!]
+        }
+        let viaPermutes = grads(l(x.permuted(last)).permuted(first)), direct = grads(l.channelFirst(x))
+        for (a, b) in zip(direct, viaPermutes) { #expect(TestSupport.isClose(a, b, atol: 1e-5, rtol: 1e-5)) }
+        #expect(direct[1].abs().max().item > 0.1)  // the weight did receive a gradient
+    }
+
     @Test("LayerNorm normalises the last axis with the biased variance")
     func layerNorm() {
         let y = LayerNorm(4)(Tensor(rows: [[1, 2, 3, 4]]))

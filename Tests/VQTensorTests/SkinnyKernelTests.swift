@@ -53,6 +53,49 @@ struct SkinnyKernelTests {
         #expect(Self.bits(c) == Self.bits(expected))
     }
 
+    @Test("few rows against a transposed B (dY·Xᵀ): each element one dot product in GEMM.dot's order (Cᵀ = Bᵀ·Aᵀ)",
+          arguments: [(4, 256, 1024), (3, 70, 37), (8, 16, 16), (1, 40, 200)])
+    func fewRowsTransposedB(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        // A [m, k] rows; B given as Bᵀ [n, k] rows (element (p, j) of B at bt[j·k + p]); C with a wider row stride.
+        let a = TestSupport.random([m, k], seed: 49).scalars, bt = TestSupport.random([n, k], seed: 50).scalars
+        func dot(_ i: Int, _ j: Int) -> Float {  // GEMM.dot: as in `skinny` below, over row i of A and row j of Bᵀ
+            var l0 = [Float](repeating: 0, count: 8), l1 = l0
+            var p = 0
+            while p + 16 <= k {
+                for q in 0..<8 {
+                    l0[q] += bt[j * k + p + q] * a[i * k + p + q]
+                    l1[q] += bt[j * k + p + 8 + q] * a[i * k + p + 8 + q]
+                }
+                p += 16
+            }
+            if p + 8 <= k {
+                for q in 0..<8 { l0[q] += bt[j * k + p + q] * a[i * k + p + q] }
+                p += 8
+            }
+            var s: Float = -0.0
+            for q in 0..<8 { s += l0[q] + l1[q] }
+            while p < k { s += bt[j * k + p] * a[i * k + p]; p += 1 }
+            return s
+        }
+        let ldc = n + 3
+        var c = [Float](repeating: .nan, count: m * ldc)
+        Threads.with(2) {
+            a.withUnsafeBufferPointer { pa in
+                bt.withUnsafeBufferPointer { pb in
+                    c.withUnsafeMutableBufferPointer { pc in
+                        GEMM.gemm(m: m, n: n, k: k, a: pa.baseAddress!, ars: k, acs: 1, b: pb.baseAddress!, brs: 1, bcs: k,
+                                  c: pc.baseAddress!, ldc: ldc, accumulate: false)
+                    }
+                }
+            }
+        }
+        for i in 0..<m {
+            #expect(Self.bits(Array(c[(i * ldc)..<(i * ldc + n)])) == Self.bits((0..<n).map { dot(i, $0) }), "row \(i)")
+            #expect(c[(i * ldc + n)..<(i * ldc + ldc)].allSatisfy { $0.isNaN }, "row \(i)'s padding untouched")
+        }
+    }
+
     @Test("few columns: dot products in GEMM.dot's order; A read across rows: sums over p in order",
           arguments: [(300, 4, 256), (301, 4, 45), (70, 3, 37), (40, 8, 16), (33, 1, 200)])
     func skinny(shape: (Int, Int, Int)) {

@@ -92,9 +92,9 @@ enum Backward {
             return [g.reshaped(kept).expanded(to: inputShapes[0]!)]
         case .meanSquaredDifference(let diff):
             // d/da mean((a − b)²) = 2(a − b)/N, d/db = −2(a − b)/N; only the gradients that are needed.
+            // One product per needed side, in the arithmetic kernel (−(s·d) = (−s)·d exactly).
             let scale = 2 * g.item / Float(Swift.max(diff.count, 1))
-            let ga = inputShapes[0] == nil && inputShapes[1] == nil ? nil : Elementwise.map(diff) { scale * $0 }
-            return [inputShapes[0] == nil ? nil : ga, inputShapes[1] == nil ? nil : ga.map { Elementwise.map($0) { -$0 } }]
+            return [needs(0) ? diff * scale : nil, needs(1) ? diff * -scale : nil]
         case .mean(_, let kept, let n):
             return [(g.reshaped(kept) / Float(n)).expanded(to: inputShapes[0]!)]
         case .extremum(let input, let positions):

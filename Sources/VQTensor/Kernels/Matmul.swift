@@ -78,6 +78,12 @@ enum GEMM {
             tinyDepth(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate, bias: bias)
             return
         }
+        if k >= 16 && m <= 8 && n >= 16 && acs == 1 && brs == 1 && bcs != 1 {
+            // A few rows against a transposed B (a weight gradient `dY·Xᵀ` over long rows): Cᵀ = Bᵀ·Aᵀ is rows of
+            // Bᵀ against the few rows of A, each a contiguous dot product (fewRows would gather B's strided rows).
+            skinny(m: n, n: m, k: k, a: b, ars: bcs, acs: 1, b: a, brs: 1, bcs: ars, c: c, crs: 1, ccs: ldc, accumulate: accumulate)
+            return
+        }
         if k >= 16 && m <= 8 && n >= 16 {
             fewRows(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate)
             return
