@@ -272,4 +272,27 @@ struct ArithmeticKernelTests {
             }
         }
     }
+
+    @Test("one row broadcast along the last axis (either side): each element Swift's operation on its column's value",
+          arguments: [([300, 257], [257]), ([8192, 4], [1, 4]), ([3, 5, 7], [7]), ([70000, 3], [3]), ([2, 2], [1, 2])])
+    func rowBroadcast(shapes: ([Int], [Int])) {
+        let (fullShape, rowShape) = shapes
+        var x = TestSupport.random(fullShape, seed: 63).scalars, y = TestSupport.random(rowShape, seed: 64).scalars
+        let specials: [Float] = [.nan, .infinity, -.infinity, 0, -0, .leastNonzeroMagnitude]
+        for (i, v) in specials.enumerated() where i < y.count { y[i] = v; x[(i * 31) % x.count] = specials[(i + 2) % specials.count] }
+        let full = Tensor(x, shape: fullShape), row = Tensor(y, shape: rowShape), d = y.count
+        let ops: [(Tensor, Tensor) -> Tensor] = [{ $0 + $1 }, { $0 - $1 }, { $0 * $1 }, { $0 / $1 }]
+        let swiftOps: [(Float, Float) -> Float] = [{ $0 + $1 }, { $0 - $1 }, { $0 * $1 }, { $0 / $1 }]
+        for (op, f) in zip(ops, swiftOps) {
+            for fullFirst in [true, false] {
+                let expected = x.indices.map { fullFirst ? f(x[$0], y[$0 % d]) : f(y[$0 % d], x[$0]) }
+                for threads in [1, 2] {
+                    let got = Threads.with(threads) { fullFirst ? op(full, row) : op(row, full) }
+                    #expect(got.shape == fullShape)
+                    let bad = got.scalars.indices.first { got.scalars[$0].bitPattern != expected[$0].bitPattern }
+                    #expect(bad == nil, "element \(bad ?? -1) of \(fullShape) with \(rowShape), full first \(fullFirst)")
+                }
+            }
+        }
+    }
 }

@@ -82,13 +82,17 @@ enum Elementwise {
     }
 
     /// The four arithmetic operations (`op` 0 +, 1 −, 2 ×, 3 ÷; `f` the same operation): large operands of one
-    /// shape, or with a scalar, run in C over the threads (a closure split over threads loses its inlining);
-    /// anything else takes ``zip(_:_:_:_:)``. One IEEE operation per element either way: the same values.
+    /// shape, or with a scalar, run in C over the threads (a closure split over threads loses its inlining); an
+    /// operand that is one row broadcast along the other's last axis (a per-channel scale) runs in C against
+    /// the row repeated; anything else takes ``zip(_:_:_:_:)``. One IEEE operation per element every way: the
+    /// same values.
     static func arithmetic(_ a: Tensor, _ b: Tensor, op: Int32, _ name: StaticString, _ f: (Float, Float) -> Float) -> Tensor {
         let (sa, sb): (Int64, Int64)
         if a.shape == b.shape { (sa, sb) = (1, 1) }
         else if b.count == 1 && b.rank <= a.rank { (sa, sb) = (1, 0) }
         else if a.count == 1 && a.rank <= b.rank { (sa, sb) = (0, 1) }
+        else if isRow(b, of: a) { return rowBroadcast(full: a, row: b, fullFirst: true, op: op) }
+        else if isRow(a, of: b) { return rowBroadcast(full: b, row: a, fullFirst: false, op: op) }
         else { return zip(a, b, name, f) }
         let shape = sa == 1 ? a.shape : b.shape
         let n = sa == 1 ? a.count : b.count
@@ -100,6 +104,39 @@ enum Elementwise {
                     Threads.forRanges(n, minChunk: parallelThreshold / 2) { r in
                         let lo = r.lowerBound
                         vq_arith(GEMM.level, op, x + Int(sa) * lo, sa, y + Int(sb) * lo, sb, o + lo, Int64(r.count))
+                    }
+                }
+            }
+        }
+    }
+
+    /// `row` is `[…1, d]` with `d` the last extent of `full`, of no higher rank (so it broadcasts to `full`'s shape).
+    private static func isRow(_ row: Tensor, of full: Tensor) -> Bool {
+        guard let d = full.shape.last, d > 1, row.rank <= full.rank, row.shape.last == d, full.count > d else { return false }
+        return row.shape.dropLast().allSatisfy { $0 == 1 }
+    }
+
+    /// `full ∘ row` (or `row ∘ full`) with the row repeated over a block of rows, so that each block is one
+    /// `vq_arith` call with unit steps; blocks over the threads when large.
+    private static func rowBroadcast(full: Tensor, row: Tensor, fullFirst: Bool, op: Int32) -> Tensor {
+        let d = row.count, rows = full.count / d
+        let blockRows = Swift.max(1, 1024 / d), blockCount = blockRows * d
+        var repeated = [Float](repeating: 0, count: blockCount)
+        row.scalars.withUnsafeBufferPointer { r in
+            for i in 0..<blockRows { for j in 0..<d { repeated[i * d + j] = r[j] } }
+        }
+        let blocks = (rows + blockRows - 1) / blockRows
+        return Tensor.uninitialized(full.shape) { out in
+            full.scalars.withUnsafeBufferPointer { pf in
+                repeated.withUnsafeBufferPointer { pr in
+                    nonisolated(unsafe) let (x, y, o) = (pf.baseAddress!, pr.baseAddress!, out.baseAddress!)
+                    let minChunk = full.count < parallelThreshold ? Int.max : Swift.max(1, parallelThreshold / 2 / blockCount)
+                    Threads.forRanges(blocks, minChunk: minChunk) { range in
+                        for blk in range {
+                            let lo = blk * blockCount, n = Int64(Swift.min(blockCount, full.count - lo))
+                            if fullFirst { vq_arith(GEMM.level, op, x + lo, 1, y, 1, o + lo, n) }
+                            else { vq_arith(GEMM.level, op, y, 1, x + lo, 1, o + lo, n) }
+                        }
                     }
                 }
             }
