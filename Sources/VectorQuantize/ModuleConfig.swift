@@ -103,11 +103,17 @@ public struct ModuleConfig {
 /// Saving and loading a quantizer together with its configuration.
 public enum QuantizerCheckpoint {
     /// Writes `checkpoint` (safetensors; the config also in its metadata as `config_json`) and the sidecar
-    /// JSON, both atomically.
+    /// JSON as one atomic set (`AtomicFile.write(_:)`): both are staged, then renamed under a
+    /// lock of their folder, so concurrent writers never leave one's checkpoint beside the other's sidecar.
     public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws {
-        let json = String(decoding: try config.serialized(), as: UTF8.self)
-        try module.save(to: checkpoint, metadata: ["config_json": json])
-        try config.write(to: ModuleConfig.sidecar(of: checkpoint))
+        let sidecar = ModuleConfig.sidecar(of: checkpoint)
+        guard sidecar.standardizedFileURL != checkpoint.standardizedFileURL else {
+            throw TensorFileError.unwritable(path: checkpoint.path, reason: "a checkpoint named .json would be its own config sidecar; name it .safetensors")
+        }
+        let serialized = try config.serialized()
+        var file = SafeTensorsFile(metadata: ["config_json": String(decoding: serialized, as: UTF8.self)])
+        for (key, t) in module.stateDict() { file.tensors[key] = .float(t) }
+        try AtomicFile.write([(try file.serialized(), checkpoint), (serialized, sidecar)])
     }
 
     /// Rebuilds a module from a checkpoint. The configuration is `config` when given; otherwise the one

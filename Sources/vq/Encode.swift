@@ -12,6 +12,8 @@ struct Encode: ParsableCommand {
     @Option(help: "Vectors: .npy, .fvecs, .bvecs or FILE.safetensors:NAME.") var input: String
     @Option(help: "Indices (.npy).") var output: String
 
+    func validate() throws { try checkFiles(checkpoint: checkpoint, config: config, input: input, output: output) }
+
     func run() throws {
         let (q, _) = try loadQuantizer(checkpoint, config: config)
         let input = try VectorStream(self.input, dim: q.inputDim)
@@ -41,6 +43,8 @@ struct Decode: ParsableCommand {
     @Option(help: "Config JSON (default: sidecar or metadata).") var config: String?
     @Option(help: "Indices (.npy, .ivecs or FILE.safetensors:NAME).") var input: String
     @Option(help: "Vectors (.npy, .fvecs or .safetensors).") var output: String
+
+    func validate() throws { try checkFiles(checkpoint: checkpoint, config: config, input: input, output: output) }
 
     func run() throws {
         let (q, _) = try loadQuantizer(checkpoint, config: config)
@@ -84,4 +88,15 @@ struct Decode: ParsableCommand {
         try writer.commit()
         print("decoded indices \(shape) → \(vectorAxes + [dim]) in \(output)")
     }
+}
+
+/// `vq encode` and `vq decode`: the output is none of the files read.
+func checkFiles(checkpoint: String, config: String?, input: String, output: String) throws {
+    try DataFiles.checkOutput(output, option: "--output")
+    var files = CommandFiles()
+    files.input(checkpoint, "--checkpoint")
+    files.input(config, "--config")
+    files.input(input, "--input")
+    files.output(output, "--output")
+    try files.check()
 }

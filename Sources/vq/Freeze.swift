@@ -40,6 +40,12 @@ struct CodeSelection: ParsableArguments {
         if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
         if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
         if let output { try DataFiles.checkOutput(output, option: "--output") }
+        var files = CommandFiles()
+        files.input(checkpoint, "checkpoint")
+        files.input(config, "--config")
+        // Without --output the checkpoint (and its sidecar) is rewritten in place, as asked.
+        files.checkpoint(output ?? checkpoint, output == nil ? "the checkpoint" : "--output", inPlaceOf: checkpoint)
+        try files.check()
     }
 }
 

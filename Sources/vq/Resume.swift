@@ -10,7 +10,9 @@ import VectorQuantize
 ///
 /// One safetensors file: `model/<key>` (the state dict), `rng/<module path>` (four words each, as Int64
 /// bit patterns), `train/order`, `train/losses`, `train/data_rng`; metadata `config_json`, `step`,
-/// `cursor`, `signature` (the options that must not change between the run and its resumption).
+/// `cursor`, `signature` (the data options that must not change between the run and its resumption),
+/// `options` (the model options the run was started with, as JSON) and `digest` (of every tensor and every
+/// other metadata entry, so a damaged file is refused instead of resumed).
 struct TrainingState {
     var step: Int
     var cursor: Int
@@ -18,8 +20,10 @@ struct TrainingState {
     var dataRNG: SeededGenerator
     var losses: [Float]
     var signature: String
+    /// The model options of the run's first start (`--codebook-size`, `--residual`, …), by option name.
+    var options: [String: String] = [:]
 
-    static let format = "vq-train-state-1"
+    static let format = "vq-train-state-2"
 
     static func words(_ g: SeededGenerator) -> StoredTensor { .integer(IndexTensor(g.state.map { Int(Int64(bitPattern: $0)) })) }
 
@@ -34,13 +38,46 @@ struct TrainingState {
         var file = SafeTensorsFile(metadata: [
             "format": Self.format, "config_json": String(decoding: try config.serialized(), as: UTF8.self),
             "step": String(step), "cursor": String(cursor), "signature": signature,
+            "options": String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
         ])
         for (key, t) in module.stateDict() { file.tensors["model/" + key] = .float(t) }
         for (path, g) in module.randomStates() { file.tensors["rng/" + path] = Self.words(g) }
         file.tensors["train/order"] = .integer(IndexTensor(order))
         file.tensors["train/losses"] = .float(Tensor(losses))
         file.tensors["train/data_rng"] = Self.words(dataRNG)
+        file.metadata["digest"] = Self.digest(file)
         try file.write(to: url)
+    }
+
+    /// A 64-bit digest of every tensor (name, shape, values) and every metadata entry but the digest itself,
+    /// in sorted order: any flipped bit of a value changes it.
+    static func digest(_ file: SafeTensorsFile) -> String {
+        var h = StateDigest()
+        for (k, v) in file.metadata.sorted(by: { $0.key < $1.key }) where k != "digest" { h.add(k); h.add(v) }
+        for (k, t) in file.tensors.sorted(by: { $0.key < $1.key }) {
+            h.add(k)
+            switch t {
+            case .float(let f):
+                h.add(f.shape.map(UInt64.init))
+                h.add(f.scalars.map { UInt64($0.bitPattern) })
+            case .integer(let i):
+                h.add([1] + i.shape.map(UInt64.init))
+                h.add(i.scalars.map { UInt64(bitPattern: Int64($0)) })
+            }
+        }
+        return String(h.value, radix: 16)
+    }
+
+    /// Refuses to write the state over a file that is not a state of this run: a user's file at the default
+    /// path (OUTPUT.state.safetensors), or the state of another unfinished run.
+    static func checkReplaceable(_ url: URL, resuming resume: String?) throws {
+        guard FileManager.default.fileExists(atPath: url.path) else { return }
+        if let resume, FileIdentity(resume) == FileIdentity(url.path) { return }
+        let metadata = (try? SafeTensorsFile.read(contentsOf: url))?.metadata
+        guard let metadata, metadata["format"]?.hasPrefix("vq-train-state") == true else {
+            throw CLIError("\(url.path) exists and is not a vq train state: it would be overwritten by the run's state; pass --state with another path")
+        }
+        throw CLIError("\(url.path) holds the state of an unfinished run (step \(metadata["step"] ?? "?")): continue it with --resume \(url.path), or remove it to start over")
     }
 
     /// Reads a state file; the model is rebuilt from its own configuration.
@@ -50,8 +87,12 @@ struct TrainingState {
         let m = file.metadata
         guard m["format"] == format, let json = m["config_json"], let step = m["step"].flatMap({ Int($0) }),
               let cursor = m["cursor"].flatMap({ Int($0) }), let signature = m["signature"] else {
-            throw CLIError("--resume \(url.path): not a vq train state (write one with --checkpoint-every)")
+            throw CLIError("--resume \(url.path): not a vq train state of this version (write one with --checkpoint-every)")
         }
+        guard m["digest"] == digest(file) else {
+            throw CLIError("--resume \(url.path): the state is damaged (its contents do not match their digest)")
+        }
+        let options = (m["options"].flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } as? [String: String]) ?? [:]
         let config = try ModuleConfig.parse(Data(json.utf8), path: url.path + " (metadata)")
         guard let module = try config.build() as? any Quantizer else { throw CLIError("\(url.path): \(config.module) is not a quantizer") }
         var model: [String: Tensor] = [:], rngs: [String: SeededGenerator] = [:]
@@ -70,7 +111,26 @@ struct TrainingState {
               order.allSatisfy({ $0 >= 0 && $0 < order.count })
         else { throw CLIError("--resume \(url.path): the data position is damaged") }
         let state = TrainingState(step: step, cursor: cursor, order: order, dataRNG: try generator(file.tensors["train/data_rng"], "train/data_rng", path: url.path),
-                                  losses: losses, signature: signature)
+                                  losses: losses, signature: signature, options: options)
         return (module, config, state)
     }
+}
+
+/// A 64-bit multiply–xorshift digest (not cryptographic: it detects damage, not tampering).
+struct StateDigest {
+    private(set) var value: UInt64 = 0x9E37_79B9_7F4A_7C15
+
+    mutating func mix(_ w: UInt64) {
+        value = (value ^ w) &* 0xBF58_476D_1CE4_E5B9
+        value ^= value >> 31
+        value = value &* 0x94D0_49BB_1331_11EB
+        value ^= value >> 29
+    }
+
+    mutating func add(_ words: [UInt64]) {
+        mix(UInt64(words.count))
+        for w in words { mix(w) }
+    }
+
+    mutating func add(_ s: String) { add(Array(s.utf8).map(UInt64.init)) }
 }

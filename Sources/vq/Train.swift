@@ -50,7 +50,9 @@ struct Train: ParsableCommand {
     var failureDrill: String?
 
     func validate() throws {
-        if initFrom == nil && fsqLevels == nil && codebookSize == nil { throw ValidationError("--codebook-size is required (or --init / --fsq-levels)") }
+        if initFrom == nil && fsqLevels == nil && codebookSize == nil && resume == nil {
+            throw ValidationError("--codebook-size is required (or --init / --fsq-levels / --resume)")
+        }
         if let k = codebookSize, k < 1 { throw ValidationError("--codebook-size must be ≥ 1") }
         if batchSize < 1 { throw ValidationError("--batch-size must be ≥ 1") }
         if steps != nil && epochs != nil { throw ValidationError("pass --steps or --epochs, not both") }
@@ -96,10 +98,51 @@ struct Train: ParsableCommand {
         if let report { try DataFiles.checkOutput(report, option: "--report") }
         if let c = checkpointEvery, c < 1 { throw ValidationError("--checkpoint-every must be ≥ 1") }
         if let state { try DataFiles.checkOutput(state, option: "--state") }
+        if let state, !state.lowercased().hasSuffix(".safetensors") {
+            throw ValidationError("--state \(state): a training state is a safetensors file; name it NAME.safetensors")
+        }
+        try files.check()
         if resume != nil && (initFrom != nil || expandTo != nil || freeze != nil) {
             throw ValidationError("--resume continues a run as it was: --init, --expand-to and --freeze belong to its first start")
         }
         if expandTo != nil && residual != nil { throw ValidationError("--expand-to works on a single codebook, not with --residual") }
+    }
+
+    /// The state file this run writes with `--checkpoint-every` (`--state`, or OUTPUT with `.state.safetensors`).
+    var statePath: String {
+        state ?? URL(fileURLWithPath: output).deletingPathExtension().appendingPathExtension("state.safetensors").path
+    }
+
+    /// The model options given on this command line, by option name (saved in the state; a resumption may
+    /// repeat them but not change them).
+    var modelOptions: [String: String] {
+        var o: [String: String] = [:]
+        if let codebookSize { o["--codebook-size"] = String(codebookSize) }
+        if let heads { o["--heads"] = String(heads) }
+        if cosine { o["--cosine"] = "true" }
+        if let decay { o["--decay"] = String(decay) }
+        if kmeansInit { o["--kmeans-init"] = "true" }
+        if let deadCodeThreshold { o["--dead-code-threshold"] = String(deadCodeThreshold) }
+        if let commitmentWeight { o["--commitment-weight"] = String(commitmentWeight) }
+        if let residual { o["--residual"] = String(residual) }
+        if let fsqLevels { o["--fsq-levels"] = fsqLevels }
+        if let layer { o["--layer"] = String(layer) }
+        if let head { o["--head"] = String(head) }
+        return o
+    }
+
+    /// Every file this run reads and writes (checked against each other in ``validate()``).
+    var files: CommandFiles {
+        var files = CommandFiles()
+        files.input(input, "--input")
+        files.input(initFrom, "--init")
+        files.input(freezeSubspace, "--freeze-subspace")
+        files.input(resume, "--resume")
+        files.checkpoint(output, "--output")
+        files.output(report, "--report")
+        // A resumed run goes on writing its own state (the usual case: --resume names the default state file).
+        if checkpointEvery != nil { files.output(statePath, state == nil ? "the state file (OUTPUT.state.safetensors)" : "--state", replacing: [resume]) }
+        return files
     }
 
     func run() throws {
@@ -121,12 +164,18 @@ struct Train: ParsableCommand {
             }
         }
         // A resumed run takes the model and the data position from its state file.
-        let stateURL = URL(fileURLWithPath: state ?? URL(fileURLWithPath: output).deletingPathExtension().appendingPathExtension("state.safetensors").path)
+        let stateURL = URL(fileURLWithPath: statePath)
+        if checkpointEvery != nil { try TrainingState.checkReplaceable(stateURL, resuming: resume) }
+        var wroteState = false
         var resumed: TrainingState? = nil
         var (module, config): (any Quantizer, ModuleConfig)
         if let resume {
             let r = try TrainingState.read(URL(fileURLWithPath: resume))
             (module, config, resumed) = (r.0, r.1, r.2)
+            for (option, value) in modelOptions.sorted(by: { $0.key < $1.key }) where r.2.options[option] != value {
+                let was = r.2.options[option].map { "\(option) \($0)" } ?? "without \(option)"
+                throw ValidationError("\(option) \(value): --resume \(resume) continues a run started \(was); a resumed run keeps its model options (omit them)")
+            }
         } else {
             (module, config) = try makeModule(dim: d)
         }
@@ -161,7 +210,7 @@ struct Train: ParsableCommand {
         if steps == nil && overflow { throw ValidationError("--epochs \(epochs ?? 1): too many steps") }
         let totalSteps = steps ?? epochSteps
         let size = (try? FileManager.default.attributesOfItem(atPath: DataFiles.split(input).0.path)[.size] as? Int) ?? 0
-        let signature = "input=\(input);bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world)"
+        let signature = "input=\(FileIdentity(DataFiles.split(input).0.path).resolved)\(DataFiles.split(input).1.map { ":" + $0 } ?? "");bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world)"
         var losses: [Float] = []
         if !module.learnedCodebooks.isEmpty {
             var rng = SeededGenerator(seed: seed)
@@ -207,8 +256,10 @@ struct Train: ParsableCommand {
                     counts = [Int](repeating: 0, count: counts.count)
                 }
                 if let every = checkpointEvery, step % every == 0, step < totalSteps, rank == 0 {
-                    let snapshot = TrainingState(step: step, cursor: cursor, order: order, dataRNG: rng, losses: losses, signature: signature)
+                    let snapshot = TrainingState(step: step, cursor: cursor, order: order, dataRNG: rng, losses: losses, signature: signature,
+                                                 options: resumed?.options ?? modelOptions)
                     try snapshot.write(module: module, config: config, to: stateURL)
+                    wroteState = true
                 }
             }
         }
@@ -222,10 +273,12 @@ struct Train: ParsableCommand {
         }
         defer { Distributed.finalize(collective) }
         try QuantizerCheckpoint.save(module, config: config, to: url)
-        if checkpointEvery != nil || resume != nil {
-            // The run is complete: its recovery state is no longer needed.
-            for stale in [stateURL] + (resume.map { [URL(fileURLWithPath: $0)] } ?? []) { try? FileManager.default.removeItem(at: stale) }
-        }
+        // The run is complete: its recovery state is no longer needed. Only this run's own states are removed:
+        // the one it wrote, and the one it resumed from (a state of this very run: its signature was checked).
+        var stale: [URL] = []
+        if wroteState { stale.append(stateURL) }
+        if let resume, resumed != nil { stale.append(URL(fileURLWithPath: resume)) }
+        for url in stale { try? FileManager.default.removeItem(at: url) }
         let recon = try module.decode(module.encode(x))
         let mse = recon.shape == x.shape ? Loss.mse(recon, x).item : .nan
         print(String(format: "wrote %@ (+ %@): %@, %d vectors × %d, %d steps, reconstruction MSE %.6f", url.path,

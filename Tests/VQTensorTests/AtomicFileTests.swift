@@ -22,6 +22,27 @@ struct AtomicFileTests {
         #expect(FileManager.default.contents(atPath: real.path) == Data([2, 3]))
     }
 
+    @Test("a set of files is renamed under a lock of their folder: a writer of the same set waits, the pair never mixes")
+    func setUnderLock() throws {
+        let a = dir.appendingPathComponent("pair.safetensors"), b = dir.appendingPathComponent("pair.json")
+        try AtomicFile.write([(Data([1]), a), (Data([1]), b)])
+        #expect(FileManager.default.contents(atPath: a.path) == Data([1]) && FileManager.default.contents(atPath: b.path) == Data([1]))
+        // Hold the folder's lock as another writer between its two renames would; this writer must wait for it.
+        let lock = open(dir.path, O_RDONLY | O_DIRECTORY)
+        #expect(flock(lock, LOCK_EX) == 0)
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            try? AtomicFile.write([(Data([2]), a), (Data([2]), b)])
+            done.signal()
+        }
+        #expect(done.wait(timeout: .now() + 0.3) == .timedOut, "the renames waited for the lock")
+        #expect(FileManager.default.contents(atPath: a.path) == Data([1]) && FileManager.default.contents(atPath: b.path) == Data([1]))
+        flock(lock, LOCK_UN)
+        close(lock)
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(FileManager.default.contents(atPath: a.path) == Data([2]) && FileManager.default.contents(atPath: b.path) == Data([2]))
+    }
+
     @Test("a replaced file keeps its permission bits")
     func mode() throws {
         let f = dir.appendingPathComponent("m.bin")

@@ -68,6 +68,36 @@ struct DurabilityTests {
         #expect(r.status != 0 && r.stderr.contains("--resume"), "\(r.stderr)")
     }
 
+    @Test("a resumption keeps the run's model options, refuses other ones and damaged states, and knows its input by identity")
+    func resumeContract() throws {
+        try NumPyFile.write(.float(TestSupport.random([400, 8], seed: 6)), to: URL(fileURLWithPath: path("w.npy")))
+        let data = ["--batch-size", "50", "--seed", "1", "--steps", "8"]
+        let start = ["train", "--input", path("w.npy"), "--codebook-size", "8", "--decay", "0.9"] + data
+        var r = try VQProcess.run(start + ["--output", path("full.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+        // A state at step 4 of 8.
+        r = try VQProcess.run(start + ["--output", path("o.safetensors"), "--checkpoint-every", "4", "--failure-drill", "0:5:exit"])
+        let state = path("o.state.safetensors")
+        #expect(FileManager.default.fileExists(atPath: state), "\(r.stderr)")
+        let good = try Data(contentsOf: URL(fileURLWithPath: state))
+        // Other model options are refused, naming the option.
+        for extra in [["--residual", "3"], ["--cosine"], ["--decay", "0.5"], ["--codebook-size", "16"], ["--heads", "2"], ["--kmeans-init"]] {
+            r = try VQProcess.run(["train", "--input", path("w.npy")] + data + extra + ["--output", path("o.safetensors"), "--resume", state])
+            #expect(r.status != 0 && r.stderr.contains(extra[0]), "\(extra): \(r.stderr)")
+            #expect(try !FileManager.default.fileExists(atPath: path("o.safetensors")) && Data(contentsOf: URL(fileURLWithPath: state)) == good)
+        }
+        // A flipped bit anywhere in a tensor is refused.
+        var bytes = [UInt8](good)
+        bytes[bytes.count - 9] ^= 0x10
+        try Data(bytes).write(to: URL(fileURLWithPath: path("bad.state.safetensors")))
+        r = try VQProcess.run(["train", "--input", path("w.npy")] + data + ["--output", path("b.safetensors"), "--resume", path("bad.state.safetensors")])
+        #expect(r.status != 0 && r.stderr.contains("damaged"), "\(r.stderr)")
+        // No model option needed (the state carries the model); the input spelled another way is the same input.
+        r = try VQProcess.run(["train", "--input", dir.path + "/./w.npy"] + data + ["--output", path("o.safetensors"), "--resume", state])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path("o.safetensors"))) == Data(contentsOf: URL(fileURLWithPath: path("full.safetensors"))))
+    }
+
     @Test("a checkpoint loads with its own configuration after a kill between the checkpoint and its sidecar")
     func checkpointPair() throws {
         try NumPyFile.write(.float(TestSupport.random([300, 8], seed: 7)), to: URL(fileURLWithPath: path("z.npy")))

@@ -317,6 +317,25 @@ public enum AtomicFile {
             throw error
         }
     }
+
+    /// Replaces several files as one set (a checkpoint and its sidecar): each is written and synced to a
+    /// temporary sibling first, then all are renamed while an exclusive lock is held on their folders, so
+    /// two processes writing the same set never interleave their renames (no mix of one's checkpoint with
+    /// the other's sidecar). A failure before the renames leaves every target untouched.
+    public static func write(_ files: [(data: Data, url: URL)]) throws {
+        var staged: [StagedFile] = []
+        do {
+            for (data, url) in files {
+                let s = try StagedFile(replacing: url)
+                staged.append(s)
+                try s.write(data, at: 0)
+            }
+            try StagedFile.commit(staged)
+        } catch {
+            for s in staged { s.abandon() }
+            throw error
+        }
+    }
 }
 
 /// The temporary file behind an atomic write (see ``AtomicFile``): written at any offset, then
@@ -369,7 +388,27 @@ public final class StagedFile {
     }
 
     /// Makes the file appear under its name: permission bits, fsync, rename, fsync of the folder.
-    public func commit() throws {
+    public func commit() throws { try StagedFile.commit([self]) }
+
+    /// Commits several staged files: all are synced, then renamed in order under an exclusive `flock` of
+    /// each distinct folder (taken in path order), then the folders are synced.
+    public static func commit(_ files: [StagedFile]) throws {
+        for f in files { try f.sync() }
+        let folders = Array(Set(files.map { $0.target.deletingLastPathComponent().path })).sorted()
+        let locks = folders.map { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        for l in locks where l >= 0 { while flock(l, LOCK_EX) != 0 && errno == EINTR {} }
+        defer {
+            for l in locks where l >= 0 {
+                fsync(l)
+                flock(l, LOCK_UN)
+                close(l)
+            }
+        }
+        for f in files { try f.moveIntoPlace() }
+    }
+
+    /// Permission bits and fsync of the temporary file.
+    func sync() throws {
         precondition(!done, "StagedFile: committed or abandoned twice")
         fchmod(fd, mode)
         guard fsync(fd) == 0 else {
@@ -377,17 +416,16 @@ public final class StagedFile {
             abandon()
             throw TensorFileError.unwritable(path: requested.path, reason: reason)
         }
+    }
+
+    /// Renames the synced temporary file over the target.
+    func moveIntoPlace() throws {
         close(fd)
         done = true
         if rename(tmp.path, target.path) != 0 {
             let reason = String(cString: strerror(errno))
             unlink(tmp.path)
             throw TensorFileError.unwritable(path: requested.path, reason: reason)
-        }
-        let dfd = open(target.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            fsync(dfd)
-            close(dfd)
         }
     }
 

@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import VectorQuantize
+
+/// Every file one command reads and writes, resolved to the file each finally names and checked against the
+/// others before anything is read or written: no output may be an input or another output (a checkpoint's
+/// config sidecar counts as an output), so a command never overwrites a file it was not asked to write.
+///
+/// ```swift
+/// var files = CommandFiles()
+/// try files.input(input, "--input")
+/// try files.checkpoint(output, "--output")      // the checkpoint and its sidecar `.json`
+/// try files.output(report, "--report")
+/// try files.check()                             // one line naming both options if two are the same file
+/// ```
+///
+/// Two paths name the same file when they resolve to the same path (`..`, `.`, symbolic links in the folder
+/// and in the name followed) or, for files that exist, when they are the same inode (hard links).
+/// An output may replace an input only where the command says so (`replacing:`): `vq freeze` rewrites the
+/// checkpoint it reads, `vq train --resume` its own state.
+struct CommandFiles {
+    struct File {
+        let role: String
+        let path: String
+        let identity: FileIdentity
+        /// The input this output is allowed to replace (an in-place edit), if any.
+        let replaces: [FileIdentity]
+    }
+
+    private(set) var inputs: [File] = []
+    private(set) var outputs: [File] = []
+
+    /// A file the command reads (`FILE.safetensors:NAME` names FILE).
+    mutating func input(_ spec: String?, _ option: String) {
+        guard let spec else { return }
+        let path = DataFiles.split(spec).0.path
+        inputs.append(File(role: option, path: path, identity: FileIdentity(path), replaces: []))
+    }
+
+    /// A file the command writes; `replacing` lists inputs it is meant to rewrite in place.
+    mutating func output(_ path: String?, _ option: String, replacing: [String?] = []) {
+        guard let path else { return }
+        let allowed = replacing.compactMap { $0.map { FileIdentity(DataFiles.split($0).0.path) } }
+        outputs.append(File(role: option, path: path, identity: FileIdentity(path), replaces: allowed))
+    }
+
+    /// A checkpoint the command writes, and the config sidecar written beside it. `inPlaceOf` names a
+    /// checkpoint the command rewrites in place: the output may be that file, and its sidecar that file's
+    /// sidecar (also when it was read as `--config`).
+    mutating func checkpoint(_ path: String?, _ option: String, inPlaceOf edited: String? = nil) {
+        guard let path else { return }
+        output(path, option, replacing: [edited])
+        let sidecar = ModuleConfig.sidecar(of: URL(fileURLWithPath: path)).path
+        let editedSidecar = edited.map { ModuleConfig.sidecar(of: URL(fileURLWithPath: DataFiles.split($0).0.path)).path }
+        output(sidecar, "\(option)'s config sidecar", replacing: [editedSidecar])
+    }
+
+    /// Throws one line if an output is an input it may not replace, or another output.
+    func check() throws {
+        for (i, out) in outputs.enumerated() {
+            for other in outputs[..<i] where other.identity == out.identity {
+                throw ValidationError("\(other.role) and \(out.role) are the same file (\(out.path)): give each output its own path")
+            }
+            for input in inputs where input.identity == out.identity && !out.replaces.contains(input.identity) {
+                throw ValidationError("\(out.role) \(out.path) is the \(input.role) file: writing it would destroy the input; choose another path")
+            }
+        }
+    }
+
+    /// Whether `path` names one of the inputs.
+    func isInput(_ path: String) -> Bool {
+        let id = FileIdentity(path)
+        return inputs.contains { $0.identity == id }
+    }
+}
+
+/// The file a path finally names: the absolute path with `..` and every symbolic link resolved (of the folders
+/// and of the name itself, even a link to a file that does not exist yet), and the inode when the file exists.
+struct FileIdentity: Equatable {
+    let resolved: String
+    let inode: Inode?
+
+    struct Inode: Hashable {
+        let device: UInt64
+        let number: UInt64
+    }
+
+    init(_ path: String) {
+        var current = URL(fileURLWithPath: path).standardizedFileURL.path
+        // Follow the name's own links (a dangling link names the file it would create).
+        for _ in 0..<40 {
+            guard let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: current) else { break }
+            current = dest.hasPrefix("/") ? URL(fileURLWithPath: dest).standardizedFileURL.path
+                : URL(fileURLWithPath: current).deletingLastPathComponent().appendingPathComponent(dest).standardizedFileURL.path
+        }
+        let url = URL(fileURLWithPath: current)
+        let folder = url.deletingLastPathComponent().path
+        if let real = realpath(folder, nil) {
+            current = URL(fileURLWithPath: String(cString: real)).appendingPathComponent(url.lastPathComponent).path
+            free(real)
+        }
+        resolved = current
+        var st = stat()
+        inode = stat(current, &st) == 0 ? Inode(device: UInt64(st.st_dev), number: UInt64(st.st_ino)) : nil
+    }
+
+    static func == (a: FileIdentity, b: FileIdentity) -> Bool {
+        if let x = a.inode, let y = b.inode { return x == y }
+        return a.resolved == b.resolved
+    }}

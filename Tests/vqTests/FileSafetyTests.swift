@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+import VQTensor
+import VQTestSupport
+
+/// No command overwrites or deletes a file it was not asked to write: every output is checked against every
+/// input and every other output (a checkpoint's config sidecar counts), however the path is spelled, and the
+/// end-of-run cleanup removes only what the run itself created.
+@Suite("vq: no file is ever lost", .serialized)
+struct FileSafetyTests {
+    let dir = VQProcess.temporaryDirectory()
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    /// The bytes of every file in the folder (recursively, links not followed).
+    func snapshot() -> [String: Data] {
+        var files: [String: Data] = [:]
+        for name in (FileManager.default.subpaths(atPath: dir.path) ?? []) {
+            let p = path(name)
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: p)) != nil { continue }
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), !isDir.boolValue { files[name] = FileManager.default.contents(atPath: p) }
+        }
+        return files
+    }
+
+    func setUp() throws {
+        try NumPyFile.write(.float(TestSupport.random([200, 8], seed: 1)), to: URL(fileURLWithPath: path("x.npy")))
+        try NumPyFile.write(.float(TestSupport.random([2, 8], seed: 2) * 0), to: URL(fileURLWithPath: path("basis.npy")))
+        try FileManager.default.createDirectory(atPath: path("sub"), withIntermediateDirectories: true)
+        let r = try VQProcess.run(["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "2", "--output", path("m.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+
+    /// Runs `args`; expects one `vq: error:` line mentioning `mention`, and every file in the folder unchanged.
+    func expectRefused(_ args: [String], mentions mention: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let before = snapshot()
+        let r = try VQProcess.run(args)
+        #expect(r.status != 0, "exit 0 for \(args)", sourceLocation: sourceLocation)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && r.stderr.hasPrefix("vq: error: ") && r.stderr.contains(mention),
+                "\(args): \(r.stderr)", sourceLocation: sourceLocation)
+        let after = snapshot()
+        #expect(after == before, "\(args) changed \(Set(after.keys).symmetricDifference(before.keys)) or a file's bytes", sourceLocation: sourceLocation)
+    }
+
+    /// The spellings of one file: plain, with `./` and `..`, through a symbolic link, and a hard link.
+    func spellings(of name: String) throws -> [String] {
+        let link = path("link-\(name)"), hard = path("hard-\(name)")
+        if !FileManager.default.fileExists(atPath: link) { try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: name) }
+        var result = [path(name), dir.path + "/./" + name, path("sub") + "/../" + name, link]
+        if FileManager.default.fileExists(atPath: path(name)) {
+            if !FileManager.default.fileExists(atPath: hard) { try FileManager.default.linkItem(atPath: path(name), toPath: hard) }
+            result.append(hard)
+        }
+        return result
+    }
+
+    @Test("vq train: every output against every input and every other output, however spelled")
+    func trainPairs() throws {
+        try setUp()
+        let base = ["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "2", "--checkpoint-every", "1"]
+        // Each output role, spelled to name an existing input or another output.
+        for spelled in try spellings(of: "x.npy") {
+            try expectRefused(base + ["--output", path("o.safetensors"), "--report", spelled], mentions: "--report")
+            try expectRefused(base + ["--output", path("o.safetensors"), "--state", spelled], mentions: "--state")
+        }
+        for spelled in try spellings(of: "m.safetensors") {
+            try expectRefused(["train", "--input", path("x.npy"), "--init", path("m.safetensors"), "--steps", "1", "--output", spelled], mentions: "--init")
+            try expectRefused(base + ["--output", path("o.safetensors"), "--state", path("o.state.safetensors"), "--report", spelled,
+                                      "--resume", path("m.safetensors")], mentions: "--report")
+        }
+        for spelled in try spellings(of: "basis.npy") {
+            try expectRefused(base + ["--output", path("o.safetensors"), "--freeze-subspace", path("basis.npy"), "--report", spelled], mentions: "--report")
+        }
+        // Outputs against each other, the sidecar included.
+        try expectRefused(base + ["--output", path("o.json")], mentions: "sidecar")
+        try expectRefused(base + ["--output", path("o.safetensors"), "--report", path("o.safetensors")], mentions: "same file")
+        try expectRefused(base + ["--output", path("o.safetensors"), "--report", path("o.json")], mentions: "same file")
+        try expectRefused(base + ["--output", path("o.safetensors"), "--state", path("o.safetensors")], mentions: "same file")
+        try expectRefused(base + ["--output", path("o.safetensors"), "--state", path("r.safetensors"), "--report", path("sub/../r.safetensors")], mentions: "same file")
+        try expectRefused(base + ["--output", path("o.safetensors"), "--state", path("keep.npy")], mentions: "--state")
+        #expect(!FileManager.default.fileExists(atPath: path("o.safetensors")))
+    }
+
+    @Test("the state file: a user's file at its path is never overwritten, and cleanup removes only this run's state")
+    func stateFiles() throws {
+        try setUp()
+        let base = ["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "4", "--batch-size", "50"]
+        // A file of the user's where the default state would go, and one named by --state.
+        let mine = Data("my notes".utf8)
+        try mine.write(to: URL(fileURLWithPath: path("o.state.safetensors")))
+        try expectRefused(base + ["--output", path("o.safetensors"), "--checkpoint-every", "1"], mentions: "o.state.safetensors")
+        try NumPyFile.write(.float(Tensor([1, 2])), to: URL(fileURLWithPath: path("keep.safetensors")))
+        try expectRefused(base + ["--output", path("o.safetensors"), "--checkpoint-every", "1", "--state", path("keep.safetensors")], mentions: "keep.safetensors")
+        var r = try VQProcess.run(base + ["--output", path("p.safetensors"), "--checkpoint-every", "2", "--state", path("p.run.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: path("p.run.safetensors")), "a finished run removes the state it wrote")
+        r = try VQProcess.run(base + ["--output", path("q.safetensors"), "--checkpoint-every", "2"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.contents(atPath: path("o.state.safetensors")) == mine)
+        #expect(!FileManager.default.fileExists(atPath: path("q.state.safetensors")))
+    }
+
+    @Test("a resumed run removes only its own state, never a file at the default state path it did not write")
+    func resumeCleanup() throws {
+        try setUp()
+        let args = ["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "6", "--batch-size", "50", "--seed", "3"]
+        // Make a state at step 2 of 6 by stopping a run with a failure drill, then resume it elsewhere.
+        var r = try VQProcess.run(args + ["--output", path("a.safetensors"), "--checkpoint-every", "2", "--state", path("s.safetensors"),
+                                          "--failure-drill", "0:3:exit"])
+        #expect(r.status != 0 && FileManager.default.fileExists(atPath: path("s.safetensors")), "\(r.stderr)")
+        let mine = Data("not a state".utf8)
+        try mine.write(to: URL(fileURLWithPath: path("b.state.safetensors")))
+        r = try VQProcess.run(args + ["--output", path("b.safetensors"), "--resume", path("s.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.contents(atPath: path("b.state.safetensors")) == mine, "a file the run did not write is kept")
+        #expect(!FileManager.default.fileExists(atPath: path("s.safetensors")), "the run's own state is removed once it is complete")
+    }
+
+    @Test("vq freeze, encode and decode: outputs checked against inputs and the sidecar")
+    func otherCommands() throws {
+        try setUp()
+        try expectRefused(["freeze", path("m.safetensors"), "--codes", "0", "--output", path("f.json")], mentions: "sidecar")
+        try FileManager.default.copyItem(atPath: path("m.json"), toPath: path("n.json"))
+        try expectRefused(["freeze", path("m.safetensors"), "--codes", "0", "--config", path("n.json"), "--output", path("n.safetensors")],
+                          mentions: "n.json")
+        for spelled in try spellings(of: "x.npy") {
+            try expectRefused(["encode", "--checkpoint", path("m.safetensors"), "--input", path("x.npy"), "--output", spelled], mentions: "--input")
+        }
+        for spelled in try spellings(of: "m.safetensors") {
+            try expectRefused(["encode", "--checkpoint", path("m.safetensors"), "--input", path("x.npy"), "--output", spelled], mentions: "--checkpoint")
+            try expectRefused(["decode", "--checkpoint", path("m.safetensors"), "--input", path("x.npy"), "--output", spelled], mentions: "--checkpoint")
+        }
+        try expectRefused(["decode", "--checkpoint", path("m.safetensors"), "--config", path("m.json"), "--input", path("x.npy"),
+                           "--output", path("sub/../m.json")], mentions: "--config")
+        // In place is what freeze is for: the checkpoint and its sidecar are rewritten, and both still agree.
+        let r = try VQProcess.run(["freeze", path("m.safetensors"), "--codes", "1", "--config", path("m.json")])
+        #expect(r.status == 0, "\(r.stderr)")
+        let i = try VQProcess.run(["inspect", path("m.safetensors")])
+        #expect(i.status == 0 && i.stdout.contains("frozen 1") && !i.stderr.contains("does not match"), "\(i.stdout) \(i.stderr)")
+    }
+}
