@@ -43,7 +43,7 @@ let package = Package(
                 "VectorQuantize", "VQDistributed", "VQNN", "VQTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            resources: [.copy("Resources/digits")]),
+            exclude: ["Digits/README.md"]),
         // The fuzz target of every outside input (Fuzz/run.sh builds it for libFuzzer); as a package
         // product it is a replay tool that runs the target on files.
         .executableTarget(name: "vq-fuzz", dependencies: ["VectorQuantize", "VQTensor"], path: "Fuzz/CLI"),
@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(
             name: "VectorQuantizeTests", dependencies: ["VectorQuantize", "VQNN", "VQTensor", "VQTestSupport"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "vqTests", dependencies: ["vq", "VQTensor", "VQTestSupport"]),
+        .testTarget(name: "vqTests", dependencies: ["vq", "VectorQuantize", "VQNN", "VQTensor", "VQTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

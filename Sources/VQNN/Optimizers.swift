@@ -197,6 +197,23 @@ public class Adam: Optimizer {
 
     /// Steps taken for a parameter (the `t` of the bias corrections).
     public func stepCount(of p: Parameter) -> Int { parameters.firstIndex { $0 === p }.map { steps[$0] } ?? 0 }
+
+    /// Restores a parameter's moments and step count (as ``moments(of:)`` and ``stepCount(of:)`` gave them),
+    /// so a resumed run continues bit-identically. Throws, changing nothing, if `p` is not optimized here or
+    /// the moments do not fit it.
+    public func restore(_ p: Parameter, m first: [Float], v second: [Float], steps count: Int) throws {
+        guard let i = parameters.firstIndex(where: { $0 === p }) else { throw OptimizerStateError("not a parameter of this optimizer") }
+        guard first.count == p.value.count, second.count == p.value.count, count >= 0 else {
+            throw OptimizerStateError("moments of \(first.count) and \(second.count) values, step \(count), for a parameter of \(p.value.count)")
+        }
+        (m.buffers[i], v.buffers[i], steps[i]) = (first, second, count)
+    }
+}
+
+/// Optimizer state that does not fit the optimizer it is restored into.
+public struct OptimizerStateError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
 }
 
 /// AdamW: Adam with decoupled weight decay (default λ = 0.01, as `torch.optim.AdamW`).

@@ -20,9 +20,8 @@ public struct ModuleConfig {
         self.kwargs = kwargs
     }
 
-    public static let modules = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ",
-                                 "GroupedResidualFSQ", "LFQ", "ResidualLFQ", "GroupedResidualLFQ", "SimVQ", "ResidualSimVQ", "RandomProjectionQuantizer",
-                                 "LatentQuantize", "FSP", "BinaryMapper", "EvoLFQ", "HierarchicalVQ"]
+    /// Every module a configuration can name (``QuantizerRegistry``'s kinds).
+    public static var modules: [String] { QuantizerRegistry.kinds.map(\.name) }
 
     /// Parses the JSON; errors name the path.
     public static func read(contentsOf url: URL) throws -> ModuleConfig {
@@ -71,29 +70,10 @@ public struct ModuleConfig {
         }
     }
 
-    /// Builds the module the configuration names.
+    /// Builds the module the configuration names (through ``QuantizerRegistry``).
     public func build() throws -> Module {
-        try checkSizeCaps()
-        switch module {
-        case "VectorQuantize": return try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: kwargs))
-        case "ResidualVQ": return try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kwargs))
-        case "GroupedResidualVQ": return try GroupedResidualVQ(referenceKwargs: kwargs)
-        case "FSQ": return try FSQ(FSQ.Configuration(referenceKwargs: kwargs))
-        case "ResidualFSQ": return try ResidualFSQ(referenceKwargs: kwargs)
-        case "GroupedResidualFSQ": return try GroupedResidualFSQ(referenceKwargs: kwargs)
-        case "LFQ": return try LFQ(LFQ.Configuration(referenceKwargs: kwargs))
-        case "ResidualLFQ": return try ResidualLFQ(referenceKwargs: kwargs)
-        case "GroupedResidualLFQ": return try GroupedResidualLFQ(referenceKwargs: kwargs)
-        case "SimVQ": return try SimVQ(referenceKwargs: kwargs)
-        case "ResidualSimVQ": return try ResidualSimVQ(referenceKwargs: kwargs)
-        case "RandomProjectionQuantizer": return try RandomProjectionQuantizer(referenceKwargs: kwargs)
-        case "LatentQuantize": return try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: kwargs))
-        case "FSP": return try FSP(FSP.Configuration(referenceKwargs: kwargs))
-        case "BinaryMapper": return try BinaryMapper(BinaryMapper.Configuration(referenceKwargs: kwargs))
-        case "EvoLFQ": return try EvoLFQ(referenceKwargs: kwargs)
-        case "HierarchicalVQ": return try HierarchicalVQ(referenceKwargs: kwargs)
-        default: throw ConfigurationError.unknownModule(module)
-        }
+        guard let kind = QuantizerRegistry.kind(named: module) else { throw ConfigurationError.unknownModule(module) }
+        return try kind.build(kwargs)
     }
 
     /// The sidecar path of a checkpoint: `model.safetensors` → `model.json`.

@@ -26,27 +26,77 @@ public protocol Quantizer: Module {
     /// The codebooks whose codes are learned and stored (EMA or gradient), in layer order (group-major for
     /// grouped stacks), each once: what `vq freeze` and `vq inspect` act on. Empty for implicit codebooks.
     var learnedCodebooks: [Codebook] { get }
+    /// The layout ``forward(_:)`` takes its input in (image and video maps, channel-first sequences);
+    /// ``encode(_:)``, ``decode(_:)`` and ``forward(vectors:)`` always speak vectors `[b, n, dim]`.
+    var forwardLayout: InputLayout { get }
+    /// The last axis of ``decode(_:)``'s vectors: ``inputDim``, or the one-hot width of ``BinaryMapper``.
+    var decodedDim: Int { get }
+    /// ``forward(_:)`` of vectors `[b, n, dim]`, whatever ``forwardLayout`` is: quantized vectors `[b, n, dim]`,
+    /// indices in the ``encode(_:)`` layout (a default implementation arranges the input and the result).
+    func forward(vectors x: Tensor) -> QuantizerOutput
+    /// nil when every vector is encoded on its own; otherwise the quantizer encodes whole sequences (or
+    /// maps) of this shape into one row of indices (``HierarchicalVQ``: its finest level's shape): its
+    /// unit of ``encode(_:)`` is `[b] + sequenceShape + [dim]`, giving `[b, Σ positions]`.
+    var sequenceShape: [Int]? { get }
 }
 
 extension Quantizer {
     public var indexBatchAxis: Int { 0 }
     public var allowsDroppedIndices: Bool { false }
+    public var forwardLayout: InputLayout { .vectorsLast }
+    public var decodedDim: Int { inputDim }
+    public var sequenceShape: [Int]? { nil }
 
-    /// The index shape of one vector: the shape `encode(_:)` gives for a `[1, dim]` input (an
-    /// uninitialised k-means codebook would be initialised by it: ``validate(indices:)`` checks first).
-    public var indexShapeOfOneVector: [Int] { encode(Tensor.zeros([1, inputDim])).shape }
+    /// The default ``forward(vectors:)``: the vectors are
+    /// arranged as the forward takes them (a map of `n × 1` positions, or channel-first), and the result's
+    /// quantized vectors and indices come back as `[b, n, dim]` and `[…, b, n, …]` (the ``encode(_:)`` layout).
+    ///
+    /// A channel-first forward whose indices keep a trailing layer axis after the sequence (`[b, q, n]`)
+    /// implements its own.
+    public func forward(vectors x: Tensor) -> QuantizerOutput {
+        let layout = forwardLayout
+        guard layout != .vectorsLast else { return forward(x) }
+        precondition(x.rank == 3, "forward(vectors:): \(x.shape) must be [b, n, dim]")
+        var out = forward(layout.arrange(x))
+        out.quantized = layout.vectors(out.quantized)
+        out.indices = layout.vectorIndices(out.indices, batchAxis: indexBatchAxis)
+        return out
+    }
+
+    /// The index shape of one vector: the shape `encode(_:)` gives for a `[1, dim]` input — of one sequence,
+    /// `[1] + sequenceShape + [dim]`, for sequence quantizers (an uninitialised k-means codebook would be
+    /// initialised by it: ``validate(indices:)`` checks first).
+    public var indexShapeOfOneVector: [Int] {
+        // Encoding initialises an uninitialised k-means codebook from its input (as the reference's forward
+        // does): the probe's zeros must not, so the whole state (and every generator) is put back afterwards.
+        let probe = Tensor.zeros([1] + (sequenceShape ?? []) + [inputDim])
+        guard learnedCodebooks.contains(where: { $0.initted.value.item == 0 }) else { return encode(probe).shape }
+        let (state, generators) = (stateDict(), randomStates())
+        defer {
+            try? load(stateDict: state)
+            try? setRandomStates(generators)
+        }
+        return encode(probe).shape
+    }
+
+    /// Whether every k-means-initialised codebook has been initialised (by a first training batch); the codes
+    /// of one that has not are placeholders, so neither its indices nor its decoding mean anything yet.
+    public var isInitialised: Bool {
+        !namedParameters().contains(where: { $0.0.hasSuffix("initted") && $0.1.value.count == 1 && $0.1.value.item == 0 })
+    }
 
     /// Checks indices from outside before `decode(_:)`: the shape must be what `encode(_:)` gives for
     /// `[n, dim]` or `[b, n, dim]` input, and every value within its column's codebook (or -1 where
     /// `allowsDroppedIndices`). Throws a ``DecodeError`` that names the offending shape or value.
     public func validate(indices: IndexTensor) throws {
-        if namedParameters().contains(where: { $0.0.hasSuffix("initted") && $0.1.value.count == 1 && $0.1.value.item == 0 }) {
+        if !isInitialised {
             throw DecodeError(description: "\(type(of: self)): the codebook is not initialised yet (k-means runs on the first batch)")
         }
         let one = indexShapeOfOneVector
         let a = indexBatchAxis
         let trailing = Array(one[(a + 1)...]), leading = Array(one[..<a])
-        let okShape = indices.rank >= one.count && indices.rank <= one.count + 1
+        // One vector's (or one sequence's) indices may come without their batch axis: `[Σ positions]` for a sequence.
+        let okShape = indices.rank >= one.count - (sequenceShape == nil ? 0 : 1) && indices.rank <= one.count + 1
             && Array(indices.shape.prefix(a)) == leading && Array(indices.shape.suffix(trailing.count)) == trailing
         guard okShape else {
             let n = "n"
@@ -66,6 +116,44 @@ extension Quantizer {
             if v == -1 && allowsDroppedIndices { continue }
             throw DecodeError(description: "index \(v) at position \(i) is out of range 0..<\(size)\(allowsDroppedIndices ? " (or -1 for a dropped layer)" : "")")
         }
+    }
+}
+
+/// How a quantizer's forward pass takes its input, against the vectors `[b, n, dim]` of ``Quantizer``'s
+/// `encode`/`decode`: sequences (vectors last), channel-first sequences `[b, dim, n]`, image maps
+/// `[b, dim, h, w]` or video maps `[b, dim, t, h, w]` (vectors become a map of `n × 1 (× 1)` positions).
+public enum InputLayout: Sendable, Equatable {
+    case vectorsLast, channelFirst, imageMap, videoMap
+
+    /// The spatial axes of the layout (1 for sequences).
+    public var spatialAxes: Int { self == .imageMap ? 2 : (self == .videoMap ? 3 : 1) }
+
+    /// Vectors `[b, n, dim]` in this layout.
+    public func arrange(_ x: Tensor) -> Tensor {
+        guard self != .vectorsLast else { return x }
+        let t = x.transposed(1, 2)
+        return spatialAxes == 1 ? t : t.reshaped([x.shape[0], x.shape[2], x.shape[1]] + Array(repeating: 1, count: spatialAxes - 1))
+    }
+
+    /// A forward output in this layout (`[b, d, s…]`) as vectors `[b, n, d]`.
+    public func vectors(_ y: Tensor) -> Tensor {
+        guard self != .vectorsLast, y.rank == 2 + spatialAxes else { return y }
+        return y.reshaped([y.shape[0], y.shape[1], -1]).transposed(1, 2)
+    }
+
+    /// Indices `[lead…, b, s…, trail…]` (the spatial axes after the batch axis) as `[lead…, b, n, trail…]`.
+    public func vectorIndices(_ i: IndexTensor, batchAxis a: Int) -> IndexTensor {
+        guard spatialAxes > 1, i.rank >= a + 1 + spatialAxes else { return i }
+        let s = i.shape
+        let n = s[(a + 1)...(a + spatialAxes)].reduce(1, *)
+        return i.reshaped(Array(s[...a]) + [n] + Array(s[(a + 1 + spatialAxes)...]))
+    }
+}
+
+extension Quantizer {
+    /// ``encode(_:)`` through ``forward(vectors:)`` in evaluation mode, for `[n, dim]` or `[b, n, dim]`.
+    func encodeVectors(_ x: Tensor) -> IndexTensor {
+        withMode(training: false) { withoutGradient { withBatch(x, axis: indexBatchAxis) { forward(vectors: $0).indices } } }
     }
 }
 
@@ -97,10 +185,22 @@ extension VectorQuantizer: Quantizer {
     public var learnedCodebooks: [Codebook] { [codebook] }
     public var inputDim: Int { configuration.dim }
     public var codebookSizes: [Int] { [codebookSize] }
-    public func encode(_ x: Tensor) -> IndexTensor {
-        withMode(training: false) { withoutGradient { self(x).indices } }
+    public var forwardLayout: InputLayout {
+        let c = configuration
+        return c.accept3dFmap ? .videoMap : (c.acceptImageFmap ? .imageMap : (c.channelLast ? .vectorsLast : .channelFirst))
     }
-    public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { getOutput(from: indices) } }
+    public func encode(_ x: Tensor) -> IndexTensor {
+        withMode(training: false) {
+            withoutGradient { forwardLayout == .vectorsLast ? self(x).indices : withBatch(x) { forward(vectors: $0).indices } }
+        }
+    }
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        try validate(indices: indices)
+        return withoutGradient {
+            let codes = vectorCodes(from: indices)
+            return projectOut.map { $0(codes) } ?? codes
+        }
+    }
 }
 
 /// Residual and grouped stacks: their forward takes `[b, n, dim]`, their indices end in the layer axis
@@ -110,30 +210,40 @@ extension VectorQuantizer: Quantizer {
 /// `getOutput(from:)`.
 protocol SequenceQuantizer: Quantizer {
     func getOutput(from indices: IndexTensor) -> Tensor
+    /// The vectors `[…, b, n, dim]` of vector-layout indices (default: `getOutput(from:)`).
+    func vectorOutput(from indices: IndexTensor) -> Tensor
     /// The indices of `[b, n, dim]` vectors (default: the forward's).
     func sequenceIndices(_ x: Tensor) -> IndexTensor
 }
 
 extension SequenceQuantizer {
     public var allowsDroppedIndices: Bool { true }
-    func sequenceIndices(_ x: Tensor) -> IndexTensor { forward(x).indices }
+    func sequenceIndices(_ x: Tensor) -> IndexTensor { forward(vectors: x).indices }
+    func vectorOutput(from indices: IndexTensor) -> Tensor { forwardLayout.vectors(getOutput(from: indices)) }
 
     public func encode(_ x: Tensor) -> IndexTensor {
         withMode(training: false) { withoutGradient { withBatch(x, axis: indexBatchAxis) { sequenceIndices($0) } } }
     }
 
     public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient { decodingWithBatch(indices, rank: 3 + indexBatchAxis, axis: indexBatchAxis) { getOutput(from: $0) } }
+        try validate(indices: indices)
+        return withoutGradient { decodingWithBatch(indices, rank: 3 + indexBatchAxis, axis: indexBatchAxis) { vectorOutput(from: $0) } }
     }
 }
 
 extension ResidualVQ: SequenceQuantizer {
+    public var forwardLayout: InputLayout { configuration.acceptImageFmap ? .imageMap : .vectorsLast }
     public var learnedCodebooks: [Codebook] { uniqueCodebooks(layers.map(\.codebook)) }
     public var inputDim: Int { configuration.dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
 }
 
 extension GroupedResidualVQ: SequenceQuantizer {
+    public var forwardLayout: InputLayout { configuration.residual.acceptImageFmap ? .imageMap : .vectorsLast }
+    /// The groups' vectors side by side along the features (image-map stacks too: the vectors are channel-last).
+    func vectorOutput(from indices: IndexTensor) -> Tensor {
+        Tensor.concat((0..<groups).map { rvqs[$0].getOutput(from: ResidualStack.group(indices, $0, of: groups)) }, axis: -1)
+    }
     public var learnedCodebooks: [Codebook] { uniqueCodebooks(rvqs.flatMap { $0.layers.map(\.codebook) }) }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
@@ -144,17 +254,22 @@ extension FSQ: Quantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
-    public func encode(_ x: Tensor) -> IndexTensor {
-        withMode(training: false) { withoutGradient { withBatch(x) { self($0).indices } } }
+    public var forwardLayout: InputLayout { configuration.channelFirst ? .channelFirst : .vectorsLast }
+    public func encode(_ x: Tensor) -> IndexTensor { encodeVectors(x) }
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        try validate(indices: indices)
+        return withoutGradient { forwardLayout.vectors(indicesToCodes(indices)) }
     }
-    public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { indicesToCodes(indices) } }
 }
 
 extension ResidualFSQ: SequenceQuantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
+    public var forwardLayout: InputLayout { channelFirst ? .channelFirst : .vectorsLast }
     func sequenceIndices(_ x: Tensor) -> IndexTensor { channelLast(x).indices }
+    /// `getOutput(from:)` is channel-last whatever the layout.
+    func vectorOutput(from indices: IndexTensor) -> Tensor { getOutput(from: indices) }
 }
 
 extension GroupedResidualFSQ: SequenceQuantizer {
@@ -168,10 +283,12 @@ extension LFQ: Quantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
-    public func encode(_ x: Tensor) -> IndexTensor {
-        withMode(training: false) { withoutGradient { withBatch(x) { self($0).indices } } }
+    public var forwardLayout: InputLayout { configuration.channelFirst == true ? .channelFirst : .vectorsLast }
+    public func encode(_ x: Tensor) -> IndexTensor { encodeVectors(x) }
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        try validate(indices: indices)
+        return withoutGradient { forwardLayout.vectors(indicesToCodes(indices)) }
     }
-    public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { indicesToCodes(indices) } }
 }
 
 extension ResidualLFQ: SequenceQuantizer {
@@ -188,6 +305,7 @@ extension GroupedResidualLFQ: SequenceQuantizer {
 }
 
 extension ResidualSimVQ: SequenceQuantizer {
+    public var forwardLayout: InputLayout { configuration.layer.channelFirst ? .channelFirst : .vectorsLast }
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
@@ -197,10 +315,14 @@ extension SimVQ: Quantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
+    public var forwardLayout: InputLayout { channelFirst ? .channelFirst : .vectorsLast }
     public func encode(_ x: Tensor) -> IndexTensor {
-        withMode(training: false) { withoutGradient { self(x).indices } }
+        channelFirst ? encodeVectors(x) : withMode(training: false) { withoutGradient { self(x).indices } }
     }
-    public func decode(_ indices: IndexTensor) throws -> Tensor { withoutGradient { indicesToCodes(indices) } }
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        try validate(indices: indices)
+        return withoutGradient { forwardLayout.vectors(indicesToCodes(indices)) }
+    }
 }
 
 extension RandomProjectionQuantizer: Quantizer {
@@ -210,6 +332,7 @@ extension RandomProjectionQuantizer: Quantizer {
     public var codebookSizes: [Int] { [vq.codebookSize] }
     public func encode(_ x: Tensor) -> IndexTensor { withBatch(x) { self($0) } }
     public func decode(_ indices: IndexTensor) throws -> Tensor {
+        try validate(indices: indices)
         throw DecodeError(description: "RandomProjectionQuantizer: a random projection cannot be decoded back to vectors")
     }
 }
@@ -217,16 +340,21 @@ extension RandomProjectionQuantizer: Quantizer {
 extension BinaryMapper: Quantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { bits }
+    public var decodedDim: Int { codebookSize }
     public var codebookSizes: [Int] { [codebookSize] }
     /// Deterministic bits (`p > 0.5`) of logits `[n, bits]` or `[b, n, bits]`.
     public func encode(_ x: Tensor) -> IndexTensor {
         withoutGradient { self(x, straightThrough: false, computeAuxLoss: false, deterministic: true).indices }
     }
     /// The one-hot rows of the indices, `[..., 2^bits]` (what the forward returns).
-    public func decode(_ indices: IndexTensor) throws -> Tensor { Tensor.oneHot(indices, classes: codebookSize) }
+    public func decode(_ indices: IndexTensor) throws -> Tensor {
+        try validate(indices: indices)
+        return Tensor.oneHot(indices, classes: codebookSize)
+    }
 }
 
 extension LatentQuantize: Quantizer {
+    public var forwardLayout: InputLayout { .channelFirst }
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
@@ -235,7 +363,8 @@ extension LatentQuantize: Quantizer {
         withMode(training: false) { withoutGradient { withBatch(x) { self($0.transposed(1, 2)).indices } } }
     }
     public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient {
+        try validate(indices: indices)
+        return withoutGradient {
             let batched = indices.rank == (configuration.keepsCodebooksAxis ? 3 : 2)
             let codes = indicesToCodes(batched ? indices : indices.reshaped([1] + indices.shape)).transposed(1, 2)
             return batched ? codes : codes.squeezed(axis: 0)
@@ -244,6 +373,7 @@ extension LatentQuantize: Quantizer {
 }
 
 extension FSP: Quantizer {
+    public var forwardLayout: InputLayout { configuration.channelFirst ? .channelFirst : .vectorsLast }
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
@@ -251,7 +381,8 @@ extension FSP: Quantizer {
         withMode(training: false) { withoutGradient { self(configuration.channelFirst ? moveLastToFirstFeature(x) : x).indices } }
     }
     public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withoutGradient {
+        try validate(indices: indices)
+        return withoutGradient {
             let codes = indicesToCodes(indices)
             return configuration.channelFirst ? moveFirstFeatureToLast(codes) : codes
         }
@@ -267,11 +398,13 @@ extension EvoLFQ: Quantizer {
     }
     /// The decoder's reconstruction of indices.
     public func decode(_ indices: IndexTensor) throws -> Tensor {
-        withMode(training: false) { withoutGradient { decoder(lfq.indicesToCodes(indices)) } }
+        try validate(indices: indices)
+        return withMode(training: false) { withoutGradient { decoder(lfq.indicesToCodes(indices)) } }
     }
 }
 
 extension HierarchicalVQ: Quantizer {
+    public var sequenceShape: [Int]? { configuration.shapes.last }
     public var learnedCodebooks: [Codebook] { uniqueCodebooks((0..<numLevels).map { quantizer(level: $0).codebook }) }
     public var inputDim: Int { dim }
     /// One column per position of every level, coarse to fine (`Σ positions` columns).
@@ -291,6 +424,7 @@ extension HierarchicalVQ: Quantizer {
     }
     /// The channel-last sequence or map (at the last level's shape) of `[Σ positions]` or `[b, Σ positions]` indices.
     public func decode(_ indices: IndexTensor) throws -> Tensor {
+        try validate(indices: indices)
         let positions = configuration.positions, total = positions.reduce(0, +)
         guard indices.shape.last == total, indices.rank <= 2 else {
             throw DecodeError(description: "HierarchicalVQ: indices \(indices.shape) must be [\(total)] or [b, \(total)] (Σ positions)")

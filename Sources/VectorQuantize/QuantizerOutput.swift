@@ -84,6 +84,11 @@ extension ResidualFSQ {
         let o = self(x)
         return QuantizerOutput(quantized: o.quantized, indices: o.indices, allCodes: { self.getCodes(from: o.indices) })
     }
+    /// Vectors `[b, n, dim]` through the channel-last forward whatever ``channelFirst`` says: indices `[b, n, q]`.
+    public func forward(vectors x: Tensor) -> QuantizerOutput {
+        let o = channelLast(x)
+        return QuantizerOutput(quantized: o.quantized, indices: o.indices, allCodes: { self.getCodes(from: o.indices) })
+    }
     public var codebookSize: Int { layers[0].codebookSize }
 }
 

@@ -58,7 +58,7 @@ public final class ResidualFSQ: Module {
         /// The checks of both paths.
         public func validate(module: String = "ResidualFSQ") throws {
             try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
-                                       softClamp: softClampInputValue, module: module)
+                                       softClamp: softClampInputValue, module: module, dropout: quantizeDropout)
             if boundHardClamp && softClampInputValue != nil {
                 // The reference asserts this too: the hard clamp brings its own per-level soft clamp.
                 throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")

@@ -50,7 +50,7 @@ public final class ResidualLFQ: Module {
         /// The checks of both paths.
         public func validate(module: String = "ResidualLFQ") throws {
             try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
-                                       softClamp: softClampInputValue, module: module)
+                                       softClamp: softClampInputValue, module: module, dropout: quantizeDropout)
             guard codebookSize > 0, codebookSize & (codebookSize - 1) == 0, codebookSize <= 1 << 30 else {
                 throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(codebookSize) is not a power of 2 in 2…2^30")
             }
@@ -58,6 +58,11 @@ public final class ResidualLFQ: Module {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(dim) must be positive and its projection within \(SizeLimit.maxElements) values")
             }
             try layerConfiguration(0).validate(module: module)
+            if layer.channelFirst == true {
+                // The reference hands it to every layer, which then reads the stack's [b, n, d] residual as channel-first and fails.
+                throw ConfigurationError.badValue(module: module, keyword: "channel_first",
+                                                  reason: "a keyword of a single LFQ: the stack quantizes [b, n, dim] (move the channel axis before it)")
+            }
         }
 
         /// Layer `i`'s LFQ: `codebook_scale = 2^-i`, the clamp halved per layer, no projection.

@@ -45,7 +45,7 @@ public final class ResidualSimVQ: Module {
 
         public func validate() throws {
             try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
-                                       softClamp: nil, module: "ResidualSimVQ")
+                                       softClamp: nil, module: "ResidualSimVQ", dropout: quantizeDropout)
             try layer.validate(module: "ResidualSimVQ")
         }
     }
@@ -78,11 +78,15 @@ public final class ResidualSimVQ: Module {
     /// `[q, c, dim]`: every layer's implicit codebook.
     public var codebooks: Tensor { Tensor.stack(layers.map(\.codebook), axis: 0) }
 
-    /// Quantizes `x [b, n, dim]` layer by layer: the summed (rotated) outputs, indices `[b, n, q]` (-1 for
-    /// layers dropped by quantize dropout) and the per-layer losses `[q]`.
+    /// Quantizes `x [b, n, dim]` (`[b, dim, n]` with `channel_first`) layer by layer: the summed (rotated)
+    /// outputs in the input's layout, indices `[b, n, q]` (-1 for layers dropped by quantize dropout) and the
+    /// per-layer losses `[q]`.
     public func callAsFunction(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil) -> (quantized: Tensor, indices: IndexTensor, losses: Tensor) {
-        precondition(x.rank == 3 && x.shape[2] == dim, "ResidualSimVQ(dim \(dim)): input shape \(x.shape)")
-        let (b, n, q) = (x.shape[0], x.shape[1], numQuantizers)
+        // Channel-first stacks keep the residual channel-first: every layer takes it so (as the reference's).
+        let channelFirst = configuration.layer.channelFirst
+        precondition(x.rank == 3 && x.shape[channelFirst ? 1 : 2] == dim,
+                     "ResidualSimVQ(dim \(dim)): input shape \(x.shape) must be \(channelFirst ? "[b, \(dim), n]" : "[b, n, \(dim)]")")
+        let (b, n, q) = (x.shape[0], x.shape[channelFirst ? 2 : 1], numQuantizers)
         let dropout = isTraining && quantizeDropout
         let last = ResidualStack.lastLayer(layers: q, dropout: dropout, cutoff: quantizeDropoutCutoffIndex,
                                            multipleOf: quantizeDropoutMultipleOf, seed: dropout ? quantizeDropoutSeed ?? rng.next() : 0)
@@ -99,12 +103,16 @@ public final class ResidualSimVQ: Module {
         return (out, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0))
     }
 
-    /// Per-layer codes `[q, b, n, dim]` for indices `[b, n, q]` (zero where -1).
+    /// Per-layer codes `[q, b, n, dim]` for indices `[b, n, q]` (zero where -1); `[q, b, dim, n]` with `channel_first`.
     public func getCodes(from indices: IndexTensor) -> Tensor {
-        Tensor.stack(layers.enumerated().map { i, layer in
+        let codes = Tensor.stack(layers.enumerated().map { i, layer in
             let (idx, keep) = ResidualStack.column(indices, layer: i)
-            return layer.indicesToCodes(idx) * keep
+            return layer.channelLastCodes(idx) * keep
         }, axis: 0)
+        guard configuration.layer.channelFirst else { return codes }
+        var p = Array(0..<codes.rank)
+        p.insert(p.removeLast(), at: 2)  // [q, b, …, d] → [q, b, d, …]
+        return codes.permuted(p)
     }
 
     /// `Σ_layers getCodes(from:)`.

@@ -21,7 +21,7 @@ enum ResidualStack {
     }
 
     /// The checks every stack's configuration makes of its layer count and quantize-dropout settings.
-    static func validate(numQuantizers: Int, cutoff: Int, multipleOf: Int, softClamp: Float?, module: String) throws {
+    static func validate(numQuantizers: Int, cutoff: Int, multipleOf: Int, softClamp: Float?, module: String, dropout: Bool) throws {
         guard numQuantizers >= 1 && numQuantizers <= 1 << 12 else {
             throw ConfigurationError.badValue(module: module, keyword: "num_quantizers", reason: "\(numQuantizers) is outside 1…4096")
         }
@@ -30,6 +30,11 @@ enum ResidualStack {
         }
         if cutoff < 0 || multipleOf < 1 {
             throw ConfigurationError.badValue(module: module, keyword: "quantize_dropout_cutoff_index", reason: "cutoff must be ≥ 0 and multiple_of ≥ 1")
+        }
+        // The dropout draws the last layer in cutoff..<layers (the reference's randrange fails on an empty range).
+        if dropout && numQuantizers > 1 && cutoff >= numQuantizers {
+            throw ConfigurationError.badValue(module: module, keyword: "quantize_dropout_cutoff_index",
+                                              reason: "\(cutoff) leaves no layer to drop: it must be below num_quantizers \(numQuantizers)")
         }
     }
 

@@ -37,6 +37,21 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
     public var numQuantizers: Int { codebookSizes.count }
     public var resolvedCodebookDim: Int { codebookDim ?? dim }
 
+    /// The checks of both construction paths (typed and reference keywords); the layers' own
+    /// configuration is validated when each layer is built.
+    public func validate() throws {
+        guard layer.heads == 1 else {
+            // The reference refuses it too: each layer quantizes the whole residual with one code.
+            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes (layer heads \(layer.heads))")
+        }
+        guard !codebookSizes.isEmpty else { throw ConfigurationError.invalid(module: "ResidualVQ", reason: "num_quantizers must be ≥ 1") }
+        try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
+                                   softClamp: nil, module: "ResidualVQ", dropout: quantizeDropout)
+        if (diveq || implicitNeuralCodebook) && ((beamSize ?? 1) > 1 || (evalBeamSize ?? 1) > 1) {
+            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: diveq ? "diveq" : "implicit_neural_codebook", reason: "not supported with beam search yet")
+        }
+    }
+
     static let ownKeywords: Set<String> = [
         "dim", "num_quantizers", "codebook_size", "codebook_dim", "shared_codebook", "quantize_dropout",
         "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "quant_grad_frac", "accept_image_fmap", "heads",
@@ -203,14 +218,7 @@ public final class ResidualVQ: Module {
 
     public init(_ configuration: ResidualVQConfiguration) throws {
         let c = configuration
-        guard c.layer.heads == 1 else {
-            // The reference refuses it too: each layer quantizes the whole residual with one code.
-            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes (layer heads \(c.layer.heads))")
-        }
-        guard !c.codebookSizes.isEmpty else { throw ConfigurationError.invalid(module: "ResidualVQ", reason: "num_quantizers must be ≥ 1") }
-        if (c.diveq || c.implicitNeuralCodebook) && ((c.beamSize ?? 1) > 1 || (c.evalBeamSize ?? 1) > 1) {
-            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: c.diveq ? "diveq" : "implicit_neural_codebook", reason: "not supported with beam search yet")
-        }
+        try c.validate()
         self.configuration = c
         var rng = SeededGenerator(seed: c.layer.seed ^ 0xE51D_0A1)
         let cd = c.resolvedCodebookDim

@@ -139,9 +139,12 @@ public final class SimVQ: Module {
 
     /// Codes for indices (`[b, …] → [b, …, dim]`, channel-first when the module is).
     public func indicesToCodes(_ indices: IndexTensor) -> Tensor {
-        let q = codeTransform(frozenCodebook.value.indexSelect(axis: 0, indices))
+        let q = channelLastCodes(indices)
         return channelFirst ? moveLastToFirstFeature(q) : q
     }
+
+    /// Codes for indices, channel-last whatever the layout: `[b, …, dim]`.
+    func channelLastCodes(_ indices: IndexTensor) -> Tensor { codeTransform(frozenCodebook.value.indexSelect(axis: 0, indices)) }
 
     /// Quantizes `x [b, …, dim]`: output, indices, and the commitment loss
     /// `mse(sg(x), q) + w · mse(x, sg(q))`, times `commitment_weight`.

@@ -31,9 +31,20 @@ extension VectorQuantizer {
     /// `indices.shape + [d]` (heads merged into `heads · d` with separate codebooks), channel-first when the
     /// quantizer is (the reference's `get_codes_from_indices`).
     public func getCodes(from indices: IndexTensor) -> Tensor {
+        var out = vectorCodes(from: indices)
+        if !configuration.channelLast || configuration.acceptImageFmap || configuration.accept3dFmap {
+            var p = Array(0..<out.rank)
+            p.insert(p.removeLast(), at: 1)
+            out = out.permuted(p)
+        }
+        return out
+    }
+
+    /// Codebook rows for indices, channel-last whatever the layout: `indices.shape + [d]` (with separate
+    /// codebooks for several heads, indices `[…, heads]` give `[…, heads · d]`).
+    func vectorCodes(from indices: IndexTensor) -> Tensor {
         let d = configuration.resolvedCodebookDim
         let lookup = lookupCodes
-        var out: Tensor
         if configuration.separateCodebookPerHead && heads > 1 {
             precondition(indices.shape.last == heads, "getCodes: indices \(indices.shape) must end with heads = \(heads)")
             let tokens = indices.count / heads
@@ -42,16 +53,10 @@ extension VectorQuantizer {
                 let idx = IndexTensor((0..<tokens).map { indices.scalars[$0 * heads + hh] })
                 parts.append(lookup.slice(axis: 0, hh..<(hh + 1)).reshaped([codebookSize, d]).indexSelect(axis: 0, idx))
             }
-            out = Tensor.stack(parts, axis: 1).reshaped(Array(indices.shape.dropLast()) + [heads * d])
-        } else {
-            out = lookup.indexSelect(axis: 0, indices)
+            return Tensor.stack(parts, axis: 1).reshaped(Array(indices.shape.dropLast()) + [heads * d])
         }
-        if !configuration.channelLast || configuration.acceptImageFmap || configuration.accept3dFmap {
-            var p = Array(0..<out.rank)
-            p.insert(p.removeLast(), at: 1)
-            out = out.permuted(p)
-        }
-        return out
+        // One codebook (a separate codebook for a single head is stored as [1, c, d]).
+        return lookup.reshaped([codebookSize, d]).indexSelect(axis: 0, indices)
     }
 
     /// `project_out(getCodes(from:))`.

@@ -138,6 +138,10 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         }
         if straightThrough && learnableCodebook { throw bad("gumbel straight through not allowed when learning the codebook") }
         if emaUpdate && learnableCodebook { throw bad("learnable codebook not compatible with EMA update (pass ema_update=False)") }
+        if inPlaceCodebookOptimizer != nil && !learnableCodebook {
+            throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "in_place_codebook_optimizer",
+                                              reason: "needs a learnable codebook (learnable_codebook=True, ema_update=False)")
+        }
         if orthogonalRegActiveCodesOnly && heads > 1 && separateCodebookPerHead {
             throw bad("orthogonal regularization for only active codes not compatible with separate codebooks per head")
         }

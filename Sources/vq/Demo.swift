@@ -41,15 +41,19 @@ struct DigitsData {
     let images: Tensor   // [n, 64] in [0, 1]
     let labels: [Int]
 
+    /// The data set compiled into the tool (`Digits+Data.swift`), so `vq` runs wherever it is copied.
     static func load() throws -> DigitsData {
-        guard let url = Bundle.module.url(forResource: "digits", withExtension: nil)?.appendingPathComponent("digits.safetensors") else {
-            throw CLIError("the digits data set is missing from the vq bundle")
+        var pixels: [Float] = [], labels: [Int] = []
+        pixels.reserveCapacity(1797 * 64)
+        for line in embedded.split(separator: "\n") {
+            let bytes = Array(line.utf8)
+            guard bytes.count == 65, (48...57).contains(bytes[0]), bytes.dropFirst().allSatisfy({ (97...113).contains($0) }) else {
+                throw CLIError("the embedded digits data is damaged (rebuild vq)")
+            }
+            labels.append(Int(bytes[0]) - 48)
+            for b in bytes.dropFirst() { pixels.append(Float(Int(b) - 97)) }
         }
-        let file = try SafeTensorsFile.read(contentsOf: url)
-        guard let images = file.tensors["images"]?.asFloat, let labels = file.tensors["labels"]?.asIndices else {
-            throw CLIError("\(url.path): needs tensors 'images' and 'labels'")
-        }
-        return DigitsData(images: images / 16, labels: labels.scalars)
+        return DigitsData(images: Tensor(pixels, shape: [labels.count, 64]) / 16, labels: labels)
     }
 
     /// Rows whose label is in `classes`, split into training (4 of 5) and held-out (1 of 5) rows.
@@ -81,6 +85,7 @@ struct Demo: ParsableCommand {
         guard steps > 0, batchSize > 0 else { throw ValidationError("--steps and --batch-size must be positive") }
         _ = try convergedPolicy()
         if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        try DataFiles.checkOutputFolder(output, option: "--output")
     }
 
     func run() throws {

@@ -16,19 +16,22 @@ struct Encode: ParsableCommand {
 
     func run() throws {
         let (q, _) = try loadQuantizer(checkpoint, config: config)
+        try requireInitialised(q, checkpoint)
         let input = try VectorStream(self.input, dim: q.inputDim)
         let layout = IndexLayout(q)
-        let shape = layout.shape(vectorAxes: input.leading)
+        let indexAxes = try layout.indexAxes(ofVectors: input.leading, spec: self.input)
+        let shape = layout.shape(vectorAxes: indexAxes)
         let writer = try TensorFileWriter(path: output, shape: shape, isFloat: false)
-        let (n, tail) = (input.rows, layout.tail)
+        let (n, tail, unit) = (indexAxes.reduce(1, *), layout.tail, layout.unit)
         // Chunk by chunk: the input is read, encoded and written piece by piece (a group's indices go to
-        // their own block of the output).
-        try input.forEachChunk { range, x in
-            let idx = q.encode(x).scalars
-            let per = range.count * tail
+        // their own block of the output; a sequence quantizer's chunks hold whole sequences).
+        try input.forEachChunk(unit: unit) { range, x in
+            let idx = q.encode(layout.encodable(x)).scalars
+            let (first, count) = (range.lowerBound / unit, range.count / unit)
+            let per = count * tail
             for g in 0..<layout.groups {
                 let piece = IndexTensor(Array(idx[(g * per)..<((g + 1) * per)]), shape: [per])
-                try writer.write(.integer(piece), atElement: g * n * tail + range.lowerBound * tail)
+                try writer.write(.integer(piece), atElement: g * n * tail + first * tail)
             }
         }
         try writer.commit()
@@ -56,17 +59,20 @@ struct Decode: ParsableCommand {
         if VecsFile.kind(of: url) != nil && layout.trailing.isEmpty && layout.leading.isEmpty && shape.count == 2 && shape[1] == 1 {
             shape = [shape[0]]  // one index per vector, stored as .ivecs/.bvecs vectors of dimension 1
         }
-        // [lead…, vectors…, trail…] with one or two vector axes.
+        if layout.unit > 1 && shape == layout.trailing { shape = [1] + shape }  // one sequence's row of indices
+        // [lead…, vectors…, trail…] with one or two vector axes (one for sequences).
         let vectorRank = shape.count - layout.leading.count - layout.trailing.count
-        guard (1...2).contains(vectorRank), Array(shape.prefix(layout.leading.count)) == layout.leading,
+        guard (1...(layout.unit > 1 ? 1 : 2)).contains(vectorRank), Array(shape.prefix(layout.leading.count)) == layout.leading,
               Array(shape.suffix(layout.trailing.count)) == layout.trailing else {
             let expected = (layout.leading.map(String.init) + ["n"] + layout.trailing.map(String.init)).joined(separator: ", ")
             throw CLIError("\(input): indices of shape \(shape) do not fit \(type(of: q)): expected [\(expected)] (or with a batch axis before n)")
         }
         let vectorAxes = Array(shape[layout.leading.count..<(layout.leading.count + vectorRank)])
-        let n = vectorAxes.reduce(1, *), tail = layout.tail, dim = q.inputDim
-        let writer = try TensorFileWriter(path: output, shape: vectorAxes + [dim], isFloat: true)
-        let chunk = Swift.max(1, Swift.min(65_536, (8 << 20) / Swift.max(dim, tail)))
+        let n = vectorAxes.reduce(1, *), tail = layout.tail, dim = q.decodedDim, unit = layout.unit
+        // A sequence quantizer's rows of indices decode to whole sequences: [sequences, unit, dim].
+        let outputShape = unit > 1 ? [n, unit, dim] : vectorAxes + [dim]
+        let writer = try TensorFileWriter(path: output, shape: outputShape, isFloat: true)
+        let chunk = Swift.max(1, Swift.min(65_536, (8 << 20) / Swift.max(dim * unit, tail)))
         var r0 = 0
         while r0 < n {
             let r1 = Swift.min(n, r0 + chunk)
@@ -79,14 +85,14 @@ struct Decode: ParsableCommand {
             let indices = IndexTensor(scalars, shape: layout.shape(vectorAxes: [r1 - r0]))
             do {
                 try q.validate(indices: indices)
-                try writer.write(.float(try q.decode(indices)), atElement: r0 * dim)
+                try writer.write(.float(try q.decode(indices)), atElement: r0 * unit * dim)
             } catch let e as DecodeError {
                 throw CLIError("\(input): \(e.description)")
             }
             r0 = r1
         }
         try writer.commit()
-        print("decoded indices \(shape) → \(vectorAxes + [dim]) in \(output)")
+        print("decoded indices \(shape) → \(outputShape) in \(output)")
     }
 }
 
@@ -99,4 +105,12 @@ func checkFiles(checkpoint: String, config: String?, input: String, output: Stri
     files.input(input, "--input")
     files.output(output, "--output")
     try files.check()
+}
+
+/// Refuses a checkpoint whose k-means codebook was never initialised: its codes are placeholders until a
+/// first training batch, so encoding with it would give indices no later decoding agrees with.
+func requireInitialised(_ q: any Quantizer, _ checkpoint: String) throws {
+    guard q.isInitialised else {
+        throw CLIError("\(checkpoint): the codebook is not initialised yet (k-means runs on the first training batch): train it first, e.g. vq train --init \(checkpoint)")
+    }
 }

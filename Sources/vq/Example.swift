@@ -39,12 +39,7 @@ struct AutoencoderExample: ParsableCommand {
         guard steps >= 1 && steps <= 1_000_000 else { throw ValidationError("--steps \(steps) must be in 1…1000000") }
         guard batchSize >= 1 && batchSize <= 4096 else { throw ValidationError("--batch-size \(batchSize) must be in 1…4096") }
         guard lr > 0 && lr.isFinite else { throw ValidationError("--lr \(lr) must be a positive number") }
-        if let output {
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: output, isDirectory: &isDir), !isDir.boolValue {
-                throw ValidationError("--output \(output) is a file, not a folder")
-            }
-        }
+        if let output { try DataFiles.checkOutputFolder(output, option: "--output") }
     }
 
     /// The quantizer of `kind` on `[b, 32, h, w]` maps.

@@ -66,6 +66,23 @@ enum DataFiles {
     }
 }
 
+extension DataFiles {
+    /// Checks before any work that a report folder can be made or written: not a file, and its nearest
+    /// existing folder writable by this user.
+    static func checkOutputFolder(_ path: String, option: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            throw ValidationError("\(option) \(path) is a file, not a folder (it names the folder of report.html)")
+        }
+        var existing = URL(fileURLWithPath: path).standardizedFileURL
+        while !FileManager.default.fileExists(atPath: existing.path, isDirectory: &isDir) { existing.deleteLastPathComponent() }
+        guard isDir.boolValue else { throw ValidationError("\(option) \(path): \(existing.path) is a file, not a folder") }
+        guard access(existing.path, W_OK | X_OK) == 0 else {
+            throw ValidationError("\(option) \(path): the folder \(existing.path) is not writable")
+        }
+    }
+}
+
 /// A code list like `0-255,300` (ranges inclusive), kept as ranges: nothing is expanded until every
 /// code is known to be below the codebook size, so `0-9223372036854775807` is an error, not an allocation.
 struct CodeSpec {

@@ -38,6 +38,7 @@ struct Inspect: ParsableCommand {
         }
         if books.isEmpty { print("implicit codebook of \(q.codebookSizes.max() ?? 0) codes (nothing learned to freeze)") }
         guard let input else { return }
+        try requireInitialised(q, checkpoint)
         // Streamed: usage counts and the squared error accumulate chunk by chunk.
         let stream = try VectorStream(input, dim: q.inputDim)
         guard stream.rows > 0 else {
@@ -48,13 +49,15 @@ struct Inspect: ParsableCommand {
         var counts: [[Int]] = []
         var squaredError = 0.0
         var decodable = true
-        try stream.forEachChunk { _, x in
-            let idx = q.encode(x)
+        let layout = IndexLayout(q)
+        _ = try layout.indexAxes(ofVectors: stream.leading, spec: input)
+        try stream.forEachChunk(unit: layout.unit) { _, x in
+            let idx = q.encode(layout.encodable(x))
             let columns = idx.rank >= 2 ? idx.shape[idx.rank - 1] : 1
             if counts.isEmpty { counts = Array(repeating: [Int](repeating: 0, count: size), count: columns) }
             for (i, v) in idx.scalars.enumerated() where v >= 0 && v < size { counts[i % columns][v] += 1 }
-            if decodable, let recon = try? q.decode(idx), recon.shape == x.shape {
-                squaredError += Double((recon - x).squared().sum().item)
+            if decodable, let recon = try? q.decode(idx), recon.count == x.count, recon.shape.last == x.shape.last {
+                squaredError += Double((recon.reshaped(x.shape) - x).squared().sum().item)
             } else {
                 decodable = false
             }

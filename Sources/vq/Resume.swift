@@ -22,6 +22,8 @@ struct TrainingState {
     var signature: String
     /// The model options of the run's first start (`--codebook-size`, `--residual`, …), by option name.
     var options: [String: String] = [:]
+    /// Adam's moments and step counts (`optim/<parameter>/m`, `/v`, `/steps`) for parameters learned by gradient.
+    var optimizerTensors: [String: StoredTensor] = [:]
 
     static let format = "vq-train-state-2"
 
@@ -34,7 +36,7 @@ struct TrainingState {
         return SeededGenerator(state: w.scalars.map { UInt64(bitPattern: Int64($0)) })
     }
 
-    func write(module: Module, config: ModuleConfig, to url: URL) throws {
+    func write(module: Module, config: ModuleConfig, optimizer: Adam? = nil, to url: URL) throws {
         var file = SafeTensorsFile(metadata: [
             "format": Self.format, "config_json": String(decoding: try config.serialized(), as: UTF8.self),
             "step": String(step), "cursor": String(cursor), "signature": signature,
@@ -45,6 +47,14 @@ struct TrainingState {
         file.tensors["train/order"] = .integer(IndexTensor(order))
         file.tensors["train/losses"] = .float(Tensor(losses))
         file.tensors["train/data_rng"] = Self.words(dataRNG)
+        if let optimizer {
+            for (name, p) in module.namedParameters() where p.kind == .trainable {
+                guard let (m, v) = optimizer.moments(of: p) else { continue }
+                file.tensors["optim/\(name)/m"] = .float(Tensor(m, shape: p.shape))
+                file.tensors["optim/\(name)/v"] = .float(Tensor(v, shape: p.shape))
+                file.tensors["optim/\(name)/steps"] = .integer(IndexTensor([optimizer.stepCount(of: p)]))
+            }
+        }
         file.metadata["digest"] = Self.digest(file)
         try file.write(to: url)
     }
@@ -66,6 +76,18 @@ struct TrainingState {
             }
         }
         return String(h.value, radix: 16)
+    }
+
+    /// Restores Adam's moments of every parameter learned by gradient (a parameter without them had not
+    /// been updated yet); moments that do not fit are a damaged state.
+    func restore(_ optimizer: Adam, of module: Module, path: String) throws {
+        for (name, p) in module.namedParameters() where p.kind == .trainable {
+            guard let m = optimizerTensors["optim/\(name)/m"]?.asFloat, let v = optimizerTensors["optim/\(name)/v"]?.asFloat,
+                  let steps = optimizerTensors["optim/\(name)/steps"]?.asIndices?.scalars.first else { continue }
+            do { try optimizer.restore(p, m: m.scalars, v: v.scalars, steps: steps) } catch let e as OptimizerStateError {
+                throw CLIError("--resume \(path): the optimizer state of \(name) is damaged (\(e))")
+            }
+        }
     }
 
     /// Refuses to write the state over a file that is not a state of this run: a user's file at the default
@@ -110,8 +132,9 @@ struct TrainingState {
               losses.count == step, cursor >= 0, cursor <= order.count, Set(order).count == order.count,
               order.allSatisfy({ $0 >= 0 && $0 < order.count })
         else { throw CLIError("--resume \(url.path): the data position is damaged") }
-        let state = TrainingState(step: step, cursor: cursor, order: order, dataRNG: try generator(file.tensors["train/data_rng"], "train/data_rng", path: url.path),
+        var state = TrainingState(step: step, cursor: cursor, order: order, dataRNG: try generator(file.tensors["train/data_rng"], "train/data_rng", path: url.path),
                                   losses: losses, signature: signature, options: options)
+        state.optimizerTensors = file.tensors.filter { $0.key.hasPrefix("optim/") }
         return (module, config, state)
     }
 }

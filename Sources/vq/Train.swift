@@ -20,6 +20,8 @@ struct Train: ParsableCommand {
     var deadCodeThreshold: Double?
     @Option(parsing: .unconditional, help: "Commitment loss weight (default 1; with --init: the checkpoint's, or this).") var commitmentWeight: Double?
     @Option(parsing: .unconditional, help: "Vectors per step.") var batchSize = 1024
+    @Option(parsing: .unconditional, help: "Adam's learning rate, for quantizers with parameters learned by gradient (projections, learnable codebooks).")
+    var lr: Double = 1e-3
     @Option(parsing: .unconditional, help: "Training steps (default: one epoch).") var steps: Int?
     @Option(parsing: .unconditional, help: "Epochs (instead of --steps).") var epochs: Int?
     @Option(parsing: .unconditional, help: "Residual VQ with this many layers.") var residual: Int?
@@ -55,6 +57,7 @@ struct Train: ParsableCommand {
         }
         if let k = codebookSize, k < 1 { throw ValidationError("--codebook-size must be ≥ 1") }
         if batchSize < 1 { throw ValidationError("--batch-size must be ≥ 1") }
+        if !(lr.isFinite && lr > 0) { throw ValidationError("--lr must be a positive number") }
         if steps != nil && epochs != nil { throw ValidationError("pass --steps or --epochs, not both") }
         if let s = steps, s < 1 { throw ValidationError("--steps must be ≥ 1") }
         if let e = epochs, e < 1 { throw ValidationError("--epochs must be ≥ 1") }
@@ -210,9 +213,24 @@ struct Train: ParsableCommand {
         if steps == nil && overflow { throw ValidationError("--epochs \(epochs ?? 1): too many steps") }
         let totalSteps = steps ?? epochSteps
         let size = (try? FileManager.default.attributesOfItem(atPath: DataFiles.split(input).0.path)[.size] as? Int) ?? 0
-        let signature = "input=\(FileIdentity(DataFiles.split(input).0.path).resolved)\(DataFiles.split(input).1.map { ":" + $0 } ?? "");bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world)"
+        let signature = "input=\(FileIdentity(DataFiles.split(input).0.path).resolved)\(DataFiles.split(input).1.map { ":" + $0 } ?? "");bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world);lr=\(lr)"
         var losses: [Float] = []
-        if !module.learnedCodebooks.isEmpty {
+        // What vq train can do with this quantizer (the registry's word), decided before anything is written.
+        let method = TrainingMethod.of(module, kind: QuantizerRegistry.kind(named: config.module)!)
+        switch method {
+        case .elsewhere(let why): throw CLIError("vq train cannot train \(config.module): \(why)")
+        case .nothingToLearn(let why) where initFrom != nil || resume != nil: throw CLIError("--init \(initFrom ?? resume!): \(why); there is nothing for vq train to do")
+        case .nothingToLearn, .fromVectors: break
+        }
+        // Parameters learned by gradient (projections, learnable codebooks, code transforms): Adam on the
+        // reconstruction through the quantizer plus its own loss. EMA codebooks learn in the forward itself.
+        let learned = module.trainableParameters()
+        let optimizer = learned.isEmpty ? nil : Adam(parameters: learned, learningRate: Float(lr))
+        if optimizer != nil && world > 1 {
+            throw CLIError("--distributed trains EMA codebooks; \(config.module) here also learns parameters by gradient (\(learned.count) tensors), which it does not average yet")
+        }
+        if let optimizer, let resumed { try resumed.restore(optimizer, of: module, path: resume!) }
+        if method == .fromVectors {
             var rng = SeededGenerator(seed: seed)
             var order = rng.permutation(n)
             var cursor = 0
@@ -243,7 +261,7 @@ struct Train: ParsableCommand {
                 let share = rows.count / world
                 let mine = world > 1 ? Array(rows[(rank * share)..<((rank + 1) * share)]) : rows
                 let batch = x.indexSelect(axis: 0, IndexTensor(mine)).unsqueezed(axis: 0)
-                var (loss, indices) = withoutGradient { trainStep(module, batch) }
+                var (loss, indices) = try optimizer.map { try gradientStep(module, batch, $0) } ?? withoutGradient { trainStep(module, batch) }
                 if world > 1 {
                     var l = [loss]
                     collective.allReduceSum(&l)
@@ -258,7 +276,7 @@ struct Train: ParsableCommand {
                 if let every = checkpointEvery, step % every == 0, step < totalSteps, rank == 0 {
                     let snapshot = TrainingState(step: step, cursor: cursor, order: order, dataRNG: rng, losses: losses, signature: signature,
                                                  options: resumed?.options ?? modelOptions)
-                    try snapshot.write(module: module, config: config, to: stateURL)
+                    try snapshot.write(module: module, config: config, optimizer: optimizer, to: stateURL)
                     wroteState = true
                 }
             }
@@ -387,15 +405,34 @@ struct Train: ParsableCommand {
         return (module, config)
     }
 
-    /// One training step on `[1, b, d]` through ``Quantizer/forward(_:)``: the loss and the first layer's
-    /// indices (the first group's for grouped stacks).
+    /// One training step on `[1, b, d]` through ``Quantizer/forward(vectors:)`` (EMA codebooks learn in the
+    /// forward): the loss and the first layer's indices.
     func trainStep(_ m: any Quantizer, _ batch: Tensor) -> (Float, [Int]) {
-        let o = m.forward(batch)
-        let idx = o.indices
-        guard idx.rank > batch.rank - 1 + m.indexBatchAxis else { return (o.loss.item, idx.scalars) }
+        let o = m.forward(vectors: batch)
+        return (o.loss.item, firstLayer(o.indices, of: m, batch: batch))
+    }
+
+    /// One step for a quantizer with parameters learned by gradient: the forward (EMA codebooks learn in it),
+    /// then Adam on `mse(quantized, batch) + loss` — the reference examples' objective without a network.
+    func gradientStep(_ m: any Quantizer, _ batch: Tensor, _ optimizer: Adam) throws -> (Float, [Int]) {
+        let o = m.forward(vectors: batch)
+        guard o.quantized.shape == batch.shape else {
+            throw CLIError("vq train: \(type(of: m))'s output \(o.quantized.shape) is not in the input's space \(batch.shape): nothing to reconstruct")
+        }
+        let loss = Loss.mse(o.quantized, batch) + o.loss
+        m.zeroGradients()
+        loss.backward()
+        optimizer.step()
+        guard loss.item.isFinite else { throw CLIError("vq train: the loss is \(loss.item) (diverged): try a smaller --lr") }
+        return (loss.item, firstLayer(o.indices, of: m, batch: batch))
+    }
+
+    /// The first layer's indices of a step (the first group's for grouped stacks).
+    func firstLayer(_ idx: IndexTensor, of m: any Quantizer, batch: Tensor) -> [Int] {
+        guard idx.rank > batch.rank - 1 + m.indexBatchAxis else { return idx.scalars }
         // Trailing layer axis: every q-th index of the first group.
         let q = idx.shape.last!, rows = batch.count / batch.shape.last!
-        return (o.loss.item, (0..<rows).map { idx.scalars[$0 * q] })
+        return (0..<rows).map { idx.scalars[$0 * q] }
     }
 
     func usageCounts(_ m: any Quantizer, _ x: Tensor) -> [Int] {

@@ -24,9 +24,23 @@ struct VQ: ParsableCommand {
                 print(fullMessage(for: error))
                 Foundation.exit(0)
             }
-            FileHandle.standardError.write(Data("vq: error: \(oneLine(message(for: error)))\n".utf8))
+            FileHandle.standardError.write(Data("vq: error: \(oneLine(describe(error)))\n".utf8))
             Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
         }
+    }
+
+    /// The message of an error in words: Foundation's file errors as `PATH: reason` (not their domain, code
+    /// and user-info dump), every other error as the argument parser words it.
+    static func describe(_ error: Error) -> String {
+        guard error is CocoaError || type(of: error) == NSError.self else { return message(for: error) }
+        let ns = error as NSError
+        var reason = ns.localizedDescription
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain,
+           let text = strerror(Int32(underlying.code)).map({ String(cString: $0) }) {
+            reason += " (\(text))"
+        }
+        let path = (ns.userInfo[NSFilePathErrorKey] as? String) ?? (ns.userInfo[NSURLErrorKey] as? URL)?.path
+        return path.map { "\($0): \(reason)" } ?? reason
     }
 
     /// Collapses a message to one line (no usage text, no line breaks from file excerpts).

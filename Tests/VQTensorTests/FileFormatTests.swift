@@ -74,7 +74,7 @@ struct FileFormatTests {
         }
     }
 
-    @Test(".npy round-trip; Fortran order and big-endian are rejected with a clear error")
+    @Test(".npy round-trip; big-endian is rejected with a clear error")
     func npy() throws {
         let url = tmp("a.npy")
         defer { try? FileManager.default.removeItem(at: url) }
@@ -91,8 +91,8 @@ struct FileFormatTests {
         }
         let f8 = npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", Array(repeating: 0, count: 16))
         #expect(try NumPyFile.parse(f8) == .float(Tensor([0, 0])))
-        let fortran = npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", Array(repeating: 0, count: 16))
-        #expect(throws: TensorFileError.self) { try NumPyFile.parse(fortran, path: "f.npy") }
+        let odd = npy("{'descr': '<f4', 'fortran_order': Maybe, 'shape': (2, 2), }", Array(repeating: 0, count: 16))
+        #expect(throws: TensorFileError.self) { try NumPyFile.parse(odd, path: "f.npy") }
         let bigEndian = npy("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", Array(repeating: 0, count: 8))
         do { _ = try NumPyFile.parse(bigEndian, path: "b.npy"); Issue.record("big-endian accepted") } catch let e as TensorFileError {
             #expect(e.description.contains("big-endian"))
@@ -102,6 +102,33 @@ struct FileFormatTests {
         #expect(throws: TensorFileError.self) { try NumPyFile.parse(empty) }
         let short = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", Array(repeating: 0, count: 8))
         #expect(throws: TensorFileError.self) { try NumPyFile.parse(short) }
+    }
+
+    @Test("a Fortran-order .npy (np.save(a.T)) reads as its row-major array, whole and streamed, floats and integers")
+    func fortranOrder() throws {
+        func npy(_ header: String, _ body: [UInt8]) -> Data {
+            var h = header
+            while (10 + h.utf8.count + 1) % 64 != 0 { h += " " }
+            h += "\n"
+            return Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.utf8.count), 0] + Array(h.utf8) + body)
+        }
+        // a[i, j, k] = 100 i + 10 j + k for shape (2, 3, 4), stored column-major (i fastest, then j, then k).
+        let shape = [2, 3, 4]
+        var columnMajor: [Float] = [], columnMajorInts: [Int64] = []
+        for k in 0..<4 { for j in 0..<3 { for i in 0..<2 { columnMajor.append(Float(100 * i + 10 * j + k)); columnMajorInts.append(Int64(100 * i + 10 * j + k)) } } }
+        var expected: [Float] = []
+        for i in 0..<2 { for j in 0..<3 { for k in 0..<4 { expected.append(Float(100 * i + 10 * j + k)) } } }
+        let floats = npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3, 4), }", columnMajor.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } })
+        let ints = npy("{'descr': '<i8', 'fortran_order': True, 'shape': (2, 3, 4), }", columnMajorInts.flatMap { v in withUnsafeBytes(of: v.littleEndian) { Array($0) } })
+        #expect(try NumPyFile.parse(floats) == .float(Tensor(expected, shape: shape)))
+        #expect(try NumPyFile.parse(ints) == .integer(IndexTensor(expected.map { Int($0) }, shape: shape)))
+        let url = tmp("fortran.npy")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try floats.write(to: url)
+        let reader = try TensorFileReader(path: url.path)
+        #expect(reader.shape == shape)
+        #expect(try reader.elements(4..<17).asFloat.scalars == Array(expected[4..<17]))
+        #expect(try reader.elements(0..<24).asFloat.scalars == expected)
     }
 
     @Test(".fvecs, .ivecs and .bvecs round-trip; ragged files are rejected")

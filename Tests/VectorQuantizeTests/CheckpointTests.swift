@@ -7,29 +7,14 @@ import VQTestSupport
 
 @Suite("Checkpoints of every quantizer")
 struct CheckpointTests {
-    nonisolated(unsafe) static let configs: [(String, [String: Any])] = [
-        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]),
-        ("ResidualVQ", ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]),
-        ("GroupedResidualVQ", ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16]),
-        ("FSQ", ["levels": [8, 5, 5], "dim": 8]),
-        ("ResidualFSQ", ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]),
-        ("GroupedResidualFSQ", ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]),
-        ("LFQ", ["dim": 8, "codebook_size": 64]),
-        ("ResidualLFQ", ["dim": 8, "codebook_size": 64, "num_quantizers": 2]),
-        ("SimVQ", ["dim": 8, "codebook_size": 16]),
-        ("RandomProjectionQuantizer", ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2]),
-        ("GroupedResidualLFQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]),
-        ("ResidualSimVQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2]),
-        ("LatentQuantize", ["levels": [5, 5, 8], "dim": 8]),
-        ("FSP", ["levels": [8, 5, 5], "dim": 8]),
-        ("BinaryMapper", ["bits": 8]),
-        ("EvoLFQ", ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6]),
-        ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false]),
-    ]
+    /// Every quantizer of the registry, with its example configuration.
+    nonisolated(unsafe) static let configs: [(String, [String: Any])] = QuantizerRegistry.kinds.map { ($0.name, $0.example) }
 
-    @Test("every module a configuration can name is in this list")
-    func everyModule() {
-        #expect(Set(ModuleConfig.modules) == Set(Self.configs.map(\.0)))
+    @Test("the registry has the reference's 17 quantizers, each once, and every example builds")
+    func everyModule() throws {
+        let names = QuantizerRegistry.kinds.map(\.name)
+        #expect(names.count == 17 && Set(names).count == 17)
+        for kind in QuantizerRegistry.kinds { _ = try kind.build(kind.example) }
     }
 
     @Test("decode(encode(x)) has x's shape, and encoding is deterministic", arguments: configs.indices)
@@ -45,6 +30,21 @@ struct CheckpointTests {
         let expected = name == "BinaryMapper" ? [20, 256] : [20, q.inputDim]
         #expect(y.shape == expected, "\(name): decode(encode([20, \(q.inputDim)])) is \(y.shape)")
         #expect(y.allFinite)
+    }
+
+    @Test("decode throws, never traps, on indices out of range or of the wrong shape", arguments: configs.indices)
+    func decodeThrows(_ i: Int) throws {
+        let (name, kwargs) = Self.configs[i]
+        let q = try ModuleConfig(module: name, kwargs: kwargs).build() as! any Quantizer
+        let unit = q.sequenceShape ?? []
+        let x = TestSupport.random([2] + (unit.isEmpty ? [6] : unit) + [q.inputDim], seed: 5)
+        let good = q.encode(x)
+        for bad in [q.codebookSizes.max()! + 5, -2, Int(Int32.max)] {
+            var scalars = good.scalars
+            scalars[scalars.count / 2] = bad
+            #expect(throws: DecodeError.self, "\(name): index \(bad)") { try q.decode(IndexTensor(scalars, shape: good.shape)) }
+        }
+        #expect(throws: DecodeError.self, "\(name): a shape of the wrong rank") { try q.decode(good.reshaped([1, 1] + good.shape)) }
     }
 
     @Test("save → load gives the same state and the same codes", arguments: configs.indices)

@@ -83,6 +83,25 @@ struct CommandLineTests {
         #expect(html.contains("<table") && html.contains("after stage 2 (subspace frozen)") && html.contains("Forgetting"))
     }
 
+    @Test("vq copied away from its build folder runs the demo and the examples (the digits are compiled in)")
+    func installedElsewhere() throws {
+        let bin = dir.appendingPathComponent("installed/bin")
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: VQProcess.binary, to: bin.appendingPathComponent("vq"))
+        for args in [["demo", "--steps", "5", "--output", path("installed")], ["example", "autoencoder", "--steps", "2"]] {
+            let p = Process()
+            p.executableURL = bin.appendingPathComponent("vq")
+            p.arguments = args
+            let err = Pipe()
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = err
+            try p.run()
+            let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0 && !e.contains("Fatal error"), "\(args): \(e.prefix(300))")
+        }
+    }
+
     @Test("bad input: one clear line, non-zero exit, nothing written")
     func badInput() throws {
         let x = try writeVectors()

@@ -53,5 +53,15 @@ struct ExampleTests {
             #expect(r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
             #expect(!FileManager.default.fileExists(atPath: out))
         }
+        // An --output that is a file, or lies under one: refused up front in words (no NSCocoaErrorDomain dump).
+        let file = dir.appendingPathComponent("a-file").path
+        try Data("mine".utf8).write(to: URL(fileURLWithPath: file))
+        for args in [["demo", "--steps", "2", "--output", file], ["demo", "--steps", "2", "--output", file + "/sub"],
+                     ["example", "autoencoder", "--steps", "2", "--output", file], ["example", "lfq-masked", "--steps", "2", "--output", file + "/sub"]] {
+            let r = try VQProcess.run(args)
+            #expect(r.status != 0 && r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("is a file, not a folder"), "\(args): \(r.stderr)")
+            #expect(!r.stderr.contains("Domain") && !r.stderr.contains("UserInfo"), "\(args): \(r.stderr)")
+            #expect(FileManager.default.contents(atPath: file) == Data("mine".utf8))
+        }
     }
 }

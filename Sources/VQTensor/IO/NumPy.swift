@@ -14,9 +14,43 @@ public enum NumPyFile {
 
     public static func parse(_ data: Data, path: String = "<memory>") throws -> StoredTensor {
         let h = try Header(prefix: data.prefix(12 + maxHeader), fileSize: data.count, path: path)
-        return try data.withUnsafeBytes { raw in
+        let stored = try data.withUnsafeBytes { raw in
             try SafeTensorsFile.decode(UnsafeRawBufferPointer(rebasing: raw[h.dataStart..<(h.dataStart + h.count * h.dtype.size)]),
                                        dtype: h.dtype, shape: h.shape, count: h.count, path: path, name: "array")
+        }
+        return h.fortranOrder ? rowMajor(fromFortranOrder: stored) : stored
+    }
+
+    /// A Fortran-order (column-major) array's elements, as read in file order under its shape, put in
+    /// row-major order (what `np.save(a.T)` and many `np.linalg` results write; values unchanged).
+    public static func rowMajor(fromFortranOrder t: StoredTensor) -> StoredTensor {
+        let shape = t.shape
+        guard shape.count > 1 else { return t }
+        func reorder<T>(_ v: [T]) -> [T] {
+            // Column-major strides; walk the row-major positions in order with an odometer.
+            var strides = [Int](repeating: 1, count: shape.count)
+            for a in 1..<shape.count { strides[a] = strides[a - 1] * shape[a - 1] }
+            var out: [T] = []
+            out.reserveCapacity(v.count)
+            var index = [Int](repeating: 0, count: shape.count)
+            var offset = 0
+            for _ in 0..<v.count {
+                out.append(v[offset])
+                var a = shape.count - 1
+                while a >= 0 {
+                    index[a] += 1
+                    offset += strides[a]
+                    if index[a] < shape[a] { break }
+                    offset -= strides[a] * shape[a]
+                    index[a] = 0
+                    a -= 1
+                }
+            }
+            return out
+        }
+        switch t {
+        case .float(let f): return .float(Tensor(reorder(f.scalars), shape: shape))
+        case .integer(let i): return .integer(IndexTensor(reorder(i.scalars), shape: shape))
         }
     }
 
@@ -26,6 +60,8 @@ public enum NumPyFile {
         public let shape: [Int]
         public let count: Int
         public let dataStart: Int
+        /// The data is in Fortran (column-major) order (`fortran_order: True`).
+        public let fortranOrder: Bool
 
         /// - Parameters:
         ///   - data: the file's first bytes (at least the whole header when the file has one).
@@ -57,7 +93,7 @@ public enum NumPyFile {
             let excerpt = String(header.prefix(80)).replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
             guard let descr = NumPyFile.field(header, "descr").flatMap(NumPyFile.quoted) else { throw bad("header has no descr: \(excerpt)") }
             guard let fortran = NumPyFile.field(header, "fortran_order") else { throw bad("header has no fortran_order") }
-            if fortran.hasPrefix("True") { throw bad("Fortran-order arrays are not supported; save with np.ascontiguousarray") }
+            guard fortran.hasPrefix("True") || fortran.hasPrefix("False") else { throw bad("fortran_order is neither True nor False") }
             guard let shapeText = NumPyFile.field(header, "shape"), let shape = NumPyFile.parseShape(shapeText) else { throw bad("header has no valid shape") }
             var count = 1
             for s in shape {
@@ -89,6 +125,7 @@ public enum NumPyFile {
             self.shape = shape
             self.count = count
             self.dataStart = body
+            self.fortranOrder = fortran.hasPrefix("True")
         }
     }
 

@@ -20,6 +20,9 @@ public final class TensorFileReader {
     private let fd: Int32
     private let dataStart: Int
     private let vecs: VecsFile.Kind?
+    /// A Fortran-order `.npy` is read whole once and kept in row-major order (its rows are not contiguous).
+    private var fortranOrder = false
+    private var wholeRowMajor: StoredTensor?
 
     /// Opens `path`; for a safetensors file `name` picks the tensor (needed when it holds several).
     public init(path: String, name: String? = nil) throws {
@@ -42,6 +45,7 @@ public final class TensorFileReader {
             case "npy":
                 let h = try NumPyFile.Header(prefix: read(0, Swift.min(size, 12 + NumPyFile.maxHeader)), fileSize: size, path: path)
                 (dtype, shape, dataStart, vecs) = (h.dtype, h.shape, h.dataStart, nil)
+                fortranOrder = h.fortranOrder
             case "safetensors":
                 guard size >= 8 else { throw TensorFileError.malformed(path: path, reason: "\(size) bytes, shorter than the 8-byte header length") }
                 let first8 = [UInt8](read(0, 8))
@@ -115,6 +119,19 @@ public final class TensorFileReader {
             }
             return try packed.withUnsafeBytes {
                 try SafeTensorsFile.decode($0, dtype: dtype, shape: [range.count], count: range.count, path: path, name: "vectors")
+            }
+        }
+        if fortranOrder {
+            if wholeRowMajor == nil {
+                let raw = try readBytes(dataStart, count * size)
+                let fileOrder = try raw.withUnsafeBytes {
+                    try SafeTensorsFile.decode($0, dtype: dtype, shape: shape, count: count, path: path, name: "data")
+                }
+                wholeRowMajor = NumPyFile.rowMajor(fromFortranOrder: fileOrder)
+            }
+            switch wholeRowMajor! {
+            case .float(let f): return .float(Tensor(Array(f.scalars[range]), shape: [range.count]))
+            case .integer(let i): return .integer(IndexTensor(Array(i.scalars[range]), shape: [range.count]))
             }
         }
         let raw = try readBytes(dataStart + range.lowerBound * size, range.count * size)

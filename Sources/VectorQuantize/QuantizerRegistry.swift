@@ -1,0 +1,100 @@
+import VQNN
+import VQTensor
+
+/// What the library knows about each quantizer, in one table: its name (the reference's class), how it is
+/// built from the reference's keywords, a small configuration that builds, and how `vq train` trains it.
+/// ``ModuleConfig``, the `vq` commands and the tests that walk every quantizer iterate this table; adding a
+/// quantizer is one entry here and its file.
+///
+/// ```swift
+/// for kind in QuantizerRegistry.kinds {
+///     let q = try kind.build(kind.example)          // any Quantizer
+///     print(kind.name, q.codebookSizes, kind.training)
+/// }
+/// ```
+///
+/// What a quantizer can tell about itself once built (its ``Quantizer/forwardLayout``, index layout,
+/// ``Quantizer/sequenceShape``, ``Quantizer/learnedCodebooks``) stays with its type; the table holds what is
+/// known before one exists.
+public struct QuantizerKind: @unchecked Sendable {
+    // @unchecked: `example` holds JSON-like values (numbers, strings, arrays), immutable once built.
+
+    /// The reference's class name: the `module` of a ``ModuleConfig``.
+    public let name: String
+    /// A small configuration (reference keywords) that builds: for documentation, the tool and the tests.
+    public let example: [String: Any]
+    /// How `vq train` trains this kind of quantizer.
+    public let training: TrainingMethod
+    private let make: ([String: Any]) throws -> Module
+
+    init(_ name: String, example: [String: Any], training: TrainingMethod = .fromVectors, make: @escaping ([String: Any]) throws -> Module) {
+        self.name = name
+        self.example = example
+        self.training = training
+        self.make = make
+    }
+
+    /// Builds the quantizer from reference keywords; every keyword is validated before anything is allocated.
+    public func build(_ kwargs: [String: Any]) throws -> any Quantizer {
+        try ModuleConfig(module: name, kwargs: kwargs).checkSizeCaps()
+        guard let q = try make(kwargs) as? any Quantizer else { throw ConfigurationError.unknownModule(name) }
+        return q
+    }
+}
+
+/// How `vq train` trains a quantizer.
+public enum TrainingMethod: Sendable, Equatable {
+    /// From vectors alone: EMA codebooks by their EMA updates, and any parameter learned by gradient
+    /// (projections, learnable codebooks, code transforms) by Adam on the reconstruction through the
+    /// quantizer plus the quantizer's own loss — the objective of the reference's examples.
+    case fromVectors
+    /// Nothing is learned from data (the quantizer is fixed by its configuration and seed).
+    case nothingToLearn(String)
+    /// Not by `vq train`; the text says what to use instead.
+    case elsewhere(String)
+
+    /// The method for one built quantizer: `.fromVectors` kinds with nothing to learn say so.
+    public static func of(_ q: any Quantizer, kind: QuantizerKind) -> TrainingMethod {
+        guard kind.training == .fromVectors else { return kind.training }
+        let learnsByEMA = q.learnedCodebooks.contains { $0.embed.kind != .trainable && $0.configuration.emaUpdate }
+        if !learnsByEMA && q.trainableParameters().isEmpty {
+            return .nothingToLearn("\(kind.name) has no learned parameters in this configuration (no projection, no learned codebook)")
+        }
+        return .fromVectors
+    }
+}
+
+/// The table of every quantizer (see ``QuantizerKind``).
+public enum QuantizerRegistry {
+    public static let kinds: [QuantizerKind] = [
+        QuantizerKind("VectorQuantize", example: ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]) { try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: $0)) },
+        QuantizerKind("ResidualVQ", example: ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]) { try ResidualVQ(ResidualVQConfiguration(referenceKwargs: $0)) },
+        QuantizerKind("GroupedResidualVQ", example: ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16]) { try GroupedResidualVQ(referenceKwargs: $0) },
+        QuantizerKind("FSQ", example: ["levels": [8, 5, 5], "dim": 8]) { try FSQ(FSQ.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("ResidualFSQ", example: ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]) { try ResidualFSQ(referenceKwargs: $0) },
+        QuantizerKind("GroupedResidualFSQ", example: ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]) { try GroupedResidualFSQ(referenceKwargs: $0) },
+        QuantizerKind("LFQ", example: ["dim": 8, "codebook_size": 64]) { try LFQ(LFQ.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("ResidualLFQ", example: ["dim": 8, "codebook_size": 64, "num_quantizers": 2]) { try ResidualLFQ(referenceKwargs: $0) },
+        QuantizerKind("GroupedResidualLFQ", example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]) { try GroupedResidualLFQ(referenceKwargs: $0) },
+        QuantizerKind("SimVQ", example: ["dim": 8, "codebook_size": 16]) { try SimVQ(referenceKwargs: $0) },
+        QuantizerKind("ResidualSimVQ", example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2]) { try ResidualSimVQ(referenceKwargs: $0) },
+        QuantizerKind("RandomProjectionQuantizer", example: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2],
+                      training: .nothingToLearn("RandomProjectionQuantizer is random by design: its projections and codebooks are fixed by its seed")) {
+            try RandomProjectionQuantizer(referenceKwargs: $0)
+        },
+        QuantizerKind("LatentQuantize", example: ["levels": [5, 5, 8], "dim": 8]) { try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("FSP", example: ["levels": [8, 5, 5], "dim": 8]) { try FSP(FSP.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("BinaryMapper", example: ["bits": 8]) { try BinaryMapper(BinaryMapper.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("EvoLFQ", example: ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6],
+                      training: .elsewhere("EvoLFQ learns by evolution of its encoder and decoder: train it through the library (EvoLFQ's genetic step)")) {
+            try EvoLFQ(referenceKwargs: $0)
+        },
+        QuantizerKind("HierarchicalVQ", example: ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false],
+                      training: .elsewhere("HierarchicalVQ learns from whole sequences, not single vectors: train it through the library, or see `vq example autoencoder --quantizer hvq`")) {
+            try HierarchicalVQ(referenceKwargs: $0)
+        },
+    ]
+
+    /// The kind named `name` (a reference class name), if the library has it.
+    public static func kind(named name: String) -> QuantizerKind? { kinds.first { $0.name == name } }
+}

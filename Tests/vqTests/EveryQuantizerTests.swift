@@ -1,0 +1,152 @@
+import Foundation
+import Testing
+import VQNN
+import VQTensor
+import VQTestSupport
+import VectorQuantize
+
+/// Every quantizer through every command, as a new user would meet them: a checkpoint built from a
+/// configuration, then `inspect`, `encode`, `decode`, `freeze` and `train --init`. Each works and
+/// round-trips, or is refused in one line with every file unchanged — never a trap.
+@Suite("vq: every quantizer through every command", .serialized)
+struct EveryQuantizerTests {
+    nonisolated(unsafe) static let cases: [(String, [String: Any])] = [
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 1, "separate_codebook_per_head": true]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "accept_image_fmap": true]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "accept_3d_fmap": true]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "channel_last": false]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "codebook_dim": 4]),
+        ("ResidualVQ", ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]),
+        ("ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true]),
+        ("GroupedResidualVQ", ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16]),
+        ("GroupedResidualVQ", ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true]),
+        ("FSQ", ["levels": [8, 5, 5], "dim": 8]),
+        ("FSQ", ["levels": [8, 5, 5]]),
+        ("ResidualFSQ", ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]),
+        ("GroupedResidualFSQ", ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]),
+        ("LFQ", ["dim": 8, "codebook_size": 64]),
+        ("ResidualLFQ", ["dim": 8, "codebook_size": 64, "num_quantizers": 2]),
+        ("GroupedResidualLFQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]),
+        ("SimVQ", ["dim": 8, "codebook_size": 16]),
+        ("ResidualSimVQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2]),
+        ("RandomProjectionQuantizer", ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2]),
+        ("LatentQuantize", ["levels": [5, 5, 8], "dim": 8]),
+        ("FSP", ["levels": [8, 5, 5], "dim": 8]),
+        ("BinaryMapper", ["bits": 8]),
+        ("EvoLFQ", ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6]),
+        ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false]),
+        ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 16], "kmeans_init": false, "channel_first": false]),
+        ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 2, 4], "kmeans_init": false, "accept_image_fmap": true]),
+        ("SimVQ", ["dim": 8, "codebook_size": 16, "channel_first": true]),
+        ("ResidualSimVQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "channel_first": true]),
+        ("FSQ", ["levels": [8, 5, 5], "dim": 8, "channel_first": true]),
+        ("LFQ", ["dim": 8, "codebook_size": 64, "channel_first": true]),
+        ("ResidualFSQ", ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8, "is_channel_first": true]),
+        ("FSP", ["levels": [8, 5, 5], "dim": 8, "channel_first": true]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "learnable_codebook": true, "ema_update": false]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "learnable_codebook": true, "ema_update": false,
+                            "in_place_codebook_optimizer": "partial(torch.optim.Adam, lr=0.01)"]),
+        ("ResidualVQ", ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "quantize_dropout": true, "quantize_dropout_cutoff_index": 2]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "kmeans_init": true]),
+    ]
+
+    let dir = VQProcess.temporaryDirectory()
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    /// Runs `args`: either it succeeds, or it fails with one `vq: error:` line, no trap, and no file written.
+    @discardableResult
+    func run(_ args: [String], mustSucceed: Bool?, _ label: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> VQProcess.Result {
+        let before = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path))
+        let r = try VQProcess.run(args)
+        #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("Precondition failed") && !r.stderr.contains("crashed"),
+                "\(label): a trap: \(r.stderr.prefix(400))", sourceLocation: sourceLocation)
+        if r.status != 0 {
+            let lines = r.stderr.split(separator: "\n").filter { !$0.contains(" warning ") }
+            #expect(lines.count == 1 && lines[0].hasPrefix("vq: error: "), "\(label): not one error line: \(r.stderr.prefix(400))", sourceLocation: sourceLocation)
+            let after = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path))
+            #expect(after == before, "\(label): a refused command wrote \(after.subtracting(before))", sourceLocation: sourceLocation)
+        }
+        if let mustSucceed { #expect((r.status == 0) == mustSucceed, "\(label): exit \(r.status): \(r.stderr.prefix(400))", sourceLocation: sourceLocation) }
+        return r
+    }
+
+    @Test("build → inspect → encode → decode → freeze → train --init: works and round-trips, or one line and nothing written", arguments: cases.indices)
+    func matrix(_ i: Int) throws {
+        let (name, kwargs) = Self.cases[i]
+        let label = "\(name) \(kwargs)"
+        let config = ModuleConfig(module: name, kwargs: kwargs)
+        let q = try config.build() as! any Quantizer
+        var ckpt = path("q.safetensors")
+        try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: ckpt))
+        let x = TestSupport.random([(q.sequenceShape?.reduce(1, *) ?? 16) * 4, q.inputDim], seed: 3)
+        try NumPyFile.write(.float(x), to: URL(fileURLWithPath: path("x.npy")))
+        if !q.isInitialised {
+            // k-means has not run: codes are placeholders, so nothing is encoded with them until training.
+            try run(["inspect", ckpt, "--input", path("x.npy")], mustSucceed: false, label + " inspect uninitialised")
+            try run(["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("i.npy")], mustSucceed: false, label + " encode uninitialised")
+            try run(["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "1", "--output", path("k.safetensors")], mustSucceed: true, label + " k-means")
+            ckpt = path("k.safetensors")
+        }
+        try run(["inspect", ckpt, "--input", path("x.npy")], mustSucceed: true, label + " inspect")
+        try run(["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("i.npy")], mustSucceed: true, label + " encode")
+
+        // Decoding gives what the library gives for the same checkpoint (the forward's codes), bit for bit.
+        let (loaded, _) = try QuantizerCheckpoint.load(URL(fileURLWithPath: ckpt))
+        let lq = loaded as! any Quantizer
+        let decodable = name != "RandomProjectionQuantizer"
+        try run(["decode", "--checkpoint", ckpt, "--input", path("i.npy"), "--output", path("y.npy")], mustSucceed: decodable, label + " decode")
+        if decodable {
+            let indices = try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("i.npy"))).asIndices!
+            let unit = q.sequenceShape?.reduce(1, *) ?? 1
+            let batch = unit > 1 ? x.reshaped([x.shape[0] / unit] + q.sequenceShape! + [q.inputDim]) : x
+            #expect(indices == lq.encode(batch), "\(label): the tool's indices differ from the library's")
+            let y = try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("y.npy"))).asFloat
+            let expected = try lq.decode(lq.encode(batch))
+            #expect(y.scalars == expected.scalars && y.count == x.count / q.inputDim * q.decodedDim, "\(label): decode differs from the library's")
+        }
+
+        // Freezing: where there are learned codes; refused where there are none.
+        let hasCodes = !q.learnedCodebooks.isEmpty
+        try run(["freeze", ckpt, "--codes", "0", "--output", path("f.safetensors")], mustSucceed: hasCodes, label + " freeze")
+        if hasCodes {
+            let r = try run(["inspect", path("f.safetensors")], mustSucceed: true, label + " inspect frozen")
+            #expect(r.stdout.contains("frozen 1"), "\(label): \(r.stdout)")
+        }
+
+        // Training: what the registry says — trained (something learned changed), or refused before writing.
+        let method = TrainingMethod.of(q, kind: QuantizerRegistry.kind(named: name)!)
+        try run(["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "3", "--batch-size", "32", "--output", path("t.safetensors")],
+                mustSucceed: method == .fromVectors, label + " train")
+        if method == .fromVectors {
+            let (trained, _) = try QuantizerCheckpoint.load(URL(fileURLWithPath: path("t.safetensors")))
+            #expect(trained.stateDict() != loaded.stateDict(), "\(label): vq train exited 0 with nothing trained")
+        }
+    }
+
+    /// Configurations no quantizer can be built from, in a checkpoint's metadata: every command refuses them in one line.
+    nonisolated(unsafe) static let invalid: [(String, [String: Any], String)] = [
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "in_place_codebook_optimizer": "partial(torch.optim.Adam, lr=0.01)"], "in_place_codebook_optimizer"),
+        ("ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "quantize_dropout": true, "quantize_dropout_cutoff_index": 5], "quantize_dropout_cutoff_index"),
+        ("ResidualLFQ", ["dim": 8, "codebook_size": 64, "num_quantizers": 2, "channel_first": true], "channel_first"),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "accept_image_fmap": true, "accept_3d_fmap": true], "accept_3d_fmap"),
+    ]
+
+    @Test("an invalid configuration is refused by every command, naming the keyword", arguments: invalid.indices)
+    func invalidConfiguration(_ i: Int) throws {
+        let (name, kwargs, keyword) = Self.invalid[i]
+        // A valid module's tensors, saved beside the invalid configuration.
+        let valid = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16))
+        let ckpt = path("bad.safetensors")
+        try QuantizerCheckpoint.save(valid, config: ModuleConfig(module: name, kwargs: kwargs), to: URL(fileURLWithPath: ckpt))
+        try NumPyFile.write(.float(TestSupport.random([32, 8], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
+        for args in [["inspect", ckpt], ["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("i.npy")],
+                     ["decode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("y.npy")],
+                     ["freeze", ckpt, "--codes", "0", "--output", path("f.safetensors")],
+                     ["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "1", "--output", path("t.safetensors")]] {
+            let r = try run(args, mustSucceed: false, "\(name) \(args[0])")
+            #expect(r.stderr.contains(keyword), "\(args[0]): \(r.stderr)")
+        }
+    }
+}
