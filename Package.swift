@@ -46,14 +46,14 @@ let package = Package(
             exclude: ["Digits/README.md"]),
         // The fuzz target of every outside input (Fuzz/run.sh builds it for libFuzzer); as a package
         // product it is a replay tool that runs the target on files.
-        .executableTarget(name: "vq-fuzz", dependencies: ["VectorQuantize", "VQTensor"], path: "Fuzz/CLI"),
+        .executableTarget(name: "vq-fuzz", dependencies: ["VectorQuantize", "VQNN", "VQTensor"], path: "Fuzz/CLI"),
         .target(name: "VQTestSupport", dependencies: ["VQTensor", "VQNN"], path: "Tests/VQTestSupport"),
         .testTarget(name: "VQTensorTests", dependencies: ["VQTensor", "VQTestSupport"]),
         .testTarget(name: "VQNNTests", dependencies: ["VQNN", "VQTensor", "VQTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(
             name: "VectorQuantizeTests", dependencies: ["VectorQuantize", "VQNN", "VQTensor", "VQTestSupport"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "vqTests", dependencies: ["vq", "VectorQuantize", "VQNN", "VQTensor", "VQTestSupport"]),
+        .testTarget(name: "vqTests", dependencies: ["vq", "vq-fuzz", "VectorQuantize", "VQNN", "VQTensor", "VQTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

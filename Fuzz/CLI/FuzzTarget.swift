@@ -8,6 +8,7 @@
 //   arguments (a crash input from libFuzzer, or a corpus) — so the target always compiles;
 // - with `-sanitize=fuzzer,address -DFUZZING`: the libFuzzer binary.
 import Foundation
+import VQNN
 import VQTensor
 import VectorQuantize
 
@@ -24,6 +25,7 @@ enum Fixtures {
         try! QuantizerCheckpoint.save(try! config.build(), config: config, to: url)
         return url
     }()
+    nonisolated(unsafe) static let state = StateFixture.make(in: dir)
     nonisolated(unsafe) static let quantizers: [any Quantizer] = {
         var fsq = FSQ.Configuration(levels: [5, 3])
         fsq.dim = 4
@@ -39,7 +41,18 @@ enum Fixtures {
 func fuzzOne(_ bytes: Data) {
     guard let selector = bytes.first else { return }
     let body = Data(bytes.dropFirst())
-    switch selector % 6 {
+    switch selector % 8 {
+    case 6, 7:
+        // Structured cases seeded by the input: a mutated configuration of any quantizer, or a mutated state.
+        var seed: UInt64 = 0
+        for b in body.prefix(8) { seed = seed << 8 | UInt64(b) }
+        var rng = SeededGenerator(seed: seed)
+        if selector % 8 == 6 {
+            var mutator = ConfigMutator(seed: seed)
+            runConfiguration(mutator.next(), rng: &rng, scratch: Fixtures.dir)
+        } else {
+            runState(Fixtures.state.0, rng: &rng, url: Fixtures.dir.appendingPathComponent("mutated.safetensors"))
+        }
     case 0: _ = try? SafeTensorsFile.parse(body)
     case 1: _ = try? NumPyFile.parse(body)
     case 2: _ = try? VecsFile.parse(body, kind: [.fvecs, .ivecs, .bvecs][Int(selector / 6) % 3])
@@ -83,9 +96,18 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 @main
 enum Replay {
     static func main() {
-        let files = CommandLine.arguments.dropFirst()
+        let args = Array(CommandLine.arguments.dropFirst())
+        if let mode = args.first, mode == "--configs" || mode == "--states" {
+            let count = args.count > 1 ? Int(args[1]) ?? 1000 : 1000
+            let seed = args.count > 3 && args[2] == "--seed" ? UInt64(args[3]) ?? 0 : 0
+            runStructured(configs: mode == "--configs", count: count, seed: seed)
+            return
+        }
+        let files = args
         if files.isEmpty {
             print("usage: vq-fuzz FILE…   (runs the fuzz target on each file; Fuzz/run.sh builds the libFuzzer binary)")
+            print("       vq-fuzz --configs N [--seed S]   N mutated configurations of every quantizer")
+            print("       vq-fuzz --states N [--seed S]    N mutated resumable training states")
             return
         }
         for f in files {

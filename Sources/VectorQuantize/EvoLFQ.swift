@@ -94,8 +94,24 @@ public final class EvoLFQ: Module {
         if lfqKwargs["lfq"] != nil { throw ConfigurationError.badValue(module: m, keyword: "lfq", reason: "pass the LFQ's keywords instead of an instance") }
         let seed = try k.int("seed").map { UInt64(truncatingIfNeeded: $0) } ?? 0
         lfqKwargs["seed"] = Int(truncatingIfNeeded: seed)
-        let lfq = try LFQ(try LFQ.Configuration(referenceKwargs: lfqKwargs, module: m))
+        let lfqConfiguration = try LFQ.Configuration(referenceKwargs: lfqKwargs, module: m)
+        if lfqConfiguration.channelFirst == true {
+            throw ConfigurationError.badValue(module: m, keyword: "channel_first", reason: "the LFQ quantizes the encoder's [b, n, d] latents (move the channel axis before the encoder)")
+        }
+        let lfq = try LFQ(lfqConfiguration)
         var rng = SeededGenerator(seed: seed ^ 0xE71)
+        // The encoder gives the LFQ's dimension, the decoder takes it, and gives what the encoder takes.
+        let latent = lfq.dim
+        let encoderFeatures = try (kw["encoder"] as? String).map { text in
+            do { return try LayerSpec.features(text) } catch let e as LayerSpecError { throw ConfigurationError.badValue(module: m, keyword: "encoder", reason: e.description) }
+        }
+        for (key, inputs, outputs) in [("encoder", encoderFeatures?.inputs, latent), ("decoder", latent, encoderFeatures?.inputs)] {
+            guard let text = kw[key] as? String else { continue }
+            let f: (inputs: Int?, outputs: Int?)
+            do { f = try LayerSpec.features(text) } catch let e as LayerSpecError { throw ConfigurationError.badValue(module: m, keyword: key, reason: e.description) }
+            if let i = f.inputs, let want = inputs, i != want { throw ConfigurationError.badValue(module: m, keyword: key, reason: "takes \(i) features, \(want) are given to it") }
+            if let o = f.outputs, let want = outputs, o != want { throw ConfigurationError.badValue(module: m, keyword: key, reason: "gives \(o) features, \(want) are needed") }
+        }
         func layer(_ key: String) throws -> Layer {
             guard let text = kw[key] as? String else { throw ConfigurationError.invalid(module: m, reason: "\(key) is required (module text, e.g. \"nn.Linear(16, 8)\")") }
             do { return try LayerSpec.parse(text, rng: &rng) } catch let e as LayerSpecError {

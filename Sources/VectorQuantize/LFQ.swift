@@ -91,7 +91,7 @@ public final class LFQ: Module {
         /// The checks of both paths (typed and keyword): sizes, a power-of-2 codebook, the entropy fraction.
         public func validate(module: String = "LFQ") throws {
             guard dim != nil || codebookSize != nil else { throw ConfigurationError.invalid(module: module, reason: "dim or codebook_size is required") }
-            if numCodebooks < 1 { throw ConfigurationError.badValue(module: module, keyword: "num_codebooks", reason: "must be ≥ 1") }
+            if numCodebooks < 1 || numCodebooks > 1 << 12 { throw ConfigurationError.badValue(module: module, keyword: "num_codebooks", reason: "must be in 1…4096") }
             let bits = codebookSize.map { $0 > 0 ? $0.trailingZeroBitCount : 0 } ?? Swift.min(dim ?? 1, 30)
             if let d = dim, SizeLimit.product([d, Swift.max(bits, 1), numCodebooks]) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(bits * numCodebooks) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")
@@ -102,8 +102,15 @@ public final class LFQ: Module {
             if let c = codebookSize, c > 1 << 30 {
                 throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(c) exceeds 2^30 codes")
             }
-            if let c = codebookSize, c <= 0 || c & (c - 1) != 0 {
-                throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(c) is not a power of 2")
+            if let c = codebookSize, c <= 1 || c & (c - 1) != 0 {
+                throw ConfigurationError.badValue(module: module, keyword: "codebook_size", reason: "\(c) is not a power of 2 of at least one bit (2, 4, 8, …)")
+            }
+            if hasProjections == false, let d = dim {
+                let bits = codebookSize.map { $0.trailingZeroBitCount } ?? d
+                if d != bits * numCodebooks {
+                    throw ConfigurationError.badValue(module: module, keyword: "has_projections",
+                                                      reason: "false needs dim \(d) = \(bits) bits × \(numCodebooks) codebooks (nothing would map one to the other)")
+                }
             }
             if !(fracPerSampleEntropy > 0 && fracPerSampleEntropy <= 1) {
                 throw ConfigurationError.badValue(module: module, keyword: "frac_per_sample_entropy", reason: "must be in (0, 1]")

@@ -55,6 +55,8 @@ public struct ModuleConfig {
         "dim": 1 << 16, "codebook_dim": 1 << 16, "frozen_codebook_dim": 1 << 16, "heads": 1 << 12, "num_codebooks": 1 << 12,
         "num_quantizers": 1 << 12, "groups": 1 << 12, "bits": 24, "pop_size": 1 << 24, "scales": 1 << 20, "codebook_size": 1 << 30, "levels": 1 << 20, "kmeans_iters": 1 << 16,
     ]
+    /// The smallest value of each size keyword: 1 (a size of 0 makes empty tensors no quantizer can use), or 0.
+    static let sizeFloors: [String: Int] = ["kmeans_iters": 0]
 
     /// Checks the size keywords against ``sizeCaps`` (integers, or lists of integers).
     func checkSizeCaps() throws {
@@ -62,9 +64,12 @@ public struct ModuleConfig {
             guard let v = kwargs[key] else { continue }
             let values = (v as? [Any]) ?? [v]
             for item in values {
-                guard let n = item as? NSNumber, let i = Int(exactly: n.doubleValue) else { continue }
-                if i < 0 || i > cap {
-                    throw ConfigurationError.badValue(module: module, keyword: key, reason: "\(i) is outside 0…\(cap)")
+                // Any number, exact or not, integer or beyond Int's range, is held to the cap (non-numbers are
+                // the keyword parser's to refuse).
+                guard !Keywords.isBoolean(item), let d = (item as? NSNumber)?.doubleValue ?? (item as? Int).map(Double.init) else { continue }
+                let floor = Self.sizeFloors[key] ?? 1
+                if !(d >= Double(floor) && d <= Double(cap)) {
+                    throw ConfigurationError.badValue(module: module, keyword: key, reason: "\(item) is outside \(floor)…\(cap)")
                 }
             }
         }

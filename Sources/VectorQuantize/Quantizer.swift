@@ -273,6 +273,11 @@ extension ResidualFSQ: SequenceQuantizer {
 }
 
 extension GroupedResidualFSQ: SequenceQuantizer {
+    public var forwardLayout: InputLayout {
+        configuration.acceptImageFmap ? .imageMap : (configuration.groupConfiguration.channelFirst ? .channelFirst : .vectorsLast)
+    }
+    /// `getOutput(from:)` is channel-last whatever the layout.
+    func vectorOutput(from indices: IndexTensor) -> Tensor { getOutput(from: indices) }
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }

@@ -97,6 +97,14 @@ extension GroupedResidualFSQ {
         let o = self(x)
         return QuantizerOutput(quantized: o.quantized, indices: o.indices, allCodes: { self.getCodes(from: o.indices) })
     }
+    /// Vectors `[b, n, dim]` split into the groups along the features, each group channel-last whatever the
+    /// layout: quantized `[b, n, dim]`, indices `[groups, b, n, q]`.
+    public func forward(vectors x: Tensor) -> QuantizerOutput {
+        let outs = zip(rvqs, x.split(parts: groups, axis: -1)).map { $0.forward(vectors: $1) }
+        let indices = IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape)
+        return QuantizerOutput(quantized: Tensor.concat(outs.map(\.quantized), axis: -1), indices: indices,
+                               allCodes: { self.getCodes(from: indices) })
+    }
     /// `[groups, q, C, d]`: every group's implicit codebooks.
     public var codebooks: Tensor { Tensor.stack(rvqs.map(\.codebooks), axis: 0) }
     public var codebookSize: Int { rvqs[0].codebookSize }
@@ -199,5 +207,18 @@ extension HierarchicalVQ {
         for r in 0..<b { for (l, s) in positions.enumerated() { flat += o.indices[l].scalars[(r * s)..<((r + 1) * s)] } }
         return QuantizerOutput(quantized: o.quantized, indices: IndexTensor(flat, shape: [b, total]), loss: o.loss,
                                lossBreakdown: ["kept_levels": Tensor(Float(o.cutoff.map { $0 + 1 } ?? numLevels))])
+    }
+
+    /// Sequences of vectors `[b, L, dim]` (`L` the finest level's positions, ``Quantizer/sequenceShape``): arranged
+    /// as the forward takes them (the finest level's map, channel-first when the module is), the quantized
+    /// vectors back as `[b, L, dim]`.
+    public func forward(vectors x: Tensor) -> QuantizerOutput {
+        let shape = configuration.shapes.last!, c = configuration
+        precondition(x.rank == 3 && x.shape[1] == shape.reduce(1, *) && x.shape[2] == dim,
+                     "HierarchicalVQ.forward(vectors:): \(x.shape) must be [b, \(shape.reduce(1, *)), \(dim)]")
+        let map = x.reshaped([x.shape[0]] + shape + [dim])
+        var out = forward(c.channelFirst ? moveLastToFirstFeature(map) : map)
+        out.quantized = (c.channelFirst ? moveFirstFeatureToLast(out.quantized) : out.quantized).reshaped(x.shape)
+        return out
     }
 }

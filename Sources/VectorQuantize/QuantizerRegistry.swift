@@ -25,10 +25,14 @@ public struct QuantizerKind: @unchecked Sendable {
     public let example: [String: Any]
     /// How `vq train` trains this kind of quantizer.
     public let training: TrainingMethod
+    /// Every keyword the kind accepts (the reference's constructor arguments; a stack's include its layers').
+    public let keywords: Set<String>
     private let make: ([String: Any]) throws -> Module
 
-    init(_ name: String, example: [String: Any], training: TrainingMethod = .fromVectors, make: @escaping ([String: Any]) throws -> Module) {
+    init(_ name: String, keywords: Set<String>, example: [String: Any], training: TrainingMethod = .fromVectors,
+         make: @escaping ([String: Any]) throws -> Module) {
         self.name = name
+        self.keywords = keywords
         self.example = example
         self.training = training
         self.make = make
@@ -67,29 +71,46 @@ public enum TrainingMethod: Sendable, Equatable {
 /// The table of every quantizer (see ``QuantizerKind``).
 public enum QuantizerRegistry {
     public static let kinds: [QuantizerKind] = [
-        QuantizerKind("VectorQuantize", example: ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]) { try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: $0)) },
-        QuantizerKind("ResidualVQ", example: ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]) { try ResidualVQ(ResidualVQConfiguration(referenceKwargs: $0)) },
-        QuantizerKind("GroupedResidualVQ", example: ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16]) { try GroupedResidualVQ(referenceKwargs: $0) },
-        QuantizerKind("FSQ", example: ["levels": [8, 5, 5], "dim": 8]) { try FSQ(FSQ.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("ResidualFSQ", example: ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]) { try ResidualFSQ(referenceKwargs: $0) },
-        QuantizerKind("GroupedResidualFSQ", example: ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]) { try GroupedResidualFSQ(referenceKwargs: $0) },
-        QuantizerKind("LFQ", example: ["dim": 8, "codebook_size": 64]) { try LFQ(LFQ.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("ResidualLFQ", example: ["dim": 8, "codebook_size": 64, "num_quantizers": 2]) { try ResidualLFQ(referenceKwargs: $0) },
-        QuantizerKind("GroupedResidualLFQ", example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]) { try GroupedResidualLFQ(referenceKwargs: $0) },
-        QuantizerKind("SimVQ", example: ["dim": 8, "codebook_size": 16]) { try SimVQ(referenceKwargs: $0) },
-        QuantizerKind("ResidualSimVQ", example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2]) { try ResidualSimVQ(referenceKwargs: $0) },
-        QuantizerKind("RandomProjectionQuantizer", example: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2],
+        QuantizerKind("VectorQuantize", keywords: VectorQuantizerConfiguration.keywords,
+                      example: ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]) { try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: $0)) },
+        QuantizerKind("ResidualVQ", keywords: ResidualVQConfiguration.ownKeywords.union(VectorQuantizerConfiguration.keywords),
+                      example: ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]) { try ResidualVQ(ResidualVQConfiguration(referenceKwargs: $0)) },
+        QuantizerKind("GroupedResidualVQ", keywords: ResidualVQConfiguration.ownKeywords.union(VectorQuantizerConfiguration.keywords).union(["groups"]),
+                      example: ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16]) { try GroupedResidualVQ(referenceKwargs: $0) },
+        QuantizerKind("FSQ", keywords: FSQ.Configuration.keywords,
+                      example: ["levels": [8, 5, 5], "dim": 8]) { try FSQ(FSQ.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("ResidualFSQ", keywords: ResidualFSQ.Configuration.ownKeywords.union(FSQ.Configuration.keywords),
+                      example: ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]) { try ResidualFSQ(referenceKwargs: $0) },
+        QuantizerKind("GroupedResidualFSQ", keywords: ResidualFSQ.Configuration.ownKeywords.union(FSQ.Configuration.keywords).union(["groups", "accept_image_fmap"]),
+                      example: ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]) { try GroupedResidualFSQ(referenceKwargs: $0) },
+        QuantizerKind("LFQ", keywords: LFQ.Configuration.keywords,
+                      example: ["dim": 8, "codebook_size": 64]) { try LFQ(LFQ.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("ResidualLFQ", keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords),
+                      example: ["dim": 8, "codebook_size": 64, "num_quantizers": 2]) { try ResidualLFQ(referenceKwargs: $0) },
+        QuantizerKind("GroupedResidualLFQ", keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords).union(["groups"]),
+                      example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]) { try GroupedResidualLFQ(referenceKwargs: $0) },
+        QuantizerKind("SimVQ", keywords: SimVQ.Configuration.keywords,
+                      example: ["dim": 8, "codebook_size": 16]) { try SimVQ(referenceKwargs: $0) },
+        QuantizerKind("ResidualSimVQ", keywords: ResidualSimVQ.Configuration.ownKeywords.union(SimVQ.Configuration.keywords),
+                      example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2]) { try ResidualSimVQ(referenceKwargs: $0) },
+        QuantizerKind("RandomProjectionQuantizer", keywords: VectorQuantizerConfiguration.keywords.union(["codebook_dim", "num_codebooks", "norm", "reference_layout"]),
+                      example: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2],
                       training: .nothingToLearn("RandomProjectionQuantizer is random by design: its projections and codebooks are fixed by its seed")) {
             try RandomProjectionQuantizer(referenceKwargs: $0)
         },
-        QuantizerKind("LatentQuantize", example: ["levels": [5, 5, 8], "dim": 8]) { try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("FSP", example: ["levels": [8, 5, 5], "dim": 8]) { try FSP(FSP.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("BinaryMapper", example: ["bits": 8]) { try BinaryMapper(BinaryMapper.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("EvoLFQ", example: ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6],
+        QuantizerKind("LatentQuantize", keywords: LatentQuantize.Configuration.keywords,
+                      example: ["levels": [5, 5, 8], "dim": 8]) { try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("FSP", keywords: FSP.Configuration.keywords,
+                      example: ["levels": [8, 5, 5], "dim": 8]) { try FSP(FSP.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("BinaryMapper", keywords: BinaryMapper.Configuration.keywords,
+                      example: ["bits": 8]) { try BinaryMapper(BinaryMapper.Configuration(referenceKwargs: $0)) },
+        QuantizerKind("EvoLFQ", keywords: LFQ.Configuration.keywords.union(EvoLFQ.geneticKeywords).union(["encoder", "decoder"]),
+                      example: ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6],
                       training: .elsewhere("EvoLFQ learns by evolution of its encoder and decoder: train it through the library (EvoLFQ's genetic step)")) {
             try EvoLFQ(referenceKwargs: $0)
         },
-        QuantizerKind("HierarchicalVQ", example: ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false],
+        QuantizerKind("HierarchicalVQ", keywords: HierarchicalVQ.Configuration.own.union(HierarchicalVQ.Configuration.layerKeywords),
+                      example: ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false],
                       training: .elsewhere("HierarchicalVQ learns from whole sequences, not single vectors: train it through the library, or see `vq example autoencoder --quantizer hvq`")) {
             try HierarchicalVQ(referenceKwargs: $0)
         },

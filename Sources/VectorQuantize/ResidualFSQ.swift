@@ -64,6 +64,10 @@ public final class ResidualFSQ: Module {
                 throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")
             }
             try layerConfiguration.validate(module: module)
+            if layer.channelFirst {
+                // The stack's own keyword is is_channel_first; the layers quantize the stack's [b, n, d] residual.
+                throw ConfigurationError.badValue(module: module, keyword: "channel_first", reason: "a keyword of a single FSQ: the stack's is is_channel_first")
+            }
             if let d = dim, SizeLimit.product([d, levels.count]) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(levels.count) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")
             }

@@ -36,6 +36,8 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
 
     public var numQuantizers: Int { codebookSizes.count }
     public var resolvedCodebookDim: Int { codebookDim ?? dim }
+    /// The widest beam (each token keeps `beam` paths of `dim` values per layer).
+    public static let maxBeamSize = 4096
 
     /// The checks of both construction paths (typed and reference keywords); the layers' own
     /// configuration is validated when each layer is built.
@@ -45,8 +47,19 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "heads", reason: "residual VQ is not compatible with multi-headed codes (layer heads \(layer.heads))")
         }
         guard !codebookSizes.isEmpty else { throw ConfigurationError.invalid(module: "ResidualVQ", reason: "num_quantizers must be ≥ 1") }
+        // The stack quantizes [b, n, dim] (image maps flattened by itself): its layers' layout keywords would
+        // make them read the residual in another layout.
+        if layer.accept3dFmap || layer.acceptImageFmap || !layer.channelLast {
+            let key = layer.accept3dFmap ? "accept_3d_fmap" : (layer.acceptImageFmap ? "accept_image_fmap" : "channel_last")
+            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: key, reason: "a single VectorQuantize's layout; the stack takes [b, n, dim] (or image maps with its own accept_image_fmap)")
+        }
         try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
                                    softClamp: nil, module: "ResidualVQ", dropout: quantizeDropout)
+        for (key, beam) in [("beam_size", beamSize), ("eval_beam_size", evalBeamSize)] {
+            if let beam, !(1...ResidualVQConfiguration.maxBeamSize).contains(beam) {
+                throw ConfigurationError.badValue(module: "ResidualVQ", keyword: key, reason: "\(beam) is outside 1…\(ResidualVQConfiguration.maxBeamSize)")
+            }
+        }
         if (diveq || implicitNeuralCodebook) && ((beamSize ?? 1) > 1 || (evalBeamSize ?? 1) > 1) {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: diveq ? "diveq" : "implicit_neural_codebook", reason: "not supported with beam search yet")
         }
@@ -370,7 +383,7 @@ public final class ResidualVQ: Module {
         guard let mlps else {
             return Tensor.stack(layers.enumerated().map { i, vq in
                 let (idx, keep) = ResidualStack.column(indices, layer: i)
-                return vq.lookupCodes.indexSelect(axis: 0, idx) * keep
+                return vq.vectorCodes(from: idx) * keep
             }, axis: 0)
         }
         // Implicit codebooks: rebuilt layer by layer, the condition being the running sum of the chosen
@@ -381,7 +394,7 @@ public final class ResidualVQ: Module {
             let (idx, keep) = ResidualStack.column(indices, layer: i)
             var chosen: Tensor
             if i == 0 {
-                chosen = vq.codes.indexSelect(axis: 0, idx)
+                chosen = vq.codes.reshaped([vq.codebookSize, -1]).indexSelect(axis: 0, idx)
             } else {
                 let d = vq.codes.shape.last!
                 let perToken = mlps[i - 1](vq.codes.reshaped([1, -1, d]), condition: condition!.reshaped([-1, d]))

@@ -66,6 +66,12 @@ public final class SimVQ: Module {
             guard inputToQuantizeCommitLossWeight.isFinite && commitmentWeight.isFinite else {
                 throw ConfigurationError.badValue(module: module, keyword: "commitment_weight", reason: "loss weights must be finite")
             }
+            if let text = codebookTransform {
+                // The transform maps the frozen codes (d₀ features) to codes of the input's dimension.
+                do { try LayerSpec.check(text, inputs: frozenCodebookDim ?? dim, outputs: dim, what: "the code transform") } catch let e as LayerSpecError {
+                    throw ConfigurationError.badValue(module: module, keyword: "codebook_transform", reason: e.description)
+                }
+            }
         }
     }
 

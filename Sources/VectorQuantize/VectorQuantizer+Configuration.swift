@@ -1,3 +1,4 @@
+import VQNN
 import Foundation
 import VQTensor
 
@@ -118,15 +119,25 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
             throw bad("dim \(dim), codebook_size \(codebookSize), heads \(heads), codebook_dim \(resolvedCodebookDim) must be positive")
         }
         if !(0...1).contains(decay) { throw bad("decay \(decay) outside [0, 1]") }
-        if SizeLimit.product([numCodebooks, codebookSize, resolvedCodebookDim]) == nil || SizeLimit.product([dim, resolvedCodebookDim, heads]) == nil {
-            throw bad("codebook_size \(codebookSize) × codebook_dim \(resolvedCodebookDim) × \(numCodebooks) codebooks (or the projection) exceeds \(SizeLimit.maxElements) values per tensor")
+        if SizeLimit.product([numCodebooks, codebookSize, resolvedCodebookDim]) == nil || SizeLimit.product([dim, resolvedCodebookDim, heads]) == nil
+            || SizeLimit.product([numCodebooks, resolvedCodebookDim, resolvedCodebookDim]) == nil {
+            throw bad("codebook_size \(codebookSize) × codebook_dim \(resolvedCodebookDim) × \(numCodebooks) codebooks (or the projection, or the [codebook_dim, codebook_dim] subspace projector) exceeds \(SizeLimit.maxElements) values per tensor")
         }
         if acceptImageFmap && accept3dFmap { throw bad("accept_image_fmap and accept_3d_fmap exclude each other") }
+        if let m = orthogonalRegMaxCodes, m < 1 {
+            throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "orthogonal_reg_max_codes", reason: "\(m) must be ≥ 1")
+        }
         if useCosineSimilarity && learnableCodebook { throw bad("cosine sim distance codebook not compatible with learnable codebook") }
         if affineParam && useCosineSimilarity { throw bad("affine param is only compatible with euclidean codebook") }
         if !(0...1).contains(syncUpdateV) { throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "sync_update_v", reason: "must be in [0, 1]") }
         if syncUpdateV > 0 && !learnableCodebook { throw bad("sync_update_v needs a learnable codebook") }
         if vqBridge != nil && (!learnableCodebook || emaUpdate) { throw bad("vq_bridge needs a learnable codebook without EMA update") }
+        if let text = vqBridge {
+            // The bridge maps each code to a code of the same dimension.
+            do { try LayerSpec.check(text, inputs: resolvedCodebookDim, outputs: resolvedCodebookDim, what: "the bridge") } catch let e as LayerSpecError {
+                throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "vq_bridge", reason: e.description)
+            }
+        }
         if !(0...1).contains(affineParamBatchDecay) || !(0...1).contains(affineParamCodebookDecay) {
             throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "affine_param_batch_decay", reason: "the affine decays must be in [0, 1]")
         }

@@ -173,7 +173,8 @@ struct Train: ParsableCommand {
         var resumed: TrainingState? = nil
         var (module, config): (any Quantizer, ModuleConfig)
         if let resume {
-            let r = try TrainingState.read(URL(fileURLWithPath: resume))
+            let r: (any Quantizer, ModuleConfig, TrainingState)
+            do { r = try TrainingState.read(URL(fileURLWithPath: resume)) } catch let e as TrainingStateError { throw CLIError("--resume \(e)") }
             (module, config, resumed) = (r.0, r.1, r.2)
             for (option, value) in modelOptions.sorted(by: { $0.key < $1.key }) where r.2.options[option] != value {
                 let was = r.2.options[option].map { "\(option) \($0)" } ?? "without \(option)"
@@ -229,7 +230,9 @@ struct Train: ParsableCommand {
         if optimizer != nil && world > 1 {
             throw CLIError("--distributed trains EMA codebooks; \(config.module) here also learns parameters by gradient (\(learned.count) tensors), which it does not average yet")
         }
-        if let optimizer, let resumed { try resumed.restore(optimizer, of: module, path: resume!) }
+        if let optimizer, let resumed {
+            do { try resumed.restore(optimizer, of: module, path: resume!) } catch let e as TrainingStateError { throw CLIError("--resume \(e)") }
+        }
         if method == .fromVectors {
             var rng = SeededGenerator(seed: seed)
             var order = rng.permutation(n)

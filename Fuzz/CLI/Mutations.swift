@@ -1,0 +1,180 @@
+// Structured mutation fuzzing: configurations of every quantizer of the registry (every keyword, values and
+// types mutated) and resumable training states (tensors, shapes and metadata mutated, the digest recomputed so
+// the checks behind it are reached). Each case must build and run, or be refused with a typed error — never
+// trap, hang or allocate without bound. Deterministic for a seed: a crash names its case index and seed.
+import Foundation
+import VQNN
+import VQTensor
+import VectorQuantize
+
+/// Values a keyword may take after mutation: sizes small and absurd, fractions, non-finite numbers, every
+/// JSON type, layer texts (some huge), optimizer texts, nested lists and objects.
+enum MutationValues {
+    nonisolated(unsafe) static let pool: [Any] = [
+        -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 64, 255, 256, 1024, 65536, 1 << 20, 1 << 31, 1 << 40, 1 << 62, Int.max, Int.min,
+        0.0, -0.0, 0.5, 1.5, -1.0, 1e-30, 1e30, 1e300, Double.nan, Double.infinity, -Double.infinity,
+        true, false, NSNull(),
+        "", "x", "nn.Linear(8, 8)", "nn.Linear(6, 8)", "nn.Linear(8, 6)", "nn.Linear(65536, 65536)", "nn.Linear(8, 8, bias = False)",
+        "nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))", "nn.Sequential(" + String(repeating: "nn.Sequential(", count: 20),
+        "partial(torch.optim.Adam, lr=0.01)", "partial(torch.optim.SGD, lr=1e9, momentum=0.9)", "tanh", "relu",
+        [Int](), [8, 5, 5], [2], [1, 4, 16], [[2, 3], [4, 6]], [0], [-1, 3], [1 << 20, 1 << 20], [1.5, 2], ["a"], [1.4, 1.3, 1.6],
+        [1, 2, 3, 4, 5, 6, 7, 8], [String: Any](), ["dim_hidden": 8, "depth": 2], ["dim_hidden": 1 << 30, "depth": 64],
+    ]
+}
+
+/// One seeded generator of configurations.
+struct ConfigMutator {
+    var rng: SeededGenerator
+    let allKeywords: [String] = Array(Set(QuantizerRegistry.kinds.flatMap(\.keywords))).sorted()
+
+    init(seed: UInt64) { rng = SeededGenerator(seed: seed) }
+
+    mutating func pick<T>(_ a: [T]) -> T { a[rng.nextInt(below: a.count)] }
+
+    /// A registry kind's example with one to four mutations: a keyword of the kind (mostly), of another kind,
+    /// or unknown, set to a pool value or a small integer; or a keyword removed.
+    mutating func next() -> ModuleConfig {
+        let kind = pick(QuantizerRegistry.kinds)
+        var kw = kind.example
+        let own = kind.keywords.sorted()
+        for _ in 0...rng.nextInt(below: 4) {
+            let r = rng.nextInt(below: 20)
+            let key = r < 16 ? pick(own) : (r < 19 ? pick(allKeywords) : "no_such_keyword")
+            if rng.nextInt(below: 8) == 0 {
+                kw[key] = nil
+            } else {
+                kw[key] = rng.nextInt(below: 3) == 0 ? rng.nextInt(below: 12) : pick(MutationValues.pool)
+            }
+        }
+        return ModuleConfig(module: kind.name, kwargs: kw)
+    }
+}
+
+/// What a configuration from a file goes through: JSON (when it can be written as JSON), the build, then a
+/// training forward with gradients, encoding, decoding (of its own and of damaged indices) and a checkpoint's
+/// save and load.
+func runConfiguration(_ original: ModuleConfig, rng: inout SeededGenerator, scratch: URL) {
+    var config = original
+    if let data = try? JSONSerialization.data(withJSONObject: ["module": config.module, "kwargs": config.kwargs]),
+       let parsed = try? ModuleConfig.parse(data) {
+        config = parsed
+    }
+    guard let module = try? config.build(), let q = module as? any Quantizer else { return }
+    let unit = q.sequenceShape ?? [5]
+    let x = Tensor.randomNormal([2] + unit + [q.inputDim], using: &rng)
+    let vectors = x.reshaped([2, unit.reduce(1, *), q.inputDim])
+    q.train()
+    let out = q.forward(vectors: vectors)
+    if out.loss.count == 1, q.trainableParameters().contains(where: { _ in true }), out.quantized.requiresGradient || out.loss.requiresGradient {
+        (out.loss + out.quantized.sum() * 0).backward()
+    }
+    q.eval()
+    guard q.isInitialised else { return }
+    let indices = q.encode(x)
+    _ = try? q.decode(indices)
+    if indices.count > 0 {
+        var damaged = indices.scalars
+        damaged[rng.nextInt(below: damaged.count)] = [-2, -1, Int(Int32.max), q.codebookSizes.max() ?? 0][rng.nextInt(below: 4)]
+        _ = try? q.decode(IndexTensor(damaged, shape: indices.shape))
+    }
+    if rng.nextInt(below: 32) == 0 {
+        let url = scratch.appendingPathComponent("fuzz.safetensors")
+        if (try? QuantizerCheckpoint.save(q, config: config, to: url)) != nil { _ = try? QuantizerCheckpoint.load(url) }
+    }
+}
+
+/// A valid resumable state to mutate: a small VQ trained a few steps, written once.
+enum StateFixture {
+    static func make(in dir: URL) -> (SafeTensorsFile, URL) {
+        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 8, "kmeans_init": true])
+        let q = try! config.build() as! any Quantizer
+        var rng = SeededGenerator(seed: 1)
+        q.train()
+        for _ in 0..<3 { _ = q.forward(vectors: Tensor.randomNormal([1, 16, 4], using: &rng)) }
+        let state = TrainingState(step: 3, cursor: 5, order: Array(0..<16), dataRNG: SeededGenerator(seed: 2), losses: [1, 2, 3],
+                                  signature: "fuzz", options: ["--codebook-size": "8"])
+        let url = dir.appendingPathComponent("state.safetensors")
+        try! state.write(module: q, config: config, to: url)
+        return (try! SafeTensorsFile.read(contentsOf: url), url)
+    }
+}
+
+/// Mutates a state file's tensors or metadata, recomputes the digest (or, one time in eight, leaves it or
+/// flips a raw byte), and reads it as `vq train --resume` does.
+func runState(_ base: SafeTensorsFile, rng: inout SeededGenerator, url: URL) {
+    var file = base
+    for _ in 0...rng.nextInt(below: 3) {
+        let keys = file.tensors.keys.sorted(), metaKeys = file.metadata.keys.sorted()
+        guard !keys.isEmpty, !metaKeys.isEmpty else { break }
+        switch rng.nextInt(below: 6) {
+        case 0:  // a value
+            let k = keys[rng.nextInt(below: keys.count)]
+            switch file.tensors[k]! {
+            case .float(let t) where t.count > 0:
+                var s = t.scalars
+                s[rng.nextInt(below: s.count)] = [Float.nan, .infinity, -1, 0, 1e30, 7][rng.nextInt(below: 6)]
+                file.tensors[k] = .float(Tensor(s, shape: t.shape))
+            case .integer(let t) where t.count > 0:
+                var s = t.scalars
+                s[rng.nextInt(below: s.count)] = [-1, 0, 1, 16, 1 << 40, Int.min][rng.nextInt(below: 6)]
+                file.tensors[k] = .integer(IndexTensor(s, shape: t.shape))
+            default: break
+            }
+        case 1:  // a shape
+            let k = keys[rng.nextInt(below: keys.count)]
+            let t = file.tensors[k]!.asFloat
+            file.tensors[k] = .float(rng.nextInt(below: 2) == 0 ? t.reshaped([t.count]) : Tensor.zeros([t.count + 1]))
+        case 2: file.tensors[keys[rng.nextInt(below: keys.count)]] = nil
+        case 3:  // a metadata entry
+            let k = metaKeys[rng.nextInt(below: metaKeys.count)]
+            file.metadata[k] = ["", "-1", "0", "99999999999999999999", "{}", "{\"module\": \"ResidualVQ\", \"kwargs\": {\"dim\": 4}}",
+                                "{\"module\": \"VectorQuantize\", \"kwargs\": {\"dim\": 4, \"codebook_size\": 1073741824}}", "x"][rng.nextInt(below: 8)]
+        case 4: file.metadata[metaKeys[rng.nextInt(below: metaKeys.count)]] = nil
+        default: file.tensors["model/extra"] = .float(Tensor.zeros([3]))
+        }
+    }
+    file.metadata["digest"] = TrainingState.digest(file)
+    guard var bytes = try? file.serialized() else { return }
+    switch rng.nextInt(below: 8) {
+    case 0: bytes[rng.nextInt(below: bytes.count)] ^= UInt8(1 << rng.nextInt(below: 8))
+    case 1: bytes = bytes.prefix(rng.nextInt(below: bytes.count))
+    default: break
+    }
+    guard (try? bytes.write(to: url)) != nil else { return }
+    guard let (q, _, state) = try? TrainingState.read(url) else { return }
+    // A state that reads must also train on: one step of its model.
+    q.train()
+    _ = q.forward(vectors: Tensor.randomNormal([1, 4, q.inputDim], using: &rng))
+    _ = state.order.count
+}
+
+/// `vq-fuzz --configs N [--seed S]` and `vq-fuzz --states N [--seed S]`: N structured cases; the case about to
+/// run is written to `case.txt` in the scratch folder first, so a crash leaves it behind.
+func runStructured(configs: Bool, count: Int, seed: UInt64) {
+    // Bound the address space: an allocation bomb fails (and is reported) instead of exhausting the machine.
+    var limit = rlimit(rlim_cur: 16 << 30, rlim_max: 16 << 30)
+    setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
+    let caseFile = Fixtures.dir.appendingPathComponent("case.txt")
+    var mutator = ConfigMutator(seed: seed)
+    var rng = SeededGenerator(seed: seed ^ 0xF022)
+    let base = configs ? nil : StateFixture.make(in: Fixtures.dir)
+    let started = Date()
+    for i in 0..<count {
+        if configs {
+            let c = mutator.next()
+            let text = (try? JSONSerialization.data(withJSONObject: ["module": c.module, "kwargs": c.kwargs.mapValues { v -> Any in
+                if let d = v as? Double, !d.isFinite { return "\(d)" }
+                return v
+            }])).map { String(decoding: $0, as: UTF8.self) } ?? "\(c.module) \(c.kwargs)"
+            try? Data("seed \(seed) case \(i): \(text)\n".utf8).write(to: caseFile)
+            runConfiguration(c, rng: &rng, scratch: Fixtures.dir)
+        } else {
+            try? Data("seed \(seed) state case \(i)\n".utf8).write(to: caseFile)
+            runState(base!.0, rng: &rng, url: base!.1.deletingLastPathComponent().appendingPathComponent("mutated.safetensors"))
+        }
+        if (i + 1) % 10_000 == 0 {
+            FileHandle.standardOutput.write(Data("\(i + 1) cases, \(Int(Date().timeIntervalSince(started))) s\n".utf8))
+        }
+    }
+    print("\(count) \(configs ? "configuration" : "state") cases (seed \(seed)): no trap")
+}
