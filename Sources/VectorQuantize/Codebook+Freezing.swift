@@ -8,6 +8,8 @@ public enum CodebookError: Error, Equatable, CustomStringConvertible {
     case shapeMismatch(expected: [Int], found: [Int])
     case dimensionOutOfRange(dimension: Int, dim: Int)
     case notOrthonormal(deviation: Float)
+    case notFinite(what: String)
+    case policyNeedsEMA
 
     public var description: String {
         switch self {
@@ -16,6 +18,8 @@ public enum CodebookError: Error, Equatable, CustomStringConvertible {
         case .shapeMismatch(let e, let f): return "expected shape \(e), found \(f)"
         case .dimensionOutOfRange(let j, let d): return "dimension \(j) out of range 0..<\(d)"
         case .notOrthonormal(let dev): return "the basis rows are not orthonormal (largest deviation of B·Bᵀ from I: \(dev))"
+        case .notFinite(let what): return "\(what) holds NaN or infinite values"
+        case .policyNeedsEMA: return "a freeze policy judges EMA updates; this codebook learns by gradient (learnable_codebook), so none would be consulted"
         }
     }
 }
@@ -37,25 +41,23 @@ extension Codebook {
 
     public func isFrozen(code: Int, head: Int = 0) -> Bool { frozenMask[head * codebookSize + code] }
 
-    /// Freezes codes of one codebook (`head`), or of every codebook when `head` is `nil`.
-    /// Throws and changes nothing when a code or head is out of range.
-    public func freeze(codes: some Sequence<Int>, head: Int? = nil, strict: Bool) throws {
-        try setFrozen(Array(codes), head: head, to: true, strict: strict)
+    /// Freezes codes of one codebook (`head`), or of every codebook when `head` is `nil`: from now on no
+    /// write path changes them (EMA, expiry, k-means, any optimizer, checkpoints keep the mask).
+    ///
+    /// ```swift
+    /// try vq.codebook.freeze(codes: 0..<32)            // codes 0–31 of every head
+    /// ```
+    ///
+    /// - Throws: ``CodebookError/codeOutOfRange(code:codebookSize:)`` or ``CodebookError/headOutOfRange(head:numCodebooks:)``,
+    ///   changing nothing: a code or head out of range is an error, never clamped or ignored.
+    public func freeze(codes: some Sequence<Int>, head: Int? = nil) throws {
+        try setFrozen(Array(codes), head: head, to: true)
     }
 
-    /// Freezes codes, ignoring codes or heads that are out of range.
-    public func freeze(codes: some Sequence<Int>, head: Int? = nil) {
-        try! setFrozen(Array(codes), head: head, to: true, strict: false)
-    }
-
-    /// Unfreezes codes (strict form throws on out-of-range codes or heads).
-    public func unfreeze(codes: some Sequence<Int>, head: Int? = nil, strict: Bool) throws {
-        try setFrozen(Array(codes), head: head, to: false, strict: strict)
-    }
-
-    /// Unfreezes codes, ignoring codes or heads that are out of range.
-    public func unfreeze(codes: some Sequence<Int>, head: Int? = nil) {
-        try! setFrozen(Array(codes), head: head, to: false, strict: false)
+    /// Unfreezes codes (the same contract as ``freeze(codes:head:)``); a policy's record of having frozen
+    /// them (``policyFrozenCodes(head:)``) is cleared with them.
+    public func unfreeze(codes: some Sequence<Int>, head: Int? = nil) throws {
+        try setFrozen(Array(codes), head: head, to: false)
     }
 
     /// Freezes (or unfreezes) every code of every codebook.
@@ -63,21 +65,20 @@ extension Codebook {
         frozenCodes.value = Tensor(repeating: frozen ? 1 : 0, shape: [numCodebooks, codebookSize])
     }
 
-    private func setFrozen(_ codes: [Int], head: Int?, to value: Bool, strict: Bool) throws {
-        if let head, head < 0 || head >= numCodebooks {
-            if strict { throw CodebookError.headOutOfRange(head: head, numCodebooks: numCodebooks) }
-            logger.warning("freeze: head \(head) out of range 0..<\(numCodebooks), ignored")
-            return
-        }
-        if strict, let bad = codes.first(where: { $0 < 0 || $0 >= codebookSize }) {
+    private func setFrozen(_ codes: [Int], head: Int?, to value: Bool) throws {
+        if let head, head < 0 || head >= numCodebooks { throw CodebookError.headOutOfRange(head: head, numCodebooks: numCodebooks) }
+        if let bad = codes.first(where: { $0 < 0 || $0 >= codebookSize }) {
             throw CodebookError.codeOutOfRange(code: bad, codebookSize: codebookSize)
         }
-        var m = frozenCodes.value.scalars
-        let heads = head.map { [$0] } ?? Array(0..<numCodebooks)
-        for h in heads {
-            for c in codes where c >= 0 && c < codebookSize { m[h * codebookSize + c] = value ? 1 : 0 }
+        var m = frozenCodes.value.scalars, at = policyFrozenAt.value.scalars
+        for h in head.map({ [$0] }) ?? Array(0..<numCodebooks) {
+            for c in codes {
+                m[h * codebookSize + c] = value ? 1 : 0
+                if !value { at[h * codebookSize + c] = -1 }
+            }
         }
         frozenCodes.value = Tensor(m, shape: [numCodebooks, codebookSize])
+        if !value { policyFrozenAt.value = Tensor(at, shape: policyFrozenAt.shape) }
     }
 
     /// The elements of `embed` that no optimizer may write, derived from ``frozenCodes`` each time it

@@ -19,33 +19,23 @@ import VQTensor
 /// wins (it is restored last).
 ///
 /// ```swift
-/// cb.freeze(dimensions: 0..<16)                       // components 0–15 of every code
+/// try cb.freeze(dimensions: 0..<16)                   // components 0–15 of every code
 /// try cb.freeze(subspace: basis)                      // basis [k, d], orthonormal rows
 /// ```
 extension Codebook {
     // MARK: Components
 
     /// Freezes components `dimensions` of `codes` (default: every code) of codebook `head` (default:
-    /// every head). Throws and changes nothing when a dimension, code or head is out of range.
-    public func freeze(dimensions: some Sequence<Int>, codes: [Int]? = nil, head: Int? = nil, strict: Bool) throws {
+    /// every head).
+    ///
+    /// - Throws: a ``CodebookError`` naming the dimension, code or head out of range, changing nothing.
+    public func freeze(dimensions: some Sequence<Int>, codes: [Int]? = nil, head: Int? = nil) throws {
         try setComponents(Array(dimensions), codes: codes, head: head, to: true)
     }
 
-    /// Freezes components, ignoring out-of-range dimensions, codes and heads.
-    public func freeze(dimensions: some Sequence<Int>, codes: [Int]? = nil, head: Int? = nil) {
-        try? setComponents(Array(dimensions).filter { $0 >= 0 && $0 < dim }, codes: codes?.filter { $0 >= 0 && $0 < codebookSize },
-                           head: head.flatMap { $0 >= 0 && $0 < numCodebooks ? $0 : nil }, to: true)
-    }
-
-    /// Unfreezes components (strict form throws on anything out of range).
-    public func unfreeze(dimensions: some Sequence<Int>, codes: [Int]? = nil, head: Int? = nil, strict: Bool) throws {
+    /// Unfreezes components (the same contract as ``freeze(dimensions:codes:head:)``).
+    public func unfreeze(dimensions: some Sequence<Int>, codes: [Int]? = nil, head: Int? = nil) throws {
         try setComponents(Array(dimensions), codes: codes, head: head, to: false)
-    }
-
-    /// Unfreezes components, ignoring out-of-range dimensions, codes and heads.
-    public func unfreeze(dimensions: some Sequence<Int>, codes: [Int]? = nil, head: Int? = nil) {
-        try? setComponents(Array(dimensions).filter { $0 >= 0 && $0 < dim }, codes: codes?.filter { $0 >= 0 && $0 < codebookSize },
-                           head: head.flatMap { $0 >= 0 && $0 < numCodebooks ? $0 : nil }, to: false)
     }
 
     /// Dimensions frozen in every code of `head` (by a component freeze; whole-code freezes aside).
@@ -77,24 +67,46 @@ extension Codebook {
     /// (orthonormal within 1e-4), for codebook `head` (default: every head), from the codes as they are
     /// now. A second call replaces the subspace of those heads.
     ///
-    /// - Throws: ``CodebookError/shapeMismatch(expected:found:)`` or ``CodebookError/notOrthonormal(deviation:)``.
+    /// The rows are orthonormalised again in double precision before use, so the guarantee (each code's
+    /// coordinates `B·e` within one rounding of their frozen values) holds for every basis accepted.
+    ///
+    /// - Throws: ``CodebookError/shapeMismatch(expected:found:)``, ``CodebookError/notFinite(what:)``,
+    ///   ``CodebookError/headOutOfRange(head:numCodebooks:)`` or ``CodebookError/notOrthonormal(deviation:)``,
+    ///   changing nothing.
     /// - Complexity: O(c · d²) now, and for every later write of all codes (an optimizer step).
     public func freeze(subspace basis: Tensor, head: Int? = nil) throws {
         guard basis.rank == 2, basis.shape[1] == dim, basis.shape[0] >= 1, basis.shape[0] <= dim else {
             throw CodebookError.shapeMismatch(expected: [-1, dim], found: basis.shape)
         }
         if let head, head < 0 || head >= numCodebooks { throw CodebookError.headOutOfRange(head: head, numCodebooks: numCodebooks) }
+        guard basis.allFinite else { throw CodebookError.notFinite(what: "the subspace basis") }
         let k = basis.shape[0]
-        let b = basis.scalars.map(Double.init)
+        var b = basis.scalars.map(Double.init)
         var deviation = 0.0
         for i in 0..<k {
             for j in 0..<k {
                 var dot = 0.0
                 for t in 0..<dim { dot += b[i * dim + t] * b[j * dim + t] }
-                deviation = Swift.max(deviation, abs(dot - (i == j ? 1 : 0)))
+                let dev = abs(dot - (i == j ? 1 : 0))
+                if !(dev <= deviation) { deviation = dev }  // a NaN is kept, not dropped
             }
         }
-        guard deviation <= 1e-4, deviation.isFinite else { throw CodebookError.notOrthonormal(deviation: Float(deviation)) }
+        guard deviation <= 1e-4 else { throw CodebookError.notOrthonormal(deviation: Float(deviation)) }
+        // Orthonormalised in double precision (modified Gram–Schmidt, twice), so that P = BᵀB is a projection
+        // to the last bit of a Float even for a basis that is orthonormal only within the tolerance.
+        for _ in 0..<2 {
+            for i in 0..<k {
+                for j in 0..<i {
+                    var dot = 0.0
+                    for t in 0..<dim { dot += b[i * dim + t] * b[j * dim + t] }
+                    for t in 0..<dim { b[i * dim + t] -= dot * b[j * dim + t] }
+                }
+                var norm = 0.0
+                for t in 0..<dim { norm += b[i * dim + t] * b[i * dim + t] }
+                norm = norm.squareRoot()
+                for t in 0..<dim { b[i * dim + t] /= norm }
+            }
+        }
         var p = [Float](repeating: 0, count: dim * dim)
         for r in 0..<dim {
             for s in 0..<dim {

@@ -41,7 +41,7 @@ public struct FreezeDecision: Sendable, Equatable {
 ///         FreezeDecision(freeze: c.usage.indices.filter { c.usage[$0] > 50 && !c.frozen[$0] })
 ///     }
 /// }
-/// vq.codebook.setFreezePolicy(FreezeBusyCodes().or(.afterStep(10_000)))
+/// try vq.codebook.setFreezePolicy(FreezeBusyCodes().or(.afterStep(10_000)))
 /// ```
 public protocol FreezePolicy {
     mutating func decide(_ context: FreezeContext) -> FreezeDecision
@@ -134,10 +134,21 @@ extension FreezePolicy where Self == UsagePolicy {
 }
 
 extension Codebook {
-    /// Sets (or, with `nil`, removes) the policy consulted at every EMA update.
-    public func setFreezePolicy(_ policy: (some FreezePolicy)?) {
+    /// Sets the policy consulted at every EMA update (replacing any earlier one).
+    ///
+    /// ```swift
+    /// try vq.codebook.setFreezePolicy(.converged(tolerance: 0.005, patience: 20))
+    /// ```
+    ///
+    /// - Throws: ``CodebookError/policyNeedsEMA`` on a codebook learned by gradient (`learnable_codebook`):
+    ///   a policy judges the moves of the EMA update, which such a codebook does not make.
+    public func setFreezePolicy(_ policy: some FreezePolicy) throws {
+        guard embed.kind != .trainable && configuration.emaUpdate else { throw CodebookError.policyNeedsEMA }
         freezePolicy = policy
     }
+
+    /// Removes the policy; what it froze stays frozen (``unfreeze(codes:head:)`` releases codes).
+    public func removeFreezePolicy() { freezePolicy = nil }
 
     /// Codes a policy froze, with the update at which it froze them, for codebook `head`.
     public func policyFrozenCodes(head: Int = 0) -> [(code: Int, step: Int)] {

@@ -60,6 +60,11 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
                 throw ConfigurationError.badValue(module: "ResidualVQ", keyword: key, reason: "\(beam) is outside 1…\(ResidualVQConfiguration.maxBeamSize)")
             }
         }
+        if ((beamSize ?? 1) > 1 || (evalBeamSize ?? 1) > 1) && !layer.hasCommitmentLoss {
+            // The beam scores every candidate code by its commitment loss.
+            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "beam_size",
+                                              reason: "beam search scores candidates by their commitment loss: it needs commitment_weight > 0 (and no directional_reparam)")
+        }
         if (diveq || implicitNeuralCodebook) && ((beamSize ?? 1) > 1 || (evalBeamSize ?? 1) > 1) {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: diveq ? "diveq" : "implicit_neural_codebook", reason: "not supported with beam search yet")
         }

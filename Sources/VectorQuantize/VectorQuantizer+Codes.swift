@@ -65,10 +65,13 @@ extension VectorQuantizer {
         return projectOut.map { $0(codes) } ?? codes
     }
 
-    /// Replaces expired codes with vectors of `x` (the reference's `expire_codes_`).
+    /// Replaces expired codes with vectors of `x` (`[b, n, dim]`, the input's space: projected in as the
+    /// forward does; the reference's `expire_codes_`).
     public func expireCodes(_ x: Tensor) {
+        precondition(x.rank == 3 && x.shape[2] == configuration.dim, "expireCodes: \(x.shape) must be [b, n, \(configuration.dim)]")
         let (b, n) = (x.shape[0], x.shape[1])
-        codebook.expireCodes(splitHeads(x.detached(), b: b, n: n))
+        let projected = withoutGradient { projectIn.map { $0(x.detached()) } ?? x.detached() }
+        codebook.expireCodes(splitHeads(projected, b: b, n: n))
     }
 }
 
@@ -178,7 +181,14 @@ extension VectorQuantizer {
         // New codes of a head with a frozen subspace keep their initial coordinates there (they learn in
         // the complement), like every code of that head.
         grown.codebook.recordSubspaceValues(codes: old..<newSize)
-        if freezeExisting { grown.codebook.freeze(codes: 0..<old) }
+        if freezeExisting { try grown.codebook.freeze(codes: 0..<old) }
+        // A dimension frozen in every code stays frozen in every code, the new ones included (as a frozen
+        // subspace does); the policy carries over (its per-code records restart at the new size).
+        for hh in 0..<h {
+            let dims = codebook.frozenDimensions(head: hh)
+            if !dims.isEmpty { try grown.codebook.freeze(dimensions: dims, codes: Array(old..<newSize), head: hh) }
+        }
+        grown.codebook.freezePolicy = codebook.freezePolicy
         grown.train(isTraining)
         return grown
     }

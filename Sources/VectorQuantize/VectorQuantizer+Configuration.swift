@@ -124,6 +124,9 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
             throw bad("codebook_size \(codebookSize) × codebook_dim \(resolvedCodebookDim) × \(numCodebooks) codebooks (or the projection, or the [codebook_dim, codebook_dim] subspace projector) exceeds \(SizeLimit.maxElements) values per tensor")
         }
         if acceptImageFmap && accept3dFmap { throw bad("accept_image_fmap and accept_3d_fmap exclude each other") }
+        if !commitmentWeight.isFinite {
+            throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "commitment_weight", reason: "\(commitmentWeight) is not a finite number")
+        }
         if let m = orthogonalRegMaxCodes, m < 1 {
             throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "orthogonal_reg_max_codes", reason: "\(m) must be ≥ 1")
         }

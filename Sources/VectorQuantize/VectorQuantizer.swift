@@ -57,7 +57,7 @@ public struct VectorQuantizerOutput {
 /// let vq = try VectorQuantizer(config)
 /// let out = vq(x)                          // x: [batch, seq, 64]
 /// out.quantized; out.indices; out.loss
-/// vq.codebook.freeze(codes: 0..<256)       // these codes never change again
+/// try vq.codebook.freeze(codes: 0..<256)       // these codes never change again
 /// ```
 public final class VectorQuantizer: Module {
     public let configuration: VectorQuantizerConfiguration

@@ -103,7 +103,7 @@ struct Demo: ParsableCommand {
         let codesAfterStage1 = model.vq.codes
         let policyModel = try DigitVQVAE(codebookSize: stage1Codes, seed: seed)
         let policy = try convergedPolicy()
-        policyModel.vq.codebook.setFreezePolicy(policy)
+        try policyModel.vq.codebook.setFreezePolicy(policy)
         _ = train(policyModel, on: a.train, steps: steps, label: "stage 1 (0–4, converged policy)", seed: seed &+ 1)
         let policyFrozen = policyModel.vq.codebook.policyFrozenCodes()
         let policyStage1 = evaluate(policyModel, a.test).mse
@@ -117,7 +117,7 @@ struct Demo: ParsableCommand {
             try m.load(stateDict: source.stateDict())
             m.vq = try source.vq.expanded(toCodebookSize: stage2Codes, freezeExisting: variant == .codes, seed: seed &+ 7)
             if variant == .subspace { try m.vq.codebook.freeze(subspace: basis) }
-            if variant == .policy { m.vq.codebook.setFreezePolicy(policy) }
+            if variant == .policy { try m.vq.codebook.setFreezePolicy(policy) }
             switch stage2Trains {
             case .none: m.freeze(keys: ["encoder", "decoder"])
             case .encoder: m.freeze(keys: ["decoder"])

@@ -74,9 +74,9 @@ func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
             if let dimSpec {
                 let dims = try dimSpec.codes(below: book.dim)
                 dimCount = dims.count
-                if freeze { try book.freeze(dimensions: dims, codes: list, head: h, strict: true) } else { try book.unfreeze(dimensions: dims, codes: list, head: h, strict: true) }
+                if freeze { try book.freeze(dimensions: dims, codes: list, head: h) } else { try book.unfreeze(dimensions: dims, codes: list, head: h) }
             } else if let list {
-                if freeze { try book.freeze(codes: list, head: h, strict: true) } else { try book.unfreeze(codes: list, head: h, strict: true) }
+                if freeze { try book.freeze(codes: list, head: h) } else { try book.unfreeze(codes: list, head: h) }
             }
         } catch let e as CodebookError {
             throw ValidationError("\(dimSpec != nil ? "--dims" : "--codes"): \(e)")

@@ -200,7 +200,7 @@ struct Train: ParsableCommand {
             let spec = try CodeSpec(freeze, option: "--freeze")
             for (book, h) in try selectCodebooks(module, layer: layer, head: head) {
                 let codes = try spec.codes(below: book.codebookSize)
-                do { try book.freeze(codes: codes, head: h, strict: true) } catch let e as CodebookError { throw ValidationError("--freeze: \(e)") }
+                do { try book.freeze(codes: codes, head: h) } catch let e as CodebookError { throw ValidationError("--freeze: \(e)") }
             }
         }
         guard module.inputDim == d else { throw CLIError("\(input): vectors of dimension \(d), the model expects \(module.inputDim)") }
@@ -368,7 +368,7 @@ struct Train: ParsableCommand {
             let spec = try CodeSpec(freezeDims, option: "--freeze-dims")
             for (book, h) in books {
                 let dims = try spec.codes(below: book.dim)
-                do { try book.freeze(dimensions: dims, head: h, strict: true) } catch let e as CodebookError { throw ValidationError("--freeze-dims: \(e)") }
+                do { try book.freeze(dimensions: dims, head: h) } catch let e as CodebookError { throw ValidationError("--freeze-dims: \(e)") }
             }
         }
         if let freezeSubspace {
@@ -379,7 +379,7 @@ struct Train: ParsableCommand {
         }
         if freezeConverged != nil {
             let policy = try convergedPolicy()
-            for (book, _) in books { book.setFreezePolicy(policy) }
+            for (book, _) in books { try book.setFreezePolicy(policy) }
         }
     }
 

@@ -53,8 +53,8 @@ struct CheckpointTests {
         let config = ModuleConfig(module: name, kwargs: kwargs)
         let module = try config.build() as! any Quantizer
         module.train()
-        if let vq = module as? VectorQuantizer { vq.codebook.freeze(codes: [1, 3], head: 1) }
-        if let rvq = module as? ResidualVQ { _ = rvq(TestSupport.random([2, 10, 8], seed: 1)); rvq.layers[1].codebook.freeze(codes: [0]) }
+        if let vq = module as? VectorQuantizer { try vq.codebook.freeze(codes: [1, 3], head: 1) }
+        if let rvq = module as? ResidualVQ { _ = rvq(TestSupport.random([2, 10, 8], seed: 1)); try rvq.layers[1].codebook.freeze(codes: [0]) }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-ckpt-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -22,14 +22,14 @@ struct DistributedTests {
     @Test("two ranks on two shards = one process on the whole batches")
     func equivalence() throws {
         let single = try VectorQuantizer(config())
-        single.codebook.freeze(codes: [2, 5])
+        try single.codebook.freeze(codes: [2, 5])
         for b in batches() { _ = single(b) }
 
         let world = LoopbackWorld(size: 2)
         // Each rank's thread touches only its own model (modules are not Sendable).
         nonisolated(unsafe) let ranks = try (0..<2).map { r -> VectorQuantizer in
             let m = try VectorQuantizer(config())
-            m.codebook.freeze(codes: [2, 5])
+            try m.codebook.freeze(codes: [2, 5])
             m.codebook.collective = world.collective(rank: r)
             return m
         }

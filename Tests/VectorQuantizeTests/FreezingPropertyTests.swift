@@ -65,7 +65,7 @@ struct FreezingPropertyTests {
         var frozen: [[Int]] = []
         for h in 0..<cb.numCodebooks {
             let codes = Array(g.permutation(24).prefix(8 + g.nextInt(below: 8)))
-            cb.freeze(codes: codes, head: h)
+            try cb.freeze(codes: codes, head: h)
             frozen.append(codes.sorted())
         }
         let optimizer: Optimizer? = s.learnable.map { TestOptimizers.make($0, vq.trainableParameters()) }
@@ -132,12 +132,13 @@ struct FreezingPropertyTests {
     @Test("strict freezing throws on out-of-range codes and heads and changes nothing")
     func strictForms() throws {
         let cb = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16)).codebook
-        #expect(throws: CodebookError.codeOutOfRange(code: 16, codebookSize: 16)) { try cb.freeze(codes: [1, 16], strict: true) }
-        #expect(throws: CodebookError.headOutOfRange(head: 1, numCodebooks: 1)) { try cb.freeze(codes: [1], head: 1, strict: true) }
+        #expect(throws: CodebookError.codeOutOfRange(code: 16, codebookSize: 16)) { try cb.freeze(codes: [1, 16]) }
+        #expect(throws: CodebookError.headOutOfRange(head: 1, numCodebooks: 1)) { try cb.freeze(codes: [1], head: 1) }
         #expect(cb.frozenCodeIndices().isEmpty)
-        cb.freeze(codes: [1, 16, 3])  // the non-throwing form ignores 16
-        #expect(cb.frozenCodeIndices() == [1, 3])
-        try cb.unfreeze(codes: [1], strict: true)
+        #expect(throws: CodebookError.codeOutOfRange(code: 16, codebookSize: 16)) { try cb.freeze(codes: [1, 16, 3]) }  // no lenient form
+        #expect(cb.frozenCodeIndices().isEmpty)
+        try cb.freeze(codes: [1, 3])
+        try cb.unfreeze(codes: [1])
         #expect(cb.frozenCodeIndices() == [3])
     }
 
@@ -146,7 +147,7 @@ struct FreezingPropertyTests {
         var config = VectorQuantizerConfiguration(dim: 4, codebookSize: 16)
         config.thresholdEMADeadCode = 5  // every code starts below threshold (cluster_size = 1)
         let vq = try VectorQuantizer(config)
-        vq.codebook.freeze(codes: 0..<8)
+        try vq.codebook.freeze(codes: 0..<8)
         let before = vq.codebook.embed.value
         _ = vq(TestSupport.random([4, 10, 4], seed: 6))
         let after = vq.codebook.embed.value
@@ -164,7 +165,7 @@ struct FreezingPropertyTests {
         var codes = Tensor.zeros([8, 4])
         codes.withUnsafeMutableScalars { p in for j in 0..<4 { p[j] = 10; p[4 + j] = -10 } }
         vq.codebook.embed.value = codes.reshaped([1, 8, 4])
-        vq.codebook.freeze(codes: [0, 1])
+        try vq.codebook.freeze(codes: [0, 1])
         let x = TestSupport.random([4, 25, 4], seed: 7)
         _ = vq(x)
         let e = vq.codebook.embed.value

@@ -13,7 +13,7 @@ struct NewQuantizerTests {
                                                        "shared_codebook": false, "share_quant_resi": 0])
         hvq.train()
         hvq.quantizer(level: 0).codebook.freezeAllCodes()
-        hvq.quantizer(level: 2).codebook.freeze(codes: 0..<8)
+        try hvq.quantizer(level: 2).codebook.freeze(codes: 0..<8)
         let level0 = hvq.quantizer(level: 0).codes, level2 = hvq.quantizer(level: 2).codes
         let opt = Adam(parameters: hvq.trainableParameters(), learningRate: 0.01)
         for step in 0..<4 {

@@ -140,7 +140,7 @@ struct PerCallFreezeTests {
         let after = cb.embed.value
         #expect(Array(after.scalars[0..<12]).map(\.bitPattern) == Array(before.scalars[0..<12]).map(\.bitPattern))
         #expect(Array(after.scalars[12...]) != Array(before.scalars[12...]))
-        cb.unfreeze(codes: 0..<8)
+        try cb.unfreeze(codes: 0..<8)
         #expect(cb.embed.frozenRowMask == nil)
         #expect(cb.embed.hasDerivedFreezeMask)
     }
@@ -149,7 +149,7 @@ struct PerCallFreezeTests {
     func rowMaskSetterTraps() async {
         await #expect(processExitsWith: .failure) {
             let cb = Codebook(Codebook.Configuration(dim: 4, codebookSize: 8))
-            cb.freeze(codes: [0])
+            try cb.freeze(codes: [0])
             cb.embed.setFrozenRowMask(nil)
         }
     }
@@ -224,7 +224,7 @@ struct PerCallFreezeTests {
         let rvq = try ResidualVQ(rc)
         let grvq = try GroupedResidualVQ(dim: 8, groups: 2, configuration: rc)
         let codebooks = [vq.codebook] + rvq.layers.map(\.codebook) + grvq.rvqs.flatMap { $0.layers.map(\.codebook) }
-        for cb in codebooks { cb.freeze(codes: [7]) }
+        for cb in codebooks { try cb.freeze(codes: [7]) }
         let x4 = TestSupport.random([2, 20, 4], seed: 70), x8 = TestSupport.random([2, 20, 8], seed: 71)
         for m in [vq, rvq, grvq] as [Module] { mode == "eval" ? m.eval() : m.train() }
         var vo = VectorQuantizerOptions(), ro = ResidualVQOptions()
@@ -253,8 +253,8 @@ struct InPlaceOptimizerFreezeTests {
         c.emaUpdate = false
         c.inPlaceCodebookOptimizer = name == "sgd" ? .sgd(learningRate: 2) : .adam(learningRate: 0.05)
         let vq = try VectorQuantizer(c)
-        vq.codebook.freeze(codes: 0..<6)
-        vq.codebook.freeze(dimensions: [0, 1], codes: [6, 7])
+        try vq.codebook.freeze(codes: 0..<6)
+        try vq.codebook.freeze(dimensions: [0, 1], codes: [6, 7])
         let before = vq.codebook.embed.value.scalars
         for s in 0..<4 { _ = vq(TestSupport.random([2, 32, 8], seed: 900 + UInt64(s), std: 2)) }
         let after = vq.codebook.embed.value.scalars
@@ -277,7 +277,7 @@ struct NewPathFreezeTests {
         var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
         c.affineParam = true
         let vq = try VectorQuantizer(c)
-        vq.codebook.freeze(codes: 0..<8)
+        try vq.codebook.freeze(codes: 0..<8)
         vq.train()
         let before = vq.codes
         for s in 0..<3 { _ = vq(TestSupport.random([2, 20, 8], seed: UInt64(s)) * 3 + 1) }
@@ -295,7 +295,7 @@ struct NewPathFreezeTests {
         var c = ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16)
         c.implicitNeuralCodebook = true
         let rvq = try ResidualVQ(c)
-        rvq.layers[1].codebook.freeze(codes: 0..<8)
+        try rvq.layers[1].codebook.freeze(codes: 0..<8)
         rvq.train()
         let before = rvq.layers[1].codes, layer0 = rvq.layers[0].codes
         let opt = Adam(parameters: rvq.trainableParameters(), learningRate: 0.05)
@@ -315,7 +315,7 @@ struct NewPathFreezeTests {
         let vq = try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: [
             "dim": 4, "codebook_size": 8, "learnable_codebook": true, "ema_update": false,
             "in_place_codebook_optimizer": "partial(torch.optim.Adam, lr=0.1)", "manual_in_place_optimizer_update": true]))
-        vq.codebook.freeze(codes: [1, 5])
+        try vq.codebook.freeze(codes: [1, 5])
         vq.train()
         let start = vq.codes
         var frozenCall = VectorQuantizerOptions()
@@ -336,7 +336,7 @@ struct NewPathFreezeTests {
         var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
         (c.heads, c.separateCodebookPerHead) = (2, true)
         let vq = try VectorQuantizer(c)
-        vq.codebook.freeze(codes: 0..<16, head: 1)
+        try vq.codebook.freeze(codes: 0..<16, head: 1)
         let before = vq.codes
         let x = TestSupport.random([2, 6, 8], seed: 4)
         let idx = withMode(vq, training: false) { vq(x).indices }

@@ -9,7 +9,7 @@ import VQTestSupport
 @Test("README: partial freezing in ten lines")
 func readmePartialFreezing() throws {
     let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 32, codebookSize: 512))
-    vq.codebook.freeze(codes: 0..<256)                 // half the codes are now fixed, exactly
+    try vq.codebook.freeze(codes: 0..<256)                 // half the codes are now fixed, exactly
     var rng = SeededGenerator(seed: 1)
     let before = vq.codes
     for _ in 0..<100 {
@@ -78,7 +78,7 @@ func readmeOwnLoop() throws {
     let vq = try VectorQuantizer(config)
     let decoder = Sequential(ConvTranspose2d(8, 16, kernelSize: 4, stride: 2, padding: 1, rng: &rng), Activation(.gelu),
                              Conv2d(16, 1, kernelSize: 3, padding: 1, rng: &rng))
-    vq.codebook.freeze(codes: 0..<32)                      // these 32 codes stay exactly as they are
+    try vq.codebook.freeze(codes: 0..<32)                      // these 32 codes stay exactly as they are
     let optimizer = Adam(parameters: encoder.trainableParameters() + decoder.trainableParameters(), learningRate: 3e-3)
     let codesBefore = vq.codes, decoderBefore = decoder.stateDict()
     for _ in 0..<5 {
@@ -105,7 +105,7 @@ func tutorialAutoencoder() throws {
     config.acceptImageFmap = true
     config.decay = 0.8
     let vq = try VectorQuantizer(config)
-    vq.codebook.freeze(codes: 0..<64)
+    try vq.codebook.freeze(codes: 0..<64)
     let codesAtStart = vq.codes
     let decoder = Sequential(Upsample(scaleFactor: 2), Conv2d(32, 16, kernelSize: 3, padding: 1, rng: &rng), Activation(.gelu),
                              Upsample(scaleFactor: 2), Conv2d(16, 1, kernelSize: 3, padding: 1, rng: &rng))

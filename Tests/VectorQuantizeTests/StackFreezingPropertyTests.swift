@@ -105,7 +105,7 @@ struct StackFreezingPropertyTests {
                 case 1, 2: codes = Set(g.permutation(size).prefix(1 + g.nextInt(below: size / 2)))
                 default: break
                 }
-                cb.freeze(codes: codes)
+                try cb.freeze(codes: codes)
                 persistent[ObjectIdentifier(cb)] = codes
             }
         }

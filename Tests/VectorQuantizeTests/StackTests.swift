@@ -39,7 +39,7 @@ struct StackTests {
         let frozenLayer = g.nextInt(below: s.layers)
         let partial = (frozenLayer + 1) % s.layers
         let frozenCodes = Array(g.permutation(16).prefix(6)).sorted()
-        rvq.layers[partial].codebook.freeze(codes: frozenCodes)
+        try rvq.layers[partial].codebook.freeze(codes: frozenCodes)
         var options = ResidualVQOptions()
         if s.shared {
             // One codebook serves every layer: freezing codes there freezes them for all layers.

@@ -87,7 +87,7 @@ struct SubspaceFreezingTests {
         let dims = Array(g.permutation(d).prefix(1 + g.nextInt(below: d - 1))).sorted()
         let block: [Int]? = s.codeBlock ? Array(g.permutation(size).prefix(1 + g.nextInt(below: size - 1))) : nil
         let basis = Self.basis(k: 1 + g.nextInt(below: d - 1), d: d, seed: s.seed &+ 5)
-        if s.subspace { try cb.freeze(subspace: basis) } else { try cb.freeze(dimensions: dims, codes: block, strict: true) }
+        if s.subspace { try cb.freeze(subspace: basis) } else { try cb.freeze(dimensions: dims, codes: block) }
         let heldComponent: (Int, Int) -> Bool = { row, j in !s.subspace && dims.contains(j) && (block?.contains(row % size) ?? true) }
         let coordinatesBefore = (0..<cb.numCodebooks).map { Self.coordinates(cb, basis, head: $0) }
         let optimizer: Optimizer? = s.optimizer.map { TestOptimizers.make($0, vq.trainableParameters()) }
@@ -183,7 +183,7 @@ struct SubspaceFreezingTests {
         c.layer.thresholdEMADeadCode = 2
         let g = try GroupedResidualVQ(dim: 8, groups: 2, configuration: c)
         let target = g.rvqs[1].layers[0].codebook
-        target.freeze(dimensions: [0, 2])
+        try target.freeze(dimensions: [0, 2])
         let before = target.embed.value.scalars, otherBefore = g.rvqs[0].layers[0].codebook.embed.value
         for s in 0..<5 { _ = g(TestSupport.random([2, 20, 8], seed: 300 + UInt64(s), std: 2)) }
         let after = target.embed.value.scalars
@@ -202,7 +202,7 @@ struct SubspaceFreezingTests {
         let cb = vq.codebook
         func step(_ s: Int) { _ = vq(TestSupport.random([2, 32, 4], seed: 700 + UInt64(s), std: 2)) }
         for s in 0..<3 { step(s) }      // the partial-freeze summary is computed (nothing frozen) and kept
-        cb.freeze(dimensions: [1])
+        try cb.freeze(dimensions: [1])
         var before = cb.embed.value.scalars
         for s in 3..<6 { step(s) }
         var after = cb.embed.value.scalars
@@ -235,9 +235,9 @@ struct SubspaceFreezingTests {
         let cb = Codebook(Codebook.Configuration(dim: 4, codebookSize: 8))
         #expect(throws: CodebookError.self) { try cb.freeze(subspace: Tensor([1, 1, 0, 0], shape: [1, 4])) }
         #expect(throws: CodebookError.self) { try cb.freeze(subspace: Tensor.zeros([2, 3])) }
-        #expect(throws: CodebookError.dimensionOutOfRange(dimension: 4, dim: 4)) { try cb.freeze(dimensions: [4], strict: true) }
+        #expect(throws: CodebookError.dimensionOutOfRange(dimension: 4, dim: 4)) { try cb.freeze(dimensions: [4]) }
         #expect(cb.frozenComponentCount == 0)
-        cb.freeze(dimensions: 0..<2)
+        try cb.freeze(dimensions: 0..<2)
         #expect(cb.frozenDimensions() == [0, 1] && cb.frozenComponentCount == 16)
         try cb.freeze(subspace: Tensor([0, 0, 1, 0], shape: [1, 4]))
         #expect(cb.frozenSubspaceRank() == 1)
@@ -254,7 +254,7 @@ struct FreezePolicyTests {
         var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)
         c.decay = 0.5
         let vq = try VectorQuantizer(c)
-        vq.codebook.setFreezePolicy(policy)
+        try vq.codebook.setFreezePolicy(policy)
         for s in 0..<steps { _ = vq(TestSupport.random([2, 32, 4], seed: seed * 1000 + UInt64(s % cycle))) }
         return vq
     }
@@ -304,7 +304,7 @@ struct FreezePolicyTests {
         var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)
         c.decay = 0.5
         let vq = try VectorQuantizer(c)
-        vq.codebook.setFreezePolicy(CalmTheRestless())
+        try vq.codebook.setFreezePolicy(CalmTheRestless())
         for s in 0..<6 {
             let before = CodebookBits(vq.codebook)
             _ = vq(TestSupport.random([2, 32, 4], seed: 500 + UInt64(s)))

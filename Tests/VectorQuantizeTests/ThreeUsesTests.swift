@@ -24,7 +24,7 @@ struct ThreeUsesTests {
         #expect(grown.codes.slice(axis: 0, 32..<64) != Tensor.zeros([32, 8]))
         let before = grown.codes
         // snippet 2
-        grown.codebook.freeze(dimensions: 0..<4)                     // components 0–3 of every code
+        try grown.codebook.freeze(dimensions: 0..<4)                     // components 0–3 of every code
         try grown.codebook.freeze(subspace: basis)                   // basis [k, 8], orthonormal rows
         for batch in newData { _ = grown(batch) }
         // end
@@ -51,7 +51,7 @@ struct ThreeUsesTests {
     @Test("use 3: a custom policy composed with a built-in one")
     func useThree() throws {
         let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 32))
-        vq.codebook.setFreezePolicy(HoldTheBusiest().or(.converged(tolerance: 0.005, patience: 20)))
+        try vq.codebook.setFreezePolicy(HoldTheBusiest().or(.converged(tolerance: 0.005, patience: 20)))
         let x = oldData[0]
         let before = vq.codebook.clusterSize.value.scalars
         _ = vq(x)
@@ -70,10 +70,10 @@ struct ThreeUsesTests {
         let normalized = { (s: String) in s.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
         let testLines = normalized(source)
         for block in blocks {
-            for line in normalized(block) where !line.hasPrefix("vq.codebook.setFreezePolicy") {
+            for line in normalized(block) where !line.hasPrefix("try vq.codebook.setFreezePolicy") {
                 #expect(testLines.contains(line), "the article's line is not in the tests: \(line)")
             }
         }
-        #expect(testLines.contains("vq.codebook.setFreezePolicy(HoldTheBusiest().or(.converged(tolerance: 0.005, patience: 20)))"))
+        #expect(testLines.contains("try vq.codebook.setFreezePolicy(HoldTheBusiest().or(.converged(tolerance: 0.005, patience: 20)))"))
     }
 }

@@ -9,4 +9,4 @@ var config = VectorQuantizerConfiguration(dim: 32, codebookSize: 256)
 config.acceptImageFmap = true
 config.decay = 0.8
 let vq = try VectorQuantizer(config)
-vq.codebook.freeze(codes: 0..<64)
+try vq.codebook.freeze(codes: 0..<64)

@@ -9,7 +9,7 @@ var config = VectorQuantizerConfiguration(dim: 32, codebookSize: 256)
 config.acceptImageFmap = true
 config.decay = 0.8
 let vq = try VectorQuantizer(config)
-vq.codebook.freeze(codes: 0..<64)
+try vq.codebook.freeze(codes: 0..<64)
 let decoder = Sequential(Upsample(scaleFactor: 2), Conv2d(32, 16, kernelSize: 3, padding: 1, rng: &rng), Activation(.gelu),
                          Upsample(scaleFactor: 2), Conv2d(16, 1, kernelSize: 3, padding: 1, rng: &rng))
 let held = vq.codes.slice(axis: 0, 0..<64)
