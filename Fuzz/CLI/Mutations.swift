@@ -177,4 +177,5 @@ func runStructured(configs: Bool, count: Int, seed: UInt64) {
         }
     }
     print("\(count) \(configs ? "configuration" : "state") cases (seed \(seed)): no trap")
+    try? FileManager.default.removeItem(at: Fixtures.dir)  // a crash leaves it, with case.txt
 }

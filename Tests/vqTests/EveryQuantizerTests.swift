@@ -150,3 +150,34 @@ struct EveryQuantizerTests {
         }
     }
 }
+
+/// The README's table of every quantizer through every command is what the tool does: each row is the
+/// registry kind's example, and each cell what the matrix above checks for it.
+@Suite("README: every quantizer through every command")
+struct ReadmeCommandTableTests {
+    static func expectedRow(_ kind: QuantizerKind) throws -> String {
+        let q = try kind.build(kind.example)
+        let decode = kind.name == "RandomProjectionQuantizer" ? "refused (a random projection has no inverse)" : "✓"
+        let freeze = q.learnedCodebooks.isEmpty ? "refused (no stored codes)" : "✓"
+        let train: String
+        switch TrainingMethod.of(q, kind: kind) {
+        case .fromVectors:
+            let ema = q.learnedCodebooks.contains { $0.embed.kind != .trainable && $0.configuration.emaUpdate }
+            let adam = !q.trainableParameters().isEmpty
+            train = "✓ " + [ema ? "EMA" : nil, adam ? "Adam" : nil].compactMap { $0 }.joined(separator: " + ")
+        case .nothingToLearn: train = "refused (nothing to learn)"
+        case .elsewhere: train = "refused (\(kind.name == "HierarchicalVQ" ? "whole sequences: the library" : "evolution: the library"))"
+        }
+        let encode = q.sequenceShape.map { "✓ ([b, \($0.reduce(1, *)), d] → [b, Σ])" } ?? "✓"
+        return "| \(kind.name) | ✓ | \(encode) | \(decode) | \(freeze) | \(train) |"
+    }
+
+    @Test("the README's table matches the registry and the tool")
+    func table() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let expected = try QuantizerRegistry.kinds.map(Self.expectedRow)
+        let rows = readme.split(separator: "\n").map(String.init).filter { line in QuantizerRegistry.kinds.contains { line.hasPrefix("| \($0.name) |") } }
+        #expect(rows == expected, "README table differs; expected:\n\(expected.joined(separator: "\n"))")
+    }
+}
