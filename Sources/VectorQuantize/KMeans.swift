@@ -125,7 +125,12 @@ extension Codebook {
                 metric: configuration.useCosineSimilarity ? .dot : .euclidean, constrain: constrain)
             let scale = countScale.map { Float($0) / Float(rows.count) } ?? 1
             for code in free {
-                let bins = counts.scalars[code] * scale
+                // Fitting new codes: an empty cluster keeps its sampled row as its code, with a pseudo-count of one
+                // vector there (cluster_size 1, embed_avg = the row), so the EMA keeps it where it is until data
+                // reaches it — with a count of 0 the first step would make it the zero vector, dead for good.
+                // (k-means initialisation keeps the reference's zero count.)
+                let empty = counts.scalars[code] == 0 && countScale != nil
+                let bins = empty ? 1 : counts.scalars[code] * scale
                 let base = (hh * c + code) * d
                 let oldAvg = Array(avg[base..<(base + d)])
                 for j in 0..<d { avg[base + j] = means.scalars[code * d + j] * bins }
@@ -134,9 +139,7 @@ extension Codebook {
                 }
                 cs[hh * c + code] = bins
                 touched[hh * c + code] = true
-                if bins == 0 && countScale != nil {
-                    // Fitting new codes: an empty cluster keeps its sampled row as the code instead of the
-                    // zero row the recompute would give (k-means initialisation keeps the reference's zero).
+                if empty {
                     for j in 0..<d { e[(hh * c + code) * d + j] = means.scalars[code * d + j] }
                     touched[hh * c + code] = false
                 }
