@@ -50,6 +50,9 @@ public final class FSQ: Module {
                 throw ConfigurationError.badValue(module: module, keyword: levels.isEmpty ? "levels" : "num_codebooks", reason: levels.isEmpty ? "an empty list" : "must be ≥ 1")
             }
             if levels.contains(where: { $0 < 2 }) { throw ConfigurationError.badValue(module: module, keyword: "levels", reason: "every level must be ≥ 2") }
+            if numCodebooks > 1 && keepNumCodebooksDim == false {
+                throw ConfigurationError.badValue(module: module, keyword: "keep_num_codebooks_dim", reason: "false needs num_codebooks 1 (got \(numCodebooks))")
+            }
             if let d = dim, SizeLimit.product([d, levels.count, numCodebooks]) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(levels.count * numCodebooks) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")
             }

@@ -92,6 +92,10 @@ public final class LFQ: Module {
         public func validate(module: String = "LFQ") throws {
             guard dim != nil || codebookSize != nil else { throw ConfigurationError.invalid(module: module, reason: "dim or codebook_size is required") }
             if numCodebooks < 1 || numCodebooks > 1 << 12 { throw ConfigurationError.badValue(module: module, keyword: "num_codebooks", reason: "must be in 1…4096") }
+            if numCodebooks > 1 && keepNumCodebooksDim == false {
+                // The reference asserts it too: several codebooks' indices need their own axis.
+                throw ConfigurationError.badValue(module: module, keyword: "keep_num_codebooks_dim", reason: "false needs num_codebooks 1 (got \(numCodebooks))")
+            }
             let bits = codebookSize.map { $0 > 0 ? $0.trailingZeroBitCount : 0 } ?? Swift.min(dim ?? 1, 30)
             if let d = dim, SizeLimit.product([d, Swift.max(bits, 1), numCodebooks]) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(d) × \(bits * numCodebooks) projection values exceed \(SizeLimit.maxElements) (or a size is not positive)")

@@ -131,6 +131,22 @@ struct EveryQuantizerTests {
         ("ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "quantize_dropout": true, "quantize_dropout_cutoff_index": 5], "quantize_dropout_cutoff_index"),
         ("ResidualLFQ", ["dim": 8, "codebook_size": 64, "num_quantizers": 2, "channel_first": true], "channel_first"),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "accept_image_fmap": true, "accept_3d_fmap": true], "accept_3d_fmap"),
+        // Found by the structured fuzzer (Fuzz/README.md): each built, then trapped in its first forward.
+        ("LFQ", ["dim": 8, "codebook_size": 16, "num_codebooks": 2, "keep_num_codebooks_dim": false], "keep_num_codebooks_dim"),
+        ("FSQ", ["levels": [5, 5], "num_codebooks": 2, "keep_num_codebooks_dim": false], "keep_num_codebooks_dim"),
+        ("ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "beam_size": 3, "commitment_weight": 0], "beam_size"),
+        ("ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "beam_size": 4611686018427387904], "beam_size"),
+        ("SimVQ", ["dim": 8, "codebook_size": 16, "codebook_transform": "nn.Linear(8, 6)"], "codebook_transform"),
+        ("SimVQ", ["dim": 8, "codebook_size": 16, "codebook_transform": "nn.Sequential(nn.Linear(8, 16), nn.Linear(8, 8))"], "codebook_transform"),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "learnable_codebook": true, "ema_update": false, "vq_bridge": "nn.Linear(65536, 65536)"], "vq_bridge"),
+        ("EvoLFQ", ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 5], "encoder"),
+        ("ResidualFSQ", ["levels": [8, 5, 5], "dim": 8, "num_quantizers": 2, "channel_first": true], "channel_first"),
+        ("LFQ", ["dim": 8, "codebook_size": 64, "has_projections": false], "has_projections"),
+        ("LFQ", ["dim": 8, "codebook_size": 1], "codebook_size"),
+        ("ResidualVQ", ["dim": 0, "num_quantizers": 3, "codebook_size": 16], "dim"),
+        ("LFQ", ["dim": 8, "codebook_size": 64, "num_codebooks": 9223372036854775807], "num_codebooks"),
+        ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "orthogonal_reg_max_codes": -1], "orthogonal_reg_max_codes"),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 65536], "codebook_size"),
     ]
 
     @Test("an invalid configuration is refused by every command, naming the keyword", arguments: invalid.indices)
