@@ -32,6 +32,19 @@ struct CheckpointTests {
         #expect(y.allFinite)
     }
 
+    @Test("every module of every quantizer that keeps a random generator saves it for resumption", arguments: configs.indices)
+    func generatorsAreSaved(_ i: Int) throws {
+        let (name, kwargs) = Self.configs[i]
+        let q = try ModuleConfig(module: name, kwargs: kwargs).build()
+        func visit(_ m: Module, _ path: String) {
+            // A stored generator (found by reflection) that randomStates() would not save breaks exact resumption.
+            let keeps = Mirror(reflecting: m).children.contains { $0.value is SeededGenerator }
+            if keeps { #expect(m is RandomStateOwner, "\(name): \(path.isEmpty ? "the quantizer" : path) (\(type(of: m))) keeps a generator it does not save") }
+            for (key, child) in m.children() { visit(child, path.isEmpty ? key : "\(path).\(key)") }
+        }
+        visit(q, "")
+    }
+
     @Test("decode throws, never traps, on indices out of range or of the wrong shape", arguments: configs.indices)
     func decodeThrows(_ i: Int) throws {
         let (name, kwargs) = Self.configs[i]

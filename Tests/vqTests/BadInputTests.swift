@@ -108,6 +108,16 @@ struct BadInputTests {
         try expectRefused(["encode", "--checkpoint", ckpt, "--input", path("nodescr.npy"), "--output", out], mentions: "nodescr.npy", output: out)
     }
 
+    @Test("a --freeze-subspace basis with NaN or ±∞ is refused and nothing is written", arguments: [Float.nan, .infinity])
+    func nonFiniteBasis(_ bad: Float) throws {
+        _ = try npy("x.npy", .float(TestSupport.random([300, 8], seed: 1)))
+        var b = [Float](repeating: 0, count: 16)
+        (b[0], b[9], b[3]) = (1, 1, bad)
+        let basis = try npy("basis.npy", .float(Tensor(b, shape: [2, 8])))
+        try expectRefused(["train", "--input", path("x.npy"), "--codebook-size", "16", "--steps", "2", "--freeze-subspace", basis,
+                           "--output", path("s.safetensors")], mentions: "NaN or infinite", output: path("s.safetensors"))
+    }
+
     @Test("edge inputs have defined results: no vectors, 1-D index files, vecs round trips")
     func edges() throws {
         try setUp()
