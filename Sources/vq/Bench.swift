@@ -17,7 +17,7 @@ struct Bench: ParsableCommand {
     @Option(parsing: .unconditional, help: "Time budget per workload in seconds.") var budget: Double = 3
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        try DataFiles.checkThreads(threads)
         if let only {
             let unknown = only.split(separator: ",").map(String.init).filter { name in
                 !Workloads.all.contains { $0.name == name } && Workloads.scaling(name) == nil && Workloads.allReduce(name) == nil

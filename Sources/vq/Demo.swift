@@ -82,9 +82,10 @@ struct Demo: ParsableCommand {
     enum Stage2: String, ExpressibleByArgument, CaseIterable { case none, encoder, all }
 
     func validate() throws {
-        guard steps > 0, batchSize > 0 else { throw ValidationError("--steps and --batch-size must be positive") }
+        guard steps >= 1 && steps <= 1_000_000 else { throw ValidationError("--steps \(steps) must be in 1…1000000") }
+        guard batchSize >= 1 && batchSize <= 4096 else { throw ValidationError("--batch-size \(batchSize) must be in 1…4096") }
         _ = try convergedPolicy()
-        if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        try DataFiles.checkThreads(threads)
         try DataFiles.checkOutputFolder(output, option: "--output")
     }
 

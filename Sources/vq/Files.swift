@@ -67,6 +67,11 @@ enum DataFiles {
 }
 
 extension DataFiles {
+    /// `--threads`: 1…1024 (each thread has a stack; more than the machine has only adds contention).
+    static func checkThreads(_ threads: Int?) throws {
+        if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads \(threads) must be in 1…1024") }
+    }
+
     /// Checks before any work that a report folder can be made or written: not a file, and its nearest
     /// existing folder writable by this user.
     static func checkOutputFolder(_ path: String, option: String) throws {

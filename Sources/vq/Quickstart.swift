@@ -1,5 +1,6 @@
 import ArgumentParser
 import VQTensor
+import VectorQuantize
 
 /// A small, real end-to-end run: Lloyd iterations of a codebook on clustered synthetic vectors,
 /// printing the mean squared quantization error after each iteration.
@@ -18,6 +19,9 @@ struct Quickstart: ParsableCommand {
             throw ValidationError("--vectors, --dim and --codes must be positive, --iterations non-negative")
         }
         guard codes <= vectors else { throw ValidationError("--codes (\(codes)) must not exceed --vectors (\(vectors))") }
+        guard let values = SizeLimit.product([vectors, dim]), values <= 1 << 28 else {
+            throw ValidationError("--vectors \(vectors) × --dim \(dim) is more than 2^28 values (1 GiB)")
+        }
     }
 
     func run() throws {

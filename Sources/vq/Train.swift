@@ -74,7 +74,7 @@ struct Train: ParsableCommand {
                 throw ValidationError("\(name) contradicts --init: the checkpoint fixes the structure (only --decay, --dead-code-threshold, --commitment-weight and --expand-to change it)")
             }
         }
-        if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
+        try DataFiles.checkThreads(threads)
         if let f = freeze { _ = try CodeSpec(f, option: "--freeze") }
         if let levels = fsqLevels {
             let parts = levels.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }

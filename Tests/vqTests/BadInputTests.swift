@@ -141,3 +141,23 @@ struct BadInputTests {
         #expect(ivecs.scalars.contains { $0 > 255 }, "the case must exercise indices beyond a byte")
     }
 }
+
+/// Absurd sizes on the command line: each is refused in one line before anything is allocated or written.
+@Suite("vq: absurd sizes on the command line")
+struct AbsurdSizeTests {
+    @Test("size-like options with absurd values", arguments: [
+        ["quickstart", "--vectors", "4611686018427387904", "--dim", "1024", "--codes", "4"],
+        ["quickstart", "--vectors", "1000", "--dim", "4611686018427387904", "--codes", "4"],
+        ["demo", "--batch-size", "4611686018427387904"], ["demo", "--steps", "4611686018427387904"],
+        ["demo", "--threads", "100000000"], ["bench", "--threads", "100000000", "--only", "a"],
+        ["example", "autoencoder", "--batch-size", "4611686018427387904"], ["example", "lfq-masked", "--steps", "4611686018427387904"],
+        ["train", "--input", "x.npy", "--codebook-size", "4", "--output", "o.safetensors", "--threads", "9999999"],
+        ["train", "--input", "x.npy", "--fsq-levels", "65536,65536,65536", "--output", "o.safetensors"],
+    ])
+    func refused(_ args: [String]) throws {
+        let dir = VQProcess.temporaryDirectory()
+        let r = try VQProcess.run(args.map { $0.hasSuffix(".npy") || $0.hasSuffix(".safetensors") ? dir.appendingPathComponent($0).path : $0 })
+        #expect(r.status != 0 && r.stderr.hasPrefix("vq: error: ") && r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty, "\(args) wrote a file")
+    }
+}
