@@ -26,17 +26,17 @@ public protocol Quantizer: Module {
     /// The codebooks whose codes are learned and stored (EMA or gradient), in layer order (group-major for
     /// grouped stacks), each once: what `vq freeze` and `vq inspect` act on. Empty for implicit codebooks.
     var learnedCodebooks: [Codebook] { get }
-    /// The layout ``forward(_:)`` takes its input in (image and video maps, channel-first sequences);
-    /// ``encode(_:)``, ``decode(_:)`` and ``forward(vectors:)`` always speak vectors `[b, n, dim]`.
+    /// The layout ``Quantizer/forward(_:)`` takes its input in (image and video maps, channel-first sequences);
+    /// ``Quantizer/encode(_:)``, ``Quantizer/decode(_:)`` and ``Quantizer/forward(vectors:)`` always speak vectors `[b, n, dim]`.
     var forwardLayout: InputLayout { get }
-    /// The last axis of ``decode(_:)``'s vectors: ``inputDim``, or the one-hot width of ``BinaryMapper``.
+    /// The last axis of ``Quantizer/decode(_:)``'s vectors: ``Quantizer/inputDim``, or the one-hot width of ``BinaryMapper``.
     var decodedDim: Int { get }
-    /// ``forward(_:)`` of vectors `[b, n, dim]`, whatever ``forwardLayout`` is: quantized vectors `[b, n, dim]`,
-    /// indices in the ``encode(_:)`` layout (a default implementation arranges the input and the result).
+    /// ``Quantizer/forward(_:)`` of vectors `[b, n, dim]`, whatever ``Quantizer/forwardLayout`` is: quantized vectors `[b, n, dim]`,
+    /// indices in the ``Quantizer/encode(_:)`` layout (a default implementation arranges the input and the result).
     func forward(vectors x: Tensor) -> QuantizerOutput
     /// nil when every vector is encoded on its own; otherwise the quantizer encodes whole sequences (or
     /// maps) of this shape into one row of indices (``HierarchicalVQ``: its finest level's shape): its
-    /// unit of ``encode(_:)`` is `[b] + sequenceShape + [dim]`, giving `[b, Σ positions]`.
+    /// unit of ``Quantizer/encode(_:)`` is `[b] + sequenceShape + [dim]`, giving `[b, Σ positions]`.
     var sequenceShape: [Int]? { get }
 }
 
@@ -47,9 +47,9 @@ extension Quantizer {
     public var decodedDim: Int { inputDim }
     public var sequenceShape: [Int]? { nil }
 
-    /// The default ``forward(vectors:)``: the vectors are
+    /// The default ``Quantizer/forward(vectors:)``: the vectors are
     /// arranged as the forward takes them (a map of `n × 1` positions, or channel-first), and the result's
-    /// quantized vectors and indices come back as `[b, n, dim]` and `[…, b, n, …]` (the ``encode(_:)`` layout).
+    /// quantized vectors and indices come back as `[b, n, dim]` and `[…, b, n, …]` (the ``Quantizer/encode(_:)`` layout).
     ///
     /// A channel-first forward whose indices keep a trailing layer axis after the sequence (`[b, q, n]`)
     /// implements its own.
