@@ -163,7 +163,9 @@ open class Module {
 
     /// Every parameter and buffer by key (aliases included), as PyTorch's `state_dict()`.
     open func stateDict() -> [String: Tensor] {
-        Dictionary(namedParameters().map { ($0.0, $0.1.value) }, uniquingKeysWith: { a, _ in a })
+        // A buffer still empty (``Parameter/logicalShape``) is left out: loading keeps it empty.
+        Dictionary(namedParameters().filter { $0.1.logicalShape == nil || $0.1.value.count > 0 }.map { ($0.0, $0.1.value) },
+                   uniquingKeysWith: { a, _ in a })
     }
 
     /// Loads values by key. With `strict`, any missing, unexpected or mis-shaped key throws a
@@ -177,13 +179,20 @@ open class Module {
         let unexpected = stateDict.keys.filter { !known.contains($0) }.sorted()
         let mismatched = params.compactMap { key, p -> ModuleError.ShapeMismatch? in
             guard let t = stateDict[key], t.shape != p.shape else { return nil }
+            if let logical = p.logicalShape, t.shape == logical || t.count == 0 { return nil }
             return .init(key: key, expected: p.shape, found: t.shape)
         }.sorted { $0.key < $1.key }
         if !mismatched.isEmpty || (strict && (!missing.isEmpty || !unexpected.isEmpty)) {
             throw ModuleError.stateMismatch(missing: strict ? missing : [], unexpected: strict ? unexpected : [],
                                             mismatched: mismatched)
         }
-        for (key, p) in params { if let t = stateDict[key] { p.value = t } }
+        for (key, p) in params {
+            if let t = stateDict[key] {
+                p.value = t
+            } else if p.logicalShape != nil, p.value.count > 0 {
+                p.value = Tensor.zeros([0])  // a state without a lazy buffer had it empty: so does the module now
+            }
+        }
         notifyLoaded()
     }
 

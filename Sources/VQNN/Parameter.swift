@@ -21,6 +21,10 @@ public final class Parameter {
     /// Whether a state dictionary may omit this tensor (it then keeps its value): for this library's
     /// own extra state, so that PyTorch state dicts load.
     public var isOptionalInState = false
+    /// For a buffer kept empty until first needed (a `[d, d]` projector per codebook costs 4·d² bytes whether
+    /// used or not): the shape it stands for; an empty value means zeros of that shape. A state dictionary may
+    /// hold either the empty tensor or one of this shape.
+    public var logicalShape: [Int]?
     private var rowMask: [Bool]?
     private var derivedMask: (() -> [Bool]?)?
     private var updateConstraint: ((UnsafeMutableBufferPointer<Float>) -> Void)?

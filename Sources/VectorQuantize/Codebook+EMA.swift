@@ -16,7 +16,28 @@ extension Codebook {
     /// Counts `[h, c]` and sums `[h, c, d]` of the rows of `flatten [h, n, d]` assigned by `indices [h, n]`,
     /// over rows where `valid` (flattened `[h · n]`) is true. Sums accumulate in double precision and are
     /// rounded once, so they hardly depend on the order of the rows (or on how a batch is sharded).
+    ///
+    /// Rows whose values are so large that the statistics built from them would overflow single precision
+    /// downstream (a sum beyond 2⁶⁰, or not finite) are left out, as non-finite rows are, and logged: such rows
+    /// (any value beyond 2⁵⁰) would otherwise turn codes non-finite and, through the subspace re-projection,
+    /// reach frozen coordinates. The check reads the sums, not the batch, so ordinary batches pay one pass over
+    /// `[h, c, d]`.
     func batchStatistics(_ flatten: Tensor, _ indices: IndexTensor, valid: [Bool]) -> (counts: Tensor, sums: Tensor) {
+        let first = rawBatchStatistics(flatten, indices, valid: valid)
+        let limit: Float = 0x1p60
+        let overflowing = first.sums.withUnsafeScalars { p in p.contains { !(abs($0) <= limit) } }
+        guard overflowing else { return first }
+        let rowLimit: Float = 0x1p50, d = flatten.shape[2]
+        var kept = valid
+        flatten.withUnsafeScalars { p in
+            for r in kept.indices where kept[r] && !(0..<d).allSatisfy({ abs(p[r * d + $0]) <= rowLimit }) { kept[r] = false }
+        }
+        let dropped = zip(valid, kept).filter { $0 && !$1 }.count
+        logger.warning("codebook update: \(dropped) vectors with values beyond 2^50 left out (their sums would overflow)")
+        return rawBatchStatistics(flatten, indices, valid: kept)
+    }
+
+    private func rawBatchStatistics(_ flatten: Tensor, _ indices: IndexTensor, valid: [Bool]) -> (counts: Tensor, sums: Tensor) {
         let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
         var counts = [Float](repeating: 0, count: h * c)
         for i in 0..<(h * n) where valid[i] { counts[(i / n) * c + indices.scalars[i]] += 1 }

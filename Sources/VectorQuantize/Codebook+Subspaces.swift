@@ -115,7 +115,11 @@ extension Codebook {
                 p[r * dim + s] = Float(v)
             }
         }
-        var projector = frozenSubspaceProjector.value.scalars, values = frozenSubspaceValues.value.scalars
+        guard SizeLimit.product([numCodebooks, dim, dim]) != nil else {
+            throw CodebookError.shapeMismatch(expected: [numCodebooks, dim, dim], found: [numCodebooks, dim, dim])
+        }
+        var projector = projectorScalars ?? [Float](repeating: 0, count: numCodebooks * dim * dim)
+        var values = frozenSubspaceValues.value.scalars
         let e = embed.value.scalars
         for h in head.map({ [$0] }) ?? Array(0..<numCodebooks) {
             projector.replaceSubrange((h * dim * dim)..<((h + 1) * dim * dim), with: p)
@@ -128,8 +132,14 @@ extension Codebook {
                 }
             }
         }
-        frozenSubspaceProjector.value = Tensor(projector, shape: frozenSubspaceProjector.shape)
+        frozenSubspaceProjector.value = Tensor(projector, shape: [numCodebooks, dim, dim])
         frozenSubspaceValues.value = Tensor(values, shape: frozenSubspaceValues.shape)
+    }
+
+    /// The subspace projectors `[h, d, d]`, or nil while no subspace was ever frozen (the buffer is kept empty).
+    var projectorScalars: [Float]? {
+        let v = frozenSubspaceProjector.value
+        return v.count == 0 ? nil : v.scalars
     }
 
     /// Stores `BᵀB·e` of `codes` (every head with a frozen subspace) as their frozen values.
@@ -153,16 +163,17 @@ extension Codebook {
 
     /// Lets the frozen subspace of `head` (default: every head) learn again.
     public func unfreezeSubspace(head: Int? = nil) {
-        var projector = frozenSubspaceProjector.value.scalars
+        guard var projector = projectorScalars else { return }
         for h in head.map({ [$0] }) ?? Array(0..<numCodebooks) where h >= 0 && h < numCodebooks {
             for i in (h * dim * dim)..<((h + 1) * dim * dim) { projector[i] = 0 }
         }
-        frozenSubspaceProjector.value = Tensor(projector, shape: frozenSubspaceProjector.shape)
+        // No subspace left: the buffer goes back to empty.
+        frozenSubspaceProjector.value = projector.contains { $0 != 0 } ? Tensor(projector, shape: [numCodebooks, dim, dim]) : Tensor.zeros([0])
     }
 
     /// The dimension of the frozen subspace of `head` (the trace of its projector, rounded).
     public func frozenSubspaceRank(head: Int = 0) -> Int {
-        let p = frozenSubspaceProjector.value.scalars
+        guard let p = projectorScalars else { return 0 }
         return Int((0..<dim).reduce(Float(0)) { $0 + p[head * dim * dim + $1 * dim + $1] }.rounded())
     }
 
@@ -174,8 +185,8 @@ extension Codebook {
     func partialFreezeFlags() -> (anyComponent: Bool, heads: [Bool]) {
         let (vc, vp) = (frozenComponents.version, frozenSubspaceProjector.version)
         if let s = partialFreezeSummary, s.components == vc, s.projector == vp { return (s.any, s.heads) }
-        let p = frozenSubspaceProjector.value.scalars
-        let heads = (0..<numCodebooks).map { h in p[(h * dim * dim)..<((h + 1) * dim * dim)].contains { $0 != 0 } }
+        let p = projectorScalars
+        let heads = (0..<numCodebooks).map { h in p.map { $0[(h * dim * dim)..<((h + 1) * dim * dim)].contains { $0 != 0 } } ?? false }
         let any = Self.anyNonZero(frozenComponents.value.scalars)
         partialFreezeSummary = (vc, any, vp, heads)
         return (any, heads)

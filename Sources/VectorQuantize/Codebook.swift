@@ -147,7 +147,9 @@ public final class Codebook: Module {
         frozenCodes = Parameter(Tensor.zeros([c.numCodebooks, c.codebookSize]), kind: .buffer)
         frozenCodes.isOptionalInState = true
         frozenComponents = Parameter(Tensor.zeros(shape), kind: .buffer)
-        frozenSubspaceProjector = Parameter(Tensor.zeros([c.numCodebooks, c.dim, c.dim]), kind: .buffer)
+        // Empty until a subspace is frozen (it stands for zeros of [h, d, d]: 4·d² bytes per codebook otherwise).
+        frozenSubspaceProjector = Parameter(Tensor.zeros([0]), kind: .buffer)
+        frozenSubspaceProjector.logicalShape = [c.numCodebooks, c.dim, c.dim]
         frozenSubspaceValues = Parameter(Tensor.zeros(shape), kind: .buffer)
         policyFrozenAt = Parameter(Tensor(repeating: -1, shape: [c.numCodebooks, c.codebookSize]), kind: .buffer)
         steps = Parameter(Tensor(0), kind: .buffer)

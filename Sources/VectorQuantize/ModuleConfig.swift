@@ -87,7 +87,8 @@ public struct ModuleConfig {
 
 /// Saving and loading a quantizer together with its configuration.
 public enum QuantizerCheckpoint {
-    /// Writes `checkpoint` (safetensors; the config also in its metadata as `config_json`) and the sidecar
+    /// Writes `checkpoint` (safetensors; the config also in its metadata as `config_json`, the parameters frozen
+    /// by key as `frozen_keys`) and the sidecar
     /// JSON as one atomic set (`AtomicFile.write(_:)`): both are staged, then renamed under a
     /// lock of their folder, so concurrent writers never leave one's checkpoint beside the other's sidecar.
     public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws {
@@ -97,6 +98,11 @@ public enum QuantizerCheckpoint {
         }
         let serialized = try config.serialized()
         var file = SafeTensorsFile(metadata: ["config_json": String(decoding: serialized, as: UTF8.self)])
+        // Parameters frozen by key (`freeze(keys:)`) stay frozen when the checkpoint is loaded.
+        let frozenKeys = module.namedParameters().filter { $0.1.kind == .trainable && $0.1.isFrozen }.map(\.0).sorted()
+        if !frozenKeys.isEmpty {
+            file.metadata["frozen_keys"] = String(decoding: try JSONSerialization.data(withJSONObject: frozenKeys), as: UTF8.self)
+        }
         for (key, t) in module.stateDict() { file.tensors[key] = .float(t) }
         try AtomicFile.write([(try file.serialized(), checkpoint), (serialized, sidecar)])
     }
@@ -131,6 +137,14 @@ public enum QuantizerCheckpoint {
         try cfg.checkSizes(against: file, path: checkpoint.path)
         let module = try cfg.build()
         try module.load(file: file, path: checkpoint.path)
+        if let text = file.metadata["frozen_keys"] {
+            guard let keys = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String] else {
+                throw TensorFileError.malformed(path: checkpoint.path, reason: "frozen_keys is not a list of parameter names")
+            }
+            do { try module.freeze(keys: keys, strict: true) } catch let e as ModuleError {
+                throw TensorFileError.malformed(path: checkpoint.path, reason: "frozen_keys: \(e)")
+            }
+        }
         module.eval()
         return (module, cfg)
     }

@@ -119,9 +119,8 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
             throw bad("dim \(dim), codebook_size \(codebookSize), heads \(heads), codebook_dim \(resolvedCodebookDim) must be positive")
         }
         if !(0...1).contains(decay) { throw bad("decay \(decay) outside [0, 1]") }
-        if SizeLimit.product([numCodebooks, codebookSize, resolvedCodebookDim]) == nil || SizeLimit.product([dim, resolvedCodebookDim, heads]) == nil
-            || SizeLimit.product([numCodebooks, resolvedCodebookDim, resolvedCodebookDim]) == nil {
-            throw bad("codebook_size \(codebookSize) × codebook_dim \(resolvedCodebookDim) × \(numCodebooks) codebooks (or the projection, or the [codebook_dim, codebook_dim] subspace projector) exceeds \(SizeLimit.maxElements) values per tensor")
+        if SizeLimit.product([numCodebooks, codebookSize, resolvedCodebookDim]) == nil || SizeLimit.product([dim, resolvedCodebookDim, heads]) == nil {
+            throw bad("codebook_size \(codebookSize) × codebook_dim \(resolvedCodebookDim) × \(numCodebooks) codebooks (or the projection) exceeds \(SizeLimit.maxElements) values per tensor")
         }
         if acceptImageFmap && accept3dFmap { throw bad("accept_image_fmap and accept_3d_fmap exclude each other") }
         if !commitmentWeight.isFinite {

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VQNN
 import VQTensor
@@ -170,5 +171,40 @@ struct FreezeContractTests {
         let after = vq.codebook.embed.value.scalars
         #expect(Array(after[0..<8]) == Array(before[0..<8]), "frozen codes are not replaced")
         #expect(after != before, "expired codes were replaced")
+    }
+
+    @Test("tokens of 3e38 (their sums overflow) are left out: codes stay finite and frozen subspace coordinates hold")
+    func overflowingTokens() throws {
+        let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8))
+        let basis = Self.unitRows(2, 4)
+        try vq.codebook.freeze(subspace: basis)
+        let held = Self.exactCoordinates(vq.codebook, basis)
+        let start = vq.codebook.embed.value.scalars
+        vq.train()
+        for s in 0..<5 {
+            var x = TestSupport.random([1, 64, 4], seed: UInt64(s)).scalars
+            for j in 0..<8 { x[j] = 3e38 }   // two tokens of 3e38
+            _ = vq(Tensor(x, shape: [1, 64, 4]))
+        }
+        let e = vq.codebook.embed.value.scalars
+        #expect(e.allSatisfy(\.isFinite) && vq.codebook.embedAverage.value.allFinite, "a code became non-finite")
+        #expect(Self.exactCoordinates(vq.codebook, basis) == held, "frozen subspace coordinates moved")
+        #expect(e != start, "the free part learned from the ordinary tokens")
+    }
+
+    @Test("parameters frozen by key stay frozen through a checkpoint")
+    func keyFreezesSaved() throws {
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        c.codebookDim = 4
+        let vq = try VectorQuantizer(c)
+        try vq.freeze(keys: ["project_in.weight"], strict: true)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-keys-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("m.safetensors")
+        try QuantizerCheckpoint.save(vq, config: ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "codebook_dim": 4]), to: url)
+        let (loaded, _) = try QuantizerCheckpoint.load(url)
+        let frozen = loaded.namedParameters().filter { $0.1.kind == .trainable && $0.1.isFrozen }.map(\.0)
+        #expect(frozen == ["project_in.weight"])
     }
 }

@@ -32,3 +32,22 @@ struct GrowthTests {
         #expect(Array(e[0..<16]) == Array(old[0..<16]), "the old codes are frozen")
     }
 }
+
+/// The subspace projector `[h, d, d]` is allocated only when a subspace is frozen.
+@Suite("Lazy subspace projector")
+struct LazyProjectorTests {
+    @Test("a codebook without a frozen subspace holds no projector; freezing makes one; loading a state without it clears it")
+    func lazy() throws {
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        c.codebookDim = 4096   // a [4096, 4096] projector would be 64 MB per codebook
+        let vq = try VectorQuantizer(c)
+        #expect(vq.codebook.frozenSubspaceProjector.value.count == 0)
+        #expect(vq.stateDict()["_codebook.frozen_subspace_projector"] == nil)
+        let small = try VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8))
+        try small.codebook.freeze(subspace: Tensor([1, 0, 0, 0], shape: [1, 4]))
+        #expect(small.codebook.frozenSubspaceProjector.value.shape == [1, 4, 4] && small.codebook.frozenSubspaceRank() == 1)
+        let fresh = try VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8))
+        try small.load(stateDict: fresh.stateDict())
+        #expect(small.codebook.frozenSubspaceRank() == 0 && small.codebook.frozenSubspaceProjector.value.count == 0)
+    }
+}

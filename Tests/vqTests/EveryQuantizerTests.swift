@@ -146,7 +146,6 @@ struct EveryQuantizerTests {
         ("ResidualVQ", ["dim": 0, "num_quantizers": 3, "codebook_size": 16], "dim"),
         ("LFQ", ["dim": 8, "codebook_size": 64, "num_codebooks": 9223372036854775807], "num_codebooks"),
         ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "orthogonal_reg_max_codes": -1], "orthogonal_reg_max_codes"),
-        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 65536], "codebook_size"),
     ]
 
     @Test("an invalid configuration is refused by every command, naming the keyword", arguments: invalid.indices)

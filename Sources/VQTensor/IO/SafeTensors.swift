@@ -172,7 +172,7 @@ public struct SafeTensorsFile: Sendable {
                 guard en - b == count * dtype.size else {
                     throw badT("\(en - b) bytes for \(dtype.rawValue) \(shape) (needs \(count * dtype.size))")
                 }
-                spans.append((b, en, name))
+                if en > b { spans.append((b, en, name)) }  // an empty tensor occupies no bytes: it overlaps nothing
                 entries[name] = Entry(dtype: dtype, shape: shape, count: count, begin: b, end: en)
             }
             spans.sort { $0.0 < $1.0 }
