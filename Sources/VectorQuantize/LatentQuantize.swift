@@ -190,11 +190,23 @@ public final class LatentQuantize: Module {
 
     /// The reference's `indices_to_codes`: grid codes, codebooks merged, projected out, channel-first
     /// (`[b, dim, …]`).
+    /// The projection out runs on the channel-first layout, as in the forward — one path, so decoding the
+    /// forward's indices gives the forward's output bit for bit.
     public func indicesToCodes(_ indices: IndexTensor) -> Tensor {
         var codes = gridCodes(indices)
         if configuration.keepsCodebooksAxis { codes = codes.flattened(from: -2) }
-        if let projectOut { codes = projectOut(codes) }
-        return moveLastToFirstFeature(codes)
+        guard codes.rank >= 3 else {
+            // Indices without a batch axis: decoded as a batch of one.
+            return indicesToCodes(indices.reshaped([1] + indices.shape)).squeezed(axis: 0)
+        }
+        return projectOutChannelFirst(moveLastToFirstFeature(codes))
+    }
+
+    /// `project_out` of channel-first latents `[b, d', …]` → `[b, dim, …]` (the identity without a projection).
+    func projectOutChannelFirst(_ latents: Tensor) -> Tensor {
+        guard let projectOut else { return latents }
+        let b = latents.shape[0], positions = Array(latents.shape.dropFirst(2))
+        return projectOut.channelFirst(latents.reshaped([b, latents.shape[1], -1])).reshaped([b, dim] + positions)
     }
 
     /// Quantizes channel-first `x [b, dim, …]`. Returns the output `[b, dim, …]`, the indices `[b, …]`
@@ -211,7 +223,7 @@ public final class LatentQuantize: Module {
         let codes = quantize(z.reshaped([b, n, c, codebookDim]))
         var indices = codesToIndices(codes)
         let latents = moveLastToFirstFeature(codes.reshaped([b, n, c * codebookDim]))
-        let out = (projectOut?.channelFirst(latents) ?? latents).reshaped(x.shape)
+        let out = projectOutChannelFirst(latents).reshaped(x.shape)
         indices = indices.reshaped([b] + spatial + [c])
         if !configuration.keepsCodebooksAxis { indices = indices.reshaped([b] + spatial) }
         var loss = Tensor(0)

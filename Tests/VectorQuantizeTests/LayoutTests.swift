@@ -51,4 +51,15 @@ struct LayoutTests {
         let y = try q.decode(q.encode(x))
         #expect(y.shape == [10, 8] && y.scalars == q.withMode(training: false) { q(x).quantized.scalars })
     }
+
+    @Test("LatentQuantize: decoding the forward's indices gives the forward's output bit for bit (one projection path)",
+          arguments: [0, 1, 2])
+    func latentQuantizeRoundTrip(_ i: Int) throws {
+        let kwargs: [String: Any] = [["levels": [5, 5, 8], "dim": 8], ["levels": [4, 4], "dim": 16, "num_codebooks": 2], ["levels": [5, 5, 8], "dim": 3]][i]
+        let lq = try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: kwargs))
+        let x = TestSupport.random([2, lq.dim, 5, 3], seed: 11)
+        let out = lq.withMode(training: false) { lq(x) }
+        let decoded = lq.indicesToCodes(out.indices)
+        #expect(decoded.shape == out.quantized.shape && decoded.scalars == out.quantized.scalars, "\(kwargs)")
+    }
 }
