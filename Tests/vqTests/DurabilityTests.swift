@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VQTensor
 import VQTestSupport
+import VectorQuantize
 
 /// Kills at random moments: a resumed run must end bit-identical to an uninterrupted one, and a
 /// checkpoint must always load with the configuration it was written with.
@@ -96,6 +97,32 @@ struct DurabilityTests {
         r = try VQProcess.run(["train", "--input", dir.path + "/./w.npy"] + data + ["--output", path("o.safetensors"), "--resume", state])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: path("o.safetensors"))) == Data(contentsOf: URL(fileURLWithPath: path("full.safetensors"))))
+    }
+
+    @Test("a quantizer trained by Adam (LFQ's projections) resumes bit-identically: the optimizer's moments are in the state")
+    func resumeGradientTraining() throws {
+        try NumPyFile.write(.float(TestSupport.random([512, 8], seed: 12)), to: URL(fileURLWithPath: path("g.npy")))
+        let lfq = path("lfq.safetensors")
+        try Data(#"{"module": "LFQ", "kwargs": {"dim": 8, "codebook_size": 64}}"#.utf8).write(to: URL(fileURLWithPath: path("lfq.json")))
+        // An untrained LFQ checkpoint: a PyTorch-style state dict beside its config (the projections are random).
+        var r = try VQProcess.run(["train", "--input", path("g.npy"), "--init", path("seed.safetensors"), "--steps", "1", "--output", lfq])
+        #expect(r.status != 0, "no such checkpoint yet")
+        let q = try LFQ(LFQ.Configuration(referenceKwargs: ["dim": 8, "codebook_size": 64]))
+        try QuantizerCheckpoint.save(q, config: ModuleConfig(module: "LFQ", kwargs: ["dim": 8, "codebook_size": 64]), to: URL(fileURLWithPath: lfq))
+        let common = ["train", "--input", path("g.npy"), "--init", lfq, "--steps", "12", "--batch-size", "64", "--seed", "4", "--lr", "0.01"]
+        r = try VQProcess.run(common + ["--output", path("full.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try VQProcess.run(common + ["--output", path("cut.safetensors"), "--checkpoint-every", "5", "--failure-drill", "0:8:exit"])
+        #expect(r.status != 0 && FileManager.default.fileExists(atPath: path("cut.state.safetensors")))
+        let state = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("cut.state.safetensors")))
+        #expect(state.tensors.keys.contains { $0.hasPrefix("optim/") }, "the state holds Adam's moments")
+        r = try VQProcess.run(["train", "--input", path("g.npy"), "--steps", "12", "--batch-size", "64", "--seed", "4", "--lr", "0.01",
+                               "--output", path("cut.safetensors"), "--resume", path("cut.state.safetensors")])
+        #expect(r.status == 0, "\(r.stderr)")
+        let full = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("full.safetensors"))).tensors
+        let resumed = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("cut.safetensors"))).tensors
+        #expect(full == resumed, "the resumed run's parameters differ from the uninterrupted run's")
+        #expect(full != (try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: lfq)).tensors), "Adam trained the projections")
     }
 
     @Test("a checkpoint loads with its own configuration after a kill between the checkpoint and its sidecar")
