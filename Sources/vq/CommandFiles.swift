@@ -37,6 +37,15 @@ struct CommandFiles {
         inputs.append(File(role: option, path: path, identity: FileIdentity(path), replaces: []))
     }
 
+    /// A checkpoint the command reads, and its config sidecar when one lies beside it (read when the
+    /// checkpoint has no configuration inside; a user's file either way, so no output may take its place).
+    mutating func checkpointInput(_ path: String?, _ option: String) {
+        guard let path else { return }
+        input(path, option)
+        let sidecar = ModuleConfig.sidecar(of: URL(fileURLWithPath: path)).path
+        if sidecar != path, FileManager.default.fileExists(atPath: sidecar) { input(sidecar, "\(option)'s config sidecar") }
+    }
+
     /// A file the command writes; `replacing` lists inputs it is meant to rewrite in place.
     mutating func output(_ path: String?, _ option: String, replacing: [String?] = []) {
         guard let path else { return }

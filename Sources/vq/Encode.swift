@@ -100,7 +100,7 @@ struct Decode: ParsableCommand {
 func checkFiles(checkpoint: String, config: String?, input: String, output: String) throws {
     try DataFiles.checkOutput(output, option: "--output")
     var files = CommandFiles()
-    files.input(checkpoint, "--checkpoint")
+    files.checkpointInput(checkpoint, "--checkpoint")
     files.input(config, "--config")
     files.input(input, "--input")
     files.output(output, "--output")

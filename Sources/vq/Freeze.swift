@@ -41,7 +41,7 @@ struct CodeSelection: ParsableArguments {
         if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
         if let output { try DataFiles.checkOutput(output, option: "--output") }
         var files = CommandFiles()
-        files.input(checkpoint, "checkpoint")
+        files.checkpointInput(checkpoint, "checkpoint")
         files.input(config, "--config")
         // Without --output the checkpoint (and its sidecar) is rewritten in place, as asked.
         files.checkpoint(output ?? checkpoint, output == nil ? "the checkpoint" : "--output", inPlaceOf: checkpoint)

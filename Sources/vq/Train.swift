@@ -138,7 +138,7 @@ struct Train: ParsableCommand {
     var files: CommandFiles {
         var files = CommandFiles()
         files.input(input, "--input")
-        files.input(initFrom, "--init")
+        files.checkpointInput(initFrom, "--init")
         files.input(freezeSubspace, "--freeze-subspace")
         files.input(resume, "--resume")
         files.checkpoint(output, "--output")

@@ -72,6 +72,9 @@ struct FileSafetyTests {
         for spelled in try spellings(of: "basis.npy") {
             try expectRefused(base + ["--output", path("o.safetensors"), "--freeze-subspace", path("basis.npy"), "--report", spelled], mentions: "--report")
         }
+        // The sidecar of a checkpoint read is a user's file too.
+        try expectRefused(["train", "--input", path("x.npy"), "--init", path("m.safetensors"), "--steps", "1", "--output", path("o.safetensors"),
+                           "--report", path("m.json")], mentions: "sidecar")
         // Outputs against each other, the sidecar included.
         try expectRefused(base + ["--output", path("o.json")], mentions: "sidecar")
         try expectRefused(base + ["--output", path("o.safetensors"), "--report", path("o.safetensors")], mentions: "same file")
@@ -132,7 +135,7 @@ struct FileSafetyTests {
             try expectRefused(["decode", "--checkpoint", path("m.safetensors"), "--input", path("x.npy"), "--output", spelled], mentions: "--checkpoint")
         }
         try expectRefused(["decode", "--checkpoint", path("m.safetensors"), "--config", path("m.json"), "--input", path("x.npy"),
-                           "--output", path("sub/../m.json")], mentions: "--config")
+                           "--output", path("sub/../m.json")], mentions: "destroy the input")
         // In place is what freeze is for: the checkpoint and its sidecar are rewritten, and both still agree.
         let r = try VQProcess.run(["freeze", path("m.safetensors"), "--codes", "1", "--config", path("m.json")])
         #expect(r.status == 0, "\(r.stderr)")
