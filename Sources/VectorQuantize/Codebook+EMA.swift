@@ -25,7 +25,9 @@ extension Codebook {
     func batchStatistics(_ flatten: Tensor, _ indices: IndexTensor, valid: [Bool]) -> (counts: Tensor, sums: Tensor) {
         let first = rawBatchStatistics(flatten, indices, valid: valid)
         let limit: Float = 0x1p60
-        let overflowing = first.sums.withUnsafeScalars { p in p.contains { !(abs($0) <= limit) } }
+        // The largest magnitude as bits (NaN and ±∞ above every finite value): an integer max that vectorises.
+        let worst = first.sums.withUnsafeScalars { p in p.reduce(UInt32(0)) { Swift.max($0, $1.bitPattern & 0x7FFF_FFFF) } }
+        let overflowing = worst > limit.bitPattern
         guard overflowing else { return first }
         let rowLimit: Float = 0x1p50, d = flatten.shape[2]
         var kept = valid
