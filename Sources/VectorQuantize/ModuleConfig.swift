@@ -113,6 +113,19 @@ public enum QuantizerCheckpoint {
     /// of a checkpoint and its sidecar (a sidecar that disagrees is ignored with a warning). A checkpoint
     /// without metadata (a PyTorch state dict) uses its sidecar JSON. The sizes the configuration declares
     /// are checked against the tensors in the file before anything is allocated.
+    /// ``load(_:config:)`` for a quantizer: the module typed as ``Quantizer`` (no cast), or a
+    /// ``ConfigurationError`` when the checkpoint holds another kind of module.
+    ///
+    /// ```swift
+    /// let (q, config) = try QuantizerCheckpoint.loadQuantizer(URL(fileURLWithPath: "model.safetensors"))
+    /// let indices = q.encode(vectors)
+    /// ```
+    public static func loadQuantizer(_ checkpoint: URL, config: URL? = nil) throws -> (any Quantizer, ModuleConfig) {
+        let (module, cfg) = try load(checkpoint, config: config)
+        guard let q = module as? any Quantizer else { throw ConfigurationError.invalid(module: cfg.module, reason: "not a quantizer") }
+        return (q, cfg)
+    }
+
     public static func load(_ checkpoint: URL, config: URL? = nil) throws -> (Module, ModuleConfig) {
         let file = try SafeTensorsFile.read(contentsOf: checkpoint)
         let sidecar = ModuleConfig.sidecar(of: checkpoint)

@@ -128,7 +128,5 @@ struct CodeSpec {
 func loadQuantizer(_ checkpoint: String, config: String?) throws -> (any Quantizer, ModuleConfig) {
     let url = URL(fileURLWithPath: checkpoint)
     guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError("\(checkpoint): no such checkpoint") }
-    let (module, cfg) = try QuantizerCheckpoint.load(url, config: config.map { URL(fileURLWithPath: $0) })
-    guard let q = module as? any Quantizer else { throw CLIError("\(checkpoint): \(cfg.module) is not a quantizer") }
-    return (q, cfg)
+    return try QuantizerCheckpoint.loadQuantizer(url, config: config.map { URL(fileURLWithPath: $0) })
 }

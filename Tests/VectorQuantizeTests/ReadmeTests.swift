@@ -172,3 +172,27 @@ func vectorQuantizeGettingStarted() throws {
     let fsq = try FSQ(FSQ.Configuration(levels: [8, 5, 5, 5]))
     #expect(fsq.codebookSize == 1000)
 }
+
+/// The README's "using it from your package", its Swift lines as written (the README is checked to hold them).
+@Test("README: using it from your package")
+func readmeUsingIt() throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-readme-\(UInt32.random(in: 0...UInt32.max))")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16])
+    try QuantizerCheckpoint.save(try config.build(), config: config, to: dir.appendingPathComponent("model.safetensors"))
+    let vectors = TestSupport.random([10, 8], seed: 1)
+    let url = dir.appendingPathComponent("model.safetensors")
+    let (q, _) = try QuantizerCheckpoint.loadQuantizer(url)   // url: a checkpoint; any Quantizer, no cast
+    let indices = q.encode(vectors)                  // vectors [n, dim] → indices
+    let decoded = try q.decode(indices)              // throws (never traps) on indices that do not fit
+    #expect(decoded.shape == [10, 8])
+    #expect(throws: DecodeError.self) { try q.decode(IndexTensor([99])) }
+    let readme = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("README.md"), encoding: .utf8)
+    for line in ["let (q, _) = try QuantizerCheckpoint.loadQuantizer(url)   // url: a checkpoint; any Quantizer, no cast",
+                 "let indices = q.encode(vectors)                  // vectors [n, dim] → indices",
+                 "let decoded = try q.decode(indices)              // throws (never traps) on indices that do not fit"] {
+        #expect(readme.contains(line), "the README no longer says: \(line)")
+    }
+}
