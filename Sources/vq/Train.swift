@@ -25,7 +25,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Training steps (default: one epoch).") var steps: Int?
     @Option(parsing: .unconditional, help: "Epochs (instead of --steps).") var epochs: Int?
     @Option(parsing: .unconditional, help: "Residual VQ with this many layers.") var residual: Int?
-    @Option(help: "FSQ levels, e.g. 8,5,5,5 (nothing to learn: writes the quantizer).") var fsqLevels: String?
+    @Option(help: "FSQ levels, e.g. 8,5,5,5: an FSQ whose projections (when the dimension differs from the number of levels) are trained by Adam; with as many levels as dimensions there is nothing to learn and the quantizer is written as is.") var fsqLevels: String?
     @Option(name: .customLong("init"), help: "Continue from this checkpoint (its config is used).") var initFrom: String?
     @Option(parsing: .unconditional, help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old.") var expandTo: Int?
     @Flag(help: "With --expand-to: leave the old codes trainable.") var noFreezeOld = false
