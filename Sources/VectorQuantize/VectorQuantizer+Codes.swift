@@ -40,8 +40,8 @@ extension VectorQuantizer {
         return out
     }
 
-    /// Codebook rows for indices, channel-last whatever the layout: `indices.shape + [d]` (with separate
-    /// codebooks for several heads, indices `[…, heads]` give `[…, heads · d]`).
+    /// Codebook rows for indices, channel-last whatever the layout: `indices.shape + [d]` (with several heads,
+    /// separate codebooks or one shared, indices `[…, heads]` give `[…, heads · d]`).
     func vectorCodes(from indices: IndexTensor) -> Tensor {
         let d = configuration.resolvedCodebookDim
         let lookup = lookupCodes
@@ -56,7 +56,11 @@ extension VectorQuantizer {
             return Tensor.stack(parts, axis: 1).reshaped(Array(indices.shape.dropLast()) + [heads * d])
         }
         // One codebook (a separate codebook for a single head is stored as [1, c, d]).
-        return lookup.reshaped([codebookSize, d]).indexSelect(axis: 0, indices)
+        let codes = lookup.reshaped([codebookSize, d]).indexSelect(axis: 0, indices)
+        guard heads > 1 else { return codes }
+        // Several heads sharing it: indices [… , heads] give each head's code side by side, [… , heads · d].
+        precondition(indices.shape.last == heads, "getCodes: indices \(indices.shape) must end with heads = \(heads)")
+        return codes.reshaped(Array(indices.shape.dropLast()) + [heads * d])
     }
 
     /// `project_out(getCodes(from:))`.

@@ -44,6 +44,16 @@ struct LayoutTests {
                 "\(name) \(layout): forward(vectors:)")
     }
 
+    @Test("several heads sharing one codebook decode their indices to the forward's output (found by the long fuzz run)")
+    func sharedCodebookHeads() throws {
+        for kwargs in [["dim": 8, "codebook_size": 16, "heads": 9, "codebook_dim": 4], ["dim": 8, "codebook_size": 16, "heads": 2]] as [[String: Int]] {
+            let q = try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: kwargs))
+            let x = TestSupport.random([10, 8], seed: 2)
+            let y = try q.decode(q.encode(x))
+            #expect(y.shape == [10, 8] && y.scalars == q.withMode(training: false) { q(x).quantized.scalars }, "\(kwargs)")
+        }
+    }
+
     @Test("a separate codebook for a single head decodes its indices")
     func singleSeparateHead() throws {
         let q = try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: ["dim": 8, "codebook_size": 16, "heads": 1, "separate_codebook_per_head": true]))

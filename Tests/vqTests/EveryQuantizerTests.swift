@@ -14,6 +14,7 @@ struct EveryQuantizerTests {
         ("VectorQuantize", ["dim": 8, "codebook_size": 16]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 1, "separate_codebook_per_head": true]),
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 9, "codebook_dim": 4]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "accept_image_fmap": true]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "accept_3d_fmap": true]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "channel_last": false]),
