@@ -10,34 +10,18 @@ import VectorQuantize
 /// round-trips, or is refused in one line with every file unchanged — never a trap.
 @Suite("vq: every quantizer through every command", .serialized)
 struct EveryQuantizerTests {
-    nonisolated(unsafe) static let cases: [(String, [String: Any])] = [
+    /// Every registry quantizer's example (the README table's rows), then layout and option variants.
+    nonisolated(unsafe) static let cases: [(String, [String: Any])] = QuantizerRegistry.kinds.map { ($0.name, $0.example) } + [
         ("VectorQuantize", ["dim": 8, "codebook_size": 16]),
-        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 1, "separate_codebook_per_head": true]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 9, "codebook_dim": 4]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "accept_image_fmap": true]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "accept_3d_fmap": true]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "channel_last": false]),
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "codebook_dim": 4]),
-        ("ResidualVQ", ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]),
         ("ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true]),
-        ("GroupedResidualVQ", ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16]),
         ("GroupedResidualVQ", ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true]),
-        ("FSQ", ["levels": [8, 5, 5], "dim": 8]),
         ("FSQ", ["levels": [8, 5, 5]]),
-        ("ResidualFSQ", ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]),
-        ("GroupedResidualFSQ", ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]),
-        ("LFQ", ["dim": 8, "codebook_size": 64]),
-        ("ResidualLFQ", ["dim": 8, "codebook_size": 64, "num_quantizers": 2]),
-        ("GroupedResidualLFQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]),
-        ("SimVQ", ["dim": 8, "codebook_size": 16]),
-        ("ResidualSimVQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2]),
-        ("RandomProjectionQuantizer", ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2]),
-        ("LatentQuantize", ["levels": [5, 5, 8], "dim": 8]),
-        ("FSP", ["levels": [8, 5, 5], "dim": 8]),
-        ("BinaryMapper", ["bits": 8]),
-        ("EvoLFQ", ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6]),
-        ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false]),
         ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 16], "kmeans_init": false, "channel_first": false]),
         ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 2, 4], "kmeans_init": false, "accept_image_fmap": true]),
         ("SimVQ", ["dim": 8, "codebook_size": 16, "channel_first": true]),
