@@ -25,7 +25,7 @@ enum Fixtures {
         try! QuantizerCheckpoint.save(try! config.build(), config: config, to: url)
         return url
     }()
-    nonisolated(unsafe) static let state = StateFixture.make(in: dir)
+    static let state = StateFixture.make(in: dir)
     nonisolated(unsafe) static let quantizers: [any Quantizer] = {
         var fsq = FSQ.Configuration(levels: [5, 3])
         fsq.dim = 4
