@@ -41,11 +41,12 @@ public enum LayerSpec {
         return (parsed.inputs, parsed.outputs)
     }
 
-    /// Checks that a layer text maps `inputs` features to `outputs` (where it fixes them), naming `what`.
-    public static func check(_ text: String, inputs: Int, outputs: Int, what: String) throws {
+    /// Checks that a layer text maps `inputs` features to `outputs` (where the text fixes them; `nil`: any),
+    /// naming `what`.
+    public static func check(_ text: String, inputs: Int?, outputs: Int?, what: String) throws {
         let f = try features(text)
-        if let i = f.inputs, i != inputs { throw LayerSpecError(description: "\(what) takes \(i) features, \(inputs) are given to it") }
-        if let o = f.outputs, o != outputs { throw LayerSpecError(description: "\(what) gives \(o) features, \(outputs) are needed") }
+        if let i = f.inputs, let want = inputs, i != want { throw LayerSpecError(description: "\(what) takes \(i) features, \(want) are given to it") }
+        if let o = f.outputs, let want = outputs, o != want { throw LayerSpecError(description: "\(what) gives \(o) features, \(want) are needed") }
     }
 
     /// A parsed layer (built, or only checked) and the features it takes and gives.

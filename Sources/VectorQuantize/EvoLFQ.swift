@@ -107,10 +107,9 @@ public final class EvoLFQ: Module {
         }
         for (key, inputs, outputs) in [("encoder", encoderFeatures?.inputs, latent), ("decoder", latent, encoderFeatures?.inputs)] {
             guard let text = kw[key] as? String else { continue }
-            let f: (inputs: Int?, outputs: Int?)
-            do { f = try LayerSpec.features(text) } catch let e as LayerSpecError { throw ConfigurationError.badValue(module: m, keyword: key, reason: e.description) }
-            if let i = f.inputs, let want = inputs, i != want { throw ConfigurationError.badValue(module: m, keyword: key, reason: "takes \(i) features, \(want) are given to it") }
-            if let o = f.outputs, let want = outputs, o != want { throw ConfigurationError.badValue(module: m, keyword: key, reason: "gives \(o) features, \(want) are needed") }
+            do { try LayerSpec.check(text, inputs: inputs, outputs: outputs, what: "the \(key)") } catch let e as LayerSpecError {
+                throw ConfigurationError.badValue(module: m, keyword: key, reason: e.description)
+            }
         }
         func layer(_ key: String) throws -> Layer {
             guard let text = kw[key] as? String else { throw ConfigurationError.invalid(module: m, reason: "\(key) is required (module text, e.g. \"nn.Linear(16, 8)\")") }

@@ -56,8 +56,7 @@ public final class RandomProjectionQuantizer: Module {
                 throw ConfigurationError.invalid(module: "RandomProjectionQuantizer", reason: "num_codebooks \(numCodebooks) × dim \(dim) × codebook_dim \(codebookDim) (or × codebook_size \(codebookSize)) exceeds \(SizeLimit.maxElements) values (or is not positive)")
             }
             try layerConfiguration.validate()
-            if layer.accept3dFmap || layer.acceptImageFmap || !layer.channelLast {
-                let key = layer.accept3dFmap ? "accept_3d_fmap" : (layer.acceptImageFmap ? "accept_image_fmap" : "channel_last")
+            if let key = layer.layoutKeyword {
                 throw ConfigurationError.badValue(module: "RandomProjectionQuantizer", keyword: key,
                                                   reason: "the codebooks quantize the projected [b, n, d] query: no other layout")
             }

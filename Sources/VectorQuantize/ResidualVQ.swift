@@ -49,8 +49,7 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         guard !codebookSizes.isEmpty else { throw ConfigurationError.invalid(module: "ResidualVQ", reason: "num_quantizers must be ≥ 1") }
         // The stack quantizes [b, n, dim] (image maps flattened by itself): its layers' layout keywords would
         // make them read the residual in another layout.
-        if layer.accept3dFmap || layer.acceptImageFmap || !layer.channelLast {
-            let key = layer.accept3dFmap ? "accept_3d_fmap" : (layer.acceptImageFmap ? "accept_image_fmap" : "channel_last")
+        if let key = layer.layoutKeyword {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: key, reason: "a single VectorQuantize's layout; the stack takes [b, n, dim] (or image maps with its own accept_image_fmap)")
         }
         try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,

@@ -111,6 +111,11 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     public var hasCommitmentLoss: Bool { commitmentWeight > 0 && !directionalReparam }
     public var numCodebooks: Int { separateCodebookPerHead ? heads : 1 }
     public var requiresProjection: Bool { resolvedCodebookDim * heads != dim }
+    /// The keyword that gives the forward a layout other than `[b, n, dim]` (`accept_3d_fmap`, `accept_image_fmap`,
+    /// `channel_last`), or nil: what a stack or wrapper that hands its layers `[b, n, d]` must refuse.
+    var layoutKeyword: String? {
+        accept3dFmap ? "accept_3d_fmap" : (acceptImageFmap ? "accept_image_fmap" : (channelLast ? nil : "channel_last"))
+    }
 
     /// Checks the combinations the reference rejects.
     public func validate() throws {

@@ -75,12 +75,6 @@ struct CommandFiles {
             }
         }
     }
-
-    /// Whether `path` names one of the inputs.
-    func isInput(_ path: String) -> Bool {
-        let id = FileIdentity(path)
-        return inputs.contains { $0.identity == id }
-    }
 }
 
 /// The file a path finally names: the absolute path with `..` and every symbolic link resolved (of the folders
@@ -89,7 +83,7 @@ struct FileIdentity: Equatable {
     let resolved: String
     let inode: Inode?
 
-    struct Inode: Hashable {
+    struct Inode: Equatable {
         let device: UInt64
         let number: UInt64
     }
@@ -116,4 +110,6 @@ struct FileIdentity: Equatable {
     static func == (a: FileIdentity, b: FileIdentity) -> Bool {
         if let x = a.inode, let y = b.inode { return x == y }
         return a.resolved == b.resolved
-    }}
+    }
+}
+

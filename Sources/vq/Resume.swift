@@ -8,7 +8,7 @@ extension TrainingState {
     static func checkReplaceable(_ url: URL, resuming resume: String?) throws {
         guard FileManager.default.fileExists(atPath: url.path) else { return }
         if let resume, FileIdentity(resume) == FileIdentity(url.path) { return }
-        let metadata = (try? SafeTensorsFile.read(contentsOf: url))?.metadata
+        let metadata = (try? SafeTensorsFile.readHeader(contentsOf: url))?.metadata  // the header only: the file may be large
         guard let metadata, metadata["format"]?.hasPrefix("vq-train-state") == true else {
             throw CLIError("\(url.path) exists and is not a vq train state: it would be overwritten by the run's state; pass --state with another path")
         }

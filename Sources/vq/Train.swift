@@ -213,14 +213,16 @@ struct Train: ParsableCommand {
         let (epochSteps, overflow) = (epochs ?? 1).multipliedReportingOverflow(by: perEpoch)
         if steps == nil && overflow { throw ValidationError("--epochs \(epochs ?? 1): too many steps") }
         let totalSteps = steps ?? epochSteps
-        let size = (try? FileManager.default.attributesOfItem(atPath: DataFiles.split(input).0.path)[.size] as? Int) ?? 0
-        let signature = "input=\(FileIdentity(DataFiles.split(input).0.path).resolved)\(DataFiles.split(input).1.map { ":" + $0 } ?? "");bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world);lr=\(lr)"
+        let (inputURL, inputTensor) = DataFiles.split(input)
+        let size = (try? FileManager.default.attributesOfItem(atPath: inputURL.path)[.size] as? Int) ?? 0
+        let signature = "input=\(FileIdentity(inputURL.path).resolved)\(inputTensor.map { ":" + $0 } ?? "");bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world);lr=\(lr)"
         var losses: [Float] = []
         // What vq train can do with this quantizer (the registry's word), decided before anything is written.
         let method = TrainingMethod.of(module, kind: QuantizerRegistry.kind(named: config.module)!)
         switch method {
         case .elsewhere(let why): throw CLIError("vq train cannot train \(config.module): \(why)")
-        case .nothingToLearn(let why) where initFrom != nil || resume != nil: throw CLIError("--init \(initFrom ?? resume!): \(why); there is nothing for vq train to do")
+        case .nothingToLearn(let why) where initFrom != nil || resume != nil:
+            throw CLIError("\(initFrom.map { "--init \($0)" } ?? "--resume \(resume!)"): \(why); there is nothing for vq train to do")
         case .nothingToLearn, .fromVectors: break
         }
         // Parameters learned by gradient (projections, learnable codebooks, code transforms): Adam on the

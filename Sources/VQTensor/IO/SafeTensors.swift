@@ -84,8 +84,13 @@ public struct SafeTensorsFile: Sendable {
         try parse(try TensorFileError.mappedContents(of: url), path: url.path)
     }
 
-    /// Parses the bytes of a safetensors file; `path` names it in errors.
-    public static func parse(_ data: Data, path: String = "<memory>") throws -> SafeTensorsFile {
+    /// The validated header of a file (its tensors' names, types, shapes and the metadata), without decoding
+    /// any tensor: the file is memory-mapped, so only the header's pages are read.
+    public static func readHeader(contentsOf url: URL) throws -> Header {
+        try header(of: try TensorFileError.mappedContents(of: url), path: url.path)
+    }
+
+    static func header(of data: Data, path: String) throws -> Header {
         guard data.count >= 8 else { throw TensorFileError.malformed(path: path, reason: "\(data.count) bytes, shorter than the 8-byte header length") }
         let n = data.withUnsafeBytes { raw -> UInt64 in
             var v: UInt64 = 0
@@ -93,7 +98,12 @@ public struct SafeTensorsFile: Sendable {
             return v
         }
         let headerEnd = data.startIndex + 8 + Int(Swift.min(n, UInt64(data.count - 8)))
-        let header = try Header(length: n, bytes: data.subdata(in: (data.startIndex + 8)..<headerEnd), fileSize: data.count, path: path)
+        return try Header(length: n, bytes: data.subdata(in: (data.startIndex + 8)..<headerEnd), fileSize: data.count, path: path)
+    }
+
+    /// Parses the bytes of a safetensors file; `path` names it in errors.
+    public static func parse(_ data: Data, path: String = "<memory>") throws -> SafeTensorsFile {
+        let header = try header(of: data, path: path)
         var out = SafeTensorsFile(metadata: header.metadata)
         for (name, e) in header.entries {
             out.tensors[name] = try data.withUnsafeBytes { raw in
