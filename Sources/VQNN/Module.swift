@@ -188,9 +188,9 @@ open class Module {
         }
         for (key, p) in params {
             if let t = stateDict[key] {
-                p.value = t
+                p.restore(t)
             } else if p.logicalShape != nil, p.value.count > 0 {
-                p.value = Tensor.zeros([0])  // a state without a lazy buffer had it empty: so does the module now
+                p.restore(Tensor.zeros([0]))  // a state without a lazy buffer had it empty: so does the module now
             }
         }
         notifyLoaded()

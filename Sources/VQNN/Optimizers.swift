@@ -35,9 +35,8 @@ open class Optimizer {
                 continue
             }
             g.withUnsafeScalars { gp in
-                p.withUnsafeMutableScalars { v in update(slot: slot, value: v, grad: gp, ranges: ranges) }
+                p.optimizerWrite { v in update(slot: slot, value: v, grad: gp, ranges: ranges) }
             }
-            p.applyUpdateConstraint()
         }
     }
 

@@ -11,8 +11,19 @@ import VQTensor
 /// let w = Parameter(Tensor.zeros([4, 3]))
 /// w.freezeRows([0, 2])          // rows 0 and 2 keep their values through every optimizer step
 /// ```
+///
+/// An owner that must see every write of a tensor (a codebook's codes and statistics, where freezing is
+/// enforced) **gates** it (``gate(with:frozenElements:afterOptimizerStep:)``): from then on the value is
+/// read-only except through the owner's ``WriteKey``, the optimizers (which write only the elements the
+/// owner leaves free and then call the owner back), ``Module/load(stateDict:strict:)`` (a restore of the
+/// whole state) and the one explicitly named escape hatch ``overwriteBypassingGate(_:)``.
 public final class Parameter {
     public enum Kind: Sendable { case trainable, buffer }
+
+    /// Opens a gated parameter for writing: only its owner holds it (see ``gate(with:frozenElements:afterOptimizerStep:)``).
+    public final class WriteKey: Sendable {
+        public init() {}
+    }
 
     public let kind: Kind
     private var _value: Tensor
@@ -28,6 +39,7 @@ public final class Parameter {
     private var rowMask: [Bool]?
     private var derivedMask: (() -> [Bool]?)?
     private var updateConstraint: ((UnsafeMutableBufferPointer<Float>) -> Void)?
+    private var writeKey: WriteKey?
     /// Counts the writes to the value (assignments and in-place writes; as PyTorch's `tensor._version`): a
     /// summary derived from the value stays valid while the version is unchanged.
     public private(set) var version = 0
@@ -40,25 +52,95 @@ public final class Parameter {
 
     /// The current value. For a trainable parameter it is a gradient leaf; assigning a new value keeps
     /// the leaf (and its hooks and accumulated gradient).
+    ///
+    /// Assigning a gated parameter (``isGated``) is a programmer error: write it through its owner.
     public var value: Tensor {
         get { _value }
         set {
-            precondition(newValue.shape == _value.shape || kind == .buffer,
-                         "Parameter: assigning shape \(newValue.shape) to a parameter of shape \(_value.shape)")
-            version &+= 1
-            if kind == .trainable {
-                _value = newValue.detached().attachingNode(of: _value)
-            } else {
-                if newValue.shape != _value.shape { rowMask = nil }
-                _value = newValue.detached()
-            }
+            precondition(writeKey == nil, Self.gatedMessage)
+            assignValue(newValue)
         }
     }
 
+    private func assignValue(_ newValue: Tensor) {
+        precondition(newValue.shape == _value.shape || kind == .buffer,
+                     "Parameter: assigning shape \(newValue.shape) to a parameter of shape \(_value.shape)")
+        version &+= 1
+        if kind == .trainable {
+            _value = newValue.detached().attachingNode(of: _value)
+        } else {
+            if newValue.shape != _value.shape { rowMask = nil }
+            _value = newValue.detached()
+        }
+    }
+
+    // MARK: The write gate
+
+    /// Whether writes belong to an owner (``gate(with:frozenElements:afterOptimizerStep:)``).
+    public var isGated: Bool { writeKey != nil }
+
+    /// Hands every write of this parameter to an owner: afterwards ``value`` is read-only (assigning it, or
+    /// ``withUnsafeMutableScalars(_:)``, is a programmer error) except through ``write(with:_:)`` and
+    /// ``assign(_:with:)`` with `key`. Optimizers keep writing a trainable gated parameter, but only the elements
+    /// outside `frozenElements` (row-major over ``shape``, `true` = frozen; `nil`: none), and then call
+    /// `afterOptimizerStep` on the values (e.g. a codebook re-projecting its codes onto a frozen subspace).
+    /// The frozen elements are then derived from the owner (one source of truth): the row-mask setters trap.
+    public func gate(with key: WriteKey, frozenElements: @escaping () -> [Bool]?,
+                     afterOptimizerStep: @escaping (UnsafeMutableBufferPointer<Float>) -> Void) {
+        precondition(writeKey == nil || writeKey === key, "Parameter.gate: already gated by another owner")
+        writeKey = key
+        rowMask = nil
+        derivedMask = frozenElements
+        updateConstraint = afterOptimizerStep
+    }
+
+    /// Writes a gated parameter in place with its owner's key.
+    public func write<R>(with key: WriteKey, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        precondition(writeKey === key, "Parameter.write(with:): not this parameter's key")
+        return try writeInPlace(body)
+    }
+
+    /// Assigns a gated parameter with its owner's key.
+    public func assign(_ newValue: Tensor, with key: WriteKey) {
+        precondition(writeKey === key, "Parameter.assign(_:with:): not this parameter's key")
+        assignValue(newValue)
+    }
+
+    /// The escape hatch: assigns the value whatever gates it, **bypassing every freeze** its owner enforces
+    /// (a codebook's frozen codes, components and subspaces included) and every bookkeeping the owner does on a
+    /// write. For tools that must set raw state (tests of the gate itself, replaying another implementation's
+    /// state): the owner's own write paths (`Codebook.setCodes(_:)`, `load(stateDict:)`) are what a user wants.
+    public func overwriteBypassingGate(_ newValue: Tensor) {
+        assignValue(newValue)
+    }
+
+    /// A restore of the saved state (``Module/load(stateDict:strict:)``): the owner is told by `didLoadState`.
+    func restore(_ newValue: Tensor) {
+        assignValue(newValue)
+    }
+
+    /// An optimizer's write: `body` gets the values (it writes only ``writableRanges``), then the owner's
+    /// constraint runs.
+    func optimizerWrite(_ body: (UnsafeMutableBufferPointer<Float>) -> Void) {
+        writeInPlace { v in
+            body(v)
+            updateConstraint?(v)
+        }
+    }
+
+    private static let gatedMessage =
+        "this parameter is gated: its owner (e.g. a codebook, for its codes and statistics) writes it, so that freezing holds; use the owner's API, or overwriteBypassingGate(_:) to bypass every freeze"
+
     public var shape: [Int] { _value.shape }
 
-    /// Writes the elements in place (no gradient recorded), keeping the leaf.
+    /// Writes the elements in place (no gradient recorded), keeping the leaf. A gated parameter
+    /// (``isGated``) is written only through its owner (a programmer error otherwise).
     public func withUnsafeMutableScalars<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        precondition(writeKey == nil, Self.gatedMessage)
+        return try writeInPlace(body)
+    }
+
+    private func writeInPlace<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
         version &+= 1
         var v = _value
         _value = Tensor.zeros([0])  // release the only other reference so the write does not copy
@@ -89,7 +171,7 @@ public final class Parameter {
     public var rowLength: Int { shape.count >= 2 ? shape[shape.count - 1] : 1 }
     public var rowCount: Int { rowLength == 0 ? 0 : _value.count / rowLength }
 
-    /// Whether the frozen elements are derived from an owner's state (``deriveFrozenElements(from:)``)
+    /// Whether the frozen elements are derived from an owner's state (``gate(with:frozenElements:afterOptimizerStep:)``)
     /// instead of set on the parameter.
     public var hasDerivedFreezeMask: Bool { derivedMask != nil }
 
@@ -148,28 +230,6 @@ public final class Parameter {
         } else {
             rowMask = nil
         }
-    }
-
-    /// Makes the frozen elements a function of the owner's state: `provider` returns an element mask
-    /// (row-major over ``shape``, `true` = frozen) or `nil`, and is read whenever an optimizer asks which
-    /// elements it may write. There is then one source of truth (the owner's mask, e.g. a codebook's
-    /// `frozen_codes`), and the row-mask setters of this parameter trap instead of creating a second one.
-    public func deriveFrozenElements(from provider: @escaping () -> [Bool]?) {
-        rowMask = nil
-        derivedMask = provider
-    }
-
-    /// Registers a constraint that every optimizer applies to the values right after its update (and
-    /// that owners apply after their own writes): e.g. a codebook re-projecting its codes onto a frozen
-    /// subspace, so that no optimizer can move what is frozen there.
-    public func setUpdateConstraint(_ constraint: @escaping (UnsafeMutableBufferPointer<Float>) -> Void) {
-        updateConstraint = constraint
-    }
-
-    /// Applies the registered constraint (``setUpdateConstraint(_:)``), if any.
-    public func applyUpdateConstraint() {
-        guard let updateConstraint else { return }
-        withUnsafeMutableScalars { updateConstraint($0) }
     }
 
     private static let derivedMessage =

@@ -25,8 +25,8 @@ extension Codebook {
         precondition(h == numCodebooks && d == dim, "expireCodes: batch \(flatten.shape) for codebooks [\(h), \(c), \(dim)]")
         let samplesAll = configuration.useCosineSimilarity ? flatten.l2Normalized(axis: -1, eps: 1e-6) : flatten
         let reset = Float(configuration.resetClusterSize ?? configuration.thresholdEMADeadCode)
-        var e = embed.value.scalars, avg = embedAverage.value.scalars, cs = clusterSize.value.scalars
-        let hold = partialHold()
+        // Each dead code and the batch row that replaces it.
+        var source = [Int: Int]()
         for hh in 0..<h {
             let rows = (0..<n).filter { valid?[hh * n + $0] ?? samplesAll.scalars[((hh * n + $0) * d)..<((hh * n + $0) * d + d)].allSatisfy(\.isFinite) }
             if rows.isEmpty { continue }
@@ -37,25 +37,18 @@ extension Codebook {
                 dead = sampler(dead.count, rows.count, &rng).map { dead[$0] }.sorted()
             }
             let picks = sampler(rows.count, dead.count, &rng)
-            for (k, code) in dead.enumerated() {
-                let src = (hh * n + rows[picks[k]]) * d, dst = (hh * c + code) * d
-                let oldE = Array(e[dst..<(dst + d)]), oldAvg = Array(avg[dst..<(dst + d)])
+            for (k, code) in dead.enumerated() { source[hh * c + code] = (hh * n + rows[picks[k]]) * d }
+        }
+        // A replaced code keeps its frozen components and subspace coordinates (the gate); the sample gives the rest.
+        samplesAll.withUnsafeScalars { ps in
+            write(.expiry, rows: source.keys.sorted(), holding: frozenForStep, .all, touch: .codes) { w in
+                let src = ps.baseAddress! + source[w.row]!
                 for j in 0..<d {
-                    let v = samplesAll.scalars[src + j]
-                    e[dst + j] = v
-                    avg[dst + j] = v * reset
+                    w.code![j] = src[j]
+                    w.average![j] = src[j] * reset
                 }
-                if !hold.isEmpty && hold.applies(toRow: hh * c + code) {
-                    // A replaced code keeps its frozen components and subspace coordinates; the sample gives the rest.
-                    e.withUnsafeMutableBufferPointer { p in oldE.withUnsafeBufferPointer { hold.hold(row: hh * c + code, p.baseAddress! + dst, old: $0.baseAddress!, project: true) } }
-                    avg.withUnsafeMutableBufferPointer { p in oldAvg.withUnsafeBufferPointer { hold.hold(row: hh * c + code, p.baseAddress! + dst, old: $0.baseAddress!, project: false) } }
-                }
-                cs[hh * c + code] = reset
-                touched[hh * c + code] = false
+                w.size![0] = reset
             }
         }
-        embed.value = Tensor(e, shape: embed.shape)
-        embedAverage.value = Tensor(avg, shape: embedAverage.shape)
-        clusterSize.value = Tensor(cs, shape: clusterSize.shape)
     }
 }

@@ -138,31 +138,15 @@ extension Codebook {
         if let p = pendingEmbedSum { sums = sums + p }
         pendingClusterSize = nil
         pendingEmbedSum = nil
-        let d = dim
-        let hold = partialHold()
-        let count = counts.scalars
-        // In place (the statistics are not copied; a tensor someone else holds is copied first).
-        clusterSize.withUnsafeMutableScalars { pcs in
-            embedAverage.withUnsafeMutableScalars { pa in
-                sums.withUnsafeScalars { ps in
-                    nonisolated(unsafe) let (sizes, averages, batch) = (pcs.baseAddress!, pa.baseAddress!, ps.baseAddress!)
-                    // Rows are independent: threads split them (the same values on any thread count).
-                    Threads.forRanges(codeCount, minChunk: Swift.max(1, (1 << 15) / Swift.max(d, 1))) { rows in
-                        var old = [Float](repeating: 0, count: hold.isEmpty ? 0 : d)
-                        for i in rows where weights[i] != 0 {
-                            let w = weights[i]
-                            sizes[i] = torchLerp(sizes[i], count[i], w)
-                            let row = averages + i * d
-                            let held = !hold.isEmpty && hold.applies(toRow: i)
-                            if held { for j in 0..<d { old[j] = row[j] } }
-                            torchLerp(row, toward: batch + i * d, weight: w, count: d)
-                            if held { old.withUnsafeBufferPointer { hold.hold(row: i, row, old: $0.baseAddress!, project: false) } }
-                        }
-                    }
-                }
+        let count = counts.scalars, d = dim
+        sums.withUnsafeScalars { ps in
+            nonisolated(unsafe) let batch = ps.baseAddress!
+            write(.emaStep, rows: (0..<codeCount).filter { weights[$0] != 0 }, [.average, .size], touch: .statistics, threaded: true) { w in
+                let i = w.row
+                w.size![0] = torchLerp(w.size![0], count[i], weights[i])
+                torchLerp(w.average!, toward: batch + i * d, weight: weights[i], count: d)
             }
         }
-        for i in 0..<codeCount where weights[i] != 0 { touched[i] = true }
     }
 
     /// Recomputes `embed = embed_avg / s` (Laplace-smoothed counts; l2-normalised for cosine) for the
@@ -170,30 +154,19 @@ extension Codebook {
     /// reference's `update_ema()`; call it yourself with `manualEMAUpdate`).
     public func updateEMA() {
         let (h, c, d) = (numCodebooks, codebookSize, dim)
-        let frozen = frozenMask
         let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
         let cosine = configuration.useCosineSimilarity
         let cs = clusterSize.value.scalars, avg = embedAverage.value.scalars
-        let rows = (0..<(h * c)).filter { touched[$0] && !frozen[$0] }
+        let rows = (0..<(h * c)).filter { touched[$0] }
         let totals = cs.withUnsafeBufferPointer { p in (0..<h).map { Tensor.sumContiguous(p.baseAddress! + $0 * c, c) } }
-        let hold = partialHold()
-        embed.withUnsafeMutableScalars { pe in
-            avg.withUnsafeBufferPointer { pa in
-                nonisolated(unsafe) let (embed, average) = (pe.baseAddress!, pa.baseAddress!)
-                // Rows are independent: threads split them (the same values on any thread count).
-                Threads.forRanges(rows.count, minChunk: Swift.max(1, (1 << 15) / Swift.max(d, 1))) { range in
-                    var old = [Float](repeating: 0, count: hold.isEmpty ? 0 : d)
-                    for r in rows[range] {
-                        let total = totals[r / c]
-                        let s = (cs[r] + eps) / (total + ceps) * total
-                        let row = embed + r * d, source = average + r * d
-                        let held = !hold.isEmpty && hold.applies(toRow: r)
-                        if held { for j in 0..<d { old[j] = row[j] } }
-                        for j in 0..<d { row[j] = source[j] / s }
-                        if cosine { Tensor.l2NormalizeRows(row, rows: 1, d: d, eps: Self.cosineEps) }
-                        if held { old.withUnsafeBufferPointer { hold.hold(row: r, row, old: $0.baseAddress!, project: true) } }
-                    }
-                }
+        avg.withUnsafeBufferPointer { pa in
+            nonisolated(unsafe) let average = pa.baseAddress!
+            write(.recompute, rows: rows, .codes, touch: .codes, threaded: true) { w in
+                let r = w.row, row = w.code!, source = average + r * d
+                let total = totals[r / c]
+                let s = (cs[r] + eps) / (total + ceps) * total
+                for j in 0..<d { row[j] = source[j] / s }
+                if cosine { Tensor.l2NormalizeRows(row, rows: 1, d: d, eps: Self.cosineEps) }
             }
         }
         touched = Array(repeating: false, count: codeCount)

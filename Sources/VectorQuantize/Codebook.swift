@@ -110,6 +110,8 @@ public final class Codebook: Module {
     /// ``frozenComponents`` / ``frozenSubspaceProjector`` they were computed from (scanned again only when those
     /// buffers are written: every EMA step asks).
     var partialFreezeSummary: (components: Int, any: Bool, projector: Int, heads: [Bool])?
+    /// The writes that passed the write gate, per writer (`Codebook+WriteGate.swift`).
+    public internal(set) var gateWrites: [Writer: Int] = [:]
 
     /// The random source for k-means sampling, dead-code replacement and stochastic sampling.
     public var rng: SeededGenerator
@@ -171,8 +173,7 @@ public final class Codebook: Module {
         touched = Array(repeating: false, count: c.numCodebooks * c.codebookSize)
         self.rng = rng
         super.init()
-        embed.deriveFrozenElements { [weak self] in self?.embedFrozenElements() }
-        embed.setUpdateConstraint { [weak self] values in self?.projectFrozenSubspace(values) }
+        installWriteGate()
     }
 
     public var numCodebooks: Int { configuration.numCodebooks }
@@ -188,9 +189,8 @@ public final class Codebook: Module {
         return rng.permutation(population) + (0..<(count - population)).map { _ in rng.nextInt(below: population) }
     }
 
-    public override func didLoadState() {
-        touched = Array(repeating: false, count: codeCount)
-        pendingClusterSize = nil
-        pendingEmbedSum = nil
-    }
+    /// A load restores the whole state, freeze masks included (a state without them — a PyTorch state dict — keeps
+    /// this codebook's masks), and writes frozen codes too: a load is the user replacing the state, not a training
+    /// step. See `Codebook+WriteGate.swift`.
+    public override func didLoadState() { restoredState() }
 }

@@ -82,7 +82,9 @@ extension Codebook {
     /// codebook had no usable row (nothing is written then).
     private func kmeansFit(_ flatten: Tensor, valid: [Bool], fitting: [Bool], iterations: Int, countScale: Int?) -> Bool {
         let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
-        var e = embed.value.scalars, avg = embedAverage.value.scalars, cs = clusterSize.value.scalars
+        let e = embed.value.scalars
+        // Each fitted code's mean and count (the rows of the assignment), written through the gate at the end.
+        var fitted = [Int: (mean: ArraySlice<Float>, bins: Float, empty: Bool)]()
         for hh in 0..<h {
             let rows = (0..<n).filter { valid[hh * n + $0] }
             guard !rows.isEmpty else {
@@ -101,7 +103,7 @@ extension Codebook {
                 for j in 0..<d { initial[code * d + j] = samples.scalars[picks[k] * d + j] }
             }
             // Partially frozen codes fit only their free part: after every Lloyd step their frozen
-            // components and subspace coordinates are restored from the codebook.
+            // components and subspace coordinates are restored from the codebook (the gate's hold, on the means).
             let hold = partialHold()
             let held = free.filter { !hold.isEmpty && hold.applies(toRow: hh * c + $0) }
             let current = Array(e[(hh * c * d)..<((hh + 1) * c * d)])
@@ -112,13 +114,7 @@ extension Codebook {
                     }
                 }
             }
-            if !held.isEmpty {
-                initial.withUnsafeMutableBufferPointer { p in
-                    current.withUnsafeBufferPointer { o in
-                        for code in held { hold.hold(row: hh * c + code, p.baseAddress! + code * d, old: o.baseAddress! + code * d, project: true) }
-                    }
-                }
-            }
+            constrain?(&initial)
             let (means, counts) = KMeans.fit(
                 samples: samples, initial: Tensor(initial, shape: [c, d]),
                 frozen: (0..<c).map { !fitting[hh * c + $0] }, iterations: iterations,
@@ -130,24 +126,22 @@ extension Codebook {
                 // reaches it — with a count of 0 the first step would make it the zero vector, dead for good.
                 // (k-means initialisation keeps the reference's zero count.)
                 let empty = counts.scalars[code] == 0 && countScale != nil
-                let bins = empty ? 1 : counts.scalars[code] * scale
-                let base = (hh * c + code) * d
-                let oldAvg = Array(avg[base..<(base + d)])
-                for j in 0..<d { avg[base + j] = means.scalars[code * d + j] * bins }
-                if held.contains(code) {
-                    avg.withUnsafeMutableBufferPointer { p in oldAvg.withUnsafeBufferPointer { hold.hold(row: hh * c + code, p.baseAddress! + base, old: $0.baseAddress!, project: false) } }
-                }
-                cs[hh * c + code] = bins
-                touched[hh * c + code] = true
-                if empty {
-                    for j in 0..<d { e[(hh * c + code) * d + j] = means.scalars[code * d + j] }
-                    touched[hh * c + code] = false
-                }
+                fitted[hh * c + code] = (means.scalars[(code * d)..<(code * d + d)], empty ? 1 : counts.scalars[code] * scale, empty)
             }
         }
-        embedAverage.value = Tensor(avg, shape: embedAverage.shape)
-        clusterSize.value = Tensor(cs, shape: clusterSize.shape)
-        embed.value = Tensor(e, shape: embed.shape)
+        // `embed_avg = mean · count`, `cluster_size = count`; `embed` follows by the recompute, except for an empty
+        // cluster's code, which is its mean.
+        for empty in [false, true] {
+            let rows = fitted.keys.filter { fitted[$0]!.empty == empty }.sorted()
+            write(.kmeans, rows: rows, empty ? .all : [.average, .size], touch: empty ? .codes : .statistics) { w in
+                let (mean, bins, _) = fitted[w.row]!
+                for (j, v) in mean.enumerated() {
+                    w.average![j] = v * bins
+                    w.code?[j] = v
+                }
+                w.size![0] = bins
+            }
+        }
         updateEMA()
         return true
     }

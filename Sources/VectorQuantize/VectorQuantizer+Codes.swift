@@ -20,11 +20,13 @@ extension VectorQuantizer {
 
     /// Replaces codes, keeping `embed_avg` consistent (`embed_avg = code · s`, with `s` the current
     /// Laplace-smoothed count) so that the next EMA step does not snap them back (the reference's setter
-    /// writes only `embed`). Frozen codes are not written. Throws on a shape mismatch.
+    /// writes only `embed`). Frozen codes are not written.
+    ///
+    /// - Throws: ``CodebookError/shapeMismatch(expected:found:)`` or ``CodebookError/notFinite(what:)``, changing nothing.
     public func setCodes(_ newCodes: Tensor) throws {
         let expected = codes.shape
         guard newCodes.shape == expected else { throw CodebookError.shapeMismatch(expected: expected, found: newCodes.shape) }
-        codebook.setCodes(newCodes.reshaped([codebook.numCodebooks, codebookSize, configuration.resolvedCodebookDim]))
+        try codebook.setCodes(newCodes.reshaped([codebook.numCodebooks, codebookSize, configuration.resolvedCodebookDim]))
     }
 
     /// Codebook rows for output-layout indices (`[b, …]`, or `[b, …, heads]` with separate codebooks):
@@ -81,35 +83,27 @@ extension VectorQuantizer {
 
 extension Codebook {
     /// Writes codes `[h, c, d]` and `embed_avg = code · s_c` for every code that is not frozen (frozen
-    /// components and subspace coordinates of partially frozen codes are kept).
-    public func setCodes(_ codes: Tensor) {
-        precondition(codes.shape == embed.shape, "setCodes: \(codes.shape) for a codebook of shape \(embed.shape)")
-        let (h, c, d) = (numCodebooks, codebookSize, dim)
-        let frozen = frozenMask
+    /// components and subspace coordinates of partially frozen codes are kept), through the write gate.
+    ///
+    /// - Throws: ``CodebookError/shapeMismatch(expected:found:)`` unless `codes` is `[h, c, d]`, or
+    ///   ``CodebookError/notFinite(what:)``, changing nothing.
+    public func setCodes(_ codes: Tensor) throws {
+        guard codes.shape == embed.shape else { throw CodebookError.shapeMismatch(expected: embed.shape, found: codes.shape) }
+        guard codes.withUnsafeScalars({ $0.allSatisfy(\.isFinite) }) else { throw CodebookError.notFinite(what: "the codes") }
+        let (c, d) = (codebookSize, dim)
         let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
         let cs = clusterSize.value.scalars
-        var e = embed.value.scalars, avg = embedAverage.value.scalars
-        let hold = partialHold()
-        for hh in 0..<h {
-            let total = cs.withUnsafeBufferPointer { Tensor.sumContiguous($0.baseAddress! + hh * c, c) }
-            for k in 0..<c where !frozen[hh * c + k] {
-                let s = (cs[hh * c + k] + eps) / (total + ceps) * total
-                let base = (hh * c + k) * d
-                let oldE = Array(e[base..<(base + d)]), oldAvg = Array(avg[base..<(base + d)])
+        let totals = cs.withUnsafeBufferPointer { p in (0..<numCodebooks).map { Tensor.sumContiguous(p.baseAddress! + $0 * c, c) } }
+        codes.withUnsafeScalars { pc in
+            write(.setCodes, rows: 0..<codeCount, [.codes, .average], touch: .codes) { w in
+                let r = w.row, total = totals[r / c]
+                let s = (cs[r] + eps) / (total + ceps) * total
                 for j in 0..<d {
-                    let i = base + j
-                    e[i] = codes.scalars[i]
-                    avg[i] = codes.scalars[i] * s
+                    w.code![j] = pc[r * d + j]
+                    w.average![j] = pc[r * d + j] * s
                 }
-                if !hold.isEmpty && hold.applies(toRow: hh * c + k) {
-                    e.withUnsafeMutableBufferPointer { p in oldE.withUnsafeBufferPointer { hold.hold(row: hh * c + k, p.baseAddress! + base, old: $0.baseAddress!, project: true) } }
-                    avg.withUnsafeMutableBufferPointer { p in oldAvg.withUnsafeBufferPointer { hold.hold(row: hh * c + k, p.baseAddress! + base, old: $0.baseAddress!, project: false) } }
-                }
-                touched[hh * c + k] = false
             }
         }
-        embed.value = Tensor(e, shape: embed.shape)
-        embedAverage.value = Tensor(avg, shape: embedAverage.shape)
     }
 }
 

@@ -8,20 +8,33 @@ extension VectorQuantizer {
     /// `input` as `[b, n, dim]`: single tokens `[b, dim]` get `n = 1`, feature maps `[b, c, h, w]` /
     /// `[b, c, t, h, w]` are flattened (their spatial shape returned), channel-first `[b, dim, n]` is transposed.
     func sequenceLayout(_ input: Tensor) -> (x: Tensor, spatial: [Int]?, transposed: Bool) {
+        if let problem = inputProblem(input) { preconditionFailure("VectorQuantizer: \(problem)") }
         let c = configuration
         var x = input
         if x.rank == 2 { x = x.unsqueezed(axis: 1) }
         var spatial: [Int]? = nil
         if c.acceptImageFmap || c.accept3dFmap {
             let rank = c.accept3dFmap ? 5 : 4
-            precondition(x.rank == rank, "VectorQuantizer: \(rank == 5 ? "video maps are [b, c, t, h, w]" : "image maps are [b, c, h, w]"), got \(input.shape)")
             spatial = Array(x.shape.dropFirst(2))
             x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2)
         }
         let transpose = !c.channelLast && spatial == nil && input.rank != 2
         if transpose { x = x.transposed(1, 2) }
-        precondition(x.rank == 3 && x.shape[2] == c.dim, "VectorQuantizer(dim \(c.dim)): input shape \(input.shape)")
         return (x, spatial, transpose)
+    }
+
+    /// Why `input` is not an input of the forward's layout (``sequenceLayout(_:)``), or nil: the one statement of
+    /// the rule, which throwing entry points check before anything is written.
+    func inputProblem(_ input: Tensor) -> String? {
+        let c = configuration
+        if c.acceptImageFmap || c.accept3dFmap {
+            let rank = c.accept3dFmap ? 5 : 4
+            guard input.rank == rank else { return "\(rank == 5 ? "video maps are [b, c, t, h, w]" : "image maps are [b, c, h, w]"), got \(input.shape)" }
+            return input.shape[1] == c.dim ? nil : "maps of \(input.shape[1]) channels for dim \(c.dim)"
+        }
+        guard input.rank == 2 || input.rank == 3 else { return "input \(input.shape): expected [b, n, d] or [b, d]" }
+        let channels = input.rank == 2 || c.channelLast ? input.shape[input.rank - 1] : input.shape[1]
+        return channels == c.dim ? nil : "input \(input.shape) for dim \(c.dim)\(c.channelLast ? "" : " (channel-first)")"
     }
 
     func splitHeads(_ x: Tensor, b: Int, n: Int) -> Tensor {

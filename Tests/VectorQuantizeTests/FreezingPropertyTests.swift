@@ -164,7 +164,7 @@ struct FreezingPropertyTests {
         // Freeze codes 0 and 1 at chosen positions before the first forward.
         var codes = Tensor.zeros([8, 4])
         codes.withUnsafeMutableScalars { p in for j in 0..<4 { p[j] = 10; p[4 + j] = -10 } }
-        vq.codebook.embed.value = codes.reshaped([1, 8, 4])
+        try vq.setCodes(codes)
         try vq.codebook.freeze(codes: [0, 1])
         let x = TestSupport.random([4, 25, 4], seed: 7)
         _ = vq(x)

@@ -341,7 +341,7 @@ struct NewPathFreezeTests {
         let x = TestSupport.random([2, 6, 8], seed: 4)
         let idx = withMode(vq, training: false) { vq(x).indices }
         vq.train()
-        vq.updateIndices(x, idx)
+        try vq.updateIndices(x, idx)
         #expect(Self.bits(vq.codes.slice(axis: 0, 1..<2)) == Self.bits(before.slice(axis: 0, 1..<2)))
         #expect(vq.codes.slice(axis: 0, 0..<1) != before.slice(axis: 0, 0..<1))
     }

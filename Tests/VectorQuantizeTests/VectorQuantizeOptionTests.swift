@@ -31,7 +31,7 @@ struct VectorQuantizeOptionTests {
         b.eval()
         let indices = b(x).indices
         b.train()
-        b.updateIndices(x, indices)
+        try b.updateIndices(x, indices)
         #expect(a.stateDict() == b.stateDict(), "\(name)")
         let fresh = try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: kw))
         #expect(a.codebook.embed.value != fresh.codebook.embed.value, "\(name): nothing moved")
