@@ -10,6 +10,7 @@ public enum CodebookError: Error, Equatable, CustomStringConvertible {
     case notOrthonormal(deviation: Float)
     case notFinite(what: String)
     case policyNeedsEMA
+    case notPositive(value: Int)
 
     public var description: String {
         switch self {
@@ -19,6 +20,7 @@ public enum CodebookError: Error, Equatable, CustomStringConvertible {
         case .dimensionOutOfRange(let j, let d): return "dimension \(j) out of range 0..<\(d)"
         case .notOrthonormal(let dev): return "the basis rows are not orthonormal (largest deviation of B·Bᵀ from I: \(dev))"
         case .notFinite(let what): return "\(what) holds NaN or infinite values"
+        case .notPositive(let v): return "\(v): iterations and counts must be positive"
         case .policyNeedsEMA: return "a freeze policy judges EMA updates; this codebook learns by gradient (learnable_codebook), so none would be consulted"
         }
     }

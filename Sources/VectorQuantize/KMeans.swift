@@ -64,10 +64,18 @@ extension Codebook {
     ///   - flatten: `[h, n, d]` vectors in codebook space (l2-normalised for a cosine codebook).
     ///   - iterations: Lloyd steps (default: the configuration's `kmeansIters`).
     ///   - countsPerBatch: the batch size the counts are expressed in (default: the rows given).
+    /// - Throws: a ``CodebookError`` for data not `[h, n, d]`, a code out of range, or a non-positive
+    ///   `iterations` or `countsPerBatch`, changing nothing.
     /// - Complexity: O(iterations · n · c · d) per codebook.
-    public func fitCodes(_ codes: some Sequence<Int>, to flatten: Tensor, iterations: Int? = nil, countsPerBatch: Int? = nil) {
-        precondition(flatten.rank == 3 && flatten.shape[0] == numCodebooks && flatten.shape[2] == dim,
-                     "fitCodes: data \(flatten.shape) for codebooks [\(numCodebooks), \(codebookSize), \(dim)]")
+    public func fitCodes(_ codes: some Sequence<Int>, to flatten: Tensor, iterations: Int? = nil, countsPerBatch: Int? = nil) throws {
+        guard flatten.rank == 3 && flatten.shape[0] == numCodebooks && flatten.shape[2] == dim else {
+            throw CodebookError.shapeMismatch(expected: [numCodebooks, flatten.rank == 3 ? flatten.shape[1] : -1, dim], found: flatten.shape)
+        }
+        let codes = Array(codes)
+        if let bad = codes.first(where: { $0 < 0 || $0 >= codebookSize }) { throw CodebookError.codeOutOfRange(code: bad, codebookSize: codebookSize) }
+        if let bad = [iterations, countsPerBatch].compactMap({ $0 }).first(where: { $0 <= 0 }) {
+            throw CodebookError.notPositive(value: bad)
+        }
         let wanted = Set(codes)
         let frozen = frozenMask
         let fitting = (0..<codeCount).map { wanted.contains($0 % codebookSize) && !frozen[$0] }

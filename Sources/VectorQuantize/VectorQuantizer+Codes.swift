@@ -73,8 +73,12 @@ extension VectorQuantizer {
 
     /// Replaces expired codes with vectors of `x` (`[b, n, dim]`, the input's space: projected in as the
     /// forward does; the reference's `expire_codes_`).
-    public func expireCodes(_ x: Tensor) {
-        precondition(x.rank == 3 && x.shape[2] == configuration.dim, "expireCodes: \(x.shape) must be [b, n, \(configuration.dim)]")
+    ///
+    /// - Throws: ``ConfigurationError/invalid(module:reason:)`` unless `x` is `[b, n, dim]`, changing nothing.
+    public func expireCodes(_ x: Tensor) throws {
+        guard x.rank == 3 && x.shape[2] == configuration.dim else {
+            throw ConfigurationError.invalid(module: "VectorQuantize", reason: "expireCodes: \(x.shape) must be [b, n, \(configuration.dim)]")
+        }
         let (b, n) = (x.shape[0], x.shape[1])
         let projected = withoutGradient { projectIn.map { $0(x.detached()) } ?? x.detached() }
         codebook.expireCodes(splitHeads(projected, b: b, n: n))
@@ -142,7 +146,7 @@ extension VectorQuantizer {
             let x = data.rank == 2 ? data.unsqueezed(axis: 0) : data
             let (b, n) = (x.shape[0], x.shape[1])
             let flat = withoutGradient { grown.splitHeads(grown.projectIn.map { $0(x) } ?? x, b: b, n: n) }
-            grown.codebook.fitCodes(codebookSize..<newSize, to: flat, countsPerBatch: countsPerBatch)
+            try grown.codebook.fitCodes(codebookSize..<newSize, to: flat, countsPerBatch: countsPerBatch)
         }
         return grown
     }

@@ -167,7 +167,8 @@ struct FreezeContractTests {
         let vq = try VectorQuantizer(c)
         try vq.codebook.freeze(codes: [0, 1])
         let before = vq.codebook.embed.value.scalars
-        vq.expireCodes(TestSupport.random([2, 40, 8], seed: 9))
+        try vq.expireCodes(TestSupport.random([2, 40, 8], seed: 9))
+        #expect(throws: ConfigurationError.self) { try vq.expireCodes(TestSupport.random([2, 40, 7], seed: 9)) }
         let after = vq.codebook.embed.value.scalars
         #expect(Array(after[0..<8]) == Array(before[0..<8]), "frozen codes are not replaced")
         #expect(after != before, "expired codes were replaced")

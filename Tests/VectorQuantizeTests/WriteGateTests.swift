@@ -38,7 +38,7 @@ struct WriteGateTests {
             _ = vq(batch(2))  // threshold 2 > every count after one step of decay 0.5 from 1: every free code expires
         case .kmeans:
             // Growth's path (`expanded(…fittingNewCodesTo:)`) on this codebook: every code asked, the frozen ones refused.
-            vq.codebook.fitCodes(0..<size, to: batch(3).reshaped([1, 64, dim]), countsPerBatch: 64)
+            try vq.codebook.fitCodes(0..<size, to: batch(3).reshaped([1, 64, dim]), countsPerBatch: 64)
         case .setCodes:
             try vq.setCodes(TestSupport.random([size, dim], seed: 4))
         case .optimizer:
@@ -189,5 +189,17 @@ struct WriteGateTests {
         #expect(vq.stateDict() == before)
         try vq.updateIndices(x, IndexTensor([0, 1, 2, 3, -1, 5], shape: [2, 3]))
         #expect(vq.stateDict() != before)
+    }
+
+    @Test("fitCodes refuses data of the wrong shape, codes out of range and non-positive counts, changing nothing")
+    func fitCodesRefuses() throws {
+        let vq = try Self.frozenQuantizer()
+        let before = vq.stateDict()
+        let data = Self.batch(40).reshaped([1, 64, Self.dim])
+        #expect(throws: CodebookError.self) { try vq.codebook.fitCodes(0..<4, to: Self.batch(40)) }
+        #expect(throws: CodebookError.codeOutOfRange(code: 16, codebookSize: 16)) { try vq.codebook.fitCodes([2, 16], to: data) }
+        #expect(throws: CodebookError.notPositive(value: 0)) { try vq.codebook.fitCodes(2..<4, to: data, iterations: 0) }
+        #expect(throws: CodebookError.notPositive(value: -1)) { try vq.codebook.fitCodes(2..<4, to: data, countsPerBatch: -1) }
+        #expect(vq.stateDict() == before)
     }
 }
