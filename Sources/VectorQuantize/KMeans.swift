@@ -48,12 +48,16 @@ extension Codebook {
     /// `embed_avg = mean · count`, `cluster_size = count` before the recompute of `embed`.
     /// A codebook with no usable row stays uninitialised until a batch has one.
     func kmeansInitialize(_ flatten: Tensor, valid: [Bool]) {
-        let fitted = kmeansFit(flatten, valid: valid, fitting: frozenMask.map { !$0 }, iterations: configuration.kmeansIters, countScale: nil)
+        let fitted = kmeansFit(flatten, valid: valid, fitting: frozenMask.map { !$0 }, iterations: configuration.kmeansIters, countScale: nil,
+                               growing: false)
         if fitted { initted.value = Tensor(1) }
     }
 
+    /// The most Lloyd steps of ``fitCodes(_:to:iterations:countsPerBatch:)`` (it stops earlier when the objective stops falling).
+    public static let growthIterations = 100
+
     /// Fits some codes to data by k-means while every other code stays where it is and takes part in the
-    /// assignment (FAISS's `frozen_centroids`): the codes to fit start from distinct sampled rows and get
+    /// assignment (FAISS's `frozen_centroids`): the codes to fit are seeded by k-means++ against the others and get
     /// `embed_avg = mean · count`, `cluster_size = count` (counts rescaled to `countsPerBatch` rows when
     /// given, so they match the EMA statistics of training batches of that size). Frozen codes are never
     /// fitted, even when listed. Used to give the new codes of a grown codebook the new data
@@ -62,7 +66,9 @@ extension Codebook {
     /// - Parameters:
     ///   - codes: the code indices to fit, in every codebook (head).
     ///   - flatten: `[h, n, d]` vectors in codebook space (l2-normalised for a cosine codebook).
-    ///   - iterations: Lloyd steps (default: the configuration's `kmeansIters`).
+    ///   - iterations: the most Lloyd steps (default ``growthIterations``; they stop when the objective stops
+    ///     falling). The fit is ``KMeans/fitGrowing(samples:initial:fitting:maxIterations:metric:constrain:rng:)``:
+    ///     k-means++ seeds against the fixed codes, empty codes re-seeded at the worst-represented rows.
     ///   - countsPerBatch: the batch size the counts are expressed in (default: the rows given).
     /// - Throws: a ``CodebookError`` for data not `[h, n, d]`, a code out of range, or a non-positive
     ///   `iterations` or `countsPerBatch`, changing nothing.
@@ -82,13 +88,13 @@ extension Codebook {
         let valid: [Bool] = flatten.withUnsafeScalars { p in
             (0..<(flatten.shape[0] * flatten.shape[1])).map { r in (0..<dim).allSatisfy { p[r * dim + $0].isFinite } }
         }
-        _ = kmeansFit(flatten, valid: valid, fitting: fitting, iterations: iterations ?? configuration.kmeansIters,
-                      countScale: countsPerBatch)
+        _ = kmeansFit(flatten, valid: valid, fitting: fitting, iterations: iterations ?? Self.growthIterations,
+                      countScale: countsPerBatch ?? flatten.shape[1], growing: true)
     }
 
     /// k-means of the codes where `fitting` (flattened `[h · c]`), the others fixed; `false` when a
     /// codebook had no usable row (nothing is written then).
-    private func kmeansFit(_ flatten: Tensor, valid: [Bool], fitting: [Bool], iterations: Int, countScale: Int?) -> Bool {
+    private func kmeansFit(_ flatten: Tensor, valid: [Bool], fitting: [Bool], iterations: Int, countScale: Int?, growing: Bool) -> Bool {
         let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
         let e = embed.value.scalars
         // Each fitted code's mean and count (the rows of the assignment), written through the gate at the end.
@@ -123,11 +129,14 @@ extension Codebook {
                 }
             }
             constrain?(&initial)
-            let (means, counts) = KMeans.fit(
-                samples: samples, initial: Tensor(initial, shape: [c, d]),
-                frozen: (0..<c).map { !fitting[hh * c + $0] }, iterations: iterations,
-                metric: configuration.useCosineSimilarity ? .dot : .euclidean, constrain: constrain)
+            let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
+            let (means, counts) = growing
+                ? KMeans.fitGrowing(samples: samples, initial: Tensor(initial, shape: [c, d]), fitting: (0..<c).map { fitting[hh * c + $0] },
+                                    maxIterations: iterations, metric: metric, constrain: constrain, rng: &rng)
+                : KMeans.fit(samples: samples, initial: Tensor(initial, shape: [c, d]), frozen: (0..<c).map { !fitting[hh * c + $0] },
+                             iterations: iterations, metric: metric, constrain: constrain)
             let scale = countScale.map { Float($0) / Float(rows.count) } ?? 1
+            // (The growing fit seeds its own means: the sampled rows above only start k-means initialisation.)
             for code in free {
                 // Fitting new codes: an empty cluster keeps its sampled row as its code, with a pseudo-count of one
                 // vector there (cluster_size 1, embed_avg = the row), so the EMA keeps it where it is until data
