@@ -26,8 +26,8 @@ def read_safetensors(path):
         if k == "__metadata__":
             continue
         a, b = v["data_offsets"]
-        assert v["dtype"] == "F32", v["dtype"]
-        out[k] = np.frombuffer(data[a:b], dtype=np.float32).reshape(v["shape"])
+        dtype = {"F32": np.float32, "U8": np.uint8}[v["dtype"]]
+        out[k] = np.frombuffer(data[a:b], dtype=dtype).reshape(v["shape"])
     return out
 
 
@@ -40,7 +40,7 @@ def mixture(rng, centres, n, spread, weights=None):
 
 
 def datasets(seed=0):
-    """Seven sets: (name, d, K1, K2, A, B, B_test)."""
+    """Ten sets: (name, d, K1, K2, A, B, B_test)."""
     rng = np.random.default_rng(seed)
     out = []
 
@@ -70,6 +70,22 @@ def datasets(seed=0):
     # far and high-dimensional
     c = rng.standard_normal((96, 64)) * 4
     make("far d64 128→256", 64, 128, 256, c, rng.standard_normal((96, 64)) * 4 + 12)
+    # overlapping clusters (centres about as far apart as the spread): hardly clustered at all
+    c = rng.standard_normal((64, 32)) * 0.6
+    make("overlapping d32 64→128", 32, 64, 128, c, c + 0.5 + rng.standard_normal((64, 32)) * 0.6)
+    # no clusters: a uniform cube, then a shifted one
+    a = rng.uniform(-1, 1, (16384, 16)).astype(np.float32)
+    b_all = (rng.uniform(-1, 1, (16384 + 4096, 16)) + 0.5).astype(np.float32)
+    out.append(("uniform d16 64→128", 16, 64, 128, a, b_all[:16384], b_all[16384:]))
+    # real data: the digits 0–4, then 5–9 (../shared/data/digits, CC BY 4.0, Alpaydin & Kaynak 1998)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "digits", "digits.safetensors")
+    if os.path.exists(path):
+        t = read_safetensors(path)
+        x, y = t["images"].astype(np.float32), t["labels"]
+        old, new = x[y < 5], x[y >= 5]
+        new = new[rng.permutation(len(new))]
+        cut = len(new) * 3 // 4
+        out.append(("digits 0-4→5-9 d64 32→64", 64, 32, 64, old, new[:cut], new[cut:]))
     return out
 
 
@@ -93,6 +109,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--steps", type=int, help="training steps after growth (instead of --epochs)")
     ap.add_argument("--only", help="only the sets whose name contains this")
+    ap.add_argument("--train-args", default="", help="more arguments for stage 2's vq train, e.g. '--dead-code-threshold 0.5'")
     ap.add_argument("--json")
     args = ap.parse_args()
     faiss.omp_set_num_threads(2)
@@ -113,7 +130,7 @@ def main():
                 s2 = os.path.join(tmp, f"s2-{seed}.safetensors")
                 length = ["--steps", str(args.steps)] if args.steps else ["--epochs", str(args.epochs)]
                 run([args.vq, "train", "--input", pb, "--init", s1, "--expand-to", str(k2), *length,
-                     "--batch-size", "1024", "--output", s2, "--seed", str(100 + seed)])
+                     "--batch-size", "1024", "--output", s2, "--seed", str(100 + seed), *args.train_args.split()])
                 st = read_safetensors(s2)
                 ours = st["_codebook.embed"].reshape(k2, d)
                 kept = bool(np.array_equal(ours[:k1].view(np.uint32), old.view(np.uint32)))

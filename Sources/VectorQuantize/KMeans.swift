@@ -55,6 +55,8 @@ extension Codebook {
 
     /// The most Lloyd steps of ``fitCodes(_:to:iterations:countsPerBatch:)`` (it stops earlier when the objective stops falling).
     public static let growthIterations = 100
+    /// The k-means runs of ``fitCodes(_:to:iterations:countsPerBatch:)`` (from different seedings; the lowest objective is kept).
+    public static let growthRestarts = 4
 
     /// Fits some codes to data by k-means while every other code stays where it is and takes part in the
     /// assignment (FAISS's `frozen_centroids`): the codes to fit are seeded by k-means++ against the others and get
@@ -132,7 +134,7 @@ extension Codebook {
             let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
             let (means, counts) = growing
                 ? KMeans.fitGrowing(samples: samples, initial: Tensor(initial, shape: [c, d]), fitting: (0..<c).map { fitting[hh * c + $0] },
-                                    maxIterations: iterations, metric: metric, constrain: constrain, rng: &rng)
+                                    maxIterations: iterations, restarts: Self.growthRestarts, metric: metric, constrain: constrain, rng: &rng)
                 : KMeans.fit(samples: samples, initial: Tensor(initial, shape: [c, d]), frozen: (0..<c).map { !fitting[hh * c + $0] },
                              iterations: iterations, metric: metric, constrain: constrain)
             let scale = countScale.map { Float($0) / Float(rows.count) } ?? 1

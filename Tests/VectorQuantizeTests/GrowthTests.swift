@@ -33,6 +33,70 @@ struct GrowthTests {
     }
 }
 
+/// The growth fit (`KMeans.fitGrowing`): k-means++ against the fixed means, Lloyd to convergence, empties re-seeded.
+@Suite("Growth k-means")
+struct GrowthKMeansTests {
+    /// A mixture of `clusters` well-separated Gaussians in `d` dimensions, `[n, d]`, and its centres.
+    static func mixture(clusters: Int, d: Int, n: Int, seed: UInt64, offset: Float = 0) -> (Tensor, [Float]) {
+        var g = SeededGenerator(seed: seed)
+        let centres = (0..<(clusters * d)).map { _ in Float(g.nextInt(below: 2001) - 1000) / 100 + offset }
+        var rows = [Float]()
+        let noise = TestSupport.random([n, d], seed: seed &+ 1).scalars
+        for i in 0..<n {
+            let c = i % clusters
+            for j in 0..<d { rows.append(centres[c * d + j] + 0.5 * noise[i * d + j]) }
+        }
+        return (Tensor(rows, shape: [n, d]), centres)
+    }
+
+    static func objective(_ x: Tensor, _ means: Tensor) -> Double {
+        x.unsqueezed(axis: 0).nearestCodesAndSquaredErrorsPerHead(means.unsqueezed(axis: 0)).squaredErrors.reduce(0, +)
+    }
+
+    @Test("fixed means stay bit-identical; fitted ones reach every new cluster where random starts (FAISS's) do not", arguments: [1, 2, 3, 4])
+    func aheadOfRandomStarts(_ seed: Int) throws {
+        let (k0, kNew, d) = (8, 16, 8)
+        let (old, oldCentres) = Self.mixture(clusters: k0, d: d, n: 800, seed: UInt64(seed))
+        _ = old
+        let (new, _) = Self.mixture(clusters: kNew, d: d, n: 3200, seed: UInt64(seed) &+ 50, offset: 15)
+        var initial = oldCentres + [Float](repeating: 0, count: kNew * d)
+        var g = SeededGenerator(seed: UInt64(seed) &+ 9)
+        // Random starts (FAISS's): distinct sampled rows.
+        let picks = Array(g.permutation(3200).prefix(kNew))
+        for (t, r) in picks.enumerated() { for j in 0..<d { initial[(k0 + t) * d + j] = new.scalars[r * d + j] } }
+        let start = Tensor(initial, shape: [k0 + kNew, d])
+        let fitting = (0..<(k0 + kNew)).map { $0 >= k0 }
+        let plain = KMeans.fit(samples: new, initial: start, frozen: fitting.map { !$0 }, iterations: 25)
+        var rng = SeededGenerator(seed: UInt64(seed))
+        let grown = KMeans.fitGrowing(samples: new, initial: start, fitting: fitting, maxIterations: 100, restarts: 2, rng: &rng)
+        #expect(Array(grown.means.scalars[0..<(k0 * d)]).map(\.bitPattern) == Array(oldCentres).map(\.bitPattern))
+        let (a, b) = (Self.objective(new, grown.means), Self.objective(new, plain.means))
+        #expect(a <= b, "growth fit \(a) against random starts \(b)")
+        // Every new cluster has its own mean: the objective is the noise's (0.25 per component), not a merged cluster's.
+        #expect(a / Double(new.count) < 0.3, "objective per component \(a / Double(new.count))")
+        // The counts are those of the final means' assignment.
+        let assigned = new.unsqueezed(axis: 0).nearestCodesPerHead(grown.means.unsqueezed(axis: 0)).scalars
+        for c in 0..<(k0 + kNew) { #expect(Int(grown.counts.scalars[c]) == assigned.filter { $0 == c }.count) }
+        var again = SeededGenerator(seed: UInt64(seed))
+        let repeated = KMeans.fitGrowing(samples: new, initial: start, fitting: fitting, maxIterations: 100, restarts: 2, rng: &again)
+        #expect(repeated.means == grown.means, "deterministic for a seed")
+    }
+
+    @Test("more codes to fit than distinct rows: no mean ends empty while a row is represented by another's")
+    func emptiesReseeded() throws {
+        // 6 distinct points, 1 fixed mean far away, 6 to fit: each fitted mean must end on one of the points.
+        let pts: [Float] = [0, 0, 1, 0, 0, 1, 1, 1, 2, 2, 3, 3]
+        var rows = [Float]()
+        for i in 0..<60 { rows += pts[((i % 6) * 2)..<((i % 6) * 2 + 2)] }
+        let x = Tensor(rows, shape: [60, 2])
+        let start = Tensor([100, 100] + [Float](repeating: 0, count: 12), shape: [7, 2])
+        var rng = SeededGenerator(seed: 1)
+        let out = KMeans.fitGrowing(samples: x, initial: start, fitting: [false] + Array(repeating: true, count: 6), maxIterations: 50, rng: &rng)
+        #expect(Self.objective(x, out.means) == 0)
+        #expect(out.counts.scalars[1...].allSatisfy { $0 == 10 })
+    }
+}
+
 /// The subspace projector `[h, d, d]` is allocated only when a subspace is frozen.
 @Suite("Lazy subspace projector")
 struct LazyProjectorTests {
