@@ -108,6 +108,20 @@ struct EveryQuantizerTests {
             let (trained, _) = try QuantizerCheckpoint.load(URL(fileURLWithPath: path("t.safetensors")))
             #expect(trained.stateDict() != loaded.stateDict(), "\(label): vq train exited 0 with nothing trained")
         }
+
+        // Comparing two stages: the checkpoint with itself (nothing changed), and with the trained one (frozen codes held).
+        if decodable {
+            var r = try run(["compare", ckpt, ckpt, "--input", path("x.npy"), "--json"], mustSucceed: true, label + " compare")
+            let same = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            #expect(same?["churn"] as? Double == 0 && same?["mseOld"] as? Double == same?["mseNew"] as? Double, "\(label): \(r.stdout)")
+            #expect((same?["books"] as? [Any])?.count ?? -1 >= q.learnedCodebooks.count, "\(label): \(r.stdout)")
+            if method == .fromVectors && hasCodes {
+                try run(["train", "--input", path("x.npy"), "--init", path("f.safetensors"), "--steps", "3", "--batch-size", "32",
+                         "--output", path("t2.safetensors")], mustSucceed: true, label + " train frozen")
+                r = try run(["compare", path("f.safetensors"), path("t2.safetensors"), "--input", path("x.npy")], mustSucceed: true, label + " compare frozen")
+                #expect(r.stdout.contains("bit-identical"), "\(label): \(r.stdout)")
+            }
+        }
     }
 
     /// Configurations no quantizer can be built from, in a checkpoint's metadata: every command refuses them in one line.

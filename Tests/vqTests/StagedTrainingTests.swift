@@ -58,6 +58,49 @@ struct StagedTrainingTests {
         #expect(staged.mse <= 1.5 * alone.mse, "MSE on b \(staged.mse) vs \(alone.mse) for 32 codes trained on b alone")
     }
 
+    @Test("vq compare: a grown stage held its frozen codes (exit 0, JSON); a stage that moved them is named (exit 1); a residual stack with a frozen layer")
+    func compareStages() throws {
+        try writeData()
+        var r = try run("train", "--input", path("a.npy"), "--codebook-size", "32", "--steps", "20", "--batch-size", "256",
+                        "--seed", "1", "--output", path("c1.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("train", "--input", path("b.npy"), "--init", path("c1.safetensors"), "--expand-to", "48", "--steps", "20",
+                    "--batch-size", "256", "--seed", "3", "--output", path("c2.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("compare", path("c1.safetensors"), path("c2.safetensors"), "--input", path("b.npy"), "--json", "--report", path("c.html"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let book = (json["books"] as! [[String: Any]])[0]
+        #expect(book["frozenCodes"] as? Int == 32 && (book["frozenMoved"] as? [Int])?.isEmpty == true)
+        #expect((book["frozenToNew"] as? Double ?? 0) > 0.5, "the new codes took b from the frozen ones: \(book)")
+        #expect(book["newSize"] as? Int == 48 && json["probeVectors"] as? Int == 3000)
+        #expect(try String(contentsOf: URL(fileURLWithPath: path("c.html")), encoding: .utf8).contains("bit-identical"))
+        // Unfreeze and train on: comparing the frozen stage with the next names the codes that moved, and exits 1.
+        r = try run("unfreeze", path("c2.safetensors"), "--codes", "0-31", "--output", path("c3.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("train", "--input", path("a.npy"), "--init", path("c3.safetensors"), "--steps", "10", "--batch-size", "256",
+                    "--output", path("c4.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("compare", path("c2.safetensors"), path("c4.safetensors"), "--input", path("a.npy"))
+        #expect(r.status == 1 && r.stdout.contains("MOVED: codes 0,"), "\(r.stdout) \(r.stderr)")
+        // A residual stack whose first layer is frozen.
+        r = try run("train", "--input", path("a.npy"), "--codebook-size", "16", "--residual", "2", "--steps", "10", "--batch-size", "256",
+                    "--output", path("r1.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("train", "--input", path("b.npy"), "--init", path("r1.safetensors"), "--freeze", "0-15", "--layer", "0", "--steps", "10",
+                    "--batch-size", "256", "--output", path("r2.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("compare", path("r1.safetensors"), path("r2.safetensors"), "--input", path("b.npy"))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("layer 0: 16 → 16 codes\n  frozen: 16 codes — bit-identical") && r.stdout.contains("layer 1:"), "\(r.stdout)")
+        // Two different quantizers, or the report over an input: one line, nothing written.
+        r = try run("compare", path("c1.safetensors"), path("r1.safetensors"), "--input", path("b.npy"))
+        #expect(r.status != 0 && r.stderr.contains("not two stages"), "\(r.stderr)")
+        r = try run("compare", path("c1.safetensors"), path("c2.safetensors"), "--input", path("b.npy"), "--report", path("c1.safetensors"))
+        #expect(r.status != 0 && FileManager.default.fileExists(atPath: path("c1.safetensors")))
+        #expect(try tensor("c1.safetensors", "_codebook.embed").shape == [1, 32, 16])
+    }
+
     @Test("--init applies and saves new training hyper-parameters; structural options are refused")
     func initKeepsFlags() throws {
         try writeData()
