@@ -72,7 +72,9 @@ struct Demo: ParsableCommand {
     @Option(help: "Folder for report.html.") var output = "."
     @Option(parsing: .unconditional, help: "Training steps per stage.") var steps = 600
     @Option(parsing: .unconditional, help: "Batch size.") var batchSize = 64
-    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Random seed (the first of --seeds).") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Seeds to run (seed, seed+1, …): the table shows mean ± standard deviation and which claims hold on every seed.")
+    var seeds = 5
     @Option(parsing: .unconditional, help: "Thread count (default: active cores).") var threads: Int?
     @Option(help: "What stage 2 trains besides the codebook: none (the network stays as stage 1 left it), encoder, or all.")
     var stage2Trains: Stage2 = .encoder
@@ -84,6 +86,7 @@ struct Demo: ParsableCommand {
     func validate() throws {
         guard steps >= 1 && steps <= 1_000_000 else { throw ValidationError("--steps \(steps) must be in 1…1000000") }
         guard batchSize >= 1 && batchSize <= 4096 else { throw ValidationError("--batch-size \(batchSize) must be in 1…4096") }
+        guard seeds >= 1 && seeds <= 100 else { throw ValidationError("--seeds \(seeds) must be in 1…100") }
         _ = try convergedPolicy()
         try DataFiles.checkThreads(threads)
         try DataFiles.checkOutputFolder(output, option: "--output")
@@ -94,18 +97,47 @@ struct Demo: ParsableCommand {
         let data = try DigitsData.load()
         let (a, b) = (data.split(0...4), data.split(5...9))
         print("digits: \(a.train.shape[0] + b.train.shape[0]) training and \(a.test.shape[0] + b.test.shape[0]) held-out images (UCI, CC BY 4.0)")
-        let stage1Codes = 32, stage2Codes = 64
+        print("kernels: \(KernelLevel.name); \(seeds) seed\(seeds == 1 ? "" : "s") from \(seed), \(steps) steps per stage, batch \(batchSize)")
+        var results: [DemoSeed] = []
+        for k in 0..<seeds {
+            let s = seed &+ UInt64(k)
+            let r = try stages(seed: s, data: data, a: a, b: b, showProgress: k == 0)
+            results.append(r)
+            print("seed \(s): " + r.runs.map { String(format: "%@ %.4f/%.4f", $0.variant.rawValue, $0.mseA, $0.mseB) }.joined(separator: ", ")
+                  + " (MSE 0–4/5–9)")
+        }
+        let summary = DemoSummary(seeds: results, stage1Codes: Self.stage1Codes, stage2Codes: Self.stage2Codes)
+        print("")
+        for line in summary.lines { print(line) }
+        print("")
+        for claim in summary.claims { print(claim.line) }
+        let first = results[0]
+        print("policy: \(first.policyFrozen.count) of \(Self.stage1Codes) codes froze during stage 1 of seed \(seed) (held-out 0–4 error \(String(format: "%.4f", first.policyStage1)) with the policy, \(String(format: "%.4f", first.stage1.mseA)) without)")
 
-        // Stage 1: digits 0–4, once plainly and once with a policy that freezes codes as they converge.
+        let report = URL(fileURLWithPath: output).appendingPathComponent("report.html")
+        try FileManager.default.createDirectory(at: report.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let command = (["vq"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        try Report.write(to: report, summary: summary, detail: first, images: data, testA: a.test, testB: b.test,
+                         setting: "\(command) — kernels \(KernelLevel.name), \(seeds) seeds from \(seed), \(steps) steps per stage, batch \(batchSize), stage 2 trains \(stage2Trains.rawValue)",
+                         subspace: (Self.subspaceRank, 8), policy: (try convergedPolicy(), steps))
+        print("report: \(report.path)")
+        if !summary.frozenIdentical { throw ExitCode.failure }
+    }
+
+    static let stage1Codes = 32, stage2Codes = 64
+
+    /// Both stages for one seed: stage 1 on 0–4 (plainly, and with the policy), then the four stage-2 runs on 5–9.
+    func stages(seed: UInt64, data: DigitsData, a: (train: Tensor, test: Tensor), b: (train: Tensor, test: Tensor), showProgress: Bool) throws -> DemoSeed {
+        let (stage1Codes, stage2Codes) = (Self.stage1Codes, Self.stage2Codes)
         let model = try DigitVQVAE(codebookSize: stage1Codes, seed: seed)
         var curves: [String: [Float]] = [:]
-        curves["stage 1"] = train(model, on: a.train, steps: steps, label: "stage 1 (0–4)", seed: seed &+ 1).losses
-        let afterStage1 = (evaluate(model, a.test), evaluate(model, b.test))
+        curves["stage 1"] = train(model, on: a.train, steps: steps, label: "stage 1 (0–4)", seed: seed &+ 1, showProgress: showProgress).losses
+        let stage1 = (mseA: evaluate(model, a.test).mse, mseB: evaluate(model, b.test).mse, used: usage(model, data.images).used)
         let codesAfterStage1 = model.vq.codes
         let policyModel = try DigitVQVAE(codebookSize: stage1Codes, seed: seed)
         let policy = try convergedPolicy()
         try policyModel.vq.codebook.setFreezePolicy(policy)
-        _ = train(policyModel, on: a.train, steps: steps, label: "stage 1 (0–4, converged policy)", seed: seed &+ 1)
+        _ = train(policyModel, on: a.train, steps: steps, label: "stage 1 (0–4, converged policy)", seed: seed &+ 1, showProgress: showProgress)
         let policyFrozen = policyModel.vq.codebook.policyFrozenCodes()
         let policyStage1 = evaluate(policyModel, a.test).mse
 
@@ -124,33 +156,24 @@ struct Demo: ParsableCommand {
             case .encoder: m.freeze(keys: ["decoder"])
             case .all: break
             }
-            let t = train(m, on: b.train, steps: steps, label: "stage 2 (5–9, \(variant.rawValue))", seed: seed &+ 2, monitor: a.test)
+            let t = train(m, on: b.train, steps: steps, label: "stage 2 (5–9, \(variant.rawValue))", seed: seed &+ 2, monitor: a.test,
+                          showProgress: showProgress)
             curves["stage 2 \(variant.rawValue)"] = t.losses
             let old = m.vq.codes.slice(axis: 0, 0..<stage1Codes)
             let reference = variant == .policy ? policyModel.vq.codes : codesAfterStage1
             let changed = (0..<stage1Codes).filter { c in old.slice(axis: 0, c..<(c + 1)) != reference.slice(axis: 0, c..<(c + 1)) }.count
+            // Token churn of the held-out 0–4 digits: the share of their tokens whose code is not the one stage 1 gave them.
+            let before = indices(source, a.test), after = indices(m, a.test)
+            let churn = Double(zip(before, after).filter { $0 != $1 }.count) / Double(max(before.count, 1))
             runs.append(DemoRun(variant: variant, model: m, losses: t.losses, forgetting: t.monitored, mseA: evaluate(m, a.test).mse,
-                                mseB: evaluate(m, b.test).mse, used: usage(m, data.images).used, changed: changed))
+                                mseB: evaluate(m, b.test).mse, used: usage(m, data.images).used, changed: changed, churnA: churn))
         }
+        return DemoSeed(seed: seed, stage1: stage1, stage1Model: model, runs: runs, curves: curves, policyFrozen: policyFrozen,
+                        policyStage1: policyStage1)
+    }
 
-        // The table (also in the report).
-        let rows = DemoTable(stage1: (afterStage1.0.mse, afterStage1.1.mse, usage(model, data.images).used), stage1Codes: stage1Codes,
-                             stage2Codes: stage2Codes, runs: runs)
-        print("")
-        for line in rows.lines { print(line) }
-        let frozenIdentical = runs.first { $0.variant == .codes }.map { $0.model.vq.codes.slice(axis: 0, 0..<stage1Codes) == codesAfterStage1 } ?? false
-        print(frozenIdentical ? "check: every frozen stage-1 code is bit-identical to the end of stage 1 ✓"
-              : "check FAILED: a frozen stage-1 code changed")
-        print("policy: \(policyFrozen.count) of \(stage1Codes) codes froze during stage 1 (held-out 0–4 error \(String(format: "%.4f", policyStage1)) with the policy, \(String(format: "%.4f", afterStage1.0.mse)) without)")
-
-        let report = URL(fileURLWithPath: output).appendingPathComponent("report.html")
-        try FileManager.default.createDirectory(at: report.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Report.write(to: report, curves: curves, runs: runs, table: rows, stage1Codes: stage1Codes, images: data.images,
-                         testA: a.test, testB: b.test,
-                         subspace: (Self.subspaceRank, basis.shape[1]),
-                         policy: (policy.tolerance, policy.patience, policyFrozen, policyStage1, afterStage1.0.mse, steps))
-        print("report: \(report.path)")
-        if !frozenIdentical { throw ExitCode.failure }
+    func indices(_ m: DigitVQVAE, _ x: Tensor) -> [Int] {
+        m.withMode(training: false) { withoutGradient { m(x).indices.scalars } }
     }
 
     /// `--policy TOL,PATIENCE`: a code that moved less than TOL (relative) in PATIENCE consecutive updates in
@@ -167,7 +190,7 @@ struct Demo: ParsableCommand {
 
     /// Adam on the encoder and decoder; EMA on the codebook. Returns the loss per step and, with `monitor`,
     /// the held-out error on it about every twentieth of the run (the forgetting curve).
-    func train(_ m: DigitVQVAE, on x: Tensor, steps: Int, label: String, seed: UInt64, monitor: Tensor? = nil)
+    func train(_ m: DigitVQVAE, on x: Tensor, steps: Int, label: String, seed: UInt64, monitor: Tensor? = nil, showProgress: Bool = true)
         -> (losses: [Float], monitored: [(step: Int, mse: Float)])
     {
         m.train()
@@ -193,7 +216,7 @@ struct Demo: ParsableCommand {
             if let monitor, step % every == 0 || step == steps {
                 monitored.append((step, m.withMode(training: false) { evaluate(m, monitor).mse }))
             }
-            if step % 20 == 0 || step == steps {
+            if showProgress && (step % 20 == 0 || step == steps) {
                 progress.update(step, loss: loss.item, usage: counts.filter { $0 > 0 }.count, codes: counts.count,
                                 perplexity: perplexity(counts))
                 counts = [Int](repeating: 0, count: counts.count)

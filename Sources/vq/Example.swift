@@ -102,6 +102,14 @@ struct AutoencoderExample: ParsableCommand {
         return stride(from: 0, to: idx.count, by: layers).map { idx.scalars[$0] }
     }
 
+    /// Each residual layer's codes of every position (one list for a single quantizer; the finest level for HVQ).
+    static func layerCodes(_ model: QuantizerSequential, _ x: Tensor) -> [[Int]] {
+        guard let rvq = model.quantizer as? ResidualVQ else { return [firstLayerCodes(model, x)] }
+        let idx = model.withMode(training: false) { withoutGradient { model(x).indices } }
+        let layers = rvq.numQuantizers
+        return (0..<layers).map { l in stride(from: l, to: idx.count, by: layers).map { idx.scalars[$0] } }
+    }
+
     func run() throws {
         let data = try DigitsData.load()
         let (train, test) = data.split(0...9)
@@ -133,17 +141,37 @@ struct AutoencoderExample: ParsableCommand {
         let mse = Loss.mse(recon, held).item
         var counts = [Int](repeating: 0, count: codes)
         for k in Self.firstLayerCodes(model, held) where k >= 0 && k < codes { counts[k] += 1 }
+        let used = counts.filter { $0 > 0 }.count
+        let fewCodes = used * 4 < codes
+        if fewCodes { print("warning: only \(used) of \(codes) codes are used on the held-out digits (train longer, or use fewer codes)") }
         if let output {
             let curve = losses.enumerated().map { (Double($0.offset + 1), Double($0.element)) }
-            var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq example autoencoder (\(quantizer.rawValue))</title></head><body>"
+            let command = (["vq"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+            var html = """
+            <!doctype html><html><head><meta charset="utf-8"><title>vq example autoencoder (\(quantizer.rawValue))</title>
+            <style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}h2{margin-top:1.6em}
+            figure{margin:0 0 1em 0}figcaption{color:#555;font-size:.9em}.setting{color:#555;font-size:.85em;font-family:ui-monospace,monospace}
+            .warning{color:#d62728}</style></head><body>
+            """
             html += "<h1>Convolutional autoencoder with \(quantizer.rawValue), \(steps) steps</h1>"
-            html += "<p>The reference's <code>examples/autoencoder*.py</code> on the UCI optical handwritten digits (Alpaydin &amp; Kaynak, 1998, CC BY 4.0). "
-            html += String(format: "Held-out reconstruction MSE: <b>%.5f</b>; codes used on held-out digits: %d/%d.</p>", mse, counts.filter { $0 > 0 }.count, codes)
+            html += "<p class=\"setting\">\(Report.esc(command)) — kernels \(KernelLevel.name), seed \(seed), batch \(batchSize), learning rate \(lr)</p>"
+            html += "<p>The reference's <code>examples/autoencoder*.py</code> on the UCI optical handwritten digits (Alpaydin &amp; Kaynak, 1998, CC BY 4.0): "
+            html += "\(images.shape[0]) training and \(held.shape[0]) held-out digits. "
+            html += String(format: "Held-out reconstruction MSE: <b>%.5f</b>; codes used on held-out digits: %d/%d.</p>", mse, used, codes)
+            if fewCodes { html += "<p class=\"warning\">Only \(used) of \(codes) codes are used on the held-out digits: train longer, or use fewer codes.</p>" }
             html += "<h2>Training loss</h2>" + Report.seriesChart([("loss", "#1f77b4", curve)], reference: nil, xLabel: "step", yLabel: "loss")
-            html += "<h2>Code usage (held-out)</h2>" + Report.histogram(counts, frozenBelow: 0, title: quantizer.rawValue)
-            let n = min(16, held.shape[0])
-            html += "<h2>Originals (top) and reconstructions (bottom)</h2>"
-                + Report.grid(held.slice(axis: 0, 0..<n).reshaped([n, 64]), recon.slice(axis: 0, 0..<n).reshaped([n, 64]))
+            let perLayer = Self.layerCodes(model, held)
+            html += "<h2>Code usage on the held-out digits\(perLayer.count > 1 ? ", per residual layer" : "")</h2><figure>"
+            for (l, layerCodes) in perLayer.enumerated() {
+                var c = [Int](repeating: 0, count: codes)
+                for k in layerCodes where k >= 0 && k < codes { c[k] += 1 }
+                html += Report.histogram(c, frozenBelow: 0, title: perLayer.count > 1 ? "layer \(l)" : quantizer.rawValue)
+            }
+            html += "<figcaption>Times each code was chosen over every position of the held-out digits.</figcaption></figure>"
+            let sample = Report.everyClass(data, perClass: 2)
+            let sampleRecon = model.withMode(training: false) { withoutGradient { model(sample.reshaped([-1, 1, 8, 8])).quantized } }
+            html += "<h2>Originals (top) and reconstructions (bottom): two held-out digits of every class</h2>"
+                + Report.grid(sample, sampleRecon.reshaped([-1, 64]))
             html += "</body></html>\n"
             try Self.writeReport(html, to: output)
         }

@@ -310,7 +310,7 @@ struct Train: ParsableCommand {
             let counts = usageCounts(module, x)
             var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq train</title></head><body style=\"font-family:system-ui\">"
             html += "<h1>vq train: \(config.module)</h1><p>\(n) vectors × \(d), \(losses.count) steps, reconstruction MSE \(mse)</p>"
-            if !losses.isEmpty { html += "<h2>Loss</h2>" + Report.lineChart(["stage 1": losses]) }
+            if !losses.isEmpty { html += "<h2>Loss</h2>" + Report.lossChart(["loss": losses], xLabel: "step") }
             let frozen = (try? selectCodebooks(module, layer: 0, head: nil).first?.0.frozenCodeIndices().count) ?? 0
             html += "<h2>Code usage</h2>" + Report.histogram(counts, frozenBelow: frozen, title: "codes") + "</body></html>\n"
             try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))

@@ -68,19 +68,21 @@ struct CommandLineTests {
         #expect(try vq("encode", "--checkpoint", path("f.safetensors"), "--input", x, "--output", path("fi.npy")).status == 0)
     }
 
-    @Test("the demo is deterministic for a seed and writes its report")
+    @Test("the demo is deterministic for a seed, summarises its seeds and writes its report")
     func demo() throws {
-        let a = try vq("demo", "--steps", "40", "--output", path("d1"), "--seed", "4")
-        let b = try vq("demo", "--steps", "40", "--output", path("d2"), "--seed", "4")
+        let a = try vq("demo", "--steps", "40", "--seeds", "2", "--output", path("d1"), "--seed", "4")
+        let b = try vq("demo", "--steps", "40", "--seeds", "2", "--output", path("d2"), "--seed", "4")
         #expect(a.status == 0 && b.status == 0, "\(a.stderr)")
-        let table = { (s: String) in s.split(separator: "\n").filter { $0.hasPrefix("after stage") || $0.hasPrefix("check") } }
-        #expect(table(a.stdout).count == 6)  // stage 1, four stage-2 runs, the check
+        let table = { (s: String) in s.split(separator: "\n").filter { $0.hasPrefix("after stage") || $0.hasPrefix("✓") || $0.hasPrefix("✗") } }
+        #expect(table(a.stdout).count == 5 + 8)  // stage 1, four stage-2 runs; eight claims
         #expect(table(a.stdout) == table(b.stdout))
-        #expect(a.stdout.contains("bit-identical to the end of stage 1 ✓"))
+        #expect(a.stdout.contains("✓ every frozen stage-1 code is bit-identical after stage 2 (2/2 seeds)"), "\(a.stdout)")
+        #expect(a.stdout.contains("mean ± standard deviation over 2 seeds (4, 5)") && a.stdout.contains("kernels: "))
         let html = try String(contentsOfFile: path("d1/report.html"), encoding: .utf8)
-        // forgetting curves, policy freezes, loss, 2 histograms, 4 grids; and the summary table
-        #expect(html.components(separatedBy: "<svg").count - 1 == 9)
+        // forgetting curves, policy freezes, two loss charts, four histograms, four grids
+        #expect(html.components(separatedBy: "<svg").count - 1 == 12)
         #expect(html.contains("<table") && html.contains("after stage 2 (subspace frozen)") && html.contains("Forgetting"))
+        #expect(html.contains("--seeds 2") && html.contains("(level ") && html.contains("two held-out digits of every class"))
     }
 
     @Test("vq copied away from its build folder runs the demo and the examples (the digits are compiled in)")

@@ -1,0 +1,14 @@
+import CVQKernels
+
+/// Which micro-kernels run on this machine: detected at start, lowered by the environment variable
+/// `VQ_KERNEL_LEVEL` (0, 1, 2 or 3) when set, so that every path can be tested (and reported) on one machine.
+public enum KernelLevel {
+    /// 0 portable C, 1 AVX2 + FMA, 2 AVX-512, 3 AVX-512 with the BF16 nearest-code screen (VNNI, BF16).
+    public static var current: Int { Int(GEMM.level) }
+
+    /// A readable name of ``current``, e.g. `"AVX-512 (level 2)"`.
+    public static var name: String {
+        let names = ["portable C", "AVX2 + FMA", "AVX-512", "AVX-512 + BF16/VNNI"]
+        return "\(names[min(max(current, 0), names.count - 1)]) (level \(current))"
+    }
+}
