@@ -56,7 +56,7 @@ extension Codebook {
     /// The most Lloyd steps of ``fitCodes(_:to:iterations:countsPerBatch:)`` (it stops earlier when the objective stops falling).
     public static let growthIterations = 100
     /// The k-means runs of ``fitCodes(_:to:iterations:countsPerBatch:)`` (from different seedings; the lowest objective is kept).
-    public static let growthRestarts = 4
+    public static let growthRestarts = 8
 
     /// Fits some codes to data by k-means while every other code stays where it is and takes part in the
     /// assignment (FAISS's `frozen_centroids`): the codes to fit are seeded by k-means++ against the others and get
