@@ -93,6 +93,17 @@ struct StagedTrainingTests {
         r = try run("compare", path("r1.safetensors"), path("r2.safetensors"), "--input", path("b.npy"))
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("layer 0: 16 → 16 codes\n  frozen: 16 codes — bit-identical") && r.stdout.contains("layer 1:"), "\(r.stdout)")
+        // A frozen subspace: the coordinates there hold to one rounding while the codes move.
+        var basis = [Float](repeating: 0, count: 2 * 16)
+        (basis[0], basis[1], basis[16 + 5]) = (0.6, 0.8, 1)
+        try NumPyFile.write(.float(Tensor(basis, shape: [2, 16])), to: URL(fileURLWithPath: path("basis.npy")))
+        r = try run("train", "--input", path("b.npy"), "--init", path("c1.safetensors"), "--freeze-subspace", path("basis.npy"), "--steps", "10",
+                    "--batch-size", "256", "--output", path("s.safetensors"))
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try run("compare", path("c1.safetensors"), path("s.safetensors"), "--input", path("b.npy"), "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let sub = ((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["books"] as! [[String: Any]])[0]
+        #expect((sub["subspaceDrift"] as? Double ?? 1) < 1e-5 && (sub["meanDrift"] as? Double ?? 0) > 1e-3, "\(sub)")
         // Two different quantizers, or the report over an input: one line, nothing written.
         r = try run("compare", path("c1.safetensors"), path("r1.safetensors"), "--input", path("b.npy"))
         #expect(r.status != 0 && r.stderr.contains("not two stages"), "\(r.stderr)")
