@@ -22,13 +22,7 @@ struct Compare: ParsableCommand {
     @Option(help: "Also write an HTML report.") var report: String?
 
     func validate() throws {
-        if let report { try DataFiles.checkOutput(report, option: "--report") }
-        var files = CommandFiles()
-        files.checkpointInput(old, "OLD")
-        files.checkpointInput(new, "NEW")
-        files.input(input, "--input")
-        files.output(report, "--report")
-        try files.check()
+        try checkFiles(checkpoints: [(old, "OLD"), (new, "NEW")], config: nil, input: input, output: report.map { ($0, "--report") })
     }
 
     func run() throws {

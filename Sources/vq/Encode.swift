@@ -98,12 +98,18 @@ struct Decode: ParsableCommand {
 
 /// `vq encode` and `vq decode`: the output is none of the files read.
 func checkFiles(checkpoint: String, config: String?, input: String, output: String) throws {
-    try DataFiles.checkOutput(output, option: "--output")
+    try checkFiles(checkpoints: [(checkpoint, "--checkpoint")], config: config, input: input, output: (output, "--output"))
+}
+
+/// The files of a command that reads checkpoints (each with its sidecar), a config and an input and writes one output
+/// (``CommandFiles``): the output's extension and folder first, then every file against every other.
+func checkFiles(checkpoints: [(path: String, role: String)], config: String?, input: String, output: (path: String, role: String)?) throws {
+    if let output { try DataFiles.checkOutput(output.path, option: output.role) }
     var files = CommandFiles()
-    files.checkpointInput(checkpoint, "--checkpoint")
+    for c in checkpoints { files.checkpointInput(c.path, c.role) }
     files.input(config, "--config")
     files.input(input, "--input")
-    files.output(output, "--output")
+    files.output(output?.path, output?.role ?? "")
     try files.check()
 }
 

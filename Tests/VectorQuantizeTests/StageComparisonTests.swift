@@ -18,12 +18,17 @@ struct StageComparisonTests {
         return q
     }
 
-    @Test("a grown VQ with its old codes frozen: held bit for bit, churn toward the new codes, usage of both sizes")
-    func grownVQ() throws {
+    /// A VQ of 16 codes × 8 (decay 0.5) trained `steps` batches on unshifted data.
+    static func stage1(steps: Int) throws -> VectorQuantizer {
         var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
         c.decay = 0.5
-        let stage1 = try VectorQuantizer(c)
-        _ = Self.trained(stage1, steps: 10, seed: 1, shift: 0) { _ = stage1($0) }
+        let vq = try VectorQuantizer(c)
+        return trained(vq, steps: steps, seed: 1, shift: 0) { _ = vq($0) }
+    }
+
+    @Test("a grown VQ with its old codes frozen: held bit for bit, churn toward the new codes, usage of both sizes")
+    func grownVQ() throws {
+        let stage1 = try Self.stage1(steps: 10)
         let probe = Self.data(500, shift: 2).reshaped([256, 8])
         let grown = try stage1.expanded(toCodebookSize: 24, fittingNewCodesTo: probe)
         _ = Self.trained(grown, steps: 10, seed: 100, shift: 2) { _ = grown($0) }
@@ -64,11 +69,8 @@ struct StageComparisonTests {
 
     @Test("a frozen subspace: its coordinates drift by one rounding at most while the codes move")
     func subspace() throws {
-        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
-        c.decay = 0.5
-        let stage1 = try VectorQuantizer(c)
-        _ = Self.trained(stage1, steps: 5, seed: 1, shift: 0) { _ = stage1($0) }
-        let stage2 = try VectorQuantizer(c)
+        let stage1 = try Self.stage1(steps: 5)
+        let stage2 = try VectorQuantizer(stage1.configuration)
         try stage2.load(stateDict: stage1.stateDict())
         try stage2.codebook.freeze(subspace: Tensor([0.6, 0.8, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], shape: [2, 8]))
         _ = Self.trained(stage2, steps: 5, seed: 300, shift: 1) { _ = stage2($0) }

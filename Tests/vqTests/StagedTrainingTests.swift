@@ -61,13 +61,12 @@ struct StagedTrainingTests {
     @Test("vq compare: a grown stage held its frozen codes (exit 0, JSON); a stage that moved them is named (exit 1); a residual stack with a frozen layer")
     func compareStages() throws {
         try writeData()
-        var r = try run("train", "--input", path("a.npy"), "--codebook-size", "32", "--steps", "20", "--batch-size", "256",
-                        "--seed", "1", "--output", path("c1.safetensors"))
-        #expect(r.status == 0, "\(r.stderr)")
-        r = try run("train", "--input", path("b.npy"), "--init", path("c1.safetensors"), "--expand-to", "48", "--steps", "20",
-                    "--batch-size", "256", "--seed", "3", "--output", path("c2.safetensors"))
-        #expect(r.status == 0, "\(r.stderr)")
-        r = try run("compare", path("c1.safetensors"), path("c2.safetensors"), "--input", path("b.npy"), "--json", "--report", path("c.html"))
+        for args in [["--input", "a.npy", "--codebook-size", "32", "--seed", "1", "--output", "c1.safetensors"],
+                     ["--input", "b.npy", "--init", "c1.safetensors", "--expand-to", "48", "--seed", "3", "--output", "c2.safetensors"]] {
+            let r = try VQProcess.run(["train", "--steps", "20", "--batch-size", "256"] + args.map { $0.contains(".") ? path($0) : $0 })
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        var r = try run("compare", path("c1.safetensors"), path("c2.safetensors"), "--input", path("b.npy"), "--json", "--report", path("c.html"))
         #expect(r.status == 0, "\(r.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         let book = (json["books"] as! [[String: Any]])[0]
