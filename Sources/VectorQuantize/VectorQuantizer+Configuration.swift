@@ -79,24 +79,91 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     /// `_codebook.vq_bridge`); implies a learnable codebook without EMA on the keyword path.
     public var vqBridge: String? = nil                    // vq_bridge
 
-    /// The optimizers `in_place_codebook_optimizer` takes, as the reference's `partial(torch.optim.X, lr=…)`.
+    /// The optimizers `in_place_codebook_optimizer` takes, as the reference's `partial(torch.optim.X, lr=…, …)` with
+    /// every keyword of `torch.optim.SGD` (`momentum`, `dampening`, `weight_decay`, `nesterov`) and `torch.optim.Adam`
+    /// (`betas`, `eps`, `weight_decay`) that this library's optimizers implement; any other keyword is refused.
     public enum InPlaceOptimizer: Sendable, Equatable {
-        case sgd(learningRate: Float)
-        case adam(learningRate: Float)
+        case sgd(learningRate: Float, momentum: Float = 0, dampening: Float = 0, weightDecay: Float = 0, nesterov: Bool = false)
+        case adam(learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0)
 
-        /// Parses `partial(torch.optim.SGD, lr=2.0)` / `partial(torch.optim.Adam, lr=0.01)` (or `SGD` / `Adam`
-        /// with the default learning rate 1e-3).
+        /// Parses `partial(torch.optim.SGD, lr=2.0, momentum=0.9)` / `partial(torch.optim.Adam, lr=0.01, betas=(0.9, 0.99))`
+        /// (or `SGD` / `Adam` alone, with torch's defaults and a learning rate of 1e-3); nil for anything else, an unknown
+        /// keyword included (it would otherwise be ignored, and the training would not be the reference's).
         init?(text: String) {
             let t = text.replacingOccurrences(of: " ", with: "")
-            let lr: Float
-            if let r = t.range(of: "lr=") {
-                let num = t[r.upperBound...].prefix { "0123456789.eE-+".contains($0) }
-                guard let v = Float(num), v.isFinite, v > 0 else { return nil }
-                lr = v
-            } else {
-                lr = 1e-3
+            var body = t
+            if t.hasPrefix("partial("), t.hasSuffix(")") { body = String(t.dropFirst("partial(".count).dropLast()) }
+            // Top-level comma split (a tuple such as betas=(0.9,0.99) stays whole).
+            var parts: [String] = [], depth = 0, current = ""
+            for ch in body {
+                if ch == "(" { depth += 1 } else if ch == ")" { depth -= 1 }
+                if ch == "," && depth == 0 { parts.append(current); current = "" } else { current.append(ch) }
             }
-            if t.contains("SGD") { self = .sgd(learningRate: lr) } else if t.contains("Adam") { self = .adam(learningRate: lr) } else { return nil }
+            parts.append(current)
+            let name = parts.removeFirst()
+            var args: [String: String] = [:]
+            for p in parts where !p.isEmpty {
+                let kv = p.split(separator: "=", maxSplits: 1).map(String.init)
+                guard kv.count == 2, args[kv[0]] == nil else { return nil }
+                args[kv[0]] = kv[1]
+            }
+            func number(_ key: String, _ fallback: Float, positive: Bool = false) -> Float? {
+                guard let text = args.removeValue(forKey: key) else { return fallback }
+                guard let v = Float(text), v.isFinite, positive ? v > 0 : v >= 0 else { return nil }
+                return v
+            }
+            guard let lr = number("lr", 1e-3, positive: true), let weightDecay = number("weight_decay", 0) else { return nil }
+            switch name {
+            case "SGD", "torch.optim.SGD", "optim.SGD":
+                guard let momentum = number("momentum", 0), let dampening = number("dampening", 0) else { return nil }
+                var nesterov = false
+                if let n = args.removeValue(forKey: "nesterov") {
+                    guard n == "True" || n == "False" else { return nil }
+                    nesterov = n == "True"
+                }
+                guard args.isEmpty, !nesterov || (momentum > 0 && dampening == 0) else { return nil }
+                self = .sgd(learningRate: lr, momentum: momentum, dampening: dampening, weightDecay: weightDecay, nesterov: nesterov)
+            case "Adam", "torch.optim.Adam", "optim.Adam":
+                var (beta1, beta2): (Float, Float) = (0.9, 0.999)
+                if let b = args.removeValue(forKey: "betas") {
+                    let pair = b.trimmingCharacters(in: CharacterSet(charactersIn: "()[]")).split(separator: ",").compactMap { Float($0) }
+                    guard pair.count == 2, pair.allSatisfy({ $0 >= 0 && $0 < 1 }) else { return nil }
+                    (beta1, beta2) = (pair[0], pair[1])
+                }
+                guard let eps = number("eps", 1e-8, positive: true), args.isEmpty else { return nil }
+                self = .adam(learningRate: lr, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay)
+            default:
+                return nil
+            }
+        }
+
+        /// The reference's spelling (`partial(torch.optim.SGD, lr=2.0, momentum=0.9)`), which ``init(text:)`` reads back.
+        public var text: String {
+            switch self {
+            case let .sgd(lr, momentum, dampening, weightDecay, nesterov):
+                var s = "partial(torch.optim.SGD, lr=\(lr)"
+                if momentum != 0 { s += ", momentum=\(momentum)" }
+                if dampening != 0 { s += ", dampening=\(dampening)" }
+                if weightDecay != 0 { s += ", weight_decay=\(weightDecay)" }
+                if nesterov { s += ", nesterov=True" }
+                return s + ")"
+            case let .adam(lr, beta1, beta2, eps, weightDecay):
+                var s = "partial(torch.optim.Adam, lr=\(lr)"
+                if beta1 != 0.9 || beta2 != 0.999 { s += ", betas=(\(beta1), \(beta2))" }
+                if eps != 1e-8 { s += ", eps=\(eps)" }
+                if weightDecay != 0 { s += ", weight_decay=\(weightDecay)" }
+                return s + ")"
+            }
+        }
+
+        /// The optimizer of `parameter`.
+        func make(for parameter: Parameter) -> Optimizer {
+            switch self {
+            case let .sgd(lr, momentum, dampening, weightDecay, nesterov):
+                return SGD(parameters: [parameter], learningRate: lr, momentum: momentum, dampening: dampening, weightDecay: weightDecay, nesterov: nesterov)
+            case let .adam(lr, beta1, beta2, eps, weightDecay):
+                return Adam(parameters: [parameter], learningRate: lr, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay)
+            }
         }
     }
 
@@ -220,7 +287,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         learnableCodebook = try bool("learnable_codebook") ?? (directionalReparam || vqBridgeGiven(kw))
         if let spec = kw["in_place_codebook_optimizer"], !(spec is NSNull) {
             guard let text = spec as? String, let opt = InPlaceOptimizer(text: text) else {
-                throw ConfigurationError.badValue(module: m, keyword: "in_place_codebook_optimizer", reason: "expected partial(torch.optim.SGD|Adam, lr=…), got \(spec)")
+                throw ConfigurationError.badValue(module: m, keyword: "in_place_codebook_optimizer", reason: "expected partial(torch.optim.SGD, lr=…[, momentum=…, dampening=…, weight_decay=…, nesterov=True]) or partial(torch.optim.Adam, lr=…[, betas=(…, …), eps=…, weight_decay=…]), got \(spec)")
             }
             inPlaceCodebookOptimizer = opt
         }
@@ -271,11 +338,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         if let codebookDim { kw["codebook_dim"] = codebookDim }
         if let orthogonalRegMaxCodes { kw["orthogonal_reg_max_codes"] = orthogonalRegMaxCodes }
         if let rotationTrick { kw["rotation_trick"] = rotationTrick }
-        switch inPlaceCodebookOptimizer {
-        case .sgd(let lr)?: kw["in_place_codebook_optimizer"] = "partial(torch.optim.SGD, lr=\(lr))"
-        case .adam(let lr)?: kw["in_place_codebook_optimizer"] = "partial(torch.optim.Adam, lr=\(lr))"
-        case nil: break
-        }
+        if let inPlaceCodebookOptimizer { kw["in_place_codebook_optimizer"] = inPlaceCodebookOptimizer.text }
         return kw
     }
 }

@@ -128,10 +128,7 @@ public final class VectorQuantizer: Module {
         super.init()
         if let spec = c.inPlaceCodebookOptimizer {
             precondition(codebook.embed.kind == .trainable, "VectorQuantizer: in_place_codebook_optimizer needs a learnable codebook")
-            switch spec {
-            case .sgd(let lr): inPlaceOptimizer = SGD(parameters: [codebook.embed], learningRate: lr)
-            case .adam(let lr): inPlaceOptimizer = Adam(parameters: [codebook.embed], learningRate: lr)
-            }
+            inPlaceOptimizer = spec.make(for: codebook.embed)
         }
     }
 

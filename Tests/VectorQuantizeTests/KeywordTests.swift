@@ -72,3 +72,30 @@ struct LayerSpecTests {
         }
     }
 }
+
+/// `in_place_codebook_optimizer`: every keyword of SGD and Adam that the optimizers implement is read (they used to be
+/// ignored: SGD with momentum diverged from the reference at the first step); anything else is refused.
+@Suite("in_place_codebook_optimizer keywords")
+struct InPlaceOptimizerKeywordTests {
+    typealias Spec = VectorQuantizerConfiguration.InPlaceOptimizer
+
+    @Test("each spelling reads back to itself, with every keyword")
+    func roundTrip() throws {
+        let specs: [Spec] = [.sgd(learningRate: 2), .sgd(learningRate: 0.5, momentum: 0.9), .sgd(learningRate: 0.5, momentum: 0.9, dampening: 0.1),
+                             .sgd(learningRate: 0.5, momentum: 0.9, weightDecay: 0.01, nesterov: true), .adam(learningRate: 0.01),
+                             .adam(learningRate: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.01)]
+        for spec in specs { #expect(Spec(text: spec.text) == spec, "\(spec.text)") }
+        #expect(Spec(text: "partial(torch.optim.SGD, lr=0.5, momentum=0.9)") == .sgd(learningRate: 0.5, momentum: 0.9))
+        #expect(Spec(text: "partial(torch.optim.Adam, lr = 0.01, betas = (0.8, 0.99))") == .adam(learningRate: 0.01, beta1: 0.8, beta2: 0.99))
+    }
+
+    @Test("unknown or bad keywords are refused, naming the keyword", arguments: [
+        "partial(torch.optim.Adam, lr=0.01, amsgrad=True)", "partial(torch.optim.SGD, lr=0.1, foreach=True)",
+        "partial(torch.optim.SGD, lr=0.1, nesterov=True)", "partial(torch.optim.SGD, lr=-1)", "partial(torch.optim.SGD, lr=0.1, lr=0.2)",
+        "partial(torch.optim.Adam, betas=(0.9, 1.5))", "partial(torch.optim.RMSprop, lr=0.1)", "partial(torch.optim.SGD, momentum=nan)"])
+    func refused(_ text: String) throws {
+        #expect(Spec(text: text) == nil)
+        let kw: [String: Any] = ["dim": 8, "codebook_size": 16, "learnable_codebook": true, "ema_update": false, "in_place_codebook_optimizer": text]
+        #expect(throws: ConfigurationError.self) { try VectorQuantizerConfiguration(referenceKwargs: kw) }
+    }
+}

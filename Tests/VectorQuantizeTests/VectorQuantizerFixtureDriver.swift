@@ -147,6 +147,9 @@ enum VectorQuantizerFixtureDriver {
             cmp.compare("aux.optimizer_state.exp_avg", .float(Tensor(moments.m, shape: vq.codebook.embed.shape)))
             cmp.compare("aux.optimizer_state.exp_avg_sq", .float(Tensor(moments.v, shape: vq.codebook.embed.shape)))
         }
+        if let sgd = vq.inPlaceOptimizer as? SGD, let buffer = sgd.momentumBuffer(of: vq.codebook.embed) {
+            cmp.compare("aux.optimizer_state.momentum_buffer", .float(Tensor(buffer, shape: vq.codebook.embed.shape)))
+        }
         cmp.skip("aux.directional_noise", "the recorded normal draw, replayed")
         if let negDist { cmp.compare("aux.neg_dist", .float(negDist)) } else { cmp.skip("aux.neg_dist", "codebook not initialised before the step") }
 
