@@ -17,6 +17,18 @@ public final class FSP: Module {
     public enum Activation: String, Sendable, CaseIterable {
         case tanh, sigmoid, normal, laplace, cauchy
 
+        /// The CDF `(−∞, ∞) → [0, 1]`, differentiable (the reference's `tanh_act`, `normal_act`, …).
+        ///
+        /// ```swift
+        /// FSP.Activation.normal.cdf(Tensor([0]))          // 0.5
+        /// ```
+        public func cdf(_ z: Tensor) -> Tensor { self(z) }
+
+        /// The inverse CDF `(0, 1) → (−∞, ∞)` of every element, without gradient (the reference's `tanh_inv_act`, …).
+        public func inverseCDF(_ p: Tensor) -> Tensor {
+            Tensor(p.withUnsafeScalars { $0.map { inverse($0) } }, shape: p.shape)
+        }
+
         /// The CDF, differentiable.
         func callAsFunction(_ z: Tensor) -> Tensor {
             switch self {
@@ -167,6 +179,30 @@ public final class FSP: Module {
             return Tensor(q.clamped(min: eps, max: 1 - eps).scalars.map { act.inverse($0) }, shape: q.shape)
         }
         return (q - 0.5) / Self.uniformStd
+    }
+
+    /// The index of each vector's bins per channel (`[..., levels.count]` → `[...]`, the reference's
+    /// `level_indices_to_indices`); the inverse of ``levelIndices(_:)``.
+    ///
+    /// - Throws: ``ConfigurationError/invalid(module:reason:)`` when the last axis is not `levels.count` long or a bin is
+    ///   outside `0..<levels[i]`.
+    public func indices(fromLevelIndices level: IndexTensor) throws -> IndexTensor {
+        let d = codebookDim
+        guard level.rank >= 1, level.shape.last == d else {
+            throw ConfigurationError.invalid(module: "FSP", reason: "level indices \(level.shape) must end with \(d) (one bin per level)")
+        }
+        let n = level.count / d
+        var out = [Int](repeating: 0, count: n)
+        for r in 0..<n {
+            for i in 0..<d {
+                let bin = level.scalars[r * d + i]
+                guard bin >= 0 && bin < levels[i] else {
+                    throw ConfigurationError.invalid(module: "FSP", reason: "level index \(bin) outside 0..<\(levels[i]) (channel \(i))")
+                }
+                out[r] += bin * basis[i]
+            }
+        }
+        return IndexTensor(out, shape: Array(level.shape.dropLast()))
     }
 
     /// Bins per channel of indices: `[..., levels.count]`.

@@ -20,6 +20,9 @@ public final class FSQ: Module {
         /// `orthogonal_rotation`: codes are quantized in a random orthogonal basis (`orthogonal_rot`, a buffer)
         /// and rotated back (Huh et al., *Straightening Out the Straight-Through Estimator*, 2023).
         public var orthogonalRotation = false
+        /// `return_indices`: with `false` the forward computes no indices (its `indices` are empty, `[0]`; the reference
+        /// returns `None`). ``Quantizer/encode(_:)`` still returns them.
+        public var returnIndices = true
         public init(levels: [Int]) { self.levels = levels }
 
         static let keywords: Set<String> = ["levels", "dim", "num_codebooks", "keep_num_codebooks_dim", "channel_first",
@@ -40,6 +43,7 @@ public final class FSQ: Module {
             noiseDropout = Float(try k.double("noise_dropout") ?? 0)
             boundHardClamp = try k.bool("bound_hard_clamp") ?? false
             orthogonalRotation = try k.bool("orthogonal_rotation") ?? false
+            returnIndices = try k.bool("return_indices") ?? true
             if let s = try k.int("seed") { seed = UInt64(truncatingIfNeeded: s) }
             try validate(module: module)
         }
@@ -281,6 +285,11 @@ public final class FSQ: Module {
     /// the indices (`[b, n]`, or `[b, n, c]` with several codebooks) and the codes on the grid `[b, n, c·d]`
     /// (before the rotation back of `orthogonalRotation` and the projection out).
     public func callAsFunction(_ input: Tensor) -> (quantized: Tensor, indices: IndexTensor, codes: Tensor) {
+        quantized(input, indices: configuration.returnIndices)
+    }
+
+    /// The forward, with indices or without (`return_indices`; ``Quantizer/encode(_:)`` always asks for them).
+    func quantized(_ input: Tensor, indices wantIndices: Bool) -> (quantized: Tensor, indices: IndexTensor, codes: Tensor) {
         var z = input
         let moveChannel = input.rank >= 4 || configuration.channelFirst
         var spatial: [Int] = []
@@ -296,7 +305,7 @@ public final class FSQ: Module {
             (codes, indices) = quantizeWithGradient(z)
         } else if z.requiresGradient && GradMode.isEnabled {
             codes = quantize(z)
-            indices = codesToIndices(codes)
+            indices = wantIndices ? codesToIndices(codes) : IndexTensor([], shape: [0])
         } else {
             (codes, indices) = quantizeWithoutGradient(z)
         }
@@ -310,6 +319,10 @@ public final class FSQ: Module {
         if let orthogonalRot { codes = codes.matmul(transposed: orthogonalRot.value) }
         codes = codes.reshaped([b, n, -1])
         var out = projectOut.map { $0(codes) } ?? codes
+        guard wantIndices else {
+            if moveChannel { out = moveLastToFirstFeature(out.reshaped([b] + spatial + [dim])) }
+            return (out, IndexTensor([], shape: [0]), grid)
+        }
         if moveChannel {
             out = moveLastToFirstFeature(out.reshaped([b] + spatial + [dim]))
             indices = indices.reshaped([b] + spatial + [configuration.numCodebooks])

@@ -255,7 +255,12 @@ extension FSQ: Quantizer {
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { [codebookSize] }
     public var forwardLayout: InputLayout { configuration.channelFirst ? .channelFirst : .vectorsLast }
-    public func encode(_ x: Tensor) -> IndexTensor { encodeVectors(x) }
+    /// The indices whatever `return_indices` says (it only spares the forward their computation).
+    public func encode(_ x: Tensor) -> IndexTensor {
+        withMode(training: false) { withoutGradient { withBatch(x) { v in
+            forwardLayout.vectorIndices(quantized(forwardLayout.arrange(v), indices: true).indices, batchAxis: 0)
+        } } }
+    }
     public func decode(_ indices: IndexTensor) throws -> Tensor {
         try validate(indices: indices)
         return withoutGradient { forwardLayout.vectors(indicesToCodes(indices)) }

@@ -20,7 +20,9 @@ public final class ResidualFSQ: Module {
         public var quantizeDropout = false                // quantize_dropout
         public var quantizeDropoutCutoffIndex = 0         // quantize_dropout_cutoff_index
         public var quantizeDropoutMultipleOf = 1          // quantize_dropout_multiple_of
-        public var softClampInputValue: Float? = nil      // soft_clamp_input_value (needs boundHardClamp off)
+        /// `soft_clamp_input_value` (needs `boundHardClamp` off): one value for every level, or one per level, as the reference
+        /// takes a float or a list: `x ← tanh(x / v) · v` per channel before the first layer.
+        public var softClampInputValue: [Float]? = nil
         public var boundHardClamp = true                  // bound_hard_clamp
         /// Every other FSQ option of the layers (their levels, dim, symmetry and clamp are set by the stack).
         public var layer: FSQ.Configuration
@@ -44,7 +46,11 @@ public final class ResidualFSQ: Module {
             self.init(levels: levels, numQuantizers: q)
             dim = try k.int("dim")
             channelFirst = try k.bool("is_channel_first") ?? false
-            softClampInputValue = try k.double("soft_clamp_input_value").map(Float.init)
+            if kw["soft_clamp_input_value"] is [Any] {
+                softClampInputValue = try k.doubles("soft_clamp_input_value")?.map(Float.init)
+            } else {
+                softClampInputValue = try k.double("soft_clamp_input_value").map { [Float($0)] }
+            }
             boundHardClamp = try k.bool("bound_hard_clamp") ?? true
             (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
             seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
@@ -58,7 +64,13 @@ public final class ResidualFSQ: Module {
         /// The checks of both paths.
         public func validate(module: String = "ResidualFSQ") throws {
             try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
-                                       softClamp: softClampInputValue, module: module, dropout: quantizeDropout)
+                                       softClamp: nil, module: module, dropout: quantizeDropout)
+            if let v = softClampInputValue {
+                guard v.count == 1 || v.count == levels.count, v.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                    throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value",
+                                                      reason: "one positive number, or one per level (\(levels.count)); got \(v)")
+                }
+            }
             if boundHardClamp && softClampInputValue != nil {
                 // The reference asserts this too: the hard clamp brings its own per-level soft clamp.
                 throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")
@@ -114,7 +126,7 @@ public final class ResidualFSQ: Module {
         let layerConfig = c.layerConfiguration
         layers = try (0..<c.numQuantizers).map { _ in try FSQ(layerConfig) }
         scales = Tensor((0..<c.numQuantizers).flatMap { i in c.levels.map { powFloat(Float($0), -Float(i)) } }, shape: [c.numQuantizers, cd])
-        softClamp = c.boundHardClamp ? Tensor(c.levels.map { 1 + 1 / Float($0 - 1) }) : c.softClampInputValue.map { Tensor(repeating: $0, shape: [cd]) }
+        softClamp = c.boundHardClamp ? Tensor(c.levels.map { 1 + 1 / Float($0 - 1) }) : c.softClampInputValue.map { $0.count == 1 ? Tensor(repeating: $0[0], shape: [cd]) : Tensor($0) }
         self.rng = rng
         super.init()
     }

@@ -101,7 +101,7 @@ struct TypedConfigurationTests {
             }, "ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "heads": 2]),
             ("ResidualFSQ soft clamp with the hard clamp", {
                 var c = ResidualFSQ.Configuration(levels: [5, 5], numQuantizers: 2)
-                c.softClampInputValue = 1
+                c.softClampInputValue = [1]
                 _ = try ResidualFSQ(c)
             }, "ResidualFSQ", ["levels": [5, 5], "num_quantizers": 2, "soft_clamp_input_value": 1.0]),
             ("ResidualLFQ no layers", { _ = try ResidualLFQ(.init(dim: 8, numQuantizers: 0, codebookSize: 64)) },
