@@ -91,7 +91,11 @@ public enum QuantizerCheckpoint {
     /// by key as `frozen_keys`) and the sidecar
     /// JSON as one atomic set (`AtomicFile.write(_:)`): both are staged, then renamed under a
     /// lock of their folder, so concurrent writers never leave one's checkpoint beside the other's sidecar.
+    ///
+    /// - Throws: ``ConfigurationError`` when `config` does not describe `module` (another module type, or tensors of other
+    ///   keys or shapes: a `codebook_size` of 32 for a 64-code model would only fail when loading), before anything is written.
     public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws {
+        try config.check(describes: module)
         let sidecar = ModuleConfig.sidecar(of: checkpoint)
         guard sidecar.standardizedFileURL != checkpoint.standardizedFileURL else {
             throw TensorFileError.unwritable(path: checkpoint.path, reason: "a checkpoint named .json would be its own config sidecar; name it .safetensors")
@@ -105,6 +109,21 @@ public enum QuantizerCheckpoint {
         }
         for (key, t) in module.stateDict() { file.tensors[key] = .float(t) }
         try AtomicFile.write([(try file.serialized(), checkpoint), (serialized, sidecar)])
+    }
+
+    /// Writes a vector quantizer with the configuration it was built from (no keywords to write by hand).
+    ///
+    /// ```swift
+    /// let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 64, codebookSize: 512))
+    /// try QuantizerCheckpoint.save(vq, to: URL(fileURLWithPath: "model.safetensors"))
+    /// ```
+    public static func save(_ vq: VectorQuantizer, to checkpoint: URL) throws {
+        try save(vq, config: vq.configuration, to: checkpoint)
+    }
+
+    /// Writes `module` with a typed vector-quantizer configuration (the reference's keywords are derived from it).
+    public static func save(_ module: Module, config: VectorQuantizerConfiguration, to checkpoint: URL) throws {
+        try save(module, config: ModuleConfig(module: "VectorQuantize", kwargs: config.referenceKwargs), to: checkpoint)
     }
 
     /// Rebuilds a module from a checkpoint. The configuration is `config` when given; otherwise the one
@@ -164,6 +183,25 @@ public enum QuantizerCheckpoint {
 }
 
 extension ModuleConfig {
+    /// Throws unless building this configuration gives a module of `module`'s type with the same tensors (keys and
+    /// shapes): what a checkpoint saved with it must satisfy to load.
+    func check(describes module: Module) throws {
+        let built = try build()
+        guard type(of: built) == type(of: module) else {
+            throw ConfigurationError.invalid(module: self.module, reason: "the configuration builds a \(type(of: built)), not the \(type(of: module)) being saved")
+        }
+        let mine = Dictionary(module.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+        let theirs = Dictionary(built.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+        func shape(_ p: Parameter) -> [Int] { p.logicalShape ?? p.shape }
+        let missing = Set(mine.keys).symmetricDifference(theirs.keys).sorted()
+        let differing = mine.keys.sorted().filter { k in theirs[k].map { shape($0) != shape(mine[k]!) } ?? false }
+        guard missing.isEmpty && differing.isEmpty else {
+            let detail = (differing.prefix(3).map { "\($0) \(shape(mine[$0]!)) but the configuration gives \(shape(theirs[$0]!))" }
+                + missing.prefix(3).map { "\($0) only in \(mine[$0] == nil ? "the configuration" : "the module")" }).joined(separator: "; ")
+            throw ConfigurationError.invalid(module: self.module, reason: "the configuration does not describe the module being saved: \(detail)")
+        }
+    }
+
     /// Rejects a configuration whose declared codebook is larger than anything the checkpoint holds (every
     /// learned codebook is stored, so a `codebook_size` of 1e12 beside a 64-code file is an error, not a
     /// 1e12-code allocation).

@@ -136,3 +136,41 @@ struct QuantizerOutputTests {
         #expect(q.trainableParameters().allSatisfy { $0.grad?.allFinite ?? true })
     }
 }
+
+/// Saving needs no hand-written keywords, and a configuration that does not describe the module is refused at save time.
+@Suite("Saving with the module's own configuration")
+struct SaveConfigurationTests {
+    @Test("a VectorQuantizer saves itself; the typed configuration works too; both load with the same codes")
+    func savesItself() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("save-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 32)
+        (c.heads, c.separateCodebookPerHead, c.useCosineSimilarity) = (2, true, true)
+        let vq = try VectorQuantizer(c)
+        try vq.codebook.freeze(codes: [3])
+        let a = dir.appendingPathComponent("a.safetensors"), b = dir.appendingPathComponent("b.safetensors")
+        try QuantizerCheckpoint.save(vq, to: a)
+        try QuantizerCheckpoint.save(vq, config: c, to: b)
+        for url in [a, b] {
+            let (q, _) = try QuantizerCheckpoint.loadQuantizer(url)
+            let loaded = try #require(q as? VectorQuantizer)
+            #expect(loaded.codes == vq.codes && loaded.configuration.heads == 2 && loaded.codebook.frozenCodeIndices() == [3])
+        }
+    }
+
+    @Test("a configuration that does not fit the tensors is refused before anything is written")
+    func refusesMismatch() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("save-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 64))
+        let url = dir.appendingPathComponent("m.safetensors")
+        for wrong in [ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 32]),
+                      ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 64, "codebook_dim": 4]),
+                      ModuleConfig(module: "FSQ", kwargs: ["levels": [8, 8], "dim": 8])] {
+            #expect(throws: ConfigurationError.self) { try QuantizerCheckpoint.save(vq, config: wrong, to: url) }
+            #expect(!FileManager.default.fileExists(atPath: url.path))
+        }
+        try QuantizerCheckpoint.save(vq, config: ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 64]), to: url)
+        #expect(FileManager.default.fileExists(atPath: url.path))
+    }
+}
