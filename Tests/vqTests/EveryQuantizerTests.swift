@@ -155,7 +155,11 @@ struct EveryQuantizerTests {
         // A valid module's tensors, saved beside the invalid configuration.
         let valid = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16))
         let ckpt = path("bad.safetensors")
-        try QuantizerCheckpoint.save(valid, config: ModuleConfig(module: name, kwargs: kwargs), to: URL(fileURLWithPath: ckpt))
+        // Written as another program would (QuantizerCheckpoint.save refuses a configuration that does not build).
+        let config = try ModuleConfig(module: name, kwargs: kwargs).serialized()
+        var file = SafeTensorsFile(metadata: ["config_json": String(decoding: config, as: UTF8.self)])
+        for (key, t) in valid.stateDict() { file.tensors[key] = .float(t) }
+        try AtomicFile.write([(try file.serialized(), URL(fileURLWithPath: ckpt)), (config, URL(fileURLWithPath: path("bad.json")))])
         try NumPyFile.write(.float(TestSupport.random([32, 8], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
         for args in [["inspect", ckpt], ["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("i.npy")],
                      ["decode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("y.npy")],

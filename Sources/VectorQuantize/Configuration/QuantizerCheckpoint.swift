@@ -1,0 +1,103 @@
+import Foundation
+import Logging
+import VQNN
+import VQTensor
+
+private let logger = Logger(label: "VectorQuantize.Checkpoint")
+
+/// Saving and loading a quantizer together with its configuration.
+public enum QuantizerCheckpoint {
+    /// Writes `checkpoint` (safetensors; the config also in its metadata as `config_json`, the parameters frozen
+    /// by key as `frozen_keys`) and the sidecar
+    /// JSON as one atomic set (`AtomicFile.write(_:)`): both are staged, then renamed under a
+    /// lock of their folder, so concurrent writers never leave one's checkpoint beside the other's sidecar.
+    ///
+    /// - Throws: ``ConfigurationError`` when `config` does not describe `module` (another module type, or tensors of other
+    ///   keys or shapes: a `codebook_size` of 32 for a 64-code model would only fail when loading), before anything is written.
+    public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws {
+        try config.check(describes: module)
+        let sidecar = ModuleConfig.sidecar(of: checkpoint)
+        guard sidecar.standardizedFileURL != checkpoint.standardizedFileURL else {
+            throw TensorFileError.unwritable(path: checkpoint.path, reason: "a checkpoint named .json would be its own config sidecar; name it .safetensors")
+        }
+        let serialized = try config.serialized()
+        var file = SafeTensorsFile(metadata: ["config_json": String(decoding: serialized, as: UTF8.self)])
+        // Parameters frozen by key (`freeze(keys:)`) stay frozen when the checkpoint is loaded.
+        let frozenKeys = module.namedParameters().filter { $0.1.kind == .trainable && $0.1.isFrozen }.map(\.0).sorted()
+        if !frozenKeys.isEmpty {
+            file.metadata["frozen_keys"] = String(decoding: try JSONSerialization.data(withJSONObject: frozenKeys), as: UTF8.self)
+        }
+        for (key, t) in module.stateDict() { file.tensors[key] = .float(t) }
+        try AtomicFile.write([(try file.serialized(), checkpoint), (serialized, sidecar)])
+    }
+
+    /// Writes a vector quantizer with the configuration it was built from (no keywords to write by hand).
+    ///
+    /// ```swift
+    /// let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 64, codebookSize: 512))
+    /// try QuantizerCheckpoint.save(vq, to: URL(fileURLWithPath: "model.safetensors"))
+    /// ```
+    public static func save(_ vq: VectorQuantizer, to checkpoint: URL) throws {
+        try save(vq, config: vq.configuration, to: checkpoint)
+    }
+
+    /// Writes `module` with a typed vector-quantizer configuration (the reference's keywords are derived from it).
+    public static func save(_ module: Module, config: VectorQuantizerConfiguration, to checkpoint: URL) throws {
+        try save(module, config: ModuleConfig(module: "VectorQuantize", kwargs: config.referenceKwargs), to: checkpoint)
+    }
+
+    /// Rebuilds a module from a checkpoint. The configuration is `config` when given; otherwise the one
+    /// stored in the checkpoint's own metadata, which is authoritative — the checkpoint and its metadata are
+    /// one file, written by one atomic rename, so they always agree even after a kill between the writes
+    /// of a checkpoint and its sidecar (a sidecar that disagrees is ignored with a warning). A checkpoint
+    /// without metadata (a PyTorch state dict) uses its sidecar JSON. The sizes the configuration declares
+    /// are checked against the tensors in the file before anything is allocated.
+    /// ``load(_:config:)`` for a quantizer: the module typed as ``Quantizer`` (no cast), or a
+    /// ``ConfigurationError`` when the checkpoint holds another kind of module.
+    ///
+    /// ```swift
+    /// let (q, config) = try QuantizerCheckpoint.loadQuantizer(URL(fileURLWithPath: "model.safetensors"))
+    /// let indices = q.encode(vectors)
+    /// ```
+    public static func loadQuantizer(_ checkpoint: URL, config: URL? = nil) throws -> (any Quantizer, ModuleConfig) {
+        let (module, cfg) = try load(checkpoint, config: config)
+        guard let q = module as? any Quantizer else { throw ConfigurationError.invalid(module: cfg.module, reason: "not a quantizer") }
+        return (q, cfg)
+    }
+
+    public static func load(_ checkpoint: URL, config: URL? = nil) throws -> (Module, ModuleConfig) {
+        let file = try SafeTensorsFile.read(contentsOf: checkpoint)
+        let sidecar = ModuleConfig.sidecar(of: checkpoint)
+        var cfg: ModuleConfig
+        if let config {
+            cfg = try ModuleConfig.read(contentsOf: config)
+        } else if let json = file.metadata["config_json"] {
+            cfg = try ModuleConfig.parse(Data(json.utf8), path: checkpoint.path + " (metadata)")
+            if FileManager.default.fileExists(atPath: sidecar.path),
+               (try? ModuleConfig.read(contentsOf: sidecar).serialized()) != (try? cfg.serialized()) {
+                logger.warning("\(sidecar.path) does not match the configuration inside \(checkpoint.lastPathComponent) (an interrupted write?): the checkpoint's own is used")
+            }
+        } else if FileManager.default.fileExists(atPath: sidecar.path) {
+            cfg = try ModuleConfig.read(contentsOf: sidecar)
+        } else {
+            throw TensorFileError.malformed(path: checkpoint.path, reason: "no config: pass --config or put \(sidecar.lastPathComponent) beside it")
+        }
+        if cfg.module == "RandomProjectionQuantizer", cfg.kwargs["reference_layout"] == nil, file.tensors["vq.project_in.weight"] != nil {
+            // A PyTorch checkpoint: its inner quantizer has the reference's projection.
+            cfg.kwargs["reference_layout"] = true
+        }
+        try cfg.checkSizes(against: file, path: checkpoint.path)
+        let module = try cfg.build()
+        try module.load(file: file, path: checkpoint.path)
+        if let text = file.metadata["frozen_keys"] {
+            guard let keys = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String] else {
+                throw TensorFileError.malformed(path: checkpoint.path, reason: "frozen_keys is not a list of parameter names")
+            }
+            do { try module.freeze(keys: keys, strict: true) } catch let e as ModuleError {
+                throw TensorFileError.malformed(path: checkpoint.path, reason: "frozen_keys: \(e)")
+            }
+        }
+        module.eval()
+        return (module, cfg)
+    }
+}
