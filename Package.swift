@@ -5,7 +5,8 @@ import PackageDescription
 
 let package = Package(
     name: "swift-vector-quantize",
-    platforms: [.macOS(.v15)],
+    // Synchronization (Atomic) needs these; Linux has no minimum.
+    platforms: [.macOS(.v15), .iOS(.v18), .tvOS(.v18), .visionOS(.v2), .watchOS(.v11)],
     products: [
         .library(name: "VQTensor", targets: ["VQTensor"]),
         .library(name: "VQNN", targets: ["VQNN"]),

@@ -1,5 +1,7 @@
+import CVQKernels
+import Foundation
 import Testing
-import VQTensor
+@testable import VQTensor
 
 @Suite("Thread-count overrides")
 struct ThreadsTests {
@@ -40,4 +42,29 @@ func keepFreedMemory() {
     #if os(Linux)
     #expect(Memory.keepFreedMemory())
     #endif
+}
+
+/// The default thread count honours the affinity mask and cgroup CPU quotas (containers, `taskset`).
+@Suite("Processor count")
+struct ProcessorCountTests {
+    @Test("cgroup quotas: v2 cpu.max and v1 quota/period, rounded up; no limit when unlimited or unreadable")
+    func quotas() {
+        #expect(ProcessorQuota.cgroupLimit(v2: "200000 100000", v1Quota: nil, v1Period: nil) == 2)
+        #expect(ProcessorQuota.cgroupLimit(v2: "150000 100000", v1Quota: nil, v1Period: nil) == 2)
+        #expect(ProcessorQuota.cgroupLimit(v2: "50000 100000", v1Quota: nil, v1Period: nil) == 1)
+        #expect(ProcessorQuota.cgroupLimit(v2: "max 100000", v1Quota: nil, v1Period: nil) == nil)
+        #expect(ProcessorQuota.cgroupLimit(v2: nil, v1Quota: "-1", v1Period: "100000") == nil)
+        #expect(ProcessorQuota.cgroupLimit(v2: nil, v1Quota: "300000", v1Period: "100000") == 3)
+        #expect(ProcessorQuota.cgroupLimit(v2: "garbage", v1Quota: "x", v1Period: "0") == nil)
+    }
+
+    @Test("the default count is at least 1 and at most the online processors and the affinity mask")
+    func defaultCount() {
+        let online = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        #expect(Threads.defaultCount >= 1 && Threads.defaultCount <= online)
+        let affinity = Int(vq_affinity_cpu_count())
+        #if os(Linux)
+        #expect(affinity >= 1 && Threads.defaultCount <= affinity)
+        #endif
+    }
 }

@@ -14,6 +14,8 @@ extern "C" {
 /// Instruction-set levels: 0 = portable C, 1 = AVX2 + FMA, 2 = AVX-512F, 3 = AVX-512F with BF16 and VNNI dot
 /// products (used only to screen nearest-code candidates; every other kernel treats 3 as 2).
 int vq_cpu_level(void);
+/* CPUs in this process's affinity mask (0 when unknown). */
+int vq_affinity_cpu_count(void);
 
 /// Rows (MR) and columns (NR) of the GEMM micro-tile for a level.
 int vq_gemm_mr(int level);

@@ -1,3 +1,4 @@
+import CVQKernels
 import Dispatch
 import Synchronization
 
@@ -77,8 +78,48 @@ public enum Threads {
     }
 }
 
-private func activeProcessorCount() -> Int {
-    Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+/// The processors this process may use: the online ones, fewer when the CPU affinity mask allows fewer (`taskset`,
+/// container cpusets) or a cgroup CPU quota caps the time (`docker --cpus 2`: cgroup v2 `cpu.max`, v1
+/// `cpu.cfs_quota_us / cpu.cfs_period_us`, rounded up).
+func activeProcessorCount() -> Int {
+    var count = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    let allowed = Int(vq_affinity_cpu_count())
+    if allowed > 0 { count = min(count, allowed) }
+    #if os(Linux)
+    if let quota = ProcessorQuota.cgroupLimit(v2: ProcessorQuota.read("/sys/fs/cgroup/cpu.max"),
+                                              v1Quota: ProcessorQuota.read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                                              v1Period: ProcessorQuota.read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")) {
+        count = min(count, quota)
+    }
+    #endif
+    return max(1, count)
+}
+
+/// Parsing of cgroup CPU quotas (separate from the file reads, so that tests give it any text).
+enum ProcessorQuota {
+    /// The whole CPUs a quota allows (rounded up), or nil for no limit: v2 `cpu.max` is `"max 100000"` or
+    /// `"QUOTA PERIOD"`; v1 gives the quota (-1: none) and the period in two files.
+    static func cgroupLimit(v2: String?, v1Quota: String?, v1Period: String?) -> Int? {
+        func limit(_ quota: String?, _ period: String?) -> Int? {
+            guard let q = quota.flatMap({ Int($0) }), let p = period.flatMap({ Int($0) }), q > 0, p > 0 else { return nil }
+            return max(1, (q + p - 1) / p)
+        }
+        if let v2 {
+            let parts = v2.split(separator: " ").map(String.init)
+            if parts.count == 2, let l = limit(parts[0], parts[1]) { return l }
+        }
+        return limit(v1Quota, v1Period)
+    }
+
+    /// A small text file's first line, trimmed, or nil.
+    static func read(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var buffer = [CChar](repeating: 0, count: 128)
+        guard fgets(&buffer, Int32(buffer.count), f) != nil else { return nil }
+        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return String(String(decoding: bytes, as: UTF8.self).filter { !$0.isWhitespace || $0 == " " }).trimmingSpaces
+    }
 }
 
 #if canImport(Glibc)
@@ -86,3 +127,8 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+extension String {
+    /// Without leading and trailing spaces.
+    fileprivate var trimmingSpaces: String { String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()) }
+}
