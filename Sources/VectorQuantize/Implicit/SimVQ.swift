@@ -33,7 +33,11 @@ public final class SimVQ: Module {
                                             "input_to_quantize_commit_loss_weight", "commitment_weight", "frozen_codebook_dim", "seed",
                                             "codebook_transform"]
 
-        public init(referenceKwargs kw: [String: Any], module: String = "SimVQ") throws {
+        public init(referenceKwargs kw: [String: Any]) throws {
+            try self.init(referenceKwargs: kw, module: "SimVQ")
+        }
+
+        init(referenceKwargs kw: [String: Any], module: String) throws {
             if kw["init_fn"] != nil {
                 throw ConfigurationError.badValue(module: module, keyword: "init_fn", reason: "a Python callable cannot be read from a configuration: pass initFunction to SimVQ.init (a checkpoint's frozen_codebook already holds its result)")
             }
@@ -59,7 +63,9 @@ public final class SimVQ: Module {
         }
 
         /// The checks of both paths.
-        public func validate(module: String = "SimVQ") throws {
+        public func validate() throws { try validate(module: "SimVQ") }
+
+        func validate(module: String) throws {
             if SizeLimit.product([codebookSize, frozenCodebookDim ?? dim]) == nil || SizeLimit.product([dim, frozenCodebookDim ?? dim]) == nil {
                 throw ConfigurationError.invalid(module: module, reason: "codebook_size \(codebookSize) × dim \(dim) exceeds \(SizeLimit.maxElements) values (or is not positive)")
             }
@@ -91,13 +97,18 @@ public final class SimVQ: Module {
     /// A SimVQ whose code transform is any layer `codebookTransform` builds (default: the configuration's).
     /// - Parameters:
     ///   - configuration: the sizes and options.
-    ///   - module: the name used in error messages.
     ///   - codebookTransform: builds the code transform from the module's generator (default: the
     ///     configuration's text, or `Linear(d₀, dim, bias: false)`).
     ///   - initFunction: the reference's `init_fn`: maps the initial frozen codebook `[c, d₀]`
     ///     (N(0, 1/d₀)) to the one kept (same shape). A checkpoint's `frozen_codebook` replaces it on load.
-    public init(_ configuration: Configuration, module: String = "SimVQ", codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil,
-                initFunction: ((Tensor) -> Tensor)? = nil) throws {
+    public convenience init(_ configuration: Configuration, codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil,
+                            initFunction: ((Tensor) -> Tensor)? = nil) throws {
+        try self.init(configuration, module: "SimVQ", codebookTransform: codebookTransform, initFunction: initFunction)
+    }
+
+    /// ``init(_:codebookTransform:initFunction:)`` naming `module` in its errors (a stack's layers name the stack).
+    init(_ configuration: Configuration, module: String, codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil,
+         initFunction: ((Tensor) -> Tensor)? = nil) throws {
         try configuration.validate(module: module)
         self.configuration = configuration
         let d0 = configuration.frozenCodebookDim ?? configuration.dim
@@ -136,7 +147,11 @@ public final class SimVQ: Module {
         try self.init(c, codebookTransform: codebookTransform)
     }
 
-    public convenience init(referenceKwargs kw: [String: Any], module: String = "SimVQ") throws {
+    public convenience init(referenceKwargs kw: [String: Any]) throws {
+        try self.init(referenceKwargs: kw, module: "SimVQ")
+    }
+
+    convenience init(referenceKwargs kw: [String: Any], module: String) throws {
         try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
     }
 

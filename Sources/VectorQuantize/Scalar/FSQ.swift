@@ -29,7 +29,11 @@ public final class FSQ: Module {
                                             "projection_has_bias", "preserve_symmetry", "noise_dropout", "bound_hard_clamp",
                                             "return_indices", "force_quantization_f32", "seed", "orthogonal_rotation"]
 
-        public init(referenceKwargs kw: [String: Any], module: String = "FSQ") throws {
+        public init(referenceKwargs kw: [String: Any]) throws {
+            try self.init(referenceKwargs: kw, module: "FSQ")
+        }
+
+        init(referenceKwargs kw: [String: Any], module: String) throws {
             for k in kw.keys where !Self.keywords.contains(k) { throw ConfigurationError.unknownKeyword(module: module, keyword: k) }
             let k = Keywords(kw, module: module)
             guard let levels = try k.ints("levels") else { throw ConfigurationError.invalid(module: module, reason: "levels is required") }
@@ -49,7 +53,9 @@ public final class FSQ: Module {
         }
 
         /// The checks of both paths (typed and keyword).
-        public func validate(module: String = "FSQ") throws {
+        public func validate() throws { try validate(module: "FSQ") }
+
+        func validate(module: String) throws {
             if levels.isEmpty || numCodebooks < 1 {
                 throw ConfigurationError.badValue(module: module, keyword: levels.isEmpty ? "levels" : "num_codebooks", reason: levels.isEmpty ? "an empty list" : "must be ≥ 1")
             }

@@ -53,7 +53,11 @@ public final class LFQ: Module {
             "cosine_sim_project_in", "cosine_sim_project_in_scale", "orthogonal_rotation",
         ]
 
-        public init(referenceKwargs kw: [String: Any], module: String = "LFQ") throws {
+        public init(referenceKwargs kw: [String: Any]) throws {
+            try self.init(referenceKwargs: kw, module: "LFQ")
+        }
+
+        init(referenceKwargs kw: [String: Any], module: String) throws {
             for k in kw.keys where !Self.keywords.contains(k) { throw ConfigurationError.unknownKeyword(module: module, keyword: k) }
             let k = Keywords(kw, module: module)
             func f(_ key: String) throws -> Float? { try k.double(key).map(Float.init) }
@@ -89,7 +93,9 @@ public final class LFQ: Module {
         }
 
         /// The checks of both paths (typed and keyword): sizes, a power-of-2 codebook, the entropy fraction.
-        public func validate(module: String = "LFQ") throws {
+        public func validate() throws { try validate(module: "LFQ") }
+
+        func validate(module: String) throws {
             guard dim != nil || codebookSize != nil else { throw ConfigurationError.invalid(module: module, reason: "dim or codebook_size is required") }
             if numCodebooks < 1 || numCodebooks > 1 << 12 { throw ConfigurationError.badValue(module: module, keyword: "num_codebooks", reason: "must be in 1…4096") }
             if numCodebooks > 1 && keepNumCodebooksDim == false {

@@ -38,7 +38,11 @@ public final class ResidualFSQ: Module {
                                                "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of",
                                                "soft_clamp_input_value", "bound_hard_clamp", "seed"]
 
-        public init(referenceKwargs kw: [String: Any], module: String = "ResidualFSQ") throws {
+        public init(referenceKwargs kw: [String: Any]) throws {
+            try self.init(referenceKwargs: kw, module: "ResidualFSQ")
+        }
+
+        init(referenceKwargs kw: [String: Any], module: String) throws {
             let k = Keywords(kw, module: module)
             guard let levels = try k.ints("levels"), let q = try k.int("num_quantizers") else {
                 throw ConfigurationError.invalid(module: module, reason: "levels and num_quantizers are required")
@@ -62,7 +66,9 @@ public final class ResidualFSQ: Module {
         }
 
         /// The checks of both paths.
-        public func validate(module: String = "ResidualFSQ") throws {
+        public func validate() throws { try validate(module: "ResidualFSQ") }
+
+        func validate(module: String) throws {
             try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
                                        softClamp: nil, module: module, dropout: quantizeDropout)
             if let v = softClampInputValue {
@@ -114,7 +120,11 @@ public final class ResidualFSQ: Module {
     public var quantizeDropoutCutoffIndex: Int { configuration.quantizeDropoutCutoffIndex }
     public var quantizeDropoutMultipleOf: Int { configuration.quantizeDropoutMultipleOf }
 
-    public init(_ configuration: Configuration, module: String = "ResidualFSQ") throws {
+    public convenience init(_ configuration: Configuration) throws {
+        try self.init(configuration, module: "ResidualFSQ")
+    }
+
+    init(_ configuration: Configuration, module: String) throws {
         try configuration.validate(module: module)
         let c = configuration
         self.configuration = c
@@ -131,7 +141,11 @@ public final class ResidualFSQ: Module {
         super.init()
     }
 
-    public convenience init(referenceKwargs kw: [String: Any], module: String = "ResidualFSQ") throws {
+    public convenience init(referenceKwargs kw: [String: Any]) throws {
+        try self.init(referenceKwargs: kw, module: "ResidualFSQ")
+    }
+
+    convenience init(referenceKwargs kw: [String: Any], module: String) throws {
         try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
     }
 

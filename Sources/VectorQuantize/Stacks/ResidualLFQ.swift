@@ -32,7 +32,11 @@ public final class ResidualLFQ: Module {
         static let ownKeywords: Set<String> = ["dim", "num_quantizers", "codebook_size", "soft_clamp_input_value", "quantize_dropout",
                                                "quantize_dropout_cutoff_index", "quantize_dropout_multiple_of", "seed"]
 
-        public init(referenceKwargs kw: [String: Any], module: String = "ResidualLFQ") throws {
+        public init(referenceKwargs kw: [String: Any]) throws {
+            try self.init(referenceKwargs: kw, module: "ResidualLFQ")
+        }
+
+        init(referenceKwargs kw: [String: Any], module: String) throws {
             let k = Keywords(kw, module: module)
             guard let dim = try k.int("dim"), let q = try k.int("num_quantizers"), let size = try k.int("codebook_size") else {
                 throw ConfigurationError.invalid(module: module, reason: "dim, num_quantizers and codebook_size are required")
@@ -48,7 +52,9 @@ public final class ResidualLFQ: Module {
         }
 
         /// The checks of both paths.
-        public func validate(module: String = "ResidualLFQ") throws {
+        public func validate() throws { try validate(module: "ResidualLFQ") }
+
+        func validate(module: String) throws {
             try ResidualStack.validate(numQuantizers: numQuantizers, cutoff: quantizeDropoutCutoffIndex, multipleOf: quantizeDropoutMultipleOf,
                                        softClamp: softClampInputValue, module: module, dropout: quantizeDropout)
             guard codebookSize > 0, codebookSize & (codebookSize - 1) == 0, codebookSize <= 1 << 30 else {
@@ -87,7 +93,11 @@ public final class ResidualLFQ: Module {
     public var quantizeDropoutCutoffIndex: Int { configuration.quantizeDropoutCutoffIndex }
     public var quantizeDropoutMultipleOf: Int { configuration.quantizeDropoutMultipleOf }
 
-    public init(_ configuration: Configuration, module: String = "ResidualLFQ") throws {
+    public convenience init(_ configuration: Configuration) throws {
+        try self.init(configuration, module: "ResidualLFQ")
+    }
+
+    init(_ configuration: Configuration, module: String) throws {
         try configuration.validate(module: module)
         let c = configuration
         self.configuration = c
@@ -100,7 +110,11 @@ public final class ResidualLFQ: Module {
         super.init()
     }
 
-    public convenience init(referenceKwargs kw: [String: Any], module: String = "ResidualLFQ") throws {
+    public convenience init(referenceKwargs kw: [String: Any]) throws {
+        try self.init(referenceKwargs: kw, module: "ResidualLFQ")
+    }
+
+    convenience init(referenceKwargs kw: [String: Any], module: String) throws {
         try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
     }
 

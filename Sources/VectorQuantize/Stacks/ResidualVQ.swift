@@ -82,7 +82,11 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
     ]
 
     /// Builds a configuration from the reference's keywords; the rest go to the layers.
-    public init(referenceKwargs kw: [String: Any], module: String = "ResidualVQ") throws {
+    public init(referenceKwargs kw: [String: Any]) throws {
+        try self.init(referenceKwargs: kw, module: "ResidualVQ")
+    }
+
+    init(referenceKwargs kw: [String: Any], module: String) throws {
         let k = Keywords(kw, module: module)
         let dim = try k.required("dim")
         var sizes: [Int]
