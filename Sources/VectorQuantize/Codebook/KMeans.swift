@@ -69,7 +69,7 @@ extension Codebook {
     ///   - codes: the code indices to fit, in every codebook (head).
     ///   - flatten: `[h, n, d]` vectors in codebook space (l2-normalised for a cosine codebook).
     ///   - iterations: the most Lloyd steps (default ``growthIterations``; they stop when the objective stops
-    ///     falling). The fit is ``KMeans/fitGrowing(samples:initial:fitting:maxIterations:metric:constrain:rng:)``:
+    ///     falling). The fit is ``KMeans/fitGrowing(samples:initial:fitting:maxIterations:restarts:metric:constrain:rng:)``:
     ///     k-means++ seeds against the fixed codes, empty codes re-seeded at the worst-represented rows.
     ///   - countsPerBatch: the batch size the counts are expressed in (default: the rows given).
     /// - Throws: a ``CodebookError`` for data not `[h, n, d]`, a code out of range, or a non-positive

@@ -137,7 +137,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
             }
         }
 
-        /// The reference's spelling (`partial(torch.optim.SGD, lr=2.0, momentum=0.9)`), which ``init(text:)`` reads back.
+        /// The reference's spelling (`partial(torch.optim.SGD, lr=2.0, momentum=0.9)`), which `init(text:)` reads back.
         public var text: String {
             switch self {
             case let .sgd(lr, momentum, dampening, weightDecay, nesterov):

@@ -14,7 +14,6 @@ extension VectorQuantizer {
         if x.rank == 2 { x = x.unsqueezed(axis: 1) }
         var spatial: [Int]? = nil
         if c.acceptImageFmap || c.accept3dFmap {
-            let rank = c.accept3dFmap ? 5 : 4
             spatial = Array(x.shape.dropFirst(2))
             x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2)
         }
