@@ -27,7 +27,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Residual VQ with this many layers.") var residual: Int?
     @Option(help: "FSQ levels, e.g. 8,5,5,5: an FSQ whose projections (when the dimension differs from the number of levels) are trained by Adam; with as many levels as dimensions there is nothing to learn and the quantizer is written as is.") var fsqLevels: String?
     @Option(name: .customLong("init"), help: "Continue from this checkpoint (its config is used).") var initFrom: String?
-    @Option(parsing: .unconditional, help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old.") var expandTo: Int?
+    @Option(parsing: .unconditional, help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old, the new ones fitted to the input, and codes left unused re-seeded (dead-code threshold 0.5 unless --dead-code-threshold is given).") var expandTo: Int?
     @Flag(help: "With --expand-to: leave the old codes trainable.") var noFreezeOld = false
     @Option(help: "Freeze these codes before training, e.g. 0-255,300.") var freeze: String?
     @Option(help: "Freeze these components of every code before training, e.g. 0-15.") var freezeDims: String?
@@ -385,6 +385,9 @@ struct Train: ParsableCommand {
         }
     }
 
+    /// The dead-code threshold `--expand-to` trains with when neither the checkpoint nor the command line sets one.
+    static let growthDeadCodeThreshold = 0.5
+
     /// The `--init` checkpoint, rebuilt with the hyper-parameters given on the command line (decay, dead-code
     /// threshold, commitment weight: applied and saved); a `--codebook-size` that differs needs `--expand-to`.
     func continuedModule(_ path: String) throws -> (any Quantizer, ModuleConfig) {
@@ -392,7 +395,14 @@ struct Train: ParsableCommand {
         let codebookModules: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ"]
         var overrides: [(String, String, Any)] = []
         if let decay { overrides.append(("--decay", "decay", decay)) }
-        if let t = deadCodeThreshold { overrides.append(("--dead-code-threshold", "threshold_ema_dead_code", t)) }
+        if let t = deadCodeThreshold {
+            overrides.append(("--dead-code-threshold", "threshold_ema_dead_code", t))
+        } else if expandTo != nil, config.module == "VectorQuantize", ((config.kwargs["threshold_ema_dead_code"] as? Double) ?? 0) == 0 {
+            // A grown codebook is meant to use its new codes: EMA training can starve a few of them (two codes sharing a
+            // cluster, one wins), so new codes left unused are re-seeded from the data unless the user says otherwise.
+            overrides.append(("--expand-to", "threshold_ema_dead_code", Self.growthDeadCodeThreshold))
+            print("--expand-to: dead-code threshold \(Self.growthDeadCodeThreshold) (codes left unused are re-seeded from the data; --dead-code-threshold 0 turns it off)")
+        }
         if let w = commitmentWeight { overrides.append(("--commitment-weight", "commitment_weight", w)) }
         if let (option, _, _) = overrides.first, !codebookModules.contains(config.module) {
             throw ValidationError("\(option): \(path) holds a \(config.module), which has no EMA codebook to train")

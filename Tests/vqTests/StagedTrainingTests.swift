@@ -47,6 +47,16 @@ struct StagedTrainingTests {
                     "--seed", "3", "--output", path("b32.safetensors"))
         #expect(r.status == 0, "\(r.stderr)")
 
+        // Growth trains with a dead-code threshold (saved) unless one is given: --dead-code-threshold 0 keeps it off.
+        let kwargs = { (name: String) throws -> [String: Any] in
+            let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: self.path(name)))) as! [String: Any]
+            return json["kwargs"] as! [String: Any]
+        }
+        #expect(try kwargs("s3.json")["threshold_ema_dead_code"] as? Double == 0.5)
+        let off = try run("train", "--input", path("b.npy"), "--init", path("s1.safetensors"), "--expand-to", "96", "--steps", "2",
+                          "--dead-code-threshold", "0", "--batch-size", "256", "--output", path("s0.safetensors"))
+        #expect(off.status == 0 && !off.stdout.contains("dead-code threshold 0.5"), "\(off.stderr)")
+        #expect(try kwargs("s0.json")["threshold_ema_dead_code"] as? Double ?? 0 == 0)
         let old = try tensor("s1.safetensors", "_codebook.embed"), grown = try tensor("s3.safetensors", "_codebook.embed")
         #expect(grown.shape == [1, 96, 16])
         #expect(Array(grown.scalars[0..<(64 * 16)]).map(\.bitPattern) == old.scalars.map(\.bitPattern), "old codes moved")
