@@ -154,7 +154,34 @@ struct Train: ParsableCommand {
         if distributed {
             do { collective = try Distributed.world(timeout: collectiveTimeout) } catch let e as DistributedError { throw CLIError(e.description) }
         }
-        let (rank, world) = (collective.rank, collective.worldSize)
+        let x = try trainingVectors()
+        let stateURL = URL(fileURLWithPath: statePath)
+        if checkpointEvery != nil { try TrainingState.checkReplaceable(stateURL, resuming: resume) }
+        let (module, config, resumed) = try preparedModule(x)
+        for (book, _) in (try? selectCodebooks(module, layer: nil, head: nil)) ?? [] { book.collective = collective }
+        let run = try trainingPlan(module, config: config, rows: x.shape[0], world: collective.worldSize, resumed: resumed)
+        let (losses, wroteState) = try train(module, config: config, x: x, plan: run, collective: collective, resumed: resumed, stateURL: stateURL)
+        module.eval()
+        var url = URL(fileURLWithPath: output)
+        if rankOutputs && collective.worldSize > 1 {
+            url = url.deletingPathExtension().appendingPathExtension("rank\(collective.rank).safetensors")
+        } else if collective.rank != 0 {
+            Distributed.finalize(collective)
+            return  // rank 0 writes the checkpoint
+        }
+        defer { Distributed.finalize(collective) }
+        try QuantizerCheckpoint.save(module, config: config, to: url)
+        // The run is complete: its recovery state is no longer needed. Only this run's own states are removed:
+        // the one it wrote, and the one it resumed from (a state of this very run: its signature was checked).
+        var stale: [URL] = []
+        if wroteState { stale.append(stateURL) }
+        if let resume, resumed != nil { stale.append(URL(fileURLWithPath: resume)) }
+        for url in stale { try? FileManager.default.removeItem(at: url) }
+        try summarise(module, config: config, x: x, losses: losses, written: url)
+    }
+
+    /// The input's vectors as `[n, d]`, refused when empty or when the codes asked for would not fit in memory.
+    func trainingVectors() throws -> Tensor {
         var x = try DataFiles.vectors(input)
         if x.rank == 3 { x = x.reshaped([x.shape[0] * x.shape[1], x.shape[2]]) }
         let (n, d) = (x.shape[0], x.shape[1])
@@ -166,24 +193,25 @@ struct Train: ParsableCommand {
                 throw ValidationError("--\(expandTo != nil ? "expand-to" : "codebook-size") \(k): \(k) codes of dimension \(d) need \(Int(bytes / 1e9)) GB, more than half of this machine's memory")
             }
         }
-        // A resumed run takes the model and the data position from its state file.
-        let stateURL = URL(fileURLWithPath: statePath)
-        if checkpointEvery != nil { try TrainingState.checkReplaceable(stateURL, resuming: resume) }
-        var wroteState = false
-        var resumed: TrainingState? = nil
-        var (module, config): (any Quantizer, ModuleConfig)
+        return x
+    }
+
+    /// The model to train: a resumed run's (its options checked), or a new / `--init` one grown (`--expand-to`) and
+    /// frozen (`--freeze`, `--freeze-dims`, …) as asked.
+    func preparedModule(_ x: Tensor) throws -> (any Quantizer, ModuleConfig, TrainingState?) {
+        let (n, d) = (x.shape[0], x.shape[1])
         if let resume {
             let r: (any Quantizer, ModuleConfig, TrainingState)
             do { r = try TrainingState.read(URL(fileURLWithPath: resume)) } catch let e as TrainingStateError { throw CLIError("--resume \(e)") }
-            (module, config, resumed) = (r.0, r.1, r.2)
             for (option, value) in modelOptions.sorted(by: { $0.key < $1.key }) where r.2.options[option] != value {
                 let was = r.2.options[option].map { "\(option) \($0)" } ?? "without \(option)"
                 throw ValidationError("\(option) \(value): --resume \(resume) continues a run started \(was); a resumed run keeps its model options (omit them)")
             }
-        } else {
-            (module, config) = try makeModule(dim: d)
+            guard r.0.inputDim == d else { throw CLIError("\(input): vectors of dimension \(d), the model expects \(r.0.inputDim)") }
+            return r
         }
-        if resumed == nil, let expandTo {
+        var (module, config) = try makeModule(dim: d)
+        if let expandTo {
             guard let vq = module as? VectorQuantizer else { throw CLIError("--expand-to: \(config.module) has no single codebook to grow") }
             guard expandTo > vq.codebookSize else { throw ValidationError("--expand-to \(expandTo) must exceed the current \(vq.codebookSize) codes") }
             // The new codes are fitted to the new data (k-means around the old codes, which stay fixed), so
@@ -196,7 +224,7 @@ struct Train: ParsableCommand {
                                      fittingNewCodesTo: sample, countsPerBatch: min(batchSize, n))
             config.kwargs["codebook_size"] = expandTo
         }
-        if resumed == nil, let freeze {
+        if let freeze {
             let spec = try CodeSpec(freeze, option: "--freeze")
             for (book, h) in try selectCodebooks(module, layer: layer, head: head) {
                 let codes = try spec.codes(below: book.codebookSize)
@@ -204,8 +232,20 @@ struct Train: ParsableCommand {
             }
         }
         guard module.inputDim == d else { throw CLIError("\(input): vectors of dimension \(d), the model expects \(module.inputDim)") }
-        if resumed == nil { try applyPartialFreezes(module) }
-        for (book, _) in (try? selectCodebooks(module, layer: nil, head: nil)) ?? [] { book.collective = collective }
+        try applyPartialFreezes(module)
+        return (module, config, nil)
+    }
+
+    /// What the training loop runs: how (the registry's word), how many steps, with which optimizer, under which
+    /// signature (what a resumed run must match) — decided, and refused, before anything is written.
+    struct TrainingPlan {
+        let method: TrainingMethod
+        let totalSteps: Int
+        let signature: String
+        let optimizer: Adam?
+    }
+
+    func trainingPlan(_ module: any Quantizer, config: ModuleConfig, rows n: Int, world: Int, resumed: TrainingState?) throws -> TrainingPlan {
         if world > 1 && batchSize % world != 0 {
             throw ValidationError("--batch-size \(batchSize) must be a multiple of the \(world) ranks")
         }
@@ -216,8 +256,6 @@ struct Train: ParsableCommand {
         let (inputURL, inputTensor) = DataFiles.split(input)
         let size = (try? FileManager.default.attributesOfItem(atPath: inputURL.path)[.size] as? Int) ?? 0
         let signature = "input=\(FileIdentity(inputURL.path).resolved)\(inputTensor.map { ":" + $0 } ?? "");bytes=\(size);rows=\(n);batch=\(batchSize);steps=\(totalSteps);seed=\(seed);ranks=\(world);lr=\(lr)"
-        var losses: [Float] = []
-        // What vq train can do with this quantizer (the registry's word), decided before anything is written.
         let method = TrainingMethod.of(module, kind: QuantizerRegistry.kind(named: config.module)!)
         switch method {
         case .elsewhere(let why): throw CLIError("vq train cannot train \(config.module): \(why)")
@@ -235,87 +273,80 @@ struct Train: ParsableCommand {
         if let optimizer, let resumed {
             do { try resumed.restore(optimizer, of: module, path: resume!) } catch let e as TrainingStateError { throw CLIError("--resume \(e)") }
         }
-        if method == .fromVectors {
-            var rng = SeededGenerator(seed: seed)
-            var order = rng.permutation(n)
-            var cursor = 0
-            var first = 1
-            if let resumed {
-                guard resumed.signature == signature else {
-                    throw CLIError("--resume \(resume!): written by another run (\(resumed.signature)); resume with the same --input, --batch-size, --steps/--epochs and --seed")
-                }
-                guard resumed.order.count == n else { throw CLIError("--resume \(resume!): the data position does not fit \(input)") }
-                (rng, order, cursor, losses, first) = (resumed.dataRNG, resumed.order, resumed.cursor, resumed.losses, resumed.step + 1)
+        if let resumed, method == .fromVectors {
+            guard resumed.signature == signature else {
+                throw CLIError("--resume \(resume!): written by another run (\(resumed.signature)); resume with the same --input, --batch-size, --steps/--epochs and --seed")
             }
-            var progress = Progress(world > 1 ? "train (\(world) ranks)" : "train", total: totalSteps)
-            let sizes = module.codebookSizes
-            var counts = [Int](repeating: 0, count: sizes.max() ?? 1)
-            module.train()
-            for step in stride(from: first, through: totalSteps, by: 1) {
-                var rows: [Int] = []
-                while rows.count < min(batchSize, n) {
-                    if cursor == n { order = rng.permutation(n); cursor = 0 }
-                    rows.append(order[cursor])
-                    cursor += 1
-                }
-                if let drill = failureDrill?.split(separator: ":"), drill.count == 3, Int(drill[0]) == rank, Int(drill[1]) == step {
-                    if drill[2] == "exit" { FileHandle.standardError.write(Data("vq: rank \(rank): failure drill, exiting\n".utf8)); Foundation.exit(7) }
-                    while true { sleep(1000) }  // hang
-                }
-                // Every rank draws the same global batch and keeps its contiguous share of it.
-                let share = rows.count / world
-                let mine = world > 1 ? Array(rows[(rank * share)..<((rank + 1) * share)]) : rows
-                let batch = x.indexSelect(axis: 0, IndexTensor(mine)).unsqueezed(axis: 0)
-                var (loss, indices) = try optimizer.map { try gradientStep(module, batch, $0) } ?? withoutGradient { trainStep(module, batch) }
-                if world > 1 {
-                    var l = [loss]
-                    collective.allReduceSum(&l)
-                    loss = l[0] / Float(world)  // the loss is averaged over ranks
-                }
-                losses.append(loss)
-                for i in indices where i >= 0 && i < counts.count { counts[i] += 1 }
-                if rank == 0 && (step % 10 == 0 || step == totalSteps) {
-                    progress.update(step, loss: loss, usage: counts.filter { $0 > 0 }.count, codes: counts.count, perplexity: perplexity(counts))
-                    counts = [Int](repeating: 0, count: counts.count)
-                }
-                if let every = checkpointEvery, step % every == 0, step < totalSteps, rank == 0 {
-                    let snapshot = TrainingState(step: step, cursor: cursor, order: order, dataRNG: rng, losses: losses, signature: signature,
-                                                 options: resumed?.options ?? modelOptions)
-                    try snapshot.write(module: module, config: config, optimizer: optimizer, to: stateURL)
-                    wroteState = true
-                }
+            guard resumed.order.count == n else { throw CLIError("--resume \(resume!): the data position does not fit \(input)") }
+        }
+        return TrainingPlan(method: method, totalSteps: totalSteps, signature: signature, optimizer: optimizer)
+    }
+
+    /// The training loop (nothing when there is nothing to learn): the losses, and whether a state was written.
+    func train(_ module: any Quantizer, config: ModuleConfig, x: Tensor, plan: TrainingPlan, collective: any Collective,
+               resumed: TrainingState?, stateURL: URL) throws -> (losses: [Float], wroteState: Bool) {
+        guard plan.method == .fromVectors else { return ([], false) }
+        let (n, rank, world, totalSteps) = (x.shape[0], collective.rank, collective.worldSize, plan.totalSteps)
+        var rng = SeededGenerator(seed: seed)
+        var order = rng.permutation(n)
+        var (cursor, first, losses, wroteState) = (0, 1, [Float](), false)
+        if let resumed { (rng, order, cursor, losses, first) = (resumed.dataRNG, resumed.order, resumed.cursor, resumed.losses, resumed.step + 1) }
+        var progress = Progress(world > 1 ? "train (\(world) ranks)" : "train", total: totalSteps)
+        var counts = [Int](repeating: 0, count: module.codebookSizes.max() ?? 1)
+        module.train()
+        for step in stride(from: first, through: totalSteps, by: 1) {
+            var rows: [Int] = []
+            while rows.count < min(batchSize, n) {
+                if cursor == n { order = rng.permutation(n); cursor = 0 }
+                rows.append(order[cursor])
+                cursor += 1
+            }
+            if let drill = failureDrill?.split(separator: ":"), drill.count == 3, Int(drill[0]) == rank, Int(drill[1]) == step {
+                if drill[2] == "exit" { FileHandle.standardError.write(Data("vq: rank \(rank): failure drill, exiting\n".utf8)); Foundation.exit(7) }
+                while true { sleep(1000) }  // hang
+            }
+            // Every rank draws the same global batch and keeps its contiguous share of it.
+            let share = rows.count / world
+            let mine = world > 1 ? Array(rows[(rank * share)..<((rank + 1) * share)]) : rows
+            let batch = x.indexSelect(axis: 0, IndexTensor(mine)).unsqueezed(axis: 0)
+            var (loss, indices) = try plan.optimizer.map { try gradientStep(module, batch, $0) } ?? withoutGradient { trainStep(module, batch) }
+            if world > 1 {
+                var l = [loss]
+                collective.allReduceSum(&l)
+                loss = l[0] / Float(world)  // the loss is averaged over ranks
+            }
+            losses.append(loss)
+            for i in indices where i >= 0 && i < counts.count { counts[i] += 1 }
+            if rank == 0 && (step % 10 == 0 || step == totalSteps) {
+                progress.update(step, loss: loss, usage: counts.filter { $0 > 0 }.count, codes: counts.count, perplexity: perplexity(counts))
+                counts = [Int](repeating: 0, count: counts.count)
+            }
+            if let every = checkpointEvery, step % every == 0, step < totalSteps, rank == 0 {
+                let snapshot = TrainingState(step: step, cursor: cursor, order: order, dataRNG: rng, losses: losses, signature: plan.signature,
+                                             options: resumed?.options ?? modelOptions)
+                try snapshot.write(module: module, config: config, optimizer: plan.optimizer, to: stateURL)
+                wroteState = true
             }
         }
-        module.eval()
-        var url = URL(fileURLWithPath: output)
-        if rankOutputs && world > 1 {
-            url = url.deletingPathExtension().appendingPathExtension("rank\(rank).safetensors")
-        } else if rank != 0 {
-            Distributed.finalize(collective)
-            return  // rank 0 writes the checkpoint
-        }
-        defer { Distributed.finalize(collective) }
-        try QuantizerCheckpoint.save(module, config: config, to: url)
-        // The run is complete: its recovery state is no longer needed. Only this run's own states are removed:
-        // the one it wrote, and the one it resumed from (a state of this very run: its signature was checked).
-        var stale: [URL] = []
-        if wroteState { stale.append(stateURL) }
-        if let resume, resumed != nil { stale.append(URL(fileURLWithPath: resume)) }
-        for url in stale { try? FileManager.default.removeItem(at: url) }
+        return (losses, wroteState)
+    }
+
+    /// The last line (what was written, its reconstruction error) and the `--report`.
+    func summarise(_ module: any Quantizer, config: ModuleConfig, x: Tensor, losses: [Float], written url: URL) throws {
+        let (n, d) = (x.shape[0], x.shape[1])
         let recon = try module.decode(module.encode(x))
         let mse = recon.shape == x.shape ? Loss.mse(recon, x).item : .nan
         print(String(format: "wrote %@ (+ %@): %@, %d vectors × %d, %d steps, reconstruction MSE %.6f", url.path,
                      ModuleConfig.sidecar(of: url).lastPathComponent, config.module, n, d, losses.count, mse))
-        if let report {
-            let counts = usageCounts(module, x)
-            var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq train</title></head><body style=\"font-family:system-ui\">"
-            html += "<h1>vq train: \(config.module)</h1><p>\(n) vectors × \(d), \(losses.count) steps, reconstruction MSE \(mse)</p>"
-            if !losses.isEmpty { html += "<h2>Loss</h2>" + Report.lossChart(["loss": losses], xLabel: "step") }
-            let frozen = (try? selectCodebooks(module, layer: 0, head: nil).first?.0.frozenCodeIndices().count) ?? 0
-            html += "<h2>Code usage</h2>" + Report.histogram(counts, frozenBelow: frozen, title: "codes") + "</body></html>\n"
-            try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))
-            print("report: \(report)")
-        }
+        guard let report else { return }
+        let counts = usageCounts(module, x)
+        var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq train</title></head><body style=\"font-family:system-ui\">"
+        html += "<h1>vq train: \(config.module)</h1><p>\(n) vectors × \(d), \(losses.count) steps, reconstruction MSE \(mse)</p>"
+        if !losses.isEmpty { html += "<h2>Loss</h2>" + Report.lossChart(["loss": losses], xLabel: "step") }
+        let frozen = (try? selectCodebooks(module, layer: 0, head: nil).first?.0.frozenCodeIndices().count) ?? 0
+        html += "<h2>Code usage</h2>" + Report.histogram(counts, frozenBelow: frozen, title: "codes") + "</body></html>\n"
+        try AtomicFile.write(Data(html.utf8), to: URL(fileURLWithPath: report))
+        print("report: \(report)")
     }
 
     /// A new quantizer from the options, or the `--init` checkpoint.
