@@ -88,11 +88,22 @@ enum GEMM {
             fewRows(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate)
             return
         }
-        let mr = Self.mr, nr = Self.nr, kc = Self.kc, mc = Self.mc
+        packed(m: m, n: n, k: k, a: a, ars: ars, acs: acs, b: b, brs: brs, bcs: bcs, c: c, ldc: ldc, accumulate: accumulate,
+               bias: bias, columnBlocks: columnBlocks, rowsDone: rowsDone)
+    }
+
+    /// The packed path of ``gemm(m:n:k:a:ars:acs:b:brs:bcs:c:ldc:accumulate:bias:columnBlocks:rowsDone:)``: for each
+    /// column block of `nc` and depth block of `kc`, B is packed once into NR-wide panels (shared by every task), then
+    /// tasks — row blocks of `mc`, times groups of panels when there are few row blocks — pack their rows of A into
+    /// MR-high panels and run the micro-kernel over their tiles.
+    private static func packed(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, ars: Int, acs: Int, b: UnsafePointer<Float>, brs: Int, bcs: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, bias: UnsafePointer<Float>?,
+        columnBlocks: (width: Int, stride: Int)?, rowsDone: ((Range<Int>) -> Void)?
+    ) {
+        let nr = Self.nr, kc = Self.kc, mc = Self.mc
         let bPack = alignedFloats(kc * (Swift.min(n, nc) + nr))
         defer { bPack.deallocate() }
-        nonisolated(unsafe) let (pa, pb, pc, pbPack, pBias) = (a, b, c, bPack, bias)
-        let blocks = columnBlocks
         var jc = 0
         while jc < n {
             let nb = Swift.min(nc, n - jc)
@@ -101,29 +112,7 @@ enum GEMM {
             while p0 < k {
                 let kb = Swift.min(kc, k - p0)
                 let first = p0 == 0 && !accumulate
-                // Pack B[p0..<p0+kb, jc..<jc+nb] into NR-wide panels, zero-padded.
-                let (jc0, pp0) = (jc, p0)
-                Threads.forRanges(panels, minChunk: Swift.max(8, 2048 / Swift.max(kb, 1))) { range in
-                    for jp in range {
-                        let dst = pbPack + jp * kb * nr
-                        let cols = Swift.min(nr, nb - jp * nr)
-                        if brs == 1 && bcs != 1 {
-                            // Bᵀ stored row-major (a weight): each column of the panel is read contiguously.
-                            vq_gemm_pack_a(pb + pp0 + (jc0 + jp * nr) * bcs, Int64(bcs), Int64(cols), Int64(kb), Int64(nr), dst)
-                            continue
-                        }
-                        for p in 0..<kb {
-                            let row = pb + (pp0 + p) * brs + (jc0 + jp * nr) * bcs
-                            let d = dst + p * nr
-                            if bcs == 1 {
-                                d.update(from: row, count: cols)
-                            } else {
-                                for j in 0..<cols { d[j] = row[j * bcs] }
-                            }
-                            if cols < nr { (d + cols).update(repeating: 0, count: nr - cols) }
-                        }
-                    }
-                }
+                packB(b + p0 * brs + jc * bcs, brs: brs, bcs: bcs, kb: kb, nb: nb, into: bPack)
                 let mBlocks = (m + mc - 1) / mc
                 // Small products run on the calling thread: dispatch would cost more than it saves.
                 let threads = Double(m) * Double(nb) * Double(kb) < 1.5e6 ? 1 : Threads.count
@@ -131,72 +120,115 @@ enum GEMM {
                 let groups = threads > 1 && rowsDone == nil ? Swift.max(1, Swift.min(panels, (2 * threads + mBlocks - 1) / mBlocks)) : 1
                 let perGroup = (panels + groups - 1) / groups
                 let tasks = mBlocks * groups
-                let run = { (body: (Int) -> Void) in
-                    if threads == 1 { for t in 0..<tasks { body(t) } } else { Threads.forEach(tasks, body) }
+                nonisolated(unsafe) let (pa, pc, pbPack, pBias) = (a, c, UnsafePointer(bPack), bias)
+                let (jc0, pp0) = (jc, p0)
+                let body = { (task: Int) in
+                    let (ib, g) = (task / groups, task % groups)
+                    let i0 = ib * mc, mb = Swift.min(mc, m - i0)
+                    let block = RowBlock(rows: i0..<(i0 + mb), panels: (g * perGroup)..<Swift.min(panels, (g + 1) * perGroup),
+                                         column0: jc0, depth: kb, first: first)
+                    tiles(block, a: pa + i0 * ars + pp0 * acs, ars: ars, acs: acs, bPack: pbPack, nb: nb, c: pc, ldc: ldc,
+                          bias: first ? pBias : nil, columnBlocks: columnBlocks)
+                    if let rowsDone, pp0 + kb == k { rowsDone(block.rows) }
                 }
-                run { task in
-                    let ib = task / groups, g = task % groups
-                    let i0 = ib * mc
-                    let mb = Swift.min(mc, m - i0)
-                    let rowPanels = (mb + mr - 1) / mr
-                    let aPack = alignedFloats(rowPanels * mr * kb + mr * nr)
-                    defer { aPack.deallocate() }
-                    let tile = aPack + rowPanels * mr * kb
-                    // Pack A[i0..<i0+mb, p0..<p0+kb] into MR-high panels, zero-padded.
-                    for ip in 0..<rowPanels {
-                        let dst = aPack + ip * kb * mr
-                        let rows = Swift.min(mr, mb - ip * mr)
-                        if acs == 1 {
-                            // Rows read contiguously (a strided gather per depth step touched a line per element).
-                            vq_gemm_pack_a(pa + (i0 + ip * mr) * ars + pp0, Int64(ars), Int64(rows), Int64(kb), Int64(mr), dst)
-                        } else {
-                            for p in 0..<kb {
-                                let d = dst + p * mr
-                                let col = pa + (i0 + ip * mr) * ars + (pp0 + p) * acs
-                                for i in 0..<rows { d[i] = col[i * ars] }
-                                for i in rows..<mr { d[i] = 0 }
-                            }
-                        }
-                    }
-                    let jpEnd = Swift.min(panels, (g + 1) * perGroup)
-                    var jp = g * perGroup
-                    while jp < jpEnd {
-                        let cols = Swift.min(nr, nb - jp * nr)
-                        let bp = pbPack + jp * kb * nr
-                        let col0 = jc0 + jp * nr
-                        let cBase = blocks.map { pc + (col0 / $0.width) * $0.stride + col0 % $0.width } ?? pc + col0
-                        let biasRow = first ? pBias.map { $0 + col0 } : nil
-                        for ip in 0..<rowPanels {
-                            let rows = Swift.min(mr, mb - ip * mr)
-                            let cptr = cBase + (i0 + ip * mr) * ldc
-                            let ap = aPack + ip * kb * mr
-                            if rows == mr && cols == nr {
-                                if let biasRow {
-                                    vq_gemm_ukr_bias(level, Int64(kb), ap, bp, biasRow, cptr, Int64(ldc))
-                                } else {
-                                    vq_gemm_ukr(level, Int64(kb), ap, bp, cptr, Int64(ldc), first ? 0 : 1)
-                                }
-                            } else {
-                                vq_gemm_ukr(level, Int64(kb), ap, bp, tile, Int64(nr), 0)
-                                for i in 0..<rows {
-                                    let crow = cptr + i * ldc, trow = tile + i * nr
-                                    if let biasRow {
-                                        for j in 0..<cols { crow[j] = biasRow[j] + trow[j] }
-                                    } else if first {
-                                        for j in 0..<cols { crow[j] = trow[j] }
-                                    } else {
-                                        for j in 0..<cols { crow[j] = crow[j] + trow[j] }
-                                    }
-                                }
-                            }
-                        }
-                        jp += 1
-                    }
-                    if let rowsDone, p0 + kb == k { rowsDone(i0..<(i0 + mb)) }
-                }
+                if threads == 1 { for t in 0..<tasks { body(t) } } else { Threads.forEach(tasks, body) }
                 p0 += kb
             }
             jc += nb
+        }
+    }
+
+    /// Packs B's `kb × nb` block (element (p, j) at `b[p·brs + j·bcs]`) into NR-wide panels, zero-padded.
+    private static func packB(_ b: UnsafePointer<Float>, brs: Int, bcs: Int, kb: Int, nb: Int, into bPack: UnsafeMutablePointer<Float>) {
+        let nr = Self.nr, panels = (nb + nr - 1) / nr
+        nonisolated(unsafe) let (pb, dst0) = (b, bPack)
+        Threads.forRanges(panels, minChunk: Swift.max(8, 2048 / Swift.max(kb, 1))) { range in
+            for jp in range {
+                let dst = dst0 + jp * kb * nr
+                let cols = Swift.min(nr, nb - jp * nr)
+                if brs == 1 && bcs != 1 {
+                    // Bᵀ stored row-major (a weight): each column of the panel is read contiguously.
+                    vq_gemm_pack_a(pb + jp * nr * bcs, Int64(bcs), Int64(cols), Int64(kb), Int64(nr), dst)
+                    continue
+                }
+                for p in 0..<kb {
+                    let row = pb + p * brs + jp * nr * bcs
+                    let d = dst + p * nr
+                    if bcs == 1 {
+                        d.update(from: row, count: cols)
+                    } else {
+                        for j in 0..<cols { d[j] = row[j * bcs] }
+                    }
+                    if cols < nr { (d + cols).update(repeating: 0, count: nr - cols) }
+                }
+            }
+        }
+    }
+
+    /// One task of the packed path: rows `rows` of C against B panels `panels` of the current column block.
+    struct RowBlock {
+        let rows: Range<Int>
+        let panels: Range<Int>
+        let column0: Int
+        let depth: Int
+        /// The first depth block of a product that does not accumulate: tiles are written (or start from the bias).
+        let first: Bool
+    }
+
+    /// Packs the block's rows of A (`a` at its first row and depth) into MR-high panels, then runs the micro-kernel
+    /// over every tile; edge tiles go through a scratch tile.
+    private static func tiles(_ blk: RowBlock, a: UnsafePointer<Float>, ars: Int, acs: Int, bPack: UnsafePointer<Float>, nb: Int,
+                              c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, columnBlocks: (width: Int, stride: Int)?) {
+        let mr = Self.mr, nr = Self.nr, kb = blk.depth, mb = blk.rows.count
+        let rowPanels = (mb + mr - 1) / mr
+        let aPack = alignedFloats(rowPanels * mr * kb + mr * nr)
+        defer { aPack.deallocate() }
+        let tile = aPack + rowPanels * mr * kb
+        for ip in 0..<rowPanels {
+            let dst = aPack + ip * kb * mr
+            let rows = Swift.min(mr, mb - ip * mr)
+            if acs == 1 {
+                // Rows read contiguously (a strided gather per depth step touched a line per element).
+                vq_gemm_pack_a(a + ip * mr * ars, Int64(ars), Int64(rows), Int64(kb), Int64(mr), dst)
+            } else {
+                for p in 0..<kb {
+                    let d = dst + p * mr
+                    let col = a + ip * mr * ars + p * acs
+                    for i in 0..<rows { d[i] = col[i * ars] }
+                    for i in rows..<mr { d[i] = 0 }
+                }
+            }
+        }
+        for jp in blk.panels {
+            let cols = Swift.min(nr, nb - jp * nr)
+            let bp = bPack + jp * kb * nr
+            let col0 = blk.column0 + jp * nr
+            let cBase = columnBlocks.map { c + (col0 / $0.width) * $0.stride + col0 % $0.width } ?? c + col0
+            let biasRow = bias.map { $0 + col0 }
+            for ip in 0..<rowPanels {
+                let rows = Swift.min(mr, mb - ip * mr)
+                let cptr = cBase + (blk.rows.lowerBound + ip * mr) * ldc
+                let ap = aPack + ip * kb * mr
+                if rows == mr && cols == nr {
+                    if let biasRow {
+                        vq_gemm_ukr_bias(level, Int64(kb), ap, bp, biasRow, cptr, Int64(ldc))
+                    } else {
+                        vq_gemm_ukr(level, Int64(kb), ap, bp, cptr, Int64(ldc), blk.first ? 0 : 1)
+                    }
+                    continue
+                }
+                vq_gemm_ukr(level, Int64(kb), ap, bp, tile, Int64(nr), 0)
+                for i in 0..<rows {
+                    let crow = cptr + i * ldc, trow = tile + i * nr
+                    if let biasRow {
+                        for j in 0..<cols { crow[j] = biasRow[j] + trow[j] }
+                    } else if blk.first {
+                        for j in 0..<cols { crow[j] = trow[j] }
+                    } else {
+                        for j in 0..<cols { crow[j] = crow[j] + trow[j] }
+                    }
+                }
+            }
         }
     }
 }
