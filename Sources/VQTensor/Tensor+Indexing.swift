@@ -28,7 +28,7 @@ extension Tensor {
     /// flattened `[h·c, d]` table).
     ///
     /// - Complexity: O(indices.count · d).
-    public func rowsPerHead(_ indices: IndexTensor) -> Tensor {
+    package func rowsPerHead(_ indices: IndexTensor) -> Tensor {
         precondition(rank == 3 && indices.rank >= 1 && indices.shape[0] == shape[0],
                      "rowsPerHead: tables \(shape) and indices \(indices.shape) must be [h, c, d] and [h, …]")
         let (h, c, d) = (shape[0], shape[1], shape[2])

@@ -167,7 +167,7 @@ extension Tensor {
     /// into the output `[N, out]`. No gradient graph (inputs without one, or gradients off).
     ///
     /// - Complexity: O(h · N · d · out), no temporary besides the output.
-    public static func mergedHeadsProjection(_ heads: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    package static func mergedHeadsProjection(_ heads: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
         precondition(!((heads.requiresGradient || weight.requiresGradient || (bias?.requiresGradient ?? false)) && GradMode.isEnabled),
                      "mergedHeadsProjection: no gradient graph (heads \(heads.shape), weight \(weight.shape))")
         let (h, n, d) = (heads.shape[0], heads.shape[1], heads.shape[2])
@@ -198,7 +198,7 @@ extension Tensor {
     /// projection forms. `codes [h, c, d]`, `indices [h, N]`; no gradient graph.
     ///
     /// - Complexity: O(h·c·d·out + N·h·out), against O(N·h·d·out) for the gathered rows.
-    public static func gatheredHeadsProjection(codes: Tensor, indices: IndexTensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    package static func gatheredHeadsProjection(codes: Tensor, indices: IndexTensor, weight: Tensor, bias: Tensor?) -> Tensor {
         precondition(!((codes.requiresGradient || weight.requiresGradient || (bias?.requiresGradient ?? false)) && GradMode.isEnabled),
                      "gatheredHeadsProjection: no gradient graph (codes \(codes.shape), weight \(weight.shape))")
         precondition(codes.rank == 3 && indices.rank == 2 && indices.shape[0] == codes.shape[0] && weight.rank == 2
@@ -275,7 +275,7 @@ extension Tensor {
     /// that holds a NaN or ±∞ is cleared (``clearNonFiniteRows(_:rows:d:flags:)``, while the rows are in cache).
     ///
     /// - Complexity: O(N · h·d · K), one output buffer.
-    public static func splitHeadsProjection(_ x: Tensor, weight: Tensor, bias: Tensor?, heads h: Int,
+    package static func splitHeadsProjection(_ x: Tensor, weight: Tensor, bias: Tensor?, heads h: Int,
                                             l2NormalizeEps: Float? = nil, finiteRows: UnsafeMutableBufferPointer<Bool>? = nil) -> Tensor {
         precondition(!((x.requiresGradient || weight.requiresGradient || (bias?.requiresGradient ?? false)) && GradMode.isEnabled),
                      "splitHeadsProjection: no gradient graph (x \(x.shape), weight \(weight.shape))")

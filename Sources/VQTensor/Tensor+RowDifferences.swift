@@ -25,7 +25,7 @@ extension Tensor {
     }
 
     /// `(Σ rows) / elements` in row order, as a scalar tensor (NaN for no elements).
-    public static func meanOfRowSums(_ sums: [Double], elements: Int) -> Tensor {
+    package static func meanOfRowSums(_ sums: [Double], elements: Int) -> Tensor {
         guard elements > 0 else { return Tensor(.nan) }
         var total = 0.0
         for s in sums { total += s }
@@ -60,7 +60,7 @@ extension Tensor {
     /// `codes [h, c, d]`, `indices [h, N]`, `other [h, N, d]`; no gradient graph.
     ///
     /// - Complexity: O(h · N · d), no `[h, N, d]` buffer.
-    public static func meanSquaredRowDifference(gathering codes: Tensor, indices: IndexTensor, _ other: Tensor) -> Tensor {
+    package static func meanSquaredRowDifference(gathering codes: Tensor, indices: IndexTensor, _ other: Tensor) -> Tensor {
         precondition(codes.rank == 3 && other.rank == 3 && indices.shape == [other.shape[0], other.shape[1]]
                      && codes.shape[0] == other.shape[0] && codes.shape[2] == other.shape[2],
                      "meanSquaredRowDifference(gathering:): codes \(codes.shape), indices \(indices.shape), other \(other.shape)")

@@ -141,7 +141,7 @@ extension Tensor {
     /// every level of the kernel gives the same sums (the EMA statistics of a codebook).
     ///
     /// - Complexity: O(rows · width).
-    public static func scatterAddRows(_ x: UnsafePointer<Float>, rowStride: Int, codes: UnsafePointer<Int>, valid: UnsafePointer<Bool>,
+    package static func scatterAddRows(_ x: UnsafePointer<Float>, rowStride: Int, codes: UnsafePointer<Int>, valid: UnsafePointer<Bool>,
                                       rows: Int, width: Int, into acc: UnsafeMutablePointer<Double>) {
         let order = (0..<rows).filter { valid[$0] }
         guard !order.isEmpty else { return }
@@ -153,7 +153,7 @@ extension Tensor {
     /// rows then add into the same accumulator row, which stays in the first-level cache.
     ///
     /// - Complexity: O(count · width).
-    public static func scatterAddRows(_ x: UnsafePointer<Float>, rowStride: Int, codes: UnsafePointer<Int>, order: UnsafePointer<Int>,
+    package static func scatterAddRows(_ x: UnsafePointer<Float>, rowStride: Int, codes: UnsafePointer<Int>, order: UnsafePointer<Int>,
                                       count: Int, width: Int, into acc: UnsafeMutablePointer<Double>) {
         vq_scatter_add_rows(x, Int64(rowStride), UnsafeRawPointer(codes).assumingMemoryBound(to: Int64.self),
                                     UnsafeRawPointer(order).assumingMemoryBound(to: Int64.self), Int64(count), Int64(width), acc)
@@ -163,7 +163,7 @@ extension Tensor {
     /// (a counting sort: stable).
     ///
     /// - Complexity: O(n + codes).
-    public static func rowsByCode(_ index: UnsafePointer<Int>, valid: UnsafePointer<Bool>, n: Int, codes c: Int) -> [Int] {
+    package static func rowsByCode(_ index: UnsafePointer<Int>, valid: UnsafePointer<Bool>, n: Int, codes c: Int) -> [Int] {
         var start = [Int](repeating: 0, count: c + 1)
         for r in 0..<n where valid[r] { start[index[r] + 1] += 1 }
         for k in 0..<c { start[k + 1] += start[k] }
