@@ -47,7 +47,7 @@ extension Codebook {
     /// Quantizes `flatten [h, n, d]` (already l2-normalised for cosine codebooks) and, in training, updates
     /// the codebook. `valid` (`[h · n]`) marks the rows that may update it (mask and finite values).
     public func forward(_ flatten: Tensor, valid: [Bool], options: CodebookForwardOptions) -> CodebookOutput {
-        let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
+        let (h, d, c) = (flatten.shape[0], flatten.shape[2], codebookSize)
         precondition(h == numCodebooks && d == dim, "Codebook.forward: input \(flatten.shape) for codebooks [\(numCodebooks), \(c), \(dim)]")
         if !isInitialized {
             // k-means sees the union of the ranks' batches, so every rank initialises identically.
@@ -70,45 +70,9 @@ extension Codebook {
             }
             return CodebookOutput(quantized: quantized, indices: indices, distances: nil)
         }
-        let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
         let temperature = options.sampleCodebookTemperature ?? configuration.sampleCodebookTemperature
-        let stochastic = isTraining && configuration.stochasticSampleCodes && temperature > 0
         let gumbelST = configuration.straightThrough && isTraining && temperature > 0
-        let materialize = options.needsDistances || stochastic || gumbelST
-
-        var distances: Tensor? = nil
-        var indices: IndexTensor
-        var squaredErrors: [Double]? = nil
-        if materialize {
-            let dist = scores(flatten, codes)
-            distances = dist
-            var logits = dist.detached()
-            if stochastic {
-                let u = Tensor.randomUniform(logits.shape, using: &rng)
-                logits = logits / temperature + gumbelNoise(u)
-            }
-            if let k = options.topK {
-                indices = topK(logits, k)
-            } else {
-                indices = logits.argmax(axis: -1)
-            }
-        } else if let k = options.topK {
-            var idx: [Int] = []
-            idx.reserveCapacity(h * n * k)
-            for hh in 0..<h {
-                let xh = flatten.slice(axis: 0, hh..<(hh + 1)).reshaped([n, d]).detached()
-                let ch = codes.slice(axis: 0, hh..<(hh + 1)).reshaped([c, d]).detached()
-                idx += xh.topKCodes(ch, k: k, metric: metric).indices.scalars
-            }
-            indices = IndexTensor(idx, shape: [h, n, k])
-        } else {
-            // Every head's rows searched in place (no per-head copies).
-            if options.squaredErrors {
-                (indices, squaredErrors) = flatten.detached().nearestCodesAndSquaredErrorsPerHead(codes.detached(), metric: metric)
-            } else {
-                indices = flatten.detached().nearestCodesPerHead(codes.detached(), metric: metric)
-            }
-        }
+        let (indices, distances, squaredErrors) = select(flatten, codes, options: options, temperature: temperature)
 
         // Quantized rows: an exact copy of the selected codes (a gather, differentiable in the codes). Several
         // codebooks: one gather over the flattened [h·c, d] table (no per-head parts and stack).
@@ -134,6 +98,41 @@ extension Codebook {
         }
         return CodebookOutput(quantized: quantized, indices: indices, distances: distances, codes: gathers ? nil : codes.detached(),
                               squaredErrors: squaredErrors)
+    }
+
+    /// The codes chosen for every row: from the materialised scores (needed for distances, stochastic sampling and
+    /// straight-through Gumbel; argmax or top-k of the logits), top-k by the search, or the fused nearest-code search
+    /// (every head's rows in place, with each row's squared error when the commitment wants it).
+    func select(_ flatten: Tensor, _ codes: Tensor, options: CodebookForwardOptions, temperature: Float)
+        -> (indices: IndexTensor, distances: Tensor?, squaredErrors: [Double]?) {
+        let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
+        let metric: CodeMetric = configuration.useCosineSimilarity ? .dot : .euclidean
+        let stochastic = isTraining && configuration.stochasticSampleCodes && temperature > 0
+        let gumbelST = configuration.straightThrough && isTraining && temperature > 0
+        if options.needsDistances || stochastic || gumbelST {
+            let dist = scores(flatten, codes)
+            var logits = dist.detached()
+            if stochastic {
+                let u = Tensor.randomUniform(logits.shape, using: &rng)
+                logits = logits / temperature + gumbelNoise(u)
+            }
+            return (options.topK.map { topK(logits, $0) } ?? logits.argmax(axis: -1), dist, nil)
+        }
+        if let k = options.topK {
+            var idx: [Int] = []
+            idx.reserveCapacity(h * n * k)
+            for hh in 0..<h {
+                let xh = flatten.slice(axis: 0, hh..<(hh + 1)).reshaped([n, d]).detached()
+                let ch = codes.slice(axis: 0, hh..<(hh + 1)).reshaped([c, d]).detached()
+                idx += xh.topKCodes(ch, k: k, metric: metric).indices.scalars
+            }
+            return (IndexTensor(idx, shape: [h, n, k]), nil, nil)
+        }
+        if options.squaredErrors {
+            let (indices, errors) = flatten.detached().nearestCodesAndSquaredErrorsPerHead(codes.detached(), metric: metric)
+            return (indices, nil, errors)
+        }
+        return (flatten.detached().nearestCodesPerHead(codes.detached(), metric: metric), nil, nil)
     }
 
     /// The codes as lookups see them: through `vq_bridge`, then the affine map (`[h, c, d]`).
