@@ -1,0 +1,115 @@
+/* The C kernels on any CPU, against plain C and against themselves elsewhere.
+
+   Built for this machine and cross-built for arm64 (Scripts/arm64/check.sh runs the arm64 build under qemu-user):
+   every kernel whose contract says "the same values at every level" prints a hash of its output, which must be the
+   same on arm64 as on x86-64's portable level (VQ_KERNEL_LEVEL=0) — the bits a model computes do not depend on the
+   machine — and the GEMM micro-kernel and the arg-min are checked against plain loops here. Exit status 1 on any
+   failed check. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "vq_kernels.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static float uniform(void) {          /* xorshift64*, in [-1, 1) */
+    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
+    return (float)((double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+static float *random_floats(int64_t n) {
+    float *p = aligned_alloc(64, (size_t)((n * 4 + 63) / 64 * 64));
+    for (int64_t i = 0; i < n; i++) p[i] = uniform();
+    return p;
+}
+static uint64_t hash_bytes(const void *p, size_t n) {  /* FNV-1a */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) { h ^= ((const unsigned char *)p)[i]; h *= 1099511628211ull; }
+    return h;
+}
+static int failures = 0;
+static void check(int ok, const char *what) {
+    if (!ok) { printf("FAIL %s\n", what); failures++; }
+}
+
+int main(void) {
+    int level = vq_cpu_level();
+    printf("level %d\n", level);
+
+    /* GEMM micro-kernel: packed panels against a plain triple loop in double. */
+    int mr = vq_gemm_mr(level), nr = vq_gemm_nr(level);
+    int64_t kc = 67;
+    float *a = random_floats(kc * mr), *b = random_floats(kc * nr);
+    float *c = aligned_alloc(64, (size_t)((mr * nr * 4 + 63) / 64 * 64));
+    vq_gemm_ukr(level, kc, a, b, c, nr, 0);
+    double worst = 0;
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            double s = 0;
+            for (int64_t p = 0; p < kc; p++) s += (double)a[p * mr + i] * b[p * nr + j];
+            worst = fmax(worst, fabs(s - c[i * nr + j]));
+        }
+    check(worst < 1e-4, "vq_gemm_ukr against a plain product");
+    printf("gemm_ukr max_error %.3g\n", worst);
+
+    /* Packing: a copy, the same bits everywhere. */
+    float *rows = random_floats(5 * 40), *packed = aligned_alloc(64, (size_t)(40 * 8 * 4 + 64));
+    vq_gemm_pack_a(rows, 40, 5, 40, 8, packed);
+    int pack_ok = 1;
+    for (int p = 0; p < 40; p++)
+        for (int i = 0; i < 8; i++) pack_ok &= packed[p * 8 + i] == (i < 5 ? rows[i * 40 + p] : 0.0f);
+    check(pack_ok, "vq_gemm_pack_a");
+
+    /* The running arg-min: against a plain scan (ties to the lowest code). */
+    int64_t nrows = 13, ncols = 29;
+    float *dots = random_floats(nrows * ncols), *xx = random_floats(nrows), *cc = random_floats(ncols);
+    for (int64_t i = 0; i < nrows; i++) xx[i] = fabsf(xx[i]) * 4;
+    for (int64_t j = 0; j < ncols; j++) cc[j] = fabsf(cc[j]) * 4;
+    float best[13]; int64_t index[13];
+    for (int i = 0; i < 13; i++) { best[i] = INFINITY; index[i] = -1; }
+    vq_argmin_update(dots, ncols, nrows, ncols, xx, cc, 0, 0, best, index);
+    int argmin_ok = 1;
+    for (int64_t r = 0; r < nrows; r++) {
+        float b0 = INFINITY; int64_t i0 = -1;
+        for (int64_t j = 0; j < ncols; j++) {
+            float s = fmaxf((xx[r] + cc[j]) + dots[r * ncols + j] * -2.0f, 1e-8f);
+            if (s < b0) { b0 = s; i0 = j; }
+        }
+        argmin_ok &= i0 == index[r] && b0 == best[r];
+    }
+    check(argmin_ok, "vq_argmin_update against a plain scan");
+
+    /* "The same values at every level": hashes that must agree across machines. */
+    rng_state = 0x9E3779B97F4A7C15ull;  /* the same data whatever the level's tile sizes drew above */
+    int64_t n = 1000, d = 37;
+    float *x = random_floats(n * d), *y = random_floats(n * d), *out = malloc((size_t)(n * d * 4));
+    float *sums = malloc((size_t)n * 4);
+    vq_sumsq_rows(level, x, n, d, d, sums);
+    printf("sumsq_rows %016llx\n", (unsigned long long)hash_bytes(sums, (size_t)n * 4));
+    vq_normalize_rows(level, x, out, n, d, 1e-6f, NULL);
+    printf("normalize_rows %016llx\n", (unsigned long long)hash_bytes(out, (size_t)(n * d * 4)));
+    double *sq = malloc((size_t)n * 8);
+    vq_squared_differences_rows(level, x, d, y, NULL, d, n, d, sq);
+    printf("squared_differences_rows %016llx\n", (unsigned long long)hash_bytes(sq, (size_t)n * 8));
+    for (int op = 0; op < 4; op++) {
+        vq_arith(level, op, x, 1, y, 1, out, n * d);
+        printf("arith_%d %016llx\n", op, (unsigned long long)hash_bytes(out, (size_t)(n * d * 4)));
+    }
+    memcpy(out, x, (size_t)(n * d * 4));
+    const float *srcs[2] = { y, y + d };
+    vq_add_rows(level, out, srcs, 2, d);
+    printf("add_rows %016llx\n", (unsigned long long)hash_bytes(out, (size_t)d * 4));
+    memcpy(out, x, (size_t)(n * d * 4));
+    vq_lerp(out, y, 0.2f, n * d);
+    printf("lerp %016llx\n", (unsigned long long)hash_bytes(out, (size_t)(n * d * 4)));
+    vq_tanh(x, out, n * d);
+    printf("tanh %016llx\n", (unsigned long long)hash_bytes(out, (size_t)(n * d * 4)));
+    int64_t *codes = malloc((size_t)n * 8), *order = malloc((size_t)n * 8);
+    for (int64_t r = 0; r < n; r++) { codes[r] = r % 17; order[r] = r; }
+    double *acc = calloc((size_t)(17 * d), 8);
+    vq_scatter_add_rows(x, d, codes, order, n, d, acc);
+    printf("scatter_add_rows %016llx\n", (unsigned long long)hash_bytes(acc, (size_t)(17 * d * 8)));
+
+    printf("%s\n", failures ? "FAILED" : "ok");
+    return failures ? 1 : 0;
+}
