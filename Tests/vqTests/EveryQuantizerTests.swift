@@ -147,6 +147,9 @@ struct EveryQuantizerTests {
         ("ResidualVQ", ["dim": 0, "num_quantizers": 3, "codebook_size": 16], "dim"),
         ("LFQ", ["dim": 8, "codebook_size": 64, "num_codebooks": 9223372036854775807], "num_codebooks"),
         ("HierarchicalVQ", ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "orthogonal_reg_max_codes": -1], "orthogonal_reg_max_codes"),
+        // Found by the mutation fuzzer after FSQ's return_indices was honoured: the stacks' layers need their indices.
+        ("ResidualFSQ", ["levels": [8, 5, 5], "dim": 8, "num_quantizers": 2, "return_indices": false], "return_indices"),
+        ("GroupedResidualFSQ", ["levels": [8, 5, 5], "dim": 16, "num_quantizers": 2, "groups": 2, "return_indices": false], "return_indices"),
     ]
 
     @Test("an invalid configuration is refused by every command, naming the keyword", arguments: invalid.indices)

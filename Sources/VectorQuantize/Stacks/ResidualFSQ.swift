@@ -82,6 +82,10 @@ public final class ResidualFSQ: Module {
                 throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")
             }
             try layerConfiguration.validate(module: module)
+            if !layer.returnIndices {
+                // The stack builds its indices from its layers' (the reference's layers would return None and fail).
+                throw ConfigurationError.badValue(module: module, keyword: "return_indices", reason: "a stack needs its layers' indices: only a single FSQ takes false")
+            }
             if layer.channelFirst {
                 // The stack's own keyword is is_channel_first; the layers quantize the stack's [b, n, d] residual.
                 throw ConfigurationError.badValue(module: module, keyword: "channel_first", reason: "a keyword of a single FSQ: the stack's is is_channel_first")
