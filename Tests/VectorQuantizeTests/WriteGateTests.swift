@@ -202,4 +202,26 @@ struct WriteGateTests {
         #expect(throws: CodebookError.notPositive(value: -1)) { try vq.codebook.fitCodes(2..<4, to: data, countsPerBatch: -1) }
         #expect(vq.stateDict() == before)
     }
+
+    @Test("the gate's threaded writes are the same bits on 1 and 2 threads, with frozen codes, components and a subspace")
+    func threads() throws {
+        // 2,048 codes of 64: the EMA step and the recompute split their rows over threads (≥ 512 rows per chunk).
+        func run(_ threads: Int) throws -> [UInt32] {
+            try Threads.with(threads) {
+                var c = VectorQuantizerConfiguration(dim: 64, codebookSize: 2048)
+                (c.decay, c.thresholdEMADeadCode) = (0.5, 0.5)
+                let vq = try VectorQuantizer(c)
+                try vq.codebook.freeze(codes: Array(stride(from: 0, to: 2048, by: 3)))
+                try vq.codebook.freeze(dimensions: [1, 5], codes: Array(0..<1024))
+                var basis = [Float](repeating: 0, count: 64)
+                (basis[10], basis[11]) = (0.6, 0.8)
+                try vq.codebook.freeze(subspace: Tensor(basis, shape: [1, 64]))
+                for step in 0..<3 { _ = vq(TestSupport.random([4, 256, 64], seed: 90 + UInt64(step), std: 1.5)) }
+                #expect(vq.codebook.gateWrites[.emaStep, default: 0] == 3 && vq.codebook.gateWrites[.expiry, default: 0] > 0)
+                return (vq.codebook.embed.value.scalars + vq.codebook.embedAverage.value.scalars + vq.codebook.clusterSize.value.scalars).map(\.bitPattern)
+            }
+        }
+        let one = try run(1), two = try run(2)
+        #expect(one == two)
+    }
 }
