@@ -97,14 +97,19 @@ extension Codebook {
     }
 
     func perCodeWeights(_ t: Tensor) -> [Float] {
-        if t.shape == [codebookSize] {
-            precondition(numCodebooks == 1,
-                         "ema_update_weight of shape \(t.shape) needs [num_codebooks, codebook_size] = [\(numCodebooks), \(codebookSize)] with separate codebooks")
-            return t.scalars
-        }
-        precondition(t.shape == [numCodebooks, codebookSize],
-                     "ema_update_weight of shape \(t.shape): expected [\(codebookSize)] or [\(numCodebooks), \(codebookSize)]")
+        if let problem = weightShapeProblem(t) { preconditionFailure(problem) }
         return t.scalars
+    }
+
+    /// Why a per-code `ema_update_weight` does not fit this codebook, or nil: it is `[codebook_size]` (one codebook)
+    /// or `[num_codebooks, codebook_size]`. The one statement of the rule (throwing entry points check it first).
+    func weightShapeProblem(_ t: Tensor) -> String? {
+        if t.shape == [codebookSize] {
+            return numCodebooks == 1 ? nil
+                : "ema_update_weight of shape \(t.shape) needs [num_codebooks, codebook_size] = [\(numCodebooks), \(codebookSize)] with separate codebooks"
+        }
+        return t.shape == [numCodebooks, codebookSize] ? nil
+            : "ema_update_weight of shape \(t.shape): expected [\(codebookSize)] or [\(numCodebooks), \(codebookSize)]"
     }
 
     /// Starts (`true`) or ends (`false`) collecting the codes held by the layers of one stacked call, for a
@@ -153,23 +158,33 @@ extension Codebook {
     /// codes whose statistics changed since the last recompute and that are not frozen (the
     /// reference's `update_ema()`; call it yourself with `manualEMAUpdate`).
     public func updateEMA() {
-        let (h, c, d) = (numCodebooks, codebookSize, dim)
-        let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
+        let d = dim
         let cosine = configuration.useCosineSimilarity
-        let cs = clusterSize.value.scalars, avg = embedAverage.value.scalars
-        let rows = (0..<(h * c)).filter { touched[$0] }
-        let totals = cs.withUnsafeBufferPointer { p in (0..<h).map { Tensor.sumContiguous(p.baseAddress! + $0 * c, c) } }
+        let avg = embedAverage.value.scalars, smoothed = smoothedCounts()
+        let rows = (0..<codeCount).filter { touched[$0] }
         avg.withUnsafeBufferPointer { pa in
             nonisolated(unsafe) let average = pa.baseAddress!
             write(.recompute, rows: rows, .codes, touch: .codes, threaded: true) { w in
                 let r = w.row, row = w.code!, source = average + r * d
-                let total = totals[r / c]
-                let s = (cs[r] + eps) / (total + ceps) * total
+                let s = smoothed[r]
                 for j in 0..<d { row[j] = source[j] / s }
                 if cosine { Tensor.l2NormalizeRows(row, rows: 1, d: d, eps: Self.cosineEps) }
             }
         }
         touched = Array(repeating: false, count: codeCount)
+    }
+
+    /// The Laplace-smoothed count of every code, flattened `[h · c]`: `s_c = (n_c + ε) / (Σn + C·ε) · Σn` over its
+    /// codebook's current `cluster_size` (the divisor of `embed = embed_avg / s`).
+    func smoothedCounts() -> [Float] {
+        let c = codebookSize
+        let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
+        let cs = clusterSize.value.scalars
+        let totals = cs.withUnsafeBufferPointer { p in (0..<numCodebooks).map { Tensor.sumContiguous(p.baseAddress! + $0 * c, c) } }
+        return cs.indices.map { r in
+            let total = totals[r / c]
+            return (cs[r] + eps) / (total + ceps) * total
+        }
     }
 
     /// The reference's per-batch update: EMA of the statistics (or accumulation), the recompute of

@@ -94,14 +94,10 @@ extension Codebook {
     public func setCodes(_ codes: Tensor) throws {
         guard codes.shape == embed.shape else { throw CodebookError.shapeMismatch(expected: embed.shape, found: codes.shape) }
         guard codes.withUnsafeScalars({ $0.allSatisfy(\.isFinite) }) else { throw CodebookError.notFinite(what: "the codes") }
-        let (c, d) = (codebookSize, dim)
-        let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
-        let cs = clusterSize.value.scalars
-        let totals = cs.withUnsafeBufferPointer { p in (0..<numCodebooks).map { Tensor.sumContiguous(p.baseAddress! + $0 * c, c) } }
+        let d = dim, smoothed = smoothedCounts()
         codes.withUnsafeScalars { pc in
             write(.setCodes, rows: 0..<codeCount, [.codes, .average], touch: .codes) { w in
-                let r = w.row, total = totals[r / c]
-                let s = (cs[r] + eps) / (total + ceps) * total
+                let r = w.row, s = smoothed[r]
                 for j in 0..<d {
                     w.code![j] = pc[r * d + j]
                     w.average![j] = pc[r * d + j] * s

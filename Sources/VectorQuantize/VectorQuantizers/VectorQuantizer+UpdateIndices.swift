@@ -17,9 +17,7 @@ extension VectorQuantizer {
         guard indices.count == b * n * h else { throw refuse("indices \(indices.shape) for \(b) × \(n) tokens × \(h) heads (input \(input.shape))") }
         if let mask, mask.count != b * n { throw refuse("a mask of \(mask.count) for \(b) × \(n) tokens") }
         if let bad = indices.scalars.first(where: { $0 < -1 || $0 >= codebookSize }) { throw refuse("index \(bad) outside -1..<\(codebookSize)") }
-        if case .perCode(let t)? = emaUpdateWeight, t.shape != [codebookSize] || codebook.numCodebooks != 1, t.shape != [codebook.numCodebooks, codebookSize] {
-            throw refuse("ema_update_weight of shape \(t.shape): expected [\(codebook.numCodebooks), \(codebookSize)]")
-        }
+        if case .perCode(let t)? = emaUpdateWeight, let problem = codebook.weightShapeProblem(t) { throw refuse(problem) }
         applyIndices(x, indices, mask: mask, emaUpdateWeight: emaUpdateWeight)
     }
 
