@@ -80,8 +80,7 @@ public final class Parameter {
     public var isGated: Bool { writeKey != nil }
 
     /// Hands every write of this parameter to an owner: afterwards ``value`` is read-only (assigning it, or
-    /// ``withUnsafeMutableScalars(_:)``, is a programmer error) except through ``write(with:_:)`` and
-    /// ``assign(_:with:)`` with `key`. Optimizers keep writing a trainable gated parameter, but only the elements
+    /// ``withUnsafeMutableScalars(_:)``, is a programmer error) except through ``write(with:_:)`` with `key`. Optimizers keep writing a trainable gated parameter, but only the elements
     /// outside `frozenElements` (row-major over ``shape``, `true` = frozen; `nil`: none), and then call
     /// `afterOptimizerStep` on the values (e.g. a codebook re-projecting its codes onto a frozen subspace).
     /// The frozen elements are then derived from the owner (one source of truth): the row-mask setters trap.
@@ -98,12 +97,6 @@ public final class Parameter {
     public func write<R>(with key: WriteKey, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
         precondition(writeKey === key, "Parameter.write(with:): not this parameter's key")
         return try writeInPlace(body)
-    }
-
-    /// Assigns a gated parameter with its owner's key.
-    public func assign(_ newValue: Tensor, with key: WriteKey) {
-        precondition(writeKey === key, "Parameter.assign(_:with:): not this parameter's key")
-        assignValue(newValue)
     }
 
     /// The escape hatch: assigns the value whatever gates it, **bypassing every freeze** its owner enforces

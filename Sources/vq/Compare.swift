@@ -80,9 +80,7 @@ struct Compare: ParsableCommand {
     }
 
     static func html(_ r: StageComparison, old: String, new: String, probe: String) -> String {
-        func esc(_ s: String) -> String {
-            s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-        }
+        let esc = Report.esc
         var html = """
         <!doctype html><html><head><meta charset="utf-8"><title>vq compare</title>
         <style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}

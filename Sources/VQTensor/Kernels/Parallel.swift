@@ -1,5 +1,6 @@
 import CVQKernels
 import Dispatch
+import Foundation
 import Synchronization
 
 /// The number of threads the kernels use. Defaults to the number of active cores.
@@ -118,7 +119,7 @@ enum ProcessorQuota {
         var buffer = [CChar](repeating: 0, count: 128)
         guard fgets(&buffer, Int32(buffer.count), f) != nil else { return nil }
         let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
-        return String(String(decoding: bytes, as: UTF8.self).filter { !$0.isWhitespace || $0 == " " }).trimmingSpaces
+        return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
 
@@ -127,8 +128,3 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-
-extension String {
-    /// Without leading and trailing spaces.
-    fileprivate var trimmingSpaces: String { String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()) }
-}
