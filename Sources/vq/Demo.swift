@@ -35,6 +35,18 @@ final class DigitVQVAE: Module {
         let q = vq(z)
         return (decoder(q.quantized.reshaped([b, tokens * latent])), q.indices, q.loss)
     }
+
+    /// The codes of `x`'s tokens, in evaluation mode (`[b · tokens]`).
+    func codes(of x: Tensor) -> [Int] {
+        withMode(training: false) { withoutGradient { self(x).indices.scalars } }
+    }
+
+    /// How often each code is used by `x`'s tokens.
+    func usage(of x: Tensor) -> [Int] {
+        var counts = [Int](repeating: 0, count: vq.codebookSize)
+        for i in codes(of: x) where i >= 0 { counts[i] += 1 }
+        return counts
+    }
 }
 
 struct DigitsData {
@@ -163,17 +175,13 @@ struct Demo: ParsableCommand {
             let reference = variant == .policy ? policyModel.vq.codes : codesAfterStage1
             let changed = (0..<stage1Codes).filter { c in old.slice(axis: 0, c..<(c + 1)) != reference.slice(axis: 0, c..<(c + 1)) }.count
             // Token churn of the held-out 0–4 digits: the share of their tokens whose code is not the one stage 1 gave them.
-            let before = indices(source, a.test), after = indices(m, a.test)
+            let before = source.codes(of: a.test), after = m.codes(of: a.test)
             let churn = Double(zip(before, after).filter { $0 != $1 }.count) / Double(max(before.count, 1))
             runs.append(DemoRun(variant: variant, model: m, losses: t.losses, forgetting: t.monitored, mseA: evaluate(m, a.test).mse,
                                 mseB: evaluate(m, b.test).mse, used: usage(m, data.images).used, changed: changed, churnA: churn))
         }
         return DemoSeed(seed: seed, stage1: stage1, stage1Model: model, runs: runs, curves: curves, policyFrozen: policyFrozen,
                         policyStage1: policyStage1)
-    }
-
-    func indices(_ m: DigitVQVAE, _ x: Tensor) -> [Int] {
-        m.withMode(training: false) { withoutGradient { m(x).indices.scalars } }
     }
 
     /// `--policy TOL,PATIENCE`: a code that moved less than TOL (relative) in PATIENCE consecutive updates in
@@ -231,9 +239,7 @@ struct Demo: ParsableCommand {
     }
 
     func usage(_ m: DigitVQVAE, _ x: Tensor) -> (used: Int, counts: [Int]) {
-        let idx = m.withMode(training: false) { withoutGradient { m(x).indices } }
-        var counts = [Int](repeating: 0, count: m.vq.codebookSize)
-        for i in idx.scalars where i >= 0 { counts[i] += 1 }
+        let counts = m.usage(of: x)
         return (counts.filter { $0 > 0 }.count, counts)
     }
 }

@@ -102,6 +102,13 @@ struct AutoencoderExample: ParsableCommand {
         return stride(from: 0, to: idx.count, by: layers).map { idx.scalars[$0] }
     }
 
+    /// How often each of `codes` codes occurs (indices outside `0..<codes`, such as -1, are not counted).
+    static func counts(_ indices: [Int], codes: Int) -> [Int] {
+        var counts = [Int](repeating: 0, count: codes)
+        for k in indices where k >= 0 && k < codes { counts[k] += 1 }
+        return counts
+    }
+
     /// Each residual layer's codes of every position (one list for a single quantizer; the finest level for HVQ).
     static func layerCodes(_ model: QuantizerSequential, _ x: Tensor) -> [[Int]] {
         guard let rvq = model.quantizer as? ResidualVQ else { return [firstLayerCodes(model, x)] }
@@ -132,15 +139,15 @@ struct AutoencoderExample: ParsableCommand {
             losses.append(loss.item)
             guard loss.item.isFinite else { throw CLIError("training diverged at step \(step) (loss \(loss.item)); try a smaller --lr") }
             if step == steps || step % max(1, steps / 20) == 0 {
-                var counts = [Int](repeating: 0, count: codes)
-                for k in Self.firstLayerCodes(model, x) where k >= 0 && k < codes { counts[k] += 1 }
+                let counts = Self.counts(Self.firstLayerCodes(model, x), codes: codes)
                 progress.update(step, loss: loss.item, usage: counts.filter { $0 > 0 }.count, codes: codes, perplexity: perplexity(counts))
             }
         }
         let recon = model.withMode(training: false) { withoutGradient { model(held).quantized } }
         let mse = Loss.mse(recon, held).item
-        var counts = [Int](repeating: 0, count: codes)
-        for k in Self.firstLayerCodes(model, held) where k >= 0 && k < codes { counts[k] += 1 }
+        // Each residual layer's codes of the held-out digits (one forward): the first layer's for the summary.
+        let perLayer = Self.layerCodes(model, held)
+        let counts = Self.counts(perLayer[0], codes: codes)
         let used = counts.filter { $0 > 0 }.count
         let fewCodes = used * 4 < codes
         if fewCodes { print("warning: only \(used) of \(codes) codes are used on the held-out digits (train longer, or use fewer codes)") }
@@ -160,12 +167,9 @@ struct AutoencoderExample: ParsableCommand {
             html += String(format: "Held-out reconstruction MSE: <b>%.5f</b>; codes used on held-out digits: %d/%d.</p>", mse, used, codes)
             if fewCodes { html += "<p class=\"warning\">Only \(used) of \(codes) codes are used on the held-out digits: train longer, or use fewer codes.</p>" }
             html += "<h2>Training loss</h2>" + Report.seriesChart([("loss", "#1f77b4", curve)], reference: nil, xLabel: "step", yLabel: "loss")
-            let perLayer = Self.layerCodes(model, held)
             html += "<h2>Code usage on the held-out digits\(perLayer.count > 1 ? ", per residual layer" : "")</h2><figure>"
             for (l, layerCodes) in perLayer.enumerated() {
-                var c = [Int](repeating: 0, count: codes)
-                for k in layerCodes where k >= 0 && k < codes { c[k] += 1 }
-                html += Report.histogram(c, frozenBelow: 0, title: perLayer.count > 1 ? "layer \(l)" : quantizer.rawValue)
+                html += Report.histogram(Self.counts(layerCodes, codes: codes), frozenBelow: 0, title: perLayer.count > 1 ? "layer \(l)" : quantizer.rawValue)
             }
             html += "<figcaption>Times each code was chosen over every position of the held-out digits.</figcaption></figure>"
             let sample = Report.everyClass(data, perClass: 2)

@@ -49,7 +49,7 @@ enum Report {
         html += lossChart(["stage 1": detail.curves["stage 1"] ?? []], xLabel: "stage-1 step")
         html += lossChart(detail.curves.filter { $0.key != "stage 1" }, xLabel: "stage-2 step")
         html += "<h2>Code usage on all \(data.images.shape[0]) digits, each stage-2 run</h2><figure>"
-        for r in detail.runs { html += histogram(codeUsage(r.model, data.images), frozenBelow: stage1Codes, title: r.variant.rawValue) }
+        for r in detail.runs { html += histogram(r.model.usage(of: data.images), frozenBelow: stage1Codes, title: r.variant.rawValue) }
         html += "<figcaption class=\"legend\"><span style=\"color:#1f77b4\">■ stage-1 codes (frozen in the codes-frozen run)</span>"
         html += "<span style=\"color:#ff7f0e\">■ codes added in stage 2</span> — bar height: times used</figcaption></figure>"
         html += "<h2>Originals and reconstructions: two held-out digits of every class</h2>"
@@ -171,13 +171,6 @@ enum Report {
             (name, colors[name] ?? "black", smooth(values).enumerated().map { (Double($0.offset + 1), Double($0.element)) })
         }
         return seriesChart(series, reference: nil, xLabel: xLabel, yLabel: "loss (moving average of 10 steps)")
-    }
-
-    static func codeUsage(_ m: DigitVQVAE, _ x: Tensor) -> [Int] {
-        let idx = m.withMode(training: false) { withoutGradient { m(x).indices } }
-        var counts = [Int](repeating: 0, count: m.vq.codebookSize)
-        for i in idx.scalars where i >= 0 { counts[i] += 1 }
-        return counts
     }
 
     static let colors = ["stage 1": "#555555", "stage 2 codes frozen": "#1f77b4", "stage 2 baseline": "#d62728",
