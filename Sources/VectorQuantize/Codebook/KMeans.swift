@@ -48,8 +48,7 @@ extension Codebook {
     /// `embed_avg = mean · count`, `cluster_size = count` before the recompute of `embed`.
     /// A codebook with no usable row stays uninitialised until a batch has one.
     func kmeansInitialize(_ flatten: Tensor, valid: [Bool]) {
-        let fitted = kmeansFit(flatten, valid: valid, fitting: frozenMask.map { !$0 }, iterations: configuration.kmeansIters, countScale: nil,
-                               growing: false)
+        let fitted = kmeansFit(flatten, valid: valid, fitting: frozenMask.map { !$0 }, iterations: configuration.kmeansIters, countScale: nil)
         if fitted { initted.value = Tensor(1) }
     }
 
@@ -91,12 +90,15 @@ extension Codebook {
             (0..<(flatten.shape[0] * flatten.shape[1])).map { r in (0..<dim).allSatisfy { p[r * dim + $0].isFinite } }
         }
         _ = kmeansFit(flatten, valid: valid, fitting: fitting, iterations: iterations ?? Self.growthIterations,
-                      countScale: countsPerBatch ?? flatten.shape[1], growing: true)
+                      countScale: countsPerBatch ?? flatten.shape[1])
     }
 
     /// k-means of the codes where `fitting` (flattened `[h · c]`), the others fixed; `false` when a
-    /// codebook had no usable row (nothing is written then).
-    private func kmeansFit(_ flatten: Tensor, valid: [Bool], fitting: [Bool], iterations: Int, countScale: Int?, growing: Bool) -> Bool {
+    /// codebook had no usable row (nothing is written then). With `countScale` (growth, ``fitCodes(_:to:iterations:countsPerBatch:)``)
+    /// the fit is ``KMeans/fitGrowing(samples:initial:fitting:maxIterations:restarts:metric:constrain:rng:)``; without
+    /// (initialisation) the reference's Lloyd steps from sampled rows.
+    private func kmeansFit(_ flatten: Tensor, valid: [Bool], fitting: [Bool], iterations: Int, countScale: Int?) -> Bool {
+        let growing = countScale != nil
         let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
         let e = embed.value.scalars
         // Each fitted code's mean and count (the rows of the assignment), written through the gate at the end.
@@ -144,7 +146,7 @@ extension Codebook {
                 // vector there (cluster_size 1, embed_avg = the row), so the EMA keeps it where it is until data
                 // reaches it — with a count of 0 the first step would make it the zero vector, dead for good.
                 // (k-means initialisation keeps the reference's zero count.)
-                let empty = counts.scalars[code] == 0 && countScale != nil
+                let empty = counts.scalars[code] == 0 && growing
                 fitted[hh * c + code] = (means.scalars[(code * d)..<(code * d + d)], empty ? 1 : counts.scalars[code] * scale, empty)
             }
         }
