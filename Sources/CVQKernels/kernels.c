@@ -1,4 +1,5 @@
 #include "vq_kernels.h"
+#include "vq_simd.h"
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
@@ -27,8 +28,8 @@ int vq_cpu_level(void) {
     return level;
 }
 
-int vq_gemm_mr(int level) { return level >= 2 ? 12 : (level == 1 ? 6 : 4); }
-int vq_gemm_nr(int level) { return level >= 2 ? 32 : (level == 1 ? 16 : 8); }
+int vq_gemm_mr(int level) { return level >= 2 ? 12 : (level == 1 ? 6 : VQ_PMR); }
+int vq_gemm_nr(int level) { return level >= 2 ? 32 : (level == 1 ? 16 : VQ_PNR); }
 
 void vq_gemm_pack_a(const float *a, int64_t ars, int64_t rows, int64_t kb, int64_t mr, float *dst) {
     /* Depth outer, rows inner: the panel is written contiguously and each row is read as one stream. */
@@ -62,20 +63,36 @@ void vq_gemm_pack_a(const float *a, int64_t ars, int64_t rows, int64_t kb, int64
     }
 }
 
-/* ---------- portable 4x8 ---------- */
+/* ---------- portable: 6 x 8 (16 vector registers, SSE2 / baseline x86-64), 8 x 12 on AArch64 (32) ---------- */
+/* Written with the compiler's vector extension (vq_simd.h): clang lowers it to SSE2 on baseline x86-64 and to
+   Advanced SIMD on AArch64 (where `t + a * b` contracts to FMLA). Per element the same arithmetic as a scalar loop:
+   the products accumulated over k in order, then the source added. */
+__attribute__((always_inline))
+static inline void ukr_generic_body(int64_t kc, const float *a, const float *b, const int64_t *off, const float *src,
+                                    int64_t lds, float *c, int64_t ldc, int acc, vq_f4 t[VQ_PMR][VQ_PNV]) {
+    for (int i = 0; i < VQ_PMR; i++)
+        for (int j = 0; j < VQ_PNV; j++) t[i][j] = vq_f4_splat(0.0f);
+    for (int64_t k = 0; k < kc; k++) {
+        const float *bk = off ? b + off[k] : b + k * VQ_PNR;
+        vq_f4 bv[VQ_PNV];
+        for (int j = 0; j < VQ_PNV; j++) bv[j] = vq_f4_load(bk + 4 * j);
+        for (int i = 0; i < VQ_PMR; i++) {
+            const vq_f4 av = vq_f4_splat(a[i]);
+            for (int j = 0; j < VQ_PNV; j++) t[i][j] = t[i][j] + av * bv[j];
+        }
+        a += VQ_PMR;
+    }
+    if (!c) return;
+    for (int i = 0; i < VQ_PMR; i++)
+        for (int j = 0; j < VQ_PNV; j++)
+            vq_f4_store(c + i * ldc + 4 * j, acc ? vq_f4_load(src + i * lds + 4 * j) + t[i][j] : t[i][j]);
+}
+
 static void ukr_generic(int64_t kc, const float *a, const float *b, const int64_t *off, const float *src, int64_t lds,
                         float *c, int64_t ldc, int acc) {
-    float t[4][8];
-    memset(t, 0, sizeof t);
-    for (int64_t k = 0; k < kc; k++) {
-        const float *ak = a + k * 4, *bk = off ? b + off[k] : b + k * 8;
-        for (int i = 0; i < 4; i++) {
-            float ai = ak[i];
-            for (int j = 0; j < 8; j++) t[i][j] += ai * bk[j];
-        }
-    }
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 8; j++) c[i * ldc + j] = acc ? src[i * lds + j] + t[i][j] : t[i][j];
+    vq_f4 t[VQ_PMR][VQ_PNV];
+    if (off) ukr_generic_body(kc, a, b, off, src, lds, c, ldc, acc, t);
+    else ukr_generic_body(kc, a, b, 0, src, lds, c, ldc, acc, t);
 }
 
 #if VQ_X86
@@ -313,14 +330,48 @@ static void gemm_argmin_avx512(int64_t kc, const float *a, const float *b, int r
 }
 #endif
 
+/* The portable GEMM tile (one depth block) and the running arg-min of its rows in one call, the scores formed
+   from the accumulators: the same dot products and score arithmetic as ukr_generic + argmin_generic, rows scanned
+   in code order with strict improvement only where some lane beats the row's best, so bit-identical to that pair. */
+static void gemm_argmin_generic(int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
+                                const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
+    vq_f4 t[VQ_PMR][VQ_PNV];
+    ukr_generic_body(kc, a, b, 0, 0, 0, 0, 0, 0, t);
+    const vq_f4 eps = vq_f4_splat(1e-8f), m2 = vq_f4_splat(-2.0f);
+    vq_f4 c4[VQ_PNV];
+    for (int j = 0; j < VQ_PNV; j++) c4[j] = vq_f4_load(cc + 4 * j);
+    for (int i = 0; i < rows; i++) {
+        const vq_f4 x2 = vq_f4_splat(xx[i]), bv = vq_f4_splat(best[i]);
+        vq_f4 s[VQ_PNV];
+        vq_i4 beats = {0, 0, 0, 0};
+        for (int j = 0; j < VQ_PNV; j++) {
+            if (cosine) {
+                s[j] = -t[i][j];
+            } else {
+                const vq_f4 u = (x2 + c4[j]) + t[i][j] * m2;
+                s[j] = vq_f4_select((u > eps) | (u != u), u, eps); /* clamp(min=1e-8), NaN stays NaN */
+            }
+            beats |= s[j] < bv;
+        }
+        if (!vq_i4_any(beats)) continue;
+        float lanes[VQ_PNR], bb = best[i];
+        int64_t bi = best_index[i];
+        for (int j = 0; j < VQ_PNV; j++) vq_f4_store(lanes + 4 * j, s[j]);
+        for (int j = 0; j < cols; j++)
+            if (lanes[j] < bb) { bb = lanes[j]; bi = code_base + j; }
+        best[i] = bb;
+        best_index[i] = bi;
+    }
+}
+
 int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
                    const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index) {
 #if VQ_X86
     if (level >= 2) { gemm_argmin_avx512(kc, a, b, rows, cols, xx, cc, cosine, code_base, best, best_index); return 1; }
+    if (level == 1) return 0;  /* AVX2: the tile, then argmin_avx2 */
 #endif
-    (void)level; (void)kc; (void)a; (void)b; (void)rows; (void)cols; (void)xx; (void)cc; (void)cosine;
-    (void)code_base; (void)best; (void)best_index;
-    return 0;
+    gemm_argmin_generic(kc, a, b, rows, cols, xx, cc, cosine, code_base, best, best_index);
+    return 1;
 }
 
 void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols, const float *xx,

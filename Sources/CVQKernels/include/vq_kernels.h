@@ -76,8 +76,8 @@ void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols,
                       const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
 
 /// `vq_gemm_ukr` (one depth block, not accumulating) and `vq_argmin_update` of its first `rows` rows and
-/// `cols` columns in one call, the scores formed in registers; bit-identical to that pair. AVX-512 only:
-/// returns 0 and does nothing at other levels. `b` must be 64-byte aligned (a packed panel).
+/// `cols` columns in one call, the scores formed in registers; bit-identical to that pair. AVX-512 and the portable
+/// tile; returns 0 and does nothing at level 1 (AVX2). `b` must be 64-byte aligned (a packed panel).
 int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
                    const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
 

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Throughput of the kernels' inner loops on paper: llvm-mca's steady-state cycles per iteration for the cores a
+Swift user has (Apple M1, Neoverse N1/V1 — Graviton 2/3) and for this machine's x86 levels, so the expected arm64
+speed sits beside the x86 rates measured here (Benchmarks/README.md).
+
+    python3 Scripts/arm64/mca.py            # needs clang and llvm-mca (Debian: llvm-14); prints a Markdown table
+
+Each kernel's innermost loop is cut from clang's assembly (-O2, as SwiftPM builds C targets) and handed to llvm-mca;
+floating-point work per iteration is counted from the loop's own instructions (an FMA lane = 2, a multiply or add
+lane = 1), so an unrolled loop is counted as what it is.
+"""
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KERNELS = ROOT / "Sources/CVQKernels"
+
+# (label, clang target flags, llvm-mca triple, cpu, nominal GHz)
+ARM = [("Apple M1 (P-core)", "apple-m1", 3.2), ("Neoverse N1 (Graviton2)", "neoverse-n1", 2.5),
+       ("Neoverse V1 (Graviton3)", "neoverse-v1", 2.6)]
+X86 = [("Sapphire Rapids (this machine)", "sapphirerapids", None)]
+
+
+
+def tool(*names):
+    for n in names:
+        if shutil.which(n):
+            return n
+    sys.exit(f"mca.py: none of {', '.join(names)} found (Debian: apt-get install llvm-14)")
+
+
+def assembly(source, target):
+    out = subprocess.run(["clang", *target, "-O2", "-S", "-o", "-", f"-I{KERNELS}/include", str(KERNELS / source)],
+                         check=True, capture_output=True, text=True).stdout
+    return out.splitlines()
+
+
+def inner_loops(lines, function):
+    """Every innermost loop of `function`: from a header label to the branch back to it."""
+    start = next((i for i, l in enumerate(lines) if l.startswith(function + ":")), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start, len(lines)) if ".cfi_endproc" in lines[i]), len(lines))
+    loops = []
+    for i in range(start, end):
+        m = re.match(r"^(\.LBB\w+):.*Inner Loop Header: Depth=(\d+)", lines[i])
+        if not m:
+            continue
+        label, body = m.group(1), []
+        for j in range(i + 1, end):
+            s = lines[j].split("//")[0].split("#")[0].strip() if not lines[j].strip().startswith("#") else ""
+            if not s or s.startswith(".") or re.match(r"^\S+:$", s):
+                continue
+            body.append(s)
+            if re.search(r"(?<![\w.])" + re.escape(label) + r"(?!\w)", s):
+                loops.append(body)
+                break
+    return loops
+
+
+def flops(body):
+    total = 0
+    for ins in body:
+        op = ins.split()[0]
+        width = 16 if "zmm" in ins else 8 if "ymm" in ins else 4
+        if op.startswith("vfmadd") or op.startswith("vfnmadd"):
+            total += 2 * width
+        elif op in ("fmla", "fmls"):
+            total += 8 if ".4s" in ins else 4 if ".2s" in ins else 2
+        elif re.match(r"v?(mul|add|sub)ps$", op):
+            total += width
+        elif op in ("fmul", "fadd", "fsub") and ".4s" in ins:
+            total += 4
+    return total
+
+
+def mca(body, triple, cpu):
+    mc = tool("llvm-mca", "llvm-mca-14", "llvm-mca-15", "llvm-mca-16")
+    with tempfile.NamedTemporaryFile("w", suffix=".s", delete=False) as f:
+        f.write("\n".join(body) + "\n")
+    out = subprocess.run([mc, f"-mtriple={triple}", f"-mcpu={cpu}", "-iterations=200", f.name],
+                         capture_output=True, text=True).stdout
+    Path(f.name).unlink()
+    m = re.search(r"Block RThroughput:\s*([\d.]+)", out)
+    cyc = re.search(r"Total Cycles:\s*(\d+)", out)
+    return float(m.group(1)) if m else None, int(cyc.group(1)) / 200 if cyc else None
+
+
+def main():
+    tool("clang")
+    print("| loop | core | flops / iteration | cycles / iteration (mca) | flops / cycle | GFLOP/s per core at nominal clock |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    arm = assembly("kernels.c", ["--target=aarch64-linux-gnu"])
+    for label, cpu, ghz in ARM:
+        rows.append(("ukr_generic (NEON, 8×12)", label, inner_loops(arm, "ukr_generic"), "aarch64", cpu, ghz))
+    x86 = assembly("kernels.c", ["--target=x86_64-linux-gnu"])
+    for fn, name in (("ukr_generic", "ukr_generic (SSE2, 6×8)"), ("ukr_avx2", "ukr_avx2 (6×16)"),
+                     ("ukr_avx512", "ukr_avx512 (12×32)")):
+        b = inner_loops(x86, fn)
+        for label, cpu, ghz in X86:
+            rows.append((name, label, b, "x86_64", cpu, ghz))
+    for name, label, loops, triple, cpu, ghz in rows:
+        if not loops:
+            print(f"| {name} | {label} | loop not found | | | |")
+            continue
+        # The packed path (B read from its panel) is the fastest loop of the most work; the offsets path reads B in place.
+        fl, cycles = max(((flops(b), -mca(b, triple, cpu)[1]) for b in loops))
+        cycles = -cycles
+        per = fl / cycles if cycles else 0
+        rate = f"{per * ghz:.0f}" if ghz else "see the measured rate"
+        print(f"| {name} | {label} | {fl} | {cycles:.2f} | {per:.1f} | {rate} |")
+
+
+if __name__ == "__main__":
+    main()
