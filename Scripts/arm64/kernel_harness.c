@@ -79,6 +79,26 @@ int main(void) {
     }
     check(argmin_ok, "vq_argmin_update against a plain scan");
 
+    /* The fused tile + arg-min (where the level has one) against the tile followed by the arg-min: the same bits,
+       ties and a NaN row included (both metrics, a partial tile, a row whose best is already lower). */
+    for (int cosine = 0; cosine < 2; cosine++) {
+        float *fa = random_floats(kc * mr), *fb = random_floats(kc * nr), *fx = random_floats(mr), *fc = random_floats(nr);
+        for (int i = 0; i < mr; i++) fx[i] = fabsf(fx[i]) * 4;
+        for (int j = 0; j < nr; j++) fc[j] = fabsf(fc[j]) * 4;
+        for (int64_t p = 0; p < kc; p++) fb[p * nr + 2] = fb[p * nr + 1];   /* codes 1 and 2 tie */
+        fa[1] = NAN;                                                        /* row 1 scores NaN */
+        int cols = nr - 3, rows_used = mr - 1;
+        float fbest[32], tbest[32]; int64_t fidx[32], tidx[32];
+        for (int i = 0; i < mr; i++) { fbest[i] = tbest[i] = i == 2 ? -INFINITY : INFINITY; fidx[i] = tidx[i] = 7; }
+        if (vq_gemm_argmin(level, kc, fa, fb, rows_used, cols, fx, fc, cosine, 64, fbest, fidx)) {
+            vq_gemm_ukr(level, kc, fa, fb, c, nr, 0);
+            vq_argmin_update(c, nr, rows_used, cols, fx, fc, cosine, 64, tbest, tidx);
+            check(memcmp(fbest, tbest, sizeof(float) * (size_t)mr) == 0 && memcmp(fidx, tidx, 8 * (size_t)mr) == 0,
+                  "vq_gemm_argmin against vq_gemm_ukr + vq_argmin_update");
+        }
+        free(fa); free(fb); free(fx); free(fc);
+    }
+
     /* "The same values at every level": hashes that must agree across machines. */
     rng_state = 0x9E3779B97F4A7C15ull;  /* the same data whatever the level's tile sizes drew above */
     int64_t n = 1000, d = 37;
