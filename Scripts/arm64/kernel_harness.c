@@ -130,6 +130,23 @@ int main(void) {
     vq_scatter_add_rows(x, d, codes, order, n, d, acc);
     printf("scatter_add_rows %016llx\n", (unsigned long long)hash_bytes(acc, (size_t)(17 * d * 8)));
 
+    vq_gelu(level, x, out, n * d);
+    printf("gelu %016llx\n", (unsigned long long)hash_bytes(out, (size_t)(n * d * 4)));
+    vq_gelu_backward(level, x, y, out, n * d);
+    printf("gelu_backward %016llx\n", (unsigned long long)hash_bytes(out, (size_t)(n * d * 4)));
+    {   /* FSQ's grid: levels [8, 5, 5, 5] (half widths and offsets as FSQ forms them), bounded values in (-1, 1) */
+        const float halfL[4] = {3.5f, 2.0f, 2.0f, 2.0f}, offset[4] = {0.5f, 0.0f, 0.0f, 0.0f}, hw[4] = {4, 2, 2, 2};
+        const float basis[4] = {1, 8, 40, 200};
+        int64_t frows = 1001;
+        float *ft = malloc((size_t)frows * 16);
+        memcpy(ft, x, (size_t)frows * 16);
+        ft[5] = NAN;
+        int64_t *fidx = malloc((size_t)frows * 8);
+        vq_fsq_grid(level, ft, frows, 4, halfL, offset, hw, basis, fidx);
+        printf("fsq_grid %016llx %016llx\n", (unsigned long long)hash_bytes(ft, (size_t)frows * 16),
+               (unsigned long long)hash_bytes(fidx, (size_t)frows * 8));
+        free(ft); free(fidx);
+    }
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

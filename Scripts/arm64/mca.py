@@ -99,7 +99,7 @@ def main():
     for label, cpu, ghz in ARM:
         rows.append(("ukr_generic (NEON, 8×12)", label, inner_loops(arm, "ukr_generic"), "aarch64", cpu, ghz))
     x86 = assembly("kernels.c", ["--target=x86_64-linux-gnu"])
-    for fn, name in (("ukr_generic", "ukr_generic (SSE2, 6×8)"), ("ukr_avx2", "ukr_avx2 (6×16)"),
+    for fn, name in (("ukr_generic", "ukr_generic (SSE2, 4×12)"), ("ukr_avx2", "ukr_avx2 (6×16)"),
                      ("ukr_avx512", "ukr_avx512 (12×32)")):
         b = inner_loops(x86, fn)
         for label, cpu, ghz in X86:

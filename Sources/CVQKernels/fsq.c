@@ -5,6 +5,7 @@
 // separately (no fused multiply-add), so the vector and scalar positions agree with each other and with the
 // Swift formulas.
 #include "vq_kernels.h"
+#include "vq_simd.h"
 #include <math.h>
 #include <stdint.h>
 
@@ -71,6 +72,39 @@ static int64_t fsq_grid_avx2(float *t, int64_t rows, int64_t d, const float *hal
 }
 #endif
 
+/* fsq_grid_avx2 with the portable vectors: four rows at a time, each product, quotient and sum rounded on its own
+   (separate statements: nothing to contract into a fused multiply-add on AArch64). */
+static int64_t fsq_grid_vec(float *t, int64_t rows, int64_t d, const float *halfL, const float *offset, const float *hw,
+                            const float *basis, int64_t *indices) {
+    if (d > 64) return 0;
+    float tape[4][4 * 64], terms[4 * 64];
+    for (int64_t i = 0; i < 4 * d; i++) {
+        int64_t j = i % d;
+        tape[0][i] = halfL[j]; tape[1][i] = offset[j]; tape[2][i] = hw[j]; tape[3][i] = basis[j];
+    }
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        float *block = t + r * d;
+        for (int64_t v = 0; v < d; v++) {
+            const vq_f4 h = vq_f4_load(tape[2] + 4 * v);
+            const vq_f4 scaled = vq_f4_load(block + 4 * v) * vq_f4_load(tape[0] + 4 * v);
+            const vq_f4 bounded = scaled - vq_f4_load(tape[1] + 4 * v);
+            const vq_f4 step = vq_f4_rint(bounded) - bounded;
+            const vq_f4 q = (bounded + step) / h;
+            vq_f4_store(block + 4 * v, q);
+            const vq_f4 qh = q * h;
+            const vq_f4 shifted = qh + h;
+            vq_f4_store(terms + 4 * v, shifted * vq_f4_load(tape[3] + 4 * v));
+        }
+        for (int64_t i = 0; i < 4; i++) {
+            float acc = 0;
+            for (int64_t j = 0; j < d; j++) acc = acc + terms[i * d + j];
+            indices[r + i] = acc != acc ? -1 : (int64_t)rintf(acc);
+        }
+    }
+    return r;
+}
+
 void vq_fsq_grid(int level, float *t, int64_t rows, int64_t d, const float *halfL, const float *offset,
                  const float *hw, const float *basis, int64_t *indices) {
     int64_t r = 0;
@@ -82,5 +116,6 @@ void vq_fsq_grid(int level, float *t, int64_t rows, int64_t d, const float *half
     }
 #endif
     (void)level;
+    r = fsq_grid_vec(t, rows, d, halfL, offset, hw, basis, indices);
     for (; r < rows; r++) indices[r] = fsq_row(t + r * d, d, halfL, offset, hw, basis, rint_libm);
 }

@@ -63,7 +63,7 @@ void vq_gemm_pack_a(const float *a, int64_t ars, int64_t rows, int64_t kb, int64
     }
 }
 
-/* ---------- portable: 6 x 8 (16 vector registers, SSE2 / baseline x86-64), 8 x 12 on AArch64 (32) ---------- */
+/* ---------- portable: 4 x 12 (16 vector registers, SSE2 / baseline x86-64), 8 x 12 on AArch64 (32) ---------- */
 /* Written with the compiler's vector extension (vq_simd.h): clang lowers it to SSE2 on baseline x86-64 and to
    Advanced SIMD on AArch64 (where `t + a * b` contracts to FMLA). Per element the same arithmetic as a scalar loop:
    the products accumulated over k in order, then the source added. */

@@ -1,6 +1,7 @@
 // Transcendental element-wise kernels (tanh, GELU) with AVX2 and portable versions that round alike, so a
 // value does not depend on its position in the buffer (or on the thread that computed it).
 #include "vq_kernels.h"
+#include "vq_simd.h"
 #include <math.h>
 #include <stdint.h>
 
@@ -109,13 +110,65 @@ static void tanh_avx2(const float *in, float *out, int64_t n) {
 }
 #endif
 
+#if VQ_NATIVE_FMA
+/* exp_scalar and tanh_scalar four lanes at a time with the portable vectors where fma is an instruction (AArch64):
+   the same operations (vq_f4_fma is correctly rounded, as fmaf), so the values equal the scalar and AVX2 versions'. */
+static inline vq_f4 exp_vec(vq_f4 x) {
+    x = vq_f4_select(x > vq_f4_splat(VQ_EXP_HI), vq_f4_splat(VQ_EXP_HI), x);
+    x = vq_f4_select(x < vq_f4_splat(VQ_EXP_LO), vq_f4_splat(VQ_EXP_LO), x);
+    vq_f4 fx = vq_f4_floor(vq_f4_fma(x, vq_f4_splat(VQ_LOG2E), vq_f4_splat(0.5f)));
+    x = vq_f4_fma(fx, vq_f4_splat(-VQ_C1), x);
+    x = vq_f4_fma(fx, vq_f4_splat(-VQ_C2), x);
+    const vq_f4 z = x * x;
+    vq_f4 y = vq_f4_splat(1.9875691500E-4f);
+    y = vq_f4_fma(y, x, vq_f4_splat(1.3981999507E-3f));
+    y = vq_f4_fma(y, x, vq_f4_splat(8.3334519073E-3f));
+    y = vq_f4_fma(y, x, vq_f4_splat(4.1665795894E-2f));
+    y = vq_f4_fma(y, x, vq_f4_splat(1.6666665459E-1f));
+    y = vq_f4_fma(y, x, vq_f4_splat(5.0000001201E-1f));
+    y = vq_f4_fma(y, z, x);
+    y = y + vq_f4_splat(1.0f);
+    const vq_i4 n = __builtin_convertvector(fx, vq_i4);
+    const vq_f4 pow2 = (vq_f4)((n + 127) << 23);
+    return y * pow2;
+}
+
+static void tanh_vec(const float *in, float *out, int64_t n) {
+    int64_t i = 0;
+    const vq_f4 one = vq_f4_splat(1.0f), two = vq_f4_splat(2.0f);
+    for (; i + 4 <= n; i += 4) {
+        const vq_f4 x = vq_f4_load(in + i), a = vq_f4_abs(x), z = x * x;
+        vq_f4 p = vq_f4_splat(-5.70498872745E-3f);
+        p = vq_f4_fma(p, z, vq_f4_splat(2.06390887954E-2f));
+        p = vq_f4_fma(p, z, vq_f4_splat(-5.37397155531E-2f));
+        p = vq_f4_fma(p, z, vq_f4_splat(1.33314422036E-1f));
+        p = vq_f4_fma(p, z, vq_f4_splat(-3.33332819422E-1f));
+        const vq_f4 pz = p * z;
+        const vq_f4 small = vq_f4_fma(pz, x, x);
+        const vq_f4 e = exp_vec(a + a);
+        const vq_f4 e1 = e + one;
+        const vq_f4 q = two / e1;
+        vq_f4 r = one - q;
+        r = vq_f4_select(a > vq_f4_splat(9.0f), one, r);
+        r = (vq_f4)((vq_i4)r | (vq_i4)vq_f4_sign(x));
+        vq_f4 res = vq_f4_select(a < vq_f4_splat(0.625f), small, r);
+        vq_f4_store(out + i, vq_f4_select(x != x, x, res));
+    }
+    for (; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);
+}
+#endif
+
 void vq_tanh(const float *in, float *out, int64_t n) {
 #if VQ_X86
     static int level = -1;
     if (level < 0) level = vq_cpu_level();
     if (level >= 1) { tanh_avx2(in, out, n); return; }
 #endif
+#if VQ_NATIVE_FMA
+    tanh_vec(in, out, n);
+#else
     for (int64_t i = 0; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);
+#endif
 }
 
 /* GELU with the error function, x·Φ(x), Φ(x) = ½(1 + erf(x/√2)), and its derivative Φ(x) + x·φ(x),
