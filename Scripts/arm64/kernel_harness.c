@@ -147,6 +147,24 @@ int main(void) {
                (unsigned long long)hash_bytes(fidx, (size_t)frows * 8));
         free(ft); free(fidx);
     }
+    {   /* Skinny products (a projection to 4 channels and back): "bit-identical to the Swift loops in GEMM" at every
+           level; where a level has no kernel (returns 0) the Swift loop's arithmetic in plain C stands in. */
+        int64_t rows = 203, k = 37, cols = 4;
+        float *bcols = random_floats(cols * k), *cs = malloc((size_t)(rows * cols * 4));
+        if (!vq_skinny_dots(level, rows, cols, k, x, k, bcols, cs, cols, 1, 0)) { printf("FAIL skinny_dots missing\n"); failures++; }
+        printf("skinny_dots %016llx\n", (unsigned long long)hash_bytes(cs, (size_t)(rows * cols * 4)));
+        float *b4 = random_floats(4 * 37), *start = random_floats(37), *ct = malloc((size_t)(rows * 37 * 4));
+        if (!vq_tiny_depth_rows(level, rows, 37, 4, x, 4, 1, b4, start, ct, 37, 0)) {
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t j = 0; j < 37; j++) {
+                    float acc = start[j];
+                    for (int p = 0; p < 4; p++) { float prod = x[i * 4 + p] * b4[p * 37 + j]; acc = acc + prod; }
+                    ct[i * 37 + j] = acc;
+                }
+        }
+        printf("tiny_depth_rows %016llx\n", (unsigned long long)hash_bytes(ct, (size_t)(rows * 37 * 4)));
+        free(bcols); free(cs); free(b4); free(start); free(ct);
+    }
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

@@ -101,7 +101,8 @@ def main():
     x86 = assembly("kernels.c", ["--target=x86_64-linux-gnu"])
     for fn, name in (("ukr_generic", "ukr_generic (SSE2, 4×12)"), ("ukr_avx2", "ukr_avx2 (6×16)"),
                      ("ukr_avx512", "ukr_avx512 (12×32)")):
-        b = inner_loops(x86, fn)
+        # A tile clang inlined into its entry point is read there.
+        b = inner_loops(x86, fn) or (inner_loops(x86, "vq_gemm_ukr") if fn == "ukr_generic" else [])
         for label, cpu, ghz in X86:
             rows.append((name, label, b, "x86_64", cpu, ghz))
     for name, label, loops, triple, cpu, ghz in rows:

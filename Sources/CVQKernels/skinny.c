@@ -4,6 +4,7 @@
    bit-identical to that loop at every level. Each returns 0 (and does nothing) at level 0, where the Swift
    loop runs. */
 #include "vq_kernels.h"
+#include "vq_simd.h"
 
 /* Products and sums stay separate roundings, as in Swift: no contraction into fused multiply-adds. */
 #pragma STDC FP_CONTRACT OFF
@@ -166,14 +167,89 @@ static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a,
 }
 #endif
 
+/* The portable versions (baseline x86-64, AArch64), on four-lane vectors: the same sums in the same order as the
+   vector versions above and the Swift loops, each product rounded before it is added (separate statements, so
+   AArch64 does not fuse them). An eight-lane partial sum is two four-lane vectors. */
+static void tiny_depth_vec(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
+                           const float *b, const float *start, float *c, int64_t ldc, int accumulate) {
+    for (int64_t i = 0; i < rows; i++) {
+        float coef[8];
+        for (int64_t p = 0; p < k; p++) coef[p] = a[i * ars + p * acs];
+        float *out = c + i * ldc;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            vq_f4 acc = vq_f4_load(accumulate ? out + j : start + j);
+            for (int64_t p = 0; p < k; p++) {
+                const vq_f4 prod = vq_f4_splat(coef[p]) * vq_f4_load(b + p * n + j);
+                acc = acc + prod;
+            }
+            vq_f4_store(out + j, acc);
+        }
+        for (; j < n; j++) {
+            float acc = accumulate ? out[j] : start[j];
+            for (int64_t p = 0; p < k; p++) {
+                const float prod = coef[p] * b[p * n + j];
+                acc = acc + prod;
+            }
+            out[j] = acc;
+        }
+    }
+}
+
+static void skinny_dots_vec(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
+                            float *c, int64_t crs, int64_t ccs, int accumulate) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *row = a + i * ars;
+        vq_f4 acc[8][4];  /* column j: the first eight-lane sum as [0], [1], the second as [2], [3] */
+        for (int j = 0; j < n; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = vq_f4_splat(0.0f);
+        int64_t p = 0;
+        for (; p + 16 <= k; p += 16) {
+            vq_f4 r[4];
+            for (int h = 0; h < 4; h++) r[h] = vq_f4_load(row + p + 4 * h);
+            for (int j = 0; j < n; j++) {
+                const float *col = bcols + j * k + p;
+                for (int h = 0; h < 4; h++) {
+                    const vq_f4 prod = r[h] * vq_f4_load(col + 4 * h);
+                    acc[j][h] = acc[j][h] + prod;
+                }
+            }
+        }
+        if (p + 8 <= k) {
+            const vq_f4 r0 = vq_f4_load(row + p), r1 = vq_f4_load(row + p + 4);
+            for (int j = 0; j < n; j++) {
+                const vq_f4 p0 = r0 * vq_f4_load(bcols + j * k + p), p1 = r1 * vq_f4_load(bcols + j * k + p + 4);
+                acc[j][0] = acc[j][0] + p0;
+                acc[j][1] = acc[j][1] + p1;
+            }
+            p += 8;
+        }
+        for (int j = 0; j < n; j++) {
+            float l[8];
+            vq_f4_store(l, acc[j][0] + acc[j][2]);
+            vq_f4_store(l + 4, acc[j][1] + acc[j][3]);
+            float s = -0.0f;
+            for (int q = 0; q < 8; q++) s += l[q];
+            const float *col = bcols + j * k;
+            for (int64_t q = p; q < k; q++) {
+                const float prod = row[q] * col[q];
+                s = s + prod;
+            }
+            float *out = c + i * crs + j * ccs;
+            *out = accumulate ? *out + s : s;
+        }
+    }
+}
+
 int vq_tiny_depth_rows(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
                        const float *b, const float *start, float *c, int64_t ldc, int accumulate) {
 #if VQ_X86
     if (level >= 2 && k <= 8) { tiny_depth_avx512(rows, n, k, a, ars, acs, b, start, c, ldc, accumulate); return 1; }
+    if (level == 1) return 0;  /* AVX2: the Swift loop */
 #endif
-    (void)level; (void)rows; (void)n; (void)k; (void)a; (void)ars; (void)acs; (void)b; (void)start; (void)c; (void)ldc;
-    (void)accumulate;
-    return 0;
+    (void)level;
+    if (k > 8) return 0;
+    tiny_depth_vec(rows, n, k, a, ars, acs, b, start, c, ldc, accumulate);
+    return 1;
 }
 
 int vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
@@ -199,7 +275,8 @@ int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a
     if (level >= 2 && n == 4) { skinny_dots4_avx512(rows, k, a, ars, bcols, c, crs, ccs, accumulate); return 1; }
     if (level >= 1 && n <= 8) { skinny_dots_avx2(rows, n, k, a, ars, bcols, c, crs, ccs, accumulate); return 1; }
 #endif
-    (void)level; (void)rows; (void)n; (void)k; (void)a; (void)ars; (void)bcols; (void)c; (void)crs; (void)ccs;
-    (void)accumulate;
-    return 0;
+    (void)level;
+    if (n > 8) return 0;
+    skinny_dots_vec(rows, n, k, a, ars, bcols, c, crs, ccs, accumulate);
+    return 1;
 }
