@@ -17,6 +17,7 @@ func readmePartialFreezing() throws {
         let out = vq(x)                                 // EMA training step: codes 256..<512 learn
         _ = (out.quantized, out.indices, out.loss)
     }
+    // codes 0..<256: embed, embed_avg and cluster_size are bit-identical to before the loop
     #expect(vq.codes.slice(axis: 0, 0..<256) == before.slice(axis: 0, 0..<256))
     #expect(vq.codes.slice(axis: 0, 256..<512) != before.slice(axis: 0, 256..<512))
 }
@@ -195,4 +196,83 @@ func readmeUsingIt() throws {
                  "let decoded = try q.decode(indices)              // throws (never traps) on indices that do not fit"] {
         #expect(readme.contains(line), "the README no longer says: \(line)")
     }
+}
+
+/// The README's three uses in four lines, as written, each checked to hold after a training step (and the free part
+/// to have moved).
+@Test("README: the three uses in four lines")
+func readmeThreeUsesInFourLines() throws {
+    struct MyPolicy: FreezePolicy {      // use 3: hold the busiest code of every update
+        mutating func decide(_ c: FreezeContext) -> FreezeDecision {
+            var weights = [Float](repeating: 1, count: c.counts.count)
+            weights[c.counts.indices.max { c.counts[$0] < c.counts[$1] }!] = 0
+            return FreezeDecision(weights: weights)
+        }
+    }
+    var rng = SeededGenerator(seed: 4)
+    let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 32, codebookSize: 512))
+    let basis = Tensor((0..<4).flatMap { r in (0..<32).map { $0 == 28 + r ? Float(1) : 0 } }, shape: [4, 32])   // coordinates 28–31
+    try vq.codebook.freeze(codes: 0..<256)                         // 1. learned codes stay fixed (bit-identical)
+    try vq.codebook.freeze(dimensions: 0..<16)                     // 2. components 0–15 of every code (bit-identical)
+    try vq.codebook.freeze(subspace: basis)                    //    or a subspace [k, d] (coordinates held to rounding)
+    try vq.codebook.setFreezePolicy(MyPolicy().or(.converged(tolerance: 0.005, patience: 20)))   // 3. custom logic
+    let before = vq.codes
+    _ = vq(Tensor.randomNormal([4, 64, 32], using: &rng))
+    let after = vq.codes
+    #expect(after.slice(axis: 0, 0..<256) == before.slice(axis: 0, 0..<256))
+    #expect(after.slice(axis: 1, 0..<16) == before.slice(axis: 1, 0..<16))
+    #expect(TestSupport.maxAbsDiff(after.slice(axis: 1, 28..<32), before.slice(axis: 1, 28..<32)) < 1e-5)
+    #expect(after.slice(axis: 0, 256..<512).slice(axis: 1, 16..<28) != before.slice(axis: 0, 256..<512).slice(axis: 1, 16..<28))
+}
+
+/// The README's "add this package as a dependency" lines: they name this package and a product it declares.
+@Test("README: the dependency snippet names this package and its library")
+func readmeDependencySnippet() throws {
+    let snippet = """
+        // Package.swift
+        dependencies: [.package(url: "https://github.com/<owner>/swift-vector-quantize", branch: "main")],
+        targets: [.target(name: "MyApp", dependencies: [.product(name: "VectorQuantize", package: "swift-vector-quantize")])]
+        """
+    let manifest = try String(contentsOf: DocSnippets.root().appendingPathComponent("Package.swift"), encoding: .utf8)
+    #expect(snippet.contains("package: \"swift-vector-quantize\"") && manifest.contains("name: \"swift-vector-quantize\""))
+    #expect(snippet.contains(".product(name: \"VectorQuantize\"") && manifest.contains(".library(name: \"VectorQuantize\""))
+}
+
+/// The Checkpoints article's snippet: save any quantizer without keywords, load it back as its own type.
+@Test("Checkpoints article: save without keywords")
+func checkpointsArticle() throws {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("vq-article-\(UInt32.random(in: 0...UInt32.max))")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 64, codebookSize: 512))
+    try QuantizerCheckpoint.save(vq, to: folder.appendingPathComponent("model.safetensors"))
+    let fsq = try FSQ(.init(levels: [8, 5, 5, 5]))
+    try QuantizerCheckpoint.save(fsq, to: folder.appendingPathComponent("fsq.safetensors"))
+    let (loaded, config) = try QuantizerCheckpoint.loadQuantizer(folder.appendingPathComponent("fsq.safetensors"))
+    // config: {"module": "FSQ", "kwargs": {"levels": [8, 5, 5, 5], …}}; loaded is an FSQ
+    #expect(config.module == "FSQ" && (config.kwargs["levels"] as? [Int]) == [8, 5, 5, 5])
+    #expect((loaded as? FSQ)?.configuration == fsq.configuration)
+    let (loadedVQ, _) = try QuantizerCheckpoint.loadQuantizer(folder.appendingPathComponent("model.safetensors"))
+    #expect((loadedVQ as? VectorQuantizer)?.configuration == vq.configuration)
+}
+
+/// Every ```swift block of the README and of the library's articles, line by line in order, in one test file: the documentation quotes code that compiles and runs (a renamed API or a changed spelling fails here).
+@Test("every Swift snippet of the README and the articles is tested code, verbatim")
+func everySnippetIsTested() throws {
+    let root = DocSnippets.root()
+    let sources = try ["VectorQuantizeTests", "VQTensorTests", "VQNNTests"].flatMap { target in
+        let tests = root.appendingPathComponent("Tests/\(target)")
+        return try FileManager.default.contentsOfDirectory(atPath: tests.path).filter { $0.hasSuffix(".swift") }.map { tests.appendingPathComponent($0) }
+    }
+    let documents = ["README.md"] + ["Checkpoints", "FreezingCodes", "GettingStarted", "ThreeUsesOfFreezing", "VectorQuantize"]
+        .map { "Sources/VectorQuantize/VectorQuantize.docc/\($0).md" }
+    var blocks = 0
+    for document in documents {
+        for block in try DocSnippets.blocks(root.appendingPathComponent(document)) {
+            blocks += 1
+            let best = try sources.map { try DocSnippets.missing(block, in: $0) }.min { $0.count < $1.count } ?? block
+            #expect(best.isEmpty, "\(document): not in any test, in order: \(best)")
+        }
+    }
+    #expect(blocks >= 14)
 }

@@ -31,14 +31,20 @@ public enum QuantizerCheckpoint {
         try AtomicFile.write([(try file.serialized(), checkpoint), (serialized, sidecar)])
     }
 
-    /// Writes a vector quantizer with the configuration it was built from (no keywords to write by hand).
+    /// Writes a quantizer with the configuration it was built from (no keywords to write by hand): any quantizer of
+    /// the registry built from its typed configuration or the reference's keywords.
     ///
     /// ```swift
     /// let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 64, codebookSize: 512))
     /// try QuantizerCheckpoint.save(vq, to: URL(fileURLWithPath: "model.safetensors"))
+    /// let fsq = try FSQ(.init(levels: [8, 5, 5, 5]))
+    /// try QuantizerCheckpoint.save(fsq, to: URL(fileURLWithPath: "fsq.safetensors"))
     /// ```
-    public static func save(_ vq: VectorQuantizer, to checkpoint: URL) throws {
-        try save(vq, config: vq.configuration, to: checkpoint)
+    ///
+    /// - Throws: ``ConfigurationError`` when keywords cannot describe the quantizer (``EvoLFQ``'s modules, a custom code
+    ///   transform, a stack's layer option the stack sets itself) — nothing is written.
+    public static func save(_ quantizer: any Quantizer, to checkpoint: URL) throws {
+        try save(quantizer, config: quantizer.referenceConfiguration(), to: checkpoint)
     }
 
     /// Writes `module` with a typed vector-quantizer configuration (the reference's keywords are derived from it).

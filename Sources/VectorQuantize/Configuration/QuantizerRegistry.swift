@@ -27,11 +27,14 @@ public struct QuantizerKind: @unchecked Sendable {
     public let training: TrainingMethod
     /// Every keyword the kind accepts (the reference's constructor arguments; a stack's include its layers').
     public let keywords: Set<String>
+    /// The Swift type of this kind's quantizers.
+    public let type: any Quantizer.Type
     private let make: ([String: Any]) throws -> Module
 
-    init(_ name: String, keywords: Set<String>, example: [String: Any], training: TrainingMethod = .fromVectors,
+    init(_ name: String, _ type: any Quantizer.Type, keywords: Set<String>, example: [String: Any], training: TrainingMethod = .fromVectors,
          make: @escaping ([String: Any]) throws -> Module) {
         self.name = name
+        self.type = type
         self.keywords = keywords
         self.example = example
         self.training = training
@@ -71,45 +74,45 @@ public enum TrainingMethod: Sendable, Equatable {
 /// The table of every quantizer (see ``QuantizerKind``).
 public enum QuantizerRegistry {
     public static let kinds: [QuantizerKind] = [
-        QuantizerKind("VectorQuantize", keywords: VectorQuantizerConfiguration.keywords,
+        QuantizerKind("VectorQuantize", VectorQuantizer.self, keywords: VectorQuantizerConfiguration.keywords,
                       example: ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "codebook_dim": 4]) { try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: $0)) },
-        QuantizerKind("ResidualVQ", keywords: ResidualVQConfiguration.ownKeywords.union(VectorQuantizerConfiguration.keywords),
+        QuantizerKind("ResidualVQ", ResidualVQ.self, keywords: ResidualVQConfiguration.ownKeywords.union(VectorQuantizerConfiguration.keywords),
                       example: ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]) { try ResidualVQ(ResidualVQConfiguration(referenceKwargs: $0)) },
-        QuantizerKind("GroupedResidualVQ", keywords: ResidualVQConfiguration.ownKeywords.union(VectorQuantizerConfiguration.keywords).union(["groups"]),
+        QuantizerKind("GroupedResidualVQ", GroupedResidualVQ.self, keywords: ResidualVQConfiguration.ownKeywords.union(VectorQuantizerConfiguration.keywords).union(["groups"]),
                       example: ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16]) { try GroupedResidualVQ(referenceKwargs: $0) },
-        QuantizerKind("FSQ", keywords: FSQ.Configuration.keywords,
+        QuantizerKind("FSQ", FSQ.self, keywords: FSQ.Configuration.keywords,
                       example: ["levels": [8, 5, 5], "dim": 8]) { try FSQ(FSQ.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("ResidualFSQ", keywords: ResidualFSQ.Configuration.ownKeywords.union(FSQ.Configuration.keywords),
+        QuantizerKind("ResidualFSQ", ResidualFSQ.self, keywords: ResidualFSQ.Configuration.ownKeywords.union(FSQ.Configuration.keywords),
                       example: ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]) { try ResidualFSQ(referenceKwargs: $0) },
-        QuantizerKind("GroupedResidualFSQ", keywords: ResidualFSQ.Configuration.ownKeywords.union(FSQ.Configuration.keywords).union(["groups", "accept_image_fmap"]),
+        QuantizerKind("GroupedResidualFSQ", GroupedResidualFSQ.self, keywords: ResidualFSQ.Configuration.ownKeywords.union(FSQ.Configuration.keywords).union(["groups", "accept_image_fmap"]),
                       example: ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]) { try GroupedResidualFSQ(referenceKwargs: $0) },
-        QuantizerKind("LFQ", keywords: LFQ.Configuration.keywords,
+        QuantizerKind("LFQ", LFQ.self, keywords: LFQ.Configuration.keywords,
                       example: ["dim": 8, "codebook_size": 64]) { try LFQ(LFQ.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("ResidualLFQ", keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords),
+        QuantizerKind("ResidualLFQ", ResidualLFQ.self, keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords),
                       example: ["dim": 8, "codebook_size": 64, "num_quantizers": 2]) { try ResidualLFQ(referenceKwargs: $0) },
-        QuantizerKind("GroupedResidualLFQ", keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords).union(["groups"]),
+        QuantizerKind("GroupedResidualLFQ", GroupedResidualLFQ.self, keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords).union(["groups"]),
                       example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]) { try GroupedResidualLFQ(referenceKwargs: $0) },
-        QuantizerKind("SimVQ", keywords: SimVQ.Configuration.keywords,
+        QuantizerKind("SimVQ", SimVQ.self, keywords: SimVQ.Configuration.keywords,
                       example: ["dim": 8, "codebook_size": 16]) { try SimVQ(referenceKwargs: $0) },
-        QuantizerKind("ResidualSimVQ", keywords: ResidualSimVQ.Configuration.ownKeywords.union(SimVQ.Configuration.keywords),
+        QuantizerKind("ResidualSimVQ", ResidualSimVQ.self, keywords: ResidualSimVQ.Configuration.ownKeywords.union(SimVQ.Configuration.keywords),
                       example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2]) { try ResidualSimVQ(referenceKwargs: $0) },
-        QuantizerKind("RandomProjectionQuantizer", keywords: VectorQuantizerConfiguration.keywords.union(["codebook_dim", "num_codebooks", "norm", "reference_layout"]),
+        QuantizerKind("RandomProjectionQuantizer", RandomProjectionQuantizer.self, keywords: VectorQuantizerConfiguration.keywords.union(["codebook_dim", "num_codebooks", "norm", "reference_layout"]),
                       example: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2],
                       training: .nothingToLearn("RandomProjectionQuantizer is random by design: its projections and codebooks are fixed by its seed")) {
             try RandomProjectionQuantizer(referenceKwargs: $0)
         },
-        QuantizerKind("LatentQuantize", keywords: LatentQuantize.Configuration.keywords,
+        QuantizerKind("LatentQuantize", LatentQuantize.self, keywords: LatentQuantize.Configuration.keywords,
                       example: ["levels": [5, 5, 8], "dim": 8]) { try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("FSP", keywords: FSP.Configuration.keywords,
+        QuantizerKind("FSP", FSP.self, keywords: FSP.Configuration.keywords,
                       example: ["levels": [8, 5, 5], "dim": 8]) { try FSP(FSP.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("BinaryMapper", keywords: BinaryMapper.Configuration.keywords,
+        QuantizerKind("BinaryMapper", BinaryMapper.self, keywords: BinaryMapper.Configuration.keywords,
                       example: ["bits": 8]) { try BinaryMapper(BinaryMapper.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("EvoLFQ", keywords: LFQ.Configuration.keywords.union(EvoLFQ.geneticKeywords).union(["encoder", "decoder"]),
+        QuantizerKind("EvoLFQ", EvoLFQ.self, keywords: LFQ.Configuration.keywords.union(EvoLFQ.geneticKeywords).union(["encoder", "decoder"]),
                       example: ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6],
                       training: .elsewhere("EvoLFQ learns by evolution of its encoder and decoder: train it through the library (EvoLFQ's genetic step)")) {
             try EvoLFQ(referenceKwargs: $0)
         },
-        QuantizerKind("HierarchicalVQ", keywords: HierarchicalVQ.Configuration.own.union(HierarchicalVQ.Configuration.layerKeywords),
+        QuantizerKind("HierarchicalVQ", HierarchicalVQ.self, keywords: HierarchicalVQ.Configuration.own.union(HierarchicalVQ.Configuration.layerKeywords),
                       example: ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false],
                       training: .elsewhere("HierarchicalVQ learns from whole sequences, not single vectors: train it through the library, or see `vq example autoencoder --quantizer hvq`")) {
             try HierarchicalVQ(referenceKwargs: $0)
@@ -118,4 +121,7 @@ public enum QuantizerRegistry {
 
     /// The kind named `name` (a reference class name), if the library has it.
     public static func kind(named name: String) -> QuantizerKind? { kinds.first { $0.name == name } }
+
+    /// The kind of a quantizer type, if the registry has it.
+    public static func kind(of type: any Quantizer.Type) -> QuantizerKind? { kinds.first { $0.type == type } }
 }

@@ -87,7 +87,7 @@ public final class RandomProjectionQuantizer: Module {
 
     public init(_ configuration: Configuration) throws {
         try configuration.validate()
-        let c = configuration
+        let c = configuration.canonical
         self.configuration = c
         var rng = SeededGenerator(seed: c.seed ^ 0xB357)
         // xavier_normal_ of [h, dim, e]: fan_in = dim · e, fan_out = h · e, std = sqrt(2 / (fan_in + fan_out))

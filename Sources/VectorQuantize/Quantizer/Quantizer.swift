@@ -38,6 +38,9 @@ public protocol Quantizer: Module {
     /// maps) of this shape into one row of indices (``HierarchicalVQ``: its finest level's shape): its
     /// unit of ``Quantizer/encode(_:)`` is `[b] + sequenceShape + [dim]`, giving `[b, Σ positions]`.
     var sequenceShape: [Int]? { get }
+    /// The reference's class name and keywords that rebuild this quantizer — what ``QuantizerCheckpoint/save(_:to:)``
+    /// writes. Throws a ``ConfigurationError`` when keywords cannot describe it (``EvoLFQ``'s encoder and decoder).
+    func referenceConfiguration() throws -> ModuleConfig
 }
 
 extension Quantizer {
@@ -46,6 +49,9 @@ extension Quantizer {
     public var forwardLayout: InputLayout { .vectorsLast }
     public var decodedDim: Int { inputDim }
     public var sequenceShape: [Int]? { nil }
+    public func referenceConfiguration() throws -> ModuleConfig {
+        throw ConfigurationError.invalid(module: "\(type(of: self))", reason: "built from modules the reference's keywords cannot describe: save it with save(_:config:to:) and its keywords")
+    }
 
     /// The default ``Quantizer/forward(vectors:)``: the vectors are
     /// arranged as the forward takes them (a map of `n × 1` positions, or channel-first), and the result's

@@ -46,7 +46,7 @@ public final class GroupedResidualFSQ: Module {
 
     public init(_ configuration: Configuration) throws {
         try configuration.validate()
-        self.configuration = configuration
+        self.configuration = configuration.canonical
         let r = configuration.groupConfiguration
         rvqs = try (0..<configuration.groups).map { _ in try ResidualFSQ(r, module: "GroupedResidualFSQ") }
         super.init()

@@ -44,7 +44,7 @@ public final class GroupedResidualLFQ: Module {
 
     public init(_ configuration: Configuration) throws {
         try configuration.validate()
-        self.configuration = configuration
+        self.configuration = configuration.canonical
         rvqs = try (0..<configuration.groups).map { g in
             var r = configuration.residual
             r.dim = configuration.dim / configuration.groups

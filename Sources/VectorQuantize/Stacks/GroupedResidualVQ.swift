@@ -40,7 +40,7 @@ public final class GroupedResidualVQ: Module {
         guard groups > 0, dim % groups == 0 else {
             throw ConfigurationError.invalid(module: "GroupedResidualVQ", reason: "dim \(dim) is not divisible into \(groups) groups")
         }
-        self.configuration = Configuration(dim: dim, groups: groups, residual: configuration)
+        self.configuration = Configuration(dim: dim, groups: groups, residual: configuration).canonical
         var rvqs: [ResidualVQ] = []
         for g in 0..<groups {
             var c = configuration

@@ -130,7 +130,7 @@ public final class ResidualFSQ: Module {
 
     init(_ configuration: Configuration, module: String) throws {
         try configuration.validate(module: module)
-        let c = configuration
+        let c = configuration.canonical
         self.configuration = c
         levels = c.levels
         let cd = c.levels.count

@@ -100,7 +100,7 @@ public final class ResidualLFQ: Module {
     init(_ configuration: Configuration, module: String) throws {
         try configuration.validate(module: module)
         let c = configuration
-        self.configuration = c
+        self.configuration = c.canonical
         dim = c.dim
         let cd = c.codebookSize.trailingZeroBitCount
         var rng = SeededGenerator(seed: c.seed ^ 0x21F0)

@@ -245,7 +245,7 @@ public final class ResidualVQ: Module {
     public init(_ configuration: ResidualVQConfiguration) throws {
         let c = configuration
         try c.validate()
-        self.configuration = c
+        self.configuration = c.canonical
         var rng = SeededGenerator(seed: c.layer.seed ^ 0xE51D_0A1)
         let cd = c.resolvedCodebookDim
         (projectIn, projectOut) = Linear.projections(c.dim, cd, rng: &rng)
