@@ -94,7 +94,7 @@ enum ImplicitFixtureDriver {
             cmp.compare("aux.normed_x", .float(normed))
             cmp.compare("aux.projected", .float(projected))
             cmp.compare("aux.neg_dist", .float(VectorQuantizerFixtureDriver.referenceScores(rpq.vq, projected, .init())))
-            cmp.compare("out.indices", .integer(rpq(xIn)))
+            cmp.compare("out.indices", .integer(rpq(xIn).indices))
             ResidualFixtureDriver.compareState(&cmp, rpq)
         default:
             throw FixtureError.unsupported("module \(f.module)")

@@ -159,7 +159,7 @@ func randomProjectionLayouts() throws {
         .write(to: ModuleConfig.sidecar(of: url))
     let (loaded, _) = try QuantizerCheckpoint.load(url)
     let x = TestSupport.random([2, 5, 16], seed: 1)
-    #expect((loaded as! RandomProjectionQuantizer)(x) == reference(x))
+    #expect((loaded as! RandomProjectionQuantizer)(x).indices == reference(x).indices)
 }
 
 @Test("HierarchicalVQ on image and video maps: per-level shapes, decoding gives the forward's output, frozen codes hold")

@@ -115,7 +115,7 @@ enum ScalarFixtureDriver {
         return cmp
     }
 
-    static func compareResidualLFQ(_ cmp: inout FixtureComparison, _ out: (quantized: Tensor, indices: IndexTensor, losses: Tensor, layerInputs: Tensor),
+    static func compareResidualLFQ(_ cmp: inout FixtureComparison, _ out: ResidualLFQ.Output,
                                    codes: Tensor, output: Tensor, codebooks: Tensor) {
         cmp.compare("out.quantized", .float(out.quantized.detached()))
         cmp.compare("out.indices", .integer(out.indices))
@@ -127,7 +127,7 @@ enum ScalarFixtureDriver {
         cmp.compare("aux.quantizer_inputs", .float(out.layerInputs))
     }
 
-    static func compareResidualFSQ(_ cmp: inout FixtureComparison, _ out: (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor),
+    static func compareResidualFSQ(_ cmp: inout FixtureComparison, _ out: ResidualFSQ.Output,
                                    codes: Tensor, output: Tensor, codebooks: Tensor, scales: Tensor) {
         cmp.compare("out.quantized", .float(out.quantized.detached()))
         cmp.compare("out.indices", .integer(out.indices))

@@ -123,7 +123,8 @@ struct StackTests {
         let fsq = try FSQ(c)
         let all = IndexTensor(Array(0..<fsq.codebookSize))
         #expect(fsq.codesToIndices(fsq.rawCodes(all)) == all)
-        let (_, idx, codes) = fsq(TestSupport.random([2, 30, levels.count], seed: 7, std: 2))
+        let fsqOut = fsq(TestSupport.random([2, 30, levels.count], seed: 7, std: 2))
+        let (idx, codes) = (fsqOut.indices, fsqOut.codes)
         #expect(fsq.codesToIndices(codes.reshaped([2, 30, levels.count])) == idx)
     }
 

@@ -122,11 +122,16 @@ public final class RandomProjectionQuantizer: Module {
         return (normed, p.permuted(1, 0, 2).reshaped([b, n, numCodebooks * e]))
     }
 
+    /// The result of a forward: the indices of the projected input (`[b, n, numCodebooks]`), as the reference returns.
+    public struct Output {
+        public var indices: IndexTensor
+    }
+
     /// Code indices `[b, n]` (one codebook) or `[b, n, h]`.
-    public func callAsFunction(_ x: Tensor) -> IndexTensor {
+    public func callAsFunction(_ x: Tensor) -> Output {
         precondition(x.rank == 3, "RandomProjectionQuantizer: input \(x.shape) must be [b, n, dim]")
         vq.eval()
-        return withoutGradient { vq(project(x).projected).indices }
+        return Output(indices: withoutGradient { vq(project(x).projected).indices })
     }
 
     /// Cross-entropy of the codebook scores against target indices (the reference's `indices=` path).

@@ -167,9 +167,22 @@ public final class SimVQ: Module {
     /// Codes for indices, channel-last whatever the layout: `[b, …, dim]`.
     func channelLastCodes(_ indices: IndexTensor) -> Tensor { codeTransform(frozenCodebook.value.indexSelect(axis: 0, indices)) }
 
+    /// The result of a forward: the output, the indices and the commitment loss.
+    public struct Output {
+        public var quantized: Tensor
+        public var indices: IndexTensor
+        public var loss: Tensor
+
+        init(_ quantized: Tensor, _ indices: IndexTensor, _ loss: Tensor) {
+            self.quantized = quantized
+            self.indices = indices
+            self.loss = loss
+        }
+    }
+
     /// Quantizes `x [b, …, dim]`: output, indices, and the commitment loss
     /// `mse(sg(x), q) + w · mse(x, sg(q))`, times `commitment_weight`.
-    public func callAsFunction(_ input: Tensor) -> (quantized: Tensor, indices: IndexTensor, loss: Tensor) {
+    public func callAsFunction(_ input: Tensor) -> Output {
         var x = channelFirst ? moveFirstFeatureToLast(input) : input
         let outer = Array(x.shape.dropLast())
         precondition(x.shape.last == dim, "SimVQ(dim \(dim)): input shape \(input.shape)")
@@ -181,6 +194,6 @@ public final class SimVQ: Module {
         let out = rotationTrick ? GradientEstimator.rotate(x, to: q) : GradientEstimator.straightThrough(x, q)
         var quantized = out.reshaped(outer + [dim])
         if channelFirst { quantized = moveLastToFirstFeature(quantized) }
-        return (quantized, indices.reshaped(outer), loss)
+        return Output(quantized, indices.reshaped(outer), loss)
     }
 }

@@ -346,7 +346,7 @@ extension RandomProjectionQuantizer: Quantizer {
     public var learnedCodebooks: [Codebook] { [] }
     public var inputDim: Int { randomProjections.shape[1] }
     public var codebookSizes: [Int] { [vq.codebookSize] }
-    public func encode(_ x: Tensor) -> IndexTensor { withBatch(x) { self($0) } }
+    public func encode(_ x: Tensor) -> IndexTensor { withBatch(x) { self($0).indices } }
     public func decode(_ indices: IndexTensor) throws -> Tensor {
         try validate(indices: indices)
         throw DecodeError(description: "RandomProjectionQuantizer: a random projection cannot be decoded back to vectors")

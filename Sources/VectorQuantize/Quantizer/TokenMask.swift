@@ -46,7 +46,7 @@ extension ResidualVQOptions: MaskedOptions {}
 extension LFQ {
     /// ``callAsFunction(_:inverseTemperature:mask:)`` with a `[b, n]` mask tensor.
     public func callAsFunction(_ input: Tensor, inverseTemperature: Float = 100, mask: Tensor)
-        -> (quantized: Tensor, indices: IndexTensor, auxLoss: Tensor, losses: Losses)
+        -> Output
     {
         self(input, inverseTemperature: inverseTemperature, mask: TokenMask.flags(mask))
     }
@@ -55,7 +55,7 @@ extension LFQ {
 extension ResidualLFQ {
     /// The forward with a `[b, n]` mask tensor.
     public func callAsFunction(_ x: Tensor, mask: Tensor, quantizeDropoutSeed: UInt64? = nil)
-        -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, layerInputs: Tensor)
+        -> Output
     {
         self(x, mask: TokenMask.flags(mask, tokens: Array(x.shape.prefix(2))), quantizeDropoutSeed: quantizeDropoutSeed)
     }
@@ -64,7 +64,7 @@ extension ResidualLFQ {
 extension GroupedResidualLFQ {
     /// The forward with a `[b, n]` mask tensor.
     public func callAsFunction(_ x: Tensor, mask: Tensor, quantizeDropoutSeed: UInt64? = nil)
-        -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, layerInputs: Tensor)
+        -> Output
     {
         self(x, mask: TokenMask.flags(mask, tokens: Array(x.shape.prefix(2))), quantizeDropoutSeed: quantizeDropoutSeed)
     }
@@ -80,7 +80,7 @@ extension HierarchicalVQ {
 
 extension EvoLFQ {
     /// The forward with a `[b, n]` mask tensor.
-    public func callAsFunction(_ x: Tensor, inverseTemperature: Float = 100, mask: Tensor) -> (reconstructed: Tensor, indices: IndexTensor, auxLoss: Tensor) {
+    public func callAsFunction(_ x: Tensor, inverseTemperature: Float = 100, mask: Tensor) -> Output {
         self(x, inverseTemperature: inverseTemperature, mask: TokenMask.flags(mask))
     }
 }

@@ -122,12 +122,25 @@ public final class EvoLFQ: Module {
 
     // MARK: Autoencoder
 
+    /// The result of a forward: the decoded output, the indices and the auxiliary loss.
+    public struct Output {
+        public var reconstructed: Tensor
+        public var indices: IndexTensor
+        public var auxLoss: Tensor
+
+        init(_ reconstructed: Tensor, _ indices: IndexTensor, _ auxLoss: Tensor) {
+            self.reconstructed = reconstructed
+            self.indices = indices
+            self.auxLoss = auxLoss
+        }
+    }
+
     /// `decoder(LFQ(encoder(x)))`; `[b, d]` latents are quantized as `[b, 1, d]`.
     public func callAsFunction(_ x: Tensor, inverseTemperature: Float = 100, mask: [Bool]? = nil)
-        -> (reconstructed: Tensor, indices: IndexTensor, auxLoss: Tensor)
+        -> Output
     {
         let (quantized, indices, aux) = quantizeLatents(encoder(x), inverseTemperature: inverseTemperature, mask: mask)
-        return (decoder(quantized), indices, aux)
+        return Output(decoder(quantized), indices, aux)
     }
 
     private func quantizeLatents(_ latents: Tensor, inverseTemperature: Float = 100, mask: [Bool]? = nil) -> (Tensor, IndexTensor, Tensor) {

@@ -287,15 +287,28 @@ public final class FSQ: Module {
         return codes
     }
 
+    /// The result of a forward: the projected output, the indices and the codes on the grid.
+    public struct Output {
+        public var quantized: Tensor
+        public var indices: IndexTensor
+        public var codes: Tensor
+
+        init(_ quantized: Tensor, _ indices: IndexTensor, _ codes: Tensor) {
+            self.quantized = quantized
+            self.indices = indices
+            self.codes = codes
+        }
+    }
+
     /// Quantizes `z` (`[b, n, dim]`, or channel-first / image `[b, dim, …]`). Returns the projected output,
     /// the indices (`[b, n]`, or `[b, n, c]` with several codebooks) and the codes on the grid `[b, n, c·d]`
     /// (before the rotation back of `orthogonalRotation` and the projection out).
-    public func callAsFunction(_ input: Tensor) -> (quantized: Tensor, indices: IndexTensor, codes: Tensor) {
+    public func callAsFunction(_ input: Tensor) -> Output {
         quantized(input, indices: configuration.returnIndices)
     }
 
     /// The forward, with indices or without (`return_indices`; ``Quantizer/encode(_:)`` always asks for them).
-    func quantized(_ input: Tensor, indices wantIndices: Bool) -> (quantized: Tensor, indices: IndexTensor, codes: Tensor) {
+    func quantized(_ input: Tensor, indices wantIndices: Bool) -> Output {
         var z = input
         let moveChannel = input.rank >= 4 || configuration.channelFirst
         var spatial: [Int] = []
@@ -327,14 +340,14 @@ public final class FSQ: Module {
         var out = projectOut.map { $0(codes) } ?? codes
         guard wantIndices else {
             if moveChannel { out = moveLastToFirstFeature(out.reshaped([b] + spatial + [dim])) }
-            return (out, IndexTensor([], shape: [0]), grid)
+            return Output(out, IndexTensor([], shape: [0]), grid)
         }
         if moveChannel {
             out = moveLastToFirstFeature(out.reshaped([b] + spatial + [dim]))
             indices = indices.reshaped([b] + spatial + [configuration.numCodebooks])
         }
         if !keepCodebooksDim { indices = indices.reshaped(Array(indices.shape.dropLast())) }
-        return (out, indices, grid)
+        return Output(out, indices, grid)
     }
 }
 

@@ -212,10 +212,25 @@ public final class LFQ: Module {
         return codes
     }
 
+    /// The result of a forward: the output, the indices, the weighted auxiliary loss and its terms.
+    public struct Output {
+        public var quantized: Tensor
+        public var indices: IndexTensor
+        public var auxLoss: Tensor
+        public var losses: Losses
+
+        init(_ quantized: Tensor, _ indices: IndexTensor, _ auxLoss: Tensor, _ losses: Losses) {
+            self.quantized = quantized
+            self.indices = indices
+            self.auxLoss = auxLoss
+            self.losses = losses
+        }
+    }
+
     /// Quantizes `x [b, n, dim]` (or channel-first / image). Returns the output, indices, the weighted
     /// auxiliary loss (0 in evaluation) and its unweighted terms.
     public func callAsFunction(_ input: Tensor, inverseTemperature: Float = 100, mask tokenMask: [Bool]? = nil)
-        -> (quantized: Tensor, indices: IndexTensor, auxLoss: Tensor, losses: Losses)
+        -> Output
     {
         let c = configuration
         var x = input
@@ -295,7 +310,7 @@ public final class LFQ: Module {
             indices = indices.reshaped([b] + spatial + [c.numCodebooks])
         }
         if !keepCodebooksDim { indices = indices.reshaped(Array(indices.shape.dropLast())) }
-        return (out, indices, aux, losses)
+        return Output(out, indices, aux, losses)
     }
 
     /// Above this many probabilities (`rows · codebooks · 2^K`, 64 MB of float32) the entropy loss is

@@ -209,10 +209,23 @@ public final class LatentQuantize: Module {
         return projectOut.channelFirst(latents.reshaped([b, latents.shape[1], -1])).reshaped([b, dim] + positions)
     }
 
+    /// The result of a forward: the output, the indices and the weighted loss.
+    public struct Output {
+        public var quantized: Tensor
+        public var indices: IndexTensor
+        public var loss: Tensor
+
+        init(_ quantized: Tensor, _ indices: IndexTensor, _ loss: Tensor) {
+            self.quantized = quantized
+            self.indices = indices
+            self.loss = loss
+        }
+    }
+
     /// Quantizes channel-first `x [b, dim, …]`. Returns the output `[b, dim, …]`, the indices `[b, …]`
     /// (`[b, …, numCodebooks]` when the codebook axis is kept) and the loss: in training
     /// `w_c · mse(x.detach(), out) + w_q · mse(out.detach(), x)`, 0 in evaluation.
-    public func callAsFunction(_ x: Tensor) -> (quantized: Tensor, indices: IndexTensor, loss: Tensor) {
+    public func callAsFunction(_ x: Tensor) -> Output {
         precondition(x.rank >= 2 && x.shape[1] == dim, "LatentQuantize(dim \(dim)): input \(x.shape) must be [b, \(dim), …] (channel first)")
         let b = x.shape[0], spatial = Array(x.shape.dropFirst(2))
         // The projections run on the channel-first layout; only the narrow latents are moved channel-last.
@@ -234,7 +247,7 @@ public final class LatentQuantize: Module {
             let quantization = w.quantizationLossWeight != 0 ? out.detached().meanSquaredDifference(x) : Tensor(0)
             loss = w.commitmentLossWeight * commitment + w.quantizationLossWeight * quantization
         }
-        return (out, indices, loss)
+        return Output(out, indices, loss)
     }
 }
 

@@ -57,9 +57,12 @@ public final class GroupedResidualFSQ: Module {
     /// The feature axis the groups split: 1 for image maps and channel-first groups, else the last.
     var splitAxis: Int { configuration.groupConfiguration.channelFirst ? 1 : -1 }
 
-    public func callAsFunction(_ x: Tensor) -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor) {
+    /// The result of a forward: as a residual stack's, every group's indices and layer inputs stacked first.
+    public typealias Output = ResidualFSQ.Output
+
+    public func callAsFunction(_ x: Tensor) -> Output {
         let outs = zip(rvqs, x.split(parts: groups, axis: splitAxis)).map { $0($1) }
-        return (Tensor.concat(outs.map(\.quantized), axis: splitAxis),
+        return Output(Tensor.concat(outs.map(\.quantized), axis: splitAxis),
                 IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
                 Tensor.stack(outs.map(\.layerInputs), axis: 0))
     }

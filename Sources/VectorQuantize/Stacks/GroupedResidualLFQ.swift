@@ -58,13 +58,14 @@ public final class GroupedResidualLFQ: Module {
     public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
     /// Quantizes `x [b, n, dim]` group by group (one quantize-dropout draw shared by the groups).
-    public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil)
-        -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, layerInputs: Tensor)
-    {
+    /// The result of a forward: as a residual stack's, every group's indices, losses and layer inputs stacked first.
+    public typealias Output = ResidualLFQ.Output
+
+    public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil) -> Output {
         precondition(x.shape.last == dim, "GroupedResidualLFQ(dim \(dim)): input shape \(x.shape)")
         let seed = quantizeDropoutSeed ?? rvqs[0].rng.next()
         let outs = zip(rvqs, x.split(parts: groups, axis: -1)).map { $0($1, mask: mask, quantizeDropoutSeed: seed) }
-        return (Tensor.concat(outs.map(\.quantized), axis: -1),
+        return Output(Tensor.concat(outs.map(\.quantized), axis: -1),
                 IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
                 Tensor.stack(outs.map(\.losses), axis: 0), Tensor.stack(outs.map(\.layerInputs), axis: 0))
     }

@@ -55,9 +55,24 @@ public final class GroupedResidualVQ: Module {
     /// Builds from the reference's keywords (`dim`, `groups`, and every `ResidualVQ` keyword).
     public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
+    /// The result of a forward: the output, every group's indices and losses, and the cross-entropy commitment terms when configured.
+    public struct Output {
+        public var quantized: Tensor
+        public var indices: IndexTensor
+        public var losses: Tensor
+        public var crossEntropy: Tensor?
+
+        init(_ quantized: Tensor, _ indices: IndexTensor, _ losses: Tensor, _ crossEntropy: Tensor?) {
+            self.quantized = quantized
+            self.indices = indices
+            self.losses = losses
+            self.crossEntropy = crossEntropy
+        }
+    }
+
     /// Options per call; `perGroup` overrides them for single groups (e.g. to freeze one group).
     public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init(), perGroup: [Int: ResidualVQOptions] = [:])
-        -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, crossEntropy: Tensor?)
+        -> Output
     {
         let axis = splitAxis
         precondition(x.rank >= 2 && x.shape[axis < 0 ? x.rank - 1 : axis] == dim, "GroupedResidualVQ(dim \(dim)): input shape \(x.shape)")
@@ -74,7 +89,7 @@ public final class GroupedResidualVQ: Module {
         let indices = IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape)
         let ces = outs.compactMap(\.crossEntropy)
         let ce: Tensor? = ces.isEmpty ? nil : ces.dropFirst().reduce(ces[0], +)
-        return (Tensor.concat(outs.map(\.quantized), axis: axis), indices, Tensor.stack(outs.map(\.losses), axis: 0), ce)
+        return Output(Tensor.concat(outs.map(\.quantized), axis: axis), indices, Tensor.stack(outs.map(\.losses), axis: 0), ce)
     }
 
     /// The feature axis the groups split: 1 for image maps `[b, dim, h, w]`, else the last.

@@ -158,11 +158,24 @@ public final class ResidualFSQ: Module {
     /// `[q, C, d]`: every layer's implicit codebook (unscaled).
     public var codebooks: Tensor { Tensor.stack(layers.map(\.implicitCodebook), axis: 0) }
 
+    /// The result of a forward: the summed output, every layer's indices and every layer's input.
+    public struct Output {
+        public var quantized: Tensor
+        public var indices: IndexTensor
+        public var layerInputs: Tensor
+
+        init(_ quantized: Tensor, _ indices: IndexTensor, _ layerInputs: Tensor) {
+            self.quantized = quantized
+            self.indices = indices
+            self.layerInputs = layerInputs
+        }
+    }
+
     /// Quantizes `x [b, n, dim]` (`[b, dim, n]` with ``channelFirst``): the projected output in the input's
     /// layout, indices `[b, n, q]` (`[b, q, n]` with ``channelFirst``, as the reference moves them too; -1 for
     /// dropped layers), and each layer's input `[q, b, n, d]`.
     public func callAsFunction(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil)
-        -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor)
+        -> Output
     {
         guard channelFirst else { return channelLast(x, quantizeDropoutSeed: quantizeDropoutSeed) }
         precondition(x.rank >= 3 && x.shape[1] == dim, "ResidualFSQ(channel first, dim \(dim)): input \(x.shape) must be [b, \(dim), n…]")
@@ -171,11 +184,11 @@ public final class ResidualFSQ: Module {
         let (b, n, q) = (out.indices.shape[0], out.indices.shape[1], out.indices.shape[2])
         var moved = [Int](repeating: 0, count: b * n * q)
         for bi in 0..<b { for t in 0..<n { for i in 0..<q { moved[(bi * q + i) * n + t] = out.indices.scalars[(bi * n + t) * q + i] } } }
-        return (out.quantized.transposed(1, 2).reshaped(x.shape), IndexTensor(moved, shape: [b, q] + spatial), out.layerInputs)
+        return Output(out.quantized.transposed(1, 2).reshaped(x.shape), IndexTensor(moved, shape: [b, q] + spatial), out.layerInputs)
     }
 
     /// The channel-last forward: `x [b, n, dim]`, indices `[b, n, q]`.
-    func channelLast(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil) -> (quantized: Tensor, indices: IndexTensor, layerInputs: Tensor) {
+    func channelLast(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil) -> Output {
         precondition(x.rank == 3 && x.shape[2] == dim, "ResidualFSQ(dim \(dim)): input shape \(x.shape)")
         var z = projectIn.map { $0(x) } ?? x
         if let softClamp { z = (z / softClamp).tanh() * softClamp }
@@ -192,14 +205,15 @@ public final class ResidualFSQ: Module {
             let input = residual / scale
             inputs.append(input.detached())
             if i > last { continue }
-            let (qz, idx, _) = layer(input)
+            let layerOut = layer(input)
+            let (qz, idx) = (layerOut.quantized, layerOut.indices)
             let scaled = qz * scale
             residual = residual - scaled.detached()
             out = out + scaled
             for t in 0..<(b * n) { indices[t * q + i] = idx.scalars[t] }
         }
         let quantized = projectOut.map { $0(out) } ?? out
-        return (quantized, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(inputs, axis: 0))
+        return Output(quantized, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(inputs, axis: 0))
     }
 
     /// Scaled per-layer codes `[q, b, n, d]` for indices `[b, n, q]` (zero where -1). With ``channelFirst``

@@ -122,8 +122,23 @@ public final class ResidualLFQ: Module {
     /// `[q, C, d]`: every layer's (scaled) codes.
     public var codebooks: Tensor { Tensor.stack(layers.map(\.codebook), axis: 0) }
 
+    /// The result of a forward: the summed output, every layer's indices, auxiliary losses and input.
+    public struct Output {
+        public var quantized: Tensor
+        public var indices: IndexTensor
+        public var losses: Tensor
+        public var layerInputs: Tensor
+
+        init(_ quantized: Tensor, _ indices: IndexTensor, _ losses: Tensor, _ layerInputs: Tensor) {
+            self.quantized = quantized
+            self.indices = indices
+            self.losses = losses
+            self.layerInputs = layerInputs
+        }
+    }
+
     public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil)
-        -> (quantized: Tensor, indices: IndexTensor, losses: Tensor, layerInputs: Tensor)
+        -> Output
     {
         precondition(x.rank == 3 && x.shape[2] == dim, "ResidualLFQ(dim \(dim)): input shape \(x.shape)")
         let z = projectIn.map { $0(x) } ?? x
@@ -145,7 +160,7 @@ public final class ResidualLFQ: Module {
             for t in 0..<(b * n) { indices[t * q + i] = r.indices.scalars[t] }
             losses[i] = r.auxLoss
         }
-        return (projectOut.map { $0(out) } ?? out, IndexTensor(indices, shape: [b, n, q]),
+        return Output(projectOut.map { $0(out) } ?? out, IndexTensor(indices, shape: [b, n, q]),
                 Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0), Tensor.stack(inputs, axis: 0))
     }
 

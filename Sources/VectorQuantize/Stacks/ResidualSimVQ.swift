@@ -78,10 +78,23 @@ public final class ResidualSimVQ: Module {
     /// `[q, c, dim]`: every layer's implicit codebook.
     public var codebooks: Tensor { Tensor.stack(layers.map(\.codebook), axis: 0) }
 
+    /// The result of a forward: the summed output, every layer's indices and losses.
+    public struct Output {
+        public var quantized: Tensor
+        public var indices: IndexTensor
+        public var losses: Tensor
+
+        init(_ quantized: Tensor, _ indices: IndexTensor, _ losses: Tensor) {
+            self.quantized = quantized
+            self.indices = indices
+            self.losses = losses
+        }
+    }
+
     /// Quantizes `x [b, n, dim]` (`[b, dim, n]` with `channel_first`) layer by layer: the summed (rotated)
     /// outputs in the input's layout, indices `[b, n, q]` (-1 for layers dropped by quantize dropout) and the
     /// per-layer losses `[q]`.
-    public func callAsFunction(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil) -> (quantized: Tensor, indices: IndexTensor, losses: Tensor) {
+    public func callAsFunction(_ x: Tensor, quantizeDropoutSeed: UInt64? = nil) -> Output {
         // Channel-first stacks keep the residual channel-first: every layer takes it so (as the reference's).
         let channelFirst = configuration.layer.channelFirst
         precondition(x.rank == 3 && x.shape[channelFirst ? 1 : 2] == dim,
@@ -100,7 +113,7 @@ public final class ResidualSimVQ: Module {
             for t in 0..<(b * n) { indices[t * q + i] = r.indices.scalars[t] }
             losses[i] = r.loss
         }
-        return (out, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0))
+        return Output(out, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0))
     }
 
     /// Per-layer codes `[q, b, n, dim]` for indices `[b, n, q]` (zero where -1); `[q, b, dim, n]` with `channel_first`.

@@ -272,9 +272,12 @@ public final class ResidualVQ: Module {
 
     public var numQuantizers: Int { layers.count }
 
+    /// The result of a forward (``ResidualVQOutput``), named as every quantizer names its own.
+    public typealias Output = ResidualVQOutput
+
     /// Quantizes `x [b, n, dim]` layer by layer on the residual (`[b, dim, h, w]` with `acceptImageFmap`:
     /// output in that layout, indices `[b, h, w, q]`).
-    public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init()) -> ResidualVQOutput {
+    public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init()) -> Output {
         let c = configuration
         guard c.acceptImageFmap else { return sequenceForward(x, options: options) }
         precondition(x.rank == 4 && x.shape[1] == c.dim && options.mask == nil,

@@ -5,6 +5,9 @@ import VQTensor
 /// codebook rows, look the codes up (the codebook trains in training mode), the in-place optimizer's step, the
 /// gradient estimator, the losses, and the output in the input's layout.
 extension VectorQuantizer {
+    /// The result of a forward (``VectorQuantizerOutput``), named as every quantizer names its own.
+    public typealias Output = VectorQuantizerOutput
+
     /// Quantizes `x` (`[b, n, dim]`, `[b, dim]`, `[b, dim, n]` with `channelLast = false`, or
     /// `[b, dim, h, w]` with `acceptImageFmap`, `[b, dim, t, h, w]` with `accept3dFmap`). In training mode the codebook is updated (unless frozen).
     public func callAsFunction(_ input: Tensor, options: VectorQuantizerOptions = .init()) -> VectorQuantizerOutput {
