@@ -121,6 +121,31 @@ struct PerCallFreezeTests {
         #expect(free.layers.map { CodebookBits($0.codebook) } != freeBefore)
     }
 
+    @Test("freezeCodebook per call means the same for a VectorQuantizer and a ResidualVQ: nil = configuration, true, false")
+    func perCallFreezeCodebookAlike() throws {
+        var c = ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16)
+        c.layer.freezeCodebook = true                 // frozen by configuration
+        var vc = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        vc.freezeCodebook = true
+        for setting in [nil, true, false] as [Bool?] {
+            let r = try ResidualVQ(c), vq = try VectorQuantizer(vc)
+            try vq.codebook.freeze(codes: 0..<4)
+            try r.layers[0].codebook.freeze(codes: 0..<4)
+            let (rBefore, vBefore) = (r.layers.map { CodebookBits($0.codebook) }, CodebookBits(vq.codebook))
+            var ro = ResidualVQOptions(), vo = VectorQuantizerOptions()
+            ro.freezeCodebook = setting
+            vo.freezeCodebook = setting
+            _ = r(Self.x, options: ro)
+            _ = vq(Self.x, options: vo)
+            let learned = setting == false
+            #expect((r.layers.map { CodebookBits($0.codebook) } != rBefore) == learned, "ResidualVQ, freezeCodebook \(String(describing: setting))")
+            #expect((CodebookBits(vq.codebook) != vBefore) == learned, "VectorQuantizer, freezeCodebook \(String(describing: setting))")
+            // Frozen codes hold whatever the call says.
+            #expect(CodebookBits(vq.codebook).changedCodes(vBefore, dim: 8).isDisjoint(with: 0..<4))
+            #expect(CodebookBits(r.layers[0].codebook).changedCodes(rBefore[0], dim: 8).isDisjoint(with: 0..<4))
+        }
+    }
+
     @Test("the codebook's mask is the optimizer's only source: a direct buffer write is honoured")
     func oneMask() throws {
         var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)

@@ -197,8 +197,10 @@ public struct ResidualVQOptions: Sendable {
     /// Per-layer target indices `[b, n, q]`: return the summed cross-entropy (the reference's `indices=`).
     public var targetIndices: IndexTensor? = nil
     public var sampleCodebookTemperature: Float? = nil
-    /// Freeze every layer for this call (in addition to each layer's own freeze mask).
-    public var freezeCodebook = false
+    /// `true`: freeze every layer for this call; `false`: no layer frozen by its configuration's `freezeCodebook` for
+    /// this call; nil: each layer's configuration decides — as ``VectorQuantizerOptions/freezeCodebook``. Frozen codes
+    /// (the codebooks' freeze masks) are held whatever this says.
+    public var freezeCodebook: Bool? = nil
     /// Freeze only these layers for this call.
     public var frozenLayers: Set<Int> = []
     public var emaUpdateWeights: LayerEMAWeights? = nil
@@ -366,7 +368,7 @@ public final class ResidualVQ: Module {
     /// `frozenLayers`, or the layer's own configured `freezeCodebook`, which the reference overrides) and
     /// its EMA update weight. Every path of the stack (plain, beam search, shared codebook) asks here.
     func layerStep(_ i: Int, _ options: ResidualVQOptions) -> (frozen: Bool, weight: EMAUpdateWeight?) {
-        (options.freezeCodebook || options.frozenLayers.contains(i) || layers[i].configuration.freezeCodebook,
+        ((options.freezeCodebook ?? layers[i].configuration.freezeCodebook) || options.frozenLayers.contains(i),
          options.emaUpdateWeights?.weight(i))
     }
 

@@ -13,6 +13,9 @@ public struct VectorQuantizerOptions {
     public var lens: [Int]? = nil
     public var topK: Int? = nil
     public var sampleCodebookTemperature: Float? = nil
+    /// `true`: the codebook does not learn in this call; `false`: it learns even if the configuration's
+    /// `freezeCodebook` is set; nil: the configuration decides (the reference's `freeze_codebook=None`). Frozen codes
+    /// (the freeze masks) are held whatever this says.
     public var freezeCodebook: Bool? = nil
     public var emaUpdateWeight: EMAUpdateWeight? = nil
     public var accumulateEMAUpdate = false
