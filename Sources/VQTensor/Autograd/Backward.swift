@@ -78,10 +78,10 @@ enum Backward {
         case .div(let a, let b):
             // d(a/b) = da / b − a db / b²
             return [needs(0) ? (g / b).summed(to: a.shape) : nil, needs(1) ? (-(g * a) / (b * b)).summed(to: b.shape) : nil]
-        case .maximum(let a, let b), .minimum(let a, let b):
-            let isMax: Bool = { if case .maximum = op { return true } else { return false } }()
-            let wa = Elementwise.zip(a, b, "maximum") { x, y in x == y ? 0.5 : ((isMax ? x > y : x < y) ? 1 : 0) }
-            return [(g * wa).summed(to: a.shape), (g * (1 - wa)).summed(to: b.shape)]
+        case .maximum(let a, let b):
+            return extremumOfTwoGradients(g, a: a, b: b, maximum: true)
+        case .minimum(let a, let b):
+            return extremumOfTwoGradients(g, a: a, b: b, maximum: false)
         case .select(let c, let l, let r):
             return [(g * c).summed(to: l), (g * (1 - c)).summed(to: r)]
         case .unary(.gelu, let x, _) where g.shape == x.shape:
@@ -98,9 +98,7 @@ enum Backward {
         case .mean(_, let kept, let n):
             return [(g.reshaped(kept) / Float(n)).expanded(to: inputShapes[0]!)]
         case .extremum(let input, let positions):
-            var out = [Float](repeating: 0, count: Shape.count(input))
-            for (j, p) in positions.enumerated() { out[p] += g.scalars[j] }
-            return [Tensor(out, shape: input)]
+            return [extremumGradient(g, input: input, positions: positions)]
         case .logSumExp(let x, let y):
             // d lse / dx = exp(x − lse)
             return [g.reshaped(y.shape) * Elementwise.zip(x, y, "logSumExp") { expf_($0 - $1) }]
@@ -114,24 +112,14 @@ enum Backward {
             return [g.reshaped(input)]
         case .permute(let p):
             var inverse = [Int](repeating: 0, count: p.count)
-            for (i, a) in p.enumerated() { inverse[a] = i }
+            for (i, a) in p.enumerated() { inverse[a] = i }     // the inverse permutation
             return [g.permuted(inverse)]
         case .expand(let input):
             return [g.summed(to: input)]
         case .concat(let axis, let sizes):
             return g.split(sizes: sizes, axis: axis).map { $0 }
         case .slice(let input, let axis, let start):
-            var out = Tensor.zeros(input)
-            let (outer, n, inner) = Shape.split(input, at: axis)
-            let m = g.shape[axis]
-            out.scalars.withUnsafeMutableBufferPointer { o in
-                g.scalars.withUnsafeBufferPointer { s in
-                    for ob in 0..<outer where m > 0 {
-                        (o.baseAddress! + (ob * n + start) * inner).update(from: s.baseAddress! + ob * m * inner, count: m * inner)
-                    }
-                }
-            }
-            return [out]
+            return [sliceGradient(g, input: input, axis: axis, start: start)]
         case .gather(let input, let axis, let index):
             return [Tensor.zeros(input).scatterAdd(axis: axis, index: index, source: g)]
         case .indexSelect(let input, let axis, let index):
@@ -141,22 +129,9 @@ enum Backward {
         case .indexAdd(let axis, let index):
             return [g, g.indexSelect(axis: axis, index)]
         case .matmulTransposedB(let a, let b):
-            // C = A·Bᵀ: dA = dC·B; dB = dCᵀ·A — for a 2-D B [N, K] over every batch row, as one product of the
-            // flattened [rows, N]ᵀ·[rows, K] (no per-batch partial products); for a batched B, batch by batch.
-            // Only the gradients that are needed (a constant B — a fixed codebook — takes none).
-            let ga = needs(0) ? Tensor.matmulRaw(g, b, transposeA: false, transposeB: false) : nil
-            guard needs(1) else { return [ga, nil] }
-            guard b.rank == 2 else { return [ga, Tensor.matmulRaw(g, a, transposeA: true, transposeB: false)] }
-            let (n, k) = (b.shape[0], b.shape[1])
-            let gb = Tensor.matmulRaw(g.reshaped([-1, n]), a.reshaped([-1, k]), transposeA: true, transposeB: false)
-            return [ga, gb]
+            return matmulTransposedBGradients(g, a: a, b: b, needs: needs)
         case .linear(let x, let w):
-            // y = x·Wᵀ + b: dx = dy·W, dW = dyᵀ·x (rows flattened), db = Σ_rows dy; only those needed.
-            let (n, k) = (w.shape[0], w.shape[1])
-            let gx = inputShapes[0] == nil ? nil : Tensor.matmulRaw(g, w, transposeA: false, transposeB: false)
-            let flat = g.reshaped([-1, n])
-            let gw = inputShapes[1] == nil ? nil : Tensor.matmulRaw(flat, x.reshaped([-1, k]), transposeA: true, transposeB: false)
-            return [gx, gw, inputShapes[2] == nil ? nil : flat.sum(axis: 0)]
+            return linearGradients(g, x: x, w: w, needs: needs)
         case .convolution(let plan, let cols, let weight, let hasBias):
             return Tensor.convolutionBackward(g, plan: plan, cols: cols, weight: weight, hasBias: hasBias,
                                               needs: inputShapes.map { $0 != nil })
@@ -166,17 +141,71 @@ enum Backward {
         case .custom(let backward):
             return [backward(g)]
         case .matmul(let a, let b):
-            // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC (summed over broadcast batch axes). A matrix B shared by every
-            // batch of A: dB is one product of the flattened [rows, K]ᵀ·[rows, N] (as torch folds it), not
-            // a [batch, K, N] stack of partial products summed afterwards.
-            let ga = Tensor.matmulRaw(g, b, transposeA: false, transposeB: true).summed(to: a.shape)
-            if b.rank == 2 && a.rank > 2 {
-                let (k, n) = (b.shape[0], b.shape[1])
-                return [ga, Tensor.matmulRaw(a.reshaped([-1, k]), g.reshaped([-1, n]), transposeA: true, transposeB: false)]
-            }
-            let gb = Tensor.matmulRaw(a, g, transposeA: true, transposeB: false).summed(to: b.shape)
-            return [ga, gb]
+            return matmulGradients(g, a: a, b: b)
         }
+    }
+
+    /// d max(a, b): to the larger (`maximum`) or smaller operand, half to each where they tie.
+    static func extremumOfTwoGradients(_ g: Tensor, a: Tensor, b: Tensor, maximum: Bool) -> [Tensor?] {
+        let wa = Elementwise.zip(a, b, "maximum") { x, y in x == y ? 0.5 : ((maximum ? x > y : x < y) ? 1 : 0) }
+        return [(g * wa).summed(to: a.shape), (g * (1 - wa)).summed(to: b.shape)]
+    }
+
+    /// The gradient of a reduction to extrema (max/min along an axis): each output's gradient at the position it
+    /// was taken from.
+    static func extremumGradient(_ g: Tensor, input: [Int], positions: [Int]) -> Tensor {
+        var out = [Float](repeating: 0, count: Shape.count(input))
+        for (j, p) in positions.enumerated() { out[p] += g.scalars[j] }
+        return Tensor(out, shape: input)
+    }
+
+    /// The gradient of a slice: `g` placed at `start` along `axis` of zeros of the input's shape.
+    static func sliceGradient(_ g: Tensor, input: [Int], axis: Int, start: Int) -> Tensor {
+        var out = Tensor.zeros(input)
+        let (outer, n, inner) = Shape.split(input, at: axis)
+        let m = g.shape[axis]
+        out.scalars.withUnsafeMutableBufferPointer { o in
+            g.scalars.withUnsafeBufferPointer { s in
+                for ob in 0..<outer where m > 0 {
+                    (o.baseAddress! + (ob * n + start) * inner).update(from: s.baseAddress! + ob * m * inner, count: m * inner)
+                }
+            }
+        }
+        return out
+    }
+
+    /// C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC (summed over broadcast batch axes). A matrix B shared by every batch of A:
+    /// dB is one product of the flattened [rows, K]ᵀ·[rows, N] (as torch folds it), not a [batch, K, N] stack of
+    /// partial products summed afterwards.
+    static func matmulGradients(_ g: Tensor, a: Tensor, b: Tensor) -> [Tensor?] {
+        let ga = Tensor.matmulRaw(g, b, transposeA: false, transposeB: true).summed(to: a.shape)
+        if b.rank == 2 && a.rank > 2 {
+            let (k, n) = (b.shape[0], b.shape[1])
+            return [ga, Tensor.matmulRaw(a.reshaped([-1, k]), g.reshaped([-1, n]), transposeA: true, transposeB: false)]
+        }
+        let gb = Tensor.matmulRaw(a, g, transposeA: true, transposeB: false).summed(to: b.shape)
+        return [ga, gb]
+    }
+
+    /// C = A·Bᵀ: dA = dC·B; dB = dCᵀ·A — for a 2-D B [N, K] over every batch row, as one product of the flattened
+    /// [rows, N]ᵀ·[rows, K] (no per-batch partial products); for a batched B, batch by batch. Only the gradients that
+    /// are needed (a constant B — a fixed codebook — takes none).
+    static func matmulTransposedBGradients(_ g: Tensor, a: Tensor, b: Tensor, needs: (Int) -> Bool) -> [Tensor?] {
+        let ga = needs(0) ? Tensor.matmulRaw(g, b, transposeA: false, transposeB: false) : nil
+        guard needs(1) else { return [ga, nil] }
+        guard b.rank == 2 else { return [ga, Tensor.matmulRaw(g, a, transposeA: true, transposeB: false)] }
+        let (n, k) = (b.shape[0], b.shape[1])
+        let gb = Tensor.matmulRaw(g.reshaped([-1, n]), a.reshaped([-1, k]), transposeA: true, transposeB: false)
+        return [ga, gb]
+    }
+
+    /// y = x·Wᵀ + b: dx = dy·W, dW = dyᵀ·x (rows flattened), db = Σ_rows dy; only those needed.
+    static func linearGradients(_ g: Tensor, x: Tensor, w: Tensor, needs: (Int) -> Bool) -> [Tensor?] {
+        let (n, k) = (w.shape[0], w.shape[1])
+        let gx = needs(0) ? Tensor.matmulRaw(g, w, transposeA: false, transposeB: false) : nil
+        let flat = g.reshaped([-1, n])
+        let gw = needs(1) ? Tensor.matmulRaw(flat, x.reshaped([-1, k]), transposeA: true, transposeB: false) : nil
+        return [gx, gw, needs(2) ? flat.sum(axis: 0) : nil]
     }
 
     static func unaryDerivative(_ u: UnaryOp, x: Tensor, y: Tensor) -> Tensor {

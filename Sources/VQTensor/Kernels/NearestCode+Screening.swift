@@ -60,108 +60,179 @@ extension NearestCodeKernel {
         squaredErrors: UnsafeMutablePointer<Double>? = nil
     ) -> [Int]? {
         precondition(d <= GEMM.kc && d > 0 && k > 0 && heads > 0, "screenedArgmin: d = \(d), k = \(k), heads = \(heads)")
-        let mr = 12, nr = 32, cap = capacity, fmt = format.code, nat: Int32 = native ? 1 : 0
-        let steps = Int(vq_screen_steps(fmt, Int64(d)))
-        let rowPlanes = Int(vq_screen_row_planes(fmt)), codePlanes = Int(vq_screen_code_planes(fmt))
-        let panels = (k + nr - 1) / nr, cstride = panels * nr
-        let headTerms = codePlanes * cstride, headPacked = panels * steps * nr
-        // Code terms per head: plane 0 the squared norms (as the plain search computes them), the rest from the packing.
-        let ct = alignedFloats(heads * headTerms)
-        defer { ct.deallocate() }
-        ct.initialize(repeating: 0, count: heads * headTerms)
-        let packedRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, heads * headPacked) * 4, alignment: 64)
-        let packed = packedRaw.bindMemory(to: UInt32.self, capacity: heads * headPacked)
-        let codeOK = UnsafeMutablePointer<Int32>.allocate(capacity: heads * cstride)
-        defer { packedRaw.deallocate(); codeOK.deallocate() }
-        nonisolated(unsafe) let (px, pcodes, ppacked, pct, pok, pbest, pindex) = (x, codes, packed, ct, codeOK, best, index)
-        nonisolated(unsafe) let psq = squaredErrors
-        Threads.forRanges(heads * panels, minChunk: 8) { range in
-            for t in range {
-                let (hh, jp) = (t / panels, t % panels), cols = Swift.min(nr, k - jp * nr)
-                let src = pcodes + (hh * k + jp * nr) * d, terms = pct + hh * headTerms + jp * nr
-                sumOfSquares(rows: src, count: cols, d: d, into: terms)
-                vq_screen_pack(fmt, nat, 1, cosine, src, Int64(d), Int64(cols), Int64(d), Int64(nr), terms,
-                               ppacked + hh * headPacked + jp * steps * nr, terms, Int64(cstride), pok + hh * cstride + jp * nr)
-            }
-        }
-        guard (0..<heads).allSatisfy({ hh in (0..<k).allSatisfy { codeOK[hh * cstride + $0] != 0 } }) else { return nil }
+        let plan = ScreenPlan(n: n, k: k, d: d, heads: heads, cosine: cosine, format: format, native: native)
+        let packed = ScreenCodes(plan, codes: codes)
+        defer { packed.deallocate() }
+        guard packed.allCodesBounded else { return nil }
         var plain = [UInt8](repeating: 0, count: heads * n)
-        let rowsPerTask = rowsPerTask(n, mr: mr), tasksPerHead = (n + rowsPerTask - 1) / rowsPerTask
+        let rowsPerTask = rowsPerTask(n, mr: plan.mr), tasksPerHead = (n + rowsPerTask - 1) / rowsPerTask
         plain.withUnsafeMutableBufferPointer { pp in
-            nonisolated(unsafe) let pplain = pp.baseAddress!
+            nonisolated(unsafe) let (px, pcodes, pbest, pindex, pplain, psq) = (x, codes, best, index, pp.baseAddress!, squaredErrors)
             Threads.forEach(heads * tasksPerHead) { task in
                 let hh = task / tasksPerHead
-                let r0 = (task % tasksPerHead) * rowsPerTask, rowsT = Swift.min(rowsPerTask, n - r0)
-                // This head's rows, codes, packed codes, terms and outputs.
-                let (px, pcodes) = (px + hh * n * d, pcodes + hh * k * d)
-                let (ppacked, pct) = (ppacked + hh * headPacked, pct + hh * headTerms)
-                let (pbest, pindex, pplain, psq) = (pbest + hh * n, pindex + hh * n, pplain + hh * n, psq.map { $0 + hh * n })
-                let groups = (rowsT + mr - 1) / mr, slots = groups * mr
-                let aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, steps * mr) * 4, alignment: 64)
-                let aPack = aRaw.bindMemory(to: UInt32.self, capacity: steps * mr)
-                let rt = alignedFloats(slots * rowPlanes)
-                let count = UnsafeMutablePointer<Int32>.allocate(capacity: slots)
-                let cand = UnsafeMutablePointer<Int32>.allocate(capacity: slots * cap)
-                // Scratch for the (row, code) pairs to rescore: at most every listed entry of a group.
-                let pairRow = UnsafeMutablePointer<Int32>.allocate(capacity: mr * cap * 2)
-                let pairScore = UnsafeMutablePointer<Float>.allocate(capacity: mr * cap)
-                // Each group's lower bounds (12 × k) stay in cache until one compare-and-compress pass per row keeps
-                // the candidates.
-                let lows = alignedFloats(mr * panels * nr + mr * 16)
-                let minup = lows + mr * panels * nr
-                defer {
-                    aRaw.deallocate(); rt.deallocate(); count.deallocate(); cand.deallocate()
-                    pairRow.deallocate(); pairScore.deallocate(); lows.deallocate()
-                }
-                rt.initialize(repeating: 0, count: slots * rowPlanes)
+                let r0 = (task % tasksPerHead) * rowsPerTask, rows = Swift.min(rowsPerTask, n - r0)
+                // This head's rows, codes, packed codes and outputs, from row r0 on.
+                let t = ScreenTask(plan, rows: rows, x: px + (hh * n + r0) * d, codes: pcodes + hh * k * d, packed: packed, head: hh,
+                                   best: pbest + hh * n + r0, index: pindex + hh * n + r0, plain: pplain + hh * n + r0,
+                                   squaredErrors: psq.map { $0 + hh * n + r0 })
+                defer { t.deallocate() }
                 // One row group at a time, from its float rows to its nearest codes: the rows are read while they are
-                // in cache (the next group's are fetched during this group's tiles), and every code panel is scored.
-                let rowBytes = mr * d * 4, perPanel = (rowBytes / panels + 63) & ~63
-                /// Rescores group `g`'s listed codes (its rows' state stays in the task's slots).
-                func finish(_ g: Int) {
-                    let o = g * mr, rowsG = Swift.min(mr, rowsT - o)
-                    vq_screen_finish(Int64(d), Int64(rowsG), px + (r0 + o) * d, rt + o, pcodes, pct, cosine, count + o, cand + o * cap,
-                                     Int32(cap), pbest + r0 + o, pindex + r0 + o, pairRow, pairRow + mr * cap, pairScore)
-                    // Each row's squared distance to its code, while both are in cache (rows left to the plain search are
-                    // done after it).
-                    if let psq {
-                        vq_squared_differences_rows(GEMM.level, px + (r0 + o) * d, Int64(d), pcodes, pindex + r0 + o, Int64(d),
-                                                    Int64(rowsG), Int64(d), psq + r0 + o)
-                    }
+                // in cache (the next group's are fetched during this group's tiles), and the listed codes' float rows
+                // are fetched after its tiles and rescored after the next group's.
+                for g in 0..<t.groups {
+                    t.screen(group: g)
+                    if g > 0 { t.finish(group: g - 1) }
                 }
-                for g in 0..<groups {
-                    let o = g * mr, rowsG = Swift.min(mr, rowsT - o)
-                    let xg = px + (r0 + o) * d
-                    sumOfSquares(rows: xg, count: rowsG, d: d, into: rt + o)
-                    vq_screen_pack(fmt, nat, 0, cosine, xg, Int64(d), Int64(rowsG), Int64(d), Int64(mr), rt + o, aPack, rt + o,
-                                   Int64(slots), count + o)
-                    // `ok` 1 → an empty list (0); a row the screen cannot bound goes to the plain search (−1).
-                    for i in o..<(o + mr) { count[i] = i - o < rowsG && count[i] != 0 ? 0 : -1 }
-                    let next = g + 1 < groups ? xg + mr * d : nil
-                    minup.initialize(repeating: .infinity, count: mr * 16)
-                    for jp in 0..<panels {
-                        // The next group's rows, a slice every eighth panel (fetched while the tiles run).
-                        if let next, jp % 8 == 0, jp * perPanel < rowBytes {
-                            vq_prefetch_l2(UnsafeRawPointer(next) + jp * perPanel, Int64(Swift.min(8 * perPanel, rowBytes - jp * perPanel)))
-                        }
-                        vq_screen_tile(fmt, nat, Int64(steps), aPack, ppacked + jp * steps * nr,
-                                       Int32(rowsG), Int32(Swift.min(nr, k - jp * nr)), rt + o, Int64(slots),
-                                       pct + jp * nr, Int64(cstride), cosine, Int64(jp * nr), lows, Int64(panels * nr),
-                                       minup, count + o)
-                    }
-                    vq_screen_collect(nat, Int32(rowsG), Int64(k), lows, Int64(panels * nr), minup, count + o, cand + o * cap, Int32(cap))
-                    for i in 0..<rowsG {
-                        pbest[r0 + o + i] = .infinity
-                        pindex[r0 + o + i] = 0
-                        if count[o + i] < 0 { pplain[r0 + o + i] = 1 }
-                    }
-                    // The listed codes' float rows are fetched now and rescored after the next group's tiles.
-                    vq_screen_prefetch_candidates(pcodes, Int64(d), Int32(rowsG), count + o, cand + o * cap, Int32(cap))
-                    if g > 0 { finish(g - 1) }
-                }
-                if groups > 0 { finish(groups - 1) }
+                if t.groups > 0 { t.finish(group: t.groups - 1) }
             }
         }
         return plain.indices.filter { plain[$0] != 0 }
+    }
+
+    /// The geometry of one screened search: the tile (12 rows × 32 codes), the packed layouts and the formats.
+    struct ScreenPlan {
+        let n: Int, k: Int, d: Int, heads: Int
+        let cosine: Int32, fmt: Int32, nat: Int32
+        let mr = 12, nr = 32, cap = NearestCodeKernel.capacity
+        let steps: Int, rowPlanes: Int, codePlanes: Int, panels: Int, cstride: Int, headTerms: Int, headPacked: Int
+
+        init(n: Int, k: Int, d: Int, heads: Int, cosine: Int32, format: ScreenFormat, native: Bool) {
+            (self.n, self.k, self.d, self.heads, self.cosine) = (n, k, d, heads, cosine)
+            (fmt, nat) = (format.code, native ? 1 : 0)
+            steps = Int(vq_screen_steps(fmt, Int64(d)))
+            rowPlanes = Int(vq_screen_row_planes(fmt))
+            codePlanes = Int(vq_screen_code_planes(fmt))
+            panels = (k + nr - 1) / nr
+            cstride = panels * nr
+            headTerms = codePlanes * cstride
+            headPacked = panels * steps * nr
+        }
+    }
+
+    /// Every head's codes packed for the screening tiles, with their term planes (plane 0: the squared norms, as the
+    /// plain search computes them; the rest from the packing) and whether the screen can bound each code.
+    struct ScreenCodes: @unchecked Sendable {
+        // @unchecked: buffers written once by the packing pass, then only read by the tasks.
+        let terms: UnsafeMutablePointer<Float>
+        let packed: UnsafeMutablePointer<UInt32>
+        let bounded: UnsafeMutablePointer<Int32>
+        private let packedRaw: UnsafeMutableRawPointer
+        let allCodesBounded: Bool
+
+        init(_ p: ScreenPlan, codes: UnsafePointer<Float>) {
+            terms = alignedFloats(p.heads * p.headTerms)
+            terms.initialize(repeating: 0, count: p.heads * p.headTerms)
+            packedRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, p.heads * p.headPacked) * 4, alignment: 64)
+            packed = packedRaw.bindMemory(to: UInt32.self, capacity: p.heads * p.headPacked)
+            bounded = UnsafeMutablePointer<Int32>.allocate(capacity: p.heads * p.cstride)
+            nonisolated(unsafe) let (pcodes, ppacked, pterms, pok) = (codes, packed, terms, bounded)
+            Threads.forRanges(p.heads * p.panels, minChunk: 8) { range in
+                for t in range {
+                    let (hh, jp) = (t / p.panels, t % p.panels), cols = Swift.min(p.nr, p.k - jp * p.nr)
+                    let src = pcodes + (hh * p.k + jp * p.nr) * p.d, planes = pterms + hh * p.headTerms + jp * p.nr
+                    sumOfSquares(rows: src, count: cols, d: p.d, into: planes)
+                    vq_screen_pack(p.fmt, p.nat, 1, p.cosine, src, Int64(p.d), Int64(cols), Int64(p.d), Int64(p.nr), planes,
+                                   ppacked + hh * p.headPacked + jp * p.steps * p.nr, planes, Int64(p.cstride),
+                                   pok + hh * p.cstride + jp * p.nr)
+                }
+            }
+            allCodesBounded = (0..<p.heads).allSatisfy { hh in (0..<p.k).allSatisfy { pok[hh * p.cstride + $0] != 0 } }
+        }
+
+        func deallocate() {
+            terms.deallocate()
+            packedRaw.deallocate()
+            bounded.deallocate()
+        }
+    }
+
+    /// One task of the screened search: `rows` rows of one head (from row r0), its scratch, and the two steps of a
+    /// row group — the screening tiles over every code panel, then the rescoring of the codes they listed.
+    struct ScreenTask {
+        let p: ScreenPlan, rows: Int, groups: Int, slots: Int
+        let x: UnsafePointer<Float>, codes: UnsafePointer<Float>
+        let packed: UnsafeMutablePointer<UInt32>, terms: UnsafeMutablePointer<Float>
+        let best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>, plain: UnsafeMutablePointer<UInt8>
+        let squaredErrors: UnsafeMutablePointer<Double>?
+        // Scratch: the packed row group, the rows' term planes, each row's candidate list, the (row, code) pairs to
+        // rescore (at most every listed entry of a group), and a group's lower bounds (12 × k), which stay in cache
+        // until one compare-and-compress pass per row keeps the candidates.
+        let aRaw: UnsafeMutableRawPointer, aPack: UnsafeMutablePointer<UInt32>, rt: UnsafeMutablePointer<Float>
+        let count: UnsafeMutablePointer<Int32>, cand: UnsafeMutablePointer<Int32>
+        let pairRow: UnsafeMutablePointer<Int32>, pairScore: UnsafeMutablePointer<Float>
+        let lows: UnsafeMutablePointer<Float>, minup: UnsafeMutablePointer<Float>
+        /// Bytes of a row group, and the slice of the next group's rows fetched with each code panel.
+        let rowBytes: Int, perPanel: Int
+
+        init(_ p: ScreenPlan, rows: Int, x: UnsafePointer<Float>, codes: UnsafePointer<Float>, packed: ScreenCodes, head: Int,
+             best: UnsafeMutablePointer<Float>, index: UnsafeMutablePointer<Int64>, plain: UnsafeMutablePointer<UInt8>,
+             squaredErrors: UnsafeMutablePointer<Double>?) {
+            (self.p, self.rows, self.x, self.codes) = (p, rows, x, codes)
+            (self.packed, terms) = (packed.packed + head * p.headPacked, packed.terms + head * p.headTerms)
+            (self.best, self.index, self.plain, self.squaredErrors) = (best, index, plain, squaredErrors)
+            groups = (rows + p.mr - 1) / p.mr
+            slots = groups * p.mr
+            aRaw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, p.steps * p.mr) * 4, alignment: 64)
+            aPack = aRaw.bindMemory(to: UInt32.self, capacity: p.steps * p.mr)
+            rt = alignedFloats(slots * p.rowPlanes)
+            rt.initialize(repeating: 0, count: slots * p.rowPlanes)
+            count = UnsafeMutablePointer<Int32>.allocate(capacity: slots)
+            cand = UnsafeMutablePointer<Int32>.allocate(capacity: slots * p.cap)
+            pairRow = UnsafeMutablePointer<Int32>.allocate(capacity: p.mr * p.cap * 2)
+            pairScore = UnsafeMutablePointer<Float>.allocate(capacity: p.mr * p.cap)
+            lows = alignedFloats(p.mr * p.panels * p.nr + p.mr * 16)
+            minup = lows + p.mr * p.panels * p.nr
+            rowBytes = p.mr * p.d * 4
+            perPanel = (rowBytes / p.panels + 63) & ~63
+        }
+
+        func deallocate() {
+            aRaw.deallocate(); rt.deallocate(); count.deallocate(); cand.deallocate()
+            pairRow.deallocate(); pairScore.deallocate(); lows.deallocate()
+        }
+
+        /// Group `g`'s screening tiles over every code panel, and its candidate lists; rows the screen cannot serve
+        /// are marked for the plain search.
+        func screen(group g: Int) {
+            let o = g * p.mr, rowsG = Swift.min(p.mr, rows - o)
+            let xg = x + o * p.d
+            sumOfSquares(rows: xg, count: rowsG, d: p.d, into: rt + o)
+            vq_screen_pack(p.fmt, p.nat, 0, p.cosine, xg, Int64(p.d), Int64(rowsG), Int64(p.d), Int64(p.mr), rt + o, aPack, rt + o,
+                           Int64(slots), count + o)
+            // `ok` 1 → an empty list (0); a row the screen cannot bound goes to the plain search (−1).
+            for i in o..<(o + p.mr) { count[i] = i - o < rowsG && count[i] != 0 ? 0 : -1 }
+            let next = g + 1 < groups ? xg + p.mr * p.d : nil
+            minup.initialize(repeating: .infinity, count: p.mr * 16)
+            for jp in 0..<p.panels {
+                // The next group's rows, a slice every eighth panel (fetched while the tiles run).
+                if let next, jp % 8 == 0, jp * perPanel < rowBytes {
+                    vq_prefetch_l2(UnsafeRawPointer(next) + jp * perPanel, Int64(Swift.min(8 * perPanel, rowBytes - jp * perPanel)))
+                }
+                vq_screen_tile(p.fmt, p.nat, Int64(p.steps), aPack, packed + jp * p.steps * p.nr,
+                               Int32(rowsG), Int32(Swift.min(p.nr, p.k - jp * p.nr)), rt + o, Int64(slots),
+                               terms + jp * p.nr, Int64(p.cstride), p.cosine, Int64(jp * p.nr), lows, Int64(p.panels * p.nr),
+                               minup, count + o)
+            }
+            vq_screen_collect(p.nat, Int32(rowsG), Int64(p.k), lows, Int64(p.panels * p.nr), minup, count + o, cand + o * p.cap, Int32(p.cap))
+            for i in 0..<rowsG {
+                best[o + i] = .infinity
+                index[o + i] = 0
+                if count[o + i] < 0 { plain[o + i] = 1 }
+            }
+            // The listed codes' float rows are fetched now and rescored after the next group's tiles.
+            vq_screen_prefetch_candidates(codes, Int64(p.d), Int32(rowsG), count + o, cand + o * p.cap, Int32(p.cap))
+        }
+
+        /// Rescores group `g`'s listed codes (its rows' state stays in the task's slots), and each row's squared
+        /// distance to its code while both are in cache (rows left to the plain search are done after it).
+        func finish(group g: Int) {
+            let o = g * p.mr, rowsG = Swift.min(p.mr, rows - o)
+            vq_screen_finish(Int64(p.d), Int64(rowsG), x + o * p.d, rt + o, codes, terms, p.cosine, count + o, cand + o * p.cap,
+                             Int32(p.cap), best + o, index + o, pairRow, pairRow + p.mr * p.cap, pairScore)
+            if let squaredErrors {
+                vq_squared_differences_rows(GEMM.level, x + o * p.d, Int64(p.d), codes, index + o, Int64(p.d),
+                                            Int64(rowsG), Int64(p.d), squaredErrors + o)
+            }
+        }
     }
 }
