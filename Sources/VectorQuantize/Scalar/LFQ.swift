@@ -263,45 +263,8 @@ public final class LFQ: Module {
             x = quantized
         }
 
-        var losses = Losses()
-        var aux = Tensor(0)
-        if isTraining {
-            var rows = original.reshaped([b * n, c.numCodebooks, codebookDim])
-            if let tokenMask {
-                precondition(tokenMask.count == b * n, "LFQ: mask of \(tokenMask.count) for \(b * n) tokens")
-                rows = rows.indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
-            }
-            if c.fracPerSampleEntropy < 1 {
-                let keep = Int(Float(rows.shape[0]) * c.fracPerSampleEntropy)
-                rows = rows.indexSelect(axis: 0, IndexTensor(Array(rng.permutation(rows.shape[0]).prefix(keep)).sorted()))
-            }
-            if rows.shape[0] * c.numCodebooks * codebookSize <= Self.denseEntropyLimit {
-                // The reference's arithmetic: a softmax over all 2^K codes of `-2·x·c` (float32).
-                let distance = rows.matmul(transposed: maybeL2Norm(codebook)) * -2
-                let prob = (-distance * inverseTemperature).softmax(axis: -1)
-                losses.perSampleEntropy = Self.entropy(prob).mean()
-                losses.batchEntropy = Self.entropy(prob.mean(axis: 0)).mean()
-            } else {
-                // The same entropies factorised over the bits, in double precision: no [n, 2^K] matrix
-                // (see FactorizedEntropy), so 65,536 codes need megabytes, not gigabytes.
-                let bitScale = c.spherical ? scale / Float(codebookDim).squareRoot() : scale
-                (losses.perSampleEntropy, losses.batchEntropy) = FactorizedEntropy.losses(rows, slope: 4 * inverseTemperature * bitScale)
-            }
-            var entropyAux = losses.perSampleEntropy - c.diversityGamma * losses.batchEntropy
-            if c.experimentalSoftplusEntropyLoss {
-                // softplus(z) = max(z, 0) + log(1 + e^−|z|), stable for any z
-                let z = entropyAux + c.entropyLossOffset
-                entropyAux = z.relu() + ((-z.abs()).exp() + 1).log()
-            }
-            if c.commitmentLossWeight > 0 {
-                var diff = (original - quantized.detached()).squared()
-                if let tokenMask {
-                    diff = diff.reshaped([b * n, -1]).indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
-                }
-                losses.commitment = diff.mean()
-            }
-            aux = entropyAux * c.entropyLossWeight + losses.commitment * c.commitmentLossWeight
-        }
+        let (aux, losses) = isTraining ? trainingLosses(original, quantized, b: b, n: n, tokenMask: tokenMask,
+                                                        inverseTemperature: inverseTemperature) : (Tensor(0), Losses())
         if let orthogonalRot { x = x.matmul(transposed: orthogonalRot.value) }
         x = x.reshaped([b, n, -1])
         var out = projectOut.map { $0(x) } ?? x
@@ -311,6 +274,51 @@ public final class LFQ: Module {
         }
         if !keepCodebooksDim { indices = indices.reshaped(Array(indices.shape.dropLast())) }
         return Output(out, indices, aux, losses)
+    }
+
+    /// The auxiliary loss of a training forward and its terms: the entropies (dense as the reference, or factorised over
+    /// the bits for large codebooks) over the real tokens (a sampled fraction with `fracPerSampleEntropy`), and the
+    /// commitment.
+    func trainingLosses(_ original: Tensor, _ quantized: Tensor, b: Int, n: Int, tokenMask: [Bool]?, inverseTemperature: Float)
+        -> (aux: Tensor, losses: Losses)
+    {
+        let c = configuration
+        var losses = Losses()
+        var rows = original.reshaped([b * n, c.numCodebooks, codebookDim])
+        if let tokenMask {
+            precondition(tokenMask.count == b * n, "LFQ: mask of \(tokenMask.count) for \(b * n) tokens")
+            rows = rows.indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
+        }
+        if c.fracPerSampleEntropy < 1 {
+            let keep = Int(Float(rows.shape[0]) * c.fracPerSampleEntropy)
+            rows = rows.indexSelect(axis: 0, IndexTensor(Array(rng.permutation(rows.shape[0]).prefix(keep)).sorted()))
+        }
+        if rows.shape[0] * c.numCodebooks * codebookSize <= Self.denseEntropyLimit {
+            // The reference's arithmetic: a softmax over all 2^K codes of `-2·x·c` (float32).
+            let distance = rows.matmul(transposed: maybeL2Norm(codebook)) * -2
+            let prob = (-distance * inverseTemperature).softmax(axis: -1)
+            losses.perSampleEntropy = Self.entropy(prob).mean()
+            losses.batchEntropy = Self.entropy(prob.mean(axis: 0)).mean()
+        } else {
+            // The same entropies factorised over the bits, in double precision: no [n, 2^K] matrix
+            // (see FactorizedEntropy), so 65,536 codes need megabytes, not gigabytes.
+            let bitScale = c.spherical ? scale / Float(codebookDim).squareRoot() : scale
+            (losses.perSampleEntropy, losses.batchEntropy) = FactorizedEntropy.losses(rows, slope: 4 * inverseTemperature * bitScale)
+        }
+        var entropyAux = losses.perSampleEntropy - c.diversityGamma * losses.batchEntropy
+        if c.experimentalSoftplusEntropyLoss {
+            // softplus(z) = max(z, 0) + log(1 + e^−|z|), stable for any z
+            let z = entropyAux + c.entropyLossOffset
+            entropyAux = z.relu() + ((-z.abs()).exp() + 1).log()
+        }
+        if c.commitmentLossWeight > 0 {
+            var diff = (original - quantized.detached()).squared()
+            if let tokenMask {
+                diff = diff.reshaped([b * n, -1]).indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
+            }
+            losses.commitment = diff.mean()
+        }
+        return (entropyAux * c.entropyLossWeight + losses.commitment * c.commitmentLossWeight, losses)
     }
 
     /// Above this many probabilities (`rows · codebooks · 2^K`, 64 MB of float32) the entropy loss is
