@@ -172,12 +172,6 @@ public final class SimVQ: Module {
         public var quantized: Tensor
         public var indices: IndexTensor
         public var loss: Tensor
-
-        init(_ quantized: Tensor, _ indices: IndexTensor, _ loss: Tensor) {
-            self.quantized = quantized
-            self.indices = indices
-            self.loss = loss
-        }
     }
 
     /// Quantizes `x [b, …, dim]`: output, indices, and the commitment loss
@@ -194,6 +188,6 @@ public final class SimVQ: Module {
         let out = rotationTrick ? GradientEstimator.rotate(x, to: q) : GradientEstimator.straightThrough(x, q)
         var quantized = out.reshaped(outer + [dim])
         if channelFirst { quantized = moveLastToFirstFeature(quantized) }
-        return Output(quantized, indices.reshaped(outer), loss)
+        return Output(quantized: quantized, indices: indices.reshaped(outer), loss: loss)
     }
 }

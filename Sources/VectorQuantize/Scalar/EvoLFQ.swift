@@ -127,12 +127,6 @@ public final class EvoLFQ: Module {
         public var reconstructed: Tensor
         public var indices: IndexTensor
         public var auxLoss: Tensor
-
-        init(_ reconstructed: Tensor, _ indices: IndexTensor, _ auxLoss: Tensor) {
-            self.reconstructed = reconstructed
-            self.indices = indices
-            self.auxLoss = auxLoss
-        }
     }
 
     /// `decoder(LFQ(encoder(x)))`; `[b, d]` latents are quantized as `[b, 1, d]`.
@@ -140,7 +134,7 @@ public final class EvoLFQ: Module {
         -> Output
     {
         let (quantized, indices, aux) = quantizeLatents(encoder(x), inverseTemperature: inverseTemperature, mask: mask)
-        return Output(decoder(quantized), indices, aux)
+        return Output(reconstructed: decoder(quantized), indices: indices, auxLoss: aux)
     }
 
     private func quantizeLatents(_ latents: Tensor, inverseTemperature: Float = 100, mask: [Bool]? = nil) -> (Tensor, IndexTensor, Tensor) {

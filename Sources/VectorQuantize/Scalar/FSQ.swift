@@ -292,12 +292,6 @@ public final class FSQ: Module {
         public var quantized: Tensor
         public var indices: IndexTensor
         public var codes: Tensor
-
-        init(_ quantized: Tensor, _ indices: IndexTensor, _ codes: Tensor) {
-            self.quantized = quantized
-            self.indices = indices
-            self.codes = codes
-        }
     }
 
     /// Quantizes `z` (`[b, n, dim]`, or channel-first / image `[b, dim, …]`). Returns the projected output,
@@ -340,14 +334,14 @@ public final class FSQ: Module {
         var out = projectOut.map { $0(codes) } ?? codes
         guard wantIndices else {
             if moveChannel { out = moveLastToFirstFeature(out.reshaped([b] + spatial + [dim])) }
-            return Output(out, IndexTensor([], shape: [0]), grid)
+            return Output(quantized: out, indices: IndexTensor([], shape: [0]), codes: grid)
         }
         if moveChannel {
             out = moveLastToFirstFeature(out.reshaped([b] + spatial + [dim]))
             indices = indices.reshaped([b] + spatial + [configuration.numCodebooks])
         }
         if !keepCodebooksDim { indices = indices.reshaped(Array(indices.shape.dropLast())) }
-        return Output(out, indices, grid)
+        return Output(quantized: out, indices: indices, codes: grid)
     }
 }
 

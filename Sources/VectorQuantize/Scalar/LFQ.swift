@@ -218,13 +218,6 @@ public final class LFQ: Module {
         public var indices: IndexTensor
         public var auxLoss: Tensor
         public var losses: Losses
-
-        init(_ quantized: Tensor, _ indices: IndexTensor, _ auxLoss: Tensor, _ losses: Losses) {
-            self.quantized = quantized
-            self.indices = indices
-            self.auxLoss = auxLoss
-            self.losses = losses
-        }
     }
 
     /// Quantizes `x [b, n, dim]` (or channel-first / image). Returns the output, indices, the weighted
@@ -273,7 +266,7 @@ public final class LFQ: Module {
             indices = indices.reshaped([b] + spatial + [c.numCodebooks])
         }
         if !keepCodebooksDim { indices = indices.reshaped(Array(indices.shape.dropLast())) }
-        return Output(out, indices, aux, losses)
+        return Output(quantized: out, indices: indices, auxLoss: aux, losses: losses)
     }
 
     /// The auxiliary loss of a training forward and its terms: the entropies (dense as the reference, or factorised over

@@ -214,12 +214,6 @@ public final class LatentQuantize: Module {
         public var quantized: Tensor
         public var indices: IndexTensor
         public var loss: Tensor
-
-        init(_ quantized: Tensor, _ indices: IndexTensor, _ loss: Tensor) {
-            self.quantized = quantized
-            self.indices = indices
-            self.loss = loss
-        }
     }
 
     /// Quantizes channel-first `x [b, dim, …]`. Returns the output `[b, dim, …]`, the indices `[b, …]`
@@ -247,7 +241,7 @@ public final class LatentQuantize: Module {
             let quantization = w.quantizationLossWeight != 0 ? out.detached().meanSquaredDifference(x) : Tensor(0)
             loss = w.commitmentLossWeight * commitment + w.quantizationLossWeight * quantization
         }
-        return Output(out, indices, loss)
+        return Output(quantized: out, indices: indices, loss: loss)
     }
 }
 

@@ -62,9 +62,9 @@ public final class GroupedResidualFSQ: Module {
 
     public func callAsFunction(_ x: Tensor) -> Output {
         let outs = zip(rvqs, x.split(parts: groups, axis: splitAxis)).map { $0($1) }
-        return Output(Tensor.concat(outs.map(\.quantized), axis: splitAxis),
-                IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
-                Tensor.stack(outs.map(\.layerInputs), axis: 0))
+        return Output(quantized: Tensor.concat(outs.map(\.quantized), axis: splitAxis),
+                      indices: IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
+                      layerInputs: Tensor.stack(outs.map(\.layerInputs), axis: 0))
     }
 
     public func getCodes(from indices: IndexTensor) -> Tensor {

@@ -65,9 +65,9 @@ public final class GroupedResidualLFQ: Module {
         precondition(x.shape.last == dim, "GroupedResidualLFQ(dim \(dim)): input shape \(x.shape)")
         let seed = quantizeDropoutSeed ?? rvqs[0].rng.next()
         let outs = zip(rvqs, x.split(parts: groups, axis: -1)).map { $0($1, mask: mask, quantizeDropoutSeed: seed) }
-        return Output(Tensor.concat(outs.map(\.quantized), axis: -1),
-                IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
-                Tensor.stack(outs.map(\.losses), axis: 0), Tensor.stack(outs.map(\.layerInputs), axis: 0))
+        return Output(quantized: Tensor.concat(outs.map(\.quantized), axis: -1),
+                      indices: IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape),
+                      losses: Tensor.stack(outs.map(\.losses), axis: 0), layerInputs: Tensor.stack(outs.map(\.layerInputs), axis: 0))
     }
 
     /// `[groups, q, C, bits]`: every group's scaled codebooks.

@@ -61,13 +61,6 @@ public final class GroupedResidualVQ: Module {
         public var indices: IndexTensor
         public var losses: Tensor
         public var crossEntropy: Tensor?
-
-        init(_ quantized: Tensor, _ indices: IndexTensor, _ losses: Tensor, _ crossEntropy: Tensor?) {
-            self.quantized = quantized
-            self.indices = indices
-            self.losses = losses
-            self.crossEntropy = crossEntropy
-        }
     }
 
     /// Options per call; `perGroup` overrides them for single groups (e.g. to freeze one group).
@@ -89,7 +82,8 @@ public final class GroupedResidualVQ: Module {
         let indices = IndexTensor(outs.flatMap(\.indices.scalars), shape: [groups] + outs[0].indices.shape)
         let ces = outs.compactMap(\.crossEntropy)
         let ce: Tensor? = ces.isEmpty ? nil : ces.dropFirst().reduce(ces[0], +)
-        return Output(Tensor.concat(outs.map(\.quantized), axis: axis), indices, Tensor.stack(outs.map(\.losses), axis: 0), ce)
+        return Output(quantized: Tensor.concat(outs.map(\.quantized), axis: axis), indices: indices,
+                      losses: Tensor.stack(outs.map(\.losses), axis: 0), crossEntropy: ce)
     }
 
     /// The feature axis the groups split: 1 for image maps `[b, dim, h, w]`, else the last.

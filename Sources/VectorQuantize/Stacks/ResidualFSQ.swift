@@ -163,12 +163,6 @@ public final class ResidualFSQ: Module {
         public var quantized: Tensor
         public var indices: IndexTensor
         public var layerInputs: Tensor
-
-        init(_ quantized: Tensor, _ indices: IndexTensor, _ layerInputs: Tensor) {
-            self.quantized = quantized
-            self.indices = indices
-            self.layerInputs = layerInputs
-        }
     }
 
     /// Quantizes `x [b, n, dim]` (`[b, dim, n]` with ``channelFirst``): the projected output in the input's
@@ -184,7 +178,8 @@ public final class ResidualFSQ: Module {
         let (b, n, q) = (out.indices.shape[0], out.indices.shape[1], out.indices.shape[2])
         var moved = [Int](repeating: 0, count: b * n * q)
         for bi in 0..<b { for t in 0..<n { for i in 0..<q { moved[(bi * q + i) * n + t] = out.indices.scalars[(bi * n + t) * q + i] } } }
-        return Output(out.quantized.transposed(1, 2).reshaped(x.shape), IndexTensor(moved, shape: [b, q] + spatial), out.layerInputs)
+        return Output(quantized: out.quantized.transposed(1, 2).reshaped(x.shape), indices: IndexTensor(moved, shape: [b, q] + spatial),
+                      layerInputs: out.layerInputs)
     }
 
     /// The channel-last forward: `x [b, n, dim]`, indices `[b, n, q]`.
@@ -213,7 +208,7 @@ public final class ResidualFSQ: Module {
             for t in 0..<(b * n) { indices[t * q + i] = idx.scalars[t] }
         }
         let quantized = projectOut.map { $0(out) } ?? out
-        return Output(quantized, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(inputs, axis: 0))
+        return Output(quantized: quantized, indices: IndexTensor(indices, shape: [b, n, q]), layerInputs: Tensor.stack(inputs, axis: 0))
     }
 
     /// Scaled per-layer codes `[q, b, n, d]` for indices `[b, n, q]` (zero where -1). With ``channelFirst``

@@ -128,13 +128,6 @@ public final class ResidualLFQ: Module {
         public var indices: IndexTensor
         public var losses: Tensor
         public var layerInputs: Tensor
-
-        init(_ quantized: Tensor, _ indices: IndexTensor, _ losses: Tensor, _ layerInputs: Tensor) {
-            self.quantized = quantized
-            self.indices = indices
-            self.losses = losses
-            self.layerInputs = layerInputs
-        }
     }
 
     public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil)
@@ -160,8 +153,8 @@ public final class ResidualLFQ: Module {
             for t in 0..<(b * n) { indices[t * q + i] = r.indices.scalars[t] }
             losses[i] = r.auxLoss
         }
-        return Output(projectOut.map { $0(out) } ?? out, IndexTensor(indices, shape: [b, n, q]),
-                Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0), Tensor.stack(inputs, axis: 0))
+        return Output(quantized: projectOut.map { $0(out) } ?? out, indices: IndexTensor(indices, shape: [b, n, q]),
+                      losses: Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0), layerInputs: Tensor.stack(inputs, axis: 0))
     }
 
     /// Per-layer codes `[q, b, n, d]` (zero where -1).

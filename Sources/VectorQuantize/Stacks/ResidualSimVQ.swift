@@ -83,12 +83,6 @@ public final class ResidualSimVQ: Module {
         public var quantized: Tensor
         public var indices: IndexTensor
         public var losses: Tensor
-
-        init(_ quantized: Tensor, _ indices: IndexTensor, _ losses: Tensor) {
-            self.quantized = quantized
-            self.indices = indices
-            self.losses = losses
-        }
     }
 
     /// Quantizes `x [b, n, dim]` (`[b, dim, n]` with `channel_first`) layer by layer: the summed (rotated)
@@ -113,7 +107,8 @@ public final class ResidualSimVQ: Module {
             for t in 0..<(b * n) { indices[t * q + i] = r.indices.scalars[t] }
             losses[i] = r.loss
         }
-        return Output(out, IndexTensor(indices, shape: [b, n, q]), Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0))
+        return Output(quantized: out, indices: IndexTensor(indices, shape: [b, n, q]),
+                      losses: Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0))
     }
 
     /// Per-layer codes `[q, b, n, dim]` for indices `[b, n, q]` (zero where -1); `[q, b, dim, n]` with `channel_first`.
