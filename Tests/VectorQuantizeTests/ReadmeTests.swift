@@ -256,6 +256,20 @@ func checkpointsArticle() throws {
     #expect((loadedVQ as? VectorQuantizer)?.configuration == vq.configuration)
 }
 
+/// The FreezingCodes article's "Reading the freeze state" snippet.
+@Test("FreezingCodes article: reading the freeze state")
+func freezingCodesArticle() throws {
+    let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16))
+    let indices = IndexTensor([0, 3, 15], shape: [3])
+    try vq.codebook.freeze(codes: [3, 5])
+    let frozen = vq.codebook.frozenCodeIndices()              // [3, 5]: every code held by the mask
+    let byPolicy = vq.codebook.policyFrozenCodes()            // the codes a policy froze, with the update it froze them at
+    try vq.validate(indices: indices)                         // throws DecodeError on indices that do not fit
+    let vectors = try vq.decode(indices)
+    #expect(frozen == [3, 5] && byPolicy.isEmpty && vectors.shape == [3, 8])
+    #expect(throws: DecodeError.self) { try vq.validate(indices: IndexTensor([16], shape: [1])) }
+}
+
 /// Every ```swift block of the README and of the library's articles, line by line in order, in one test file: the documentation quotes code that compiles and runs (a renamed API or a changed spelling fails here).
 @Test("every Swift snippet of the README and the articles is tested code, verbatim")
 func everySnippetIsTested() throws {
