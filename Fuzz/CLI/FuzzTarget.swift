@@ -32,7 +32,7 @@ enum Fixtures {
         var rvq = ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 8)
         rvq.layer.seed = 1
         return [try! VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8)), try! ResidualVQ(rvq),
-                try! GroupedResidualVQ(dim: 4, groups: 2, configuration: ResidualVQConfiguration(dim: 2, numQuantizers: 2, codebookSize: 4)),
+                try! GroupedResidualVQ(.init(dim: 4, groups: 2, residual: ResidualVQConfiguration(dim: 2, numQuantizers: 2, codebookSize: 4))),
                 try! FSQ(fsq)]
     }()
 }

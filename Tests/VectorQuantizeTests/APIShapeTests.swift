@@ -26,6 +26,33 @@ struct APIShapeTests {
         #expect(outputs.count == QuantizerRegistry.kinds.count && configurations.count == QuantizerRegistry.kinds.count - 1)
     }
 
+    @Test("every quantizer with a configuration is built by init(_:) from it and by init(referenceKwargs:)")
+    func initialisers() throws {
+        // Compiles only while each type has both initialisers with these signatures.
+        func both<Q: ConfiguredQuantizer>(_: Q.Type, _ typed: (Q.Configuration) throws -> Q, _ keywords: ([String: Any]) throws -> Q) -> String {
+            QuantizerRegistry.kind(of: Q.self)!.name
+        }
+        let names = [
+            both(VectorQuantizer.self, VectorQuantizer.init, VectorQuantizer.init(referenceKwargs:)),
+            both(ResidualVQ.self, ResidualVQ.init, ResidualVQ.init(referenceKwargs:)),
+            both(GroupedResidualVQ.self, GroupedResidualVQ.init, GroupedResidualVQ.init(referenceKwargs:)),
+            both(FSQ.self, FSQ.init, FSQ.init(referenceKwargs:)),
+            both(ResidualFSQ.self, ResidualFSQ.init, ResidualFSQ.init(referenceKwargs:)),
+            both(GroupedResidualFSQ.self, GroupedResidualFSQ.init, GroupedResidualFSQ.init(referenceKwargs:)),
+            both(LFQ.self, LFQ.init, LFQ.init(referenceKwargs:)),
+            both(ResidualLFQ.self, ResidualLFQ.init, ResidualLFQ.init(referenceKwargs:)),
+            both(GroupedResidualLFQ.self, GroupedResidualLFQ.init, GroupedResidualLFQ.init(referenceKwargs:)),
+            both(SimVQ.self, { try SimVQ($0) }, SimVQ.init(referenceKwargs:)),
+            both(ResidualSimVQ.self, ResidualSimVQ.init, ResidualSimVQ.init(referenceKwargs:)),
+            both(RandomProjectionQuantizer.self, RandomProjectionQuantizer.init, RandomProjectionQuantizer.init(referenceKwargs:)),
+            both(LatentQuantize.self, LatentQuantize.init, LatentQuantize.init(referenceKwargs:)),
+            both(FSP.self, FSP.init, FSP.init(referenceKwargs:)),
+            both(BinaryMapper.self, BinaryMapper.init, BinaryMapper.init(referenceKwargs:)),
+            both(HierarchicalVQ.self, HierarchicalVQ.init, HierarchicalVQ.init(referenceKwargs:)),
+        ]
+        #expect(Set(names).count == QuantizerRegistry.kinds.count - 1)
+    }
+
     @Test("no public forward of the library returns a tuple (the one helper module that does is named)")
     func noTupleForwards() throws {
         let root = DocSnippets.root().appendingPathComponent("Sources/VectorQuantize")

@@ -72,7 +72,7 @@ struct PerCallFreezeTests {
     func groupedBeamSearch() throws {
         var c = ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 16)
         c.beamSize = 2
-        let g = try GroupedResidualVQ(dim: 8, groups: 2, configuration: c)
+        let g = try GroupedResidualVQ(.init(dim: 8, groups: 2, residual: c))
         let before = g.rvqs.map { $0.layers.map { CodebookBits($0.codebook) } }
         var frozen = ResidualVQOptions()
         frozen.freezeCodebook = true
@@ -247,7 +247,7 @@ struct PerCallFreezeTests {
         rc.layer = layer
         let vq = try VectorQuantizer(layer)
         let rvq = try ResidualVQ(rc)
-        let grvq = try GroupedResidualVQ(dim: 8, groups: 2, configuration: rc)
+        let grvq = try GroupedResidualVQ(.init(dim: 8, groups: 2, residual: rc))
         let codebooks = [vq.codebook] + rvq.layers.map(\.codebook) + grvq.rvqs.flatMap { $0.layers.map(\.codebook) }
         for cb in codebooks { try cb.freeze(codes: [7]) }
         let x4 = TestSupport.random([2, 20, 4], seed: 70), x8 = TestSupport.random([2, 20, 8], seed: 71)

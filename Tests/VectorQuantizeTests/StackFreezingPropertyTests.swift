@@ -82,7 +82,7 @@ struct StackFreezingPropertyTests {
         let stacks: [ResidualVQ]
         let grouped: GroupedResidualVQ?
         if c.groups > 1 {
-            grouped = try GroupedResidualVQ(dim: c.dim, groups: c.groups, configuration: config)
+            grouped = try GroupedResidualVQ(.init(dim: c.dim, groups: c.groups, residual: config))
             stacks = grouped!.rvqs
         } else {
             grouped = nil
@@ -200,7 +200,7 @@ struct StackFreezingPropertyTests {
         }
         // The persistent masks survive a checkpoint round trip.
         if c.seed % 10 == 0 {
-            let copy: Module = c.groups > 1 ? try GroupedResidualVQ(dim: c.dim, groups: c.groups, configuration: config) : try ResidualVQ(config)
+            let copy: Module = c.groups > 1 ? try GroupedResidualVQ(.init(dim: c.dim, groups: c.groups, residual: config)) : try ResidualVQ(config)
             try copy.load(stateDict: model.stateDict())
             #expect(copy.stateDict() == model.stateDict())
         }

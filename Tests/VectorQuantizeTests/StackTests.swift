@@ -75,7 +75,7 @@ struct StackTests {
 
     @Test("freezing one group of a grouped residual VQ leaves it bit-identical")
     func groupFreeze() throws {
-        let g = try GroupedResidualVQ(dim: 8, groups: 2, configuration: ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 8))
+        let g = try GroupedResidualVQ(.init(dim: 8, groups: 2, residual: ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 8)))
         let before = g.stateDict()
         var frozen = ResidualVQOptions()
         frozen.freezeCodebook = true

@@ -181,7 +181,7 @@ struct SubspaceFreezingTests {
     func groupedLayer() throws {
         var c = ResidualVQConfiguration(dim: 4, numQuantizers: 2, codebookSize: 8)
         c.layer.thresholdEMADeadCode = 2
-        let g = try GroupedResidualVQ(dim: 8, groups: 2, configuration: c)
+        let g = try GroupedResidualVQ(.init(dim: 8, groups: 2, residual: c))
         let target = g.rvqs[1].layers[0].codebook
         try target.freeze(dimensions: [0, 2])
         let before = target.embed.value.scalars, otherBefore = g.rvqs[0].layers[0].codebook.embed.value

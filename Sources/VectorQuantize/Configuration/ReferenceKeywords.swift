@@ -264,9 +264,17 @@ public protocol ConfiguredQuantizer: Quantizer {
     associatedtype Configuration: ReferenceKeywordConfiguration
     /// The configuration the quantizer was built from.
     var configuration: Configuration { get }
+    /// Builds the quantizer; the configuration is validated first (a ``ConfigurationError`` names the keyword).
+    init(_ configuration: Configuration) throws
 }
 
 extension ConfiguredQuantizer {
+    /// Builds the quantizer from the reference's keyword arguments (`{"dim": 64, "codebook_size": 512}`), validated
+    /// before anything is allocated — one spelling for every quantizer: `FSQ(referenceKwargs: ["levels": [8, 5, 5, 5]])`.
+    public init(referenceKwargs kw: [String: Any]) throws {
+        try self.init(Configuration(referenceKwargs: kw))
+    }
+
     /// The registry's name for this type and the configuration's keywords, checked to rebuild the same configuration.
     public func referenceConfiguration() throws -> ModuleConfig {
         guard let kind = QuantizerRegistry.kind(of: Self.self) else { throw ConfigurationError.unknownModule("\(Self.self)") }

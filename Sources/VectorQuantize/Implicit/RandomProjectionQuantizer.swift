@@ -98,7 +98,6 @@ public final class RandomProjectionQuantizer: Module {
         super.init()
     }
 
-    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
     /// ```swift
     /// let rpq = try RandomProjectionQuantizer(dim: 512, codebookSize: 1024, codebookDim: 256, numCodebooks: 16)

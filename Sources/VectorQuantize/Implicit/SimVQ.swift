@@ -106,6 +106,11 @@ public final class SimVQ: Module {
         try self.init(configuration, module: "SimVQ", codebookTransform: codebookTransform, initFunction: initFunction)
     }
 
+    /// A SimVQ of `configuration` (its code transform from the configuration's text, or the default linear map).
+    public convenience init(_ configuration: Configuration) throws {
+        try self.init(configuration, module: "SimVQ")
+    }
+
     /// ``init(_:codebookTransform:initFunction:)`` naming `module` in its errors (a stack's layers name the stack).
     init(_ configuration: Configuration, module: String, codebookTransform: ((inout SeededGenerator) throws -> Layer)? = nil,
          initFunction: ((Tensor) -> Tensor)? = nil) throws {
@@ -147,9 +152,6 @@ public final class SimVQ: Module {
         try self.init(c, codebookTransform: codebookTransform)
     }
 
-    public convenience init(referenceKwargs kw: [String: Any]) throws {
-        try self.init(referenceKwargs: kw, module: "SimVQ")
-    }
 
     convenience init(referenceKwargs kw: [String: Any], module: String) throws {
         try self.init(Configuration(referenceKwargs: kw, module: module), module: module)

@@ -54,8 +54,6 @@ public final class GroupedResidualLFQ: Module {
         super.init()
     }
 
-    /// - Parameter kw: `dim`, `groups`, and every `ResidualLFQ` keyword (its `dim` is `dim / groups`).
-    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
     /// Quantizes `x [b, n, dim]` group by group (one quantize-dropout draw shared by the groups).
     /// The result of a forward: as a residual stack's, every group's indices, losses and layer inputs stacked first.

@@ -28,32 +28,25 @@ public final class GroupedResidualVQ: Module {
     public var groups: Int { configuration.groups }
     public let rvqs: [ResidualVQ]
 
-    public convenience init(_ configuration: Configuration) throws {
-        try self.init(dim: configuration.dim, groups: configuration.groups, configuration: configuration.residual)
-    }
-
-    /// - Parameters:
-    ///   - dim: the feature dimension, split evenly into the groups.
-    ///   - groups: the number of groups.
-    ///   - configuration: the configuration of one group's ``ResidualVQ`` (its `dim` is `dim / groups`).
-    public init(dim: Int, groups: Int, configuration: ResidualVQConfiguration) throws {
+    /// - Parameter configuration: the feature dimension (split evenly into the groups), the number of groups, and one
+    ///   group's ``ResidualVQ`` configuration (its `dim` is `dim / groups`).
+    public init(_ configuration: Configuration) throws {
+        let (dim, groups) = (configuration.dim, configuration.groups)
         guard groups > 0, dim % groups == 0 else {
             throw ConfigurationError.invalid(module: "GroupedResidualVQ", reason: "dim \(dim) is not divisible into \(groups) groups")
         }
-        self.configuration = Configuration(dim: dim, groups: groups, residual: configuration).canonical
+        self.configuration = configuration.canonical
         var rvqs: [ResidualVQ] = []
         for g in 0..<groups {
-            var c = configuration
+            var c = configuration.residual
             c.dim = dim / groups
-            c.layer.seed = configuration.layer.seed &+ UInt64(g) &* 0x51ED
+            c.layer.seed = configuration.residual.layer.seed &+ UInt64(g) &* 0x51ED
             rvqs.append(try ResidualVQ(c))
         }
         self.rvqs = rvqs
         super.init()
     }
 
-    /// Builds from the reference's keywords (`dim`, `groups`, and every `ResidualVQ` keyword).
-    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
     /// The result of a forward: the output, every group's indices and losses, and the cross-entropy commitment terms when configured.
     public struct Output {

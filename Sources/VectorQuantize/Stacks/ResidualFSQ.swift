@@ -145,9 +145,6 @@ public final class ResidualFSQ: Module {
         super.init()
     }
 
-    public convenience init(referenceKwargs kw: [String: Any]) throws {
-        try self.init(referenceKwargs: kw, module: "ResidualFSQ")
-    }
 
     convenience init(referenceKwargs kw: [String: Any], module: String) throws {
         try self.init(Configuration(referenceKwargs: kw, module: module), module: module)

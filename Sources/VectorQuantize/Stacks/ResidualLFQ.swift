@@ -110,9 +110,6 @@ public final class ResidualLFQ: Module {
         super.init()
     }
 
-    public convenience init(referenceKwargs kw: [String: Any]) throws {
-        try self.init(referenceKwargs: kw, module: "ResidualLFQ")
-    }
 
     convenience init(referenceKwargs kw: [String: Any], module: String) throws {
         try self.init(Configuration(referenceKwargs: kw, module: module), module: module)

@@ -210,7 +210,6 @@ public final class HierarchicalVQ: Module {
         super.init()
     }
 
-    public convenience init(referenceKwargs kw: [String: Any]) throws { try self.init(Configuration(referenceKwargs: kw)) }
 
     public var numLevels: Int { configuration.shapes.count }
     public var dim: Int { configuration.dim }
