@@ -40,7 +40,7 @@ struct LFQMaskedExample: ParsableCommand {
 
         /// `x [b, n, inputs]` with a token mask `[b·n]` → output, codes `[b, n, numCodebooks]`, auxiliary loss.
         func callAsFunction(_ x: Tensor, mask: [Bool]?) -> (Tensor, IndexTensor, Tensor) {
-            let q = lfq(encode(x), mask: mask)
+            let q = lfq(encode(x), mask: mask.map { TokenMask($0) })
             return (decode(q.quantized), q.indices, q.auxLoss)
         }
     }

@@ -34,7 +34,7 @@ struct NewQuantizerTests {
         let hvq = try HierarchicalVQ(referenceKwargs: ["dim": 4, "codebook_size": 8, "scales": [1, 5], "kmeans_init": false, "channel_first": false])
         hvq.eval()
         let x = TestSupport.random([2, 5, 4], seed: 1)
-        let mask = [true, true, true, false, false, true, true, true, true, true]
+        let mask: TokenMask = [true, true, true, false, false, true, true, true, true, true]
         let out = hvq(x, mask: mask)
         #expect(out.quantized.shape == [2, 5, 4])
         #expect(out.quantized.slice(axis: 1, 3..<5).slice(axis: 0, 0..<1).scalars.allSatisfy { $0 == 0 })
@@ -195,7 +195,7 @@ func lensAndEps() throws {
     let hvq = try HierarchicalVQ(referenceKwargs: ["dim": 4, "codebook_size": 8, "scales": [1, 5], "kmeans_init": false])
     hvq.eval()
     let x = TestSupport.random([2, 4, 5], seed: 3)
-    let byLens = hvq(x, lens: [3, 5]), byMask = hvq(x, mask: [true, true, true, false, false] + Array(repeating: true, count: 5))
+    let byLens = hvq(x, lens: [3, 5]), byMask = hvq(x, mask: TokenMask([true, true, true, false, false] + Array(repeating: true, count: 5)))
     #expect(byLens.quantized == byMask.quantized)
     let fsp = try FSP(.init(levels: [8, 5], dim: 4))
     fsp.eval()

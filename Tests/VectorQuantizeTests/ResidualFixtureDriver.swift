@@ -13,7 +13,7 @@ enum ResidualFixtureDriver {
             guard knownForwardKeywords.contains(k) else { throw FixtureError.unsupported("unknown forward keyword '\(k)'") }
             let ref = (v as? String).flatMap { $0.hasPrefix("tensor:") ? String($0.dropFirst(7)) : nil }
             switch k {
-            case "mask": o.mask = f.ints(ref ?? "")?.scalars.map { $0 != 0 }
+            case "mask": o.mask = (f.ints(ref ?? "")?.scalars.map { $0 != 0 }).map { TokenMask($0) }
             case "freeze_codebook": o.freezeCodebook = v as? Bool ?? false
             case "sample_codebook_temp": o.sampleCodebookTemperature = (v as? Double).map(Float.init)
             case "indices": o.targetIndices = f.ints(ref ?? "")

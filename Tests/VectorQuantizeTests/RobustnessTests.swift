@@ -56,7 +56,7 @@ struct RobustnessTests {
         let vq = try quantizer { $0.thresholdEMADeadCode = 2 }
         let state = vq.stateDict()
         var o = VectorQuantizerOptions()
-        o.mask = Array(repeating: false, count: 20)
+        o.mask = TokenMask(Array(repeating: false, count: 20))
         let out = vq(TestSupport.random([2, 10, 4], seed: 2), options: o)
         #expect(vq.stateDict() == state)
         #expect(out.indices.scalars.allSatisfy { $0 == -1 })
@@ -76,7 +76,7 @@ struct RobustnessTests {
         #expect(none.quantized.shape == [0, 5, 24] && none.indices.count == 0)
         #expect(heads.stateDict() == headState)
         var masked = VectorQuantizerOptions()
-        masked.mask = Array(repeating: false, count: 6)
+        masked.mask = TokenMask(Array(repeating: false, count: 6))
         let before = heads.stateDict()
         let m = withoutGradient { heads(TestSupport.random([2, 3, 24], seed: 4), options: masked) }
         #expect(heads.stateDict() == before)
@@ -102,7 +102,7 @@ struct RobustnessTests {
     func kmeansWaits() throws {
         let vq = try quantizer { $0.kmeansInit = true }
         var o = VectorQuantizerOptions()
-        o.mask = Array(repeating: false, count: 6)
+        o.mask = TokenMask(Array(repeating: false, count: 6))
         _ = vq(TestSupport.random([2, 3, 4], seed: 4), options: o)
         #expect(!vq.codebook.isInitialized)
         _ = vq(TestSupport.random([2, 3, 4], seed: 5))

@@ -63,7 +63,7 @@ enum ScalarFixtureDriver {
             let lfq = try LFQ(LFQ.Configuration(referenceKwargs: f.ctorKwargs))
             try prepare(lfq, f)
             let invT = Float(f.forwardKwargs["inv_temperature"] as? Double ?? 100)
-            let mask = (f.forwardKwargs["mask"] as? String).flatMap { f.ints(String($0.dropFirst(7))) }?.scalars.map { $0 != 0 }
+            let mask = ((f.forwardKwargs["mask"] as? String).flatMap { f.ints(String($0.dropFirst(7))) }?.scalars.map { $0 != 0 }).map { TokenMask($0) }
             let leaf = f.float("grad.loss.x") != nil ? x.requiringGradient() : x
             let out = lfq(leaf, inverseTemperature: invT, mask: mask)
             if f.float("grad.loss.x") != nil {

@@ -107,7 +107,7 @@ struct StackTests {
         rvq.eval()
         let x = TestSupport.random([1, 12, 8], seed: 6)
         var o = ResidualVQOptions()
-        o.mask = (0..<12).map { $0 < 7 }
+        o.mask = TokenMask((0..<12).map { $0 < 7 })
         let masked = rvq(x, options: o)
         let prefix = rvq(x.slice(axis: 1, 0..<7))
         #expect(masked.quantized.slice(axis: 1, 0..<7) == prefix.quantized)

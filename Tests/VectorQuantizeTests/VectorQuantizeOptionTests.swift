@@ -100,33 +100,34 @@ struct TensorMaskTests {
         let x = TestSupport.random([2, 4, 8], seed: 6)
         func vq() throws -> VectorQuantizer { try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16)) }
         var flat = VectorQuantizerOptions(), tensor = VectorQuantizerOptions()
-        flat.mask = Self.flags
-        tensor.maskTensor = Self.mask
-        #expect(tensor.maskTensor == Self.mask)
+        flat.mask = TokenMask(Self.flags)
+        tensor.mask = TokenMask(Self.mask)
+        #expect(tensor.mask?.tensor == Self.mask && tensor.mask?.flags == Self.flags && flat.mask?.shape == nil)
         let (a, b) = (try vq(), try vq())
         #expect(a(x, options: flat).indices == b(x, options: tensor).indices)
         #expect(a.stateDict() == b.stateDict())
 
         func rvq() throws -> ResidualVQ { try ResidualVQ(ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16)) }
         var rf = ResidualVQOptions(), rt = ResidualVQOptions()
-        rf.mask = Self.flags
-        rt.maskTensor = Self.mask
+        rf.mask = TokenMask(Self.flags)
+        rt.mask = TokenMask(Self.mask)
         #expect(try rvq()(x, options: rf).quantized == rvq()(x, options: rt).quantized)
 
         let lfq = try LFQ(.init(referenceKwargs: ["dim": 8, "codebook_size": 16]))
-        #expect(lfq(x, mask: Self.flags).auxLoss == lfq(x, mask: Self.mask).auxLoss)
+        #expect(lfq(x, mask: TokenMask(Self.flags)).auxLoss == lfq(x, mask: TokenMask(Self.mask)).auxLoss)
+        #expect(lfq(x, mask: [true, true, false, true, false, false, true, true]).auxLoss == lfq(x, mask: TokenMask(Self.mask)).auxLoss)
         let rl = try ResidualLFQ(.init(dim: 8, numQuantizers: 2, codebookSize: 16))
-        #expect(rl(x, mask: Self.flags, quantizeDropoutSeed: 1).losses == rl(x, mask: Self.mask, quantizeDropoutSeed: 1).losses)
+        #expect(rl(x, mask: TokenMask(Self.flags), quantizeDropoutSeed: 1).losses == rl(x, mask: TokenMask(Self.mask), quantizeDropoutSeed: 1).losses)
         let hvq = try HierarchicalVQ(referenceKwargs: ["dim": 8, "codebook_size": 16, "scales": [2, 4], "kmeans_init": false, "channel_first": false])
         hvq.eval()
-        #expect(hvq(x, mask: Self.flags).quantized == hvq(x, mask: Self.mask).quantized)
+        #expect(hvq(x, mask: TokenMask(Self.flags)).quantized == hvq(x, mask: TokenMask(Self.mask)).quantized)
     }
 
     @Test("a mask of another shape than the tokens traps with both shapes in the message")
     func wrongShape() async {
         await #expect(processExitsWith: .failure) {
             var o = VectorQuantizerOptions()
-            o.maskTensor = Tensor.ones([4, 2])
+            o.mask = TokenMask(Tensor.ones([4, 2]))
             _ = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16))(Tensor.zeros([2, 4, 8]), options: o)
         }
     }

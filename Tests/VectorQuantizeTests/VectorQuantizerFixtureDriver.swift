@@ -30,7 +30,7 @@ enum VectorQuantizerFixtureDriver {
             guard knownForwardKeywords.contains(k) else { throw FixtureError.unsupported("unknown forward keyword '\(k)'") }
             func tensorRef() -> String? { (v as? String).flatMap { $0.hasPrefix("tensor:") ? String($0.dropFirst(7)) : nil } }
             switch k {
-            case "mask": o.mask = f.ints(tensorRef() ?? "")?.scalars.map { $0 != 0 }
+            case "mask": o.mask = (f.ints(tensorRef() ?? "")?.scalars.map { $0 != 0 }).map { TokenMask($0) }
             case "lens": o.lens = f.ints(tensorRef() ?? "")?.scalars
             case "topk": o.topK = v as? Int
             case "sample_codebook_temp": o.sampleCodebookTemperature = (v as? Double).map(Float.init)

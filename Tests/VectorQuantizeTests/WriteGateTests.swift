@@ -173,11 +173,12 @@ struct WriteGateTests {
         let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8))
         let x = TestSupport.random([2, 3, 4], seed: 5)
         let before = vq.stateDict()
-        let cases: [(Tensor, IndexTensor, [Bool]?, EMAUpdateWeight?)] = [
+        let cases: [(Tensor, IndexTensor, TokenMask?, EMAUpdateWeight?)] = [
             (x, IndexTensor([0, 1, 2, 3, 4, 8], shape: [2, 3]), nil, nil),
             (x, IndexTensor([0, 1, 2, 3, 4, -2], shape: [2, 3]), nil, nil),
             (x, IndexTensor([0, 1, 2, 3], shape: [2, 2]), nil, nil),
             (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), [true], nil),
+            (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), TokenMask(Tensor.ones([3, 2])), nil),   // six flags, the wrong shape
             (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, .perCode(Tensor.ones([7]))),
             (TestSupport.random([2, 3, 5], seed: 6), IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, nil),
             (TestSupport.random([2, 3, 4, 4], seed: 6), IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, nil),

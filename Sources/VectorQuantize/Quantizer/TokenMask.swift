@@ -1,86 +1,55 @@
 import VQTensor
 
-/// Masks as `[b, n]` tensors (nonzero = a real token, zero = padding), beside the flat row-major `[Bool]`
-/// of length `b · n` the forwards store. One conversion, checked once, for every quantizer.
+/// Which tokens of a `[b, n]` batch are real and which are padding (the reference's `mask=`): one type for every
+/// quantizer's forward and options, made from flags (row-major, `true` = a real token), a `[b, n]` tensor
+/// (nonzero = real) or an array literal.
 ///
 /// ```swift
 /// var options = VectorQuantizerOptions()
-/// options.maskTensor = Tensor([1, 1, 0, 1, 0, 0], shape: [2, 3])   // the second sequence has one token
-/// let out = vq(x, options: options)                               // x [2, 3, dim]
+/// options.mask = TokenMask(Tensor([1, 1, 0, 1, 0, 0], shape: [2, 3]))   // the second sequence has one token
+/// let out = vq(x, options: options)                                     // x [2, 3, dim]
+/// let lfqOut = lfq(x, mask: [true, true, false, true, false, false])     // the same mask as a literal
 /// ```
-public enum TokenMask {
-    /// The flags of a `[b, n]` mask, row-major. Traps (printing the shape) unless the mask is `[b, n]`.
-    public static func flags(_ mask: Tensor, tokens expected: [Int]? = nil) -> [Bool] {
-        precondition(mask.rank == 2, "mask \(mask.shape) must be [b, n]")
-        if let expected { precondition(mask.shape == expected, "mask \(mask.shape) for tokens \(expected)") }
-        return mask.scalars.map { $0 != 0 }
+///
+/// A mask given with its shape (a tensor, or ``init(_:shape:)``) must match the input's `[b, n]`; bare flags must
+/// number `b · n`. A mask that does not fit its input is a programmer error and traps, naming both shapes.
+public struct TokenMask: Sendable, Equatable, ExpressibleByArrayLiteral {
+    /// `b · n` flags, row-major.
+    public let flags: [Bool]
+    /// `[b, n]` when the mask was given with its shape; nil for bare flags.
+    public let shape: [Int]?
+
+    /// Bare flags, row-major over `[b, n]`.
+    public init(_ flags: [Bool]) {
+        self.flags = flags
+        shape = nil
     }
 
-    /// `flags` as a `[b, n]` tensor of 0 and 1.
-    public static func tensor(_ flags: [Bool], shape: [Int]) -> Tensor {
-        precondition(shape.count == 2 && shape[0] * shape[1] == flags.count, "mask of \(flags.count) flags for shape \(shape)")
-        return Tensor(flags.map { $0 ? 1 : 0 }, shape: shape)
+    /// Flags with their `[b, n]` shape.
+    public init(_ flags: [Bool], shape: [Int]) {
+        precondition(shape.count == 2 && shape[0] * shape[1] == flags.count, "TokenMask: \(flags.count) flags for shape \(shape)")
+        self.flags = flags
+        self.shape = shape
     }
-}
 
-/// Forward options that carry a token mask (flat flags and the shape they were given with).
-public protocol MaskedOptions {
-    var mask: [Bool]? { get set }
-    var maskShape: [Int]? { get set }
-}
-
-extension MaskedOptions {
-    /// The mask as a `[b, n]` tensor (nonzero = real token); setting it fills `mask` and `maskShape`.
-    public var maskTensor: Tensor? {
-        get { mask.map { TokenMask.tensor($0, shape: maskShape ?? [1, $0.count]) } }
-        set {
-            mask = newValue.map { TokenMask.flags($0) }
-            maskShape = newValue?.shape
-        }
+    /// A `[b, n]` tensor, nonzero = a real token.
+    public init(_ mask: Tensor) {
+        precondition(mask.rank == 2, "TokenMask: a mask tensor \(mask.shape) must be [b, n]")
+        self.init(mask.scalars.map { $0 != 0 }, shape: mask.shape)
     }
-}
 
-extension VectorQuantizerOptions: MaskedOptions {}
-extension ResidualVQOptions: MaskedOptions {}
+    public init(arrayLiteral flags: Bool...) { self.init(flags) }
 
-extension LFQ {
-    /// ``callAsFunction(_:inverseTemperature:mask:)`` with a `[b, n]` mask tensor.
-    public func callAsFunction(_ input: Tensor, inverseTemperature: Float = 100, mask: Tensor)
-        -> Output
-    {
-        self(input, inverseTemperature: inverseTemperature, mask: TokenMask.flags(mask))
-    }
-}
+    /// The mask as a `[b, n]` tensor of 0 and 1 (`[1, count]` for bare flags).
+    public var tensor: Tensor { Tensor(flags.map { $0 ? 1 : 0 }, shape: shape ?? [1, flags.count]) }
 
-extension ResidualLFQ {
-    /// The forward with a `[b, n]` mask tensor.
-    public func callAsFunction(_ x: Tensor, mask: Tensor, quantizeDropoutSeed: UInt64? = nil)
-        -> Output
-    {
-        self(x, mask: TokenMask.flags(mask, tokens: Array(x.shape.prefix(2))), quantizeDropoutSeed: quantizeDropoutSeed)
-    }
-}
+    /// The number of tokens.
+    public var count: Int { flags.count }
 
-extension GroupedResidualLFQ {
-    /// The forward with a `[b, n]` mask tensor.
-    public func callAsFunction(_ x: Tensor, mask: Tensor, quantizeDropoutSeed: UInt64? = nil)
-        -> Output
-    {
-        self(x, mask: TokenMask.flags(mask, tokens: Array(x.shape.prefix(2))), quantizeDropoutSeed: quantizeDropoutSeed)
-    }
-}
-
-extension HierarchicalVQ {
-    /// The forward with a `[b, n]` mask tensor.
-    public func callAsFunction(_ input: Tensor, mask: Tensor, sampleCodebookTemperature: Float? = nil) -> Output {
-        let n = configuration.channelFirst ? input.shape[2] : input.shape[1]
-        return self(input, mask: TokenMask.flags(mask, tokens: [input.shape[0], n]), sampleCodebookTemperature: sampleCodebookTemperature)
-    }
-}
-
-extension EvoLFQ {
-    /// The forward with a `[b, n]` mask tensor.
-    public func callAsFunction(_ x: Tensor, inverseTemperature: Float = 100, mask: Tensor) -> Output {
-        self(x, inverseTemperature: inverseTemperature, mask: TokenMask.flags(mask))
+    /// The flags, checked to fit `tokens` (`[b, n]`): its shape when it has one, else its count. Traps otherwise.
+    public func flags(for tokens: [Int], _ who: String) -> [Bool] {
+        if let shape { precondition(shape == tokens, "\(who): mask \(shape) for tokens \(tokens)") }
+        precondition(flags.count == tokens.reduce(1, *), "\(who): mask of \(flags.count) for tokens \(tokens)")
+        return flags
     }
 }

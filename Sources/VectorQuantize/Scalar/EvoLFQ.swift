@@ -130,14 +130,14 @@ public final class EvoLFQ: Module {
     }
 
     /// `decoder(LFQ(encoder(x)))`; `[b, d]` latents are quantized as `[b, 1, d]`.
-    public func callAsFunction(_ x: Tensor, inverseTemperature: Float = 100, mask: [Bool]? = nil)
+    public func callAsFunction(_ x: Tensor, inverseTemperature: Float = 100, mask: TokenMask? = nil)
         -> Output
     {
         let (quantized, indices, aux) = quantizeLatents(encoder(x), inverseTemperature: inverseTemperature, mask: mask)
         return Output(reconstructed: decoder(quantized), indices: indices, auxLoss: aux)
     }
 
-    private func quantizeLatents(_ latents: Tensor, inverseTemperature: Float = 100, mask: [Bool]? = nil) -> (Tensor, IndexTensor, Tensor) {
+    private func quantizeLatents(_ latents: Tensor, inverseTemperature: Float = 100, mask: TokenMask? = nil) -> (Tensor, IndexTensor, Tensor) {
         if latents.rank == 2 {
             let out = lfq(latents.unsqueezed(axis: 1), inverseTemperature: inverseTemperature, mask: mask)
             var s = out.indices.shape

@@ -222,7 +222,7 @@ public final class LFQ: Module {
 
     /// Quantizes `x [b, n, dim]` (or channel-first / image). Returns the output, indices, the weighted
     /// auxiliary loss (0 in evaluation) and its unweighted terms.
-    public func callAsFunction(_ input: Tensor, inverseTemperature: Float = 100, mask tokenMask: [Bool]? = nil)
+    public func callAsFunction(_ input: Tensor, inverseTemperature: Float = 100, mask tokens: TokenMask? = nil)
         -> Output
     {
         let c = configuration
@@ -235,6 +235,7 @@ public final class LFQ: Module {
         }
         precondition(x.rank == 3 && x.shape[2] == dim, "LFQ(dim \(dim)): input shape \(input.shape)")
         let (b, n) = (x.shape[0], x.shape[1])
+        let tokenMask = tokens?.flags(for: [b, n], "LFQ (input \(input.shape))")
         x = projectIn.map { $0(x) } ?? x
         if let v = c.softClampInputValue { x = (x / v).tanh() * v }
         x = quantizerInput(x, b: b, n: n)

@@ -59,7 +59,7 @@ public final class GroupedResidualLFQ: Module {
     /// The result of a forward: as a residual stack's, every group's indices, losses and layer inputs stacked first.
     public typealias Output = ResidualLFQ.Output
 
-    public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil) -> Output {
+    public func callAsFunction(_ x: Tensor, mask: TokenMask? = nil, quantizeDropoutSeed: UInt64? = nil) -> Output {
         precondition(x.shape.last == dim, "GroupedResidualLFQ(dim \(dim)): input shape \(x.shape)")
         let seed = quantizeDropoutSeed ?? rvqs[0].rng.next()
         let outs = zip(rvqs, x.split(parts: groups, axis: -1)).map { $0($1, mask: mask, quantizeDropoutSeed: seed) }

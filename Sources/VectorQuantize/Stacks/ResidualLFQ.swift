@@ -127,7 +127,7 @@ public final class ResidualLFQ: Module {
         public var layerInputs: Tensor
     }
 
-    public func callAsFunction(_ x: Tensor, mask: [Bool]? = nil, quantizeDropoutSeed: UInt64? = nil)
+    public func callAsFunction(_ x: Tensor, mask: TokenMask? = nil, quantizeDropoutSeed: UInt64? = nil)
         -> Output
     {
         precondition(x.rank == 3 && x.shape[2] == dim, "ResidualLFQ(dim \(dim)): input shape \(x.shape)")

@@ -32,7 +32,7 @@ extension ResidualVQ {
         let layerInputs = chosenInputs(inputs, choices: inputChoice, tokenShape: tokenShape)
         let finalIndices = IndexTensor(state.indices.flatMap { $0 }, shape: tokenShape + [q])
         var perLayer = [Float](repeating: 0, count: q)
-        let mask = options.mask
+        let mask = options.mask?.flags
         let count = Float(mask?.filter { $0 }.count ?? t)
         for tok in 0..<t where mask?[tok] ?? true {
             for l in 0..<q { perLayer[l] += state.losses[tok][l] }
@@ -127,9 +127,9 @@ extension ResidualVQ {
                     continue
                 }
                 vq.applyIndices(vq.sequenceLayout(layerInputs[i]).x, IndexTensor((0..<t).map { finalIndices.scalars[$0 * q + i] }, shape: tokenShape),
-                                mask: options.mask, emaUpdateWeight: step.weight)
+                                mask: options.mask?.flags, emaUpdateWeight: step.weight)
             }
         }
-        finishSharedCodebook(layerInputs: layerInputs, mask: options.mask)
+        finishSharedCodebook(layerInputs: layerInputs, mask: options.mask?.flags)
     }
 }

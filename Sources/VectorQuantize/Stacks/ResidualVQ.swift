@@ -190,10 +190,8 @@ public enum LayerEMAWeights: Sendable {
 
 /// Options of one residual forward pass.
 public struct ResidualVQOptions: Sendable {
-    /// `[b · n]` row-major, `true` = real token; or set ``maskTensor`` `[b, n]`.
-    public var mask: [Bool]? = nil
-    /// The shape ``maskTensor`` was given with, checked against the input's tokens.
-    public var maskShape: [Int]? = nil
+    /// The real tokens of `[b, n]` (the reference's `mask=`).
+    public var mask: TokenMask? = nil
     /// Per-layer target indices `[b, n, q]`: return the summed cross-entropy (the reference's `indices=`).
     public var targetIndices: IndexTensor? = nil
     public var sampleCodebookTemperature: Float? = nil
@@ -297,9 +295,7 @@ public final class ResidualVQ: Module {
     func sequenceForward(_ x: Tensor, options: ResidualVQOptions) -> ResidualVQOutput {
         let c = configuration
         precondition(x.shape.last == c.dim && x.rank >= 2, "ResidualVQ(dim \(c.dim)): input shape \(x.shape)")
-        if let s = options.maskShape, options.mask != nil {
-            precondition(s == Array(x.shape.dropLast()), "ResidualVQ: mask \(s) for tokens \(Array(x.shape.dropLast())) (input \(x.shape))")
-        }
+        let maskFlags = options.mask?.flags(for: Array(x.shape.dropLast()), "ResidualVQ (input \(x.shape))")
         let origInput = x
         let projected = projectIn.map { $0(x) } ?? x
         var residual = projected
@@ -350,13 +346,13 @@ public final class ResidualVQ: Module {
             for t in 0..<tokens { indices[t * q + i] = out.indices.scalars[t] }
             losses[i] = out.loss
         }
-        finishSharedCodebook(layerInputs: residualsForShared, mask: options.mask)
+        finishSharedCodebook(layerInputs: residualsForShared, mask: maskFlags)
         if c.diveq && isTraining {
             let noise = options.directionalNoise ?? Tensor.randomNormal(quantizedOut.shape, using: &rng)
             quantizedOut = GradientEstimator.directional(projected, to: quantizedOut, noise: noise, variance: 5e-3)
         }
         var out = projectOut.map { $0(quantizedOut) } ?? quantizedOut
-        if let mask = options.mask {
+        if let mask = maskFlags {
             let keep = Tensor(mask.map { $0 ? 1 : 0 }, shape: tokenShape + [1])
             out = Tensor.select(keep, out, configuration.layer.returnZerosForMaskedPadding ? Tensor.zeros(out.shape) : origInput)
         }

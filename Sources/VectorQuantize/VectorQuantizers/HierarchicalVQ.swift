@@ -284,21 +284,22 @@ public final class HierarchicalVQ: Module {
     ///     averages and come back as zeros.
     ///   - sampleCodebookTemperature: passed to every level's quantizer.
     ///   - lens: per-sequence lengths (sequences only), turned into the mask.
-    public func callAsFunction(_ input: Tensor, mask: [Bool]? = nil, lens: [Int]? = nil, sampleCodebookTemperature: Float? = nil) -> Output {
+    public func callAsFunction(_ input: Tensor, mask: TokenMask? = nil, lens: [Int]? = nil, sampleCodebookTemperature: Float? = nil) -> Output {
         let c = configuration
         let axes = c.spatialAxes
         precondition(mask == nil || lens == nil, "HierarchicalVQ: pass either mask or lens")
         if let lens {
             precondition(axes == 1 && lens.count == input.shape[0], "HierarchicalVQ: lens are for sequences, one per batch row (\(lens.count) for input \(input.shape))")
             let n = c.channelFirst ? input.shape[2] : input.shape[1]
-            return self(input, mask: (0..<(lens.count * n)).map { $0 % n < lens[$0 / n] }, sampleCodebookTemperature: sampleCodebookTemperature)
+            return self(input, mask: TokenMask((0..<(lens.count * n)).map { $0 % n < lens[$0 / n] }),
+                        sampleCodebookTemperature: sampleCodebookTemperature)
         }
         precondition(input.rank == 2 + axes, "HierarchicalVQ(dim \(dim)): input \(input.shape) needs \(axes) spatial axes")
         let x = c.channelFirst ? input : moveLastToFirstFeature(input)
         precondition(x.shape[1] == dim,
                      "HierarchicalVQ(dim \(dim)): input \(input.shape) must be \(c.channelFirst ? "[b, \(dim), s…]" : "[b, s…, \(dim)]")")
         let b = x.shape[0], full = Array(x.shape.dropFirst(2)), n = full.reduce(1, *)
-        precondition(mask == nil || mask!.count == b * n, "HierarchicalVQ: mask of \(mask!.count) for \(b) × \(full) positions")
+        let mask = mask?.flags(for: [b, n], "HierarchicalVQ (\(b) × \(full) positions)")
         let maskTensor = mask.map { m in Tensor(m.map { $0 ? 1 : 0 }, shape: [b, 1] + full) }
         var residual = x
         var reconstruction = Tensor.zeros(x.shape)
@@ -316,7 +317,7 @@ public final class HierarchicalVQ: Module {
             let levelInput = down.reshaped([b, dim, positions]).transposed(1, 2)
             inputs.append(levelInput.detached())
             var options = VectorQuantizerOptions()
-            options.mask = levelMask
+            options.mask = levelMask.map { TokenMask($0) }
             options.sampleCodebookTemperature = sampleCodebookTemperature
             let out = quantizer(level: l)(levelInput, options: options)
             let q = upsample(out.quantized.transposed(1, 2).reshaped([b, dim] + shape), to: full, level: l)

@@ -59,13 +59,11 @@ extension VectorQuantizer {
         let layout = sequenceLayout(input)
         let x = layout.x
         let (b, n) = (x.shape[0], x.shape[1])
-        var mask = opts.mask
+        var mask = opts.mask?.flags(for: [b, n], "VectorQuantizer (input \(input.shape))")
         if let lens = opts.lens {
             precondition(lens.count == b, "VectorQuantizer: \(lens.count) lens for batch \(b)")
             mask = (0..<(b * n)).map { $0 % n < lens[$0 / n] }
         }
-        if let mask { precondition(mask.count == b * n, "VectorQuantizer: mask of \(mask.count) for [\(b), \(n)] tokens") }
-        if let s = opts.maskShape, opts.mask != nil { precondition(s == [b, n], "VectorQuantizer: mask \(s) for tokens [\(b), \(n)] (input \(input.shape))") }
         return ForwardCall(options: opts, freeze: opts.freezeCodebook ?? c.freezeCodebook, inputRequiresGradient: input.requiresGradient,
                            onlyOne: onlyOne, x: x, spatial: layout.spatial, transposed: layout.transposed, b: b, n: n, mask: mask)
     }

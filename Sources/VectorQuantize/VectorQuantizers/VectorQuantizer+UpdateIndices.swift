@@ -9,16 +9,18 @@ extension VectorQuantizer {
     ///
     /// - Throws: ``ConfigurationError/invalid(module:reason:)`` for an input of the wrong layout or dimension, an
     ///   index tensor or mask of the wrong size, or an index outside `-1..<codebookSize` — before anything is written.
-    public func updateIndices(_ input: Tensor, _ indices: IndexTensor, mask: [Bool]? = nil, emaUpdateWeight: EMAUpdateWeight? = nil) throws {
+    public func updateIndices(_ input: Tensor, _ indices: IndexTensor, mask: TokenMask? = nil, emaUpdateWeight: EMAUpdateWeight? = nil) throws {
         func refuse(_ reason: String) -> ConfigurationError { .invalid(module: "VectorQuantize", reason: "updateIndices: \(reason)") }
         if let problem = inputProblem(input) { throw refuse(problem) }
         let (x, _, _) = sequenceLayout(input.detached())
         let (b, n, h) = (x.shape[0], x.shape[1], heads)
         guard indices.count == b * n * h else { throw refuse("indices \(indices.shape) for \(b) × \(n) tokens × \(h) heads (input \(input.shape))") }
-        if let mask, mask.count != b * n { throw refuse("a mask of \(mask.count) for \(b) × \(n) tokens") }
+        if let mask, mask.shape.map({ $0 != [b, n] }) ?? (mask.count != b * n) {
+            throw refuse("a mask of \(mask.shape.map { "\($0)" } ?? "\(mask.count)") for \(b) × \(n) tokens")
+        }
         if let bad = indices.scalars.first(where: { $0 < -1 || $0 >= codebookSize }) { throw refuse("index \(bad) outside -1..<\(codebookSize)") }
         if case .perCode(let t)? = emaUpdateWeight, let problem = codebook.weightShapeProblem(t) { throw refuse(problem) }
-        applyIndices(x, indices, mask: mask, emaUpdateWeight: emaUpdateWeight)
+        applyIndices(x, indices, mask: mask?.flags, emaUpdateWeight: emaUpdateWeight)
     }
 
     /// ``updateIndices(_:_:mask:emaUpdateWeight:)`` on checked arguments, `x` in the sequence layout `[b, n, dim]`.

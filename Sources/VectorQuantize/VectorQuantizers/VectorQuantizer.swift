@@ -5,10 +5,8 @@ import VQTensor
 public struct VectorQuantizerOptions {
     /// Target indices: return the cross-entropy of the scores against them (the reference's `indices=`).
     public var targetIndices: IndexTensor? = nil
-    /// `[b · n]` row-major, `true` = real token (the reference's `mask=`); or set ``maskTensor`` `[b, n]`.
-    public var mask: [Bool]? = nil
-    /// The shape ``maskTensor`` was given with, checked against the input's tokens.
-    public var maskShape: [Int]? = nil
+    /// The real tokens of `[b, n]` (the reference's `mask=`).
+    public var mask: TokenMask? = nil
     /// Per-sequence lengths (`lens=`), converted to a mask.
     public var lens: [Int]? = nil
     public var topK: Int? = nil
