@@ -101,7 +101,7 @@ public final class RandomProjectionQuantizer: Module {
 
     /// ```swift
     /// let rpq = try RandomProjectionQuantizer(dim: 512, codebookSize: 1024, codebookDim: 256, numCodebooks: 16)
-    /// let indices = rpq(x)     // x [1, 1024, 512] → [1, 1024, 16]
+    /// let indices = rpq(x).indices     // x [1, 1024, 512] → [1, 1024, 16]
     /// ```
     public convenience init(dim: Int, codebookSize: Int, codebookDim: Int, numCodebooks: Int = 1, norm: Bool = true, seed: UInt64 = 0) throws {
         var c = Configuration(dim: dim, codebookSize: codebookSize, codebookDim: codebookDim)
