@@ -54,27 +54,11 @@ extension ResidualVQConfiguration {
         return c
     }
 }
-extension GroupedResidualVQ.Configuration {
-    var canonical: Self {
-        var c = self
-        c.residual.dim = dim / Swift.max(groups, 1)
-        c.residual = c.residual.canonical
-        return c
-    }
-}
 extension ResidualFSQ.Configuration {
     var canonical: Self {
         var c = self
         c.layer.levels = levels
         c.layer.preserveSymmetry = true
-        return c
-    }
-}
-extension GroupedResidualFSQ.Configuration {
-    var canonical: Self {
-        var c = self
-        c.residual.dim = dim / Swift.max(groups, 1)
-        c.residual = c.residual.canonical
         return c
     }
 }
@@ -85,14 +69,6 @@ extension ResidualLFQ.Configuration {
         return c
     }
 }
-extension GroupedResidualLFQ.Configuration {
-    var canonical: Self {
-        var c = self
-        c.residual.dim = dim / Swift.max(groups, 1)
-        c.residual = c.residual.canonical
-        return c
-    }
-}
 extension RandomProjectionQuantizer.Configuration {
     var canonical: Self {
         var c = self
@@ -100,6 +76,41 @@ extension RandomProjectionQuantizer.Configuration {
         c.layer.codebookSize = codebookSize
         return c
     }
+}
+
+/// The three grouped stacks' configurations: `dim`, `groups` and one group's residual configuration (whose `dim` the
+/// keyword parser sets to `dim / groups`). One canonical form and one keyword writer for all three.
+protocol GroupedStackConfiguration {
+    associatedtype Residual: ReferenceKeywordConfiguration & GroupResidual
+    var dim: Int { get }
+    var groups: Int { get }
+    var residual: Residual { get set }
+}
+
+/// A residual stack's configuration as one group of a grouped stack.
+protocol GroupResidual {
+    var canonical: Self { get }
+    mutating func setGroupDim(_ dim: Int)
+}
+
+extension ResidualVQConfiguration: GroupResidual { mutating func setGroupDim(_ d: Int) { dim = d } }
+extension ResidualFSQ.Configuration: GroupResidual { mutating func setGroupDim(_ d: Int) { dim = d } }
+extension ResidualLFQ.Configuration: GroupResidual { mutating func setGroupDim(_ d: Int) { dim = d } }
+
+extension GroupedStackConfiguration {
+    var canonical: Self {
+        var c = self
+        c.residual.setGroupDim(dim / Swift.max(groups, 1))
+        c.residual = c.residual.canonical
+        return c
+    }
+
+    /// The residual's keywords with the stack's `dim`, `groups` and `extra` over them.
+    func groupedKwargs(_ extra: [String: Any] = [:]) -> [String: Any] {
+        residual.referenceKwargs.merging(extra.merging(["dim": dim, "groups": groups]) { a, _ in a }) { _, own in own }
+    }
+
+    public var referenceKwargs: [String: Any] { groupedKwargs() }
 }
 
 extension ResidualVQConfiguration: ReferenceKeywordConfiguration {
@@ -122,11 +133,7 @@ extension ResidualVQConfiguration: ReferenceKeywordConfiguration {
     }
 }
 
-extension GroupedResidualVQ.Configuration: ReferenceKeywordConfiguration {
-    public var referenceKwargs: [String: Any] {
-        residual.referenceKwargs.merging(["dim": dim, "groups": groups]) { _, own in own }
-    }
-}
+extension GroupedResidualVQ.Configuration: ReferenceKeywordConfiguration, GroupedStackConfiguration {}
 
 extension FSQ.Configuration: ReferenceKeywordConfiguration {
     public var referenceKwargs: [String: Any] {
@@ -151,10 +158,8 @@ extension ResidualFSQ.Configuration: ReferenceKeywordConfiguration {
     }
 }
 
-extension GroupedResidualFSQ.Configuration: ReferenceKeywordConfiguration {
-    public var referenceKwargs: [String: Any] {
-        residual.referenceKwargs.merging(["dim": dim, "groups": groups, "accept_image_fmap": acceptImageFmap]) { _, own in own }
-    }
+extension GroupedResidualFSQ.Configuration: ReferenceKeywordConfiguration, GroupedStackConfiguration {
+    public var referenceKwargs: [String: Any] { groupedKwargs(["accept_image_fmap": acceptImageFmap]) }
 }
 
 extension LFQ.Configuration: ReferenceKeywordConfiguration {
@@ -183,11 +188,7 @@ extension ResidualLFQ.Configuration: ReferenceKeywordConfiguration {
     }
 }
 
-extension GroupedResidualLFQ.Configuration: ReferenceKeywordConfiguration {
-    public var referenceKwargs: [String: Any] {
-        residual.referenceKwargs.merging(["dim": dim, "groups": groups]) { _, own in own }
-    }
-}
+extension GroupedResidualLFQ.Configuration: ReferenceKeywordConfiguration, GroupedStackConfiguration {}
 
 extension SimVQ.Configuration: ReferenceKeywordConfiguration {
     public var referenceKwargs: [String: Any] {
