@@ -41,6 +41,8 @@ def assembly(source, target):
 
 def inner_loops(lines, function):
     """Every innermost loop of `function`: from a header label to the branch back to it."""
+    aarch64 = any("// =>This Inner Loop" in l or l.strip().startswith(".arch") or "aarch64" in l for l in lines[:50]) \
+        or any(re.search(r"\bfmla\b|\bldr\b", l) for l in lines)
     start = next((i for i, l in enumerate(lines) if l.startswith(function + ":")), None)
     if start is None:
         return []
@@ -52,7 +54,9 @@ def inner_loops(lines, function):
             continue
         label, body = m.group(1), []
         for j in range(i + 1, end):
-            s = lines[j].split("//")[0].split("#")[0].strip() if not lines[j].strip().startswith("#") else ""
+            # Comments: `//` on AArch64 (where `#` starts an immediate), `#` in x86's AT&T syntax.
+            s = lines[j].split("//")[0]
+            s = "" if s.strip().startswith("#") else (s if aarch64 else s.split("#")[0]).strip()
             if not s or s.startswith(".") or re.match(r"^\S+:$", s):
                 continue
             body.append(s)
@@ -117,5 +121,31 @@ def main():
         print(f"| {name} | {label} | {fl} | {cycles:.2f} | {per:.1f} | {rate} |")
 
 
+# The other hot loops of the portable kernels on arm64: (source, function, what one iteration does, values per iteration).
+# (clang inlines the static portable versions into their entry points, where they are read.)
+OTHER = [("fsq.c", "vq_fsq_grid", "FSQ's grid, 4 values", 4),
+         ("math.c", "vq_tanh", "tanh, 4 values (NEON; baseline x86-64 calls fmaf)", 4),
+         ("rows.c", "sumsq_generic", "row sum of squares, 8 values", 8)]
+
+
+def others():
+    print()
+    print("| loop | core | cycles / iteration (mca) | values / cycle | values / ns at nominal clock |")
+    print("|---|---|---|---|---|")
+    for source, fn, what, per in OTHER:
+        for triple, target, cores in (("aarch64", "--target=aarch64-linux-gnu", ARM),):
+            loops = inner_loops(assembly(source, [target]), fn)
+            for label, cpu, ghz in cores:
+                if not loops:
+                    print(f"| {what} | {label} | loop not found (inlined or scalar) | | |")
+                    continue
+                # The loop with the most vector work (the main body, not a remainder).
+                body = max(loops, key=lambda b: (flops(b), len(b)))
+                cycles = mca(body, triple, cpu)[1]
+                rate = f"{per / cycles * ghz:.1f}" if ghz and cycles else "—"
+                print(f"| {what} | {label} | {cycles:.2f} | {per / cycles:.2f} | {rate} |")
+
+
 if __name__ == "__main__":
     main()
+    others()

@@ -1,5 +1,6 @@
 // Row-wise and element-wise kernels: l2 normalisation of contiguous rows, the four arithmetic operations.
 #include "vq_kernels.h"
+#include "vq_simd.h"
 #include <math.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -20,14 +21,18 @@ static float sumsq_generic(const float *p, int64_t n) {
         int64_t half = ((n / 2) + 7) & ~(int64_t)7;
         return sumsq_generic(p, half) + sumsq_generic(p + half, n - half);
     }
-    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    /* The eight lanes as two four-lane vectors (lanes 0–3 and 4–7): the same products and sums per lane. */
+    vq_f4 lo = vq_f4_splat(0.0f), hi = vq_f4_splat(0.0f);
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) {
-        for (int i = 0; i < 8; i++) {
-            float sq = p[k + i] * p[k + i];
-            a[i] = a[i] + sq;
-        }
+        const vq_f4 x0 = vq_f4_load(p + k), x1 = vq_f4_load(p + k + 4);
+        const vq_f4 s0 = x0 * x0, s1 = x1 * x1;
+        lo = lo + s0;
+        hi = hi + s1;
     }
+    float a[8];
+    vq_f4_store(a, lo);
+    vq_f4_store(a + 4, hi);
     float tail = 0;
     for (; k < n; k++) {
         float sq = p[k] * p[k];
