@@ -54,10 +54,21 @@ static void normalize_generic(const float *src, float *dst, int64_t rows, int64_
         const float *x = src + r * d;
         float *y = dst + r * d;
         float norm = clamp_norm(sumsq_generic(x, d), eps), bad = 0;
-        for (int64_t j = 0; j < d; j++) {
+        /* Four lanes at a time: each quotient as the scalar one; `bad` only tells whether some y·0 is NaN, which does
+           not depend on the order of the sum. */
+        const vq_f4 nv = vq_f4_splat(norm), zero = vq_f4_splat(0.0f);
+        vq_f4 badv = zero;
+        int64_t j = 0;
+        for (; j + 4 <= d; j += 4) {
+            const vq_f4 q = vq_f4_load(x + j) / nv;
+            vq_f4_store(y + j, q);
+            badv = badv + q * zero;
+        }
+        for (; j < d; j++) {
             y[j] = x[j] / norm;
             bad = bad + y[j] * 0.0f;
         }
+        bad = bad + ((badv[0] + badv[1]) + (badv[2] + badv[3]));
         if (finite && bad != bad) finite[r] = 0;
     }
 }
