@@ -98,7 +98,6 @@ public final class RandomProjectionQuantizer: Module {
         super.init()
     }
 
-
     /// ```swift
     /// let rpq = try RandomProjectionQuantizer(dim: 512, codebookSize: 1024, codebookDim: 256, numCodebooks: 16)
     /// let indices = rpq(x).indices     // x [1, 1024, 512] → [1, 1024, 16]

@@ -152,11 +152,6 @@ public final class SimVQ: Module {
         try self.init(c, codebookTransform: codebookTransform)
     }
 
-
-    convenience init(referenceKwargs kw: [String: Any], module: String) throws {
-        try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
-    }
-
     /// The implicit codebook `code_transform(frozen_codebook)`, `[c, dim]` (differentiable in the map).
     public var codebook: Tensor { codeTransform(frozenCodebook.value) }
 

@@ -52,7 +52,6 @@ public final class GroupedResidualFSQ: Module {
         super.init()
     }
 
-
     /// The feature axis the groups split: 1 for image maps and channel-first groups, else the last.
     var splitAxis: Int { configuration.groupConfiguration.channelFirst ? 1 : -1 }
 

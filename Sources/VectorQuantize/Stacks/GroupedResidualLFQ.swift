@@ -54,7 +54,6 @@ public final class GroupedResidualLFQ: Module {
         super.init()
     }
 
-
     /// Quantizes `x [b, n, dim]` group by group (one quantize-dropout draw shared by the groups).
     /// The result of a forward: as a residual stack's, every group's indices, losses and layer inputs stacked first.
     public typealias Output = ResidualLFQ.Output

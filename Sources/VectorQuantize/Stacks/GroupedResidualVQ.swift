@@ -47,7 +47,6 @@ public final class GroupedResidualVQ: Module {
         super.init()
     }
 
-
     /// The result of a forward: the output, every group's indices and losses, and the cross-entropy commitment terms when configured.
     public struct Output {
         public var quantized: Tensor

@@ -145,11 +145,6 @@ public final class ResidualFSQ: Module {
         super.init()
     }
 
-
-    convenience init(referenceKwargs kw: [String: Any], module: String) throws {
-        try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
-    }
-
     public var numQuantizers: Int { layers.count }
 
     /// `[q, C, d]`: every layer's implicit codebook (unscaled).

@@ -110,11 +110,6 @@ public final class ResidualLFQ: Module {
         super.init()
     }
 
-
-    convenience init(referenceKwargs kw: [String: Any], module: String) throws {
-        try self.init(Configuration(referenceKwargs: kw, module: module), module: module)
-    }
-
     public var numQuantizers: Int { layers.count }
     /// `[q, C, d]`: every layer's (scaled) codes.
     public var codebooks: Tensor { Tensor.stack(layers.map(\.codebook), axis: 0) }

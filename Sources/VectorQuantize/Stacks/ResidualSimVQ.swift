@@ -70,7 +70,6 @@ public final class ResidualSimVQ: Module {
         super.init()
     }
 
-
     public var numQuantizers: Int { layers.count }
     public var dim: Int { layers[0].dim }
 

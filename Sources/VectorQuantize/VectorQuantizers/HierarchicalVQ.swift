@@ -210,7 +210,6 @@ public final class HierarchicalVQ: Module {
         super.init()
     }
 
-
     public var numLevels: Int { configuration.shapes.count }
     public var dim: Int { configuration.dim }
 
