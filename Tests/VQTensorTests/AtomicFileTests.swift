@@ -1,16 +1,13 @@
 import Foundation
 import Testing
+import VQTestSupport
 import VQTensor
 
 /// Atomic writes keep what a user set up around a file: a symbolic link stays a link, the permission
 /// bits stay, and temporaries left by killed writers are removed.
 @Suite("Atomic file replacement")
 struct AtomicFileTests {
-    let dir: URL = {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("vq-atomic-\(UInt32.random(in: 0...UInt32.max))")
-        try! FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        return d
-    }()
+    let dir: URL = try! TestSupport.scratchDirectory("vq-atomic")
 
     @Test("writing through a symbolic link replaces its target and keeps the link")
     func symlink() throws {

@@ -4,6 +4,13 @@ import VQTensor
 /// Helpers shared by the test targets: tolerant comparisons, finite-difference gradient checks and
 /// naive reference implementations.
 public enum TestSupport {
+    /// A fresh, empty temporary folder named `prefix-<random>` (the caller removes it).
+    public static func scratchDirectory(_ prefix: String) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
     /// Largest absolute element-wise difference (∞ when shapes differ).
     public static func maxAbsDiff(_ a: Tensor, _ b: Tensor) -> Float {
         guard a.shape == b.shape else { return .infinity }

@@ -68,8 +68,7 @@ struct CheckpointTests {
         module.train()
         if let vq = module as? VectorQuantizer { try vq.codebook.freeze(codes: [1, 3], head: 1) }
         if let rvq = module as? ResidualVQ { _ = rvq(TestSupport.random([2, 10, 8], seed: 1)); try rvq.layers[1].codebook.freeze(codes: [0]) }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-ckpt-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try TestSupport.scratchDirectory("vq-ckpt")
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("model.safetensors")
         try QuantizerCheckpoint.save(module, config: config, to: url)
@@ -87,8 +86,7 @@ struct CheckpointTests {
 
     @Test("loading into a different configuration lists every bad key and changes nothing")
     func mismatch() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-ckpt-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try TestSupport.scratchDirectory("vq-ckpt")
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("a.safetensors")
         try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16)).save(to: url)
@@ -142,8 +140,7 @@ struct QuantizerOutputTests {
 struct SaveConfigurationTests {
     @Test("a VectorQuantizer saves itself; the typed configuration works too; both load with the same codes")
     func savesItself() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("save-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try TestSupport.scratchDirectory("save")
         var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 32)
         (c.heads, c.separateCodebookPerHead, c.useCosineSimilarity) = (2, true, true)
         let vq = try VectorQuantizer(c)
@@ -160,8 +157,7 @@ struct SaveConfigurationTests {
 
     @Test("a configuration that does not fit the tensors is refused before anything is written")
     func refusesMismatch() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("save-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try TestSupport.scratchDirectory("save")
         let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 64))
         let url = dir.appendingPathComponent("m.safetensors")
         for wrong in [ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 32]),

@@ -199,8 +199,7 @@ struct FreezeContractTests {
         c.codebookDim = 4
         let vq = try VectorQuantizer(c)
         try vq.freeze(keys: ["project_in.weight"], strict: true)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-keys-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try TestSupport.scratchDirectory("vq-keys")
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("m.safetensors")
         try QuantizerCheckpoint.save(vq, config: ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "codebook_dim": 4]), to: url)

@@ -150,8 +150,7 @@ func randomProjectionLayouts() throws {
     let reference = try RandomProjectionQuantizer(referenceKwargs: ["dim": 16, "codebook_size": 32, "codebook_dim": 8, "num_codebooks": 4, "reference_layout": true])
     #expect(reference.stateDict()["vq.project_in.weight"]?.shape == [128, 32] && reference.vq.codebook.embed.shape == [4, 32, 32])
     // A checkpoint written in the reference's layout, with a configuration that does not say so, loads in it.
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-rpq-\(UInt32.random(in: 0...UInt32.max))")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let dir = try TestSupport.scratchDirectory("vq-rpq")
     defer { try? FileManager.default.removeItem(at: dir) }
     let url = dir.appendingPathComponent("rpq.safetensors")
     try reference.save(to: url)

@@ -177,8 +177,7 @@ func vectorQuantizeGettingStarted() throws {
 /// The README's "using it from your package", its Swift lines as written (the README is checked to hold them).
 @Test("README: using it from your package")
 func readmeUsingIt() throws {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-readme-\(UInt32.random(in: 0...UInt32.max))")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let dir = try TestSupport.scratchDirectory("vq-readme")
     defer { try? FileManager.default.removeItem(at: dir) }
     let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16])
     try QuantizerCheckpoint.save(try config.build(), config: config, to: dir.appendingPathComponent("model.safetensors"))
@@ -241,8 +240,7 @@ func readmeDependencySnippet() throws {
 /// The Checkpoints article's snippet: save any quantizer without keywords, load it back as its own type.
 @Test("Checkpoints article: save without keywords")
 func checkpointsArticle() throws {
-    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("vq-article-\(UInt32.random(in: 0...UInt32.max))")
-    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let folder = try TestSupport.scratchDirectory("vq-article")
     defer { try? FileManager.default.removeItem(at: folder) }
     let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 64, codebookSize: 512))
     try QuantizerCheckpoint.save(vq, to: folder.appendingPathComponent("model.safetensors"))

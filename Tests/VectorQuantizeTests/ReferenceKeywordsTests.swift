@@ -11,12 +11,6 @@ import VQTestSupport
 struct ReferenceKeywordsTests {
     static let kinds = QuantizerRegistry.kinds.filter { $0.name != "EvoLFQ" }
 
-    static func scratch() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-refkw-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
-    }
-
     @Test("every kind's type is in the registry once, and every kind but EvoLFQ describes itself")
     func registryTypes() throws {
         let types = QuantizerRegistry.kinds.map { ObjectIdentifier($0.type) }
@@ -65,7 +59,7 @@ struct ReferenceKeywordsTests {
     @Test("save(to:) then load gives the same quantizer (state and codes) for every kind", arguments: kinds.indices)
     func saveWithoutKeywords(_ i: Int) throws {
         let kind = Self.kinds[i]
-        let dir = try Self.scratch()
+        let dir = try TestSupport.scratchDirectory("vq-refkw")
         defer { try? FileManager.default.removeItem(at: dir) }
         let q = try kind.build(kind.example)
         let x = TestSupport.random([2] + (q.sequenceShape ?? [6]) + [q.inputDim], seed: 3)
@@ -83,7 +77,7 @@ struct ReferenceKeywordsTests {
 
     @Test("every typed initialiser saves without keywords (per-layer sizes, per-level sizes, a seed above Int.max)")
     func typedConfigurations() throws {
-        let dir = try Self.scratch()
+        let dir = try TestSupport.scratchDirectory("vq-refkw")
         defer { try? FileManager.default.removeItem(at: dir) }
         var rvq = ResidualVQConfiguration(dim: 8, numQuantizers: 3, codebookSize: 16)
         rvq.codebookSizes = [16, 8, 4]
@@ -130,7 +124,7 @@ struct ReferenceKeywordsTests {
 
     @Test("a configuration the keywords cannot express, and EvoLFQ, are refused and nothing is written")
     func refusals() throws {
-        let dir = try Self.scratch()
+        let dir = try TestSupport.scratchDirectory("vq-refkw")
         defer { try? FileManager.default.removeItem(at: dir) }
         // A stack's layer option that the stack sets itself: the keywords would rebuild another configuration.
         var rlfq = ResidualLFQ.Configuration(dim: 8, numQuantizers: 2, codebookSize: 16)

@@ -1,4 +1,5 @@
 import Foundation
+import VQTestSupport
 
 /// Runs the built `vq` binary (next to the test bundle) and captures its output.
 enum VQProcess {
@@ -28,8 +29,6 @@ enum VQProcess {
 
     /// A fresh temporary folder.
     static func temporaryDirectory() -> URL {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("vq-cli-\(UInt32.random(in: 0...UInt32.max))")
-        try! FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        return d
+        try! TestSupport.scratchDirectory("vq-cli")
     }
 }
