@@ -39,10 +39,8 @@ def assembly(source, target):
     return out.splitlines()
 
 
-def inner_loops(lines, function):
-    """Every innermost loop of `function`: from a header label to the branch back to it."""
-    aarch64 = any("// =>This Inner Loop" in l or l.strip().startswith(".arch") or "aarch64" in l for l in lines[:50]) \
-        or any(re.search(r"\bfmla\b|\bldr\b", l) for l in lines)
+def inner_loops(lines, function, aarch64):
+    """Every innermost loop of `function` (assembly for AArch64 or x86-64): from a header label to the branch back."""
     start = next((i for i, l in enumerate(lines) if l.startswith(function + ":")), None)
     if start is None:
         return []
@@ -101,12 +99,12 @@ def main():
     rows = []
     arm = assembly("kernels.c", ["--target=aarch64-linux-gnu"])
     for label, cpu, ghz in ARM:
-        rows.append(("ukr_generic (NEON, 8×12)", label, inner_loops(arm, "ukr_generic"), "aarch64", cpu, ghz))
+        rows.append(("ukr_generic (NEON, 8×12)", label, inner_loops(arm, "ukr_generic", True), "aarch64", cpu, ghz))
     x86 = assembly("kernels.c", ["--target=x86_64-linux-gnu"])
     for fn, name in (("ukr_generic", "ukr_generic (SSE2, 4×12)"), ("ukr_avx2", "ukr_avx2 (6×16)"),
                      ("ukr_avx512", "ukr_avx512 (12×32)")):
         # A tile clang inlined into its entry point is read there.
-        b = inner_loops(x86, fn) or (inner_loops(x86, "vq_gemm_ukr") if fn == "ukr_generic" else [])
+        b = inner_loops(x86, fn, False) or (inner_loops(x86, "vq_gemm_ukr", False) if fn == "ukr_generic" else [])
         for label, cpu, ghz in X86:
             rows.append((name, label, b, "x86_64", cpu, ghz))
     for name, label, loops, triple, cpu, ghz in rows:
@@ -134,7 +132,7 @@ def others():
     print("|---|---|---|---|---|")
     for source, fn, what, per in OTHER:
         for triple, target, cores in (("aarch64", "--target=aarch64-linux-gnu", ARM),):
-            loops = inner_loops(assembly(source, [target]), fn)
+            loops = inner_loops(assembly(source, [target]), fn, triple == "aarch64")
             for label, cpu, ghz in cores:
                 if not loops:
                     print(f"| {what} | {label} | loop not found (inlined or scalar) | | |")

@@ -1,8 +1,8 @@
 /* Skinny products — projections to and from a few channels (FSQ's and LFQ's `dim → 4 → dim`) and their
    gradients — on the vector units. Each keeps the arithmetic of the Swift loop it replaces: every product
    rounded, then added (no fused multiply-add), in the same order for every element, so results are
-   bit-identical to that loop at every level. Each returns 0 (and does nothing) at level 0, where the Swift
-   loop runs. */
+   bit-identical to that loop at every level. Where a level has no version of a kernel (the few-rows kernels below
+   AVX-512, tiny-depth rows at AVX2) it returns 0 and does nothing, and the Swift loop runs. */
 #include "vq_kernels.h"
 #include "vq_simd.h"
 
@@ -168,8 +168,8 @@ static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a,
 #endif
 
 /* The portable versions (baseline x86-64, AArch64), on four-lane vectors: the same sums in the same order as the
-   vector versions above and the Swift loops, each product rounded before it is added (separate statements, so
-   AArch64 does not fuse them). An eight-lane partial sum is two four-lane vectors. */
+   vector versions above and the Swift loops, each product rounded before it is added (the file's FP_CONTRACT OFF
+   keeps AArch64 from fusing them). An eight-lane partial sum is two four-lane vectors. */
 static void tiny_depth_vec(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
                            const float *b, const float *start, float *c, int64_t ldc, int accumulate) {
     for (int64_t i = 0; i < rows; i++) {

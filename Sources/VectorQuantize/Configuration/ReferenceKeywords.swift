@@ -107,7 +107,7 @@ extension GroupedStackConfiguration {
 
     /// The residual's keywords with the stack's `dim`, `groups` and `extra` over them.
     func groupedKwargs(_ extra: [String: Any] = [:]) -> [String: Any] {
-        residual.referenceKwargs.merging(extra.merging(["dim": dim, "groups": groups]) { a, _ in a }) { _, own in own }
+        residual.referenceKwargs.merging(extra) { $1 }.merging(["dim": dim, "groups": groups]) { $1 }
     }
 
     public var referenceKwargs: [String: Any] { groupedKwargs() }
