@@ -5,19 +5,7 @@
 #include "vq_kernels.h"
 #include <math.h>
 #include <string.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#define VQ_X86 1
-#include <immintrin.h>
-#endif
-
-#define SCREEN_ALPHA (0x1p-6f + 0x1p-12f) /* × ‖x‖‖c‖: BF16 rounding of both factors, both sums' rounding */
-#define SCREEN_BETA 0x1p-21f              /* × (‖x‖² + ‖c‖²): rounding of the scores and of the bounds */
-#define SCREEN_TAU 0x1p-110f              /* × (1 + ‖x‖ + ‖c‖): denormals flushed by the BF16 unit */
-#define SCREEN_I8_FLOAT 0x1p-14f           /* × ‖x‖‖c‖ (8-bit): the float sums' and the rescaling's rounding */
-#define SCREEN_I8_HALF 1.0012f             /* 2 × (1 + 2⁻¹⁰) × 0.5001 / 2: half a quantisation step, with slack */
-#define SCREEN_I8_LOW 1e-15f               /* a row's or code's largest magnitude must be 0 or in [LOW, HIGH] */
-#define SCREEN_I8_HIGH 1e15f
+#include "screen_impl.h"
 
 #if VQ_X86
 static inline __mmask16 tail16(int64_t r) { return r >= 16 ? (__mmask16)0xFFFF : (r <= 0 ? 0 : (__mmask16)((1u << r) - 1)); }
@@ -78,14 +66,16 @@ static void vq_bf16_pack(int native, const float *x, int64_t ld, int64_t rows, i
     }
 }
 
-int64_t vq_screen_steps(int format, int64_t d) { return format == VQ_SCREEN_I8 ? (d + 3) / 4 : (d + 1) / 2; }
-int vq_screen_row_planes(int format) { return format == VQ_SCREEN_I8 ? 6 : 3; }
-int vq_screen_code_planes(int format) { return format == VQ_SCREEN_I8 ? 6 : 3; }
+int64_t vq_screen_steps(int format, int64_t d) { return format == VQ_SCREEN_BF16 ? (d + 1) / 2 : (d + 3) / 4; }
+int vq_screen_row_planes(int format) { return format == VQ_SCREEN_BF16 ? 3 : 6; }
+int vq_screen_code_planes(int format) { return format == VQ_SCREEN_BF16 ? 3 : 6; }
 
-/* 8-bit quads: `dst[q·width + i]` holds row i's elements 4q … 4q + 3 scaled by 127 / max|x| and rounded, as
-   unsigned bytes offset by 128 (`offset`, the left operand of VPDPBUSD) or as signed bytes; 0 past `d`. */
-static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, int offset, uint32_t *dst,
-                    float *scale, float *l1, int32_t *colsum, int32_t *ok) {
+/* Integer quads: `dst[q·width + i]` holds row i's elements 4q … 4q + 3 scaled by `levels` / max|x| and rounded
+   (in ±levels), as unsigned bytes offset by `offset` (the left operand of VPDPBUSD / VPMADDUBSW) or, with
+   `offset` 0, as signed bytes; 0 past `d`. */
+static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, int levels, int offset,
+                    uint32_t *dst, float *scale, float *l1, int32_t *colsum, int32_t *ok) {
+    const float fl = (float)levels;
     const int64_t quads = (d + 3) / 4;
     for (int64_t i = 0; i < rows; i++) {
         const float *xi = x + i * ld;
@@ -96,8 +86,8 @@ static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t
             a1 += v;
         }
         ok[i] = m == m && (m == 0 || (m >= SCREEN_I8_LOW && m <= SCREEN_I8_HIGH));
-        const float inv = ok[i] && m > 0 ? 127.0f / m : 0.0f;
-        scale[i] = ok[i] ? m / 127.0f : 0.0f;
+        const float inv = ok[i] && m > 0 ? fl / m : 0.0f;
+        scale[i] = ok[i] ? m / fl : 0.0f;
         l1[i] = a1;
         int32_t cs = 0;
         for (int64_t q = 0; q < quads; q++) {
@@ -106,21 +96,21 @@ static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t
                 int32_t v = 0;
                 if (4 * q + b < d) {
                     const float r = rintf(xi[4 * q + b] * inv);
-                    v = r > 127.0f ? 127 : (r < -127.0f ? -127 : (int32_t)r);
+                    v = r > fl ? levels : (r < -fl ? -levels : (int32_t)r);
                 }
                 cs += v;
-                word |= (uint32_t)((offset ? v + 128 : v) & 0xff) << (8 * b);
+                word |= (uint32_t)((v + offset) & 0xff) << (8 * b);
             }
             dst[q * width + i] = word;
         }
         if (colsum) colsum[i] = cs;
     }
     for (int64_t q = 0; q < quads; q++)
-        for (int64_t i = rows; i < width; i++) dst[q * width + i] = offset ? 0x80808080u : 0;
+        for (int64_t i = rows; i < width; i++) dst[q * width + i] = (uint32_t)offset * 0x01010101u;
 }
 
 #if VQ_X86
-/* i8_pack on the vector units (d ≤ 512): the same bytes (nearest-even rounding of x · 127/max|x|, saturated to
+/* i8_pack (127 levels) on the vector units (d ≤ 512): the same bytes (nearest-even rounding of x · 127/max|x|, saturated to
    ±127) and scale; the L1 norm summed lane-wise (its rounding is within the bound's slack). */
 __attribute__((target("avx512f,avx512bw")))
 static void i8_pack_avx512(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, int offset,
@@ -168,19 +158,22 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
                        int32_t *ok) {
     const float huge = 1e36f;
     int64_t bad = 0;
-    if (format == VQ_SCREEN_I8) {
-        /* rows: sq, s_x, h_x, l1h_x, a2·‖x‖, rowterm; codes: sq, s_c, l1_c, ‖c‖, codeterm, 128·Σĉ */
+    if (format != VQ_SCREEN_BF16) {
+        /* rows: sq, s_x, h_x, l1h_x, a2·‖x‖, rowterm; codes: sq, s_c, l1_c, ‖c‖, codeterm, offset·Σĉ */
+        const int levels = side == 0 ? SCREEN_ROW_LEVELS(format) : 127, offset = side == 0 ? SCREEN_ROW_OFFSET(format) : 0;
         float *p0 = terms, *p1 = terms + tstride, *p2 = terms + 2 * tstride, *p3 = terms + 3 * tstride;
         float *p4 = terms + 4 * tstride, *p5 = terms + 5 * tstride;
         int32_t cs[32];
         for (int64_t i0 = 0; i0 < rows; i0 += 32) {
             const int64_t n = rows - i0 < 32 ? rows - i0 : 32;
 #if VQ_X86
-            if (native && d <= 512)
+            if (native && d <= 512 && format == VQ_SCREEN_I8)
                 i8_pack_avx512(x + i0 * ld, ld, n, d, width, side == 0, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
+            else if (native && d <= 512)
+                vq_screen_i8_pack_avx2(x + i0 * ld, ld, n, d, width, levels, offset, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
             else
 #endif
-                i8_pack(x + i0 * ld, ld, n, d, width, side == 0, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
+                i8_pack(x + i0 * ld, ld, n, d, width, levels, offset, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
             for (int64_t i = i0; i < i0 + n; i++) {
                 const float r = sqrtf(sq[i]);
                 ok[i] = ok[i] && sq[i] <= huge;
@@ -195,7 +188,7 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
                 } else {
                     p3[i] = r;
                     p4[i] = (cosine ? 0.0f : SCREEN_BETA * sq[i]) + SCREEN_TAU * (1.0f + r);
-                    p5[i] = 128.0f * (float)cs[i - i0];
+                    p5[i] = (float)SCREEN_ROW_OFFSET(format) * (float)cs[i - i0];
                 }
             }
         }
@@ -214,9 +207,6 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
     return bad;
 }
 
-#define ROW_TERM(k) (rt[(k) * rstride])
-#define CODE_TERM(k) (ct + (k) * cstride)
-
 /* One row of a screened tile, scalar: `dots[j]` are the low-precision dot products of the row with codes
    j < cols; stores their lower bounds at `lows[code_base + j]` and keeps the least upper bound in `minup[0]`.
    `rt` points at the row's terms, `ct` at the 32 codes' terms. */
@@ -234,7 +224,7 @@ static void screen_row_scalar(int format, const float *dots, int cols, const flo
             s = 1e-8f > t ? 1e-8f : t;
         }
         float b;
-        if (format == VQ_SCREEN_I8)
+        if (format != VQ_SCREEN_BF16)
             b = fmaf(ROW_TERM(2), CODE_TERM(2)[j],
                      fmaf(ROW_TERM(3), CODE_TERM(1)[j], fmaf(ROW_TERM(4), CODE_TERM(3)[j], ROW_TERM(5) + CODE_TERM(4)[j])));
         else
@@ -247,14 +237,14 @@ static void screen_row_scalar(int format, const float *dots, int cols, const flo
 }
 
 /* Portable emulation of the low-precision tiles (BF16: the same rounded factors, exact products, float sums;
-   8-bit: exact integer sums), so the screen's bookkeeping is tested on machines without those units. */
+   7- and 8-bit: exact integer sums), so the screen's bookkeeping is tested on machines without those units. */
 static void screen_tile_emulated(int format, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
                                  const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine,
                                  int64_t code_base, float *lows, int64_t ldlow, float *minup, const int32_t *count) {
     float t[12][32];
     memset(t, 0, sizeof t);
     for (int i = 0; i < rows; i++) {
-        if (format == VQ_SCREEN_I8) {
+        if (format != VQ_SCREEN_BF16) {
             int32_t acc[32] = {0};
             for (int64_t k = 0; k < steps; k++) {
                 const uint32_t aw = a[k * 12 + i];
@@ -392,6 +382,10 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
                     const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                     float *lows, int64_t ldlow, float *minup, const int32_t *count) {
 #if VQ_X86
+    if (native && format == VQ_SCREEN_I7) {
+        vq_screen_tile_i7_avx2(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
+        return;
+    }
     if (native && format == VQ_SCREEN_I8) {
         screen_tile_i8(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
@@ -461,11 +455,19 @@ static void collect_avx512(int64_t k, const float *lows, const float *minup, int
 
 void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64_t ldlow, const float *minup,
                        int32_t *count, int32_t *cand, int cap) {
+#if VQ_X86
+    static int level = -1;
+    if (level < 0) level = vq_cpu_level();
+#endif
     for (int i = 0; i < rows; i++) {
         if (count[i] < 0) continue;
 #if VQ_X86
-        if (native) {
+        if (native && level >= 3) {
             collect_avx512(k, lows + i * ldlow, minup + 16 * i, count + i, cand + (int64_t)i * cap, cap);
+            continue;
+        }
+        if (native && level >= 1) {
+            vq_screen_collect_avx2(k, lows + i * ldlow, minup + 16 * i, count + i, cand + (int64_t)i * cap, cap);
             continue;
         }
 #endif

@@ -4,13 +4,14 @@ import VQTestSupport
 
 /// The screened nearest-code search (BF16 pairs or 8-bit quads) must return exactly what the float search
 /// returns: the same index and the same score bits, for every row — near-ties, exact ties, data far from the
-/// origin, denormals, huge and non-finite rows included. Each case runs the portable emulation of both screening
-/// tiles (any machine with FMA) and, on level-3 machines, the VDPBF16PS and VPDPBUSD tiles.
+/// origin, denormals, huge and non-finite rows included. Each case runs the portable emulation of every screening
+/// tile (any machine with FMA), the AVX2 7-bit tile on levels ≥ 1 and, on level-3 machines, the VDPBF16PS and
+/// VPDPBUSD tiles.
 @Suite("Kernels: screened nearest-code search")
 struct ScreeningTests {
     static let modes: [NearestCodeKernel.Screening] =
-        [.screen(.bf16, native: false), .screen(.int8, native: false)]
-        + (GEMM.level >= 3 ? [.screen(.bf16, native: true), .screen(.int8, native: true)] : [])
+        NearestCodeKernel.ScreenFormat.allCases.map { .screen($0, native: false) }
+        + NearestCodeKernel.ScreenFormat.allCases.filter { GEMM.level >= $0.nativeLevel }.map { .screen($0, native: true) }
 
     static func expectSame(_ x: Tensor, _ c: Tensor, _ comment: Comment) {
         for metric in [CodeMetric.euclidean, .dot] {
@@ -27,13 +28,14 @@ struct ScreeningTests {
     }
 
     /// The rows the screen hands to the float search (to show which cases exercise which path).
-    static func leftOver(_ x: Tensor, _ c: Tensor, cosine: Bool = false, format: NearestCodeKernel.ScreenFormat = .bf16) -> [Int]? {
+    static func leftOver(_ x: Tensor, _ c: Tensor, cosine: Bool = false, format: NearestCodeKernel.ScreenFormat = .bf16,
+                         native: Bool = false) -> [Int]? {
         let n = x.shape[0], k = c.shape[0], d = x.shape[1]
         var best = [Float](repeating: .infinity, count: n), index = [Int64](repeating: 0, count: n)
         return x.scalars.withUnsafeBufferPointer { px in
             c.scalars.withUnsafeBufferPointer { pc in
                 NearestCodeKernel.screenedArgmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d,
-                                                 cosine: cosine ? 1 : 0, format: format, native: false,
+                                                 cosine: cosine ? 1 : 0, format: format, native: native,
                                                  best: &best, index: &index)
             }
         }
@@ -46,9 +48,13 @@ struct ScreeningTests {
         let x = TestSupport.random([n, d], seed: 31), c = TestSupport.random([k, d], seed: 32)
         Self.expectSame(x, c, "\(shape)")
         // Not vacuous: the screen served every row (none fell back to the float search).
-        for format in [NearestCodeKernel.ScreenFormat.bf16, .int8] {
+        for format in NearestCodeKernel.ScreenFormat.allCases {
             #expect(Self.leftOver(x, c, format: format) == [])
             #expect(Self.leftOver(x, c, cosine: true, format: format) == [])
+            if GEMM.level >= format.nativeLevel {
+                #expect(Self.leftOver(x, c, format: format, native: true) == [])
+                #expect(Self.leftOver(x, c, cosine: true, format: format, native: true) == [])
+            }
         }
     }
 
@@ -79,13 +85,13 @@ struct ScreeningTests {
             cs = TestSupport.random([h, k, d], seed: 61).scalars
         }
         // Not vacuous: head 1's far rows are the rows the screen leaves (as global row numbers).
-        if GEMM.level >= 3 {
+        if let format = NearestCodeKernel.automaticFormats(k: k, d: d).first {
             let c = TestSupport.random([h, k, d], seed: 61)
             var best = [Float](repeating: .infinity, count: h * n), index = [Int64](repeating: 0, count: h * n)
             let left = xs.withUnsafeBufferPointer { px in
                 c.scalars.withUnsafeBufferPointer { pc in
                     NearestCodeKernel.screenedArgmin(x: px.baseAddress!, n: n, codes: pc.baseAddress!, k: k, d: d, heads: h, cosine: 0,
-                                                     format: .int8, native: true, best: &best, index: &index)
+                                                     format: format, native: true, best: &best, index: &index)
                 }
             }
             #expect(left == [n + 3, n + 250, n + 499])
@@ -133,8 +139,9 @@ struct ScreeningTests {
     /// Coherent rounding: every component of a row sits just below a half step of the 8-bit grid (rounded down),
     /// and its own copy is a code (distance 0) that the 8-bit screen scores ≈ 3,800 too far, while an integer code
     /// (distance² 4) is scored ≈ 1,900 too near. The nearest survives only if the bound covers errors this close
-    /// to its worst case (a bound at a fifth of its size fails here).
-    @Test("coherent rounding errors: the true nearest survives the 8-bit screen", .enabled(if: GEMM.level >= 1))
+    /// to its worst case (a bound at a fifth of its size fails here; the 7-bit rows' bound, half as wide again on the
+    /// row side where errors do not separate near codes, fails at an eighth).
+    @Test("coherent rounding errors: the true nearest survives the 8-bit and 7-bit screens", .enabled(if: GEMM.level >= 1))
     func coherentRounding() {
         var rng = SeededGenerator(seed: 51)
         let d = 16, n = 50
@@ -157,8 +164,9 @@ struct ScreeningTests {
         let c = TestSupport.random([512, d], seed: 36, std: 0.01) + 100
         Self.expectSame(x, c, "offset")
         // Every row's bound admits more codes than a list holds: all of them went to the float search.
-        #expect(Self.leftOver(x, c)?.count == 60)
-        #expect(Self.leftOver(x, c, format: .int8)?.count == 60)
+        for format in NearestCodeKernel.ScreenFormat.allCases {
+            #expect(Self.leftOver(x, c, format: format)?.count == 60)
+        }
     }
 
     @Test("huge, non-finite and denormal values: same results as the float search", .enabled(if: GEMM.level >= 1))
@@ -182,10 +190,15 @@ struct ScreeningTests {
         #expect(rest == [0, 1, 2])
         // 8-bit scales cannot reach code 5 (largest magnitude 2e-38) either: the whole search is left to the float
         // one; without that code, the tiny rows are.
-        #expect(Self.leftOver(x, c, format: .int8) == nil)
         var cz = cs
         for p in 0..<d { cz[5 * d + p] = 0 }
-        #expect(Self.leftOver(x, Tensor(cz, shape: [80, d]), format: .int8) == [0, 1, 2, 3, 4])
+        for format in [NearestCodeKernel.ScreenFormat.int8, .int7] {
+            #expect(Self.leftOver(x, c, format: format) == nil)
+            #expect(Self.leftOver(x, Tensor(cz, shape: [80, d]), format: format) == [0, 1, 2, 3, 4])
+            if GEMM.level >= format.nativeLevel {
+                #expect(Self.leftOver(x, Tensor(cz, shape: [80, d]), format: format, native: true) == [0, 1, 2, 3, 4])
+            }
+        }
         Self.expectSame(x, Tensor(cz, shape: [80, d]), "zero code")
         // The automatic search falls back from 8-bit quads to BF16 pairs for such a codebook: same results.
         let auto = x.nearestCodes(c, metric: .euclidean, screening: .automatic)
@@ -196,6 +209,7 @@ struct ScreeningTests {
         big[7 * d] = 1e20
         #expect(Self.leftOver(x, Tensor(big, shape: [80, d])) == nil)
         #expect(Self.leftOver(x, Tensor(big, shape: [80, d]), format: .int8) == nil)
+        #expect(Self.leftOver(x, Tensor(big, shape: [80, d]), format: .int7) == nil)
         Self.expectSame(x, Tensor(big, shape: [80, d]), "huge code")
     }
 

@@ -97,9 +97,11 @@ int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float 
 int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                    float *c, int64_t crs, int64_t ccs, int accumulate);
 
-/// Low-precision formats of the nearest-code screen: BF16 pairs (VDPBF16PS) or 8-bit integer quads (VPDPBUSD).
+/// Low-precision formats of the nearest-code screen: BF16 pairs (VDPBF16PS), 8-bit integer quads (VPDPBUSD), or
+/// 7-bit query rows against 8-bit codes (VPMADDUBSW + VPMADDWD on AVX2, whose 16-bit pair sums 7 bits keep exact).
 #define VQ_SCREEN_BF16 0
 #define VQ_SCREEN_I8 1
+#define VQ_SCREEN_I7 2
 
 /// Depth steps of a packed row (pairs or quads) and the number of per-row and per-code term planes.
 int64_t vq_screen_steps(int format, int64_t d);
@@ -118,7 +120,7 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
 /// 64-byte aligned), their scores and error bounds, without branches: row i's lower bounds are stored at
 /// `lows[i·ldlow + code_base + j]` and its upper bounds folded into its 16 lane-wise minima `minup[16·i …]`.
 /// Rows with `count` −1 are skipped. `rt`/`ct` are the rows' and codes' term planes. `native` runs the
-/// instruction (level 3 only), else a portable emulation.
+/// instructions (BF16 and 8-bit: level 3; 7-bit: level ≥ 1), else a portable emulation.
 void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
                     const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                     float *lows, int64_t ldlow, float *minup, const int32_t *count);

@@ -1,9 +1,11 @@
 import CVQKernels
 
-/// Exact nearest-code search screened with low-precision dot products (kernel level 3: AVX-512 BF16 and VNNI).
+/// Exact nearest-code search screened with low-precision dot products (kernel level 3: AVX-512 BF16 and VNNI;
+/// levels 1 and 2: AVX2 integer products).
 ///
 /// A screening pass computes every row's scores from cheap dot products — 8-bit integer quads (VPDPBUSD, four
-/// times the products per instruction of the float tile) or BF16 pairs (VDPBF16PS, twice) — together with a
+/// times the products per instruction of the float tile), BF16 pairs (VDPBF16PS, twice), or on AVX2 7-bit rows
+/// against 8-bit codes (VPMADDUBSW + VPMADDWD, twice the products per cycle of the FMA tile) — together with a
 /// bound `B` on how far each can be from the float score the plain search computes. Per row it keeps the least
 /// upper bound `U = min (s̃ + B)` and every code whose lower bound `s̃ − B` is ≤ `U`: the float nearest code is
 /// always among them, since its float score is at most `U` and at least its own lower bound. Those few codes
@@ -20,23 +22,37 @@ import CVQKernels
 ///   `|x·c − sₓs_c Σx̂ᵢĉᵢ| ≤ 0.5001 (sₓ‖c‖₁ + s_c(‖x‖₁ + 0.5001 d sₓ))`. The kernel doubles that with a 2⁻¹⁰ slack and
 ///   adds `2⁻¹⁴‖x‖‖c‖` (the float sums and the rescaling) and `2⁻²¹(‖x‖² + ‖c‖²)`. Rows and codes whose largest
 ///   magnitude is not 0 or within [10⁻¹⁵, 10¹⁵] are not scaled.
+/// - **7-bit rows** (AVX2): the same with `sₓ = max|xᵢ| / 63` (`x̂ᵢ ∈ [−63, 63]`, offset by 64 to the unsigned
+///   operand): VPMADDUBSW's 16-bit pair sums stay ≤ 2 · 127 · 127 < 2¹⁵, so it never saturates and the integer
+///   sums are exact as VPDPBUSD's; the bound above holds with this scale, about 1.5 times as wide.
 /// - **BF16**: rounding a factor moves it by at most 2⁻⁸ of itself, so the products differ by ≤ (2⁻⁷ + 2⁻¹⁶)·S and
 ///   `|s̃ − s| ≤ (2⁻⁶ + 2⁻¹³)‖x‖‖c‖` plus the roundings and the denormals the BF16 unit flushes
 ///   (≤ 2⁻¹²¹(1 + ‖x‖ + ‖c‖)); the kernel uses `(2⁻⁶ + 2⁻¹²)‖x‖‖c‖ + 2⁻²¹(‖x‖² + ‖c‖²) + 2⁻¹¹⁰(1 + ‖x‖ + ‖c‖)`.
 /// A cosine score `−x·c` has the same bounds without the squared norms.
 ///
-/// The automatic search screens with 8-bit quads, with BF16 pairs when the codes rule the 8-bit scales out, and
+/// The automatic search screens with 8-bit quads (7-bit rows on AVX2), with BF16 pairs when the codes rule the
+/// 8-bit scales out (level 3), and
 /// hands the plain kernel any row a screen cannot serve: a non-finite or out-of-range row, or more than
 /// ``capacity`` codes within the bound (data far from the origin relative to its spread).
 extension NearestCodeKernel {
-    /// The low-precision format of a screen.
-    enum ScreenFormat: Sendable {
-        case bf16, int8
-        var code: Int32 { self == .int8 ? Int32(VQ_SCREEN_I8) : Int32(VQ_SCREEN_BF16) }
+    /// The low-precision format of a screen: BF16 pairs, 8-bit quads (VPDPBUSD), or 7-bit query rows against 8-bit
+    /// codes (VPMADDUBSW + VPMADDWD, the AVX2 form: 7 bits keep its 16-bit pair sums from saturating).
+    enum ScreenFormat: Sendable, CaseIterable {
+        case bf16, int8, int7
+        var code: Int32 {
+            switch self {
+            case .bf16: Int32(VQ_SCREEN_BF16)
+            case .int8: Int32(VQ_SCREEN_I8)
+            case .int7: Int32(VQ_SCREEN_I7)
+            }
+        }
+        /// The lowest kernel level whose instructions run the format natively (below it only the emulation runs).
+        var nativeLevel: Int { self == .int7 ? 1 : 3 }
     }
 
-    /// How the search is carried out; `.automatic` screens with 8-bit quads at level 3 when the search is large
-    /// enough to gain. `native: false` runs the portable emulation of a screen (tests).
+    /// How the search is carried out; `.automatic` screens when the search is large enough to gain — 8-bit quads
+    /// (then BF16 pairs) at level 3, 7-bit rows at levels 1 and 2. `native: false` runs the portable emulation of a
+    /// screen (tests).
     enum Screening: Sendable {
         case automatic, off
         case screen(ScreenFormat, native: Bool)
@@ -45,9 +61,10 @@ extension NearestCodeKernel {
     /// Candidate codes kept per row before it is handed to the plain search.
     static let capacity = 64
 
-    /// Whether `.automatic` screens a search of `k` codes of depth `d`.
-    static func screens(k: Int, d: Int) -> Bool {
-        GEMM.level >= 3 && k >= 64 && d >= 16 && d <= GEMM.kc
+    /// The formats `.automatic` tries, in order, for a search of `k` codes of depth `d` (none: the float search).
+    static func automaticFormats(k: Int, d: Int) -> [ScreenFormat] {
+        guard k >= 64 && d >= 16 && d <= GEMM.kc else { return [] }
+        return GEMM.level >= 3 ? [.int8, .bf16] : GEMM.level >= 1 ? [.int7] : []
     }
 
     /// The screened arg-min of `heads` searches at once — head `h`'s `n` rows at `x + h·n·d` against its `k` codes at

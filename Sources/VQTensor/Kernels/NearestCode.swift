@@ -111,9 +111,9 @@ enum NearestCodeKernel {
         let cosine: Int32 = metric == .dot ? 1 : 0
         let screens: [(format: ScreenFormat, native: Bool)]
         switch screening {
-        case .automatic: screens = Self.screens(k: k, d: d) ? [(.int8, true), (.bf16, true)] : []
+        case .automatic: screens = Self.automaticFormats(k: k, d: d).map { ($0, true) }
         case .off: screens = []
-        case .screen(let format, let native): screens = native && GEMM.level < 3 ? [] : [(format, native)]
+        case .screen(let format, let native): screens = native && GEMM.level < format.nativeLevel ? [] : [(format, native)]
         }
         var served: [Int]? = nil
         for screen in screens where served == nil && d <= GEMM.kc && GEMM.level >= 1 {

@@ -1,0 +1,44 @@
+/* What the screening kernels share (screen.c: formats, packing, the AVX-512 tiles, the portable emulation;
+   screen_avx2.c: the AVX2 tiles): the bound's constants, the term-plane accessors and the AVX2 entry points. */
+#ifndef VQ_SCREEN_IMPL_H
+#define VQ_SCREEN_IMPL_H
+#include <stdint.h>
+#include "vq_kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define VQ_X86 1
+#include <immintrin.h>
+#endif
+
+#define SCREEN_ALPHA (0x1p-6f + 0x1p-12f) /* × ‖x‖‖c‖: BF16 rounding of both factors, both sums' rounding */
+#define SCREEN_BETA 0x1p-21f              /* × (‖x‖² + ‖c‖²): rounding of the scores and of the bounds */
+#define SCREEN_TAU 0x1p-110f              /* × (1 + ‖x‖ + ‖c‖): denormals flushed by the BF16 unit */
+#define SCREEN_I8_FLOAT 0x1p-14f           /* × ‖x‖‖c‖ (8-bit): the float sums' and the rescaling's rounding */
+#define SCREEN_I8_HALF 1.0012f             /* 2 × (1 + 2⁻¹⁰) × 0.5001 / 2: half a quantisation step, with slack */
+#define SCREEN_I8_LOW 1e-15f               /* a row's or code's largest magnitude must be 0 or in [LOW, HIGH] */
+#define SCREEN_I8_HIGH 1e15f
+
+/* Integer levels and the unsigned offset of a format's packed query rows (the left operand of VPDPBUSD /
+   VPMADDUBSW): 8-bit rows ±127 offset by 128; 7-bit rows ±63 offset by 64, so that a VPMADDUBSW pair
+   (≤ 2 × 127 × 127 = 32,258) never saturates its 16-bit sum. Codes are ±127 in both. */
+#define SCREEN_ROW_LEVELS(format) ((format) == VQ_SCREEN_I7 ? 63 : 127)
+#define SCREEN_ROW_OFFSET(format) ((format) == VQ_SCREEN_I7 ? 64 : 128)
+
+#define ROW_TERM(k) (rt[(k) * rstride])
+#define CODE_TERM(k) (ct + (k) * cstride)
+
+#if VQ_X86
+/* The 12 × 32 tile of 7-bit rows × 8-bit codes on AVX2 (VPMADDUBSW, VPMADDWD: exact integer sums), with
+   vq_screen_tile's arguments and results. */
+void vq_screen_tile_i7_avx2(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
+                            int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
+                            float *lows, int64_t ldlow, float *minup, const int32_t *count);
+/* collect_scalar on AVX2 compares: the same list. */
+void vq_screen_collect_avx2(int64_t k, const float *lows, const float *minup, int32_t *count, int32_t *cand, int cap);
+/* The integer packing of `rows` rows (≤ 32, d ≤ 512) on AVX2: the same bytes, scales, L1 norms (lane-wise sums),
+   column sums and `ok` flags as the portable packing. */
+void vq_screen_i8_pack_avx2(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, int levels, int offset,
+                            uint32_t *dst, float *scale, float *l1, int32_t *colsum, int32_t *ok);
+#endif
+
+#endif
