@@ -28,6 +28,17 @@ int vq_cpu_level(void) {
     return level;
 }
 
+int vq_cpu_has_vnni(void) {
+#if VQ_X86 && (defined(__GNUC__) || defined(__clang__))
+    const int level = vq_cpu_level();
+    /* Level 3 has VNNI; a detected level 2 may (Cascade Lake, Ice Lake); a level lowered to 2 is plain AVX-512. */
+    return level == 3 || (level == 2 && detected_level() == 2 && __builtin_cpu_supports("avx512vnni")
+                          && __builtin_cpu_supports("avx512bw"));
+#else
+    return 0;
+#endif
+}
+
 int vq_gemm_mr(int level) { return level >= 2 ? 12 : (level == 1 ? 6 : VQ_PMR); }
 int vq_gemm_nr(int level) { return level >= 2 ? 32 : (level == 1 ? 16 : VQ_PNR); }
 

@@ -344,44 +344,60 @@ static void screen_tile_bf16(int64_t steps, const uint32_t *a, const uint32_t *b
                               lows + i * ldlow, minup + 16 * i);
 }
 
-/* The 12 × 32 tile with VPDPBUSD (four 8-bit products per lane and step, exact integer sums): four times the
-   products per instruction of the float tile. */
+/* The 12 × 32 integer tiles: `STEP(t, av, b)` adds one step's products of a broadcast row quad `av` with 16 code
+   quads `b` to the 32-bit sums `t` — VPDPBUSD (8-bit rows, VNNI: four times the products per instruction of the
+   float tile) or VPMADDUBSW + VPMADDWD (7-bit rows, AVX-512BW, the AVX2 form at twice its width) — both exact. */
+#define SCREEN_TILE_INT(STEP)                                                                                      \
+    __m512i t[12][2];                                                                                              \
+    for (int i = 0; i < 12; i++) t[i][0] = t[i][1] = _mm512_setzero_si512();                                       \
+    _Pragma("GCC unroll 4")                                                                                        \
+    for (int64_t k = 0; k < steps; k++) {                                                                          \
+        const __m512i b0 = _mm512_load_si512((const void *)(b + k * 32));                                         \
+        const __m512i b1 = _mm512_load_si512((const void *)(b + k * 32 + 16));                                    \
+        for (int i = 0; i < 12; i++) {                                                                             \
+            const __m512i av = _mm512_set1_epi32((int32_t)a[k * 12 + i]);                                          \
+            STEP(t[i][0], av, b0);                                                                                 \
+            STEP(t[i][1], av, b1);                                                                                 \
+        }                                                                                                          \
+    }                                                                                                              \
+    LANE_MASKS                                                                                                     \
+    const __m512 cs0 = _mm512_loadu_ps(CODE_TERM(5)), cs1 = _mm512_loadu_ps(CODE_TERM(5) + 16);                    \
+    const __m512 sc0 = _mm512_loadu_ps(CODE_TERM(1)), sc1 = _mm512_loadu_ps(CODE_TERM(1) + 16);                    \
+    /* A constant trip count, unrolled: the accumulators stay in registers (a loop to `rows` indexes them). */     \
+    _Pragma("GCC unroll 12")                                                                                       \
+    for (int i = 0; i < 12; i++) {                                                                                 \
+        if (i >= rows || count[i] < 0) continue;                                                                   \
+        const __m512 sx = _mm512_set1_ps(rt[i + rstride]);                                                         \
+        const __m512 d0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(t[i][0]), cs0), _mm512_mul_ps(sx, sc0));  \
+        const __m512 d1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(t[i][1]), cs1), _mm512_mul_ps(sx, sc1));  \
+        screen_row_avx512(VQ_SCREEN_I8, d0, d1, l0, l1, rt + i, rstride, ct, cstride, cosine, code_base,           \
+                          lows + i * ldlow, minup + 16 * i);                                                       \
+    }
+
+#define TILE_ARGS int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,        \
+    int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base, float *lows, int64_t ldlow,   \
+    float *minup, const int32_t *count
+
+#define STEP_VNNI(t, av, bq) ((t) = _mm512_dpbusd_epi32((t), (av), (bq)))
+#define STEP_BW(t, av, bq) ((t) = _mm512_add_epi32((t), _mm512_madd_epi16(_mm512_maddubs_epi16((av), (bq)), _mm512_set1_epi16(1))))
+
 __attribute__((target("avx512f,avx512vnni")))
-static void screen_tile_i8(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
-                           int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
-                           float *lows, int64_t ldlow, float *minup, const int32_t *count) {
-    __m512i t[12][2];
-    for (int i = 0; i < 12; i++) t[i][0] = t[i][1] = _mm512_setzero_si512();
-    #pragma GCC unroll 4
-    for (int64_t k = 0; k < steps; k++) {
-        const __m512i b0 = _mm512_load_si512((const void *)(b + k * 32));
-        const __m512i b1 = _mm512_load_si512((const void *)(b + k * 32 + 16));
-        for (int i = 0; i < 12; i++) {
-            const __m512i av = _mm512_set1_epi32((int32_t)a[k * 12 + i]);
-            t[i][0] = _mm512_dpbusd_epi32(t[i][0], av, b0);
-            t[i][1] = _mm512_dpbusd_epi32(t[i][1], av, b1);
-        }
-    }
-    LANE_MASKS
-    const __m512 cs0 = _mm512_loadu_ps(CODE_TERM(5)), cs1 = _mm512_loadu_ps(CODE_TERM(5) + 16);
-    const __m512 sc0 = _mm512_loadu_ps(CODE_TERM(1)), sc1 = _mm512_loadu_ps(CODE_TERM(1) + 16);
-    /* A constant trip count, unrolled: the accumulators stay in registers (a loop to `rows` indexes them). */
-    #pragma GCC unroll 12
-    for (int i = 0; i < 12; i++) {
-        if (i >= rows || count[i] < 0) continue;
-        const __m512 sx = _mm512_set1_ps(rt[i + rstride]);
-        const __m512 d0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(t[i][0]), cs0), _mm512_mul_ps(sx, sc0));
-        const __m512 d1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(t[i][1]), cs1), _mm512_mul_ps(sx, sc1));
-        screen_row_avx512(VQ_SCREEN_I8, d0, d1, l0, l1, rt + i, rstride, ct, cstride, cosine, code_base,
-                          lows + i * ldlow, minup + 16 * i);
-    }
-}
+static void screen_tile_i8(TILE_ARGS) { SCREEN_TILE_INT(STEP_VNNI) }
+
+__attribute__((target("avx512f,avx512bw")))
+static void screen_tile_i7_avx512(TILE_ARGS) { SCREEN_TILE_INT(STEP_BW) }
 #endif
 
 void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
                     const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                     float *lows, int64_t ldlow, float *minup, const int32_t *count) {
 #if VQ_X86
+    static int bw = -1;   /* the 512-bit form of the 7-bit tile: AVX-512 with byte/word instructions (level ≥ 2) */
+    if (bw < 0) bw = vq_cpu_level() >= 2 && __builtin_cpu_supports("avx512bw");
+    if (native && format == VQ_SCREEN_I7 && bw) {
+        screen_tile_i7_avx512(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
+        return;
+    }
     if (native && format == VQ_SCREEN_I7) {
         vq_screen_tile_i7_avx2(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
@@ -462,7 +478,7 @@ void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64
     for (int i = 0; i < rows; i++) {
         if (count[i] < 0) continue;
 #if VQ_X86
-        if (native && level >= 3) {
+        if (native && level >= 2) {
             collect_avx512(k, lows + i * ldlow, minup + 16 * i, count + i, cand + (int64_t)i * cap, cap);
             continue;
         }
@@ -473,128 +489,5 @@ void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64
 #endif
         (void)native;
         collect_scalar(k, lows + i * ldlow, minup + 16 * i, count + i, cand + (int64_t)i * cap, cap);
-    }
-}
-
-/* Dot products of m (row, code) pairs as the float tile forms them: each one fused multiply-add chain over the
-   depth from 0. Portable: eight chains interleaved, one element of each per step. */
-static void pair_dots_scalar(int64_t d, int64_t m, const float *x, const float *codes, const int32_t *pair_row,
-                             const int32_t *pair_code, float *dots) {
-    for (int64_t q0 = 0; q0 < m; q0 += 8) {
-        const int w = m - q0 < 8 ? (int)(m - q0) : 8;
-        const float *xr[8], *cr[8];
-        float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int q = 0; q < 8; q++) {
-            const int64_t e = q0 + (q < w ? q : 0);
-            xr[q] = x + (int64_t)pair_row[e] * d;
-            cr[q] = codes + (int64_t)pair_code[e] * d;
-        }
-        for (int64_t p = 0; p < d; p++)
-            for (int q = 0; q < 8; q++) t[q] = __builtin_fmaf(xr[q][p], cr[q][p], t[q]);
-        for (int q = 0; q < w; q++) dots[q0 + q] = t[q];
-    }
-}
-
-#if VQ_X86
-/* Eight rows of eight floats to eight columns: r[j] lane q = input row q's element j. */
-__attribute__((target("avx2"), always_inline))
-static inline void transpose8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
-/* The same chains, sixteen pairs at a time (two vectors of eight): blocks of eight depth steps are loaded as rows
-   and transposed so that one vector FMA advances eight chains by one step (a gather per element before). */
-__attribute__((target("avx2,fma")))
-static void pair_dots_avx2(int64_t d, int64_t m, const float *x, const float *codes, const int32_t *pair_row,
-                           const int32_t *pair_code, float *dots) {
-    for (int64_t q0 = 0; q0 < m; q0 += 16) {
-        const int w = m - q0 < 16 ? (int)(m - q0) : 16;
-        const float *xr[16], *cr[16];
-        for (int q = 0; q < 16; q++) {
-            const int64_t e = q0 + (q < w ? q : 0);
-            xr[q] = x + (int64_t)pair_row[e] * d;
-            cr[q] = codes + (int64_t)pair_code[e] * d;
-        }
-        __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
-        int64_t p = 0;
-        for (; p + 8 <= d; p += 8) {
-            __m256 a0[8], b0[8], a1[8], b1[8];
-            for (int q = 0; q < 8; q++) {
-                a0[q] = _mm256_loadu_ps(xr[q] + p); b0[q] = _mm256_loadu_ps(cr[q] + p);
-                a1[q] = _mm256_loadu_ps(xr[q + 8] + p); b1[q] = _mm256_loadu_ps(cr[q + 8] + p);
-            }
-            transpose8(a0); transpose8(b0); transpose8(a1); transpose8(b1);
-            for (int j = 0; j < 8; j++) {
-                t0 = _mm256_fmadd_ps(a0[j], b0[j], t0);
-                t1 = _mm256_fmadd_ps(a1[j], b1[j], t1);
-            }
-        }
-        float t[16];
-        _mm256_storeu_ps(t, t0);
-        _mm256_storeu_ps(t + 8, t1);
-        for (; p < d; p++)
-            for (int q = 0; q < 16; q++) t[q] = __builtin_fmaf(xr[q][p], cr[q][p], t[q]);
-        for (int q = 0; q < w; q++) dots[q0 + q] = t[q];
-    }
-}
-#endif
-
-/* The exact float scores of the listed codes of `rows` rows (row i at x + i·d, its list at cand + i·cap, count[i]
-   entries, −1 = left to the plain search), as gemm_argmin_avx512 / vq_gemm_ukr + argmin form them at levels ≥ 1:
-   each dot product one fused multiply-add chain over the depth (d ≤ the GEMM's depth block). Each row then takes
-   its scores in list order (code order) with strict improvement. */
-void vq_prefetch_l2(const void *p, int64_t bytes) {
-#if VQ_X86
-    const char *c = (const char *)p;
-    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T1);
-#else
-    (void)p; (void)bytes;
-#endif
-}
-
-void vq_screen_prefetch_candidates(const float *codes, int64_t d, int rows, const int32_t *count, const int32_t *cand, int cap) {
-    for (int i = 0; i < rows; i++)
-        for (int32_t t = 0; t < count[i]; t++) vq_prefetch_l2(codes + (int64_t)cand[i * cap + t] * d, d * 4);
-}
-
-void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
-                      int cosine, const int32_t *count, const int32_t *cand, int cap, float *best, int64_t *best_index,
-                      int32_t *pair_row, int32_t *pair_code, float *pair_score) {
-    int64_t m = 0;
-    for (int64_t i = 0; i < rows; i++)
-        for (int32_t t = 0; t < count[i]; t++) { pair_row[m] = (int32_t)i; pair_code[m] = cand[i * cap + t]; m++; }
-#if VQ_X86
-    static int level = -1;
-    if (level < 0) level = vq_cpu_level();
-    if (level >= 1) pair_dots_avx2(d, m, x, codes, pair_row, pair_code, pair_score);
-    else pair_dots_scalar(d, m, x, codes, pair_row, pair_code, pair_score);
-#else
-    pair_dots_scalar(d, m, x, codes, pair_row, pair_code, pair_score);
-#endif
-    for (int64_t e = 0; e < m; e++) {
-        const float t = pair_score[e];
-        float sc;
-        if (cosine) {
-            sc = -t;
-        } else {
-            const float v = (xx[pair_row[e]] + cc[pair_code[e]]) + t * -2.0f;
-            sc = 1e-8f > v ? 1e-8f : v;
-        }
-        pair_score[e] = sc;
-    }
-    for (int64_t e = 0; e < m; e++) {
-        const int32_t i = pair_row[e];
-        if (pair_score[e] < best[i]) { best[i] = pair_score[e]; best_index[i] = pair_code[e]; }
     }
 }

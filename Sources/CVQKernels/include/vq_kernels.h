@@ -14,6 +14,9 @@ extern "C" {
 /// Instruction-set levels: 0 = portable C, 1 = AVX2 + FMA, 2 = AVX-512F, 3 = AVX-512F with BF16 and VNNI dot
 /// products (used only to screen nearest-code candidates; every other kernel treats 3 as 2).
 int vq_cpu_level(void);
+/// Whether the 8-bit dot-product instruction VPDPBUSD (AVX-512 VNNI) runs here: at level 3, and at a detected level 2
+/// whose CPU has it (not at a level lowered to 2, which stands for plain AVX-512).
+int vq_cpu_has_vnni(void);
 /* CPUs in this process's affinity mask (0 when unknown). */
 int vq_affinity_cpu_count(void);
 

@@ -6,9 +6,11 @@ public enum KernelLevel {
     /// 0 portable C, 1 AVX2 + FMA, 2 AVX-512, 3 AVX-512 with the BF16 nearest-code screen (VNNI, BF16).
     public static var current: Int { Int(GEMM.level) }
 
-    /// A readable name of ``current``, e.g. `"AVX-512 (level 2)"`.
+    /// A readable name of ``current``, e.g. `"AVX-512 (level 2)"`; a level-2 CPU with VNNI (which screens the
+    /// nearest-code search with 8-bit quads) is `"AVX-512 + VNNI (level 2)"`.
     public static var name: String {
         let names = ["portable C", "AVX2 + FMA", "AVX-512", "AVX-512 + BF16/VNNI"]
-        return "\(names[min(max(current, 0), names.count - 1)]) (level \(current))"
+        let vnni = current == 2 && GEMM.hasVNNI ? " + VNNI" : ""
+        return "\(names[min(max(current, 0), names.count - 1)])\(vnni) (level \(current))"
     }
 }

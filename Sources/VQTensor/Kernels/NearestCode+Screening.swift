@@ -46,13 +46,20 @@ extension NearestCodeKernel {
             case .int7: Int32(VQ_SCREEN_I7)
             }
         }
-        /// The lowest kernel level whose instructions run the format natively (below it only the emulation runs).
-        var nativeLevel: Int { self == .int7 ? 1 : 3 }
+        /// Whether this machine's instructions run the format (else only the emulation runs): BF16 at level 3, 8-bit
+        /// quads wherever VNNI is (level 3, some level-2 CPUs), 7-bit rows at levels ≥ 1.
+        var runsNatively: Bool {
+            switch self {
+            case .bf16: GEMM.level >= 3
+            case .int8: GEMM.hasVNNI
+            case .int7: GEMM.level >= 1
+            }
+        }
     }
 
     /// How the search is carried out; `.automatic` screens when the search is large enough to gain — 8-bit quads
-    /// (then BF16 pairs) at level 3, 7-bit rows at levels 1 and 2. `native: false` runs the portable emulation of a
-    /// screen (tests).
+    /// (then BF16 pairs) at level 3, 8-bit quads on a level-2 CPU with VNNI, else 7-bit rows at levels 1 and 2.
+    /// `native: false` runs the portable emulation of a screen (tests).
     enum Screening: Sendable {
         case automatic, off
         case screen(ScreenFormat, native: Bool)
@@ -64,7 +71,7 @@ extension NearestCodeKernel {
     /// The formats `.automatic` tries, in order, for a search of `k` codes of depth `d` (none: the float search).
     static func automaticFormats(k: Int, d: Int) -> [ScreenFormat] {
         guard k >= 64 && d >= 16 && d <= GEMM.kc else { return [] }
-        return GEMM.level >= 3 ? [.int8, .bf16] : GEMM.level >= 1 ? [.int7] : []
+        return GEMM.level >= 3 ? [.int8, .bf16] : GEMM.hasVNNI ? [.int8] : GEMM.level >= 1 ? [.int7] : []
     }
 
     /// The screened arg-min of `heads` searches at once — head `h`'s `n` rows at `x + h·n·d` against its `k` codes at

@@ -113,7 +113,7 @@ enum NearestCodeKernel {
         switch screening {
         case .automatic: screens = Self.automaticFormats(k: k, d: d).map { ($0, true) }
         case .off: screens = []
-        case .screen(let format, let native): screens = native && GEMM.level < format.nativeLevel ? [] : [(format, native)]
+        case .screen(let format, let native): screens = native && !format.runsNatively ? [] : [(format, native)]
         }
         var served: [Int]? = nil
         for screen in screens where served == nil && d <= GEMM.kc && GEMM.level >= 1 {
