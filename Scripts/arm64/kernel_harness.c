@@ -31,6 +31,10 @@ static int failures = 0;
 static void check(int ok, const char *what) {
     if (!ok) { printf("FAIL %s\n", what); failures++; }
 }
+/* For screen_check.c. */
+float *harness_random_floats(int64_t n) { return random_floats(n); }
+void harness_check(int ok, const char *what) { check(ok, what); }
+void screen_checks(void);
 
 int main(void) {
     int level = vq_cpu_level();
@@ -96,6 +100,21 @@ int main(void) {
             check(memcmp(fbest, tbest, sizeof(float) * (size_t)mr) == 0 && memcmp(fidx, tidx, 8 * (size_t)mr) == 0,
                   "vq_gemm_argmin against vq_gemm_ukr + vq_argmin_update");
         }
+        /* The screen's exact rescoring (every code listed) against the tile + arg-min: the same bits — the screened
+           search returns the plain search's at every level. */
+        for (int i = 0; i < mr; i++) { fbest[i] = tbest[i] = i == 2 ? -INFINITY : INFINITY; fidx[i] = tidx[i] = 7; }
+        vq_gemm_ukr(level, kc, fa, fb, c, nr, 0);
+        vq_argmin_update(c, nr, rows_used, cols, fx, fc, cosine, 64, tbest, tidx);
+        float *xr = malloc(sizeof(float) * (size_t)(mr * kc)), *cr = calloc((size_t)((64 + nr) * kc), sizeof(float));
+        float *cc64 = calloc((size_t)(64 + nr), sizeof(float));
+        int32_t count[32], cand[32 * 32], pairs[2 * 32 * 32]; float ps[32 * 32];
+        for (int i = 0; i < mr; i++) for (int64_t p = 0; p < kc; p++) xr[i * kc + p] = fa[p * mr + i];
+        for (int j = 0; j < nr; j++) { for (int64_t p = 0; p < kc; p++) cr[(64 + j) * kc + p] = fb[p * nr + j]; cc64[64 + j] = fc[j]; }
+        for (int i = 0; i < rows_used; i++) { count[i] = cols; for (int j = 0; j < cols; j++) cand[i * 32 + j] = 64 + j; }
+        vq_screen_finish(kc, rows_used, xr, fx, cr, cc64, cosine, count, cand, 32, fbest, fidx, pairs, pairs + 32 * 32, ps);
+        check(memcmp(fbest, tbest, sizeof(float) * (size_t)mr) == 0 && memcmp(fidx, tidx, 8 * (size_t)mr) == 0,
+              "vq_screen_finish against vq_gemm_ukr + vq_argmin_update");
+        free(xr); free(cr); free(cc64);
         free(fa); free(fb); free(fx); free(fc);
     }
 
@@ -165,6 +184,7 @@ int main(void) {
         printf("tiny_depth_rows %016llx\n", (unsigned long long)hash_bytes(ct, (size_t)(rows * 37 * 4)));
         free(bcols); free(cs); free(b4); free(start); free(ct);
     }
+    screen_checks();
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

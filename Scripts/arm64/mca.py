@@ -39,16 +39,21 @@ def assembly(source, target):
     return out.splitlines()
 
 
-def inner_loops(lines, function, aarch64):
-    """Every innermost loop of `function` (assembly for AArch64 or x86-64): from a header label to the branch back."""
+def inner_loops(lines, function, aarch64, nested=False):
+    """Every innermost loop of `function` (assembly for AArch64 or x86-64): from a header label to the branch back.
+    `nested`: also loops whose header mark sits under "Parent Loop" notes (loops inside loops; the screens' tiles)."""
     start = next((i for i, l in enumerate(lines) if l.startswith(function + ":")), None)
     if start is None:
         return []
     end = next((i for i in range(start, len(lines)) if ".cfi_endproc" in lines[i]), len(lines))
     loops = []
     for i in range(start, end):
-        m = re.match(r"^(\.LBB\w+):.*Inner Loop Header: Depth=(\d+)", lines[i])
+        m = re.match(r"^(\.LBB\w+):", lines[i])
         if not m:
+            continue
+        # The header mark is on the label's line or on the comment lines under it (below "Parent Loop" notes).
+        notes = [lines[i]] + ([l for l in lines[i + 1:i + 4] if l.strip().startswith(("#", "//"))] if nested else [])
+        if not any("Inner Loop Header" in l for l in notes):
             continue
         label, body = m.group(1), []
         for j in range(i + 1, end):
@@ -144,6 +149,43 @@ def others():
                 print(f"| {what} | {label} | {cycles:.2f} | {per / cycles:.2f} | {rate} |")
 
 
+def products(body):
+    """8-bit products per iteration of a screening loop (SDOT, VPMADDUBSW, VPDPBUSD)."""
+    total = 0
+    for ins in body:
+        op = ins.split()[0]
+        width = 64 if "zmm" in ins else 32 if "ymm" in ins else 16
+        if op == "sdot":
+            total += 16 if ".4s" in ins else 8
+        elif op in ("vpmaddubsw", "vpdpbusd"):
+            total += width
+    return total
+
+
+# The nearest-code screens' tiles: (source, function, label, triple, target, cores). Their rate in products per cycle
+# sits beside the float tile's (FMA lanes per cycle) of the same core: the screen's gain before its bookkeeping.
+SCREENS = [("screen_neon.c", "vq_screen_tile_i7_neon", "7-bit rows, SDOT (4 × 16)", "aarch64", "--target=aarch64-linux-gnu", ARM),
+           ("screen_avx2.c", "vq_screen_tile_i7_avx2", "7-bit rows, AVX2 VPMADDUBSW (2 × 32)", "x86_64", "--target=x86_64-linux-gnu", X86),
+           ("screen.c", "screen_tile_i7_avx512", "7-bit rows, AVX-512BW VPMADDUBSW (12 × 32)", "x86_64", "--target=x86_64-linux-gnu", X86),
+           ("screen.c", "screen_tile_i8", "8-bit rows, VNNI VPDPBUSD (12 × 32)", "x86_64", "--target=x86_64-linux-gnu", X86)]
+
+
+def screens():
+    print()
+    print("| screen tile | core | 8-bit products / iteration | cycles / iteration (mca) | products / cycle |")
+    print("|---|---|---|---|---|")
+    for source, fn, what, triple, target, cores in SCREENS:
+        loops = inner_loops(assembly(source, [target]), fn, triple == "aarch64", nested=True)
+        for label, cpu, ghz in cores:
+            if not loops:
+                print(f"| {what} | {label} | loop not found | | |")
+                continue
+            body = max(loops, key=lambda b: (products(b), len(b)))
+            cycles = mca(body, triple, cpu)[1]
+            print(f"| {what} | {label} | {products(body)} | {cycles:.2f} | {products(body) / cycles:.1f} |")
+
+
 if __name__ == "__main__":
     main()
     others()
+    screens()

@@ -354,6 +354,7 @@ static void screen_tile_bf16(int64_t steps, const uint32_t *a, const uint32_t *b
     for (int64_t k = 0; k < steps; k++) {                                                                          \
         const __m512i b0 = _mm512_load_si512((const void *)(b + k * 32));                                         \
         const __m512i b1 = _mm512_load_si512((const void *)(b + k * 32 + 16));                                    \
+        _Pragma("GCC unroll 12") /* all 24 sums in registers (not unrolled, they live in memory) */              \
         for (int i = 0; i < 12; i++) {                                                                             \
             const __m512i av = _mm512_set1_epi32((int32_t)a[k * 12 + i]);                                          \
             STEP(t[i][0], av, b0);                                                                                 \
@@ -410,10 +411,31 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
         screen_tile_bf16(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
     }
+#elif defined(__aarch64__)
+    if (native && format == VQ_SCREEN_I7 && vq_screen_native(VQ_SCREEN_I7)) {
+        vq_screen_tile_i7_neon(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
+        return;
+    }
 #endif
     (void)native;
     screen_tile_emulated(format, steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup,
                          count);
+}
+
+int vq_screen_native(int format) {
+    static int known[3] = {-1, -1, -1};
+    if (format < 0 || format > 2) return 0;
+    if (known[format] < 0) {
+#if VQ_X86
+        known[format] = format == VQ_SCREEN_I7 ? vq_cpu_level() >= 1
+                      : format == VQ_SCREEN_I8 ? vq_cpu_has_vnni() : vq_cpu_level() >= 3;
+#elif defined(__aarch64__)
+        known[format] = format == VQ_SCREEN_I7 && vq_screen_has_dotprod();
+#else
+        known[format] = 0;
+#endif
+    }
+    return known[format];
 }
 
 /* A row's least upper bound (the minimum of its 16 lane-wise minima) and, in code order, every code whose lower

@@ -1,9 +1,17 @@
 /* The screen's last step: the exact float scores of the codes a screen listed, with the float tiles' own arithmetic
    (one fused multiply-add chain per dot product), so the screened search returns the plain search's bits. */
 #include "screen_impl.h"
+#include "vq_simd.h"
 
-/* Dot products of m (row, code) pairs as the float tile forms them: each one fused multiply-add chain over the
-   depth from 0. Portable: eight chains interleaved, one element of each per step. */
+/* Dot products of m (row, code) pairs as the float tile forms them: each one multiply-add chain over the depth
+   from 0. Portable: eight chains interleaved, one element of each per step, with the portable tile's multiply-add
+   (ukr_generic's `t + a·b`): fused where the target has the instruction (AArch64, which contracts it to FMLA),
+   a product and a sum at baseline x86-64 (SSE2) — so the level-0 screen returns the level-0 search's bits. */
+#if VQ_NATIVE_FMA
+#define MADD(t, x, c) __builtin_fmaf((x), (c), (t))
+#else
+#define MADD(t, x, c) ((t) + (x) * (c))
+#endif
 static void pair_dots_scalar(int64_t d, int64_t m, const float *x, const float *codes, const int32_t *pair_row,
                              const int32_t *pair_code, float *dots) {
     for (int64_t q0 = 0; q0 < m; q0 += 8) {
@@ -16,7 +24,7 @@ static void pair_dots_scalar(int64_t d, int64_t m, const float *x, const float *
             cr[q] = codes + (int64_t)pair_code[e] * d;
         }
         for (int64_t p = 0; p < d; p++)
-            for (int q = 0; q < 8; q++) t[q] = __builtin_fmaf(xr[q][p], cr[q][p], t[q]);
+            for (int q = 0; q < 8; q++) t[q] = MADD(t[q], xr[q][p], cr[q][p]);
         for (int q = 0; q < w; q++) dots[q0 + q] = t[q];
     }
 }

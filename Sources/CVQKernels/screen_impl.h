@@ -41,4 +41,13 @@ void vq_screen_i8_pack_avx2(const float *x, int64_t ld, int64_t rows, int64_t d,
                             uint32_t *dst, float *scale, float *l1, int32_t *colsum, int32_t *ok);
 #endif
 
+#if defined(__aarch64__)
+/* The 7-bit tile with SDOT (the dot-product extension), with vq_screen_tile's arguments and results. */
+void vq_screen_tile_i7_neon(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
+                            int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
+                            float *lows, int64_t ldlow, float *minup, const int32_t *count);
+/* Whether this AArch64 CPU has the dot-product extension. */
+int vq_screen_has_dotprod(void);
+#endif
+
 #endif

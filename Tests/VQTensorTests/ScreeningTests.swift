@@ -42,7 +42,7 @@ struct ScreeningTests {
     }
 
     @Test("random data: same indices and score bits as the float search, partial tiles and odd depths included",
-          .enabled(if: GEMM.level >= 1), arguments: [(1, 64, 16), (13, 65, 17), (100, 300, 64), (257, 1024, 32), (40, 97, 255), (30, 64, 256), (3000, 1024, 16)])
+          arguments: [(1, 64, 16), (13, 65, 17), (100, 300, 64), (257, 1024, 32), (40, 97, 255), (30, 64, 256), (3000, 1024, 16)])
     func randomData(shape: (Int, Int, Int)) {
         let (n, k, d) = shape
         let x = TestSupport.random([n, d], seed: 31), c = TestSupport.random([k, d], seed: 32)
@@ -58,8 +58,7 @@ struct ScreeningTests {
         }
     }
 
-    @Test("several heads screened in one pass: each head's indices as its own float search; rows left over and codes that rule the screen out handled per head",
-          .enabled(if: GEMM.level >= 1))
+    @Test("several heads screened in one pass: each head's indices as its own float search; rows left over and codes that rule the screen out handled per head")
     func heads() {
         let (h, n, k, d) = (3, 500, 256, 32)
         var xs = TestSupport.random([h, n, d], seed: 60).scalars
@@ -98,8 +97,7 @@ struct ScreeningTests {
         }
     }
 
-    @Test("near-ties and exact ties: codes 1e-6 apart, duplicated codes, integer data",
-          .enabled(if: GEMM.level >= 1))
+    @Test("near-ties and exact ties: codes 1e-6 apart, duplicated codes, integer data")
     func ties() {
         var rng = SeededGenerator(seed: 33)
         let d = 48, base = TestSupport.random([16, d], seed: 34)
@@ -141,7 +139,7 @@ struct ScreeningTests {
     /// (distance² 4) is scored ≈ 1,900 too near. The nearest survives only if the bound covers errors this close
     /// to its worst case (a bound at a fifth of its size fails here; the 7-bit rows' bound, half as wide again on the
     /// row side where errors do not separate near codes, fails at an eighth).
-    @Test("coherent rounding errors: the true nearest survives the 8-bit and 7-bit screens", .enabled(if: GEMM.level >= 1))
+    @Test("coherent rounding errors: the true nearest survives the 8-bit and 7-bit screens")
     func coherentRounding() {
         var rng = SeededGenerator(seed: 51)
         let d = 16, n = 50
@@ -156,8 +154,7 @@ struct ScreeningTests {
         #expect(x.nearestCodes(c, metric: .euclidean, screening: .off).indices.scalars == Array(0..<n))
     }
 
-    @Test("data far from the origin overflows the candidate lists and falls back, with the same results",
-          .enabled(if: GEMM.level >= 1))
+    @Test("data far from the origin overflows the candidate lists and falls back, with the same results")
     func farFromOrigin() {
         let d = 32
         let x = TestSupport.random([60, d], seed: 35, std: 0.01) + 100
@@ -169,7 +166,7 @@ struct ScreeningTests {
         }
     }
 
-    @Test("huge, non-finite and denormal values: same results as the float search", .enabled(if: GEMM.level >= 1))
+    @Test("huge, non-finite and denormal values: same results as the float search")
     func extremes() {
         let d = 24
         var xs = TestSupport.random([40, d], seed: 37).scalars
@@ -213,7 +210,7 @@ struct ScreeningTests {
         Self.expectSame(x, Tensor(big, shape: [80, d]), "huge code")
     }
 
-    @Test("the screened search is bit-identical on 1 and 2 threads", .enabled(if: GEMM.level >= 1))
+    @Test("the screened search is bit-identical on 1 and 2 threads")
     func threads() {
         let x = TestSupport.random([700, 64], seed: 39), c = TestSupport.random([300, 64], seed: 40)
         for mode in Self.modes {

@@ -106,6 +106,11 @@ int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a
 #define VQ_SCREEN_I8 1
 #define VQ_SCREEN_I7 2
 
+/// Whether this machine runs a format's tile natively (else only its portable emulation): 7-bit rows at x86 levels
+/// ≥ 1 (AVX2, AVX-512BW) and on AArch64 with the dot-product extension (SDOT); 8-bit quads with AVX-512 VNNI; BF16
+/// pairs at level 3.
+int vq_screen_native(int format);
+
 /// Depth steps of a packed row (pairs or quads) and the number of per-row and per-code term planes.
 int64_t vq_screen_steps(int format, int64_t d);
 int vq_screen_row_planes(int format);
@@ -123,7 +128,7 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
 /// 64-byte aligned), their scores and error bounds, without branches: row i's lower bounds are stored at
 /// `lows[i·ldlow + code_base + j]` and its upper bounds folded into its 16 lane-wise minima `minup[16·i …]`.
 /// Rows with `count` −1 are skipped. `rt`/`ct` are the rows' and codes' term planes. `native` runs the
-/// instructions (BF16 and 8-bit: level 3; 7-bit: level ≥ 1), else a portable emulation.
+/// instructions where `vq_screen_native(format)`, else a portable emulation.
 void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
                     const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                     float *lows, int64_t ldlow, float *minup, const int32_t *count);

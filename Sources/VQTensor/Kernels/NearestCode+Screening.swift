@@ -47,14 +47,8 @@ extension NearestCodeKernel {
             }
         }
         /// Whether this machine's instructions run the format (else only the emulation runs): BF16 at level 3, 8-bit
-        /// quads wherever VNNI is (level 3, some level-2 CPUs), 7-bit rows at levels ≥ 1.
-        var runsNatively: Bool {
-            switch self {
-            case .bf16: GEMM.level >= 3
-            case .int8: GEMM.hasVNNI
-            case .int7: GEMM.level >= 1
-            }
-        }
+        /// quads wherever VNNI is (level 3, some level-2 CPUs), 7-bit rows at x86 levels ≥ 1 and on AArch64 with SDOT.
+        var runsNatively: Bool { vq_screen_native(code) != 0 }
     }
 
     /// How the search is carried out; `.automatic` screens when the search is large enough to gain — 8-bit quads
@@ -71,7 +65,7 @@ extension NearestCodeKernel {
     /// The formats `.automatic` tries, in order, for a search of `k` codes of depth `d` (none: the float search).
     static func automaticFormats(k: Int, d: Int) -> [ScreenFormat] {
         guard k >= 64 && d >= 16 && d <= GEMM.kc else { return [] }
-        return GEMM.level >= 3 ? [.int8, .bf16] : GEMM.hasVNNI ? [.int8] : GEMM.level >= 1 ? [.int7] : []
+        return GEMM.level >= 3 ? [.int8, .bf16] : GEMM.hasVNNI ? [.int8] : ScreenFormat.int7.runsNatively ? [.int7] : []
     }
 
     /// The screened arg-min of `heads` searches at once — head `h`'s `n` rows at `x + h·n·d` against its `k` codes at

@@ -116,7 +116,7 @@ enum NearestCodeKernel {
         case .screen(let format, let native): screens = native && !format.runsNatively ? [] : [(format, native)]
         }
         var served: [Int]? = nil
-        for screen in screens where served == nil && d <= GEMM.kc && GEMM.level >= 1 {
+        for screen in screens where served == nil && d <= GEMM.kc {
             served = screenedArgmin(x: x, n: n, codes: codes, k: k, d: d, heads: heads, cosine: cosine, format: screen.format,
                                     native: screen.native, best: ob, index: oi, squaredErrors: squaredErrors)
         }
