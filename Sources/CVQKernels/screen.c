@@ -66,17 +66,19 @@ static void vq_bf16_pack(int native, const float *x, int64_t ld, int64_t rows, i
     }
 }
 
-int64_t vq_screen_steps(int format, int64_t d) { return format == VQ_SCREEN_BF16 ? (d + 1) / 2 : (d + 3) / 4; }
+int64_t vq_screen_steps(int format, int64_t d) { return SCREEN_PAIRS(format) ? (d + 1) / 2 : (d + 3) / 4; }
 int vq_screen_row_planes(int format) { return format == VQ_SCREEN_BF16 ? 3 : 6; }
 int vq_screen_code_planes(int format) { return format == VQ_SCREEN_BF16 ? 3 : 6; }
 
 /* Integer quads: `dst[q·width + i]` holds row i's elements 4q … 4q + 3 scaled by `levels` / max|x| and rounded
    (in ±levels), as unsigned bytes offset by `offset` (the left operand of VPDPBUSD / VPMADDUBSW) or, with
-   `offset` 0, as signed bytes; 0 past `d`. */
+   `offset` 0, as signed bytes; 0 past `d`. With `pairs`, words of two signed 16-bit values (elements 2q, 2q + 1). */
 static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, int levels, int offset,
-                    uint32_t *dst, float *scale, float *l1, int32_t *colsum, int32_t *ok) {
+                    int pairs, uint32_t *dst, float *scale, float *l1, int32_t *colsum, int32_t *ok) {
     const float fl = (float)levels;
-    const int64_t quads = (d + 3) / 4;
+    const int per = pairs ? 2 : 4, bits = pairs ? 16 : 8;
+    const uint32_t lane = pairs ? 0xffffu : 0xffu;
+    const int64_t quads = (d + per - 1) / per;
     for (int64_t i = 0; i < rows; i++) {
         const float *xi = x + i * ld;
         float m = 0, a1 = 0;
@@ -92,14 +94,14 @@ static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t
         int32_t cs = 0;
         for (int64_t q = 0; q < quads; q++) {
             uint32_t word = 0;
-            for (int b = 0; b < 4; b++) {
+            for (int b = 0; b < per; b++) {
                 int32_t v = 0;
-                if (4 * q + b < d) {
-                    const float r = rintf(xi[4 * q + b] * inv);
+                if (per * q + b < d) {
+                    const float r = rintf(xi[per * q + b] * inv);
                     v = r > fl ? levels : (r < -fl ? -levels : (int32_t)r);
                 }
                 cs += v;
-                word |= (uint32_t)((v + offset) & 0xff) << (8 * b);
+                word |= ((uint32_t)(v + offset) & lane) << (bits * b);
             }
             dst[q * width + i] = word;
         }
@@ -169,11 +171,12 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
 #if VQ_X86
             if (native && d <= 512 && format == VQ_SCREEN_I8)
                 i8_pack_avx512(x + i0 * ld, ld, n, d, width, side == 0, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
-            else if (native && d <= 512)
+            else if (native && d <= 512 && format == VQ_SCREEN_I7)
                 vq_screen_i8_pack_avx2(x + i0 * ld, ld, n, d, width, levels, offset, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
             else
 #endif
-                i8_pack(x + i0 * ld, ld, n, d, width, levels, offset, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
+                i8_pack(x + i0 * ld, ld, n, d, width, levels, offset, SCREEN_PAIRS(format), dst + i0, p1 + i0, p2 + i0, cs,
+                        ok + i0);
             for (int64_t i = i0; i < i0 + n; i++) {
                 const float r = sqrtf(sq[i]);
                 ok[i] = ok[i] && sq[i] <= huge;
@@ -244,7 +247,19 @@ static void screen_tile_emulated(int format, int64_t steps, const uint32_t *a, c
     float t[12][32];
     memset(t, 0, sizeof t);
     for (int i = 0; i < rows; i++) {
-        if (format != VQ_SCREEN_BF16) {
+        if (format == VQ_SCREEN_I16) {
+            int32_t acc[32] = {0};
+            for (int64_t k = 0; k < steps; k++) {
+                const uint32_t aw = a[k * 12 + i];
+                for (int j = 0; j < cols; j++) {
+                    const uint32_t bw = b[k * 32 + j];
+                    acc[j] += (int32_t)(int16_t)(aw & 0xffff) * (int32_t)(int16_t)(bw & 0xffff)
+                            + (int32_t)(int16_t)(aw >> 16) * (int32_t)(int16_t)(bw >> 16);
+                }
+            }
+            const float sx = rt[i + rstride];
+            for (int j = 0; j < cols; j++) t[i][j] = ((float)acc[j] - CODE_TERM(5)[j]) * (sx * CODE_TERM(1)[j]);
+        } else if (format != VQ_SCREEN_BF16) {
             int32_t acc[32] = {0};
             for (int64_t k = 0; k < steps; k++) {
                 const uint32_t aw = a[k * 12 + i];
@@ -399,6 +414,10 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
         screen_tile_i7_avx512(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
     }
+    if (native && format == VQ_SCREEN_I16) {
+        vq_screen_tile_i16_sse2(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
+        return;
+    }
     if (native && format == VQ_SCREEN_I7) {
         vq_screen_tile_i7_avx2(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
@@ -423,11 +442,11 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
 }
 
 int vq_screen_native(int format) {
-    static int known[3] = {-1, -1, -1};
-    if (format < 0 || format > 2) return 0;
+    static int known[4] = {-1, -1, -1, -1};
+    if (format < 0 || format > 3) return 0;
     if (known[format] < 0) {
 #if VQ_X86
-        known[format] = format == VQ_SCREEN_I7 ? vq_cpu_level() >= 1
+        known[format] = format == VQ_SCREEN_I16 ? 1 : format == VQ_SCREEN_I7 ? vq_cpu_level() >= 1
                       : format == VQ_SCREEN_I8 ? vq_cpu_has_vnni() : vq_cpu_level() >= 3;
 #elif defined(__aarch64__)
         known[format] = format == VQ_SCREEN_I7 && vq_screen_has_dotprod();

@@ -22,12 +22,19 @@
    VPMADDUBSW): 8-bit rows ±127 offset by 128; 7-bit rows ±63 offset by 64, so that a VPMADDUBSW pair
    (≤ 2 × 127 × 127 = 32,258) never saturates its 16-bit sum. Codes are ±127 in both. */
 #define SCREEN_ROW_LEVELS(format) ((format) == VQ_SCREEN_I7 ? 63 : 127)
-#define SCREEN_ROW_OFFSET(format) ((format) == VQ_SCREEN_I7 ? 64 : 128)
+#define SCREEN_ROW_OFFSET(format) ((format) == VQ_SCREEN_I7 ? 64 : (format) == VQ_SCREEN_I16 ? 0 : 128)
+/* Values per packed word: two (BF16 pairs, 16-bit pairs) or four (byte quads). */
+#define SCREEN_PAIRS(format) ((format) == VQ_SCREEN_BF16 || (format) == VQ_SCREEN_I16)
 
 #define ROW_TERM(k) (rt[(k) * rstride])
 #define CODE_TERM(k) (ct + (k) * cstride)
 
 #if VQ_X86
+/* The 12 × 32 tile of 16-bit pairs on SSE2 (PMADDWD: baseline x86-64, kernel level 0), with vq_screen_tile's
+   arguments and results. */
+void vq_screen_tile_i16_sse2(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
+                             int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
+                             float *lows, int64_t ldlow, float *minup, const int32_t *count);
 /* The 12 × 32 tile of 7-bit rows × 8-bit codes on AVX2 (VPMADDUBSW, VPMADDWD: exact integer sums), with
    vq_screen_tile's arguments and results. */
 void vq_screen_tile_i7_avx2(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,

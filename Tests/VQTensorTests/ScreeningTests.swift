@@ -5,8 +5,8 @@ import VQTestSupport
 /// The screened nearest-code search (BF16 pairs or 8-bit quads) must return exactly what the float search
 /// returns: the same index and the same score bits, for every row — near-ties, exact ties, data far from the
 /// origin, denormals, huge and non-finite rows included. Each case runs the portable emulation of every screening
-/// tile (any machine with FMA), the AVX2 7-bit tile on levels ≥ 1 and, on level-3 machines, the VDPBF16PS and
-/// VPDPBUSD tiles.
+/// tile and every tile this machine runs natively (x86-64: the SSE2 16-bit pairs everywhere, the 7-bit tile at levels
+/// ≥ 1, VDPBF16PS and VPDPBUSD at level 3), at whatever kernel level the tests run — level 0 included.
 @Suite("Kernels: screened nearest-code search")
 struct ScreeningTests {
     static let modes: [NearestCodeKernel.Screening] =
@@ -137,9 +137,10 @@ struct ScreeningTests {
     /// Coherent rounding: every component of a row sits just below a half step of the 8-bit grid (rounded down),
     /// and its own copy is a code (distance 0) that the 8-bit screen scores ≈ 3,800 too far, while an integer code
     /// (distance² 4) is scored ≈ 1,900 too near. The nearest survives only if the bound covers errors this close
-    /// to its worst case (a bound at a fifth of its size fails here; the 7-bit rows' bound, half as wide again on the
-    /// row side where errors do not separate near codes, fails at an eighth).
-    @Test("coherent rounding errors: the true nearest survives the 8-bit and 7-bit screens")
+    /// to its worst case (a bound at a fifth of its size fails here, for the 8-bit quads and the 16-bit pairs of 8-bit
+    /// values alike; the 7-bit rows' bound, half as wide again on the row side where errors do not separate near
+    /// codes, fails at an eighth).
+    @Test("coherent rounding errors: the true nearest survives every integer screen")
     func coherentRounding() {
         var rng = SeededGenerator(seed: 51)
         let d = 16, n = 50
@@ -189,7 +190,7 @@ struct ScreeningTests {
         // one; without that code, the tiny rows are.
         var cz = cs
         for p in 0..<d { cz[5 * d + p] = 0 }
-        for format in [NearestCodeKernel.ScreenFormat.int8, .int7] {
+        for format in [NearestCodeKernel.ScreenFormat.int8, .int7, .int16] {
             #expect(Self.leftOver(x, c, format: format) == nil)
             #expect(Self.leftOver(x, Tensor(cz, shape: [80, d]), format: format) == [0, 1, 2, 3, 4])
             if format.runsNatively {
@@ -207,6 +208,7 @@ struct ScreeningTests {
         #expect(Self.leftOver(x, Tensor(big, shape: [80, d])) == nil)
         #expect(Self.leftOver(x, Tensor(big, shape: [80, d]), format: .int8) == nil)
         #expect(Self.leftOver(x, Tensor(big, shape: [80, d]), format: .int7) == nil)
+        #expect(Self.leftOver(x, Tensor(big, shape: [80, d]), format: .int16) == nil)
         Self.expectSame(x, Tensor(big, shape: [80, d]), "huge code")
     }
 

@@ -100,15 +100,17 @@ int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float 
 int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                    float *c, int64_t crs, int64_t ccs, int accumulate);
 
-/// Low-precision formats of the nearest-code screen: BF16 pairs (VDPBF16PS), 8-bit integer quads (VPDPBUSD), or
-/// 7-bit query rows against 8-bit codes (VPMADDUBSW + VPMADDWD on AVX2, whose 16-bit pair sums 7 bits keep exact).
+/// Low-precision formats of the nearest-code screen: BF16 pairs (VDPBF16PS), 8-bit integer quads (VPDPBUSD),
+/// 7-bit query rows against 8-bit codes (VPMADDUBSW + VPMADDWD on AVX2, whose 16-bit pair sums 7 bits keep exact;
+/// SDOT on AArch64), or 8-bit values in 16-bit pairs (PMADDWD: SSE2, baseline x86-64).
 #define VQ_SCREEN_BF16 0
 #define VQ_SCREEN_I8 1
 #define VQ_SCREEN_I7 2
+#define VQ_SCREEN_I16 3
 
 /// Whether this machine runs a format's tile natively (else only its portable emulation): 7-bit rows at x86 levels
 /// ≥ 1 (AVX2, AVX-512BW) and on AArch64 with the dot-product extension (SDOT); 8-bit quads with AVX-512 VNNI; BF16
-/// pairs at level 3.
+/// pairs at level 3; 16-bit pairs on every x86-64 (SSE2).
 int vq_screen_native(int format);
 
 /// Depth steps of a packed row (pairs or quads) and the number of per-row and per-code term planes.

@@ -35,19 +35,22 @@ import CVQKernels
 /// hands the plain kernel any row a screen cannot serve: a non-finite or out-of-range row, or more than
 /// ``capacity`` codes within the bound (data far from the origin relative to its spread).
 extension NearestCodeKernel {
-    /// The low-precision format of a screen: BF16 pairs, 8-bit quads (VPDPBUSD), or 7-bit query rows against 8-bit
-    /// codes (VPMADDUBSW + VPMADDWD, the AVX2 form: 7 bits keep its 16-bit pair sums from saturating).
+    /// The low-precision format of a screen: BF16 pairs, 8-bit quads (VPDPBUSD), 7-bit query rows against 8-bit
+    /// codes (VPMADDUBSW + VPMADDWD, the AVX2 form: 7 bits keep its 16-bit pair sums from saturating; SDOT on
+    /// AArch64), or 8-bit values in 16-bit pairs (PMADDWD, baseline x86-64).
     enum ScreenFormat: Sendable, CaseIterable {
-        case bf16, int8, int7
+        case bf16, int8, int7, int16
         var code: Int32 {
             switch self {
             case .bf16: Int32(VQ_SCREEN_BF16)
             case .int8: Int32(VQ_SCREEN_I8)
             case .int7: Int32(VQ_SCREEN_I7)
+            case .int16: Int32(VQ_SCREEN_I16)
             }
         }
         /// Whether this machine's instructions run the format (else only the emulation runs): BF16 at level 3, 8-bit
-        /// quads wherever VNNI is (level 3, some level-2 CPUs), 7-bit rows at x86 levels ≥ 1 and on AArch64 with SDOT.
+        /// quads wherever VNNI is (level 3, some level-2 CPUs), 7-bit rows at x86 levels ≥ 1 and on AArch64 with SDOT,
+        /// 16-bit pairs on every x86-64 (SSE2).
         var runsNatively: Bool { vq_screen_native(code) != 0 }
     }
 
@@ -65,7 +68,8 @@ extension NearestCodeKernel {
     /// The formats `.automatic` tries, in order, for a search of `k` codes of depth `d` (none: the float search).
     static func automaticFormats(k: Int, d: Int) -> [ScreenFormat] {
         guard k >= 64 && d >= 16 && d <= GEMM.kc else { return [] }
-        return GEMM.level >= 3 ? [.int8, .bf16] : GEMM.hasVNNI ? [.int8] : ScreenFormat.int7.runsNatively ? [.int7] : []
+        if GEMM.level >= 3 { return [.int8, .bf16] }
+        return [ScreenFormat.int8, .int7, .int16].first { $0.runsNatively }.map { [$0] } ?? []
     }
 
     /// The screened arg-min of `heads` searches at once — head `h`'s `n` rows at `x + h·n·d` against its `k` codes at
