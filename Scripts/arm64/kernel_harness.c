@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "vq_kernels.h"
-#include "vq_simd.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static float uniform(void) {          /* xorshift64*, in [-1, 1) */
@@ -186,33 +185,6 @@ int main(void) {
         free(bcols); free(cs); free(b4); free(start); free(ct);
     }
     screen_checks();
-    {   /* vq_f4_fma against fmaf: random triples, and near-cancellations c ≈ −a·b (where a double rounding, unchecked,
-           differs from fmaf's one: the emulation at baseline x86-64 must catch every such lane). */
-        int same = 1;
-        for (int t = 0; t < 400000 && same; t++) {
-            float av[4], bv[4], cv[4];
-            for (int q = 0; q < 4; q++) {
-                av[q] = uniform() * 8; bv[q] = uniform() * 8;
-                cv[q] = t % 2 ? uniform() : -(av[q] * bv[q]) * (1 + uniform() * 0x1p-20f);
-                if (t % 7 == 0) cv[q] = 1.0f, av[q] = 0x1p-12f * (1 + (float)(t % 4096) * 0x1p-23f), bv[q] = 0x1p-12f;
-            }
-            const vq_f4 r = vq_f4_fma(vq_f4_load(av), vq_f4_load(bv), vq_f4_load(cv));
-            float rv[4];
-            vq_f4_store(rv, r);
-            for (int q = 0; q < 4; q++) { const float e = fmaf(av[q], bv[q], cv[q]); same &= memcmp(&e, rv + q, 4) == 0; }
-        }
-        /* Double rounding by construction: (1 + 2⁻¹²)(1 − 4095·2⁻²⁴) = 1 + 2⁻³⁶, and 2²⁴ + 1 + 2⁻³⁶ rounds to the
-           midpoint 2²⁴ + 1 in double, then to 2²⁴ (ties to even) — fmaf gives 2²⁴ + 2. Scaled and signed variants. */
-        for (int e = -20; e <= 20 && same; e += 5) {
-            const float sc = ldexpf(1.0f, e), av[4] = {(1 + 0x1p-12f) * sc, -(1 + 0x1p-12f) * sc, (1 + 0x1p-12f), 2.0f};
-            const float bv[4] = {1 - 4095 * 0x1p-24f, 1 - 4095 * 0x1p-24f, -(1 - 4095 * 0x1p-24f) * sc, 3.0f};
-            const float cv[4] = {0x1p24f * sc, -0x1p24f * sc, -0x1p24f * sc, 1.0f};
-            float rv[4];
-            vq_f4_store(rv, vq_f4_fma(vq_f4_load(av), vq_f4_load(bv), vq_f4_load(cv)));
-            for (int q = 0; q < 4; q++) { const float x = fmaf(av[q], bv[q], cv[q]); same &= memcmp(&x, rv + q, 4) == 0; }
-        }
-        check(same, "vq_f4_fma against fmaf");
-    }
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

@@ -110,10 +110,9 @@ static void tanh_avx2(const float *in, float *out, int64_t n) {
 }
 #endif
 
-#if VQ_NATIVE_FMA || VQ_EMULATED_FMA
-/* exp_scalar and tanh_scalar four lanes at a time with the portable vectors (fma an instruction on AArch64, exact in
-   double at baseline x86-64): the same operations (vq_f4_fma is correctly rounded, as fmaf), so the values equal
-   the scalar and AVX2 versions'. */
+#if VQ_NATIVE_FMA
+/* exp_scalar and tanh_scalar four lanes at a time with the portable vectors where fma is an instruction (AArch64):
+   the same operations (vq_f4_fma is correctly rounded, as fmaf), so the values equal the scalar and AVX2 versions'. */
 static inline vq_f4 exp_vec(vq_f4 x) {
     x = vq_f4_select(x > vq_f4_splat(VQ_EXP_HI), vq_f4_splat(VQ_EXP_HI), x);
     x = vq_f4_select(x < vq_f4_splat(VQ_EXP_LO), vq_f4_splat(VQ_EXP_LO), x);
@@ -165,7 +164,7 @@ void vq_tanh(const float *in, float *out, int64_t n) {
     if (level < 0) level = vq_cpu_level();
     if (level >= 1) { tanh_avx2(in, out, n); return; }
 #endif
-#if VQ_NATIVE_FMA || VQ_EMULATED_FMA
+#if VQ_NATIVE_FMA
     tanh_vec(in, out, n);
 #else
     for (int64_t i = 0; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);

@@ -31,39 +31,12 @@ static inline vq_f4 vq_f4_rint(vq_f4 x) {
     return vq_f4_select(a < big, r, x);
 }
 
-/* fmaf lane-wise, correctly rounded as fmaf: the instruction where the target has it (AArch64; x86-64 built for
-   FMA), else (VQ_EMULATED_FMA: baseline x86-64, SSE2) in double. The product of two floats is exact in double
-   (48 significant bits), so a·b + c rounds once to double and once more to float; the two roundings differ from
-   fmaf's one only when the double lands exactly halfway between two floats (its low 29 significand bits
-   1000…0), or in the float subnormal range where that grid is coarser — such lanes (about one in 2²⁹) take
-   fmaf itself. Faster than a libm call per operation, and the same bits. */
+/* fmaf lane-wise where the target has the instruction (AArch64; x86-64 built for FMA): correctly rounded, as fmaf.
+   Elsewhere the kernels that need it stay scalar with fmaf (an emulation in double, round-to-odd, measured slower
+   than glibc's fmaf on baseline x86-64). */
 #if defined(__aarch64__) || defined(__FMA__)
 #define VQ_NATIVE_FMA 1
 static inline vq_f4 vq_f4_fma(vq_f4 a, vq_f4 b, vq_f4 c) { return __builtin_elementwise_fma(a, b, c); }
-#elif defined(__x86_64__) && !defined(__FP_FAST_FMAF)
-#include <math.h>
-#define VQ_EMULATED_FMA 1
-typedef double vq_d2 __attribute__((vector_size(16)));
-typedef int64_t vq_l2 __attribute__((vector_size(16)));
-/* Lanes whose double rounding may differ from one rounding to float (see above). */
-static inline vq_l2 vq_d2_risky(vq_d2 s) {
-    const vq_l2 bits = (vq_l2)s;
-    const vq_d2 a = (vq_d2)(bits & (vq_l2){INT64_MAX, INT64_MAX});
-    return ((bits & 0x1FFFFFFF) == 0x10000000) | ((a < 0x1p-126) & (a > 0));
-}
-static inline vq_f4 vq_f4_fma(vq_f4 a, vq_f4 b, vq_f4 c) {
-    const vq_d2 lo = __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1), vq_d2)
-                         * __builtin_convertvector(__builtin_shufflevector(b, b, 0, 1), vq_d2)
-                     + __builtin_convertvector(__builtin_shufflevector(c, c, 0, 1), vq_d2);
-    const vq_d2 hi = __builtin_convertvector(__builtin_shufflevector(a, a, 2, 3), vq_d2)
-                         * __builtin_convertvector(__builtin_shufflevector(b, b, 2, 3), vq_d2)
-                     + __builtin_convertvector(__builtin_shufflevector(c, c, 2, 3), vq_d2);
-    vq_f4 r = __builtin_convertvector(__builtin_shufflevector(lo, hi, 0, 1, 2, 3), vq_f4);
-    const vq_l2 risky = vq_d2_risky(lo) | vq_d2_risky(hi);
-    if (__builtin_expect((risky[0] | risky[1]) != 0, 0))
-        for (int i = 0; i < 4; i++) r[i] = fmaf(a[i], b[i], c[i]);
-    return r;
-}
 #endif
 
 /* The portable GEMM micro-tile: VQ_PMR rows × VQ_PNV vectors (VQ_PNR floats). AArch64 has 32 vector registers. */
