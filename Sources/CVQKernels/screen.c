@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 #include "screen_impl.h"
+#include "vq_simd.h"
 
 #if VQ_X86
 static inline __mmask16 tail16(int64_t r) { return r >= 16 ? (__mmask16)0xFFFF : (r <= 0 ? 0 : (__mmask16)((1u << r) - 1)); }
@@ -78,25 +79,59 @@ static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t
     const float fl = (float)levels;
     const int per = pairs ? 2 : 4, bits = pairs ? 16 : 8;
     const uint32_t lane = pairs ? 0xffffu : 0xffu;
-    const int64_t quads = (d + per - 1) / per;
+    const int64_t quads = (d + per - 1) / per, padded = (d + 3) / 4 * 4;
+    /* Up to 512 values a row goes through the portable vectors (SSE2 / NEON): the same values (x·levels/max|x|,
+       nearest-even, saturated) and scale; its L1 norm summed lane-wise (within the bound's slack, as the AVX ones). */
+    const int vec = d <= 512;
+    float buf[512 + 4];
+    int32_t qv[512 + 4];
     for (int64_t i = 0; i < rows; i++) {
         const float *xi = x + i * ld;
         float m = 0, a1 = 0;
-        for (int64_t p = 0; p < d; p++) {
-            const float v = fabsf(xi[p]);
-            m = v > m || v != v ? v : m;
-            a1 += v;
+        if (vec) {
+            memcpy(buf, xi, sizeof(float) * (size_t)d);
+            for (int64_t p = d; p < padded; p++) buf[p] = 0.0f;
+            vq_f4 mx = vq_f4_splat(0.0f), sm = vq_f4_splat(0.0f);
+            vq_i4 nan = {0, 0, 0, 0};
+            for (int64_t p = 0; p < padded; p += 4) {
+                const vq_f4 v = vq_f4_abs(vq_f4_load(buf + p));
+                nan |= v != v;
+                mx = vq_f4_select(v > mx, v, mx);
+                sm = sm + v;
+            }
+            m = mx[0] > mx[1] ? mx[0] : mx[1];
+            m = mx[2] > m ? mx[2] : m;
+            m = mx[3] > m ? mx[3] : m;
+            if (vq_i4_any(nan)) m = NAN;
+            a1 = (sm[0] + sm[1]) + (sm[2] + sm[3]);
+        } else {
+            for (int64_t p = 0; p < d; p++) {
+                const float v = fabsf(xi[p]);
+                m = v > m || v != v ? v : m;
+                a1 += v;
+            }
         }
         ok[i] = m == m && (m == 0 || (m >= SCREEN_I8_LOW && m <= SCREEN_I8_HIGH));
         const float inv = ok[i] && m > 0 ? fl / m : 0.0f;
         scale[i] = ok[i] ? m / fl : 0.0f;
         l1[i] = a1;
+        if (vec) {
+            const vq_f4 iv = vq_f4_splat(inv), hi = vq_f4_splat(fl), lo = vq_f4_splat(-fl);
+            for (int64_t p = 0; p < padded; p += 4) {
+                vq_f4 r = vq_f4_rint(vq_f4_load(buf + p) * iv);
+                r = vq_f4_select(r > hi, hi, vq_f4_select(r < lo, lo, r));
+                const vq_i4 qi = __builtin_convertvector(r, vq_i4);
+                memcpy(qv + p, &qi, sizeof qi);
+            }
+        }
         int32_t cs = 0;
         for (int64_t q = 0; q < quads; q++) {
             uint32_t word = 0;
             for (int b = 0; b < per; b++) {
                 int32_t v = 0;
-                if (per * q + b < d) {
+                if (per * q + b < d && vec) {
+                    v = qv[per * q + b];
+                } else if (per * q + b < d) {
                     const float r = rintf(xi[per * q + b] * inv);
                     v = r > fl ? levels : (r < -fl ? -levels : (int32_t)r);
                 }
@@ -463,7 +498,20 @@ static void collect_scalar(int64_t k, const float *lows, const float *minup, int
     float u = minup[0];
     for (int q = 1; q < 16; q++) u = minup[q] < u ? minup[q] : u;
     int32_t n = 0;
-    for (int64_t j = 0; j < k; j++) {
+    int64_t j0 = 0;
+    /* Lists are short: 16 codes compared on the portable vectors (SSE2 / NEON), scanned only when one is kept. */
+    const vq_f4 uv = vq_f4_splat(u);
+    for (; j0 + 16 <= k; j0 += 16) {
+        const vq_i4 hit = (vq_f4_load(lows + j0) <= uv) | (vq_f4_load(lows + j0 + 4) <= uv)
+                        | (vq_f4_load(lows + j0 + 8) <= uv) | (vq_f4_load(lows + j0 + 12) <= uv);
+        if (!vq_i4_any(hit)) continue;
+        for (int64_t j = j0; j < j0 + 16; j++) {
+            if (!(lows[j] <= u)) continue;
+            if (n == cap) { *count = -1; return; }
+            cand[n++] = (int32_t)j;
+        }
+    }
+    for (int64_t j = j0; j < k; j++) {
         if (!(lows[j] <= u)) continue;
         if (n == cap) { *count = -1; return; }
         cand[n++] = (int32_t)j;
