@@ -197,16 +197,17 @@ int64_t vq_screen_pack(int format, int native, int side, int cosine, const float
     int64_t bad = 0;
     if (format != VQ_SCREEN_BF16) {
         /* rows: sq, s_x, h_x, l1h_x, a2·‖x‖, rowterm; codes: sq, s_c, l1_c, ‖c‖, codeterm, offset·Σĉ */
-        const int levels = side == 0 ? SCREEN_ROW_LEVELS(format) : 127, offset = side == 0 ? SCREEN_ROW_OFFSET(format) : 0;
+        const int levels = side == 0 ? SCREEN_ROW_LEVELS(format) : SCREEN_CODE_LEVELS(format);
+        const int offset = side == 0 ? SCREEN_ROW_OFFSET(format) : 0;
         float *p0 = terms, *p1 = terms + tstride, *p2 = terms + 2 * tstride, *p3 = terms + 3 * tstride;
         float *p4 = terms + 4 * tstride, *p5 = terms + 5 * tstride;
         int32_t cs[32];
         for (int64_t i0 = 0; i0 < rows; i0 += 32) {
             const int64_t n = rows - i0 < 32 ? rows - i0 : 32;
 #if VQ_X86
-            if (native && d <= 512 && format == VQ_SCREEN_I8)
+            if (native && d <= 512 && format == VQ_SCREEN_I8)   /* 127 levels on both sides */
                 i8_pack_avx512(x + i0 * ld, ld, n, d, width, side == 0, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
-            else if (native && d <= 512 && format == VQ_SCREEN_I7)
+            else if (native && d <= 512 && (format == VQ_SCREEN_I7 || format == VQ_SCREEN_I7X7))
                 vq_screen_i8_pack_avx2(x + i0 * ld, ld, n, d, width, levels, offset, dst + i0, p1 + i0, p2 + i0, cs, ok + i0);
             else
 #endif
@@ -453,8 +454,12 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
         vq_screen_tile_i16_sse2(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
     }
+    if (native && format == VQ_SCREEN_I7X7) {
+        vq_screen_tile_i7_avx2(1, steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
+        return;
+    }
     if (native && format == VQ_SCREEN_I7) {
-        vq_screen_tile_i7_avx2(steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
+        vq_screen_tile_i7_avx2(0, steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
         return;
     }
     if (native && format == VQ_SCREEN_I8) {
@@ -477,11 +482,11 @@ void vq_screen_tile(int format, int native, int64_t steps, const uint32_t *a, co
 }
 
 int vq_screen_native(int format) {
-    static int known[4] = {-1, -1, -1, -1};
-    if (format < 0 || format > 3) return 0;
+    static int known[5] = {-1, -1, -1, -1, -1};
+    if (format < 0 || format > 4) return 0;
     if (known[format] < 0) {
 #if VQ_X86
-        known[format] = format == VQ_SCREEN_I16 ? 1 : format == VQ_SCREEN_I7 ? vq_cpu_level() >= 1
+        known[format] = format == VQ_SCREEN_I16 ? 1 : format == VQ_SCREEN_I7 || format == VQ_SCREEN_I7X7 ? vq_cpu_level() >= 1
                       : format == VQ_SCREEN_I8 ? vq_cpu_has_vnni() : vq_cpu_level() >= 3;
 #elif defined(__aarch64__)
         known[format] = format == VQ_SCREEN_I7 && vq_screen_has_dotprod();

@@ -1,9 +1,10 @@
 /* The nearest-code screen on AVX2 (kernel levels 1 and 2, which have no VNNI or BF16 unit): 7-bit query rows
    against 8-bit codes with VPMADDUBSW (unsigned × signed byte pairs summed to 16 bits) and VPMADDWD (16-bit pairs
-   summed to 32 bits). The rows' 7 bits keep every 16-bit pair sum ≤ 2 × 127 × 127 = 32,258, so VPMADDUBSW never
-   saturates and the integer sums are exact, as VPDPBUSD's: the bound of NearestCode+Screening.swift holds with the
-   rows' own scale (max|x| / 63). Twice the products per cycle of the float FMA tile, and the same scores and bounds
-   as the portable emulation of the format. */
+   summed to 32 bits). 7-bit rows (offset to 1 … 127) keep every 16-bit pair sum ≤ 2 × 127 × 127 = 32,258 against
+   8-bit codes, so nothing saturates and the integer sums are exact, as VPDPBUSD's: the bound of
+   NearestCode+Screening.swift holds with each side's own scale (max|x| / 63 for the rows). With 7-bit codes too
+   (VQ_SCREEN_I7X7: a wider bound, for depths ≤ 128) two steps add in 16 bits. Two to 2.7 times the products per
+   cycle of the float FMA tile, and the same scores and bounds as the portable emulation of the format. */
 #include "screen_impl.h"
 #include <math.h>
 
@@ -45,10 +46,12 @@ static inline void row_epilogue(const __m256i t[4], const __m256i live[4], const
     _mm256_storeu_ps(minup, _mm256_min_ps(_mm256_loadu_ps(minup), up));
 }
 
-/* Two rows × 32 codes per pass over the panel's steps: eight accumulators, the four code vectors of a step, two
-   broadcast row quads and the 16-bit ones fit the sixteen registers. */
+/* Two rows × 32 codes per pass over the panel's steps; with 7-bit codes (`paired`) two steps at a time: the two
+   VPMADDUBSW results of a row and code vector are added in 16 bits (≤ 2 × 16,002 < 2¹⁵) before one VPMADDWD —
+   three multiply-unit instructions for two steps instead of four. Eight accumulators, the broadcast row quads and
+   the 16-bit ones in registers; the codes read from the panel (L1). */
 __attribute__((target("avx2,fma")))
-void vq_screen_tile_i7_avx2(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
+void vq_screen_tile_i7_avx2(int paired, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
                             int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                             float *lows, int64_t ldlow, float *minup, const int32_t *count) {
     const __m256i ones = _mm256_set1_epi16(1);
@@ -58,8 +61,20 @@ void vq_screen_tile_i7_avx2(int64_t steps, const uint32_t *a, const uint32_t *b,
         if (count[i] < 0 && !second) continue;
         __m256i t0[4], t1[4];
         for (int q = 0; q < 4; q++) t0[q] = t1[q] = _mm256_setzero_si256();
-        #pragma GCC unroll 2
-        for (int64_t k = 0; k < steps; k++) {
+        int64_t k = 0;
+        for (; paired && k + 2 <= steps; k += 2) {
+            const __m256i a0 = _mm256_set1_epi32((int32_t)a[k * 12 + i]), a1 = _mm256_set1_epi32((int32_t)a[k * 12 + i + 1]);
+            const __m256i n0 = _mm256_set1_epi32((int32_t)a[k * 12 + 12 + i]), n1 = _mm256_set1_epi32((int32_t)a[k * 12 + 13 + i]);
+            for (int q = 0; q < 4; q++) {
+                const __m256i bq = _mm256_load_si256((const __m256i *)(b + k * 32 + 8 * q));
+                const __m256i bn = _mm256_load_si256((const __m256i *)(b + k * 32 + 32 + 8 * q));
+                t0[q] = _mm256_add_epi32(t0[q], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(a0, bq),
+                                                                                    _mm256_maddubs_epi16(n0, bn)), ones));
+                t1[q] = _mm256_add_epi32(t1[q], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(a1, bq),
+                                                                                    _mm256_maddubs_epi16(n1, bn)), ones));
+            }
+        }
+        for (; k < steps; k++) {   /* unpaired (8-bit codes), or an odd last step */
             const __m256i a0 = _mm256_set1_epi32((int32_t)a[k * 12 + i]), a1 = _mm256_set1_epi32((int32_t)a[k * 12 + i + 1]);
             for (int q = 0; q < 4; q++) {
                 const __m256i bq = _mm256_load_si256((const __m256i *)(b + k * 32 + 8 * q));

@@ -20,9 +20,12 @@
 
 /* Integer levels and the unsigned offset of a format's packed query rows (the left operand of VPDPBUSD /
    VPMADDUBSW): 8-bit rows ±127 offset by 128; 7-bit rows ±63 offset by 64, so that a VPMADDUBSW pair
-   (≤ 2 × 127 × 127 = 32,258) never saturates its 16-bit sum. Codes are ±127 in both. */
-#define SCREEN_ROW_LEVELS(format) ((format) == VQ_SCREEN_I7 ? 63 : 127)
-#define SCREEN_ROW_OFFSET(format) ((format) == VQ_SCREEN_I7 ? 64 : (format) == VQ_SCREEN_I16 ? 0 : 128)
+   (≤ 2 × 127 × 127 = 32,258) never saturates its 16-bit sum; with 7-bit codes too (±63, VQ_SCREEN_I7X7) a pair is
+   ≤ 16,002 and two depth steps add in 16 bits before one VPMADDWD. Codes are ±127 in the other formats. */
+#define SCREEN_ROW_LEVELS(format) ((format) == VQ_SCREEN_I7 || (format) == VQ_SCREEN_I7X7 ? 63 : 127)
+#define SCREEN_CODE_LEVELS(format) ((format) == VQ_SCREEN_I7X7 ? 63 : 127)
+#define SCREEN_ROW_OFFSET(format) \
+    ((format) == VQ_SCREEN_I7 || (format) == VQ_SCREEN_I7X7 ? 64 : (format) == VQ_SCREEN_I16 ? 0 : 128)
 /* Values per packed word: two (BF16 pairs, 16-bit pairs) or four (byte quads). */
 #define SCREEN_PAIRS(format) ((format) == VQ_SCREEN_BF16 || (format) == VQ_SCREEN_I16)
 
@@ -36,8 +39,8 @@ void vq_screen_tile_i16_sse2(int64_t steps, const uint32_t *a, const uint32_t *b
                              int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                              float *lows, int64_t ldlow, float *minup, const int32_t *count);
 /* The 12 × 32 tile of 7-bit rows × 8-bit codes on AVX2 (VPMADDUBSW, VPMADDWD: exact integer sums), with
-   vq_screen_tile's arguments and results. */
-void vq_screen_tile_i7_avx2(int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
+   vq_screen_tile's arguments and results; `paired` (7-bit codes) adds two steps in 16 bits. */
+void vq_screen_tile_i7_avx2(int paired, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
                             int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
                             float *lows, int64_t ldlow, float *minup, const int32_t *count);
 /* collect_scalar on AVX2 compares: the same list. */

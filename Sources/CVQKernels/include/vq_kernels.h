@@ -102,15 +102,17 @@ int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a
 
 /// Low-precision formats of the nearest-code screen: BF16 pairs (VDPBF16PS), 8-bit integer quads (VPDPBUSD),
 /// 7-bit query rows against 8-bit codes (VPMADDUBSW + VPMADDWD on AVX2, whose 16-bit pair sums 7 bits keep exact;
-/// SDOT on AArch64), or 8-bit values in 16-bit pairs (PMADDWD: SSE2, baseline x86-64).
+/// SDOT on AArch64), 8-bit values in 16-bit pairs (PMADDWD: SSE2, baseline x86-64), or 7-bit rows against 7-bit
+/// codes (AVX2: two depth steps of VPMADDUBSW summed in 16 bits before one VPMADDWD).
 #define VQ_SCREEN_BF16 0
 #define VQ_SCREEN_I8 1
 #define VQ_SCREEN_I7 2
 #define VQ_SCREEN_I16 3
+#define VQ_SCREEN_I7X7 4
 
 /// Whether this machine runs a format's tile natively (else only its portable emulation): 7-bit rows at x86 levels
 /// ≥ 1 (AVX2, AVX-512BW) and on AArch64 with the dot-product extension (SDOT); 8-bit quads with AVX-512 VNNI; BF16
-/// pairs at level 3; 16-bit pairs on every x86-64 (SSE2).
+/// pairs at level 3; 16-bit pairs on every x86-64 (SSE2); 7-bit rows and codes at x86 levels ≥ 1.
 int vq_screen_native(int format);
 
 /// Depth steps of a packed row (pairs or quads) and the number of per-row and per-code term planes.
