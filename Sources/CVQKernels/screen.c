@@ -71,6 +71,35 @@ int64_t vq_screen_steps(int format, int64_t d) { return SCREEN_PAIRS(format) ? (
 int vq_screen_row_planes(int format) { return format == VQ_SCREEN_BF16 ? 3 : 6; }
 int vq_screen_code_planes(int format) { return format == VQ_SCREEN_BF16 ? 3 : 6; }
 
+/* A row's largest magnitude (NaN if it has one) and L1 norm on the portable vectors (`padded`: a multiple of 4, zeros
+   past the row): the L1 norm summed lane-wise, within the bound's slack as the AVX packs'. */
+static void magnitudes_vec(const float *buf, int64_t padded, float *max, float *l1) {
+    vq_f4 mx = vq_f4_splat(0.0f), sm = vq_f4_splat(0.0f);
+    vq_i4 nan = {0, 0, 0, 0};
+    for (int64_t p = 0; p < padded; p += 4) {
+        const vq_f4 v = vq_f4_abs(vq_f4_load(buf + p));
+        nan |= v != v;
+        mx = vq_f4_select(v > mx, v, mx);
+        sm = sm + v;
+    }
+    float m = mx[0] > mx[1] ? mx[0] : mx[1];
+    m = mx[2] > m ? mx[2] : m;
+    m = mx[3] > m ? mx[3] : m;
+    *max = vq_i4_any(nan) ? NAN : m;
+    *l1 = (sm[0] + sm[1]) + (sm[2] + sm[3]);
+}
+
+/* x · inv rounded to nearest even and saturated to ±levels, four lanes at a time, as integers: rintf's values. */
+static void quantize_vec(const float *buf, int64_t padded, float inv, int levels, int32_t *q) {
+    const vq_f4 iv = vq_f4_splat(inv), hi = vq_f4_splat((float)levels), lo = vq_f4_splat(-(float)levels);
+    for (int64_t p = 0; p < padded; p += 4) {
+        vq_f4 r = vq_f4_rint(vq_f4_load(buf + p) * iv);
+        r = vq_f4_select(r > hi, hi, vq_f4_select(r < lo, lo, r));
+        const vq_i4 qi = __builtin_convertvector(r, vq_i4);
+        memcpy(q + p, &qi, sizeof qi);
+    }
+}
+
 /* Integer quads: `dst[q·width + i]` holds row i's elements 4q … 4q + 3 scaled by `levels` / max|x| and rounded
    (in ±levels), as unsigned bytes offset by `offset` (the left operand of VPDPBUSD / VPMADDUBSW) or, with
    `offset` 0, as signed bytes; 0 past `d`. With `pairs`, words of two signed 16-bit values (elements 2q, 2q + 1). */
@@ -80,8 +109,7 @@ static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t
     const int per = pairs ? 2 : 4, bits = pairs ? 16 : 8;
     const uint32_t lane = pairs ? 0xffffu : 0xffu;
     const int64_t quads = (d + per - 1) / per, padded = (d + 3) / 4 * 4;
-    /* Up to 512 values a row goes through the portable vectors (SSE2 / NEON): the same values (x·levels/max|x|,
-       nearest-even, saturated) and scale; its L1 norm summed lane-wise (within the bound's slack, as the AVX ones). */
+    /* Up to 512 values a row goes through the portable vectors (SSE2 / NEON): the same values and scale. */
     const int vec = d <= 512;
     float buf[512 + 4];
     int32_t qv[512 + 4];
@@ -91,19 +119,7 @@ static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t
         if (vec) {
             memcpy(buf, xi, sizeof(float) * (size_t)d);
             for (int64_t p = d; p < padded; p++) buf[p] = 0.0f;
-            vq_f4 mx = vq_f4_splat(0.0f), sm = vq_f4_splat(0.0f);
-            vq_i4 nan = {0, 0, 0, 0};
-            for (int64_t p = 0; p < padded; p += 4) {
-                const vq_f4 v = vq_f4_abs(vq_f4_load(buf + p));
-                nan |= v != v;
-                mx = vq_f4_select(v > mx, v, mx);
-                sm = sm + v;
-            }
-            m = mx[0] > mx[1] ? mx[0] : mx[1];
-            m = mx[2] > m ? mx[2] : m;
-            m = mx[3] > m ? mx[3] : m;
-            if (vq_i4_any(nan)) m = NAN;
-            a1 = (sm[0] + sm[1]) + (sm[2] + sm[3]);
+            magnitudes_vec(buf, padded, &m, &a1);
         } else {
             for (int64_t p = 0; p < d; p++) {
                 const float v = fabsf(xi[p]);
@@ -115,15 +131,7 @@ static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t
         const float inv = ok[i] && m > 0 ? fl / m : 0.0f;
         scale[i] = ok[i] ? m / fl : 0.0f;
         l1[i] = a1;
-        if (vec) {
-            const vq_f4 iv = vq_f4_splat(inv), hi = vq_f4_splat(fl), lo = vq_f4_splat(-fl);
-            for (int64_t p = 0; p < padded; p += 4) {
-                vq_f4 r = vq_f4_rint(vq_f4_load(buf + p) * iv);
-                r = vq_f4_select(r > hi, hi, vq_f4_select(r < lo, lo, r));
-                const vq_i4 qi = __builtin_convertvector(r, vq_i4);
-                memcpy(qv + p, &qi, sizeof qi);
-            }
-        }
+        if (vec) quantize_vec(buf, padded, inv, levels, qv);
         int32_t cs = 0;
         for (int64_t q = 0; q < quads; q++) {
             uint32_t word = 0;
@@ -147,8 +155,8 @@ static void i8_pack(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t
 }
 
 #if VQ_X86
-/* i8_pack (127 levels) on the vector units (d ≤ 512): the same bytes (nearest-even rounding of x · 127/max|x|, saturated to
-   ±127) and scale; the L1 norm summed lane-wise (its rounding is within the bound's slack). */
+/* i8_pack with 127 levels on the vector units (d ≤ 512): the same bytes (nearest-even rounding of x · 127/max|x|,
+   saturated to ±127) and scale; the L1 norm summed lane-wise (its rounding is within the bound's slack). */
 __attribute__((target("avx512f,avx512bw")))
 static void i8_pack_avx512(const float *x, int64_t ld, int64_t rows, int64_t d, int64_t width, int offset,
                            uint32_t *dst, float *scale, float *l1, int32_t *colsum, int32_t *ok) {
