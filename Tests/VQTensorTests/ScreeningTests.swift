@@ -214,6 +214,24 @@ struct ScreeningTests {
         Self.expectSame(x, Tensor(big, shape: [80, d]), "huge code")
     }
 
+    @Test("the automatic search screens with a format this machine runs natively, chosen by level and depth")
+    func automaticFormats() {
+        for d in [16, 64, 128, 129, 256] {
+            let formats = NearestCodeKernel.automaticFormats(k: 1024, d: d)
+            let native = formats.allSatisfy { $0.runsNatively }
+            #expect(native, "d \(d): \(formats)")
+            #if arch(x86_64)
+            #expect(!formats.isEmpty, "every x86-64 level has a native screen")
+            if GEMM.level == 0 { #expect(formats == [.int16]) }
+            if GEMM.level == 1 { #expect(formats == (d <= 128 ? [.int7x7] : [.int7])) }
+            if GEMM.level == 2 { #expect(formats == (GEMM.hasVNNI ? [.int8] : [.int7])) }
+            if GEMM.level == 3 { #expect(formats == [.int8, .bf16]) }
+            #endif
+        }
+        #expect(NearestCodeKernel.automaticFormats(k: 32, d: 64).isEmpty, "too few codes to gain")
+        #expect(NearestCodeKernel.automaticFormats(k: 1024, d: GEMM.kc + 1).isEmpty, "deeper than one depth block")
+    }
+
     @Test("the screened search is bit-identical on 1 and 2 threads")
     func threads() {
         let x = TestSupport.random([700, 64], seed: 39), c = TestSupport.random([300, 64], seed: 40)
