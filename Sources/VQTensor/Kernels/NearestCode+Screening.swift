@@ -1,7 +1,8 @@
 import CVQKernels
 
-/// Exact nearest-code search screened with low-precision dot products (kernel level 3: AVX-512 BF16 and VNNI;
-/// levels 1 and 2: AVX2 integer products).
+/// Exact nearest-code search screened with low-precision dot products, on every machine with an integer dot
+/// product: VNNI / BF16 at level 3, AVX2 (or AVX-512BW) byte products at levels 1–2, SSE2 16-bit pairs at level 0
+/// on x86-64, SDOT on arm64 with the dot-product extension.
 ///
 /// A screening pass computes every row's scores from cheap dot products — 8-bit integer quads (VPDPBUSD, four
 /// times the products per instruction of the float tile), BF16 pairs (VDPBF16PS, twice), or on AVX2 7-bit rows
@@ -24,14 +25,16 @@ import CVQKernels
 ///   magnitude is not 0 or within [10⁻¹⁵, 10¹⁵] are not scaled.
 /// - **7-bit rows** (AVX2): the same with `sₓ = max|xᵢ| / 63` (`x̂ᵢ ∈ [−63, 63]`, offset by 64 to the unsigned
 ///   operand): VPMADDUBSW's 16-bit pair sums stay ≤ 2 · 127 · 127 < 2¹⁵, so it never saturates and the integer
-///   sums are exact as VPDPBUSD's; the bound above holds with this scale, about 1.5 times as wide.
+///   sums are exact as VPDPBUSD's; the bound above holds with this scale, about 1.5 times as wide. With 7-bit codes
+///   too (`s_c = max|cᵢ| / 63`, the pairs ≤ 2 · 127 · 63, so two depth steps add in 16 bits) about twice as wide.
+/// - **16-bit pairs** (SSE2 PMADDWD): 8-bit values (±127, no offset) held in 16 bits — the 8-bit bound as it is.
 /// - **BF16**: rounding a factor moves it by at most 2⁻⁸ of itself, so the products differ by ≤ (2⁻⁷ + 2⁻¹⁶)·S and
 ///   `|s̃ − s| ≤ (2⁻⁶ + 2⁻¹³)‖x‖‖c‖` plus the roundings and the denormals the BF16 unit flushes
 ///   (≤ 2⁻¹²¹(1 + ‖x‖ + ‖c‖)); the kernel uses `(2⁻⁶ + 2⁻¹²)‖x‖‖c‖ + 2⁻²¹(‖x‖² + ‖c‖²) + 2⁻¹¹⁰(1 + ‖x‖ + ‖c‖)`.
 /// A cosine score `−x·c` has the same bounds without the squared norms.
 ///
-/// The automatic search screens with 8-bit quads (7-bit rows on AVX2), with BF16 pairs when the codes rule the
-/// 8-bit scales out (level 3), and
+/// The automatic search screens with the machine's integer format (``automaticFormats(k:d:)``), with BF16 pairs when
+/// the codes rule the integer scales out (level 3), and
 /// hands the plain kernel any row a screen cannot serve: a non-finite or out-of-range row, or more than
 /// ``capacity`` codes within the bound (data far from the origin relative to its spread).
 extension NearestCodeKernel {
@@ -58,7 +61,8 @@ extension NearestCodeKernel {
     }
 
     /// How the search is carried out; `.automatic` screens when the search is large enough to gain — 8-bit quads
-    /// (then BF16 pairs) at level 3, 8-bit quads on a level-2 CPU with VNNI, else 7-bit rows at levels 1 and 2.
+    /// (then BF16 pairs) at level 3, 8-bit quads on a level-2 CPU with VNNI, 7-bit rows and codes at level 1 up to
+    /// depth 128, 7-bit rows otherwise at levels 1–2 and on arm64 with SDOT, 16-bit pairs at level 0 on x86-64.
     /// `native: false` runs the portable emulation of a screen (tests).
     enum Screening: Sendable {
         case automatic, off
