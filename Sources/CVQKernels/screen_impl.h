@@ -2,8 +2,10 @@
    screen_avx2.c: the AVX2 tiles): the bound's constants, the term-plane accessors and the AVX2 entry points. */
 #ifndef VQ_SCREEN_IMPL_H
 #define VQ_SCREEN_IMPL_H
+#include <math.h>
 #include <stdint.h>
 #include "vq_kernels.h"
+#include "vq_simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define VQ_X86 1
@@ -31,6 +33,46 @@
 
 #define ROW_TERM(k) (rt[(k) * rstride])
 #define CODE_TERM(k) (ct + (k) * cstride)
+
+/* One row's epilogue for 16 codes on the portable four-lane vectors (the SSE2 and SDOT tiles): the exact integer sums
+   `t` to scores — the emulation's arithmetic — and bounds (fused multiply-adds where the target has them, else a
+   product and a sum: either rounding is within the bound's slack); the lower bounds stored (past `cols` inside the
+   row's panel, never read), the upper ones of the first `cols` codes folded into the row's first four minima. */
+static inline void screen_row_epilogue4(const vq_i4 t[4], int cols, const float *rt, int64_t rstride, const float *ct,
+                                        int64_t cstride, int cosine, int64_t code_base, float *lows, float *minup) {
+    const vq_f4 inf = vq_f4_splat(INFINITY), eps = vq_f4_splat(1e-8f), sx = vq_f4_splat(ROW_TERM(1));
+    const vq_f4 x2 = vq_f4_splat(ROW_TERM(0)), h = vq_f4_splat(ROW_TERM(2)), l = vq_f4_splat(ROW_TERM(3));
+    const vq_f4 a = vq_f4_splat(ROW_TERM(4)), r = vq_f4_splat(ROW_TERM(5));
+    vq_f4 up = inf;
+    for (int q = 0; q < 4; q++) {
+        const int o = 4 * q;
+        const vq_f4 dq = (__builtin_convertvector(t[q], vq_f4) - vq_f4_load(CODE_TERM(5) + o))
+                       * (sx * vq_f4_load(CODE_TERM(1) + o));
+        vq_f4 s;
+        if (cosine) {
+            s = -dq;
+        } else {
+            const vq_f4 twice = dq * vq_f4_splat(-2.0f);
+            const vq_f4 v = (x2 + vq_f4_load(CODE_TERM(0) + o)) + twice;
+            s = vq_f4_select((v > eps) | (v != v), v, eps);   /* clamp(min=1e-8), NaN stays NaN */
+        }
+        const vq_f4 base = r + vq_f4_load(CODE_TERM(4) + o);
+#if VQ_NATIVE_FMA
+        const vq_f4 b = vq_f4_fma(h, vq_f4_load(CODE_TERM(2) + o),
+                        vq_f4_fma(l, vq_f4_load(CODE_TERM(1) + o), vq_f4_fma(a, vq_f4_load(CODE_TERM(3) + o), base)));
+#else
+        const vq_f4 ha = h * vq_f4_load(CODE_TERM(2) + o), la = l * vq_f4_load(CODE_TERM(1) + o);
+        const vq_f4 aa = a * vq_f4_load(CODE_TERM(3) + o);
+        const vq_f4 b = ha + (la + (aa + base));
+#endif
+        const vq_i4 live = (vq_i4){o, o + 1, o + 2, o + 3} < (vq_i4){cols, cols, cols, cols};
+        const vq_f4 u = vq_f4_select(live, s + b, inf);
+        up = vq_f4_select(u < up, u, up);
+        vq_f4_store(lows + code_base + o, s - b);
+    }
+    const vq_f4 m = vq_f4_load(minup);
+    vq_f4_store(minup, vq_f4_select(up < m, up, m));
+}
 
 #if VQ_X86
 /* The 12 × 32 tile of 16-bit pairs on SSE2 (PMADDWD: baseline x86-64, kernel level 0), with vq_screen_tile's
