@@ -131,26 +131,29 @@ OTHER = [("fsq.c", "vq_fsq_grid", "FSQ's grid, 4 values", 4),
          ("rows.c", "sumsq_generic", "row sum of squares, 8 values", 8)]
 
 
+def best_loop(source, fn, triple, work, nested=False):
+    """The inner loop of `fn` with the most work (`work(body)`, then length): the main body, not a remainder."""
+    loops = inner_loops(assembly(source, [f"--target={triple}-linux-gnu"]), fn, triple == "aarch64", nested)
+    return max(loops, key=lambda b: (work(b), len(b))) if loops else None
+
+
 def others():
     print()
     print("| loop | core | cycles / iteration (mca) | values / cycle | values / ns at nominal clock |")
     print("|---|---|---|---|---|")
     for source, fn, what, per in OTHER:
-        for triple, target, cores in (("aarch64", "--target=aarch64-linux-gnu", ARM),):
-            loops = inner_loops(assembly(source, [target]), fn, triple == "aarch64")
-            for label, cpu, ghz in cores:
-                if not loops:
-                    print(f"| {what} | {label} | loop not found (inlined or scalar) | | |")
-                    continue
-                # The loop with the most vector work (the main body, not a remainder).
-                body = max(loops, key=lambda b: (flops(b), len(b)))
-                cycles = mca(body, triple, cpu)[1]
-                rate = f"{per / cycles * ghz:.1f}" if ghz and cycles else "—"
-                print(f"| {what} | {label} | {cycles:.2f} | {per / cycles:.2f} | {rate} |")
+        body = best_loop(source, fn, "aarch64", flops)
+        for label, cpu, ghz in ARM:
+            if body is None:
+                print(f"| {what} | {label} | loop not found (inlined or scalar) | | |")
+                continue
+            cycles = mca(body, "aarch64", cpu)[1]
+            rate = f"{per / cycles * ghz:.1f}" if ghz and cycles else "—"
+            print(f"| {what} | {label} | {cycles:.2f} | {per / cycles:.2f} | {rate} |")
 
 
 def products(body):
-    """8-bit products per iteration of a screening loop (SDOT, VPMADDUBSW, VPDPBUSD)."""
+    """8-bit products per iteration of a screening loop (SDOT, VPMADDUBSW, VPDPBUSD; SSE2's PMADDWD on 16-bit pairs)."""
     total = 0
     for ins in body:
         op = ins.split()[0]
@@ -159,28 +162,30 @@ def products(body):
             total += 16 if ".4s" in ins else 8
         elif op in ("vpmaddubsw", "vpdpbusd"):
             total += width
+        elif op == "pmaddwd":
+            total += 8
     return total
 
 
-# The nearest-code screens' tiles: (source, function, label, triple, target, cores). Their rate in products per cycle
-# sits beside the float tile's (FMA lanes per cycle) of the same core: the screen's gain before its bookkeeping.
-SCREENS = [("screen_neon.c", "vq_screen_tile_i7_neon", "7-bit rows, SDOT (4 × 16)", "aarch64", "--target=aarch64-linux-gnu", ARM),
-           ("screen_avx2.c", "vq_screen_tile_i7_avx2", "7-bit rows, AVX2 VPMADDUBSW (2 × 32)", "x86_64", "--target=x86_64-linux-gnu", X86),
-           ("screen.c", "screen_tile_i7_avx512", "7-bit rows, AVX-512BW VPMADDUBSW (12 × 32)", "x86_64", "--target=x86_64-linux-gnu", X86),
-           ("screen.c", "screen_tile_i8", "8-bit rows, VNNI VPDPBUSD (12 × 32)", "x86_64", "--target=x86_64-linux-gnu", X86)]
+# The nearest-code screens' tiles: (source, function, label, triple, cores). Their rate in products per cycle sits
+# beside the float tile's (FMA lanes per cycle) of the same core: the screen's gain before its bookkeeping.
+SCREENS = [("screen_neon.c", "vq_screen_tile_i7_neon", "7-bit rows, SDOT (4 × 16)", "aarch64", ARM),
+           ("screen_sse2.c", "vq_screen_tile_i16_sse2", "16-bit pairs, SSE2 PMADDWD (2 × 16)", "x86_64", X86),
+           ("screen_avx2.c", "vq_screen_tile_i7_avx2", "7-bit rows, AVX2 VPMADDUBSW (2 × 32)", "x86_64", X86),
+           ("screen.c", "screen_tile_i7_avx512", "7-bit rows, AVX-512BW VPMADDUBSW (12 × 32)", "x86_64", X86),
+           ("screen.c", "screen_tile_i8", "8-bit rows, VNNI VPDPBUSD (12 × 32)", "x86_64", X86)]
 
 
 def screens():
     print()
     print("| screen tile | core | 8-bit products / iteration | cycles / iteration (mca) | products / cycle |")
     print("|---|---|---|---|---|")
-    for source, fn, what, triple, target, cores in SCREENS:
-        loops = inner_loops(assembly(source, [target]), fn, triple == "aarch64", nested=True)
+    for source, fn, what, triple, cores in SCREENS:
+        body = best_loop(source, fn, triple, products, nested=True)
         for label, cpu, ghz in cores:
-            if not loops:
+            if body is None:
                 print(f"| {what} | {label} | loop not found | | |")
                 continue
-            body = max(loops, key=lambda b: (products(b), len(b)))
             cycles = mca(body, triple, cpu)[1]
             print(f"| {what} | {label} | {products(body)} | {cycles:.2f} | {products(body) / cycles:.1f} |")
 
