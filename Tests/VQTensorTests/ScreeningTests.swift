@@ -224,7 +224,7 @@ struct ScreeningTests {
             #expect(!formats.isEmpty, "every x86-64 level has a native screen")
             if GEMM.level == 0 { #expect(formats == [.int16]) }
             if GEMM.level == 1 { #expect(formats == (d <= 128 ? [.int7x7] : [.int7])) }
-            if GEMM.level == 2 { #expect(formats == (GEMM.hasVNNI ? [.int8] : [.int7])) }
+            if GEMM.level == 2 { #expect(formats == (NearestCodeKernel.ScreenFormat.int8.runsNatively ? [.int8] : [.int7])) }
             if GEMM.level == 3 { #expect(formats == [.int8, .bf16]) }
             #endif
         }

@@ -10,7 +10,7 @@ public enum KernelLevel {
     /// nearest-code search with 8-bit quads) is `"AVX-512 + VNNI (level 2)"`.
     public static var name: String {
         let names = ["portable C", "AVX2 + FMA", "AVX-512", "AVX-512 + BF16/VNNI"]
-        let vnni = current == 2 && GEMM.hasVNNI ? " + VNNI" : ""
+        let vnni = current == 2 && NearestCodeKernel.ScreenFormat.int8.runsNatively ? " + VNNI" : ""
         return "\(names[min(max(current, 0), names.count - 1)])\(vnni) (level \(current))"
     }
 }

@@ -8,8 +8,6 @@ import CVQKernels
 /// one task with the same depth order, so results are bit-identical for any thread count.
 enum GEMM {
     static let level: Int32 = vq_cpu_level()
-    /// Whether VPDPBUSD (AVX-512 VNNI) runs here: level 3, or a level-2 CPU that has it.
-    static let hasVNNI = vq_cpu_has_vnni() != 0
     static let mr = Int(vq_gemm_mr(level))
     static let nr = Int(vq_gemm_nr(level))
     /// Depth of a packed block: the B micro-panel (kc × NR) stays in L1.
