@@ -511,23 +511,20 @@ static void collect_scalar(int64_t k, const float *lows, const float *minup, int
     float u = minup[0];
     for (int q = 1; q < 16; q++) u = minup[q] < u ? minup[q] : u;
     int32_t n = 0;
-    int64_t j0 = 0;
-    /* Lists are short: 16 codes compared on the portable vectors (SSE2 / NEON), scanned only when one is kept. */
+    /* Lists are short: 16 codes compared on the portable vectors (SSE2 / NEON), scanned only when one is kept
+       (a last partial chunk is always scanned). */
     const vq_f4 uv = vq_f4_splat(u);
-    for (; j0 + 16 <= k; j0 += 16) {
-        const vq_i4 hit = (vq_f4_load(lows + j0) <= uv) | (vq_f4_load(lows + j0 + 4) <= uv)
-                        | (vq_f4_load(lows + j0 + 8) <= uv) | (vq_f4_load(lows + j0 + 12) <= uv);
-        if (!vq_i4_any(hit)) continue;
-        for (int64_t j = j0; j < j0 + 16; j++) {
+    for (int64_t j0 = 0; j0 < k; j0 += 16) {
+        if (j0 + 16 <= k) {
+            const vq_i4 hit = (vq_f4_load(lows + j0) <= uv) | (vq_f4_load(lows + j0 + 4) <= uv)
+                            | (vq_f4_load(lows + j0 + 8) <= uv) | (vq_f4_load(lows + j0 + 12) <= uv);
+            if (!vq_i4_any(hit)) continue;
+        }
+        for (int64_t j = j0; j < j0 + 16 && j < k; j++) {
             if (!(lows[j] <= u)) continue;
             if (n == cap) { *count = -1; return; }
             cand[n++] = (int32_t)j;
         }
-    }
-    for (int64_t j = j0; j < k; j++) {
-        if (!(lows[j] <= u)) continue;
-        if (n == cap) { *count = -1; return; }
-        cand[n++] = (int32_t)j;
     }
     *count = n;
 }
