@@ -17,8 +17,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 sources=(Scripts/arm64/kernel_harness.c Scripts/arm64/screen_check.c Sources/CVQKernels/*.c)
-clang -O2 -std=c11 -ISources/CVQKernels/include "${sources[@]}" -lm -o "$out/native"
-clang --target=aarch64-linux-gnu -O2 -std=c11 -static -ISources/CVQKernels/include "${sources[@]}" -lm -o "$out/arm64"
+clang -O2 -std=c11 -ISources/CVQKernels/include -ISources/CVQKernels "${sources[@]}" -lm -o "$out/native"
+clang --target=aarch64-linux-gnu -O2 -std=c11 -static -ISources/CVQKernels/include -ISources/CVQKernels "${sources[@]}" -lm -o "$out/arm64"
 timeout 120 qemu-aarch64-static "$out/arm64" > "$out/arm64.txt" || { cat "$out/arm64.txt"; echo "arm64 check: the harness failed under qemu"; exit 1; }
 hashes() { grep -v -e '^level' -e 'max_error' -e '^note' "$1"; }
 status=0

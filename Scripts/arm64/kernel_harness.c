@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "vq_kernels.h"
+#include "vq_simd.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static float uniform(void) {          /* xorshift64*, in [-1, 1) */
@@ -143,6 +144,22 @@ int main(void) {
     printf("lerp %016llx\n", (unsigned long long)hash_bytes(out, (size_t)(n * d * 4)));
     vq_tanh(x, out, n * d);
     printf("tanh %016llx\n", (unsigned long long)hash_bytes(out, (size_t)(n * d * 4)));
+    {   /* tanh over every magnitude (2⁻¹⁴⁹ … 2¹²⁷, both signs), its branch points and the special values: the
+           hash must equal every level's (fma an instruction, or checked in double at baseline x86-64). */
+        enum { count = 1 << 16 };
+        float *t = malloc(count * 4), *r = malloc(count * 4);
+        for (int i = 0; i < count; i++) {
+            const uint32_t bits = (uint32_t)(rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull) >> 1;
+            memcpy(t + i, &bits, 4);
+            if (i % 3 == 0) t[i] = uniform() * 12;                    /* the range where tanh is not ±1 or x */
+        }
+        const float edge[] = {0.0f, -0.0f, 0.625f, nextafterf(0.625f, 0), nextafterf(0.625f, 1), 9.0f, nextafterf(9.0f, 10),
+                              0x1p-149f, 0x1p-126f, 0x1p-75f, 0x1p-63f, INFINITY, -INFINITY, NAN, 88.0f, -0.3f};
+        memcpy(t, edge, sizeof edge);
+        vq_tanh(t, r, count);
+        printf("tanh_all_magnitudes %016llx\n", (unsigned long long)hash_bytes(r, (size_t)count * 4));
+        free(t); free(r);
+    }
     int64_t *codes = malloc((size_t)n * 8), *order = malloc((size_t)n * 8);
     for (int64_t r = 0; r < n; r++) { codes[r] = r % 17; order[r] = r; }
     double *acc = calloc((size_t)(17 * d), 8);
@@ -185,6 +202,39 @@ int main(void) {
         free(bcols); free(cs); free(b4); free(start); free(ct);
     }
     screen_checks();
+    {   /* vq_f4_fma_checked against fmaf: lanes it leaves unmarked equal fmaf, on random triples and near-cancellations
+           c ≈ −a·b; and a double rounding by construction, which it must mark: (1 + 2⁻¹²)(1 − 4095·2⁻²⁴) = 1 + 2⁻³⁶,
+           and 2²⁴ + 1 + 2⁻³⁶ rounds to the midpoint 2²⁴ + 1 in double, then to 2²⁴ (ties to even), where fmaf gives
+           2²⁴ + 2. Scaled and signed variants. Where fma is an instruction nothing is marked and all lanes count. */
+        int same = 1, marked = 1;
+        for (int t = 0; t < 400000 && same; t++) {
+            float av[4], bv[4], cv[4], rv[4];
+            for (int q = 0; q < 4; q++) {
+                av[q] = uniform() * 8; bv[q] = uniform() * 8;
+                cv[q] = t % 2 ? uniform() : -(av[q] * bv[q]) * (1 + uniform() * 0x1p-20f);
+            }
+            vq_i4 risk = {0, 0, 0, 0};
+            vq_f4_store(rv, vq_f4_fma_checked(vq_f4_load(av), vq_f4_load(bv), vq_f4_load(cv), &risk));
+            for (int q = 0; q < 4; q++) { const float e = fmaf(av[q], bv[q], cv[q]); same &= risk[q] || memcmp(&e, rv + q, 4) == 0; }
+        }
+        for (int e = -20; e <= 20; e += 5) {
+            const float sc = ldexpf(1.0f, e), av[4] = {(1 + 0x1p-12f) * sc, -(1 + 0x1p-12f) * sc, (1 + 0x1p-12f), 2.0f};
+            const float bv[4] = {1 - 4095 * 0x1p-24f, 1 - 4095 * 0x1p-24f, -(1 - 4095 * 0x1p-24f) * sc, 3.0f};
+            const float cv[4] = {0x1p24f * sc, -0x1p24f * sc, -0x1p24f * sc, 1.0f};
+            float rv[4];
+            vq_i4 risk = {0, 0, 0, 0};
+            vq_f4_store(rv, vq_f4_fma_checked(vq_f4_load(av), vq_f4_load(bv), vq_f4_load(cv), &risk));
+            for (int q = 0; q < 4; q++) {
+                const float x = fmaf(av[q], bv[q], cv[q]);
+                same &= risk[q] || memcmp(&x, rv + q, 4) == 0;
+#if VQ_CHECKED_FMA
+                marked &= q == 3 || risk[q] != 0;                      /* the three constructed lanes, not 2·3 + 1 */
+#endif
+            }
+        }
+        check(same, "vq_f4_fma_checked: unmarked lanes equal fmaf");
+        check(marked, "vq_f4_fma_checked marks the double roundings");
+    }
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

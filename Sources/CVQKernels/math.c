@@ -110,52 +110,61 @@ static void tanh_avx2(const float *in, float *out, int64_t n) {
 }
 #endif
 
-#if VQ_NATIVE_FMA
-/* exp_scalar and tanh_scalar four lanes at a time with the portable vectors where fma is an instruction (AArch64):
-   the same operations (vq_f4_fma is correctly rounded, as fmaf), so the values equal the scalar and AVX2 versions'. */
-static inline vq_f4 exp_vec(vq_f4 x) {
-    x = vq_f4_select(x > vq_f4_splat(VQ_EXP_HI), vq_f4_splat(VQ_EXP_HI), x);
-    x = vq_f4_select(x < vq_f4_splat(VQ_EXP_LO), vq_f4_splat(VQ_EXP_LO), x);
-    vq_f4 fx = vq_f4_floor(vq_f4_fma(x, vq_f4_splat(VQ_LOG2E), vq_f4_splat(0.5f)));
-    x = vq_f4_fma(fx, vq_f4_splat(-VQ_C1), x);
-    x = vq_f4_fma(fx, vq_f4_splat(-VQ_C2), x);
-    const vq_f4 z = x * x;
-    vq_f4 y = vq_f4_splat(1.9875691500E-4f);
-    y = vq_f4_fma(y, x, vq_f4_splat(1.3981999507E-3f));
-    y = vq_f4_fma(y, x, vq_f4_splat(8.3334519073E-3f));
-    y = vq_f4_fma(y, x, vq_f4_splat(4.1665795894E-2f));
-    y = vq_f4_fma(y, x, vq_f4_splat(1.6666665459E-1f));
-    y = vq_f4_fma(y, x, vq_f4_splat(5.0000001201E-1f));
-    y = vq_f4_fma(y, z, x);
-    y = y + vq_f4_splat(1.0f);
-    const vq_i4 n = __builtin_convertvector(fx, vq_i4);
-    const vq_f4 pow2 = (vq_f4)((n + 127) << 23);
-    return y * pow2;
+#if VQ_NATIVE_FMA || VQ_CHECKED_FMA
+/* exp_scalar and tanh_scalar on TANH_V vectors of four lanes at a time: the same operations, each fma correctly
+   rounded as fmaf (the instruction on AArch64; at baseline x86-64 in double, see vq_f4_fma_checked, with the rare
+   blocks it cannot vouch for redone by tanh_scalar), so the values equal the scalar and AVX2 versions'. Each step
+   runs on all the vectors before the next (`EACH`), so their chains of dependent operations overlap: one chain
+   is latency-bound (about 19 cycles per checked fma at baseline x86-64). */
+#define TANH_V 4
+#define EACH(k) for (int k = 0; k < TANH_V; k++)
+static inline void exp_vecs(vq_f4 x[TANH_V], vq_f4 out[TANH_V], vq_i4 risk[TANH_V]) {
+    vq_f4 fx[TANH_V], z[TANH_V], y[TANH_V];
+    EACH(k) x[k] = vq_f4_select(x[k] > vq_f4_splat(VQ_EXP_HI), vq_f4_splat(VQ_EXP_HI), x[k]);
+    EACH(k) x[k] = vq_f4_select(x[k] < vq_f4_splat(VQ_EXP_LO), vq_f4_splat(VQ_EXP_LO), x[k]);
+    EACH(k) fx[k] = vq_f4_floor(vq_f4_fma_checked(x[k], vq_f4_splat(VQ_LOG2E), vq_f4_splat(0.5f), &risk[k]));
+    EACH(k) x[k] = vq_f4_fma_checked(fx[k], vq_f4_splat(-VQ_C1), x[k], &risk[k]);
+    EACH(k) x[k] = vq_f4_fma_checked(fx[k], vq_f4_splat(-VQ_C2), x[k], &risk[k]);
+    EACH(k) z[k] = x[k] * x[k];
+    static const float c[5] = {1.3981999507E-3f, 8.3334519073E-3f, 4.1665795894E-2f, 1.6666665459E-1f, 5.0000001201E-1f};
+    EACH(k) y[k] = vq_f4_splat(1.9875691500E-4f);
+    _Pragma("unroll") for (int j = 0; j < 5; j++) EACH(k) y[k] = vq_f4_fma_checked(y[k], x[k], vq_f4_splat(c[j]), &risk[k]);
+    EACH(k) y[k] = vq_f4_fma_checked(y[k], z[k], x[k], &risk[k]) + vq_f4_splat(1.0f);
+    EACH(k) out[k] = y[k] * (vq_f4)((__builtin_convertvector(fx[k], vq_i4) + 127) << 23);
 }
 
 static void tanh_vec(const float *in, float *out, int64_t n) {
     int64_t i = 0;
     const vq_f4 one = vq_f4_splat(1.0f), two = vq_f4_splat(2.0f);
-    for (; i + 4 <= n; i += 4) {
-        const vq_f4 x = vq_f4_load(in + i), a = vq_f4_abs(x), z = x * x;
-        vq_f4 p = vq_f4_splat(-5.70498872745E-3f);
-        p = vq_f4_fma(p, z, vq_f4_splat(2.06390887954E-2f));
-        p = vq_f4_fma(p, z, vq_f4_splat(-5.37397155531E-2f));
-        p = vq_f4_fma(p, z, vq_f4_splat(1.33314422036E-1f));
-        p = vq_f4_fma(p, z, vq_f4_splat(-3.33332819422E-1f));
-        const vq_f4 pz = p * z;
-        const vq_f4 small = vq_f4_fma(pz, x, x);
-        const vq_f4 e = exp_vec(a + a);
-        const vq_f4 e1 = e + one;
-        const vq_f4 q = two / e1;
-        vq_f4 r = one - q;
-        r = vq_f4_select(a > vq_f4_splat(9.0f), one, r);
-        r = (vq_f4)((vq_i4)r | (vq_i4)vq_f4_sign(x));
-        vq_f4 res = vq_f4_select(a < vq_f4_splat(0.625f), small, r);
-        vq_f4_store(out + i, vq_f4_select(x != x, x, res));
+    static const float c[4] = {2.06390887954E-2f, -5.37397155531E-2f, 1.33314422036E-1f, -3.33332819422E-1f};
+    for (; i + 4 * TANH_V <= n; i += 4 * TANH_V) {
+        vq_f4 x[TANH_V], a[TANH_V], z[TANH_V], p[TANH_V], small[TANH_V], e[TANH_V];
+        vq_i4 small_risk[TANH_V], exp_risk[TANH_V], risk = {0, 0, 0, 0};
+        EACH(k) x[k] = vq_f4_load(in + i + 4 * k), a[k] = vq_f4_abs(x[k]), z[k] = x[k] * x[k];
+        EACH(k) small_risk[k] = exp_risk[k] = (vq_i4){0, 0, 0, 0};
+        EACH(k) p[k] = vq_f4_splat(-5.70498872745E-3f);
+        _Pragma("unroll") for (int j = 0; j < 4; j++) EACH(k) p[k] = vq_f4_fma_checked(p[k], z[k], vq_f4_splat(c[j]), &small_risk[k]);
+        EACH(k) small[k] = vq_f4_fma_checked(p[k] * z[k], x[k], x[k], &small_risk[k]);
+        EACH(k) e[k] = a[k] + a[k];
+        exp_vecs(e, e, exp_risk);
+        EACH(k) {
+            vq_f4 r = one - two / (e[k] + one);
+            r = vq_f4_select(a[k] > vq_f4_splat(9.0f), one, r);
+            r = (vq_f4)((vq_i4)r | (vq_i4)vq_f4_sign(x[k]));
+            const vq_i4 takes_small = a[k] < vq_f4_splat(0.625f);
+            const vq_f4 res = vq_f4_select(takes_small, small[k], r);
+            vq_f4_store(out + i + 4 * k, vq_f4_select(x[k] != x[k], x[k], res));
+            /* Only the branch a lane takes counts. Its fma results are normal floats or exact: the polynomials'
+               constants dominate them, the exp reduction's are multiples of 2⁻⁴⁰ or zero, and the small branch's last,
+               x·(1 + p·x²), is x itself where x is below 2⁻⁷⁵ (x² underflows to zero). */
+            risk |= (small_risk[k] & takes_small) | (exp_risk[k] & ~takes_small & (a[k] <= vq_f4_splat(9.0f)));
+        }
+        if (__builtin_expect(vq_i4_any(risk), 0))
+            for (int q = 0; q < 4 * TANH_V; q++) out[i + q] = tanh_scalar(in[i + q], fma_libm);
     }
     for (; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);
 }
+#undef EACH
 #endif
 
 void vq_tanh(const float *in, float *out, int64_t n) {
@@ -164,7 +173,7 @@ void vq_tanh(const float *in, float *out, int64_t n) {
     if (level < 0) level = vq_cpu_level();
     if (level >= 1) { tanh_avx2(in, out, n); return; }
 #endif
-#if VQ_NATIVE_FMA
+#if VQ_NATIVE_FMA || VQ_CHECKED_FMA
     tanh_vec(in, out, n);
 #else
     for (int64_t i = 0; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);

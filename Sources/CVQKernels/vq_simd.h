@@ -31,12 +31,35 @@ static inline vq_f4 vq_f4_rint(vq_f4 x) {
     return vq_f4_select(a < big, r, x);
 }
 
-/* fmaf lane-wise where the target has the instruction (AArch64; x86-64 built for FMA): correctly rounded, as fmaf.
-   Elsewhere the kernels that need it stay scalar with fmaf (an emulation in double, round-to-odd, measured slower
-   than glibc's fmaf on baseline x86-64). */
+/* fmaf lane-wise where the target has the instruction (AArch64; x86-64 built for FMA): correctly rounded, as fmaf. */
 #if defined(__aarch64__) || defined(__FMA__)
 #define VQ_NATIVE_FMA 1
 static inline vq_f4 vq_f4_fma(vq_f4 a, vq_f4 b, vq_f4 c) { return __builtin_elementwise_fma(a, b, c); }
+/* With the instruction, nothing to check: `risk` is left as it is. */
+static inline vq_f4 vq_f4_fma_checked(vq_f4 a, vq_f4 b, vq_f4 c, vq_i4 *risk) { (void)risk; return vq_f4_fma(a, b, c); }
+#elif defined(__x86_64__)
+/* Baseline x86-64 (SSE2, no fused multiply-add): fmaf four lanes at a time in double, with the lanes where it may
+   differ from fmaf marked in `*risk` (all bits set), for the caller to redo those with fmaf. The product of two
+   floats is exact in double (48 significant bits), so a·b + c rounds once to double and once more to float. If the
+   double is not a float midpoint (its low 29 significand bits 1000…0), the exact value is on the same side of every
+   midpoint as the double (the rounding to double is monotone, and midpoints are doubles), so both roundings give
+   fmaf's one; lanes landing on a midpoint are marked. That grid is the normal floats': a result of magnitude below
+   2⁻¹²⁶ (other than an exact zero) is not covered, and the caller rules it out. The marks accumulate, so a chain
+   of operations needs one test at its end. */
+#define VQ_CHECKED_FMA 1
+typedef double vq_d2 __attribute__((vector_size(16)));
+static inline vq_f4 vq_f4_fma_checked(vq_f4 a, vq_f4 b, vq_f4 c, vq_i4 *risk) {
+    const vq_d2 lo = __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1), vq_d2)
+                         * __builtin_convertvector(__builtin_shufflevector(b, b, 0, 1), vq_d2)
+                     + __builtin_convertvector(__builtin_shufflevector(c, c, 0, 1), vq_d2);
+    const vq_d2 hi = __builtin_convertvector(__builtin_shufflevector(a, a, 2, 3), vq_d2)
+                         * __builtin_convertvector(__builtin_shufflevector(b, b, 2, 3), vq_d2)
+                     + __builtin_convertvector(__builtin_shufflevector(c, c, 2, 3), vq_d2);
+    const vq_f4 r = __builtin_convertvector(__builtin_shufflevector(lo, hi, 0, 1, 2, 3), vq_f4);
+    const vq_i4 low = __builtin_shufflevector((vq_i4)lo, (vq_i4)hi, 0, 2, 4, 6);   /* each double's low 32 bits */
+    *risk |= (low & 0x1FFFFFFF) == 0x10000000;
+    return r;
+}
 #endif
 
 /* The portable GEMM micro-tile: VQ_PMR rows × VQ_PNV vectors (VQ_PNR floats). AArch64 has 32 vector registers. */
