@@ -130,9 +130,13 @@ struct KernelTests {
     @Test("reductions, element-wise ops and scatter/gather are bit-identical on 1, 2 and 3 threads")
     func otherThreadIdentity() {
         let x = TestSupport.random([300, 517], seed: 13)
+        // Magnitudes over 2⁻²⁰ … 2²⁰, so that any other order of additions (another split of a long sum over the
+        // threads) changes the bits.
+        let scales = TestSupport.random([200_003], seed: 14).scalars.map { Float(sign: .plus, exponent: max(-20, min(20, Int(($0 * 6).rounded()))), significand: 1) }
+        let wide = TestSupport.random([200_003], seed: 15) * Tensor(scales)
         func run() -> [Tensor] {
             [x.sum(), x.sum(axis: 0), x.sum(axis: 1), x.max(axis: 0), x.softmax(axis: 1), x.tanh(), x.logSumExp(axis: 1),
-             x.pairwiseSquaredDistance(x.slice(axis: 0, 0..<40))]
+             x.pairwiseSquaredDistance(x.slice(axis: 0, 0..<40)), wide.sum(), wide.slice(axis: 0, 0..<(400 * 499)).reshaped([400, 499]).sum(axis: 0)]
         }
         let one = Threads.with(1) { run() }
         #expect(Threads.with(2) { run() } == one)

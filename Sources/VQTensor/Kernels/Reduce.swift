@@ -14,48 +14,74 @@ enum Reduce {
         if kind != .sum { precondition(n > 0, "\(kind): reduction over an empty axis of shape \(x.shape)") }
         return Tensor.uninitialized(outShape) { out in
             x.scalars.withUnsafeBufferPointer { px in
-                let base = px.baseAddress!
                 nonisolated(unsafe) let o = out.baseAddress!
-                nonisolated(unsafe) let p = base
-                Threads.forRanges(outer, minChunk: max(1, 65536 / max(1, n * inner))) { range in
-                    for ob in range {
-                        let src = p + ob * n * inner
-                        let dst = o + ob * inner
-                        if inner == 1 {
-                            switch kind {
-                            case .sum: dst[0] = contiguousSum(src, n)
-                            case .max:
-                                var m = src[0]
-                                for k in 1..<max(n, 1) where src[k] > m || src[k].isNaN { m = src[k]; if m.isNaN { break } }
-                                dst[0] = m
-                            case .min:
-                                var m = src[0]
-                                for k in 1..<max(n, 1) where src[k] < m || src[k].isNaN { m = src[k]; if m.isNaN { break } }
-                                dst[0] = m
-                            }
-                        } else {
-                            switch kind {
-                            case .sum:
-                                for i in 0..<inner { dst[i] = 0 }
-                                for k in 0..<n {
-                                    let row = src + k * inner
-                                    for i in 0..<inner { dst[i] += row[i] }
+                nonisolated(unsafe) let p = px.baseAddress!
+                // Few outputs over long runs (a whole tensor's sum, a bias gradient's column sums): split each
+                // output's run (the cascade's halves) or the columns over the threads instead of the outer blocks —
+                // every output is still reduced in the same order, so the bits do not change.
+                let long = outer < Threads.count && n * inner >= 1 << 16
+                if long && inner == 1 && kind == .sum {
+                    for ob in 0..<outer { o[ob] = parallelSum(p + ob * n, n) }
+                } else if long && inner > 1 {
+                    Threads.forRanges(inner, minChunk: 64) { cols in
+                        for ob in 0..<outer { reduceColumns(p + ob * n * inner, n: n, inner: inner, cols, kind, into: o + ob * inner) }
+                    }
+                } else {
+                    Threads.forRanges(outer, minChunk: max(1, 65536 / max(1, n * inner))) { range in
+                        for ob in range {
+                            let src = p + ob * n * inner
+                            let dst = o + ob * inner
+                            if inner == 1 {
+                                switch kind {
+                                case .sum: dst[0] = contiguousSum(src, n)
+                                case .max, .min: reduceColumns(src, n: n, inner: 1, 0..<1, kind, into: dst)
                                 }
-                            case .max, .min:
-                                for i in 0..<inner { dst[i] = src[i] }
-                                for k in 1..<max(n, 1) {
-                                    let row = src + k * inner
-                                    for i in 0..<inner {
-                                        let v = row[i]
-                                        if dst[i].isNaN { continue }
-                                        if v.isNaN || (kind == .max ? v > dst[i] : v < dst[i]) { dst[i] = v }
-                                    }
-                                }
+                            } else {
+                                reduceColumns(src, n: n, inner: inner, 0..<inner, kind, into: dst)
                             }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Reduces `n` rows of `inner` floats (`src`) into `dst[i]` for the columns `i` in `cols`: sums row by row in
+    /// order; max and min keep the first NaN.
+    private static func reduceColumns(_ src: UnsafePointer<Float>, n: Int, inner: Int, _ cols: Range<Int>, _ kind: Kind,
+                                      into dst: UnsafeMutablePointer<Float>) {
+        switch kind {
+        case .sum:
+            for i in cols { dst[i] = 0 }
+            for k in 0..<n {
+                let row = src + k * inner
+                for i in cols { dst[i] += row[i] }
+            }
+        case .max, .min:
+            for i in cols { dst[i] = src[i] }
+            for k in 1..<max(n, 1) {
+                let row = src + k * inner
+                for i in cols {
+                    let v = row[i]
+                    if dst[i].isNaN { continue }
+                    if v.isNaN || (kind == .max ? v > dst[i] : v < dst[i]) { dst[i] = v }
+                }
+            }
+        }
+    }
+
+    /// ``contiguousSum(_:_:)`` with the cascade's top halves on two threads (and theirs on two more, while
+    /// threads remain): the same additions in the same tree, so the same bits.
+    static func parallelSum(_ p: UnsafePointer<Float>, _ n: Int, threads: Int = Threads.count) -> Float {
+        guard threads > 1, n >= 1 << 15 else { return contiguousSum(p, n) }
+        let half = ((n / 2) + 7) & ~7
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: 2) { sums in
+            nonisolated(unsafe) let (base, out) = (p, sums.baseAddress!)
+            Threads.forEach(2) { t in
+                out[t] = t == 0 ? parallelSum(base, half, threads: threads / 2)
+                                : parallelSum(base + half, n - half, threads: threads - threads / 2)
+            }
+            return out[0] + out[1]
         }
     }
 
