@@ -147,20 +147,21 @@ static void tanh_vec(const float *in, float *out, int64_t n) {
         EACH(k) small[k] = vq_f4_fma_checked(p[k] * z[k], x[k], x[k], &small_risk[k]);
         EACH(k) e[k] = a[k] + a[k];
         exp_vecs(e, e, exp_risk);
+        vq_f4 res[TANH_V];
         EACH(k) {
             vq_f4 r = one - two / (e[k] + one);
             r = vq_f4_select(a[k] > vq_f4_splat(9.0f), one, r);
             r = (vq_f4)((vq_i4)r | (vq_i4)vq_f4_sign(x[k]));
             const vq_i4 takes_small = a[k] < vq_f4_splat(0.625f);
-            const vq_f4 res = vq_f4_select(takes_small, small[k], r);
-            vq_f4_store(out + i + 4 * k, vq_f4_select(x[k] != x[k], x[k], res));
+            res[k] = vq_f4_select(x[k] != x[k], x[k], vq_f4_select(takes_small, small[k], r));
             /* Only the branch a lane takes counts. Its fma results are normal floats or exact: the polynomials'
                constants dominate them, the exp reduction's are multiples of 2⁻⁴⁰ or zero, and the small branch's last,
                x·(1 + p·x²), is x itself where x is below 2⁻⁷⁵ (x² underflows to zero). */
             risk |= (small_risk[k] & takes_small) | (exp_risk[k] & ~takes_small & (a[k] <= vq_f4_splat(9.0f)));
         }
-        if (__builtin_expect(vq_i4_any(risk), 0))
-            for (int q = 0; q < 4 * TANH_V; q++) out[i + q] = tanh_scalar(in[i + q], fma_libm);
+        if (__builtin_expect(vq_i4_any(risk), 0))   /* from the inputs held here: `out` may be `in` */
+            EACH(k) for (int q = 0; q < 4; q++) res[k][q] = tanh_scalar(x[k][q], fma_libm);
+        EACH(k) vq_f4_store(out + i + 4 * k, res[k]);
     }
     for (; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);
 }

@@ -179,6 +179,13 @@ struct MathKernelTests {
             #expect(Tensor([xs[i]]).tanh().scalars[0].bitPattern == y.scalars[i].bitPattern)
         }
         #expect(Tensor([.nan]).tanh().scalars[0].isNaN)
+        // In place (FSQ's bound): the same bits, including blocks that baseline x86-64 redoes with fmaf from their
+        // inputs (0x1.62ac96p+1 is one: a step's double lands on a float midpoint).
+        var inPlace = xs + [0x1.62ac96p+1, -0x1.62ac96p+1]
+        let expected = Tensor(inPlace).tanh().scalars
+        inPlace.withUnsafeMutableBufferPointer { tanhInPlace($0.baseAddress!, count: $0.count) }
+        #expect(inPlace.map(\.bitPattern) == expected.map(\.bitPattern))
+        #expect(expected.last!.bitPattern == Tensor([-0x1.62ac96p+1]).tanh().scalars[0].bitPattern)
     }
 
     /// GELU's Φ comes from Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 in erf, so ≤ 7.5e-8 in Φ); with
