@@ -189,6 +189,15 @@ int main(void) {
         float *bcols = random_floats(cols * k), *cs = malloc((size_t)(rows * cols * 4));
         if (!vq_skinny_dots(level, rows, cols, k, x, k, bcols, cs, cols, 1, 0)) { printf("FAIL skinny_dots missing\n"); failures++; }
         printf("skinny_dots %016llx\n", (unsigned long long)hash_bytes(cs, (size_t)(rows * cols * 4)));
+        /* Few rows against a long depth (weight gradients): one to six rows (the four-row blocks and their rest),
+           a width with a partial block, the AVX-512 tiles and the portable one alike. */
+        for (int64_t m = 1; m <= 6; m++) {
+            const int64_t w = 45, depth = 203;
+            float *fa = random_floats(m * depth), *facc = random_floats(m * w);
+            vq_few_rows(level, m, w, depth, fa, depth, 1, x, w, facc);
+            printf("few_rows_%lld %016llx\n", (long long)m, (unsigned long long)hash_bytes(facc, (size_t)(m * w * 4)));
+            free(fa); free(facc);
+        }
         float *b4 = random_floats(4 * 37), *start = random_floats(37), *ct = malloc((size_t)(rows * 37 * 4));
         if (!vq_tiny_depth_rows(level, rows, 37, 4, x, 4, 1, b4, start, ct, 37, 0)) {
             for (int64_t i = 0; i < rows; i++)

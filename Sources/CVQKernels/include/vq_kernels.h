@@ -90,12 +90,12 @@ int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int ro
 /// the portable level 0).
 int vq_tiny_depth_rows(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
                        const float *b, const float *start, float *c, int64_t ldc, int accumulate);
-/// `acc[i·w + j] += a[i, p]·b[p·brs + j]` for `p < k` in order, `i < m`, `j < w` (level ≥ 2).
-int vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
-                int64_t brs, float *acc);
-/// `acc[j·width + i] += a[p·acs + i]·b[p·brs + j·bcs]` for `p < k` in order, `i < width`, `j < n` (level ≥ 2).
-int vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
-                    int64_t brs, int64_t bcs, float *acc);
+/// `acc[i·w + j] += a[i, p]·b[p·brs + j]` for `p < k` in order, `i < m`, `j < w` (every level).
+void vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
+                 int64_t brs, float *acc);
+/// `acc[j·width + i] += a[p·acs + i]·b[p·brs + j·bcs]` for `p < k` in order, `i < width`, `j < n` (every level).
+void vq_transposed_a(int level, int64_t width, int64_t n, int64_t k, const float *a, int64_t acs, const float *b,
+                     int64_t brs, int64_t bcs, float *acc);
 /// `c[i·crs + j·ccs] (+)= GEMM.dot(a + i·ars, bcols + j·k, k)` for `i < rows`, `j < n ≤ 8` (every level).
 int vq_skinny_dots(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                    float *c, int64_t crs, int64_t ccs, int accumulate);

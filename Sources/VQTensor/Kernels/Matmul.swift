@@ -282,8 +282,9 @@ extension GEMM {
     }
 
     /// ``skinny(m:n:k:a:ars:acs:b:brs:bcs:c:crs:ccs:accumulate:)`` for an A whose rows are contiguous along
-    /// `i` (`ars == 1`): `C[i, j] = Σ_p A[p·acs + i] · B[p, j]`, accumulated over `p` in order (four-way
-    /// partial sums over `p`, then summed), each thread owning a range of `i` — bit-identical for any thread count.
+    /// `i` (`ars == 1`): `C[i, j] = Σ_p A[p·acs + i] · B[p, j]`, each product added over `p` in order (the
+    /// few-rows kernel with the operands' roles swapped), each thread owning a range of `i` — bit-identical for any
+    /// thread count.
     static func skinnyTransposedA(
         m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, acs: Int,
@@ -298,17 +299,7 @@ extension GEMM {
             let acc = alignedFloats(n * width)
             defer { acc.deallocate() }
             acc.update(repeating: 0, count: n * width)
-            // The same loop on the vector units where the level allows.
-            if vq_transposed_a(level, Int64(width), Int64(n), Int64(k), pa + rows.lowerBound, Int64(acs), pb, Int64(brs), Int64(bcs), acc) == 0 {
-                for p in 0..<k {
-                    let aRow = pa + p * acs + rows.lowerBound
-                    for j in 0..<n {
-                        let bv = pb[p * brs + j * bcs]
-                        let strip = acc + j * width
-                        for i in 0..<width { strip[i] += aRow[i] * bv }
-                    }
-                }
-            }
+            vq_transposed_a(level, Int64(width), Int64(n), Int64(k), pa + rows.lowerBound, Int64(acs), pb, Int64(brs), Int64(bcs), acc)
             for j in 0..<n {
                 for i in 0..<width {
                     let out = pc + (rows.lowerBound + i) * crs + j * ccs
@@ -388,35 +379,14 @@ extension GEMM {
             }
             let row = bcs == 1 ? nil : alignedFloats(w)
             defer { row?.deallocate() }
-            let racc = UnsafeMutableRawPointer(acc)
-            // The same loop on the vector units where the level allows (B rows read in place).
-            if row != nil || vq_few_rows(level, Int64(m), Int64(w), Int64(k), pa, Int64(ars), Int64(acs), pb + cols.lowerBound, Int64(brs), acc) == 0 {
+            // B's rows read in place, or gathered one at a time when its columns are strided (the same sums).
+            if let row {
                 for p in 0..<k {
-                    let src: UnsafePointer<Float>
-                    if let row {
-                        for j in 0..<w { row[j] = pb[p * brs + (cols.lowerBound + j) * bcs] }
-                        src = UnsafePointer(row)
-                    } else {
-                        src = pb + p * brs + cols.lowerBound
-                    }
-                    let rsrc = UnsafeRawPointer(src)
-                    for i in 0..<m {
-                        let coef = pa[i * ars + p * acs]
-                        let splat = SIMD8<Float>(repeating: coef)
-                        var j = 0
-                        while j + 8 <= w {
-                            let off = (i * w + j) * 4
-                            let v = racc.loadUnaligned(fromByteOffset: off, as: SIMD8<Float>.self)
-                                + splat * rsrc.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                            racc.storeBytes(of: v, toByteOffset: off, as: SIMD8<Float>.self)
-                            j += 8
-                        }
-                        while j < w {
-                            acc[i * w + j] += coef * src[j]
-                            j += 1
-                        }
-                    }
+                    for j in 0..<w { row[j] = pb[p * brs + (cols.lowerBound + j) * bcs] }
+                    vq_few_rows(level, Int64(m), Int64(w), 1, pa + p * acs, Int64(ars), Int64(acs), row, 0, acc)
                 }
+            } else {
+                vq_few_rows(level, Int64(m), Int64(w), Int64(k), pa, Int64(ars), Int64(acs), pb + cols.lowerBound, Int64(brs), acc)
             }
             for i in 0..<m {
                 for j in 0..<w { pc[i * ldc + cols.lowerBound + j] = acc[i * w + j] }
