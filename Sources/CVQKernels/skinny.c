@@ -1,13 +1,15 @@
 /* Skinny products — projections to and from a few channels (FSQ's and LFQ's `dim → 4 → dim`) and their
-   gradients — on the vector units. Each keeps the arithmetic of the Swift loop it replaces: every product
-   rounded, then added (no fused multiply-add), in the same order for every element, so results are
-   bit-identical to that loop at every level. Where a level has no version of a kernel (the few-rows kernels below
-   AVX-512, tiny-depth rows at AVX2) it returns 0 and does nothing, and the Swift loop runs. */
+   gradients — on the vector units. Every product is rounded, then added (no fused multiply-add), in the same order
+   for every element at every level (the Swift loops these replaced), so results are bit-identical across levels,
+   machines and thread counts; the portable and AVX2 versions of a kernel are one body at two vector widths. */
 #include "vq_kernels.h"
 #include "vq_simd.h"
 
 /* Products and sums stay separate roundings, as in Swift: no contraction into fused multiply-adds. */
 #pragma STDC FP_CONTRACT OFF
+
+/* AVX2's vector of the kernels written once for either width. */
+typedef float vq_f8 __attribute__((vector_size(32)));
 
 /* Rows of B per pass of the few-rows kernels. */
 #define FEW_KB 64
@@ -175,31 +177,40 @@ static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a,
 /* The portable versions (baseline x86-64, AArch64), on four-lane vectors: the same sums in the same order as the
    vector versions above and the Swift loops, each product rounded before it is added (the file's FP_CONTRACT OFF
    keeps AArch64 from fusing them). An eight-lane partial sum is two four-lane vectors. */
-static void tiny_depth_vec(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
-                           const float *b, const float *start, float *c, int64_t ldc, int accumulate) {
-    for (int64_t i = 0; i < rows; i++) {
-        float coef[8];
-        for (int64_t p = 0; p < k; p++) coef[p] = a[i * ars + p * acs];
-        float *out = c + i * ldc;
-        int64_t j = 0;
-        for (; j + 4 <= n; j += 4) {
-            vq_f4 acc = vq_f4_load(accumulate ? out + j : start + j);
-            for (int64_t p = 0; p < k; p++) {
-                const vq_f4 prod = vq_f4_splat(coef[p]) * vq_f4_load(b + p * n + j);
-                acc = acc + prod;
-            }
-            vq_f4_store(out + j, acc);
-        }
-        for (; j < n; j++) {
-            float acc = accumulate ? out[j] : start[j];
-            for (int64_t p = 0; p < k; p++) {
-                const float prod = coef[p] * b[p * n + j];
-                acc = acc + prod;
-            }
-            out[j] = acc;
-        }
-    }
+/* c[i, j] = (accumulate ? c[i, j] : start[j]) + a[i, 0]·b[0, j] + … in order, LANES columns at a time (the columns past
+   the last whole vector one at a time): one body for the portable vectors and AVX2's. */
+#define TINY_DEPTH(NAME, ATTR, VT, LANES)                                                                               \
+ATTR static void NAME(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,     \
+                      const float *start, float *c, int64_t ldc, int accumulate) {                                     \
+    for (int64_t i = 0; i < rows; i++) {                                                                               \
+        float coef[8];                                                                                                 \
+        for (int64_t p = 0; p < k; p++) coef[p] = a[i * ars + p * acs];                                                \
+        float *out = c + i * ldc;                                                                                      \
+        int64_t j = 0;                                                                                                 \
+        for (; j + LANES <= n; j += LANES) {                                                                           \
+            VT acc, bv;                                                                                                \
+            memcpy(&acc, accumulate ? out + j : start + j, sizeof acc);                                                \
+            for (int64_t p = 0; p < k; p++) {                                                                          \
+                memcpy(&bv, b + p * n + j, sizeof bv);                                                                 \
+                const VT prod = coef[p] * bv;                                                                          \
+                acc = acc + prod;                                                                                      \
+            }                                                                                                          \
+            memcpy(out + j, &acc, sizeof acc);                                                                         \
+        }                                                                                                              \
+        for (; j < n; j++) {                                                                                           \
+            float acc = accumulate ? out[j] : start[j];                                                                \
+            for (int64_t p = 0; p < k; p++) {                                                                          \
+                const float prod = coef[p] * b[p * n + j];                                                             \
+                acc = acc + prod;                                                                                      \
+            }                                                                                                          \
+            out[j] = acc;                                                                                              \
+        }                                                                                                              \
+    }                                                                                                                  \
 }
+TINY_DEPTH(tiny_depth_vec, , vq_f4, 4)
+#if VQ_X86
+TINY_DEPTH(tiny_depth_avx2, __attribute__((target("avx2"))), vq_f8, 8)
+#endif
 
 static void skinny_dots_vec(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                             float *c, int64_t crs, int64_t ccs, int accumulate) {
@@ -245,73 +256,79 @@ static void skinny_dots_vec(int64_t rows, int64_t n, int64_t k, const float *a, 
     }
 }
 
-/* acc[i, j] += a[i, p]·b[p, j] for p in order: `rows` (≤ 4, a constant where inlined) rows of acc and FEW_V vectors of
-   columns in registers while B streams past, FEW_KB rows of B at a time (they stay in cache while every block of
-   columns takes them), the columns past the last whole block one at a time. */
-#if defined(__aarch64__)
-#define FEW_V 4
-#else
-#define FEW_V 2
-#endif
-static inline __attribute__((always_inline)) void few_rows_block(const int rows, int64_t w, int64_t k, const float *a,
-                                                                 int64_t ars, int64_t acs, const float *b, int64_t brs,
-                                                                 float *acc) {
-    for (int64_t p0 = 0; p0 < k; p0 += FEW_KB) {
-        const int64_t p1 = p0 + FEW_KB < k ? p0 + FEW_KB : k;
-        int64_t j = 0;
-        for (; j + 4 * FEW_V <= w; j += 4 * FEW_V) {
-            vq_f4 c[4][FEW_V];
-            for (int i = 0; i < rows; i++)
-                for (int v = 0; v < FEW_V; v++) c[i][v] = vq_f4_load(acc + i * w + j + 4 * v);
-            for (int64_t p = p0; p < p1; p++) {
-                vq_f4 bv[FEW_V];
-                for (int v = 0; v < FEW_V; v++) bv[v] = vq_f4_load(b + p * brs + j + 4 * v);
-                for (int i = 0; i < rows; i++) {
-                    const vq_f4 s = vq_f4_splat(a[i * ars + p * acs]);
-                    for (int v = 0; v < FEW_V; v++) {
-                        const vq_f4 prod = s * bv[v];
-                        c[i][v] = c[i][v] + prod;
-                    }
-                }
-            }
-            for (int i = 0; i < rows; i++)
-                for (int v = 0; v < FEW_V; v++) vq_f4_store(acc + i * w + j + 4 * v, c[i][v]);
-        }
-        for (; j < w; j++)
-            for (int i = 0; i < rows; i++) {
-                float t = acc[i * w + j];
-                for (int64_t p = p0; p < p1; p++) {
-                    const float prod = a[i * ars + p * acs] * b[p * brs + j];
-                    t = t + prod;
-                }
-                acc[i * w + j] = t;
-            }
-    }
+/* acc[i, j] += a[i, p]·b[p, j] for p in order: `rows` (≤ 4, a constant where inlined) rows of acc and NV vectors of
+   LANES columns in registers while B streams past, FEW_KB rows of B at a time (they stay in cache while every block
+   of columns takes them), the columns past the last whole block one at a time. One body for the portable vectors and
+   AVX2's (`VT`, a vector type of LANES floats: a scalar operand is splatted). */
+#define FEW_ROWS(NAME, ATTR, VT, LANES, NV)                                                                              \
+ATTR static inline __attribute__((always_inline)) void NAME##_block(const int rows, int64_t w, int64_t k,              \
+        const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs, float *acc) {                          \
+    for (int64_t p0 = 0; p0 < k; p0 += FEW_KB) {                                                                       \
+        const int64_t p1 = p0 + FEW_KB < k ? p0 + FEW_KB : k;                                                          \
+        int64_t j = 0;                                                                                                 \
+        for (; j + LANES * NV <= w; j += LANES * NV) {                                                                 \
+            VT c[4][NV];                                                                                               \
+            for (int i = 0; i < rows; i++)                                                                             \
+                for (int v = 0; v < NV; v++) memcpy(&c[i][v], acc + i * w + j + LANES * v, sizeof(VT));               \
+            for (int64_t p = p0; p < p1; p++) {                                                                        \
+                VT bv[NV];                                                                                             \
+                for (int v = 0; v < NV; v++) memcpy(&bv[v], b + p * brs + j + LANES * v, sizeof(VT));                 \
+                for (int i = 0; i < rows; i++) {                                                                       \
+                    const float s = a[i * ars + p * acs];                                                              \
+                    for (int v = 0; v < NV; v++) {                                                                     \
+                        const VT prod = s * bv[v];                                                                     \
+                        c[i][v] = c[i][v] + prod;                                                                      \
+                    }                                                                                                  \
+                }                                                                                                      \
+            }                                                                                                          \
+            for (int i = 0; i < rows; i++)                                                                             \
+                for (int v = 0; v < NV; v++) memcpy(acc + i * w + j + LANES * v, &c[i][v], sizeof(VT));               \
+        }                                                                                                              \
+        for (; j < w; j++)                                                                                             \
+            for (int i = 0; i < rows; i++) {                                                                           \
+                float t = acc[i * w + j];                                                                              \
+                for (int64_t p = p0; p < p1; p++) {                                                                    \
+                    const float prod = a[i * ars + p * acs] * b[p * brs + j];                                          \
+                    t = t + prod;                                                                                      \
+                }                                                                                                      \
+                acc[i * w + j] = t;                                                                                    \
+            }                                                                                                          \
+    }                                                                                                                  \
+}                                                                                                                      \
+/* Four rows at a time. */                                                                                             \
+ATTR static void NAME(int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,        \
+                      int64_t brs, float *acc) {                                                                       \
+    for (int64_t i = 0; i < m; i += 4) {                                                                               \
+        const float *ai = a + i * ars;                                                                                 \
+        float *ci = acc + i * w;                                                                                       \
+        switch (m - i < 4 ? m - i : 4) {                                                                               \
+        case 4: NAME##_block(4, w, k, ai, ars, acs, b, brs, ci); break;                                                \
+        case 3: NAME##_block(3, w, k, ai, ars, acs, b, brs, ci); break;                                                \
+        case 2: NAME##_block(2, w, k, ai, ars, acs, b, brs, ci); break;                                                \
+        default: NAME##_block(1, w, k, ai, ars, acs, b, brs, ci); break;                                               \
+        }                                                                                                              \
+    }                                                                                                                  \
 }
 
-/* The few-rows product on the portable vectors (and at AVX2, which has no version of its own): four rows at a time. */
-static void few_rows_vec(int64_t m, int64_t w, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
-                         int64_t brs, float *acc) {
-    for (int64_t i = 0; i < m; i += 4) {
-        const float *ai = a + i * ars;
-        float *ci = acc + i * w;
-        switch (m - i < 4 ? m - i : 4) {
-        case 4: few_rows_block(4, w, k, ai, ars, acs, b, brs, ci); break;
-        case 3: few_rows_block(3, w, k, ai, ars, acs, b, brs, ci); break;
-        case 2: few_rows_block(2, w, k, ai, ars, acs, b, brs, ci); break;
-        default: few_rows_block(1, w, k, ai, ars, acs, b, brs, ci); break;
-        }
-    }
-}
+/* The portable vectors: 8 columns (16 on AArch64, which has 32 registers). */
+#if defined(__aarch64__)
+FEW_ROWS(few_rows_vec, , vq_f4, 4, 4)
+#else
+FEW_ROWS(few_rows_vec, , vq_f4, 4, 2)
+#endif
+#if VQ_X86
+/* AVX2 (level 1; 16 columns: 8 accumulators, 2 of B, 1 broadcast of 16 registers). */
+FEW_ROWS(few_rows_avx2, __attribute__((target("avx2"))), vq_f8, 8, 2)
+#endif
 
 int vq_tiny_depth_rows(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
                        const float *b, const float *start, float *c, int64_t ldc, int accumulate) {
+    if (k > 8) return 0;
 #if VQ_X86
-    if (level >= 2 && k <= 8) { tiny_depth_avx512(rows, n, k, a, ars, acs, b, start, c, ldc, accumulate); return 1; }
-    if (level == 1) return 0;  /* AVX2: the Swift loop */
+    if (level >= 2) { tiny_depth_avx512(rows, n, k, a, ars, acs, b, start, c, ldc, accumulate); return 1; }
+    if (level == 1) { tiny_depth_avx2(rows, n, k, a, ars, acs, b, start, c, ldc, accumulate); return 1; }
 #endif
     (void)level;
-    if (k > 8) return 0;
     tiny_depth_vec(rows, n, k, a, ars, acs, b, start, c, ldc, accumulate);
     return 1;
 }
@@ -321,6 +338,7 @@ void vq_few_rows(int level, int64_t m, int64_t w, int64_t k, const float *a, int
 #if VQ_X86
     if (level >= 2 && m <= 4) { few_rows4_avx512(m, w, k, a, ars, acs, b, brs, acc); return; }
     if (level >= 2) { few_rows_avx512(m, w, k, a, ars, acs, b, brs, acc); return; }
+    if (level == 1) { few_rows_avx2(m, w, k, a, ars, acs, b, brs, acc); return; }
 #endif
     (void)level;
     few_rows_vec(m, w, k, a, ars, acs, b, brs, acc);

@@ -143,6 +143,24 @@ struct KernelTests {
         #expect(Threads.with(3) { run() } == one)
     }
 
+    @Test("a sum over the first axis adds the rows in order, each column by itself (the bias gradient's reduction)")
+    func columnSumsInOrder() {
+        let scales = TestSupport.random([700 * 37], seed: 16).scalars.map { Float(sign: .plus, exponent: max(-20, min(20, Int(($0 * 6).rounded()))), significand: 1) }
+        let x = (TestSupport.random([700 * 37], seed: 17) * Tensor(scales)).reshaped([700, 37])
+        var expected = [Float](repeating: 0, count: 37)
+        for r in 0..<700 { for j in 0..<37 { expected[j] += x.scalars[r * 37 + j] } }
+        for threads in [1, 2] {
+            #expect(Threads.with(threads) { x.sum(axis: 0) }.scalars.map(\.bitPattern) == expected.map(\.bitPattern))
+        }
+        // Three-dimensional, the middle axis: every outer block by itself.
+        let y = x.reshaped([7, 100, 37]).sum(axis: 1)
+        for b in 0..<7 {
+            var e = [Float](repeating: 0, count: 37)
+            for r in 0..<100 { for j in 0..<37 { e[j] += x.scalars[(b * 100 + r) * 37 + j] } }
+            #expect(Array(y.scalars[(b * 37)..<(b * 37 + 37)]).map(\.bitPattern) == e.map(\.bitPattern))
+        }
+    }
+
     @Test("nearest-code search is bit-identical on 1 and 2 threads")
     func nearestThreadIdentity() {
         let x = TestSupport.random([1000, 40], seed: 9), c = TestSupport.random([300, 40], seed: 10)

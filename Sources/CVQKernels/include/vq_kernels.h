@@ -86,8 +86,8 @@ int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int ro
 
 /// Skinny products on the vector units, bit-identical to the Swift loops in `GEMM` (each product rounded, then
 /// added, in the same order per element). Each returns 0 and does nothing where that loop must run instead.
-/// `c[i, j] = (accumulate ? c[i, j] : start[j]) + Σ_{p<k} a[i, p]·b[p·n + j]` for `i < rows`, `k ≤ 8` (level ≥ 2, and
-/// the portable level 0).
+/// `c[i, j] = (accumulate ? c[i, j] : start[j]) + Σ_{p<k} a[i, p]·b[p·n + j]` for `i < rows`, `k ≤ 8` (every level; 0
+/// for a deeper `k`).
 int vq_tiny_depth_rows(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
                        const float *b, const float *start, float *c, int64_t ldc, int accumulate);
 /// `acc[i·w + j] += a[i, p]·b[p·brs + j]` for `p < k` in order, `i < m`, `j < w` (every level).

@@ -310,8 +310,8 @@ extension GEMM {
         if threads == 1 { body(0..<m) } else { Threads.forRanges(m, minChunk: 64, body) }
     }
 
-    /// C = A·B (or C += A·B) for a depth `k ≤ 8`: each row of C is `Σ_p A[i, p] · B[p, :]`, accumulated in
-    /// the order of `p` (eight lanes at a time over the columns), one row per thread.
+    /// C = A·B (or C += A·B) for a depth `k ≤ 8`: each row of C is `Σ_p A[i, p] · B[p, :]`, each product added in
+    /// the order of `p` (the level's vectors across the columns), threads splitting the rows.
     static func tinyDepth(
         m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, ars: Int, acs: Int,
@@ -330,31 +330,9 @@ extension GEMM {
         nonisolated(unsafe) let (pa, pc, pb) = (a, c, UnsafePointer(bRows))
         let threads = Double(m) * Double(n) * Double(k) < 1.5e6 ? 1 : Threads.count
         let body = { (rows: Range<Int>) in
-            if vq_tiny_depth_rows(level, Int64(rows.count), Int64(n), Int64(k), pa + rows.lowerBound * ars, Int64(ars), Int64(acs),
-                                  pb, pb + k * n, pc + rows.lowerBound * ldc, Int64(ldc), accumulate ? 1 : 0) != 0 {
-                return
-            }
-            let rb = UnsafeRawPointer(pb), rs = UnsafeRawPointer(pb + k * n)
-            for i in rows {
-                var coef = SIMD8<Float>()
-                for p in 0..<k { coef[p] = pa[i * ars + p * acs] }
-                let out = pc + i * ldc
-                let rout = UnsafeMutableRawPointer(out)
-                var j = 0
-                while j + 8 <= n {
-                    var acc = accumulate ? rout.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                                         : rs.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                    for p in 0..<k { acc += SIMD8(repeating: coef[p]) * rb.loadUnaligned(fromByteOffset: (p * n + j) * 4, as: SIMD8<Float>.self) }
-                    rout.storeBytes(of: acc, toByteOffset: j * 4, as: SIMD8<Float>.self)
-                    j += 8
-                }
-                while j < n {
-                    var acc: Float = accumulate ? out[j] : pb[k * n + j]
-                    for p in 0..<k { acc += coef[p] * pb[p * n + j] }
-                    out[j] = acc
-                    j += 1
-                }
-            }
+            let done = vq_tiny_depth_rows(level, Int64(rows.count), Int64(n), Int64(k), pa + rows.lowerBound * ars, Int64(ars),
+                                          Int64(acs), pb, pb + k * n, pc + rows.lowerBound * ldc, Int64(ldc), accumulate ? 1 : 0)
+            assert(done != 0, "tinyDepth: the kernel runs at every level for a depth ≤ 8")
         }
         if threads == 1 { body(0..<m) } else { Threads.forRanges(m, minChunk: 64, body) }
     }

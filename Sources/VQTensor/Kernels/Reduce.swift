@@ -52,11 +52,12 @@ enum Reduce {
                                       into dst: UnsafeMutablePointer<Float>) {
         switch kind {
         case .sum:
+            // dst[i] += 1·row[i] over the rows in order: the few-rows kernel with one row of ones (acs 0), whose
+            // products with 1 are exact — the same additions as a loop of dst[i] += row[i].
             for i in cols { dst[i] = 0 }
-            for k in 0..<n {
-                let row = src + k * inner
-                for i in cols { dst[i] += row[i] }
-            }
+            var one: Float = 1
+            vq_few_rows(GEMM.level, 1, Int64(cols.count), Int64(n), &one, 0, 0, src + cols.lowerBound, Int64(inner),
+                        dst + cols.lowerBound)
         case .max, .min:
             for i in cols { dst[i] = src[i] }
             for k in 1..<max(n, 1) {
