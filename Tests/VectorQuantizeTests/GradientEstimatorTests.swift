@@ -21,6 +21,20 @@ struct GradientEstimatorTests {
         return (rotated * (normT / normS.maximum(1e-6))).reshaped(source.shape)
     }
 
+    /// One row of the trick written out plainly, one rounding per operation in the kernel's order.
+    static func plainRow(_ s: UnsafePointer<Float>, _ t: UnsafePointer<Float>, vector v: UnsafePointer<Float>, d: Int,
+                         transposed: Bool) -> [Float] {
+        let normS = max(dotProduct(s, s, count: d).squareRoot(), 1e-6)
+        let normTRaw = dotProduct(t, t, count: d).squareRoot(), normT = max(normTRaw, 1e-6)
+        let u = (0..<d).map { s[$0] / normS }, q = (0..<d).map { t[$0] / normT }
+        var w = (0..<d).map { u[$0] + q[$0] }
+        let normW = max(dotProduct(w, w, count: d).squareRoot(), 1e-6)
+        w = w.map { $0 / normW }
+        let vw = dotProduct(v, w, count: d), vu = dotProduct(v, transposed ? q : u, count: d)
+        let other = transposed ? u : q, scale = normTRaw / normS
+        return (0..<d).map { j in (v[j] - 2 * (vw * w[j]) + 2 * (vu * other[j])) * scale }
+    }
+
     @Test("the fused rotation trick equals the composed formula in value and gradient; zero rows stay finite",
           arguments: [[3, 5, 8], [700, 32], [2, 1, 300]])
     func rotationTrick(_ shape: [Int]) {
@@ -43,6 +57,22 @@ struct GradientEstimatorTests {
             // Both round differently (sums in another order, then cancellation between terms of size ~√d):
             // agreement to 1e-4 relative; a wrong term would be off by O(1).
             #expect(worst < 1e-4, "\(name): worst relative difference \(worst)")
+        }
+        // The value and the gradient are the plain row formula's bits (each operation rounded alone, dot products in
+        // dotProduct's order), whatever the kernel level's vector width.
+        let g = weights.scalars
+        s.withUnsafeScalars { ps in
+            t.withUnsafeScalars { pt in
+                g.withUnsafeBufferPointer { pg in
+                    for r in 0..<(results[0].0.count / d) {
+                        let (sr, tr, gr) = (ps.baseAddress! + r * d, pt.baseAddress! + r * d, pg.baseAddress! + r * d)
+                        let value = Self.plainRow(sr, tr, vector: sr, d: d, transposed: false)
+                        let gradient = Self.plainRow(sr, tr, vector: gr, d: d, transposed: true)
+                        #expect(value.map(\.bitPattern) == results[0].0[(r * d)..<(r * d + d)].map(\.bitPattern), "row \(r) value")
+                        #expect(gradient.map(\.bitPattern) == results[0].1[(r * d)..<(r * d + d)].map(\.bitPattern), "row \(r) gradient")
+                    }
+                }
+            }
         }
         // The value is the target (up to rounding) for non-zero rows: the trick changes gradients, not values.
         let rows = results[0].0.count / d
