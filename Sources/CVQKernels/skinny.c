@@ -174,9 +174,9 @@ static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a,
 }
 #endif
 
-/* The portable versions (baseline x86-64, AArch64), on four-lane vectors: the same sums in the same order as the
-   vector versions above and the Swift loops, each product rounded before it is added (the file's FP_CONTRACT OFF
-   keeps AArch64 from fusing them). An eight-lane partial sum is two four-lane vectors. */
+/* The portable versions (baseline x86-64, AArch64), on four-lane vectors, and AVX2's where one body serves both widths:
+   the same sums in the same order as the AVX-512 versions above, each product rounded before it is added (the file's
+   FP_CONTRACT OFF keeps AArch64 from fusing them). An eight-lane partial sum is two four-lane vectors. */
 /* c[i, j] = (accumulate ? c[i, j] : start[j]) + a[i, 0]·b[0, j] + … in order, LANES columns at a time (the columns past
    the last whole vector one at a time): one body for the portable vectors and AVX2's. */
 #define TINY_DEPTH(NAME, ATTR, VT, LANES)                                                                               \

@@ -3,9 +3,9 @@ import CVQKernels
 @testable import VQTensor
 import VQTestSupport
 
-/// The skinny products (projections to and from a few channels) run on C vector kernels at levels ≥ 1 and on
-/// Swift loops at level 0; both must compute every element in the documented order — each product rounded,
-/// then added — so these tests rebuild that order in scalar Swift and compare bit for bit.
+/// The skinny products (projections to and from a few channels) run on C vector kernels at every level (AVX-512,
+/// AVX2, the portable vectors); each must compute every element in the documented order — each product rounded,
+/// then added — so these tests rebuild that order in scalar Swift and compare bit for bit (CI runs them per level).
 @Suite("Kernels: skinny products keep their documented order")
 struct SkinnyKernelTests {
     static func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }

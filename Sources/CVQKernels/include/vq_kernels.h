@@ -84,8 +84,8 @@ void vq_argmin_update(const float *dots, int64_t ld, int64_t rows, int64_t cols,
 int vq_gemm_argmin(int level, int64_t kc, const float *a, const float *b, int rows, int cols, const float *xx,
                    const float *cc, int cosine, int64_t code_base, float *best, int64_t *best_index);
 
-/// Skinny products on the vector units, bit-identical to the Swift loops in `GEMM` (each product rounded, then
-/// added, in the same order per element). Each returns 0 and does nothing where that loop must run instead.
+/// Skinny products on the vector units at every level: each product rounded, then added, in the same order per
+/// element at every level (the order SkinnyKernelTests rebuild in scalar Swift).
 /// `c[i, j] = (accumulate ? c[i, j] : start[j]) + Σ_{p<k} a[i, p]·b[p·n + j]` for `i < rows`, `k ≤ 8` (every level; 0
 /// for a deeper `k`).
 int vq_tiny_depth_rows(int level, int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
