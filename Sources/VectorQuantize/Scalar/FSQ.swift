@@ -195,10 +195,7 @@ public final class FSQ: Module {
                             if sym {
                                 (cs + range.lowerBound * d).update(from: zs + range.lowerBound * d, count: range.count * d)
                             } else {
-                                for r in range {
-                                    let (src, dst) = (zs + r * d, cs + r * d)
-                                    for j in 0..<d { dst[j] = src[j] + sh[j] }
-                                }
+                                Self.addShift(zs + range.lowerBound * d, sh, into: cs + range.lowerBound * d, count: range.count * d, d: d)
                             }
                             let chunk = cs + range.lowerBound * d, count = range.count * d
                             if hard {
@@ -239,6 +236,24 @@ public final class FSQ: Module {
             }
         }
         return (Tensor(codes, shape: z.shape), IndexTensor(indices, shape: Array(z.shape.dropLast())))
+    }
+
+    /// `dst[i] = src[i] + shift[i mod d]` over contiguous rows of `d`: sixteen values a step when `d` divides 16 (the
+    /// shifts repeated across the vector), the same additions as row by row.
+    static func addShift(_ src: UnsafePointer<Float>, _ shift: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>,
+                         count: Int, d: Int) {
+        var i = 0
+        if d <= 16 && 16 % d == 0 {
+            var pattern = SIMD16<Float>()
+            for q in 0..<16 { pattern[q] = shift[q % d] }
+            let (rs, rd) = (UnsafeRawPointer(src), UnsafeMutableRawPointer(dst))
+            while i + 16 <= count {
+                rd.storeBytes(of: rs.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) + pattern, toByteOffset: i * 4,
+                              as: SIMD16<Float>.self)
+                i += 16
+            }
+        }
+        while i < count { dst[i] = src[i] + shift[i % d]; i += 1 }
     }
 
     private func scaleAndShift(_ zhat: Tensor) -> Tensor {
