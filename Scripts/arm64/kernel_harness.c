@@ -154,11 +154,30 @@ int main(void) {
             if (i % 3 == 0) t[i] = uniform() * 12;                    /* the range where tanh is not ±1 or x */
         }
         const float edge[] = {0.0f, -0.0f, 0.625f, nextafterf(0.625f, 0), nextafterf(0.625f, 1), 9.0f, nextafterf(9.0f, 10),
-                              0x1p-149f, 0x1p-126f, 0x1p-75f, 0x1p-63f, INFINITY, -INFINITY, NAN, 88.0f, -0.3f};
+                              0x1p-149f, 0x1p-126f, 0x1p-75f, 0x1p-63f, INFINITY, -INFINITY, NAN, 88.0f, -0.3f,
+                              /* blocks baseline x86-64 redoes with fmaf (a double on a float midpoint): tanh, GELU */
+                              0x1.62ac96p+1f, -0x1.f3dcp+1f};
         memcpy(t, edge, sizeof edge);
         vq_tanh(t, r, count);
         printf("tanh_all_magnitudes %016llx\n", (unsigned long long)hash_bytes(r, (size_t)count * 4));
-        free(t); free(r);
+        /* GELU and its gradient over the same values (the gradient against t reversed), and each in place: the same
+           bits as out of place (a block the portable path redoes reads the inputs it holds, not `out`). */
+        float *g = malloc(count * 4), *inplace = malloc(count * 4);
+        for (int i = 0; i < count; i++) g[i] = isfinite(t[count - 1 - i]) ? t[count - 1 - i] : 1.0f;
+        memcpy(inplace, t, count * 4);
+        vq_tanh(inplace, inplace, count);
+        check(memcmp(inplace, r, count * 4) == 0, "tanh in place");
+        vq_gelu(level, t, r, count);
+        printf("gelu_all_magnitudes %016llx\n", (unsigned long long)hash_bytes(r, (size_t)count * 4));
+        memcpy(inplace, t, count * 4);
+        vq_gelu(level, inplace, inplace, count);
+        check(memcmp(inplace, r, count * 4) == 0, "gelu in place");
+        vq_gelu_backward(level, t, g, r, count);
+        printf("gelu_backward_all_magnitudes %016llx\n", (unsigned long long)hash_bytes(r, (size_t)count * 4));
+        memcpy(inplace, t, count * 4);
+        vq_gelu_backward(level, inplace, g, inplace, count);
+        check(memcmp(inplace, r, count * 4) == 0, "gelu_backward in place");
+        free(t); free(r); free(g); free(inplace);
     }
     int64_t *codes = malloc((size_t)n * 8), *order = malloc((size_t)n * 8);
     for (int64_t r = 0; r < n; r++) { codes[r] = r % 17; order[r] = r; }

@@ -165,7 +165,6 @@ static void tanh_vec(const float *in, float *out, int64_t n) {
     }
     for (; i < n; i++) out[i] = tanh_scalar(in[i], fma_libm);
 }
-#undef EACH
 #endif
 
 void vq_tanh(const float *in, float *out, int64_t n) {
@@ -270,12 +269,80 @@ static void gelu_grad_avx2(const float *in, const float *g, float *out, int64_t 
 }
 #endif
 
+#if VQ_NATIVE_FMA || VQ_CHECKED_FMA
+/* gelu_phi, gelu_scalar and gelu_grad_scalar on TANH_V vectors at a time (the same operations, each fma as fmaf; see
+   tanh_vec). The checked fma results are normal floats or exact: t's denominator is at least 1, the polynomial's
+   terms stay clear of zero (or cancel exactly), the exponential's as in tanh (a subnormal argument gives itself), and
+   the gradient's last, x·φ(x)/√(2π)·… + Φ(x), is marked when it is at most 2⁻¹²⁶. A block with a mark is redone by
+   the scalar functions from the inputs held in registers (`out` may be `in`). */
+static inline void gelu_phi_vecs(const vq_f4 x[TANH_V], vq_f4 phi[TANH_V], vq_f4 e[TANH_V], vq_i4 risk[TANH_V]) {
+    vq_f4 t[TANH_V], p[TANH_V], arg[TANH_V];
+    static const float c[3] = {VQ_GELU_A3, VQ_GELU_A2, VQ_GELU_A1};
+    EACH(k) t[k] = vq_f4_splat(1.0f) / vq_f4_fma_checked(vq_f4_splat(VQ_GELU_P), vq_f4_abs(x[k]) * vq_f4_splat(VQ_SQRT1_2),
+                                                         vq_f4_splat(1.0f), &risk[k]);
+    EACH(k) p[k] = vq_f4_fma_checked(vq_f4_splat(VQ_GELU_A5), t[k], vq_f4_splat(VQ_GELU_A4), &risk[k]);
+    _Pragma("unroll") for (int j = 0; j < 3; j++) EACH(k) p[k] = vq_f4_fma_checked(p[k], t[k], vq_f4_splat(c[j]), &risk[k]);
+    EACH(k) arg[k] = vq_f4_splat(-0.5f) * (x[k] * x[k]);
+    exp_vecs(arg, e, risk);
+    EACH(k) {
+        const vq_f4 tail = vq_f4_splat(0.5f) * (t[k] * p[k]) * e[k];
+        phi[k] = vq_f4_select(x[k] < vq_f4_splat(0.0f), tail, vq_f4_splat(1.0f) - tail);
+    }
+}
+
+static void gelu_vec(const float *in, float *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 * TANH_V <= n; i += 4 * TANH_V) {
+        vq_f4 x[TANH_V], phi[TANH_V], e[TANH_V], res[TANH_V];
+        vq_i4 risk[TANH_V], any = {0, 0, 0, 0};
+        EACH(k) x[k] = vq_f4_load(in + i + 4 * k), risk[k] = (vq_i4){0, 0, 0, 0};
+        gelu_phi_vecs(x, phi, e, risk);
+        EACH(k) {
+            const vq_f4 xc = vq_f4_select(x[k] < vq_f4_splat(-20.0f), vq_f4_splat(-20.0f), x[k]);
+            res[k] = vq_f4_select(x[k] != x[k], x[k], xc * phi[k]);
+            any |= risk[k] & (x[k] == x[k]);
+        }
+        if (__builtin_expect(vq_i4_any(any), 0))
+            EACH(k) for (int q = 0; q < 4; q++) res[k][q] = gelu_scalar(x[k][q], fma_libm);
+        EACH(k) vq_f4_store(out + i + 4 * k, res[k]);
+    }
+    for (; i < n; i++) out[i] = gelu_scalar(in[i], fma_libm);
+}
+
+static void gelu_grad_vec(const float *in, const float *g, float *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 * TANH_V <= n; i += 4 * TANH_V) {
+        vq_f4 x[TANH_V], phi[TANH_V], e[TANH_V], res[TANH_V];
+        vq_i4 risk[TANH_V], any = {0, 0, 0, 0};
+        EACH(k) x[k] = vq_f4_load(in + i + 4 * k), risk[k] = (vq_i4){0, 0, 0, 0};
+        gelu_phi_vecs(x, phi, e, risk);
+        EACH(k) {
+            vq_f4 xc = vq_f4_select(x[k] < vq_f4_splat(-20.0f), vq_f4_splat(-20.0f), x[k]);
+            xc = vq_f4_select(x[k] > vq_f4_splat(20.0f), vq_f4_splat(20.0f), xc);
+            const vq_f4 d = vq_f4_fma_checked(xc * vq_f4_splat(VQ_INV_SQRT_2PI), e[k], phi[k], &risk[k]);
+            risk[k] |= ((vq_i4)vq_f4_abs(d) < 0x00800001) & (d != vq_f4_splat(0.0f));
+            res[k] = vq_f4_select(x[k] != x[k], x[k], vq_f4_load(g + i + 4 * k) * d);
+            any |= risk[k] & (x[k] == x[k]);
+        }
+        if (__builtin_expect(vq_i4_any(any), 0))
+            EACH(k) for (int q = 0; q < 4; q++) res[k][q] = gelu_grad_scalar(x[k][q], g[i + 4 * k + q], fma_libm);
+        EACH(k) vq_f4_store(out + i + 4 * k, res[k]);
+    }
+    for (; i < n; i++) out[i] = gelu_grad_scalar(in[i], g[i], fma_libm);
+}
+#endif
+#undef EACH
+
 void vq_gelu(int level, const float *in, float *out, int64_t n) {
 #if VQ_X86
     if (level >= 1) { gelu_avx2(in, out, n); return; }
 #endif
     (void)level;
+#if VQ_NATIVE_FMA || VQ_CHECKED_FMA
+    gelu_vec(in, out, n);
+#else
     for (int64_t i = 0; i < n; i++) out[i] = gelu_scalar(in[i], fma_libm);
+#endif
 }
 
 void vq_gelu_backward(int level, const float *in, const float *g, float *out, int64_t n) {
@@ -283,5 +350,9 @@ void vq_gelu_backward(int level, const float *in, const float *g, float *out, in
     if (level >= 1) { gelu_grad_avx2(in, g, out, n); return; }
 #endif
     (void)level;
+#if VQ_NATIVE_FMA || VQ_CHECKED_FMA
+    gelu_grad_vec(in, g, out, n);
+#else
     for (int64_t i = 0; i < n; i++) out[i] = gelu_grad_scalar(in[i], g[i], fma_libm);
+#endif
 }
