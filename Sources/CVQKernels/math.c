@@ -290,7 +290,8 @@ static inline void gelu_phi_vecs(const vq_f4 x[TANH_V], vq_f4 phi[TANH_V], vq_f4
     }
 }
 
-static void gelu_vec(const float *in, float *out, int64_t n) {
+/* GELU (`g` NULL) or its gradient times `g`. */
+static void gelu_vec(const float *in, const float *g, float *out, int64_t n) {
     int64_t i = 0;
     for (; i + 4 * TANH_V <= n; i += 4 * TANH_V) {
         vq_f4 x[TANH_V], phi[TANH_V], e[TANH_V], res[TANH_V];
@@ -298,37 +299,24 @@ static void gelu_vec(const float *in, float *out, int64_t n) {
         EACH(k) x[k] = vq_f4_load(in + i + 4 * k), risk[k] = (vq_i4){0, 0, 0, 0};
         gelu_phi_vecs(x, phi, e, risk);
         EACH(k) {
-            const vq_f4 xc = vq_f4_select(x[k] < vq_f4_splat(-20.0f), vq_f4_splat(-20.0f), x[k]);
-            res[k] = vq_f4_select(x[k] != x[k], x[k], xc * phi[k]);
+            vq_f4 xc = vq_f4_select(x[k] < vq_f4_splat(-20.0f), vq_f4_splat(-20.0f), x[k]), r;
+            if (g) {
+                xc = vq_f4_select(x[k] > vq_f4_splat(20.0f), vq_f4_splat(20.0f), xc);
+                const vq_f4 d = vq_f4_fma_checked(xc * vq_f4_splat(VQ_INV_SQRT_2PI), e[k], phi[k], &risk[k]);
+                risk[k] |= ((vq_i4)vq_f4_abs(d) < 0x00800001) & (d != vq_f4_splat(0.0f));
+                r = vq_f4_load(g + i + 4 * k) * d;
+            } else {
+                r = xc * phi[k];
+            }
+            res[k] = vq_f4_select(x[k] != x[k], x[k], r);
             any |= risk[k] & (x[k] == x[k]);
         }
         if (__builtin_expect(vq_i4_any(any), 0))
-            EACH(k) for (int q = 0; q < 4; q++) res[k][q] = gelu_scalar(x[k][q], fma_libm);
+            EACH(k) for (int q = 0; q < 4; q++)
+                res[k][q] = g ? gelu_grad_scalar(x[k][q], g[i + 4 * k + q], fma_libm) : gelu_scalar(x[k][q], fma_libm);
         EACH(k) vq_f4_store(out + i + 4 * k, res[k]);
     }
-    for (; i < n; i++) out[i] = gelu_scalar(in[i], fma_libm);
-}
-
-static void gelu_grad_vec(const float *in, const float *g, float *out, int64_t n) {
-    int64_t i = 0;
-    for (; i + 4 * TANH_V <= n; i += 4 * TANH_V) {
-        vq_f4 x[TANH_V], phi[TANH_V], e[TANH_V], res[TANH_V];
-        vq_i4 risk[TANH_V], any = {0, 0, 0, 0};
-        EACH(k) x[k] = vq_f4_load(in + i + 4 * k), risk[k] = (vq_i4){0, 0, 0, 0};
-        gelu_phi_vecs(x, phi, e, risk);
-        EACH(k) {
-            vq_f4 xc = vq_f4_select(x[k] < vq_f4_splat(-20.0f), vq_f4_splat(-20.0f), x[k]);
-            xc = vq_f4_select(x[k] > vq_f4_splat(20.0f), vq_f4_splat(20.0f), xc);
-            const vq_f4 d = vq_f4_fma_checked(xc * vq_f4_splat(VQ_INV_SQRT_2PI), e[k], phi[k], &risk[k]);
-            risk[k] |= ((vq_i4)vq_f4_abs(d) < 0x00800001) & (d != vq_f4_splat(0.0f));
-            res[k] = vq_f4_select(x[k] != x[k], x[k], vq_f4_load(g + i + 4 * k) * d);
-            any |= risk[k] & (x[k] == x[k]);
-        }
-        if (__builtin_expect(vq_i4_any(any), 0))
-            EACH(k) for (int q = 0; q < 4; q++) res[k][q] = gelu_grad_scalar(x[k][q], g[i + 4 * k + q], fma_libm);
-        EACH(k) vq_f4_store(out + i + 4 * k, res[k]);
-    }
-    for (; i < n; i++) out[i] = gelu_grad_scalar(in[i], g[i], fma_libm);
+    for (; i < n; i++) out[i] = g ? gelu_grad_scalar(in[i], g[i], fma_libm) : gelu_scalar(in[i], fma_libm);
 }
 #endif
 #undef EACH
@@ -339,7 +327,7 @@ void vq_gelu(int level, const float *in, float *out, int64_t n) {
 #endif
     (void)level;
 #if VQ_NATIVE_FMA || VQ_CHECKED_FMA
-    gelu_vec(in, out, n);
+    gelu_vec(in, NULL, out, n);
 #else
     for (int64_t i = 0; i < n; i++) out[i] = gelu_scalar(in[i], fma_libm);
 #endif
@@ -351,7 +339,7 @@ void vq_gelu_backward(int level, const float *in, const float *g, float *out, in
 #endif
     (void)level;
 #if VQ_NATIVE_FMA || VQ_CHECKED_FMA
-    gelu_grad_vec(in, g, out, n);
+    gelu_vec(in, g, out, n);
 #else
     for (int64_t i = 0; i < n; i++) out[i] = gelu_grad_scalar(in[i], g[i], fma_libm);
 #endif
