@@ -10,6 +10,46 @@ import VQTestSupport
 struct SkinnyKernelTests {
     static func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
 
+    /// The block sums behind `meanSquaredDifference` (a loss's value is a float, which would hide the order of its
+    /// double sums): compared as doubles, and the loss and its gradient as floats.
+    @Test("meanSquaredDifference: blocks of 2¹⁶, four double lanes each in order, then the tail, on 1 and 2 threads")
+    func squaredDifferenceBlocks() {
+        let n = 7 * (1 << 16) + 4 * 1001 + 3   // seven whole blocks (a group of four interleaved, then three), a tail
+        let scales = TestSupport.random([n], seed: 18).scalars.map { Float(sign: .plus, exponent: max(-20, min(20, Int(($0 * 6).rounded()))), significand: 1) }
+        let a = (TestSupport.random([n], seed: 19) * Tensor(scales)).scalars, b = TestSupport.random([n], seed: 20).scalars
+        var expected: [Double] = []
+        var lo = 0
+        while lo < n {
+            let hi = min(n, lo + (1 << 16))
+            var lanes = SIMD4<Double>()
+            var i = lo
+            while i + 4 <= hi {
+                for l in 0..<4 { let e = Double(a[i + l] - b[i + l]); lanes[l] += e * e }
+                i += 4
+            }
+            var acc = lanes.sum()
+            while i < hi { let e = Double(a[i] - b[i]); acc += e * e; i += 1 }
+            expected.append(acc)
+            lo = hi
+        }
+        for threads in [1, 2] {
+            var diff = [Float](repeating: 0, count: n)
+            let sums = a.withUnsafeBufferPointer { pa in
+                nonisolated(unsafe) let base = pa.baseAddress!
+                return Threads.with(threads) {
+                    Tensor.squaredDifferenceBlocks(count: n, rowLength: n, row: { _ in base }, other: b, difference: &diff)
+                }
+            }
+            #expect(sums.map(\.bitPattern) == expected.map(\.bitPattern), "\(threads) threads")
+            #expect(diff.map(\.bitPattern) == zip(a, b).map { ($0 - $1).bitPattern })
+            let leaf = Tensor(a).requiringGradient()
+            let loss = Threads.with(threads) { leaf.meanSquaredDifference(Tensor(b)) }
+            #expect(loss.item.bitPattern == Float(expected.reduce(0, +) / Double(n)).bitPattern)
+            loss.backward()
+            #expect(leaf.grad!.scalars.map(\.bitPattern) == zip(a, b).map { (($0 - $1) * (2 / Float(n))).bitPattern })
+        }
+    }
+
     @Test("tiny depth (k ≤ 8): each row starts from the bias, then adds a[i,p]·b[p,j] for p in order",
           arguments: [(100, 256, 4), (37, 19, 1), (64, 33, 8), (5, 16, 3)])
     func tinyDepth(shape: (Int, Int, Int)) {
