@@ -76,6 +76,14 @@ public enum TestSupport {
         var rng = SeededGenerator(seed: seed)
         return Tensor.randomNormal(shape, std: std, using: &rng)
     }
+
+    /// Normal values scaled by powers of two over 2⁻²⁰ … 2²⁰ (the exponent a rounded normal draw times 6, clamped):
+    /// sums of them round differently in any other order, so a test of an order can fail.
+    public static func wideRandom(_ shape: [Int], seed: UInt64) -> Tensor {
+        let exponents = random(shape, seed: seed &+ 0x5eed).scalars
+        let scales = exponents.map { Float(sign: .plus, exponent: max(-20, min(20, Int(($0 * 6).rounded()))), significand: 1) }
+        return random(shape, seed: seed) * Tensor(scales, shape: shape)
+    }
 }
 
 /// The Swift code blocks of DocC articles, checked against the test sources that compile them: every line of
