@@ -23,24 +23,6 @@ static inline __mmask16 tail16(int64_t r) { return r >= 16 ? (__mmask16)0xFFFF :
 static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                              float *c, int64_t crs, int64_t ccs, int accumulate);
 
-/* c[i, j] = (accumulate ? c[i, j] : start[j]) + a[i, 0]·b[0, j] + … + a[i, k−1]·b[k−1, j], added in order. */
-__attribute__((target("avx512f")))
-static void tiny_depth_avx512(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs,
-                              const float *b, const float *start, float *c, int64_t ldc, int accumulate) {
-    for (int64_t i = 0; i < rows; i++) {
-        __m512 coef[8];
-        for (int64_t p = 0; p < k; p++) coef[p] = _mm512_set1_ps(a[i * ars + p * acs]);
-        float *out = c + i * ldc;
-        for (int64_t j = 0; j < n; j += 16) {
-            const __mmask16 m = tail16(n - j);
-            __m512 acc = _mm512_maskz_loadu_ps(m, accumulate ? out + j : start + j);
-            for (int64_t p = 0; p < k; p++)
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(coef[p], _mm512_maskz_loadu_ps(m, b + p * n + j)));
-            _mm512_mask_storeu_ps(out + j, m, acc);
-        }
-    }
-}
-
 /* few_rows_avx512 for m ≤ 4 rows, 64 columns at a time in registers (the same sums, element by element). Unlike the
    portable kernel it streams all of B once per block of 64 columns: measured faster here than passes of FEW_KB rows
    (FSQ k at level 3: 3.25 against 3.4 ms), B's blocks being read again from the last-level cache. */
@@ -174,11 +156,12 @@ static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a,
 }
 #endif
 
-/* The portable versions (baseline x86-64, AArch64), on four-lane vectors, and AVX2's where one body serves both widths:
-   the same sums in the same order as the AVX-512 versions above, each product rounded before it is added (the file's
-   FP_CONTRACT OFF keeps AArch64 from fusing them). An eight-lane partial sum is two four-lane vectors. */
-/* c[i, j] = (accumulate ? c[i, j] : start[j]) + a[i, 0]·b[0, j] + … in order, LANES columns at a time (the columns past
-   the last whole vector one at a time): one body for the portable vectors and AVX2's. */
+/* The portable versions (baseline x86-64, AArch64) on four-lane vectors, and the kernels written once for several
+   widths: the same sums in the same order as the vector versions above, each product rounded before it is added (the
+   file's FP_CONTRACT OFF keeps AArch64 from fusing them).
+
+   c[i, j] = (accumulate ? c[i, j] : start[j]) + a[i, 0]·b[0, j] + … in order, LANES columns at a time (the columns past
+   the last whole vector one at a time): one body for the portable vectors, AVX2's and AVX-512's. */
 #define TINY_DEPTH(NAME, ATTR, VT, LANES)                                                                               \
 ATTR static void NAME(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,     \
                       const float *start, float *c, int64_t ldc, int accumulate) {                                     \
@@ -210,8 +193,11 @@ ATTR static void NAME(int64_t rows, int64_t n, int64_t k, const float *a, int64_
 TINY_DEPTH(tiny_depth_vec, , vq_f4, 4)
 #if VQ_X86
 TINY_DEPTH(tiny_depth_avx2, __attribute__((target("avx2"))), vq_f8, 8)
+typedef float vq_f16 __attribute__((vector_size(64)));
+TINY_DEPTH(tiny_depth_avx512, __attribute__((target("avx512f"))), vq_f16, 16)
 #endif
 
+/* skinny_dots on the portable vectors: an eight-lane partial sum is two four-lane vectors. */
 static void skinny_dots_vec(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                             float *c, int64_t crs, int64_t ccs, int accumulate) {
     for (int64_t i = 0; i < rows; i++) {
