@@ -19,6 +19,12 @@
 #define VQ_LOG2E 1.44269504088896341f
 #define VQ_C1 0.693359375f
 #define VQ_C2 -2.12194440e-4f
+/* The polynomials' coefficients, highest degree first (every version evaluates them by Horner's rule with fmas):
+   e^r ≈ 1 + r + r²·P(r) and tanh(x) ≈ x + x·x²·Q(x²). */
+static const float vq_exp_poly[6] = {1.9875691500E-4f, 1.3981999507E-3f, 8.3334519073E-3f, 4.1665795894E-2f,
+                                     1.6666665459E-1f, 5.0000001201E-1f};
+static const float vq_tanh_poly[5] = {-5.70498872745E-3f, 2.06390887954E-2f, -5.37397155531E-2f, 1.33314422036E-1f,
+                                      -3.33332819422E-1f};
 
 static inline float exp_scalar(float x, float (*fma_fn)(float, float, float)) {
     x = x > VQ_EXP_HI ? VQ_EXP_HI : (x < VQ_EXP_LO ? VQ_EXP_LO : x);
@@ -27,12 +33,8 @@ static inline float exp_scalar(float x, float (*fma_fn)(float, float, float)) {
     x = fma_fn(fx, -VQ_C1, x);
     x = fma_fn(fx, -VQ_C2, x);
     float z = x * x;
-    float y = 1.9875691500E-4f;
-    y = fma_fn(y, x, 1.3981999507E-3f);
-    y = fma_fn(y, x, 8.3334519073E-3f);
-    y = fma_fn(y, x, 4.1665795894E-2f);
-    y = fma_fn(y, x, 1.6666665459E-1f);
-    y = fma_fn(y, x, 5.0000001201E-1f);
+    float y = vq_exp_poly[0];
+    _Pragma("unroll") for (int j = 1; j < 6; j++) y = fma_fn(y, x, vq_exp_poly[j]);
     y = fma_fn(y, z, x);
     y = y + 1.0f;
     int n = (int)fx;
@@ -45,11 +47,8 @@ static inline float tanh_scalar(float x, float (*fma_fn)(float, float, float)) {
     float a = fabsf(x);
     if (a < 0.625f) {
         float z = x * x;
-        float p = -5.70498872745E-3f;
-        p = fma_fn(p, z, 2.06390887954E-2f);
-        p = fma_fn(p, z, -5.37397155531E-2f);
-        p = fma_fn(p, z, 1.33314422036E-1f);
-        p = fma_fn(p, z, -3.33332819422E-1f);
+        float p = vq_tanh_poly[0];
+        _Pragma("unroll") for (int j = 1; j < 5; j++) p = fma_fn(p, z, vq_tanh_poly[j]);
         return fma_fn(p * z, x, x);
     }
     if (a > 9.0f) return x > 0 ? 1.0f : -1.0f;
@@ -71,12 +70,8 @@ static inline __m256 exp_avx2(__m256 x) {
     x = _mm256_fmadd_ps(fx, _mm256_set1_ps(-VQ_C1), x);
     x = _mm256_fmadd_ps(fx, _mm256_set1_ps(-VQ_C2), x);
     __m256 z = _mm256_mul_ps(x, x);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 y = _mm256_set1_ps(vq_exp_poly[0]);
+    _Pragma("unroll") for (int j = 1; j < 6; j++) y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(vq_exp_poly[j]));
     y = _mm256_fmadd_ps(y, z, x);
     y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
     __m256i n = _mm256_cvttps_epi32(fx);
@@ -92,11 +87,8 @@ static void tanh_avx2(const float *in, float *out, int64_t n) {
         __m256 x = _mm256_loadu_ps(in + i);
         __m256 a = _mm256_andnot_ps(signmask, x);
         __m256 z = _mm256_mul_ps(x, x);
-        __m256 p = _mm256_set1_ps(-5.70498872745E-3f);
-        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954E-2f));
-        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531E-2f));
-        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036E-1f));
-        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422E-1f));
+        __m256 p = _mm256_set1_ps(vq_tanh_poly[0]);
+        _Pragma("unroll") for (int j = 1; j < 5; j++) p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(vq_tanh_poly[j]));
         __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
         __m256 e = exp_avx2(_mm256_add_ps(a, a));
         __m256 r = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)));
@@ -111,24 +103,24 @@ static void tanh_avx2(const float *in, float *out, int64_t n) {
 #endif
 
 #if VQ_NATIVE_FMA || VQ_CHECKED_FMA
-/* exp_scalar and tanh_scalar on TANH_V vectors of four lanes at a time: the same operations, each fma correctly
-   rounded as fmaf (the instruction on AArch64; at baseline x86-64 in double, see vq_f4_fma_checked, with the rare
-   blocks it cannot vouch for redone by tanh_scalar), so the values equal the scalar and AVX2 versions'. Each step
+/* exp_scalar and tanh_scalar (and GELU below) on MATH_V vectors of four lanes at a time: the same operations, each fma
+   correctly rounded as fmaf (the instruction on AArch64; at baseline x86-64 in double, see vq_f4_fma_checked, with the
+   rare blocks it cannot vouch for redone by tanh_scalar), so the values equal the scalar and AVX2 versions'. Each step
    runs on all the vectors before the next (`EACH`), so their chains of dependent operations overlap: one chain
    is latency-bound (about 19 cycles per checked fma at baseline x86-64). */
-#define TANH_V 4
-#define EACH(k) for (int k = 0; k < TANH_V; k++)
-static inline void exp_vecs(vq_f4 x[TANH_V], vq_f4 out[TANH_V], vq_i4 risk[TANH_V]) {
-    vq_f4 fx[TANH_V], z[TANH_V], y[TANH_V];
+#define MATH_V 4
+#define EACH(k) for (int k = 0; k < MATH_V; k++)
+static inline void exp_vecs(vq_f4 x[MATH_V], vq_f4 out[MATH_V], vq_i4 risk[MATH_V]) {
+    vq_f4 fx[MATH_V], z[MATH_V], y[MATH_V];
     EACH(k) x[k] = vq_f4_select(x[k] > vq_f4_splat(VQ_EXP_HI), vq_f4_splat(VQ_EXP_HI), x[k]);
     EACH(k) x[k] = vq_f4_select(x[k] < vq_f4_splat(VQ_EXP_LO), vq_f4_splat(VQ_EXP_LO), x[k]);
     EACH(k) fx[k] = vq_f4_floor(vq_f4_fma_checked(x[k], vq_f4_splat(VQ_LOG2E), vq_f4_splat(0.5f), &risk[k]));
     EACH(k) x[k] = vq_f4_fma_checked(fx[k], vq_f4_splat(-VQ_C1), x[k], &risk[k]);
     EACH(k) x[k] = vq_f4_fma_checked(fx[k], vq_f4_splat(-VQ_C2), x[k], &risk[k]);
     EACH(k) z[k] = x[k] * x[k];
-    static const float c[5] = {1.3981999507E-3f, 8.3334519073E-3f, 4.1665795894E-2f, 1.6666665459E-1f, 5.0000001201E-1f};
-    EACH(k) y[k] = vq_f4_splat(1.9875691500E-4f);
-    _Pragma("unroll") for (int j = 0; j < 5; j++) EACH(k) y[k] = vq_f4_fma_checked(y[k], x[k], vq_f4_splat(c[j]), &risk[k]);
+    EACH(k) y[k] = vq_f4_splat(vq_exp_poly[0]);
+    _Pragma("unroll") for (int j = 1; j < 6; j++)
+        EACH(k) y[k] = vq_f4_fma_checked(y[k], x[k], vq_f4_splat(vq_exp_poly[j]), &risk[k]);
     EACH(k) y[k] = vq_f4_fma_checked(y[k], z[k], x[k], &risk[k]) + vq_f4_splat(1.0f);
     EACH(k) out[k] = y[k] * (vq_f4)((__builtin_convertvector(fx[k], vq_i4) + 127) << 23);
 }
@@ -136,18 +128,18 @@ static inline void exp_vecs(vq_f4 x[TANH_V], vq_f4 out[TANH_V], vq_i4 risk[TANH_
 static void tanh_vec(const float *in, float *out, int64_t n) {
     int64_t i = 0;
     const vq_f4 one = vq_f4_splat(1.0f), two = vq_f4_splat(2.0f);
-    static const float c[4] = {2.06390887954E-2f, -5.37397155531E-2f, 1.33314422036E-1f, -3.33332819422E-1f};
-    for (; i + 4 * TANH_V <= n; i += 4 * TANH_V) {
-        vq_f4 x[TANH_V], a[TANH_V], z[TANH_V], p[TANH_V], small[TANH_V], e[TANH_V];
-        vq_i4 small_risk[TANH_V], exp_risk[TANH_V], risk = {0, 0, 0, 0};
+    for (; i + 4 * MATH_V <= n; i += 4 * MATH_V) {
+        vq_f4 x[MATH_V], a[MATH_V], z[MATH_V], p[MATH_V], small[MATH_V], e[MATH_V];
+        vq_i4 small_risk[MATH_V], exp_risk[MATH_V], risk = {0, 0, 0, 0};
         EACH(k) x[k] = vq_f4_load(in + i + 4 * k), a[k] = vq_f4_abs(x[k]), z[k] = x[k] * x[k];
         EACH(k) small_risk[k] = exp_risk[k] = (vq_i4){0, 0, 0, 0};
-        EACH(k) p[k] = vq_f4_splat(-5.70498872745E-3f);
-        _Pragma("unroll") for (int j = 0; j < 4; j++) EACH(k) p[k] = vq_f4_fma_checked(p[k], z[k], vq_f4_splat(c[j]), &small_risk[k]);
+        EACH(k) p[k] = vq_f4_splat(vq_tanh_poly[0]);
+        _Pragma("unroll") for (int j = 1; j < 5; j++)
+            EACH(k) p[k] = vq_f4_fma_checked(p[k], z[k], vq_f4_splat(vq_tanh_poly[j]), &small_risk[k]);
         EACH(k) small[k] = vq_f4_fma_checked(p[k] * z[k], x[k], x[k], &small_risk[k]);
         EACH(k) e[k] = a[k] + a[k];
         exp_vecs(e, e, exp_risk);
-        vq_f4 res[TANH_V];
+        vq_f4 res[MATH_V];
         EACH(k) {
             vq_f4 r = one - two / (e[k] + one);
             r = vq_f4_select(a[k] > vq_f4_splat(9.0f), one, r);
@@ -270,13 +262,13 @@ static void gelu_grad_avx2(const float *in, const float *g, float *out, int64_t 
 #endif
 
 #if VQ_NATIVE_FMA || VQ_CHECKED_FMA
-/* gelu_phi, gelu_scalar and gelu_grad_scalar on TANH_V vectors at a time (the same operations, each fma as fmaf; see
+/* gelu_phi, gelu_scalar and gelu_grad_scalar on MATH_V vectors at a time (the same operations, each fma as fmaf; see
    tanh_vec). The checked fma results are normal floats or exact: t's denominator is at least 1, the polynomial's
    terms stay clear of zero (or cancel exactly), the exponential's as in tanh (a subnormal argument gives itself), and
    the gradient's last, x·φ(x)/√(2π)·… + Φ(x), is marked when it is at most 2⁻¹²⁶. A block with a mark is redone by
    the scalar functions from the inputs held in registers (`out` may be `in`). */
-static inline void gelu_phi_vecs(const vq_f4 x[TANH_V], vq_f4 phi[TANH_V], vq_f4 e[TANH_V], vq_i4 risk[TANH_V]) {
-    vq_f4 t[TANH_V], p[TANH_V], arg[TANH_V];
+static inline void gelu_phi_vecs(const vq_f4 x[MATH_V], vq_f4 phi[MATH_V], vq_f4 e[MATH_V], vq_i4 risk[MATH_V]) {
+    vq_f4 t[MATH_V], p[MATH_V], arg[MATH_V];
     static const float c[3] = {VQ_GELU_A3, VQ_GELU_A2, VQ_GELU_A1};
     EACH(k) t[k] = vq_f4_splat(1.0f) / vq_f4_fma_checked(vq_f4_splat(VQ_GELU_P), vq_f4_abs(x[k]) * vq_f4_splat(VQ_SQRT1_2),
                                                          vq_f4_splat(1.0f), &risk[k]);
@@ -293,9 +285,9 @@ static inline void gelu_phi_vecs(const vq_f4 x[TANH_V], vq_f4 phi[TANH_V], vq_f4
 /* GELU (`g` NULL) or its gradient times `g`. */
 static void gelu_vec(const float *in, const float *g, float *out, int64_t n) {
     int64_t i = 0;
-    for (; i + 4 * TANH_V <= n; i += 4 * TANH_V) {
-        vq_f4 x[TANH_V], phi[TANH_V], e[TANH_V], res[TANH_V];
-        vq_i4 risk[TANH_V], any = {0, 0, 0, 0};
+    for (; i + 4 * MATH_V <= n; i += 4 * MATH_V) {
+        vq_f4 x[MATH_V], phi[MATH_V], e[MATH_V], res[MATH_V];
+        vq_i4 risk[MATH_V], any = {0, 0, 0, 0};
         EACH(k) x[k] = vq_f4_load(in + i + 4 * k), risk[k] = (vq_i4){0, 0, 0, 0};
         gelu_phi_vecs(x, phi, e, risk);
         EACH(k) {
