@@ -12,18 +12,18 @@
 float *harness_random_floats(int64_t n);
 void harness_check(int ok, const char *what);
 
-/* Every code listed for every row: the exact float search as the rescoring forms it. */
+/* Every code rescored for every row, one code at a time in code order (a single listed code: no second filter), into
+   the same strict improvements: the exact float search as the rescoring's chains form it. */
 static void rescore_all(int64_t n, int64_t k, int64_t d, const float *x, const float *xx, const float *codes,
                         const float *cc, int cosine, float *best, int64_t *index) {
-    int32_t *count = malloc(sizeof(int32_t) * (size_t)n), *cand = malloc(sizeof(int32_t) * (size_t)(n * k));
-    int32_t *pr = malloc(sizeof(int32_t) * (size_t)(2 * n * k));
-    float *ps = malloc(sizeof(float) * (size_t)(n * k));
-    for (int64_t i = 0; i < n; i++) {
-        count[i] = (int32_t)k;
-        for (int64_t j = 0; j < k; j++) cand[i * k + j] = (int32_t)j;
-        best[i] = INFINITY; index[i] = 0;
+    int32_t *count = malloc(sizeof(int32_t) * (size_t)n), *cand = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *pr = malloc(sizeof(int32_t) * (size_t)(2 * n));
+    float *ps = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) { count[i] = 1; best[i] = INFINITY; index[i] = 0; }
+    for (int64_t j = 0; j < k; j++) {
+        for (int64_t i = 0; i < n; i++) cand[i] = (int32_t)j;
+        vq_screen_finish(d, n, x, xx, codes, cc, cosine, count, cand, 1, best, index, pr, pr + n, ps);
     }
-    vq_screen_finish(d, n, x, xx, codes, cc, cosine, count, cand, (int)k, best, index, pr, pr + n * k, ps);
     free(count); free(cand); free(pr); free(ps);
 }
 

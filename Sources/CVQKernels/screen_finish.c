@@ -84,6 +84,94 @@ static void pair_dots_avx2(int64_t d, int64_t m, const float *x, const float *co
 }
 #endif
 
+/* The second filter's dot products: each pair's summed lane-wise (four vectors of partial sums, then a scalar tail) —
+   another order than the chains, but no transposes: several times cheaper per pair than pair_dots_avx2. */
+static void pair_dots_lanes_vec(int64_t d, int64_t m, const float *x, const float *codes, const int32_t *pair_row,
+                                const int32_t *pair_code, float *dots) {
+    for (int64_t e = 0; e < m; e++) {
+        const float *xr = x + (int64_t)pair_row[e] * d, *cr = codes + (int64_t)pair_code[e] * d;
+        vq_f4 t0 = vq_f4_splat(0.0f), t1 = t0, t2 = t0, t3 = t0;
+        int64_t p = 0;
+        for (; p + 16 <= d; p += 16) {
+            t0 += vq_f4_load(xr + p) * vq_f4_load(cr + p);
+            t1 += vq_f4_load(xr + p + 4) * vq_f4_load(cr + p + 4);
+            t2 += vq_f4_load(xr + p + 8) * vq_f4_load(cr + p + 8);
+            t3 += vq_f4_load(xr + p + 12) * vq_f4_load(cr + p + 12);
+        }
+        const vq_f4 t = (t0 + t1) + (t2 + t3);
+        float sum = (t[0] + t[1]) + (t[2] + t[3]);
+        for (; p < d; p++) sum += xr[p] * cr[p];
+        dots[e] = sum;
+    }
+}
+
+#if VQ_X86
+__attribute__((target("avx2,fma")))
+static void pair_dots_lanes_avx2(int64_t d, int64_t m, const float *x, const float *codes, const int32_t *pair_row,
+                                 const int32_t *pair_code, float *dots) {
+    for (int64_t e = 0; e < m; e++) {
+        const float *xr = x + (int64_t)pair_row[e] * d, *cr = codes + (int64_t)pair_code[e] * d;
+        __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
+        int64_t p = 0;
+        for (; p + 32 <= d; p += 32) {
+            t0 = _mm256_fmadd_ps(_mm256_loadu_ps(xr + p), _mm256_loadu_ps(cr + p), t0);
+            t1 = _mm256_fmadd_ps(_mm256_loadu_ps(xr + p + 8), _mm256_loadu_ps(cr + p + 8), t1);
+            t2 = _mm256_fmadd_ps(_mm256_loadu_ps(xr + p + 16), _mm256_loadu_ps(cr + p + 16), t2);
+            t3 = _mm256_fmadd_ps(_mm256_loadu_ps(xr + p + 24), _mm256_loadu_ps(cr + p + 24), t3);
+        }
+        const __m256 t = _mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3));
+        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        float sum = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+        for (; p < d; p++) sum = __builtin_fmaf(xr[p], cr[p], sum);
+        dots[e] = sum;
+    }
+}
+#endif
+
+/* The screen's second filter, for rows with several listed codes: their scores from dot products summed in another
+   order (pair_dots_lanes_*), which differ from the chains' by at most 2γ_d·Σ|xᵢcᵢ| ≤ d·2⁻²³·(1 + 2⁻¹⁵)‖x‖‖c‖
+   (Higham, §3.1: any order, products rounded or fused) plus d·2⁻¹⁵⁰ for products that underflow. With
+   E = (d + 8)·2⁻²²·‖x‖‖c‖ + 2⁻¹²⁰ (twice that, with room for the roundings of the norms' product) a score is within
+   B = 2E + 2⁻²⁰(‖x‖² + ‖c‖²) of the chain's (cosine: E) — the sum with the squared norms and the bounds' own
+   roundings being ≤ 2⁻²²(‖x‖² + ‖c‖²) — and a row keeps, in code order, the codes whose score − B is ≤ its least
+   score + B: the chain's nearest and every code tied with it are among them. Returns the pairs kept, compacted (the
+   chains then run on those alone: ~1 a row instead of the screen's several). */
+static int64_t second_filter(int native, int64_t d, int64_t m, const float *x, const float *xx, const float *codes,
+                             const float *cc, int cosine, int32_t *pair_row, int32_t *pair_code, float *score) {
+#if VQ_X86
+    if (native) pair_dots_lanes_avx2(d, m, x, codes, pair_row, pair_code, score);
+    else
+#endif
+        pair_dots_lanes_vec(d, m, x, codes, pair_row, pair_code, score);
+    (void)native;
+    int64_t kept = 0;
+    for (int64_t e0 = 0; e0 < m;) {
+        const int32_t i = pair_row[e0];
+        int64_t e1 = e0;
+        float least = INFINITY;
+        for (; e1 < m && pair_row[e1] == i; e1++) {
+            const float t = score[e1], sq = xx[i] + cc[pair_code[e1]];
+            const float err = (float)(d + 8) * 0x1p-22f * (sqrtf(xx[i]) * sqrtf(cc[pair_code[e1]])) + 0x1p-120f;
+            float sc, b;
+            if (cosine) {
+                sc = -t;
+                b = err;
+            } else {
+                const float v = sq + t * -2.0f;
+                sc = 1e-8f > v ? 1e-8f : v;
+                b = 2.0f * err + 0x1p-20f * sq;
+            }
+            score[e1] = sc - b;   /* the lower bound; the upper one folded into the row's least */
+            least = sc + b < least ? sc + b : least;
+        }
+        for (int64_t e = e0; e < e1; e++)
+            if (score[e] <= least) { pair_row[kept] = pair_row[e]; pair_code[kept] = pair_code[e]; kept++; }
+        e0 = e1;
+    }
+    return kept;
+}
+
 /* The exact float scores of the listed codes of `rows` rows (row i at x + i·d, its list at cand + i·cap, count[i]
    entries, −1 = left to the plain search), as gemm_argmin_avx512 / vq_gemm_ukr + argmin form them at levels ≥ 1:
    each dot product one fused multiply-add chain over the depth (d ≤ the GEMM's depth block). Each row then takes
@@ -105,15 +193,18 @@ void vq_screen_prefetch_candidates(const float *codes, int64_t d, int rows, cons
 void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
                       int cosine, const int32_t *count, const int32_t *cand, int cap, float *best, int64_t *best_index,
                       int32_t *pair_row, int32_t *pair_code, float *pair_score) {
-    int64_t m = 0;
+    int64_t m = 0, listed = 0;
+    for (int64_t i = 0; i < rows; i++) listed += count[i] >= 0;
     for (int64_t i = 0; i < rows; i++)
         for (int32_t t = 0; t < count[i]; t++) { pair_row[m] = (int32_t)i; pair_code[m] = cand[i * cap + t]; m++; }
 #if VQ_X86
     static int level = -1;
     if (level < 0) level = vq_cpu_level();
+    if (m > listed) m = second_filter(level >= 1, d, m, x, xx, codes, cc, cosine, pair_row, pair_code, pair_score);
     if (level >= 1) pair_dots_avx2(d, m, x, codes, pair_row, pair_code, pair_score);
     else pair_dots_scalar(d, m, x, codes, pair_row, pair_code, pair_score);
 #else
+    if (m > listed) m = second_filter(0, d, m, x, xx, codes, cc, cosine, pair_row, pair_code, pair_score);
     pair_dots_scalar(d, m, x, codes, pair_row, pair_code, pair_score);
 #endif
     for (int64_t e = 0; e < m; e++) {

@@ -135,6 +135,29 @@ struct ScreeningTests {
         }
     }
 
+    /// The rescoring's second filter (rows with several listed codes) sums their dot products lane-wise — another
+    /// order than the float tile's chain — and must not drop the chain's nearest. Row `[1, s, …, s]` and code A of the
+    /// same form (`s² = 2⁻²⁴(1 + 2⁻⁹ + 2⁻²⁰)`, just over half an ulp of 1): the chain adds each `s²` to a sum in
+    /// [1, 2) and rounds up every time, `x·A = 1 + (d − 1)·2⁻²³`, while the lane-wise sums round up only in the lane
+    /// that holds the 1, ≈ `1 + (d/2)·2⁻²³` — the two orders `d·2⁻²⁴` apart, about the worst case of their bound.
+    /// Code B = `[1 + (d − 2)·2⁻²³, 0, …]` sits between them in any order: the chain takes A by one ulp, the lane sums
+    /// see B ahead by ~`(d/2)·2⁻²³` — half the orders' worst case. (A filter whose bound is a sixteenth of its size
+    /// fails here: the bound is twice that worst case, and a code is kept within twice the bound of the least score.)
+    @Test("the second filter keeps the float search's nearest where the lane-wise sums rank another code first",
+          arguments: [64, 200, 256])
+    func secondFilter(d: Int) {
+        let s: Float = 0x1.004p-12
+        let a = [Float(1)] + [Float](repeating: s, count: d - 1)
+        let b = [1 + Float(d - 2) * 0x1p-23] + [Float](repeating: 0, count: d - 1)
+        let others = (TestSupport.random([62, d], seed: 55) * 0.01).scalars
+        let c = Tensor(b + a + others, shape: [64, d])
+        // Rows scaled by powers of two round alike.
+        let x = Tensor((0..<12).flatMap { r in a.map { $0 * Float(sign: .plus, exponent: r - 6, significand: 1) } }, shape: [12, d])
+        let plain = x.nearestCodes(c, metric: .dot, screening: .off)
+        #expect(plain.indices.scalars == [Int](repeating: 1, count: 12), "the chain ranks A first")
+        Self.expectSame(x, c, "lane-wise sums rank B first, d=\(d)")
+    }
+
     /// Coherent rounding: every component of a row sits just below a half step of the 8-bit grid (rounded down),
     /// and its own copy is a code (distance 0) that the 8-bit screen scores ≈ 3,800 too far, while an integer code
     /// (distance² 4) is scored ≈ 1,900 too near. The nearest survives only if the bound covers errors this close

@@ -151,7 +151,8 @@ void vq_screen_collect(int native, int rows, int64_t k, const float *lows, int64
 
 /// The exact float scores of the listed codes of `rows` screened rows (rows with `count` −1 are skipped), as the
 /// float nearest-code tiles at levels ≥ 1 compute them; each row takes strict improvements in code order into
-/// `best`/`best_index`. `pair_*` are scratch of `rows · cap` entries.
+/// `best`/`best_index` — rows with several listed codes after a second filter (float sums in another order, within
+/// a proven bound of the chains'). `pair_*` are scratch of `rows · cap` entries.
 void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, const float *codes, const float *cc,
                       int cosine, const int32_t *count, const int32_t *cand, int cap, float *best, int64_t *best_index,
                       int32_t *pair_row, int32_t *pair_code, float *pair_score);

@@ -10,9 +10,11 @@ import CVQKernels
 /// bound `B` on how far each can be from the float score the plain search computes. Per row it keeps the least
 /// upper bound `U = min (s̃ + B)` and every code whose lower bound `s̃ − B` is ≤ `U`: the float nearest code is
 /// always among them, since its float score is at most `U` and at least its own lower bound. Those few codes
-/// (about one per row on the benchmarks) are rescored with the float tile's own arithmetic (one fused
-/// multiply-add chain per dot product), in code order with strict improvement, so indices and scores are
-/// **bit-identical to the plain search**, ties included — the screen only decides which codes need the float
+/// (one to twenty a row on the benchmarks) go through a second filter of the same form when a row has several:
+/// float dot products summed lane-wise, within `d·2⁻²³‖x‖‖c‖` of the chains' (Higham §3.1, any order), leave about
+/// one; those are rescored with the float tile's own arithmetic (one fused multiply-add chain per dot product,
+/// which needs transposes to run eight at a time), in code order with strict improvement, so indices and scores are
+/// **bit-identical to the plain search**, ties included — the screens only decide which codes need the float
 /// dot product.
 ///
 /// The bounds, for depth `d ≤ 256`, `S = Σ|xᵢcᵢ| ≤ ‖x‖‖c‖`, and the float sums within γ_d·S ≤ 2⁻¹⁶·S of their
