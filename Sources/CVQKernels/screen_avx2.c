@@ -18,9 +18,10 @@ static inline __m256i lane_mask(int cols, int o) {
 }
 
 /* One row's epilogue: the exact integer sums `t[4]` of 32 codes to scores and bounds (the emulation's arithmetic,
-   lane-wise); lower bounds stored for the panel's codes, upper ones folded into the row's first 8 minima. */
+   lane-wise); lower bounds stored for all 32 (the row's panel has room; lanes past the panel's codes are never
+   read), upper ones of the panel's codes folded into the row's first 8 minima (a `full` panel needs no lane masks). */
 __attribute__((target("avx2,fma"), always_inline))
-static inline void row_epilogue(const __m256i t[4], const __m256i live[4], const float *rt, int64_t rstride,
+static inline void row_epilogue(const __m256i t[4], const __m256i live[4], int full, const float *rt, int64_t rstride,
                                 const float *ct, int64_t cstride, int cosine, int64_t code_base, float *lows, float *minup) {
     const __m256 inf = _mm256_set1_ps(INFINITY), sx = _mm256_set1_ps(ROW_TERM(1));
     const __m256 h = _mm256_set1_ps(ROW_TERM(2)), l = _mm256_set1_ps(ROW_TERM(3)), a = _mm256_set1_ps(ROW_TERM(4));
@@ -40,8 +41,9 @@ static inline void row_epilogue(const __m256i t[4], const __m256i live[4], const
         const __m256 b = _mm256_fmadd_ps(h, _mm256_loadu_ps(CODE_TERM(2) + o),
                          _mm256_fmadd_ps(l, _mm256_loadu_ps(CODE_TERM(1) + o),
                          _mm256_fmadd_ps(a, _mm256_loadu_ps(CODE_TERM(3) + o), _mm256_add_ps(r, _mm256_loadu_ps(CODE_TERM(4) + o)))));
-        up = _mm256_min_ps(up, _mm256_blendv_ps(inf, _mm256_add_ps(s, b), _mm256_castsi256_ps(live[q])));
-        _mm256_maskstore_ps(lows + code_base + o, live[q], _mm256_sub_ps(s, b));
+        const __m256 u = _mm256_add_ps(s, b);
+        up = _mm256_min_ps(up, full ? u : _mm256_blendv_ps(inf, u, _mm256_castsi256_ps(live[q])));
+        _mm256_storeu_ps(lows + code_base + o, _mm256_sub_ps(s, b));
     }
     _mm256_storeu_ps(minup, _mm256_min_ps(_mm256_loadu_ps(minup), up));
 }
@@ -50,10 +52,10 @@ static inline void row_epilogue(const __m256i t[4], const __m256i live[4], const
    VPMADDUBSW results of a row and code vector are added in 16 bits (≤ 2 × 16,002 < 2¹⁵) before one VPMADDWD —
    three multiply-unit instructions for two steps instead of four. Eight accumulators, the broadcast row quads and
    the 16-bit ones in registers; the codes read from the panel (L1). */
-__attribute__((target("avx2,fma")))
-void vq_screen_tile_i7_avx2(int paired, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
-                            int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
-                            float *lows, int64_t ldlow, float *minup, const int32_t *count) {
+__attribute__((target("avx2,fma"), always_inline))
+static inline void tile_i7(int paired, int full, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols,
+                           const float *rt, int64_t rstride, const float *ct, int64_t cstride, int cosine,
+                           int64_t code_base, float *lows, int64_t ldlow, float *minup, const int32_t *count) {
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i live[4] = {lane_mask(cols, 0), lane_mask(cols, 8), lane_mask(cols, 16), lane_mask(cols, 24)};
     for (int i = 0; i < rows; i += 2) {
@@ -83,11 +85,21 @@ void vq_screen_tile_i7_avx2(int paired, int64_t steps, const uint32_t *a, const 
             }
         }
         if (count[i] >= 0)
-            row_epilogue(t0, live, rt + i, rstride, ct, cstride, cosine, code_base, lows + i * ldlow, minup + 16 * i);
+            row_epilogue(t0, live, full, rt + i, rstride, ct, cstride, cosine, code_base, lows + i * ldlow, minup + 16 * i);
         if (second)
-            row_epilogue(t1, live, rt + i + 1, rstride, ct, cstride, cosine, code_base, lows + (i + 1) * ldlow,
+            row_epilogue(t1, live, full, rt + i + 1, rstride, ct, cstride, cosine, code_base, lows + (i + 1) * ldlow,
                          minup + 16 * (i + 1));
     }
+}
+
+__attribute__((target("avx2,fma")))
+void vq_screen_tile_i7_avx2(int paired, int64_t steps, const uint32_t *a, const uint32_t *b, int rows, int cols, const float *rt,
+                            int64_t rstride, const float *ct, int64_t cstride, int cosine, int64_t code_base,
+                            float *lows, int64_t ldlow, float *minup, const int32_t *count) {
+    if (cols == 32)
+        tile_i7(paired, 1, steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
+    else
+        tile_i7(paired, 0, steps, a, b, rows, cols, rt, rstride, ct, cstride, cosine, code_base, lows, ldlow, minup, count);
 }
 
 __attribute__((target("avx2")))
