@@ -3,7 +3,7 @@
    summed to 32 bits). 7-bit rows (offset to 1 … 127) keep every 16-bit pair sum ≤ 2 × 127 × 127 = 32,258 against
    8-bit codes, so nothing saturates and the integer sums are exact, as VPDPBUSD's: the bound of
    NearestCode+Screening.swift holds with each side's own scale (max|x| / 63 for the rows). With 7-bit codes too
-   (VQ_SCREEN_I7X7: a wider bound, for depths ≤ 128) two steps add in 16 bits. Two to 2.7 times the products per
+   (VQ_SCREEN_I7X7: a wider bound; level 1's choice) two steps add in 16 bits. Two to 2.7 times the products per
    cycle of the float FMA tile, and the same scores and bounds as the portable emulation of the format. */
 #include "screen_impl.h"
 #include <math.h>

@@ -47,9 +47,9 @@ struct ScreeningTests {
         let (n, k, d) = shape
         let x = TestSupport.random([n, d], seed: 31), c = TestSupport.random([k, d], seed: 32)
         Self.expectSame(x, c, "\(shape)")
-        // Not vacuous: the screen served every row (none fell back to the float search) — 7-bit codes up to depth
-        // 128, where the automatic search uses them (deeper, random codes' scores crowd within its wider bound).
-        for format in NearestCodeKernel.ScreenFormat.allCases where format != .int7x7 || d <= 128 {
+        // Not vacuous: the screen served every row (none fell back to the float search), every format at every depth
+        // (deep random codes crowd within the 7-bit codes' wider bound: a few dozen a row, within ``capacity``).
+        for format in NearestCodeKernel.ScreenFormat.allCases {
             #expect(Self.leftOver(x, c, format: format) == [])
             #expect(Self.leftOver(x, c, cosine: true, format: format) == [])
             if format.runsNatively {
@@ -246,7 +246,7 @@ struct ScreeningTests {
             #if arch(x86_64)
             #expect(!formats.isEmpty, "every x86-64 level has a native screen")
             if GEMM.level == 0 { #expect(formats == [.int16]) }
-            if GEMM.level == 1 { #expect(formats == (d <= 128 ? [.int7x7] : [.int7])) }
+            if GEMM.level == 1 { #expect(formats == [.int7x7]) }
             if GEMM.level == 2 { #expect(formats == (NearestCodeKernel.ScreenFormat.int8.runsNatively ? [.int8] : [.int7])) }
             if GEMM.level == 3 { #expect(formats == [.int8, .bf16]) }
             #endif

@@ -44,7 +44,7 @@ extension NearestCodeKernel {
     /// codes (VPMADDUBSW + VPMADDWD, the AVX2 form: 7 bits keep its 16-bit pair sums from saturating; SDOT on
     /// AArch64), 8-bit values in 16-bit pairs (PMADDWD, baseline x86-64), or 7-bit rows against 7-bit codes (AVX2:
     /// two depth steps summed in 16 bits, a third fewer multiply-unit instructions, a bound about 1.3 times as
-    /// wide — the automatic choice at level 1 up to depth 128, where the gain outweighs the wider lists).
+    /// wide — the automatic choice at level 1: the second filter makes the wider lists cheap).
     enum ScreenFormat: Sendable, CaseIterable {
         case bf16, int8, int7, int16, int7x7
         var code: Int32 {
@@ -63,8 +63,8 @@ extension NearestCodeKernel {
     }
 
     /// How the search is carried out; `.automatic` screens when the search is large enough to gain — 8-bit quads
-    /// (then BF16 pairs) at level 3, 8-bit quads on a level-2 CPU with VNNI, 7-bit rows and codes at level 1 up to
-    /// depth 128, 7-bit rows otherwise at levels 1–2 and on arm64 with SDOT, 16-bit pairs at level 0 on x86-64.
+    /// (then BF16 pairs) at level 3, 8-bit quads on a level-2 CPU with VNNI, 7-bit rows and codes at level 1, 7-bit
+    /// rows at level 2 without VNNI and on arm64 with SDOT, 16-bit pairs at level 0 on x86-64.
     /// `native: false` runs the portable emulation of a screen (tests).
     enum Screening: Sendable {
         case automatic, off
@@ -72,13 +72,13 @@ extension NearestCodeKernel {
     }
 
     /// Candidate codes kept per row before it is handed to the plain search.
-    static let capacity = 64
+    static let capacity = 256
 
     /// The formats `.automatic` tries, in order, for a search of `k` codes of depth `d` (none: the float search).
     static func automaticFormats(k: Int, d: Int) -> [ScreenFormat] {
         guard k >= 64 && d >= 16 && d <= GEMM.kc else { return [] }
         if GEMM.level >= 3 { return [.int8, .bf16] }
-        if GEMM.level == 1 && d <= 128 { return [.int7x7] }
+        if GEMM.level == 1 { return [.int7x7] }
         return [ScreenFormat.int8, .int7, .int16].first { $0.runsNatively }.map { [$0] } ?? []
     }
 
