@@ -2,6 +2,7 @@
    (one fused multiply-add chain per dot product), so the screened search returns the plain search's bits. */
 #include "screen_impl.h"
 #include "vq_simd.h"
+#include <string.h>
 
 /* Dot products of m (row, code) pairs as the float tile forms them: each one multiply-add chain over the depth
    from 0. Portable: eight chains interleaved, one element of each per step, with the portable tile's multiply-add
@@ -84,49 +85,34 @@ static void pair_dots_avx2(int64_t d, int64_t m, const float *x, const float *co
 }
 #endif
 
-/* The second filter's dot products: each pair's summed lane-wise (four vectors of partial sums, then a scalar tail) —
-   another order than the chains, but no transposes: several times cheaper per pair than pair_dots_avx2. */
-static void pair_dots_lanes_vec(int64_t d, int64_t m, const float *x, const float *codes, const int32_t *pair_row,
-                                const int32_t *pair_code, float *dots) {
-    for (int64_t e = 0; e < m; e++) {
-        const float *xr = x + (int64_t)pair_row[e] * d, *cr = codes + (int64_t)pair_code[e] * d;
-        vq_f4 t0 = vq_f4_splat(0.0f), t1 = t0, t2 = t0, t3 = t0;
-        int64_t p = 0;
-        for (; p + 16 <= d; p += 16) {
-            t0 += vq_f4_load(xr + p) * vq_f4_load(cr + p);
-            t1 += vq_f4_load(xr + p + 4) * vq_f4_load(cr + p + 4);
-            t2 += vq_f4_load(xr + p + 8) * vq_f4_load(cr + p + 8);
-            t3 += vq_f4_load(xr + p + 12) * vq_f4_load(cr + p + 12);
-        }
-        const vq_f4 t = (t0 + t1) + (t2 + t3);
-        float sum = (t[0] + t[1]) + (t[2] + t[3]);
-        for (; p < d; p++) sum += xr[p] * cr[p];
-        dots[e] = sum;
-    }
+/* The second filter's dot products: each pair's summed lane-wise — four vectors of partial sums, their lanes, then
+   a scalar tail — another order than the chains, but no transposes: several times cheaper per pair than
+   pair_dots_avx2. One body for the portable vectors and AVX2's (whose products the compiler may fuse: any order and
+   either rounding is within the filter's bound). */
+#define PAIR_DOTS_LANES(NAME, ATTR, VT, LANES)                                                                          \
+ATTR static void NAME(int64_t d, int64_t m, const float *x, const float *codes, const int32_t *pair_row,               \
+                      const int32_t *pair_code, float *dots) {                                                         \
+    for (int64_t e = 0; e < m; e++) {                                                                                  \
+        const float *xr = x + (int64_t)pair_row[e] * d, *cr = codes + (int64_t)pair_code[e] * d;                       \
+        VT t[4] = {{0}, {0}, {0}, {0}}, xv, cv;                                                                        \
+        int64_t p = 0;                                                                                                 \
+        for (; p + 4 * LANES <= d; p += 4 * LANES)                                                                     \
+            for (int v = 0; v < 4; v++) {                                                                              \
+                memcpy(&xv, xr + p + v * LANES, sizeof xv);                                                            \
+                memcpy(&cv, cr + p + v * LANES, sizeof cv);                                                            \
+                t[v] += xv * cv;                                                                                       \
+            }                                                                                                          \
+        const VT all = (t[0] + t[1]) + (t[2] + t[3]);                                                                  \
+        float sum = 0.0f;                                                                                              \
+        for (int q = 0; q < LANES; q++) sum += all[q];                                                                 \
+        for (; p < d; p++) sum += xr[p] * cr[p];                                                                       \
+        dots[e] = sum;                                                                                                 \
+    }                                                                                                                  \
 }
-
+PAIR_DOTS_LANES(pair_dots_lanes_vec, , vq_f4, 4)
 #if VQ_X86
-__attribute__((target("avx2,fma")))
-static void pair_dots_lanes_avx2(int64_t d, int64_t m, const float *x, const float *codes, const int32_t *pair_row,
-                                 const int32_t *pair_code, float *dots) {
-    for (int64_t e = 0; e < m; e++) {
-        const float *xr = x + (int64_t)pair_row[e] * d, *cr = codes + (int64_t)pair_code[e] * d;
-        __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
-        int64_t p = 0;
-        for (; p + 32 <= d; p += 32) {
-            t0 = _mm256_fmadd_ps(_mm256_loadu_ps(xr + p), _mm256_loadu_ps(cr + p), t0);
-            t1 = _mm256_fmadd_ps(_mm256_loadu_ps(xr + p + 8), _mm256_loadu_ps(cr + p + 8), t1);
-            t2 = _mm256_fmadd_ps(_mm256_loadu_ps(xr + p + 16), _mm256_loadu_ps(cr + p + 16), t2);
-            t3 = _mm256_fmadd_ps(_mm256_loadu_ps(xr + p + 24), _mm256_loadu_ps(cr + p + 24), t3);
-        }
-        const __m256 t = _mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3));
-        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-        const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        float sum = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
-        for (; p < d; p++) sum = __builtin_fmaf(xr[p], cr[p], sum);
-        dots[e] = sum;
-    }
-}
+typedef float vq_f8 __attribute__((vector_size(32)));
+PAIR_DOTS_LANES(pair_dots_lanes_avx2, __attribute__((target("avx2,fma"))), vq_f8, 8)
 #endif
 
 /* The screen's second filter, for rows with several listed codes: their scores from dot products summed in another
