@@ -123,14 +123,14 @@ PAIR_DOTS_LANES(pair_dots_lanes_avx2, __attribute__((target("avx2,fma"))), vq_f8
    roundings being ≤ 2⁻²²(‖x‖² + ‖c‖²) — and a row keeps, in code order, the codes whose score − B is ≤ its least
    score + B: the chain's nearest and every code tied with it are among them. Returns the pairs kept, compacted (the
    chains then run on those alone: ~1 a row instead of the screen's several). */
-static int64_t second_filter(int native, int64_t d, int64_t m, const float *x, const float *xx, const float *codes,
+static int64_t second_filter(int avx2, int64_t d, int64_t m, const float *x, const float *xx, const float *codes,
                              const float *cc, int cosine, int32_t *pair_row, int32_t *pair_code, float *score) {
 #if VQ_X86
-    if (native) pair_dots_lanes_avx2(d, m, x, codes, pair_row, pair_code, score);
+    if (avx2) pair_dots_lanes_avx2(d, m, x, codes, pair_row, pair_code, score);
     else
 #endif
         pair_dots_lanes_vec(d, m, x, codes, pair_row, pair_code, score);
-    (void)native;
+    (void)avx2;
     int64_t kept = 0;
     for (int64_t e0 = 0; e0 < m;) {
         const int32_t i = pair_row[e0];
@@ -183,16 +183,18 @@ void vq_screen_finish(int64_t d, int64_t rows, const float *x, const float *xx, 
     for (int64_t i = 0; i < rows; i++) listed += count[i] >= 0;
     for (int64_t i = 0; i < rows; i++)
         for (int32_t t = 0; t < count[i]; t++) { pair_row[m] = (int32_t)i; pair_code[m] = cand[i * cap + t]; m++; }
+    int avx2 = 0;
 #if VQ_X86
     static int level = -1;
     if (level < 0) level = vq_cpu_level();
-    if (m > listed) m = second_filter(level >= 1, d, m, x, xx, codes, cc, cosine, pair_row, pair_code, pair_score);
-    if (level >= 1) pair_dots_avx2(d, m, x, codes, pair_row, pair_code, pair_score);
-    else pair_dots_scalar(d, m, x, codes, pair_row, pair_code, pair_score);
-#else
-    if (m > listed) m = second_filter(0, d, m, x, xx, codes, cc, cosine, pair_row, pair_code, pair_score);
-    pair_dots_scalar(d, m, x, codes, pair_row, pair_code, pair_score);
+    avx2 = level >= 1;
 #endif
+    if (m > listed) m = second_filter(avx2, d, m, x, xx, codes, cc, cosine, pair_row, pair_code, pair_score);
+#if VQ_X86
+    if (avx2) pair_dots_avx2(d, m, x, codes, pair_row, pair_code, pair_score);
+    else
+#endif
+        pair_dots_scalar(d, m, x, codes, pair_row, pair_code, pair_score);
     for (int64_t e = 0; e < m; e++) {
         const float t = pair_score[e];
         float sc;
