@@ -25,6 +25,9 @@ struct CommandFiles {
         let identity: FileIdentity
         /// The input this output is allowed to replace (an in-place edit), if any.
         let replaces: [FileIdentity]
+        /// For a config sidecar, the checkpoint it is written beside: not named by the user, so a file already at
+        /// its path may be replaced only when it is a configuration itself (an earlier checkpoint's sidecar).
+        var sidecarOf: String? = nil
     }
 
     private(set) var inputs: [File] = []
@@ -62,6 +65,7 @@ struct CommandFiles {
         let sidecar = ModuleConfig.sidecar(of: URL(fileURLWithPath: path)).path
         let editedSidecar = edited.map { ModuleConfig.sidecar(of: URL(fileURLWithPath: DataFiles.split($0).0.path)).path }
         output(sidecar, "\(option)'s config sidecar", replacing: [editedSidecar])
+        outputs[outputs.count - 1].sidecarOf = path
     }
 
     /// Throws one line if an output is an input it may not replace, or another output.
@@ -73,7 +77,31 @@ struct CommandFiles {
             for input in inputs where input.identity == out.identity && !out.replaces.contains(input.identity) {
                 throw ValidationError("\(out.role) \(out.path) is the \(input.role) file: writing it would destroy the input; choose another path")
             }
+            if let checkpoint = out.sidecarOf, let problem = Self.sidecarProblem(out.path, of: checkpoint) {
+                throw ValidationError("\(out.role) \(out.path) \(problem): writing the checkpoint would overwrite it; move it or choose another path")
+            }
         }
+    }
+
+    /// Why the file at a sidecar's path may not be replaced, or nil when it may: there is none, or it is a
+    /// configuration (a regular file of at most 1 MiB that ``ModuleConfig`` parses), as an earlier checkpoint at the
+    /// same path left it. A symbolic link is followed only where the checkpoint's own link leads: to the sidecar of
+    /// the checkpoint it names (a link elsewhere would overwrite another checkpoint's configuration).
+    static func sidecarProblem(_ path: String, of checkpoint: String) -> String? {
+        var st = stat()
+        if lstat(path, &st) != 0 { return nil }
+        if (st.st_mode & S_IFMT) == S_IFLNK {
+            let target = ModuleConfig.sidecar(of: URL(fileURLWithPath: FileIdentity(checkpoint).resolved)).path
+            guard FileIdentity.folderResolved(target) != FileIdentity.folderResolved(path), FileIdentity(path) == FileIdentity(target) else {
+                return "is a symbolic link, and not to the sidecar of a checkpoint the output's own link leads to"
+            }
+            guard stat(path, &st) == 0 else { return "is a dangling symbolic link" }
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= 1 << 20, let data = FileManager.default.contents(atPath: path),
+              (try? ModuleConfig.parse(data, path: path)) != nil else {
+            return "exists and is not a checkpoint configuration ({\"module\", \"kwargs\"})"
+        }
+        return nil
     }
 }
 
@@ -96,15 +124,17 @@ struct FileIdentity: Equatable {
             current = dest.hasPrefix("/") ? URL(fileURLWithPath: dest).standardizedFileURL.path
                 : URL(fileURLWithPath: current).deletingLastPathComponent().appendingPathComponent(dest).standardizedFileURL.path
         }
-        let url = URL(fileURLWithPath: current)
-        let folder = url.deletingLastPathComponent().path
-        if let real = realpath(folder, nil) {
-            current = URL(fileURLWithPath: String(cString: real)).appendingPathComponent(url.lastPathComponent).path
-            free(real)
-        }
-        resolved = current
+        resolved = Self.folderResolved(current)
         var st = stat()
         inode = stat(current, &st) == 0 ? Inode(device: UInt64(st.st_dev), number: UInt64(st.st_ino)) : nil
+    }
+
+    /// The absolute path with its folders' links resolved, the name itself left as it is.
+    static func folderResolved(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        guard let real = realpath(url.deletingLastPathComponent().path, nil) else { return url.path }
+        defer { free(real) }
+        return URL(fileURLWithPath: String(cString: real)).appendingPathComponent(url.lastPathComponent).path
     }
 
     static func == (a: FileIdentity, b: FileIdentity) -> Bool {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VQTensor
 import VQTestSupport
+import VectorQuantize
 
 /// No command overwrites or deletes a file it was not asked to write: every output is checked against every
 /// input and every other output (a checkpoint's config sidecar counts), however the path is spelled, and the
@@ -118,6 +119,44 @@ struct FileSafetyTests {
         #expect(r.status == 0, "\(r.stderr)")
         #expect(FileManager.default.contents(atPath: path("b.state.safetensors")) == mine, "a file the run did not write is kept")
         #expect(!FileManager.default.fileExists(atPath: path("s.safetensors")), "the run's own state is removed once it is complete")
+    }
+
+    @Test("a file at a checkpoint's sidecar path is replaced only when it is a configuration (an earlier checkpoint's)")
+    func sidecarOfAUser() throws {
+        try setUp()
+        let train = ["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "2"]
+        // Not configurations: notes, another JSON object, a JSON array, an empty file, a folder, a dangling link.
+        let notes: [(String, Data)] = [("notes", Data("my notes".utf8)), ("other", Data(#"{"my": "data"}"#.utf8)),
+                                       ("array", Data("[1, 2]".utf8)), ("empty", Data())]
+        for (name, bytes) in notes {
+            try bytes.write(to: URL(fileURLWithPath: path("\(name).json")))
+            try expectRefused(train + ["--output", path("\(name).safetensors")], mentions: "\(name).json")
+            try expectRefused(["freeze", path("m.safetensors"), "--codes", "0", "--output", path("\(name).safetensors")], mentions: "\(name).json")
+            #expect(!FileManager.default.fileExists(atPath: path("\(name).safetensors")))
+        }
+        try FileManager.default.createDirectory(atPath: path("folder.json"), withIntermediateDirectories: true)
+        try expectRefused(train + ["--output", path("folder.safetensors")], mentions: "folder.json")
+        try FileManager.default.createSymbolicLink(atPath: path("dangling.json"), withDestinationPath: "nowhere/x.json")
+        try expectRefused(train + ["--output", path("dangling.safetensors")], mentions: "dangling.json")
+        // A link to another checkpoint's configuration would overwrite it.
+        try FileManager.default.createSymbolicLink(atPath: path("linked.json"), withDestinationPath: "m.json")
+        try expectRefused(train + ["--output", path("linked.safetensors")], mentions: "linked.json")
+        // An earlier checkpoint's sidecar is replaced (training again to the same path) …
+        try FileManager.default.copyItem(atPath: path("m.json"), toPath: path("again.json"))
+        var r = try VQProcess.run(train + ["--output", path("again.safetensors"), "--codebook-size", "16"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let written = try ModuleConfig.read(contentsOf: URL(fileURLWithPath: path("again.json")))
+        #expect(written.kwargs["codebook_size"] as? Int == 16, "the sidecar was rewritten with the new configuration")
+        // … also through links, when the sidecar's link leads where the checkpoint's does (versioned files).
+        try FileManager.default.createDirectory(atPath: path("v1"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: path("m.safetensors"), toPath: path("v1/model.safetensors"))
+        try FileManager.default.copyItem(atPath: path("m.json"), toPath: path("v1/model.json"))
+        try FileManager.default.createSymbolicLink(atPath: path("current.safetensors"), withDestinationPath: "v1/model.safetensors")
+        try FileManager.default.createSymbolicLink(atPath: path("current.json"), withDestinationPath: "v1/model.json")
+        r = try VQProcess.run(train + ["--output", path("current.safetensors"), "--codebook-size", "16"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let linked = try ModuleConfig.read(contentsOf: URL(fileURLWithPath: path("v1/model.json")))
+        #expect(linked.kwargs["codebook_size"] as? Int == 16)
     }
 
     @Test("vq freeze, encode and decode: outputs checked against inputs and the sidecar")
