@@ -10,11 +10,19 @@ public struct CheckpointError: Error, CustomStringConvertible {
 
 extension Module {
     /// Saves every parameter and buffer under its PyTorch key as F32 safetensors, atomically
-    /// (temporary file, fsync, rename): a crash mid-save leaves the previous file intact.
+    /// (temporary file, fsync, rename): a crash mid-save leaves the previous file intact. A state with NaN or
+    /// ±∞ (a diverged model) throws a ``CheckpointError`` and writes nothing: it could not be loaded back.
     public func save(to url: URL, metadata: [String: String] = [:]) throws {
+        try checkFiniteForSaving(to: url.path)
         var file = SafeTensorsFile(metadata: metadata)
         for (key, t) in stateDict() { file.tensors[key] = .float(t) }
         try file.write(to: url)
+    }
+
+    /// Throws a ``CheckpointError`` naming `path` when the state holds NaN or ±∞ where none is admitted.
+    public func checkFiniteForSaving(to path: String) throws {
+        let nonFinite = nonFiniteValues()
+        if !nonFinite.isEmpty { throw CheckpointError(path: path, reason: .nonFinite(nonFinite)) }
     }
 
     /// Loads a safetensors checkpoint (ours, or a PyTorch `state_dict()` saved with

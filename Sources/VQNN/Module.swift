@@ -6,6 +6,20 @@ public enum ModuleError: Error, CustomStringConvertible, Equatable {
     case unknownKeys([String])
     /// A state dictionary that does not fit the module: every missing, unexpected and mismatched key.
     case stateMismatch(missing: [String], unexpected: [String], mismatched: [ShapeMismatch])
+    /// A state whose values are NaN or infinite where the module admits none: each key with its count.
+    case nonFinite([NonFiniteValues])
+
+    public struct NonFiniteValues: Equatable, Sendable, CustomStringConvertible {
+        public let key: String
+        public let count: Int
+        public let total: Int
+        public init(key: String, count: Int, total: Int) {
+            self.key = key
+            self.count = count
+            self.total = total
+        }
+        public var description: String { "\(key) (\(count) of \(total) values)" }
+    }
 
     public struct ShapeMismatch: Equatable, Sendable, CustomStringConvertible {
         public let key: String
@@ -28,6 +42,8 @@ public enum ModuleError: Error, CustomStringConvertible, Equatable {
             if !unexpected.isEmpty { parts.append("unexpected keys: \(unexpected.joined(separator: ", "))") }
             if !mismatched.isEmpty { parts.append("shape mismatches: \(mismatched.map(\.description).joined(separator: "; "))") }
             return "state does not fit the module — " + parts.joined(separator: " — ")
+        case .nonFinite(let keys):
+            return "state holds NaN or infinite values in \(keys.map(\.description).joined(separator: ", ")): the model diverged or the file is damaged"
         }
     }
 }
@@ -171,7 +187,8 @@ open class Module {
     /// Loads values by key. With `strict`, any missing, unexpected or mis-shaped key throws a
     /// ``ModuleError/stateMismatch(missing:unexpected:mismatched:)`` listing all of them, and
     /// nothing is written. Without it, matching keys are loaded and the rest ignored; shape
-    /// mismatches always throw.
+    /// mismatches always throw, and so do NaN or infinite values (``ModuleError/nonFinite(_:)``) except in
+    /// the sentinels that hold them by design (``Parameter/mayHoldNonFinite``).
     open func load(stateDict: [String: Tensor], strict: Bool = true) throws {
         let params = namedParameters()
         let known = Set(params.map(\.0))
@@ -186,6 +203,8 @@ open class Module {
             throw ModuleError.stateMismatch(missing: strict ? missing : [], unexpected: strict ? unexpected : [],
                                             mismatched: mismatched)
         }
+        let nonFinite = nonFiniteValues(in: stateDict)
+        if !nonFinite.isEmpty { throw ModuleError.nonFinite(nonFinite) }
         for (key, p) in params {
             if let t = stateDict[key] {
                 p.restore(t)
@@ -194,6 +213,17 @@ open class Module {
             }
         }
         notifyLoaded()
+    }
+
+    /// The keys of `state` (this module's own state when nil) holding NaN or ±∞ where the parameter admits
+    /// none (``Parameter/mayHoldNonFinite``), in key order: what ``load(stateDict:strict:)`` refuses, and what a
+    /// save refuses to write (a checkpoint that could not be loaded back).
+    public func nonFiniteValues(in state: [String: Tensor]? = nil) -> [ModuleError.NonFiniteValues] {
+        namedParameters().compactMap { key, p -> ModuleError.NonFiniteValues? in
+            guard !p.mayHoldNonFinite, let t = state.map({ $0[key] }) ?? p.value else { return nil }
+            let count = t.withUnsafeScalars { $0.reduce(0) { $0 + ($1.isFinite ? 0 : 1) } }
+            return count == 0 ? nil : .init(key: key, count: count, total: t.count)
+        }.sorted { $0.key < $1.key }
     }
 
     /// Called on every module of a tree after ``load(stateDict:strict:)`` wrote new values, so that

@@ -199,11 +199,16 @@ public class Adam: Optimizer {
 
     /// Restores a parameter's moments and step count (as ``moments(of:)`` and ``stepCount(of:)`` gave them),
     /// so a resumed run continues bit-identically. Throws, changing nothing, if `p` is not optimized here or
-    /// the moments do not fit it.
+    /// the moments do not fit it or are not moments (NaN, infinite, a negative second moment).
     public func restore(_ p: Parameter, m first: [Float], v second: [Float], steps count: Int) throws {
         guard let i = parameters.firstIndex(where: { $0 === p }) else { throw OptimizerStateError("not a parameter of this optimizer") }
         guard first.count == p.value.count, second.count == p.value.count, count >= 0 else {
             throw OptimizerStateError("moments of \(first.count) and \(second.count) values, step \(count), for a parameter of \(p.value.count)")
+        }
+        // Adam's second moment is a running mean of squares: finite and never negative (a negative one would make
+        // √v NaN and every later step of the parameter NaN).
+        guard first.allSatisfy(\.isFinite), second.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+            throw OptimizerStateError("moments with NaN, infinite or (second moment) negative values")
         }
         (m.buffers[i], v.buffers[i], steps[i]) = (first, second, count)
     }

@@ -36,6 +36,11 @@ public final class Parameter {
     /// used or not): the shape it stands for; an empty value means zeros of that shape. A state dictionary may
     /// hold either the empty tensor or one of this shape.
     public var logicalShape: [Int]?
+    /// Whether a loaded state may hold NaN or ±∞ here: only for a sentinel the reference itself stores (the
+    /// affine codebook's batch statistics are NaN until the first batch). Everywhere else a non-finite value in
+    /// a state is refused at load (``ModuleError/nonFinite(_:)``): a codebook with a NaN code would give every
+    /// vector the same index without a word.
+    public var mayHoldNonFinite = false
     private var rowMask: [Bool]?
     private var derivedMask: (() -> [Bool]?)?
     private var updateConstraint: ((UnsafeMutableBufferPointer<Float>) -> Void)?

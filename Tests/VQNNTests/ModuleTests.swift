@@ -62,6 +62,35 @@ struct ModuleTests {
         try b.load(stateDict: bad, strict: false)
     }
 
+    /// `t` with the elements at these flat indices replaced.
+    func poisoned(_ t: Tensor, _ values: [Int: Float]) -> Tensor {
+        var scalars = t.scalars
+        for (i, v) in values { scalars[i] = v }
+        return Tensor(scalars, shape: t.shape)
+    }
+
+    @Test("a state with NaN or ±∞ is refused at load, naming each key and count, strict or not, and nothing is written")
+    func nonFiniteState() throws {
+        let b = Block()
+        let before = b.stateDict()
+        for (bad, strict) in [(Float.nan, true), (.infinity, true), (-.infinity, false)] {
+            var state = Block().stateDict()
+            state["project_in.weight"] = poisoned(state["project_in.weight"]!, [5: bad])
+            state["layers.0.bias"] = poisoned(state["layers.0.bias"]!, [0: bad, 3: .nan])
+            #expect(throws: ModuleError.nonFinite([.init(key: "layers.0.bias", count: 2, total: 4),
+                                                   .init(key: "project_in.weight", count: 1, total: 12)])) {
+                try b.load(stateDict: state, strict: strict)
+            }
+            #expect(b.stateDict() == before)
+        }
+        // A sentinel that holds NaN by design loads (the reference's "not measured yet").
+        b.projectIn.weight.mayHoldNonFinite = true
+        var state = Block().stateDict()
+        state["project_in.weight"] = poisoned(state["project_in.weight"]!, [0: .nan])
+        try b.load(stateDict: state)
+        #expect(b.projectIn.weight.value[0, 0].isNaN)
+    }
+
     @Test("key-level freeze: strict throws on unknown keys, non-throwing ignores them")
     func freezing() throws {
         let b = Block()

@@ -124,6 +124,35 @@ struct EveryQuantizerTests {
         }
     }
 
+    @Test("a checkpoint with a NaN or ±∞ in a tensor is refused by every command, naming the tensor", arguments: QuantizerRegistry.kinds.indices)
+    func nonFiniteCheckpoint(_ i: Int) throws {
+        let kind = QuantizerRegistry.kinds[i]
+        let config = ModuleConfig(module: kind.name, kwargs: kind.example)
+        let q = try config.build() as! any Quantizer
+        let good = path("good.safetensors"), ckpt = path("nan.safetensors")
+        try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: good))
+        var file = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: good))
+        // The largest tensor (the codes, where there are any), one value in its middle.
+        guard let (key, stored) = file.tensors.max(by: { ($0.value.asFloat.count, $1.key) < ($1.value.asFloat.count, $0.key) }),
+              stored.asFloat.count > 0 else { return }   // BinaryMapper stores nothing
+        var scalars = stored.asFloat.scalars
+        scalars[scalars.count / 2] = [Float.nan, .infinity, -.infinity][i % 3]
+        file.tensors[key] = .float(Tensor(scalars, shape: stored.asFloat.shape))
+        try file.write(to: URL(fileURLWithPath: ckpt))
+        try NumPyFile.write(.float(TestSupport.random([(q.sequenceShape?.reduce(1, *) ?? 16) * 4, q.inputDim], seed: 3)),
+                            to: URL(fileURLWithPath: path("x.npy")))
+        try run(["encode", "--checkpoint", good, "--input", path("x.npy"), "--output", path("i.npy")], mustSucceed: true, "\(kind.name) encode")
+        for args in [["inspect", ckpt], ["inspect", ckpt, "--input", path("x.npy")],
+                     ["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("j.npy")],
+                     ["decode", "--checkpoint", ckpt, "--input", path("i.npy"), "--output", path("y.npy")],
+                     ["freeze", ckpt, "--codes", "0", "--output", path("f.safetensors")],
+                     ["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "1", "--output", path("t.safetensors")],
+                     ["compare", good, ckpt, "--input", path("x.npy")]] {
+            let r = try run(args, mustSucceed: false, "\(kind.name) \(args[0]) with a non-finite \(key)")
+            #expect(r.stderr.contains(key) && r.stderr.contains("NaN or infinite"), "\(kind.name) \(args[0]): \(r.stderr)")
+        }
+    }
+
     /// Configurations no quantizer can be built from, in a checkpoint's metadata: every command refuses them in one line.
     nonisolated(unsafe) static let invalid: [(String, [String: Any], String)] = [
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "in_place_codebook_optimizer": "partial(torch.optim.Adam, lr=0.01)"], "in_place_codebook_optimizer"),

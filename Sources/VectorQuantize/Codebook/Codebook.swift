@@ -164,8 +164,7 @@ public final class Codebook: Module {
             codebookVariance = Parameter(Tensor.zeros(stat), kind: .buffer)
             batchMean = Parameter(Tensor(repeating: .nan, shape: stat), kind: .buffer)
             batchVariance = Parameter(Tensor(repeating: .nan, shape: stat), kind: .buffer)
-            batchMean!.isOptionalInState = true
-            batchVariance!.isOptionalInState = true
+            for p in [batchMean!, batchVariance!] { (p.isOptionalInState, p.mayHoldNonFinite) = (true, true) }
         } else {
             (codebookMeanNeedsInit, codebookMean, codebookVarianceNeedsInit, codebookVariance, batchMean, batchVariance) = (nil, nil, nil, nil, nil, nil)
         }

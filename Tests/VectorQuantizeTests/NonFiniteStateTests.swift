@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+import VQNN
+import VQTensor
+import VQTestSupport
+@testable import VectorQuantize
+
+/// A checkpoint with NaN or ±∞ in any tensor (a diverged run, a damaged file, another program's output) is refused
+/// at load, naming the tensor — it would otherwise encode every vector to one code without a word — and a state
+/// that holds them is never saved. The one exception is a sentinel the reference itself stores as NaN (the affine
+/// codebook's batch statistics before their first batch), which loads and saves.
+@Suite("Checkpoints with non-finite values")
+struct NonFiniteStateTests {
+    /// Every quantizer of the registry, and the affine codebook whose batch statistics start as NaN.
+    nonisolated(unsafe) static let configs: [(String, [String: Any])] = QuantizerRegistry.kinds.map { ($0.name, $0.example) } + [
+        ("VectorQuantize", ["dim": 8, "codebook_size": 16, "affine_param": true]),
+        ("ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "affine_param": true]),
+    ]
+
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vq-nonfinite-\(UUID().uuidString)")
+
+    /// `t` with one element replaced.
+    func poisoned(_ t: Tensor, at i: Int, _ value: Float) -> Tensor {
+        var scalars = t.scalars
+        scalars[i] = value
+        return Tensor(scalars, shape: t.shape)
+    }
+
+    @Test("every tensor of every quantizer: one NaN or ±∞ in a file is refused at load, naming the key; sentinels load",
+          arguments: configs.indices)
+    func everyTensor(_ c: Int) throws {
+        let (name, kwargs) = Self.configs[c]
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = ModuleConfig(module: name, kwargs: kwargs)
+        let module = try config.build()
+        let clean = dir.appendingPathComponent("clean.safetensors")
+        try QuantizerCheckpoint.save(module, config: config, to: clean)   // a fresh state saves (sentinels included)
+        let file = try SafeTensorsFile.read(contentsOf: clean)
+        let sentinels = Set(module.namedParameters().filter(\.1.mayHoldNonFinite).map(\.0))
+        #expect(sentinels.isEmpty == (kwargs["affine_param"] == nil), "\(name): the affine codebook's batch statistics are its sentinels")
+        var refused = 0
+        for (n, key) in file.tensors.keys.sorted().enumerated() {
+            let t = file.tensors[key]!.asFloat
+            guard t.count > 0 else { continue }
+            var bad = file
+            let value: Float = [.nan, .infinity, -.infinity][n % 3]
+            bad.tensors[key] = .float(poisoned(t, at: t.count / 2, value))
+            let url = dir.appendingPathComponent("bad.safetensors")
+            try bad.write(to: url)
+            if sentinels.contains(key) {
+                let (loaded, _) = try QuantizerCheckpoint.load(url)
+                #expect(loaded.stateDict()[key]!.scalars[t.count / 2].isNaN || !loaded.stateDict()[key]!.scalars[t.count / 2].isFinite)
+                continue
+            }
+            do {
+                _ = try QuantizerCheckpoint.load(url)
+                Issue.record("\(name): \(value) in \(key) was loaded")
+            } catch let e as CheckpointError {
+                #expect(e.reason == .nonFinite([.init(key: key, count: 1, total: t.count)]), "\(name) \(key): \(e)")
+                #expect(e.description.contains(key) && e.description.contains(url.path), "\(e)")
+                refused += 1
+            }
+        }
+        let stored = file.tensors.values.filter { $0.asFloat.count > 0 }.count - sentinels.count
+        #expect(refused == stored && (refused > 0 || name == "BinaryMapper"), "\(name): \(refused) of \(stored) tensors refused (BinaryMapper alone stores none)")
+    }
+
+    @Test("a state with NaN or ±∞ is never saved (it could not be loaded back), and nothing is written")
+    func saveRefuses() throws {
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let q = try VectorQuantizer(VectorQuantizerConfiguration(dim: 8, codebookSize: 16))
+        var state = q.stateDict()
+        state["_codebook.embed"] = poisoned(state["_codebook.embed"]!, at: 5, .infinity)
+        q.codebook.embed.overwriteBypassingGate(state["_codebook.embed"]!)
+        let url = dir.appendingPathComponent("q.safetensors")
+        #expect(throws: CheckpointError.self) { try QuantizerCheckpoint.save(q, to: url) }
+        #expect(throws: CheckpointError.self) { try q.save(to: url) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty, "a refused save wrote a file")
+    }
+
+    @Test("an affine codebook round-trips its NaN batch statistics before the first batch, and finite ones after")
+    func affineSentinels() throws {
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        c.affineParam = true
+        let q = try VectorQuantizer(c)
+        let url = dir.appendingPathComponent("q.safetensors")
+        try QuantizerCheckpoint.save(q, to: url)
+        var (loaded, _) = try QuantizerCheckpoint.load(url)
+        let before = loaded.stateDict()["_codebook.batch_mean"]!.scalars
+        #expect(before.allSatisfy { $0.isNaN })
+        _ = q(TestSupport.random([32, 8], seed: 1))
+        try QuantizerCheckpoint.save(q, to: url)
+        (loaded, _) = try QuantizerCheckpoint.load(url)
+        let after = loaded.stateDict()["_codebook.batch_mean"]!.scalars
+        #expect(after.allSatisfy { $0.isFinite })
+        #expect(loaded.stateDict() == q.stateDict())
+    }
+}
