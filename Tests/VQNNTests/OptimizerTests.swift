@@ -144,6 +144,26 @@ struct OptimizerTests {
         #expect(q.value.scalars == [1, 1, 1, 1])
     }
 
+    @Test("restoring Adam's moments: they continue the run bit for bit; NaN, ±∞ or a negative second moment are refused, changing nothing")
+    func restoreMoments() throws {
+        let p = param([1, -2], grad: [0.5, 1]), q = param([1, -2], grad: [0.5, 1])
+        let a = Adam(parameters: [p], learningRate: 0.1), b = Adam(parameters: [q], learningRate: 0.1)
+        a.step()
+        let (m, v) = a.moments(of: p)!
+        q.value = p.value
+        let bads: [([Float], [Float])] = [(m, [v[0], -1e-30]), ([.nan, m[1]], v), (m, [v[0], .infinity]), ([m[0], -.infinity], v)]
+        let before = b.moments(of: q)
+        for bad in bads {
+            #expect(throws: OptimizerStateError.self) { try b.restore(q, m: bad.0, v: bad.1, steps: 1) }
+            #expect(b.stepCount(of: q) == 0 && b.moments(of: q)?.m == before?.m && b.moments(of: q)?.v == before?.v,
+                    "a refused restore changed the state")
+        }
+        try b.restore(q, m: m, v: v, steps: 1)
+        p.grad = Tensor([0.25, -1]); q.grad = Tensor([0.25, -1])
+        a.step(); b.step()
+        #expect(p.value.scalars == q.value.scalars && q.value.scalars != [1, -2])
+    }
+
     @Test("gradient hooks fire before the optimizer reads the gradient")
     func hooksBeforeStep() {
         let w = Parameter(Tensor([1, 1, 1]))
