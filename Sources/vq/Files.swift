@@ -94,10 +94,14 @@ struct CodeSpec {
     let ranges: [ClosedRange<Int>]
     let option: String
 
+    /// What the list counts: components for `--dims` and `--freeze-dims`, codes otherwise.
+    var noun: String { option.hasSuffix("dims") ? "dimension" : "code" }
+
     init(_ spec: String, option: String = "--codes") throws {
         self.option = option
+        let noun = option.hasSuffix("dims") ? "dimension" : "code"
         func bad(_ why: String) -> ValidationError { ValidationError("\(option) '\(spec)': \(why) (use e.g. 0-255,300)") }
-        guard !spec.trimmingCharacters(in: .whitespaces).isEmpty else { throw bad("no codes") }
+        guard !spec.trimmingCharacters(in: .whitespaces).isEmpty else { throw bad("no \(noun)s") }
         var ranges: [ClosedRange<Int>] = []
         for part in spec.split(separator: ",", omittingEmptySubsequences: false) {
             let p = part.trimmingCharacters(in: .whitespaces)
@@ -106,7 +110,7 @@ struct CodeSpec {
                 guard let a = Int(p[..<dash]), let b = Int(p[p.index(after: dash)...]), a >= 0, a <= b else { throw bad("bad range '\(p)'") }
                 ranges.append(a...b)
             } else {
-                guard let v = Int(p), v >= 0 else { throw bad("bad code '\(p)'") }
+                guard let v = Int(p), v >= 0 else { throw bad("bad \(noun) '\(p)'") }
                 ranges.append(v...v)
             }
         }
@@ -116,7 +120,7 @@ struct CodeSpec {
     /// The distinct codes, ascending, after checking each is below `size`.
     func codes(below size: Int) throws -> [Int] {
         if let r = ranges.first(where: { $0.upperBound >= size }) {
-            throw ValidationError("\(option): code \(r.upperBound) is out of range 0..<\(size)")
+            throw ValidationError("\(option): \(noun) \(r.upperBound) is out of range 0..<\(size)")
         }
         var seen = [Bool](repeating: false, count: size)
         for r in ranges { for c in r { seen[c] = true } }

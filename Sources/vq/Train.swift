@@ -35,8 +35,8 @@ struct Train: ParsableCommand {
     var freezeSubspace: String?
     @Option(help: "Freeze codes that moved less than TOL (relative) in PATIENCE consecutive updates where they were used: TOL[,PATIENCE] (default patience 5).")
     var freezeConverged: String?
-    @Option(parsing: .unconditional, help: "Layer for --freeze (residual stacks; default all).") var layer: Int?
-    @Option(parsing: .unconditional, help: "Head for --freeze (default all).") var head: Int?
+    @Option(parsing: .unconditional, help: "Layer for --freeze, --freeze-dims, --freeze-subspace and --freeze-converged (residual stacks; default all).") var layer: Int?
+    @Option(parsing: .unconditional, help: "Head for --freeze, --freeze-dims, --freeze-subspace and --freeze-converged (default all).") var head: Int?
     @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
     @Option(parsing: .unconditional, help: "Thread count (default: active cores).") var threads: Int?
     @Option(help: "Write an HTML report (loss curve, code usage).") var report: String?
@@ -87,6 +87,12 @@ struct Train: ParsableCommand {
         }
         if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
         if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
+        // An option that would change nothing is a mistake worth one line (a misspelt or forgotten companion).
+        if layer != nil || head != nil, freeze == nil && freezeDims == nil && freezeSubspace == nil && freezeConverged == nil {
+            throw ValidationError("\(layer != nil ? "--layer" : "--head") selects the codebooks of --freeze, --freeze-dims, --freeze-subspace or --freeze-converged; without one of them it changes nothing")
+        }
+        if noFreezeOld && expandTo == nil { throw ValidationError("--no-freeze-old belongs to --expand-to (the old codes of a grown codebook); without it, it changes nothing") }
+        if state != nil && checkpointEvery == nil { throw ValidationError("--state names where --checkpoint-every writes; without --checkpoint-every nothing is written there") }
         if let d = freezeDims { _ = try CodeSpec(d, option: "--freeze-dims") }
         if freezeConverged != nil { _ = try convergedPolicy() }
         if resume != nil && (freezeDims != nil || freezeSubspace != nil || freezeConverged != nil) {

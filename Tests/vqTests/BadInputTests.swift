@@ -82,6 +82,13 @@ struct BadInputTests {
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--dead-code-threshold", "nan", "--output", t], mentions: "--dead-code-threshold", output: t)
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--steps", "-5", "--output", t], mentions: "--steps", output: t)
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--stepz", "5", "--output", t], mentions: "--stepz", output: t)
+        // Options that would change nothing without their companion (a forgotten or misspelt one) are refused.
+        for (extra, mention) in [(["--layer", "0"], "--layer"), (["--head", "0"], "--head"), (["--no-freeze-old"], "--expand-to"),
+                                 (["--state", path("s.safetensors")], "--checkpoint-every")] {
+            try expectRefused(["train", "--input", x, "--codebook-size", "4", "--output", t] + extra, mentions: mention, output: t)
+        }
+        try expectRefused(["train", "--input", x, "--codebook-size", "4", "--freeze-dims", "8", "--output", t], mentions: "dimension 8", output: t)
+        try expectRefused(["freeze", ckpt, "--dims", "0,x"], mentions: "bad dimension 'x'", output: ckpt)
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--report", path("missing/r.html"), "--output", ckpt],
                           mentions: "--report", output: ckpt)
         for (name, module, kw) in [("c1e12", "VectorQuantize", "\"dim\": 8, \"codebook_size\": 1e12"),
