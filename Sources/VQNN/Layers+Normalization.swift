@@ -53,6 +53,8 @@ public final class BatchNorm: Layer {
         runningMean = Parameter(Tensor.zeros([features]), kind: .buffer)
         runningVar = Parameter(Tensor.ones([features]), kind: .buffer)
         numBatchesTracked = Parameter(Tensor(0), kind: .buffer)
+        runningVar.domain = .nonNegative
+        numBatchesTracked.domain = .wholeNumbers(0...(1 << 53))
     }
 
     public override func callAsFunction(_ x: Tensor) -> Tensor {

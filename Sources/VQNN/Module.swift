@@ -8,6 +8,22 @@ public enum ModuleError: Error, CustomStringConvertible, Equatable {
     case stateMismatch(missing: [String], unexpected: [String], mismatched: [ShapeMismatch])
     /// A state whose values are NaN or infinite where the module admits none: each key with its count.
     case nonFinite([NonFiniteValues])
+    /// A state whose values are outside a parameter's ``ValueDomain``: each key with its count and first value.
+    case outOfDomain([DomainViolation])
+
+    public struct DomainViolation: Equatable, Sendable, CustomStringConvertible {
+        public let key: String
+        public let count: Int
+        public let first: Float
+        public let requirement: String
+        public init(key: String, count: Int, first: Float, requirement: String) {
+            self.key = key
+            self.count = count
+            self.first = first
+            self.requirement = requirement
+        }
+        public var description: String { "\(key) (\(count == 1 ? "the value" : "\(count) values such as") \(first); must be \(requirement))" }
+    }
 
     public struct NonFiniteValues: Equatable, Sendable, CustomStringConvertible {
         public let key: String
@@ -44,6 +60,8 @@ public enum ModuleError: Error, CustomStringConvertible, Equatable {
             return "state does not fit the module — " + parts.joined(separator: " — ")
         case .nonFinite(let keys):
             return "state holds NaN or infinite values in \(keys.map(\.description).joined(separator: ", ")): the model diverged or the file is damaged"
+        case .outOfDomain(let keys):
+            return "state holds values no run writes in \(keys.map(\.description).joined(separator: ", ")): the file is damaged or not this module's"
         }
     }
 }
@@ -188,7 +206,8 @@ open class Module {
     /// ``ModuleError/stateMismatch(missing:unexpected:mismatched:)`` listing all of them, and
     /// nothing is written. Without it, matching keys are loaded and the rest ignored; shape
     /// mismatches always throw, and so do NaN or infinite values (``ModuleError/nonFinite(_:)``) except in
-    /// the sentinels that hold them by design (``Parameter/mayHoldNonFinite``).
+    /// the sentinels that hold them by design (``Parameter/mayHoldNonFinite``), and values outside a parameter's
+    /// ``Parameter/domain`` (``ModuleError/outOfDomain(_:)``).
     open func load(stateDict: [String: Tensor], strict: Bool = true) throws {
         let params = namedParameters()
         let known = Set(params.map(\.0))
@@ -205,6 +224,16 @@ open class Module {
         }
         let nonFinite = nonFiniteValues(in: stateDict)
         if !nonFinite.isEmpty { throw ModuleError.nonFinite(nonFinite) }
+        let outside = params.compactMap { key, p -> ModuleError.DomainViolation? in
+            guard p.domain != .finite, let t = stateDict[key] else { return nil }
+            let built = p.value.scalars
+            let bad = t.scalars.indices.filter { i in
+                let v = t.scalars[i]
+                return !(v.isNaN && p.mayHoldNonFinite) && !p.domain.admits(v, built: built.count == t.count ? built[i] : .nan)
+            }
+            return bad.isEmpty ? nil : .init(key: key, count: bad.count, first: t.scalars[bad[0]], requirement: p.domain.requirement)
+        }.sorted { $0.key < $1.key }
+        if !outside.isEmpty { throw ModuleError.outOfDomain(outside) }
         for (key, p) in params {
             if let t = stateDict[key] {
                 p.restore(t)

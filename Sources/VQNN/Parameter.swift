@@ -17,6 +17,42 @@ import VQTensor
 /// read-only except through the owner's ``WriteKey``, the optimizers (which write only the elements the
 /// owner leaves free and then call the owner back), ``Module/load(stateDict:strict:)`` (a restore of the
 /// whole state) and the one explicitly named escape hatch ``overwriteBypassingGate(_:)``.
+/// The values a parameter's state may hold (``Parameter/domain``), checked when a state is loaded.
+public enum ValueDomain: Sendable, Equatable {
+    /// Any finite value (weights, codes, statistics of either sign).
+    case finite
+    /// Exactly the values the module was built with (a buffer the configuration determines, as LFQ's bit weights).
+    case constant
+    /// 0 or 1 (a mask, a done-flag).
+    case flag
+    /// Finite and ≥ 0 (counts, variances).
+    case nonNegative
+    /// Whole numbers in the range (step counters, -1 for "never").
+    case wholeNumbers(ClosedRange<Int>)
+
+    /// Whether `v` belongs to the domain; `built` is the value the module holds (for ``constant``).
+    func admits(_ v: Float, built: Float) -> Bool {
+        switch self {
+        case .finite: return true
+        case .constant: return v == built
+        case .flag: return v == 0 || v == 1
+        case .nonNegative: return v >= 0
+        case .wholeNumbers(let r): return v.rounded() == v && v >= Float(r.lowerBound) && v <= Float(r.upperBound)
+        }
+    }
+
+    /// What the domain asks, for an error message.
+    public var requirement: String {
+        switch self {
+        case .finite: return "finite"
+        case .constant: return "the values its configuration determines"
+        case .flag: return "0 or 1"
+        case .nonNegative: return "≥ 0"
+        case .wholeNumbers(let r): return "whole numbers in \(r.lowerBound)…\(r.upperBound)"
+        }
+    }
+}
+
 public final class Parameter {
     public enum Kind: Sendable { case trainable, buffer }
 
@@ -41,6 +77,10 @@ public final class Parameter {
     /// a state is refused at load (``ModuleError/nonFinite(_:)``): a codebook with a NaN code would give every
     /// vector the same index without a word.
     public var mayHoldNonFinite = false
+    /// The values a loaded state may hold here besides being finite (``ValueDomain``): a counter's whole numbers, a
+    /// mask's 0 and 1, a constant's own values. Checked at load (``ModuleError/outOfDomain(_:)``), so that a file
+    /// from elsewhere cannot make a counter trap when it becomes an `Int`, or a mask mean something else.
+    public var domain: ValueDomain = .finite
     private var rowMask: [Bool]?
     private var derivedMask: (() -> [Bool]?)?
     private var updateConstraint: ((UnsafeMutableBufferPointer<Float>) -> Void)?

@@ -126,18 +126,43 @@ struct EveryQuantizerTests {
 
     @Test("a checkpoint with a NaN or ±∞ in a tensor is refused by every command, naming the tensor", arguments: QuantizerRegistry.kinds.indices)
     func nonFiniteCheckpoint(_ i: Int) throws {
-        let kind = QuantizerRegistry.kinds[i]
+        // The largest tensor (the codes, where there are any), one value in its middle.
+        try expectEveryCommandRefuses(QuantizerRegistry.kinds[i], mentioning: "NaN or infinite") { file, _ in
+            guard let (key, stored) = file.tensors.max(by: { ($0.value.asFloat.count, $1.key) < ($1.value.asFloat.count, $0.key) }),
+                  stored.asFloat.count > 0 else { return nil }   // BinaryMapper stores nothing
+            return (key, stored.asFloat.count / 2, [Float.nan, .infinity, -.infinity][i % 3])
+        }
+    }
+
+    @Test("a checkpoint with a value no run writes (a count below 0, a mask of 0.5, a step of 1e30, other bit weights) is refused by every command",
+          arguments: QuantizerRegistry.kinds.indices)
+    func impossibleValueCheckpoint(_ i: Int) throws {
+        // The first constrained buffer (counters, masks, LFQ's bit weights), its last value set outside its domain.
+        try expectEveryCommandRefuses(QuantizerRegistry.kinds[i], mentioning: "no run writes") { file, module in
+            guard let (key, p) = module.namedParameters().first(where: { $0.1.domain != .finite && (file.tensors[$0.0]?.asFloat.count ?? 0) > 0 })
+            else { return nil }
+            let value: Float = switch p.domain {
+            case .flag: 0.5
+            case .nonNegative: -1
+            default: 1e30
+            }
+            return (key, file.tensors[key]!.asFloat.count - 1, value)
+        }
+    }
+
+    /// Saves the kind's example, sets one value of the tensor `choose` picks (nil: nothing to damage), and runs every
+    /// command on the damaged checkpoint: each refuses in one line naming the tensor and `mention`, writing nothing.
+    func expectEveryCommandRefuses(_ kind: QuantizerKind, mentioning mention: String,
+                                   _ choose: (SafeTensorsFile, Module) -> (key: String, index: Int, value: Float)?) throws {
         let config = ModuleConfig(module: kind.name, kwargs: kind.example)
         let q = try config.build() as! any Quantizer
-        let good = path("good.safetensors"), ckpt = path("nan.safetensors")
+        let good = path("good.safetensors"), ckpt = path("bad.safetensors")
         try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: good))
         var file = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: good))
-        // The largest tensor (the codes, where there are any), one value in its middle.
-        guard let (key, stored) = file.tensors.max(by: { ($0.value.asFloat.count, $1.key) < ($1.value.asFloat.count, $0.key) }),
-              stored.asFloat.count > 0 else { return }   // BinaryMapper stores nothing
-        var scalars = stored.asFloat.scalars
-        scalars[scalars.count / 2] = [Float.nan, .infinity, -.infinity][i % 3]
-        file.tensors[key] = .float(Tensor(scalars, shape: stored.asFloat.shape))
+        guard let (key, index, value) = choose(file, q) else { return }
+        var scalars = file.tensors[key]!.asFloat.scalars
+        scalars[index] = value
+        file.tensors[key] = .float(Tensor(scalars, shape: file.tensors[key]!.asFloat.shape))
         try file.write(to: URL(fileURLWithPath: ckpt))
         try NumPyFile.write(.float(TestSupport.random([(q.sequenceShape?.reduce(1, *) ?? 16) * 4, q.inputDim], seed: 3)),
                             to: URL(fileURLWithPath: path("x.npy")))
@@ -148,8 +173,8 @@ struct EveryQuantizerTests {
                      ["freeze", ckpt, "--codes", "0", "--output", path("f.safetensors")],
                      ["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "1", "--output", path("t.safetensors")],
                      ["compare", good, ckpt, "--input", path("x.npy")]] {
-            let r = try run(args, mustSucceed: false, "\(kind.name) \(args[0]) with a non-finite \(key)")
-            #expect(r.stderr.contains(key) && r.stderr.contains("NaN or infinite"), "\(kind.name) \(args[0]): \(r.stderr)")
+            let r = try run(args, mustSucceed: false, "\(kind.name) \(args[0]) with \(value) in \(key)")
+            #expect(r.stderr.contains(key) && r.stderr.contains(mention), "\(kind.name) \(args[0]): \(r.stderr)")
         }
     }
 

@@ -156,6 +156,11 @@ public final class Codebook: Module {
         policyFrozenAt = Parameter(Tensor(repeating: -1, shape: [c.numCodebooks, c.codebookSize]), kind: .buffer)
         steps = Parameter(Tensor(0), kind: .buffer)
         for p in [frozenComponents, frozenSubspaceProjector, frozenSubspaceValues, policyFrozenAt, steps] { p.isOptionalInState = true }
+        // What a state from a file may hold (checked at load): counts ≥ 0, masks and flags 0 or 1, step numbers.
+        clusterSize.domain = .nonNegative
+        for p in [initted, frozenCodes, frozenComponents] { p.domain = .flag }
+        policyFrozenAt.domain = .wholeNumbers(-1...Int(Int32.max))
+        steps.domain = .wholeNumbers(0...Int(Int32.max))
         if c.affineParam {
             let stat = [c.numCodebooks, 1, c.dim]
             codebookMeanNeedsInit = Parameter(Tensor(1), kind: .buffer)
@@ -165,6 +170,8 @@ public final class Codebook: Module {
             batchMean = Parameter(Tensor(repeating: .nan, shape: stat), kind: .buffer)
             batchVariance = Parameter(Tensor(repeating: .nan, shape: stat), kind: .buffer)
             for p in [batchMean!, batchVariance!] { (p.isOptionalInState, p.mayHoldNonFinite) = (true, true) }
+            for p in [codebookMeanNeedsInit!, codebookVarianceNeedsInit!] { p.domain = .flag }
+            for p in [codebookVariance!, batchVariance!] { p.domain = .nonNegative }
         } else {
             (codebookMeanNeedsInit, codebookMean, codebookVarianceNeedsInit, codebookVariance, batchMean, batchVariance) = (nil, nil, nil, nil, nil, nil)
         }

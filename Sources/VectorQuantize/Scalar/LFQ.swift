@@ -168,6 +168,7 @@ public final class LFQ: Module {
         }
         let cdim = codebookDim
         mask = Parameter(Tensor((0..<cdim).map { Float(1 << (cdim - 1 - $0)) }), kind: .buffer)
+        mask.domain = .constant
         orthogonalRot = c.orthogonalRotation ? Parameter(Tensor.randomOrthogonal(cdim, using: &rng), kind: .buffer) : nil
         self.rng = rng
         super.init()

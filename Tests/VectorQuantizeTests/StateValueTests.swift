@@ -8,9 +8,11 @@ import VQTestSupport
 /// A checkpoint with NaN or ±∞ in any tensor (a diverged run, a damaged file, another program's output) is refused
 /// at load, naming the tensor — it would otherwise encode every vector to one code without a word — and a state
 /// that holds them is never saved. The one exception is a sentinel the reference itself stores as NaN (the affine
-/// codebook's batch statistics before their first batch), which loads and saves.
-@Suite("Checkpoints with non-finite values")
-struct NonFiniteStateTests {
+/// codebook's batch statistics before their first batch), which loads and saves. Values no run writes — a count
+/// below 0, a mask of 0.5, a step counter of 1e30 (which trapped when it became an `Int`), bit weights other than
+/// LFQ's — are refused the same way (``ValueDomain``).
+@Suite("Checkpoints with non-finite or impossible values")
+struct StateValueTests {
     /// Every quantizer of the registry, and the affine codebook whose batch statistics start as NaN.
     nonisolated(unsafe) static let configs: [(String, [String: Any])] = QuantizerRegistry.kinds.map { ($0.name, $0.example) } + [
         ("VectorQuantize", ["dim": 8, "codebook_size": 16, "affine_param": true]),
@@ -98,5 +100,53 @@ struct NonFiniteStateTests {
         let after = loaded.stateDict()["_codebook.batch_mean"]!.scalars
         #expect(after.allSatisfy { $0.isFinite })
         #expect(loaded.stateDict() == q.stateDict())
+    }
+
+    /// Values outside a domain, each to be refused.
+    static func outside(_ domain: ValueDomain, built: Float) -> [Float] {
+        switch domain {
+        case .finite: return []
+        case .constant: return [built + 1, -built, 1e30]
+        case .flag: return [0.5, 2, -1]
+        case .nonNegative: return [-1, -1e-30]
+        case .wholeNumbers(let r): return [0.5, Float(r.lowerBound) - 1, Float(r.upperBound) * 2, 1e30, -1e30]
+        }
+    }
+
+    @Test("every constrained buffer of every quantizer: a value no run writes is refused at load, naming the key; the built values load",
+          arguments: configs.indices)
+    func everyDomain(_ c: Int) throws {
+        let (name, kwargs) = Self.configs[c]
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = ModuleConfig(module: name, kwargs: kwargs)
+        let module = try config.build()
+        let clean = dir.appendingPathComponent("clean.safetensors")
+        try QuantizerCheckpoint.save(module, config: config, to: clean)
+        _ = try QuantizerCheckpoint.load(clean)   // the values a module is built with are in its domains
+        let file = try SafeTensorsFile.read(contentsOf: clean)
+        let constrained = module.namedParameters().filter { $0.1.domain != .finite && file.tensors[$0.0].map { $0.asFloat.count > 0 } == true }
+        let codebooks = !(module as! any Quantizer).learnedCodebooks.isEmpty
+        #expect(!constrained.isEmpty || !(codebooks || name.contains("LFQ")), "\(name): its counters, masks or bit weights have no domain")
+        var refused = 0
+        for (key, p) in constrained {
+            let t = file.tensors[key]!.asFloat
+            let i = t.count - 1
+            for value in Self.outside(p.domain, built: t.scalars[i]) {
+                var bad = file
+                bad.tensors[key] = .float(poisoned(t, at: i, value))
+                let url = dir.appendingPathComponent("bad.safetensors")
+                try bad.write(to: url)
+                do {
+                    _ = try QuantizerCheckpoint.load(url)
+                    Issue.record("\(name): \(value) in \(key) (\(p.domain.requirement)) was loaded")
+                } catch let e as CheckpointError {
+                    guard case .outOfDomain(let v) = e.reason else { Issue.record("\(name) \(key) \(value): \(e)"); continue }
+                    #expect(v.map(\.key) == [key] && v[0].count == 1 && v[0].first == value, "\(name) \(key): \(e)")
+                    refused += 1
+                }
+            }
+        }
+        #expect(refused == constrained.reduce(0) { $0 + Self.outside($1.1.domain, built: 0).count })
     }
 }
