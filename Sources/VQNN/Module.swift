@@ -225,13 +225,9 @@ open class Module {
         let nonFinite = nonFiniteValues(in: stateDict)
         if !nonFinite.isEmpty { throw ModuleError.nonFinite(nonFinite) }
         let outside = params.compactMap { key, p -> ModuleError.DomainViolation? in
-            guard p.domain != .finite, let t = stateDict[key] else { return nil }
-            let built = p.value.scalars
-            let bad = t.scalars.indices.filter { i in
-                let v = t.scalars[i]
-                return !(v.isNaN && p.mayHoldNonFinite) && !p.domain.admits(v, built: built.count == t.count ? built[i] : .nan)
-            }
-            return bad.isEmpty ? nil : .init(key: key, count: bad.count, first: t.scalars[bad[0]], requirement: p.domain.requirement)
+            guard p.domain != .finite, let t = stateDict[key], t.count > 0,
+                  let (count, first) = p.domain.violations(of: t, built: p.value, nanAllowed: p.mayHoldNonFinite) else { return nil }
+            return .init(key: key, count: count, first: first, requirement: p.domain.requirement)
         }.sorted { $0.key < $1.key }
         if !outside.isEmpty { throw ModuleError.outOfDomain(outside) }
         for (key, p) in params {

@@ -110,6 +110,54 @@ struct StateValueTests {
         case .flag: return [0.5, 2, -1]
         case .nonNegative: return [-1, -1e-30]
         case .wholeNumbers(let r): return [0.5, Float(r.lowerBound) - 1, Float(r.upperBound) * 2, 1e30, -1e30]
+        case .orthogonalProjectors: return [1e30, 0.5]
+        }
+    }
+
+    @Test("a frozen subspace's projector loads when it is an orthogonal projector (any), and is refused when it is not")
+    func projectors() throws {
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var c = VectorQuantizerConfiguration(dim: 6, codebookSize: 8)
+        c.heads = 2
+        c.separateCodebookPerHead = true
+        let q = try VectorQuantizer(c)
+        try q.codebook.freeze(subspace: Tensor([0.6, 0.8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0], shape: [2, 6]), head: 1)
+        let url = dir.appendingPathComponent("q.safetensors")
+        try QuantizerCheckpoint.save(q, to: url)
+        let (loaded, _) = try QuantizerCheckpoint.load(url)
+        #expect((loaded as! VectorQuantizer).codebook.frozenSubspaceRank(head: 1) == 2)
+        let file = try SafeTensorsFile.read(contentsOf: url)
+        let key = "_codebook.frozen_subspace_projector"
+        let p = file.tensors[key]!.asFloat
+        let d = q.codebook.dim, block = d * d
+        #expect(p.shape == [2, d, d])
+        // Another orthogonal projector (the first axis, in head 0) loads too: the domain is projectors, not these values.
+        var other = p.scalars
+        other[0] = 1
+        var good = file
+        good.tensors[key] = .float(Tensor(other, shape: p.shape))
+        try good.write(to: url)
+        _ = try QuantizerCheckpoint.load(url)
+        // Not projectors: a huge entry (its trace trapped vq inspect as an Int), an asymmetric one, a scaled
+        // projector (symmetric, P² ≠ P, trace not whole), a diagonal of 0.5 (P² ≠ P, trace whole).
+        var scaled = p.scalars
+        for i in block..<(2 * block) { scaled[i] *= 0.9 }
+        var asymmetric = p.scalars
+        asymmetric[block + 1] += 0.01
+        var half = [Float](repeating: 0, count: 2 * block)
+        (half[0], half[d + 1]) = (0.5, 0.5)
+        for (name, values) in [("huge", poisoned(p, at: block, 1e30).scalars), ("asymmetric", asymmetric), ("scaled", scaled), ("half", half)] {
+            var bad = file
+            bad.tensors[key] = .float(Tensor(values, shape: p.shape))
+            try bad.write(to: url)
+            do {
+                _ = try QuantizerCheckpoint.load(url)
+                Issue.record("\(name): loaded")
+            } catch let e as CheckpointError {
+                guard case .outOfDomain(let v) = e.reason else { Issue.record("\(name): \(e)"); continue }
+                #expect(v.map(\.key) == [key] && v[0].count == 1, "\(name): \(e)")
+            }
         }
     }
 

@@ -161,6 +161,7 @@ public final class Codebook: Module {
         for p in [initted, frozenCodes, frozenComponents] { p.domain = .flag }
         policyFrozenAt.domain = .wholeNumbers(-1...Int(Int32.max))
         steps.domain = .wholeNumbers(0...Int(Int32.max))
+        frozenSubspaceProjector.domain = .orthogonalProjectors
         if c.affineParam {
             let stat = [c.numCodebooks, 1, c.dim]
             codebookMeanNeedsInit = Parameter(Tensor(1), kind: .buffer)
