@@ -97,10 +97,11 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 enum Replay {
     static func main() {
         let args = Array(CommandLine.arguments.dropFirst())
-        if let mode = args.first, mode == "--configs" || mode == "--states" {
+        let modes: [String: FuzzMode] = ["--configs": .configs, "--states": .states, "--checkpoints": .checkpoints]
+        if let flag = args.first, let mode = modes[flag] {
             let count = args.count > 1 ? Int(args[1]) ?? 1000 : 1000
             let seed = args.count > 3 && args[2] == "--seed" ? UInt64(args[3]) ?? 0 : 0
-            runStructured(configs: mode == "--configs", count: count, seed: seed)
+            runStructured(mode, count: count, seed: seed)
             return
         }
         let files = args
@@ -108,6 +109,7 @@ enum Replay {
             print("usage: vq-fuzz FILE…   (runs the fuzz target on each file; Fuzz/run.sh builds the libFuzzer binary)")
             print("       vq-fuzz --configs N [--seed S]   N mutated configurations of every quantizer")
             print("       vq-fuzz --states N [--seed S]    N mutated resumable training states")
+            print("       vq-fuzz --checkpoints N [--seed S]   N checkpoints of every quantizer with values set to extremes")
             return
         }
         for f in files {

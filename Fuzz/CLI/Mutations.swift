@@ -1,6 +1,6 @@
 // Structured mutation fuzzing: configurations of every quantizer of the registry (every keyword, values and
-// types mutated) and resumable training states (tensors, shapes and metadata mutated, the digest recomputed so
-// the checks behind it are reached). Each case must build and run, or be refused with a typed error — never
+// types mutated), resumable training states (tensors, shapes and metadata mutated, the digest recomputed so
+// the checks behind it are reached) and checkpoints of every quantizer (values of every tensor set to extremes). Each case must build and run, or be refused with a typed error — never
 // trap, hang or allocate without bound. Deterministic for a seed: a crash names its case index and seed.
 import Foundation
 import VQNN
@@ -20,6 +20,11 @@ enum MutationValues {
         [Int](), [8, 5, 5], [2], [1, 4, 16], [[2, 3], [4, 6]], [0], [-1, 3], [1 << 20, 1 << 20], [1.5, 2], ["a"], [1.4, 1.3, 1.6],
         [1, 2, 3, 4, 5, 6, 7, 8], [String: Any](), ["dim_hidden": 8, "depth": 2], ["dim_hidden": 1 << 30, "depth": 64],
     ]
+}
+
+/// What `vq-fuzz` mutates: configurations, resumable states or checkpoints.
+enum FuzzMode: String {
+    case configs = "configurations", states = "states", checkpoints = "checkpoints"
 }
 
 /// One seeded generator of configurations.
@@ -148,19 +153,91 @@ func runState(_ base: SafeTensorsFile, rng: inout SeededGenerator, url: URL) {
     _ = state.order.count
 }
 
-/// `vq-fuzz --configs N [--seed S]` and `vq-fuzz --states N [--seed S]`: N structured cases; the case about to
+/// Checkpoints of every quantizer of the registry to damage: each example trained one step, and where it has learned
+/// codebooks, with a frozen code, a frozen component, a frozen subspace and a converged-code policy that has run —
+/// so every buffer a file can hold is non-trivial.
+enum CheckpointFixture {
+    static func make() -> [(ModuleConfig, SafeTensorsFile)] {
+        var rng = SeededGenerator(seed: 3)
+        return QuantizerRegistry.kinds.compactMap { kind in
+            let config = ModuleConfig(module: kind.name, kwargs: kind.example)
+            guard let q = try? config.build() as? any Quantizer else { return nil }
+            let unit = q.sequenceShape ?? [8]
+            let x = Tensor.randomNormal([2, unit.reduce(1, *), q.inputDim], using: &rng)
+            for book in q.learnedCodebooks {
+                try? book.freeze(codes: [0])
+                try? book.freeze(dimensions: [0])
+                var basis = [Float](repeating: 0, count: book.dim)
+                basis[book.dim - 1] = 1
+                try? book.freeze(subspace: Tensor(basis, shape: [1, book.dim]), head: 0)
+                try? book.setFreezePolicy(.converged(tolerance: 0.5, patience: 1))
+            }
+            q.train()
+            for _ in 0..<2 { _ = q.forward(vectors: x) }
+            q.eval()
+            var file = SafeTensorsFile(metadata: ["config_json": String(decoding: (try? config.serialized()) ?? Data(), as: UTF8.self)])
+            for (key, t) in (q as Module).stateDict() { file.tensors[key] = .float(t) }
+            return (config, file)
+        }
+    }
+}
+
+/// Sets one to three values of a checkpoint (every tensor of every quantizer) to extremes — non-finite, huge, negative,
+/// fractional, past Int32 or float's whole numbers — or a whole tensor to one of them, and reads it as every `vq`
+/// command does; when it loads, uses it as they do: what `vq inspect` reports per codebook, encoding, decoding, a
+/// training forward with a policy, and a save.
+func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededGenerator, url: URL) {
+    let pool: [Float] = [.nan, .infinity, -.infinity, -1, 0, -0.0, 0.5, 1, 2, 7, 1e30, -1e30, 2147483648, 16777218, .leastNormalMagnitude / 1024, 65536]
+    let (config, original) = base[rng.nextInt(below: base.count)]
+    var file = original
+    for _ in 0...rng.nextInt(below: 3) {
+        let keys = file.tensors.keys.sorted()
+        guard !keys.isEmpty else { return }
+        let k = keys[rng.nextInt(below: keys.count)]
+        let t = file.tensors[k]!.asFloat
+        guard t.count > 0 else { continue }
+        var s = t.scalars
+        let v = pool[rng.nextInt(below: pool.count)]
+        if rng.nextInt(below: 4) == 0 { s = [Float](repeating: v, count: s.count) } else { s[rng.nextInt(below: s.count)] = v }
+        file.tensors[k] = .float(Tensor(s, shape: t.shape))
+    }
+    guard (try? file.write(to: url)) != nil, let (q, _) = try? QuantizerCheckpoint.loadQuantizer(url) else { return }
+    _ = config
+    for book in q.learnedCodebooks {
+        for h in 0..<book.numCodebooks {
+            _ = (book.frozenCodeIndices(head: h), book.frozenDimensions(head: h), book.frozenSubspaceRank(head: h), book.policyFrozenCodes(head: h))
+        }
+        try? book.setFreezePolicy(.converged(tolerance: 0.5, patience: 1))
+    }
+    let unit = q.sequenceShape ?? [5]
+    let x = Tensor.randomNormal([2] + unit + [q.inputDim], using: &rng)
+    if q.isInitialised {
+        let indices = q.encode(x)
+        _ = try? q.decode(indices)
+    }
+    q.train()
+    _ = q.forward(vectors: x.reshaped([2, unit.reduce(1, *), q.inputDim]))
+    q.eval()
+    _ = try? QuantizerCheckpoint.save(q, to: url.deletingLastPathComponent().appendingPathComponent("resaved.safetensors"))
+}
+
+/// `vq-fuzz --configs N [--seed S]`, `vq-fuzz --states N [--seed S]` and `vq-fuzz --checkpoints N [--seed S]`: N structured cases; the case about to
 /// run is written to `case.txt` in the scratch folder first, so a crash leaves it behind.
-func runStructured(configs: Bool, count: Int, seed: UInt64) {
+func runStructured(_ mode: FuzzMode, count: Int, seed: UInt64) {
     // Bound the address space: an allocation bomb fails (and is reported) instead of exhausting the machine.
     var limit = rlimit(rlim_cur: 16 << 30, rlim_max: 16 << 30)
     setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
     let caseFile = Fixtures.dir.appendingPathComponent("case.txt")
     var mutator = ConfigMutator(seed: seed)
     var rng = SeededGenerator(seed: seed ^ 0xF022)
-    let base = configs ? nil : StateFixture.make(in: Fixtures.dir)
+    let base = mode == .states ? StateFixture.make(in: Fixtures.dir) : nil
+    let checkpoints = mode == .checkpoints ? CheckpointFixture.make() : []
     let started = Date()
     for i in 0..<count {
-        if configs {
+        if mode == .checkpoints {
+            try? Data("seed \(seed) checkpoint case \(i)\n".utf8).write(to: caseFile)
+            runCheckpoint(checkpoints, rng: &rng, url: Fixtures.dir.appendingPathComponent("damaged.safetensors"))
+        } else if mode == .configs {
             let c = mutator.next()
             let text = (try? JSONSerialization.data(withJSONObject: ["module": c.module, "kwargs": c.kwargs.mapValues { v -> Any in
                 if let d = v as? Double, !d.isFinite { return "\(d)" }
@@ -176,6 +253,6 @@ func runStructured(configs: Bool, count: Int, seed: UInt64) {
             FileHandle.standardOutput.write(Data("\(i + 1) cases, \(Int(Date().timeIntervalSince(started))) s\n".utf8))
         }
     }
-    print("\(count) \(configs ? "configuration" : "state") cases (seed \(seed)): no trap")
+    print("\(count) \(mode.rawValue.dropLast()) cases (seed \(seed)): no trap")
     try? FileManager.default.removeItem(at: Fixtures.dir)  // a crash leaves it, with case.txt
 }

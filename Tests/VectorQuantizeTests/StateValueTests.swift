@@ -114,6 +114,15 @@ struct StateValueTests {
         }
     }
 
+    @Test("LatentQuantize: learned values far past the grid (finite, from a file) give saturated Int32 indices, not a trap")
+    func latentSaturation() throws {
+        let lq = try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: ["levels": [5, 5], "dim": 2]))
+        let codes = Tensor([1e30, 0, -1e30, 0, 0.5, 0.5, 3e9, 0], shape: [4, 2])
+        let indices = lq.codesToIndices(codes)
+        #expect(indices.scalars[0] == Int(Int32.max) && indices.scalars[1] == Int(Int32.min))
+        #expect(indices.scalars[2] == 24 && indices.scalars[3] == Int(Int32.max), "\(indices.scalars)")
+    }
+
     @Test("a frozen subspace's projector loads when it is an orthogonal projector (any), and is refused when it is not")
     func projectors() throws {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

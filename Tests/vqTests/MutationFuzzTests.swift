@@ -1,9 +1,9 @@
 import Foundation
 import Testing
 
-/// The structured mutation fuzzer (`vq-fuzz --configs/--states`, Fuzz/CLI/Mutations.swift) for a bounded
-/// number of cases: mutated configurations of all 17 quantizers (every keyword of each, values and types) and
-/// mutated resumable states, each built and run or refused — a trap ends the process, and the test fails
+/// The structured mutation fuzzer (`vq-fuzz --configs/--states/--checkpoints`, Fuzz/CLI/Mutations.swift) for a
+/// bounded number of cases: mutated configurations of all 17 quantizers (every keyword of each, values and types),
+/// mutated resumable states, and checkpoints of every quantizer with values set to extremes, each built and run or refused — a trap ends the process, and the test fails
 /// naming the case. CI runs more in release (.ci/run); the long run is in Fuzz/README.md.
 @Suite("mutation fuzzing", .serialized)
 struct MutationFuzzTests {
@@ -27,6 +27,12 @@ struct MutationFuzzTests {
         let (status, text) = try run(["--configs", "2500", "--seed", "\(seed)"])
         let trap = text.split(separator: "\n").first { $0.contains("Fatal error") || $0.contains("Precondition failed") || $0.contains("runtime failure") }
         #expect(status == 0 && text.contains("no trap"), "seed \(seed): \(trap ?? "") — the case is in the fuzzer's case.txt")
+    }
+
+    @Test("checkpoints of every quantizer with values set to extremes are refused, or load and work", arguments: [301])
+    func checkpoints(_ seed: Int) throws {
+        let (status, text) = try run(["--checkpoints", "1500", "--seed", "\(seed)"])
+        #expect(status == 0 && text.contains("no trap"), "seed \(seed): \(text.suffix(600))")
     }
 
     @Test("mutated resumable states are refused or resume", arguments: [201])
