@@ -159,8 +159,21 @@ func runState(_ base: SafeTensorsFile, rng: inout SeededGenerator, url: URL) {
 enum CheckpointFixture {
     static func make() -> [(ModuleConfig, SafeTensorsFile)] {
         var rng = SeededGenerator(seed: 3)
-        return QuantizerRegistry.kinds.compactMap { kind in
-            let config = ModuleConfig(module: kind.name, kwargs: kind.example)
+        // Every kind's example, and variants with more buffers: affine statistics, heads, cosine codes, a learnable
+        // codebook, an implicit neural codebook, a codebook smaller than its dimension.
+        let variants: [(String, [String: Any])] = [
+            ("VectorQuantize", ["dim": 8, "codebook_size": 16, "affine_param": true]),
+            ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "use_cosine_sim": true]),
+            ("VectorQuantize", ["dim": 8, "codebook_size": 16, "learnable_codebook": true, "ema_update": false]),
+            ("VectorQuantize", ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "kmeans_init": true]),
+            ("ResidualVQ", ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4, "implicit_neural_codebook": true]),
+            ("ResidualVQ", ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "affine_param": true, "shared_codebook": true]),
+            ("FSQ", ["levels": [8, 5, 5], "dim": 8, "orthogonal_rotation": true]),
+            ("LFQ", ["dim": 8, "codebook_size": 64, "orthogonal_rotation": true]),
+        ]
+        let all = QuantizerRegistry.kinds.map { ($0.name, $0.example) } + variants
+        let fixtures: [(ModuleConfig, SafeTensorsFile)] = all.compactMap { name, kwargs in
+            let config = ModuleConfig(module: name, kwargs: kwargs)
             guard let q = try? config.build() as? any Quantizer else { return nil }
             let unit = q.sequenceShape ?? [8]
             let x = Tensor.randomNormal([2, unit.reduce(1, *), q.inputDim], using: &rng)
@@ -179,6 +192,8 @@ enum CheckpointFixture {
             for (key, t) in (q as Module).stateDict() { file.tensors[key] = .float(t) }
             return (config, file)
         }
+        precondition(fixtures.count == all.count, "vq-fuzz: a checkpoint fixture does not build")
+        return fixtures
     }
 }
 
