@@ -200,7 +200,7 @@ enum CheckpointFixture {
 /// Sets one to three values of a checkpoint (every tensor of every quantizer) to extremes — non-finite, huge, negative,
 /// fractional, past Int32 or float's whole numbers — or a whole tensor to one of them, and reads it as every `vq`
 /// command does; when it loads, uses it as they do: what `vq inspect` reports per codebook, encoding, decoding, a
-/// training forward with a policy, and a save.
+/// training forward with a policy, and a save — half the time on input vectors with extremes too.
 func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededGenerator, url: URL) {
     let pool: [Float] = [.nan, .infinity, -.infinity, -1, 0, -0.0, 0.5, 1, 2, 7, 1e30, -1e30, 2147483648, 16777218, .leastNormalMagnitude / 1024, 65536]
     let (config, original) = base[rng.nextInt(below: base.count)]
@@ -225,7 +225,17 @@ func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededG
         try? book.setFreezePolicy(.converged(tolerance: 0.5, patience: 1))
     }
     let unit = q.sequenceShape ?? [5]
-    let x = Tensor.randomNormal([2] + unit + [q.inputDim], using: &rng)
+    var x = Tensor.randomNormal([2] + unit + [q.inputDim], using: &rng)
+    if rng.nextInt(below: 2) == 0 {
+        // Input vectors with extremes too (non-finite, huge, denormal), or scaled far from the codes.
+        var s = x.scalars
+        if rng.nextInt(below: 4) == 0 {
+            let scale = [Float(1e-30), 1e15, 1e30, 3e38][rng.nextInt(below: 4)]
+            s = s.map { $0 * scale }
+        }
+        for _ in 0...rng.nextInt(below: 4) { s[rng.nextInt(below: s.count)] = pool[rng.nextInt(below: pool.count)] }
+        x = Tensor(s, shape: x.shape)
+    }
     if q.isInitialised {
         let indices = q.encode(x)
         _ = try? q.decode(indices)

@@ -51,6 +51,23 @@ struct RobustnessTests {
         }
     }
 
+    @Test("the grid quantizers on NaN and huge inputs: FSP and FSQ give −1 to a NaN row, every other row a code of the grid; no trap")
+    func gridExtremes() throws {
+        let fsp = try FSP(.init(levels: [8, 5, 5], dim: 3))
+        let fsq = try FSQ(.init(levels: [8, 5, 5]))
+        for (name, q) in [("FSP", fsp as any Quantizer), ("FSQ", fsq as any Quantizer)] {
+            var x = TestSupport.random([1, 6, 3], seed: 7)
+            let clean = q.encode(x)
+            x.withUnsafeMutableScalars { p in
+                (p[0], p[4], p[6], p[9], p[10]) = (.nan, 1e30, -3e38, .infinity, -.infinity)
+            }
+            let indices = q.encode(x).scalars
+            #expect(indices[0] == -1, "\(name): \(indices)")
+            #expect(indices.dropFirst().allSatisfy { $0 >= 0 && $0 < 200 }, "\(name): \(indices)")
+            #expect(Array(indices[4...]) == Array(clean.scalars[4...]), "\(name): rows without extremes keep their codes")
+        }
+    }
+
     @Test("a fully masked or empty batch leaves the state untouched")
     func emptyBatches() throws {
         let vq = try quantizer { $0.thresholdEMADeadCode = 2 }

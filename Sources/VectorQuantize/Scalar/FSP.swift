@@ -266,7 +266,7 @@ public final class FSP: Module {
         let indices = IndexTensor((0..<(lv.count / d)).map { r in
             var acc: Float = 0
             for i in 0..<d { acc += lv[r * d + i] * bs[i] }
-            return Int(Int32(clamping: Int(acc.rounded(.towardZero))))
+            return gridIndex(acc, nonFinite: -1)   // a row with NaN gets -1, as FSQ's
         }, shape: lead)
         if let projectOut { qz = projectOut(qz) }
         var out = qz.reshaped(x.shape)

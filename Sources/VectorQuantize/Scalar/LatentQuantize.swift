@@ -170,10 +170,7 @@ public final class LatentQuantize: Module {
         let out = (0..<(zs.count / d)).map { r -> Int in
             var acc: Float = 0
             for i in 0..<d { acc += ((zs[r * d + i] * 2 * hw[i]) + hw[i]) * bs[i] }
-            // Saturated to Int32 in float first: learned values from a file can put `acc` past Int's range.
-            guard acc.isFinite else { return 0 }
-            let t = acc.rounded(.towardZero)
-            return t >= 2_147_483_648 ? Int(Int32.max) : t <= -2_147_483_648 ? Int(Int32.min) : Int(t)
+            return gridIndex(acc, nonFinite: 0)
         }
         return IndexTensor(out, shape: Array(zhat.shape.dropLast()))
     }
