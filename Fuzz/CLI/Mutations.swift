@@ -66,7 +66,8 @@ func runConfiguration(_ original: ModuleConfig, rng: inout SeededGenerator, scra
     }
     guard let module = try? config.build(), let q = module as? any Quantizer else { return }
     let unit = q.sequenceShape ?? [5]
-    let x = Tensor.randomNormal([2] + unit + [q.inputDim], using: &rng)
+    var x = Tensor.randomNormal([2] + unit + [q.inputDim], using: &rng)
+    if rng.nextInt(below: 4) == 0 { x = withExtremes(x, rng: &rng) }
     let vectors = x.reshaped([2, unit.reduce(1, *), q.inputDim])
     q.train()
     let out = q.forward(vectors: vectors)
@@ -153,6 +154,23 @@ func runState(_ base: SafeTensorsFile, rng: inout SeededGenerator, url: URL) {
     _ = state.order.count
 }
 
+/// Extreme values a tensor from outside may hold: non-finite, huge, negative, fractional, past Int32 or float's whole
+/// numbers, denormal.
+let extremeValues: [Float] = [.nan, .infinity, -.infinity, -1, 0, -0.0, 0.5, 1, 2, 7, 1e30, -1e30, 2147483648, 16777218,
+                              .leastNormalMagnitude / 1024, 65536]
+
+/// `x` (input vectors) with one to five values set to extremes, a quarter of the time scaled far from the codes first.
+func withExtremes(_ x: Tensor, rng: inout SeededGenerator) -> Tensor {
+    var s = x.scalars
+    guard !s.isEmpty else { return x }
+    if rng.nextInt(below: 4) == 0 {
+        let scale = [Float(1e-30), 1e15, 1e30, 3e38][rng.nextInt(below: 4)]
+        s = s.map { $0 * scale }
+    }
+    for _ in 0...rng.nextInt(below: 4) { s[rng.nextInt(below: s.count)] = extremeValues[rng.nextInt(below: extremeValues.count)] }
+    return Tensor(s, shape: x.shape)
+}
+
 /// Checkpoints of every quantizer of the registry to damage: each example trained one step, and where it has learned
 /// codebooks, with a frozen code, a frozen component, a frozen subspace and a converged-code policy that has run —
 /// so every buffer a file can hold is non-trivial.
@@ -202,7 +220,6 @@ enum CheckpointFixture {
 /// command does; when it loads, uses it as they do: what `vq inspect` reports per codebook, encoding, decoding, a
 /// training forward with a policy, and a save — half the time on input vectors with extremes too.
 func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededGenerator, url: URL) {
-    let pool: [Float] = [.nan, .infinity, -.infinity, -1, 0, -0.0, 0.5, 1, 2, 7, 1e30, -1e30, 2147483648, 16777218, .leastNormalMagnitude / 1024, 65536]
     let (config, original) = base[rng.nextInt(below: base.count)]
     var file = original
     for _ in 0...rng.nextInt(below: 3) {
@@ -212,7 +229,7 @@ func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededG
         let t = file.tensors[k]!.asFloat
         guard t.count > 0 else { continue }
         var s = t.scalars
-        let v = pool[rng.nextInt(below: pool.count)]
+        let v = extremeValues[rng.nextInt(below: extremeValues.count)]
         if rng.nextInt(below: 4) == 0 { s = [Float](repeating: v, count: s.count) } else { s[rng.nextInt(below: s.count)] = v }
         file.tensors[k] = .float(Tensor(s, shape: t.shape))
     }
@@ -226,16 +243,7 @@ func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededG
     }
     let unit = q.sequenceShape ?? [5]
     var x = Tensor.randomNormal([2] + unit + [q.inputDim], using: &rng)
-    if rng.nextInt(below: 2) == 0 {
-        // Input vectors with extremes too (non-finite, huge, denormal), or scaled far from the codes.
-        var s = x.scalars
-        if rng.nextInt(below: 4) == 0 {
-            let scale = [Float(1e-30), 1e15, 1e30, 3e38][rng.nextInt(below: 4)]
-            s = s.map { $0 * scale }
-        }
-        for _ in 0...rng.nextInt(below: 4) { s[rng.nextInt(below: s.count)] = pool[rng.nextInt(below: pool.count)] }
-        x = Tensor(s, shape: x.shape)
-    }
+    if rng.nextInt(below: 2) == 0 { x = withExtremes(x, rng: &rng) }
     if q.isInitialised {
         let indices = q.encode(x)
         _ = try? q.decode(indices)

@@ -102,6 +102,11 @@ struct FileFormatTests {
         #expect(throws: TensorFileError.self) { try NumPyFile.parse(empty) }
         let short = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", Array(repeating: 0, count: 8))
         #expect(throws: TensorFileError.self) { try NumPyFile.parse(short) }
+        // A structured array (np.zeros(4, dtype=[('a', '<f4'), ('b', '<i4')])) is named as such, not as a missing descr.
+        let structured = npy("{'descr': [('a', '<f4'), ('b', '<i4')], 'fortran_order': False, 'shape': (4,), }", Array(repeating: 0, count: 32))
+        do { _ = try NumPyFile.parse(structured, path: "s.npy"); Issue.record("a structured array accepted") } catch let e as TensorFileError {
+            #expect(e.description.contains("structured dtype") && e.description.contains("s.npy"), "\(e)")
+        }
     }
 
     @Test("a Fortran-order .npy (np.save(a.T)) reads as its row-major array, whole and streamed, floats and integers")

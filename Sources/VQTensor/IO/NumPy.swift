@@ -91,7 +91,10 @@ public enum NumPyFile {
             let headerData = data.subdata(in: (data.startIndex + start)..<(data.startIndex + start + headerLength))
             guard let header = String(data: headerData, encoding: major == 3 ? .utf8 : .isoLatin1) else { throw bad("header is not text") }
             let excerpt = String(header.prefix(80)).replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
-            guard let descr = NumPyFile.field(header, "descr").flatMap(NumPyFile.quoted) else { throw bad("header has no descr: \(excerpt)") }
+            guard let raw = NumPyFile.field(header, "descr") else { throw bad("header has no descr: \(excerpt)") }
+            guard let descr = NumPyFile.quoted(raw) else {
+                throw bad("a structured dtype (fields) is not supported; save a plain float or integer array: \(excerpt)")
+            }
             guard let fortran = NumPyFile.field(header, "fortran_order") else { throw bad("header has no fortran_order") }
             guard fortran.hasPrefix("True") || fortran.hasPrefix("False") else { throw bad("fortran_order is neither True nor False") }
             guard let shapeText = NumPyFile.field(header, "shape"), let shape = NumPyFile.parseShape(shapeText) else { throw bad("header has no valid shape") }
