@@ -28,17 +28,22 @@ struct StateValueTests {
         return Tensor(scalars, shape: t.shape)
     }
 
+    /// A fresh module of the configuration, saved to `clean.safetensors` in ``dir``, and the file as read back.
+    func savedFresh(_ name: String, _ kwargs: [String: Any]) throws -> (Module, SafeTensorsFile) {
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let config = ModuleConfig(module: name, kwargs: kwargs)
+        let module = try config.build()
+        let clean = dir.appendingPathComponent("clean.safetensors")
+        try QuantizerCheckpoint.save(module, config: config, to: clean)
+        return (module, try SafeTensorsFile.read(contentsOf: clean))
+    }
+
     @Test("every tensor of every quantizer: one NaN or ±∞ in a file is refused at load, naming the key; sentinels load",
           arguments: configs.indices)
     func everyTensor(_ c: Int) throws {
         let (name, kwargs) = Self.configs[c]
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let config = ModuleConfig(module: name, kwargs: kwargs)
-        let module = try config.build()
-        let clean = dir.appendingPathComponent("clean.safetensors")
-        try QuantizerCheckpoint.save(module, config: config, to: clean)   // a fresh state saves (sentinels included)
-        let file = try SafeTensorsFile.read(contentsOf: clean)
+        let (module, file) = try savedFresh(name, kwargs)   // a fresh state saves (sentinels included)
         let sentinels = Set(module.namedParameters().filter(\.1.mayHoldNonFinite).map(\.0))
         #expect(sentinels.isEmpty == (kwargs["affine_param"] == nil), "\(name): the affine codebook's batch statistics are its sentinels")
         var refused = 0
@@ -174,14 +179,9 @@ struct StateValueTests {
           arguments: configs.indices)
     func everyDomain(_ c: Int) throws {
         let (name, kwargs) = Self.configs[c]
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let config = ModuleConfig(module: name, kwargs: kwargs)
-        let module = try config.build()
-        let clean = dir.appendingPathComponent("clean.safetensors")
-        try QuantizerCheckpoint.save(module, config: config, to: clean)
-        _ = try QuantizerCheckpoint.load(clean)   // the values a module is built with are in its domains
-        let file = try SafeTensorsFile.read(contentsOf: clean)
+        let (module, file) = try savedFresh(name, kwargs)
+        _ = try QuantizerCheckpoint.load(dir.appendingPathComponent("clean.safetensors"))   // the built values are in their domains
         let constrained = module.namedParameters().filter { $0.1.domain != .finite && file.tensors[$0.0].map { $0.asFloat.count > 0 } == true }
         let codebooks = !(module as! any Quantizer).learnedCodebooks.isEmpty
         #expect(!constrained.isEmpty || !(codebooks || name.contains("LFQ")), "\(name): its counters, masks or bit weights have no domain")

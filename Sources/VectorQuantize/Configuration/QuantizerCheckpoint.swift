@@ -13,7 +13,7 @@ public enum QuantizerCheckpoint {
     /// lock of their folder, so concurrent writers never leave one's checkpoint beside the other's sidecar.
     ///
     /// - Throws: ``ConfigurationError`` when `config` does not describe `module` (another module type, or tensors of other
-    ///   keys or shapes: a `codebook_size` of 32 for a 64-code model would only fail when loading), and ``CheckpointError``
+    ///   keys or shapes: a `codebook_size` of 32 for a 64-code model would only fail when loading), and `CheckpointError`
     ///   when the state holds NaN or ±∞ (a diverged model, which no load would accept), before anything is written.
     public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws {
         try config.check(describes: module)
