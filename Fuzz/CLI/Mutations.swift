@@ -1,7 +1,7 @@
 // Structured mutation fuzzing: configurations of every quantizer of the registry (every keyword, values and
 // types mutated), resumable training states (tensors, shapes and metadata mutated, the digest recomputed so
-// the checks behind it are reached) and checkpoints of every quantizer (values of every tensor set to extremes). Each case must build and run, or be refused with a typed error — never
-// trap, hang or allocate without bound. Deterministic for a seed: a crash names its case index and seed.
+// the checks behind it are reached) and checkpoints of every quantizer (values of every tensor set to extremes).
+// Each case must build and run, or be refused with a typed error — never trap, hang or allocate without bound. Deterministic for a seed: a crash names its case index and seed.
 import Foundation
 import VQNN
 import VQTensor
@@ -175,7 +175,7 @@ func withExtremes(_ x: Tensor, rng: inout SeededGenerator) -> Tensor {
 /// codebooks, with a frozen code, a frozen component, a frozen subspace and a converged-code policy that has run —
 /// so every buffer a file can hold is non-trivial.
 enum CheckpointFixture {
-    static func make() -> [(ModuleConfig, SafeTensorsFile)] {
+    static func make() -> [SafeTensorsFile] {
         var rng = SeededGenerator(seed: 3)
         // Every kind's example, and variants with more buffers: affine statistics, heads, cosine codes, a learnable
         // codebook, an implicit neural codebook, a codebook smaller than its dimension.
@@ -190,7 +190,7 @@ enum CheckpointFixture {
             ("LFQ", ["dim": 8, "codebook_size": 64, "orthogonal_rotation": true]),
         ]
         let all = QuantizerRegistry.kinds.map { ($0.name, $0.example) } + variants
-        let fixtures: [(ModuleConfig, SafeTensorsFile)] = all.compactMap { name, kwargs in
+        let fixtures: [SafeTensorsFile] = all.compactMap { name, kwargs in
             let config = ModuleConfig(module: name, kwargs: kwargs)
             guard let q = try? config.build() as? any Quantizer else { return nil }
             let unit = q.sequenceShape ?? [8]
@@ -208,7 +208,7 @@ enum CheckpointFixture {
             q.eval()
             var file = SafeTensorsFile(metadata: ["config_json": String(decoding: (try? config.serialized()) ?? Data(), as: UTF8.self)])
             for (key, t) in (q as Module).stateDict() { file.tensors[key] = .float(t) }
-            return (config, file)
+            return file   // the configuration travels in the metadata, as in the tool's checkpoints
         }
         precondition(fixtures.count == all.count, "vq-fuzz: a checkpoint fixture does not build")
         return fixtures
@@ -219,9 +219,8 @@ enum CheckpointFixture {
 /// fractional, past Int32 or float's whole numbers — or a whole tensor to one of them, and reads it as every `vq`
 /// command does; when it loads, uses it as they do: what `vq inspect` reports per codebook, encoding, decoding, a
 /// training forward with a policy, and a save — half the time on input vectors with extremes too.
-func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededGenerator, url: URL) {
-    let (config, original) = base[rng.nextInt(below: base.count)]
-    var file = original
+func runCheckpoint(_ base: [SafeTensorsFile], rng: inout SeededGenerator, url: URL) {
+    var file = base[rng.nextInt(below: base.count)]
     for _ in 0...rng.nextInt(below: 3) {
         let keys = file.tensors.keys.sorted()
         guard !keys.isEmpty else { return }
@@ -234,7 +233,6 @@ func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededG
         file.tensors[k] = .float(Tensor(s, shape: t.shape))
     }
     guard (try? file.write(to: url)) != nil, let (q, _) = try? QuantizerCheckpoint.loadQuantizer(url) else { return }
-    _ = config
     for book in q.learnedCodebooks {
         for h in 0..<book.numCodebooks {
             _ = (book.frozenCodeIndices(head: h), book.frozenDimensions(head: h), book.frozenSubspaceRank(head: h), book.policyFrozenCodes(head: h))
@@ -254,8 +252,9 @@ func runCheckpoint(_ base: [(ModuleConfig, SafeTensorsFile)], rng: inout SeededG
     _ = try? QuantizerCheckpoint.save(q, to: url.deletingLastPathComponent().appendingPathComponent("resaved.safetensors"))
 }
 
-/// `vq-fuzz --configs N [--seed S]`, `vq-fuzz --states N [--seed S]` and `vq-fuzz --checkpoints N [--seed S]`: N structured cases; the case about to
-/// run is written to `case.txt` in the scratch folder first, so a crash leaves it behind.
+/// `vq-fuzz --configs N [--seed S]`, `vq-fuzz --states N [--seed S]` and `vq-fuzz --checkpoints N [--seed S]`: N
+/// structured cases; the case about to run is written to `case.txt` in the scratch folder first, so a crash leaves it
+/// behind.
 func runStructured(_ mode: FuzzMode, count: Int, seed: UInt64) {
     // Bound the address space: an allocation bomb fails (and is reported) instead of exhausting the machine.
     var limit = rlimit(rlim_cur: 16 << 30, rlim_max: 16 << 30)

@@ -222,7 +222,7 @@ open class Module {
             throw ModuleError.stateMismatch(missing: strict ? missing : [], unexpected: strict ? unexpected : [],
                                             mismatched: mismatched)
         }
-        let nonFinite = nonFiniteValues(in: stateDict)
+        let nonFinite = Self.nonFiniteValues(params, in: stateDict)
         if !nonFinite.isEmpty { throw ModuleError.nonFinite(nonFinite) }
         let outside = params.compactMap { key, p -> ModuleError.DomainViolation? in
             guard p.domain != .finite, let t = stateDict[key], t.count > 0,
@@ -244,7 +244,11 @@ open class Module {
     /// none (``Parameter/mayHoldNonFinite``), in key order: what ``load(stateDict:strict:)`` refuses, and what a
     /// save refuses to write (a checkpoint that could not be loaded back).
     public func nonFiniteValues(in state: [String: Tensor]? = nil) -> [ModuleError.NonFiniteValues] {
-        namedParameters().compactMap { key, p -> ModuleError.NonFiniteValues? in
+        Self.nonFiniteValues(namedParameters(), in: state)
+    }
+
+    private static func nonFiniteValues(_ params: [(String, Parameter)], in state: [String: Tensor]?) -> [ModuleError.NonFiniteValues] {
+        params.compactMap { key, p -> ModuleError.NonFiniteValues? in
             guard !p.mayHoldNonFinite, let t = state.map({ $0[key] }) ?? p.value else { return nil }
             let count = t.withUnsafeScalars { $0.reduce(0) { $0 + ($1.isFinite ? 0 : 1) } }
             return count == 0 ? nil : .init(key: key, count: count, total: t.count)

@@ -94,12 +94,12 @@ struct CodeSpec {
     let ranges: [ClosedRange<Int>]
     let option: String
 
-    /// What the list counts: components for `--dims` and `--freeze-dims`, codes otherwise.
-    var noun: String { option.hasSuffix("dims") ? "dimension" : "code" }
+    /// What the list of `option` counts: components for `--dims` and `--freeze-dims`, codes otherwise.
+    static func noun(of option: String) -> String { option.hasSuffix("dims") ? "dimension" : "code" }
 
     init(_ spec: String, option: String = "--codes") throws {
         self.option = option
-        let noun = option.hasSuffix("dims") ? "dimension" : "code"
+        let noun = Self.noun(of: option)
         func bad(_ why: String) -> ValidationError { ValidationError("\(option) '\(spec)': \(why) (use e.g. 0-255,300)") }
         guard !spec.trimmingCharacters(in: .whitespaces).isEmpty else { throw bad("no \(noun)s") }
         var ranges: [ClosedRange<Int>] = []
@@ -120,7 +120,7 @@ struct CodeSpec {
     /// The distinct codes, ascending, after checking each is below `size`.
     func codes(below size: Int) throws -> [Int] {
         if let r = ranges.first(where: { $0.upperBound >= size }) {
-            throw ValidationError("\(option): \(noun) \(r.upperBound) is out of range 0..<\(size)")
+            throw ValidationError("\(option): \(Self.noun(of: option)) \(r.upperBound) is out of range 0..<\(size)")
         }
         var seen = [Bool](repeating: false, count: size)
         for r in ranges { for c in r { seen[c] = true } }

@@ -266,7 +266,7 @@ public final class FSQ: Module {
     public func codesToIndices(_ zhat: Tensor) -> IndexTensor {
         precondition(zhat.shape.last == codebookDim, "FSQ.codesToIndices: codes \(zhat.shape) for \(codebookDim) levels")
         let s = (scaleAndShift(zhat.detached()) * Tensor(basis.map(Float.init))).sum(axis: -1).rounded()
-        return IndexTensor(s.scalars.map { $0.isNaN ? -1 : Int($0) }, shape: s.shape)
+        return IndexTensor(s.scalars.map { gridIndex($0, nonFinite: -1) }, shape: s.shape)   // a row with NaN gets -1
     }
 
     /// Per-channel level indices of code indices: `[..., d]`.

@@ -1,4 +1,4 @@
-/// An index accumulated in float on a grid (`Σ level·basis`) as an `Int`: truncated toward zero as the reference's
+/// An index accumulated in float on a grid (`Σ level·basis`) as an `Int` (FSQ, FSP, LatentQuantize): truncated toward zero as the reference's
 /// `.to(int32)`, and saturated to Int32's range where the reference's conversion is undefined — values only a damaged
 /// or diverged state, or a non-finite input, produce — instead of trapping; `nonFinite` for NaN or ±∞.
 ///
