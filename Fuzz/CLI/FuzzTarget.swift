@@ -97,7 +97,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 enum Replay {
     static func main() {
         let args = Array(CommandLine.arguments.dropFirst())
-        let modes: [String: FuzzMode] = ["--configs": .configs, "--states": .states, "--checkpoints": .checkpoints]
+        let modes: [String: FuzzMode] = ["--configs": .configs, "--states": .states, "--checkpoints": .checkpoints, "--calls": .calls]
         if let flag = args.first, let mode = modes[flag] {
             let count = args.count > 1 ? Int(args[1]) ?? 1000 : 1000
             let seed = args.count > 3 && args[2] == "--seed" ? UInt64(args[3]) ?? 0 : 0
@@ -110,6 +110,7 @@ enum Replay {
             print("       vq-fuzz --configs N [--seed S]   N mutated configurations of every quantizer")
             print("       vq-fuzz --states N [--seed S]    N mutated resumable training states")
             print("       vq-fuzz --checkpoints N [--seed S]   N checkpoints of every quantizer with values set to extremes")
+            print("       vq-fuzz --calls N [--seed S]   N sequences of library calls with edge-value arguments on every quantizer")
             return
         }
         for f in files {

@@ -24,7 +24,7 @@ enum MutationValues {
 
 /// What `vq-fuzz` mutates: configurations, resumable states or checkpoints.
 enum FuzzMode: String {
-    case configs = "configurations", states = "states", checkpoints = "checkpoints"
+    case configs = "configurations", states = "states", checkpoints = "checkpoints", calls = "calls"
 }
 
 /// One seeded generator of configurations.
@@ -175,10 +175,9 @@ func withExtremes(_ x: Tensor, rng: inout SeededGenerator) -> Tensor {
 /// codebooks, with a frozen code, a frozen component, a frozen subspace and a converged-code policy that has run —
 /// so every buffer a file can hold is non-trivial.
 enum CheckpointFixture {
-    static func make() -> [SafeTensorsFile] {
-        var rng = SeededGenerator(seed: 3)
-        // Every kind's example, and variants with more buffers: affine statistics, heads, cosine codes, a learnable
-        // codebook, an implicit neural codebook, a codebook smaller than its dimension.
+    /// Every kind's example, and variants with more buffers: affine statistics, heads, cosine codes, a learnable
+    /// codebook, an implicit neural codebook, a codebook smaller than its dimension.
+    nonisolated(unsafe) static let configurations: [ModuleConfig] = {
         let variants: [(String, [String: Any])] = [
             ("VectorQuantize", ["dim": 8, "codebook_size": 16, "affine_param": true]),
             ("VectorQuantize", ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "use_cosine_sim": true]),
@@ -189,28 +188,38 @@ enum CheckpointFixture {
             ("FSQ", ["levels": [8, 5, 5], "dim": 8, "orthogonal_rotation": true]),
             ("LFQ", ["dim": 8, "codebook_size": 64, "orthogonal_rotation": true]),
         ]
-        let all = QuantizerRegistry.kinds.map { ($0.name, $0.example) } + variants
-        let fixtures: [SafeTensorsFile] = all.compactMap { name, kwargs in
-            let config = ModuleConfig(module: name, kwargs: kwargs)
-            guard let q = try? config.build() as? any Quantizer else { return nil }
-            let unit = q.sequenceShape ?? [8]
-            let x = Tensor.randomNormal([2, unit.reduce(1, *), q.inputDim], using: &rng)
-            for book in q.learnedCodebooks {
-                try? book.freeze(codes: [0])
-                try? book.freeze(dimensions: [0])
-                var basis = [Float](repeating: 0, count: book.dim)
-                basis[book.dim - 1] = 1
-                try? book.freeze(subspace: Tensor(basis, shape: [1, book.dim]), head: 0)
-                try? book.setFreezePolicy(.converged(tolerance: 0.5, patience: 1))
-            }
-            q.train()
-            for _ in 0..<2 { _ = q.forward(vectors: x) }
-            q.eval()
+        return (QuantizerRegistry.kinds.map { ($0.name, $0.example) } + variants).map { ModuleConfig(module: $0.0, kwargs: $0.1) }
+    }()
+
+    /// `config` built and trained two steps, with a frozen code, a frozen component, a frozen subspace and a
+    /// converged-code policy on every learned codebook (so every buffer is non-trivial).
+    static func prepared(_ config: ModuleConfig, rng: inout SeededGenerator) -> (any Quantizer)? {
+        guard let q = try? config.build() as? any Quantizer else { return nil }
+        let unit = q.sequenceShape ?? [8]
+        let x = Tensor.randomNormal([2, unit.reduce(1, *), q.inputDim], using: &rng)
+        for book in q.learnedCodebooks {
+            try? book.freeze(codes: [0])
+            try? book.freeze(dimensions: [0])
+            var basis = [Float](repeating: 0, count: book.dim)
+            basis[book.dim - 1] = 1
+            try? book.freeze(subspace: Tensor(basis, shape: [1, book.dim]), head: 0)
+            try? book.setFreezePolicy(.converged(tolerance: 0.5, patience: 1))
+        }
+        q.train()
+        for _ in 0..<2 { _ = q.forward(vectors: x) }
+        q.eval()
+        return q
+    }
+
+    static func make() -> [SafeTensorsFile] {
+        var rng = SeededGenerator(seed: 3)
+        let fixtures: [SafeTensorsFile] = configurations.compactMap { config in
+            guard let q = prepared(config, rng: &rng) else { return nil }
             var file = SafeTensorsFile(metadata: ["config_json": String(decoding: (try? config.serialized()) ?? Data(), as: UTF8.self)])
             for (key, t) in (q as Module).stateDict() { file.tensors[key] = .float(t) }
             return file   // the configuration travels in the metadata, as in the tool's checkpoints
         }
-        precondition(fixtures.count == all.count, "vq-fuzz: a checkpoint fixture does not build")
+        precondition(fixtures.count == configurations.count, "vq-fuzz: a checkpoint fixture does not build")
         return fixtures
     }
 }
@@ -266,7 +275,10 @@ func runStructured(_ mode: FuzzMode, count: Int, seed: UInt64) {
     let checkpoints = mode == .checkpoints ? CheckpointFixture.make() : []
     let started = Date()
     for i in 0..<count {
-        if mode == .checkpoints {
+        if mode == .calls {
+            try? Data("seed \(seed) call case \(i)\n".utf8).write(to: caseFile)
+            runCalls(CheckpointFixture.configurations, rng: &rng, scratch: Fixtures.dir)
+        } else if mode == .checkpoints {
             try? Data("seed \(seed) checkpoint case \(i)\n".utf8).write(to: caseFile)
             runCheckpoint(checkpoints, rng: &rng, url: Fixtures.dir.appendingPathComponent("damaged.safetensors"))
         } else if mode == .configs {
@@ -284,6 +296,9 @@ func runStructured(_ mode: FuzzMode, count: Int, seed: UInt64) {
         if (i + 1) % 10_000 == 0 {
             FileHandle.standardOutput.write(Data("\(i + 1) cases, \(Int(Date().timeIntervalSince(started))) s\n".utf8))
         }
+    }
+    if mode == .calls {
+        print(callTally.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.ok) ok / \($0.value.threw) threw" }.joined(separator: ", "))
     }
     print("\(count) \(mode.rawValue.dropLast()) cases (seed \(seed)): no trap")
     try? FileManager.default.removeItem(at: Fixtures.dir)  // a crash leaves it, with case.txt

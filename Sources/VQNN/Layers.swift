@@ -141,9 +141,10 @@ public final class Activation: Layer {
 
 /// Loss functions with PyTorch's default `mean` reduction.
 public enum Loss {
-    /// Mean squared error over all elements.
+    /// Mean squared error over all elements; 0 over none (an empty batch has no loss — PyTorch gives NaN).
     public static func mse(_ prediction: Tensor, _ target: Tensor) -> Tensor {
         precondition(prediction.shape == target.shape, "mse: prediction \(prediction.shape) vs target \(target.shape)")
+        guard prediction.count > 0 else { return Tensor(0) }
         return prediction.meanSquaredDifference(target)
     }
 

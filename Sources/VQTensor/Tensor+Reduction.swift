@@ -109,7 +109,9 @@ extension Tensor {
         precondition(shape == other.shape, "meanSquaredDifference: shapes \(shape) and \(other.shape)")
         let n = count
         let differentiable = (requiresGradient || other.requiresGradient) && GradMode.isEnabled
-        guard n > 0 else { return differentiable ? (self - other).squared().mean() : Tensor(.nan) }
+        // No elements: no loss, and no gradient to give (PyTorch's mse_loss gives NaN; an empty batch must not
+        // turn a training loop's loss into NaN).
+        guard n > 0 else { return Tensor(0) }
         var partial = [Double]()
         /// Block sums of squared differences; with `diff`, the same pass also stores the differences.
         func sumBlocks(_ diff: UnsafeMutablePointer<Float>?) {

@@ -24,9 +24,9 @@ extension Tensor {
         }
     }
 
-    /// `(Σ rows) / elements` in row order, as a scalar tensor (NaN for no elements).
+    /// `(Σ rows) / elements` in row order, as a scalar tensor (0 for no elements: an empty batch has no loss).
     package static func meanOfRowSums(_ sums: [Double], elements: Int) -> Tensor {
-        guard elements > 0 else { return Tensor(.nan) }
+        guard elements > 0 else { return Tensor(0) }
         var total = 0.0
         for s in sums { total += s }
         return Tensor(Float(total / Double(elements)))
@@ -41,7 +41,7 @@ extension Tensor {
         precondition(shape == other.shape, "meanSquaredRowDifference: shapes \(shape) and \(other.shape)")
         let n = count, d = rank == 0 ? 1 : shape[rank - 1], rows = d == 0 ? 0 : n / d
         let differentiable = (requiresGradient || other.requiresGradient) && GradMode.isEnabled
-        guard n > 0 else { return differentiable ? (self - other).squared().mean() : Tensor(.nan) }
+        guard n > 0 else { return Tensor(0) }  // no elements: no loss (and no gradient to give)
         var sums = [Double](repeating: 0, count: rows)
         withUnsafeScalars { pa in
             other.withUnsafeScalars { pb in
@@ -68,7 +68,7 @@ extension Tensor {
                      "meanSquaredRowDifference(gathering:): no gradient graph")
         let (h, c, n, d) = (codes.shape[0], codes.shape[1], other.shape[1], other.shape[2])
         precondition(indices.scalars.allSatisfy { $0 >= 0 && $0 < c }, "meanSquaredRowDifference(gathering:): an index outside \(c) codes")
-        guard h * n * d > 0 else { return Tensor(.nan) }
+        guard h * n * d > 0 else { return Tensor(0) }
         // Flat row numbers into the [h·c, d] table.
         let flat = indices.scalars.enumerated().map { Int64(($0.offset / n) * c + $0.element) }
         var sums = [Double](repeating: 0, count: h * n)

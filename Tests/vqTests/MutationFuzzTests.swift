@@ -1,10 +1,11 @@
 import Foundation
 import Testing
 
-/// The structured mutation fuzzer (`vq-fuzz --configs/--states/--checkpoints`, Fuzz/CLI/Mutations.swift) for a
-/// bounded number of cases: mutated configurations of all 17 quantizers (every keyword of each, values and types),
-/// mutated resumable states, and checkpoints of every quantizer with values set to extremes, each built and run or refused — a trap ends the process, and the test fails
-/// naming the case. CI runs more in release (.ci/run); the long run is in Fuzz/README.md.
+/// The structured mutation fuzzer (`vq-fuzz --configs/--states/--checkpoints/--calls`, Fuzz/CLI/Mutations.swift and
+/// APICalls.swift) for a bounded number of cases: mutated configurations of all 17 quantizers (every keyword of each,
+/// values and types), mutated resumable states, checkpoints of every quantizer with values set to extremes, and
+/// sequences of library calls with edge-value arguments — each built and run or refused; a trap, or a call that threw
+/// having changed the state, ends the process, and the test fails naming the case. CI runs more in release (.ci/run); the long run is in Fuzz/README.md.
 @Suite("mutation fuzzing", .serialized)
 struct MutationFuzzTests {
     static var binary: URL { VQProcess.binary.deletingLastPathComponent().appendingPathComponent("vq-fuzz") }
@@ -32,6 +33,13 @@ struct MutationFuzzTests {
     @Test("checkpoints of every quantizer with values set to extremes are refused, or load and work", arguments: [301])
     func checkpoints(_ seed: Int) throws {
         let (status, text) = try run(["--checkpoints", "1500", "--seed", "\(seed)"])
+        #expect(status == 0 && text.contains("no trap"), "seed \(seed): \(text.suffix(600))")
+    }
+
+    @Test("library calls with edge-value arguments on every quantizer: each succeeds, or throws having changed nothing; frozen elements hold",
+          arguments: [401])
+    func calls(_ seed: Int) throws {
+        let (status, text) = try run(["--calls", "1500", "--seed", "\(seed)"])
         #expect(status == 0 && text.contains("no trap"), "seed \(seed): \(text.suffix(600))")
     }
 

@@ -144,7 +144,7 @@ public enum InputLayout: Sendable, Equatable {
     /// A forward output in this layout (`[b, d, s…]`) as vectors `[b, n, d]`.
     public func vectors(_ y: Tensor) -> Tensor {
         guard self != .vectorsLast, y.rank == 2 + spatialAxes else { return y }
-        return y.reshaped([y.shape[0], y.shape[1], -1]).transposed(1, 2)
+        return y.flattened(from: 2).transposed(1, 2)
     }
 
     /// Indices `[lead…, b, s…, trail…]` (the spatial axes after the batch axis) as `[lead…, b, n, trail…]`.

@@ -97,7 +97,8 @@ public final class BinaryMapper: Module {
         let entropy = -(p * logits.logSigmoid() + (1 - p) * (-logits).logSigmoid()).sum(axis: -1)
         let kl = Float(bits) * Float(0.6931471805599453) - entropy
         let loss = (kl - configuration.klLossThreshold).relu()
-        return reduce ? loss.mean() : loss
+        guard reduce else { return loss }
+        return loss.count == 0 ? Tensor(0) : loss.mean()  // no vector, no loss
     }
 
     /// Maps logits `[..., bits]` to sampled bits.

@@ -323,7 +323,7 @@ public final class FSQ: Module {
         var spatial: [Int] = []
         if moveChannel {
             spatial = Array(input.shape.dropFirst(2))
-            z = moveFirstFeatureToLast(z).reshaped([input.shape[0], -1, input.shape[1]])
+            z = moveFirstFeatureToLast(z).flattened(from: 1, to: -2)
         }
         precondition(z.rank == 3 && z.shape[2] == dim, "FSQ(dim \(dim)): input shape \(input.shape)")
         let (b, n) = (z.shape[0], z.shape[1])
@@ -343,9 +343,9 @@ public final class FSQ: Module {
             let offset = Tensor.randomUniform(shape, low: -0.5, high: 0.5, using: &rng)
             codes = Tensor.select(mask, codes + offset, codes).clamped(min: -1, max: 1)
         }
-        let grid = codes.reshaped([b, n, -1])
+        let grid = codes.flattened(from: 2)
         if let orthogonalRot { codes = codes.matmul(transposed: orthogonalRot.value) }
-        codes = codes.reshaped([b, n, -1])
+        codes = codes.flattened(from: 2)
         var out = projectOut.map { $0(codes) } ?? codes
         guard wantIndices else {
             if moveChannel { out = moveLastToFirstFeature(out.reshaped([b] + spatial + [dim])) }

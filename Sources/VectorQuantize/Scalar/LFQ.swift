@@ -232,7 +232,7 @@ public final class LFQ: Module {
         var spatial: [Int] = []
         if transpose {
             spatial = Array(input.shape.dropFirst(2))
-            x = moveFirstFeatureToLast(x).reshaped([input.shape[0], -1, input.shape[1]])
+            x = moveFirstFeatureToLast(x).flattened(from: 1, to: -2)
         }
         precondition(x.rank == 3 && x.shape[2] == dim, "LFQ(dim \(dim)): input shape \(input.shape)")
         let (b, n) = (x.shape[0], x.shape[1])
@@ -261,7 +261,7 @@ public final class LFQ: Module {
         let (aux, losses) = isTraining ? trainingLosses(original, quantized, b: b, n: n, tokenMask: tokenMask,
                                                         inverseTemperature: inverseTemperature) : (Tensor(0), Losses())
         if let orthogonalRot { x = x.matmul(transposed: orthogonalRot.value) }
-        x = x.reshaped([b, n, -1])
+        x = x.flattened(from: 2)
         var out = projectOut.map { $0(x) } ?? x
         if transpose {
             out = moveLastToFirstFeature(out.reshaped([b] + spatial + [out.shape[2]]))
@@ -284,6 +284,8 @@ public final class LFQ: Module {
             precondition(tokenMask.count == b * n, "LFQ: mask of \(tokenMask.count) for \(b * n) tokens")
             rows = rows.indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
         }
+        // An empty or fully masked batch: no token, no loss (the reference's means over nothing are NaN).
+        guard rows.shape[0] > 0 else { return (Tensor(0), losses) }
         if c.fracPerSampleEntropy < 1 {
             let keep = Int(Float(rows.shape[0]) * c.fracPerSampleEntropy)
             rows = rows.indexSelect(axis: 0, IndexTensor(Array(rng.permutation(rows.shape[0]).prefix(keep)).sorted()))
@@ -309,7 +311,7 @@ public final class LFQ: Module {
         if c.commitmentLossWeight > 0 {
             var diff = (original - quantized.detached()).squared()
             if let tokenMask {
-                diff = diff.reshaped([b * n, -1]).indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
+                diff = diff.flattened(from: 0, to: 1).flattened(from: 1).indexSelect(axis: 0, IndexTensor(tokenMask.indices.filter { tokenMask[$0] }))
             }
             losses.commitment = diff.mean()
         }

@@ -206,7 +206,8 @@ public final class LatentQuantize: Module {
     func projectOutChannelFirst(_ latents: Tensor) -> Tensor {
         guard let projectOut else { return latents }
         let b = latents.shape[0], positions = Array(latents.shape.dropFirst(2))
-        return projectOut.channelFirst(latents.reshaped([b, latents.shape[1], -1])).reshaped([b, dim] + positions)
+        // The positions' count spelt out, not -1: a batch or a sequence of none has no count to infer.
+        return projectOut.channelFirst(latents.reshaped([b, latents.shape[1], positions.reduce(1, *)])).reshaped([b, dim] + positions)
     }
 
     /// The result of a forward: the output, the indices and the weighted loss.
@@ -223,7 +224,7 @@ public final class LatentQuantize: Module {
         precondition(x.rank >= 2 && x.shape[1] == dim, "LatentQuantize(dim \(dim)): input \(x.shape) must be [b, \(dim), …] (channel first)")
         let b = x.shape[0], spatial = Array(x.shape.dropFirst(2))
         // The projections run on the channel-first layout; only the narrow latents are moved channel-last.
-        let flat = x.reshaped([b, dim, -1])
+        let flat = x.reshaped([b, dim, spatial.reduce(1, *)])
         let z = moveFirstFeatureToLast(projectIn?.channelFirst(flat) ?? flat)
         let n = z.shape[1]
         let c = configuration.numCodebooks

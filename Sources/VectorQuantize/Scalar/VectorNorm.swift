@@ -47,7 +47,8 @@ public final class VectorNorm: Module {
         let skewness = scores.pow(3).mean(axis: 0)
         let kurtosis = scores.pow(4).mean(axis: 0) - 3
         let t = preset.terms
-        let loss = (mean - t[0].0).squared().mean() * t[0].1 + (variance - t[1].0).squared().mean() * t[1].1
+        // No vector: no loss (the statistics stay NaN: there are none).
+        let loss = n == 0 ? Tensor(0) : (mean - t[0].0).squared().mean() * t[0].1 + (variance - t[1].0).squared().mean() * t[1].1
             + (skewness - t[2].0).squared().mean() * t[2].1 + (kurtosis - t[3].0).squared().mean() * t[3].1
         return (loss, Statistics(mean: mean, variance: variance, skewness: skewness, kurtosis: kurtosis))
     }

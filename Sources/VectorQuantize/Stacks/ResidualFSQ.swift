@@ -166,7 +166,7 @@ public final class ResidualFSQ: Module {
         guard channelFirst else { return channelLast(x, quantizeDropoutSeed: quantizeDropoutSeed) }
         precondition(x.rank >= 3 && x.shape[1] == dim, "ResidualFSQ(channel first, dim \(dim)): input \(x.shape) must be [b, \(dim), n…]")
         let spatial = Array(x.shape.dropFirst(2))
-        let out = channelLast(x.reshaped([x.shape[0], dim, -1]).transposed(1, 2), quantizeDropoutSeed: quantizeDropoutSeed)
+        let out = channelLast(x.reshaped([x.shape[0], dim, spatial.reduce(1, *)]).transposed(1, 2), quantizeDropoutSeed: quantizeDropoutSeed)
         let (b, n, q) = (out.indices.shape[0], out.indices.shape[1], out.indices.shape[2])
         var moved = [Int](repeating: 0, count: b * n * q)
         for bi in 0..<b { for t in 0..<n { for i in 0..<q { moved[(bi * q + i) * n + t] = out.indices.scalars[(bi * n + t) * q + i] } } }

@@ -228,7 +228,7 @@ extension VectorQuantizer {
         }
         if call.transposed { q = q.transposed(1, 2) }
         if let spatial = call.spatial {
-            q = q.transposed(1, 2).reshaped([b, -1] + spatial)
+            q = q.transposed(1, 2).reshaped([b, q.shape.dropFirst(2).reduce(1, *)] + spatial)
             indices = indices.reshaped([b] + spatial + Array(indices.shape.dropFirst(2)))
         }
         if call.onlyOne {

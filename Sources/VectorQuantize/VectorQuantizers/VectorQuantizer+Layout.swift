@@ -15,7 +15,7 @@ extension VectorQuantizer {
         var spatial: [Int]? = nil
         if c.acceptImageFmap || c.accept3dFmap {
             spatial = Array(x.shape.dropFirst(2))
-            x = x.reshaped([x.shape[0], x.shape[1], -1]).transposed(1, 2)
+            x = x.reshaped([x.shape[0], x.shape[1], spatial!.reduce(1, *)]).transposed(1, 2)
         }
         let transpose = !c.channelLast && spatial == nil && input.rank != 2
         if transpose { x = x.transposed(1, 2) }

@@ -1,0 +1,86 @@
+import Testing
+import VQNN
+import VQTensor
+import VQTestSupport
+@testable import VectorQuantize
+
+/// Empty batches on every quantizer of the registry, and variants with heads, projections, image maps, masks and a
+/// freeze policy: `[0, n, dim]` (no sequence), `[b, 0, dim]` (empty sequences) and `[0, dim]` encode to indices
+/// of the shape a batch of one gives with that axis 0, decode back to `[…, dim]`, and a training forward returns
+/// the output's shape, a loss of exactly 0 (no token: no loss — the reference's means over nothing are NaN) whose
+/// backward runs, and writes nothing (the whole state bit-identical: no EMA decay, no expiry, no policy step).
+@Suite("Empty batches")
+struct EmptyBatchTests {
+    static var configurations: [ModuleConfig] { QuantizerRegistry.kinds.map { ModuleConfig(module: $0.name, kwargs: $0.example) } + [
+        ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true,
+                                                        "use_cosine_sim": true, "codebook_dim": 4, "threshold_ema_dead_code": 2]),
+        ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "learnable_codebook": true, "ema_update": false]),
+        ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "affine_param": true, "kmeans_init": true]),
+        ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "accept_image_fmap": true]),
+        ModuleConfig(module: "ResidualVQ", kwargs: ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "quantize_dropout": true]),
+        ModuleConfig(module: "FSQ", kwargs: ["levels": [8, 5, 5], "dim": 8, "num_codebooks": 2, "channel_first": true]),
+        ModuleConfig(module: "LFQ", kwargs: ["dim": 8, "codebook_size": 64, "num_codebooks": 2, "entropy_loss_weight": 0.1]),
+    ] }
+
+    /// `shape` with `axis` set to 0.
+    static func emptied(_ shape: [Int], axis: Int) -> [Int] {
+        var s = shape
+        s[axis] = 0
+        return s
+    }
+
+    @Test("an empty batch encodes, decodes and trains to the right shapes, a loss of 0, and writes nothing", arguments: configurations.indices)
+    func emptyBatch(_ i: Int) throws {
+        let config = Self.configurations[i]
+        let q = try #require(try config.build() as? any Quantizer)
+        let unit = q.sequenceShape ?? [5]
+        let positions = unit.reduce(1, *)
+        // A first batch initialises what initialises lazily (k-means, affine statistics); a policy is then set.
+        q.train()
+        _ = q.forward(vectors: TestSupport.random([2, positions, q.inputDim], seed: 1))
+        for book in q.learnedCodebooks where book.configuration.emaUpdate && book.embed.kind != .trainable {
+            try book.setFreezePolicy(.afterStep(1))
+        }
+        let before = q.stateDict()
+        // Encode and decode: [0, n, dim], [b, 0, dim] (not for fixed-length sequences) and [0, dim].
+        var cases: [(input: [Int], oneBatch: [Int], axis: Int)] = [([0] + unit + [q.inputDim], [1] + unit + [q.inputDim], 0)]
+        if q.sequenceShape == nil {
+            cases.append(([2, 0, q.inputDim], [2, 1, q.inputDim], 1))
+            cases.append(([0, q.inputDim], [1, q.inputDim], 0))
+        }
+        q.eval()
+        for (input, oneBatch, axis) in cases {
+            let reference = q.encode(TestSupport.random(oneBatch, seed: 2)).shape
+            let indices = q.encode(Tensor.zeros(input))
+            // The batch (or sequence) axis of the indices is the input's, after any leading group axis.
+            #expect(indices.shape == Self.emptied(reference, axis: axis + q.indexBatchAxis), "\(config.module) \(input)")
+            guard !(q is RandomProjectionQuantizer) else { continue }  // a random projection has no way back
+            let decoded = try q.decode(indices)
+            #expect(decoded.count == 0 && decoded.shape.last == q.decodedDim, "\(config.module) \(input) → \(decoded.shape)")
+        }
+        // A training forward on [0, n, dim] and [b, 0, dim]: the output's shape, loss 0, nothing written.
+        q.train()
+        for shape in [[0, positions, q.inputDim]] + (q.sequenceShape == nil ? [[2, 0, q.inputDim]] : []) {
+            let out = q.forward(vectors: Tensor.zeros(shape))
+            #expect(out.quantized.shape == Array(shape.dropLast()) + [q.decodedDim], "\(config.module) \(shape)")
+            #expect(out.loss.scalars.allSatisfy { $0 == 0 }, "\(config.module) \(shape): loss \(out.loss.scalars)")
+            if out.loss.requiresGradient { (out.loss.sum() + out.quantized.sum() * 0).backward() }
+        }
+        let after = q.stateDict()
+        #expect(after.keys.sorted() == before.keys.sorted())
+        for (key, value) in before { #expect(after[key]?.scalars.map(\.bitPattern) == value.scalars.map(\.bitPattern), "\(config.module): \(key) changed") }
+    }
+
+    @Test("a loss over no element is 0: mse, the row-wise commitment and the moment-matching loss")
+    func lossOfNothing() {
+        let none = Tensor.zeros([0, 4])
+        #expect(Loss.mse(none, none).item == 0)
+        #expect(none.meanSquaredDifference(none).item == 0)
+        #expect(none.meanSquaredRowDifference(none).item == 0)
+        #expect(VectorNorm(.varTanh)(none).loss.item == 0)
+        // and over some, the mean it always was (so the tests above cannot pass with a loss that is always 0).
+        let a = Tensor([1, 2, 3, 4], shape: [1, 4]), b = Tensor.zeros([1, 4])
+        #expect(Loss.mse(a, b).item == 7.5)
+        #expect(a.meanSquaredRowDifference(b).item == 7.5)
+    }
+}
