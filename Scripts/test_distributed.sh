@@ -53,6 +53,18 @@ $vq train $common --output "$tmp/single.safetensors" >/dev/null
 if python3 "$tmp/compare.py" "$tmp/single.safetensors" "$tmp"/d4.rank{0,1,2,3}.safetensors
 then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: 4 ranks"; fi
 
+# --rank-outputs writes OUTPUT.rankN.safetensors and its sidecar OUTPUT.rankN.json: a user's file at one of them
+# is refused by every rank before anything is written (the ranks are known only at run time).
+echo "my notes" >"$tmp/n.rank1.json"
+common="--input $tmp/x.npy --codebook-size 16 --batch-size 512 --steps 2 --seed 5"
+if ! mpirun --allow-run-as-root --oversubscribe -np 2 --mca btl self,vader,tcp --mca btl_tcp_if_include lo \
+     $vq train --distributed --rank-outputs $common --output "$tmp/n.safetensors" >"$tmp/n.log" 2>&1 \
+   && grep -q "rank 1" "$tmp/n.log" && [ "$(cat "$tmp/n.rank1.json")" = "my notes" ] && ! ls "$tmp"/n.rank0.* >/dev/null 2>&1; then
+  passed=$((passed + 1)); echo "rank outputs: a user's file at rank 1's sidecar refused by every rank, nothing written"
+else
+  failed=$((failed + 1)); echo "FAILED: rank outputs over a user's file"; cat "$tmp/n.log"
+fi
+
 # Resumption under mpirun: every rank of a job is killed (SIGKILL) mid-run; the job resumed from rank 0's
 # state file ends with a checkpoint bit-identical to an uninterrupted job.
 mpi="mpirun --allow-run-as-root --oversubscribe -np 2 --mca btl self,vader,tcp --mca btl_tcp_if_include lo"

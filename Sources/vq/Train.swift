@@ -117,6 +117,11 @@ struct Train: ParsableCommand {
         if expandTo != nil && residual != nil { throw ValidationError("--expand-to works on a single codebook, not with --residual") }
     }
 
+    /// Rank `r`'s checkpoint under `--rank-outputs`: OUTPUT with `.rankN.safetensors`.
+    func rankOutput(_ r: Int) -> URL {
+        URL(fileURLWithPath: output).deletingPathExtension().appendingPathExtension("rank\(r).safetensors")
+    }
+
     /// The state file this run writes with `--checkpoint-every` (`--state`, or OUTPUT with `.state.safetensors`).
     var statePath: String {
         state ?? URL(fileURLWithPath: output).deletingPathExtension().appendingPathExtension("state.safetensors").path
@@ -141,13 +146,17 @@ struct Train: ParsableCommand {
     }
 
     /// Every file this run reads and writes (checked against each other in ``validate()``).
-    var files: CommandFiles {
+    var files: CommandFiles { files(checkpoint: output, role: "--output") }
+
+    /// Every file this run reads and writes, the checkpoint written to `path` (rank N's own file under
+    /// `--rank-outputs`, known once the ranks are).
+    func files(checkpoint path: String, role: String) -> CommandFiles {
         var files = CommandFiles()
         files.input(input, "--input")
         files.checkpointInput(initFrom, "--init")
         files.input(freezeSubspace, "--freeze-subspace")
         files.input(resume, "--resume")
-        files.checkpoint(output, "--output")
+        files.checkpoint(path, role)
         files.output(report, "--report")
         // A resumed run goes on writing its own state (the usual case: --resume names the default state file).
         if checkpointEvery != nil { files.output(statePath, state == nil ? "the state file (OUTPUT.state.safetensors)" : "--state", replacing: [resume]) }
@@ -160,6 +169,16 @@ struct Train: ParsableCommand {
         if distributed {
             do { collective = try Distributed.world(timeout: collectiveTimeout) } catch let e as DistributedError { throw CLIError(e.description) }
         }
+        if rankOutputs && collective.worldSize > 1 {
+            // Each rank writes its own checkpoint and sidecar: every rank checks every rank's (the same answer on
+            // all of them, so they refuse together) before anything is read or written.
+            for r in 0..<collective.worldSize {
+                do { try files(checkpoint: rankOutput(r).path, role: "--rank-outputs (rank \(r))").check() } catch let e as ValidationError {
+                    Distributed.finalize(collective)
+                    throw CLIError(e.message)
+                }
+            }
+        }
         let x = try trainingVectors()
         let stateURL = URL(fileURLWithPath: statePath)
         if checkpointEvery != nil { try TrainingState.checkReplaceable(stateURL, resuming: resume) }
@@ -170,7 +189,7 @@ struct Train: ParsableCommand {
         module.eval()
         var url = URL(fileURLWithPath: output)
         if rankOutputs && collective.worldSize > 1 {
-            url = url.deletingPathExtension().appendingPathExtension("rank\(collective.rank).safetensors")
+            url = rankOutput(collective.rank)
         } else if collective.rank != 0 {
             Distributed.finalize(collective)
             return  // rank 0 writes the checkpoint
