@@ -127,6 +127,9 @@ func runCalls(_ configs: [ModuleConfig], rng: inout SeededGenerator, scratch: UR
         do {
             try call()
             callTally[kind, default: (0, 0)].ok += 1
+            // No call that succeeds may leave NaN or ±∞ in the state (a checkpoint of it could not be saved or loaded).
+            let poisoned = (q as Module).nonFiniteValues()
+            require(poisoned.isEmpty, "vq-fuzz: \(config.module): \(name) succeeded and left non-finite values in \(poisoned)")
             if effect == .keepsFrozen {
                 let after = frozenElements(q)
                 require(after.count == frozenBefore.count && zip(after, frozenBefore).allSatisfy { a, b in

@@ -127,6 +127,46 @@ struct FreezeContractTests {
         #expect(vq.codebook.frozenCodeIndices() == [1])
     }
 
+    @Test("a policy whose arguments do not fit the codebook is refused and nothing is set; a fitting one freezes")
+    func policyArguments() throws {
+        let vq = try twoHeads()   // 2 heads × 16 codes: flat codes 0..<32
+        let cb = vq.codebook
+        #expect(throws: CodebookError.codeOutOfRange(code: 32, codebookSize: 32)) { try cb.setFreezePolicy(.afterStep(0, codes: [1, 32])) }
+        #expect(throws: CodebookError.codeOutOfRange(code: -1, codebookSize: 32)) { try cb.setFreezePolicy(.afterStep(0, codes: [-1])) }
+        #expect(throws: CodebookError.notFinite(what: "the usage threshold")) { try cb.setFreezePolicy(.usage(atLeast: .nan)) }
+        #expect(throws: CodebookError.self) { try cb.setFreezePolicy(FreezeContractTests.Custom().or(.afterStep(0, codes: [99]))) }
+        #expect(cb.freezePolicy == nil)
+        try cb.setFreezePolicy(FreezeContractTests.Custom().or(.afterStep(0, codes: [31])))
+        vq.train()
+        _ = vq(TestSupport.random([2, 6, 8], seed: 3))
+        #expect(cb.frozenCodeIndices(head: 1) == [15])
+    }
+
+    /// A policy of a program's own that decides nothing.
+    struct Custom: FreezePolicy {
+        mutating func decide(_ c: FreezeContext) -> FreezeDecision { FreezeDecision() }
+    }
+
+    @Test("a custom policy deciding a code out of range, or a weight outside the lerp's range, traps naming it")
+    func policyDecisionTraps() async {
+        struct Freezes999: FreezePolicy {
+            mutating func decide(_ c: FreezeContext) -> FreezeDecision { FreezeDecision(freeze: [999]) }
+        }
+        struct WeighsNaN: FreezePolicy {
+            mutating func decide(_ c: FreezeContext) -> FreezeDecision { FreezeDecision(weights: Array(repeating: .nan, count: c.frozen.count)) }
+        }
+        await #expect(processExitsWith: .failure) {
+            let vq = try! VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8))
+            try! vq.codebook.setFreezePolicy(Freezes999())
+            _ = vq(Tensor.ones([1, 4, 4]))
+        }
+        await #expect(processExitsWith: .failure) {
+            let vq = try! VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 8))
+            try! vq.codebook.setFreezePolicy(WeighsNaN())
+            _ = vq(Tensor.ones([1, 4, 4]))
+        }
+    }
+
     @Test("a policy on a codebook learned by gradient is refused (it would never be consulted)")
     func policyOnLearnable() throws {
         var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)

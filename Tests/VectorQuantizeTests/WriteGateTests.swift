@@ -180,6 +180,14 @@ struct WriteGateTests {
             (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), [true], nil),
             (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), TokenMask(Tensor.ones([3, 2])), nil),   // six flags, the wrong shape
             (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, .perCode(Tensor.ones([7]))),
+            // Weights must keep the lerp fraction (1 − decay) · w within [0, 1] (decay 0.8: w in 0…5): NaN, ±∞,
+            // negative or larger weights would turn counts negative or non-finite, and the codes with them.
+            (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, .scalar(.nan)),
+            (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, .scalar(-0.5)),
+            (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, .scalar(5.01)),
+            (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, .scalar(.infinity)),
+            (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, .perCode(Tensor([1, 1, 1, .nan, 1, 1, 1, 1]))),
+            (x, IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, .perCode(Tensor([1, 1, 1, 1, 1, 1, 1, 1e30]))),
             (TestSupport.random([2, 3, 5], seed: 6), IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, nil),
             (TestSupport.random([2, 3, 4, 4], seed: 6), IndexTensor([0, 1, 2, 3, 4, 5], shape: [2, 3]), nil, nil),
         ]
@@ -188,8 +196,10 @@ struct WriteGateTests {
             #expect(throws: ConfigurationError.self) { try vq.updateIndices(input, indices, mask: mask, emaUpdateWeight: weight) }
         }
         #expect(vq.stateDict() == before)
-        try vq.updateIndices(x, IndexTensor([0, 1, 2, 3, -1, 5], shape: [2, 3]))
+        // The largest weight (fraction 1: the statistics become the batch's) is accepted and moves the codes.
+        try vq.updateIndices(x, IndexTensor([0, 1, 2, 3, -1, 5], shape: [2, 3]), emaUpdateWeight: .scalar(5))
         #expect(vq.stateDict() != before)
+        #expect(vq.nonFiniteValues().isEmpty && vq.codebook.clusterSize.value.scalars.allSatisfy { $0 >= 0 })
     }
 
     @Test("fitCodes refuses data of the wrong shape, codes out of range and non-positive counts, changing nothing")

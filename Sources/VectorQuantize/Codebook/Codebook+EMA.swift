@@ -83,33 +83,53 @@ extension Codebook {
 
     /// Per-code lerp weights for one step, `[h · c]`; 0 means the code is frozen for this step.
     func lerpWeights(_ weight: EMAUpdateWeight?, counts: Tensor, sums: Tensor) -> [Float] {
-        let base = 1 - configuration.decay
         var w: [Float]
         switch weight {
-        case nil: w = Array(repeating: Float(base), count: codeCount)
-        case .scalar(let s): w = Array(repeating: Float(base * s), count: codeCount)
-        case .perCode(let t): w = perCodeWeights(t).map { Float(base) * $0 }
-        case .function(let f): w = perCodeWeights(f(sums, counts)).map { Float(base) * $0 }
+        case nil: w = Array(repeating: Float(1 - configuration.decay), count: codeCount)
+        case let weight?:
+            // A weight computed from this step's statistics is checked as a given one is (the program's error: a trap).
+            let given: EMAUpdateWeight = if case .function(let f) = weight { .perCode(f(sums, counts)) } else { weight }
+            if let problem = weightProblem(given) { preconditionFailure(problem) }
+            w = lerpFractions(given)
         }
         let frozen = frozenMask
         for i in w.indices where frozen[i] { w[i] = 0 }
         return w
     }
 
-    func perCodeWeights(_ t: Tensor) -> [Float] {
-        if let problem = weightShapeProblem(t) { preconditionFailure(problem) }
-        return t.scalars
+    /// `(1 − decay) · weight` per code, `[h · c]` (a scalar in double precision, as the reference's python float).
+    private func lerpFractions(_ weight: EMAUpdateWeight) -> [Float] {
+        let base = 1 - configuration.decay
+        switch weight {
+        case .scalar(let s): return Array(repeating: Float(base * s), count: codeCount)
+        case .perCode(let t): return t.scalars.map { Float(base) * $0 }
+        case .function: preconditionFailure("lerpFractions: a function's weights are computed first")
+        }
     }
 
-    /// Why a per-code `ema_update_weight` does not fit this codebook, or nil: it is `[codebook_size]` (one codebook)
-    /// or `[num_codebooks, codebook_size]`. The one statement of the rule (throwing entry points check it first).
-    func weightShapeProblem(_ t: Tensor) -> String? {
-        if t.shape == [codebookSize] {
-            return numCodebooks == 1 ? nil
-                : "ema_update_weight of shape \(t.shape) needs [num_codebooks, codebook_size] = [\(numCodebooks), \(codebookSize)] with separate codebooks"
+    /// Why an `ema_update_weight` cannot be applied to this codebook, or nil — the one statement of the rule (throwing
+    /// entry points check it first; the update traps on it): a per-code tensor is `[codebook_size]` (one codebook) or
+    /// `[num_codebooks, codebook_size]`, and every weight keeps the step's lerp fraction `(1 − decay) · weight` within
+    /// [0, 1] — 0 holds a code, 1 replaces its statistics by the batch's; outside, an EMA count could turn negative or
+    /// non-finite and take the codes with it. A function's weights are checked when it has computed them.
+    func weightProblem(_ weight: EMAUpdateWeight) -> String? {
+        switch weight {
+        case .function: return nil
+        case .perCode(let t):
+            if t.shape == [codebookSize] {
+                if numCodebooks != 1 {
+                    return "ema_update_weight of shape \(t.shape) needs [num_codebooks, codebook_size] = [\(numCodebooks), \(codebookSize)] with separate codebooks"
+                }
+            } else if t.shape != [numCodebooks, codebookSize] {
+                return "ema_update_weight of shape \(t.shape): expected [\(codebookSize)] or [\(numCodebooks), \(codebookSize)]"
+            }
+        case .scalar: break
         }
-        return t.shape == [numCodebooks, codebookSize] ? nil
-            : "ema_update_weight of shape \(t.shape): expected [\(codebookSize)] or [\(numCodebooks), \(codebookSize)]"
+        let fractions = lerpFractions(weight)
+        guard let i = fractions.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) else { return nil }
+        let value: Double = if case .perCode(let t) = weight { Double(t.scalars[i]) } else if case .scalar(let s) = weight { s } else { .nan }
+        let most = configuration.decay < 1 ? "0…\(1 / (1 - configuration.decay))" : "any finite value"
+        return "ema_update_weight \(value)\(weight.isScalar ? "" : " (code \(i))") with decay \(configuration.decay): (1 − decay) · weight must lie in [0, 1] (weights \(most))"
     }
 
     /// Starts (`true`) or ends (`false`) collecting the codes held by the layers of one stacked call, for a
@@ -200,7 +220,9 @@ extension Codebook {
             // returns early; a weight that does not depend on the batch is known now.
             switch weight {
             case .scalar(let s) where s == 0: recordHeld(nil)
-            case .perCode(let t): recordHeld(perCodeWeights(t).map { $0 == 0 })
+            case .perCode(let t):
+                if let problem = weightProblem(.perCode(t)) { preconditionFailure(problem) }
+                recordHeld(t.scalars.map { $0 == 0 })
             default: break
             }
         }
@@ -228,6 +250,9 @@ extension Codebook {
             let frozen = frozenMask
             for i in w.indices {
                 if frozen[i] { w[i] = 0 } else if let p = policyWeights { w[i] *= p[i] }
+            }
+            if let i = w.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
+                preconditionFailure("FreezePolicy: weight \(policyWeights?[i] ?? .nan) for code \(i) takes the lerp fraction (1 − decay) · weight to \(w[i]), outside [0, 1]")
             }
         }
         recordHeld(w.map { $0 == 0 })

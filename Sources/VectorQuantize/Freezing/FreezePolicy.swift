@@ -20,7 +20,9 @@ public struct FreezeContext {
 
 /// What a policy decides for one update: codes to freeze from now on (persistently: they are added to
 /// the freeze mask before this update, and the step is recorded in `policy_frozen_at`), and optional
-/// per-code weights for this update only (multiplied into `ema_update_weight`; 0 holds a code).
+/// per-code weights for this update only (multiplied into `ema_update_weight`; 0 holds a code). Codes are flat
+/// indices `h · c` of the codebook, and each weight must keep the step's lerp fraction `(1 − decay) · weight` within
+/// [0, 1]: a decision outside either is the policy's error and traps, naming the code.
 public struct FreezeDecision: Sendable, Equatable {
     public var freeze: [Int]
     public var weights: [Float]?
@@ -45,6 +47,13 @@ public struct FreezeDecision: Sendable, Equatable {
 /// ```
 public protocol FreezePolicy {
     mutating func decide(_ context: FreezeContext) -> FreezeDecision
+    /// Checks the policy's own arguments against the codebook it is being set on: ``Codebook/setFreezePolicy(_:)``
+    /// calls it first and, when it throws, sets nothing. The default checks nothing.
+    func validate(numCodebooks: Int, codebookSize: Int) throws
+}
+
+extension FreezePolicy {
+    public func validate(numCodebooks: Int, codebookSize: Int) throws {}
 }
 
 /// Freezes a code once it has moved less than `tolerance` (relative) in each of `patience` consecutive
@@ -81,6 +90,11 @@ public struct AfterStepPolicy: FreezePolicy, Sendable {
         self.step = step
         self.codes = codes
     }
+    /// The codes (flat indices `h · c`) must be codes of the codebook: one out of range is an error, never ignored.
+    public func validate(numCodebooks: Int, codebookSize: Int) throws {
+        let count = numCodebooks * codebookSize
+        if let bad = codes?.first(where: { $0 < 0 || $0 >= count }) { throw CodebookError.codeOutOfRange(code: bad, codebookSize: count) }
+    }
     public mutating func decide(_ c: FreezeContext) -> FreezeDecision {
         guard c.step >= step else { return FreezeDecision() }
         return FreezeDecision(freeze: (codes ?? Array(c.frozen.indices)).filter { $0 >= 0 && $0 < c.frozen.count && !c.frozen[$0] })
@@ -91,6 +105,10 @@ public struct AfterStepPolicy: FreezePolicy, Sendable {
 public struct UsagePolicy: FreezePolicy, Sendable {
     public let threshold: Float
     public init(atLeast threshold: Float) { self.threshold = threshold }
+    /// A NaN threshold would never freeze anything.
+    public func validate(numCodebooks: Int, codebookSize: Int) throws {
+        if threshold.isNaN { throw CodebookError.notFinite(what: "the usage threshold") }
+    }
     public mutating func decide(_ c: FreezeContext) -> FreezeDecision {
         FreezeDecision(freeze: c.usage.indices.filter { !c.frozen[$0] && c.usage[$0] >= threshold })
     }
@@ -100,6 +118,10 @@ public struct UsagePolicy: FreezePolicy, Sendable {
 public struct EitherPolicy<A: FreezePolicy, B: FreezePolicy>: FreezePolicy {
     public var first: A
     public var second: B
+    public func validate(numCodebooks: Int, codebookSize: Int) throws {
+        try first.validate(numCodebooks: numCodebooks, codebookSize: codebookSize)
+        try second.validate(numCodebooks: numCodebooks, codebookSize: codebookSize)
+    }
     public mutating func decide(_ c: FreezeContext) -> FreezeDecision {
         let a = first.decide(c), b = second.decide(c)
         let weights: [Float]? = switch (a.weights, b.weights) {
@@ -141,9 +163,12 @@ extension Codebook {
     /// ```
     ///
     /// - Throws: ``CodebookError/policyNeedsEMA`` on a codebook learned by gradient (`learnable_codebook`):
-    ///   a policy judges the moves of the EMA update, which such a codebook does not make.
+    ///   a policy judges the moves of the EMA update, which such a codebook does not make; or what the policy's
+    ///   ``FreezePolicy/validate(numCodebooks:codebookSize:)`` throws (a code out of range, a NaN threshold) —
+    ///   setting nothing either way.
     public func setFreezePolicy(_ policy: some FreezePolicy) throws {
         guard embed.kind != .trainable && configuration.emaUpdate else { throw CodebookError.policyNeedsEMA }
+        try policy.validate(numCodebooks: numCodebooks, codebookSize: codebookSize)
         freezePolicy = policy
     }
 
@@ -172,7 +197,10 @@ extension Codebook {
         freezePolicy = policy
         if !decision.freeze.isEmpty {
             var mask = frozenCodes.value.scalars, at = policyFrozenAt.value.scalars
-            for i in decision.freeze where i >= 0 && i < codeCount && mask[i] == 0 {
+            if let bad = decision.freeze.first(where: { $0 < 0 || $0 >= codeCount }) {
+                preconditionFailure("FreezePolicy: decided to freeze code \(bad), outside the \(codeCount) codes (flat indices h · c)")
+            }
+            for i in decision.freeze where mask[i] == 0 {
                 mask[i] = 1
                 at[i] = Float(step)
             }

@@ -19,7 +19,7 @@ extension VectorQuantizer {
             throw refuse("a mask of \(mask.shape.map { "\($0)" } ?? "\(mask.count)") for \(b) × \(n) tokens")
         }
         if let bad = indices.scalars.first(where: { $0 < -1 || $0 >= codebookSize }) { throw refuse("index \(bad) outside -1..<\(codebookSize)") }
-        if case .perCode(let t)? = emaUpdateWeight, let problem = codebook.weightShapeProblem(t) { throw refuse(problem) }
+        if let emaUpdateWeight, let problem = codebook.weightProblem(emaUpdateWeight) { throw refuse(problem) }
         applyIndices(x, indices, mask: mask?.flags, emaUpdateWeight: emaUpdateWeight)
     }
 
