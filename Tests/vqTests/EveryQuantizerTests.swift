@@ -76,6 +76,15 @@ struct EveryQuantizerTests {
         }
         try run(["inspect", ckpt, "--input", path("x.npy")], mustSucceed: true, label + " inspect")
         try run(["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("i.npy")], mustSucceed: true, label + " encode")
+        // No vectors: encoded to no indices, decoded to no vectors, inspected as such — exit 0 every time.
+        try NumPyFile.write(.float(Tensor.zeros([0, q.inputDim])), to: URL(fileURLWithPath: path("e.npy")))
+        try run(["encode", "--checkpoint", ckpt, "--input", path("e.npy"), "--output", path("ei.npy")], mustSucceed: true, label + " encode nothing")
+        #expect(try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("ei.npy"))).shape.contains(0), "\(label): indices of no vectors")
+        try run(["inspect", ckpt, "--input", path("e.npy")], mustSucceed: true, label + " inspect nothing")
+        if name != "RandomProjectionQuantizer" {
+            try run(["decode", "--checkpoint", ckpt, "--input", path("ei.npy"), "--output", path("ey.npy")], mustSucceed: true, label + " decode nothing")
+            #expect(try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("ey.npy"))).shape.contains(0), "\(label): vectors of no indices")
+        }
 
         // Decoding gives what the library gives for the same checkpoint (the forward's codes), bit for bit.
         let (loaded, _) = try QuantizerCheckpoint.load(URL(fileURLWithPath: ckpt))

@@ -120,7 +120,9 @@ extension Quantizer {
             let size = sizes.count == groups * columns ? sizes[position] : (sizes.count == columns ? sizes[column] : sizes.max() ?? 0)
             if v >= 0 && v < size { continue }
             if v == -1 && allowsDroppedIndices { continue }
-            throw DecodeError(description: "index \(v) at position \(i) is out of range 0..<\(size)\(allowsDroppedIndices ? " (or -1 for a dropped layer)" : "")")
+            // -1 is what encoding gives a vector without a code (a masked token, a NaN row of FSQ or FSP): say so.
+            let why = v == -1 && !allowsDroppedIndices ? " (-1 marks a vector encoded without a code — masked, or NaN — and has no vector to decode to)" : ""
+            throw DecodeError(description: "index \(v) at position \(i) is out of range 0..<\(size)\(allowsDroppedIndices ? " (or -1 for a dropped layer)" : why)")
         }
     }
 }
