@@ -282,10 +282,12 @@ func randomCall(_ q: any Quantizer, other: (any Quantizer)?, maker m: inout Call
         let level = m.indexTensor(m.near([3, f.codebookDim]), size: 4)
         return ("indices(fromLevelIndices: \(level.shape) \(level.scalars.prefix(8)))", .keepsFrozen, { _ = try f.indices(fromLevelIndices: level) })
     case 19:
-        let x = m.tensor([2] + (q.sequenceShape ?? [3]) + [q.inputDim])
+        // Sometimes an empty batch: no sequence, or (where sequences have no fixed length) sequences of no vector.
+        let b = m.pick([2, 2, 2, 0]), unit = q.sequenceShape ?? [m.pick([3, 3, 3, 0])]
+        let x = m.tensor([b] + unit + [q.inputDim])
         return ("forward + encode + decode on \(x.shape)", .keepsFrozen, {
             q.train()
-            _ = q.forward(vectors: x.reshaped([2, (q.sequenceShape ?? [3]).reduce(1, *), q.inputDim]))
+            _ = q.forward(vectors: x.reshaped([b, unit.reduce(1, *), q.inputDim]))
             q.eval()
             // (not a call that throws: the forward has changed the state before any decoding error — NaN rows of FSQ
             // encode to -1, a random projection has no decoding)

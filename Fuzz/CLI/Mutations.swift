@@ -66,9 +66,10 @@ func runConfiguration(_ original: ModuleConfig, rng: inout SeededGenerator, scra
     }
     guard let module = try? config.build(), let q = module as? any Quantizer else { return }
     let unit = q.sequenceShape ?? [5]
-    var x = Tensor.randomNormal([2] + unit + [q.inputDim], using: &rng)
+    let batch = rng.nextInt(below: 8) == 0 ? 0 : 2   // an empty batch one time in eight
+    var x = Tensor.randomNormal([batch] + unit + [q.inputDim], using: &rng)
     if rng.nextInt(below: 4) == 0 { x = withExtremes(x, rng: &rng) }
-    let vectors = x.reshaped([2, unit.reduce(1, *), q.inputDim])
+    let vectors = x.reshaped([batch, unit.reduce(1, *), q.inputDim])
     q.train()
     let out = q.forward(vectors: vectors)
     if out.loss.count == 1, q.trainableParameters().contains(where: { _ in true }), out.quantized.requiresGradient || out.loss.requiresGradient {

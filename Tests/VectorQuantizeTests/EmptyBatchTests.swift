@@ -20,6 +20,13 @@ struct EmptyBatchTests {
         ModuleConfig(module: "ResidualVQ", kwargs: ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "quantize_dropout": true]),
         ModuleConfig(module: "FSQ", kwargs: ["levels": [8, 5, 5], "dim": 8, "num_codebooks": 2, "channel_first": true]),
         ModuleConfig(module: "LFQ", kwargs: ["dim": 8, "codebook_size": 64, "num_codebooks": 2, "entropy_loss_weight": 0.1]),
+        ModuleConfig(module: "LFQ", kwargs: ["dim": 8, "codebook_size": 64, "channel_first": true]),
+        ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "accept_3d_fmap": true]),
+        ModuleConfig(module: "ResidualVQ", kwargs: ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "beam_size": 2]),
+        ModuleConfig(module: "ResidualVQ", kwargs: ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true]),
+        ModuleConfig(module: "GroupedResidualVQ", kwargs: ["dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true]),
+        ModuleConfig(module: "ResidualFSQ", kwargs: ["dim": 8, "levels": [8, 5, 5], "num_quantizers": 2, "is_channel_first": true]),
+        ModuleConfig(module: "GroupedResidualFSQ", kwargs: ["dim": 8, "levels": [8, 5, 5], "groups": 2, "num_quantizers": 2, "accept_image_fmap": true]),
     ] }
 
     /// `shape` with `axis` set to 0.
@@ -82,5 +89,69 @@ struct EmptyBatchTests {
         let a = Tensor([1, 2, 3, 4], shape: [1, 4]), b = Tensor.zeros([1, 4])
         #expect(Loss.mse(a, b).item == 7.5)
         #expect(a.meanSquaredRowDifference(b).item == 7.5)
+    }
+}
+
+/// Empty batches with the forward's options: masks and lengths of no token, top-k, targets, sampling, beam search,
+/// dropout, image maps with no image or no pixel — the same contract as without options.
+@Suite("Empty batches with options")
+struct EmptyBatchOptionTests {
+    func expectNothing(_ before: [String: Tensor], _ after: [String: Tensor], _ label: String) {
+        #expect(after.keys.sorted() == before.keys.sorted(), "\(label)")
+        for (key, value) in before { #expect(after[key]?.scalars.map(\.bitPattern) == value.scalars.map(\.bitPattern), "\(label): \(key) changed") }
+    }
+
+    @Test("VectorQuantize: mask, lens, top-k, target indices, sampling, image maps")
+    func vectorQuantizer() throws {
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        c.thresholdEMADeadCode = 2
+        let vq = try VectorQuantizer(c)
+        vq.train()
+        _ = vq(TestSupport.random([2, 5, 8], seed: 1))
+        let before = vq.stateDict()
+        let empty = Tensor.zeros([0, 5, 8])
+        var options: [(String, VectorQuantizerOptions)] = []
+        var o = VectorQuantizerOptions(); o.mask = TokenMask([Bool](), shape: [0, 5]); options.append(("mask", o))
+        o = VectorQuantizerOptions(); o.lens = []; options.append(("lens", o))
+        o = VectorQuantizerOptions(); o.topK = 2; options.append(("topK", o))
+        o = VectorQuantizerOptions(); o.sampleCodebookTemperature = 1; options.append(("sampling", o))
+        o = VectorQuantizerOptions(); o.emaUpdateWeight = .scalar(0.5); options.append(("weight", o))
+        for (label, opts) in options {
+            let out = vq(empty, options: opts)
+            #expect(out.quantized.count == 0 && out.indices.count == 0 && out.loss.scalars.allSatisfy { $0 == 0 }, "\(label)")
+        }
+        expectNothing(before, vq.stateDict(), "VectorQuantize with options")
+
+        var m = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        m.acceptImageFmap = true
+        let maps = try VectorQuantizer(m)
+        maps.train()
+        let mapsBefore = maps.stateDict()
+        for shape in [[0, 8, 4, 4], [2, 8, 0, 4]] {
+            let out = maps(Tensor.zeros(shape))
+            #expect(out.quantized.shape == shape && out.indices.count == 0 && out.loss.scalars.allSatisfy { $0 == 0 }, "maps \(shape)")
+        }
+        expectNothing(mapsBefore, maps.stateDict(), "image maps")
+    }
+
+    @Test("ResidualVQ: beam search, quantize dropout, image maps; LFQ with a mask")
+    func stacks() throws {
+        for kwargs: [String: Any] in [["dim": 8, "num_quantizers": 3, "codebook_size": 16, "beam_size": 2],
+                                      ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "quantize_dropout": true],
+                                      ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true]] {
+            let rvq = try ResidualVQ(referenceKwargs: kwargs)
+            rvq.train()
+            let before = rvq.stateDict()
+            let image = kwargs["accept_image_fmap"] != nil
+            for shape in image ? [[0, 8, 4, 4], [2, 8, 0, 4]] : [[0, 5, 8], [2, 0, 8]] {
+                let out = rvq(Tensor.zeros(shape))
+                #expect(out.quantized.shape == shape && out.indices.count == 0 && out.losses.scalars.allSatisfy { $0 == 0 }, "\(kwargs) \(shape)")
+            }
+            expectNothing(before, rvq.stateDict(), "\(kwargs)")
+        }
+        let lfq = try LFQ(referenceKwargs: ["dim": 8, "codebook_size": 64, "entropy_loss_weight": 0.1])
+        lfq.train()
+        let out = lfq(Tensor.zeros([0, 5, 8]), mask: TokenMask([Bool](), shape: [0, 5]))
+        #expect(out.quantized.shape == [0, 5, 8] && out.auxLoss.scalars.allSatisfy { $0 == 0 })
     }
 }

@@ -37,7 +37,7 @@ extension ResidualVQ {
         for tok in 0..<t where mask?[tok] ?? true {
             for l in 0..<q { perLayer[l] += state.losses[tok][l] }
         }
-        let denominator = mask == nil ? Float(t) : Swift.max(count, 1e-4)
+        let denominator = mask == nil ? Swift.max(Float(t), 1) : Swift.max(count, 1e-4)  // no token: losses 0, not 0/0
         if isTraining { updateAlongChosenPath(layerInputs, finalIndices, tokenShape: tokenShape, options: options) }
         var out = projectOut.map { $0(state.accumulated.reshaped(tokenShape + [d])) } ?? state.accumulated.reshaped(tokenShape + [d])
         if let mask {

@@ -214,7 +214,7 @@ extension VectorQuantizer {
             // Without gradients: several codebooks into the output projection, no concatenation of the heads.
             q = Tensor.mergedHeadsProjection(quantize, weight: projectOut.weight.value, bias: projectOut.bias?.value).reshaped([b, n, c.dim])
         } else {
-            q = topK == nil ? mergeHeads(quantize, b: b, n: n) : quantize.reshaped([b, n, topK!, -1])
+            q = topK == nil ? mergeHeads(quantize, b: b, n: n) : quantize.reshaped([b, n, topK!, quantize.shape.last!])
             if let projectOut { q = projectOut(q) }
         }
         var indices = outputIndices(out.indices, b: b, n: n, topK: topK)
@@ -223,7 +223,7 @@ extension VectorQuantizer {
             var fill = c.returnZerosForMaskedPadding ? Tensor.zeros(call.x.shape) : call.x
             if let k = topK { fill = fill.unsqueezed(axis: 2).expanded(to: [b, n, k, c.dim]) }
             q = Tensor.select(keep, q, fill)
-            let per = indices.count / (b * n)
+            let per = indices.count / Swift.max(b * n, 1)
             indices = IndexTensor(indices.scalars.enumerated().map { mask[$0.offset / per] ? $0.element : -1 }, shape: indices.shape)
         }
         if call.transposed { q = q.transposed(1, 2) }
