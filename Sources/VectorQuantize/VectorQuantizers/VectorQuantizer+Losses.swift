@@ -15,6 +15,7 @@ extension VectorQuantizer {
     /// `reduce(prob, '... n l -> n l', 'mean')` on `[h, b, n, c]`); entropy with `log(max(p, 1e-5))`.
     func diversityLoss(_ distances: Tensor, seqLength n: Int) -> Tensor {
         let (h, rows, c) = (distances.shape[0], distances.shape[1], distances.shape[2])
+        guard rows > 0 && n > 0 else { return Tensor(0) }  // no token: no loss
         let prob = (distances * configuration.codebookDiversityTemperature).softmax(axis: -1)
         let avg = prob.reshaped([h, rows / n, n, c]).mean(axes: [0, 1])
         let entropy = (-avg * avg.clamped(min: 1e-5).log()).sum(axis: -1)
@@ -60,6 +61,7 @@ extension VectorQuantizer {
             codes = codes.indexSelect(axis: 1, IndexTensor(pick))
         }
         let (h, m) = (codes.shape[0], codes.shape[1])
+        guard m > 0 else { return Tensor(0) }  // no active code (an empty or fully masked batch): nothing to regularise
         let normed = codes.l2Normalized(axis: -1, eps: 1e-6)
         let cosine = normed.matmul(transposed: normed)
         return cosine.squared().sum() / Float(h * m * m) - 1 / Float(m)
