@@ -173,3 +173,57 @@ struct EmptyBatchOptionTests {
         #expect(out.quantized.shape == [0, 5, 8] && out.auxLoss.scalars.allSatisfy { $0 == 0 })
     }
 }
+
+/// A batch whose every token is masked (or of length 0) carries no more than an empty one: indices -1, loss 0, nothing
+/// written — for every quantizer that takes a mask.
+@Suite("Fully masked batches")
+struct FullyMaskedBatchTests {
+    @Test("VectorQuantize (mask and lens, one head or two), ResidualVQ (and beam search), LFQ, HierarchicalVQ")
+    func fullyMasked() throws {
+        let x = TestSupport.random([2, 20, 8], seed: 4)
+        let none = TokenMask(Array(repeating: false, count: 40), shape: [2, 20])
+        for kwargs: [String: Any] in [["dim": 8, "codebook_size": 16, "threshold_ema_dead_code": 2],
+                                      // (the diversity and orthogonal losses read every token's code, masked or not, as the
+                                      // reference's do: they are not 0 here)
+                                      ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "use_cosine_sim": true]] {
+            let vq = try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: kwargs))
+            vq.train()
+            _ = vq(x)
+            let before = vq.stateDict()
+            var byMask = VectorQuantizerOptions(), byLens = VectorQuantizerOptions()
+            byMask.mask = none
+            byLens.lens = [0, 0]
+            for o in [byMask, byLens] {
+                let out = vq(x, options: o)
+                #expect(out.indices.scalars.allSatisfy { $0 == -1 } && out.loss.item == 0, "\(kwargs): loss \(out.loss.item)")
+            }
+            #expect(vq.stateDict() == before, "\(kwargs)")
+        }
+        for kwargs: [String: Any] in [["dim": 8, "num_quantizers": 3, "codebook_size": 16],
+                                      ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "beam_size": 2]] {
+            let rvq = try ResidualVQ(referenceKwargs: kwargs)
+            rvq.train()
+            _ = rvq(x)
+            let before = rvq.stateDict()
+            var o = ResidualVQOptions()
+            o.mask = none
+            let out = rvq(x, options: o)
+            // (beam search returns the indices of masked tokens too, as the reference's does)
+            #expect(out.losses.scalars.allSatisfy { $0 == 0 } && (kwargs["beam_size"] != nil || out.indices.scalars.allSatisfy { $0 == -1 }),
+                    "\(kwargs): \(out.losses.scalars)")
+            #expect(rvq.stateDict() == before, "\(kwargs)")
+        }
+        let lfq = try LFQ(referenceKwargs: ["dim": 8, "codebook_size": 64, "entropy_loss_weight": 0.1, "commitment_loss_weight": 0.25])
+        lfq.train()
+        let l = lfq(x, mask: none)
+        #expect(l.auxLoss.item == 0, "LFQ: \(l.auxLoss.item)")
+        let hvq = try HierarchicalVQ(referenceKwargs: ["dim": 8, "codebook_size": 16, "scales": [1, 4, 20], "kmeans_init": false])
+        hvq.train()
+        let map = x.transposed(1, 2)   // [b, dim, L]
+        _ = hvq(map)
+        let before = hvq.stateDict()
+        let h = hvq(map, lens: [0, 0])
+        #expect(h.loss.scalars.allSatisfy { $0 == 0 }, "HierarchicalVQ: \(h.loss.scalars)")
+        #expect(hvq.stateDict() == before)
+    }
+}
