@@ -91,9 +91,13 @@ struct EmptyBatchTests {
             #expect(out.loss.scalars.allSatisfy { codebookTerm ? $0.isFinite : $0 == 0 }, "\(config.module) \(shape): loss \(out.loss.scalars)")
             if out.loss.requiresGradient { (out.loss.sum() + out.quantized.sum() * 0).backward() }
         }
-        let after = q.stateDict()
-        #expect(after.keys.sorted() == before.keys.sorted())
-        for (key, value) in before { #expect(after[key]?.scalars.map(\.bitPattern) == value.scalars.map(\.bitPattern), "\(config.module): \(key) changed") }
+        Self.expectNothingWritten(before, q.stateDict(), config.module)
+    }
+
+    /// Every tensor of `after` bit-identical to `before`'s.
+    static func expectNothingWritten(_ before: [String: Tensor], _ after: [String: Tensor], _ label: String) {
+        #expect(after.keys.sorted() == before.keys.sorted(), "\(label)")
+        for (key, value) in before { #expect(after[key]?.scalars.map(\.bitPattern) == value.scalars.map(\.bitPattern), "\(label): \(key) changed") }
     }
 
     @Test("a loss over no element is 0: mse, the row-wise commitment and the moment-matching loss")
@@ -114,11 +118,6 @@ struct EmptyBatchTests {
 /// dropout, image maps with no image or no pixel — the same contract as without options.
 @Suite("Empty batches with options")
 struct EmptyBatchOptionTests {
-    func expectNothing(_ before: [String: Tensor], _ after: [String: Tensor], _ label: String) {
-        #expect(after.keys.sorted() == before.keys.sorted(), "\(label)")
-        for (key, value) in before { #expect(after[key]?.scalars.map(\.bitPattern) == value.scalars.map(\.bitPattern), "\(label): \(key) changed") }
-    }
-
     @Test("VectorQuantize: mask, lens, top-k, target indices, sampling, image maps")
     func vectorQuantizer() throws {
         var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
@@ -138,7 +137,7 @@ struct EmptyBatchOptionTests {
             let out = vq(empty, options: opts)
             #expect(out.quantized.count == 0 && out.indices.count == 0 && out.loss.scalars.allSatisfy { $0 == 0 }, "\(label)")
         }
-        expectNothing(before, vq.stateDict(), "VectorQuantize with options")
+        EmptyBatchTests.expectNothingWritten(before, vq.stateDict(), "VectorQuantize with options")
 
         var m = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
         m.acceptImageFmap = true
@@ -149,7 +148,7 @@ struct EmptyBatchOptionTests {
             let out = maps(Tensor.zeros(shape))
             #expect(out.quantized.shape == shape && out.indices.count == 0 && out.loss.scalars.allSatisfy { $0 == 0 }, "maps \(shape)")
         }
-        expectNothing(mapsBefore, maps.stateDict(), "image maps")
+        EmptyBatchTests.expectNothingWritten(mapsBefore, maps.stateDict(), "image maps")
     }
 
     @Test("ResidualVQ: beam search, quantize dropout, image maps; LFQ with a mask")
@@ -165,7 +164,7 @@ struct EmptyBatchOptionTests {
                 let out = rvq(Tensor.zeros(shape))
                 #expect(out.quantized.shape == shape && out.indices.count == 0 && out.losses.scalars.allSatisfy { $0 == 0 }, "\(kwargs) \(shape)")
             }
-            expectNothing(before, rvq.stateDict(), "\(kwargs)")
+            EmptyBatchTests.expectNothingWritten(before, rvq.stateDict(), "\(kwargs)")
         }
         let lfq = try LFQ(referenceKwargs: ["dim": 8, "codebook_size": 64, "entropy_loss_weight": 0.1])
         lfq.train()

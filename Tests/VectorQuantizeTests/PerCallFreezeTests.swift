@@ -179,6 +179,40 @@ struct PerCallFreezeTests {
         }
     }
 
+    @Test("a layer or group outside the stack, or a per-layer weight list of another length, traps (it would freeze nothing)")
+    func perCallOutOfRangeTraps() async throws {
+        // Layers count from 0: frozenLayers = [3] on three layers would hold nothing while the caller believes the last held.
+        await #expect(processExitsWith: .failure) {
+            let rvq = try! ResidualVQ(referenceKwargs: ["dim": 4, "num_quantizers": 3, "codebook_size": 8])
+            var o = ResidualVQOptions()
+            o.frozenLayers = [3]
+            _ = rvq(Tensor.ones([1, 2, 4]), options: o)
+        }
+        await #expect(processExitsWith: .failure) {
+            let rvq = try! ResidualVQ(referenceKwargs: ["dim": 4, "num_quantizers": 3, "codebook_size": 8])
+            var o = ResidualVQOptions()
+            o.emaUpdateWeights = .perLayer([.scalar(0)])
+            _ = rvq(Tensor.ones([1, 2, 4]), options: o)
+        }
+        await #expect(processExitsWith: .failure) {
+            let grvq = try! GroupedResidualVQ(referenceKwargs: ["dim": 4, "groups": 2, "num_quantizers": 2, "codebook_size": 8])
+            var o = ResidualVQOptions()
+            o.freezeCodebook = true
+            _ = grvq(Tensor.ones([1, 2, 4]), perGroup: [2: o])
+        }
+        // In range, each is what it says (the last layer held, every weight given, the second group frozen).
+        let rvq = try ResidualVQ(referenceKwargs: ["dim": 4, "num_quantizers": 3, "codebook_size": 8])
+        rvq.train()
+        let before = rvq.layers[2].codebook.embed.value
+        var o = ResidualVQOptions()
+        o.frozenLayers = [2]
+        o.emaUpdateWeights = .perLayer([nil, .scalar(0.5), nil])
+        _ = rvq(TestSupport.random([2, 6, 4], seed: 9), options: o)
+        #expect(rvq.layers[2].codebook.embed.value == before)
+        let fresh = try ResidualVQ(referenceKwargs: ["dim": 4, "num_quantizers": 3, "codebook_size": 8])
+        #expect(rvq.layers[0].codebook.embed.value != fresh.layers[0].codebook.embed.value)   // the free layers learned
+    }
+
     @Test("a per-call freeze gives a learnable codebook no gradient from any loss", arguments: ["ce", "diversity", "orthogonal"])
     func learnableNoGradient(_ loss: String) throws {
         var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)

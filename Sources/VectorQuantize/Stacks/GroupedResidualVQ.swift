@@ -55,12 +55,15 @@ public final class GroupedResidualVQ: Module {
         public var crossEntropy: Tensor?
     }
 
-    /// Options per call; `perGroup` overrides them for single groups (e.g. to freeze one group).
+    /// Options per call; `perGroup` overrides them for single groups (e.g. to freeze one group; a group outside the
+    /// stack traps, naming it).
     public func callAsFunction(_ x: Tensor, options: ResidualVQOptions = .init(), perGroup: [Int: ResidualVQOptions] = [:])
         -> Output
     {
         let axis = splitAxis
         precondition(x.rank >= 2 && x.shape[axis < 0 ? x.rank - 1 : axis] == dim, "GroupedResidualVQ(dim \(dim)): input shape \(x.shape)")
+        precondition(perGroup.keys.allSatisfy { (0..<groups).contains($0) },
+                     "GroupedResidualVQ: perGroup options for groups \(perGroup.keys.sorted()) outside the \(groups) groups 0..<\(groups)")
         let chunks = x.split(parts: groups, axis: axis)
         var seedGen = SeededGenerator(seed: options.quantizeDropoutSeed ?? rvqs[0].rng.next())
         let sharedSeed = seedGen.next()

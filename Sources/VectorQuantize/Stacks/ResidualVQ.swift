@@ -173,7 +173,8 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
 }
 
 /// How `ema_update_weight` is given to a stack of quantizers: the same for every layer, one per layer
-/// (`nil` = the default weight), or a function of the layer index (a `nil` result = default).
+/// (`nil` = the default weight; exactly one entry per layer, or the forward traps), or a function of the layer index
+/// (a `nil` result = default).
 public enum LayerEMAWeights: Sendable {
     case all(EMAUpdateWeight)
     case perLayer([EMAUpdateWeight?])
@@ -199,7 +200,7 @@ public struct ResidualVQOptions: Sendable {
     /// this call; nil: each layer's configuration decides — as ``VectorQuantizerOptions/freezeCodebook``. Frozen codes
     /// (the codebooks' freeze masks) are held whatever this says.
     public var freezeCodebook: Bool? = nil
-    /// Freeze only these layers for this call.
+    /// Freeze only these layers for this call (0-based; a layer outside the stack traps, naming it).
     public var frozenLayers: Set<Int> = []
     public var emaUpdateWeights: LayerEMAWeights? = nil
     /// Seed of the quantize-dropout draw (the reference's `rand_quantize_dropout_fixed_seed`).
@@ -296,6 +297,13 @@ public final class ResidualVQ: Module {
         let c = configuration
         precondition(x.shape.last == c.dim && x.rank >= 2, "ResidualVQ(dim \(c.dim)): input shape \(x.shape)")
         let maskFlags = options.mask?.flags(for: Array(x.shape.dropLast()), "ResidualVQ (input \(x.shape))")
+        // Layers named for this call are this stack's, and a weight is given for each: a layer out of range would freeze
+        // nothing (layers count from 0), a short list would leave the last layers unweighted — neither is ignored.
+        precondition(options.frozenLayers.allSatisfy { (0..<numQuantizers).contains($0) },
+                     "ResidualVQ: frozenLayers \(options.frozenLayers.sorted()) outside the \(numQuantizers) layers 0..<\(numQuantizers)")
+        if case .perLayer(let ws)? = options.emaUpdateWeights {
+            precondition(ws.count == numQuantizers, "ResidualVQ: \(ws.count) per-layer weights for \(numQuantizers) layers (nil = the default weight)")
+        }
         let origInput = x
         let projected = projectIn.map { $0(x) } ?? x
         var residual = projected
