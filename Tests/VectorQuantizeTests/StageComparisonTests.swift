@@ -96,5 +96,13 @@ struct StageComparisonTests {
         #expect(throws: StageComparisonError.self) { try StageComparison(old: a, new: a, probe: TestSupport.random([4, 5], seed: 1)) }
         let same = try StageComparison(old: a, new: a, probe: probe)
         #expect(same.churn == 0 && same.books[0].meanDrift == 0 && same.mseOld == same.mseNew)
+        // A k-means codebook never trained: refused, and not initialised from the probe by the attempt.
+        var k = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        k.kmeansInit = true
+        let untrained = try VectorQuantizer(k)
+        let state = untrained.stateDict()
+        #expect(throws: StageComparisonError.notInitialised("new")) { try StageComparison(old: a, new: untrained, probe: probe) }
+        #expect(throws: StageComparisonError.notInitialised("old")) { try StageComparison(old: untrained, new: a, probe: probe) }
+        #expect(untrained.stateDict() == state && !untrained.isInitialised)
     }
 }

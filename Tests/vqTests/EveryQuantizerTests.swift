@@ -71,6 +71,7 @@ struct EveryQuantizerTests {
             // k-means has not run: codes are placeholders, so nothing is encoded with them until training.
             try run(["inspect", ckpt, "--input", path("x.npy")], mustSucceed: false, label + " inspect uninitialised")
             try run(["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("i.npy")], mustSucceed: false, label + " encode uninitialised")
+            try run(["compare", ckpt, ckpt, "--input", path("x.npy")], mustSucceed: false, label + " compare uninitialised")
             try run(["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "1", "--output", path("k.safetensors")], mustSucceed: true, label + " k-means")
             ckpt = path("k.safetensors")
         }

@@ -62,11 +62,15 @@ public struct StageComparison: Sendable, Equatable, Codable {
 public enum StageComparisonError: Error, Equatable, CustomStringConvertible {
     case structureDiffers(String)
     case probe(String)
+    /// `"old"` or `"new"`: a k-means codebook that has not seen a training batch (encoding the probe would initialise
+    /// it from the probe — a comparison of something that was never trained, and a change to the quantizer).
+    case notInitialised(String)
 
     public var description: String {
         switch self {
         case .structureDiffers(let why): return "the checkpoints are not two stages of one quantizer: \(why)"
         case .probe(let why): return "probe: \(why)"
+        case .notInitialised(let which): return "the \(which) quantizer's k-means codebook is not initialised yet (its codes are placeholders until a first training batch)"
         }
     }
 }
@@ -76,7 +80,8 @@ extension StageComparison {
     /// takes, e.g. whole sequences `[b, L, dim]` or maps `[b, h, w, dim]` for a hierarchical quantizer).
     ///
     /// - Throws: ``StageComparisonError`` when the quantizers differ in type, input dimension, number, dimension or heads of
-    ///   their codebooks, or the new one has fewer codes; or when the probe has the wrong shape or is not finite.
+    ///   their codebooks, or the new one has fewer codes; when the probe has the wrong shape or is not finite; or when
+    ///   either has a k-means codebook not yet initialised — changing neither quantizer.
     public init(old: any Quantizer, new: any Quantizer, probe: Tensor) throws {
         guard type(of: old) == type(of: new) else { throw StageComparisonError.structureDiffers("\(type(of: old)) and \(type(of: new))") }
         guard old.inputDim == new.inputDim else { throw StageComparisonError.structureDiffers("input dimension \(old.inputDim) and \(new.inputDim)") }
@@ -89,6 +94,7 @@ extension StageComparison {
             throw StageComparisonError.probe("\(probe.shape): expected [n, \(old.inputDim)], [b, n, \(old.inputDim)] or whole sequences or maps ending in \(old.inputDim)")
         }
         guard probe.withUnsafeScalars({ $0.allSatisfy(\.isFinite) }) else { throw StageComparisonError.probe("holds NaN or infinite values") }
+        for (which, q) in [("old", old), ("new", new)] where !q.isInitialised { throw StageComparisonError.notInitialised(which) }
         let x = probe.rank == 2 ? probe.unsqueezed(axis: 0) : probe
         let (oldIdx, newIdx) = (old.encode(x), new.encode(x))
         let (oldColumns, newColumns) = (Self.columns(old, oldIdx), Self.columns(new, newIdx))
