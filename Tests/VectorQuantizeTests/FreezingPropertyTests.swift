@@ -200,5 +200,14 @@ struct FreezingPropertyTests {
         #expect(grown.codes.slice(axis: 0, 0..<8) == old)
         #expect(grown.codes.slice(axis: 0, 8..<12) != Tensor.zeros([4, 4]))
         #expect(throws: ConfigurationError.self) { try vq.expanded(toCodebookSize: 8) }
+        // A k-means codebook that never saw a batch has placeholder codes: growing it is refused (they would be kept,
+        // frozen, as if learned), and it stays uninitialised; after one batch it grows.
+        var k = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)
+        k.kmeansInit = true
+        let untrained = try VectorQuantizer(k)
+        #expect(throws: ConfigurationError.self) { try untrained.expanded(toCodebookSize: 12) }
+        #expect(!untrained.isInitialised)
+        _ = untrained(TestSupport.random([2, 20, 4], seed: 11))
+        #expect(try untrained.expanded(toCodebookSize: 12).codebookSize == 12)
     }
 }

@@ -129,8 +129,8 @@ extension VectorQuantizer {
     ///   - data: vectors `[n, dim]` or `[b, n, dim]` in the quantizer's input space (rows with NaN or ±∞
     ///     are left out).
     ///   - countsPerBatch: the training batch size the new codes' counts are scaled to (default: `n`).
-    /// - Throws: ``ConfigurationError`` when `newSize` is not larger than the current size or `data` has the
-    ///   wrong dimension.
+    /// - Throws: ``ConfigurationError`` when `newSize` is not larger than the current size, `data` has the
+    ///   wrong dimension, or the codebook (k-means initialised) has not seen a training batch yet — changing nothing.
     /// - Complexity: O(kmeansIters · n · newSize · d) with data.
     public func expanded(toCodebookSize newSize: Int, freezeExisting: Bool = true, seed: UInt64 = 1,
                          fittingNewCodesTo data: Tensor? = nil, countsPerBatch: Int? = nil) throws -> VectorQuantizer {
@@ -150,6 +150,11 @@ extension VectorQuantizer {
     private func expandedCopy(toCodebookSize newSize: Int, freezeExisting: Bool, seed: UInt64) throws -> VectorQuantizer {
         guard newSize > codebookSize else {
             throw ConfigurationError.invalid(module: "VectorQuantize", reason: "expand to \(newSize) codes: not larger than \(codebookSize)")
+        }
+        // The old codes of a k-means codebook that never saw a batch are placeholders: growing would keep (and by default
+        // freeze) them as if learned, and mark the codebook initialised.
+        guard isInitialised else {
+            throw ConfigurationError.invalid(module: "VectorQuantize", reason: "expand to \(newSize) codes: the codebook is not initialised yet (k-means runs on the first training batch); train it first")
         }
         var config = configuration
         config.codebookSize = newSize
