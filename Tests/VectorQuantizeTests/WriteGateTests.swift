@@ -202,6 +202,32 @@ struct WriteGateTests {
         #expect(vq.nonFiniteValues().isEmpty && vq.codebook.clusterSize.value.scalars.allSatisfy { $0 >= 0 })
     }
 
+    @Test("codes given to a k-means codebook before its first batch stay: setCodes and a fit of every code initialise it")
+    func codesGivenBeforeKMeans() throws {
+        func untrained() throws -> VectorQuantizer {
+            var c = VectorQuantizerConfiguration(dim: Self.dim, codebookSize: Self.size)
+            c.kmeansInit = true
+            return try VectorQuantizer(c)
+        }
+        // setCodes, then a batch: the codes set are the ones encoding uses (k-means used to replace them).
+        let vq = try untrained()
+        let given = TestSupport.random([Self.size, Self.dim], seed: 12)
+        try vq.setCodes(given)
+        #expect(vq.isInitialised)
+        vq.eval()
+        _ = vq.encode(Self.batch(13))
+        #expect(vq.codes == given)
+        // fitCodes of some codes would fit them around placeholders: refused, changing nothing; of every code, it is the
+        // initialisation.
+        let fit = try untrained()
+        let state = fit.stateDict()
+        let data = Self.batch(14).reshaped([1, 64, Self.dim])
+        #expect(throws: CodebookError.notInitialised) { try fit.codebook.fitCodes(0..<4, to: data) }
+        #expect(fit.stateDict() == state && !fit.isInitialised)
+        try fit.codebook.fitCodes(0..<Self.size, to: data)
+        #expect(fit.isInitialised && fit.codes != state["_codebook.embed"]!.reshaped([Self.size, Self.dim]))
+    }
+
     @Test("fitCodes refuses data of the wrong shape, codes out of range and non-positive counts, changing nothing")
     func fitCodesRefuses() throws {
         let vq = try Self.frozenQuantizer()

@@ -71,8 +71,9 @@ extension Codebook {
     ///     falling). The fit is ``KMeans/fitGrowing(samples:initial:fitting:maxIterations:restarts:metric:constrain:rng:)``:
     ///     k-means++ seeds against the fixed codes, empty codes re-seeded at the worst-represented rows.
     ///   - countsPerBatch: the batch size the counts are expressed in (default: the rows given).
-    /// - Throws: a ``CodebookError`` for data not `[h, n, d]`, a code out of range, or a non-positive
-    ///   `iterations` or `countsPerBatch`, changing nothing.
+    /// - Throws: a ``CodebookError`` for data not `[h, n, d]`, a code out of range, a non-positive
+    ///   `iterations` or `countsPerBatch`, or a k-means codebook not initialised yet unless every code is fitted (its
+    ///   placeholders cannot be the fixed codes; a fit of every code initialises it) — changing nothing.
     /// - Complexity: O(iterations · n · c · d) per codebook.
     public func fitCodes(_ codes: some Sequence<Int>, to flatten: Tensor, iterations: Int? = nil, countsPerBatch: Int? = nil) throws {
         guard flatten.rank == 3 && flatten.shape[0] == numCodebooks && flatten.shape[2] == dim else {
@@ -83,14 +84,20 @@ extension Codebook {
         if let bad = [iterations, countsPerBatch].compactMap({ $0 }).first(where: { $0 <= 0 }) {
             throw CodebookError.notPositive(value: bad)
         }
+        // A k-means codebook that never saw a batch holds placeholders: they may not serve as the fixed codes of a fit
+        // (fitting every code is an initialisation, and makes it one).
         let wanted = Set(codes)
+        if !isInitialized && !(0..<codebookSize).allSatisfy(wanted.contains) { throw CodebookError.notInitialised }
         let frozen = frozenMask
         let fitting = (0..<codeCount).map { wanted.contains($0 % codebookSize) && !frozen[$0] }
         let valid: [Bool] = flatten.withUnsafeScalars { p in
             (0..<(flatten.shape[0] * flatten.shape[1])).map { r in (0..<dim).allSatisfy { p[r * dim + $0].isFinite } }
         }
-        _ = kmeansFit(flatten, valid: valid, fitting: fitting, iterations: iterations ?? Self.growthIterations,
-                      countScale: countsPerBatch ?? flatten.shape[1])
+        // Codes fitted from outside are the codebook's: a k-means initialisation still pending would re-fit them.
+        if kmeansFit(flatten, valid: valid, fitting: fitting, iterations: iterations ?? Self.growthIterations,
+                     countScale: countsPerBatch ?? flatten.shape[1]) {
+            initted.value = Tensor(1)
+        }
     }
 
     /// k-means of the codes where `fitting` (flattened `[h · c]`), the others fixed; `false` when a

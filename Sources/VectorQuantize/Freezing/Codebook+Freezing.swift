@@ -11,6 +11,7 @@ public enum CodebookError: Error, Equatable, CustomStringConvertible {
     case notFinite(what: String)
     case policyNeedsEMA
     case notPositive(value: Int)
+    case notInitialised
 
     public var description: String {
         switch self {
@@ -21,6 +22,7 @@ public enum CodebookError: Error, Equatable, CustomStringConvertible {
         case .notOrthonormal(let dev): return "the basis rows are not orthonormal (largest deviation of B·Bᵀ from I: \(dev))"
         case .notFinite(let what): return "\(what) holds NaN or infinite values"
         case .notPositive(let v): return "\(v): iterations and counts must be positive"
+        case .notInitialised: return "the codebook is not initialised yet (k-means runs on the first training batch): its codes are placeholders"
         case .policyNeedsEMA: return "a freeze policy judges EMA updates; this codebook learns by gradient (learnable_codebook), so none would be consulted"
         }
     }
