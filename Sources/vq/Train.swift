@@ -249,6 +249,12 @@ struct Train: ParsableCommand {
                                      fittingNewCodesTo: sample, countsPerBatch: min(batchSize, n))
             config.kwargs["codebook_size"] = expandTo
         }
+        // The codes of a k-means codebook before its first batch are placeholders (zeros): freezing codes, components or a
+        // subspace of them would keep zeros for good (the batch fits the rest around them).
+        if let option = [("--freeze", freeze), ("--freeze-dims", freezeDims), ("--freeze-subspace", freezeSubspace)].first(where: { $0.1 != nil })?.0,
+           !module.isInitialised {
+            throw ValidationError("\(option): the codes of \(initFrom ?? "a new --kmeans-init codebook") are placeholders until its first training batch (k-means); freezing them would keep placeholders — train first, then freeze (vq freeze, or vq train --init CHECKPOINT \(option) …)")
+        }
         if let freeze {
             let spec = try CodeSpec(freeze, option: "--freeze")
             for (book, h) in try selectCodebooks(module, layer: layer, head: head) {

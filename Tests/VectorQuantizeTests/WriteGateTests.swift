@@ -202,21 +202,13 @@ struct WriteGateTests {
         #expect(vq.nonFiniteValues().isEmpty && vq.codebook.clusterSize.value.scalars.allSatisfy { $0 >= 0 })
     }
 
-    @Test("codes given to a k-means codebook before its first batch stay: setCodes and a fit of every code initialise it")
-    func codesGivenBeforeKMeans() throws {
+    @Test("fitCodes on a k-means codebook before its first batch: of some codes refused (the batch would re-fit them), of every code the initialisation")
+    func fitCodesBeforeKMeans() throws {
         func untrained() throws -> VectorQuantizer {
             var c = VectorQuantizerConfiguration(dim: Self.dim, codebookSize: Self.size)
             c.kmeansInit = true
             return try VectorQuantizer(c)
         }
-        // setCodes, then a batch: the codes set are the ones encoding uses (k-means used to replace them).
-        let vq = try untrained()
-        let given = TestSupport.random([Self.size, Self.dim], seed: 12)
-        try vq.setCodes(given)
-        #expect(vq.isInitialised)
-        vq.eval()
-        _ = vq.encode(Self.batch(13))
-        #expect(vq.codes == given)
         // fitCodes of some codes would fit them around placeholders: refused, changing nothing; of every code, it is the
         // initialisation.
         let fit = try untrained()
@@ -226,6 +218,14 @@ struct WriteGateTests {
         #expect(fit.stateDict() == state && !fit.isInitialised)
         try fit.codebook.fitCodes(0..<Self.size, to: data)
         #expect(fit.isInitialised && fit.codes != state["_codebook.embed"]!.reshaped([Self.size, Self.dim]))
+        // Codes set and frozen first, then every other code fitted around them: the explicit k-means initialisation.
+        let around = try untrained()
+        let given = TestSupport.random([Self.size, Self.dim], seed: 12)
+        try around.setCodes(given)
+        try around.codebook.freeze(codes: [0, 1])
+        try around.codebook.fitCodes(2..<Self.size, to: data)
+        #expect(around.isInitialised && around.codes.slice(axis: 0, 0..<2) == given.slice(axis: 0, 0..<2))
+        #expect(around.codes.slice(axis: 0, 2..<Self.size) != given.slice(axis: 0, 2..<Self.size))
     }
 
     @Test("fitCodes refuses data of the wrong shape, codes out of range and non-positive counts, changing nothing")

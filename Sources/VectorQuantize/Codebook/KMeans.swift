@@ -72,8 +72,8 @@ extension Codebook {
     ///     k-means++ seeds against the fixed codes, empty codes re-seeded at the worst-represented rows.
     ///   - countsPerBatch: the batch size the counts are expressed in (default: the rows given).
     /// - Throws: a ``CodebookError`` for data not `[h, n, d]`, a code out of range, a non-positive
-    ///   `iterations` or `countsPerBatch`, or a k-means codebook not initialised yet unless every code is fitted (its
-    ///   placeholders cannot be the fixed codes; a fit of every code initialises it) — changing nothing.
+    ///   `iterations` or `countsPerBatch`, or a k-means codebook not initialised yet unless every code that is not
+    ///   frozen is fitted (its placeholders cannot be the fixed codes; such a fit is the initialisation) — changing nothing.
     /// - Complexity: O(iterations · n · c · d) per codebook.
     public func fitCodes(_ codes: some Sequence<Int>, to flatten: Tensor, iterations: Int? = nil, countsPerBatch: Int? = nil) throws {
         guard flatten.rank == 3 && flatten.shape[0] == numCodebooks && flatten.shape[2] == dim else {
@@ -84,11 +84,13 @@ extension Codebook {
         if let bad = [iterations, countsPerBatch].compactMap({ $0 }).first(where: { $0 <= 0 }) {
             throw CodebookError.notPositive(value: bad)
         }
-        // A k-means codebook that never saw a batch holds placeholders: they may not serve as the fixed codes of a fit
-        // (fitting every code is an initialisation, and makes it one).
+        // A k-means codebook that never saw a batch holds placeholders: they may not serve as the fixed codes of a fit.
+        // Fitting every code that is not frozen is what its first batch would do — the initialisation, and it counts as one.
         let wanted = Set(codes)
-        if !isInitialized && !(0..<codebookSize).allSatisfy(wanted.contains) { throw CodebookError.notInitialised }
         let frozen = frozenMask
+        if !isInitialized && (0..<codeCount).contains(where: { !wanted.contains($0 % codebookSize) && !frozen[$0] }) {
+            throw CodebookError.notInitialised
+        }
         let fitting = (0..<codeCount).map { wanted.contains($0 % codebookSize) && !frozen[$0] }
         let valid: [Bool] = flatten.withUnsafeScalars { p in
             (0..<(flatten.shape[0] * flatten.shape[1])).map { r in (0..<dim).allSatisfy { p[r * dim + $0].isFinite } }

@@ -87,8 +87,9 @@ extension VectorQuantizer {
 
 extension Codebook {
     /// Writes codes `[h, c, d]` and `embed_avg = code · s_c` for every code that is not frozen (frozen
-    /// components and subspace coordinates of partially frozen codes are kept), through the write gate. The
-    /// codebook counts as initialised afterwards: a pending k-means initialisation no longer replaces the codes.
+    /// components and subspace coordinates of partially frozen codes are kept), through the write gate. On a k-means
+    /// codebook not initialised yet, the first batch still fits every code that is not frozen: freeze the codes set to
+    /// keep them through it (FAISS's `frozen_centroids`).
     ///
     /// - Throws: ``CodebookError/shapeMismatch(expected:found:)`` unless `codes` is `[h, c, d]`, or
     ///   ``CodebookError/notFinite(what:)``, changing nothing.
@@ -105,8 +106,6 @@ extension Codebook {
                 }
             }
         }
-        // The codes given are the codebook's: a k-means initialisation still pending would replace them on the first batch.
-        initted.value = Tensor(1)
     }
 }
 
