@@ -64,6 +64,8 @@ struct Unfreeze: ParsableCommand {
 func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
     let (checkpoint, layer, head, output) = (sel.checkpoint, sel.layer, sel.head, sel.output)
     let (q, cfg) = try loadQuantizer(checkpoint, config: sel.config)
+    // Placeholder codes of a k-means codebook before its first batch: freezing them would keep placeholders for good.
+    if freeze { try requireInitialised(q, checkpoint) }
     let codeSpec = try sel.codes.map { try CodeSpec($0) }
     let dimSpec = try sel.dims.map { try CodeSpec($0, option: "--dims") }
     var count = 0, dimCount = 0

@@ -72,6 +72,7 @@ struct EveryQuantizerTests {
             try run(["inspect", ckpt, "--input", path("x.npy")], mustSucceed: false, label + " inspect uninitialised")
             try run(["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("i.npy")], mustSucceed: false, label + " encode uninitialised")
             try run(["compare", ckpt, ckpt, "--input", path("x.npy")], mustSucceed: false, label + " compare uninitialised")
+            try run(["freeze", ckpt, "--codes", "0", "--output", path("f.safetensors")], mustSucceed: false, label + " freeze uninitialised")
             try run(["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "1", "--output", path("k.safetensors")], mustSucceed: true, label + " k-means")
             ckpt = path("k.safetensors")
         }
