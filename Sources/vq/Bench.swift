@@ -18,6 +18,8 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         try DataFiles.checkThreads(threads)
+        // (a negative or NaN budget ran every workload at its minimum of calls without a word)
+        if !(budget.isFinite && budget >= 0) { throw ValidationError("--budget \(budget): a time budget is a finite number of seconds ≥ 0") }
         if let only {
             let unknown = only.split(separator: ",").map(String.init).filter { name in
                 !Workloads.all.contains { $0.name == name } && Workloads.scaling(name) == nil && Workloads.allReduce(name) == nil

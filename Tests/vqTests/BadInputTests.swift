@@ -82,6 +82,7 @@ struct BadInputTests {
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--dead-code-threshold", "nan", "--output", t], mentions: "--dead-code-threshold", output: t)
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--steps", "-5", "--output", t], mentions: "--steps", output: t)
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--stepz", "5", "--output", t], mentions: "--stepz", output: t)
+        for budget in ["-1", "nan", "inf"] { try expectRefused(["bench", "--budget", budget], mentions: "--budget") }
         // Freezing the placeholder codes of a k-means codebook before its first batch would keep zeros for good.
         for freeze in [["--freeze", "0-1"], ["--freeze-dims", "0"]] {
             try expectRefused(["train", "--input", x, "--codebook-size", "4", "--kmeans-init"] + freeze + ["--output", t], mentions: "placeholders", output: t)
