@@ -166,6 +166,12 @@ struct EmptyBatchOptionTests {
             }
             EmptyBatchTests.expectNothingWritten(before, rvq.stateDict(), "\(kwargs)")
         }
+        // Image maps with per-layer target indices [b, h, w, q] (the summed cross-entropy), for no image.
+        let maps = try ResidualVQ(referenceKwargs: ["dim": 8, "num_quantizers": 2, "codebook_size": 16, "accept_image_fmap": true])
+        var targets = ResidualVQOptions()
+        targets.targetIndices = IndexTensor([], shape: [0, 4, 4, 2])
+        let none = maps(Tensor.zeros([0, 8, 4, 4]), options: targets)
+        #expect(none.quantized.shape == [0, 8, 4, 4] && none.indices.count == 0)
         let lfq = try LFQ(referenceKwargs: ["dim": 8, "codebook_size": 64, "entropy_loss_weight": 0.1])
         lfq.train()
         let out = lfq(Tensor.zeros([0, 5, 8]), mask: TokenMask([Bool](), shape: [0, 5]))

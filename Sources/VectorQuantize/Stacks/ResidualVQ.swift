@@ -285,7 +285,7 @@ public final class ResidualVQ: Module {
                      "ResidualVQ(dim \(c.dim), image maps): input \(x.shape) must be [b, \(c.dim), h, w], without a mask")
         let (b, d, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         var o = options
-        o.targetIndices = options.targetIndices.map { $0.reshaped([b, h * w, -1]) }
+        o.targetIndices = options.targetIndices.map { $0.reshaped([b, h * w, numQuantizers]) }   // (an empty batch infers nothing)
         var out = sequenceForward(x.reshaped([b, d, h * w]).transposed(1, 2), options: o)
         out.quantized = out.quantized.transposed(1, 2).reshaped([b, d, h, w])
         out.indices = out.indices.reshaped([b, h, w, numQuantizers])
