@@ -113,8 +113,12 @@ extension Codebook {
     /// [0, 1] — 0 holds a code, 1 replaces its statistics by the batch's; outside, an EMA count could turn negative or
     /// non-finite and take the codes with it. A function's weights are checked when it has computed them.
     func weightProblem(_ weight: EMAUpdateWeight) -> String? {
+        let what: String
         switch weight {
         case .function: return nil
+        case .scalar(let s):
+            guard Self.firstOutsideLerpRange(lerpFractions(weight)) != nil else { return nil }
+            what = "\(s)"
         case .perCode(let t):
             if t.shape == [codebookSize] {
                 if numCodebooks != 1 {
@@ -123,14 +127,15 @@ extension Codebook {
             } else if t.shape != [numCodebooks, codebookSize] {
                 return "ema_update_weight of shape \(t.shape): expected [\(codebookSize)] or [\(numCodebooks), \(codebookSize)]"
             }
-        case .scalar: break
+            guard let i = Self.firstOutsideLerpRange(lerpFractions(weight)) else { return nil }
+            what = "\(Double(t.scalars[i])) (code \(i))"
         }
-        let fractions = lerpFractions(weight)
-        guard let i = fractions.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) else { return nil }
-        let value: Double = if case .perCode(let t) = weight { Double(t.scalars[i]) } else if case .scalar(let s) = weight { s } else { .nan }
         let most = configuration.decay < 1 ? "0…\(1 / (1 - configuration.decay))" : "any finite value"
-        return "ema_update_weight \(value)\(weight.isScalar ? "" : " (code \(i))") with decay \(configuration.decay): (1 − decay) · weight must lie in [0, 1] (weights \(most))"
+        return "ema_update_weight \(what) with decay \(configuration.decay): (1 − decay) · weight must lie in [0, 1] (weights \(most))"
     }
+
+    /// The first lerp fraction outside [0, 1] (NaN included), or nil: the range every step's fractions must keep.
+    static func firstOutsideLerpRange(_ fractions: [Float]) -> Int? { fractions.firstIndex { !($0 >= 0 && $0 <= 1) } }
 
     /// Starts (`true`) or ends (`false`) collecting the codes held by the layers of one stacked call, for a
     /// shared codebook whose dead-code expiry runs once after every layer.
@@ -251,7 +256,7 @@ extension Codebook {
             for i in w.indices {
                 if frozen[i] { w[i] = 0 } else if let p = policyWeights { w[i] *= p[i] }
             }
-            if let i = w.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
+            if let i = Self.firstOutsideLerpRange(w) {
                 preconditionFailure("FreezePolicy: weight \(policyWeights?[i] ?? .nan) for code \(i) takes the lerp fraction (1 − decay) · weight to \(w[i]), outside [0, 1]")
             }
         }

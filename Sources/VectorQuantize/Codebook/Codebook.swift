@@ -18,8 +18,6 @@ public enum EMAUpdateWeight: Sendable {
     /// A function of this batch's statistics `(embed_sum [h, c, d], cluster_size [h, c])` returning a
     /// per-code tensor as ``perCode(_:)``.
     case function(@Sendable (_ embedSum: Tensor, _ clusterSize: Tensor) -> Tensor)
-
-    var isScalar: Bool { if case .scalar = self { true } else { false } }
 }
 
 /// A codebook of `numCodebooks × codebookSize` codes of dimension `dim`, learned by exponential moving
