@@ -104,6 +104,15 @@ enum Replay {
             runStructured(mode, count: count, seed: seed)
             return
         }
+        if args.first == "--commands" {
+            let count = args.count > 1 ? Int(args[1]) ?? 100 : 100
+            func value(_ flag: String) -> String? { args.firstIndex(of: flag).flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil } }
+            let vq = value("--vq").map { URL(fileURLWithPath: $0) }
+                ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("vq")
+            runCommands(count: count, seed: value("--seed").flatMap { UInt64($0) } ?? 0, vq: vq.standardizedFileURL,
+                        limit: value("--limit").flatMap { Double($0) } ?? 60)
+            return
+        }
         let files = args
         if files.isEmpty {
             print("usage: vq-fuzz FILE…   (runs the fuzz target on each file; Fuzz/run.sh builds the libFuzzer binary)")
@@ -111,6 +120,7 @@ enum Replay {
             print("       vq-fuzz --states N [--seed S]    N mutated resumable training states")
             print("       vq-fuzz --checkpoints N [--seed S]   N checkpoints of every quantizer with values set to extremes")
             print("       vq-fuzz --calls N [--seed S]   N sequences of library calls with edge-value arguments on every quantizer")
+            print("       vq-fuzz --commands N [--seed S] [--vq PATH] [--limit SECONDS]   N random `vq` command lines over every quantizer")
             return
         }
         for f in files {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VQTensor
 import VectorQuantize
 
 /// Every file one command reads and writes, resolved to the file each finally names and checked against the
@@ -68,9 +69,13 @@ struct CommandFiles {
         outputs[outputs.count - 1].sidecarOf = path
     }
 
-    /// Throws one line if an output is an input it may not replace, or another output.
+    /// Throws one line if an output cannot be written (no folder; a folder, device or pipe in its place), is an input it
+    /// may not replace, or is another output.
     func check() throws {
         for (i, out) in outputs.enumerated() {
+            if out.sidecarOf == nil, let problem = StagedFile.targetProblem(URL(fileURLWithPath: out.path)) {
+                throw ValidationError("\(out.role) \(out.path): \(problem)")
+            }
             for other in outputs[..<i] where other.identity == out.identity {
                 throw ValidationError("\(other.role) and \(out.role) are the same file (\(out.path)): give each output its own path")
             }
@@ -97,7 +102,7 @@ struct CommandFiles {
             }
             guard stat(path, &st) == 0 else { return "is a dangling symbolic link" }
         }
-        guard (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= 1 << 20, let data = FileManager.default.contents(atPath: path),
+        guard (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= ModuleConfig.maxBytes, let data = FileManager.default.contents(atPath: path),
               (try? ModuleConfig.parse(data, path: path)) != nil else {
             return "exists and is not a checkpoint configuration ({\"module\", \"kwargs\"})"
         }

@@ -52,17 +52,10 @@ enum DataFiles {
         return t
     }
 
-    /// Checks before any work that an output can be written: a known extension and an existing folder.
+    /// Checks before any work that an output can be written: its folder exists, and nothing but a regular file is
+    /// in its place (``StagedFile/targetProblem(_:)``).
     static func checkOutput(_ path: String, option: String) throws {
-        let url = URL(fileURLWithPath: path)
-        var isDir: ObjCBool = false
-        let dir = url.deletingLastPathComponent().path
-        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-            throw ValidationError("\(option) \(path): no such folder \(dir)")
-        }
-        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue {
-            throw ValidationError("\(option) \(path) is a folder")
-        }
+        if let problem = StagedFile.targetProblem(URL(fileURLWithPath: path)) { throw ValidationError("\(option) \(path): \(problem)") }
     }
 }
 

@@ -20,13 +20,29 @@ public enum TensorFileError: Error, CustomStringConvertible, Equatable {
 }
 
 extension TensorFileError {
-    /// The bytes of a file, memory-mapped; a read failure becomes ``unreadable(path:reason:)``.
-    static func mappedContents(of url: URL) throws -> Data {
+    /// The bytes of a file, memory-mapped; a read failure becomes ``unreadable(path:reason:)``, and so does anything
+    /// but a regular file (`/dev/zero` or `/dev/urandom` would be read forever, a named pipe block) or a file over
+    /// `limit` bytes.
+    public static func mappedContents(of url: URL, limit: Int = .max) throws -> Data {
+        var st = stat()
+        if stat(url.path, &st) == 0 {   // stat, not open: opening a named pipe would wait for a writer
+            if let kind = specialFileKind(st.st_mode) { throw unreadable(path: url.path, reason: "not a regular file (\(kind))") }
+            if st.st_size > limit { throw unreadable(path: url.path, reason: "\(st.st_size) bytes, more than this kind of file may have (\(limit))") }
+        }
         do {
             return try Data(contentsOf: url, options: .alwaysMapped)
         } catch {
             throw TensorFileError.unreadable(path: url.path, reason: error.localizedDescription)
         }
+    }
+
+    /// What a node that is not a regular file is, in words (`nil` for a regular file): a file read or written
+    /// must be a regular one.
+    public static func specialFileKind(_ mode: mode_t) -> String? {
+        let kinds: [mode_t: String] = [S_IFDIR: "a folder", S_IFCHR: "a character device", S_IFBLK: "a block device",
+                                       S_IFIFO: "a named pipe", S_IFSOCK: "a socket", S_IFLNK: "a loop of symbolic links"]
+        let kind = mode & S_IFMT
+        return kind == S_IFREG ? nil : kinds[kind] ?? "a special file"
     }
 }
 
@@ -361,11 +377,8 @@ public final class StagedFile {
     public init(replacing url: URL) throws {
         requested = url
         target = StagedFile.resolvedTarget(url)
+        if let reason = StagedFile.targetProblem(url) { throw TensorFileError.unwritable(path: url.path, reason: reason) }
         let dir = target.deletingLastPathComponent()
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
-            throw TensorFileError.unwritable(path: url.path, reason: "no such folder \(dir.path)")
-        }
         StagedFile.removeStaleTemporaries(of: target)
         tmp = dir.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         var st = stat()
@@ -445,6 +458,26 @@ public final class StagedFile {
         done = true
         close(fd)
         unlink(tmp.path)
+    }
+
+    /// Why `url` cannot be replaced by a file, or `nil`: its folder must exist, and what it names (through links),
+    /// if anything, must be a regular file — a rename over a device (`/dev/null`), a named pipe, a socket or a folder
+    /// would replace that node itself (as root, `/dev/null` would become a file). Commands ask this for every output
+    /// before they read anything; every atomic write asks it again.
+    ///
+    /// ```swift
+    /// StagedFile.targetProblem(URL(fileURLWithPath: "/dev/null"))   // "not a regular file (a character device) …"
+    /// ```
+    public static func targetProblem(_ url: URL) -> String? {
+        let target = resolvedTarget(url)
+        let dir = target.deletingLastPathComponent()
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
+            return "no such folder \(dir.path)"
+        }
+        var st = stat()
+        guard lstat(target.path, &st) == 0 else { return nil }   // a new file
+        return TensorFileError.specialFileKind(st.st_mode).map { "not a regular file (\($0)): the file written would replace it; name a file" }
     }
 
     /// The file a path finally names: symbolic links followed (relative links against their folder).

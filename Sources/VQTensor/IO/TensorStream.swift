@@ -27,12 +27,17 @@ public final class TensorFileReader {
     /// Opens `path`; for a safetensors file `name` picks the tensor (needed when it holds several).
     public init(path: String, name: String? = nil) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // Non-blocking, so that a named pipe is refused (below) instead of waiting for a writer.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
         var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+        guard fstat(fd, &st) == 0 else {
             close(fd)
-            throw TensorFileError.unreadable(path: path, reason: "not a regular file")
+            throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        if let kind = TensorFileError.specialFileKind(st.st_mode) {
+            close(fd)
+            throw TensorFileError.unreadable(path: path, reason: "not a regular file (\(kind))")
         }
         let size = Int(st.st_size)
         func read(_ offset: Int, _ n: Int) -> Data {

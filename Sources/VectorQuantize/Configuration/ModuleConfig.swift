@@ -21,14 +21,13 @@ public struct ModuleConfig {
     /// Every module a configuration can name (``QuantizerRegistry``'s kinds).
     public static var modules: [String] { QuantizerRegistry.kinds.map(\.name) }
 
-    /// Parses the JSON; errors name the path.
+    /// Parses the JSON; errors name the path. A configuration is a regular file of at most ``maxBytes``.
     public static func read(contentsOf url: URL) throws -> ModuleConfig {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw TensorFileError.unreadable(path: url.path, reason: error.localizedDescription)
-        }
-        return try parse(data, path: url.path)
+        try parse(try TensorFileError.mappedContents(of: url, limit: maxBytes), path: url.path)
     }
+
+    /// The largest configuration file read (1 MiB; a sidecar is a few hundred bytes).
+    public static let maxBytes = 1 << 20
 
     public static func parse(_ data: Data, path: String = "<memory>") throws -> ModuleConfig {
         guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
