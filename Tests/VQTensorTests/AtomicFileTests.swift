@@ -78,6 +78,39 @@ struct AtomicFileTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }.isEmpty)
     }
 
+    @Test("only a regular file is read or replaced: a folder, a named pipe, a device is refused, named, and left as it was")
+    func specialFiles() throws {
+        let folder = dir.appendingPathComponent("folder.npy"), pipe = dir.appendingPathComponent("pipe.npy")
+        let device = dir.appendingPathComponent("null.npy")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        #expect(mkfifo(pipe.path, 0o644) == 0)
+        // A character device like /dev/null (mknod needs root; without it the device case is /dev/null itself, read only).
+        let madeDevice = mknod(device.path, S_IFCHR | 0o666, dev_t((1 << 8) | 3)) == 0
+        let t = StoredTensor.float(Tensor([1, 2], shape: [1, 2]))
+        for (url, kind) in [(folder, "a folder"), (pipe, "a named pipe")] + (madeDevice ? [(device, "a character device")] : []) {
+            #expect(StagedFile.targetProblem(url)?.contains(kind) == true, "\(url.lastPathComponent)")
+            #expect(throws: TensorFileError.self) { try NumPyFile.write(t, to: url) }
+            var st = stat()
+            #expect(lstat(url.path, &st) == 0 && TensorFileError.specialFileKind(st.st_mode) == kind, "\(kind) is still there")
+            // Reading: refused at once (a pipe without a writer would block an open; a device would be read forever).
+            #expect(throws: TensorFileError.self) { _ = try NumPyFile.read(contentsOf: url) }
+            #expect(throws: TensorFileError.self) { _ = try TensorFileReader(path: url.path) }
+        }
+        for path in ["/dev/zero", "/dev/urandom"] {
+            #expect(throws: TensorFileError.self) { _ = try NumPyFile.read(contentsOf: URL(fileURLWithPath: path)) }
+            #expect(throws: TensorFileError.self) { _ = try TensorFileReader(path: path) }
+            #expect(throws: TensorFileError.self) { _ = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path)) }
+        }
+        // A file over the caller's limit is refused before it is read.
+        let big = dir.appendingPathComponent("big.json")
+        try Data(count: 4096).write(to: big)
+        #expect(throws: TensorFileError.self) { _ = try TensorFileError.mappedContents(of: big, limit: 4095) }
+        #expect(try TensorFileError.mappedContents(of: big, limit: 4096).count == 4096)
+        // A regular file and a new one are fine.
+        #expect(StagedFile.targetProblem(big) == nil && StagedFile.targetProblem(dir.appendingPathComponent("new.npy")) == nil)
+        #expect(StagedFile.targetProblem(dir.appendingPathComponent("missing/new.npy"))?.contains("no such folder") == true)
+    }
+
     @Test("streamed reads and writes round-trip every format")
     func streaming() throws {
         let t = Tensor((0..<24).map { Float($0) * 0.5 }, shape: [6, 4])

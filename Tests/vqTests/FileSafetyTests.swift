@@ -12,14 +12,18 @@ struct FileSafetyTests {
     let dir = VQProcess.temporaryDirectory()
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
-    /// The bytes of every file in the folder (recursively, links not followed).
+    /// The bytes of every regular file in the folder (recursively, links not followed), and the kind of every other
+    /// node (a pipe is never opened: that would wait for a writer).
     func snapshot() -> [String: Data] {
         var files: [String: Data] = [:]
         for name in (FileManager.default.subpaths(atPath: dir.path) ?? []) {
-            let p = path(name)
-            if (try? FileManager.default.destinationOfSymbolicLink(atPath: p)) != nil { continue }
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), !isDir.boolValue { files[name] = FileManager.default.contents(atPath: p) }
+            var st = stat()
+            guard lstat(path(name), &st) == 0 else { continue }
+            switch st.st_mode & S_IFMT {
+            case S_IFLNK, S_IFDIR: continue
+            case S_IFREG: files[name] = FileManager.default.contents(atPath: path(name))
+            default: files[name] = Data("\(st.st_mode) \(st.st_rdev)".utf8)
+            }
         }
         return files
     }
@@ -84,6 +88,48 @@ struct FileSafetyTests {
         try expectRefused(base + ["--output", path("o.safetensors"), "--state", path("r.safetensors"), "--report", path("sub/../r.safetensors")], mentions: "same file")
         try expectRefused(base + ["--output", path("o.safetensors"), "--state", path("keep.npy")], mentions: "--state")
         #expect(!FileManager.default.fileExists(atPath: path("o.safetensors")))
+    }
+
+    @Test("outputs and inputs that are not regular files — a device, a named pipe, a folder — are refused at once, left as they were")
+    func specialFiles() throws {
+        try setUp()
+        #expect(mkfifo(path("pipe.npy"), 0o644) == 0)
+        try FileManager.default.createDirectory(atPath: path("folder.npy"), withIntermediateDirectories: true)
+        // As root, a rename over a device node replaces the node: /dev/null would have become the file written.
+        var outputs = [(path("pipe.npy"), "a named pipe"), (path("folder.npy"), "a folder")]
+        if mknod(path("null.npy"), S_IFCHR | 0o666, dev_t((1 << 8) | 3)) == 0 { outputs.append((path("null.npy"), "a character device")) }
+        let m = path("m.safetensors")
+        #expect(try VQProcess.run(["encode", "--checkpoint", m, "--input", path("x.npy"), "--output", path("i.npy")]).status == 0)
+        for (out, kind) in outputs {
+            let html = out.replacingOccurrences(of: ".npy", with: ".html")
+            if !FileManager.default.fileExists(atPath: html) { try FileManager.default.createSymbolicLink(atPath: html, withDestinationPath: out) }
+            for args in [["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "1", "--output", out],
+                         ["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "1", "--output", path("n.safetensors"), "--report", html],
+                         ["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "1", "--output", path("n.safetensors"),
+                          "--checkpoint-every", "1", "--state", out],
+                         ["encode", "--checkpoint", m, "--input", path("x.npy"), "--output", out],
+                         ["decode", "--checkpoint", m, "--input", path("i.npy"), "--output", out],
+                         ["freeze", m, "--codes", "0", "--output", out],
+                         ["compare", m, m, "--input", path("x.npy"), "--report", html]] {
+                try expectRefused(args, mentions: kind)
+            }
+        }
+        // Inputs: a pipe without a writer would block the open; /dev/zero would be read forever (here through a link
+        // with a data file's name, so that the name does not refuse it first).
+        try FileManager.default.createSymbolicLink(atPath: path("zero.npy"), withDestinationPath: "/dev/zero")
+        for (input, kind) in [(path("pipe.npy"), "a named pipe"), (path("zero.npy"), "a character device"), (path("folder.npy"), "a folder")] {
+            for args in [["train", "--input", input, "--codebook-size", "8", "--output", path("n.safetensors")],
+                         ["encode", "--checkpoint", m, "--input", input, "--output", path("j.npy")],
+                         ["decode", "--checkpoint", m, "--input", input, "--output", path("y.npy")],
+                         ["inspect", m, "--input", input], ["inspect", input], ["inspect", m, "--config", input],
+                         ["compare", m, m, "--input", input], ["freeze", m, "--codes", "0", "--config", input, "--output", path("f.safetensors")],
+                         ["train", "--input", path("x.npy"), "--codebook-size", "8", "--output", path("n.safetensors"), "--freeze-subspace", input]] {
+                let r = try VQProcess.run(args, timeout: 60)
+                #expect(r.status == 1 && r.stderr.hasPrefix("vq: error: ") && r.stderr.contains(kind), "\(args): \(r.status) \(r.stderr)")
+            }
+        }
+        var st = stat()
+        #expect(lstat(path("pipe.npy"), &st) == 0 && (st.st_mode & S_IFMT) == S_IFIFO)
     }
 
     @Test("the state file: a user's file at its path is never overwritten, and cleanup removes only this run's state")

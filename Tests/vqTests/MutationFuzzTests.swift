@@ -1,11 +1,12 @@
 import Foundation
 import Testing
 
-/// The structured mutation fuzzer (`vq-fuzz --configs/--states/--checkpoints/--calls`, Fuzz/CLI/Mutations.swift and
-/// APICalls.swift) for a bounded number of cases: mutated configurations of all 17 quantizers (every keyword of each,
-/// values and types), mutated resumable states, checkpoints of every quantizer with values set to extremes, and
-/// sequences of library calls with edge-value arguments — each built and run or refused; a trap, or a call that threw
-/// having changed the state, ends the process, and the test fails naming the case. CI runs more in release (.ci/run); the long run is in Fuzz/README.md.
+/// The structured mutation fuzzer (`vq-fuzz --configs/--states/--checkpoints/--calls/--commands`, Fuzz/CLI/Mutations.swift,
+/// APICalls.swift and Commands.swift) for a bounded number of cases: mutated configurations of all 17 quantizers (every
+/// keyword of each, values and types), mutated resumable states, checkpoints of every quantizer with values set to
+/// extremes, sequences of library calls with edge-value arguments, and `vq` command lines (every option of every
+/// command) — each built and run or refused; a trap, a call that threw having changed the state, or a command that
+/// touched a file it was not asked to write ends the process, and the test fails naming the case. CI runs more in release (.ci/run); the long run is in Fuzz/README.md.
 @Suite("mutation fuzzing", .serialized)
 struct MutationFuzzTests {
     static var binary: URL { VQProcess.binary.deletingLastPathComponent().appendingPathComponent("vq-fuzz") }
@@ -41,6 +42,13 @@ struct MutationFuzzTests {
     func calls(_ seed: Int) throws {
         let (status, text) = try run(["--calls", "1500", "--seed", "\(seed)"])
         #expect(status == 0 && text.contains("no trap"), "seed \(seed): \(text.suffix(600))")
+    }
+
+    @Test("random command lines of every command over every quantizer: exit 0 or one error line; a refusal changes nothing, a success only its outputs",
+          arguments: [501])
+    func commands(_ seed: Int) throws {
+        let (status, text) = try run(["--commands", "150", "--seed", "\(seed)", "--limit", "120"])
+        #expect(status == 0 && text.contains("no trap"), "seed \(seed): \(text.suffix(800))")
     }
 
     @Test("mutated resumable states are refused or resume", arguments: [201])

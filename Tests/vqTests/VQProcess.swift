@@ -14,7 +14,8 @@ enum VQProcess {
         return dir.appendingPathComponent("vq")
     }
 
-    static func run(_ args: [String]) throws -> Result {
+    /// Runs `vq args`; a run still going after `timeout` seconds is killed (and shows as signalled, status 9).
+    static func run(_ args: [String], timeout: Double = 600) throws -> Result {
         let p = Process()
         p.executableURL = binary
         p.arguments = args
@@ -22,6 +23,10 @@ enum VQProcess {
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        let pid = p.processIdentifier
+        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        defer { watchdog.cancel() }
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
