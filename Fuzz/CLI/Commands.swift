@@ -191,8 +191,9 @@ struct CommandWorkspace {
         try! FileManager.default.createSymbolicLink(atPath: dir.appendingPathComponent("dangling.npy").path, withDestinationPath: "nowhere/x.npy")
         _ = link(dir.appendingPathComponent(checkpoints[1].file).path, dir.appendingPathComponent("hard.safetensors").path)
         _ = mknod(dir.appendingPathComponent("null.npy").path, S_IFCHR | 0o666, makedev(1, 3))   // as /dev/null (root only)
+        _ = mkfifo(dir.appendingPathComponent("pipe.npy").path, 0o644)   // no writer: an open for reading would wait
         readables += ["x8.fvecs", "data.safetensors:x", "data.safetensors:nope", "notes.txt", "settings.json", "sub", "sub/kept.txt",
-                      "link.safetensors", "dangling.npy", "hard.safetensors", "null.npy", "missing.npy", ""]
+                      "link.safetensors", "dangling.npy", "hard.safetensors", "null.npy", "pipe.npy", "missing.npy", ""]
     }
 }
 
@@ -399,6 +400,7 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
         if run.timedOut {
             // Stopped by a kill: an input must still be whole; what the run created is cleared for the next case.
             tally.stopped += 1
+            if args.contains(where: { $0.hasSuffix("pipe.npy") }) { fail("still running after \(limit) s: it waits on the named pipe") }
             if let touched = changed.first(where: { before[$0] != nil && !allowed.contains($0) }) {
                 fail("killed after \(limit) s, it had changed \(touched), which it was not asked to write")
             }

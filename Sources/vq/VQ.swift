@@ -15,6 +15,7 @@ struct VQ: ParsableCommand {
     /// text) and a non-zero exit; `--help` and `--version` print as usual.
     static func main() {
         if ProcessInfo.processInfo.environment["VQ_SYSTEM_MALLOC"] == nil { Memory.keepFreedMemory() }  // training loops reuse warm pages (see Memory.keepFreedMemory)
+        removeTemporariesOnSignals()
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -26,6 +27,33 @@ struct VQ: ParsableCommand {
             }
             FileHandle.standardError.write(Data("vq: error: \(oneLine(describe(error)))\n".utf8))
             Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
+        }
+    }
+
+    /// On SIGINT (Ctrl-C), SIGTERM (a scheduler's stop) and SIGHUP, the half-written temporary of every file being
+    /// written is removed (``StagedFile/abandonAll()``; the files themselves are as before, or whole), then the process
+    /// ends by the signal as it would have. A signal the tool was started with ignored (`nohup`) stays ignored.
+    nonisolated(unsafe) static var signalSources: [any DispatchSourceSignal] = []
+    static func removeTemporariesOnSignals() {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            var current = sigaction()
+            sigaction(sig, nil, &current)
+            if unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self) == 1 { continue }   // SIG_IGN
+            signal(sig, SIG_IGN)   // delivered to the source below instead
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                StagedFile.abandonAll()
+                // End by the signal: its default action, unblocked in this thread (Dispatch blocks it to read it),
+                // raised here.
+                signal(sig, SIG_DFL)
+                var set = sigset_t()
+                sigemptyset(&set)
+                sigaddset(&set, sig)
+                pthread_sigmask(SIG_UNBLOCK, &set, nil)
+                raise(sig)
+            }
+            source.resume()
+            signalSources.append(source)
         }
     }
 

@@ -24,6 +24,33 @@ struct DurabilityTests {
         p.waitUntilExit()
     }
 
+    @Test("an interrupted command (Ctrl-C's SIGINT, a scheduler's SIGTERM, SIGHUP) removes its temporary and leaves the output as it was",
+          arguments: [SIGINT, SIGTERM, SIGHUP])
+    func interrupted(_ sig: Int32) throws {
+        // A streamed encode keeps its output's temporary open for the whole run: wait until it exists, then signal.
+        try NumPyFile.write(.float(TestSupport.random([120_000, 16], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
+        let train = try VQProcess.run(["train", "--input", path("x.npy"), "--codebook-size", "512", "--steps", "1", "--batch-size", "1024",
+                                       "--output", path("m.safetensors")])
+        #expect(train.status == 0, "\(train.stderr)")
+        try Data("earlier indices".utf8).write(to: URL(fileURLWithPath: path("i.npy")))
+        let p = Process()
+        p.executableURL = VQProcess.binary
+        p.arguments = ["encode", "--checkpoint", path("m.safetensors"), "--input", path("x.npy"), "--output", path("i.npy")]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        func temporaries() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter { $0.contains(".tmp-") } }
+        let deadline = Date().addingTimeInterval(120)
+        while temporaries().isEmpty && p.isRunning && Date() < deadline { usleep(500) }
+        let seen = !temporaries().isEmpty
+        kill(p.processIdentifier, sig)
+        p.waitUntilExit()
+        try #require(seen, "the encode ended before its temporary was seen: the input is too small for this machine")
+        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == sig, "it ends by the signal (\(p.terminationStatus))")
+        #expect(temporaries().isEmpty, "left \(temporaries())")
+        #expect(FileManager.default.contents(atPath: path("i.npy")) == Data("earlier indices".utf8), "the output is as it was")
+    }
+
     func step(ofState file: String) -> Int? {
         (try? SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: file)))?.metadata["step"].flatMap { Int($0) }
     }

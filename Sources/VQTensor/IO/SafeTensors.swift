@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Errors reading or writing tensor files. Each names the file (and tensor) it concerns.
 public enum TensorFileError: Error, CustomStringConvertible, Equatable {
@@ -389,9 +390,37 @@ public final class StagedFile {
             umask(mask)
             mode = 0o644 & ~mask
         }
-        fd = open(tmp.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw TensorFileError.unwritable(path: url.path, reason: "cannot create a temporary file in \(dir.path): \(String(cString: strerror(errno)))")
+        let path = tmp.path
+        fd = try StagedFile.live.withLock { live in
+            guard !live.interrupted else { throw TensorFileError.unwritable(path: url.path, reason: "interrupted") }
+            let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else {
+                throw TensorFileError.unwritable(path: url.path, reason: "cannot create a temporary file in \(dir.path): \(String(cString: strerror(errno)))")
+            }
+            live.paths.insert(path)
+            return fd
+        }
+    }
+
+    /// The temporary files of this process's writes in progress, so that an interrupted command can remove them;
+    /// renames happen under the same lock, so an interruption never falls between the renames of one set.
+    private static let live = Mutex(LiveTemporaries())
+    private struct LiveTemporaries: ~Copyable {
+        var paths: Set<String> = []
+        var interrupted = false
+    }
+
+    /// Removes the temporary file of every write of this process in progress, and refuses new ones: for a command
+    /// that is being interrupted (the `vq` tool calls it on SIGINT, SIGTERM and SIGHUP, then exits by the signal), so
+    /// that no half-written temporary stays behind. A set of renames in progress finishes first; every target is
+    /// left as it was before its write, or whole. Returns how many temporaries it removed.
+    @discardableResult
+    public static func abandonAll() -> Int {
+        live.withLock { live in
+            live.interrupted = true
+            for path in live.paths { unlink(path) }
+            defer { live.paths.removeAll() }
+            return live.paths.count
         }
     }
 
@@ -427,7 +456,13 @@ public final class StagedFile {
                 close(l)
             }
         }
-        for f in files { try f.moveIntoPlace() }
+        try live.withLock { live in
+            guard !live.interrupted else { throw TensorFileError.unwritable(path: files.first?.requested.path ?? "", reason: "interrupted") }
+            for f in files {
+                live.paths.remove(f.tmp.path)
+                try f.moveIntoPlace()
+            }
+        }
     }
 
     /// Permission bits and fsync of the temporary file.
@@ -457,6 +492,7 @@ public final class StagedFile {
         guard !done else { return }
         done = true
         close(fd)
+        StagedFile.live.withLock { _ = $0.paths.remove(tmp.path) }
         unlink(tmp.path)
     }
 
