@@ -65,13 +65,14 @@ struct ToolRun {
     var status: Int32 = 0
     var signalled = false
     var timedOut = false
+    var interrupted = false   // ended by the SIGINT it was sent
     var stdout = ""
     var stderr = ""
 }
 
 /// Runs `vq args` with `dir` as its working folder, its output in files of the scratch folder (no pipe to fill), stopped after
 /// `limit` seconds.
-func runTool(_ vq: URL, _ args: [String], in dir: URL, limit: Double) -> ToolRun {
+func runTool(_ vq: URL, _ args: [String], in dir: URL, limit: Double, interruptAfter: Double? = nil) -> ToolRun {
     let out = Fixtures.dir.appendingPathComponent("stdout.txt"), err = Fixtures.dir.appendingPathComponent("stderr.txt")
     FileManager.default.createFile(atPath: out.path, contents: nil)
     FileManager.default.createFile(atPath: err.path, contents: nil)
@@ -89,7 +90,12 @@ func runTool(_ vq: URL, _ args: [String], in dir: URL, limit: Double) -> ToolRun
     do { try p.run() } catch { fatalError("vq-fuzz: cannot start \(vq.path): \(error)") }
     var run = ToolRun()
     let deadline = Date().addingTimeInterval(limit)
+    let interrupt = interruptAfter.map { Date().addingTimeInterval($0) }
     while p.isRunning {
+        if let interrupt, !run.interrupted, Date() > interrupt {
+            run.interrupted = true
+            kill(p.processIdentifier, SIGINT)   // Ctrl-C
+        }
         if Date() > deadline {
             run.timedOut = true
             kill(p.processIdentifier, SIGKILL)   // a kill anywhere: what is left must still be consistent
@@ -103,6 +109,7 @@ func runTool(_ vq: URL, _ args: [String], in dir: URL, limit: Double) -> ToolRun
     try? e.close()
     run.status = p.terminationStatus
     run.signalled = p.terminationReason == .uncaughtSignal && !run.timedOut
+    if run.signalled && run.interrupted && run.status == SIGINT { run.signalled = false } else { run.interrupted = false }
     run.stdout = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
     run.stderr = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
     return run
@@ -366,7 +373,7 @@ func allowedChanges(_ args: [String], _ command: ToolCommand, in dir: URL) -> Se
     return allowed.union(allowed.map { $0 + "/" })
 }
 
-nonisolated(unsafe) var commandTally: [String: (ok: Int, refused: Int, stopped: Int)] = [:]
+nonisolated(unsafe) var commandTally: [String: (ok: Int, refused: Int, interrupted: Int, stopped: Int)] = [:]
 
 /// `vq-fuzz --commands N [--seed S] [--vq PATH]`: N random command lines of the `vq` beside this binary (or PATH),
 /// each checked as the file's header says. `limit` bounds one run's seconds.
@@ -387,7 +394,9 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
         func fail(_ problem: String) -> Never { fatalError("vq-fuzz: seed \(seed) command case \(i): \(line): \(problem)") }
 
         let before = folderSnapshot(ws.dir)
-        let run = runTool(vq, args, in: ws.dir, limit: limit)
+        // One run in eight gets a Ctrl-C at a random moment of its first 80 ms (most runs take 20–100 ms) or second.
+        let interrupt = rng.nextInt(below: 8) == 0 ? Double(rng.nextInt(below: 80)) / (rng.nextInt(below: 4) == 0 ? 80 : 1000) : nil
+        let run = runTool(vq, args, in: ws.dir, limit: limit, interruptAfter: interrupt)
         let after = folderSnapshot(ws.dir)
         let changed = Set(before.keys).union(after.keys).filter { before[$0] != after[$0] }
         let allowed = allowedChanges(args, command, in: ws.dir)
@@ -395,9 +404,16 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
         if run.signalled || ["Fatal error", "Precondition failed", "runtime failure", "Assertion failed"].contains(where: text.contains) {
             fail("trapped (status \(run.status)): \(run.stderr.suffix(400))")
         }
-        var tally = commandTally[command.path.joined(separator: " "), default: (0, 0, 0)]
+        var tally = commandTally[command.path.joined(separator: " "), default: (0, 0, 0, 0)]
         defer { commandTally[command.path.joined(separator: " ")] = tally }
-        if run.timedOut {
+        if run.interrupted {
+            // Ended by Ctrl-C: no temporary left, and only what it was asked to write changed (each whole or as before).
+            tally.interrupted += 1
+            if let tmp = changed.first(where: { $0.contains(".tmp-") }) { fail("interrupted, it left the temporary \(tmp)") }
+            if let touched = changed.sorted().first(where: { !allowed.contains($0) }) {
+                fail("interrupted, it had changed \(touched), which it was not asked to write")
+            }
+        } else if run.timedOut {
             // Stopped by a kill: an input must still be whole; what the run created is cleared for the next case.
             tally.stopped += 1
             if args.contains(where: { $0.hasSuffix("pipe.npy") }) { fail("still running after \(limit) s: it waits on the named pipe") }
@@ -424,7 +440,7 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
             try? FileManager.default.removeItem(atPath: ws.dir.path + "/" + entry)
         }
     }
-    print(commandTally.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.ok) ok / \($0.value.refused) refused / \($0.value.stopped) stopped" }
+    print(commandTally.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.ok) ok / \($0.value.refused) refused / \($0.value.interrupted) interrupted / \($0.value.stopped) stopped" }
         .joined(separator: ", "))
     print("\(count) command cases (seed \(seed)): no trap")
     try? FileManager.default.removeItem(at: Fixtures.dir)
