@@ -48,8 +48,32 @@ enum DataFiles {
         let t = try read(spec).asFloat
         guard t.rank == 2 || t.rank == 3 else { throw CLIError("\(spec): expected vectors [n, d] or [b, n, d], found shape \(t.shape)") }
         if let dim, t.shape.last != dim { throw CLIError("\(spec): vectors of dimension \(t.shape.last ?? 0), the model expects \(dim)") }
-        guard t.allFinite else { throw CLIError("\(spec): contains NaN or infinite values") }
+        if let problem = firstUnusableRow(t.reshaped([t.shape.dropLast().reduce(1, *), t.shape.last ?? 0])) {
+            throw CLIError("\(spec): vector \(problem.row) \(problem.reason)")
+        }
         return t
+    }
+
+    /// The largest squared norm a vector may have: distances `|x|² − 2x·c + |c|²` to codes of the data's scale
+    /// (`|c| ≤ max |x|`, as averages of the data are) stay below `4·max|x|²`, which must be a finite float. So the
+    /// components stay below about 9·10¹⁸; larger vectors would give every code an infinite distance, and every vector
+    /// code 0 (as float32 PyTorch would).
+    static let maxSquaredNorm = Float.greatestFiniteMagnitude / 4
+
+    /// The first row of `x` (`[n, d]`) that cannot be quantized — a NaN or ±∞, or a squared norm over
+    /// ``maxSquaredNorm`` — and why, or `nil`.
+    static func firstUnusableRow(_ x: Tensor) -> (row: Int, reason: String)? {
+        let d = x.shape.last ?? 0
+        guard d > 0 else { return nil }
+        return x.scalars.withUnsafeBufferPointer { p -> (Int, String)? in
+            for r in 0..<(p.count / d) {
+                let norm = Tensor.sumOfSquaresContiguous(p.baseAddress! + r * d, d)
+                if norm <= maxSquaredNorm { continue }   // false for NaN
+                if !p[(r * d)..<(r * d + d)].allSatisfy(\.isFinite) { return (r, "contains NaN or infinite values") }
+                return (r, "is too large to quantize (squared norm \(norm), above \(maxSquaredNorm): distances to codes of its scale would overflow float32); scale the data")
+            }
+            return nil
+        }
     }
 
     /// Checks before any work that an output can be written: its folder exists, and nothing but a regular file is

@@ -33,17 +33,15 @@ struct VectorStream {
     var chunkRows: Int { Swift.max(1, Swift.min(65_536, (8 << 20) / Swift.max(dim, 1))) }
 
     /// Calls `body` with consecutive row ranges and their vectors `[count, d]` (`count` a multiple of
-    /// `unit`: whole sequences); a NaN or ±∞ is an error naming the row.
+    /// `unit`: whole sequences); a NaN or ±∞, or a vector too large to quantize (``DataFiles/firstUnusableRow(_:)``), is
+    /// an error naming the row.
     func forEachChunk(unit: Int = 1, _ body: (Range<Int>, Tensor) throws -> Void) throws {
         var r0 = 0
         let step = Swift.max(unit, chunkRows / unit * unit)
         while r0 < rows {
             let r1 = Swift.min(rows, r0 + step)
             let x = try reader.elements((r0 * dim)..<(r1 * dim)).asFloat.reshaped([r1 - r0, dim])
-            if !x.allFinite {
-                let bad = x.scalars.firstIndex { !$0.isFinite }! / dim
-                throw CLIError("\(spec): vector \(r0 + bad) contains NaN or infinite values")
-            }
+            if let problem = DataFiles.firstUnusableRow(x) { throw CLIError("\(spec): vector \(r0 + problem.row) \(problem.reason)") }
             try body(r0..<r1, x)
             r0 = r1
         }

@@ -120,6 +120,27 @@ struct BadInputTests {
         try expectRefused(["encode", "--checkpoint", ckpt, "--input", path("nodescr.npy"), "--output", out], mentions: "nodescr.npy", output: out)
     }
 
+    @Test("vectors with NaN, ±∞, or too large to quantize (distances would overflow float32) are refused by every command, naming the vector",
+          arguments: [Float.nan, -Float.infinity, 1e20, -3e19, 1e38])
+    func unusableVectors(_ bad: Float) throws {
+        try setUp()
+        var x = TestSupport.random([300, 8], seed: 1).scalars
+        x[7 * 8 + 5] = bad   // vector 7
+        let input = try npy("bad.npy", .float(Tensor(x, shape: [300, 8])))
+        let mention = bad.isFinite ? "vector 7 is too large to quantize" : "vector 7 contains NaN or infinite values"
+        let (ckpt, out) = (path("vq.safetensors"), path("o.npy"))
+        try expectRefused(["train", "--input", input, "--codebook-size", "8", "--steps", "2", "--output", path("t.safetensors")],
+                          mentions: mention, output: path("t.safetensors"))
+        try expectRefused(["encode", "--checkpoint", ckpt, "--input", input, "--output", out], mentions: mention, output: out)
+        try expectRefused(["inspect", ckpt, "--input", input], mentions: mention)
+        try expectRefused(["compare", ckpt, ckpt, "--input", input], mentions: mention)
+        // Large vectors that can be quantized still are: a component of 5·10¹⁸ (squared norm 2.5·10³⁷, under 8.5·10³⁷).
+        x[7 * 8 + 5] = 5e18
+        let large = try npy("large.npy", .float(Tensor(x, shape: [300, 8])))
+        let r = try VQProcess.run(["encode", "--checkpoint", ckpt, "--input", large, "--output", out])
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+
     @Test("a --freeze-subspace basis with NaN or ±∞ is refused and nothing is written", arguments: [Float.nan, .infinity])
     func nonFiniteBasis(_ bad: Float) throws {
         _ = try npy("x.npy", .float(TestSupport.random([300, 8], seed: 1)))
