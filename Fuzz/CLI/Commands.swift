@@ -65,7 +65,7 @@ struct ToolRun {
     var status: Int32 = 0
     var signalled = false
     var timedOut = false
-    var interrupted = false   // ended by the SIGINT it was sent
+    var interrupted = false   // ended by the SIGTERM it was sent
     var stdout = ""
     var stderr = ""
 }
@@ -94,7 +94,7 @@ func runTool(_ vq: URL, _ args: [String], in dir: URL, limit: Double, interruptA
     while p.isRunning {
         if let interrupt, !run.interrupted, Date() > interrupt {
             run.interrupted = true
-            kill(p.processIdentifier, SIGINT)   // Ctrl-C
+            kill(p.processIdentifier, SIGTERM)   // a scheduler's stop (SIGINT, Ctrl-C, is ignored in a background job)
         }
         if Date() > deadline {
             run.timedOut = true
@@ -109,7 +109,7 @@ func runTool(_ vq: URL, _ args: [String], in dir: URL, limit: Double, interruptA
     try? e.close()
     run.status = p.terminationStatus
     run.signalled = p.terminationReason == .uncaughtSignal && !run.timedOut
-    if run.signalled && run.interrupted && run.status == SIGINT { run.signalled = false } else { run.interrupted = false }
+    if run.signalled && run.interrupted && run.status == SIGTERM { run.signalled = false } else { run.interrupted = false }
     run.stdout = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
     run.stderr = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
     return run
@@ -394,7 +394,7 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
         func fail(_ problem: String) -> Never { fatalError("vq-fuzz: seed \(seed) command case \(i): \(line): \(problem)") }
 
         let before = folderSnapshot(ws.dir)
-        // One run in eight gets a Ctrl-C at a random moment of its first 80 ms (most runs take 20–100 ms) or second.
+        // One run in eight gets a SIGTERM at a random moment of its first 80 ms (most runs take 20–100 ms) or second.
         let interrupt = rng.nextInt(below: 8) == 0 ? Double(rng.nextInt(below: 80)) / (rng.nextInt(below: 4) == 0 ? 80 : 1000) : nil
         let run = runTool(vq, args, in: ws.dir, limit: limit, interruptAfter: interrupt)
         let after = folderSnapshot(ws.dir)
@@ -407,7 +407,7 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
         var tally = commandTally[command.path.joined(separator: " "), default: (0, 0, 0, 0)]
         defer { commandTally[command.path.joined(separator: " ")] = tally }
         if run.interrupted {
-            // Ended by Ctrl-C: no temporary left, and only what it was asked to write changed (each whole or as before).
+            // Ended by the signal: no temporary left, and only what it was asked to write changed (each whole or as before).
             tally.interrupted += 1
             if let tmp = changed.first(where: { $0.contains(".tmp-") }) { fail("interrupted, it left the temporary \(tmp)") }
             if let touched = changed.sorted().first(where: { !allowed.contains($0) }) {
