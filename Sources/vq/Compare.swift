@@ -48,7 +48,14 @@ struct Compare: ParsableCommand {
             try AtomicFile.write(Data(Self.html(result, old: old, new: new, probe: input).utf8), to: URL(fileURLWithPath: report))
             if !json { print("report: \(report)") }
         }
-        if !result.frozenHeld { throw ExitCode(1) }
+        if !result.frozenHeld {
+            // The comparison and the report are written; the status says the check failed, and one line says why.
+            let moved = result.books.filter { !$0.frozenHeld }.map { b in
+                "\(b.name): " + (b.frozenMoved.isEmpty ? "" : "codes \(b.frozenMoved.map(String.init).joined(separator: ","))")
+                    + (b.frozenComponentsMoved > 0 ? "\(b.frozenMoved.isEmpty ? "" : ", ")\(b.frozenComponentsMoved) frozen components" : "")
+            }
+            throw CLIError("frozen elements moved from \(old) to \(new): \(moved.joined(separator: "; "))")
+        }
     }
 
     static func pct(_ v: Double?) -> String { v.map { String(format: "%.1f %%", 100 * $0) } ?? "—" }

@@ -133,7 +133,7 @@ struct Demo: ParsableCommand {
                          setting: "\(command) — kernels \(KernelLevel.name), \(seeds) seeds from \(seed), \(steps) steps per stage, batch \(batchSize), stage 2 trains \(stage2Trains.rawValue)",
                          subspace: (Self.subspaceRank, 8), policy: (try convergedPolicy(), steps))
         print("report: \(report.path)")
-        if !summary.frozenIdentical { throw ExitCode.failure }
+        if !summary.frozenIdentical { throw CLIError("the frozen codes were not bit-identical in every run (see the table and \(report.path))") }
     }
 
     static let stage1Codes = 32, stage2Codes = 64

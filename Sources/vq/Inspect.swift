@@ -12,7 +12,15 @@ struct Inspect: ParsableCommand {
     @Option(help: "Config JSON (default: sidecar or metadata).") var config: String?
     @Option(help: "Vectors to measure usage and reconstruction on.") var input: String?
 
+    /// Prints the report whole once it is complete: an input refused half-way (a NaN in its last chunk) prints only
+    /// the error line, not the checkpoint's description before it.
     func run() throws {
+        var lines: [String] = []
+        try report { lines.append($0) }
+        Swift.print(lines.joined(separator: "\n"))
+    }
+
+    func report(_ print: (String) -> Void) throws {
         let (q, cfg) = try loadQuantizer(checkpoint, config: config)
         let kw = cfg.kwargs.keys.sorted().map { "\($0)=\(cfg.kwargs[$0]!)" }.joined(separator: ", ")
         print("\(checkpoint): \(cfg.module)(\(kw))")

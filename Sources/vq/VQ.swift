@@ -25,7 +25,8 @@ struct VQ: ParsableCommand {
                 print(fullMessage(for: error))
                 Foundation.exit(0)
             }
-            FileHandle.standardError.write(Data("vq: error: \(oneLine(describe(error)))\n".utf8))
+            let text = oneLine(describe(error))   // never an empty line: a bare exit status says so
+            FileHandle.standardError.write(Data("vq: error: \(text.isEmpty ? "failed (exit status \(code.rawValue))" : text)\n".utf8))
             Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
         }
     }

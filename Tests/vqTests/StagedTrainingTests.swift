@@ -90,8 +90,12 @@ struct StagedTrainingTests {
         r = try run("train", "--input", path("a.npy"), "--init", path("c3.safetensors"), "--steps", "10", "--batch-size", "256",
                     "--output", path("c4.safetensors"))
         #expect(r.status == 0, "\(r.stderr)")
-        r = try run("compare", path("c2.safetensors"), path("c4.safetensors"), "--input", path("a.npy"))
+        r = try run("compare", path("c2.safetensors"), path("c4.safetensors"), "--input", path("a.npy"), "--report", path("moved.html"))
         #expect(r.status == 1 && r.stdout.contains("MOVED: codes 0,"), "\(r.stdout) \(r.stderr)")
+        // One line says why the status is 1 (it was an empty `vq: error: `), and the report is written.
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.hasPrefix("vq: error: frozen elements moved from ")
+                && r.stderr.contains("codes 0,"), "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: path("moved.html")))
         // A residual stack whose first layer is frozen.
         r = try run("train", "--input", path("a.npy"), "--codebook-size", "16", "--residual", "2", "--steps", "10", "--batch-size", "256",
                     "--output", path("r1.safetensors"))
