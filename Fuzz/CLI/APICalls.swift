@@ -114,9 +114,13 @@ enum CallEffect { case keepsFrozen, mayRelease, newModule }
 /// Runs one case: a quantizer of `configs` prepared as the checkpoint fixtures are, one to six random calls, and a
 /// last training step, encode and decode. Traps (preconditions) are the failures the fuzzer looks for; the two state
 /// properties are checked with `precondition` too, so they stop the run with the call named.
+/// `VQ_FUZZ_TRACE=N` prints the quantizer and every call of case N (to replay a failure).
+nonisolated(unsafe) var traceCase = false
+
 func runCalls(_ configs: [ModuleConfig], rng: inout SeededGenerator, scratch: URL) {
     var maker = CallMaker(rng: SeededGenerator(seed: rng.next()))
     let config = configs[rng.nextInt(below: configs.count)]
+    if traceCase { FileHandle.standardError.write(Data("case: \(config.module) \(config.kwargs)\n".utf8)) }
     guard let q = CheckpointFixture.prepared(config, rng: &rng) else { return }
     let other = CheckpointFixture.prepared(configs[rng.nextInt(below: configs.count)], rng: &rng)
     for _ in 0...rng.nextInt(below: 6) {
@@ -124,6 +128,7 @@ func runCalls(_ configs: [ModuleConfig], rng: inout SeededGenerator, scratch: UR
         var (name, effect, call) = randomCall(q, other: other, maker: &maker, scratch: scratch)
         for _ in 0..<8 where name == "nothing" { (name, effect, call) = randomCall(q, other: other, maker: &maker, scratch: scratch) }
         let kind = String(name.prefix { $0 != "(" && $0 != " " })
+        if traceCase { FileHandle.standardError.write(Data("call: \(name)\n".utf8)) }
         do {
             try call()
             callTally[kind, default: (0, 0)].ok += 1
@@ -242,20 +247,24 @@ func randomCall(_ q: any Quantizer, other: (any Quantizer)?, maker m: inout Call
     case 12, 13:
         // A state dictionary as a program might hand it: this module's or another's, a key dropped, added, reshaped or
         // given extreme values.
-        var state = (m.chance(4) ? (other ?? q) : q).stateDict()
+        let fromOther = m.chance(4)
+        var state = (fromOther ? (other ?? q) : q).stateDict()
         let keys = state.keys.sorted()
+        var change = fromOther && other != nil ? "another quantizer's" : "its own"
         if !keys.isEmpty {
             let k = m.pick(keys)
             switch m.rng.nextInt(below: 5) {
-            case 0: state[k] = nil
-            case 1: state["extra.weight"] = Tensor.zeros([2])
-            case 2: state[k] = Tensor.zeros(m.near(state[k]!.shape))
-            case 3: state[k] = withExtremes(state[k]!, rng: &m.rng)
+            case 0: state[k] = nil; change += ", \(k) dropped"
+            case 1: state["extra.weight"] = Tensor.zeros([2]); change += ", a key added"
+            case 2: state[k] = Tensor.zeros(m.near(state[k]!.shape)); change += ", \(k) zeros \(state[k]!.shape)"
+            case 3:
+                state[k] = withExtremes(state[k]!, rng: &m.rng)
+                change += ", \(k) with extremes \(state[k]!.scalars.filter { !$0.isFinite || abs($0) > 1e6 }.prefix(4))"
             default: break
             }
         }
         let strict = !m.chance(4)
-        return ("load(stateDict: \(state.count) tensors, strict: \(strict))", .newModule, { try (q as Module).load(stateDict: state, strict: strict) })
+        return ("load(stateDict: \(state.count) tensors, \(change), strict: \(strict))", .newModule, { try (q as Module).load(stateDict: state, strict: strict) })
     case 14:
         let shape = m.near(q.isInitialised ? q.encode(Tensor.randomNormal([1] + (q.sequenceShape ?? [3]) + [q.inputDim], using: &m.rng)).shape : [1, 3])
         let indices = m.indexTensor(shape, size: q.codebookSizes.max() ?? 1)

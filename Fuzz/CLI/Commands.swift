@@ -448,7 +448,7 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
 }
 
 /// What a successful run wrote must be usable: the checkpoint of `train`, `freeze`, `unfreeze` loads (with its
-/// sidecar); the indices of `encode` are integers, the vectors of `decode` finite (as `.npy`).
+/// sidecar); the indices of `encode` are codes of the checkpoint or −1, the vectors of `decode` finite (as `.npy`).
 func checkOutputs(_ written: Set<String>, args: [String], in dir: URL, fail: (String) -> Never) {
     guard let i = args.lastIndex(of: "--output"), i + 1 < args.count else { return }
     let output = args[i + 1].hasPrefix("/") ? args[i + 1] : dir.path + "/" + args[i + 1]
@@ -458,7 +458,16 @@ func checkOutputs(_ written: Set<String>, args: [String], in dir: URL, fail: (St
     case "train", "freeze", "unfreeze":
         do { _ = try QuantizerCheckpoint.loadQuantizer(url) } catch { fail("wrote \(args[i + 1]), which does not load: \(error)") }
     case "encode" where url.pathExtension == "npy":
-        guard case .integer = try? NumPyFile.read(contentsOf: url) else { fail("wrote \(args[i + 1]), which holds no indices") }
+        guard case .integer(let indices) = try? NumPyFile.read(contentsOf: url) else { fail("wrote \(args[i + 1]), which holds no indices") }
+        // Each index a code of the checkpoint's codebooks, or −1 (a vector without a code).
+        func path(_ option: String) -> URL? {
+            args.lastIndex(of: option).flatMap { $0 + 1 < args.count ? (args[$0 + 1].hasPrefix("/") ? URL(fileURLWithPath: args[$0 + 1])
+                                                                 : dir.appendingPathComponent(args[$0 + 1])) : nil }
+        }
+        if let checkpoint = path("--checkpoint"), let (q, _) = try? QuantizerCheckpoint.loadQuantizer(checkpoint, config: path("--config")),
+           let bad = indices.scalars.first(where: { $0 < -1 || $0 >= (q.codebookSizes.max() ?? 0) }) {
+            fail("wrote \(args[i + 1]) with index \(bad), outside −1..<\(q.codebookSizes.max() ?? 0)")
+        }
     case "decode" where url.pathExtension == "npy":
         guard case .float(let x) = try? NumPyFile.read(contentsOf: url), x.allFinite else { fail("wrote \(args[i + 1]), which holds no finite vectors") }
     default: break

@@ -278,6 +278,7 @@ func runStructured(_ mode: FuzzMode, count: Int, seed: UInt64) {
     for i in 0..<count {
         if mode == .calls {
             try? Data("seed \(seed) call case \(i)\n".utf8).write(to: caseFile)
+            traceCase = ProcessInfo.processInfo.environment["VQ_FUZZ_TRACE"] == "\(i)"
             runCalls(CheckpointFixture.configurations, rng: &rng, scratch: Fixtures.dir)
         } else if mode == .checkpoints {
             try? Data("seed \(seed) checkpoint case \(i)\n".utf8).write(to: caseFile)

@@ -31,6 +31,37 @@ struct RobustnessTests {
         #expect(out.indices.count == 20)
     }
 
+    @Test("a batch that uses only frozen codes, on counts that are all zero, leaves the free codes as they were (0/0 made them NaN)",
+          arguments: [false, true])
+    func onlyFrozenCodesUsed(_ loaded: Bool) throws {
+        let vq = try quantizer()
+        // Code 0 set where the data is and frozen; the free codes elsewhere. The counts are all zero: a fresh codebook,
+        // or a state loaded with them so.
+        var codes = vq.codebook.embed.value.scalars
+        for j in 0..<4 { codes[j] = 10 }
+        try vq.codebook.setCodes(Tensor(codes, shape: [1, 8, 4]))
+        try vq.codebook.freeze(codes: [0])
+        if loaded {
+            var state = vq.stateDict()
+            state["_codebook.cluster_size"] = Tensor.zeros([1, 8])
+            try vq.load(stateDict: state)
+        }
+        let before = vq.codebook.embed.value.scalars
+        vq.train()
+        _ = vq(TestSupport.random([1, 6, 4], seed: 2) * 0.1 + 10)   // every vector's nearest code is 0
+        for t in vq.stateDict().values { #expect(t.allFinite) }
+        // No vector reached a free code: with no count anywhere they keep their values; on a fresh codebook the EMA
+        // decays their statistics alike, so they stay within rounding.
+        let held = vq.codebook.embed.value.scalars
+        #expect(loaded ? held == before : zip(held, before).allSatisfy { abs($0 - $1) <= 1e-5 * max(abs($1), 1) }, "no code has news")
+        // A batch at a free code moves it (so the check above is not vacuous), and code 0 holds.
+        let target = Array(before[4..<8])
+        _ = vq(Tensor((0..<6).flatMap { _ in target.map { $0 + 0.05 } }, shape: [1, 6, 4]))
+        let after = vq.codebook.embed.value.scalars
+        for t in vq.stateDict().values { #expect(t.allFinite) }
+        #expect(Array(after[4..<8]) != target && Array(after[0..<4]) == Array(before[0..<4]))
+    }
+
     /// FSQ has no state to protect, but a NaN row must not trap when its index is formed: its index is −1
     /// (its codes stay NaN), in evaluation (the grid kernel) and with gradients, symmetric or not, while the
     /// other rows are quantized as without it.

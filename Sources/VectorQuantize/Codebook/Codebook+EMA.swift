@@ -186,7 +186,10 @@ extension Codebook {
         let d = dim
         let cosine = configuration.useCosineSimilarity
         let avg = embedAverage.value.scalars, smoothed = smoothedCounts()
-        let rows = (0..<codeCount).filter { touched[$0] }
+        // A smoothed count of 0 means its codebook has no count at all (Σn = 0: every count was 0 and the batch went
+        // to frozen codes only): there is no news for the code, and `embed_avg / 0` would make it ±∞ or NaN (as the
+        // reference would). Such a code keeps its value.
+        let rows = (0..<codeCount).filter { touched[$0] && smoothed[$0] > 0 }
         avg.withUnsafeBufferPointer { pa in
             nonisolated(unsafe) let average = pa.baseAddress!
             write(.recompute, rows: rows, .codes, touch: .codes, threaded: true) { w in
