@@ -102,9 +102,8 @@ func checkFiles(checkpoint: String, config: String?, input: String, output: Stri
 }
 
 /// The files of a command that reads checkpoints (each with its sidecar), a config and an input and writes one output
-/// (``CommandFiles``): the output's extension and folder first, then every file against every other.
+/// (``CommandFiles``): the output's folder and what is in its place first, then every file against every other.
 func checkFiles(checkpoints: [(path: String, role: String)], config: String?, input: String, output: (path: String, role: String)?) throws {
-    if let output { try DataFiles.checkOutput(output.path, option: output.role) }
     var files = CommandFiles()
     for c in checkpoints { files.checkpointInput(c.path, c.role) }
     files.input(config, "--config")

@@ -39,7 +39,6 @@ struct CodeSelection: ParsableArguments {
         if let dims { _ = try CodeSpec(dims, option: "--dims") }
         if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
         if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
-        if let output { try DataFiles.checkOutput(output, option: "--output") }
         var files = CommandFiles()
         files.checkpointInput(checkpoint, "checkpoint")
         files.input(config, "--config")
