@@ -6,13 +6,17 @@
 For each module configuration: build it in PyTorch (seeded), train it a few steps so that its state is
 not the initial one, save `state_dict()` with `safetensors.torch.save_file` plus the JSON config, then
 1. PyTorch → Swift: `vq encode` / `vq decode` must give PyTorch's indices exactly and its decoded vectors
-   within 1e-5;
-2. Swift → PyTorch: `vq freeze` re-saves the checkpoint from Swift (with our extra `frozen_codes` key);
-   PyTorch loads it with `load_state_dict(strict=False)` — the only unexpected keys may be ours, nothing
-   may be missing — and gives the same indices.
+   within 1e-5 (relative to their size);
+2. Swift → PyTorch: `vq train --init` continues the checkpoint a few steps in Swift (`vq freeze` re-saves it for
+   HierarchicalVQ, which `vq train` does not train; kinds with nothing the tool learns are one-way); PyTorch
+   loads the result with `load_state_dict(strict=False)` — the only unexpected keys may be ours (the freeze
+   state), nothing may be missing — and `vq encode` gives PyTorch's indices of it.
+Every quantizer of the registry has a case; `--random N [--seed S]` adds N configurations with one to five of
+the reference's keywords drawn from POOLS (each kind in turn). The deliberate differences of the README are
+honoured: an affine codebook's statistics do not move in evaluation, and it decodes to the codes its forward used.
 Prints one line per case and `N passed, M failed`; exits 1 on any failure.
 """
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, contextlib, io, json, os, random, subprocess, sys, tempfile
 import numpy as np
 import torch
 from safetensors.torch import save_file, load_file
@@ -34,96 +38,371 @@ CASES = [
     ("lfq", "LFQ", dict(dim=8)),
     ("lfq_projection", "LFQ", dict(dim=16, codebook_size=1024)),
     ("rlfq", "ResidualLFQ", dict(dim=16, codebook_size=256, num_quantizers=2)),
+    ("grfsq", "GroupedResidualFSQ", dict(dim=16, levels=[8, 5, 5], num_quantizers=2, groups=2)),
+    ("grlfq", "GroupedResidualLFQ", dict(dim=16, codebook_size=64, num_quantizers=2, groups=2)),
+    ("simvq", "SimVQ", dict(dim=16, codebook_size=64)),
+    ("rsimvq", "ResidualSimVQ", dict(dim=16, codebook_size=64, num_quantizers=2)),
+    ("rpq", "RandomProjectionQuantizer", dict(dim=16, codebook_size=32, codebook_dim=8, num_codebooks=2)),
+    ("latent", "LatentQuantize", dict(levels=[5, 5, 8], dim=16)),
+    ("fsp", "FSP", dict(levels=[8, 5, 5], dim=16)),
+    ("fsp_normal", "FSP", dict(levels=[7, 5, 5], dim=16, act_name="normal", need_inv_act=True)),
+    ("binary", "BinaryMapper", dict(bits=6, deterministic_on_eval=True)),
+    ("hvq", "HierarchicalVQ", dict(dim=16, codebook_size=32, scales=[1, 4, 20], kmeans_init=False)),
+    ("evolfq", "EvoLFQ", dict(encoder="nn.Linear(12, 6)", decoder="nn.Linear(6, 12)", dim=6)),
 ]
+# Every quantizer of the registry (Sources/VectorQuantize/Configuration/QuantizerRegistry.swift) has a case.
+# Cases the tool writes no checkpoint of: nothing learned (FSQ and LFQ without projection, the random projections, the binary
+# mapper) or learned elsewhere (EvoLFQ's evolution).
+NO_SWIFT_WRITE = {"fsq", "lfq", "rpq", "binary", "evolfq"}
+# The keys this library adds to a state dict (the freeze state, the policy's step counter): unexpected to PyTorch.
+OUR_KEYS = {"frozen_codes", "frozen_components", "frozen_subspace_values", "policy_frozen_at", "steps"}
 
 
-def forward_indices(name, module, x):
+def ours(name, key):
+    """a key this library writes that the reference's state dict does not hold: the freeze state, and
+    LatentQuantize's value tables with `optimize_values` false (a plain list there, optional when loading here)."""
+    return key.rsplit(".", 1)[-1] in OUR_KEYS or (name == "LatentQuantize" and key.startswith("values_per_latent."))
+HVQ_LENGTH = 20   # the last scale: `vq encode` reads an HVQ's rows as sequences of this length
+
+
+def linear(spec):
+    """`nn.Linear(a, b)` as the configuration spells it (EvoLFQ's encoder and decoder)."""
+    a, b = (int(v) for v in spec[len("nn.Linear("):-1].split(","))
+    return torch.nn.Linear(a, b)
+
+
+def build(name, kwargs):
+    cls = getattr(vqp, name)
+    if name == "EvoLFQ":
+        kw = dict(kwargs, encoder=linear(kwargs["encoder"]), decoder=linear(kwargs["decoder"]))
+        return cls(**kw)
+    return cls(**kwargs)
+
+
+def input_dim(name, kwargs):
+    if name == "BinaryMapper":
+        return kwargs["bits"]
+    if name == "EvoLFQ":
+        return linear(kwargs["encoder"]).in_features
+    return kwargs.get("dim") or len(kwargs["levels"])
+
+
+def channels_first(name, kwargs):
+    """whether the reference's module takes [b, d, n] (`vq encode` always reads rows of vectors)."""
+    if name in ("LatentQuantize",):
+        return True
+    if name == "HierarchicalVQ":
+        return kwargs.get("channel_first", True)
+    return bool(kwargs.get("channel_first") or kwargs.get("is_channel_first") or kwargs.get("channel_last") is False)
+
+
+def batch(name, kwargs, xb):
+    """A batch [b, n, d] as the module takes it."""
+    if name == "HierarchicalVQ":   # sequences of the last scale's length
+        xb = xb.reshape(-1, HVQ_LENGTH, xb.shape[-1])
+    return xb.transpose(1, 2) if channels_first(name, kwargs) else xb
+
+
+@contextlib.contextmanager
+def pure_eval(module):
+    """The reference's evaluation without its one side effect this library decided against (README, "Where this
+    library decides"): an `affine_param` codebook's batch statistics move in evaluation there, in training only
+    here — so the reference's own eval indices would depend on the batches it saw before."""
+    patched = [m for m in module.modules() if getattr(m, "affine_param", False) and hasattr(m, "update_affine")]
+    for m in patched:
+        m.update_affine = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.update_affine
+
+
+def forward_indices(name, kwargs, module, x):
     """indices for x [n, d] in the layout `vq encode` writes."""
-    with torch.no_grad():
-        if name == "VectorQuantize":
+    with torch.no_grad(), pure_eval(module):
+        if name == "VectorQuantize" and not channels_first(name, kwargs):
             return module(x)[1]
-        out = module(x[None])
+        if name == "BinaryMapper":
+            return module(x, return_indices=True)[1]
+        if name == "RandomProjectionQuantizer":
+            return module(x[None])[0]
+        if name == "HierarchicalVQ":   # per sequence: every level's indices, coarse to fine, concatenated
+            return torch.cat([i.reshape(i.shape[0], -1) for i in module(batch(name, kwargs, x))[1]], dim=-1)
+        out = module(batch(name, kwargs, x[None]))
         idx = out[1]
         if name.startswith("Grouped"):
             return idx[:, 0]
         return idx[0]
 
 
-def decode(name, module, idx):
+def as_layout(ref, ours):
+    """the reference's tensor in the tool's layout: a channels-first module puts the layer axis of its indices
+    (`[q, n]`, `[g, q, n]`) and the features of its outputs (`[d, n]`) before the rows; `vq` after them."""
+    if tuple(ref.shape) != ours.shape and ref.ndim >= 2 and tuple(ref.transpose(-1, -2).shape) == ours.shape:
+        return ref.transpose(-1, -2)
+    return ref
+
+
+def affine(module):
+    return any(getattr(m, "affine_param", False) for m in module.modules())
+
+
+def forward_output(name, kwargs, module, x):
+    """the forward's quantized vectors for x [n, d], rows first."""
+    with torch.no_grad(), pure_eval(module):
+        if name == "VectorQuantize" and not channels_first(name, kwargs):
+            return module(x)[0]
+        return module(batch(name, kwargs, x[None]))[0][0]
+
+
+def decode(name, kwargs, module, idx):
+    """what `vq decode` gives for those indices, or None where the reference has no way back."""
     with torch.no_grad():
-        if name == "VectorQuantize":
-            return module.get_output_from_indices(idx)
-        if name in ("FSQ", "LFQ"):
+        if name == "VectorQuantize":   # heads sharing one codebook come back [n, h, d] there: `vq decode` joins them
+            return module.get_output_from_indices(idx).reshape(idx.shape[0], -1)
+        if name in ("FSQ", "LFQ", "SimVQ", "FSP", "LatentQuantize"):
             return module.indices_to_codes(idx[None])[0]
+        if name == "BinaryMapper":   # the one-hot code, as the forward gives it
+            return torch.nn.functional.one_hot(idx, module.num_codes).float()
+        if name == "EvoLFQ":
+            return module.decoder(module.lfq.indices_to_codes(idx[None])[0])
+        if name == "HierarchicalVQ":
+            sizes = [s for s in module.level_shapes]
+            parts, o = [], 0
+            for shape in sizes:
+                n = int(np.prod(shape))
+                parts.append(idx[:, o:o + n].reshape(idx.shape[0], *shape))
+                o += n
+            return module.get_output_from_indices(tuple(parts))
+        if name == "RandomProjectionQuantizer":
+            return None
         if name.startswith("Grouped"):
             return module.get_output_from_indices(idx[:, None])[0]
         return module.get_output_from_indices(idx[None])[0]
 
 
+def run(vq, *args):
+    r = subprocess.run([vq, *args], capture_output=True, text=True)
+    return r.returncode, (r.stderr or r.stdout).strip()
+
+
+def check_encode(vq, name, kwargs, module, ckpt, x, xin, tmp, tag):
+    """`vq encode` (and `vq decode`) of the checkpoint against the module: a list of problems."""
+    idx = forward_indices(name, kwargs, module, x)
+    try:
+        # An affine codebook decodes to the codes its forward used here, to the raw rows there (README, "Differences
+        # from vector-quantize-pytorch"): compared with the reference's forward output.
+        ref_out = forward_output(name, kwargs, module, x) if affine(module) else decode(name, kwargs, module, idx)
+    except Exception:   # the reference's own decoding fails for some configurations (multi-axis layouts): not compared
+        ref_out = NotImplemented
+    iout, vout = os.path.join(tmp, tag + "_idx.npy"), os.path.join(tmp, tag + "_vec.npy")
+    problems = []
+    rc, err = run(vq, "encode", "--checkpoint", ckpt, "--input", xin, "--output", iout)
+    if rc != 0:
+        return idx, [f"{tag} encode: {err}"]
+    ours = np.load(iout)
+    idx = as_layout(idx, ours)
+    if ours.shape != tuple(idx.shape) or not np.array_equal(ours, idx.numpy()):
+        detail = int((ours != idx.numpy()).sum()) if ours.shape == tuple(idx.shape) else f"shape {ours.shape} vs {tuple(idx.shape)}"
+        problems.append(f"{tag} indices differ: {detail}")
+    rc, err = run(vq, "decode", "--checkpoint", ckpt, "--input", iout, "--output", vout)
+    if ref_out is NotImplemented:
+        pass
+    elif ref_out is None:
+        if rc == 0:
+            problems.append(f"{tag} decode succeeded where the reference has no decoding")
+    elif rc != 0:
+        problems.append(f"{tag} decode: {err}")
+    else:
+        dec = np.load(vout)
+        want = as_layout(ref_out, dec).numpy()   # channels-first modules decode to [d, n]
+        if dec.shape != want.shape or np.abs(dec - want).max() > 1e-5 * max(1.0, float(np.abs(want).max())):
+            problems.append(f"{tag} decoded vectors differ (shape {dec.shape} vs {want.shape}"
+                            + (f", max {np.abs(dec - want).max():.3g})" if dec.shape == want.shape else ")"))
+    return idx, problems
+
+
+# Random configurations (`--random N`): each case is one kind's base configuration above with one to five keywords of
+# the reference's constructor drawn from these pools (a configuration PyTorch refuses, or cannot run, is drawn again).
+# Layout keywords are included: `vq encode` reads rows of vectors whatever the module's axes.
+BOOL = [True, False]
+VQ_POOL = dict(codebook_size=[16, 33, 64], codebook_dim=[4, 8, 16], heads=[1, 2, 4], separate_codebook_per_head=BOOL,
+               decay=[0.5, 0.8, 0.99], eps=[1e-5, 1e-3], freeze_codebook=BOOL, kmeans_init=BOOL, kmeans_iters=[1, 3],
+               use_cosine_sim=BOOL, layernorm_after_project_in=BOOL, threshold_ema_dead_code=[0, 0.5, 2],
+               channel_last=BOOL, commitment_weight=[0.0, 0.25, 1.0], commitment_use_cross_entropy_loss=BOOL,
+               orthogonal_reg_weight=[0.0, 0.1], orthogonal_reg_active_codes_only=BOOL, orthogonal_reg_max_codes=[None, 8],
+               codebook_diversity_loss_weight=[0.0, 0.1], codebook_diversity_temperature=[1.0, 100.0],
+               stochastic_sample_codes=BOOL, sample_codebook_temp=[0.1, 1.0], straight_through=BOOL,
+               rotation_trick=[None, True, False], directional_reparam=BOOL, ema_update=[None, True, False],
+               learnable_codebook=[None, True, False], affine_param=BOOL, affine_param_batch_decay=[0.5, 0.99],
+               affine_param_codebook_decay=[0.5, 0.9], sync_update_v=[0.0, 0.5], return_zeros_for_masked_padding=BOOL)
+RVQ_POOL = dict(VQ_POOL, num_quantizers=[1, 2, 3], shared_codebook=BOOL, diveq=BOOL, quantize_dropout=BOOL,
+                quantize_dropout_cutoff_index=[0, 1], implicit_neural_codebook=BOOL, beam_size=[None, 2, 4],
+                eval_beam_size=[None, 2, 3], quant_grad_frac=[0.0, 0.5])
+FSQ_POOL = dict(levels=[[8, 5, 5, 5], [7, 5], [4, 4, 4], [3, 3, 3, 3, 2]], dim=[None, 8, 16], num_codebooks=[1, 2],
+                keep_num_codebooks_dim=[None, True], scale=[None, 0.5], channel_first=BOOL, projection_has_bias=BOOL,
+                return_indices=[True], force_quantization_f32=BOOL, preserve_symmetry=BOOL, noise_dropout=[0.0, 0.5],
+                bound_hard_clamp=BOOL, orthogonal_rotation=BOOL)
+RFSQ_POOL = dict(FSQ_POOL, num_quantizers=[1, 2, 3], is_channel_first=BOOL, quantize_dropout=BOOL,
+                 quantize_dropout_cutoff_index=[0, 1], soft_clamp_input_value=[None, 1.0, 5.0])
+for k in ("channel_first", "num_codebooks", "keep_num_codebooks_dim"):
+    RFSQ_POOL.pop(k)
+LFQ_POOL = dict(dim=[None, 8, 16], codebook_size=[16, 64, 256], entropy_loss_weight=[0.0, 0.1], commitment_loss_weight=[0.0, 0.25],
+                diversity_gamma=[1.0, 2.5], num_codebooks=[1, 2], keep_num_codebooks_dim=[None, True], codebook_scale=[1.0, 0.5],
+                frac_per_sample_entropy=[1.0, 0.5], has_projections=[None, True], projection_has_bias=BOOL,
+                soft_clamp_input_value=[None, 1.0, 5.0], cosine_sim_project_in=BOOL, cosine_sim_project_in_scale=[None, 2.0],
+                channel_first=[None, True, False], experimental_softplus_entropy_loss=BOOL, entropy_loss_offset=[5.0, 1.0],
+                spherical=BOOL, force_quantization_f32=BOOL, orthogonal_rotation=BOOL)
+RLFQ_POOL = dict(LFQ_POOL, num_quantizers=[1, 2, 3], quantize_dropout=BOOL, quantize_dropout_cutoff_index=[0, 1])
+for k in ("channel_first", "num_codebooks", "keep_num_codebooks_dim", "dim"):
+    RLFQ_POOL.pop(k)
+SIM_POOL = dict(codebook_size=[16, 64], channel_first=BOOL, rotation_trick=BOOL, input_to_quantize_commit_loss_weight=[0.0, 0.25],
+                commitment_weight=[0.0, 1.0], frozen_codebook_dim=[None, 8, 24])
+POOLS = {
+    "VectorQuantize": VQ_POOL,
+    "ResidualVQ": RVQ_POOL,
+    "GroupedResidualVQ": dict(RVQ_POOL, groups=[1, 2, 4]),
+    "FSQ": FSQ_POOL,
+    "ResidualFSQ": RFSQ_POOL,
+    "GroupedResidualFSQ": dict(RFSQ_POOL, groups=[1, 2, 4]),
+    "LFQ": LFQ_POOL,
+    "ResidualLFQ": RLFQ_POOL,
+    "GroupedResidualLFQ": dict(RLFQ_POOL, groups=[1, 2, 4]),
+    "SimVQ": SIM_POOL,
+    "ResidualSimVQ": dict(SIM_POOL, num_quantizers=[1, 2, 3], heads=[1, 2], quantize_dropout=BOOL, quantize_dropout_cutoff_index=[0, 1]),
+    "RandomProjectionQuantizer": dict(codebook_size=[16, 33], codebook_dim=[4, 8], num_codebooks=[1, 2, 3], norm=BOOL,
+                                      use_cosine_sim=BOOL, kmeans_init=BOOL),
+    "LatentQuantize": dict(levels=[[5, 5, 8], [3, 3, 3, 3], [7, 7]], commitment_loss_weight=[0.0, 0.1], quantization_loss_weight=[0.0, 0.1],
+                           num_codebooks=[1, 2], codebook_dim=[-1, 2, 4], keep_num_codebooks_dim=[None, True], optimize_values=BOOL),
+    "FSP": dict(levels=[[8, 5, 5], [7, 5, 5], [4, 4, 4, 4]], dim=[None, 8, 16], channel_first=BOOL, projection_has_bias=BOOL,
+                act_name=["tanh", "sigmoid", "normal", "laplace", "cauchy"], quantize_rate=[0.0, 0.5], need_inv_act=BOOL,
+                vector_norm=["var_tanh", None]),
+    "BinaryMapper": dict(bits=[1, 3, 6, 8], kl_loss_threshold=[0.1, 0.69]),
+    "HierarchicalVQ": dict(codebook_size=[16, 32], scales=[[1, 4, 20], [2, 5, 20], [1, 2, 5, 10, 20]], shared_codebook=BOOL,
+                           channel_first=BOOL, decay=[0.8, 0.99], commitment_weight=[0.0, 1.0], rotation_trick=BOOL, kmeans_init=BOOL,
+                           kmeans_iters=[1, 3], threshold_ema_dead_code=[0, 2], stochastic_sample_codes=BOOL,
+                           sample_codebook_temp=[0.1, 1.0], orthogonal_reg_weight=[0.0, 0.1], quant_resi=[0.0, 0.5],
+                           share_quant_resi=[1, 2, 3], nested_dropout=[0.0, 0.5]),
+    "EvoLFQ": dict(codebook_size=[None, 64], num_codebooks=[1, 2], pop_size=[4, 64], mutation_rate=[0.02, 0.2],
+                   entropy_loss_weight=[0.0, 0.1]),
+}
+BASES = {}
+for _case, _name, _kwargs in CASES:
+    BASES.setdefault(_name, _kwargs)
+
+
+def random_config(rng, name):
+    kwargs = dict(BASES[name])
+    pool = POOLS[name]
+    for key in rng.sample(sorted(pool), min(len(pool), rng.randint(1, 5))):
+        value = rng.choice(pool[key])
+        if value is None:
+            kwargs.pop(key, None)
+        else:
+            kwargs[key] = value
+    if name == "BinaryMapper":
+        kwargs["deterministic_on_eval"] = True   # `vq encode` is deterministic; the reference samples otherwise
+    return kwargs
+
+
+def prepare(name, kwargs, seed):
+    """the module built and trained three steps in PyTorch, and the data to encode; raises where PyTorch refuses."""
+    torch.manual_seed(seed)
+    module = build(name, kwargs)
+    dim = input_dim(name, kwargs)
+    g = torch.Generator().manual_seed(seed + 1)
+    module.train()
+    for _ in range(3):  # a few training steps so that the state is not the initial one
+        module(batch(name, kwargs, torch.randn(4, 40, dim, generator=g)))
+    module.eval()
+    x = torch.randn(200, dim, generator=g)
+    forward_indices(name, kwargs, module, x)   # PyTorch can encode it
+    return module, x, g
+
+
+def run_case(vq, tmp, case, name, kwargs, module, x, g):
+    """the problems found in both directions, and how far it went."""
+    dim = x.shape[-1]
+    ckpt = os.path.join(tmp, case + ".safetensors")
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, ckpt)
+    with open(os.path.join(tmp, case + ".json"), "w") as f:
+        json.dump({"module": name, "kwargs": kwargs}, f)
+    xin = os.path.join(tmp, case + "_x.npy")
+    np.save(xin, x.numpy())
+    # PyTorch -> Swift
+    _, problems = check_encode(vq, name, kwargs, module, ckpt, x, xin, tmp, case)
+    # Swift -> PyTorch: a checkpoint Swift wrote (trained a few steps from PyTorch's where the tool trains this kind,
+    # else re-saved by `vq freeze`) loads in PyTorch with nothing missing — the only unexpected keys may be ours — and
+    # gives `vq encode`'s indices of it.
+    swift_ckpt = os.path.join(tmp, case + "_swift.safetensors")
+    learned = sum(p.numel() for p in module.parameters() if p.requires_grad) > 0
+    if name in ("RandomProjectionQuantizer", "BinaryMapper", "EvoLFQ"):
+        return problems, "PyTorch → Swift; the tool writes none of these"
+    if name == "HierarchicalVQ":   # trained from sequences, not by `vq train`: re-saved by `vq freeze`
+        rc, err = run(vq, "freeze", ckpt, "--codes", "0", "--output", swift_ckpt)
+    else:
+        train = os.path.join(tmp, case + "_train.npy")
+        np.save(train, torch.randn(256, dim, generator=g).numpy())
+        rc, err = run(vq, "train", "--init", ckpt, "--input", train, "--output", swift_ckpt,
+                      "--steps", "3", "--batch-size", "64", "--lr", "0.01")
+        if rc != 0 and "nothing for vq train to do" in err and not learned and not any("_codebook" in k for k in module.state_dict()):
+            return problems, "PyTorch → Swift; nothing learned, nothing for the tool to write"
+    if rc != 0:
+        return problems + [("freeze: " if name == "HierarchicalVQ" else "train --init: ") + err], ""
+    back = build(name, kwargs)
+    state = load_file(swift_ckpt)
+    res = back.load_state_dict(state, strict=False)
+    trained = set(module.state_dict())
+    for k in res.unexpected_keys:
+        if k in trained:   # a buffer the reference makes at its first batch (affine_param's batch statistics)
+            owner, _, buffer = k.rpartition(".")
+            back.get_submodule(owner).register_buffer(buffer, state[k])
+    extra = [k for k in res.unexpected_keys if not ours(name, k) and k not in trained]
+    if res.missing_keys or extra:
+        problems.append(f"torch load: missing {res.missing_keys}, unexpected {extra}")
+    back.eval()
+    _, more = check_encode(vq, name, kwargs, back, swift_ckpt, x, xin, tmp, case + "_swift")
+    return problems + more, "both ways"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vq", default=".build/release/vq")
+    ap.add_argument("--random", type=int, default=0, help="also this many random configurations (keywords drawn from POOLS)")
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    torch.manual_seed(0)
     passed = failed = 0
+    cases = [(case, name, kwargs) for case, name, kwargs in CASES]
+    rng = random.Random(args.seed)
+    kinds = sorted(POOLS)
+    drawn = refused = 0
+    while drawn < args.random:
+        name = kinds[drawn % len(kinds)]
+        kwargs = random_config(rng, name)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                prepare(name, kwargs, 0)
+        except Exception:
+            refused += 1
+            if refused > 50 * (args.random + 1):
+                break
+            continue
+        cases.append((f"random{drawn}", name, kwargs))
+        drawn += 1
     with tempfile.TemporaryDirectory() as tmp:
-        for case, name, kwargs in CASES:
-            cls = getattr(vqp, name)
-            module = cls(**kwargs)
-            dim = kwargs.get("dim") or len(kwargs.get("levels", [])) or kwargs["dim"]
-            g = torch.Generator().manual_seed(1)
-            module.train()
-            for _ in range(3):  # a few training steps so that the state is not the initial one
-                xb = torch.randn(4, 32, dim, generator=g)
-                module(xb)
-            module.eval()
-            x = torch.randn(200, dim, generator=g)
-            idx = forward_indices(name, module, x)
-            ref_out = decode(name, module, idx)
-            ckpt = os.path.join(tmp, case + ".safetensors")
-            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, ckpt)
-            with open(os.path.join(tmp, case + ".json"), "w") as f:
-                json.dump({"module": name, "kwargs": kwargs}, f)
-            xin, iout, vout = (os.path.join(tmp, case + s) for s in ("_x.npy", "_idx.npy", "_vec.npy"))
-            np.save(xin, x.numpy())
-            problems = []
-            r = subprocess.run([args.vq, "encode", "--checkpoint", ckpt, "--input", xin, "--output", iout], capture_output=True, text=True)
-            if r.returncode != 0:
-                problems.append("encode: " + (r.stderr or r.stdout).strip())
-            else:
-                ours = np.load(iout)
-                if ours.shape != tuple(idx.shape) or not np.array_equal(ours, idx.numpy()):
-                    problems.append(f"indices differ: {int((ours != idx.numpy()).sum()) if ours.shape == tuple(idx.shape) else ours.shape}")
-                r = subprocess.run([args.vq, "decode", "--checkpoint", ckpt, "--input", iout, "--output", vout], capture_output=True, text=True)
-                if r.returncode != 0:
-                    problems.append("decode: " + (r.stderr or r.stdout).strip())
-                else:
-                    dec = np.load(vout)
-                    if dec.shape != tuple(ref_out.shape) or np.abs(dec - ref_out.numpy()).max() > 1e-5:
-                        problems.append(f"decoded vectors differ (shape {dec.shape} vs {tuple(ref_out.shape)})")
-            # Swift -> PyTorch
-            if name in ("VectorQuantize", "ResidualVQ", "GroupedResidualVQ"):
-                swift_ckpt = os.path.join(tmp, case + "_swift.safetensors")
-                r = subprocess.run([args.vq, "freeze", ckpt, "--codes", "0", "--output", swift_ckpt], capture_output=True, text=True)
-                if r.returncode != 0:
-                    problems.append("freeze: " + (r.stderr or r.stdout).strip())
-                else:
-                    back = cls(**kwargs)
-                    state = load_file(swift_ckpt)
-                    res = back.load_state_dict(state, strict=False)
-                    extra = [k for k in res.unexpected_keys if not k.endswith("frozen_codes")]
-                    if res.missing_keys or extra:
-                        problems.append(f"torch load: missing {res.missing_keys}, unexpected {extra}")
-                    back.eval()
-                    if not torch.equal(forward_indices(name, back, x), idx):
-                        problems.append("torch indices from the Swift checkpoint differ")
+        for i, (case, name, kwargs) in enumerate(cases):
+            with contextlib.redirect_stdout(io.StringIO()):
+                module, x, g = prepare(name, kwargs, i)
+            problems, way = run_case(args.vq, tmp, case, name, kwargs, module, x, g)
+            label = case if not case.startswith("random") else f"{case} {name} {json.dumps(kwargs)}"
             if problems:
                 failed += 1
-                print(f"{case}: FAILED " + "; ".join(problems))
+                print(f"{label}: FAILED " + "; ".join(problems))
             else:
                 passed += 1
-                print(f"{case}: ok (indices {tuple(idx.shape)} equal both ways)")
-    print(f"{passed} passed, {failed} failed")
+                print(f"{label}: ok (indices equal, {way})")
+    print(f"{passed} passed, {failed} failed" + (f" ({refused} random configurations PyTorch refused, drawn again)" if args.random else ""))
     sys.exit(1 if failed else 0)
 
 

@@ -67,4 +67,50 @@ struct DistributedTests {
         #expect(models[0].codes == models[1].codes)
         #expect(TestSupport.maxAbsDiff(models[0].codes, single.codes) <= 1e-6)
     }
+
+    @Test("sync_codebook false: each rank learns from its own shard alone; sync_kmeans false: k-means and dead-code draws from it")
+    func unsynchronised() throws {
+        let data = batches()
+        @Sendable func shard(_ b: Tensor, _ r: Int) -> Tensor { b.slice(axis: 1, (r * 32)..<(r * 32 + 32)) }
+        for (syncCodebook, syncKmeans) in [(false, true), (true, false)] {
+            var c = try VectorQuantizerConfiguration(referenceKwargs: ["dim": 8, "codebook_size": 16, "kmeans_init": true,
+                                                                       "seed": 3,
+                                                                       "sync_codebook": syncCodebook, "sync_kmeans": syncKmeans])
+            #expect(try VectorQuantizerConfiguration(referenceKwargs: c.referenceKwargs) == c)
+            c.seed = 3
+            let world = LoopbackWorld(size: 2)
+            nonisolated(unsafe) let ranks = try (0..<2).map { r -> VectorQuantizer in
+                let m = try VectorQuantizer(c)
+                m.codebook.collective = world.collective(rank: r)
+                return m
+            }
+            // After each step, what the step added to the counts: (1 − decay) × the batch counts — summed over the
+            // ranks while the codebook is synchronised, each rank's own when not.
+            nonisolated(unsafe) var added: [[[Float]]] = [[], []]
+            runRanks(2) { r in
+                for b in data {
+                    let before = ranks[r].codebook.isInitialized ? ranks[r].codebook.clusterSize.value.scalars : nil
+                    _ = ranks[r](shard(b, r))
+                    if let before {
+                        added[r].append(zip(ranks[r].codebook.clusterSize.value.scalars, before).map { $0 - 0.8 * $1 })
+                    }
+                }
+            }
+            #expect(ranks[0].codes != ranks[1].codes, "the ranks' codebooks should differ (\(syncCodebook), \(syncKmeans))")
+            #expect(added[0].count == data.count - 1)
+            let sameCounts = zip(added[0], added[1]).allSatisfy { a, b in zip(a, b).allSatisfy { abs($0 - $1) <= 1e-4 } }
+            if !syncCodebook {
+                #expect(!sameCounts)
+                // Nothing crosses between ranks: each is one process on its shard, bit for bit.
+                for r in 0..<2 {
+                    let alone = try VectorQuantizer(c)
+                    for b in data { _ = alone(shard(b, r)) }
+                    #expect(alone.stateDict() == ranks[r].stateDict())
+                }
+            } else {
+                // The EMA statistics are still summed over the ranks; the codes k-means drew locally differ.
+                #expect(sameCounts)
+            }
+        }
+    }
 }

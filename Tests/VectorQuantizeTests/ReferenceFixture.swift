@@ -43,10 +43,11 @@ struct ReferenceFixture: @unchecked Sendable {
         return m.scalars.map { $0 != 0 }
     }
 
-    /// Every case in a folder (`<name>.json` + `<name>.safetensors`), sorted by name.
+    /// Every case in a folder (`<name>.json` + `<name>.safetensors`), sorted by name; other JSON files (`index.json`,
+    /// `reference_signatures.json`) are not cases.
     static func loadAll(from folder: URL) throws -> [ReferenceFixture] {
-        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path)
-            .filter { $0.hasSuffix(".json") && $0 != "index.json" }.sorted()
+        let all = Set(try FileManager.default.contentsOfDirectory(atPath: folder.path))
+        let files = all.filter { $0.hasSuffix(".json") && all.contains(String($0.dropLast(5)) + ".safetensors") }.sorted()
         return try files.map { f in
             let name = String(f.dropLast(5))
             let json = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent(f))) as? [String: Any] ?? [:]

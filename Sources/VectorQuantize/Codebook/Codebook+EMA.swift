@@ -236,7 +236,7 @@ extension Codebook {
         }
         if !emaOn && !deadCodes { return }
         var (counts, sums) = batchStatistics(flatten, indices, valid: valid)
-        if collective.isDistributed {
+        if collective.isDistributed && configuration.syncCodebook {
             var c = counts.scalars, s = sums.scalars
             collective.allReduceSum(&c)
             collective.allReduceSum(&s)
@@ -267,7 +267,7 @@ extension Codebook {
         emaStep(counts: counts, sums: sums, weights: w)
         if emaOn && !configuration.manualEMAUpdate { updateEMA() }
         let frozenForStep = w.map { $0 == 0 }
-        if collective.isDistributed {
+        if drawsFromEveryRank {
             // Dead codes are replaced from the union of the ranks' batches, identically on every rank
             // (every rank sees the same counts, so all of them take this branch together).
             guard configuration.thresholdEMADeadCode > 0, isTraining, expiredCodes(frozenForStep: frozenForStep).contains(true) else { return }
@@ -280,6 +280,12 @@ extension Codebook {
 }
 
 extension Codebook {
+    /// Whether k-means initialisation and dead-code replacement draw from every rank's batch: several processes,
+    /// `sync_codebook` and `sync_kmeans` (the reference's `use_ddp and sync_kmeans`).
+    var drawsFromEveryRank: Bool {
+        collective.isDistributed && configuration.syncCodebook && configuration.syncKmeans
+    }
+
     /// The ranks' batches `[h, n_r, d]` concatenated along the rows in rank order (each codebook's rows
     /// kept together), with their validity. The identity on one process.
     func gatherBatch(_ flatten: Tensor, valid: [Bool]) -> (Tensor, [Bool]) {

@@ -50,8 +50,9 @@ extension Codebook {
         let (h, d, c) = (flatten.shape[0], flatten.shape[2], codebookSize)
         precondition(h == numCodebooks && d == dim, "Codebook.forward: input \(flatten.shape) for codebooks [\(numCodebooks), \(c), \(dim)]")
         if !isInitialized {
-            // k-means sees the union of the ranks' batches, so every rank initialises identically.
-            let (all, allValid) = gatherBatch(flatten.detached(), valid: valid)
+            // k-means sees the union of the ranks' batches, so every rank initialises identically (unless
+            // `sync_codebook` or `sync_kmeans` is false: each rank's own).
+            let (all, allValid) = drawsFromEveryRank ? gatherBatch(flatten.detached(), valid: valid) : (flatten.detached(), valid)
             kmeansInitialize(all, valid: allValid)
         }
         // A call with `freezeCodebook` writes nothing: no EMA step, no expiry, and — for a learnable

@@ -54,6 +54,9 @@ public struct ModuleConfig {
     ]
     /// The smallest value of each size keyword: 1 (a size of 0 makes empty tensors no quantizer can use), or 0.
     static let sizeFloors: [String: Int] = ["kmeans_iters": 0]
+    /// A value that means "not given" in the reference's signature, per module and keyword (LatentQuantize's
+    /// `codebook_dim = -1`): passed to the module's parser, which knows it.
+    static let unsetValues: [String: [String: Int]] = ["LatentQuantize": ["codebook_dim": -1]]
 
     /// Checks the size keywords against ``sizeCaps`` (integers, or lists of integers).
     func checkSizeCaps() throws {
@@ -64,6 +67,7 @@ public struct ModuleConfig {
                 // Any number, exact or not, integer or beyond Int's range, is held to the cap (non-numbers are
                 // the keyword parser's to refuse).
                 guard !Keywords.isBoolean(item), let d = (item as? NSNumber)?.doubleValue ?? (item as? Int).map(Double.init) else { continue }
+                if let unset = Self.unsetValues[module]?[key], d == Double(unset) { continue }
                 let floor = Self.sizeFloors[key] ?? 1
                 if !(d >= Double(floor) && d <= Double(cap)) {
                     throw ConfigurationError.badValue(module: module, keyword: key, reason: "\(item) is outside \(floor)…\(cap)")

@@ -90,7 +90,7 @@ public enum QuantizerRegistry {
                       example: ["dim": 8, "codebook_size": 64]) { try LFQ(LFQ.Configuration(referenceKwargs: $0)) },
         QuantizerKind("ResidualLFQ", ResidualLFQ.self, keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords),
                       example: ["dim": 8, "codebook_size": 64, "num_quantizers": 2]) { try ResidualLFQ(referenceKwargs: $0) },
-        QuantizerKind("GroupedResidualLFQ", GroupedResidualLFQ.self, keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords).union(["groups"]),
+        QuantizerKind("GroupedResidualLFQ", GroupedResidualLFQ.self, keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords).union(["groups", "accept_image_fmap"]),
                       example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]) { try GroupedResidualLFQ(referenceKwargs: $0) },
         QuantizerKind("SimVQ", SimVQ.self, keywords: SimVQ.Configuration.keywords,
                       example: ["dim": 8, "codebook_size": 16]) { try SimVQ(referenceKwargs: $0) },
@@ -107,7 +107,7 @@ public enum QuantizerRegistry {
                       example: ["levels": [8, 5, 5], "dim": 8]) { try FSP(FSP.Configuration(referenceKwargs: $0)) },
         QuantizerKind("BinaryMapper", BinaryMapper.self, keywords: BinaryMapper.Configuration.keywords,
                       example: ["bits": 8]) { try BinaryMapper(BinaryMapper.Configuration(referenceKwargs: $0)) },
-        QuantizerKind("EvoLFQ", EvoLFQ.self, keywords: LFQ.Configuration.keywords.union(EvoLFQ.geneticKeywords).union(["encoder", "decoder"]),
+        QuantizerKind("EvoLFQ", EvoLFQ.self, keywords: LFQ.Configuration.keywords.union(EvoLFQ.geneticKeywords).union(["encoder", "decoder", "lfq"]),
                       example: ["encoder": "nn.Linear(8, 6)", "decoder": "nn.Linear(6, 8)", "dim": 6],
                       training: .elsewhere("EvoLFQ learns by evolution of its encoder and decoder: train it through the library (EvoLFQ's genetic step)")) {
             try EvoLFQ(referenceKwargs: $0)

@@ -1,3 +1,4 @@
+import Foundation
 import VQNN
 import VQTensor
 
@@ -52,7 +53,7 @@ public final class SimVQ: Module {
             rotationTrick = try k.bool("rotation_trick") ?? true
             inputToQuantizeCommitLossWeight = Float(try k.double("input_to_quantize_commit_loss_weight") ?? 0.25)
             commitmentWeight = Float(try k.double("commitment_weight") ?? 1)
-            if let spec = kw["codebook_transform"] {
+            if let spec = kw["codebook_transform"], !(spec is NSNull) {
                 guard let text = spec as? String else {
                     throw ConfigurationError.badValue(module: module, keyword: "codebook_transform", reason: "expected a module's text, e.g. nn.Linear(16, 16, bias = False)")
                 }

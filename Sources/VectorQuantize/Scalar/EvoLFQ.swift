@@ -1,3 +1,4 @@
+import Foundation
 import VQNN
 import VQTensor
 
@@ -91,7 +92,7 @@ public final class EvoLFQ: Module {
         if lfqKwargs["dim"] == nil && lfqKwargs["codebook_size"] == nil {
             throw ConfigurationError.invalid(module: m, reason: "either dim or codebook_size is required (the inner LFQ)")
         }
-        if lfqKwargs["lfq"] != nil { throw ConfigurationError.badValue(module: m, keyword: "lfq", reason: "pass the LFQ's keywords instead of an instance") }
+        if let lfq = lfqKwargs.removeValue(forKey: "lfq"), !(lfq is NSNull) { throw ConfigurationError.badValue(module: m, keyword: "lfq", reason: "pass the LFQ's keywords instead of an instance") }
         let seed = try k.int("seed").map { UInt64(truncatingIfNeeded: $0) } ?? 0
         lfqKwargs["seed"] = Int(truncatingIfNeeded: seed)
         let lfqConfiguration = try LFQ.Configuration(referenceKwargs: lfqKwargs, module: m)

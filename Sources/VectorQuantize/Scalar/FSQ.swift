@@ -27,7 +27,7 @@ public final class FSQ: Module {
 
         static let keywords: Set<String> = ["levels", "dim", "num_codebooks", "keep_num_codebooks_dim", "channel_first",
                                             "projection_has_bias", "preserve_symmetry", "noise_dropout", "bound_hard_clamp",
-                                            "return_indices", "force_quantization_f32", "seed", "orthogonal_rotation"]
+                                            "return_indices", "force_quantization_f32", "seed", "orthogonal_rotation", "scale"]
 
         public init(referenceKwargs kw: [String: Any]) throws {
             try self.init(referenceKwargs: kw, module: "FSQ")
@@ -48,6 +48,9 @@ public final class FSQ: Module {
             boundHardClamp = try k.bool("bound_hard_clamp") ?? false
             orthogonalRotation = try k.bool("orthogonal_rotation") ?? false
             returnIndices = try k.bool("return_indices") ?? true
+            // `scale`: the reference (1.32.0) stores it and never reads it; a number (or null) is accepted so that
+            // its configurations load, and has no effect here either.
+            _ = try k.double("scale")
             if let s = try k.int("seed") { seed = UInt64(truncatingIfNeeded: s) }
             try validate(module: module)
         }

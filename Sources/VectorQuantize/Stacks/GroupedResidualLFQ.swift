@@ -24,7 +24,12 @@ public final class GroupedResidualLFQ: Module {
 
         public init(referenceKwargs kw: [String: Any]) throws {
             let m = "GroupedResidualLFQ"
-            let (dim, groups, inner) = try ResidualStack.groupedKeywords(kw, module: m)
+            // `accept_image_fmap`: the reference's own keyword; with true its ResidualLFQ layers are handed
+            // `[b, d/groups, h, w]` chunks they cannot take (every input fails there), so only false is accepted.
+            if try Keywords(kw, module: m).bool("accept_image_fmap") == true {
+                throw ConfigurationError.badValue(module: m, keyword: "accept_image_fmap", reason: "true is not supported: the reference's GroupedResidualLFQ fails on every input with it (its ResidualLFQ layers take [b, n, d] only)")
+            }
+            let (dim, groups, inner) = try ResidualStack.groupedKeywords(kw, module: m, dropping: ["accept_image_fmap"])
             self.init(dim: dim, groups: groups, residual: try ResidualLFQ.Configuration(referenceKwargs: inner, module: m))
             try validate()
         }

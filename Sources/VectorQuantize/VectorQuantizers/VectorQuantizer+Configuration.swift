@@ -69,6 +69,13 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
     /// `affine_param`: codes matched to the batch by running statistics (Euclidean only; see `Codebook+Affine`).
     public var affineParam = false                        // affine_param
     public var syncAffineParam = false                    // sync_affine_param
+    /// `sync_codebook`: whether a codebook trained in several processes (a ``Codebook/collective``) sums the
+    /// ranks' statistics before its EMA step — `nil` (the reference's default) or `true`: yes; `false`: each rank
+    /// learns from its own batches. One process has nothing to synchronise either way.
+    public var syncCodebook: Bool? = nil                  // sync_codebook
+    /// `sync_kmeans`: with a synchronised codebook, k-means initialisation and dead-code replacement draw from
+    /// every rank's batch (`true`, the default) or each rank's own.
+    public var syncKmeans = true                          // sync_kmeans
     public var affineParamBatchDecay: Double = 0.99       // affine_param_batch_decay
     public var affineParamCodebookDecay: Double = 0.9     // affine_param_codebook_decay
     /// `sync_update_v` (Huh et al., 2023, eq. 21; needs a learnable codebook): in [0, 1].
@@ -281,6 +288,8 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         }
         affineParam = try bool("affine_param") ?? false
         syncAffineParam = try bool("sync_affine_param") ?? false
+        syncCodebook = try bool("sync_codebook")
+        syncKmeans = try bool("sync_kmeans") ?? true
         affineParamBatchDecay = try dbl("affine_param_batch_decay") ?? 0.99
         affineParamCodebookDecay = try dbl("affine_param_codebook_decay") ?? 0.9
         // The reference's defaults under directional_reparam: a learnable codebook, no EMA.
@@ -308,7 +317,7 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         "learnable_codebook", "ema_update", "manual_ema_update", "return_zeros_for_masked_padding", "seed",
         "in_place_codebook_optimizer", "directional_reparam", "directional_reparam_variance", "route_gradients_to_input",
         "affine_param", "sync_affine_param", "affine_param_batch_decay", "affine_param_codebook_decay",
-        "sync_update_v", "manual_in_place_optimizer_update", "vq_bridge",
+        "sync_update_v", "manual_in_place_optimizer_update", "vq_bridge", "sync_codebook", "sync_kmeans",
     ]
 
     private func vqBridgeGiven(_ kw: [String: Any]) -> Bool { kw["vq_bridge"].map { !($0 is NSNull) } ?? false }
@@ -339,6 +348,8 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         if let orthogonalRegMaxCodes { kw["orthogonal_reg_max_codes"] = orthogonalRegMaxCodes }
         if let rotationTrick { kw["rotation_trick"] = rotationTrick }
         if let inPlaceCodebookOptimizer { kw["in_place_codebook_optimizer"] = inPlaceCodebookOptimizer.text }
+        if let syncCodebook { kw["sync_codebook"] = syncCodebook }
+        if !syncKmeans { kw["sync_kmeans"] = false }
         return kw
     }
 }

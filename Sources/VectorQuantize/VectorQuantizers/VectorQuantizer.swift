@@ -115,6 +115,8 @@ public final class VectorQuantizer: Module {
         cb.straightThrough = c.straightThrough
         cb.affineParam = c.affineParam
         cb.syncAffineParam = c.syncAffineParam
+        cb.syncCodebook = c.syncCodebook ?? true
+        cb.syncKmeans = c.syncKmeans
         cb.affineBatchDecay = c.affineParamBatchDecay
         cb.affineCodebookDecay = c.affineParamCodebookDecay
         var bridge: Layer? = nil
