@@ -19,7 +19,7 @@ Prints one line per case and `N passed, M failed`; exits 1 on any failure.
 import argparse, contextlib, io, json, os, random, subprocess, sys, tempfile
 import numpy as np
 import torch
-from safetensors.torch import save_file, load_file
+from safetensors.torch import save_file, save_model, load_file
 import vector_quantize_pytorch as vqp
 
 CASES = [
@@ -325,7 +325,10 @@ def run_case(vq, tmp, case, name, kwargs, module, x, g):
     """the problems found in both directions, and how far it went."""
     dim = x.shape[-1]
     ckpt = os.path.join(tmp, case + ".safetensors")
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, ckpt)
+    try:
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, ckpt)
+    except RuntimeError:   # tensors that share memory (a shared codebook): safetensors asks for save_model, which
+        save_model(module, ckpt)   # keeps each once and names the others in its metadata
     with open(os.path.join(tmp, case + ".json"), "w") as f:
         json.dump({"module": name, "kwargs": kwargs}, f)
     xin = os.path.join(tmp, case + "_x.npy")
@@ -346,7 +349,8 @@ def run_case(vq, tmp, case, name, kwargs, module, x, g):
         np.save(train, torch.randn(256, dim, generator=g).numpy())
         rc, err = run(vq, "train", "--init", ckpt, "--input", train, "--output", swift_ckpt,
                       "--steps", "3", "--batch-size", "64", "--lr", "0.01")
-        if rc != 0 and "nothing for vq train to do" in err and not learned and not any("_codebook" in k for k in module.state_dict()):
+        ema = any(getattr(m, "ema_update", False) is True for m in module.modules())
+        if rc != 0 and "nothing for vq train to do" in err and not learned and not ema:
             return problems, "PyTorch → Swift; nothing learned, nothing for the tool to write"
     if rc != 0:
         return problems + [("freeze: " if name == "HierarchicalVQ" else "train --init: ") + err], ""

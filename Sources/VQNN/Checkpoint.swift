@@ -34,13 +34,53 @@ extension Module {
     }
 
     /// Loads an already-read safetensors file; errors name `path`.
+    ///
+    /// A file written by `safetensors.torch.save_model` — what safetensors asks for when tensors share memory, as a
+    /// residual stack's shared codebook does — holds each shared tensor once and names the others in its metadata
+    /// (`{"layers.1._codebook.embed": "layers.0._codebook.embed", …}`); such a name of this module's state reads
+    /// the tensor it names.
     public func load(file: SafeTensorsFile, path: String, strict: Bool = true) throws {
         var state: [String: Tensor] = [:]
         for (k, v) in file.tensors { state[k] = v.asFloat }
+        let keys = Set(stateDict().keys)
+        for (alias, target) in file.metadata where state[alias] == nil && keys.contains(alias) {
+            if let shared = state[target], file.tensors[alias] == nil { state[alias] = shared }
+        }
         do {
             try load(stateDict: state, strict: strict)
         } catch let e as ModuleError {
             throw CheckpointError(path: path, reason: e)
         }
+    }
+}
+
+extension SafeTensorsFile {
+    /// The tensors named under `prefix` (e.g. `"quantizer."`), without it — a module's state inside a larger model's
+    /// state dict — with the metadata's shared-tensor names under it (see ``Module/load(file:path:strict:)``).
+    public func embedded(under prefix: String) -> SafeTensorsFile {
+        var out = SafeTensorsFile(metadata: [:])
+        for (name, t) in tensors where name.hasPrefix(prefix) { out.tensors[String(name.dropFirst(prefix.count))] = t }
+        for (alias, target) in metadata where alias.hasPrefix(prefix) && target.hasPrefix(prefix) {
+            out.metadata[String(alias.dropFirst(prefix.count))] = String(target.dropFirst(prefix.count))
+        }
+        return out
+    }
+}
+
+extension Module {
+    /// The prefixes under which `file` holds this module's state when its own keys are not at the top — a quantizer
+    /// saved as part of a model (`quantizer.`, `model.vq.`, DDP's `module.`): every prefix `P` such that some
+    /// `P + key` names a tensor, among those holding the most of the module's keys. One prefix is unambiguous; none
+    /// means the state is not there; several, that the file holds more than one candidate.
+    public func statePrefixes(in file: SafeTensorsFile) -> [String] {
+        let keys = Array(stateDict().keys)
+        var held: [String: Int] = [:]
+        for name in Set(file.tensors.keys).union(file.metadata.keys) {
+            for key in keys where name.count > key.count + 1 && name.hasSuffix("." + key) {
+                held[String(name.dropLast(key.count)), default: 0] += 1
+            }
+        }
+        guard let most = held.values.max() else { return [] }
+        return held.filter { $0.value == most }.keys.sorted()
     }
 }

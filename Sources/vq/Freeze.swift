@@ -63,6 +63,15 @@ struct Unfreeze: ParsableCommand {
 func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
     let (checkpoint, layer, head, output) = (sel.checkpoint, sel.layer, sel.head, sel.output)
     let (q, cfg) = try loadQuantizer(checkpoint, config: sel.config)
+    if output == nil {
+        // A model's state dict with the quantizer inside it (read under its prefix): rewriting it would keep only
+        // the quantizer's tensors.
+        let names = Set(try SafeTensorsFile.readHeader(contentsOf: URL(fileURLWithPath: checkpoint)).entries.keys)
+        let others = names.subtracting(q.stateDict().keys)
+        if !others.isEmpty {
+            throw CLIError("\(checkpoint) holds \(others.count) tensors besides the quantizer's (\(others.sorted().prefix(3).joined(separator: ", "))…): rewriting it in place would drop them; write the quantizer elsewhere with --output")
+        }
+    }
     // Placeholder codes of a k-means codebook before its first batch: freezing them would keep placeholders for good.
     if freeze { try requireInitialised(q, checkpoint) }
     let codeSpec = try sel.codes.map { try CodeSpec($0) }

@@ -74,6 +74,34 @@ struct FileFormatTests {
         }
     }
 
+    @Test("a file another program wrote in its own format is named, not taken for a damaged header")
+    func otherFormats() throws {
+        // The first bytes each format starts with, then bytes a header length cannot explain.
+        let tail = Data((0..<64).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) })
+        let cases: [(String, [UInt8], String)] = [
+            ("torch.save (zip)", [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x08, 0x08], "torch.save"),
+            ("legacy torch.save", [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46], "pickle"),
+            ("pickle protocol 4", [0x80, 0x04, 0x95, 0x2C, 0x01, 0x00, 0x00, 0x00], "pickle"),
+            (".npy", [0x93] + Array("NUMPY".utf8) + [1, 0], ".npy"),
+            ("HDF5", [0x89] + Array("HDF\r\n".utf8) + [0x1A, 0x0A], "HDF5"),
+            ("GGUF", Array("GGUF".utf8) + [3, 0, 0, 0], "GGUF"),
+            ("a JSON configuration", Array(" {\"modu".utf8), "JSON"),
+        ]
+        for (what, magic, word) in cases {
+            do {
+                _ = try SafeTensorsFile.parse(Data(magic) + tail, path: "model.safetensors")
+                Issue.record("\(what): accepted")
+            } catch let e as TensorFileError {
+                #expect(e.description.hasPrefix("model.safetensors") && e.description.contains(word), "\(what): \(e)")
+            }
+        }
+        // A valid file whose header length starts with such bytes (a 640-byte header: 0x80 0x02 0 …) still reads.
+        let files = try (500..<700).map { SafeTensorsFile(tensors: [String(repeating: "w", count: $0): .float(Tensor([1, 2]))]) }
+        let f = try #require(try files.first { try $0.serialized().prefix(3) == Data([0x80, 0x02, 0]) })
+        let data = try f.serialized()
+        #expect(try SafeTensorsFile.parse(data).tensors == f.tensors)
+    }
+
     @Test(".npy round-trip; big-endian is rejected with a clear error")
     func npy() throws {
         let url = tmp("a.npy")

@@ -169,4 +169,39 @@ struct SaveConfigurationTests {
         try QuantizerCheckpoint.save(vq, config: ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 64]), to: url)
         #expect(FileManager.default.fileExists(atPath: url.path))
     }
+
+    @Test("a shared codebook saved by safetensors' save_model (each shared tensor once, the others named in the metadata) loads")
+    func sharedTensorsNamedInMetadata() throws {
+        let kw: [String: Any] = ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "shared_codebook": true]
+        let trained = try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kw))
+        _ = trained(TestSupport.random([2, 20, 8], seed: 4))
+        trained.eval()
+        // What save_model writes: layer 0's tensors, and for every other layer's the name it shares.
+        var file = SafeTensorsFile(metadata: ["format": "pt"])
+        let state = trained.stateDict()
+        for (key, t) in state {
+            if key.hasPrefix("layers.0.") || !key.hasPrefix("layers.") {
+                file.tensors[key] = .float(t)
+            } else {
+                let parts = key.split(separator: ".", maxSplits: 2)
+                let own = "layers.0." + parts[2]
+                if state[own] != nil && key.contains("_codebook.") && !key.contains("frozen") { file.metadata[key] = own } else { file.tensors[key] = .float(t) }
+            }
+        }
+        #expect(file.metadata.count > 4, "no shared tensor named: \(file.metadata)")
+        let loaded = try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kw))
+        try loaded.load(file: file, path: "shared.safetensors")
+        #expect(loaded.stateDict() == state)
+        let x = TestSupport.random([1, 30, 8], seed: 5)
+        loaded.eval()
+        #expect(loaded(x).indices == trained(x).indices)
+        // A name whose tensor is absent stays missing; a metadata entry that names no key of the module is not a key.
+        var broken = file
+        broken.tensors["layers.0._codebook.embed"] = nil
+        broken.metadata["note"] = "layers.0._codebook.cluster_size"
+        #expect(throws: CheckpointError.self) { try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kw)).load(file: broken, path: "b.safetensors") }
+        var noted = file
+        noted.metadata["note"] = "layers.0._codebook.cluster_size"
+        try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kw)).load(file: noted, path: "n.safetensors")
+    }
 }

@@ -108,6 +108,14 @@ public struct SafeTensorsFile: Sendable {
     }
 
     static func header(of data: Data, path: String) throws -> Header {
+        do {
+            return try validHeader(of: data, path: path)
+        } catch TensorFileError.malformed(let p, let reason) {
+            throw TensorFileError.malformed(path: p, reason: otherFormat(data) ?? reason)
+        }
+    }
+
+    private static func validHeader(of data: Data, path: String) throws -> Header {
         guard data.count >= 8 else { throw TensorFileError.malformed(path: path, reason: "\(data.count) bytes, shorter than the 8-byte header length") }
         let n = data.withUnsafeBytes { raw -> UInt64 in
             var v: UInt64 = 0
@@ -116,6 +124,26 @@ public struct SafeTensorsFile: Sendable {
         }
         let headerEnd = data.startIndex + 8 + Int(Swift.min(n, UInt64(data.count - 8)))
         return try Header(length: n, bytes: data.subdata(in: (data.startIndex + 8)..<headerEnd), fileSize: data.count, path: path)
+    }
+
+    /// What a file that is not safetensors is, when its first bytes say so — the files a user most often hands a
+    /// tool that reads checkpoints — or nil. Asked only of a file whose header failed, so a valid file is never
+    /// taken for one of these.
+    static func otherFormat(_ data: Data) -> String? {
+        let head = [UInt8](data.prefix(8))
+        func starts(_ magic: [UInt8]) -> Bool { head.count >= magic.count && Array(head.prefix(magic.count)) == magic }
+        let save = "save the state dict with safetensors.torch.save_file(module.state_dict(), PATH)"
+        if starts([0x50, 0x4B, 0x03, 0x04]) { return "a zip archive (what torch.save writes), not safetensors: \(save)" }
+        if head.count >= 2 && head[0] == 0x80 && (2...5).contains(head[1]) {
+            return "a Python pickle (torch.save's legacy format, pickle.dump), not safetensors: \(save)"
+        }
+        if starts([0x93] + Array("NUMPY".utf8)) { return "a NumPy .npy array, not a safetensors checkpoint" }
+        if starts([0x89] + Array("HDF".utf8)) { return "an HDF5 file (Keras .h5), not safetensors" }
+        if starts(Array("GGUF".utf8)) { return "a GGUF file, not safetensors" }
+        if head.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{") {
+            return "JSON text, not safetensors (a configuration goes beside the checkpoint as NAME.json)"
+        }
+        return nil
     }
 
     /// Parses the bytes of a safetensors file; `path` names it in errors.

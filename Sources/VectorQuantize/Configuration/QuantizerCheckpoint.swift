@@ -73,6 +73,21 @@ public enum QuantizerCheckpoint {
         return (q, cfg)
     }
 
+    /// The part of `file` that is `module`'s state: the whole file when it holds any of the module's keys, else the
+    /// tensors under the one prefix that holds them (a PyTorch model's state dict with the quantizer inside it,
+    /// `quantizer.…`, or DDP's `module.…`); several such prefixes are refused, naming them.
+    static func ownState(of module: Module, in file: SafeTensorsFile, path: String) throws -> SafeTensorsFile {
+        let keys = module.stateDict().keys
+        if keys.contains(where: { file.tensors[$0] != nil }) { return file }
+        let prefixes = module.statePrefixes(in: file)
+        if prefixes.count > 1 {
+            throw TensorFileError.malformed(path: path, reason: "holds this quantizer's tensors under \(prefixes.count) prefixes (\(prefixes.prefix(4).map { "'\($0)'" }.joined(separator: ", "))): save the one to use with its keys at the top")
+        }
+        guard let prefix = prefixes.first else { return file }   // the load names the missing keys
+        logger.info("\(path): the quantizer's tensors are read under '\(prefix)'")
+        return file.embedded(under: prefix)
+    }
+
     public static func load(_ checkpoint: URL, config: URL? = nil) throws -> (Module, ModuleConfig) {
         let file = try SafeTensorsFile.read(contentsOf: checkpoint)
         let sidecar = ModuleConfig.sidecar(of: checkpoint)
@@ -96,7 +111,7 @@ public enum QuantizerCheckpoint {
         }
         try cfg.checkSizes(against: file, path: checkpoint.path)
         let module = try cfg.build()
-        try module.load(file: file, path: checkpoint.path)
+        try module.load(file: try ownState(of: module, in: file, path: checkpoint.path), path: checkpoint.path)
         if let text = file.metadata["frozen_keys"] {
             guard let keys = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String] else {
                 throw TensorFileError.malformed(path: checkpoint.path, reason: "frozen_keys is not a list of parameter names")
