@@ -16,7 +16,7 @@ the reference's keywords drawn from POOLS (each kind in turn). The deliberate di
 honoured: an affine codebook's statistics do not move in evaluation, and it decodes to the codes its forward used.
 Prints one line per case and `N passed, M failed`; exits 1 on any failure.
 """
-import argparse, contextlib, io, json, os, random, subprocess, sys, tempfile
+import argparse, contextlib, functools, io, json, os, random, subprocess, sys, tempfile
 import numpy as np
 import torch
 from safetensors.torch import save_file, save_model, load_file
@@ -66,17 +66,28 @@ HVQ_LENGTH = 20   # the last scale: `vq encode` reads an HVQ's rows as sequences
 
 
 def linear(spec):
-    """`nn.Linear(a, b)` as the configuration spells it (EvoLFQ's encoder and decoder)."""
-    a, b = (int(v) for v in spec[len("nn.Linear("):-1].split(","))
-    return torch.nn.Linear(a, b)
+    """`nn.Linear(a, b)` or `nn.Linear(a, b, bias = False)` as a configuration spells a module (EvoLFQ's encoder and
+    decoder, SimVQ's codebook_transform, a vq_bridge)."""
+    parts = [v.strip() for v in spec[len("nn.Linear("):-1].split(",")]
+    bias = not any(p.replace(" ", "") == "bias=False" for p in parts[2:])
+    return torch.nn.Linear(int(parts[0]), int(parts[1]), bias=bias)
+
+
+def optimizer(spec):
+    """`partial(torch.optim.SGD, lr=0.01)` as a configuration spells an in-place optimizer."""
+    name, *args = [v.strip() for v in spec[len("partial("):-1].split(",")]
+    return functools.partial(getattr(torch.optim, name.split(".")[-1]), **{k: float(v) for k, v in (a.split("=") for a in args)})
 
 
 def build(name, kwargs):
-    cls = getattr(vqp, name)
-    if name == "EvoLFQ":
-        kw = dict(kwargs, encoder=linear(kwargs["encoder"]), decoder=linear(kwargs["decoder"]))
-        return cls(**kw)
-    return cls(**kwargs)
+    """the reference's module for a configuration: module texts become modules, as the tool reads them."""
+    kw = dict(kwargs)
+    for key in ("encoder", "decoder", "codebook_transform", "vq_bridge"):
+        if isinstance(kw.get(key), str):
+            kw[key] = linear(kw[key])
+    if isinstance(kw.get("in_place_codebook_optimizer"), str):
+        kw["in_place_codebook_optimizer"] = optimizer(kw["in_place_codebook_optimizer"])
+    return getattr(vqp, name)(**kw)
 
 
 def input_dim(name, kwargs):
@@ -111,11 +122,16 @@ def pure_eval(module):
     patched = [m for m in module.modules() if getattr(m, "affine_param", False) and hasattr(m, "update_affine")]
     for m in patched:
         m.update_affine = lambda *args, **kwargs: None
+    noisy = [m for m in module.modules() if getattr(m, "diveq", False) is True]   # DiVeQ's noise in eval, ditto
+    for m in noisy:
+        m.diveq = False
     try:
         yield
     finally:
         for m in patched:
             del m.update_affine
+        for m in noisy:
+            m.diveq = True
 
 
 def forward_indices(name, kwargs, module, x):
@@ -138,14 +154,22 @@ def forward_indices(name, kwargs, module, x):
 
 def as_layout(ref, ours):
     """the reference's tensor in the tool's layout: a channels-first module puts the layer axis of its indices
-    (`[q, n]`, `[g, q, n]`) and the features of its outputs (`[d, n]`) before the rows; `vq` after them."""
+    (`[q, n]`, `[g, q, n]`) and the features of its outputs (`[d, n]`) before the rows; `vq` after them. A residual
+    FSQ or LFQ whose layers keep their codebook axis (`keep_num_codebooks_dim`) has a singleton axis there that the
+    tool's rows do not."""
+    if tuple(ref.shape) != ours.shape and ref.numel() == ours.size:
+        squeezed = ref.reshape([n for n in ref.shape if n != 1] or [1])
+        if tuple(squeezed.shape) == tuple(n for n in ours.shape if n != 1):
+            ref = squeezed.reshape(ours.shape)
     if tuple(ref.shape) != ours.shape and ref.ndim >= 2 and tuple(ref.transpose(-1, -2).shape) == ours.shape:
         return ref.transpose(-1, -2)
     return ref
 
 
-def affine(module):
-    return any(getattr(m, "affine_param", False) for m in module.modules())
+def decodes_forward(module):
+    """whether the tool decodes to the codes the forward used where the reference returns stored rows (README,
+    "Differences from vector-quantize-pytorch"): an affine codebook's, a vq_bridge's."""
+    return any(getattr(m, "affine_param", False) or getattr(m, "vq_bridge", None) is not None for m in module.modules())
 
 
 def forward_output(name, kwargs, module, x):
@@ -187,25 +211,48 @@ def run(vq, *args):
     return r.returncode, (r.stderr or r.stdout).strip()
 
 
+def reference_unstable_rows(name, kwargs, module, x, ref, ours):
+    """How many of the differing indices the reference itself gives either way: rows whose indices it changes when
+    encoded alone (its GEMM sums in another order for one row than for 200) and then agrees with the tool's. A value
+    at a rounding boundary after a deep residual layer (a residual FSQ's third layer scales its input by 64) flips
+    with the last bit of a projection; no order of sums is "the" reference's. None where rows are not the first axis."""
+    if name in ("HierarchicalVQ",) or name.startswith("Grouped") or ref.shape[0] != x.shape[0]:
+        return None
+    count = 0
+    for r in np.unique(np.argwhere(ref != ours)[:, 0]):
+        alone = as_layout(forward_indices(name, kwargs, module, x[r:r + 1]), ours[r:r + 1]).numpy()
+        if not np.array_equal(alone.reshape(ours[r].shape), ours[r]):
+            return None
+        count += int((ref[r] != ours[r]).sum())
+    return count
+
+
 def check_encode(vq, name, kwargs, module, ckpt, x, xin, tmp, tag):
     """`vq encode` (and `vq decode`) of the checkpoint against the module: a list of problems."""
     idx = forward_indices(name, kwargs, module, x)
     try:
-        # An affine codebook decodes to the codes its forward used here, to the raw rows there (README, "Differences
-        # from vector-quantize-pytorch"): compared with the reference's forward output.
-        ref_out = forward_output(name, kwargs, module, x) if affine(module) else decode(name, kwargs, module, idx)
+        # An affine or bridged codebook decodes to the codes its forward used here, to the stored rows there:
+        # compared with the reference's forward output.
+        ref_out = forward_output(name, kwargs, module, x) if decodes_forward(module) else decode(name, kwargs, module, idx)
     except Exception:   # the reference's own decoding fails for some configurations (multi-axis layouts): not compared
         ref_out = NotImplemented
     iout, vout = os.path.join(tmp, tag + "_idx.npy"), os.path.join(tmp, tag + "_vec.npy")
     problems = []
+    same = None
     rc, err = run(vq, "encode", "--checkpoint", ckpt, "--input", xin, "--output", iout)
     if rc != 0:
         return idx, [f"{tag} encode: {err}"]
     ours = np.load(iout)
     idx = as_layout(idx, ours)
-    if ours.shape != tuple(idx.shape) or not np.array_equal(ours, idx.numpy()):
-        detail = int((ours != idx.numpy()).sum()) if ours.shape == tuple(idx.shape) else f"shape {ours.shape} vs {tuple(idx.shape)}"
-        problems.append(f"{tag} indices differ: {detail}")
+    if ours.shape != tuple(idx.shape):
+        problems.append(f"{tag} indices differ: shape {ours.shape} vs {tuple(idx.shape)}")
+    elif not np.array_equal(ours, idx.numpy()):
+        unstable = reference_unstable_rows(name, kwargs, module, x, idx.numpy(), ours)
+        differing = int((ours != idx.numpy()).sum())
+        if unstable is None or differing > unstable:
+            problems.append(f"{tag} indices differ: {differing}")
+        else:   # decoded vectors are compared on the rows whose indices agree
+            same = (ours == idx.numpy()).reshape(ours.shape[0], -1).all(axis=1)
     rc, err = run(vq, "decode", "--checkpoint", ckpt, "--input", iout, "--output", vout)
     if ref_out is NotImplemented:
         pass
@@ -217,6 +264,8 @@ def check_encode(vq, name, kwargs, module, ckpt, x, xin, tmp, tag):
     else:
         dec = np.load(vout)
         want = as_layout(ref_out, dec).numpy()   # channels-first modules decode to [d, n]
+        if same is not None and dec.shape == want.shape and dec.shape[0] == same.shape[0]:
+            dec, want = dec[same], want[same]
         if dec.shape != want.shape or np.abs(dec - want).max() > 1e-5 * max(1.0, float(np.abs(want).max())):
             problems.append(f"{tag} decoded vectors differ (shape {dec.shape} vs {want.shape}"
                             + (f", max {np.abs(dec - want).max():.3g})" if dec.shape == want.shape else ")"))
@@ -236,29 +285,33 @@ VQ_POOL = dict(codebook_size=[16, 33, 64], codebook_dim=[4, 8, 16], heads=[1, 2,
                stochastic_sample_codes=BOOL, sample_codebook_temp=[0.1, 1.0], straight_through=BOOL,
                rotation_trick=[None, True, False], directional_reparam=BOOL, ema_update=[None, True, False],
                learnable_codebook=[None, True, False], affine_param=BOOL, affine_param_batch_decay=[0.5, 0.99],
-               affine_param_codebook_decay=[0.5, 0.9], sync_update_v=[0.0, 0.5], return_zeros_for_masked_padding=BOOL)
+               affine_param_codebook_decay=[0.5, 0.9], sync_update_v=[0.0, 0.5], return_zeros_for_masked_padding=BOOL,
+               directional_reparam_variance=[0.005, 0.05], manual_ema_update=BOOL, manual_in_place_optimizer_update=BOOL,
+               route_gradients_to_input=BOOL, sync_affine_param=BOOL, sync_codebook=[None, True, False], sync_kmeans=BOOL,
+               vq_bridge=[None, "nn.Linear(16, 16)", "nn.Linear(8, 8, bias = False)"],
+               in_place_codebook_optimizer=[None, "partial(torch.optim.SGD, lr=0.01)", "partial(torch.optim.Adam, lr=0.001)"])
 RVQ_POOL = dict(VQ_POOL, num_quantizers=[1, 2, 3], shared_codebook=BOOL, diveq=BOOL, quantize_dropout=BOOL,
                 quantize_dropout_cutoff_index=[0, 1], implicit_neural_codebook=BOOL, beam_size=[None, 2, 4],
-                eval_beam_size=[None, 2, 3], quant_grad_frac=[0.0, 0.5])
+                eval_beam_size=[None, 2, 3], quant_grad_frac=[0.0, 0.5], quantize_dropout_multiple_of=[1, 2],
+                beam_score_quantizer_weights=[None, [1.0, 0.5], [1.0, 0.5, 0.25]], mlp_kwargs=[{}, {"dim_hidden": 32}, {"depth": 2}])
 FSQ_POOL = dict(levels=[[8, 5, 5, 5], [7, 5], [4, 4, 4], [3, 3, 3, 3, 2]], dim=[None, 8, 16], num_codebooks=[1, 2],
                 keep_num_codebooks_dim=[None, True], scale=[None, 0.5], channel_first=BOOL, projection_has_bias=BOOL,
                 return_indices=[True], force_quantization_f32=BOOL, preserve_symmetry=BOOL, noise_dropout=[0.0, 0.5],
                 bound_hard_clamp=BOOL, orthogonal_rotation=BOOL)
 RFSQ_POOL = dict(FSQ_POOL, num_quantizers=[1, 2, 3], is_channel_first=BOOL, quantize_dropout=BOOL,
-                 quantize_dropout_cutoff_index=[0, 1], soft_clamp_input_value=[None, 1.0, 5.0])
-for k in ("channel_first", "num_codebooks", "keep_num_codebooks_dim"):
-    RFSQ_POOL.pop(k)
+                 quantize_dropout_cutoff_index=[0, 1], quantize_dropout_multiple_of=[1, 2], soft_clamp_input_value=[None, 1.0, 5.0])
 LFQ_POOL = dict(dim=[None, 8, 16], codebook_size=[16, 64, 256], entropy_loss_weight=[0.0, 0.1], commitment_loss_weight=[0.0, 0.25],
                 diversity_gamma=[1.0, 2.5], num_codebooks=[1, 2], keep_num_codebooks_dim=[None, True], codebook_scale=[1.0, 0.5],
                 frac_per_sample_entropy=[1.0, 0.5], has_projections=[None, True], projection_has_bias=BOOL,
                 soft_clamp_input_value=[None, 1.0, 5.0], cosine_sim_project_in=BOOL, cosine_sim_project_in_scale=[None, 2.0],
                 channel_first=[None, True, False], experimental_softplus_entropy_loss=BOOL, entropy_loss_offset=[5.0, 1.0],
                 spherical=BOOL, force_quantization_f32=BOOL, orthogonal_rotation=BOOL)
-RLFQ_POOL = dict(LFQ_POOL, num_quantizers=[1, 2, 3], quantize_dropout=BOOL, quantize_dropout_cutoff_index=[0, 1])
-for k in ("channel_first", "num_codebooks", "keep_num_codebooks_dim", "dim"):
-    RLFQ_POOL.pop(k)
+RLFQ_POOL = dict(LFQ_POOL, num_quantizers=[1, 2, 3], quantize_dropout=BOOL, quantize_dropout_cutoff_index=[0, 1],
+                 quantize_dropout_multiple_of=[1, 2])
+RLFQ_POOL.pop("dim")
 SIM_POOL = dict(codebook_size=[16, 64], channel_first=BOOL, rotation_trick=BOOL, input_to_quantize_commit_loss_weight=[0.0, 0.25],
-                commitment_weight=[0.0, 1.0], frozen_codebook_dim=[None, 8, 24])
+                commitment_weight=[0.0, 1.0], frozen_codebook_dim=[None, 8, 24],
+                codebook_transform=[None, "nn.Linear(16, 16, bias = False)", "nn.Linear(8, 16)"])
 POOLS = {
     "VectorQuantize": VQ_POOL,
     "ResidualVQ": RVQ_POOL,
@@ -270,9 +323,9 @@ POOLS = {
     "ResidualLFQ": RLFQ_POOL,
     "GroupedResidualLFQ": dict(RLFQ_POOL, groups=[1, 2, 4]),
     "SimVQ": SIM_POOL,
-    "ResidualSimVQ": dict(SIM_POOL, num_quantizers=[1, 2, 3], heads=[1, 2], quantize_dropout=BOOL, quantize_dropout_cutoff_index=[0, 1]),
-    "RandomProjectionQuantizer": dict(codebook_size=[16, 33], codebook_dim=[4, 8], num_codebooks=[1, 2, 3], norm=BOOL,
-                                      use_cosine_sim=BOOL, kmeans_init=BOOL),
+    "ResidualSimVQ": dict(SIM_POOL, num_quantizers=[1, 2, 3], heads=[1, 2], quantize_dropout=BOOL, quantize_dropout_cutoff_index=[0, 1],
+                          quantize_dropout_multiple_of=[1, 2]),
+    "RandomProjectionQuantizer": dict(VQ_POOL, codebook_size=[16, 33], codebook_dim=[4, 8], num_codebooks=[1, 2, 3], norm=BOOL),
     "LatentQuantize": dict(levels=[[5, 5, 8], [3, 3, 3, 3], [7, 7]], commitment_loss_weight=[0.0, 0.1], quantization_loss_weight=[0.0, 0.1],
                            num_codebooks=[1, 2], codebook_dim=[-1, 2, 4], keep_num_codebooks_dim=[None, True], optimize_values=BOOL),
     "FSP": dict(levels=[[8, 5, 5], [7, 5, 5], [4, 4, 4, 4]], dim=[None, 8, 16], channel_first=BOOL, projection_has_bias=BOOL,
@@ -283,13 +336,41 @@ POOLS = {
                            channel_first=BOOL, decay=[0.8, 0.99], commitment_weight=[0.0, 1.0], rotation_trick=BOOL, kmeans_init=BOOL,
                            kmeans_iters=[1, 3], threshold_ema_dead_code=[0, 2], stochastic_sample_codes=BOOL,
                            sample_codebook_temp=[0.1, 1.0], orthogonal_reg_weight=[0.0, 0.1], quant_resi=[0.0, 0.5],
-                           share_quant_resi=[1, 2, 3], nested_dropout=[0.0, 0.5]),
-    "EvoLFQ": dict(codebook_size=[None, 64], num_codebooks=[1, 2], pop_size=[4, 64], mutation_rate=[0.02, 0.2],
-                   entropy_loss_weight=[0.0, 0.1]),
+                           share_quant_resi=[1, 2, 3], nested_dropout=[0.0, 0.5], nested_dropout_min_levels=[1, 2],
+                           orthogonal_reg_active_codes_only=BOOL, orthogonal_reg_max_codes=[None, 8], sync_codebook=[None, False]),
+    "EvoLFQ": dict({k: v for k, v in LFQ_POOL.items() if k != "dim"}, pop_size=[4, 64], mutation_rate=[0.02, 0.2],
+                   tournament_size=[2, 3], elitism_count=[1, 2], generations=[1, 50], lfq=[None]),
+}
+# Keywords never drawn, and why. Every other keyword of the reference's constructors (Fixtures/reference_signatures.json)
+# is in its kind's pool: checked at the start of a --random run.
+NOT_DRAWN = {
+    "allowed_dtypes": "torch dtypes: no configuration file holds them",
+    "straight_through_activation": "a module instance: no configuration file holds it",
+    "init_fn": "a function: no configuration file holds it",
+    "accept_image_fmap": "image maps: `vq encode` reads rows; the tool's image layouts are checked by vqTests and the fixtures",
+    "accept_3d_fmap": "video maps: as accept_image_fmap",
+    "LatentQuantize.in_place_codebook_optimizer": "the reference raises at its first training call; refused here (README)",
 }
 BASES = {}
 for _case, _name, _kwargs in CASES:
     BASES.setdefault(_name, _kwargs)
+
+
+def undrawn_keywords():
+    """the reference's keywords of each kind that neither its pool, its base configuration nor NOT_DRAWN accounts for."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "VectorQuantizeTests", "Fixtures",
+                        "reference_signatures.json")
+    with open(path) as f:
+        sig = json.load(f)
+    out = {}
+    for kind, own in sig["kinds"].items():
+        keys = set(own)
+        for inner in sig["passes_on"].get(kind, []):
+            keys |= set(sig["kinds"][inner])
+        left = sorted(k for k in keys - set(POOLS[kind]) - set(BASES[kind]) if k not in NOT_DRAWN and f"{kind}.{k}" not in NOT_DRAWN)
+        if left:
+            out[kind] = left
+    return out
 
 
 def random_config(rng, name):
@@ -380,6 +461,8 @@ def main():
     cases = [(case, name, kwargs) for case, name, kwargs in CASES]
     rng = random.Random(args.seed)
     kinds = sorted(POOLS)
+    if args.random and undrawn_keywords():
+        sys.exit(f"keywords in no pool (add them to POOLS or NOT_DRAWN): {undrawn_keywords()}")
     drawn = refused = 0
     while drawn < args.random:
         name = kinds[drawn % len(kinds)]

@@ -26,6 +26,14 @@ __attribute__((target("avx2,fma"))) int main(int argc, char **argv) {
 #define MW(i) s[i] = _mm256_madd_epi16(s[i], ones);
     t = now(); for (long i = 0; i < n; i++) { R14(MW) } t = now() - t;
     printf("vpmaddwd    %.2f per cycle\n", 14.0 * n / t / (ghz * 1e9));
+    __m128i x[14];
+    for (int i = 0; i < 14; i++) x[i] = _mm_set1_epi16((short)i);
+    const __m128i ones4 = _mm_set1_epi16(1);
+#define PW(i) x[i] = _mm_madd_epi16(x[i], ones4);
+    t = now(); for (long i = 0; i < n; i++) { R14(PW) } t = now() - t;
+    printf("pmaddwd (SSE2, 8 products) %.2f per cycle\n", 14.0 * n / t / (ghz * 1e9));
+    for (int i = 1; i < 14; i++) x[0] = _mm_add_epi32(x[0], x[i]);
+    s[0] = _mm256_add_epi32(s[0], _mm256_castsi128_si256(x[0]));
 #define FM(i) f[i] = _mm256_fmadd_ps(f[i], m, c);
     t = now(); for (long i = 0; i < n; i++) { R14(FM) } t = now() - t;
     printf("vfmadd231ps %.2f per cycle\n", 14.0 * n / t / (ghz * 1e9));

@@ -10,6 +10,9 @@ public enum ModuleError: Error, CustomStringConvertible, Equatable {
     case nonFinite([NonFiniteValues])
     /// A state whose values are outside a parameter's ``ValueDomain``: each key with its count and first value.
     case outOfDomain([DomainViolation])
+    /// A state giving different values under the keys of one shared parameter (a stack's shared codebook, its one
+    /// `vq_bridge`): which one is meant cannot be told. Each group of keys, sorted.
+    case sharedValuesDiffer([[String]])
 
     public struct DomainViolation: Equatable, Sendable, CustomStringConvertible {
         public let key: String
@@ -62,6 +65,8 @@ public enum ModuleError: Error, CustomStringConvertible, Equatable {
             return "state holds NaN or infinite values in \(keys.map(\.description).joined(separator: ", ")): the model diverged or the file is damaged"
         case .outOfDomain(let keys):
             return "state holds values no run writes in \(keys.map(\.description).joined(separator: ", ")): the file is damaged or not this module's"
+        case .sharedValuesDiffer(let groups):
+            return "state holds different values under keys of one shared parameter (\(groups.map { $0.joined(separator: " ≠ ") }.joined(separator: "; "))): the file was written for a module that does not share them"
         }
     }
 }
@@ -230,6 +235,16 @@ open class Module {
             return .init(key: key, count: count, first: first, requirement: p.domain.requirement)
         }.sorted { $0.key < $1.key }
         if !outside.isEmpty { throw ModuleError.outOfDomain(outside) }
+        // One parameter under several keys (shared): the state must give it one value, bit for bit.
+        var keysOf: [ObjectIdentifier: [String]] = [:]
+        for (key, p) in params { keysOf[ObjectIdentifier(p), default: []].append(key) }
+        let differing = keysOf.values.compactMap { keys -> [String]? in
+            let given = keys.filter { stateDict[$0] != nil }.sorted()
+            guard let first = given.first.flatMap({ stateDict[$0] }) else { return nil }
+            let bits = first.scalars.map(\.bitPattern)
+            return given.dropFirst().contains { stateDict[$0]!.scalars.map(\.bitPattern) != bits } ? given : nil
+        }.sorted { $0[0] < $1[0] }
+        if !differing.isEmpty { throw ModuleError.sharedValuesDiffer(differing) }
         for (key, p) in params {
             if let t = stateDict[key] {
                 p.restore(t)

@@ -1,5 +1,8 @@
 import Foundation
 import Testing
+import VQNN
+import VQTensor
+import VQTestSupport
 @testable import VectorQuantize
 
 /// Every keyword of the reference's constructors, read from the reference itself
@@ -71,5 +74,77 @@ struct ReferenceSignatureTests {
             }
         }
         #expect(tried > 150, "only \(tried) defaults tried")
+    }
+
+    // Found by `Scripts/crosscheck_pytorch.py --random` (PyTorch's configurations and checkpoints, both ways).
+
+    @Test("diveq and implicit_neural_codebook decide the layers' learning as there, whatever learnable_codebook or ema_update say")
+    func stackOverrides() throws {
+        let base: [String: Any] = ["dim": 8, "num_quantizers": 2, "codebook_size": 16]
+        let diveq = try ResidualVQ(ResidualVQConfiguration(referenceKwargs: base.merging(["diveq": true, "learnable_codebook": true]) { $1 }))
+        #expect(diveq.layers.allSatisfy { $0.configuration.learnableCodebook && !$0.configuration.emaUpdate })
+        let implicit = try ResidualVQ(ResidualVQConfiguration(referenceKwargs: base.merging(["implicit_neural_codebook": true, "ema_update": true]) { $1 }))
+        #expect(implicit.layers.allSatisfy { $0.configuration.learnableCodebook && !$0.configuration.emaUpdate })
+        // A typed diveq stack (its layer configuration as given) saves and loads back the same.
+        var typed = ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16)
+        typed.diveq = true
+        let q = try ResidualVQ(typed)
+        let dir = try TestSupport.scratchDirectory("vq-diveq")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try QuantizerCheckpoint.save(q, to: dir.appendingPathComponent("d.safetensors"))
+        let (back, _) = try QuantizerCheckpoint.load(dir.appendingPathComponent("d.safetensors"))
+        #expect((back as! ResidualVQ).stateDict() == q.stateDict())
+        // The contradiction stated outright stays refused.
+        #expect(throws: ConfigurationError.self) { try ResidualVQConfiguration(referenceKwargs: base.merging(["diveq": true, "ema_update": true]) { $1 }) }
+    }
+
+    @Test("orthogonal_reg_active_codes_only with separate codebooks per head is refused only where the loss runs")
+    func activeCodesOnly() throws {
+        let kw: [String: Any] = ["dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "orthogonal_reg_active_codes_only": true]
+        _ = try VectorQuantizerConfiguration(referenceKwargs: kw)
+        _ = try RandomProjectionQuantizer(referenceKwargs: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2,
+                                                           "orthogonal_reg_active_codes_only": true])
+        #expect(throws: ConfigurationError.self) { try VectorQuantizerConfiguration(referenceKwargs: kw.merging(["orthogonal_reg_weight": 0.1]) { $1 }) }
+    }
+
+    @Test("one module given to a stack is one module: a stack's vq_bridge, ResidualSimVQ's codebook_transform")
+    func sharedModules() throws {
+        let rvq = try ResidualVQ(ResidualVQConfiguration(referenceKwargs: ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "vq_bridge": "nn.Linear(8, 8)"]))
+        func id(_ layer: Layer?) -> ObjectIdentifier? { layer.map { ObjectIdentifier($0 as AnyObject) } }
+        let bridges = rvq.layers.map { id($0.codebook.vqBridge) }
+        #expect(bridges.count == 3 && bridges[0] != nil && Set(bridges).count == 1)
+        let grvq = try GroupedResidualVQ(referenceKwargs: ["dim": 16, "groups": 2, "num_quantizers": 2, "codebook_size": 16, "vq_bridge": "nn.Linear(8, 8)"])
+        let all = grvq.rvqs.flatMap { $0.layers.map { id($0.codebook.vqBridge) } }
+        #expect(all.count == 4 && all[0] != nil && Set(all).count == 1)
+        // One parameter to an optimizer, its key under every layer (as PyTorch's state dict).
+        #expect(rvq.stateDict().keys.filter { $0.hasSuffix("vq_bridge.weight") }.count == 3)
+        #expect(rvq.trainableParameters().filter { $0.value.shape == [8, 8] }.count == 1)
+        // A state giving the one bridge two values (a checkpoint of a module that did not share it) is refused, unchanged.
+        var state = rvq.stateDict()
+        let before = state
+        state["layers.2._codebook.vq_bridge.weight"] = state["layers.2._codebook.vq_bridge.weight"]! + 1
+        #expect(throws: ModuleError.sharedValuesDiffer([["layers.0._codebook.vq_bridge.weight", "layers.1._codebook.vq_bridge.weight",
+                                                         "layers.2._codebook.vq_bridge.weight"]])) { try rvq.load(stateDict: state) }
+        #expect(rvq.stateDict() == before)
+        let rsv = try ResidualSimVQ(referenceKwargs: ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_transform": "nn.Linear(8, 8, bias = False)"])
+        #expect(Set(rsv.layers.map { id($0.codeTransform) }).count == 1)
+        // Without one, each layer has its own (the reference makes one per layer).
+        let own = try ResidualSimVQ(referenceKwargs: ["dim": 8, "num_quantizers": 2, "codebook_size": 16])
+        #expect(Set(own.layers.map { id($0.codeTransform) }).count == 2)
+    }
+
+    @Test("a RandomProjectionQuantizer checkpoint in the reference's layout with layernorm_after_project_in loads in it")
+    func randomProjectionLayerNorm() throws {
+        let kw: [String: Any] = ["dim": 16, "codebook_size": 32, "codebook_dim": 8, "num_codebooks": 2, "layernorm_after_project_in": true]
+        let reference = try RandomProjectionQuantizer(referenceKwargs: kw.merging(["reference_layout": true]) { $1 })
+        #expect(reference.stateDict().keys.contains("vq.project_in.0.weight"))
+        let dir = try TestSupport.scratchDirectory("vq-rpq-ln")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("rpq.safetensors")
+        try reference.save(to: url)
+        try ModuleConfig(module: "RandomProjectionQuantizer", kwargs: kw).write(to: ModuleConfig.sidecar(of: url))
+        let (loaded, _) = try QuantizerCheckpoint.load(url)
+        let x = TestSupport.random([2, 5, 16], seed: 1)
+        #expect((loaded as! RandomProjectionQuantizer)(x).indices == reference(x).indices)
     }
 }

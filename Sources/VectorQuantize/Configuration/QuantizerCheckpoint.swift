@@ -105,8 +105,10 @@ public enum QuantizerCheckpoint {
         } else {
             throw TensorFileError.malformed(path: checkpoint.path, reason: "no config: pass --config or put \(sidecar.lastPathComponent) beside it")
         }
-        if cfg.module == "RandomProjectionQuantizer", cfg.kwargs["reference_layout"] == nil, file.tensors["vq.project_in.weight"] != nil {
-            // A PyTorch checkpoint: its inner quantizer has the reference's projection.
+        if cfg.module == "RandomProjectionQuantizer", cfg.kwargs["reference_layout"] == nil,
+           file.tensors.keys.contains(where: { $0.hasPrefix("vq.project_in.") }) {
+            // A PyTorch checkpoint: its inner quantizer has the reference's projection (a Linear, or a Linear and a
+            // LayerNorm with layernorm_after_project_in).
             cfg.kwargs["reference_layout"] = true
         }
         try cfg.checkSizes(against: file, path: checkpoint.path)

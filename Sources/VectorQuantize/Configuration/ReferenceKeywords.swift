@@ -51,6 +51,10 @@ extension ResidualVQConfiguration {
         var c = self
         c.layer.dim = codebookDim ?? dim
         c.layer.codebookSize = codebookSizes.first ?? c.layer.codebookSize
+        if diveq || implicitNeuralCodebook {   // as the keyword parser sets them (the reference's override)
+            c.layer.learnableCodebook = true
+            c.layer.emaUpdate = false
+        }
         return c
     }
 }

@@ -41,7 +41,7 @@ public final class GroupedResidualVQ: Module {
             var c = configuration.residual
             c.dim = dim / groups
             c.layer.seed = configuration.residual.layer.seed &+ UInt64(g) &* 0x51ED
-            rvqs.append(try ResidualVQ(c))
+            rvqs.append(try ResidualVQ(c, bridge: rvqs.first?.layers.first?.codebook.vqBridge))   // one vq_bridge, as the reference
         }
         self.rvqs = rvqs
         super.init()

@@ -61,11 +61,15 @@ public final class ResidualSimVQ: Module {
         try configuration.validate()
         self.configuration = configuration
         let seed = configuration.layer.seed
-        layers = try (0..<configuration.numQuantizers).map { i in
+        // A `codebook_transform` given as a module is one module in the reference, passed to every layer: shared.
+        var layers: [SimVQ] = []
+        for i in 0..<configuration.numQuantizers {
             var l = configuration.layer
             l.seed = seed &+ UInt64(i) &* 0x9E37
-            return try SimVQ(l, module: "ResidualSimVQ")
+            let shared = l.codebookTransform == nil ? nil : layers.first?.codeTransform
+            layers.append(try SimVQ(l, module: "ResidualSimVQ", codebookTransform: shared.map { t in { _ in t } }))
         }
+        self.layers = layers
         rng = SeededGenerator(seed: seed ^ 0x5139)
         super.init()
     }

@@ -139,6 +139,14 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         var layerKw = kw.filter { !Self.ownKeywords.contains($0.key) }
         layerKw["dim"] = codebookDim ?? dim
         layerKw["codebook_size"] = sizes[0]
+        if diveq || implicitNeuralCodebook {
+            // The reference sets these for its layers (learnable codes, no EMA: `effectiveLayer`) whatever was passed,
+            // so the layers are checked as they will be — a keyword that needs a learnable codebook (sync_update_v,
+            // in_place_codebook_optimizer) is valid here; ema_update true with diveq is refused below, as the
+            // contradiction it is.
+            layerKw["learnable_codebook"] = true
+            layerKw["ema_update"] = false
+        }
         do {
             layer = try VectorQuantizerConfiguration(referenceKwargs: layerKw)
         } catch ConfigurationError.unknownKeyword(_, let k) {
@@ -243,7 +251,14 @@ public final class ResidualVQ: Module {
     public let mlps: [ImplicitCodebookMLP]?
     var rng: SeededGenerator
 
-    public init(_ configuration: ResidualVQConfiguration) throws {
+    public convenience init(_ configuration: ResidualVQConfiguration) throws {
+        try self.init(configuration, bridge: nil)
+    }
+
+    /// The stack with its layers' `vq_bridge` one module, `bridge` when given (a grouped stack's, shared by its groups)
+    /// or the first layer's: the reference passes the one module it is given to every layer (and every group), so
+    /// they share it — its key appears under each layer, as in PyTorch, and it is one parameter to an optimizer.
+    init(_ configuration: ResidualVQConfiguration, bridge: Layer?) throws {
         let c = configuration
         try c.validate()
         self.configuration = c.canonical
@@ -259,7 +274,8 @@ public final class ResidualVQ: Module {
             lc.acceptImageFmap = false  // the stack flattens image maps itself
             lc.seed = c.layer.seed &+ UInt64(i) &* 0x9E37
             if c.sharedCodebook { lc.manualEMAUpdate = true }
-            layers.append(try VectorQuantizer(lc, sharing: c.sharedCodebook ? layers.first?.codebook : nil))
+            layers.append(try VectorQuantizer(lc, sharing: c.sharedCodebook ? layers.first?.codebook : nil,
+                                              bridge: bridge ?? layers.first?.codebook.vqBridge))
         }
         self.layers = layers
         mlps = c.implicitNeuralCodebook

@@ -234,7 +234,8 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
             throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "in_place_codebook_optimizer",
                                               reason: "needs a learnable codebook (learnable_codebook=True, ema_update=False)")
         }
-        if orthogonalRegActiveCodesOnly && heads > 1 && separateCodebookPerHead {
+        // The reference asserts this only where the loss runs (a weight above 0); the flag alone is inert there.
+        if orthogonalRegActiveCodesOnly && orthogonalRegWeight > 0 && heads > 1 && separateCodebookPerHead {
             throw bad("orthogonal regularization for only active codes not compatible with separate codebooks per head")
         }
     }

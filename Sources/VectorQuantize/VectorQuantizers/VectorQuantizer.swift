@@ -84,8 +84,9 @@ public final class VectorQuantizer: Module {
     }
 
     /// A quantizer that uses `shared`'s codebook object instead of its own (ResidualVQ's
-    /// `shared_codebook`): a code frozen there is frozen for every layer that uses it.
-    init(_ configuration: VectorQuantizerConfiguration, sharing shared: Codebook?) throws {
+    /// `shared_codebook`): a code frozen there is frozen for every layer that uses it; and `sharedBridge` as its
+    /// `vq_bridge` when given (a stack's one bridge, see ``ResidualVQ/init(_:bridge:)``).
+    init(_ configuration: VectorQuantizerConfiguration, sharing shared: Codebook?, bridge sharedBridge: Layer? = nil) throws {
         try configuration.validate()
         let c = configuration
         self.configuration = c
@@ -119,8 +120,8 @@ public final class VectorQuantizer: Module {
         cb.syncKmeans = c.syncKmeans
         cb.affineBatchDecay = c.affineParamBatchDecay
         cb.affineCodebookDecay = c.affineParamCodebookDecay
-        var bridge: Layer? = nil
-        if let text = c.vqBridge {
+        var bridge: Layer? = c.vqBridge == nil ? nil : sharedBridge
+        if bridge == nil, let text = c.vqBridge {
             var bridgeRNG = SeededGenerator(seed: c.seed ^ 0xB41D)
             do { bridge = try LayerSpec.parse(text, rng: &bridgeRNG) } catch let e as LayerSpecError {
                 throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "vq_bridge", reason: e.description)
