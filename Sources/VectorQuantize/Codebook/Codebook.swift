@@ -53,7 +53,7 @@ public final class Codebook: Module {
         public var syncAffineParam = false
         /// `sync_codebook`, `sync_kmeans` (see ``VectorQuantizerConfiguration``): with several processes, the EMA
         /// statistics are summed over the ranks when `syncCodebook`; k-means initialisation and dead-code
-        /// replacement draw from every rank's batch when both are set (``drawsFromEveryRank``).
+        /// replacement draw from every rank's batch when both are set (`drawsFromEveryRank`).
         public var syncCodebook = true
         public var syncKmeans = true
         public var affineBatchDecay: Double = 0.99
