@@ -42,9 +42,10 @@ extension Module {
     public func load(file: SafeTensorsFile, path: String, strict: Bool = true) throws {
         var state: [String: Tensor] = [:]
         for (k, v) in file.tensors { state[k] = v.asFloat }
-        let keys = Set(stateDict().keys)
-        for (alias, target) in file.metadata where state[alias] == nil && keys.contains(alias) {
-            if let shared = state[target], file.tensors[alias] == nil { state[alias] = shared }
+        let aliases = file.metadata.filter { state[$0.key] == nil && state[$0.value] != nil }
+        if !aliases.isEmpty {
+            let keys = Set(namedParameters().map(\.0))
+            for (alias, target) in aliases where keys.contains(alias) { state[alias] = state[target] }
         }
         do {
             try load(stateDict: state, strict: strict)

@@ -51,7 +51,7 @@ extension ResidualVQConfiguration {
         var c = self
         c.layer.dim = codebookDim ?? dim
         c.layer.codebookSize = codebookSizes.first ?? c.layer.codebookSize
-        if diveq || implicitNeuralCodebook {   // as the keyword parser sets them (the reference's override)
+        if diveq || implicitNeuralCodebook {   // the reference's override, as the keyword parser sets it (and `effectiveLayer` uses)
             c.layer.learnableCodebook = true
             c.layer.emaUpdate = false
         }

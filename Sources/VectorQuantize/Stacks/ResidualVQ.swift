@@ -160,16 +160,12 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
         }
     }
 
-    /// The layers' configuration with what `diveq` implies (one place for the typed and keyword paths).
+    /// The layers' configuration with what `diveq` implies (one place for the typed and keyword paths): the
+    /// canonical layer (learnable codes without EMA under `diveq` and `implicit_neural_codebook`), and under `diveq`
+    /// no gradient routed to the input and no commitment loss.
     var effectiveLayer: VectorQuantizerConfiguration {
-        var l = layer
-        if implicitNeuralCodebook {
-            l.learnableCodebook = true
-            l.emaUpdate = false
-        }
+        var l = canonical.layer
         if diveq {
-            l.emaUpdate = false
-            l.learnableCodebook = true
             l.routeGradientsToInput = false
             l.commitmentWeight = 0
         }
