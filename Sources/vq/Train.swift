@@ -76,15 +76,7 @@ struct Train: ParsableCommand {
         }
         try DataFiles.checkThreads(threads)
         if let f = freeze { _ = try CodeSpec(f, option: "--freeze") }
-        if let levels = fsqLevels {
-            let parts = levels.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 2 }) else {
-                throw ValidationError("--fsq-levels '\(levels)': comma-separated integers ≥ 2, e.g. 8,5,5,5")
-            }
-            guard SizeLimit.product(parts.map { $0! }) != nil else {
-                throw ValidationError("--fsq-levels '\(levels)': the codebook size (their product) exceeds \(SizeLimit.maxElements) codes")
-            }
-        }
+        _ = try fsqLevelValues()
         if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
         if let head, head < 0 { throw ValidationError("--head must be ≥ 0") }
         // An option that would change nothing is a mistake worth one line (a misspelt or forgotten companion).
@@ -380,12 +372,27 @@ struct Train: ParsableCommand {
         print("report: \(report)")
     }
 
+    /// `--fsq-levels` read once, for `validate()` and the module alike: comma-separated integers ≥ 2 (spaces around
+    /// each allowed) whose product is a codebook size the library takes; nil without the option.
+    func fsqLevelValues() throws -> [Int]? {
+        guard let levels = fsqLevels else { return nil }
+        let parts = levels.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 2 }) else {
+            throw ValidationError("--fsq-levels '\(levels)': comma-separated integers ≥ 2, e.g. 8,5,5,5")
+        }
+        let values = parts.compactMap { $0 }
+        guard SizeLimit.product(values) != nil else {
+            throw ValidationError("--fsq-levels '\(levels)': the codebook size (their product) exceeds \(SizeLimit.maxElements) codes")
+        }
+        return values
+    }
+
     /// A new quantizer from the options, or the `--init` checkpoint.
     func makeModule(dim: Int) throws -> (any Quantizer, ModuleConfig) {
         if let initFrom { return try continuedModule(initFrom) }
         var kw: [String: Any] = ["dim": dim]
-        if let levels = fsqLevels {
-            kw["levels"] = levels.split(separator: ",").map { Int($0)! }
+        if let levels = try fsqLevelValues() {
+            kw["levels"] = levels
             let cfg = ModuleConfig(module: "FSQ", kwargs: kw)
             return (try cfg.build() as! any Quantizer, cfg)
         }

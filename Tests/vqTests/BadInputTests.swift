@@ -79,6 +79,12 @@ struct BadInputTests {
         try expectRefused(["train", "--input", x, "--fsq-levels", "1048576,1048576,1048576,1048576", "--output", t], mentions: "--fsq-levels", output: t)
         try expectRefused(["train", "--input", x, "--codebook-size", "2147483648", "--output", t], mentions: "--codebook-size", output: t)
         try expectRefused(["train", "--input", x, "--fsq-levels", "8,,5", "--output", t], mentions: "--fsq-levels", output: t)
+        // Spaces around a level passed validation, then trapped where the levels were read a second time (found by
+        // vq-fuzz --commands, seed 1904): one reading now serves both; such a list trains.
+        for spaced in [" 4", "8, 5 ,5"] {
+            let r = try VQProcess.run(["train", "--input", x, "--fsq-levels", spaced, "--steps", "2", "--batch-size", "16", "--output", path("spaced.safetensors")])
+            #expect(r.status == 0, "--fsq-levels '\(spaced)': \(r.stderr.prefix(300))")
+        }
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--dead-code-threshold", "nan", "--output", t], mentions: "--dead-code-threshold", output: t)
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--steps", "-5", "--output", t], mentions: "--steps", output: t)
         try expectRefused(["train", "--input", x, "--codebook-size", "4", "--stepz", "5", "--output", t], mentions: "--stepz", output: t)
