@@ -73,23 +73,101 @@ struct SkinnyKernelTests {
         }
     }
 
-    @Test("few rows (m ≤ 8): C[i, j] accumulates a[i,p]·b[p,j] for p in order", arguments: [(4, 256, 2000), (3, 70, 17), (8, 16, 64)])
+    /// Σ_p x(p) over `0..<k` as the long reductions define it: in order within chunks of `GEMM.depthChunk(k)` rows
+    /// (each from 0), the chunks' sums then added in order.
+    static func chunkedSum(_ k: Int, _ x: (Int) -> Float) -> Float {
+        let chunk = GEMM.depthChunk(k)
+        var total: Float? = nil
+        var lo = 0
+        while lo < k {
+            var s: Float = 0
+            for p in lo..<min(k, lo + chunk) { s += x(p) }
+            total = total.map { $0 + s } ?? s
+            lo += chunk
+        }
+        return total ?? 0
+    }
+
+    @Test("few rows (m ≤ 8): C[i, j] adds a[i,p]·b[p,j] in order — past 1024 rows in chunks, then the chunks in order — on 1 and 2 threads",
+          arguments: [(4, 256, 2000), (3, 70, 17), (8, 16, 64), (2, 40, 5000), (1, 33, 1024), (5, 24, 70_000)])
     func fewRows(shape: (Int, Int, Int)) {
         let (m, n, k) = shape
         // A read transposed (a weight gradient Xᵀ·dY): element (i, p) at a[p·m + i].
         let a = TestSupport.random([k, m], seed: 45).scalars, b = TestSupport.random([k, n], seed: 46).scalars
-        var c = [Float](repeating: 0, count: m * n), expected = c
-        for i in 0..<m {
-            for j in 0..<n {
-                var s: Float = 0
-                for p in 0..<k { s += a[p * m + i] * b[p * n + j] }
-                expected[i * n + j] = s
+        let start = TestSupport.random([m, n], seed: 47).scalars
+        for accumulate in [false, true] {
+            var expected = [Float](repeating: 0, count: m * n)
+            for i in 0..<m {
+                for j in 0..<n {
+                    if k <= GEMM.depthChunk(k) {
+                        // One chunk: the products added to C (or to 0) in order.
+                        var s: Float = accumulate ? start[i * n + j] : 0
+                        for p in 0..<k { s += a[p * m + i] * b[p * n + j] }
+                        expected[i * n + j] = s
+                    } else {
+                        let s = Self.chunkedSum(k) { p in a[p * m + i] * b[p * n + j] }
+                        expected[i * n + j] = accumulate ? start[i * n + j] + s : s
+                    }
+                }
+            }
+            for threads in [1, 2] {
+                var c = start
+                Threads.with(threads) {
+                    GEMM.fewRows(m: m, n: n, k: k, a: a, ars: 1, acs: m, b: b, brs: n, bcs: 1, c: &c, ldc: n, accumulate: accumulate)
+                }
+                #expect(Self.bits(c) == Self.bits(expected), "accumulate \(accumulate), \(threads) threads")
             }
         }
-        Threads.with(2) {
-            GEMM.fewRows(m: m, n: n, k: k, a: a, ars: 1, acs: m, b: b, brs: n, bcs: 1, c: &c, ldc: n, accumulate: false)
+    }
+
+    @Test("a narrow linear layer's gradients in one pass: dx as the skinny product, dW and db as chunked sums, on 1 and 2 threads",
+          arguments: [(8192, 256, 4), (300, 16, 1), (5000, 40, 8), (2048, 1000, 3)])
+    func narrowLinearGradients(shape: (Int, Int, Int)) {
+        let (rows, n, k) = shape
+        let dy = TestSupport.random([rows, n], seed: 51).scalars, w = TestSupport.random([n, k], seed: 52).scalars
+        let x = TestSupport.random([rows, k], seed: 53).scalars
+        // dx: the skinny kernel's product dy·W (its own order, tested above).
+        var dxExpected = [Float](repeating: 0, count: rows * k)
+        GEMM.skinny(m: rows, n: k, k: n, a: dy, ars: n, acs: 1, b: w, brs: k, bcs: 1, c: &dxExpected, crs: k, ccs: 1, accumulate: false)
+        var dwExpected = [Float](repeating: 0, count: n * k), dbExpected = [Float](repeating: 0, count: n)
+        for i in 0..<n {
+            for j in 0..<k { dwExpected[i * k + j] = Self.chunkedSum(rows) { p in x[p * k + j] * dy[p * n + i] } }
+            dbExpected[i] = Self.chunkedSum(rows) { p in dy[p * n + i] }
         }
-        #expect(Self.bits(c) == Self.bits(expected))
+        for threads in [1, 2] {
+            var dx = [Float](repeating: .nan, count: rows * k), dw = [Float](repeating: .nan, count: n * k)
+            var db = [Float](repeating: .nan, count: n)
+            Threads.with(threads) {
+                GEMM.narrowLinearGradients(rows: rows, n: n, k: k, dy: dy, weight: w, x: x, dx: &dx, dw: &dw, db: &db)
+            }
+            #expect(Self.bits(dx) == Self.bits(dxExpected), "\(threads) threads")
+            #expect(Self.bits(dw) == Self.bits(dwExpected), "\(threads) threads")
+            #expect(Self.bits(db) == Self.bits(dbExpected), "\(threads) threads")
+            // Only the bias gradient, and only the weight's: the same values.
+            var dbOnly = [Float](repeating: .nan, count: n), dwOnly = [Float](repeating: .nan, count: n * k)
+            Threads.with(threads) {
+                GEMM.narrowLinearGradients(rows: rows, n: n, k: k, dy: dy, weight: w, x: nil, dx: nil, dw: nil, db: &dbOnly)
+                GEMM.narrowLinearGradients(rows: rows, n: n, k: k, dy: dy, weight: w, x: x, dx: nil, dw: &dwOnly, db: nil)
+            }
+            #expect(Self.bits(dbOnly) == Self.bits(dbExpected))
+            #expect(Self.bits(dwOnly) == Self.bits(dwExpected))
+        }
+        // Through autograd: Linear's gradients are these.
+        let xt = Tensor(x, shape: [rows, k]).requiringGradient(), wt = Tensor(w, shape: [n, k]).requiringGradient()
+        let bt = Tensor.zeros([n]).requiringGradient()
+        xt.linear(weight: wt, bias: bt).backward(Tensor(dy, shape: [rows, n]))
+        #expect(Self.bits(xt.grad!.scalars) == Self.bits(dxExpected))
+        #expect(Self.bits(wt.grad!.scalars) == Self.bits(dwExpected))
+        #expect(Self.bits(bt.grad!.scalars) == Self.bits(dbExpected))
+    }
+
+    @Test("a narrow linear layer on an empty batch: zero gradients for the weight and bias, an empty one for the input")
+    func narrowLinearEmpty() {
+        let x = Tensor.zeros([0, 4]).requiringGradient(), w = TestSupport.random([32, 4], seed: 54).requiringGradient()
+        let b = Tensor.zeros([32]).requiringGradient()
+        x.linear(weight: w, bias: b).backward(Tensor.zeros([0, 32]))
+        #expect(x.grad?.shape == [0, 4])
+        #expect(w.grad?.scalars == [Float](repeating: 0, count: 128) && b.grad?.scalars == [Float](repeating: 0, count: 32))
     }
 
     @Test("few rows against a transposed B (dY·Xᵀ): each element one dot product in GEMM.dot's order (Cᵀ = Bᵀ·Aᵀ)",

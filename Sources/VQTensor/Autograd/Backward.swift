@@ -200,12 +200,50 @@ enum Backward {
     }
 
     /// y = x·Wᵀ + b: dx = dy·W, dW = dyᵀ·x (rows flattened), db = Σ_rows dy; only those needed.
+    /// A narrow input (`k ≤ 8` features to `n ≥ 16`: the projection out of FSQ's or LFQ's few channels) takes the
+    /// three in one pass over `dy` (``GEMM/narrowLinearGradients(rows:n:k:dy:weight:x:dx:dw:db:)``).
     static func linearGradients(_ g: Tensor, x: Tensor, w: Tensor, needs: (Int) -> Bool) -> [Tensor?] {
         let (n, k) = (w.shape[0], w.shape[1])
+        if k >= 1 && k <= 8 && n >= 16 && (needs(1) || needs(2)) {
+            return narrowLinearGradients(g, x: x, w: w, needs: needs)
+        }
         let gx = needs(0) ? Tensor.matmulRaw(g, w, transposeA: false, transposeB: false) : nil
         let flat = g.reshaped([-1, n])
         let gw = needs(1) ? Tensor.matmulRaw(flat, x.reshaped([-1, k]), transposeA: true, transposeB: false) : nil
         return [gx, gw, needs(2) ? flat.sum(axis: 0) : nil]
+    }
+
+    static func narrowLinearGradients(_ g: Tensor, x: Tensor, w: Tensor, needs: (Int) -> Bool) -> [Tensor?] {
+        let (n, k) = (w.shape[0], w.shape[1])
+        let rows = g.count / n
+        guard rows > 0 else {   // an empty batch: no storage to point at, and every sum is 0
+            return [needs(0) ? Tensor.zeros(x.shape) : nil, needs(1) ? Tensor.zeros([n, k]) : nil, needs(2) ? Tensor.zeros([n]) : nil]
+        }
+        var dw = needs(1) ? [Float](repeating: 0, count: n * k) : nil
+        var db = needs(2) ? [Float](repeating: 0, count: n) : nil
+        func run(_ dx: UnsafeMutablePointer<Float>?) {
+            g.scalars.withUnsafeBufferPointer { pg in
+                w.scalars.withUnsafeBufferPointer { pw in
+                    x.scalars.withUnsafeBufferPointer { px in
+                        withOptionalStorage(&dw) { pdw in
+                            withOptionalStorage(&db) { pdb in
+                                GEMM.narrowLinearGradients(rows: rows, n: n, k: k, dy: pg.baseAddress!, weight: pw.baseAddress!,
+                                                           x: px.baseAddress, dx: dx, dw: pdw, db: pdb)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var dx: Tensor? = nil
+        if needs(0) { dx = Tensor.uninitialized(x.shape) { run($0.baseAddress) } } else { run(nil) }
+        return [dx, dw.map { Tensor($0, shape: [n, k]) }, db.map { Tensor($0, shape: [n]) }]
+    }
+
+    /// `body` with the array's storage, or nil for no array.
+    private static func withOptionalStorage(_ a: inout [Float]?, _ body: (UnsafeMutablePointer<Float>?) -> Void) {
+        guard a != nil else { return body(nil) }
+        a!.withUnsafeMutableBufferPointer { body($0.baseAddress) }
     }
 
     static func unaryDerivative(_ u: UnaryOp, x: Tensor, y: Tensor) -> Tensor {

@@ -339,7 +339,10 @@ extension GEMM {
 
     /// C = A·B (or C += A·B) for `m ≤ 8` rows and a long depth (a weight gradient `Xᵀ·dY` of a projection
     /// to a few channels): B is streamed row by row and each row of C accumulates `A[i, p] · B[p, :]` in
-    /// the order of `p`; threads split the columns.
+    /// the order of `p` (added to C's value when `accumulate`), the threads splitting the columns — up to
+    /// ``depthChunk(_:)`` rows of B. Past it the depth is cut into chunks of that many rows, each summed in order from 0,
+    /// the chunks' sums then added in order (to C when `accumulate`), threads splitting the rows
+    /// (``depthChunked(m:n:k:c:ldc:accumulate:partial:)``).
     static func fewRows(
         m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, ars: Int, acs: Int,
@@ -347,6 +350,13 @@ extension GEMM {
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
     ) {
         nonisolated(unsafe) let (pa, pb, pc) = (a, b, c)
+        if bcs == 1 && k > depthChunk(k) {
+            depthChunked(m: m, n: n, k: k, c: c, ldc: ldc, accumulate: accumulate) { rows, acc in
+                vq_few_rows(level, Int64(m), Int64(n), Int64(rows.count), pa + rows.lowerBound * acs, Int64(ars), Int64(acs),
+                            pb + rows.lowerBound * brs, Int64(brs), acc)
+            }
+            return
+        }
         let threads = Double(m) * Double(n) * Double(k) < 1.5e6 ? 1 : Threads.count
         let body = { (cols: Range<Int>) in
             let w = cols.count
