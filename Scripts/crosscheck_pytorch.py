@@ -10,7 +10,9 @@ not the initial one, save `state_dict()` with `safetensors.torch.save_file` plus
 2. Swift → PyTorch: `vq train --init` continues the checkpoint a few steps in Swift (`vq freeze` re-saves it for
    HierarchicalVQ, which `vq train` does not train; kinds with nothing the tool learns are one-way); PyTorch
    loads the result with `load_state_dict(strict=False)` — the only unexpected keys may be ours (the freeze
-   state), nothing may be missing — and `vq encode` gives PyTorch's indices of it.
+   state), nothing may be missing — and `vq encode` gives PyTorch's indices of it;
+3. `vq export` of that checkpoint: its sidecar's keywords build the reference's module, whose `load_state_dict`
+   takes the file with `strict=True`, and `vq encode` of the export gives that module's indices.
 Every quantizer of the registry has a case; `--random N [--seed S]` adds N configurations with one to five of
 the reference's keywords drawn from POOLS (each kind in turn). The deliberate differences of the README are
 honoured: an affine codebook's statistics do not move in evaluation, and it decodes to the codes its forward used.
@@ -422,7 +424,8 @@ def run_case(vq, tmp, case, name, kwargs, module, x, g):
     swift_ckpt = os.path.join(tmp, case + "_swift.safetensors")
     learned = sum(p.numel() for p in module.parameters() if p.requires_grad) > 0
     if name in ("RandomProjectionQuantizer", "BinaryMapper", "EvoLFQ"):
-        return problems, "PyTorch → Swift; the tool writes none of these"
+        return problems + check_export(vq, name, ckpt, set(module.state_dict()), x, xin, tmp, case), \
+            "PyTorch → Swift; the tool writes none of these (exported, strict)"
     if name == "HierarchicalVQ":   # trained from sequences, not by `vq train`: re-saved by `vq freeze`
         rc, err = run(vq, "freeze", ckpt, "--codes", "0", "--output", swift_ckpt)
     else:
@@ -432,7 +435,8 @@ def run_case(vq, tmp, case, name, kwargs, module, x, g):
                       "--steps", "3", "--batch-size", "64", "--lr", "0.01")
         ema = any(getattr(m, "ema_update", False) is True for m in module.modules())
         if rc != 0 and "nothing for vq train to do" in err and not learned and not ema:
-            return problems, "PyTorch → Swift; nothing learned, nothing for the tool to write"
+            return problems + check_export(vq, name, ckpt, set(module.state_dict()), x, xin, tmp, case), \
+                "PyTorch → Swift; nothing learned, nothing for the tool to write (exported, strict)"
     if rc != 0:
         return problems + [("freeze: " if name == "HierarchicalVQ" else "train --init: ") + err], ""
     back = build(name, kwargs)
@@ -448,7 +452,32 @@ def run_case(vq, tmp, case, name, kwargs, module, x, g):
         problems.append(f"torch load: missing {res.missing_keys}, unexpected {extra}")
     back.eval()
     _, more = check_encode(vq, name, kwargs, back, swift_ckpt, x, xin, tmp, case + "_swift")
-    return problems + more, "both ways"
+    return problems + more + check_export(vq, name, swift_ckpt, set(module.state_dict()), x, xin, tmp, case), \
+        "both ways, and exported (strict)"
+
+
+def check_export(vq, name, source, trained, x, xin, tmp, case):
+    """`vq export` of `source`: the reference's keys and keywords only — its sidecar builds the reference's module (no
+    keyword of ours) and that module's load_state_dict takes the file strictly; it encodes as `vq encode` does."""
+    exported = os.path.join(tmp, case + "_export.safetensors")
+    rc, err = run(vq, "export", source, "--output", exported)
+    if rc != 0:
+        return ["export: " + err]
+    with open(os.path.join(tmp, case + "_export.json")) as f:
+        export_kwargs = json.load(f)["kwargs"]
+    try:
+        strict = build(name, export_kwargs)
+        state = load_file(exported)
+        for k in state:
+            if k in trained and k not in strict.state_dict():   # buffers the reference makes at its first batch
+                owner, _, buffer = k.rpartition(".")
+                strict.get_submodule(owner).register_buffer(buffer, state[k])
+        strict.load_state_dict(state, strict=True)
+    except Exception as e:
+        return [f"export: strict load in PyTorch: {type(e).__name__}: {str(e)[:300]}"]
+    strict.eval()
+    _, problems = check_encode(vq, name, export_kwargs, strict, exported, x, xin, tmp, case + "_export")
+    return problems
 
 
 def main():

@@ -279,6 +279,7 @@ func baseCommandLine(_ command: ToolCommand, _ ws: CommandWorkspace, _ rng: inou
     case "freeze", "unfreeze":
         let learned = pick(ws.checkpoints.filter(\.learned))
         return [command.path[0], learned.file, "--codes", "0"] + (rng.nextInt(below: 3) == 0 ? [] : ["--output", out])
+    case "export": return ["export", ck.file, "--output", out]
     case "quickstart": return ["quickstart", "--vectors", "200", "--dim", "8", "--codes", "4", "--iterations", "2"]
     case "bench": return ["bench", "--only", pick(["e_fsq_8555", "k_fsq_grad", "l_lfq_grad"]), "--budget", "0"]
     case "demo": return ["demo", "--steps", "2", "--seeds", "1", "--output", "d\(rng.nextInt(below: 1_000_000))"]
@@ -447,7 +448,7 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
     try? FileManager.default.removeItem(at: Fixtures.dir)
 }
 
-/// What a successful run wrote must be usable: the checkpoint of `train`, `freeze`, `unfreeze` loads (with its
+/// What a successful run wrote must be usable: the checkpoint of `train`, `freeze`, `unfreeze`, `export` loads (with its
 /// sidecar); the indices of `encode` are codes of the checkpoint or −1, the vectors of `decode` finite (as `.npy`).
 func checkOutputs(_ written: Set<String>, args: [String], in dir: URL, fail: (String) -> Never) {
     guard let i = args.lastIndex(of: "--output"), i + 1 < args.count else { return }
@@ -455,7 +456,7 @@ func checkOutputs(_ written: Set<String>, args: [String], in dir: URL, fail: (St
     let url = URL(fileURLWithPath: output).standardizedFileURL
     guard FileManager.default.fileExists(atPath: url.path) else { return }
     switch args[0] {
-    case "train", "freeze", "unfreeze":
+    case "train", "freeze", "unfreeze", "export":
         do { _ = try QuantizerCheckpoint.loadQuantizer(url) } catch { fail("wrote \(args[i + 1]), which does not load: \(error)") }
     case "encode" where url.pathExtension == "npy":
         guard case .integer(let indices) = try? NumPyFile.read(contentsOf: url) else { fail("wrote \(args[i + 1]), which holds no indices") }

@@ -9,7 +9,7 @@ struct VQ: ParsableCommand {
         commandName: "vq",
         abstract: "Learn vector-quantization codebooks, encode and decode vectors, freeze codes exactly.",
         version: "0.1.0",
-        subcommands: [Demo.self, Train.self, Encode.self, Decode.self, Inspect.self, Compare.self, Freeze.self, Unfreeze.self, Quickstart.self, Bench.self, Example.self])
+        subcommands: [Demo.self, Train.self, Encode.self, Decode.self, Inspect.self, Compare.self, Freeze.self, Unfreeze.self, Export.self, Quickstart.self, Bench.self, Example.self])
 
     /// Parses and runs a subcommand. Any error is one line on standard error (`vq: error: …`, no usage
     /// text) and a non-zero exit; `--help` and `--version` print as usual.

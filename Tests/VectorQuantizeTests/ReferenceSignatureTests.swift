@@ -51,6 +51,15 @@ struct ReferenceSignatureTests {
         }
     }
 
+    @Test("the keywords a kind takes beyond the reference's are exactly its ownKeywords (what an export leaves out)")
+    func ownKeywordsAreTheRest() throws {
+        let sig = try Self.signatures()
+        for kind in QuantizerRegistry.kinds {
+            let beyond = kind.keywords.subtracting(sig.keywords(of: kind.name).keys)
+            #expect(beyond == kind.ownKeywords, "\(kind.name): beyond the reference \(beyond.sorted()), declared own \(kind.ownKeywords.sorted())")
+        }
+    }
+
     @Test("each keyword spelt out at the reference's default builds, as a configuration PyTorch wrote")
     func everyDefaultBuilds() throws {
         let sig = try Self.signatures()

@@ -111,6 +111,24 @@ struct EveryQuantizerTests {
             #expect(r.stdout.contains("frozen 1"), "\(label): \(r.stdout)")
         }
 
+        // Exporting for PyTorch: every kind but a random projection in this library's layout; the export holds none of
+        // this library's state (the frozen code above included) and encodes as the checkpoint does.
+        let source = hasCodes ? path("f.safetensors") : ckpt
+        let ownLayout = (lq as? RandomProjectionQuantizer).map { !$0.configuration.referenceLayout } ?? false
+        try run(["export", source, "--output", path("p.safetensors")], mustSucceed: !ownLayout, label + " export")
+        if !ownLayout {
+            let exported = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("p.safetensors")))
+            let ours = Set(lq.namedParameters().filter { $0.1.isOptionalInState }.map(\.0))
+            #expect(ours.isDisjoint(with: exported.tensors.keys), "\(label): \(exported.tensors.keys.sorted())")
+            try run(["encode", "--checkpoint", path("p.safetensors"), "--input", path("x.npy"), "--output", path("pi.npy")], mustSucceed: true, label + " encode export")
+            #expect(try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("pi.npy"))).asIndices
+                    == NumPyFile.read(contentsOf: URL(fileURLWithPath: path("i.npy"))).asIndices, "\(label): the export encodes otherwise")
+            if hasCodes {
+                let r = try run(["inspect", path("p.safetensors")], mustSucceed: true, label + " inspect export")
+                #expect(r.stdout.contains("frozen 0") && !r.stdout.contains("frozen 1"), "\(label): \(r.stdout)")
+            }
+        }
+
         // Training: what the registry says — trained (something learned changed), or refused before writing.
         let method = TrainingMethod.of(q, kind: QuantizerRegistry.kind(named: name)!)
         try run(["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "3", "--batch-size", "32", "--output", path("t.safetensors")],

@@ -110,6 +110,7 @@ struct FileSafetyTests {
                          ["encode", "--checkpoint", m, "--input", path("x.npy"), "--output", out],
                          ["decode", "--checkpoint", m, "--input", path("i.npy"), "--output", out],
                          ["freeze", m, "--codes", "0", "--output", out],
+                         ["export", m, "--output", out],
                          ["compare", m, m, "--input", path("x.npy"), "--report", html]] {
                 try expectRefused(args, mentions: kind)
             }
@@ -123,6 +124,7 @@ struct FileSafetyTests {
                          ["decode", "--checkpoint", m, "--input", input, "--output", path("y.npy")],
                          ["inspect", m, "--input", input], ["inspect", input], ["inspect", m, "--config", input],
                          ["compare", m, m, "--input", input], ["freeze", m, "--codes", "0", "--config", input, "--output", path("f.safetensors")],
+                         ["export", input, "--output", path("p.safetensors")], ["export", m, "--config", input, "--output", path("p.safetensors")],
                          ["train", "--input", path("x.npy"), "--codebook-size", "8", "--output", path("n.safetensors"), "--freeze-subspace", input]] {
                 let r = try VQProcess.run(args, timeout: 60)
                 #expect(r.status == 1 && r.stderr.hasPrefix("vq: error: ") && r.stderr.contains(kind), "\(args): \(r.status) \(r.stderr)")

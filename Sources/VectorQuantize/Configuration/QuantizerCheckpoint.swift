@@ -16,21 +16,67 @@ public enum QuantizerCheckpoint {
     ///   keys or shapes: a `codebook_size` of 32 for a 64-code model would only fail when loading), and `CheckpointError`
     ///   when the state holds NaN or ±∞ (a diverged model, which no load would accept), before anything is written.
     public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws {
+        try write(module, config: config, to: checkpoint, extraState: true)
+    }
+
+    /// Writes `module` as the reference's `state_dict()` holds it, for PyTorch: ``save(_:config:to:)-(Module,ModuleConfig,_)``
+    /// without this library's own state — the freeze masks, the freezing policy's step counter, the keys frozen by
+    /// name, the value tables the reference keeps as plain lists (every ``Parameter/isOptionalInState`` tensor) — and
+    /// its configuration without this library's keywords (``QuantizerKind/ownKeywords``: `seed`, …), so that
+    /// `load_state_dict(load_file(path))` takes the file strictly and the sidecar's `kwargs` build the reference's
+    /// module. Loading the file here gives that state its defaults: nothing frozen. (Keywords naming a module — a code
+    /// transform, a bridge — stay the spec strings the configurations spell them with, `"nn.Linear(8, 8)"`; an affine
+    /// codebook's batch statistics are the reference's state, and PyTorch registers those buffers at its first batch.)
+    ///
+    /// ```swift
+    /// try QuantizerCheckpoint.export(vq, config: config, to: URL(fileURLWithPath: "for-pytorch.safetensors"))
+    /// ```
+    ///
+    /// ```python
+    /// vq = VectorQuantize(**json.load(open("for-pytorch.json"))["kwargs"])
+    /// vq.load_state_dict(load_file("for-pytorch.safetensors"))   # strict
+    /// ```
+    ///
+    /// - Returns: the tensors left out, sorted.
+    /// - Throws: as ``save(_:config:to:)-(Module,ModuleConfig,_)``; ``ConfigurationError`` for a random-projection
+    ///   quantizer in this library's layout (one `e`-dimensional codebook per head), which the reference has no module
+    ///   for — nothing is written.
+    @discardableResult
+    public static func export(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws -> [String] {
+        if let rpq = module as? RandomProjectionQuantizer, !rpq.configuration.referenceLayout {
+            throw ConfigurationError.invalid(module: config.module, reason: "this random-projection quantizer has this library's layout (each head's codes in its own e dimensions); the reference's has h·e, so PyTorch has no module for it — build it with reference_layout: true to export it")
+        }
+        var reference = config
+        for key in QuantizerRegistry.kind(named: config.module)?.ownKeywords ?? [] { reference.kwargs[key] = nil }
+        return try write(module, config: config, writing: reference, to: checkpoint, extraState: false)
+    }
+
+    /// The one writer behind ``save(_:config:to:)-(Module,ModuleConfig,_)`` and ``export(_:config:to:)``: checks that
+    /// `config` describes the module, writes `written` (the same, or the reference's part of it); returns the keys
+    /// left out.
+    @discardableResult
+    private static func write(_ module: Module, config: ModuleConfig, writing written: ModuleConfig? = nil, to checkpoint: URL,
+                              extraState: Bool) throws -> [String] {
         try config.check(describes: module)
         try module.checkFiniteForSaving(to: checkpoint.path)
         let sidecar = ModuleConfig.sidecar(of: checkpoint)
         guard sidecar.standardizedFileURL != checkpoint.standardizedFileURL else {
             throw TensorFileError.unwritable(path: checkpoint.path, reason: "a checkpoint named .json would be its own config sidecar; name it .safetensors")
         }
-        let serialized = try config.serialized()
+        let serialized = try (written ?? config).serialized()
         var file = SafeTensorsFile(metadata: ["config_json": String(decoding: serialized, as: UTF8.self)])
         // Parameters frozen by key (`freeze(keys:)`) stay frozen when the checkpoint is loaded.
         let frozenKeys = module.namedParameters().filter { $0.1.kind == .trainable && $0.1.isFrozen }.map(\.0).sorted()
-        if !frozenKeys.isEmpty {
+        if extraState && !frozenKeys.isEmpty {
             file.metadata["frozen_keys"] = String(decoding: try JSONSerialization.data(withJSONObject: frozenKeys), as: UTF8.self)
         }
-        for (key, t) in module.stateDict() { file.tensors[key] = .float(t) }
+        let ours = extraState ? [] : Set(module.namedParameters().filter { $0.1.isOptionalInState }.map(\.0))
+        var left: [String] = []
+        for (key, t) in module.stateDict() {
+            if ours.contains(key) { left.append(key) } else { file.tensors[key] = .float(t) }
+        }
         try AtomicFile.write([(try file.serialized(), checkpoint), (serialized, sidecar)])
+        return left.sorted()
     }
 
     /// Writes a quantizer with the configuration it was built from (no keywords to write by hand): any quantizer of

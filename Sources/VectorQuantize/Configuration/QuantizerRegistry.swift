@@ -27,15 +27,23 @@ public struct QuantizerKind: @unchecked Sendable {
     public let training: TrainingMethod
     /// Every keyword the kind accepts (the reference's constructor arguments; a stack's include its layers').
     public let keywords: Set<String>
+    /// The keywords of ``keywords`` that are this library's, not the reference's (`seed` everywhere; the random
+    /// projection's `reference_layout`, LatentQuantize's `values_receive_gradients`): what
+    /// ``QuantizerCheckpoint/export(_:config:to:)`` leaves out of a configuration for PyTorch.
+    public var ownKeywords: Set<String> { Self.libraryKeywords.union(own) }
+    /// The keyword every kind takes here and none in the reference.
+    public static let libraryKeywords: Set<String> = ["seed"]
+    private let own: Set<String>
     /// The Swift type of this kind's quantizers.
     public let type: any Quantizer.Type
     private let make: ([String: Any]) throws -> Module
 
-    init(_ name: String, _ type: any Quantizer.Type, keywords: Set<String>, example: [String: Any], training: TrainingMethod = .fromVectors,
-         make: @escaping ([String: Any]) throws -> Module) {
+    init(_ name: String, _ type: any Quantizer.Type, keywords: Set<String>, own: Set<String> = [], example: [String: Any],
+         training: TrainingMethod = .fromVectors, make: @escaping ([String: Any]) throws -> Module) {
         self.name = name
         self.type = type
         self.keywords = keywords
+        self.own = own
         self.example = example
         self.training = training
         self.make = make
@@ -97,12 +105,12 @@ public enum QuantizerRegistry {
         QuantizerKind("ResidualSimVQ", ResidualSimVQ.self, keywords: ResidualSimVQ.Configuration.ownKeywords.union(SimVQ.Configuration.keywords),
                       example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2]) { try ResidualSimVQ(referenceKwargs: $0) },
         QuantizerKind("RandomProjectionQuantizer", RandomProjectionQuantizer.self, keywords: VectorQuantizerConfiguration.keywords.union(["codebook_dim", "num_codebooks", "norm", "reference_layout"]),
-                      example: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2],
+                      own: ["reference_layout"], example: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2],
                       training: .nothingToLearn("RandomProjectionQuantizer is random by design: its projections and codebooks are fixed by its seed")) {
             try RandomProjectionQuantizer(referenceKwargs: $0)
         },
         QuantizerKind("LatentQuantize", LatentQuantize.self, keywords: LatentQuantize.Configuration.keywords,
-                      example: ["levels": [5, 5, 8], "dim": 8]) { try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: $0)) },
+                      own: ["values_receive_gradients"], example: ["levels": [5, 5, 8], "dim": 8]) { try LatentQuantize(LatentQuantize.Configuration(referenceKwargs: $0)) },
         QuantizerKind("FSP", FSP.self, keywords: FSP.Configuration.keywords,
                       example: ["levels": [8, 5, 5], "dim": 8]) { try FSP(FSP.Configuration(referenceKwargs: $0)) },
         QuantizerKind("BinaryMapper", BinaryMapper.self, keywords: BinaryMapper.Configuration.keywords,

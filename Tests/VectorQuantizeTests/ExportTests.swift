@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+import VQNN
+import VQTensor
+import VQTestSupport
+@testable import VectorQuantize
+
+/// ``QuantizerCheckpoint/export(_:config:to:)``: a checkpoint as the reference's `state_dict()` holds it, for
+/// PyTorch's strict `load_state_dict` (`Scripts/crosscheck_pytorch.py` loads every kind's export strictly in PyTorch).
+@Suite("Exporting a checkpoint for PyTorch")
+struct ExportTests {
+    /// Every kind's example with this library's `seed` spelt out (it must not reach the export's keywords); the
+    /// random-projection quantizer in the reference's layout (its own has no PyTorch module).
+    nonisolated(unsafe) static let configs: [(String, [String: Any])] = QuantizerRegistry.kinds.map { kind in
+        var kwargs = kind.example
+        kwargs["seed"] = 7
+        if kind.name == "RandomProjectionQuantizer" { kwargs["reference_layout"] = true }
+        return (kind.name, kwargs)
+    }
+
+    @Test("every kind: no key of this library's state, no keyword of its own; loads back with the same codes and nothing frozen",
+          arguments: configs.indices)
+    func everyKind(_ i: Int) throws {
+        let (name, kwargs) = Self.configs[i]
+        let config = ModuleConfig(module: name, kwargs: kwargs)
+        let q = try config.build() as! any Quantizer
+        q.train()
+        let x = TestSupport.random([40, q.inputDim], seed: 8)
+        if !q.isInitialised { _ = q.forward(q.sequenceShape.map { x.reshaped([-1] + $0 + [q.inputDim]) } ?? x) }
+        // Freeze state that the export must leave out (where there are learned codes).
+        for book in q.learnedCodebooks {
+            try book.freeze(codes: [0, 1])
+            try book.freeze(dimensions: [0], codes: [2])
+        }
+        let ours = Set(q.namedParameters().filter { $0.1.isOptionalInState }.map(\.0)).intersection(q.stateDict().keys)
+        let dir = try TestSupport.scratchDirectory("vq-export")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("torch.safetensors")
+        let left = try QuantizerCheckpoint.export(q, config: config, to: url)
+        #expect(left == ours.sorted(), "\(name)")
+        if !q.learnedCodebooks.isEmpty { #expect(left.contains { $0.hasSuffix("frozen_codes") }, "\(name): \(left)") }
+
+        let file = try SafeTensorsFile.read(contentsOf: url)
+        #expect(Set(file.tensors.keys) == Set(q.stateDict().keys).subtracting(ours), "\(name)")
+        #expect(file.metadata["frozen_keys"] == nil)
+        let kind = try #require(QuantizerRegistry.kind(named: name))
+        let sidecar = try ModuleConfig.parse(Data(contentsOf: ModuleConfig.sidecar(of: url)), path: "sidecar")
+        #expect(Set(sidecar.kwargs.keys) == Set(kwargs.keys).subtracting(kind.ownKeywords), "\(name): \(sidecar.kwargs.keys.sorted())")
+        #expect(sidecar.kwargs["seed"] == nil && sidecar.module == name)
+
+        // Back here: the reference's state as it was, this library's at its defaults (nothing frozen), the same codes.
+        let (back, _) = try QuantizerCheckpoint.load(url)
+        let b = back as! any Quantizer
+        for (key, t) in q.stateDict() where !ours.contains(key) { #expect(back.stateDict()[key] == t, "\(name): \(key)") }
+        for book in b.learnedCodebooks { #expect(!book.frozenMask.contains(true) && book.frozenComponentCount == 0, "\(name)") }
+        b.eval()
+        q.eval()
+        let batch = q.sequenceShape.map { x.reshaped([-1] + $0 + [q.inputDim]) } ?? x
+        #expect(b.encode(batch) == q.encode(batch), "\(name)")
+    }
+
+    @Test("a random-projection quantizer in this library's layout is refused, nothing written")
+    func randomProjectionOwnLayout() throws {
+        let kind = try #require(QuantizerRegistry.kind(named: "RandomProjectionQuantizer"))
+        let config = ModuleConfig(module: kind.name, kwargs: kind.example)
+        let q = try config.build()
+        let dir = try TestSupport.scratchDirectory("vq-export")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("rpq.safetensors")
+        #expect(throws: ConfigurationError.self) { try QuantizerCheckpoint.export(q, config: config, to: url) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+}
