@@ -476,7 +476,11 @@ def check_export(vq, name, source, trained, x, xin, tmp, case):
     except Exception as e:
         return [f"export: strict load in PyTorch: {type(e).__name__}: {str(e)[:300]}"]
     strict.eval()
-    _, problems = check_encode(vq, name, export_kwargs, strict, exported, x, xin, tmp, case + "_export")
+    try:
+        _, problems = check_encode(vq, name, export_kwargs, strict, exported, x, xin, tmp, case + "_export")
+    except Exception as e:
+        missing = sorted(set(trained) - set(strict.state_dict()))
+        return [f"export: the strictly loaded module fails: {type(e).__name__}: {str(e)[:200]} (not in it: {missing[:6]})"]
     return problems
 
 

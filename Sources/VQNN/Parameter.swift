@@ -30,8 +30,15 @@ public final class Parameter {
     /// Whole-parameter freeze: optimizers skip it entirely.
     public var isFrozen: Bool
     /// Whether a state dictionary may omit this tensor (it then keeps its value): for this library's
-    /// own extra state, so that PyTorch state dicts load.
+    /// own extra state, so that PyTorch state dicts load, and for the reference's buffers it makes late (an affine
+    /// codebook's batch statistics, registered at its first batch).
     public var isOptionalInState = false
+    /// This library's own state, which the reference's `state_dict()` never holds (the freeze masks, the freezing
+    /// policy's step counter, a value table the reference keeps as a plain list): optional when loading (setting it
+    /// sets ``isOptionalInState``), and left out of a checkpoint exported for PyTorch.
+    public var isLibraryState = false {
+        didSet { if isLibraryState { isOptionalInState = true } }
+    }
     /// For a buffer kept empty until first needed (a `[d, d]` projector per codebook costs 4·d² bytes whether
     /// used or not): the shape it stands for; an empty value means zeros of that shape. A state dictionary may
     /// hold either the empty tensor or one of this shape.

@@ -32,7 +32,10 @@ struct ExportTests {
             try book.freeze(codes: [0, 1])
             try book.freeze(dimensions: [0], codes: [2])
         }
-        let ours = Set(q.namedParameters().filter { $0.1.isOptionalInState }.map(\.0)).intersection(q.stateDict().keys)
+        // This library's state, and batch statistics still at their "no batch yet" NaN (the reference has no buffer then).
+        let ours = Set(q.namedParameters().filter { key, p in
+            p.isLibraryState || ((key.hasSuffix("batch_mean") || key.hasSuffix("batch_variance")) && p.value.scalars.allSatisfy(\.isNaN))
+        }.map(\.0)).intersection(q.stateDict().keys)
         let dir = try TestSupport.scratchDirectory("vq-export")
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("torch.safetensors")
@@ -57,6 +60,26 @@ struct ExportTests {
         q.eval()
         let batch = q.sequenceShape.map { x.reshaped([-1] + $0 + [q.inputDim]) } ?? x
         #expect(b.encode(batch) == q.encode(batch), "\(name)")
+    }
+
+    @Test("an affine codebook's batch statistics: left out before its first batch (no buffer in the reference yet), exported after")
+    func affineStatistics() throws {
+        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "affine_param": true])
+        let q = try config.build() as! VectorQuantizer
+        let dir = try TestSupport.scratchDirectory("vq-export")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("affine.safetensors")
+        var left = try QuantizerCheckpoint.export(q, config: config, to: url)
+        #expect(left.contains("_codebook.batch_mean") && left.contains("_codebook.batch_variance"))
+        #expect(try SafeTensorsFile.read(contentsOf: url).tensors["_codebook.batch_mean"] == nil)
+        q.train()
+        _ = q.forward(TestSupport.random([2, 20, 8], seed: 9))
+        left = try QuantizerCheckpoint.export(q, config: config, to: url)
+        #expect(!left.contains { $0.contains("batch_") } && left.contains("_codebook.frozen_codes"))
+        let file = try SafeTensorsFile.read(contentsOf: url)
+        #expect(file.tensors["_codebook.batch_mean"] != nil && file.tensors["_codebook.batch_variance"] != nil)
+        let (back, _) = try QuantizerCheckpoint.load(url)
+        #expect(back.stateDict()["_codebook.batch_variance"] == q.stateDict()["_codebook.batch_variance"])
     }
 
     @Test("a random-projection quantizer in this library's layout is refused, nothing written")

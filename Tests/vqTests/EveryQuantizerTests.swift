@@ -118,7 +118,7 @@ struct EveryQuantizerTests {
         try run(["export", source, "--output", path("p.safetensors")], mustSucceed: !ownLayout, label + " export")
         if !ownLayout {
             let exported = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("p.safetensors")))
-            let ours = Set(lq.namedParameters().filter { $0.1.isOptionalInState }.map(\.0))
+            let ours = Set(lq.namedParameters().filter { $0.1.isLibraryState }.map(\.0))
             #expect(ours.isDisjoint(with: exported.tensors.keys), "\(label): \(exported.tensors.keys.sorted())")
             try run(["encode", "--checkpoint", path("p.safetensors"), "--input", path("x.npy"), "--output", path("pi.npy")], mustSucceed: true, label + " encode export")
             #expect(try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("pi.npy"))).asIndices

@@ -152,7 +152,7 @@ public final class Codebook: Module {
         clusterSize = Parameter(Tensor.ones([c.numCodebooks, c.codebookSize]), kind: .buffer)
         initted = Parameter(Tensor(c.kmeansInit ? 0 : 1), kind: .buffer)
         frozenCodes = Parameter(Tensor.zeros([c.numCodebooks, c.codebookSize]), kind: .buffer)
-        frozenCodes.isOptionalInState = true
+        frozenCodes.isLibraryState = true
         frozenComponents = Parameter(Tensor.zeros(shape), kind: .buffer)
         // Empty until a subspace is frozen (it stands for zeros of [h, d, d]: 4·d² bytes per codebook otherwise).
         frozenSubspaceProjector = Parameter(Tensor.zeros([0]), kind: .buffer)
@@ -160,7 +160,7 @@ public final class Codebook: Module {
         frozenSubspaceValues = Parameter(Tensor.zeros(shape), kind: .buffer)
         policyFrozenAt = Parameter(Tensor(repeating: -1, shape: [c.numCodebooks, c.codebookSize]), kind: .buffer)
         steps = Parameter(Tensor(0), kind: .buffer)
-        for p in [frozenComponents, frozenSubspaceProjector, frozenSubspaceValues, policyFrozenAt, steps] { p.isOptionalInState = true }
+        for p in [frozenComponents, frozenSubspaceProjector, frozenSubspaceValues, policyFrozenAt, steps] { p.isLibraryState = true }
         // What a state from a file may hold (checked at load): counts ≥ 0, masks and flags 0 or 1, step numbers.
         clusterSize.domain = .nonNegative
         for p in [initted, frozenCodes, frozenComponents] { p.domain = .flag }

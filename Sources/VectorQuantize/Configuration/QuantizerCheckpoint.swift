@@ -21,12 +21,13 @@ public enum QuantizerCheckpoint {
 
     /// Writes `module` as the reference's `state_dict()` holds it, for PyTorch: ``save(_:config:to:)-(Module,ModuleConfig,_)``
     /// without this library's own state — the freeze masks, the freezing policy's step counter, the keys frozen by
-    /// name, the value tables the reference keeps as plain lists (every ``Parameter/isOptionalInState`` tensor) — and
+    /// name, the value tables the reference keeps as plain lists (every ``Parameter/isLibraryState`` tensor) — and
     /// its configuration without this library's keywords (``QuantizerKind/ownKeywords``: `seed`, …), so that
     /// `load_state_dict(load_file(path))` takes the file strictly and the sidecar's `kwargs` build the reference's
     /// module. Loading the file here gives that state its defaults: nothing frozen. (Keywords naming a module — a code
-    /// transform, a bridge — stay the spec strings the configurations spell them with, `"nn.Linear(8, 8)"`; an affine
-    /// codebook's batch statistics are the reference's state, and PyTorch registers those buffers at its first batch.)
+    /// transform, a bridge — stay the spec strings the configurations spell them with, `"nn.Linear(8, 8)"`. An affine
+    /// codebook's batch statistics are the reference's state, written once a batch has set them; PyTorch registers
+    /// those buffers at its first batch, so a fresh module needs them registered before a strict load.)
     ///
     /// ```swift
     /// try QuantizerCheckpoint.export(vq, config: config, to: URL(fileURLWithPath: "for-pytorch.safetensors"))
@@ -51,6 +52,15 @@ public enum QuantizerCheckpoint {
         return try write(module, config: config, writing: reference, to: checkpoint, extraState: false)
     }
 
+    /// The keys of `module`'s state that the reference's `state_dict()` would not hold: this library's own state
+    /// (``Parameter/isLibraryState``), and a buffer the reference makes late still at its "not yet" value (an affine
+    /// codebook's batch statistics before its first batch: NaN here, no buffer there).
+    static func notInReferenceState(_ module: Module) -> Set<String> {
+        Set(module.namedParameters().filter { _, p in
+            p.isLibraryState || (p.isOptionalInState && p.mayHoldNonFinite && p.value.count > 0 && p.value.scalars.allSatisfy(\.isNaN))
+        }.map(\.0))
+    }
+
     /// The one writer behind ``save(_:config:to:)-(Module,ModuleConfig,_)`` and ``export(_:config:to:)``: checks that
     /// `config` describes the module, writes `written` (the same, or the reference's part of it); returns the keys
     /// left out.
@@ -70,7 +80,7 @@ public enum QuantizerCheckpoint {
         if extraState && !frozenKeys.isEmpty {
             file.metadata["frozen_keys"] = String(decoding: try JSONSerialization.data(withJSONObject: frozenKeys), as: UTF8.self)
         }
-        let ours = extraState ? [] : Set(module.namedParameters().filter { $0.1.isOptionalInState }.map(\.0))
+        let ours = extraState ? [] : Self.notInReferenceState(module)
         var left: [String] = []
         for (key, t) in module.stateDict() {
             if ours.contains(key) { left.append(key) } else { file.tensors[key] = .float(t) }

@@ -123,7 +123,7 @@ public final class LatentQuantize: Module {
         valuesPerLatent = c.levels.map { l in
             let v: [Float] = l % 2 == 1 ? Tensor.linspaceValues(-0.5, 0.5, l) : (0..<l).map { Float($0) / Float(l) - 0.5 }
             let p = Parameter(Tensor(v), kind: c.optimizeValues ? .trainable : .buffer)
-            p.isOptionalInState = !c.optimizeValues  // a plain list in the reference: not in its state dict
+            p.isLibraryState = !c.optimizeValues  // a plain list in the reference: not in its state dict
             return p
         }
         super.init()
