@@ -11,6 +11,21 @@
 /* AVX2's vector of the kernels written once for either width. */
 typedef float vq_f8 __attribute__((vector_size(32)));
 
+/* Calls BODY(rows, N, k, a, ars, bcols, c, crs, ccs, accumulate) with N = n as a constant (1…8), so that each width
+   compiles with its partial sums in registers; nothing for another n. */
+#define SKINNY_DOTS_FOR_N(BODY)                                                                                          \
+    switch (n) {                                                                                                       \
+    case 1: BODY(rows, 1, k, a, ars, bcols, c, crs, ccs, accumulate); break;                                           \
+    case 2: BODY(rows, 2, k, a, ars, bcols, c, crs, ccs, accumulate); break;                                           \
+    case 3: BODY(rows, 3, k, a, ars, bcols, c, crs, ccs, accumulate); break;                                           \
+    case 4: BODY(rows, 4, k, a, ars, bcols, c, crs, ccs, accumulate); break;                                           \
+    case 5: BODY(rows, 5, k, a, ars, bcols, c, crs, ccs, accumulate); break;                                           \
+    case 6: BODY(rows, 6, k, a, ars, bcols, c, crs, ccs, accumulate); break;                                           \
+    case 7: BODY(rows, 7, k, a, ars, bcols, c, crs, ccs, accumulate); break;                                           \
+    case 8: BODY(rows, 8, k, a, ars, bcols, c, crs, ccs, accumulate); break;                                           \
+    default: break;                                                                                                    \
+    }
+
 /* Rows of B per pass of the few-rows kernels: few enough that a pass over a block of columns moves on to the next
    cache line of the same rows soon, so the hardware prefetcher (which follows a stream within a 4 KB page) keeps
    up when B's rows are a page or more apart — with 64, a weight gradient over rows of 1024 floats ran at a quarter of
@@ -186,17 +201,7 @@ static inline __attribute__((always_inline)) void skinny_dots_avx2_n(int64_t row
 __attribute__((target("avx2")))
 static void skinny_dots_avx2(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                              float *c, int64_t crs, int64_t ccs, int accumulate) {
-    switch (n) {
-    case 1: skinny_dots_avx2_n(rows, 1, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 2: skinny_dots_avx2_n(rows, 2, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 3: skinny_dots_avx2_n(rows, 3, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 4: skinny_dots_avx2_n(rows, 4, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 5: skinny_dots_avx2_n(rows, 5, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 6: skinny_dots_avx2_n(rows, 6, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 7: skinny_dots_avx2_n(rows, 7, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 8: skinny_dots_avx2_n(rows, 8, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    default: break;
-    }
+    SKINNY_DOTS_FOR_N(skinny_dots_avx2_n);
 }
 #endif
 
@@ -289,17 +294,7 @@ static inline __attribute__((always_inline)) void skinny_dots_vec_n(int64_t rows
 
 static void skinny_dots_vec(int64_t rows, int64_t n, int64_t k, const float *a, int64_t ars, const float *bcols,
                             float *c, int64_t crs, int64_t ccs, int accumulate) {
-    switch (n) {
-    case 1: skinny_dots_vec_n(rows, 1, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 2: skinny_dots_vec_n(rows, 2, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 3: skinny_dots_vec_n(rows, 3, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 4: skinny_dots_vec_n(rows, 4, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 5: skinny_dots_vec_n(rows, 5, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 6: skinny_dots_vec_n(rows, 6, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 7: skinny_dots_vec_n(rows, 7, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    case 8: skinny_dots_vec_n(rows, 8, k, a, ars, bcols, c, crs, ccs, accumulate); break;
-    default: break;
-    }
+    SKINNY_DOTS_FOR_N(skinny_dots_vec_n);
 }
 
 /* acc[i, j] += a[i, p]·b[p, j] for p in order: `rows` (≤ 4, a constant where inlined) rows of acc and NV vectors of
