@@ -21,7 +21,7 @@ public enum QuantizerCheckpoint {
 
     /// Writes `module` as the reference's `state_dict()` holds it, for PyTorch: ``save(_:config:to:)-(Module,ModuleConfig,_)``
     /// without this library's own state — the freeze masks, the freezing policy's step counter, the keys frozen by
-    /// name, the value tables the reference keeps as plain lists (every ``Parameter/isLibraryState`` tensor) — and
+    /// name, the value tables the reference keeps as plain lists (every `Parameter.isLibraryState` tensor) — and
     /// its configuration without this library's keywords (``QuantizerKind/ownKeywords``: `seed`, …), so that
     /// `load_state_dict(load_file(path))` takes the file strictly and the sidecar's `kwargs` build the reference's
     /// module. Loading the file here gives that state its defaults: nothing frozen. (Keywords naming a module — a code
@@ -53,7 +53,7 @@ public enum QuantizerCheckpoint {
     }
 
     /// The keys of `module`'s state that the reference's `state_dict()` would not hold: this library's own state
-    /// (``Parameter/isLibraryState``), and a buffer the reference makes late still at its "not yet" value (an affine
+    /// (`Parameter.isLibraryState`), and a buffer the reference makes late still at its "not yet" value (an affine
     /// codebook's batch statistics before its first batch: NaN here, no buffer there).
     static func notInReferenceState(_ module: Module) -> Set<String> {
         Set(module.namedParameters().filter { _, p in
