@@ -61,15 +61,18 @@ extension Codebook {
         let codes = lookupCodes(configuration.learnable && !options.freezeCodebook ? embed.value : embed.value.detached())
         if options.freezeCodebook && isTraining && options.topK == nil { recordHeld(nil) }
         if let transform = options.codebookTransform {
-            precondition(options.topK == nil && !options.needsDistances, "Codebook: a codebook transform takes no top-k, cross-entropy or diversity loss")
-            let (quantized, indices) = nearestPerToken(flatten.detached(), transform(codes))
+            precondition(options.topK == nil, "Codebook: a codebook transform takes no top-k")
+            let perToken = transform(codes)
+            let (quantized, indices) = nearestPerToken(flatten.detached(), perToken)
             if isTraining && options.updateUsage && !options.freezeCodebook {
                 withoutGradient {
                     updateCodebook(flatten: affineInputs(flatten.detached()), indices: indices, valid: valid,
                                    weight: options.emaUpdateWeight, accumulate: options.accumulateEMAUpdate, emaUpdate: options.emaUpdate)
                 }
             }
-            return CodebookOutput(quantized: quantized, indices: indices, distances: nil)
+            // The scores of a cross-entropy commitment or a diversity loss: each token against its own codes.
+            let distances = options.needsDistances ? perTokenScores(flatten, perToken) : nil
+            return CodebookOutput(quantized: quantized, indices: indices, distances: distances)
         }
         let temperature = options.sampleCodebookTemperature ?? configuration.sampleCodebookTemperature
         let gumbelST = configuration.straightThrough && isTraining && temperature > 0

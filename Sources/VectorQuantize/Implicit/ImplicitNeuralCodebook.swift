@@ -37,6 +37,17 @@ public final class ImplicitCodebookMLP: Module {
 }
 
 extension Codebook {
+    /// The reference's scores of every token against its own codes (`dist` of its `EuclideanCodebook` with a
+    /// `codebook_transform_fn`), `[h, n, c]`, differentiable in `flatten [h, n, d]` and `perToken [h, n, c, d]`:
+    /// `−‖x_t − C[t, k] + 1e-6‖` (`-F.pairwise_distance`), or the dot product for cosine codebooks — the logits of
+    /// a cross-entropy commitment and of the diversity loss.
+    func perTokenScores(_ flatten: Tensor, _ perToken: Tensor) -> Tensor {
+        let (h, n, d) = (flatten.shape[0], flatten.shape[1], flatten.shape[2])
+        let x = flatten.reshaped([h, n, 1, d])
+        if configuration.useCosineSimilarity { return (x * perToken).sum(axis: -1) }
+        return -((x - perToken + 1e-6).squared().sum(axis: -1).sqrt())
+    }
+
     /// Nearest per-token code: for each row `t` of `flatten [h, n, d]`, the index of the smallest
     /// `‖x_t − C[t, k] + 1e-6‖` (`F.pairwise_distance`, first on ties) among `perToken [h, n, c, d]`, or the
     /// largest dot product for cosine codebooks; and the chosen rows `[h, n, d]`, differentiable in `perToken`.

@@ -64,11 +64,6 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "beam_size",
                                               reason: "beam search scores candidates by their commitment loss: it needs commitment_weight > 0 (and no directional_reparam)")
         }
-        if implicitNeuralCodebook && (layer.codebookDiversityLossWeight > 0 || layer.commitmentUseCrossEntropyLoss) {
-            // Those losses score every code of a fixed codebook; the implicit codebooks are rebuilt per token.
-            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: layer.commitmentUseCrossEntropyLoss ? "commitment_use_cross_entropy_loss" : "codebook_diversity_loss_weight",
-                                              reason: "not with implicit_neural_codebook (its codebooks are made per token)")
-        }
         if (diveq || implicitNeuralCodebook) && ((beamSize ?? 1) > 1 || (evalBeamSize ?? 1) > 1) {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: diveq ? "diveq" : "implicit_neural_codebook", reason: "not supported with beam search yet")
         }
