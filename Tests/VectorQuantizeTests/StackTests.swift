@@ -86,6 +86,27 @@ struct StackTests {
         #expect(before.filter { $0.key.hasPrefix("rvqs.0.") && $0.key.hasSuffix("embed") }.contains { after[$0.key] != $0.value })
     }
 
+    @Test("implicit neural codebooks train with the diversity and cross-entropy losses (once a trap, then refused; reference case rvq_inc_ce_q2_train_grad)")
+    func implicitCodebookLosses() throws {
+        let extras: [[String: Any]] = [["codebook_diversity_loss_weight": 64], ["commitment_use_cross_entropy_loss": true],
+                                       ["commitment_use_cross_entropy_loss": true, "codebook_diversity_loss_weight": 0.1]]
+        for extra in extras {
+            var kwargs: [String: Any] = ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4, "implicit_neural_codebook": true]
+            kwargs.merge(extra) { _, new in new }
+            let q = try ModuleConfig(module: "ResidualVQ", kwargs: kwargs).build() as! ResidualVQ
+            q.train()
+            let x = TestSupport.random([2, 10, 8], seed: 4).requiringGradient()
+            let out = q.forward(x)
+            #expect(out.loss.allFinite && out.loss.sum().item != 0, "\(extra)")
+            out.loss.sum().backward()
+            let g = try #require(x.grad, "\(extra)")
+            #expect(g.allFinite && g.scalars.contains { $0 != 0 }, "\(extra)")
+            // The code transforms learn from these losses too.
+            let mlp = q.trainableParameters().filter { $0.value.grad != nil }
+            #expect(!mlp.isEmpty, "\(extra)")
+        }
+    }
+
     @Test("eval output equals the lookup of the returned indices")
     func evalLookup() throws {
         var c = ResidualVQConfiguration(dim: 16, numQuantizers: 3, codebookSize: 32)
