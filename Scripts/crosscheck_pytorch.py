@@ -452,7 +452,7 @@ def run_case(vq, tmp, case, name, kwargs, module, x, g):
         problems.append(f"torch load: missing {res.missing_keys}, unexpected {extra}")
     back.eval()
     _, more = check_encode(vq, name, kwargs, back, swift_ckpt, x, xin, tmp, case + "_swift")
-    return problems + more + check_export(vq, name, swift_ckpt, set(module.state_dict()), x, xin, tmp, case), \
+    return problems + more + check_export(vq, name, swift_ckpt, trained, x, xin, tmp, case), \
         "both ways, and exported (strict)"
 
 

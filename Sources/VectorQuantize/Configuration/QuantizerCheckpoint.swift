@@ -16,7 +16,7 @@ public enum QuantizerCheckpoint {
     ///   keys or shapes: a `codebook_size` of 32 for a 64-code model would only fail when loading), and `CheckpointError`
     ///   when the state holds NaN or ±∞ (a diverged model, which no load would accept), before anything is written.
     public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws {
-        try write(module, config: config, to: checkpoint, extraState: true)
+        try write(module, config: config, to: checkpoint)
     }
 
     /// Writes `module` as the reference's `state_dict()` holds it, for PyTorch: ``save(_:config:to:)-(Module,ModuleConfig,_)``
@@ -49,7 +49,7 @@ public enum QuantizerCheckpoint {
         }
         var reference = config
         for key in QuantizerRegistry.kind(named: config.module)?.ownKeywords ?? [] { reference.kwargs[key] = nil }
-        return try write(module, config: config, writing: reference, to: checkpoint, extraState: false)
+        return try write(module, config: config, to: checkpoint, exportingAs: reference)
     }
 
     /// The keys of `module`'s state that the reference's `state_dict()` would not hold: this library's own state
@@ -62,25 +62,25 @@ public enum QuantizerCheckpoint {
     }
 
     /// The one writer behind ``save(_:config:to:)-(Module,ModuleConfig,_)`` and ``export(_:config:to:)``: checks that
-    /// `config` describes the module, writes `written` (the same, or the reference's part of it); returns the keys
-    /// left out.
+    /// `config` describes the module and writes it with the whole state — or, exporting, writes `reference` (the
+    /// reference's part of `config`) with the reference's state only; returns the keys left out.
     @discardableResult
-    private static func write(_ module: Module, config: ModuleConfig, writing written: ModuleConfig? = nil, to checkpoint: URL,
-                              extraState: Bool) throws -> [String] {
+    private static func write(_ module: Module, config: ModuleConfig, to checkpoint: URL,
+                              exportingAs reference: ModuleConfig? = nil) throws -> [String] {
         try config.check(describes: module)
         try module.checkFiniteForSaving(to: checkpoint.path)
         let sidecar = ModuleConfig.sidecar(of: checkpoint)
         guard sidecar.standardizedFileURL != checkpoint.standardizedFileURL else {
             throw TensorFileError.unwritable(path: checkpoint.path, reason: "a checkpoint named .json would be its own config sidecar; name it .safetensors")
         }
-        let serialized = try (written ?? config).serialized()
+        let serialized = try (reference ?? config).serialized()
         var file = SafeTensorsFile(metadata: ["config_json": String(decoding: serialized, as: UTF8.self)])
         // Parameters frozen by key (`freeze(keys:)`) stay frozen when the checkpoint is loaded.
         let frozenKeys = module.namedParameters().filter { $0.1.kind == .trainable && $0.1.isFrozen }.map(\.0).sorted()
-        if extraState && !frozenKeys.isEmpty {
+        if reference == nil && !frozenKeys.isEmpty {
             file.metadata["frozen_keys"] = String(decoding: try JSONSerialization.data(withJSONObject: frozenKeys), as: UTF8.self)
         }
-        let ours = extraState ? [] : Self.notInReferenceState(module)
+        let ours = reference == nil ? [] : Self.notInReferenceState(module)
         var left: [String] = []
         for (key, t) in module.stateDict() {
             if ours.contains(key) { left.append(key) } else { file.tensors[key] = .float(t) }
