@@ -349,27 +349,32 @@ struct NewPathFreezeTests {
         #expect(vq.stateDict() == state, "a frozen call wrote state (codes or affine statistics)")
     }
 
-    @Test("implicit neural codebook and manual in-place updates: held codes keep their bits through optimizer steps")
+    @Test("implicit neural codebook (with the mse, or the cross-entropy and diversity losses) and manual in-place updates: held codes keep their bits through optimizer steps")
     func gradientPaths() throws {
-        var c = ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16)
-        c.implicitNeuralCodebook = true
-        let rvq = try ResidualVQ(c)
-        try rvq.layers[1].codebook.freeze(codes: 0..<8)
-        rvq.train()
-        let before = rvq.layers[1].codes, layer0 = rvq.layers[0].codes
-        let opt = Adam(parameters: rvq.trainableParameters(), learningRate: 0.05)
-        for s in 0..<3 {
-            rvq.zeroGradients()
-            let x = TestSupport.random([2, 10, 8], seed: UInt64(s)).requiringGradient()
-            var o = ResidualVQOptions()
-            o.frozenLayers = s == 1 ? [0] : []
-            let out = rvq(x, options: o)
-            (out.losses.sum() + out.quantized.squared().mean()).backward()
-            opt.step()
+        for crossEntropy in [false, true] {
+            var c = ResidualVQConfiguration(dim: 8, numQuantizers: 2, codebookSize: 16)
+            c.implicitNeuralCodebook = true
+            // The per-token scores of these losses are a gradient path to the codes of their own.
+            c.layer.commitmentUseCrossEntropyLoss = crossEntropy
+            c.layer.codebookDiversityLossWeight = crossEntropy ? 0.1 : 0
+            let rvq = try ResidualVQ(c)
+            try rvq.layers[1].codebook.freeze(codes: 0..<8)
+            rvq.train()
+            let before = rvq.layers[1].codes, layer0 = rvq.layers[0].codes
+            let opt = Adam(parameters: rvq.trainableParameters(), learningRate: 0.05)
+            for s in 0..<3 {
+                rvq.zeroGradients()
+                let x = TestSupport.random([2, 10, 8], seed: UInt64(s)).requiringGradient()
+                var o = ResidualVQOptions()
+                o.frozenLayers = s == 1 ? [0] : []
+                let out = rvq(x, options: o)
+                (out.losses.sum() + out.quantized.squared().mean()).backward()
+                opt.step()
+            }
+            #expect(Self.bits(rvq.layers[1].codes.slice(axis: 0, 0..<8)) == Self.bits(before.slice(axis: 0, 0..<8)), "cross-entropy \(crossEntropy)")
+            #expect(rvq.layers[1].codes.slice(axis: 0, 8..<16) != before.slice(axis: 0, 8..<16), "cross-entropy \(crossEntropy)")
+            #expect(rvq.layers[0].codes != layer0, "cross-entropy \(crossEntropy)")
         }
-        #expect(Self.bits(rvq.layers[1].codes.slice(axis: 0, 0..<8)) == Self.bits(before.slice(axis: 0, 0..<8)))
-        #expect(rvq.layers[1].codes.slice(axis: 0, 8..<16) != before.slice(axis: 0, 8..<16))
-        #expect(rvq.layers[0].codes != layer0)
 
         let vq = try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: [
             "dim": 4, "codebook_size": 8, "learnable_codebook": true, "ema_update": false,
