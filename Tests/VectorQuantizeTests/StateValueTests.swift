@@ -107,6 +107,33 @@ struct StateValueTests {
         #expect(loaded.stateDict() == q.stateDict())
     }
 
+    /// vq-fuzz --calls (seed 2004, case 24347): codes set near ±3e38 (finite, allowed) gave their affine variance
+    /// 9e76 → ∞ in float, a state that could not be saved. Statistics beyond float saturate; ordinary ones are unchanged.
+    @Test("an affine codebook's statistics of codes or batches beyond float's range saturate: the state stays finite and saves")
+    func affineSaturation() throws {
+        var c = VectorQuantizerConfiguration(dim: 4, codebookSize: 8)
+        c.affineParam = true
+        let q = try VectorQuantizer(c)
+        var codes = TestSupport.random([8, 4], seed: 3).scalars
+        codes[0] = 3e38
+        codes[4] = -3e38
+        try q.setCodes(Tensor(codes, shape: [8, 4]))
+        var x = TestSupport.random([2, 6, 4], seed: 4).scalars
+        x[1] = 1e30   // a finite row far past the others: its batch variance (1e59) is past float too
+        _ = q(Tensor(x, shape: [2, 6, 4]))
+        _ = q(TestSupport.random([2, 6, 4], seed: 5))
+        let state = q.stateDict()
+        #expect(q.nonFiniteValues().isEmpty, "\(q.nonFiniteValues())")
+        #expect(state["_codebook.codebook_variance"]!.scalars[0] > 1e38)   // dimension 0 of the codes
+        #expect(state["_codebook.batch_variance"]!.scalars[1] > 1e38)      // dimension 1 of the batch
+        for key in ["_codebook.codebook_variance", "_codebook.batch_variance"] {
+            #expect(state[key]!.scalars[2...].allSatisfy { $0 > 0 && $0 < 100 }, "\(key): the other dimensions' statistics are ordinary")
+        }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try QuantizerCheckpoint.save(q, to: dir.appendingPathComponent("saturated.safetensors"))
+    }
+
     /// Values outside a domain, each to be refused.
     static func outside(_ domain: ValueDomain, built: Float) -> [Float] {
         switch domain {

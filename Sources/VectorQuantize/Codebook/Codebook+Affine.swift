@@ -12,7 +12,8 @@ import VQTensor
 /// moves the batch statistics in evaluation), and before the first training call the map is the identity
 /// (the reference reads uninitialised memory). Frozen codes stay bit-identical in `embed`; their *mapped*
 /// position follows the statistics like every code's. Dead codes are replaced by mapped samples, so a new
-/// code maps back onto its sample (the reference stores the raw sample).
+/// code maps back onto its sample (the reference stores the raw sample). Statistics beyond float's range (finite
+/// rows near 1e30 square past it) saturate at ±`Float.greatestFiniteMagnitude` instead of becoming ∞.
 extension Codebook {
     /// Whether both running statistics have been set (the map is the identity until then).
     var affineReady: Bool {
@@ -50,7 +51,8 @@ extension Codebook {
         }
         allReduce(&sq)
         let variance = (0..<(h * d)).map { sq[$0] / Swift.max(count[$0 / d], 1) }
-        return (Tensor(mean.map { Float($0) }, shape: [h, 1, d]), Tensor(variance.map { Float($0) }, shape: [h, 1, d]))
+        // Finite rows can have moments beyond float (a variance of values near 1e30): stored saturated.
+        return (Tensor(mean.map { Float($0) }, shape: [h, 1, d]).saturated, Tensor(variance.map { Float($0) }, shape: [h, 1, d]).saturated)
     }
 
     /// `old · decay + new · (1 − decay)` in float32, or `new` when `needsInit` (then cleared).
@@ -60,7 +62,7 @@ extension Codebook {
             p.value = new
             needsInit?.value = Tensor(0)
         } else {
-            p.value = p.value * Float(decay) + new * Float(1 - decay)
+            p.value = (p.value * Float(decay) + new * Float(1 - decay)).saturated
         }
     }
 
@@ -93,4 +95,10 @@ extension Codebook {
         let (cs, bs) = stds
         return (flatten - batchMean!.value) * (cs / bs) + codebookMean!.value
     }
+}
+
+private extension Tensor {
+    /// ±∞ replaced by ±`Float.greatestFiniteMagnitude` (the running statistics stay finite, so a checkpoint of them
+    /// saves and loads; no row that reaches them is NaN).
+    var saturated: Tensor { clamped(min: -.greatestFiniteMagnitude, max: .greatestFiniteMagnitude) }
 }
