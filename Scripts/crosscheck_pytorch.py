@@ -170,8 +170,12 @@ def as_layout(ref, ours):
 
 def decodes_forward(module):
     """whether the tool decodes to the codes the forward used where the reference returns stored rows (README,
-    "Differences from vector-quantize-pytorch"): an affine codebook's, a vq_bridge's."""
-    return any(getattr(m, "affine_param", False) or getattr(m, "vq_bridge", None) is not None for m in module.modules())
+    "Differences from vector-quantize-pytorch"): an affine codebook's, a vq_bridge's, and a residual stack's spherical
+    or rotated LFQ / FSQ layers' (the reference's stacks read the unnormalised, unrotated grid there)."""
+    stacked = isinstance(module, (vqp.ResidualLFQ, vqp.GroupedResidualLFQ, vqp.ResidualFSQ, vqp.GroupedResidualFSQ))
+    return any(getattr(m, "affine_param", False) or getattr(m, "vq_bridge", None) is not None
+               or (stacked and (getattr(m, "spherical", False) is True or getattr(m, "orthogonal_rotation", False) is True))
+               for m in module.modules())
 
 
 def forward_output(name, kwargs, module, x):

@@ -68,7 +68,8 @@ func runConfiguration(_ original: ModuleConfig, rng: inout SeededGenerator, scra
     let unit = q.sequenceShape ?? [5]
     let batch = rng.nextInt(below: 8) == 0 ? 0 : 2   // an empty batch one time in eight
     var x = Tensor.randomNormal([batch] + unit + [q.inputDim], using: &rng)
-    if rng.nextInt(below: 4) == 0 { x = withExtremes(x, rng: &rng) }
+    let extremes = rng.nextInt(below: 4) == 0
+    if extremes { x = withExtremes(x, rng: &rng) }
     let vectors = x.reshaped([batch, unit.reduce(1, *), q.inputDim])
     q.train()
     let out = q.forward(vectors: vectors)
@@ -77,6 +78,7 @@ func runConfiguration(_ original: ModuleConfig, rng: inout SeededGenerator, scra
     }
     q.eval()
     guard q.isInitialised else { return }
+    if !extremes { requireDecodesForward(q, vectors, config) }
     let indices = q.encode(x)
     _ = try? q.decode(indices)
     if indices.count > 0 {
@@ -88,6 +90,19 @@ func runConfiguration(_ original: ModuleConfig, rng: inout SeededGenerator, scra
         let url = scratch.appendingPathComponent("fuzz.safetensors")
         if (try? QuantizerCheckpoint.save(q, config: config, to: url)) != nil { _ = try? QuantizerCheckpoint.load(url) }
     }
+}
+
+/// `decode` of an evaluation forward's indices is that forward's output (within 1e-4 of its scale), on ordinary inputs
+/// whose output is finite — the promise `vq decode` makes (DecodePropertyTests checks it on keyword pairs; here on the
+/// mutated configurations).
+func requireDecodesForward(_ q: any Quantizer, _ vectors: Tensor, _ config: ModuleConfig) {
+    guard !(q is RandomProjectionQuantizer) else { return }   // no way back
+    let out = withoutGradient { q.forward(vectors: vectors) }
+    guard out.indices.count > 0, out.quantized.scalars.allSatisfy(\.isFinite), let decoded = try? q.decode(out.indices) else { return }
+    let scale = Swift.max(1, out.quantized.scalars.map(abs).max() ?? 0)
+    let worst = zip(decoded.scalars, out.quantized.scalars).map { abs($0 - $1) }.max() ?? 0
+    require(decoded.count == out.quantized.count && worst <= 1e-4 * scale,
+            "vq-fuzz: \(config.module) \(config.kwargs): decoding the forward's indices gives other vectors (\(worst) of \(scale), shapes \(decoded.shape) / \(out.quantized.shape))")
 }
 
 /// A valid resumable state to mutate: a small VQ trained a few steps, written once.

@@ -305,12 +305,18 @@ struct PerCallFreezeTests {
 
 @Suite("The in-place codebook optimizer and freezing")
 struct InPlaceOptimizerFreezeTests {
-    @Test("in_place_codebook_optimizer never moves a frozen code (or a code frozen in part), and moves the others", arguments: ["sgd", "adam"])
+    /// `sgd+ema`: the codes are learnable through the orthogonal loss and keep their EMA update (the reference's
+    /// default beside `orthogonal_reg_weight`), so the EMA and the optimizer both write them in every call.
+    @Test("in_place_codebook_optimizer never moves a frozen code (or a code frozen in part), and moves the others", arguments: ["sgd", "adam", "sgd+ema"])
     func inPlace(_ name: String) throws {
         var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
-        c.learnableCodebook = true
-        c.emaUpdate = false
-        c.inPlaceCodebookOptimizer = name == "sgd" ? .sgd(learningRate: 2) : .adam(learningRate: 0.05)
+        if name == "sgd+ema" {
+            c.orthogonalRegWeight = 0.1
+        } else {
+            c.learnableCodebook = true
+            c.emaUpdate = false
+        }
+        c.inPlaceCodebookOptimizer = name == "adam" ? .adam(learningRate: 0.05) : .sgd(learningRate: 2)
         let vq = try VectorQuantizer(c)
         try vq.codebook.freeze(codes: 0..<6)
         try vq.codebook.freeze(dimensions: [0, 1], codes: [6, 7])

@@ -18,6 +18,17 @@ struct ReferenceSignatureTests {
         let kinds: [String: [String: [String: Any]]]
         /// kind → the classes whose keywords it passes on through `**kwargs`.
         let passesOn: [String: [String]]
+        /// kind → the keywords it passes explicitly beside `**kwargs` to the classes it builds.
+        let sets: [String: [String]]
+
+        /// The passed-on keywords `kind` cannot take: set by it (or a class it builds) for the modules it builds, and not
+        /// one of its own — the reference raises `TypeError: got multiple values for keyword argument` for them.
+        func setForLayers(_ kind: String) -> Set<String> {
+            let own = Set((kinds[kind] ?? [:]).keys)
+            var out = Set(sets[kind] ?? [])
+            for inner in passesOn[kind] ?? [] { out.formUnion(setForLayers(inner)) }
+            return out.subtracting(own)
+        }
 
         /// Every keyword a configuration of `kind` may hold in the reference, its layers' included.
         func keywords(of kind: String) -> [String: [String: Any]] {
@@ -32,7 +43,8 @@ struct ReferenceSignatureTests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
         let kinds = try #require(json["kinds"] as? [String: [String: [String: Any]]])
         let passesOn = try #require(json["passes_on"] as? [String: [String]])
-        return Signatures(kinds: kinds, passesOn: passesOn)
+        let sets = try #require(json["sets"] as? [String: [String]])
+        return Signatures(kinds: kinds, passesOn: passesOn, sets: sets)
     }
 
     /// Keywords whose reference value JSON cannot hold — a module, a function, torch dtypes — so no configuration
@@ -66,7 +78,7 @@ struct ReferenceSignatureTests {
         var tried = 0
         for kind in QuantizerRegistry.kinds {
             for (keyword, entry) in sig.keywords(of: kind.name).sorted(by: { $0.key < $1.key })
-            where kind.example[keyword] == nil && !Self.notInFiles.contains(keyword) {
+            where kind.example[keyword] == nil && !Self.notInFiles.contains(keyword) && !sig.setForLayers(kind.name).contains(keyword) {
                 guard entry.keys.contains("default") else { continue }   // required ones are in every example
                 let value = entry["default"] ?? NSNull()
                 var kwargs = kind.example
@@ -83,6 +95,49 @@ struct ReferenceSignatureTests {
             }
         }
         #expect(tried > 150, "only \(tried) defaults tried")
+    }
+
+    /// ResidualLFQ set its layers' `codebook_scale` (2^-i) over a given one, ResidualFSQ their `preserve_symmetry`, and
+    /// RandomProjectionQuantizer its codebooks' `heads`, `use_cosine_sim` and `separate_codebook_per_head`: each was taken
+    /// and silently replaced, where the reference raises (found by AcceptanceParityTests). Now: the registry knows them
+    /// (exactly the reference's), another value is refused naming the keyword, the values files of earlier versions
+    /// hold still load, and neither a saved nor an exported configuration holds them.
+    @Test("a keyword the reference's wrapper sets for its layers: refused at another value, tolerated as earlier files hold it, never written")
+    func setForLayers() throws {
+        let sig = try Self.signatures()
+        let earlier: [String: [String: Any]] = ["ResidualFSQ": ["preserve_symmetry": true], "ResidualLFQ": ["codebook_scale": 1.0],
+                                                "RandomProjectionQuantizer": ["heads": 1, "use_cosine_sim": false, "separate_codebook_per_head": false]]
+        let dir = try TestSupport.scratchDirectory("vq-set-for-layers")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var refused = 0
+        for kind in QuantizerRegistry.kinds {
+            #expect(kind.setForLayers == sig.setForLayers(kind.name), "\(kind.name)")
+            for keyword in kind.setForLayers.sorted() {
+                var kwargs = kind.example
+                kwargs[keyword] = 7
+                #expect(throws: ConfigurationError.self, "\(kind.name) \(keyword)") {
+                    do { _ = try kind.build(kwargs) } catch let e as ConfigurationError {
+                        #expect("\(e)".contains(keyword), "\(kind.name): \(e)")
+                        throw e
+                    }
+                }
+                refused += 1
+            }
+            guard !kind.setForLayers.isEmpty else { continue }
+            // A configuration as an earlier version wrote it builds; saved and exported, it holds none of them.
+            let old = kind.example.merging(earlier[kind.name.replacingOccurrences(of: "Grouped", with: "")] ?? [:]) { $1 }
+            let q = try kind.build(old)
+            let config = ModuleConfig(module: kind.name, kwargs: old)
+            for exporting in [false, true] where !(exporting && kind.name == "RandomProjectionQuantizer") {   // its own layout: no export
+                let url = dir.appendingPathComponent("\(kind.name)-\(exporting).safetensors")
+                if exporting { try QuantizerCheckpoint.export(q, config: config, to: url) } else { try QuantizerCheckpoint.save(q, to: url) }
+                let written = try ModuleConfig.read(contentsOf: url.deletingPathExtension().appendingPathExtension("json"))
+                #expect(kind.setForLayers.isDisjoint(with: written.kwargs.keys), "\(kind.name) \(exporting): \(written.kwargs.keys.sorted())")
+            }
+        }
+        // Seven keyword–kind pairs: codebook_scale and preserve_symmetry (each stack and its grouped form), the random
+        // projections' three.
+        #expect(refused == 7, "\(refused)")
     }
 
     // Found by `Scripts/crosscheck_pytorch.py --random` (PyTorch's configurations and checkpoints, both ways).
@@ -114,6 +169,36 @@ struct ReferenceSignatureTests {
         _ = try RandomProjectionQuantizer(referenceKwargs: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2,
                                                            "orthogonal_reg_active_codes_only": true])
         #expect(throws: ConfigurationError.self) { try VectorQuantizerConfiguration(referenceKwargs: kw.merging(["orthogonal_reg_weight": 0.1]) { $1 }) }
+    }
+
+    /// The reference's `VectorQuantize` asserts top-k (what a training beam asks each layer for) against the cross-entropy
+    /// commitment and the in-place optimizer in training: a beam in training with either was a trap here (vq-fuzz seed
+    /// 2001), and is refused at construction; a beam in evaluation only (beam_size 1, eval_beam_size) trains and searches.
+    /// The in-place optimizer takes the codes wherever they are learnable: `orthogonal_reg_weight` makes them so beside
+    /// the EMA update (it was refused; cross-check seed 21, draw 286; reference case vq_inplace_orthogonal_ema_train_3steps).
+    @Test("a training beam with the cross-entropy commitment or the in-place optimizer is refused; a beam in evaluation and an orthogonal loss's learnable codes are not")
+    func trainingBeamAndInPlace() throws {
+        let base: [String: Any] = ["dim": 8, "num_quantizers": 3, "codebook_size": 16, "codebook_dim": 4]
+        let sgd = "partial(torch.optim.SGD, lr=0.01)"
+        for extra: [String: Any] in [["commitment_use_cross_entropy_loss": true],
+                                     ["in_place_codebook_optimizer": sgd, "learnable_codebook": true, "ema_update": false]] {
+            let kw = base.merging(extra) { $1 }
+            #expect(throws: ConfigurationError.self) { try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kw.merging(["beam_size": 3]) { $1 })) }
+            #expect(throws: ConfigurationError.self) { try GroupedResidualVQ(referenceKwargs: kw.merging(["beam_size": 2, "groups": 2, "dim": 16]) { $1 }) }
+            let rvq = try ResidualVQ(ResidualVQConfiguration(referenceKwargs: kw.merging(["beam_size": 1, "eval_beam_size": 3]) { $1 }))
+            let x = TestSupport.random([2, 10, 8], seed: 5)
+            rvq.train()
+            _ = rvq(x)
+            rvq.eval()
+            let out = rvq(x)
+            #expect(out.indices.shape == [2, 10, 3] && out.quantized.scalars.allSatisfy(\.isFinite))
+        }
+        let vq = try VectorQuantizer(VectorQuantizerConfiguration(referenceKwargs: ["dim": 8, "codebook_size": 16, "orthogonal_reg_weight": 0.1,
+                                                                                    "in_place_codebook_optimizer": sgd]))
+        #expect(vq.inPlaceOptimizer != nil && vq.configuration.emaUpdate)
+        #expect(throws: ConfigurationError.self) {
+            try VectorQuantizerConfiguration(referenceKwargs: ["dim": 8, "codebook_size": 16, "in_place_codebook_optimizer": sgd])
+        }
     }
 
     @Test("one module given to a stack is one module: a stack's vq_bridge, ResidualSimVQ's codebook_transform")

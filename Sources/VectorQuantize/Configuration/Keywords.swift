@@ -18,7 +18,28 @@ struct Keywords {
     }
 
     private func bad(_ key: String, _ expected: String, _ v: Any) -> ConfigurationError {
-        .badValue(module: module, keyword: key, reason: "expected \(expected), got \(v)")
+        // A JSON boolean prints as its word (an NSNumber would print 1 or 0, the number it is not).
+        let shown = Self.isBoolean(v) ? String((v as? Bool) ?? (v as? NSNumber)?.boolValue ?? false) : "\(v)"
+        return .badValue(module: module, keyword: key, reason: "expected \(expected), got \(shown)")
+    }
+
+    /// Refuses the keywords a wrapper sets itself for the modules it builds (the reference passes them explicitly
+    /// beside `**kwargs`, so giving one raises `TypeError: got multiple values for keyword argument`): one error
+    /// naming the first present, instead of a value silently replaced — but for the `tolerated` values, which
+    /// configurations written by earlier versions of this library hold (and which change nothing).
+    func refuseSetBy(_ owner: String, tolerating tolerated: [String: [Any]]) throws {
+        for (key, values) in tolerated.sorted(by: { $0.key < $1.key }) {
+            guard let v = present(key) else { continue }
+            if values.contains(where: { Self.sameJSON($0, v) }) { continue }
+            throw ConfigurationError.badValue(module: module, keyword: key, reason: "set by \(owner) itself for its layers; leave it out")
+        }
+    }
+
+    /// Equal as JSON values (a boolean is not a number).
+    static func sameJSON(_ a: Any, _ b: Any) -> Bool {
+        if isBoolean(a) || isBoolean(b) { return isBoolean(a) && isBoolean(b) && (a as? Bool ?? (a as? NSNumber)?.boolValue) == (b as? Bool ?? (b as? NSNumber)?.boolValue) }
+        if let x = number(a), let y = number(b) { return x == y }
+        return false
     }
 
     /// Whether a value is a JSON boolean (or a Swift `Bool`), as opposed to a number.

@@ -48,7 +48,11 @@ public enum QuantizerCheckpoint {
             throw ConfigurationError.invalid(module: config.module, reason: "this random-projection quantizer has this library's layout (each head's codes in its own e dimensions); the reference's has h·e, so PyTorch has no module for it — build it with reference_layout: true to export it")
         }
         var reference = config
-        for key in QuantizerRegistry.kind(named: config.module)?.ownKeywords ?? [] { reference.kwargs[key] = nil }
+        // Without this library's keywords, and without those the reference's wrapper sets itself (a file of an earlier
+        // version may hold them at the value the wrapper uses; the reference raises for them).
+        if let kind = QuantizerRegistry.kind(named: config.module) {
+            for key in kind.ownKeywords.union(kind.setForLayers) { reference.kwargs[key] = nil }
+        }
         return try write(module, config: config, to: checkpoint, exportingAs: reference)
     }
 

@@ -34,16 +34,21 @@ public struct QuantizerKind: @unchecked Sendable {
     /// The keyword every kind takes here and none in the reference.
     public static let libraryKeywords: Set<String> = ["seed"]
     private let own: Set<String>
+    /// The keywords of ``keywords`` that this kind sets itself for the modules it builds (ResidualLFQ's layers'
+    /// `codebook_scale`, …): refused unless at a value earlier versions wrote, never written, left out of exports —
+    /// the reference raises `TypeError` for them.
+    public let setForLayers: Set<String>
     /// The Swift type of this kind's quantizers.
     public let type: any Quantizer.Type
     private let make: ([String: Any]) throws -> Module
 
-    init(_ name: String, _ type: any Quantizer.Type, keywords: Set<String>, own: Set<String> = [], example: [String: Any],
-         training: TrainingMethod = .fromVectors, make: @escaping ([String: Any]) throws -> Module) {
+    init(_ name: String, _ type: any Quantizer.Type, keywords: Set<String>, own: Set<String> = [], setForLayers: [String] = [],
+         example: [String: Any], training: TrainingMethod = .fromVectors, make: @escaping ([String: Any]) throws -> Module) {
         self.name = name
         self.type = type
         self.keywords = keywords
         self.own = own
+        self.setForLayers = Set(setForLayers)
         self.example = example
         self.training = training
         self.make = make
@@ -91,21 +96,22 @@ public enum QuantizerRegistry {
         QuantizerKind("FSQ", FSQ.self, keywords: FSQ.Configuration.keywords,
                       example: ["levels": [8, 5, 5], "dim": 8]) { try FSQ(FSQ.Configuration(referenceKwargs: $0)) },
         QuantizerKind("ResidualFSQ", ResidualFSQ.self, keywords: ResidualFSQ.Configuration.ownKeywords.union(FSQ.Configuration.keywords),
-                      example: ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]) { try ResidualFSQ(referenceKwargs: $0) },
+                      setForLayers: ResidualFSQ.Configuration.setForLayers, example: ["levels": [8, 5, 5], "num_quantizers": 2, "dim": 8]) { try ResidualFSQ(referenceKwargs: $0) },
         QuantizerKind("GroupedResidualFSQ", GroupedResidualFSQ.self, keywords: ResidualFSQ.Configuration.ownKeywords.union(FSQ.Configuration.keywords).union(["groups", "accept_image_fmap"]),
-                      example: ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]) { try GroupedResidualFSQ(referenceKwargs: $0) },
+                      setForLayers: ResidualFSQ.Configuration.setForLayers, example: ["levels": [5, 5], "num_quantizers": 2, "dim": 8, "groups": 2]) { try GroupedResidualFSQ(referenceKwargs: $0) },
         QuantizerKind("LFQ", LFQ.self, keywords: LFQ.Configuration.keywords,
                       example: ["dim": 8, "codebook_size": 64]) { try LFQ(LFQ.Configuration(referenceKwargs: $0)) },
         QuantizerKind("ResidualLFQ", ResidualLFQ.self, keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords),
-                      example: ["dim": 8, "codebook_size": 64, "num_quantizers": 2]) { try ResidualLFQ(referenceKwargs: $0) },
+                      setForLayers: ResidualLFQ.Configuration.setForLayers, example: ["dim": 8, "codebook_size": 64, "num_quantizers": 2]) { try ResidualLFQ(referenceKwargs: $0) },
         QuantizerKind("GroupedResidualLFQ", GroupedResidualLFQ.self, keywords: ResidualLFQ.Configuration.ownKeywords.union(LFQ.Configuration.keywords).union(["groups", "accept_image_fmap"]),
-                      example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]) { try GroupedResidualLFQ(referenceKwargs: $0) },
+                      setForLayers: ResidualLFQ.Configuration.setForLayers, example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2, "groups": 2]) { try GroupedResidualLFQ(referenceKwargs: $0) },
         QuantizerKind("SimVQ", SimVQ.self, keywords: SimVQ.Configuration.keywords,
                       example: ["dim": 8, "codebook_size": 16]) { try SimVQ(referenceKwargs: $0) },
         QuantizerKind("ResidualSimVQ", ResidualSimVQ.self, keywords: ResidualSimVQ.Configuration.ownKeywords.union(SimVQ.Configuration.keywords),
                       example: ["dim": 8, "codebook_size": 16, "num_quantizers": 2]) { try ResidualSimVQ(referenceKwargs: $0) },
         QuantizerKind("RandomProjectionQuantizer", RandomProjectionQuantizer.self, keywords: VectorQuantizerConfiguration.keywords.union(["codebook_dim", "num_codebooks", "norm", "reference_layout"]),
-                      own: ["reference_layout"], example: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2],
+                      own: ["reference_layout"], setForLayers: RandomProjectionQuantizer.Configuration.setForLayers,
+                      example: ["dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2],
                       training: .nothingToLearn("RandomProjectionQuantizer is random by design: its projections and codebooks are fixed by its seed")) {
             try RandomProjectionQuantizer(referenceKwargs: $0)
         },

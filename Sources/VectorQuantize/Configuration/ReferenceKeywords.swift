@@ -70,6 +70,7 @@ extension ResidualLFQ.Configuration {
     var canonical: Self {
         var c = self
         c.layer.codebookSize = codebookSize
+        c.layer.codebookScale = 1   // set per layer (2^-i) by the stack
         return c
     }
 }
@@ -78,6 +79,10 @@ extension RandomProjectionQuantizer.Configuration {
         var c = self
         c.layer.dim = codebookDim * numCodebooks
         c.layer.codebookSize = codebookSize
+        // Set by the quantizer for its codebooks (`layerConfiguration`), as the keyword parser leaves them.
+        c.layer.heads = 1
+        c.layer.useCosineSimilarity = false
+        c.layer.separateCodebookPerHead = false
         return c
     }
 }
@@ -153,7 +158,7 @@ extension FSQ.Configuration: ReferenceKeywordConfiguration {
 extension ResidualFSQ.Configuration: ReferenceKeywordConfiguration {
     public var referenceKwargs: [String: Any] {
         let clamp: Any? = softClampInputValue.map { $0.count == 1 ? Double($0[0]) as Any : $0.map(Double.init) as Any }
-        return ReferenceKeywords.stack(layer: layer.referenceKwargs, own: Self.ownKeywords, [
+        return ReferenceKeywords.stack(layer: layer.referenceKwargs, own: Self.ownKeywords.union(Self.setForLayers), [
             "levels": levels, "num_quantizers": numQuantizers, "dim": dim, "is_channel_first": channelFirst,
             "quantize_dropout": quantizeDropout, "quantize_dropout_cutoff_index": quantizeDropoutCutoffIndex,
             "quantize_dropout_multiple_of": quantizeDropoutMultipleOf, "soft_clamp_input_value": clamp,
@@ -184,7 +189,7 @@ extension LFQ.Configuration: ReferenceKeywordConfiguration {
 
 extension ResidualLFQ.Configuration: ReferenceKeywordConfiguration {
     public var referenceKwargs: [String: Any] {
-        ReferenceKeywords.stack(layer: layer.referenceKwargs, own: Self.ownKeywords, [
+        ReferenceKeywords.stack(layer: layer.referenceKwargs, own: Self.ownKeywords.union(Self.setForLayers), [
             "dim": dim, "num_quantizers": numQuantizers, "codebook_size": codebookSize, "soft_clamp_input_value": softClampInputValue,
             "quantize_dropout": quantizeDropout, "quantize_dropout_cutoff_index": quantizeDropoutCutoffIndex,
             "quantize_dropout_multiple_of": quantizeDropoutMultipleOf, "seed": seed,
@@ -215,7 +220,7 @@ extension ResidualSimVQ.Configuration: ReferenceKeywordConfiguration {
 
 extension RandomProjectionQuantizer.Configuration: ReferenceKeywordConfiguration {
     public var referenceKwargs: [String: Any] {
-        ReferenceKeywords.stack(layer: layer.referenceKwargs, own: ["dim", "codebook_size"], [
+        ReferenceKeywords.stack(layer: layer.referenceKwargs, own: Set(["dim", "codebook_size"] + Self.setForLayers), [
             "dim": dim, "codebook_size": codebookSize, "codebook_dim": codebookDim, "num_codebooks": numCodebooks, "norm": norm,
             "reference_layout": referenceLayout, "seed": seed,
         ])

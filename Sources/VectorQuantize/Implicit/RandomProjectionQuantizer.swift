@@ -36,12 +36,15 @@ public final class RandomProjectionQuantizer: Module {
             }
             self.init(dim: dim, codebookSize: size, codebookDim: e)
             numCodebooks = try k.int("num_codebooks") ?? 1
+            // Its codebooks' heads, cosine similarity and separate codebooks are its own; earlier versions wrote the
+            // inner configuration's defaults for them.
+            try k.refuseSetBy(m, tolerating: ["heads": [1, numCodebooks], "use_cosine_sim": [false, true], "separate_codebook_per_head": [false, true]])
             norm = try k.bool("norm") ?? true
             referenceLayout = try k.bool("reference_layout") ?? false
             seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
             try validate()
             var rest = kw
-            for key in ["dim", "codebook_size", "codebook_dim", "num_codebooks", "norm", "seed", "reference_layout"] { rest[key] = nil }
+            for key in ["dim", "codebook_size", "codebook_dim", "num_codebooks", "norm", "seed", "reference_layout"] + Self.setForLayers { rest[key] = nil }
             rest["dim"] = e * numCodebooks
             rest["codebook_size"] = size
             do {
@@ -50,6 +53,10 @@ public final class RandomProjectionQuantizer: Module {
                 throw ConfigurationError.unknownKeyword(module: m, keyword: key)
             }
         }
+
+        /// The keywords of its codebooks it sets itself (the reference's `VectorQuantize(heads = num_codebooks,
+        /// use_cosine_sim = True, separate_codebook_per_head = True, **kwargs)`): never written, left out of exports.
+        public static let setForLayers = ["heads", "use_cosine_sim", "separate_codebook_per_head"]
 
         public func validate() throws {
             if SizeLimit.product([numCodebooks, dim, codebookDim]) == nil || SizeLimit.product([numCodebooks, codebookSize, codebookDim]) == nil {

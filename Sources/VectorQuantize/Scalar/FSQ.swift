@@ -290,6 +290,13 @@ public final class FSQ: Module {
         return (level - hw) / hw
     }
 
+    /// The codes the forward outputs for indices (before the projection out): the grid's codes, rotated back
+    /// with `orthogonalRotation` — `[…, d]`. One place for ``indicesToCodes(_:)`` and the residual stacks' decoding.
+    func forwardCodes(_ indices: IndexTensor) -> Tensor {
+        let codes = rawCodes(indices)
+        return orthogonalRot.map { codes.matmul(transposed: $0.value) } ?? codes
+    }
+
     /// All `Π levels` codes, `[codebookSize, d]`.
     public var implicitCodebook: Tensor { rawCodes(IndexTensor(Array(0..<codebookSize))) }
 
@@ -297,8 +304,7 @@ public final class FSQ: Module {
     /// the module is (the reference's `indices_to_codes`).
     public func indicesToCodes(_ indices: IndexTensor) -> Tensor {
         let isImage = indices.rank >= 3 + (keepCodebooksDim ? 1 : 0)
-        var codes = rawCodes(indices)
-        if let orthogonalRot { codes = codes.matmul(transposed: orthogonalRot.value) }
+        var codes = forwardCodes(indices)
         if keepCodebooksDim { codes = codes.flattened(from: -2) }
         if let projectOut { codes = projectOut(codes) }
         if isImage || configuration.channelFirst { codes = moveLastToFirstFeature(codes) }

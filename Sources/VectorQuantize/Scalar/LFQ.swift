@@ -122,6 +122,11 @@ public final class LFQ: Module {
                                                       reason: "false needs dim \(d) = \(bits) bits × \(numCodebooks) codebooks (nothing would map one to the other)")
                 }
             }
+            if let v = softClampInputValue, !(v >= codebookScale && v.isFinite) {
+                // The reference asserts it: a clamp below the codes' own scale would never reach a code.
+                throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value",
+                                                  reason: "\(v) must be a finite number ≥ codebook_scale (\(codebookScale))")
+            }
             if !(fracPerSampleEntropy > 0 && fracPerSampleEntropy <= 1) {
                 throw ConfigurationError.badValue(module: module, keyword: "frac_per_sample_entropy", reason: "must be in (0, 1]")
             }
@@ -201,13 +206,19 @@ public final class LFQ: Module {
     /// All codes `[codebookSize, d]` (scaled, not normalised).
     public var codebook: Tensor { bitsToCodes(bits(IndexTensor(Array(0..<codebookSize)))) }
 
+    /// The codes the forward outputs for indices `[…, c]` (before the projection out): the scaled bits,
+    /// l2-normalised when spherical, rotated back with `orthogonalRotation` — `[…, c, d]`. One place for
+    /// ``indicesToCodes(_:projectOut:)`` and the residual stacks' decoding.
+    func forwardCodes(_ indices: IndexTensor) -> Tensor {
+        let codes = maybeL2Norm(bitsToCodes(bits(indices)))
+        return orthogonalRot.map { codes.matmul(transposed: $0.value) } ?? codes
+    }
+
     /// Codes for indices (codebooks merged), optionally projected out; channel-first as the forward.
     public func indicesToCodes(_ indices: IndexTensor, projectOut project: Bool = true) -> Tensor {
         let isImage = indices.rank >= 3 + (keepCodebooksDim ? 1 : 0)
         let idx = keepCodebooksDim ? indices : indices.reshaped(indices.shape + [1])
-        var codes = maybeL2Norm(bitsToCodes(bits(idx)))
-        if let orthogonalRot { codes = codes.matmul(transposed: orthogonalRot.value) }
-        codes = codes.flattened(from: -2)
+        var codes = forwardCodes(idx).flattened(from: -2)
         if project, let projectOut { codes = projectOut(codes) }
         if configuration.channelFirst ?? isImage { codes = moveLastToFirstFeature(codes) }
         return codes

@@ -57,6 +57,10 @@ public final class LatentQuantize: Module {
                 guard codebookDim <= 1 << 16 else { throw ConfigurationError.badValue(module: m, keyword: "codebook_dim", reason: "\(codebookDim) exceeds 65536") }
                 levels = Array(repeating: one, count: codebookDim)
             } else if let list = try k.ints("levels") {
+                if codebookDim > 0 && codebookDim != list.count {
+                    // The reference keeps both and fails at its first forward (its grid has one entry per level).
+                    throw ConfigurationError.badValue(module: m, keyword: "codebook_dim", reason: "\(codebookDim) for \(list.count) levels: a list of levels gives one latent per level")
+                }
                 levels = list
             } else {
                 throw ConfigurationError.invalid(module: m, reason: "levels is required")
@@ -129,11 +133,14 @@ public final class LatentQuantize: Module {
         super.init()
     }
 
-    /// `Π levels` codes on the fixed grid (`implicit_codebook`), `[codebookSize, codebookDim]`.
+    /// `Π levels` codes (`implicit_codebook`), `[codebookSize, codebookDim]`: the fixed grid, or the learned tables.
     public var implicitCodebook: Tensor { gridCodes(IndexTensor(Array(0..<codebookSize))) }
 
     /// Snaps `z [..., codebookDim]` per latent to the nearest value (first on ties), straight-through.
-    public func quantize(_ z: Tensor) -> Tensor {
+    public func quantize(_ z: Tensor) -> Tensor { nearestValues(z).zhat }
+
+    /// ``quantize(_:)`` and each latent's chosen position in its table (`[…, codebookDim]`, row-major).
+    func nearestValues(_ z: Tensor) -> (zhat: Tensor, chosen: [Int]) {
         let d = codebookDim
         precondition(z.shape.last == d, "LatentQuantize.quantize: z \(z.shape) for \(d) latents")
         let rows = z.count / d
@@ -156,8 +163,8 @@ public final class LatentQuantize: Module {
             valuesPerLatent[i].value.indexSelect(IndexTensor((0..<rows).map { chosen[$0 * d + i] }))
         }
         let zhat = Tensor.stack(perLatent, axis: -1).reshaped(z.shape)
-        if configuration.valuesReceiveGradients { return zhat + z - z.detached() }
-        return z + (zhat - z).detached()
+        if configuration.valuesReceiveGradients { return (zhat + z - z.detached(), chosen) }
+        return (z + (zhat - z).detached(), chosen)
     }
 
     /// Indices of codes on the value grid: `Σ_i (ẑ_i · 2 · ⌊L_i/2⌋ + ⌊L_i/2⌋) · basis_i`, truncated to an
@@ -175,9 +182,20 @@ public final class LatentQuantize: Module {
         return IndexTensor(out, shape: Array(zhat.shape.dropLast()))
     }
 
-    /// Codes on the fixed grid `(level − ⌊L/2⌋) / ⌊L/2⌋ / 2` for indices: `[..., codebookDim]`.
+    /// Indices of per-latent table positions `[…, codebookDim]`: `Σ_i position_i · basis_i`.
+    func positionIndices(_ chosen: [Int], shape: [Int]) -> IndexTensor {
+        let d = codebookDim
+        return IndexTensor((0..<(chosen.count / d)).map { r in (0..<d).reduce(0) { $0 + chosen[r * d + $1] * basis[$1] } }, shape: shape)
+    }
+
+    /// Codes for indices, `[..., codebookDim]`: on the fixed grid `(level − ⌊L/2⌋) / ⌊L/2⌋ / 2` (the reference's, which
+    /// its tables hold unless trained), or the tables' values when they learn (``Configuration/valuesReceiveGradients``).
     func gridCodes(_ indices: IndexTensor) -> Tensor {
         let d = codebookDim
+        if configuration.valuesReceiveGradients {
+            let tables = valuesPerLatent.map { $0.value.scalars }
+            return Tensor(indices.scalars.flatMap { idx in (0..<d).map { tables[$0][(idx / basis[$0]) % levels[$0]] } }, shape: indices.shape + [d])
+        }
         var out = [Float](repeating: 0, count: indices.count * d)
         for (r, idx) in indices.scalars.enumerated() {
             for i in 0..<d {
@@ -228,8 +246,10 @@ public final class LatentQuantize: Module {
         let z = moveFirstFeatureToLast(projectIn?.channelFirst(flat) ?? flat)
         let n = z.shape[1]
         let c = configuration.numCodebooks
-        let codes = quantize(z.reshaped([b, n, c, codebookDim]))
-        var indices = codesToIndices(codes)
+        let (codes, chosen) = nearestValues(z.reshaped([b, n, c, codebookDim]))
+        // The reference reads the indices back from the codes on the fixed grid; learned tables (ours) are not that
+        // grid, so their indices are the chosen positions (and decoding reads the tables).
+        var indices = configuration.valuesReceiveGradients ? positionIndices(chosen, shape: [b, n, c]) : codesToIndices(codes)
         let latents = moveLastToFirstFeature(codes.reshaped([b, n, c * codebookDim]))
         let out = projectOutChannelFirst(latents).reshaped(x.shape)
         indices = indices.reshaped([b] + spatial + [c])

@@ -48,6 +48,7 @@ public final class ResidualFSQ: Module {
                 throw ConfigurationError.invalid(module: module, reason: "levels and num_quantizers are required")
             }
             self.init(levels: levels, numQuantizers: q)
+            try k.refuseSetBy("ResidualFSQ", tolerating: ["preserve_symmetry": [true]])   // on in its layers, as earlier versions wrote
             dim = try k.int("dim")
             channelFirst = try k.bool("is_channel_first") ?? false
             if kw["soft_clamp_input_value"] is [Any] {
@@ -64,6 +65,10 @@ public final class ResidualFSQ: Module {
             layer = try FSQ.Configuration(referenceKwargs: layerKw, module: module)
             try validate(module: module)
         }
+
+        /// The keyword of its layers it sets itself (the reference's `FSQ(preserve_symmetry = True, **kwargs)`): never
+        /// written, left out of exports.
+        public static let setForLayers = ["preserve_symmetry"]
 
         /// The checks of both paths.
         public func validate() throws { try validate(module: "ResidualFSQ") }
@@ -82,6 +87,11 @@ public final class ResidualFSQ: Module {
                 throw ConfigurationError.badValue(module: module, keyword: "soft_clamp_input_value", reason: "needs bound_hard_clamp false")
             }
             try layerConfiguration.validate(module: module)
+            if layer.numCodebooks != 1 {
+                // The reference asserts its layers have no projection; several codebooks would give them one.
+                throw ConfigurationError.badValue(module: module, keyword: "num_codebooks",
+                                                  reason: "the layers quantize the stack's \(levels.count) levels directly: \(layer.numCodebooks) codebooks would need a projection")
+            }
             if !layer.returnIndices {
                 // The stack builds its indices from its layers' (the reference's layers would return None and fail).
                 throw ConfigurationError.badValue(module: module, keyword: "return_indices", reason: "a stack needs its layers' indices: only a single FSQ takes false")
@@ -215,7 +225,9 @@ public final class ResidualFSQ: Module {
         }
         return Tensor.stack(layers.enumerated().map { i, layer in
             let (idx, keep) = ResidualStack.column(indices, layer: i)
-            return layer.rawCodes(idx) * keep * scales.slice(axis: 0, i..<(i + 1)).reshaped([-1])
+            // The codes the layer's forward output (rotated back with orthogonal_rotation: the reference reads the
+            // unrotated grid there, so its decoding is not its forward's output; README, "Differences").
+            return layer.forwardCodes(idx) * keep * scales.slice(axis: 0, i..<(i + 1)).reshaped([-1])
         }, axis: 0)
     }
 

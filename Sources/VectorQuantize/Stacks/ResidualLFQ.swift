@@ -42,14 +42,20 @@ public final class ResidualLFQ: Module {
                 throw ConfigurationError.invalid(module: module, reason: "dim, num_quantizers and codebook_size are required")
             }
             self.init(dim: dim, numQuantizers: q, codebookSize: size)
+            // 2^-i for layer i; earlier versions wrote the layers' default 1.
+            try k.refuseSetBy("ResidualLFQ", tolerating: ["codebook_scale": [1]])
             softClampInputValue = try k.double("soft_clamp_input_value").map(Float.init)
             (quantizeDropout, quantizeDropoutCutoffIndex, quantizeDropoutMultipleOf) = try ResidualStack.dropoutSettings(k, layers: q)
             seed = UInt64(truncatingIfNeeded: try k.int("seed") ?? 0)
-            var lk = kw.filter { !Self.ownKeywords.contains($0.key) }
+            var lk = kw.filter { !Self.ownKeywords.contains($0.key) && !Self.setForLayers.contains($0.key) }
             lk["codebook_size"] = size
             layer = try LFQ.Configuration(referenceKwargs: lk, module: module)
             try validate(module: module)
         }
+
+        /// The keyword of its layers it sets itself (the reference's `LFQ(codebook_scale = 2 ** -i, **kwargs)`): never
+        /// written, left out of exports.
+        public static let setForLayers = ["codebook_scale"]
 
         /// The checks of both paths.
         public func validate() throws { try validate(module: "ResidualLFQ") }
@@ -63,7 +69,13 @@ public final class ResidualLFQ: Module {
             if SizeLimit.product([dim, codebookSize.trailingZeroBitCount]) == nil {
                 throw ConfigurationError.badValue(module: module, keyword: "dim", reason: "dim \(dim) must be positive and its projection within \(SizeLimit.maxElements) values")
             }
-            try layerConfiguration(0).validate(module: module)
+            let first = layerConfiguration(0), bits = codebookSize.trailingZeroBitCount
+            try first.validate(module: module)
+            if first.hasProjections ?? (first.numCodebooks > 1) {
+                // The reference asserts its layers have none: each quantizes the stack's log2(codebook_size) bits directly.
+                throw ConfigurationError.badValue(module: module, keyword: first.numCodebooks > 1 ? "num_codebooks" : "has_projections",
+                                                  reason: "the layers quantize the stack's \(bits) bits directly: a layer with its own projection (num_codebooks \(first.numCodebooks), has_projections \(first.hasProjections.map { "\($0)" } ?? "default")) is not a residual layer")
+            }
             if layer.channelFirst == true {
                 // The reference hands it to every layer, which then reads the stack's [b, n, d] residual as channel-first and fails.
                 throw ConfigurationError.badValue(module: module, keyword: "channel_first",
@@ -149,11 +161,13 @@ public final class ResidualLFQ: Module {
                       losses: Tensor.stack(losses.map { $0.reshaped([]) }, axis: 0), layerInputs: Tensor.stack(inputs, axis: 0))
     }
 
-    /// Per-layer codes `[q, b, n, d]` (zero where -1).
+    /// Per-layer codes `[q, b, n, d]` (zero where -1): the codes each layer's forward output — spherical layers'
+    /// normalised, rotated layers' rotated back (the reference's `get_codes_from_indices` reads the unnormalised,
+    /// unrotated grid there, so its decoding is not its forward's output; README, "Differences").
     public func getCodes(from indices: IndexTensor) -> Tensor {
         Tensor.stack(layers.enumerated().map { i, layer in
             let (idx, keep) = ResidualStack.column(indices, layer: i)
-            return layer.codebook.indexSelect(axis: 0, idx) * keep
+            return layer.forwardCodes(idx.reshaped(idx.shape + [1])).flattened(from: -2) * keep
         }, axis: 0)
     }
 

@@ -64,6 +64,12 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "beam_size",
                                               reason: "beam search scores candidates by their commitment loss: it needs commitment_weight > 0 (and no directional_reparam)")
         }
+        if (beamSize ?? 1) > 1, layer.commitmentUseCrossEntropyLoss || layer.inPlaceCodebookOptimizer != nil {
+            // Training searches each layer's top-k codes, which the reference asserts against with these (its
+            // first training call raises); a beam in evaluation only is beam_size 1 with eval_beam_size.
+            throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "beam_size",
+                                              reason: "a beam in training takes each layer's top-k codes, which \(layer.commitmentUseCrossEntropyLoss ? "commitment_use_cross_entropy_loss" : "in_place_codebook_optimizer") does not support (the reference raises at its first training call); for a beam in evaluation only, pass beam_size 1 and eval_beam_size")
+        }
         if (diveq || implicitNeuralCodebook) && ((beamSize ?? 1) > 1 || (evalBeamSize ?? 1) > 1) {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: diveq ? "diveq" : "implicit_neural_codebook", reason: "not supported with beam search yet")
         }
@@ -421,12 +427,14 @@ public final class ResidualVQ: Module {
         var condition: Tensor? = nil
         for (i, vq) in layers.enumerated() {
             let (idx, keep) = ResidualStack.column(indices, layer: i)
+            // The codes as the forward looked them up (through vq_bridge and the affine map), then the MLP.
+            let codes = vq.lookupCodes
             var chosen: Tensor
             if i == 0 {
-                chosen = vq.codes.reshaped([vq.codebookSize, -1]).indexSelect(axis: 0, idx)
+                chosen = codes.reshaped([vq.codebookSize, -1]).indexSelect(axis: 0, idx)
             } else {
-                let d = vq.codes.shape.last!
-                let perToken = mlps[i - 1](vq.codes.reshaped([1, -1, d]), condition: condition!.reshaped([-1, d]))
+                let d = codes.shape.last!
+                let perToken = mlps[i - 1](codes.reshaped([1, -1, d]), condition: condition!.reshaped([-1, d]))
                 let flat = IndexTensor(idx.scalars.flatMap { Array(repeating: $0, count: d) }, shape: [1, idx.count, 1, d])
                 chosen = perToken.gather(axis: 2, index: flat).reshaped(idx.shape + [d])
             }

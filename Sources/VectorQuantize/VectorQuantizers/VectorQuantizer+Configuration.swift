@@ -219,8 +219,9 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
                 throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "vq_bridge", reason: e.description)
             }
         }
-        if !(0...1).contains(affineParamBatchDecay) || !(0...1).contains(affineParamCodebookDecay) {
-            throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "affine_param_batch_decay", reason: "the affine decays must be in [0, 1]")
+        for (key, decay) in [("affine_param_batch_decay", affineParamBatchDecay), ("affine_param_codebook_decay", affineParamCodebookDecay)]
+        where !(0...1).contains(decay) {
+            throw ConfigurationError.badValue(module: "VectorQuantize", keyword: key, reason: "\(decay) is outside [0, 1]")
         }
         if [straightThrough, usesRotationTrick, directionalReparam].filter({ $0 }).count > 1 {
             throw bad("at most one of straight_through, rotation_trick and directional_reparam")
@@ -230,9 +231,11 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
         }
         if straightThrough && learnableCodebook { throw bad("gumbel straight through not allowed when learning the codebook") }
         if emaUpdate && learnableCodebook { throw bad("learnable codebook not compatible with EMA update (pass ema_update=False)") }
-        if inPlaceCodebookOptimizer != nil && !learnableCodebook {
+        // The reference gives the optimizer the codebook's parameters: its codes are one when they are learnable —
+        // learnable_codebook, or an orthogonal loss (whose codes then learn beside their EMA update).
+        if inPlaceCodebookOptimizer != nil && !(learnableCodebook || orthogonalRegWeight > 0) {
             throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "in_place_codebook_optimizer",
-                                              reason: "needs a learnable codebook (learnable_codebook=True, ema_update=False)")
+                                              reason: "needs a learnable codebook (learnable_codebook=True with ema_update=False, or orthogonal_reg_weight > 0)")
         }
         // The reference asserts this only where the loss runs (a weight above 0); the flag alone is inert there.
         if orthogonalRegActiveCodesOnly && orthogonalRegWeight > 0 && heads > 1 && separateCodebookPerHead {
