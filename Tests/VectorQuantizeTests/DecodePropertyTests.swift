@@ -10,7 +10,7 @@ import VQTestSupport
 /// on every kind, for every pair of keywords changed from the registry's example (values drawn from a fixed pool,
 /// seeded). Found by the PyTorch cross-check (seed 21, draw 99): a residual stack with implicit neural codebooks
 /// decoded its stored codes without their affine map, 3.8 away from the forward's output.
-@Suite("decode(the forward's indices) is the forward's output, for every kind and pair of keywords")
+@Suite("decode(the forward's indices) is the forward's output, and a checkpoint loads back the same, for every kind and pair of keywords")
 struct DecodePropertyTests {
     /// RandomProjectionQuantizer has no way back (its codes live in a random projection's space).
     static let kinds = QuantizerRegistry.kinds.filter { $0.name != "RandomProjectionQuantizer" }
@@ -33,25 +33,37 @@ struct DecodePropertyTests {
         }
     }
 
-    /// Two training forwards (statistics, k-means, affine maps set), then one in evaluation: its indices decoded.
-    /// Returns nil when the configuration does not apply (not initialised, no decoding), else the largest difference
-    /// relative to the output's scale.
-    static func check(_ q: any Quantizer, seed: UInt64) throws -> Float? {
+    enum Outcome { case skipped, passed, failed(String) }
+
+    /// Two training forwards (statistics, k-means, affine maps set), then one in evaluation: its indices decoded must
+    /// be its output (within 1e-4 of its scale); and the quantizer saved (its own keywords) and loaded back must hold
+    /// the same state and encode the same. Skipped when not initialised or without indices.
+    static func check(_ q: any Quantizer, config: ModuleConfig, seed: UInt64, scratch: URL) throws -> Outcome {
         let unit = q.sequenceShape ?? [12]
         let x = TestSupport.random([2, unit.reduce(1, *), q.inputDim], seed: seed, std: 1.5)
         q.train()
         for _ in 0..<2 { _ = withoutGradient { q.forward(vectors: x) } }
         q.eval()
-        guard q.isInitialised else { return nil }
+        guard q.isInitialised else { return .skipped }
         let out = withoutGradient { q.forward(vectors: x) }
         // FSQ with return_indices false returns none: nothing to decode.
-        guard out.indices.count > 0 else { return nil }
+        guard out.indices.count > 0 else { return .skipped }
         // Decoding speaks the quantizer's layout (an image HierarchicalVQ's channel-last map [b, h, w, dim]), the
         // forward vectors [b, n, dim]: the same values in the same order.
         let decoded = try q.decode(out.indices)
-        guard decoded.count == out.quantized.count else { return .infinity }
+        guard decoded.count == out.quantized.count else { return .failed("decoded \(decoded.shape), forward \(out.quantized.shape)") }
         let scale = Swift.max(1, out.quantized.scalars.map(abs).max() ?? 0)
-        return TestSupport.maxAbsDiff(decoded.reshaped(out.quantized.shape), out.quantized) / scale
+        let diff = TestSupport.maxAbsDiff(decoded.reshaped(out.quantized.shape), out.quantized) / scale
+        guard diff <= 1e-4 else { return .failed("decoding is \(diff) (relative) from the forward's output") }
+        // Saved and loaded: the same state, the same codes.
+        let url = scratch.appendingPathComponent("q.safetensors")
+        // Described by itself where it can (EvoLFQ's modules cannot be: its keywords, as the tool saves it).
+        if (try? q.referenceConfiguration()) != nil { try QuantizerCheckpoint.save(q, to: url) } else { try QuantizerCheckpoint.save(q, config: config, to: url) }
+        let (loaded, _) = try QuantizerCheckpoint.load(url)
+        guard let back = loaded as? any Quantizer, back.stateDict() == q.stateDict() else { return .failed("loaded back with another state") }
+        let flat = x.reshaped([x.shape[0]] + (q.sequenceShape ?? [x.shape[1]]) + [q.inputDim])
+        guard back.encode(flat) == q.encode(flat) else { return .failed("loaded back, it encodes otherwise") }
+        return .passed
     }
 
     @Test("every pair of keywords", arguments: kinds.indices)
@@ -61,16 +73,21 @@ struct DecodePropertyTests {
         var rng = SeededGenerator(seed: 0xDEC0DE &+ UInt64(i))
         var checked = 0, built = 0
         var failures: [String] = []
+        let scratch = try TestSupport.scratchDirectory("vq-decode-\(kind.name)")
+        defer { try? FileManager.default.removeItem(at: scratch) }
         for a in alternatives.indices {
             for b in a..<alternatives.count {
                 var kw = kind.example
                 for (key, values) in [alternatives[a], alternatives[b]] { kw[key] = values[rng.nextInt(below: values.count)] }
                 guard let q = try? kind.build(kw) else { continue }
                 built += 1
-                guard let diff = try Self.check(q, seed: UInt64(a * 1000 + b)) else { continue }
-                checked += 1
-                if !(diff <= 1e-4) {
-                    failures.append("\(kind.name) \(kw.filter { kind.example[$0.key] == nil || alternatives[a].0 == $0.key || alternatives[b].0 == $0.key }): \(diff)")
+                let outcome: Outcome
+                do { outcome = try Self.check(q, config: ModuleConfig(module: kind.name, kwargs: kw), seed: UInt64(a * 1000 + b), scratch: scratch) } catch { outcome = .failed("\(error)") }
+                let changed = kw.filter { kind.example[$0.key] == nil || alternatives[a].0 == $0.key || alternatives[b].0 == $0.key }
+                switch outcome {
+                case .skipped: continue
+                case .passed: checked += 1
+                case .failed(let why): checked += 1; failures.append("\(kind.name) \(changed): \(why)")
                 }
             }
         }
