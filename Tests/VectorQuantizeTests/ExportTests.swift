@@ -82,7 +82,7 @@ struct ExportTests {
         #expect(back.stateDict()["_codebook.batch_variance"] == q.stateDict()["_codebook.batch_variance"])
     }
 
-    @Test("a random-projection quantizer in this library's layout is refused, nothing written")
+    @Test("a random-projection quantizer in this library's layout with several codebooks is refused, nothing written; with one it exports")
     func randomProjectionOwnLayout() throws {
         let kind = try #require(QuantizerRegistry.kind(named: "RandomProjectionQuantizer"))
         let config = ModuleConfig(module: kind.name, kwargs: kind.example)
@@ -92,5 +92,14 @@ struct ExportTests {
         let url = dir.appendingPathComponent("rpq.safetensors")
         #expect(throws: ConfigurationError.self) { try QuantizerCheckpoint.export(q, config: config, to: url) }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+        // One codebook: the two layouts are the same module (h·e = e); exported, and loaded back it encodes the same
+        // (the cross-check loads it in PyTorch strictly; it was refused, seed 22 draw 282).
+        let one = ModuleConfig(module: kind.name, kwargs: kind.example.merging(["num_codebooks": 1]) { $1 })
+        let single = try one.build() as! any Quantizer
+        try QuantizerCheckpoint.export(single, config: one, to: url)
+        let (back, _) = try QuantizerCheckpoint.load(url)
+        let x = TestSupport.random([10, single.inputDim], seed: 2)
+        #expect((back as! any Quantizer).encode(x) == single.encode(x))
+        #expect(try ModuleConfig.read(contentsOf: dir.appendingPathComponent("rpq.json")).kwargs["reference_layout"] == nil)
     }
 }

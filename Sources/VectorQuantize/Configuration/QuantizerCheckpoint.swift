@@ -40,11 +40,12 @@ public enum QuantizerCheckpoint {
     ///
     /// - Returns: the tensors left out, sorted.
     /// - Throws: as ``save(_:config:to:)-(Module,ModuleConfig,_)``; ``ConfigurationError`` for a random-projection
-    ///   quantizer in this library's layout (one `e`-dimensional codebook per head), which the reference has no module
+    ///   quantizer in this library's layout with several heads (one `e`-dimensional codebook per head), which the reference has no module
     ///   for — nothing is written.
     @discardableResult
     public static func export(_ module: Module, config: ModuleConfig, to checkpoint: URL) throws -> [String] {
-        if let rpq = module as? RandomProjectionQuantizer, !rpq.configuration.referenceLayout {
+        // With one codebook the two layouts are one (h·e = e, no inner projection); with several, PyTorch has none of ours.
+        if let rpq = module as? RandomProjectionQuantizer, !rpq.configuration.referenceLayout, rpq.numCodebooks > 1 {
             throw ConfigurationError.invalid(module: config.module, reason: "this random-projection quantizer has this library's layout (each head's codes in its own e dimensions); the reference's has h·e, so PyTorch has no module for it — build it with reference_layout: true to export it")
         }
         var reference = config
