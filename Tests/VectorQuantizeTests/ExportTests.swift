@@ -82,6 +82,23 @@ struct ExportTests {
         #expect(back.stateDict()["_codebook.batch_variance"] == q.stateDict()["_codebook.batch_variance"])
     }
 
+    /// Cross-check seed 25, draw 45: `ResidualFSQ(soft_clamp_input_value = 5.0)` trained by the tool came back as
+    /// `5` in its sidecar (JSONSerialization drops the point), and PyTorch's ResidualFSQ raises for an int there.
+    @Test("a configuration's numbers keep their kind through a sidecar: 5.0 stays 5.0, 16 stays 16, flags stay flags")
+    func numberKinds() throws {
+        let parsed = try ModuleConfig.parse(Data(#"{"module": "ResidualFSQ", "kwargs": {"levels": [8, 5, 5], "num_quantizers": 3, "dim": 16, "soft_clamp_input_value": 5.0, "bound_hard_clamp": false, "quantize_dropout_cutoff_index": 0, "seed": 3}}"#.utf8))
+        let text = String(decoding: try parsed.serialized(), as: UTF8.self)
+        #expect(text.contains(#""soft_clamp_input_value" : 5.0"#) && text.contains(#""dim" : 16,"#) && text.contains(#""bound_hard_clamp" : false"#), "\(text)")
+        let again = try ModuleConfig.parse(try parsed.serialized())
+        #expect(try again.serialized() == parsed.serialized())
+        // Typed configurations write their Float keywords as floats and their integers as integers.
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        c.decay = 1
+        let written = String(decoding: try ModuleConfig(module: "VectorQuantize", kwargs: c.referenceKwargs).serialized(), as: UTF8.self)
+        #expect(written.contains(#""decay" : 1.0"#) && written.contains(#""codebook_size" : 16,"#), "\(written)")
+        #expect(throws: (any Error).self) { try ModuleConfig(module: "VectorQuantize", kwargs: ["decay": Double.nan]).serialized() }
+    }
+
     @Test("a random-projection quantizer in this library's layout with several codebooks is refused, nothing written; with one it exports")
     func randomProjectionOwnLayout() throws {
         let kind = try #require(QuantizerRegistry.kind(named: "RandomProjectionQuantizer"))

@@ -41,7 +41,7 @@ public struct ModuleConfig {
     }
 
     public func serialized() throws -> Data {
-        try JSONSerialization.data(withJSONObject: ["module": module, "kwargs": kwargs], options: [.prettyPrinted, .sortedKeys])
+        Data(try ConfigurationJSON.text(["module": module, "kwargs": kwargs] as [String: Any]).utf8)
     }
 
     public func write(to url: URL) throws { try AtomicFile.write(try serialized(), to: url) }
