@@ -17,9 +17,7 @@ struct FreezePropertyTests {
         (try? kind.build(kind.example)).map { !$0.learnedCodebooks.isEmpty } ?? false
     }
 
-    enum Outcome { case skipped, held(moved: Bool), broke(String) }
-
-    static func check(_ q: any Quantizer, seed: UInt64) -> Outcome {
+    static func check(_ q: any Quantizer, seed: UInt64) -> DecodePropertyTests.Outcome {
         let books = q.learnedCodebooks
         var frozen: [(Codebook, [Int], [Int])] = []   // codebook, frozen codes, a code frozen in dimension 0 only
         for book in books {
@@ -51,10 +49,10 @@ struct FreezePropertyTests {
             for hh in 0..<h {
                 for code in codes {
                     let at = (hh * c + code) * d
-                    if now[at..<(at + d)] != old[at..<(at + d)] { return .broke("frozen code \(code) of head \(hh) moved") }
+                    if now[at..<(at + d)] != old[at..<(at + d)] { return .failed("frozen code \(code) of head \(hh) moved") }
                 }
                 for code in partial where now[(hh * c + code) * d] != old[(hh * c + code) * d] {
-                    return .broke("dimension 0 of code \(code) (frozen in it) moved")
+                    return .failed("dimension 0 of code \(code) (frozen in it) moved")
                 }
                 for code in (c / 2)..<(c - 1) {
                     let at = (hh * c + code) * d
@@ -62,7 +60,7 @@ struct FreezePropertyTests {
                 }
             }
         }
-        return .held(moved: moved)
+        return .passed(moved: moved)
     }
 
     @Test("the kinds with learned codebooks are all here")
@@ -74,26 +72,9 @@ struct FreezePropertyTests {
     @Test("every pair of keywords", arguments: kinds.indices)
     func pairs(_ i: Int) throws {
         let kind = Self.kinds[i]
-        let alternatives = DecodePropertyTests.alternatives(kind)
-        var rng = SeededGenerator(seed: 0xF4EE2E &+ UInt64(i))
-        var held = 0, moved = 0
-        var failures: [String] = []
-        for a in alternatives.indices {
-            for b in a..<alternatives.count {
-                var kw = kind.example
-                for (key, values) in [alternatives[a], alternatives[b]] { kw[key] = values[rng.nextInt(below: values.count)] }
-                guard let q = try? kind.build(kw) else { continue }
-                switch Self.check(q, seed: UInt64(a * 1000 + b)) {
-                case .skipped: continue
-                case .held(let m): held += 1; if m { moved += 1 }
-                case .broke(let why):
-                    let changed = kw.filter { kind.example[$0.key] == nil || alternatives[a].0 == $0.key || alternatives[b].0 == $0.key }
-                    failures.append("\(kind.name) \(changed): \(why)")
-                }
-            }
-        }
-        #expect(failures.isEmpty, "\(failures.count) of \(held + failures.count): \(failures.prefix(8).joined(separator: "\n"))")
+        let r = DecodePropertyTests.walkPairs(kind, seed: 0xF4EE2E &+ UInt64(i)) { q, pair in Self.check(q, seed: pair.seed) }
+        #expect(r.failures.isEmpty, "\(r.failures.count) of \(r.passed + r.failures.count): \(r.failures.prefix(8).joined(separator: "\n"))")
         // Not vacuous: many configurations were checked, and in most of them the free codes learned.
-        #expect(held > alternatives.count && moved * 3 > held * 2, "\(kind.name): \(moved) moved of \(held) held")
+        #expect(r.passed * 20 > r.pairs && r.moved * 3 > r.passed * 2, "\(kind.name): \(r.moved) moved of \(r.passed) held")
     }
 }
