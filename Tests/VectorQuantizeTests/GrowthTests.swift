@@ -7,6 +7,31 @@ import VQTestSupport
 /// Growing a codebook: new codes fitted to new data never end up empty and zero.
 @Suite("Codebook growth")
 struct GrowthTests {
+    /// vq-fuzz --calls seed 2011, case 5239: fitCodes to rows near 1e38 (finite) overflowed their means times counts and
+    /// left ∞ and NaN in `embed` and `embed_avg`. Rows beyond 2⁵⁰ are left out of a k-means fit, as out of the EMA.
+    @Test("k-means (a fit, or the initialisation) leaves out rows beyond 2^50: the codes stay finite, the others fit them", arguments: [false, true])
+    func hugeRows(_ cosine: Bool) throws {
+        var c = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        c.heads = 2
+        c.separateCodebookPerHead = true
+        c.useCosineSimilarity = cosine
+        let vq = try VectorQuantizer(c)
+        let book = vq.codebook
+        var x = TestSupport.random([2, 16, 8], seed: 11).scalars
+        for r in [0, 5, 17] { for j in 0..<8 { x[r * 8 + j] = j % 2 == 0 ? 3e38 : -3e38 } }
+        let before = book.embed.value.scalars
+        try book.fitCodes([7, 9], to: Tensor(x, shape: [2, 16, 8]))
+        #expect(vq.nonFiniteValues().isEmpty, "\(vq.nonFiniteValues())")
+        let after = book.embed.value.scalars
+        #expect(after[(7 * 8)..<(8 * 8)] != before[(7 * 8)..<(8 * 8)], "code 7 was fitted to the ordinary rows")
+        // The initialisation of a k-means codebook from such a batch, likewise.
+        c.kmeansInit = true
+        let fresh = try VectorQuantizer(c)
+        fresh.train()
+        _ = fresh(Tensor(x, shape: [2, 16, 8]))
+        #expect(fresh.nonFiniteValues().isEmpty && fresh.codebook.isInitialized, "\(fresh.nonFiniteValues())")
+    }
+
     @Test("a new code that k-means leaves empty keeps its row through training (it used to become the zero vector)")
     func emptyNewCodesSurvive() throws {
         let vq = try VectorQuantizer(VectorQuantizerConfiguration(dim: 4, codebookSize: 4))
