@@ -29,14 +29,20 @@ extension Codebook {
         let worst = first.sums.withUnsafeScalars { p in p.reduce(UInt32(0)) { Swift.max($0, $1.bitPattern & 0x7FFF_FFFF) } }
         let overflowing = worst > limit.bitPattern
         guard overflowing else { return first }
+        return rawBatchStatistics(flatten, indices, valid: leavingOutHugeRows(flatten, valid: valid, in: "codebook update"))
+    }
+
+    /// `valid` without the rows of `flatten [h, n, d]` that hold a value beyond 2⁵⁰ (logged, naming `what`): statistics
+    /// built from them would overflow single precision — the one rule of the EMA update and of k-means.
+    func leavingOutHugeRows(_ flatten: Tensor, valid: [Bool], in what: String) -> [Bool] {
         let rowLimit: Float = 0x1p50, d = flatten.shape[2]
         var kept = valid
         flatten.withUnsafeScalars { p in
             for r in kept.indices where kept[r] && !(0..<d).allSatisfy({ abs(p[r * d + $0]) <= rowLimit }) { kept[r] = false }
         }
         let dropped = zip(valid, kept).filter { $0 && !$1 }.count
-        logger.warning("codebook update: \(dropped) vectors with values beyond 2^50 left out (their sums would overflow)")
-        return rawBatchStatistics(flatten, indices, valid: kept)
+        if dropped > 0 { logger.warning("\(what): \(dropped) vectors with values beyond 2^50 left out (their sums would overflow)") }
+        return kept
     }
 
     private func rawBatchStatistics(_ flatten: Tensor, _ indices: IndexTensor, valid: [Bool]) -> (counts: Tensor, sums: Tensor) {

@@ -109,15 +109,8 @@ extension Codebook {
     private func kmeansFit(_ flatten: Tensor, valid given: [Bool], fitting: [Bool], iterations: Int, countScale: Int?) -> Bool {
         let growing = countScale != nil
         let (h, n, d, c) = (flatten.shape[0], flatten.shape[1], flatten.shape[2], codebookSize)
-        // Rows with a value beyond 2⁵⁰ are left out, as the EMA update leaves them out (`batchStatistics`): their means
-        // times their counts would overflow single precision and poison the codes (vq-fuzz --calls seed 2011, case 5239).
-        let rowLimit: Float = 0x1p50
-        var valid = given
-        flatten.withUnsafeScalars { p in
-            for r in valid.indices where valid[r] && !(0..<d).allSatisfy({ abs(p[r * d + $0]) <= rowLimit }) { valid[r] = false }
-        }
-        let dropped = zip(given, valid).filter { $0 && !$1 }.count
-        if dropped > 0 { logger.warning("k-means: \(dropped) vectors with values beyond 2^50 left out (their sums would overflow)") }
+        // As the EMA update: their means times their counts would overflow and poison the codes (vq-fuzz --calls seed 2011).
+        let valid = leavingOutHugeRows(flatten, valid: given, in: "k-means")
         let e = embed.value.scalars
         // Each fitted code's mean and count (the rows of the assignment), written through the gate at the end.
         var fitted = [Int: (mean: ArraySlice<Float>, bins: Float, empty: Bool)]()
