@@ -19,7 +19,7 @@ struct Keywords {
 
     private func bad(_ key: String, _ expected: String, _ v: Any) -> ConfigurationError {
         // A JSON boolean prints as its word (an NSNumber would print 1 or 0, the number it is not).
-        let shown = Self.isBoolean(v) ? String((v as? Bool) ?? (v as? NSNumber)?.boolValue ?? false) : "\(v)"
+        let shown = Self.boolean(v).map { String($0) } ?? "\(v)"
         return .badValue(module: module, keyword: key, reason: "expected \(expected), got \(shown)")
     }
 
@@ -37,7 +37,7 @@ struct Keywords {
 
     /// Equal as JSON values (a boolean is not a number).
     static func sameJSON(_ a: Any, _ b: Any) -> Bool {
-        if isBoolean(a) || isBoolean(b) { return isBoolean(a) && isBoolean(b) && (a as? Bool ?? (a as? NSNumber)?.boolValue) == (b as? Bool ?? (b as? NSNumber)?.boolValue) }
+        if isBoolean(a) || isBoolean(b) { return boolean(a) != nil && boolean(a) == boolean(b) }
         if let x = number(a), let y = number(b) { return x == y }
         return false
     }
@@ -46,6 +46,12 @@ struct Keywords {
     static func isBoolean(_ v: Any) -> Bool {
         if let n = v as? NSNumber { return String(cString: n.objCType) == "c" }
         return v is Bool
+    }
+
+    /// The value of a JSON boolean (or a Swift `Bool`); nil for anything else, a number included.
+    static func boolean(_ v: Any) -> Bool? {
+        guard isBoolean(v) else { return nil }
+        return (v as? Bool) ?? (v as? NSNumber)?.boolValue
     }
 
     static func integer(_ v: Any) -> Int? {
@@ -84,7 +90,7 @@ struct Keywords {
 
     func bool(_ key: String) throws -> Bool? {
         guard let v = present(key) else { return nil }
-        guard Self.isBoolean(v), let b = (v as? Bool) ?? (v as? NSNumber)?.boolValue else { throw bad(key, "true or false", v) }
+        guard let b = Self.boolean(v) else { throw bad(key, "true or false", v) }
         return b
     }
 

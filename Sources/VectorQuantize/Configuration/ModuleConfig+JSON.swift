@@ -31,7 +31,7 @@ enum ConfigurationJSON {
     }
 
     private static func number(_ v: Any) throws -> String {
-        if Keywords.isBoolean(v) { return ((v as? Bool) ?? (v as? NSNumber)?.boolValue ?? false) ? "true" : "false" }
+        if let b = Keywords.boolean(v) { return b ? "true" : "false" }
         // JSON numbers arrive as NSNumber, Swift's as themselves; both bridge with their kind (`d`/`f` floating).
         guard let n = v as? NSNumber else { throw NotRepresentable(value: "\(v)") }
         let type = String(cString: n.objCType)
