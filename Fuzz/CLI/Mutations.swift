@@ -107,17 +107,28 @@ func requireDecodesForward(_ q: any Quantizer, _ vectors: Tensor, _ config: Modu
 
 /// A valid resumable state to mutate: a small VQ trained a few steps, written once.
 enum StateFixture {
+    /// A state with every kind of entry: a model with parameters learned by gradient (projections) beside an EMA
+    /// codebook, so Adam's moments and step counts (`optim/…`) are in it too.
     static func make(in dir: URL) -> (SafeTensorsFile, URL) {
-        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 8, "kmeans_init": true])
+        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 8, "codebook_dim": 2, "kmeans_init": true])
         let q = try! config.build() as! any Quantizer
         var rng = SeededGenerator(seed: 1)
         q.train()
-        for _ in 0..<3 { _ = q.forward(vectors: Tensor.randomNormal([1, 16, 4], using: &rng)) }
+        let optimizer = Adam(parameters: q.trainableParameters())
+        for _ in 0..<3 { gradientStep(q, optimizer, Tensor.randomNormal([1, 16, 4], using: &rng)) }
         let state = TrainingState(step: 3, cursor: 5, order: Array(0..<16), dataRNG: SeededGenerator(seed: 2), losses: [1, 2, 3],
                                   signature: "fuzz", options: ["--codebook-size": "8"])
         let url = dir.appendingPathComponent("state.safetensors")
-        try! state.write(module: q, config: config, to: url)
+        try! state.write(module: q, config: config, optimizer: optimizer, to: url)
         return (try! SafeTensorsFile.read(contentsOf: url), url)
+    }
+
+    /// One step as `vq train` takes it for such a model: the forward, then Adam on the reconstruction and the loss.
+    static func gradientStep(_ q: any Quantizer, _ optimizer: Adam, _ x: Tensor) {
+        let o = q.forward(vectors: x)
+        q.zeroGradients()
+        (Loss.mse(o.quantized, x) + o.loss).backward()
+        optimizer.step()
     }
 }
 
@@ -138,7 +149,7 @@ func runState(_ base: SafeTensorsFile, rng: inout SeededGenerator, url: URL) {
                 file.tensors[k] = .float(Tensor(s, shape: t.shape))
             case .integer(let t) where t.count > 0:
                 var s = t.scalars
-                s[rng.nextInt(below: s.count)] = [-1, 0, 1, 16, 1 << 40, Int.min][rng.nextInt(below: 6)]
+                s[rng.nextInt(below: s.count)] = [-1, 0, 1, 16, 1 << 40, Int.min, Int.max, 4][rng.nextInt(below: 8)]
                 file.tensors[k] = .integer(IndexTensor(s, shape: t.shape))
             default: break
             }
@@ -164,9 +175,15 @@ func runState(_ base: SafeTensorsFile, rng: inout SeededGenerator, url: URL) {
     }
     guard (try? bytes.write(to: url)) != nil else { return }
     guard let (q, _, state) = try? TrainingState.read(url) else { return }
-    // A state that reads must also train on: one step of its model.
+    // A state that reads must also train on, as `--resume` does: Adam's state restored (or refused, restoring
+    // nothing), then steps of its model with gradients.
     q.train()
-    _ = q.forward(vectors: Tensor.randomNormal([1, 4, q.inputDim], using: &rng))
+    let optimizer = Adam(parameters: q.trainableParameters())
+    let restored = (try? state.restore(optimizer, of: q, path: url.path)) != nil
+    if !restored {
+        for p in q.trainableParameters() { precondition(optimizer.stepCount(of: p) == 0, "a refused restore changed the optimizer") }
+    }
+    for _ in 0..<2 { StateFixture.gradientStep(q, optimizer, Tensor.randomNormal([1, 4, q.inputDim], using: &rng)) }
     _ = state.order.count
 }
 

@@ -156,7 +156,8 @@ public class Adam: Optimizer {
     public override func update(slot: Int, value: UnsafeMutableBufferPointer<Float>, grad: UnsafeBufferPointer<Float>, ranges: [Range<Int>]) {
         m.ensure(slot, count: value.count)
         v.ensure(slot, count: value.count)
-        steps[slot] += 1
+        // Saturating: a count restored from outside may be as large as `Int.max` (β^t is 0 long before).
+        if steps[slot] < Int.max { steps[slot] += 1 }
         let t = Double(steps[slot])
         let bc1 = 1 - Double.pow(Double(beta1), t)
         let bc2 = 1 - Double.pow(Double(beta2), t)
@@ -201,6 +202,14 @@ public class Adam: Optimizer {
     /// so a resumed run continues bit-identically. Throws, changing nothing, if `p` is not optimized here or
     /// the moments do not fit it or are not moments (NaN, infinite, a negative second moment).
     public func restore(_ p: Parameter, m first: [Float], v second: [Float], steps count: Int) throws {
+        let i = try checkRestorable(p, m: first, v: second, steps: count)
+        (m.buffers[i], v.buffers[i], steps[i]) = (first, second, count)
+    }
+
+    /// Throws what ``restore(_:m:v:steps:)`` would throw, changing nothing; returns the parameter's slot. Restoring
+    /// several parameters as one (``TrainingState``) checks them all first.
+    @discardableResult
+    public func checkRestorable(_ p: Parameter, m first: [Float], v second: [Float], steps count: Int) throws -> Int {
         guard let i = parameters.firstIndex(where: { $0 === p }) else { throw OptimizerStateError("not a parameter of this optimizer") }
         guard first.count == p.value.count, second.count == p.value.count, count >= 0 else {
             throw OptimizerStateError("moments of \(first.count) and \(second.count) values, step \(count), for a parameter of \(p.value.count)")
@@ -210,7 +219,7 @@ public class Adam: Optimizer {
         guard first.allSatisfy(\.isFinite), second.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
             throw OptimizerStateError("moments with NaN, infinite or (second moment) negative values")
         }
-        (m.buffers[i], v.buffers[i], steps[i]) = (first, second, count)
+        return i
     }
 }
 

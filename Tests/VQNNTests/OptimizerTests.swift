@@ -164,6 +164,18 @@ struct OptimizerTests {
         #expect(p.value.scalars == q.value.scalars && q.value.scalars != [1, -2])
     }
 
+    @Test("a step count restored at Int.max (a file's value) saturates: the next step runs with β^t = 0, no overflow")
+    func restoredStepCountSaturates() throws {
+        let p = param([1, -2], grad: [0.5, 1])
+        let a = Adam(parameters: [p], learningRate: 0.1)
+        try a.restore(p, m: [0.1, 0.1], v: [0.01, 0.01], steps: Int.max)
+        a.step()
+        #expect(a.stepCount(of: p) == Int.max)
+        // Bias corrections of 1: m = 0.9·0.1 + 0.1·0.5 = 0.14, v = 0.999·0.01 + 0.001·0.25 = 0.01024,
+        // p₀ = 1 − 0.1·0.14 / (√0.01024 + 1e-8) = 1 − 0.1·0.14 / 0.1011929 ≈ 0.861650.
+        #expect(abs(p.value.scalars[0] - 0.861650) < 1e-5, "\(p.value.scalars)")
+    }
+
     @Test("gradient hooks fire before the optimizer reads the gradient")
     func hooksBeforeStep() {
         let w = Parameter(Tensor([1, 1, 1]))

@@ -233,4 +233,46 @@ struct StateValueTests {
         }
         #expect(refused == constrained.reduce(0) { $0 + Self.outside($1.1.domain, built: 0).count })
     }
+    @Test("a training state's optimizer steps beyond the run's steps are refused, and a refused restore restores nothing")
+    func optimizerStateBounds() throws {
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 8, "codebook_dim": 2])
+        let q = try config.build() as! any Quantizer
+        q.train()
+        let optimizer = Adam(parameters: q.trainableParameters())
+        for seed in 0..<3 {
+            let x = TestSupport.random([1, 16, 4], seed: UInt64(seed))
+            let o = q.forward(vectors: x)
+            q.zeroGradients()
+            (Loss.mse(o.quantized, x) + o.loss).backward()
+            optimizer.step()
+        }
+        let url = dir.appendingPathComponent("s.safetensors")
+        let state = TrainingState(step: 3, cursor: 0, order: [0], dataRNG: SeededGenerator(seed: 1), losses: [1, 2, 3], signature: "t")
+        try state.write(module: q, config: config, optimizer: optimizer, to: url)
+        let written = try SafeTensorsFile.read(contentsOf: url)
+        let stepKeys = written.tensors.keys.filter { $0.hasSuffix("/steps") }.sorted()
+        #expect(stepKeys.count == 4, "\(stepKeys)")   // project_in/out weight and bias
+        // The state as written restores every parameter: the control.
+        let (q1, _, s1) = try TrainingState.read(url)
+        let a1 = Adam(parameters: q1.trainableParameters())
+        try s1.restore(a1, of: q1, path: url.path)
+        #expect(q1.trainableParameters().allSatisfy { a1.stepCount(of: $0) == 3 })
+        // Any one parameter's count past the run's steps — or one that overflowed when incremented — is refused,
+        // and no parameter is restored (not even those checked before it).
+        for key in stepKeys {
+            for bad in [4, Int.max] {
+                var file = written
+                file.tensors[key] = .integer(IndexTensor([bad]))
+                file.metadata["digest"] = TrainingState.digest(file)
+                try file.write(to: url)
+                let (q2, _, s2) = try TrainingState.read(url)
+                let a2 = Adam(parameters: q2.trainableParameters())
+                #expect(throws: TrainingStateError.self) { try s2.restore(a2, of: q2, path: url.path) }
+                #expect(q2.trainableParameters().allSatisfy { a2.stepCount(of: $0) == 0 && a2.moments(of: $0) == nil }, "\(key) = \(bad): some restored")
+            }
+        }
+    }
 }
+

@@ -90,15 +90,22 @@ public struct TrainingState {
     }
 
     /// Restores Adam's moments of every parameter learned by gradient (a parameter without them had not
-    /// been updated yet); moments that do not fit are a damaged state.
+    /// been updated yet); moments that do not fit are a damaged state, and then nothing is restored.
     public func restore(_ optimizer: Adam, of module: Module, path: String) throws {
+        var found: [(Parameter, m: [Float], v: [Float], steps: Int)] = []
         for (name, p) in module.namedParameters() where p.kind == .trainable {
             guard let m = optimizerTensors["optim/\(name)/m"]?.asFloat, let v = optimizerTensors["optim/\(name)/v"]?.asFloat,
                   let steps = optimizerTensors["optim/\(name)/steps"]?.asIndices?.scalars.first else { continue }
-            do { try optimizer.restore(p, m: m.scalars, v: v.scalars, steps: steps) } catch let e as OptimizerStateError {
+            // A parameter takes at most one of Adam's steps per training step of the run.
+            guard steps <= step else {
+                throw TrainingStateError("\(path): the optimizer state of \(name) is damaged (\(steps) steps of Adam in a run of \(step) steps)")
+            }
+            do { try optimizer.checkRestorable(p, m: m.scalars, v: v.scalars, steps: steps) } catch let e as OptimizerStateError {
                 throw TrainingStateError("\(path): the optimizer state of \(name) is damaged (\(e))")
             }
+            found.append((p, m.scalars, v.scalars, steps))
         }
+        for (p, m, v, steps) in found { try optimizer.restore(p, m: m, v: v, steps: steps) }
     }
 
     /// Reads a state file; the model is rebuilt from its own configuration.
