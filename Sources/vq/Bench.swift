@@ -41,7 +41,7 @@ struct Bench: ParsableCommand {
             let times = Timing.measure(budget: budget) { w.run(state) }
             let median = times.sorted()[times.count / 2]
             let record: [String: Any] = [
-                "workload": w.name, "threads": Threads.count, "median_s": median,
+                "workload": w.name, "threads": Threads.count, "median_s": median, "kernel_level": KernelLevel.current,
                 "min_s": times.min()!, "repeats": times.count,
                 "vectors_per_s": Double(w.vectors) / median, "peak_rss_mb": Timing.peakRSSMegabytes(),
             ].merging(w.flops > 0 ? ["gflops": w.flops / median / 1e9] : [:]) { a, _ in a }

@@ -17,6 +17,7 @@ struct VQ: ParsableCommand {
         if ProcessInfo.processInfo.environment["VQ_SYSTEM_MALLOC"] == nil { Memory.keepFreedMemory() }  // training loops reuse warm pages (see Memory.keepFreedMemory)
         removeTemporariesOnSignals()
         do {
+            if let problem = KernelLevel.environmentProblem { throw ValidationError(problem) }
             var command = try parseAsRoot()
             try command.run()
         } catch {

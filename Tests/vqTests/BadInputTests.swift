@@ -201,3 +201,31 @@ struct AbsurdSizeTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty, "\(args) wrote a file")
     }
 }
+
+/// `VQ_KERNEL_LEVEL` is outside input too: a value the kernels would ignore is refused by every command (which would
+/// otherwise run, and report, a level it was not asked for); the four levels run, a level above the CPU's runs its own.
+@Suite("vq: the VQ_KERNEL_LEVEL environment variable")
+struct KernelLevelEnvironmentTests {
+    @Test("values other than 0, 1, 2, 3 are one error line and write nothing", arguments: ["abc", "-1", "4", "", " 1", "1.5", "0x1", "01", "99999999999999999999"])
+    func refused(_ value: String) throws {
+        let dir = VQProcess.temporaryDirectory()
+        let x = dir.appendingPathComponent("x.npy")
+        try NumPyFile.write(.float(TestSupport.random([64, 4], seed: 1)), to: x)
+        let out = dir.appendingPathComponent("q.safetensors").path
+        let r = try VQProcess.run(["train", "--input", x.path, "--codebook-size", "4", "--steps", "1", "--output", out], environment: ["VQ_KERNEL_LEVEL": value])
+        #expect(r.status != 0 && r.stderr.hasPrefix("vq: error: VQ_KERNEL_LEVEL '\(value)'") && r.stderr.split(separator: "\n").count == 1, "\(value): \(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["x.npy"], "\(value): a file was written")
+    }
+
+    @Test("each level runs, lowered to this CPU's at most, and `vq bench --json` says which ran")
+    func accepted() throws {
+        func ran(_ level: Int) throws -> Int? {
+            let r = try VQProcess.run(["bench", "--only", "gemm_1024", "--json", "--budget", "0.01"], environment: ["VQ_KERNEL_LEVEL": "\(level)"])
+            #expect(r.status == 0, "\(level): \(r.stderr)")
+            let record = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            return record?["kernel_level"] as? Int
+        }
+        let cpu = try #require(try ran(3))   // this CPU's own level (the variable only lowers it)
+        for level in 0...3 { #expect(try ran(level) == min(level, cpu)) }
+    }
+}

@@ -15,10 +15,11 @@ enum VQProcess {
     }
 
     /// Runs `vq args`; a run still going after `timeout` seconds is killed (and shows as signalled, status 9).
-    static func run(_ args: [String], timeout: Double = 600) throws -> Result {
+    static func run(_ args: [String], timeout: Double = 600, environment: [String: String] = [:]) throws -> Result {
         let p = Process()
         p.executableURL = binary
         p.arguments = args
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
