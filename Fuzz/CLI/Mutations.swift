@@ -224,6 +224,40 @@ enum CheckpointFixture {
         return (QuantizerRegistry.kinds.map { ($0.name, $0.example) } + variants).map { ModuleConfig(module: $0.0, kwargs: $0.1) }
     }()
 
+    /// ``configurations`` and `count` more drawn from `seed`: configurations the reference runs (the accepted cases
+    /// of `reference_acceptance.json`, every keyword of every kind at pool values, and pairs and triples of them) — or,
+    /// when this build has no package tree beside it, as the configuration fuzzer draws them — kept when they build
+    /// through JSON, hold at most 50 000 values and are prepared (``prepared(_:rng:)``) — deterministically, so a seed's
+    /// cases replay on any machine. Each seed damages, and calls into, quantizers no fixed list names.
+    static func configurations(seed: UInt64, drawn count: Int) -> [ModuleConfig] {
+        var rng = SeededGenerator(seed: seed ^ 0xF1C)
+        var mutator = ConfigMutator(seed: seed ^ 0xC0DE)
+        let accepted = referenceAccepted()
+        var extra: [ModuleConfig] = []
+        for _ in 0..<count * 20 where extra.count < count {
+            let c = accepted.isEmpty ? mutator.next() : accepted[rng.nextInt(below: accepted.count)]
+            guard let data = try? JSONSerialization.data(withJSONObject: ["module": c.module, "kwargs": c.kwargs]),
+                  let parsed = try? ModuleConfig.parse(data), let built = try? parsed.build(),
+                  built.stateDict().values.reduce(0, { $0 + $1.count }) <= 50_000 else { continue }
+            guard prepared(parsed, rng: &rng) != nil else { continue }
+            extra.append(parsed)
+        }
+        return configurations + extra
+    }
+
+    /// The configurations vector-quantize-pytorch runs, from the package's `reference_acceptance.json` (empty when the
+    /// file is not where this source file's package keeps it).
+    static func referenceAccepted() -> [ModuleConfig] {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Tests/VectorQuantizeTests/Fixtures/reference_acceptance.json")
+        guard let data = try? Data(contentsOf: url), let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let cases = json["cases"] as? [[String: Any]] else { return [] }
+        return cases.compactMap { c in
+            guard c["accepted"] as? Bool == true, let module = c["module"] as? String, let kwargs = c["kwargs"] as? [String: Any] else { return nil }
+            return ModuleConfig(module: module, kwargs: kwargs)
+        }
+    }
+
     /// `config` built and trained two steps, with a frozen code, a frozen component, a frozen subspace and a
     /// converged-code policy on every learned codebook (so every buffer is non-trivial).
     static func prepared(_ config: ModuleConfig, rng: inout SeededGenerator) -> (any Quantizer)? {
@@ -244,7 +278,7 @@ enum CheckpointFixture {
         return q
     }
 
-    static func make() -> [SafeTensorsFile] {
+    static func make(_ configurations: [ModuleConfig]) -> [SafeTensorsFile] {
         var rng = SeededGenerator(seed: 3)
         let fixtures: [SafeTensorsFile] = configurations.compactMap { config in
             guard let q = prepared(config, rng: &rng) else { return nil }
@@ -305,13 +339,21 @@ func runStructured(_ mode: FuzzMode, count: Int, seed: UInt64) {
     var mutator = ConfigMutator(seed: seed)
     var rng = SeededGenerator(seed: seed ^ 0xF022)
     let base = mode == .states ? StateFixture.make(in: Fixtures.dir) : nil
-    let checkpoints = mode == .checkpoints ? CheckpointFixture.make() : []
+    // Quantizers for the checkpoint and call modes: the fixed list and 40 drawn from the seed.
+    let fixtureConfigs = mode == .checkpoints || mode == .calls ? CheckpointFixture.configurations(seed: seed, drawn: 40) : []
+    let checkpoints = mode == .checkpoints ? CheckpointFixture.make(fixtureConfigs) : []
+    if !fixtureConfigs.isEmpty {
+        print("\(fixtureConfigs.count) quantizers: \(CheckpointFixture.configurations.count) fixed, \(fixtureConfigs.count - CheckpointFixture.configurations.count) drawn")
+        if ProcessInfo.processInfo.environment["VQ_FUZZ_SHOW"] == "quantizers" {
+            for c in fixtureConfigs { print("  \(c.module) \(c.kwargs)") }
+        }
+    }
     let started = Date()
     for i in 0..<count {
         if mode == .calls {
             try? Data("seed \(seed) call case \(i)\n".utf8).write(to: caseFile)
             traceCase = ProcessInfo.processInfo.environment["VQ_FUZZ_TRACE"] == "\(i)"
-            runCalls(CheckpointFixture.configurations, rng: &rng, scratch: Fixtures.dir)
+            runCalls(fixtureConfigs, rng: &rng, scratch: Fixtures.dir)
         } else if mode == .checkpoints {
             try? Data("seed \(seed) checkpoint case \(i)\n".utf8).write(to: caseFile)
             runCheckpoint(checkpoints, rng: &rng, url: Fixtures.dir.appendingPathComponent("damaged.safetensors"))
