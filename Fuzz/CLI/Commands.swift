@@ -138,7 +138,7 @@ func folderSnapshot(_ dir: URL) -> [String: Data] {
     return result
 }
 
-/// The scratch workspace: a checkpoint of every quantizer (trained two steps, a code, a component and a subspace
+/// The scratch workspace: a checkpoint of every quantizer given (trained two steps, a code, a component and a subspace
 /// frozen), vectors of every input dimension in each format the tool reads, indices the tool wrote, subspace bases,
 /// a user's notes, a folder, links, a named pipe and a character device.
 struct CommandWorkspace {
@@ -147,12 +147,12 @@ struct CommandWorkspace {
     var checkpoints: [Checkpoint] = []
     var readables: [String] = []   // every file a path option may name to read
 
-    init(dir: URL, vq: URL) {
+    init(dir: URL, vq: URL, configurations: [ModuleConfig]) {
         self.dir = dir
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var rng = SeededGenerator(seed: 17)
         var dims = Set<String>()
-        for (i, config) in CheckpointFixture.configurations.enumerated() {
+        for (i, config) in configurations.enumerated() {
             guard let q = CheckpointFixture.prepared(config, rng: &rng) else { continue }
             let file = "c\(i)-\(config.module).safetensors"
             guard (try? QuantizerCheckpoint.save(q, config: config, to: dir.appendingPathComponent(file))) != nil else { continue }
@@ -380,7 +380,9 @@ nonisolated(unsafe) var commandTally: [String: (ok: Int, refused: Int, interrupt
 /// each checked as the file's header says. `limit` bounds one run's seconds.
 func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
     let commands = toolCommands(vq)
-    let ws = CommandWorkspace(dir: Fixtures.dir.appendingPathComponent("workspace"), vq: vq)
+    // Every kind's example and its variants, and 15 configurations the reference runs drawn from the seed.
+    let ws = CommandWorkspace(dir: Fixtures.dir.appendingPathComponent("workspace"), vq: vq,
+                              configurations: CheckpointFixture.configurations(seed: seed, drawn: 15))
     let caseFile = Fixtures.dir.appendingPathComponent("case.txt")
     var rng = SeededGenerator(seed: seed ^ 0xC011)
     for i in 0..<count {

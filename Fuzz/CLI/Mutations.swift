@@ -79,6 +79,7 @@ func runConfiguration(_ original: ModuleConfig, rng: inout SeededGenerator, scra
     q.eval()
     guard q.isInitialised else { return }
     if !extremes { requireDecodesForward(q, vectors, config) }
+    if !extremes && rng.nextInt(below: 16) == 0 { requireThreadIndependent(config, rng: &rng) }
     let indices = q.encode(x)
     _ = try? q.decode(indices)
     if indices.count > 0 {
@@ -103,6 +104,47 @@ func requireDecodesForward(_ q: any Quantizer, _ vectors: Tensor, _ config: Modu
     let worst = zip(decoded.scalars, out.quantized.scalars).map { abs($0 - $1) }.max() ?? 0
     require(decoded.count == out.quantized.count && worst <= 1e-4 * scale,
             "vq-fuzz: \(config.module) \(config.kwargs): decoding the forward's indices gives other vectors (\(worst) of \(scale), shapes \(decoded.shape) / \(out.quantized.shape))")
+}
+
+/// How many configurations ``requireThreadIndependent(_:rng:)`` compared (printed at the end of a run).
+nonisolated(unsafe) var threadChecks = 0
+
+/// Two builds of `config` trained two steps — the forward, then Adam on the reconstruction and the loss — on the same
+/// batch of at least 2¹⁷ values (so the kernels split their work), one on one thread and one on two, must hold the same
+/// bits in every tensor of their state and give the same outputs: the library's promise of results that do not depend
+/// on the thread count. `vq-fuzz --configs` asks it of one built configuration in 16 with ordinary input.
+func requireThreadIndependent(_ config: ModuleConfig, rng: inout SeededGenerator) {
+    guard let probe = try? config.build() as? any Quantizer else { return }
+    let unit = probe.sequenceShape ?? [4096 / Swift.max(1, probe.inputDim) + 1]
+    let perItem = unit.reduce(1, *) * probe.inputDim
+    let batch = Swift.max(2, (1 << 17) / Swift.max(1, perItem) + 1)
+    guard perItem > 0, batch * perItem <= 1 << 21 else { return }
+    let x = Tensor.randomNormal([batch, unit.reduce(1, *), probe.inputDim], using: &rng)
+    func run(_ threads: Int) -> [String: [UInt32]]? {
+        Threads.with(threads) {
+            guard let q = try? config.build() as? any Quantizer else { return nil }
+            q.train()
+            let optimizer = Adam(parameters: q.trainableParameters())
+            var outputs: [String: [UInt32]] = [:]
+            for step in 0..<2 {
+                let o = q.forward(vectors: x)
+                guard o.quantized.shape == x.shape else { return nil }
+                q.zeroGradients()
+                (Loss.mse(o.quantized, x) + o.loss).backward()
+                optimizer.step()
+                outputs["step \(step) quantized"] = o.quantized.scalars.map(\.bitPattern)
+                outputs["step \(step) loss"] = o.loss.scalars.map(\.bitPattern)
+                outputs["step \(step) indices"] = o.indices.scalars.map { UInt32(truncatingIfNeeded: $0) }
+            }
+            for (key, t) in (q as Module).stateDict() { outputs[key] = t.scalars.map(\.bitPattern) }
+            return outputs
+        }
+    }
+    guard let one = run(1), let two = run(2) else { return }
+    threadChecks += 1
+    let differing = one.keys.sorted().filter { one[$0] != two[$0] }
+    require(differing.isEmpty && one.keys.sorted() == two.keys.sorted(),
+            "vq-fuzz: \(config.module) \(config.kwargs): one thread and two give other bits in \(differing.prefix(6)) (batch \(x.shape))")
 }
 
 /// A valid resumable state to mutate: a small VQ trained a few steps, written once.
@@ -376,6 +418,7 @@ func runStructured(_ mode: FuzzMode, count: Int, seed: UInt64) {
     if mode == .calls {
         print(callTally.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.ok) ok / \($0.value.threw) threw" }.joined(separator: ", "))
     }
+    if mode == .configs { print("\(threadChecks) configurations trained on one thread and on two: the same bits") }
     print("\(count) \(mode.rawValue.dropLast()) cases (seed \(seed)): no trap")
     try? FileManager.default.removeItem(at: Fixtures.dir)  // a crash leaves it, with case.txt
 }

@@ -66,6 +66,39 @@ struct AtomicFileTests {
         #expect(FileManager.default.fileExists(atPath: live.path))
     }
 
+    @Test("a name of up to 255 bytes (any characters) is writable: its temporary's name is cut to fit; a longer one is refused before anything",
+          arguments: [200, 228, 229, 240, 250, 255])
+    func longNames(_ bytes: Int) throws {
+        // Two-byte characters, so a cut in the middle of one would be an invalid name.
+        let name = String(repeating: "é", count: (bytes - 4) / 2) + String(repeating: "x", count: (bytes - 4) % 2) + ".bin"
+        #expect(name.utf8.count == bytes)
+        let f = dir.appendingPathComponent(name)
+        #expect(StagedFile.targetProblem(f) == nil)
+        try AtomicFile.write(Data([7]), to: f)
+        try AtomicFile.write(Data([8]), to: f)   // replaced, through a temporary of the cut name
+        #expect(FileManager.default.contents(atPath: f.path) == Data([8]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }.isEmpty)
+        // A stale temporary of a killed writer is found under the cut name too.
+        var dead: Int32 = 4_194_301
+        while kill(dead, 0) == 0 { dead -= 1 }
+        let staged = try StagedFile(replacing: f)
+        let prefix = staged.temporaryName.prefix { $0 != "-" }   // ".NAME(cut).tmp"
+        staged.abandon()
+        let stale = dir.appendingPathComponent("\(prefix)-\(dead)-1")
+        try Data([0]).write(to: stale)
+        try AtomicFile.write(Data([9]), to: f)
+        #expect(!FileManager.default.fileExists(atPath: stale.path))
+        try FileManager.default.removeItem(at: f)
+    }
+
+    @Test("a name longer than 255 bytes is refused, naming why, and nothing is written")
+    func tooLongName() throws {
+        let f = dir.appendingPathComponent(String(repeating: "a", count: 252) + ".bin")
+        #expect(StagedFile.targetProblem(f)?.contains("too long") == true)
+        #expect(throws: TensorFileError.self) { try AtomicFile.write(Data([1]), to: f) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
     @Test("a writer dropped without commit leaves the previous file and no temporary")
     func abandoned() throws {
         let f = dir.appendingPathComponent("w.npy")

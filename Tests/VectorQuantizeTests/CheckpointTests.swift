@@ -17,6 +17,28 @@ struct CheckpointTests {
         for kind in QuantizerRegistry.kinds { _ = try kind.build(kind.example) }
     }
 
+    @Test("a checkpoint saved with files alongside is one atomic set: all are written, or none (an old pair stays)")
+    func savedAlongside() throws {
+        let dir = try TestSupport.scratchDirectory("vq-alongside")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 8])
+        let q = try config.build()
+        let ckpt = dir.appendingPathComponent("m.safetensors"), report = dir.appendingPathComponent("r.html")
+        try QuantizerCheckpoint.save(q, config: config, to: ckpt, alongside: [(Data("one".utf8), report)])
+        #expect(FileManager.default.contents(atPath: report.path) == Data("one".utf8))
+        let before = try [ckpt, ModuleConfig.sidecar(of: ckpt), report].map { try Data(contentsOf: $0) }
+        // A file of the set that cannot be written (its folder is missing; a name too long): nothing of the set is.
+        let other = try ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 16]).build()
+        for bad in [dir.appendingPathComponent("missing/r.html"), dir.appendingPathComponent(String(repeating: "r", count: 300))] {
+            #expect(throws: (any Error).self) {
+                try QuantizerCheckpoint.save(other, config: ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 16]),
+                                             to: ckpt, alongside: [(Data("two".utf8), report), (Data("three".utf8), bad)])
+            }
+            #expect(try [ckpt, ModuleConfig.sidecar(of: ckpt), report].map { try Data(contentsOf: $0) } == before)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["m.json", "m.safetensors", "r.html"])
+        }
+    }
+
     @Test("decode(encode(x)) has x's shape, and encoding is deterministic", arguments: configs.indices)
     func encodeDecode(_ i: Int) throws {
         let (name, kwargs) = Self.configs[i]

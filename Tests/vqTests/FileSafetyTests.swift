@@ -134,6 +134,34 @@ struct FileSafetyTests {
         #expect(lstat(path("pipe.npy"), &st) == 0 && (st.st_mode & S_IFMT) == S_IFIFO)
     }
 
+    @Test("an output named with 240 bytes is written like any other; one named past 255 bytes is refused at once, nothing written")
+    func longNames() throws {
+        try setUp()
+        let m = path("m.safetensors")
+        #expect(try VQProcess.run(["encode", "--checkpoint", m, "--input", path("x.npy"), "--output", path("i.npy")]).status == 0)
+        func commands(_ name: (String) -> String) -> [[String]] {
+            [["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "1", "--output", path(name(".safetensors"))],
+             ["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "1", "--output", path("n.safetensors"), "--report", path(name(".html"))],
+             ["train", "--input", path("x.npy"), "--codebook-size", "8", "--steps", "1", "--output", path("n.safetensors"),
+              "--checkpoint-every", "1", "--state", path(name(".state.safetensors"))],
+             ["encode", "--checkpoint", m, "--input", path("x.npy"), "--output", path(name(".npy"))],
+             ["decode", "--checkpoint", m, "--input", path("i.npy"), "--output", path(name(".npy"))],
+             ["freeze", m, "--codes", "0", "--output", path(name(".safetensors"))],
+             ["export", m, "--output", path(name(".safetensors"))],
+             ["compare", m, m, "--input", path("x.npy"), "--report", path(name(".html"))]]
+        }
+        // Past 255 bytes: the name cannot exist; refused before any work (a report used to fail after the checkpoint).
+        for args in commands({ String(repeating: "L", count: 256 - $0.count + 1) + $0 }) {
+            try expectRefused(args, mentions: "too long")
+        }
+        // 240 bytes: written (its temporary's name is cut to fit), and nothing else left behind.
+        for args in commands({ String(repeating: "l", count: 240 - $0.count) + $0 }) {
+            let r = try VQProcess.run(args)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+            #expect(!snapshot().keys.contains { $0.contains(".tmp-") }, "\(args) left a temporary")
+        }
+    }
+
     @Test("the state file: a user's file at its path is never overwritten, and cleanup removes only this run's state")
     func stateFiles() throws {
         try setUp()

@@ -409,7 +409,7 @@ public final class StagedFile {
         if let reason = StagedFile.targetProblem(url) { throw TensorFileError.unwritable(path: url.path, reason: reason) }
         let dir = target.deletingLastPathComponent()
         StagedFile.removeStaleTemporaries(of: target)
-        tmp = dir.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        tmp = dir.appendingPathComponent("\(StagedFile.temporaryPrefix(of: target))\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         var st = stat()
         if stat(target.path, &st) == 0 {
             mode = st.st_mode & 0o7777
@@ -453,6 +453,9 @@ public final class StagedFile {
     }
 
     deinit { if !done { abandon() } }
+
+    /// The temporary file's name (`.NAME.tmp-PID-RANDOM`, `NAME` cut to fit 255 bytes).
+    public var temporaryName: String { tmp.lastPathComponent }
 
     /// Writes `data` at byte `offset`.
     public func write(_ data: Data, at offset: Int) throws {
@@ -540,7 +543,10 @@ public final class StagedFile {
             return "no such folder \(dir.path)"
         }
         var st = stat()
-        guard lstat(target.path, &st) == 0 else { return nil }   // a new file
+        guard lstat(target.path, &st) == 0 else {
+            // A new file — or a name no file can have (longer than 255 bytes), or a path through something not a folder.
+            return errno == ENOENT ? nil : "cannot be created: \(String(cString: strerror(errno)))"
+        }
         return TensorFileError.specialFileKind(st.st_mode).map { "not a regular file (\($0)): the file written would replace it; name a file" }
     }
 
@@ -555,10 +561,19 @@ public final class StagedFile {
         return current
     }
 
+    /// `.NAME.tmp-`, the start of the name of every temporary sibling of `target` (then `PID-RANDOM`, at most 21 bytes):
+    /// `NAME` cut, on a character boundary, so the whole name stays within a file name's 255 bytes — a target named
+    /// with 240 bytes is as writable as any other.
+    static func temporaryPrefix(of target: URL) -> String {
+        var name = Substring(target.lastPathComponent)
+        while name.utf8.count > 255 - 1 - 5 - 21 { name = name.dropLast() }
+        return ".\(name).tmp-"
+    }
+
     /// Removes `.NAME.tmp-PID-*` siblings of `target` whose process no longer runs.
     static func removeStaleTemporaries(of target: URL) {
         let dir = target.deletingLastPathComponent()
-        let prefix = ".\(target.lastPathComponent).tmp-"
+        let prefix = temporaryPrefix(of: target)
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { return }
         for name in names where name.hasPrefix(prefix) {
             let rest = name.dropFirst(prefix.count)

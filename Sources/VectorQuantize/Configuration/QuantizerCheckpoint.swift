@@ -19,6 +19,17 @@ public enum QuantizerCheckpoint {
         try write(module, config: config, to: checkpoint)
     }
 
+    /// ``save(_:config:to:)-(Module,ModuleConfig,_)`` with more files in the same atomic set — a command's report beside
+    /// the checkpoint it describes: all are staged first, and none replaces its target unless all can.
+    ///
+    /// ```swift
+    /// try QuantizerCheckpoint.save(vq, config: config, to: URL(fileURLWithPath: "model.safetensors"),
+    ///                              alongside: [(Data(html.utf8), URL(fileURLWithPath: "report.html"))])
+    /// ```
+    public static func save(_ module: Module, config: ModuleConfig, to checkpoint: URL, alongside files: [(data: Data, url: URL)]) throws {
+        try write(module, config: config, to: checkpoint, alongside: files)
+    }
+
     /// Writes `module` as the reference's `state_dict()` holds it, for PyTorch: ``save(_:config:to:)-(Module,ModuleConfig,_)``
     /// without this library's own state — the freeze masks, the freezing policy's step counter, the keys frozen by
     /// name, the value tables the reference keeps as plain lists (every `Parameter.isLibraryState` tensor) — and
@@ -71,7 +82,7 @@ public enum QuantizerCheckpoint {
     /// reference's part of `config`) with the reference's state only; returns the keys left out.
     @discardableResult
     private static func write(_ module: Module, config: ModuleConfig, to checkpoint: URL,
-                              exportingAs reference: ModuleConfig? = nil) throws -> [String] {
+                              exportingAs reference: ModuleConfig? = nil, alongside files: [(data: Data, url: URL)] = []) throws -> [String] {
         try config.check(describes: module)
         try module.checkFiniteForSaving(to: checkpoint.path)
         let sidecar = ModuleConfig.sidecar(of: checkpoint)
@@ -90,7 +101,7 @@ public enum QuantizerCheckpoint {
         for (key, t) in module.stateDict() {
             if ours.contains(key) { left.append(key) } else { file.tensors[key] = .float(t) }
         }
-        try AtomicFile.write([(try file.serialized(), checkpoint), (serialized, sidecar)])
+        try AtomicFile.write([(try file.serialized(), checkpoint), (serialized, sidecar)] + files)
         return left.sorted()
     }
 
