@@ -126,12 +126,11 @@ struct Demo: ParsableCommand {
         let first = results[0]
         print("policy: \(first.policyFrozen.count) of \(Self.stage1Codes) codes froze during stage 1 of seed \(seed) (held-out 0–4 error \(String(format: "%.4f", first.policyStage1)) with the policy, \(String(format: "%.4f", first.stage1.mseA)) without)")
 
-        let report = URL(fileURLWithPath: output).appendingPathComponent("report.html")
-        try FileManager.default.createDirectory(at: report.deletingLastPathComponent(), withIntermediateDirectories: true)
         let command = (["vq"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
-        try Report.write(to: report, summary: summary, detail: first, images: data, testA: a.test, testB: b.test,
-                         setting: "\(command) — kernels \(KernelLevel.name), \(seeds) seeds from \(seed), \(steps) steps per stage, batch \(batchSize), stage 2 trains \(stage2Trains.rawValue)",
-                         subspace: (Self.subspaceRank, 8), policy: (try convergedPolicy(), steps))
+        let html = Report.page(summary: summary, detail: first, images: data, testA: a.test, testB: b.test,
+                               setting: "\(command) — kernels \(KernelLevel.name), \(seeds) seeds from \(seed), \(steps) steps per stage, batch \(batchSize), stage 2 trains \(stage2Trains.rawValue)",
+                               subspace: (Self.subspaceRank, 8), policy: (try convergedPolicy(), steps))
+        let report = try DataFiles.writeReport(html, inFolder: output)
         print("report: \(report.path)")
         if !summary.frozenIdentical { throw CLIError("the frozen codes were not bit-identical in every run (see the table and \(report.path))") }
     }

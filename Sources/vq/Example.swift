@@ -182,12 +182,9 @@ struct AutoencoderExample: ParsableCommand {
         print(String(format: "held-out reconstruction MSE: %.5f", mse))
     }
 
-    /// Writes an example's `DIR/report.html` atomically (creating `DIR`) and prints its path.
+    /// Writes an example's `DIR/report.html` (``DataFiles/writeReport(_:inFolder:)``) and prints its path.
     static func writeReport(_ html: String, to output: String) throws {
-        let dir = URL(fileURLWithPath: output)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let file = dir.appendingPathComponent("report.html")
-        try AtomicFile.write(Data(html.utf8), to: file)
+        let file = try DataFiles.writeReport(html, inFolder: output)
         print("report: \(file.path)")
     }
 }

@@ -89,9 +89,16 @@ extension DataFiles {
         if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads \(threads) must be in 1…1024") }
     }
 
-    /// Checks before any work that a report folder can be made or written: not a file, and its nearest
-    /// existing folder writable by this user.
+    /// Checks before any work that a report folder can be made or written: every name in it a name a file can have
+    /// (at most 255 bytes), not a file, and its nearest existing folder writable by this user.
     static func checkOutputFolder(_ path: String, option: String) throws {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        if let long = url.pathComponents.first(where: { $0.utf8.count > 255 }) {
+            throw ValidationError("\(option) \(path): the name \(long.prefix(24))… is \(long.utf8.count) bytes long; a folder's name has at most 255")
+        }
+        guard url.appendingPathComponent("report.html").path.utf8.count < Int(PATH_MAX) else {
+            throw ValidationError("\(option) \(path): the path is longer than the \(PATH_MAX) bytes a file's path may have")
+        }
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
             throw ValidationError("\(option) \(path) is a file, not a folder (it names the folder of report.html)")
@@ -102,6 +109,29 @@ extension DataFiles {
         guard access(existing.path, W_OK | X_OK) == 0 else {
             throw ValidationError("\(option) \(path): the folder \(existing.path) is not writable")
         }
+    }
+
+    /// Writes `FOLDER/report.html` atomically, making `FOLDER` and its missing parents first; when the write fails, the
+    /// folders this call made are removed again (a failed command leaves nothing it created). Returns the file.
+    @discardableResult
+    static func writeReport(_ html: String, inFolder output: String) throws -> URL {
+        let dir = URL(fileURLWithPath: output).standardizedFileURL
+        var missing: [URL] = []
+        var isDir: ObjCBool = false
+        var probe = dir
+        while !FileManager.default.fileExists(atPath: probe.path, isDirectory: &isDir) && probe.path != "/" {
+            missing.append(probe)
+            probe.deleteLastPathComponent()
+        }
+        let file = dir.appendingPathComponent("report.html")
+        do {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try AtomicFile.write(Data(html.utf8), to: file)
+        } catch {
+            for folder in missing { rmdir(folder.path) }   // deepest first; a folder something else filled meanwhile stays
+            throw error
+        }
+        return file
     }
 }
 

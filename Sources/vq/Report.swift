@@ -5,8 +5,8 @@ import VectorQuantize
 
 /// The demo's self-contained HTML report: inline SVG figures, no scripts, no external files.
 enum Report {
-    static func write(to url: URL, summary: DemoSummary, detail: DemoSeed, images data: DigitsData, testA: Tensor, testB: Tensor,
-                      setting: String, subspace: (rank: Int, dim: Int), policy: (policy: ConvergedPolicy, steps: Int)) throws {
+    static func page(summary: DemoSummary, detail: DemoSeed, images data: DigitsData, testA: Tensor, testB: Tensor,
+                      setting: String, subspace: (rank: Int, dim: Int), policy: (policy: ConvergedPolicy, steps: Int)) -> String {
         let stage1Codes = summary.stage1Codes, seed = detail.seed
         func mean(_ v: DemoRun.Variant, _ f: (DemoRun) -> Float) -> String {
             String(format: "%.4f", summary.seeds.map { Double(f($0.run(v))) }.reduce(0, +) / Double(summary.seeds.count))
@@ -59,7 +59,7 @@ enum Report {
             html += "<p><b>\(r.variant.rawValue)</b> — top: original, bottom: reconstruction (digits 0 to 9)</p>" + grid(sample, recon)
         }
         html += "</body></html>\n"
-        try AtomicFile.write(Data(html.utf8), to: url)
+        return html
     }
 
     static func esc(_ s: String) -> String {

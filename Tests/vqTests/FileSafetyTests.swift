@@ -162,6 +162,19 @@ struct FileSafetyTests {
         }
     }
 
+    @Test("a report folder with a name past 255 bytes, or a path past PATH_MAX, is refused before any work and no folder is made")
+    func longReportFolders() throws {
+        try setUp()
+        let long = String(repeating: "d", count: 300)
+        let deep = (0..<20).map { _ in String(repeating: "e", count: 250) }.joined(separator: "/")
+        for (folder, mention) in [(path("new/\(long)/x"), "255"), (path("new/\(deep)"), "PATH_MAX")] {
+            for command in [["demo", "--steps", "1", "--seeds", "1"], ["example", "autoencoder", "--steps", "1"], ["example", "lfq-masked", "--steps", "1"]] {
+                try expectRefused(command + ["--output", folder], mentions: mention == "PATH_MAX" ? "\(PATH_MAX) bytes" : mention)
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: path("new")))
+    }
+
     @Test("the state file: a user's file at its path is never overwritten, and cleanup removes only this run's state")
     func stateFiles() throws {
         try setUp()
