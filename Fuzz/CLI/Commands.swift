@@ -253,7 +253,12 @@ enum CommandValues {
             } else if roll < 8 {
                 path = pick(ws.readables)
             } else {
-                path = pick([".", "sub", "/", "missing/x.npy", "o.safetensors:x", "sub/kept.txt/x.npy", String(repeating: "a", count: 300) + ".npy"])
+                // names past 255 bytes, of exactly 255 and of 240 (writable: a temporary's name must still fit), a folder
+                // name past 255 bytes, a path past PATH_MAX
+                path = pick([".", "sub", "/", "missing/x.npy", "o.safetensors:x", "sub/kept.txt/x.npy", String(repeating: "a", count: 300) + ".npy",
+                             String(repeating: "b", count: 251) + ".npy", String(repeating: "c", count: 228) + ".safetensors",
+                             "new/" + String(repeating: "d", count: 300) + "/x.npy",
+                             (0..<17).map { _ in String(repeating: "e", count: 250) }.joined(separator: "/") + "/x.npy"])
             }
             return spelt(path, ws.dir, &rng)
         }

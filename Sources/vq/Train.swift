@@ -244,6 +244,9 @@ struct Train: ParsableCommand {
             module = try vq.expanded(toCodebookSize: expandTo, freezeExisting: !noFreezeOld, seed: seed &+ 1,
                                      fittingNewCodesTo: sample, countsPerBatch: min(batchSize, n))
             config.kwargs["codebook_size"] = expandTo
+            if deadCodeThreshold == nil, (config.kwargs["threshold_ema_dead_code"] as? Double) == Self.growthDeadCodeThreshold {
+                print("--expand-to: dead-code threshold \(Self.growthDeadCodeThreshold) (codes left unused are re-seeded from the data; --dead-code-threshold 0 turns it off)")
+            }
         }
         // The codes of a k-means codebook before its first batch are placeholders (zeros): freezing codes, components or a
         // subspace of them would keep zeros for good (the batch fits the rest around them).
@@ -473,7 +476,6 @@ struct Train: ParsableCommand {
             // A grown codebook is meant to use its new codes: EMA training can starve a few of them (two codes sharing a
             // cluster, one wins), so new codes left unused are re-seeded from the data unless the user says otherwise.
             overrides.append(("--expand-to", "threshold_ema_dead_code", Self.growthDeadCodeThreshold))
-            print("--expand-to: dead-code threshold \(Self.growthDeadCodeThreshold) (codes left unused are re-seeded from the data; --dead-code-threshold 0 turns it off)")
         }
         if let w = commitmentWeight { overrides.append(("--commitment-weight", "commitment_weight", w)) }
         if let (option, _, _) = overrides.first, !codebookModules.contains(config.module) {

@@ -57,6 +57,10 @@ struct StagedTrainingTests {
                           "--dead-code-threshold", "0", "--batch-size", "256", "--output", path("s0.safetensors"))
         #expect(off.status == 0 && !off.stdout.contains("dead-code threshold 0.5"), "\(off.stderr)")
         #expect(try kwargs("s0.json")["threshold_ema_dead_code"] as? Double ?? 0 == 0)
+        // A growth that is refused says only why (no note about a threshold it never used).
+        let smaller = try run("train", "--input", path("b.npy"), "--init", path("s1.safetensors"), "--expand-to", "2", "--steps", "2",
+                              "--output", path("s9.safetensors"))
+        #expect(smaller.status != 0 && smaller.stdout.isEmpty && smaller.stderr.contains("must exceed"), "\(smaller.stdout) \(smaller.stderr)")
         let old = try tensor("s1.safetensors", "_codebook.embed"), grown = try tensor("s3.safetensors", "_codebook.embed")
         #expect(grown.shape == [1, 96, 16])
         #expect(Array(grown.scalars[0..<(64 * 16)]).map(\.bitPattern) == old.scalars.map(\.bitPattern), "old codes moved")
