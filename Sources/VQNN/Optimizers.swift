@@ -207,7 +207,7 @@ public class Adam: Optimizer {
     }
 
     /// Throws what ``restore(_:m:v:steps:)`` would throw, changing nothing; returns the parameter's slot. Restoring
-    /// several parameters as one (``TrainingState``) checks them all first.
+    /// several parameters as one (`TrainingState` of VectorQuantize) checks them all first.
     @discardableResult
     public func checkRestorable(_ p: Parameter, m first: [Float], v second: [Float], steps count: Int) throws -> Int {
         guard let i = parameters.firstIndex(where: { $0 === p }) else { throw OptimizerStateError("not a parameter of this optimizer") }
