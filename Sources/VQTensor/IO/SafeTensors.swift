@@ -376,8 +376,18 @@ public enum AtomicFile {
     /// Replaces several files as one set (a checkpoint and its sidecar): each is written and synced to a
     /// temporary sibling first, then all are renamed while an exclusive lock is held on their folders, so
     /// two processes writing the same set never interleave their renames (no mix of one's checkpoint with
-    /// the other's sidecar). A failure before the renames leaves every target untouched.
+    /// the other's sidecar). A failure before the renames leaves every target untouched; so does a set that names one
+    /// file twice (it is refused).
     public static func write(_ files: [(data: Data, url: URL)]) throws {
+        // One file twice in a set (however spelt, through links) would be replaced by whichever is renamed last.
+        var targets: [String: String] = [:]
+        for (_, url) in files {
+            let target = StagedFile.resolvedTarget(url).path
+            if let first = targets[target] {
+                throw TensorFileError.unwritable(path: url.path, reason: "the same file as \(first) in one set of writes; give each its own path")
+            }
+            targets[target] = url.path
+        }
         var staged: [StagedFile] = []
         do {
             for (data, url) in files {
