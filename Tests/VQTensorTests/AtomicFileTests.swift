@@ -40,17 +40,19 @@ struct AtomicFileTests {
         #expect(FileManager.default.contents(atPath: a.path) == Data([2]) && FileManager.default.contents(atPath: b.path) == Data([2]))
     }
 
-    @Test("a set that names one file twice — however spelt, or through a link — is refused and nothing is written")
+    @Test("a set that names one file twice — however spelt, through a symbolic or a hard link — is refused and nothing is written")
     func sameFileTwiceInASet() throws {
         let a = dir.appendingPathComponent("a.bin"), link = dir.appendingPathComponent("link.bin")
         try AtomicFile.write(Data([1]), to: a)
         try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: "a.bin")
+        let hard = dir.appendingPathComponent("hard.bin")
+        try FileManager.default.linkItem(at: a, to: hard)
         let b = dir.appendingPathComponent("b.bin")
-        for twice in [a, dir.appendingPathComponent("./a.bin"), link] {
+        for twice in [a, dir.appendingPathComponent("./a.bin"), link, hard] {
             #expect(throws: TensorFileError.self) { try AtomicFile.write([(Data([2]), a), (Data([3]), b), (Data([4]), twice)]) }
             #expect(FileManager.default.contents(atPath: a.path) == Data([1]) && !FileManager.default.fileExists(atPath: b.path))
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["a.bin", "link.bin"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["a.bin", "hard.bin", "link.bin"])
     }
 
     @Test("a replaced file keeps its permission bits")

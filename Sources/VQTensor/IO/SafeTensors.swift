@@ -377,16 +377,19 @@ public enum AtomicFile {
     /// temporary sibling first, then all are renamed while an exclusive lock is held on their folders, so
     /// two processes writing the same set never interleave their renames (no mix of one's checkpoint with
     /// the other's sidecar). A failure before the renames leaves every target untouched; so does a set that names one
-    /// file twice (it is refused).
+    /// file twice — however spelt, through a symbolic link or a hard link (it is refused).
     public static func write(_ files: [(data: Data, url: URL)]) throws {
         // One file twice in a set (however spelt, through links) would be replaced by whichever is renamed last.
         var targets: [String: String] = [:]
         for (_, url) in files {
             let target = StagedFile.resolvedTarget(url).path
-            if let first = targets[target] {
+            var st = stat()
+            // An existing file by its device and inode, so that a hard link is the file it links to.
+            let key = stat(target, &st) == 0 ? "\(st.st_dev):\(st.st_ino)" : target
+            if let first = targets[key] {
                 throw TensorFileError.unwritable(path: url.path, reason: "the same file as \(first) in one set of writes; give each its own path")
             }
-            targets[target] = url.path
+            targets[key] = url.path
         }
         var staged: [StagedFile] = []
         do {
