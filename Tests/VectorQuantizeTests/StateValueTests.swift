@@ -274,5 +274,30 @@ struct StateValueTests {
             }
         }
     }
+    @Test("counts near float's largest (finite, from a file): the smoothed counts stay finite, setCodes keeps embed_avg finite or refuses changing nothing, training stays finite")
+    func hugeCounts() throws {
+        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 4, "codebook_size": 8])
+        let q = try config.build() as! VectorQuantizer
+        var state = (q as Module).stateDict()
+        state["_codebook.cluster_size"] = Tensor([Float](repeating: 3e38, count: 8), shape: [1, 8])   // Σ = 2.4e39: overflows float
+        try q.load(stateDict: state)
+        // (3e38 + ε) / (2.4e39 + 8ε) · 2.4e39 = 3e38 each (the reference's float formula: ∞/∞ = NaN).
+        let smoothed = q.codebook.smoothedCounts()
+        #expect(smoothed.allSatisfy { $0.isFinite && abs($0 - 3e38) <= 3e38 * 1e-6 }, "\(smoothed)")
+        let codes = TestSupport.random([8, 4], seed: 3) * 1e-3
+        try q.setCodes(codes)
+        #expect(q.codes.scalars == codes.scalars)
+        #expect((q as Module).stateDict()["_codebook.embed_avg"]!.scalars.allSatisfy { $0.isFinite })
+        // Codes whose product with their count overflows float: refused, nothing changed.
+        let before = (q as Module).stateDict()
+        #expect(throws: CodebookError.self) { try q.setCodes(codes * 1e10) }
+        #expect((q as Module).stateDict() == before)
+        // Training on with such counts: the codes move and stay finite.
+        q.train()
+        _ = q.forward(vectors: TestSupport.random([1, 64, 4], seed: 4))
+        #expect((q as Module).nonFiniteValues().isEmpty)
+        #expect(q.codes.scalars != codes.scalars, "the EMA step moved no code")
+    }
 }
+
 

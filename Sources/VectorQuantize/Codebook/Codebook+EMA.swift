@@ -214,11 +214,22 @@ extension Codebook {
         let c = codebookSize
         let eps = Float(configuration.eps), ceps = Float(Double(c) * configuration.eps)
         let cs = clusterSize.value.scalars
-        let totals = cs.withUnsafeBufferPointer { p in (0..<numCodebooks).map { Tensor.sumContiguous(p.baseAddress! + $0 * c, c) } }
-        return cs.indices.map { r in
-            let total = totals[r / c]
-            return (cs[r] + eps) / (total + ceps) * total
+        return cs.withUnsafeBufferPointer { p in
+            (0..<numCodebooks).flatMap { h in
+                let counts = UnsafeBufferPointer(rebasing: p[(h * c)..<(h * c + c)])
+                return Self.laplaceSmoothed(counts, total: Tensor.sumContiguous(p.baseAddress! + h * c, c), eps: eps, ceps: ceps)
+            }
         }
+    }
+
+    /// One codebook's Laplace-smoothed counts from its counts `n` and their float sum `total` (summed as the caller's
+    /// reference path sums): `(n_c + ε) / (Σn + C·ε) · Σn` in float, as the reference computes it. When `Σn` overflows
+    /// float — counts near 3·10³⁸, from a file — the reference's formula is ∞/∞ = NaN, which would make every code NaN:
+    /// the same formula in double then, rounded to float (each result at most its count, so finite).
+    static func laplaceSmoothed(_ n: UnsafeBufferPointer<Float>, total: Float, eps: Float, ceps: Float) -> [Float] {
+        if total.isFinite { return n.map { ($0 + eps) / (total + ceps) * total } }
+        let exact = n.reduce(0.0) { $0 + Double($1) }
+        return n.map { Float((Double($0) + Double(eps)) / (exact + Double(ceps)) * exact) }
     }
 
     /// The reference's per-batch update: EMA of the statistics (or accumulation), the recompute of

@@ -224,10 +224,10 @@ extension Codebook {
         for hh in 0..<h {
             var newCs = [Float](repeating: 0, count: c)
             for k in 0..<c { newCs[k] = cs[hh * c + k] + weights[hh * c + k] * (n[hh * c + k] - cs[hh * c + k]) }
-            let total = newCs.reduce(0, +)
+            let smoothed = newCs.withUnsafeBufferPointer { Self.laplaceSmoothed($0, total: newCs.reduce(0, +), eps: eps, ceps: ceps) }
             for k in 0..<c {
                 let i = hh * c + k
-                let scale = (newCs[k] + eps) / (total + ceps) * total
+                let scale = smoothed[k]
                 var moved: Float = 0, norm: Float = 0
                 for j in 0..<d {
                     let a = avg[i * d + j] + weights[i] * (s[i * d + j] - avg[i * d + j])

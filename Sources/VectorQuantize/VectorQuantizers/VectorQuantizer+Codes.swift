@@ -92,11 +92,15 @@ extension Codebook {
     /// keep them through it (FAISS's `frozen_centroids`).
     ///
     /// - Throws: ``CodebookError/shapeMismatch(expected:found:)`` unless `codes` is `[h, c, d]`, or
-    ///   ``CodebookError/notFinite(what:)``, changing nothing.
+    ///   ``CodebookError/notFinite(what:)`` — for the codes, or for `embed_avg` when a code times its count overflows
+    ///   float (a code of 10³⁰ where a file's count is 10¹⁰) — changing nothing.
     public func setCodes(_ codes: Tensor) throws {
         guard codes.shape == embed.shape else { throw CodebookError.shapeMismatch(expected: embed.shape, found: codes.shape) }
         guard codes.withUnsafeScalars({ $0.allSatisfy(\.isFinite) }) else { throw CodebookError.notFinite(what: "the codes") }
         let d = dim, smoothed = smoothedCounts()
+        let frozen = frozenMask   // rows the gate does not write
+        let overflows = codes.withUnsafeScalars { pc in (0..<pc.count).contains { !frozen[$0 / d] && !(pc[$0] * smoothed[$0 / d]).isFinite } }
+        if overflows { throw CodebookError.notFinite(what: "embed_avg (the codes times their EMA counts)") }
         codes.withUnsafeScalars { pc in
             write(.setCodes, rows: 0..<codeCount, [.codes, .average], touch: .codes) { w in
                 let r = w.row, s = smoothed[r]
