@@ -103,12 +103,23 @@ extension DataFiles {
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
             throw ValidationError("\(option) \(path) is a file, not a folder (it names the folder of report.html)")
         }
-        var existing = URL(fileURLWithPath: path).standardizedFileURL
-        while !FileManager.default.fileExists(atPath: existing.path, isDirectory: &isDir) { existing.deleteLastPathComponent() }
-        guard isDir.boolValue else { throw ValidationError("\(option) \(path): \(existing.path) is a file, not a folder") }
+        let (_, existing, isFolder) = missingFolders(of: url)
+        guard isFolder else { throw ValidationError("\(option) \(path): \(existing.path) is a file, not a folder") }
         guard access(existing.path, W_OK | X_OK) == 0 else {
             throw ValidationError("\(option) \(path): the folder \(existing.path) is not writable")
         }
+    }
+
+    /// The folders of `folder` (standardised) that do not exist yet, deepest first, and the nearest part of it that
+    /// exists — and whether that is a folder (a file may stand in a parent's place).
+    static func missingFolders(of folder: URL) -> (missing: [URL], existing: URL, isFolder: Bool) {
+        var missing: [URL] = [], probe = folder
+        var isDir: ObjCBool = false
+        while !FileManager.default.fileExists(atPath: probe.path, isDirectory: &isDir) && probe.path != "/" {
+            missing.append(probe)
+            probe.deleteLastPathComponent()
+        }
+        return (missing, probe, isDir.boolValue)
     }
 
     /// Writes `FOLDER/report.html` atomically, making `FOLDER` and its missing parents first; when the write fails, the
@@ -116,13 +127,7 @@ extension DataFiles {
     @discardableResult
     static func writeReport(_ html: String, inFolder output: String) throws -> URL {
         let dir = URL(fileURLWithPath: output).standardizedFileURL
-        var missing: [URL] = []
-        var isDir: ObjCBool = false
-        var probe = dir
-        while !FileManager.default.fileExists(atPath: probe.path, isDirectory: &isDir) && probe.path != "/" {
-            missing.append(probe)
-            probe.deleteLastPathComponent()
-        }
+        let missing = missingFolders(of: dir).missing
         let file = dir.appendingPathComponent("report.html")
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -189,8 +189,7 @@ struct Train: ParsableCommand {
         defer { Distributed.finalize(collective) }
         // The checkpoint, its sidecar and the report are one atomic set: none is written unless all are.
         let summary = try summarise(module, config: config, x: x, losses: losses, written: url)
-        try QuantizerCheckpoint.save(module, config: config, to: url,
-                                     alongside: report.map { [(Data(summary.report!.utf8), URL(fileURLWithPath: $0))] } ?? [])
+        try QuantizerCheckpoint.save(module, config: config, to: url, alongside: summary.report)
         // The run is complete: its recovery state is no longer needed. Only this run's own states are removed:
         // the one it wrote, and the one it resumed from (a state of this very run: its signature was checked).
         var stale: [URL] = []
@@ -361,21 +360,23 @@ struct Train: ParsableCommand {
         return (losses, wroteState)
     }
 
-    /// The last line (what was written, its reconstruction error) and the `--report`'s page (when asked for).
-    func summarise(_ module: any Quantizer, config: ModuleConfig, x: Tensor, losses: [Float], written url: URL) throws -> (line: String, report: String?) {
+    /// The last line (what was written, its reconstruction error) and the `--report` file to write beside the
+    /// checkpoint (none when not asked for).
+    func summarise(_ module: any Quantizer, config: ModuleConfig, x: Tensor, losses: [Float], written url: URL) throws
+        -> (line: String, report: [(data: Data, url: URL)]) {
         let (n, d) = (x.shape[0], x.shape[1])
         let recon = try module.decode(module.encode(x))
         let mse = recon.shape == x.shape ? Loss.mse(recon, x).item : .nan
         let line = String(format: "wrote %@ (+ %@): %@, %d vectors × %d, %d steps, reconstruction MSE %.6f", url.path,
                           ModuleConfig.sidecar(of: url).lastPathComponent, config.module, n, d, losses.count, mse)
-        guard report != nil else { return (line, nil) }
+        guard let report else { return (line, []) }
         let counts = usageCounts(module, x)
         var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq train</title></head><body style=\"font-family:system-ui\">"
         html += "<h1>vq train: \(config.module)</h1><p>\(n) vectors × \(d), \(losses.count) steps, reconstruction MSE \(mse)</p>"
         if !losses.isEmpty { html += "<h2>Loss</h2>" + Report.lossChart(["loss": losses], xLabel: "step") }
         let frozen = (try? selectCodebooks(module, layer: 0, head: nil).first?.0.frozenCodeIndices().count) ?? 0
         html += "<h2>Code usage</h2>" + Report.histogram(counts, frozenBelow: frozen, title: "codes") + "</body></html>\n"
-        return (line, html)
+        return (line, [(Data(html.utf8), URL(fileURLWithPath: report))])
     }
 
     /// `--fsq-levels` read once, for `validate()` and the module alike: comma-separated integers ≥ 2 (spaces around
