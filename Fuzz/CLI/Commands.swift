@@ -273,7 +273,8 @@ func baseCommandLine(_ command: ToolCommand, _ ws: CommandWorkspace, _ rng: inou
     let out = CommandValues.fresh(&rng, "safetensors")
     switch command.path.joined(separator: " ") {
     case "train":
-        let start = rng.nextInt(below: 2) == 0 ? ["--init", ck.file] : ["--codebook-size", "8"]
+        // continued, new from the options, or new from a configuration (the checkpoint's own sidecar)
+        let start = pick([["--init", ck.file], ["--codebook-size", "8"], ["--config", ModuleConfig.sidecar(of: URL(fileURLWithPath: ck.file)).lastPathComponent]])
         return ["train", "--input", ck.data] + start + ["--steps", "2", "--batch-size", "16", "--output", out]
     case "encode": return ["encode", "--checkpoint", ck.file, "--input", ck.data, "--output", CommandValues.fresh(&rng, "npy")]
     case "decode": return ["decode", "--checkpoint", ck.file, "--input", ck.indices, "--output", CommandValues.fresh(&rng, "npy")]

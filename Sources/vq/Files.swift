@@ -184,5 +184,10 @@ struct CodeSpec {
 func loadQuantizer(_ checkpoint: String, config: String?) throws -> (any Quantizer, ModuleConfig) {
     let url = URL(fileURLWithPath: checkpoint)
     guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError("\(checkpoint): no such checkpoint") }
-    return try QuantizerCheckpoint.loadQuantizer(url, config: config.map { URL(fileURLWithPath: $0) })
+    do {
+        return try QuantizerCheckpoint.loadQuantizer(url, config: config.map { URL(fileURLWithPath: $0) })
+    } catch let e as ConfigurationError {
+        // A keyword the library refuses: name the file it came from (the configuration inside the checkpoint, or its sidecar).
+        throw CLIError("\(config.map { "--config \($0)" } ?? "\(checkpoint)'s configuration"): \(e)")
+    }
 }

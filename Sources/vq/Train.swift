@@ -27,6 +27,8 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Residual VQ with this many layers.") var residual: Int?
     @Option(help: "FSQ levels, e.g. 8,5,5,5: an FSQ whose projections (when the dimension differs from the number of levels) are trained by Adam; with as many levels as dimensions there is nothing to learn and the quantizer is written as is.") var fsqLevels: String?
     @Option(name: .customLong("init"), help: "Continue from this checkpoint (its config is used).") var initFrom: String?
+    @Option(name: .customLong("config"), help: "A new quantizer of any kind from a configuration {\"module\", \"kwargs\"} in the reference's names, e.g. {\"module\": \"ResidualLFQ\", \"kwargs\": {\"codebook_size\": 256, \"num_quantizers\": 4}} (dim: the input's, seed: --seed, unless given).")
+    var configFile: String?
     @Option(parsing: .unconditional, help: "Grow the codebook to this size; the old codes are frozen unless --no-freeze-old, the new ones fitted to the input, and codes left unused re-seeded (dead-code threshold 0.5 unless --dead-code-threshold is given).") var expandTo: Int?
     @Flag(help: "With --expand-to: leave the old codes trainable.") var noFreezeOld = false
     @Option(help: "Freeze these codes before training, e.g. 0-255,300.") var freeze: String?
@@ -52,8 +54,18 @@ struct Train: ParsableCommand {
     var failureDrill: String?
 
     func validate() throws {
-        if initFrom == nil && fsqLevels == nil && codebookSize == nil && resume == nil {
-            throw ValidationError("--codebook-size is required (or --init / --fsq-levels / --resume)")
+        if let configFile {
+            // The configuration fixes the quantizer; only training hyper-parameters may be given beside it.
+            let structural = [("--init", initFrom != nil), ("--resume", resume != nil), ("--codebook-size", codebookSize != nil),
+                              ("--fsq-levels", fsqLevels != nil), ("--residual", residual != nil), ("--heads", heads != nil),
+                              ("--cosine", cosine), ("--kmeans-init", kmeansInit)]
+            if let (name, _) = structural.first(where: { $0.1 }) {
+                throw ValidationError("\(name) contradicts --config: the configuration fixes the quantizer (write it there; only --decay, --dead-code-threshold, --commitment-weight and --expand-to change it)")
+            }
+            _ = try configuration(configFile)
+        }
+        if initFrom == nil && fsqLevels == nil && codebookSize == nil && resume == nil && configFile == nil {
+            throw ValidationError("--codebook-size is required (or --config / --init / --fsq-levels / --resume)")
         }
         if let k = codebookSize, k < 1 { throw ValidationError("--codebook-size must be ≥ 1") }
         if batchSize < 1 { throw ValidationError("--batch-size must be ≥ 1") }
@@ -146,6 +158,7 @@ struct Train: ParsableCommand {
         var files = CommandFiles()
         files.input(input, "--input")
         files.checkpointInput(initFrom, "--init")
+        files.input(configFile, "--config")
         files.input(freezeSubspace, "--freeze-subspace")
         files.input(resume, "--resume")
         files.checkpoint(path, role)
@@ -251,7 +264,7 @@ struct Train: ParsableCommand {
         // subspace of them would keep zeros for good (the batch fits the rest around them).
         if let option = [("--freeze", freeze), ("--freeze-dims", freezeDims), ("--freeze-subspace", freezeSubspace)].first(where: { $0.1 != nil })?.0,
            !module.isInitialised {
-            throw ValidationError("\(option): the codes of \(initFrom ?? "a new --kmeans-init codebook") are placeholders until its first training batch (k-means); freezing them would keep placeholders — train first, then freeze (vq freeze, or vq train --init CHECKPOINT \(option) …)")
+            throw ValidationError("\(option): the codes of \(initFrom ?? configFile.map { "the new k-means codebook of --config \($0)" } ?? "a new --kmeans-init codebook") are placeholders until its first training batch (k-means); freezing them would keep placeholders — train first, then freeze (vq freeze, or vq train --init CHECKPOINT \(option) …)")
         }
         if let freeze {
             let spec = try CodeSpec(freeze, option: "--freeze")
@@ -365,14 +378,22 @@ struct Train: ParsableCommand {
     func summarise(_ module: any Quantizer, config: ModuleConfig, x: Tensor, losses: [Float], written url: URL) throws
         -> (line: String, report: [(data: Data, url: URL)]) {
         let (n, d) = (x.shape[0], x.shape[1])
-        let recon = try module.decode(module.encode(x))
-        let mse = recon.shape == x.shape ? Loss.mse(recon, x).item : .nan
-        let line = String(format: "wrote %@ (+ %@): %@, %d vectors × %d, %d steps, reconstruction MSE %.6f", url.path,
-                          ModuleConfig.sidecar(of: url).lastPathComponent, config.module, n, d, losses.count, mse)
+        // A quantizer that cannot decode (a random projection) or whose outputs are not vectors like its inputs
+        // (BinaryMapper's one-hot codes) has no reconstruction error.
+        let error: String
+        do {
+            let recon = try module.decode(module.encode(x))
+            error = recon.shape == x.shape ? String(format: "reconstruction MSE %.6f", Loss.mse(recon, x).item)
+                : "outputs of shape \(recon.shape) (no reconstruction error)"
+        } catch let e as DecodeError {
+            error = "no reconstruction error (\(e.description))"
+        }
+        let line = String(format: "wrote %@ (+ %@): %@, %d vectors × %d, %d steps, ", url.path,
+                          ModuleConfig.sidecar(of: url).lastPathComponent, config.module, n, d, losses.count) + error
         guard let report else { return (line, []) }
         let counts = usageCounts(module, x)
         var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>vq train</title></head><body style=\"font-family:system-ui\">"
-        html += "<h1>vq train: \(config.module)</h1><p>\(n) vectors × \(d), \(losses.count) steps, reconstruction MSE \(mse)</p>"
+        html += "<h1>vq train: \(config.module)</h1><p>\(n) vectors × \(d), \(losses.count) steps, \(error)</p>"
         if !losses.isEmpty { html += "<h2>Loss</h2>" + Report.lossChart(["loss": losses], xLabel: "step") }
         let frozen = (try? selectCodebooks(module, layer: 0, head: nil).first?.0.frozenCodeIndices().count) ?? 0
         html += "<h2>Code usage</h2>" + Report.histogram(counts, frozenBelow: frozen, title: "codes") + "</body></html>\n"
@@ -392,39 +413,6 @@ struct Train: ParsableCommand {
             throw ValidationError("--fsq-levels '\(levels)': the codebook size (their product) exceeds \(SizeLimit.maxElements) codes")
         }
         return values
-    }
-
-    /// A new quantizer from the options, or the `--init` checkpoint.
-    func makeModule(dim: Int) throws -> (any Quantizer, ModuleConfig) {
-        if let initFrom { return try continuedModule(initFrom) }
-        var kw: [String: Any] = ["dim": dim]
-        if let levels = try fsqLevelValues() {
-            kw["levels"] = levels
-            let cfg = ModuleConfig(module: "FSQ", kwargs: kw)
-            return (try cfg.build() as! any Quantizer, cfg)
-        }
-        kw["codebook_size"] = codebookSize!
-        kw["decay"] = decay ?? 0.8
-        if cosine { kw["use_cosine_sim"] = true }
-        if kmeansInit { kw["kmeans_init"] = true }
-        if let t = deadCodeThreshold, t > 0 { kw["threshold_ema_dead_code"] = t }
-        if let w = commitmentWeight { kw["commitment_weight"] = w }
-        let heads = self.heads ?? 1
-        if heads > 1 {
-            guard dim % heads == 0 else { throw ValidationError("--heads \(heads) does not divide the dimension \(dim)") }
-            kw["heads"] = heads
-            kw["separate_codebook_per_head"] = true
-            kw["codebook_dim"] = dim / heads
-        }
-        kw["seed"] = Int(truncatingIfNeeded: seed)
-        let cfg: ModuleConfig
-        if let residual {
-            kw["num_quantizers"] = residual
-            cfg = ModuleConfig(module: "ResidualVQ", kwargs: kw)
-        } else {
-            cfg = ModuleConfig(module: "VectorQuantize", kwargs: kw)
-        }
-        return (try cfg.build() as! any Quantizer, cfg)
     }
 
     /// `--freeze-converged TOL[,PATIENCE]` as a policy.
@@ -459,40 +447,6 @@ struct Train: ParsableCommand {
             let policy = try convergedPolicy()
             for (book, _) in books { try book.setFreezePolicy(policy) }
         }
-    }
-
-    /// The dead-code threshold `--expand-to` trains with when neither the checkpoint nor the command line sets one.
-    static let growthDeadCodeThreshold = 0.5
-
-    /// The `--init` checkpoint, rebuilt with the hyper-parameters given on the command line (decay, dead-code
-    /// threshold, commitment weight: applied and saved); a `--codebook-size` that differs needs `--expand-to`.
-    func continuedModule(_ path: String) throws -> (any Quantizer, ModuleConfig) {
-        var (module, config) = try loadQuantizer(path, config: nil)
-        let codebookModules: Set<String> = ["VectorQuantize", "ResidualVQ", "GroupedResidualVQ"]
-        var overrides: [(String, String, Any)] = []
-        if let decay { overrides.append(("--decay", "decay", decay)) }
-        if let t = deadCodeThreshold {
-            overrides.append(("--dead-code-threshold", "threshold_ema_dead_code", t))
-        } else if expandTo != nil, config.module == "VectorQuantize", ((config.kwargs["threshold_ema_dead_code"] as? Double) ?? 0) == 0 {
-            // A grown codebook is meant to use its new codes: EMA training can starve a few of them (two codes sharing a
-            // cluster, one wins), so new codes left unused are re-seeded from the data unless the user says otherwise.
-            overrides.append(("--expand-to", "threshold_ema_dead_code", Self.growthDeadCodeThreshold))
-        }
-        if let w = commitmentWeight { overrides.append(("--commitment-weight", "commitment_weight", w)) }
-        if let (option, _, _) = overrides.first, !codebookModules.contains(config.module) {
-            throw ValidationError("\(option): \(path) holds a \(config.module), which has no EMA codebook to train")
-        }
-        if let k = codebookSize, let sizes = Optional(module.codebookSizes), sizes.max() != k {
-            throw ValidationError("--codebook-size \(k) differs from \(path)'s \(sizes.max() ?? 0) codes: use --expand-to to grow it")
-        }
-        guard !overrides.isEmpty else { return (module, config) }
-        for (_, key, value) in overrides { config.kwargs[key] = value }
-        let rebuilt: Module
-        do { rebuilt = try config.build() } catch let e as ConfigurationError { throw ValidationError("\(path): \(e)") }
-        try rebuilt.load(stateDict: module.stateDict())
-        guard let q = rebuilt as? any Quantizer else { throw CLIError("\(path): \(config.module) is not a quantizer") }
-        module = q
-        return (module, config)
     }
 
     /// One training step on `[1, b, d]` through ``Quantizer/forward(vectors:)`` (EMA codebooks learn in the

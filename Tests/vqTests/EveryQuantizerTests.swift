@@ -153,6 +153,69 @@ struct EveryQuantizerTests {
         }
     }
 
+    @Test("vq train --config: every quantizer from its configuration alone — trained, written as is, or refused in one line",
+          arguments: cases.indices)
+    func trainFromConfiguration(_ i: Int) throws {
+        let (name, example) = Self.cases[i]
+        let kind = QuantizerRegistry.kind(named: name)!
+        let q = try kind.build(example)
+        var kwargs = example
+        if kind.keywords.contains("dim") { kwargs["dim"] = nil }   // the input's dimension, by default
+        let label = "\(name) \(kwargs)"
+        try ModuleConfig(module: name, kwargs: kwargs).write(to: URL(fileURLWithPath: path("c.json")))
+        try NumPyFile.write(.float(TestSupport.random([(q.sequenceShape?.reduce(1, *) ?? 16) * 4, q.inputDim], seed: 3)),
+                            to: URL(fileURLWithPath: path("x.npy")))
+        let args = ["train", "--config", path("c.json"), "--input", path("x.npy"), "--steps", "3", "--batch-size", "32", "--seed", "5"]
+        let method = TrainingMethod.of(q, kind: kind)
+        let elsewhere = if case .elsewhere = method { true } else { false }
+        let r = try run(args + ["--output", path("t.safetensors")], mustSucceed: !elsewhere, label)
+        if elsewhere {
+            #expect(r.stderr.contains("cannot train \(name)"), "\(label): \(r.stderr)")
+            return
+        }
+        // The sidecar is the configuration given, with the dimension and the seed it was built with.
+        let (trained, saved) = try QuantizerCheckpoint.load(URL(fileURLWithPath: path("t.safetensors")))
+        var expected = kwargs
+        if kind.keywords.contains("dim") { expected["dim"] = example["dim"] ?? q.inputDim }
+        expected["seed"] = 5
+        #expect(try saved.serialized() == ModuleConfig(module: name, kwargs: expected).serialized(), "\(label): saved \(saved.kwargs)")
+        let fresh = try ModuleConfig(module: name, kwargs: expected).build()
+        if method == .fromVectors {
+            // Something learned moved (a run that wrote the untrained quantizer would pass the rest).
+            #expect(trained.stateDict() != fresh.stateDict(), "\(label): vq train --config exited 0 with nothing trained")
+        } else {
+            #expect(trained.stateDict() == fresh.stateDict(), "\(label): nothing to learn, yet the state changed")
+        }
+        // The same command gives the same bits; the checkpoint encodes as the library does.
+        try run(args + ["--output", path("t2.safetensors")], mustSucceed: true, label + " again")
+        #expect(try QuantizerCheckpoint.load(URL(fileURLWithPath: path("t2.safetensors"))).0.stateDict() == trained.stateDict(), "\(label): not deterministic")
+        try run(["encode", "--checkpoint", path("t.safetensors"), "--input", path("x.npy"), "--output", path("i.npy")], mustSucceed: true, label + " encode")
+    }
+
+    @Test("vq train --config refuses the options the configuration fixes, a configuration that does not build or fit, in one line naming --config")
+    func configurationContradictions() throws {
+        try ModuleConfig(module: "LFQ", kwargs: ["codebook_size": 16]).write(to: URL(fileURLWithPath: path("lfq.json")))
+        try ModuleConfig(module: "LFQ", kwargs: ["codebook_size": 16, "dim": 5]).write(to: URL(fileURLWithPath: path("five.json")))
+        try ModuleConfig(module: "LFQ", kwargs: ["codebook_size": 16, "bogus": 1]).write(to: URL(fileURLWithPath: path("bogus.json")))
+        try Data("[1, 2]".utf8).write(to: URL(fileURLWithPath: path("list.json")))
+        try NumPyFile.write(.float(TestSupport.random([64, 8], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
+        let base = ["train", "--input", path("x.npy"), "--output", path("t.safetensors")]
+        for (extra, mention) in [(["--codebook-size", "16"], "--codebook-size contradicts --config"), (["--fsq-levels", "8,5"], "--fsq-levels contradicts"),
+                                 (["--residual", "2"], "--residual contradicts"), (["--heads", "2"], "--heads contradicts"), (["--cosine"], "--cosine contradicts"),
+                                 (["--kmeans-init"], "--kmeans-init contradicts"), (["--init", path("x.npy")], "--init contradicts"),
+                                 (["--resume", path("x.npy")], "--resume contradicts"), (["--decay", "0.9"], "has no EMA codebook")] {
+            let r = try run(base + ["--config", path("lfq.json")] + extra, mustSucceed: false, "\(extra)")
+            #expect(r.stderr.contains(mention), "\(extra): \(r.stderr)")
+        }
+        for (file, mention) in [("five.json", "dimension 5"), ("bogus.json", "'bogus'"), ("list.json", "not a JSON object"), ("none.json", "no such file")] {
+            let r = try run(base + ["--config", path(file)], mustSucceed: false, file)
+            #expect(r.stderr.contains(path(file)) && r.stderr.contains(mention), "\(file): \(r.stderr)")
+        }
+        // Its sidecar would replace the configuration read.
+        let r = try run(["train", "--input", path("x.npy"), "--config", path("lfq.json"), "--output", path("lfq.safetensors")], mustSucceed: false, "sidecar")
+        #expect(r.stderr.contains("is the --config file"), "\(r.stderr)")
+    }
+
     @Test("a checkpoint with a NaN or ±∞ in a tensor is refused by every command, naming the tensor", arguments: QuantizerRegistry.kinds.indices)
     func nonFiniteCheckpoint(_ i: Int) throws {
         // The largest tensor (the codes, where there are any), one value in its middle.
@@ -248,9 +311,15 @@ struct EveryQuantizerTests {
         for args in [["inspect", ckpt], ["encode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("i.npy")],
                      ["decode", "--checkpoint", ckpt, "--input", path("x.npy"), "--output", path("y.npy")],
                      ["freeze", ckpt, "--codes", "0", "--output", path("f.safetensors")],
-                     ["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "1", "--output", path("t.safetensors")]] {
+                     ["train", "--input", path("x.npy"), "--init", ckpt, "--steps", "1", "--output", path("t.safetensors")],
+                     ["train", "--input", path("x.npy"), "--config", path("bad.json"), "--steps", "1", "--output", path("t.safetensors")],
+                     ["encode", "--checkpoint", ckpt, "--config", path("bad.json"), "--input", path("x.npy"), "--output", path("i.npy")]] {
             let r = try run(args, mustSucceed: false, "\(name) \(args[0])")
-            #expect(r.stderr.contains(keyword), "\(args[0]): \(r.stderr)")
+            // vq train refuses a kind it does not train before building it.
+            let trainedElsewhere = if args[0] == "train", args.contains("--config"), case .elsewhere = QuantizerRegistry.kind(named: name)!.training { true } else { false }
+            #expect(r.stderr.contains(trainedElsewhere ? "cannot train \(name)" : keyword), "\(args[0]): \(r.stderr)")
+            // The file the configuration came from is named: the checkpoint (its metadata) or --config.
+            #expect(r.stderr.contains(args.contains("--config") ? "--config " + path("bad.json") : "bad."), "\(args[0]): \(r.stderr)")
         }
     }
 }
