@@ -14,11 +14,11 @@ struct Train: ParsableCommand {
     @Option(help: "Output checkpoint (.safetensors); its config goes beside it as .json.") var output: String
     @Option(parsing: .unconditional, help: "Heads (separate codebooks per head; default 1).") var heads: Int?
     @Flag(help: "Cosine-similarity codebook.") var cosine = false
-    @Option(parsing: .unconditional, help: "EMA decay (default 0.8; with --init: the checkpoint's, or this).") var decay: Double?
+    @Option(parsing: .unconditional, help: "EMA decay (default 0.8; with --init or --config: the checkpoint's or configuration's, or this).") var decay: Double?
     @Flag(help: "Initialise codes by k-means on the first batch.") var kmeansInit = false
-    @Option(parsing: .unconditional, help: "Replace codes whose EMA count falls below this (0 = off, the default; with --init: the checkpoint's, or this).")
+    @Option(parsing: .unconditional, help: "Replace codes whose EMA count falls below this (0 = off, the default; with --init or --config: the checkpoint's or configuration's, or this).")
     var deadCodeThreshold: Double?
-    @Option(parsing: .unconditional, help: "Commitment loss weight (default 1; with --init: the checkpoint's, or this).") var commitmentWeight: Double?
+    @Option(parsing: .unconditional, help: "Commitment loss weight (default 1; with --init or --config: the checkpoint's or configuration's, or this).") var commitmentWeight: Double?
     @Option(parsing: .unconditional, help: "Vectors per step.") var batchSize = 1024
     @Option(parsing: .unconditional, help: "Adam's learning rate, for quantizers with parameters learned by gradient (projections, learnable codebooks).")
     var lr: Double = 1e-3
