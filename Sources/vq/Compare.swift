@@ -53,7 +53,7 @@ struct Compare: ParsableCommand {
             let moved = result.books.filter { !$0.frozenHeld }.map { b in
                 "\(b.name): " + (b.frozenMoved.isEmpty ? "" : "codes \(b.frozenMoved.map(String.init).joined(separator: ","))")
                     + (b.frozenComponentsMoved > 0 ? "\(b.frozenMoved.isEmpty ? "" : ", ")\(b.frozenComponentsMoved) frozen components" : "")
-            }
+            } + (result.frozenParametersMoved.isEmpty ? [] : ["frozen parameters \(result.frozenParametersMoved.joined(separator: ", "))"])
             throw CLIError("frozen elements moved from \(old) to \(new): \(moved.joined(separator: "; "))")
         }
     }
@@ -82,7 +82,13 @@ struct Compare: ParsableCommand {
                 lines.append("  used \(b.usedOld!)/\(b.oldSize) → \(b.usedNew!)/\(b.newSize), dead \(b.deadOld!) → \(b.deadNew!), perplexity/size \(num(b.perplexityOld, "%.3f")) → \(num(b.perplexityNew, "%.3f"))")
             }
         }
-        if r.books.isEmpty { lines.append("no learned codebook (implicit codes): only the churn and the error compare") }
+        if !r.frozenParameters.isEmpty {
+            lines.append("frozen parameters (whole): \(r.frozenParameters.count)" + (r.frozenParametersMoved.isEmpty ? " — bit-identical"
+                : " — MOVED: \(r.frozenParametersMoved.joined(separator: ", "))"))
+        }
+        if r.books.isEmpty {
+            lines.append("no learned codebook (implicit codes): only the churn, the error\(r.frozenParameters.isEmpty ? "" : " and the frozen parameters") compare")
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -108,7 +114,12 @@ struct Compare: ParsableCommand {
             html += "<td>\(pct(b.frozenChurn)) / \(pct(b.frozenToNew))</td><td>\(used)</td><td>\(dead)</td>"
             html += "<td>\(num(b.perplexityOld, "%.3f")) → \(num(b.perplexityNew, "%.3f"))</td></tr>"
         }
-        html += "</table><p>Drift: mean distance an unfrozen old code moved, and relative to the old codes' RMS norm. Churn: share of probe "
+        html += "</table>"
+        if !r.frozenParameters.isEmpty {
+            html += "<p>Parameters frozen whole: \(r.frozenParameters.count) — " + (r.frozenParametersMoved.isEmpty ? "<span class=ok>bit-identical</span>"
+                : "<span class=bad>moved: \(esc(r.frozenParametersMoved.joined(separator: ", ")))</span>") + "</p>"
+        }
+        html += "<p>Drift: mean distance an unfrozen old code moved, and relative to the old codes' RMS norm. Churn: share of probe "
         html += "vectors whose code changed; frozen-code churn: of the vectors whose old code was frozen, the share that moved, and the "
         html += "share a new code took (a frozen code never moves, but a new code can take its inputs).</p></body></html>\n"
         return html

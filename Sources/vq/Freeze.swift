@@ -30,11 +30,17 @@ struct CodeSelection: ParsableArguments {
     @Option(help: "Components (dimensions), e.g. 0-15: freeze these components of every code (or of --codes).") var dims: String?
     @Option(parsing: .unconditional, help: "Layer of a residual stack (default: all layers).") var layer: Int?
     @Option(parsing: .unconditional, help: "Head of a multi-codebook quantizer (default: all).") var head: Int?
+    @Option(help: "Parameters learned by gradient, whole: keys or prefixes, comma-separated, e.g. project_in,project_out.weight (vq inspect lists them). Instead of --codes/--dims.")
+    var keys: String?
     @Option(help: "Config JSON (default: sidecar or metadata).") var config: String?
     @Option(help: "Write here instead of replacing the checkpoint.") var output: String?
 
     func validate() throws {
-        guard codes != nil || dims != nil else { throw ValidationError("give --codes, --dims, or both") }
+        guard codes != nil || dims != nil || keys != nil else { throw ValidationError("give --codes, --dims (or both), or --keys") }
+        if keys != nil, let (other, _) = [("--codes", codes != nil), ("--dims", dims != nil), ("--layer", layer != nil), ("--head", head != nil)].first(where: { $0.1 }) {
+            throw ValidationError("--keys selects whole parameters and \(other) codes of a codebook: give one or the other")
+        }
+        if let keys { _ = try Self.keyList(keys) }
         if let codes { _ = try CodeSpec(codes) }
         if let dims { _ = try CodeSpec(dims, option: "--dims") }
         if let layer, layer < 0 { throw ValidationError("--layer must be ≥ 0") }
@@ -45,6 +51,40 @@ struct CodeSelection: ParsableArguments {
         // Without --output the checkpoint (and its sidecar) is rewritten in place, as asked.
         files.checkpoint(output ?? checkpoint, output == nil ? "the checkpoint" : "--output", inPlaceOf: checkpoint)
         try files.check()
+    }
+}
+
+extension CodeSelection {
+    /// `--keys a,b.c`: the keys, each non-empty (spaces around each allowed).
+    static func keyList(_ text: String) throws -> [String] {
+        let keys = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !keys.contains(where: \.isEmpty) else {
+            throw ValidationError("--keys '\(text)': comma-separated parameter keys or prefixes, e.g. project_in,project_out.weight")
+        }
+        return keys
+    }
+
+    /// The parameters learned by gradient that `keys` name in `q` (a key names a parameter or every parameter under a
+    /// prefix): refused, naming the key, when one names none, or only state that is not learned by gradient (an EMA
+    /// codebook's codes and counts, fixed buffers), so that a mistyped key never passes for a freeze.
+    static func learnedParameterKeys(_ keys: [String], in q: any Quantizer, module: String) throws -> [String] {
+        let all = q.namedParameters()
+        let learned = all.filter { $0.1.kind == .trainable }.map(\.0)
+        var chosen: [String] = []
+        for key in keys {
+            let hits = all.filter { $0.0 == key || $0.0.hasPrefix(key + ".") }
+            guard !hits.isEmpty else {
+                let known = learned.isEmpty ? "it learns none by gradient" : "its parameters learned by gradient: \(learned.prefix(12).joined(separator: ", "))\(learned.count > 12 ? ", …" : "")"
+                throw ValidationError("--keys \(key): no parameter of this \(module) is named so or lies under it (\(known))")
+            }
+            let mine = hits.filter { $0.1.kind == .trainable }.map(\.0)
+            guard !mine.isEmpty else {
+                let codes = q.learnedCodebooks.isEmpty ? "" : "; freeze codes with --codes or --dims"
+                throw ValidationError("--keys \(key): \(hits.prefix(4).map(\.0).joined(separator: ", ")) \(hits.count == 1 ? "is" : "are") not learned by gradient (EMA state or fixed)\(codes)")
+            }
+            chosen += mine.filter { !chosen.contains($0) }
+        }
+        return chosen
     }
 }
 
@@ -71,6 +111,15 @@ func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
         if !others.isEmpty {
             throw CLIError("\(checkpoint) holds \(others.count) tensors besides the quantizer's (\(others.sorted().prefix(3).joined(separator: ", "))…): rewriting it in place would drop them; write the quantizer elsewhere with --output")
         }
+    }
+    if let keys = sel.keys {
+        // Whole parameters learned by gradient (projections, learnable codebooks, code transforms): the optimizer skips them.
+        let chosen = try CodeSelection.learnedParameterKeys(try CodeSelection.keyList(keys), in: q, module: cfg.module)
+        if freeze { try q.freeze(keys: chosen, strict: true) } else { try q.unfreeze(keys: chosen, strict: true) }
+        let out = URL(fileURLWithPath: output ?? checkpoint)
+        try QuantizerCheckpoint.save(q, config: cfg, to: out)
+        print("\(freeze ? "froze" : "unfroze") \(chosen.count) parameter\(chosen.count == 1 ? "" : "s") (\(chosen.joined(separator: ", "))) → \(out.path)")
+        return
     }
     // Placeholder codes of a k-means codebook before its first batch: freezing them would keep placeholders for good.
     if freeze { try requireInitialised(q, checkpoint) }

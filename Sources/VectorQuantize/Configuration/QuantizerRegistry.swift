@@ -77,8 +77,10 @@ public enum TrainingMethod: Sendable, Equatable {
     public static func of(_ q: any Quantizer, kind: QuantizerKind) -> TrainingMethod {
         guard kind.training == .fromVectors else { return kind.training }
         let learnsByEMA = q.learnedCodebooks.contains { $0.embed.kind != .trainable && $0.configuration.emaUpdate }
-        if !learnsByEMA && q.trainableParameters().isEmpty {
-            return .nothingToLearn("\(kind.name) has no learned parameters in this configuration (no projection, no learned codebook)")
+        let learned = q.trainableParameters()
+        if !learnsByEMA && learned.allSatisfy(\.isFrozen) {
+            return .nothingToLearn(learned.isEmpty ? "\(kind.name) has no learned parameters in this configuration (no projection, no learned codebook)"
+                                   : "every parameter \(kind.name) learns by gradient here is frozen (\(learned.count))")
         }
         return .fromVectors
     }

@@ -54,8 +54,13 @@ public struct StageComparison: Sendable, Equatable, Codable {
     /// Mean squared error per component of `decode(encode(probe))` (nil when a model does not decode).
     public var mseOld: Double?, mseNew: Double?
 
-    /// Whether every codebook's frozen codes and components held.
-    public var frozenHeld: Bool { books.allSatisfy(\.frozenHeld) }
+    /// Parameters learned by gradient that either model froze whole (``VQNN/Module/freeze(recursive:keys:strict:)``:
+    /// projections, learnable codebooks, code transforms), and those whose value changed.
+    public var frozenParameters: [String] = []
+    public var frozenParametersMoved: [String] = []
+
+    /// Whether every codebook's frozen codes and components, and every parameter frozen whole, held.
+    public var frozenHeld: Bool { books.allSatisfy(\.frozenHeld) && frozenParametersMoved.isEmpty }
 }
 
 /// Why two quantizers cannot be compared.
@@ -111,6 +116,21 @@ extension StageComparison {
                 books.append(Self.book(name, x, y, head: h, oldCodes: codes.0, newCodes: codes.1))
             }
         }
+        (frozenParameters, frozenParametersMoved) = Self.frozenParameters(old, new)
+    }
+
+    /// The parameters learned by gradient frozen whole in either model, and those of them not bit-identical in the other.
+    static func frozenParameters(_ old: any Quantizer, _ new: any Quantizer) -> (frozen: [String], moved: [String]) {
+        let after = Dictionary(new.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { first, _ in first })
+        var frozen: [String] = [], moved: [String] = []
+        for (key, p) in old.namedParameters() where p.kind == .trainable {
+            guard let q = after[key], p.isFrozen || q.isFrozen else { continue }
+            frozen.append(key)
+            let same = p.value.shape == q.value.shape
+                && p.value.scalars.elementsEqual(q.value.scalars) { $0.bitPattern == $1.bitPattern }
+            if !same { moved.append(key) }
+        }
+        return (frozen, moved)
     }
 
     static func book(_ name: String, _ x: Codebook, _ y: Codebook, head h: Int, oldCodes: [Int]?, newCodes: [Int]?) -> Book {
