@@ -218,6 +218,8 @@ enum CommandValues {
         "fsq-levels": ["8,5,5", "8,5,5,5", "2", "1,1", "3,0", "65536,65536", "8,,5", "-8,5"],
         "codes": ["0-3", "1,2", "0-1000", "3-1", "0,0", "0-", "-3-2", "5"],
         "dims": ["0-3", "0", "7", "0-1000", "3-1"],
+        "keys": ["project_in", "project_in,project_out.weight", "layers.0", "layers.1.project_in.weight", "_codebook", "_codebook.embed",
+                 "nope", ",", "project_in,,x", " project_out ", "codebook_transform", "values_per_latent.0"],
         "freeze": ["0-3", "1,2", "0-1000", "3-1"], "freeze-dims": ["0-1", "7", "0-1000"],
         "freeze-converged": ["0.005,20", "0.1", "nan,1", "0.1,0", "1,-1", "-1,2", "x,y"],
         "policy": ["0.005,20", "nan,1", "0.1,0", "1,-1", "x"],
