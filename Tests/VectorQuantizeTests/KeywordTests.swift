@@ -36,6 +36,33 @@ struct KeywordTests {
         }
     }
 
+    @Test("k-means initialisation without an iteration is refused in every kind that has it (the reference raises at its first batch; the fit zeroed every code)")
+    func kmeansWithoutIterations() throws {
+        let kinds: [(String, String)] = [("VectorQuantize", #""dim": 8, "codebook_size": 16"#),
+                                         ("ResidualVQ", #""dim": 8, "num_quantizers": 2, "codebook_size": 16"#),
+                                         ("GroupedResidualVQ", #""dim": 8, "groups": 2, "num_quantizers": 2, "codebook_size": 16"#),
+                                         ("HierarchicalVQ", #""dim": 8, "codebook_size": 16, "scales": [1, 4, 20]"#)]
+        for (module, base) in kinds {
+            #expect(throws: ConfigurationError.self, "\(module)") {
+                _ = try build(#"{"module": "\#(module)", "kwargs": {\#(base), "kmeans_init": true, "kmeans_iters": 0}}"#)
+            }
+            // Without k-means initialisation the count is never used (the reference builds and runs it too).
+            _ = try build(#"{"module": "\#(module)", "kwargs": {\#(base), "kmeans_init": false, "kmeans_iters": 0}}"#)
+        }
+        var typed = VectorQuantizerConfiguration(dim: 8, codebookSize: 16)
+        typed.kmeansIters = -1
+        #expect(throws: ConfigurationError.self) { try VectorQuantizer(typed) }
+        // One iteration fits codes where the data is (not the zero vectors the empty fit left).
+        typed.kmeansInit = true
+        typed.kmeansIters = 1
+        let vq = try VectorQuantizer(typed)
+        vq.train()
+        var rng = SeededGenerator(seed: 7)
+        _ = vq.forward(vectors: Tensor.randomNormal([1, 64, 8], using: &rng))
+        let codes = vq.codebook.embed.value.scalars
+        #expect(codes.contains { $0 != 0 } && codes.allSatisfy { $0.isFinite })
+    }
+
     @Test("numbers are read as numbers: quant_grad_frac 1 is 1.0, 2.0 is the integer 2")
     func numbers() throws {
         let r = try build(#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": 2.0, "codebook_size": 16, "quant_grad_frac": 1, "quantize_dropout": true}}"#) as! ResidualVQ

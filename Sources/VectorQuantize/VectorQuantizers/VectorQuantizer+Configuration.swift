@@ -202,6 +202,12 @@ public struct VectorQuantizerConfiguration: Sendable, Equatable {
             throw bad("codebook_size \(codebookSize) × codebook_dim \(resolvedCodebookDim) × \(numCodebooks) codebooks (or the projection) exceeds \(SizeLimit.maxElements) values per tensor")
         }
         if acceptImageFmap && accept3dFmap { throw bad("accept_image_fmap and accept_3d_fmap exclude each other") }
+        // The reference's kmeans() returns the bins of its last iteration: with none it raises at the first batch. Here
+        // the fit would keep sampled means with zero counts, and the recompute would make every code the zero vector.
+        if kmeansIters < 0 || (kmeansInit && kmeansIters == 0) {
+            throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "kmeans_iters",
+                                              reason: "\(kmeansIters)\(kmeansInit ? " with kmeans_init" : ""): k-means needs at least one iteration")
+        }
         if !commitmentWeight.isFinite {
             throw ConfigurationError.badValue(module: "VectorQuantize", keyword: "commitment_weight", reason: "\(commitmentWeight) is not a finite number")
         }
