@@ -198,6 +198,8 @@ struct EveryQuantizerTests {
         try ModuleConfig(module: "LFQ", kwargs: ["codebook_size": 16, "dim": 5]).write(to: URL(fileURLWithPath: path("five.json")))
         try ModuleConfig(module: "LFQ", kwargs: ["codebook_size": 16, "bogus": 1]).write(to: URL(fileURLWithPath: path("bogus.json")))
         try Data("[1, 2]".utf8).write(to: URL(fileURLWithPath: path("list.json")))
+        // As Python's json.dump writes a float('nan'): not JSON.
+        try Data(#"{"module": "LFQ", "kwargs": {"codebook_size": 16, "entropy_loss_weight": NaN}}"#.utf8).write(to: URL(fileURLWithPath: path("nan.json")))
         try NumPyFile.write(.float(TestSupport.random([64, 8], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
         let base = ["train", "--input", path("x.npy"), "--output", path("t.safetensors")]
         for (extra, mention) in [(["--codebook-size", "16"], "--codebook-size contradicts --config"), (["--fsq-levels", "8,5"], "--fsq-levels contradicts"),
@@ -207,7 +209,7 @@ struct EveryQuantizerTests {
             let r = try run(base + ["--config", path("lfq.json")] + extra, mustSucceed: false, "\(extra)")
             #expect(r.stderr.contains(mention), "\(extra): \(r.stderr)")
         }
-        for (file, mention) in [("five.json", "dimension 5"), ("bogus.json", "'bogus'"), ("list.json", "not a JSON object"), ("none.json", "no such file")] {
+        for (file, mention) in [("five.json", "dimension 5"), ("bogus.json", "'bogus'"), ("list.json", "not a JSON object"), ("nan.json", "not valid JSON"), ("none.json", "no such file")] {
             let r = try run(base + ["--config", path(file)], mustSucceed: false, file)
             #expect(r.stderr.contains(path(file)) && r.stderr.contains(mention), "\(file): \(r.stderr)")
         }

@@ -30,9 +30,13 @@ public struct ModuleConfig {
     public static let maxBytes = 1 << 20
 
     public static func parse(_ data: Data, path: String = "<memory>") throws -> ModuleConfig {
-        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw TensorFileError.malformed(path: path, reason: "not a JSON object")
+        let parsed: Any
+        do { parsed = try JSONSerialization.jsonObject(with: data) } catch {
+            // Python's json.dump writes NaN, Infinity and -Infinity, which JSON does not have: say where the text stops parsing.
+            let at = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String).map { ": \($0)" } ?? ""
+            throw TensorFileError.malformed(path: path, reason: "not valid JSON\(at) (NaN, Infinity and numbers past double's range are not JSON)")
         }
+        guard let obj = parsed as? [String: Any] else { throw TensorFileError.malformed(path: path, reason: "not a JSON object") }
         guard let module = obj["module"] as? String else { throw TensorFileError.malformed(path: path, reason: "no \"module\" string") }
         guard let kwargs = (obj["kwargs"] ?? [String: Any]()) as? [String: Any] else {
             throw TensorFileError.malformed(path: path, reason: "\"kwargs\" is not an object")

@@ -54,7 +54,7 @@ public struct StageComparison: Sendable, Equatable, Codable {
     /// Mean squared error per component of `decode(encode(probe))` (nil when a model does not decode).
     public var mseOld: Double?, mseNew: Double?
 
-    /// Parameters learned by gradient that either model froze whole (``VQNN/Module/freeze(recursive:keys:strict:)``:
+    /// Parameters learned by gradient that either model froze whole (`freeze(keys:)`:
     /// projections, learnable codebooks, code transforms), and those whose value changed.
     public var frozenParameters: [String] = []
     public var frozenParametersMoved: [String] = []
