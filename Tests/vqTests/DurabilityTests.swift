@@ -152,6 +152,29 @@ struct DurabilityTests {
         #expect(full != (try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: lfq)).tensors), "Adam trained the projections")
     }
 
+    @Test("a run started from --config (EMA and Adam) resumes bit-identically, without the option", arguments: [
+        #"{"module": "SimVQ", "kwargs": {"codebook_size": 32}}"#,
+        #"{"module": "ResidualVQ", "kwargs": {"codebook_size": 16, "num_quantizers": 2, "codebook_dim": 4, "kmeans_init": true}}"#])
+    func resumeConfiguredRun(_ json: String) throws {
+        try NumPyFile.write(.float(TestSupport.random([512, 8], seed: 13)), to: URL(fileURLWithPath: path("g.npy")))
+        try Data(json.utf8).write(to: URL(fileURLWithPath: path("model.json")))
+        let options = ["--steps", "12", "--batch-size", "64", "--seed", "6"]
+        var r = try VQProcess.run(["train", "--input", path("g.npy"), "--config", path("model.json"), "--output", path("full.safetensors")] + options)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try VQProcess.run(["train", "--input", path("g.npy"), "--config", path("model.json"), "--output", path("cut.safetensors"),
+                               "--checkpoint-every", "5", "--failure-drill", "0:8:exit"] + options)
+        #expect(r.status != 0 && FileManager.default.fileExists(atPath: path("cut.state.safetensors")))
+        // --config belongs to the run's first start: the state holds the quantizer.
+        r = try VQProcess.run(["train", "--input", path("g.npy"), "--config", path("model.json"), "--output", path("cut.safetensors"),
+                               "--resume", path("cut.state.safetensors")] + options)
+        #expect(r.status != 0 && r.stderr.contains("--resume contradicts --config"), "\(r.stderr)")
+        r = try VQProcess.run(["train", "--input", path("g.npy"), "--output", path("cut.safetensors"), "--resume", path("cut.state.safetensors")] + options)
+        #expect(r.status == 0, "\(r.stderr)")
+        let full = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("full.safetensors")))
+        let resumed = try SafeTensorsFile.read(contentsOf: URL(fileURLWithPath: path("cut.safetensors")))
+        #expect(full.tensors == resumed.tensors && full.metadata["config_json"] == resumed.metadata["config_json"], "the resumed run differs")
+    }
+
     @Test("a checkpoint loads with its own configuration after a kill between the checkpoint and its sidecar")
     func checkpointPair() throws {
         try NumPyFile.write(.float(TestSupport.random([300, 8], seed: 7)), to: URL(fileURLWithPath: path("z.npy")))
