@@ -19,8 +19,12 @@ struct AcceptanceParityTests {
         let error: String?
     }
 
+    /// Another file of cases to check instead (`Scripts/reference_flag_pairs.py`'s sweep), from `VQ_REFERENCE_ACCEPTANCE`.
+    static let override = ProcessInfo.processInfo.environment["VQ_REFERENCE_ACCEPTANCE"].flatMap { $0.isEmpty ? nil : $0 }
+
     nonisolated(unsafe) static let file: [String: Any] = {
-        guard let url = ReferenceFixture.folders().first?.appendingPathComponent("reference_acceptance.json") else { return [:] }
+        guard let url = override.map({ URL(fileURLWithPath: $0) }) ?? ReferenceFixture.folders().first?.appendingPathComponent("reference_acceptance.json")
+        else { return [:] }
         return (try? JSONSerialization.jsonObject(with: Data(contentsOf: url))) as? [String: Any] ?? [:]
     }()
 
@@ -54,6 +58,10 @@ struct AcceptanceParityTests {
                 return "ranges: an LFQ codebook of a power of 2 codes"
             }
             if c.module == "LatentQuantize", number("codebook_dim") == 0 { return "ranges: codebook_dim 0" }
+            // diveq with ema_update true: the reference's diveq overrides the layers' ema_update; here a contradiction.
+            if case .badValue(_, "diveq", let reason)? = ours as? ConfigurationError, reason.hasPrefix("only one of ema_update") {
+                return "diveq with ema_update"
+            }
             // A list of levels with another codebook_dim: the reference keeps both and fails at its first forward —
             // but for codebook_dim 1, which it broadcasts against every level (a projection to one latent, read as all).
             if c.module == "LatentQuantize", let levels = kw["levels"] as? [Any], let d = number("codebook_dim"), d > 0, Int(d) != levels.count {
@@ -100,7 +108,7 @@ struct AcceptanceParityTests {
         return "?"
     }
 
-    @Test("the file's examples are the registry's, and it holds both outcomes for every kind")
+    @Test("the file's examples are the registry's, and it holds both outcomes for every kind", .enabled(if: override == nil))
     func examples() throws {
         let examples = try #require(Self.file["examples"] as? [String: [String: Any]])
         for (name, example) in examples {
@@ -125,7 +133,7 @@ struct AcceptanceParityTests {
             let kw = c.kwargs.filter { kind.example[$0.key] == nil || !NSDictionary(dictionary: [$0.key: $0.value]).isEqual(to: [$0.key: kind.example[$0.key]!]) }
             disagreements.append(c.accepted ? "\(kw): the reference runs it, refused here: \(ours!)" : "\(kw): built here, the reference fails: \(c.error ?? "")")
         }
-        #expect(checked > 50)
+        if Self.override == nil { #expect(checked > 50) }
         #expect(disagreements.isEmpty, "\(name): \(disagreements.count) of \(checked)\n\(disagreements.joined(separator: "\n"))")
     }
 }

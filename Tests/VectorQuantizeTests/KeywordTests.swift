@@ -63,6 +63,34 @@ struct KeywordTests {
         #expect(codes.contains { $0 != 0 } && codes.allSatisfy { $0.isFinite })
     }
 
+    @Test("what the sweep of every flag beside every keyword found: refused exactly where the reference cannot run (a training beam with affine_param), built where it can (a random projection's inert orthogonal flag)")
+    func flagPairs() throws {
+        for module in ["ResidualVQ", "GroupedResidualVQ"] {
+            let base = #""dim": 8, "num_quantizers": 2, "codebook_size": 16\#(module == "GroupedResidualVQ" ? #", "groups": 2"# : "")"#
+            do {
+                _ = try build(#"{"module": "\#(module)", "kwargs": {\#(base), "affine_param": true, "beam_size": 2}}"#)
+                Issue.record("\(module): a training beam with affine_param was built")
+            } catch let e as ConfigurationError {
+                #expect(e.description.contains("affine_param") && e.description.contains("beam_size"), "\(e)")
+            }
+            // In evaluation only, the statistics do not move: the reference runs it, and so does this library.
+            _ = try build(#"{"module": "\#(module)", "kwargs": {\#(base), "affine_param": true, "beam_size": 1, "eval_beam_size": 2}}"#)
+        }
+        // The random projection's codebooks only run in evaluation: the orthogonal regulariser's flags are inert there.
+        let rpq = try build(#"{"module": "RandomProjectionQuantizer", "kwargs": {"dim": 8, "codebook_size": 16, "codebook_dim": 4, "num_codebooks": 2, "orthogonal_reg_weight": 1, "orthogonal_reg_active_codes_only": true}}"#) as! RandomProjectionQuantizer
+        rpq.train()
+        var rng = SeededGenerator(seed: 3)
+        #expect(rpq(Tensor.randomNormal([1, 10, 8], using: &rng)).indices.shape == [1, 10, 2])
+        // A plain VectorQuantize with separate heads still refuses it, where the loss runs (the reference asserts there).
+        #expect(throws: ConfigurationError.self) {
+            _ = try build(#"{"module": "VectorQuantize", "kwargs": {"dim": 8, "codebook_size": 16, "heads": 2, "separate_codebook_per_head": true, "orthogonal_reg_weight": 1, "orthogonal_reg_active_codes_only": true}}"#)
+        }
+        // diveq with ema_update true: the reference's diveq overrides it silently; here it is a contradiction, refused.
+        #expect(throws: ConfigurationError.self) {
+            _ = try build(#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": 2, "codebook_size": 16, "diveq": true, "ema_update": true}}"#)
+        }
+    }
+
     @Test("numbers are read as numbers: quant_grad_frac 1 is 1.0, 2.0 is the integer 2")
     func numbers() throws {
         let r = try build(#"{"module": "ResidualVQ", "kwargs": {"dim": 8, "num_quantizers": 2.0, "codebook_size": 16, "quant_grad_frac": 1, "quantize_dropout": true}}"#) as! ResidualVQ

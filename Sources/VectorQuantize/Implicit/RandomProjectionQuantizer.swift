@@ -79,6 +79,10 @@ public final class RandomProjectionQuantizer: Module {
             c.separateCodebookPerHead = true
             if !referenceLayout { c.codebookDim = codebookDim }
             c.seed = seed
+            // The codebooks only ever run in evaluation (as the reference's `self.vq.eval()`): the orthogonal regulariser
+            // never runs, so its active-codes flag is inert — and the check the reference makes only where it runs
+            // (separate codebooks per head) must not refuse it here.
+            c.orthogonalRegActiveCodesOnly = false
             return c
         }
     }

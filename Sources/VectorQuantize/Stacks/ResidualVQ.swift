@@ -64,11 +64,14 @@ public struct ResidualVQConfiguration: Sendable, Equatable {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "beam_size",
                                               reason: "beam search scores candidates by their commitment loss: it needs commitment_weight > 0 (and no directional_reparam)")
         }
-        if (beamSize ?? 1) > 1, layer.commitmentUseCrossEntropyLoss || layer.inPlaceCodebookOptimizer != nil {
+        if (beamSize ?? 1) > 1, layer.commitmentUseCrossEntropyLoss || layer.inPlaceCodebookOptimizer != nil || layer.affineParam {
             // Training searches each layer's top-k codes, which the reference asserts against with these (its
-            // first training call raises); a beam in evaluation only is beam_size 1 with eval_beam_size.
+            // first training call raises; affine_param's batch statistics fail to broadcast against the beam's, and
+            // here the search's frozen calls would leave them unset); a beam in evaluation only is beam_size 1 with
+            // eval_beam_size.
+            let keyword = layer.commitmentUseCrossEntropyLoss ? "commitment_use_cross_entropy_loss" : layer.affineParam ? "affine_param" : "in_place_codebook_optimizer"
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: "beam_size",
-                                              reason: "a beam in training takes each layer's top-k codes, which \(layer.commitmentUseCrossEntropyLoss ? "commitment_use_cross_entropy_loss" : "in_place_codebook_optimizer") does not support (the reference raises at its first training call); for a beam in evaluation only, pass beam_size 1 and eval_beam_size")
+                                              reason: "a beam in training takes each layer's top-k codes, which \(keyword) does not support (the reference raises at its first training call); for a beam in evaluation only, pass beam_size 1 and eval_beam_size")
         }
         if (diveq || implicitNeuralCodebook) && ((beamSize ?? 1) > 1 || (evalBeamSize ?? 1) > 1) {
             throw ConfigurationError.badValue(module: "ResidualVQ", keyword: diveq ? "diveq" : "implicit_neural_codebook", reason: "not supported with beam search yet")
