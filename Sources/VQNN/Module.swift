@@ -284,16 +284,21 @@ open class Module {
     /// Parameters selected by keys: a key names a parameter (`project_in.weight`) or a module prefix
     /// (`project_in` selects all its parameters). `nil` selects every parameter.
     private func select(_ keys: [String]?, recursive: Bool) -> (params: [Parameter], unknown: [String]) {
-        let all = namedParameters().filter { recursive || !$0.0.contains(".") }
-        guard let keys else { return (all.map(\.1), []) }
+        guard let keys else { return (namedParameters().filter { recursive || !$0.0.contains(".") }.map(\.1), []) }
         var out: [Parameter] = []
         var unknown: [String] = []
         for k in keys {
-            let hit = all.filter { $0.0 == k || $0.0.hasPrefix(k + ".") }
+            let hit = namedParameters(selectedBy: k, recursive: recursive)
             if hit.isEmpty { unknown.append(k) }
             out += hit.map(\.1)
         }
         return (out, unknown)
+    }
+
+    /// The parameters one key of ``freeze(recursive:keys:strict:)`` selects, with their names: the parameter of that
+    /// name, or every parameter under that module prefix (`project_in` → `project_in.weight`, `project_in.bias`).
+    public func namedParameters(selectedBy key: String, recursive: Bool = true) -> [(String, Parameter)] {
+        namedParameters().filter { (recursive || !$0.0.contains(".")) && ($0.0 == key || $0.0.hasPrefix(key + ".")) }
     }
 
     /// Freezes parameters by key (all when `keys` is `nil`); throws ``ModuleError/unknownKeys(_:)``

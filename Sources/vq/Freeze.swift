@@ -68,11 +68,10 @@ extension CodeSelection {
     /// prefix): refused, naming the key, when one names none, or only state that is not learned by gradient (an EMA
     /// codebook's codes and counts, fixed buffers), so that a mistyped key never passes for a freeze.
     static func learnedParameterKeys(_ keys: [String], in q: any Quantizer, module: String) throws -> [String] {
-        let all = q.namedParameters()
-        let learned = all.filter { $0.1.kind == .trainable }.map(\.0)
+        let learned = q.namedParameters().filter { $0.1.kind == .trainable }.map(\.0)
         var chosen: [String] = []
         for key in keys {
-            let hits = all.filter { $0.0 == key || $0.0.hasPrefix(key + ".") }
+            let hits = q.namedParameters(selectedBy: key)
             guard !hits.isEmpty else {
                 let known = learned.isEmpty ? "it learns none by gradient" : "its parameters learned by gradient: \(learned.prefix(12).joined(separator: ", "))\(learned.count > 12 ? ", …" : "")"
                 throw ValidationError("--keys \(key): no parameter of this \(module) is named so or lies under it (\(known))")
