@@ -56,9 +56,7 @@ struct Train: ParsableCommand {
     func validate() throws {
         if let configFile {
             // The configuration fixes the quantizer; only training hyper-parameters may be given beside it.
-            let structural = [("--init", initFrom != nil), ("--resume", resume != nil), ("--codebook-size", codebookSize != nil),
-                              ("--fsq-levels", fsqLevels != nil), ("--residual", residual != nil), ("--heads", heads != nil),
-                              ("--cosine", cosine), ("--kmeans-init", kmeansInit)]
+            let structural = [("--init", initFrom != nil), ("--resume", resume != nil), ("--codebook-size", codebookSize != nil)] + structureOptions
             if let (name, _) = structural.first(where: { $0.1 }) {
                 throw ValidationError("\(name) contradicts --config: the configuration fixes the quantizer (write it there; only --decay, --dead-code-threshold, --commitment-weight and --expand-to change it)")
             }
@@ -80,9 +78,7 @@ struct Train: ParsableCommand {
         if let w = commitmentWeight, !(w.isFinite && w >= 0) { throw ValidationError("--commitment-weight must be a finite number ≥ 0") }
         if initFrom != nil {
             // The checkpoint fixes the structure; only training hyper-parameters may change between stages.
-            let structural = [("--fsq-levels", fsqLevels != nil), ("--residual", residual != nil), ("--heads", heads != nil),
-                              ("--cosine", cosine), ("--kmeans-init", kmeansInit)]
-            if let (name, _) = structural.first(where: { $0.1 }) {
+            if let (name, _) = structureOptions.first(where: { $0.1 }) {
                 throw ValidationError("\(name) contradicts --init: the checkpoint fixes the structure (only --decay, --dead-code-threshold, --commitment-weight and --expand-to change it)")
             }
         }
@@ -119,6 +115,12 @@ struct Train: ParsableCommand {
             throw ValidationError("--resume continues a run as it was: --init, --expand-to and --freeze belong to its first start")
         }
         if expandTo != nil && residual != nil { throw ValidationError("--expand-to works on a single codebook, not with --residual") }
+    }
+
+    /// The options that shape a new quantizer, and whether each is given: a checkpoint (`--init`) or a configuration
+    /// (`--config`) fixes them instead.
+    var structureOptions: [(String, Bool)] {
+        [("--fsq-levels", fsqLevels != nil), ("--residual", residual != nil), ("--heads", heads != nil), ("--cosine", cosine), ("--kmeans-init", kmeansInit)]
     }
 
     /// Rank `r`'s checkpoint under `--rank-outputs`: OUTPUT with `.rankN.safetensors`.
