@@ -74,17 +74,16 @@ struct ToolRun {
 /// `limit` seconds.
 func runTool(_ vq: URL, _ args: [String], in dir: URL, limit: Double, interruptAfter: Double? = nil) -> ToolRun {
     let out = Fixtures.dir.appendingPathComponent("stdout.txt"), err = Fixtures.dir.appendingPathComponent("stderr.txt")
-    FileManager.default.createFile(atPath: out.path, contents: nil)
-    FileManager.default.createFile(atPath: err.path, contents: nil)
     defer { try? FileManager.default.removeItem(at: out); try? FileManager.default.removeItem(at: err) }
+    guard FileManager.default.createFile(atPath: out.path, contents: nil), FileManager.default.createFile(atPath: err.path, contents: nil),
+          let o = FileHandle(forWritingAtPath: out.path), let e = FileHandle(forWritingAtPath: err.path) else {
+        fatalError("vq-fuzz: cannot make the output files in \(Fixtures.dir.path)")
+    }
     let p = Process()
     p.executableURL = vq
     p.arguments = args
     p.currentDirectoryURL = dir
     p.standardInput = FileHandle.nullDevice
-    guard let o = FileHandle(forWritingAtPath: out.path), let e = FileHandle(forWritingAtPath: err.path) else {
-        fatalError("vq-fuzz: cannot open the output files beside \(dir.path)")
-    }
     p.standardOutput = o
     p.standardError = e
     do { try p.run() } catch { fatalError("vq-fuzz: cannot start \(vq.path): \(error)") }

@@ -136,7 +136,13 @@ open class Module {
     /// Distinct trainable parameters (shared ones once), in key order.
     public func trainableParameters() -> [Parameter] {
         var seen = Set<ObjectIdentifier>()
-        return namedParameters().map(\.1).filter { $0.kind == .trainable && seen.insert(ObjectIdentifier($0)).inserted }
+        return namedTrainableParameters().map(\.1).filter { seen.insert(ObjectIdentifier($0)).inserted }
+    }
+
+    /// The parameters learned by gradient (``Parameter/Kind-swift.enum/trainable``) under their dotted keys, depth first; a
+    /// shared one appears under each key, as in ``namedParameters()``. Buffers (EMA state, masks) are left out.
+    public func namedTrainableParameters() -> [(String, Parameter)] {
+        namedParameters().filter { $0.1.kind == .trainable }
     }
 
     private static func collect(_ value: Any, _ key: String, _ body: (String, Any) -> Void) {

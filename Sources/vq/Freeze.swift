@@ -68,7 +68,7 @@ extension CodeSelection {
     /// prefix): refused, naming the key, when one names none, or only state that is not learned by gradient (an EMA
     /// codebook's codes and counts, fixed buffers), so that a mistyped key never passes for a freeze.
     static func learnedParameterKeys(_ keys: [String], in q: any Quantizer, module: String) throws -> [String] {
-        let learned = q.namedParameters().filter { $0.1.kind == .trainable }.map(\.0)
+        let learned = q.namedTrainableParameters().map(\.0)
         var chosen: [String] = []
         for key in keys {
             let hits = q.namedParameters(selectedBy: key)

@@ -25,7 +25,7 @@ struct Inspect: ParsableCommand {
         let kw = cfg.kwargs.keys.sorted().map { "\($0)=\(cfg.kwargs[$0]!)" }.joined(separator: ", ")
         print("\(checkpoint): \(cfg.module)(\(kw))")
         print("parameters: " + q.namedParameters().map { "\($0.0) \($0.1.shape)" }.joined(separator: ", "))
-        let learned = q.namedParameters().filter { $0.1.kind == .trainable }
+        let learned = q.namedTrainableParameters()
         if !learned.isEmpty {
             let frozen = learned.filter { $0.1.isFrozen }.map(\.0)
             print("learned by gradient: \(learned.count) parameters, frozen \(frozen.count)\(frozen.isEmpty ? "" : " (\(frozen.joined(separator: ", ")))")")

@@ -29,6 +29,8 @@ struct ModuleTests {
         let seq = Sequential(Linear(2, 3, rng: &rng), Activation(.relu), Linear(3, 1, rng: &rng))
         #expect(seq.namedParameters().map(\.0) == ["0.weight", "0.bias", "2.weight", "2.bias"])
         #expect(Block().trainableParameters().count == 7)
+        // Learned by gradient, by name: every key but the buffer's, in the same order.
+        #expect(Block().namedTrainableParameters().map(\.0) == keys.filter { $0 != "embed_avg" })
     }
 
     @Test("train / eval propagate to children")

@@ -30,7 +30,7 @@ struct EmbeddedCheckpointTests {
         let kind = QuantizerRegistry.kinds[i]
         let config = ModuleConfig(module: kind.name, kwargs: kind.example)
         let q = try kind.build(kind.example)
-        let state = (q as! Module).stateDict()
+        let state = q.stateDict()
         try #require(!state.isEmpty || kind.name == "BinaryMapper" || kind.name == "FSQ" || kind.name == "LFQ")
         guard !state.isEmpty else { return }   // nothing stored: nothing to find under a prefix
         let model: [String: Tensor] = ["net.0.weight": TestSupport.random([4, 3], seed: 1), "net.2.bias": TestSupport.random([3], seed: 2)]

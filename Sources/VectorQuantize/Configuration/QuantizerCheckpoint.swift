@@ -92,7 +92,7 @@ public enum QuantizerCheckpoint {
         let serialized = try (reference ?? config).serialized()
         var file = SafeTensorsFile(metadata: ["config_json": String(decoding: serialized, as: UTF8.self)])
         // Parameters frozen by key (`freeze(keys:)`) stay frozen when the checkpoint is loaded.
-        let frozenKeys = module.namedParameters().filter { $0.1.kind == .trainable && $0.1.isFrozen }.map(\.0).sorted()
+        let frozenKeys = module.namedTrainableParameters().filter { $0.1.isFrozen }.map(\.0).sorted()
         if reference == nil && !frozenKeys.isEmpty {
             file.metadata["frozen_keys"] = String(decoding: try JSONSerialization.data(withJSONObject: frozenKeys), as: UTF8.self)
         }

@@ -59,7 +59,7 @@ public struct TrainingState {
         file.tensors["train/losses"] = .float(Tensor(losses))
         file.tensors["train/data_rng"] = Self.words(dataRNG)
         if let optimizer {
-            for (name, p) in module.namedParameters() where p.kind == .trainable {
+            for (name, p) in module.namedTrainableParameters() {
                 guard let (m, v) = optimizer.moments(of: p) else { continue }
                 file.tensors["optim/\(name)/m"] = .float(Tensor(m, shape: p.shape))
                 file.tensors["optim/\(name)/v"] = .float(Tensor(v, shape: p.shape))
@@ -93,7 +93,7 @@ public struct TrainingState {
     /// been updated yet); moments that do not fit are a damaged state, and then nothing is restored.
     public func restore(_ optimizer: Adam, of module: Module, path: String) throws {
         var found: [(Parameter, m: [Float], v: [Float], steps: Int)] = []
-        for (name, p) in module.namedParameters() where p.kind == .trainable {
+        for (name, p) in module.namedTrainableParameters() {
             guard let m = optimizerTensors["optim/\(name)/m"]?.asFloat, let v = optimizerTensors["optim/\(name)/v"]?.asFloat,
                   let steps = optimizerTensors["optim/\(name)/steps"]?.asIndices?.scalars.first else { continue }
             // A parameter takes at most one of Adam's steps per training step of the run.

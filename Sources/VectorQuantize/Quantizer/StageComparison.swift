@@ -123,7 +123,7 @@ extension StageComparison {
     static func frozenParameters(_ old: any Quantizer, _ new: any Quantizer) -> (frozen: [String], moved: [String]) {
         let after = Dictionary(new.namedParameters().map { ($0.0, $0.1) }, uniquingKeysWith: { first, _ in first })
         var frozen: [String] = [], moved: [String] = []
-        for (key, p) in old.namedParameters() where p.kind == .trainable {
+        for (key, p) in old.namedTrainableParameters() {
             guard let q = after[key], p.isFrozen || q.isFrozen else { continue }
             frozen.append(key)
             let same = p.value.shape == q.value.shape
