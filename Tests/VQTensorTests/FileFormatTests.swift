@@ -137,6 +137,53 @@ struct FileFormatTests {
         }
     }
 
+    @Test("a float64 value beyond float32's range is refused naming its element (whole, streamed, safetensors); a stored ±∞ or NaN is read as it is")
+    func float64BeyondFloat32() throws {
+        func npy(_ values: [Double]) -> Data {
+            var h = "{'descr': '<f8', 'fortran_order': False, 'shape': (\(values.count / 2), 2), }"
+            while (10 + h.utf8.count + 1) % 64 != 0 { h += " " }
+            h += "\n"
+            let body = values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } }
+            return Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.utf8.count), 0] + Array(h.utf8) + body)
+        }
+        let largest = Double(Float.greatestFiniteMagnitude)
+        // The largest float32 and values that round to it are read; ±∞ and NaN stored as such pass through (the
+        // commands refuse them as non-finite later); 1e39 and −1e300 would round to ±∞ and are refused.
+        let fine = try NumPyFile.parse(npy([largest, -largest, .infinity, .nan, 1, 2]), path: "f.npy").asFloat.scalars
+        #expect(fine[0] == .greatestFiniteMagnitude && fine[1] == -.greatestFiniteMagnitude && fine[2] == .infinity && fine[3].isNaN)
+        for (values, element) in [([1, 2, 3, 1e39], 3), ([.infinity, -1e300, 0, 0], 1), ([.nan, 0, 2 * largest, .infinity], 2)] as [([Double], Int)] {
+            do {
+                _ = try NumPyFile.parse(npy(values), path: "big.npy")
+                Issue.record("\(values): accepted")
+            } catch let e as TensorFileError {
+                #expect(e.description.hasPrefix("big.npy") && e.description.contains("element \(element) is") && e.description.contains("beyond the range of float32"), "\(e)")
+            }
+        }
+        // Streamed: the element is named by its place in the file, not in the chunk read.
+        let url = tmp("big64.npy")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try npy([0, 1, 2, 3, 4, 5, 6, 7, 8, 1e300]).write(to: url)
+        let reader = try TensorFileReader(path: url.path)
+        #expect(try reader.elements(0..<8).asFloat.scalars == (0..<8).map(Float.init))
+        do {
+            _ = try reader.elements(8..<10)
+            Issue.record("a streamed 1e300 accepted")
+        } catch let e as TensorFileError {
+            #expect(e.description.contains("element 9 is 1e+300"), "\(e)")
+        }
+        // The same rule in a safetensors file (a checkpoint saved in float64).
+        var header = #"{"embed":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#
+        while (8 + header.utf8.count) % 8 != 0 { header += " " }
+        var file = Data(withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Array($0) } + Array(header.utf8))
+        for v in [0.5, -3e40] { file.append(contentsOf: withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) }) }
+        do {
+            _ = try SafeTensorsFile.parse(file, path: "m.safetensors")
+            Issue.record("a float64 -3e40 accepted")
+        } catch let e as TensorFileError {
+            #expect(e.description.hasPrefix("m.safetensors: tensor 'embed': element 1 is -3e+40"), "\(e)")
+        }
+    }
+
     @Test("a Fortran-order .npy (np.save(a.T)) reads as its row-major array, whole and streamed, floats and integers")
     func fortranOrder() throws {
         func npy(_ header: String, _ body: [UInt8]) -> Data {

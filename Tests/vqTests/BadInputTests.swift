@@ -148,6 +148,26 @@ struct BadInputTests {
         #expect(r.status == 0, "\(r.stderr)")
     }
 
+    @Test("a float64 file with a value beyond float32's range is refused by every command, naming the element, not as NaN or ±∞")
+    func float64BeyondFloat32() throws {
+        try setUp()
+        var values = TestSupport.random([300, 8], seed: 1).scalars.map(Double.init)
+        values[7 * 8 + 5] = 1e300   // element 61, vector 7
+        var h = "{'descr': '<f8', 'fortran_order': False, 'shape': (300, 8), }"
+        while (10 + h.utf8.count + 1) % 64 != 0 { h += " " }
+        h += "\n"
+        let body = values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } }
+        let input = path("big64.npy")
+        try Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.utf8.count), 0] + Array(h.utf8) + body).write(to: URL(fileURLWithPath: input))
+        let mention = "element 61 is 1e+300, beyond the range of float32"
+        let (ckpt, out) = (path("vq.safetensors"), path("o.npy"))
+        try expectRefused(["train", "--input", input, "--codebook-size", "8", "--steps", "2", "--output", path("t.safetensors")],
+                          mentions: mention, output: path("t.safetensors"))
+        try expectRefused(["encode", "--checkpoint", ckpt, "--input", input, "--output", out], mentions: mention, output: out)
+        try expectRefused(["inspect", ckpt, "--input", input], mentions: mention)
+        try expectRefused(["compare", ckpt, ckpt, "--input", input], mentions: mention)
+    }
+
     @Test("a --freeze-subspace basis with NaN or ±∞ is refused and nothing is written", arguments: [Float.nan, .infinity])
     func nonFiniteBasis(_ bad: Float) throws {
         _ = try npy("x.npy", .float(TestSupport.random([300, 8], seed: 1)))

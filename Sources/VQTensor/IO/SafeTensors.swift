@@ -264,11 +264,22 @@ public struct SafeTensorsFile: Sendable {
         }
     }
 
-    static func decode(_ raw: UnsafeRawBufferPointer, dtype: DType, shape: [Int], count: Int, path: String, name: String) throws -> StoredTensor {
+    /// The elements of `raw` as floats or integers. `first` is the index of `raw`'s first element in its tensor (a
+    /// streamed chunk's offset), for messages. A finite F64 value beyond float32's range is refused, naming it: it
+    /// would become ±∞ and then pass for a non-finite value of the file.
+    static func decode(_ raw: UnsafeRawBufferPointer, dtype: DType, shape: [Int], count: Int, path: String, name: String,
+                       first: Int = 0) throws -> StoredTensor {
         func le<T: FixedWidthInteger>(_ i: Int, _: T.Type) -> T { T(littleEndian: raw.loadUnaligned(fromByteOffset: i * MemoryLayout<T>.size, as: T.self)) }
         switch dtype {
         case .F32: return .float(Tensor((0..<count).map { Float(bitPattern: le($0, UInt32.self)) }, shape: shape))
-        case .F64: return .float(Tensor((0..<count).map { Float(Double(bitPattern: le($0, UInt64.self))) }, shape: shape))
+        case .F64:
+            let stored = { (i: Int) in Double(bitPattern: le(i, UInt64.self)) }
+            let values = (0..<count).map { Float(stored($0)) }
+            if values.contains(where: \.isInfinite), let i = values.indices.first(where: { values[$0].isInfinite && stored($0).isFinite }) {
+                let d = stored(i)
+                throw TensorFileError.badTensor(path: path, name: name, reason: "element \(first + i) is \(d), beyond the range of float32 (±\(Float.greatestFiniteMagnitude)), in which this library computes; scale the data")
+            }
+            return .float(Tensor(values, shape: shape))
         case .F16: return .float(Tensor((0..<count).map { Float(Float16(bitPattern: le($0, UInt16.self))) }, shape: shape))
         case .BF16: return .float(Tensor((0..<count).map { Float(bitPattern: UInt32(le($0, UInt16.self)) << 16) }, shape: shape))
         case .I64: return .integer(IndexTensor((0..<count).map { Int(le($0, Int64.self)) }, shape: shape))

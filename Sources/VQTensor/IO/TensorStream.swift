@@ -141,7 +141,8 @@ public final class TensorFileReader {
         }
         let raw = try readBytes(dataStart + range.lowerBound * size, range.count * size)
         return try raw.withUnsafeBytes {
-            try SafeTensorsFile.decode($0, dtype: dtype, shape: [range.count], count: range.count, path: path, name: "data")
+            try SafeTensorsFile.decode($0, dtype: dtype, shape: [range.count], count: range.count, path: path, name: "data",
+                                       first: range.lowerBound)
         }
     }
 
