@@ -122,6 +122,28 @@ extension DataFiles {
         return (missing, probe, isDir.boolValue)
     }
 
+    /// Refuses, before the work that would fill them, outputs that cannot fit: for each file system the outputs go to
+    /// (through links, as a write goes), the sum of the bytes they need at least against what `statvfs` says an
+    /// unprivileged writer may still use there. A file replaced keeps its space until the rename, so it counts in full.
+    /// - Parameter needs: each output's path, the bytes it needs at least, and the option that names it.
+    static func checkFreeSpace(_ needs: [(path: String, bytes: Int, option: String)]) throws {
+        var byDevice: [UInt64: (bytes: Int, free: Int, names: [String])] = [:]
+        for need in needs where need.bytes > 0 {
+            let folder = missingFolders(of: URL(fileURLWithPath: need.path).resolvingSymlinksInPath().deletingLastPathComponent()).existing
+            var st = stat(), fs = statvfs()
+            guard stat(folder.path, &st) == 0, statvfs(folder.path, &fs) == 0 else { continue }   // unknown: the write will tell
+            let free = Int(clamping: UInt64(fs.f_bavail).multipliedReportingOverflow(by: UInt64(fs.f_frsize)).overflow ? UInt64.max
+                                      : UInt64(fs.f_bavail) * UInt64(fs.f_frsize))
+            var entry = byDevice[UInt64(st.st_dev)] ?? (0, free, [])
+            entry.bytes += need.bytes
+            entry.names.append("\(need.option) \(need.path)")
+            byDevice[UInt64(st.st_dev)] = entry
+        }
+        for (_, e) in byDevice.sorted(by: { $0.key < $1.key }) where e.bytes > e.free {
+            throw CLIError("\(e.names.joined(separator: " and ")): needs at least \(e.bytes) bytes, and its file system has \(e.free) free; nothing was done")
+        }
+    }
+
     /// Writes `FOLDER/report.html` atomically, making `FOLDER` and its missing parents first; when the write fails, the
     /// folders this call made are removed again (a failed command leaves nothing it created). Returns the file.
     @discardableResult

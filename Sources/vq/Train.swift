@@ -192,6 +192,7 @@ struct Train: ParsableCommand {
         let (module, config, resumed) = try preparedModule(x)
         for (book, _) in (try? selectCodebooks(module, layer: nil, head: nil)) ?? [] { book.collective = collective }
         let run = try trainingPlan(module, config: config, rows: x.shape[0], world: collective.worldSize, resumed: resumed)
+        if collective.worldSize == 1 { try checkFreeSpace(module, rows: x.shape[0], optimizer: run.optimizer) }
         let (losses, wroteState) = try train(module, config: config, x: x, plan: run, collective: collective, resumed: resumed, stateURL: stateURL)
         module.eval()
         var url = URL(fileURLWithPath: output)
@@ -282,6 +283,16 @@ struct Train: ParsableCommand {
 
     /// What the training loop runs: how (the registry's word), how many steps, with which optimizer, under which
     /// signature (what a resumed run must match) — decided, and refused, before anything is written.
+    /// Refuses a run whose checkpoint (and state file) cannot fit where they go before it trains, rather than after
+    /// (the bytes of their tensors in float32: less than they take, so a run that fits is never refused).
+    func checkFreeSpace(_ module: any Quantizer, rows: Int, optimizer: Adam?) throws {
+        let model = module.stateDict().values.reduce(0) { $0 + 4 * $1.count }
+        let moments = optimizer == nil ? 0 : module.trainableParameters().reduce(0) { $0 + 8 * $1.value.count }
+        var needs = [(path: output, bytes: model, option: "--output")]
+        if checkpointEvery != nil { needs.append((statePath, model + moments + 4 * rows, state == nil ? "the state file" : "--state")) }
+        try DataFiles.checkFreeSpace(needs)
+    }
+
     struct TrainingPlan {
         let method: TrainingMethod
         let totalSteps: Int

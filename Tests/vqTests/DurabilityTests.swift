@@ -24,6 +24,57 @@ struct DurabilityTests {
         p.waitUntilExit()
     }
 
+    /// Whether this process may mount a small file system in a private mount namespace (root, as CI runs).
+    static let canMountSmallFileSystem: Bool = {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["unshare", "--mount", "--propagation", "private", "bash", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs \"$d\" && umount \"$d\" && rmdir \"$d\""]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return false }
+        p.waitUntilExit()
+        return p.terminationStatus == 0
+    }()
+
+    /// Runs `vq args` with a 128 KiB file system mounted on `small` (in a private mount namespace, gone with it); the
+    /// last line of standard output lists what was left on it.
+    func runWithSmallFileSystem(at small: String, _ args: [String]) throws -> VQProcess.Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                       #"mount -t tmpfs -o size=128k tmpfs "$1" || exit 99; d=$1; shift; "$@"; s=$?; echo "left: $(ls -A "$d" | tr '\n' ' ')"; exit $s"#,
+                       "_", small, VQProcess.binary.path] + args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return .init(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    @Test("a run whose checkpoint or state file cannot fit on its file system is refused before it trains; one that fits is written there",
+          .enabled(if: canMountSmallFileSystem, "needs a private mount namespace (root)"))
+    func fileSystemTooSmall() throws {
+        try NumPyFile.write(.float(TestSupport.random([300, 8], seed: 4)), to: URL(fileURLWithPath: path("x.npy")))
+        let small = path("small")
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        // 4,096 codes of 8 floats: codes, sums and counts are 278 KB at least, past the 128 KiB mounted.
+        let big = ["train", "--input", path("x.npy"), "--codebook-size", "4096", "--steps", "2", "--batch-size", "100"]
+        for (args, named) in [(big + ["--output", "\(small)/m.safetensors"], "--output \(small)/m.safetensors"),
+                              (big + ["--output", path("m.safetensors"), "--checkpoint-every", "1", "--state", "\(small)/m.state.safetensors"], "--state \(small)/m.state.safetensors")] {
+            let r = try runWithSmallFileSystem(at: small, args)
+            #expect(r.status == 1 && r.stderr.split(separator: "\n").count == 1, "\(args): \(r.status) \(r.stderr)")
+            #expect(r.stderr.hasPrefix("vq: error: \(named): needs at least ") && r.stderr.contains("free; nothing was done"), "\(r.stderr)")
+            #expect(!r.stdout.contains("train step") && r.stdout.hasSuffix("left: \n"), "trained or left a file: \(r.stdout)")
+            #expect(!FileManager.default.fileExists(atPath: path("m.safetensors")))
+        }
+        // 16 codes fit: trained and written on the small file system.
+        let r = try runWithSmallFileSystem(at: small, ["train", "--input", path("x.npy"), "--codebook-size", "16", "--steps", "2",
+                                                       "--output", "\(small)/m.safetensors"])
+        #expect(r.status == 0 && r.stdout.contains("left: m.json m.safetensors"), "\(r.stdout) \(r.stderr)")
+    }
+
     @Test("an interrupted command (Ctrl-C's SIGINT, a scheduler's SIGTERM, SIGHUP) removes its temporary and leaves the output as it was",
           arguments: [SIGINT, SIGTERM, SIGHUP])
     func interrupted(_ sig: Int32) throws {
