@@ -76,6 +76,66 @@ struct FreezeKeysTests {
         #expect(r.stdout.contains("learned by gradient: \(learned.count) parameters, frozen 0"), "\(label): \(r.stdout)")
     }
 
+    @Test("every code held (whole, or in every component) and every other learned parameter frozen: vq train --init refuses, nothing written; one code freed: only it moves",
+          arguments: EveryQuantizerTests.cases.indices)
+    func everyCodeHeld(_ i: Int) throws {
+        let (name, kwargs) = EveryQuantizerTests.cases[i]
+        let label = "\(name) \(kwargs)"
+        let config = ModuleConfig(module: name, kwargs: kwargs)
+        let q = try config.build() as! any Quantizer
+        let books = q.learnedCodebooks
+        guard !books.isEmpty, QuantizerRegistry.kind(named: name)!.training == .fromVectors,
+              books.allSatisfy({ $0.initted.value.item != 0 }) else { return }   // no stored codes, or placeholders (never frozen)
+        try NumPyFile.write(.float(TestSupport.random([64, q.inputDim], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
+        // Codes held whole in even cases, by every component in odd ones; the other learned parameters frozen whole.
+        for book in books {
+            if i % 2 == 0 { book.freezeAllCodes() } else { try book.freeze(dimensions: 0..<book.dim) }
+        }
+        let embeds = Set(books.map { ObjectIdentifier($0.embed) })
+        let others = q.namedTrainableParameters().filter { !embeds.contains(ObjectIdentifier($0.1)) }.map(\.0)
+        if !others.isEmpty { try q.freeze(keys: others, strict: true) }
+        try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: path("h.safetensors")))
+        let before = try Data(contentsOf: URL(fileURLWithPath: path("h.safetensors")))
+        let train = ["train", "--input", path("x.npy"), "--init", path("h.safetensors"), "--steps", "3", "--batch-size", "32", "--output", path("t.safetensors")]
+        var r = try run(train, label)
+        #expect(r.status == 1 && r.stderr.contains("every code of") && r.stderr.contains("nothing for vq train to do"), "\(label): \(r.stderr)")
+        let unchanged = try Data(contentsOf: URL(fileURLWithPath: path("h.safetensors"))) == before
+        #expect(!FileManager.default.fileExists(atPath: path("t.safetensors")) && unchanged, "\(label): a refused run wrote")
+        // The even codes of the first codebook freed (every head; whole and in every component): the run trains, some
+        // freed code moves, and every other code holds its bits.
+        let freed = Array(stride(from: 0, to: books[0].codebookSize, by: 2))
+        try books[0].unfreeze(codes: freed)
+        try books[0].unfreeze(dimensions: 0..<books[0].dim, codes: freed)
+        try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: path("h.safetensors")))
+        r = try run(train, label)
+        #expect(r.status == 0, "\(label): \(r.stderr)")
+        let (t, _) = try QuantizerCheckpoint.load(URL(fileURLWithPath: path("t.safetensors")))
+        var freedMoved = false
+        for (b, (old, new)) in zip(books, (t as! any Quantizer).learnedCodebooks).enumerated() {
+            let (o, n, d, c) = (old.embed.value.scalars, new.embed.value.scalars, old.dim, old.codebookSize)
+            for row in 0..<(old.numCodebooks * c) {
+                let same = o[(row * d)..<(row * d + d)].map(\.bitPattern) == n[(row * d)..<(row * d + d)].map(\.bitPattern)
+                if b == 0 && row % c % 2 == 0 { freedMoved = freedMoved || !same; continue }
+                #expect(same, "\(label): held code \(row % c) (head \(row / c)) of codebook \(b) moved")
+            }
+        }
+        #expect(freedMoved, "\(label): no freed code moved")
+    }
+
+    @Test("an affine_param codebook with every code frozen still trains: its batch statistics move, its codes hold")
+    func affineStillLearns() throws {
+        let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "affine_param": true])
+        let q = try config.build() as! any Quantizer
+        q.learnedCodebooks[0].freezeAllCodes()
+        try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: path("a.safetensors")))
+        try NumPyFile.write(.float(TestSupport.random([64, 8], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
+        let r = try run(["train", "--input", path("x.npy"), "--init", path("a.safetensors"), "--steps", "3", "--output", path("b.safetensors")], "affine")
+        #expect(r.status == 0, "\(r.stderr)")
+        let (a, b) = (q.stateDict(), try QuantizerCheckpoint.load(URL(fileURLWithPath: path("b.safetensors"))).0.stateDict())
+        let moved = a.keys.filter { a[$0]?.scalars.map(\.bitPattern) != b[$0]?.scalars.map(\.bitPattern) }
+        #expect(moved.contains { $0.contains("batch_mean") } && !moved.contains("_codebook.embed"), "\(moved)")
+    }
+
     @Test("vq compare exits 1 naming a parameter frozen whole that moved")
     func compareCatchesMovedParameter() throws {
         let config = ModuleConfig(module: "LFQ", kwargs: ["dim": 8, "codebook_size": 16])

@@ -73,16 +73,22 @@ public enum TrainingMethod: Sendable, Equatable {
     /// Not by `vq train`; the text says what to use instead.
     case elsewhere(String)
 
-    /// The method for one built quantizer: `.fromVectors` kinds with nothing to learn say so.
+    /// The method for one built quantizer: `.fromVectors` kinds with nothing to learn say so — no parameter learned
+    /// by gradient that is not frozen, and no EMA codebook with a code not held (``Codebook/holdsEveryCode``; an
+    /// `affine_param` codebook's batch statistics move even then, so it still learns).
     public static func of(_ q: any Quantizer, kind: QuantizerKind) -> TrainingMethod {
         guard kind.training == .fromVectors else { return kind.training }
-        let learnsByEMA = q.learnedCodebooks.contains { $0.embed.kind != .trainable && $0.configuration.emaUpdate }
-        let learned = q.trainableParameters()
-        if !learnsByEMA && learned.allSatisfy(\.isFrozen) {
-            return .nothingToLearn(learned.isEmpty ? "\(kind.name) has no learned parameters in this configuration (no projection, no learned codebook)"
-                                   : "every parameter \(kind.name) learns by gradient here is frozen (\(learned.count))")
-        }
-        return .fromVectors
+        let books = q.learnedCodebooks
+        let held = books.filter { ($0.embed.kind == .trainable || $0.configuration.emaUpdate) && $0.holdsEveryCode && !$0.configuration.affineParam }
+        let learnsByEMA = books.contains { b in b.embed.kind != .trainable && b.configuration.emaUpdate && !held.contains { $0 === b } }
+        // A learnable codebook whose every code is held is as still as a parameter frozen whole.
+        let learned = q.trainableParameters().filter { p in !held.contains { $0.embed === p } }
+        guard !learnsByEMA && learned.allSatisfy(\.isFrozen) else { return .fromVectors }
+        var why: [String] = []
+        if !held.isEmpty { why.append("every code of \(books.count == 1 ? "its codebook" : "the \(held.count) codebooks that learn") is frozen (vq unfreeze --codes frees them)") }
+        if !learned.isEmpty { why.append("every parameter it learns by gradient is frozen (\(learned.count))") }
+        return .nothingToLearn(why.isEmpty ? "\(kind.name) has no learned parameters in this configuration (no projection, no learned codebook)"
+                               : "\(kind.name): " + why.joined(separator: ", and "))
     }
 }
 

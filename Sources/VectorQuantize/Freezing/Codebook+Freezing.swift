@@ -45,6 +45,13 @@ extension Codebook {
 
     public func isFrozen(code: Int, head: Int = 0) -> Bool { frozenMask[head * codebookSize + code] }
 
+    /// Whether every code of every head is held whole — frozen, or frozen in each of its components — so that no write
+    /// path can change any code. (A frozen subspace is not counted: it holds a part of each code.)
+    public var holdsEveryCode: Bool {
+        let codes = frozenCodes.value.scalars, components = frozenComponents.value.scalars
+        return codes.indices.allSatisfy { i in codes[i] != 0 || (0..<dim).allSatisfy { components[i * dim + $0] != 0 } }
+    }
+
     /// Freezes codes of one codebook (`head`), or of every codebook when `head` is `nil`: from now on no
     /// write path changes them (EMA, expiry, k-means, any optimizer, checkpoints keep the mask).
     ///
