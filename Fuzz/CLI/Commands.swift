@@ -383,6 +383,13 @@ func allowedChanges(_ args: [String], _ command: ToolCommand, in dir: URL) -> Se
 
 nonisolated(unsafe) var commandTally: [String: (ok: Int, refused: Int, interrupted: Int, stopped: Int)] = [:]
 
+/// A line of the library's log (swift-log's `<time> warning|info <label>: …`), which may precede a refusal's error line:
+/// a warning, or what a load that succeeded said before a later check refused the run. Anything else is not one.
+func isLogLine(_ line: Substring) -> Bool {
+    let parts = line.split(separator: " ", maxSplits: 2)
+    return parts.count == 3 && parts[0].first?.isNumber == true && parts[0].contains("T") && (parts[1] == "warning" || parts[1] == "info")
+}
+
 /// `vq-fuzz --commands N [--seed S] [--vq PATH]`: N random command lines of the `vq` beside this binary (or PATH),
 /// each checked as the file's header says. `limit` bounds one run's seconds.
 func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
@@ -435,7 +442,7 @@ func runCommands(count: Int, seed: UInt64, vq: URL, limit: Double) {
             if let show = ProcessInfo.processInfo.environment["VQ_FUZZ_SHOW"], command.path.joined(separator: " ") == show {
                 print("\(line)\n    \(run.stderr.prefix(300))")
             }
-            let lines = run.stderr.split(separator: "\n").filter { !$0.contains(" warning ") }
+            let lines = run.stderr.split(separator: "\n").filter { !isLogLine($0) }
             if lines.count != 1 || !lines[0].hasPrefix("vq: error: ") || lines[0].count <= "vq: error: ".count + 1 { fail("refused without one `vq: error:` line: \(run.stderr.prefix(400))") }
             if !changed.isEmpty { fail("refused (\(lines[0])) but changed \(changed.sorted())") }
         } else {

@@ -61,3 +61,18 @@ struct EmbeddedCheckpointTests {
         #expect(r.status != 0 && r.stderr.contains("'ema.vq.'") && r.stderr.contains("'model.vq.'"), "\(kind.name): \(r.stderr)")
     }
 }
+
+extension EmbeddedCheckpointTests {
+    /// Found by `vq-fuzz --commands` (seed 4005): a HierarchicalVQ's checkpoint read with a VectorQuantize's configuration
+    /// holds a VectorQuantize's tensors under `vq.`, whose shapes do not fit; the load said it read them there (a log
+    /// line) and then refused — two lines for one refusal. Now the prefix is said only once the load has succeeded.
+    @Test("a load refused after finding the tensors under a prefix says only why: one error line, no log line before it")
+    func refusedUnderPrefix() throws {
+        let hvq = QuantizerRegistry.kind(named: "HierarchicalVQ")!, vq = QuantizerRegistry.kind(named: "VectorQuantize")!
+        let config = ModuleConfig(module: hvq.name, kwargs: hvq.example)
+        try QuantizerCheckpoint.save(try hvq.build(hvq.example), config: config, to: URL(fileURLWithPath: path("h.safetensors")))
+        try ModuleConfig(module: vq.name, kwargs: vq.example).write(to: URL(fileURLWithPath: path("vq.json")))
+        let r = try VQProcess.run(["inspect", path("h.safetensors"), "--config", path("vq.json")])
+        #expect(r.status == 1 && r.stderr.split(separator: "\n").count == 1 && r.stderr.hasPrefix("vq: error: "), "\(r.stderr)")
+    }
+}

@@ -147,17 +147,16 @@ public enum QuantizerCheckpoint {
 
     /// The part of `file` that is `module`'s state: the whole file when it holds any of the module's keys, else the
     /// tensors under the one prefix that holds them (a PyTorch model's state dict with the quantizer inside it,
-    /// `quantizer.…`, or DDP's `module.…`); several such prefixes are refused, naming them.
-    static func ownState(of module: Module, in file: SafeTensorsFile, path: String) throws -> SafeTensorsFile {
+    /// `quantizer.…`, or DDP's `module.…`), with that prefix; several such prefixes are refused, naming them.
+    static func ownState(of module: Module, in file: SafeTensorsFile, path: String) throws -> (state: SafeTensorsFile, prefix: String?) {
         let keys = module.stateDict().keys
-        if keys.contains(where: { file.tensors[$0] != nil }) { return file }
+        if keys.contains(where: { file.tensors[$0] != nil }) { return (file, nil) }
         let prefixes = module.statePrefixes(in: file)
         if prefixes.count > 1 {
             throw TensorFileError.malformed(path: path, reason: "holds this quantizer's tensors under \(prefixes.count) prefixes (\(prefixes.prefix(4).map { "'\($0)'" }.joined(separator: ", "))): save the one to use with its keys at the top")
         }
-        guard let prefix = prefixes.first else { return file }   // the load names the missing keys
-        logger.info("\(path): the quantizer's tensors are read under '\(prefix)'")
-        return file.embedded(under: prefix)
+        guard let prefix = prefixes.first else { return (file, nil) }   // the load names the missing keys
+        return (file.embedded(under: prefix), prefix)
     }
 
     public static func load(_ checkpoint: URL, config: URL? = nil) throws -> (Module, ModuleConfig) {
@@ -185,7 +184,8 @@ public enum QuantizerCheckpoint {
         }
         try cfg.checkSizes(against: file, path: checkpoint.path)
         let module = try cfg.build()
-        try module.load(file: try ownState(of: module, in: file, path: checkpoint.path), path: checkpoint.path)
+        let (state, prefix) = try ownState(of: module, in: file, path: checkpoint.path)
+        try module.load(file: state, path: checkpoint.path)
         if let text = file.metadata["frozen_keys"] {
             guard let keys = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String] else {
                 throw TensorFileError.malformed(path: checkpoint.path, reason: "frozen_keys is not a list of parameter names")
@@ -195,6 +195,8 @@ public enum QuantizerCheckpoint {
             }
         }
         module.eval()
+        // Said once the load has succeeded: a refused load says only why.
+        if let prefix { logger.info("\(checkpoint.path): the quantizer's tensors are read under '\(prefix)'") }
         return (module, cfg)
     }
 }
