@@ -19,17 +19,21 @@ struct FreezeKeysTests {
         return r
     }
 
+    /// Case `i` of EveryQuantizerTests built: its kind's name, a label, its configuration and the quantizer.
+    func built(_ i: Int) throws -> (name: String, label: String, config: ModuleConfig, q: any Quantizer) {
+        let (name, kwargs) = EveryQuantizerTests.cases[i]
+        let config = ModuleConfig(module: name, kwargs: kwargs)
+        return (name, "\(name) \(kwargs)", config, try config.build() as! any Quantizer)
+    }
+
     @Test("a drawn half of the learned parameters frozen by key: held bit for bit through vq train --init, the rest moved",
           arguments: EveryQuantizerTests.cases.indices)
     func heldThroughTraining(_ i: Int) throws {
-        let (name, kwargs) = EveryQuantizerTests.cases[i]
-        let label = "\(name) \(kwargs)"
-        let config = ModuleConfig(module: name, kwargs: kwargs)
-        let q = try config.build() as! any Quantizer
+        let (name, label, config, q) = try built(i)
         try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: path("q.safetensors")))
         try NumPyFile.write(.float(TestSupport.random([(q.sequenceShape?.reduce(1, *) ?? 16) * 4, q.inputDim], seed: 3)),
                             to: URL(fileURLWithPath: path("x.npy")))
-        let learned = q.namedParameters().filter { $0.1.kind == .trainable }.map(\.0)
+        let learned = q.namedTrainableParameters().map(\.0)
         guard !learned.isEmpty else {
             // Nothing learned by gradient: any key is refused, the checkpoint unchanged.
             let key = q.namedParameters().first?.0 ?? "weight"
@@ -76,13 +80,10 @@ struct FreezeKeysTests {
         #expect(r.stdout.contains("learned by gradient: \(learned.count) parameters, frozen 0"), "\(label): \(r.stdout)")
     }
 
-    @Test("every code held (whole, or in every component) and every other learned parameter frozen: vq train --init refuses, nothing written; one code freed: only it moves",
+    @Test("every code held (whole, or in every component) and every other learned parameter frozen: vq train --init refuses, nothing written; half the codes freed: some move, the rest hold",
           arguments: EveryQuantizerTests.cases.indices)
     func everyCodeHeld(_ i: Int) throws {
-        let (name, kwargs) = EveryQuantizerTests.cases[i]
-        let label = "\(name) \(kwargs)"
-        let config = ModuleConfig(module: name, kwargs: kwargs)
-        let q = try config.build() as! any Quantizer
+        let (name, label, config, q) = try built(i)
         let books = q.learnedCodebooks
         guard !books.isEmpty, QuantizerRegistry.kind(named: name)!.training == .fromVectors,
               books.allSatisfy({ $0.initted.value.item != 0 }) else { return }   // no stored codes, or placeholders (never frozen)
