@@ -131,7 +131,8 @@ extension DataFiles {
         for need in needs where need.bytes > 0 {
             let folder = missingFolders(of: URL(fileURLWithPath: need.path).resolvingSymlinksInPath().deletingLastPathComponent()).existing
             var st = stat(), fs = statvfs()
-            guard stat(folder.path, &st) == 0, statvfs(folder.path, &fs) == 0 else { continue }   // unknown: the write will tell
+            // Unknown (or a file system that reports no blocks at all, as some FUSE ones do): the write will tell.
+            guard stat(folder.path, &st) == 0, statvfs(folder.path, &fs) == 0, fs.f_blocks > 0 else { continue }
             let free = Int(clamping: UInt64(fs.f_bavail).multipliedReportingOverflow(by: UInt64(fs.f_frsize)).overflow ? UInt64.max
                                       : UInt64(fs.f_bavail) * UInt64(fs.f_frsize))
             var entry = byDevice[UInt64(st.st_dev)] ?? (0, free, [])
