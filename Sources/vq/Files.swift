@@ -133,8 +133,8 @@ extension DataFiles {
             var st = stat(), fs = statvfs()
             // Unknown (or a file system that reports no blocks at all, as some FUSE ones do): the write will tell.
             guard stat(folder.path, &st) == 0, statvfs(folder.path, &fs) == 0, fs.f_blocks > 0 else { continue }
-            let free = Int(clamping: UInt64(fs.f_bavail).multipliedReportingOverflow(by: UInt64(fs.f_frsize)).overflow ? UInt64.max
-                                      : UInt64(fs.f_bavail) * UInt64(fs.f_frsize))
+            let (bytes, overflow) = UInt64(fs.f_bavail).multipliedReportingOverflow(by: UInt64(fs.f_frsize))
+            let free = Int(clamping: overflow ? UInt64.max : bytes)
             var entry = byDevice[UInt64(st.st_dev)] ?? (0, free, [])
             entry.bytes += need.bytes
             entry.names.append("\(need.option) \(need.path)")

@@ -128,6 +128,9 @@ struct Train: ParsableCommand {
         URL(fileURLWithPath: output).deletingPathExtension().appendingPathExtension("rank\(r).safetensors")
     }
 
+    /// How messages name the state file: `--state`, or the default beside the output.
+    var stateRole: String { state == nil ? "the state file (OUTPUT.state.safetensors)" : "--state" }
+
     /// The state file this run writes with `--checkpoint-every` (`--state`, or OUTPUT with `.state.safetensors`).
     var statePath: String {
         state ?? URL(fileURLWithPath: output).deletingPathExtension().appendingPathExtension("state.safetensors").path
@@ -166,7 +169,7 @@ struct Train: ParsableCommand {
         files.checkpoint(path, role)
         files.output(report, "--report")
         // A resumed run goes on writing its own state (the usual case: --resume names the default state file).
-        if checkpointEvery != nil { files.output(statePath, state == nil ? "the state file (OUTPUT.state.safetensors)" : "--state", replacing: [resume]) }
+        if checkpointEvery != nil { files.output(statePath, stateRole, replacing: [resume]) }
         return files
     }
 
@@ -281,18 +284,18 @@ struct Train: ParsableCommand {
         return (module, config, nil)
     }
 
-    /// What the training loop runs: how (the registry's word), how many steps, with which optimizer, under which
-    /// signature (what a resumed run must match) — decided, and refused, before anything is written.
     /// Refuses a run whose checkpoint (and state file) cannot fit where they go before it trains, rather than after
     /// (the bytes of their tensors in float32: less than they take, so a run that fits is never refused).
     func checkFreeSpace(_ module: any Quantizer, rows: Int, optimizer: Adam?) throws {
         let model = module.stateDict().values.reduce(0) { $0 + 4 * $1.count }
         let moments = optimizer == nil ? 0 : module.trainableParameters().reduce(0) { $0 + 8 * $1.value.count }
         var needs = [(path: output, bytes: model, option: "--output")]
-        if checkpointEvery != nil { needs.append((statePath, model + moments + 4 * rows, state == nil ? "the state file" : "--state")) }
+        if checkpointEvery != nil { needs.append((statePath, model + moments + 4 * rows, stateRole)) }
         try DataFiles.checkFreeSpace(needs)
     }
 
+    /// What the training loop runs: how (the registry's word), how many steps, with which optimizer, under which
+    /// signature (what a resumed run must match) — decided, and refused, before anything is written.
     struct TrainingPlan {
         let method: TrainingMethod
         let totalSteps: Int

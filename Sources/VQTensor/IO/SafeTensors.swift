@@ -275,7 +275,7 @@ public struct SafeTensorsFile: Sendable {
         case .F64:
             let stored = { (i: Int) in Double(bitPattern: le(i, UInt64.self)) }
             let values = (0..<count).map { Float(stored($0)) }
-            if values.contains(where: \.isInfinite), let i = values.indices.first(where: { values[$0].isInfinite && stored($0).isFinite }) {
+            if let i = values.indices.first(where: { values[$0].isInfinite && stored($0).isFinite }) {
                 let d = stored(i)
                 throw TensorFileError.badTensor(path: path, name: name, reason: "element \(first + i) is \(d), beyond the range of float32 (±\(Float.greatestFiniteMagnitude)), in which this library computes; scale the data")
             }
