@@ -123,6 +123,56 @@ struct FreezeKeysTests {
         #expect(freedMoved, "\(label): no freed code moved")
     }
 
+    @Test("freeze_codebook: true in the configuration and every other learned parameter frozen: vq train --init refuses, nothing written; with the other parameters free it trains and every code holds; with false the codes move",
+          arguments: EveryQuantizerTests.cases.indices)
+    func frozenByConfiguration(_ i: Int) throws {
+        let (name, kwargs) = EveryQuantizerTests.cases[i]
+        let kind = QuantizerRegistry.kind(named: name)!
+        guard kind.keywords.contains("freeze_codebook"), kind.training == .fromVectors else { return }
+        var frozenKwargs = kwargs
+        frozenKwargs["freeze_codebook"] = true
+        let (config, label) = (ModuleConfig(module: name, kwargs: frozenKwargs), "\(name) \(frozenKwargs)")
+        let q = try config.build() as! any Quantizer
+        let books = q.learnedCodebooks
+        guard !books.isEmpty, books.allSatisfy({ $0.initted.value.item != 0 }) else { return }   // k-means still to fit them
+        #expect(q.codebooksFrozenByConfiguration.count == books.count, "\(label)")
+        try NumPyFile.write(.float(TestSupport.random([64, q.inputDim], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
+        let train = ["train", "--input", path("x.npy"), "--init", path("c.safetensors"), "--steps", "3", "--batch-size", "32", "--output", path("t.safetensors")]
+        let codes = { (q: any Quantizer) in q.learnedCodebooks.map { $0.embed.value.scalars.map(\.bitPattern) } }
+
+        // The other parameters learned by gradient free (projections): it trains, every code holds, something moved.
+        let embeds = Set(books.map { ObjectIdentifier($0.embed) })
+        let others = q.namedTrainableParameters().filter { !embeds.contains(ObjectIdentifier($0.1)) }.map(\.0)
+        if !others.isEmpty {
+            try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: path("c.safetensors")))
+            let r = try run(train, label)
+            #expect(r.status == 0, "\(label): \(r.stderr)")
+            let t = try QuantizerCheckpoint.load(URL(fileURLWithPath: path("t.safetensors"))).0 as! any Quantizer
+            #expect(codes(t) == codes(q), "\(label): a code of a codebook its configuration freezes moved")
+            let (a, b) = (q.stateDict(), t.stateDict())
+            #expect(others.contains { a[$0]?.scalars.map(\.bitPattern) != b[$0]?.scalars.map(\.bitPattern) }, "\(label): nothing learned")
+            try FileManager.default.removeItem(atPath: path("t.safetensors"))
+            try q.freeze(keys: others, strict: true)
+        }
+        // Nothing else to learn: refused, the checkpoint byte for byte, no output.
+        try QuantizerCheckpoint.save(q, config: config, to: URL(fileURLWithPath: path("c.safetensors")))
+        let before = try Data(contentsOf: URL(fileURLWithPath: path("c.safetensors")))
+        var r = try run(train, label)
+        #expect(r.status == 1 && r.stderr.contains("frozen by its configuration (freeze_codebook)") && r.stderr.contains("nothing for vq train to do"),
+                "\(label): \(r.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path("c.safetensors"))) == before, "\(label): a refused run wrote")
+        #expect(!FileManager.default.fileExists(atPath: path("t.safetensors")), "\(label): a refused run wrote its output")
+        // The same state under freeze_codebook: false trains its codes (so the refusal is the configuration's).
+        try QuantizerCheckpoint.save(q, config: ModuleConfig(module: name, kwargs: kwargs), to: URL(fileURLWithPath: path("c.safetensors")))
+        r = try run(train, label)
+        #expect(r.status == 0, "\(label): \(r.stderr)")
+        if r.status == 0 {
+            let t = try QuantizerCheckpoint.load(URL(fileURLWithPath: path("t.safetensors"))).0 as! any Quantizer
+            #expect(codes(t) != codes(q), "\(label): no code moved with freeze_codebook false")
+            try FileManager.default.removeItem(atPath: path("t.safetensors"))
+        }
+    }
+
     @Test("an affine_param codebook with every code frozen still trains: its batch statistics move, its codes hold")
     func affineStillLearns() throws {
         let config = ModuleConfig(module: "VectorQuantize", kwargs: ["dim": 8, "codebook_size": 16, "affine_param": true])

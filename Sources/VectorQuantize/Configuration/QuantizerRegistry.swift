@@ -75,16 +75,26 @@ public enum TrainingMethod: Sendable, Equatable {
 
     /// The method for one built quantizer: `.fromVectors` kinds with nothing to learn say so — no parameter learned
     /// by gradient that is not frozen, and no EMA codebook with a code not held (``Codebook/holdsEveryCode``; an
-    /// `affine_param` codebook's batch statistics move even then, so it still learns).
+    /// `affine_param` codebook's batch statistics move even then, so it still learns) and not frozen by the
+    /// configuration (``Quantizer/codebooksFrozenByConfiguration``, once initialised: k-means still fits a new one).
     public static func of(_ q: any Quantizer, kind: QuantizerKind) -> TrainingMethod {
         guard kind.training == .fromVectors else { return kind.training }
         let books = q.learnedCodebooks
-        let held = books.filter { ($0.embed.kind == .trainable || $0.configuration.emaUpdate) && $0.holdsEveryCode && !$0.configuration.affineParam }
-        let learnsByEMA = books.contains { b in b.embed.kind != .trainable && b.configuration.emaUpdate && !held.contains { $0 === b } }
-        // A learnable codebook whose every code is held is as still as a parameter frozen whole.
-        let learned = q.trainableParameters().filter { p in !held.contains { $0.embed === p } }
+        let configured = q.codebooksFrozenByConfiguration.filter { $0.initted.value.item != 0 }
+        let held = books.filter { b in !configured.contains { $0 === b } && (b.embed.kind == .trainable || b.configuration.emaUpdate)
+                                       && b.holdsEveryCode && !b.configuration.affineParam }
+        let still = held + configured
+        let learnsByEMA = books.contains { b in b.embed.kind != .trainable && b.configuration.emaUpdate && !still.contains { $0 === b } }
+        // A learnable codebook whose every code is held, or that its configuration freezes, is as still as a parameter
+        // frozen whole.
+        let learned = q.trainableParameters().filter { p in !still.contains { $0.embed === p } }
         guard !learnsByEMA && learned.allSatisfy(\.isFrozen) else { return .fromVectors }
         var why: [String] = []
+        if !configured.isEmpty {
+            let which = books.count == 1 ? "its codebook is" : configured.count == books.count ? "its \(books.count) codebooks are"
+                : "\(configured.count) of its \(books.count) codebooks are"
+            why.append("\(which) frozen by its configuration (freeze_codebook)")
+        }
         if !held.isEmpty { why.append("every code of \(books.count == 1 ? "its codebook" : "the \(held.count) codebooks that learn") is frozen (vq unfreeze --codes frees them)") }
         if !learned.isEmpty { why.append("every parameter it learns by gradient is frozen (\(learned.count))") }
         return .nothingToLearn(why.isEmpty ? "\(kind.name) has no learned parameters in this configuration (no projection, no learned codebook)"

@@ -26,6 +26,10 @@ public protocol Quantizer: Module {
     /// The codebooks whose codes are learned and stored (EMA or gradient), in layer order (group-major for
     /// grouped stacks), each once: what `vq freeze` and `vq inspect` act on. Empty for implicit codebooks.
     var learnedCodebooks: [Codebook] { get }
+    /// The learned codebooks its configuration freezes for every call (`freeze_codebook=True`; in a stack, a codebook
+    /// every layer using it is so configured): no EMA step, expiry, affine update or gradient writes them unless a
+    /// call overrides the configuration. Empty by default.
+    var codebooksFrozenByConfiguration: [Codebook] { get }
     /// The layout ``Quantizer/forward(_:)`` takes its input in (image and video maps, channel-first sequences);
     /// ``Quantizer/encode(_:)``, ``Quantizer/decode(_:)`` and ``Quantizer/forward(vectors:)`` always speak vectors `[b, n, dim]`.
     var forwardLayout: InputLayout { get }
@@ -46,6 +50,7 @@ public protocol Quantizer: Module {
 extension Quantizer {
     public var indexBatchAxis: Int { 0 }
     public var allowsDroppedIndices: Bool { false }
+    public var codebooksFrozenByConfiguration: [Codebook] { [] }
     public var forwardLayout: InputLayout { .vectorsLast }
     public var decodedDim: Int { inputDim }
     public var sequenceShape: [Int]? { nil }
@@ -191,6 +196,7 @@ public struct DecodeError: Error, CustomStringConvertible {
 
 extension VectorQuantizer: Quantizer {
     public var learnedCodebooks: [Codebook] { [codebook] }
+    public var codebooksFrozenByConfiguration: [Codebook] { configuration.freezeCodebook ? [codebook] : [] }
     public var inputDim: Int { configuration.dim }
     public var codebookSizes: [Int] { [codebookSize] }
     public var forwardLayout: InputLayout {
@@ -242,6 +248,9 @@ extension SequenceQuantizer {
 extension ResidualVQ: SequenceQuantizer {
     public var forwardLayout: InputLayout { configuration.acceptImageFmap ? .imageMap : .vectorsLast }
     public var learnedCodebooks: [Codebook] { uniqueCodebooks(layers.map(\.codebook)) }
+    public var codebooksFrozenByConfiguration: [Codebook] {
+        learnedCodebooks.filter { book in layers.allSatisfy { $0.codebook !== book || $0.configuration.freezeCodebook } }
+    }
     public var inputDim: Int { configuration.dim }
     public var codebookSizes: [Int] { layers.map(\.codebookSize) }
 }
@@ -253,6 +262,7 @@ extension GroupedResidualVQ: SequenceQuantizer {
         Tensor.concat((0..<groups).map { rvqs[$0].getOutput(from: ResidualStack.group(indices, $0, of: groups)) }, axis: -1)
     }
     public var learnedCodebooks: [Codebook] { uniqueCodebooks(rvqs.flatMap { $0.layers.map(\.codebook) }) }
+    public var codebooksFrozenByConfiguration: [Codebook] { uniqueCodebooks(rvqs.flatMap(\.codebooksFrozenByConfiguration)) }
     public var inputDim: Int { dim }
     public var codebookSizes: [Int] { rvqs.flatMap { $0.layers.map(\.codebookSize) } }
     public var indexBatchAxis: Int { 1 }
