@@ -56,6 +56,38 @@ struct ReferenceKeywordsTests {
         #expect(built > 10 && changedFromDefault > 5, "\(kind.name): \(built) built, \(changedFromDefault) differed from the example")
     }
 
+    /// Values a keyword may refuse: wrong types, out-of-range numbers, empty and negative lists.
+    nonisolated(unsafe) static let refusable: [Any] = ["x", -1, 3.0, -0.5, 1e30, Double.nan, [-1], [Int](), true]
+
+    /// A fuzz over every keyword of every kind (EvoLFQ too): a configuration error names the module the configuration
+    /// names — a stack's layer is a VectorQuantize configuration inside, but the user wrote ResidualVQ.
+    @Test("every refused keyword of every kind is said of that kind, not of an inner configuration", arguments: QuantizerRegistry.kinds.indices)
+    func refusalsNameTheirKind(_ i: Int) throws {
+        let kind = QuantizerRegistry.kinds[i]
+        var refused = 0
+        for key in kind.keywords.sorted() {
+            for value in Self.refusable {
+                var kw = kind.example
+                kw[key] = value
+                do { _ = try kind.build(kw) } catch let e as ConfigurationError {
+                    refused += 1
+                    #expect(e.description.hasPrefix("\(kind.name): "), "\(kind.name) \(key)=\(value): \(e)")
+                } catch {}
+            }
+        }
+        #expect(refused > 10, "\(kind.name): \(refused) refused")
+    }
+
+    @Test("a stack's layer keyword out of range is said of the stack")
+    func layerErrorNamesTheStack() throws {
+        for name in ["ResidualVQ", "GroupedResidualVQ", "RandomProjectionQuantizer"] {
+            let kind = try #require(QuantizerRegistry.kind(named: name))
+            var kw = kind.example
+            kw["decay"] = 3.0
+            #expect(throws: ConfigurationError.invalid(module: name, reason: "decay 3.0 outside [0, 1]")) { try kind.build(kw) }
+        }
+    }
+
     @Test("save(to:) then load gives the same quantizer (state and codes) for every kind", arguments: kinds.indices)
     func saveWithoutKeywords(_ i: Int) throws {
         let kind = Self.kinds[i]

@@ -54,11 +54,16 @@ public struct QuantizerKind: @unchecked Sendable {
         self.make = make
     }
 
-    /// Builds the quantizer from reference keywords; every keyword is validated before anything is allocated.
+    /// Builds the quantizer from reference keywords; every keyword is validated before anything is allocated, and
+    /// an error names this kind (not the inner configuration that found it: a ResidualVQ's layer's `decay`).
     public func build(_ kwargs: [String: Any]) throws -> any Quantizer {
-        try ModuleConfig(module: name, kwargs: kwargs).checkSizeCaps()
-        guard let q = try make(kwargs) as? any Quantizer else { throw ConfigurationError.unknownModule(name) }
-        return q
+        do {
+            try ModuleConfig(module: name, kwargs: kwargs).checkSizeCaps()
+            guard let q = try make(kwargs) as? any Quantizer else { throw ConfigurationError.unknownModule(name) }
+            return q
+        } catch let e as ConfigurationError {
+            throw e.named(name)
+        }
     }
 }
 

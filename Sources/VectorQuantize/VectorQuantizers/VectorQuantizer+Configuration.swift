@@ -17,6 +17,17 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
         case .unknownModule(let m): return "unknown module '\(m)'"
         }
     }
+
+    /// The same error said of `module`, the one a configuration names: a stack's or wrapper's inner configurations
+    /// (a ResidualVQ's layers are VectorQuantize configurations) would otherwise name a module the user never wrote.
+    func named(_ module: String) -> ConfigurationError {
+        switch self {
+        case .unknownKeyword(_, let k): return .unknownKeyword(module: module, keyword: k)
+        case .badValue(_, let k, let r): return .badValue(module: module, keyword: k, reason: r)
+        case .invalid(_, let r): return .invalid(module: module, reason: r)
+        case .unknownModule: return self
+        }
+    }
 }
 
 /// The constructor arguments of ``VectorQuantizer``, with the reference's defaults. Each property
