@@ -16,6 +16,7 @@ extension Train {
         var kw: [String: Any] = ["dim": dim]
         if let levels = try fsqLevelValues() {
             kw["levels"] = levels
+            kw["seed"] = Int(truncatingIfNeeded: seed)   // its projections' initialisation, as every new quantizer's
             let cfg = ModuleConfig(module: "FSQ", kwargs: kw)
             return (try cfg.build() as! any Quantizer, cfg)
         }

@@ -82,6 +82,10 @@ struct Train: ParsableCommand {
                 throw ValidationError("\(name) contradicts --init: the checkpoint fixes the structure (only --decay, --dead-code-threshold, --commitment-weight and --expand-to change it)")
             }
         }
+        if fsqLevels != nil, let (name, _) = codebookOptions.first(where: { $0.1 }) {
+            // An FSQ's codes are its levels' grid: what shapes or trains a learned codebook would change nothing.
+            throw ValidationError("\(name) belongs to a learned codebook; --fsq-levels makes an FSQ, whose codes are the grid of its levels (for a residual or grouped FSQ, use --config)")
+        }
         try DataFiles.checkThreads(threads)
         if let f = freeze { _ = try CodeSpec(f, option: "--freeze") }
         _ = try fsqLevelValues()
@@ -121,6 +125,13 @@ struct Train: ParsableCommand {
     /// (`--config`) fixes them instead.
     var structureOptions: [(String, Bool)] {
         [("--fsq-levels", fsqLevels != nil), ("--residual", residual != nil), ("--heads", heads != nil), ("--cosine", cosine), ("--kmeans-init", kmeansInit)]
+    }
+
+    /// The options of a learned codebook (VectorQuantize, ResidualVQ), and whether each is given: an FSQ has none.
+    var codebookOptions: [(String, Bool)] {
+        [("--codebook-size", codebookSize != nil), ("--residual", residual != nil), ("--heads", heads != nil), ("--cosine", cosine),
+         ("--kmeans-init", kmeansInit), ("--decay", decay != nil), ("--dead-code-threshold", deadCodeThreshold != nil),
+         ("--commitment-weight", commitmentWeight != nil)]
     }
 
     /// Rank `r`'s checkpoint under `--rank-outputs`: OUTPUT with `.rankN.safetensors`.

@@ -218,6 +218,27 @@ struct EveryQuantizerTests {
         #expect(r.stderr.contains("is the --config file"), "\(r.stderr)")
     }
 
+    @Test("vq train --fsq-levels refuses every option of a learned codebook (it changed nothing, exit 0), nothing written; --seed seeds its projections")
+    func fsqLevelsContradictions() throws {
+        try NumPyFile.write(.float(TestSupport.random([64, 8], seed: 3)), to: URL(fileURLWithPath: path("x.npy")))
+        let base = ["train", "--input", path("x.npy"), "--fsq-levels", "5,5", "--output", path("f.safetensors")]
+        for extra in [["--codebook-size", "16"], ["--residual", "2"], ["--heads", "2"], ["--cosine"], ["--kmeans-init"], ["--decay", "0.5"],
+                      ["--dead-code-threshold", "1"], ["--commitment-weight", "2"]] {
+            let r = try run(base + extra, mustSucceed: false, "\(extra)")
+            #expect(r.status == 64 && r.stderr.contains("\(extra[0]) belongs to a learned codebook"), "\(extra): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: path("f.safetensors")), "\(extra): a refused run wrote")
+        }
+        // Two seeds, two initialisations of the projections (dimension 8, two levels); the same seed, the same bits.
+        var codes: [[UInt32]] = []
+        for seed in ["1", "2", "1"] {
+            _ = try run(base + ["--seed", seed, "--steps", "2", "--batch-size", "32"], mustSucceed: true, "seed \(seed)")
+            let (q, _) = try QuantizerCheckpoint.load(URL(fileURLWithPath: path("f.safetensors")))
+            codes.append(q.stateDict().sorted { $0.key < $1.key }.flatMap { $0.value.scalars.map(\.bitPattern) })
+            try FileManager.default.removeItem(atPath: path("f.safetensors"))
+        }
+        #expect(codes[0] != codes[1] && codes[0] == codes[2])
+    }
+
     @Test("a checkpoint with a NaN or ±∞ in a tensor is refused by every command, naming the tensor", arguments: QuantizerRegistry.kinds.indices)
     func nonFiniteCheckpoint(_ i: Int) throws {
         // The largest tensor (the codes, where there are any), one value in its middle.
