@@ -125,7 +125,11 @@ func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
     let codeSpec = try sel.codes.map { try CodeSpec($0) }
     let dimSpec = try sel.dims.map { try CodeSpec($0, option: "--dims") }
     var count = 0, dimCount = 0
-    for (book, h) in try selectCodebooks(q, layer: layer, head: head) {
+    let books = try selectCodebooks(q, layer: layer, head: head)
+    // Frozen elements (whole codes, components) of the selected codebooks: what the command changed, not only what it was asked.
+    let held = { books.reduce(0) { $0 + $1.0.frozenCodes.value.scalars.filter { $0 != 0 }.count + $1.0.frozenComponents.value.scalars.filter { $0 != 0 }.count } }
+    let heldBefore = held()
+    for (book, h) in books {
         let list = try codeSpec?.codes(below: book.codebookSize)
         count = list?.count ?? book.codebookSize
         do {
@@ -143,5 +147,6 @@ func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
     let out = URL(fileURLWithPath: output ?? checkpoint)
     try QuantizerCheckpoint.save(q, config: cfg, to: out)
     let what = dimSpec != nil ? "\(dimCount) components of \(count) codes" : "\(count) codes"
-    print("\(freeze ? "froze" : "unfroze") \(what)\(layer.map { " of layer \($0)" } ?? "") → \(out.path)")
+    let unchanged = heldBefore == held() ? " (all of them \(freeze ? "frozen" : "free") already: nothing changed)" : ""
+    print("\(freeze ? "froze" : "unfroze") \(what)\(layer.map { " of layer \($0)" } ?? "")\(unchanged) → \(out.path)")
 }

@@ -36,7 +36,12 @@ struct CommandLineTests {
         #expect(r.status == 0)
         #expect(try NumPyFile.read(contentsOf: URL(fileURLWithPath: path("v.npy"))).shape == [600, 8])
         r = try vq("freeze", ckpt, "--codes", "0-3,7")
-        #expect(r.status == 0)
+        #expect(r.status == 0 && r.stdout.hasPrefix("froze 5 codes → "), "\(r.stdout)")
+        // Asked again (or a free code freed): it says that nothing changed.
+        r = try vq("freeze", ckpt, "--codes", "3,7")
+        #expect(r.status == 0 && r.stdout.contains("froze 2 codes (all of them frozen already: nothing changed)"), "\(r.stdout)")
+        r = try vq("unfreeze", ckpt, "--codes", "9", "--output", path("same.safetensors"))
+        #expect(r.status == 0 && r.stdout.contains("(all of them free already: nothing changed)"), "\(r.stdout)")
         r = try vq("inspect", ckpt)
         #expect(r.stdout.contains("frozen 5 (0-3,7)"))
         // Frozen codes survive more training bit for bit.
