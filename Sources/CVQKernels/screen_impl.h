@@ -54,7 +54,7 @@ static inline void screen_row_epilogue4(const vq_i4 t[4], int cols, const float 
         } else {
             const vq_f4 twice = dq * vq_f4_splat(-2.0f);
             const vq_f4 v = (x2 + vq_f4_load(CODE_TERM(0) + o)) + twice;
-            s = vq_f4_select((v > eps) | (v != v), v, eps);   /* clamp(min=1e-8), NaN stays NaN */
+            s = vq_f4_raise(v, eps);   /* clamp(min=1e-8), NaN stays NaN */
         }
         const vq_f4 base = r + vq_f4_load(CODE_TERM(4) + o);
 #if VQ_NATIVE_FMA
@@ -65,8 +65,8 @@ static inline void screen_row_epilogue4(const vq_i4 t[4], int cols, const float 
         const vq_f4 aa = a * vq_f4_load(CODE_TERM(3) + o);
         const vq_f4 b = ha + (la + (aa + base));
 #endif
-        const vq_i4 live = (vq_i4){o, o + 1, o + 2, o + 3} < (vq_i4){cols, cols, cols, cols};
-        const vq_f4 u = vq_f4_select(live, s + b, inf);
+        /* Codes past `cols` (the last panel's) never give the minimum. */
+        const vq_f4 u = cols >= 16 ? s + b : vq_f4_select((vq_i4){o, o + 1, o + 2, o + 3} < (vq_i4){cols, cols, cols, cols}, s + b, inf);
         up = vq_f4_select(u < up, u, up);
         vq_f4_store(lows + code_base + o, s - b);
     }

@@ -15,6 +15,15 @@ static inline vq_f4 vq_f4_splat(float x) { return (vq_f4){x, x, x, x}; }
 /* Lane-wise `m ? a : b` for a comparison mask `m` (all bits set or clear per lane). */
 static inline vq_f4 vq_f4_select(vq_i4 m, vq_f4 a, vq_f4 b) { return (vq_f4)(((vq_i4)a & m) | ((vq_i4)b & ~m)); }
 static inline int vq_i4_any(vq_i4 m) { return (m[0] | m[1] | m[2] | m[3]) != 0; }
+/* Lane-wise `lo > x ? lo : x`: x raised to at least `lo`, a NaN in x kept — one MAXPS on x86 (its first operand where
+   greater, else its second, so a NaN second operand passes), a compare and a select elsewhere. */
+static inline vq_f4 vq_f4_raise(vq_f4 x, vq_f4 lo) {
+#if defined(__SSE__)
+    return __builtin_ia32_maxps(lo, x);
+#else
+    return vq_f4_select(lo > x, lo, x);
+#endif
+}
 
 static inline vq_f4 vq_f4_abs(vq_f4 x) { return (vq_f4)((vq_i4)x & (vq_i4){0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff}); }
 static inline vq_f4 vq_f4_sign(vq_f4 x) { return (vq_f4)((vq_i4)x & (vq_i4){INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN}); }
