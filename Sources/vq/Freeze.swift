@@ -126,8 +126,8 @@ func editFreeze(_ sel: CodeSelection, freeze: Bool) throws {
     let dimSpec = try sel.dims.map { try CodeSpec($0, option: "--dims") }
     var count = 0, dimCount = 0
     let books = try selectCodebooks(q, layer: layer, head: head)
-    // Frozen elements (whole codes, components) of the selected codebooks: what the command changed, not only what it was asked.
-    let held = { books.reduce(0) { $0 + $1.0.frozenCodes.value.scalars.filter { $0 != 0 }.count + $1.0.frozenComponents.value.scalars.filter { $0 != 0 }.count } }
+    // The selected codebooks' freeze masks (whole codes, components): whether the command changed them, not only what it was asked.
+    let held = { books.map { $0.0.frozenCodes.value.scalars + $0.0.frozenComponents.value.scalars } }
     let heldBefore = held()
     for (book, h) in books {
         let list = try codeSpec?.codes(below: book.codebookSize)

@@ -129,9 +129,8 @@ struct Train: ParsableCommand {
 
     /// The options of a learned codebook (VectorQuantize, ResidualVQ), and whether each is given: an FSQ has none.
     var codebookOptions: [(String, Bool)] {
-        [("--codebook-size", codebookSize != nil), ("--residual", residual != nil), ("--heads", heads != nil), ("--cosine", cosine),
-         ("--kmeans-init", kmeansInit), ("--decay", decay != nil), ("--dead-code-threshold", deadCodeThreshold != nil),
-         ("--commitment-weight", commitmentWeight != nil)]
+        [("--codebook-size", codebookSize != nil)] + structureOptions.filter { $0.0 != "--fsq-levels" }
+            + [("--decay", decay != nil), ("--dead-code-threshold", deadCodeThreshold != nil), ("--commitment-weight", commitmentWeight != nil)]
     }
 
     /// Rank `r`'s checkpoint under `--rank-outputs`: OUTPUT with `.rankN.safetensors`.
