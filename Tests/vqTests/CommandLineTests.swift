@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VQTensor
 import VQTestSupport
+import VectorQuantize
 
 /// End-to-end tests of the built `vq` binary.
 @Suite("vq command line", .serialized)
@@ -57,6 +58,24 @@ struct CommandLineTests {
         r = try vq("train", "--input", x, "--init", ckpt, "--expand-to", "24", "--output", path("m3.safetensors"), "--steps", "5")
         #expect(r.status == 0)
         #expect(try vq("inspect", path("m3.safetensors")).stdout.contains("24 codes × 8, frozen 16 (0-15)"))
+    }
+
+    @Test("--config beside a checkpoint with its own configuration: the same quantizer in other words (keywords at their defaults left out) is used silently, for every kind; a contradicting one is used with one warning")
+    func configBesideOwn() throws {
+        for kind in QuantizerRegistry.kinds where kind.name != "EvoLFQ" {   // EvoLFQ cannot describe itself in keywords
+            let q = try kind.build(kind.example)
+            try QuantizerCheckpoint.save(q, to: URL(fileURLWithPath: path("own.safetensors")))
+            try ModuleConfig(module: kind.name, kwargs: kind.example).write(to: URL(fileURLWithPath: path("same.json")))
+            let r = try vq("inspect", path("own.safetensors"), "--config", path("same.json"))
+            #expect(r.status == 0 && !r.stderr.contains("differs"), "\(kind.name): \(r.stderr)")
+        }
+        for (module, kwargs) in [("VectorQuantize", ["dim": 8, "codebook_size": 16] as [String: Any]), ("ResidualVQ", ["dim": 8, "codebook_size": 16, "num_quantizers": 2])] {
+            let q = try ModuleConfig(module: module, kwargs: kwargs).build() as! any Quantizer
+            try QuantizerCheckpoint.save(q, to: URL(fileURLWithPath: path("own.safetensors")))
+            try ModuleConfig(module: module, kwargs: kwargs.merging(["use_cosine_sim": true]) { a, _ in a }).write(to: URL(fileURLWithPath: path("cos.json")))
+            let r = try vq("inspect", path("own.safetensors"), "--config", path("cos.json"))
+            #expect(r.status == 0 && r.stderr.contains("cos.json differs from the configuration inside own.safetensors: cos.json is used"), "\(module): \(r.stderr)")
+        }
     }
 
     @Test("residual and FSQ training write loadable quantizers")

@@ -197,6 +197,22 @@ public enum QuantizerCheckpoint {
         module.eval()
         // Said once the load has succeeded: a refused load says only why.
         if let prefix { logger.info("\(checkpoint.path): the quantizer's tensors are read under '\(prefix)'") }
+        if let config, let json = file.metadata["config_json"], contradicts(module, configuredBy: cfg, own: json) {
+            logger.warning("\(config.path) differs from the configuration inside \(checkpoint.lastPathComponent): \(config.lastPathComponent) is used")
+        }
         return (module, cfg)
+    }
+
+    /// Whether `module` (built from a configuration given beside the checkpoint) is configured otherwise than the
+    /// checkpoint's own configuration `json` says — compared as the quantizers describe themselves, so keywords left at
+    /// their defaults (an exported sidecar has no `seed`) do not count. A model trained with cosine distances encodes
+    /// differently under a configuration without them: worth a line.
+    static func contradicts(_ module: Module, configuredBy cfg: ModuleConfig, own json: String) -> Bool {
+        guard let own = try? ModuleConfig.parse(Data(json.utf8)), (try? own.serialized()) != (try? cfg.serialized()),
+              let given = (module as? any Quantizer).flatMap({ try? $0.referenceConfiguration() })
+        else { return false }
+        if own.module != given.module { return true }
+        guard let described = (try? own.build()).flatMap({ try? ($0 as? any Quantizer)?.referenceConfiguration() }) else { return false }
+        return (try? described.serialized()) != (try? given.serialized())
     }
 }
