@@ -443,8 +443,9 @@ def run_case(vq, tmp, case, name, kwargs, module, x, g):
         np.save(train, torch.randn(256, dim, generator=g).numpy())
         rc, err = run(vq, "train", "--init", ckpt, "--input", train, "--output", swift_ckpt,
                       "--steps", "3", "--batch-size", "64", "--lr", "0.01")
-        # A codebook its configuration freezes (freeze_codebook=True) takes no EMA step.
-        ema = any(getattr(m, "ema_update", False) is True and getattr(m, "freeze_codebook", False) is not True for m in module.modules())
+        # A codebook its configuration freezes (freeze_codebook=True on the VectorQuantize around it) takes no EMA step.
+        held = {id(m) for v in module.modules() if getattr(v, "freeze_codebook", False) is True for m in v.modules()}
+        ema = any(getattr(m, "ema_update", False) is True and id(m) not in held for m in module.modules())
         if rc != 0 and "nothing for vq train to do" in err and not learned and not ema:
             return problems + check_export(vq, name, ckpt, set(module.state_dict()), x, xin, tmp, case), \
                 "PyTorch → Swift; nothing learned, nothing for the tool to write (exported, strict)"
