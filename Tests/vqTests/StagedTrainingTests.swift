@@ -123,7 +123,7 @@ struct StagedTrainingTests {
         #expect((sub["subspaceDrift"] as? Double ?? 1) < 1e-5 && (sub["meanDrift"] as? Double ?? 0) > 1e-3, "\(sub)")
         // Two different quantizers, or the report over an input: one line, nothing written.
         r = try run("compare", path("c1.safetensors"), path("r1.safetensors"), "--input", path("b.npy"))
-        #expect(r.status != 0 && r.stderr.contains("not two stages"), "\(r.stderr)")
+        #expect(r.status != 0 && r.stderr.contains("not two stages of one quantizer: a VectorQuantize and a ResidualVQ"), "\(r.stderr)")
         r = try run("compare", path("c1.safetensors"), path("c2.safetensors"), "--input", path("b.npy"), "--report", path("c1.safetensors"))
         #expect(r.status != 0 && FileManager.default.fileExists(atPath: path("c1.safetensors")))
         #expect(try tensor("c1.safetensors", "_codebook.embed").shape == [1, 32, 16])

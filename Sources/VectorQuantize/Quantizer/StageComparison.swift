@@ -88,7 +88,11 @@ extension StageComparison {
     ///   their codebooks, or the new one has fewer codes; when the probe has the wrong shape or is not finite; or when
     ///   either has a k-means codebook not yet initialised — changing neither quantizer.
     public init(old: any Quantizer, new: any Quantizer, probe: Tensor) throws {
-        guard type(of: old) == type(of: new) else { throw StageComparisonError.structureDiffers("\(type(of: old)) and \(type(of: new))") }
+        guard type(of: old) == type(of: new) else {
+            // In the names a configuration uses (the reference's classes), not the Swift types'.
+            let name = { (q: any Quantizer) in QuantizerRegistry.kind(of: type(of: q))?.name ?? "\(type(of: q))" }
+            throw StageComparisonError.structureDiffers("a \(name(old)) and a \(name(new))")
+        }
         guard old.inputDim == new.inputDim else { throw StageComparisonError.structureDiffers("input dimension \(old.inputDim) and \(new.inputDim)") }
         let (a, b) = (old.learnedCodebooks, new.learnedCodebooks)
         guard a.count == b.count else { throw StageComparisonError.structureDiffers("\(a.count) and \(b.count) learned codebooks") }
