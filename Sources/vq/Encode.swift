@@ -65,7 +65,7 @@ struct Decode: ParsableCommand {
         guard (1...(layout.unit > 1 ? 1 : 2)).contains(vectorRank), Array(shape.prefix(layout.leading.count)) == layout.leading,
               Array(shape.suffix(layout.trailing.count)) == layout.trailing else {
             let expected = (layout.leading.map(String.init) + ["n"] + layout.trailing.map(String.init)).joined(separator: ", ")
-            throw CLIError("\(input): indices of shape \(shape) do not fit \(type(of: q)): expected [\(expected)] (or with a batch axis before n)")
+            throw CLIError("\(input): indices of shape \(shape) do not fit \(q.kindName): expected [\(expected)] (or with a batch axis before n)")
         }
         let vectorAxes = Array(shape[layout.leading.count..<(layout.leading.count + vectorRank)])
         let n = vectorAxes.reduce(1, *), tail = layout.tail, dim = q.decodedDim, unit = layout.unit

@@ -487,7 +487,7 @@ struct Train: ParsableCommand {
     func gradientStep(_ m: any Quantizer, _ batch: Tensor, _ optimizer: Adam) throws -> (Float, [Int]) {
         let o = m.forward(vectors: batch)
         guard o.quantized.shape == batch.shape else {
-            throw CLIError("vq train: \(type(of: m))'s output \(o.quantized.shape) is not in the input's space \(batch.shape): nothing to reconstruct")
+            throw CLIError("vq train: \(m.kindName)'s output \(o.quantized.shape) is not in the input's space \(batch.shape): nothing to reconstruct")
         }
         let loss = Loss.mse(o.quantized, batch) + o.loss
         m.zeroGradients()

@@ -78,6 +78,18 @@ struct ReferenceKeywordsTests {
         #expect(refused > 10, "\(kind.name): \(refused) refused")
     }
 
+    @Test("messages name a quantizer as its configuration does (VectorQuantize, not the Swift type VectorQuantizer): a decode refused for its indices' shape")
+    func messagesUseKindNames() throws {
+        for kind in QuantizerRegistry.kinds {
+            let q = try kind.build(kind.example)
+            #expect(q.kindName == kind.name)
+            let indices = IndexTensor(Array(repeating: 0, count: 64), shape: [2, 2, 2, 2, 2, 2])
+            do { _ = try q.decode(indices); Issue.record("\(kind.name): decoded indices of six axes") } catch {
+                #expect("\(error)".contains(kind.name + ":"), "\(kind.name): \(error)")
+            }
+        }
+    }
+
     @Test("a stack's layer keyword out of range is said of the stack")
     func layerErrorNamesTheStack() throws {
         for name in ["ResidualVQ", "GroupedResidualVQ", "RandomProjectionQuantizer"] {

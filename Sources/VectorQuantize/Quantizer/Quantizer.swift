@@ -48,6 +48,8 @@ public protocol Quantizer: Module {
 }
 
 extension Quantizer {
+    /// The name a configuration gives this quantizer (the reference's class: `VectorQuantize`), for messages.
+    public var kindName: String { QuantizerRegistry.kind(of: type(of: self))?.name ?? "\(type(of: self))" }
     public var indexBatchAxis: Int { 0 }
     public var allowsDroppedIndices: Bool { false }
     public var codebooksFrozenByConfiguration: [Codebook] { [] }
@@ -55,7 +57,7 @@ extension Quantizer {
     public var decodedDim: Int { inputDim }
     public var sequenceShape: [Int]? { nil }
     public func referenceConfiguration() throws -> ModuleConfig {
-        throw ConfigurationError.invalid(module: "\(type(of: self))", reason: "built from modules the reference's keywords cannot describe: save it with save(_:config:to:) and its keywords")
+        throw ConfigurationError.invalid(module: kindName, reason: "built from modules the reference's keywords cannot describe: save it with save(_:config:to:) and its keywords")
     }
 
     /// The default ``Quantizer/forward(vectors:)``: the vectors are
@@ -101,7 +103,7 @@ extension Quantizer {
     /// `allowsDroppedIndices`). Throws a ``DecodeError`` that names the offending shape or value.
     public func validate(indices: IndexTensor) throws {
         if !isInitialised {
-            throw DecodeError(description: "\(type(of: self)): the codebook is not initialised yet (k-means runs on the first batch)")
+            throw DecodeError(description: "\(kindName): the codebook is not initialised yet (k-means runs on the first batch)")
         }
         let one = indexShapeOfOneVector
         let a = indexBatchAxis
@@ -112,7 +114,7 @@ extension Quantizer {
         guard okShape else {
             let n = "n"
             let expected = (leading.map(String.init) + [n] + trailing.map(String.init)).joined(separator: ", ")
-            throw DecodeError(description: "indices of shape \(indices.shape) do not fit \(type(of: self)): expected [\(expected)] (or with a batch axis before n)")
+            throw DecodeError(description: "indices of shape \(indices.shape) do not fit \(kindName): expected [\(expected)] (or with a batch axis before n)")
         }
         let columns = Swift.max(1, trailing.reduce(1, *))
         let perGroup = columns

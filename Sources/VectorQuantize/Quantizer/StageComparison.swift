@@ -89,9 +89,7 @@ extension StageComparison {
     ///   either has a k-means codebook not yet initialised — changing neither quantizer.
     public init(old: any Quantizer, new: any Quantizer, probe: Tensor) throws {
         guard type(of: old) == type(of: new) else {
-            // In the names a configuration uses (the reference's classes), not the Swift types'.
-            let name = { (q: any Quantizer) in QuantizerRegistry.kind(of: type(of: q))?.name ?? "\(type(of: q))" }
-            throw StageComparisonError.structureDiffers("a \(name(old)) and a \(name(new))")
+            throw StageComparisonError.structureDiffers("a \(old.kindName) and a \(new.kindName)")
         }
         guard old.inputDim == new.inputDim else { throw StageComparisonError.structureDiffers("input dimension \(old.inputDim) and \(new.inputDim)") }
         let (a, b) = (old.learnedCodebooks, new.learnedCodebooks)
