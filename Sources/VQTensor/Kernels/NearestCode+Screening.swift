@@ -126,7 +126,7 @@ extension NearestCodeKernel {
         let n: Int, k: Int, d: Int, heads: Int
         let cosine: Int32, fmt: Int32, nat: Int32
         let mr = 12, nr = 32, cap = NearestCodeKernel.capacity
-        let steps: Int, rowPlanes: Int, codePlanes: Int, panels: Int, cstride: Int, ldlow: Int, headTerms: Int, headPacked: Int
+        let steps: Int, rowPlanes: Int, codePlanes: Int, panels: Int, cstride: Int, headTerms: Int, headPacked: Int
 
         init(n: Int, k: Int, d: Int, heads: Int, cosine: Int32, format: ScreenFormat, native: Bool) {
             (self.n, self.k, self.d, self.heads, self.cosine) = (n, k, d, heads, cosine)
@@ -135,14 +135,16 @@ extension NearestCodeKernel {
             rowPlanes = Int(vq_screen_row_planes(fmt))
             codePlanes = Int(vq_screen_code_planes(fmt))
             panels = (k + nr - 1) / nr
-            // The strides of the code term planes and of a group's rows of lower bounds, one cache line past the codes:
-            // at a multiple of 4 KiB (1,024 or 8,192 codes) the epilogue's six planes and twelve rows would share an L1
-            // set (4K aliasing; a depth-64 level-0 tile ran 1.39× slower).
+            // The stride of the code term planes and of a group's rows of lower bounds (``ldlow``), one cache line past
+            // the codes: at a multiple of 4 KiB (1,024 or 8,192 codes) the epilogue's six planes and twelve rows would
+            // share an L1 set (4K aliasing; a depth-64 level-0 tile ran 1.39× slower).
             cstride = panels * nr + 16
-            ldlow = panels * nr + 16
             headTerms = codePlanes * cstride
             headPacked = panels * steps * nr
         }
+
+        /// The stride of a group's rows of lower bounds: the term planes' (`cstride`), for the same reason.
+        var ldlow: Int { cstride }
     }
 
     /// Every head's codes packed for the screening tiles, with their term planes (plane 0: the squared norms, as the
